@@ -1,0 +1,289 @@
+//! The one clock every binary reads (DESIGN.md, "One clock for every binary"):
+//! `--clock START@SPEED` runs time from START at SPEED times the wall clock, so a store day
+//! replays in a minute; the default is the wall clock. Tests use a manual clock they advance.
+//! Only network timeouts stay on wall time; everything else asks this clock.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// A cheap-to-clone handle to the process's clock.
+#[derive(Clone)]
+pub struct Clock(Arc<Source>);
+
+enum Source {
+    Wall,
+    Scaled {
+        start: DateTime<Utc>,
+        speed: f64,
+        origin: Instant,
+    },
+    Manual(Mutex<DateTime<Utc>>),
+}
+
+impl Clock {
+    /// The system's wall clock at ×1.
+    pub fn wall() -> Clock {
+        Clock(Arc::new(Source::Wall))
+    }
+
+    /// Starts at `start` now and runs `speed` times faster than the wall clock.
+    pub fn scaled(start: DateTime<Utc>, speed: f64) -> Result<Clock, ClockSpecError> {
+        if !(speed.is_finite() && speed > 0.0) {
+            return Err(ClockSpecError::Speed(speed.to_string()));
+        }
+        Ok(Clock(Arc::new(Source::Scaled {
+            start,
+            speed,
+            origin: Instant::now(),
+        })))
+    }
+
+    /// A clock that moves only when [`Clock::advance`] or [`Clock::set`] is called.
+    pub fn manual(start: DateTime<Utc>) -> Clock {
+        Clock(Arc::new(Source::Manual(Mutex::new(start))))
+    }
+
+    /// Builds the clock a `--clock` value describes.
+    pub fn from_spec(spec: &ClockSpec) -> Clock {
+        match *spec {
+            ClockSpec::Wall => Clock::wall(),
+            ClockSpec::Scaled { start, speed } => {
+                let start = start.unwrap_or_else(Utc::now);
+                Clock(Arc::new(Source::Scaled {
+                    start,
+                    speed,
+                    origin: Instant::now(),
+                }))
+            }
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        match &*self.0 {
+            Source::Wall => Utc::now(),
+            Source::Scaled {
+                start,
+                speed,
+                origin,
+            } => {
+                let elapsed = origin.elapsed().as_secs_f64() * speed;
+                let nanos = (elapsed * 1e9).min(i64::MAX as f64) as i64;
+                *start + chrono::Duration::nanoseconds(nanos)
+            }
+            Source::Manual(now) => *lock(now),
+        }
+    }
+
+    /// How many times faster than the wall clock this clock runs (0 for a manual clock).
+    pub fn speed(&self) -> f64 {
+        match &*self.0 {
+            Source::Wall => 1.0,
+            Source::Scaled { speed, .. } => *speed,
+            Source::Manual(_) => 0.0,
+        }
+    }
+
+    /// The wall time to wait for `clock_time` to pass on this clock; a manual clock never
+    /// passes time by itself, so callers that sleep on one get `None` and must poll it.
+    pub fn wall_duration(&self, clock_time: Duration) -> Option<Duration> {
+        match self.speed() {
+            s if s > 0.0 => Some(clock_time.div_f64(s)),
+            _ => None,
+        }
+    }
+
+    /// Moves a manual clock forward; returns false (and does nothing) on any other clock.
+    pub fn advance(&self, by: Duration) -> bool {
+        match &*self.0 {
+            Source::Manual(now) => {
+                let mut now = lock(now);
+                *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sets a manual clock; returns false (and does nothing) on any other clock.
+    pub fn set(&self, to: DateTime<Utc>) -> bool {
+        match &*self.0 {
+            Source::Manual(now) => {
+                *lock(now) = to;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn lock(m: &Mutex<DateTime<Utc>>) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
+    // A DateTime cannot be left half-written, so a poisoned lock still holds a valid time.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            Source::Wall => f.write_str("Clock(wall)"),
+            Source::Scaled { start, speed, .. } => write!(f, "Clock({start}@{speed})"),
+            Source::Manual(now) => write!(f, "Clock(manual {})", *lock(now)),
+        }
+    }
+}
+
+/// A parsed `--clock` value: `wall`, `START@SPEED` with START an RFC 3339 time, or `now@SPEED`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ClockSpec {
+    #[default]
+    Wall,
+    Scaled {
+        /// `None` for `now`: the moment the clock is built.
+        start: Option<DateTime<Utc>>,
+        speed: f64,
+    },
+}
+
+/// Why a `--clock` value is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockSpecError {
+    #[error("--clock {0:?}: expected wall, START@SPEED (START an RFC 3339 time) or now@SPEED")]
+    Shape(String),
+    #[error("--clock start {start:?} is not an RFC 3339 time: {reason}")]
+    Start { start: String, reason: String },
+    #[error("--clock speed {0:?} is not a positive number")]
+    Speed(String),
+}
+
+impl FromStr for ClockSpec {
+    type Err = ClockSpecError;
+
+    fn from_str(s: &str) -> Result<ClockSpec, ClockSpecError> {
+        if s == "wall" {
+            return Ok(ClockSpec::Wall);
+        }
+        let (start, speed) = s
+            .rsplit_once('@')
+            .ok_or_else(|| ClockSpecError::Shape(s.chars().take(80).collect()))?;
+        let speed_value: f64 = speed
+            .parse()
+            .map_err(|_| ClockSpecError::Speed(speed.chars().take(40).collect()))?;
+        if !(speed_value.is_finite() && speed_value > 0.0) {
+            return Err(ClockSpecError::Speed(speed.chars().take(40).collect()));
+        }
+        let start = if start == "now" {
+            None
+        } else {
+            let t = DateTime::parse_from_rfc3339(start).map_err(|e| ClockSpecError::Start {
+                start: start.chars().take(60).collect(),
+                reason: e.to_string(),
+            })?;
+            Some(t.with_timezone(&Utc))
+        };
+        Ok(ClockSpec::Scaled {
+            start,
+            speed: speed_value,
+        })
+    }
+}
+
+impl fmt::Display for ClockSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClockSpec::Wall => f.write_str("wall"),
+            ClockSpec::Scaled { start: None, speed } => write!(f, "now@{speed}"),
+            ClockSpec::Scaled {
+                start: Some(t),
+                speed,
+            } => write!(
+                f,
+                "{}@{speed}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!("wall".parse::<ClockSpec>().unwrap(), ClockSpec::Wall);
+        assert_eq!(
+            "2026-11-23T09:00:00+09:00@60".parse::<ClockSpec>().unwrap(),
+            ClockSpec::Scaled {
+                start: Some(t("2026-11-23T00:00:00Z")),
+                speed: 60.0
+            }
+        );
+        assert_eq!(
+            "now@1.5".parse::<ClockSpec>().unwrap(),
+            ClockSpec::Scaled {
+                start: None,
+                speed: 1.5
+            }
+        );
+        for (bad, want) in [
+            ("2026-11-23T09:00:00Z", "expected wall"),
+            ("2026-11-23@60", "not an RFC 3339 time"),
+            ("now@0", "not a positive number"),
+            ("now@-2", "not a positive number"),
+            ("now@inf", "not a positive number"),
+            ("now@fast", "not a positive number"),
+        ] {
+            let err = bad.parse::<ClockSpec>().unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn spec_display_round_trips() {
+        for s in ["wall", "now@60", "2026-11-23T00:00:00Z@1440"] {
+            let spec: ClockSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string().parse::<ClockSpec>().unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = Clock::manual(t("2026-11-23T00:00:00Z"));
+        assert_eq!(c.now(), t("2026-11-23T00:00:00Z"));
+        assert!(c.advance(Duration::from_secs(90)));
+        assert_eq!(c.clone().now(), t("2026-11-23T00:01:30Z"));
+        assert!(c.set(t("2027-01-01T00:00:00Z")));
+        assert_eq!(c.now(), t("2027-01-01T00:00:00Z"));
+        assert_eq!(c.wall_duration(Duration::from_secs(1)), None);
+        assert!(!Clock::wall().advance(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn scaled_clock_starts_at_start_and_scales_waits() {
+        let start = t("2026-11-23T00:00:00Z");
+        let c = Clock::scaled(start, 3600.0).unwrap();
+        let now = c.now();
+        assert!(now >= start, "{now}");
+        assert_eq!(
+            c.wall_duration(Duration::from_secs(3600)),
+            Some(Duration::from_secs(1))
+        );
+        assert!(Clock::scaled(start, 0.0).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in ".{0,60}") {
+            let _ = s.parse::<ClockSpec>();
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! `presence` (gateway → cloud): a batch of presence events from one gateway's outbox epoch.
+//!
+//! An event's id is `{gateway}:{epoch}:{seq}`. The epoch is random, chosen when the outbox is
+//! created, so a reinstalled gateway never reuses ids. A sealed batch is at most
+//! [`MAX_PRESENCE_BYTES`]; [`seal_batches`] splits events to fit.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::beacon_id::BeaconId;
+use crate::envelope::{seal, sealed_overhead, EnvelopeError, SigningKey};
+use crate::ids::{GatewayId, StoreId};
+use crate::seq_ranges::SeqRanges;
+use crate::time::Timestamp;
+
+/// Largest sealed presence payload, in bytes.
+pub const MAX_PRESENCE_BYTES: usize = 8 * 1024;
+
+/// A gateway outbox's random epoch: 8 lower-case hex digits on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub u32);
+
+impl Epoch {
+    /// A fresh random epoch, for a new outbox.
+    pub fn random() -> Epoch {
+        Epoch(rand::random())
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// Why a text is not an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("epoch {0:?} is not 8 lower-case hex digits")]
+pub struct EpochError(String);
+
+impl FromStr for Epoch {
+    type Err = EpochError;
+    fn from_str(s: &str) -> Result<Epoch, EpochError> {
+        let ok = s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| u32::from_str_radix(s, 16).ok())
+            .flatten()
+            .map(Epoch)
+            .ok_or_else(|| EpochError(s.chars().take(20).collect()))
+    }
+}
+
+impl Serialize for Epoch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Epoch, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which presence transition a sighting event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SightingKind {
+    Enter,
+    Stay,
+    Exit,
+}
+
+/// One event of a batch. `kind` on the wire picks the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PresenceEvent {
+    /// The gateway started hearing this beacon (past its enter hysteresis).
+    Enter(Sighting),
+    /// Still hearing it; sent every stay interval.
+    Stay(Sighting),
+    /// Stopped hearing it (timeout, or the signal stayed below the exit threshold).
+    Exit(Sighting),
+    /// Anonymous devices in range during one minute; never their addresses.
+    Footfall(Footfall),
+}
+
+/// The body of an enter, stay or exit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sighting {
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub beacon: BeaconId,
+    /// Smoothed RSSI, dBm.
+    pub rssi: f64,
+    /// Estimated distance from the path-loss model, metres.
+    pub distance_m: f64,
+    /// Seconds this beacon has been heard in this presence (0 at enter, dwell at stay/exit).
+    pub seen_s: f64,
+}
+
+/// Devices counted in range during the minute starting at `ts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Footfall {
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub devices: u32,
+}
+
+impl PresenceEvent {
+    /// Builds an enter, stay or exit event.
+    pub fn sighting(kind: SightingKind, body: Sighting) -> PresenceEvent {
+        match kind {
+            SightingKind::Enter => PresenceEvent::Enter(body),
+            SightingKind::Stay => PresenceEvent::Stay(body),
+            SightingKind::Exit => PresenceEvent::Exit(body),
+        }
+    }
+
+    /// The transition and body of a sighting event; `None` for footfall.
+    pub fn as_sighting(&self) -> Option<(SightingKind, &Sighting)> {
+        match self {
+            PresenceEvent::Enter(s) => Some((SightingKind::Enter, s)),
+            PresenceEvent::Stay(s) => Some((SightingKind::Stay, s)),
+            PresenceEvent::Exit(s) => Some((SightingKind::Exit, s)),
+            PresenceEvent::Footfall(_) => None,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            PresenceEvent::Enter(s) | PresenceEvent::Stay(s) | PresenceEvent::Exit(s) => s.seq,
+            PresenceEvent::Footfall(f) => f.seq,
+        }
+    }
+
+    pub fn ts(&self) -> Timestamp {
+        match self {
+            PresenceEvent::Enter(s) | PresenceEvent::Stay(s) | PresenceEvent::Exit(s) => s.ts,
+            PresenceEvent::Footfall(f) => f.ts,
+        }
+    }
+
+    /// The first non-finite number in the event, which JSON cannot carry.
+    fn non_finite_field(&self) -> Option<&'static str> {
+        let (_, s) = self.as_sighting()?;
+        [
+            ("rssi", s.rssi),
+            ("distance_m", s.distance_m),
+            ("seen_s", s.seen_s),
+        ]
+        .into_iter()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(name, _)| name)
+    }
+}
+
+/// A batch of events as the gateway sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceBatch {
+    pub gateway: GatewayId,
+    pub store: StoreId,
+    pub epoch: Epoch,
+    pub events: Vec<PresenceEvent>,
+    /// Seqs the gateway dropped unsent because its outbox was full.
+    pub dropped: SeqRanges,
+}
+
+/// One sealed payload and the seqs it carries (events and dropped ranges).
+#[derive(Debug, Clone)]
+pub struct SealedBatch {
+    pub payload: Vec<u8>,
+    pub seqs: SeqRanges,
+}
+
+/// Why a batch could not be sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("event seq {seq} has a non-finite {field}")]
+    NonFinite { seq: u64, field: &'static str },
+    #[error("event seq {seq} alone needs {size} bytes, over the {limit}-byte limit")]
+    EventTooLarge { seq: u64, size: usize, limit: usize },
+    #[error("the dropped ranges alone need {size} bytes, over the {limit}-byte limit")]
+    DroppedTooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// Seals `events` (and `dropped`, in the first payload) into as few payloads of at most
+/// `limit` bytes as the greedy split gives, keeping event order.
+pub fn seal_batches(
+    topic: &str,
+    key: &SigningKey,
+    header: (&GatewayId, &StoreId, Epoch),
+    events: &[PresenceEvent],
+    dropped: &SeqRanges,
+    limit: usize,
+) -> Result<Vec<SealedBatch>, BatchError> {
+    let (gateway, store, epoch) = header;
+    let batch_of = |events: Vec<PresenceEvent>, dropped: SeqRanges| PresenceBatch {
+        gateway: gateway.clone(),
+        store: store.clone(),
+        epoch,
+        events,
+        dropped,
+    };
+    let overhead = |dropped: &SeqRanges| -> Result<usize, BatchError> {
+        let empty = serde_json::to_vec(&batch_of(Vec::new(), dropped.clone()))
+            .map_err(EnvelopeError::Encode)?;
+        Ok(sealed_overhead() + empty.len())
+    };
+    let first_overhead = overhead(dropped)?;
+    if first_overhead > limit {
+        return Err(BatchError::DroppedTooLarge {
+            size: first_overhead,
+            limit,
+        });
+    }
+    let later_overhead = overhead(&SeqRanges::new())?;
+
+    // Plan the split on per-event sizes: a JSON array is its items joined by commas.
+    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+    let (mut start, mut size) = (0, first_overhead);
+    for (i, event) in events.iter().enumerate() {
+        if let Some(field) = event.non_finite_field() {
+            return Err(BatchError::NonFinite {
+                seq: event.seq(),
+                field,
+            });
+        }
+        let len = serde_json::to_vec(event)
+            .map_err(EnvelopeError::Encode)?
+            .len();
+        let comma = usize::from(i > start);
+        if size + comma + len > limit && i > start {
+            chunks.push(start..i);
+            start = i;
+            size = later_overhead;
+        }
+        let comma = usize::from(i > start);
+        if size + comma + len > limit {
+            return Err(BatchError::EventTooLarge {
+                seq: event.seq(),
+                size: later_overhead + len,
+                limit,
+            });
+        }
+        size += comma + len;
+    }
+    if start < events.len() || (events.is_empty() && !dropped.is_empty()) {
+        chunks.push(start..events.len());
+    }
+
+    let mut sealed = Vec::with_capacity(chunks.len());
+    for (n, range) in chunks.into_iter().enumerate() {
+        let dropped = if n == 0 {
+            dropped.clone()
+        } else {
+            SeqRanges::new()
+        };
+        let mut seqs = dropped.clone();
+        events[range.clone()]
+            .iter()
+            .for_each(|e| seqs.insert(e.seq()));
+        let payload = seal(topic, key, &batch_of(events[range].to_vec(), dropped))?;
+        debug_assert!(payload.len() <= limit, "planned split overflowed");
+        sealed.push(SealedBatch { payload, seqs });
+    }
+    Ok(sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::open;
+    use proptest::prelude::*;
+
+    const TOPIC: &str = "omo/v1/stores/s1/gateways/g1/presence";
+
+    fn sighting(seq: u64) -> PresenceEvent {
+        PresenceEvent::Stay(Sighting {
+            seq,
+            ts: "2026-11-23T09:00:00.250Z".parse().unwrap(),
+            beacon: "line:016a4b2c3d".parse().unwrap(),
+            rssi: -67.5,
+            distance_m: 2.4,
+            seen_s: 120.0,
+        })
+    }
+
+    fn header() -> (GatewayId, StoreId, Epoch) {
+        (
+            GatewayId::new("g1").unwrap(),
+            StoreId::new("s1").unwrap(),
+            Epoch(0x0bad_f00d),
+        )
+    }
+
+    #[test]
+    fn epoch_text() {
+        assert_eq!(Epoch(0x0bad_f00d).to_string(), "0badf00d");
+        assert_eq!("0badf00d".parse::<Epoch>().unwrap(), Epoch(0x0bad_f00d));
+        for bad in ["0BADF00D", "badf00d", "0badf00d0", "+badf00d", ""] {
+            assert!(bad.parse::<Epoch>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn splits_to_fit_and_keeps_every_event() {
+        let key = SigningKey::from_bytes([1; 32]);
+        let (g, s, e) = header();
+        let events: Vec<_> = (1..=400).map(sighting).collect();
+        let dropped = SeqRanges::from_range(1000, 1010);
+        let sealed = seal_batches(
+            TOPIC,
+            &key,
+            (&g, &s, e),
+            &events,
+            &dropped,
+            MAX_PRESENCE_BYTES,
+        )
+        .unwrap();
+        assert!(sealed.len() > 1);
+        let mut back = Vec::new();
+        for (i, b) in sealed.iter().enumerate() {
+            assert!(b.payload.len() <= MAX_PRESENCE_BYTES);
+            let batch: PresenceBatch = open(TOPIC, &key, &b.payload).unwrap();
+            assert_eq!(batch.dropped.is_empty(), i > 0);
+            back.extend(batch.events);
+        }
+        assert_eq!(back, events);
+        // Full payloads are close to the limit: the split is not wasteful.
+        assert!(sealed[0].payload.len() > MAX_PRESENCE_BYTES - 200);
+        assert!(sealed[0].seqs.covers(1000, 1010) && sealed[0].seqs.contains(1));
+    }
+
+    #[test]
+    fn dropped_alone_is_a_batch_and_nothing_is_nothing() {
+        let key = SigningKey::from_bytes([1; 32]);
+        let (g, s, e) = header();
+        let only = seal_batches(
+            TOPIC,
+            &key,
+            (&g, &s, e),
+            &[],
+            &SeqRanges::from_range(3, 4),
+            8192,
+        )
+        .unwrap();
+        assert_eq!(only.len(), 1);
+        assert!(
+            seal_batches(TOPIC, &key, (&g, &s, e), &[], &SeqRanges::new(), 8192)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_fit_or_be_written() {
+        let key = SigningKey::from_bytes([1; 32]);
+        let (g, s, e) = header();
+        let err = seal_batches(
+            TOPIC,
+            &key,
+            (&g, &s, e),
+            &[sighting(1)],
+            &SeqRanges::new(),
+            200,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, BatchError::EventTooLarge { seq: 1, .. }),
+            "{err}"
+        );
+        let mut bad = sighting(2);
+        if let PresenceEvent::Stay(s) = &mut bad {
+            s.rssi = f64::NAN;
+        }
+        let err =
+            seal_batches(TOPIC, &key, (&g, &s, e), &[bad], &SeqRanges::new(), 8192).unwrap_err();
+        assert_eq!(err.to_string(), "event seq 2 has a non-finite rssi");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_missing_ones_named() {
+        let json = r#"{"gateway":"g1","store":"s1","epoch":"0badf00d","future":1,
+            "events":[{"kind":"footfall","seq":1,"ts":"2026-11-23T09:00:00Z","devices":4,"x":[]}],
+            "dropped":[]}"#;
+        let batch: PresenceBatch = crate::envelope::parse_message(json).unwrap();
+        assert_eq!(batch.events[0].seq(), 1);
+        let json = r#"{"gateway":"g1","store":"s1","epoch":"0badf00d","dropped":[],
+            "events":[{"kind":"enter","seq":1,"ts":"2026-11-23T09:00:00Z","beacon":"line:016a4b2c3d","rssi":-60,"distance_m":1}]}"#;
+        let err = crate::envelope::parse_message::<PresenceBatch>(json).unwrap_err();
+        assert!(err.to_string().contains("missing field `seen_s`"), "{err}");
+        assert!(err.to_string().contains("events[0]"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn split_round_trips(n in 0usize..120, limit in 600usize..9000, gap in 0u64..3) {
+            let key = SigningKey::from_bytes([2; 32]);
+            let (g, s, e) = header();
+            let events: Vec<_> = (0..n as u64).map(|i| sighting(1 + i * (1 + gap))).collect();
+            let sealed = seal_batches(TOPIC, &key, (&g, &s, e), &events, &SeqRanges::new(), limit).unwrap();
+            let mut back = Vec::new();
+            for b in &sealed {
+                prop_assert!(b.payload.len() <= limit);
+                let batch: PresenceBatch = open(TOPIC, &key, &b.payload).unwrap();
+                back.extend(batch.events);
+            }
+            prop_assert_eq!(back, events);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! omo's store gateway: it hears BLE advertisements, decodes beacon frames, turns sightings
+//! into presence and forwards it to the cloud through a durable outbox.
+//!
+//! The pure parts (advertising-data parsing, frame codecs, the presence engine) take bytes and
+//! timestamps and return values; the daemon around them does the I/O.
+
+pub mod ad;

@@ -1,0 +1,4 @@
+//! omo's simulators: synthetic store visits, replay files for gateways, fake LINE and FCM
+//! endpoints, load generation and the one-command demo.
+
+pub mod radio;

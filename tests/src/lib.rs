@@ -1,0 +1,139 @@
+//! Harness for omo's end-to-end tests: find the workspace's real binaries, pick free loopback
+//! ports, and run real brokers as child processes that are killed and cleaned up on drop.
+//! Every wait is bounded.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The directory cargo puts workspace binaries in (the test executable's grandparent).
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/debug/deps/omo_tests-… → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("test executable has no target directory")
+}
+
+/// Path of a workspace binary, building it first if this test run did not.
+pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let path = target_dir()?.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", package, "--bin", name])
+            .status()
+            .context("running cargo build")?;
+        if !status.success() || !path.exists() {
+            bail!("could not build {name} (cargo build -p {package} --bin {name})");
+        }
+    }
+    Ok(path)
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Waits until something accepts TCP connections on `port`, or `timeout` passes.
+pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listened on 127.0.0.1:{port} within {timeout:?}")
+}
+
+/// Finds the `mosquitto` broker (Debian installs it in /usr/sbin).
+pub fn mosquitto_path() -> anyhow::Result<PathBuf> {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin"])
+    {
+        let p = Path::new(dir).join("mosquitto");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("mosquitto not found: install Debian's `mosquitto` package (.ci/run does)")
+}
+
+/// A real Mosquitto broker on a free loopback port, with password and ACL files; killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto with these password-file lines and ACL text; anonymous access is off.
+    pub fn start(password_lines: &[String], acl: &str) -> anyhow::Result<Mosquitto> {
+        let exe = mosquitto_path()?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let passwd = dir.path().join("passwd");
+        let acl_file = dir.path().join("acl");
+        let log = dir.path().join("mosquitto.log");
+        std::fs::write(&passwd, password_lines.join("\n") + "\n")?;
+        std::fs::write(&acl_file, acl)?;
+        let conf = dir.path().join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf)?;
+        writeln!(f, "listener {port} 127.0.0.1")?;
+        writeln!(f, "allow_anonymous false")?;
+        writeln!(f, "password_file {}", passwd.display())?;
+        writeln!(f, "acl_file {}", acl_file.display())?;
+        writeln!(f, "persistence false")?;
+        writeln!(f, "max_packet_size 65536")?;
+        // stderr, not a log file: run as root, Mosquitto drops to its own user before opening it.
+        writeln!(f, "log_dest stderr")?;
+        writeln!(f, "log_type all")?;
+        drop(f);
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting mosquitto")?;
+        let mut broker = Mosquitto {
+            child,
+            port,
+            _dir: dir,
+            log,
+        };
+        if let Err(e) = wait_for_port(port, Duration::from_secs(10)) {
+            let status = broker.child.try_wait().ok().flatten();
+            bail!(
+                "{e}; mosquitto exited: {status:?}; log:\n{}",
+                broker.log_text()
+            );
+        }
+        Ok(broker)
+    }
+
+    /// What the broker has logged so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
