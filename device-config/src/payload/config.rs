@@ -124,6 +124,19 @@ impl ConfigAck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = RemoteConfig::read(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn never_panics_on_json_like_text(s in "[{}\\[\\]:,\"a-z0-9.-]{0,120}") {
+            let _ = RemoteConfig::read(&s);
+        }
+    }
 
     #[test]
     fn unknown_keys_are_warnings() {

@@ -398,6 +398,16 @@ mod tests {
 
     proptest! {
         #[test]
+        fn epoch_never_panics(s in ".{0,12}") {
+            let _ = s.parse::<Epoch>();
+        }
+
+        #[test]
+        fn batch_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = crate::envelope::parse_message::<PresenceBatch>(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
         fn split_round_trips(n in 0usize..120, limit in 600usize..9000, gap in 0u64..3) {
             let key = SigningKey::from_bytes([2; 32]);
             let (g, s, e) = header();
