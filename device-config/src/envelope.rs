@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn seals_and_opens() {
-        let msg = json!({"version": 3, "ok": true});
+        let msg = json!({"ok": true, "version": 3});
         let payload = seal(TOPIC, &key(), &msg).unwrap();
         let text = std::str::from_utf8(&payload).unwrap();
         assert!(text.starts_with("{\"v\":1,\"sig\":\""), "{text}");
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn refuses_wrong_topic_key_and_tampering() {
-        let payload = seal(TOPIC, &key(), &json!({"version": 3, "ok": true})).unwrap();
+        let payload = seal(TOPIC, &key(), &json!({"ok": true, "version": 3})).unwrap();
         let other_topic = "omo/v1/stores/s1/gateways/g2/config/ack";
         assert!(matches!(
             open_raw(other_topic, &key(), &payload),

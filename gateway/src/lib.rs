@@ -5,3 +5,5 @@
 //! timestamps and return values; the daemon around them does the I/O.
 
 pub mod ad;
+pub mod decode_cli;
+pub mod frames;
