@@ -6,4 +6,7 @@
 
 pub mod ad;
 pub mod decode_cli;
+pub mod filter;
 pub mod frames;
+pub mod presence;
+pub mod rssi;
