@@ -22,7 +22,7 @@ fn bench_presence(c: &mut Criterion) {
     let mut out = Vec::new();
     let mut now_ms: i64 = 1_700_000_000_000;
     // One round: every beacon heard once, spread over one second, then the 1 s tick.
-    let mut round = |engine: &mut PresenceEngine, out: &mut Vec<_>, now_ms: &mut i64| {
+    let round = |engine: &mut PresenceEngine, out: &mut Vec<_>, now_ms: &mut i64| {
         for (i, id) in ids.iter().enumerate() {
             let s = Sighting {
                 beacon: *id,
