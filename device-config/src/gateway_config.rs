@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::SigningKey;
 use crate::ids::{GatewayId, StoreId};
 use crate::params::{Filters, PresenceParams, StatusParams};
-use crate::problems::{parse_toml, unknown_key_problems, Problem, Problems};
+use crate::problems::{parse_document, Format, Problem, Problems, Reader, UnknownKeys};
 
 /// Environment variable that overrides `broker.password`.
 pub const PASSWORD_ENV: &str = "OMO_GATEWAY_PASSWORD";
@@ -45,7 +45,8 @@ pub struct Identity {
     pub gateway: GatewayId,
 }
 
-/// How to reach the MQTT broker.
+/// How to reach the MQTT broker. The username is always the gateway id (DESIGN.md: username =
+/// client id = gateway id), which is what provisioning registers and the ACL names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Broker {
     /// `mqtt://host:port` or `mqtts://host:port` (TLS).
@@ -53,9 +54,6 @@ pub struct Broker {
     /// PEM file of the CA that signed the broker's certificate (mqtts only; default: system roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Broker username; defaults to the gateway id.
-    #[serde(default)]
-    pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
     /// 64 hex digits; signs everything the gateway sends and checks what it receives.
@@ -167,65 +165,142 @@ impl Default for Log {
 }
 
 impl GatewayConfig {
+    /// The top-level sections.
+    pub const SECTIONS: [&'static str; 9] = [
+        "identity", "broker", "scan", "presence", "filters", "status", "outbox", "data", "log",
+    ];
+
     /// Parses and validates `gateway.toml` text, with secrets overridden from `env`
-    /// (pass `|k| std::env::var(k).ok()` in production). Returns every problem.
+    /// (pass `|k| std::env::var(k).ok()` in production). Returns every problem: each section
+    /// is read and checked on its own, so one bad value does not hide the others.
     pub fn from_toml(
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<GatewayConfig, Vec<Problem>> {
-        let parsed = parse_toml::<GatewayConfig>(text).map_err(|p| vec![p])?;
-        let mut config = parsed.value;
-        if let Some(pw) = env(PASSWORD_ENV) {
-            config.broker.password = Some(pw);
+        let doc = parse_document(text, Format::Toml).map_err(|p| vec![p])?;
+        let mut r = Reader::new(UnknownKeys::Errors);
+        r.top_level(&doc, &Self::SECTIONS);
+        let identity = r.required::<Identity>(&doc, "identity");
+        let broker = r.required::<Broker>(&doc, "broker").map(|mut b| {
+            if let Some(pw) = env(PASSWORD_ENV) {
+                b.password = Some(pw);
+            }
+            if let Some(key) = env(SIGNING_KEY_ENV) {
+                b.signing_key = Some(key);
+            }
+            b
+        });
+        let scan = r.optional::<Scan>(&doc, "scan");
+        let presence = r.optional::<PresenceParams>(&doc, "presence");
+        let filters = r.optional::<Filters>(&doc, "filters");
+        let status = r.optional::<StatusParams>(&doc, "status");
+        let outbox = r.optional::<Outbox>(&doc, "outbox");
+        let data = r.required::<Data>(&doc, "data");
+        let log = r.optional::<Log>(&doc, "log");
+        // Check whatever could be read, even when other sections could not.
+        let mut p = Problems::default();
+        broker.iter().for_each(|x| x.validate(&mut p));
+        scan.iter().for_each(|x| x.validate(&mut p));
+        presence.iter().for_each(|x| x.validate("presence", &mut p));
+        filters.iter().for_each(|x| x.validate("filters", &mut p));
+        status.iter().for_each(|x| x.validate("status", &mut p));
+        outbox.iter().for_each(|x| x.validate(&mut p));
+        data.iter().for_each(|x| x.validate(&mut p));
+        log.iter().for_each(|x| x.validate(&mut p));
+        let mut problems = r.problems;
+        problems.extend(p.0);
+        let (
+            Some(identity),
+            Some(broker),
+            Some(scan),
+            Some(presence),
+            Some(filters),
+            Some(status),
+            Some(outbox),
+            Some(data),
+            Some(log),
+        ) = (
+            identity, broker, scan, presence, filters, status, outbox, data, log,
+        )
+        else {
+            return Err(problems);
+        };
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        if let Some(key) = env(SIGNING_KEY_ENV) {
-            config.broker.signing_key = Some(key);
-        }
-        let mut problems = unknown_key_problems(&parsed.unknown_keys);
-        if let Err(more) = config.validate() {
-            problems.extend(more);
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        Ok(GatewayConfig {
+            identity,
+            broker,
+            scan,
+            presence,
+            filters,
+            status,
+            outbox,
+            data,
+            log,
+        })
     }
 
     /// Checks every value; returns every problem.
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut p = Problems::default();
-        let b = &self.broker;
-        match b.url.split_once("://") {
+        self.broker.validate(&mut p);
+        self.scan.validate(&mut p);
+        self.presence.validate("presence", &mut p);
+        self.filters.validate("filters", &mut p);
+        self.status.validate("status", &mut p);
+        self.outbox.validate(&mut p);
+        self.data.validate(&mut p);
+        self.log.validate(&mut p);
+        p.into_result()
+    }
+
+    /// The broker username: always the gateway id.
+    pub fn username(&self) -> &str {
+        self.identity.gateway.as_str()
+    }
+
+    /// The signing key, once `validate` has passed.
+    pub fn signing_key(&self) -> Option<SigningKey> {
+        self.broker
+            .signing_key
+            .as_deref()
+            .and_then(|k| SigningKey::from_hex(k).ok())
+    }
+}
+
+impl Broker {
+    fn validate(&self, p: &mut Problems) {
+        match self.url.split_once("://") {
             Some(("mqtt" | "mqtts", rest)) => {
                 let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
                 p.check(
                     !host.is_empty() && !host.contains('/'),
                     "broker.url",
-                    format!("{:?} has no host", b.url),
+                    format!("{:?} has no host", self.url),
                 );
                 p.check(
                     port.parse::<u16>().is_ok_and(|n| n > 0),
                     "broker.url",
-                    format!("{:?} has no valid port", b.url),
+                    format!("{:?} has no valid port", self.url),
                 );
             }
             _ => p.push(
                 "broker.url",
-                format!("{:?} must start with mqtt:// or mqtts://", b.url),
+                format!("{:?} must start with mqtt:// or mqtts://", self.url),
             ),
         }
-        if b.ca_file.is_some() && !b.url.starts_with("mqtts://") {
+        if self.ca_file.is_some() && !self.url.starts_with("mqtts://") {
             p.push("broker.ca_file", "only used with an mqtts:// url");
         }
-        match &b.password {
+        match &self.password {
             None => p.push(
                 "broker.password",
                 format!("missing (set it here or in {PASSWORD_ENV})"),
             ),
             Some(pw) => p.check(!pw.is_empty(), "broker.password", "is empty"),
         }
-        match b.signing_key.as_deref().map(SigningKey::from_hex) {
+        match self.signing_key.as_deref().map(SigningKey::from_hex) {
             None => p.push(
                 "broker.signing_key",
                 format!("missing (set it here or in {SIGNING_KEY_ENV})"),
@@ -234,11 +309,16 @@ impl GatewayConfig {
             Some(Ok(_)) => {}
         }
         p.check(
-            (5..=600).contains(&b.keep_alive_s),
+            (5..=600).contains(&self.keep_alive_s),
             "broker.keep_alive_s",
-            format!("{} s is not in 5..=600", b.keep_alive_s),
+            format!("{} s is not in 5..=600", self.keep_alive_s),
         );
-        match (self.scan.source, &self.scan.replay_file) {
+    }
+}
+
+impl Scan {
+    fn validate(&self, p: &mut Problems) {
+        match (self.source, &self.replay_file) {
             (ScanSource::Replay, None) => {
                 p.push("scan.replay_file", "required when scan.source = \"replay\"")
             }
@@ -249,73 +329,63 @@ impl GatewayConfig {
             _ => {}
         }
         p.check(
-            (5..=3600).contains(&self.scan.silence_restart_s),
+            (5..=3600).contains(&self.silence_restart_s),
             "scan.silence_restart_s",
-            format!("{} s is not in 5..=3600", self.scan.silence_restart_s),
+            format!("{} s is not in 5..=3600", self.silence_restart_s),
         );
-        self.presence.validate("presence", &mut p);
-        self.filters.validate("filters", &mut p);
-        self.status.validate("status", &mut p);
-        let o = &self.outbox;
+    }
+}
+
+impl Outbox {
+    fn validate(&self, p: &mut Problems) {
         p.check(
-            o.max_bytes >= 1024 * 1024,
+            self.max_bytes >= 1024 * 1024,
             "outbox.max_bytes",
-            format!("{} is below 1 MiB", o.max_bytes),
+            format!("{} is below 1 MiB", self.max_bytes),
         );
         p.check(
-            o.max_age_s >= 3600,
+            self.max_age_s >= 3600,
             "outbox.max_age_s",
             format!(
                 "{} s is below one hour, shorter than a cloud may take to recover",
-                o.max_age_s
+                self.max_age_s
             ),
         );
         p.check(
-            (1..=256).contains(&o.cache_mb),
+            (1..=256).contains(&self.cache_mb),
             "outbox.cache_mb",
-            format!("{} is not in 1..=256", o.cache_mb),
+            format!("{} is not in 1..=256", self.cache_mb),
         );
         p.check(
-            (1..=3600).contains(&o.resend_interval_s),
+            (1..=3600).contains(&self.resend_interval_s),
             "outbox.resend_interval_s",
-            format!("{} s is not in 1..=3600", o.resend_interval_s),
+            format!("{} s is not in 1..=3600", self.resend_interval_s),
         );
         p.check(
-            o.resend_backoff_max_s >= o.resend_interval_s,
+            self.resend_backoff_max_s >= self.resend_interval_s,
             "outbox.resend_backoff_max_s",
             format!(
                 "{} s is below resend_interval_s ({} s)",
-                o.resend_backoff_max_s, o.resend_interval_s
+                self.resend_backoff_max_s, self.resend_interval_s
             ),
         );
         p.check(
-            (1..=1024).contains(&o.max_in_flight),
+            (1..=1024).contains(&self.max_in_flight),
             "outbox.max_in_flight",
-            format!("{} is not in 1..=1024", o.max_in_flight),
+            format!("{} is not in 1..=1024", self.max_in_flight),
         );
-        p.check(
-            !self.data.dir.as_os_str().is_empty(),
-            "data.dir",
-            "is empty",
-        );
-        p.check(!self.log.level.trim().is_empty(), "log.level", "is empty");
-        p.into_result()
     }
+}
 
-    /// The broker username: `broker.username`, else the gateway id.
-    pub fn username(&self) -> &str {
-        self.broker
-            .username
-            .as_deref()
-            .unwrap_or(self.identity.gateway.as_str())
+impl Data {
+    fn validate(&self, p: &mut Problems) {
+        p.check(!self.dir.as_os_str().is_empty(), "data.dir", "is empty");
     }
+}
 
-    /// The signing key, once `validate` has passed.
-    pub fn signing_key(&self) -> Option<SigningKey> {
-        self.broker
-            .signing_key
-            .as_deref()
-            .and_then(|k| SigningKey::from_hex(k).ok())
+impl Log {
+    fn validate(&self, p: &mut Problems) {
+        p.check(!self.level.trim().is_empty(), "log.level", "is empty");
     }
 }
 
@@ -386,17 +456,32 @@ dir = "/tmp/g1"
     }
 
     #[test]
-    fn type_errors_name_key_and_line() {
-        let text = MINIMAL.replace("gateway = \"g1\"", "gateway = \"g/1\"");
+    fn type_errors_do_not_hide_other_problems() {
+        let text = MINIMAL
+            .replace("gateway = \"g1\"", "gateway = \"g/1\"")
+            .replace("[data]", "[outbox]\ncache_mb = \"four\"\n[presence]\nema_alpha = 7\nsmoothing = \"median\"\n[log]\nlevel = \"\"\n[data]");
         let problems = GatewayConfig::from_toml(&text, no_env).unwrap_err();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].key, "identity.gateway");
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "identity.gateway",
+                "presence.smoothing",
+                "outbox.cache_mb",
+                "log.level"
+            ],
+            "{problems:?}"
+        );
         assert!(
             problems[0].message.contains("'/' at byte 1"),
             "{}",
             problems[0]
         );
-        assert!(problems[0].message.contains("line 4"), "{}", problems[0]);
+        assert!(
+            problems[2].message.contains("invalid type"),
+            "{}",
+            problems[2]
+        );
     }
 
     proptest! {

@@ -2,13 +2,15 @@
 //!
 //! A config or site file is checked as a whole: every unknown key and every invalid value is a
 //! [`Problem`] that names its key (`presence.enter_rssi_dbm`, `geofences[2].circle.radius_m`),
-//! and validation returns all of them, not the first. Only a syntax error, which leaves nothing
-//! to check, stops at one. The same loaders read remote config documents, where an unknown key
+//! and validation returns all of them, not the first: each section and each record is read on
+//! its own, so a bad value stops only its own record. Only a syntax error, which leaves nothing
+//! to check, stops at one. The same reader serves remote config documents, where an unknown key
 //! is a warning instead (forward compatibility within one envelope version).
 
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 /// One thing wrong with a file or document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,67 +100,181 @@ pub fn key(prefix: &str, field: &str) -> String {
     }
 }
 
-/// A document parsed, with the keys it held that the schema does not know.
-pub struct Parsed<T> {
-    pub value: T,
-    pub unknown_keys: Vec<String>,
+/// A document's text format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
 }
 
-/// Parses TOML into `T`, collecting unknown keys; a syntax or type error is one problem that
-/// names its key and line.
-pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<Parsed<T>, Problem> {
-    let line_of = |span: Option<std::ops::Range<usize>>| {
-        span.map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count())
+/// Parses a document's syntax only, into a tree of JSON values (TOML tables become objects).
+/// A syntax error leaves nothing to check, so it is the one problem that stops at one.
+pub fn parse_document(text: &str, format: Format) -> Result<Map<String, Value>, Problem> {
+    let value = match format {
+        Format::Toml => {
+            let table: toml::Table = toml::from_str(text).map_err(|e| {
+                let line = e.span().map(|s| line_of(text, s.start));
+                Problem::new(
+                    line.map_or(String::new(), |l| format!("line {l}")),
+                    e.message().trim().to_owned(),
+                )
+            })?;
+            serde_json::to_value(table).map_err(|e| Problem::new("", e.to_string()))?
+        }
+        Format::Json => serde_json::from_str::<Value>(text)
+            .map_err(|e| Problem::new(format!("line {}", e.line()), e.to_string()))?,
     };
-    let de = toml::Deserializer::parse(text).map_err(|e| {
-        Problem::new(
-            line_of(e.span()).map_or(String::new(), |l| format!("line {l}")),
-            e.message().trim().to_owned(),
-        )
-    })?;
-    let mut unknown_keys = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown_keys.push(format_path(&path));
-    let de = serde_ignored::Deserializer::new(de, &mut record);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = line_of(inner.span()).map_or(String::new(), |l| format!(" (line {l})"));
-        Problem::new(
-            if path == "." { String::new() } else { path },
-            format!("{}{at}", inner.message().trim()),
-        )
-    })?;
-    Ok(Parsed {
-        value,
-        unknown_keys,
-    })
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(Problem::new("", "the document must be a table (an object)")),
+    }
 }
 
-/// Parses JSON into `T`, collecting unknown keys; an error is one problem naming key and line.
-pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<Parsed<T>, Problem> {
-    let mut unknown_keys = Vec::new();
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut record = |path: serde_ignored::Path<'_>| unknown_keys.push(format_path(&path));
-    let ignored = serde_ignored::Deserializer::new(&mut de, &mut record);
-    let value = serde_path_to_error::deserialize(ignored).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = format!("{inner}");
-        Problem::new(if path == "." { String::new() } else { path }, message)
-    })?;
-    de.end()
-        .map_err(|e| Problem::new(format!("line {}", e.line()), e.to_string()))?;
-    Ok(Parsed {
-        value,
-        unknown_keys,
-    })
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    1 + text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
-/// Unknown keys as problems, for local files where an unknown key is a typo.
-pub fn unknown_key_problems(keys: &[String]) -> Vec<Problem> {
-    keys.iter()
-        .map(|k| Problem::new(k.clone(), "unknown key"))
-        .collect()
+/// What an unknown key is: a typo in a local file, a newer sender's field in a remote document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownKeys {
+    Errors,
+    Warnings,
+}
+
+/// Reads a parsed document section by section and record by record, so that a bad value in
+/// one place does not hide the problems in the others.
+#[derive(Debug)]
+pub struct Reader {
+    unknown: UnknownKeys,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+    /// Keys whose value could not be read (so checks that depend on them are skipped).
+    pub failed: Vec<String>,
+}
+
+impl Reader {
+    pub fn new(unknown: UnknownKeys) -> Reader {
+        Reader {
+            unknown,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    fn unknown_key(&mut self, key: String) {
+        match self.unknown {
+            UnknownKeys::Errors => self.problems.push(Problem::new(key, "unknown key")),
+            UnknownKeys::Warnings => self.warnings.push(format!("{key}: unknown key ignored")),
+        }
+    }
+
+    /// Reports top-level keys that are not in `known`.
+    pub fn top_level(&mut self, doc: &Map<String, Value>, known: &[&str]) {
+        for key in doc.keys() {
+            if !known.contains(&key.as_str()) {
+                self.unknown_key(key.clone());
+            }
+        }
+    }
+
+    /// Reads one value as `T`, under the key path `key`; `None` if it failed (recorded).
+    pub fn value<T: DeserializeOwned>(&mut self, value: &Value, key: &str) -> Option<T> {
+        let mut unknown = Vec::new();
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(format_path(&path));
+        let de = serde_ignored::Deserializer::new(value, &mut record);
+        let result: Result<T, _> = serde_path_to_error::deserialize(de);
+        for k in unknown {
+            self.unknown_key(join(key, &k));
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = e.path().to_string();
+                let at = if at == "." { String::new() } else { at };
+                self.problems
+                    .push(Problem::new(join(key, &at), e.into_inner().to_string()));
+                self.failed.push(key.to_owned());
+                None
+            }
+        }
+    }
+
+    /// Reads the required section `key` of `doc`; `None` if it is missing or failed (recorded).
+    pub fn required<T: DeserializeOwned>(
+        &mut self,
+        doc: &Map<String, Value>,
+        key: &str,
+    ) -> Option<T> {
+        match doc.get(key) {
+            Some(v) => self.value(v, key),
+            None => {
+                self.problems.push(Problem::new(key, "missing"));
+                self.failed.push(key.to_owned());
+                None
+            }
+        }
+    }
+
+    /// Reads the optional section `key` of `doc` (default when absent); `None` if it failed.
+    pub fn optional<T: DeserializeOwned + Default>(
+        &mut self,
+        doc: &Map<String, Value>,
+        key: &str,
+    ) -> Option<T> {
+        match doc.get(key) {
+            Some(v) => self.value(v, key),
+            None => Some(T::default()),
+        }
+    }
+
+    /// Reads the array `key` of `doc` element by element; elements that fail are left out.
+    pub fn list<T: DeserializeOwned>(&mut self, doc: &Map<String, Value>, key: &str) -> Vec<T> {
+        match doc.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| self.value(v, &format!("{key}[{i}]")))
+                .collect(),
+            Some(_) => {
+                self.problems
+                    .push(Problem::new(key, "must be an array of tables"));
+                self.failed.push(key.to_owned());
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether anything under `key` (itself or one of its elements) failed to read.
+    pub fn any_failed(&self, key: &str) -> bool {
+        self.failed
+            .iter()
+            .any(|f| f == key || f.strip_prefix(key).is_some_and(|r| r.starts_with('[')))
+    }
+
+    /// All problems, or `Ok` when there are none.
+    pub fn finish(self) -> Result<Vec<String>, Vec<Problem>> {
+        if self.problems.is_empty() {
+            Ok(self.warnings)
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
+/// `key` under `prefix`; an index path (`[2].x`) joins without a dot.
+fn join(prefix: &str, key: &str) -> String {
+    match (prefix.is_empty(), key.is_empty()) {
+        (_, true) => prefix.to_owned(),
+        (true, false) => key.to_owned(),
+        _ if key.starts_with('[') => format!("{prefix}{key}"),
+        _ => format!("{prefix}.{key}"),
+    }
 }
 
 fn format_path(path: &serde_ignored::Path<'_>) -> String {
@@ -191,36 +307,53 @@ mod tests {
         a: u32,
     }
 
-    #[derive(Debug, Deserialize)]
-    struct Doc {
-        top: u32,
-        #[serde(default)]
-        list: Vec<Inner>,
+    fn read(text: &str, format: Format) -> (Vec<Inner>, Reader) {
+        let doc = parse_document(text, format).unwrap();
+        let mut r = Reader::new(UnknownKeys::Errors);
+        r.top_level(&doc, &["top", "list"]);
+        let list = r.list::<Inner>(&doc, "list");
+        (list, r)
+    }
+
+    fn keys(r: &Reader) -> Vec<&str> {
+        r.problems.iter().map(|p| p.key.as_str()).collect()
     }
 
     #[test]
-    fn collects_every_unknown_key() {
-        let parsed: Parsed<Doc> =
-            parse_toml("top = 1\nextra = 2\n[[list]]\na = 1\nb = 2\n[[list]]\nc = 3\n").unwrap();
-        assert_eq!((parsed.value.top, parsed.value.list.len()), (1, 2));
-        assert_eq!(parsed.unknown_keys, ["extra", "list[0].b", "list[1].c"]);
-        let parsed: Parsed<Doc> = parse_json(r#"{"top":1,"list":[{"a":1,"z":0}]}"#).unwrap();
-        assert_eq!(parsed.unknown_keys, ["list[0].z"]);
+    fn reports_every_unknown_key_and_every_bad_record() {
+        let (list, r) = read(
+            "top = 1\nextra = 2\n[[list]]\na = \"x\"\nb = 2\n[[list]]\na = 1\nc = 3\n[[list]]\na = -1\n",
+            Format::Toml,
+        );
+        assert_eq!(list.len(), 1);
+        assert_eq!(keys(&r), ["extra", "list[0].a", "list[1].c", "list[2].a"]);
+        assert!(
+            r.problems[1].message.contains("invalid type"),
+            "{}",
+            r.problems[1]
+        );
+        assert!(r.any_failed("list") && !r.any_failed("top"));
+        let (_, r) = read(r#"{"top":1,"list":[{"a":1,"z":0}]}"#, Format::Json);
+        assert_eq!(keys(&r), ["list[0].z"]);
     }
 
     #[test]
-    fn type_errors_name_key_and_line() {
-        let err = parse_toml::<Doc>("top = 1\n[[list]]\na = \"x\"\n")
-            .err()
-            .unwrap();
-        assert_eq!(err.key, "list[0].a");
-        assert!(err.message.contains("line 3"), "{err}");
-        let err = parse_toml::<Doc>("top = \n").err().unwrap();
-        assert_eq!(err.key, "line 1", "{err}");
-        let err = parse_toml::<Doc>("list = []\n").err().unwrap();
-        assert!(err.message.contains("missing field `top`"), "{err}");
-        let err = parse_json::<Doc>("{\"top\":1}\n{").err().unwrap();
+    fn syntax_errors_name_the_line() {
+        let err = parse_document("top = 1\ntop = \n", Format::Toml).unwrap_err();
         assert_eq!(err.key, "line 2", "{err}");
+        let err = parse_document("{\"top\":1}\n{", Format::Json).unwrap_err();
+        assert_eq!(err.key, "line 2", "{err}");
+        assert!(parse_document("[1]", Format::Json).is_err());
+    }
+
+    #[test]
+    fn missing_and_misshapen_sections() {
+        let doc = parse_document("list = 3", Format::Toml).unwrap();
+        let mut r = Reader::new(UnknownKeys::Warnings);
+        assert!(r.required::<Inner>(&doc, "top").is_none());
+        assert!(r.list::<Inner>(&doc, "list").is_empty());
+        assert_eq!(keys(&r), ["top", "list"]);
+        assert!(r.optional::<Inner>(&doc, "optional").is_some());
     }
 
     #[test]
@@ -229,12 +362,12 @@ mod tests {
             file: "site.toml".into(),
             problems: vec![
                 Problem::new("stores[0].id", "bad"),
-                Problem::new("x", "worse"),
+                Problem::new("", "worse"),
             ],
         };
         assert_eq!(
             fp.to_string(),
-            "site.toml:stores[0].id: bad\nsite.toml:x: worse"
+            "site.toml:stores[0].id: bad\nsite.toml: worse"
         );
     }
 }

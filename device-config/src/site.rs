@@ -16,7 +16,7 @@ use crate::broker_auth::PasswordHash;
 use crate::envelope::SigningKey;
 use crate::ids::{GatewayId, StoreId, ZoneId};
 use crate::problems::{
-    parse_json, parse_toml, unknown_key_problems, FileProblems, Problem, Problems,
+    parse_document, FileProblems, Format, Problem, Problems, Reader, UnknownKeys,
 };
 
 /// A whole site file.
@@ -263,20 +263,46 @@ pub fn parse_bssid(text: &str) -> Option<[u8; 6]> {
 }
 
 impl Site {
-    /// Parses and validates a site file's text; `json` picks the format.
+    /// The top-level keys.
+    pub const KEYS: [&'static str; 7] = [
+        "stores",
+        "gateways",
+        "beacons",
+        "beacon_zones",
+        "gateway_zones",
+        "wifi_zones",
+        "geofences",
+    ];
+
+    /// Parses and validates a site file's text; `json` picks the format. Every record is read
+    /// on its own, so one bad record does not hide the problems of the others.
     pub fn parse(text: &str, json: bool) -> Result<Site, Vec<Problem>> {
-        let parsed = if json {
-            parse_json::<Site>(text)
-        } else {
-            parse_toml::<Site>(text)
+        let format = if json { Format::Json } else { Format::Toml };
+        let doc = parse_document(text, format).map_err(|p| vec![p])?;
+        let mut r = Reader::new(UnknownKeys::Errors);
+        r.top_level(&doc, &Self::KEYS);
+        if !doc.contains_key("stores") {
+            r.problems.push(Problem::new("stores", "missing"));
         }
-        .map_err(|p| vec![p])?;
-        let mut problems = unknown_key_problems(&parsed.unknown_keys);
-        if let Err(more) = parsed.value.validate() {
-            problems.extend(more);
-        }
+        let site = Site {
+            stores: r.list(&doc, "stores"),
+            gateways: r.list(&doc, "gateways"),
+            beacons: r.list(&doc, "beacons"),
+            beacon_zones: r.list(&doc, "beacon_zones"),
+            gateway_zones: r.list(&doc, "gateway_zones"),
+            wifi_zones: r.list(&doc, "wifi_zones"),
+            geofences: r.list(&doc, "geofences"),
+        };
+        // References into a list that lost records cannot be checked without false alarms.
+        let complete = Complete {
+            stores: !r.any_failed("stores"),
+            gateways: !r.any_failed("gateways"),
+            beacons: !r.any_failed("beacons"),
+        };
+        let mut problems = r.problems;
+        problems.extend(site.check(complete).0);
         if problems.is_empty() {
-            Ok(parsed.value)
+            Ok(site)
         } else {
             Err(problems)
         }
@@ -295,8 +321,13 @@ impl Site {
 
     /// Checks every record; returns every problem.
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        self.check(Complete::ALL).into_result()
+    }
+
+    fn check(&self, complete: Complete) -> Problems {
         let mut p = Problems::default();
         let stores = self.check_stores(&mut p);
+        let stores = complete.stores.then_some(&stores);
         let mut gateway_store = HashMap::new();
         for (i, g) in self.gateways.iter().enumerate() {
             let k = format!("gateways[{i}]");
@@ -306,7 +337,7 @@ impl Site {
                     format!("gateway {} is listed twice", g.id),
                 );
             }
-            check_store_ref(&stores, &g.store, &k, &mut p);
+            check_store_ref(stores, &g.store, &k, &mut p);
             if let Err(e) = g.password_hash.parse::<PasswordHash>() {
                 p.push(format!("{k}.password_hash"), e.to_string());
             }
@@ -323,14 +354,14 @@ impl Site {
                     format!("beacon {} is listed twice", b.id),
                 );
             }
-            check_store_ref(&stores, &b.store, &k, &mut p);
+            check_store_ref(stores, &b.store, &k, &mut p);
         }
         let mut zone_ids = HashSet::new();
         let mut zone = |id: &ZoneId, store: &StoreId, k: &str, p: &mut Problems| {
             if !zone_ids.insert(id.clone()) {
                 p.push(format!("{k}.id"), format!("zone {id} is defined twice"));
             }
-            check_store_ref(&stores, store, k, p);
+            check_store_ref(stores, store, k, p);
         };
         for (i, z) in self.beacon_zones.iter().enumerate() {
             let k = format!("beacon_zones[{i}]");
@@ -338,6 +369,7 @@ impl Site {
             p.check(!z.beacons.is_empty(), format!("{k}.beacons"), "is empty");
             for (j, b) in z.beacons.iter().enumerate() {
                 match beacon_store.get(b) {
+                    None if !complete.beacons => {}
                     None => p.push(
                         format!("{k}.beacons[{j}]"),
                         format!("beacon {b} is not in beacons"),
@@ -357,6 +389,7 @@ impl Site {
             p.check(!z.gateways.is_empty(), format!("{k}.gateways"), "is empty");
             for (j, g) in z.gateways.iter().enumerate() {
                 match gateway_store.get(g) {
+                    None if !complete.gateways => {}
                     None => p.push(
                         format!("{k}.gateways[{j}]"),
                         format!("gateway {g} is not in gateways"),
@@ -428,12 +461,16 @@ impl Site {
                 _ => p.push(&k, "needs exactly one of geometry or circle"),
             }
         }
-        p.into_result()
+        p
     }
 
     fn check_stores(&self, p: &mut Problems) -> HashSet<&StoreId> {
         let mut ids = HashSet::new();
-        p.check(!self.stores.is_empty(), "stores", "no stores are defined");
+        p.check(
+            !self.stores.is_empty() || self.gateways.is_empty(),
+            "stores",
+            "no stores are defined",
+        );
         for (i, s) in self.stores.iter().enumerate() {
             let k = format!("stores[{i}]");
             if !ids.insert(&s.id) {
@@ -456,8 +493,24 @@ impl Site {
     }
 }
 
-fn check_store_ref(stores: &HashSet<&StoreId>, store: &StoreId, k: &str, p: &mut Problems) {
-    if !stores.contains(store) {
+/// Which lists were read whole, so references into them can be checked.
+#[derive(Debug, Clone, Copy)]
+struct Complete {
+    stores: bool,
+    gateways: bool,
+    beacons: bool,
+}
+
+impl Complete {
+    const ALL: Complete = Complete {
+        stores: true,
+        gateways: true,
+        beacons: true,
+    };
+}
+
+fn check_store_ref(stores: Option<&HashSet<&StoreId>>, store: &StoreId, k: &str, p: &mut Problems) {
+    if stores.is_some_and(|s| !s.contains(store)) {
         p.push(
             format!("{k}.store"),
             format!("store {store} is not in stores"),
@@ -577,6 +630,23 @@ circle = { lat = 35.659, lon = 139.700, radius_m = 150.0 }
                 "geofences[0].geometry.coordinates[0]",
                 "geofences[1].circle.radius_m",
             ]
+        );
+    }
+
+    #[test]
+    fn a_bad_record_does_not_hide_the_others() {
+        let bad = SITE
+            .replace("id = \"line:016a4b2c3d\"", "id = \"line:016a4b2c\"")
+            .replace("id = \"floor\"", "id = \"floor/1\"")
+            .replace("min_matches = 2", "min_matches = 3");
+        assert_eq!(
+            keys(&bad),
+            [
+                "beacons[0].id",
+                "gateway_zones[0].id",
+                "wifi_zones[0].min_matches"
+            ],
+            "the zone's reference to the unreadable beacon is not reported twice"
         );
     }
 

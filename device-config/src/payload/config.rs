@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::params::{Filters, PresenceParams, StatusParams};
-use crate::problems::{parse_json, Problem, Problems};
+use crate::problems::{parse_document, Format, Problem, Problems, Reader, UnknownKeys};
 
 /// Largest config document, in bytes of its `msg` JSON.
 pub const MAX_CONFIG_BYTES: usize = 48 * 1024;
@@ -45,15 +45,35 @@ impl RemoteConfig {
                 ),
             )]);
         }
-        let parsed = parse_json::<RemoteConfig>(json).map_err(|p| vec![p])?;
-        parsed.value.validate()?;
+        let doc = parse_document(json, Format::Json).map_err(|p| vec![p])?;
+        let mut r = Reader::new(UnknownKeys::Warnings);
+        r.top_level(&doc, &["version", "presence", "filters", "status"]);
+        let version = r.required::<u64>(&doc, "version");
+        let presence = r.optional::<PresenceParams>(&doc, "presence");
+        let filters = r.optional::<Filters>(&doc, "filters");
+        let status = r.optional::<StatusParams>(&doc, "status");
+        let mut p = Problems::default();
+        if let Some(v) = version {
+            p.check(v > 0, "version", "must be at least 1");
+        }
+        presence.iter().for_each(|x| x.validate("presence", &mut p));
+        filters.iter().for_each(|x| x.validate("filters", &mut p));
+        status.iter().for_each(|x| x.validate("status", &mut p));
+        r.problems.extend(p.0);
+        let (Some(version), Some(presence), Some(filters), Some(status)) =
+            (version, presence, filters, status)
+        else {
+            return Err(r.problems);
+        };
+        let warnings = r.finish()?;
         Ok(ReadConfig {
-            config: parsed.value,
-            warnings: parsed
-                .unknown_keys
-                .into_iter()
-                .map(|k| format!("{k}: unknown key ignored"))
-                .collect(),
+            config: RemoteConfig {
+                version,
+                presence,
+                filters,
+                status,
+            },
+            warnings,
         })
     }
 
@@ -148,8 +168,8 @@ mod tests {
         assert_eq!(
             read.warnings,
             [
-                "presence.sparkle: unknown key ignored",
-                "beta: unknown key ignored"
+                "beta: unknown key ignored",
+                "presence.sparkle: unknown key ignored"
             ]
         );
         let ack = ConfigAck::applied(&read);
@@ -174,7 +194,10 @@ mod tests {
     #[test]
     fn missing_version_and_oversize_are_refused() {
         let problems = RemoteConfig::read(r#"{"presence":{}}"#).unwrap_err();
-        assert!(problems[0].message.contains("missing field `version`"));
+        assert_eq!(
+            (problems[0].key.as_str(), problems[0].message.as_str()),
+            ("version", "missing")
+        );
         let big = format!(
             r#"{{"version":1,"pad":"{}"}}"#,
             "x".repeat(MAX_CONFIG_BYTES)
