@@ -51,14 +51,11 @@ impl Clock {
     pub fn from_spec(spec: &ClockSpec) -> Clock {
         match *spec {
             ClockSpec::Wall => Clock::wall(),
-            ClockSpec::Scaled { start, speed } => {
-                let start = start.unwrap_or_else(Utc::now);
-                Clock(Arc::new(Source::Scaled {
-                    start,
-                    speed,
-                    origin: Instant::now(),
-                }))
-            }
+            ClockSpec::Scaled { start, speed } => Clock(Arc::new(Source::Scaled {
+                start,
+                speed,
+                origin: Instant::now(),
+            })),
         }
     }
 
@@ -102,7 +99,10 @@ impl Clock {
         match &*self.0 {
             Source::Manual(now) => {
                 let mut now = lock(now);
-                *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+                let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+                *now = now
+                    .checked_add_signed(by)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 true
             }
             _ => false,
@@ -136,14 +136,15 @@ impl fmt::Debug for Clock {
     }
 }
 
-/// A parsed `--clock` value: `wall`, `START@SPEED` with START an RFC 3339 time, or `now@SPEED`.
+/// A parsed `--clock` value: `wall`, or `START@SPEED` with START an RFC 3339 time. There is
+/// deliberately no "now@SPEED": processes started a second apart would disagree by SPEED
+/// seconds, and every process of a run must share one clock.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum ClockSpec {
     #[default]
     Wall,
     Scaled {
-        /// `None` for `now`: the moment the clock is built.
-        start: Option<DateTime<Utc>>,
+        start: DateTime<Utc>,
         speed: f64,
     },
 }
@@ -151,7 +152,7 @@ pub enum ClockSpec {
 /// Why a `--clock` value is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockSpecError {
-    #[error("--clock {0:?}: expected wall, START@SPEED (START an RFC 3339 time) or now@SPEED")]
+    #[error("--clock {0:?}: expected wall or START@SPEED (START an RFC 3339 time)")]
     Shape(String),
     #[error("--clock start {start:?} is not an RFC 3339 time: {reason}")]
     Start { start: String, reason: String },
@@ -175,15 +176,12 @@ impl FromStr for ClockSpec {
         if !(speed_value.is_finite() && speed_value > 0.0) {
             return Err(ClockSpecError::Speed(speed.chars().take(40).collect()));
         }
-        let start = if start == "now" {
-            None
-        } else {
-            let t = DateTime::parse_from_rfc3339(start).map_err(|e| ClockSpecError::Start {
+        let start = DateTime::parse_from_rfc3339(start)
+            .map_err(|e| ClockSpecError::Start {
                 start: start.chars().take(60).collect(),
                 reason: e.to_string(),
-            })?;
-            Some(t.with_timezone(&Utc))
-        };
+            })?
+            .with_timezone(&Utc);
         Ok(ClockSpec::Scaled {
             start,
             speed: speed_value,
@@ -195,11 +193,7 @@ impl fmt::Display for ClockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClockSpec::Wall => f.write_str("wall"),
-            ClockSpec::Scaled { start: None, speed } => write!(f, "now@{speed}"),
-            ClockSpec::Scaled {
-                start: Some(t),
-                speed,
-            } => write!(
+            ClockSpec::Scaled { start: t, speed } => write!(
                 f,
                 "{}@{speed}",
                 t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -223,24 +217,18 @@ mod tests {
         assert_eq!(
             "2026-11-23T09:00:00+09:00@60".parse::<ClockSpec>().unwrap(),
             ClockSpec::Scaled {
-                start: Some(t("2026-11-23T00:00:00Z")),
+                start: t("2026-11-23T00:00:00Z"),
                 speed: 60.0
-            }
-        );
-        assert_eq!(
-            "now@1.5".parse::<ClockSpec>().unwrap(),
-            ClockSpec::Scaled {
-                start: None,
-                speed: 1.5
             }
         );
         for (bad, want) in [
             ("2026-11-23T09:00:00Z", "expected wall"),
             ("2026-11-23@60", "not an RFC 3339 time"),
-            ("now@0", "not a positive number"),
-            ("now@-2", "not a positive number"),
-            ("now@inf", "not a positive number"),
-            ("now@fast", "not a positive number"),
+            ("now@60", "not an RFC 3339 time"),
+            ("2026-11-23T00:00:00Z@0", "not a positive number"),
+            ("2026-11-23T00:00:00Z@-2", "not a positive number"),
+            ("2026-11-23T00:00:00Z@inf", "not a positive number"),
+            ("2026-11-23T00:00:00Z@fast", "not a positive number"),
         ] {
             let err = bad.parse::<ClockSpec>().unwrap_err().to_string();
             assert!(err.contains(want), "{bad}: {err}");
@@ -249,7 +237,11 @@ mod tests {
 
     #[test]
     fn spec_display_round_trips() {
-        for s in ["wall", "now@60", "2026-11-23T00:00:00Z@1440"] {
+        for s in [
+            "wall",
+            "2026-11-23T00:00:00Z@1440",
+            "2026-11-23T09:00:00.5+09:00@0.5",
+        ] {
             let spec: ClockSpec = s.parse().unwrap();
             assert_eq!(spec.to_string().parse::<ClockSpec>().unwrap(), spec);
         }

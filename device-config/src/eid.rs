@@ -12,6 +12,9 @@ use aes::Aes128;
 
 /// Largest rotation exponent the specification allows.
 pub const MAX_EXPONENT: u8 = 15;
+/// Largest clock-skew window searched, seconds (a day): beyond it a beacon needs re-registering,
+/// and a larger window would make one resolution cost millions of AES blocks.
+pub const MAX_SKEW_S: u32 = 86_400;
 
 /// AES-128 of one block.
 fn aes_block(key: &[u8; 16], block: [u8; 16]) -> [u8; 16] {
@@ -78,8 +81,10 @@ impl EidIdentity {
         u32::try_from(unix_s.checked_add(self.clock_offset_s)?).ok()
     }
 
-    /// Every (period start, EID) whose period overlaps `unix_s ± skew_s`, oldest first.
+    /// Every (period start, EID) whose period overlaps `unix_s ± skew_s` (`skew_s` capped at
+    /// [`MAX_SKEW_S`]), oldest first.
     pub fn eids_in_window(&self, unix_s: i64, skew_s: u32) -> Vec<(u32, [u8; 8])> {
+        let skew_s = skew_s.min(MAX_SKEW_S);
         let exponent = self.exponent.min(MAX_EXPONENT);
         let lo = self.beacon_time(unix_s.saturating_sub(i64::from(skew_s)));
         let hi = self.beacon_time(unix_s.saturating_add(i64::from(skew_s)));

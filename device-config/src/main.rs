@@ -47,8 +47,8 @@ enum Command {
         /// Directory for GATEWAY.toml (mode 0600) and GATEWAY.{passwd,acl,registry.toml}.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// The broker the gateway connects to.
-        #[arg(long, default_value = "mqtt://localhost:1883")]
+        /// The broker the gateway connects to: mqtts://host:port (or mqtt:// on loopback).
+        #[arg(long)]
         broker_url: String,
         /// The gateway's data directory on its own machine.
         #[arg(long, default_value = "/var/lib/omo-gateway")]
@@ -165,12 +165,13 @@ fn guess_kind(text: &str) -> Result<FileKind, String> {
             None => e.message().trim().to_owned(),
         }
     })?;
-    if table.contains_key("identity") {
-        Ok(FileKind::Gateway)
-    } else if table.contains_key("stores") {
-        Ok(FileKind::Site)
-    } else {
-        Err("cannot tell the kind: a gateway config has [identity], a site file [[stores]] (or pass --kind)".into())
+    // Count the top-level keys each schema knows, so a typo in one section name still lets
+    // the file be checked (and the typo reported) as what it obviously is.
+    let score = |known: &[&str]| table.keys().filter(|k| known.contains(&k.as_str())).count();
+    match (score(&GatewayConfig::SECTIONS), score(&Site::KEYS)) {
+        (0, 0) => Err("cannot tell the kind: a gateway config has [identity], [broker], [data]…; a site file [[stores]]… (or pass --kind)".into()),
+        (g, s) if g >= s => Ok(FileKind::Gateway),
+        _ => Ok(FileKind::Site),
     }
 }
 
@@ -189,6 +190,11 @@ fn provision(
         data_dir,
     };
     let p = provision_gateway(&opts);
+    // Never hand out a file the gateway would refuse.
+    GatewayConfig::from_toml(&p.config_toml, |_| None).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the generated config is invalid: {}", lines.join("; "))
+    })?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let files = [
         (format!("{gateway}.toml"), &p.config_toml, true),
@@ -198,7 +204,8 @@ fn provision(
             false,
         ),
         (format!("{gateway}.acl"), &p.acl, false),
-        (format!("{gateway}.registry.toml"), &p.registry_entry, false),
+        // The registry entry holds the signing key.
+        (format!("{gateway}.registry.toml"), &p.registry_entry, true),
     ];
     if !force {
         for (name, _, _) in &files {
@@ -274,6 +281,13 @@ fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
     let mut f = options
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only when the file is created; an existing file keeps its mode otherwise.
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
     f.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -128,3 +128,21 @@ fn site_example_round_trips_through_json() {
     let json = serde_json::to_string_pretty(&site).unwrap();
     assert_eq!(Site::parse(&json, true).unwrap(), site);
 }
+
+#[test]
+fn example_gateway_and_site_fit_together() {
+    let config = GatewayConfig::from_toml(GATEWAY, |_| None).unwrap();
+    let site = Site::parse(SITE, false).unwrap();
+    let entry = site
+        .gateways
+        .iter()
+        .find(|g| g.id == config.identity.gateway)
+        .expect("the example gateway is in the example site");
+    assert_eq!(entry.store, config.identity.store);
+    let hash: omo_device_config::broker_auth::PasswordHash = entry.password_hash.parse().unwrap();
+    assert!(hash.verify(config.broker.password.as_deref().unwrap()));
+    assert_eq!(
+        Some(entry.signing_key.as_str()),
+        config.broker.signing_key.as_deref()
+    );
+}

@@ -13,7 +13,8 @@ pub const AD_SERVICE_DATA_16: u8 = 0x16;
 /// AD type: manufacturer-specific data (company id first, little-endian).
 pub const AD_MANUFACTURER_DATA: u8 = 0xFF;
 
-/// Longest legacy advertising payload; extended advertising allows up to 1650 bytes.
+/// Longest advertising data accepted: extended advertising allows up to 1650 bytes (legacy
+/// advertisements carry at most 31, plus 31 of scan response).
 pub const MAX_AD_BYTES: usize = 1650;
 
 /// One AD structure, borrowed from the advertisement.

@@ -49,7 +49,17 @@ fn provision() -> anyhow::Result<Provisioned> {
     let mut password_lines = Vec::new();
     let mut acl = String::new();
     for (store, gw) in [("s1", "g1"), ("s1", "g2"), ("s2", "g3")] {
-        omo_config(&["provision", "--store", store, "--gateway", gw, "--out", out])?;
+        omo_config(&[
+            "provision",
+            "--store",
+            store,
+            "--gateway",
+            gw,
+            "--out",
+            out,
+            "--broker-url",
+            "mqtt://127.0.0.1:1883",
+        ])?;
         password_lines.push(read(dir.path(), &format!("{gw}.passwd"))?.trim().to_owned());
         acl += &read(dir.path(), &format!("{gw}.acl"))?;
         acl += "\n";
@@ -163,15 +173,15 @@ impl Client {
         Ok(())
     }
 
-    /// Topics received until a message with payload `end` arrives, plus a short grace period
-    /// for anything the broker delivers late.
-    async fn received_until_end(&mut self) -> anyhow::Result<BTreeSet<String>> {
+    /// (topic, payload) received until a message with payload `end` arrives, plus a short
+    /// grace period for anything the broker delivers late.
+    async fn received_until_end(&mut self) -> anyhow::Result<BTreeSet<(String, String)>> {
         let mut topics = BTreeSet::new();
         loop {
             match timeout(WAIT, self.events.recv()).await {
                 Ok(Some(Seen::Publish(_, p))) if p == b"end" => break,
-                Ok(Some(Seen::Publish(t, _))) => {
-                    topics.insert(t);
+                Ok(Some(Seen::Publish(t, p))) => {
+                    topics.insert((t, String::from_utf8_lossy(&p).into_owned()));
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => bail!("connection closed"),
@@ -179,16 +189,19 @@ impl Client {
             }
         }
         while let Ok(Some(seen)) = timeout(Duration::from_millis(300), self.events.recv()).await {
-            if let Seen::Publish(t, _) = seen {
-                topics.insert(t);
+            if let Seen::Publish(t, p) = seen {
+                topics.insert((t, String::from_utf8_lossy(&p).into_owned()));
             }
         }
         Ok(topics)
     }
 }
 
-fn set(topics: &[String]) -> BTreeSet<String> {
-    topics.iter().cloned().collect()
+fn set(topics: &[String], payload: &str) -> BTreeSet<(String, String)> {
+    topics
+        .iter()
+        .map(|t| (t.clone(), payload.to_owned()))
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -248,7 +261,11 @@ async fn provisioned_credentials_and_acl_are_enforced_by_mosquitto() -> anyhow::
     }
     g1.publish(&own[1], "end").await?;
     let got = cloud.received_until_end().await?;
-    assert_eq!(got, set(&own), "the cloud received exactly g1's own uplink");
+    assert_eq!(
+        got,
+        set(&own, "x"),
+        "the cloud received exactly g1's own uplink"
+    );
 
     // Reads: g1 subscribes to its own downlink and to others'; only its own arrives.
     for t in [
@@ -283,9 +300,17 @@ async fn provisioned_credentials_and_acl_are_enforced_by_mosquitto() -> anyhow::
     }
     g2.publish(&topic("s1", "g2", Channel::Presence), "x")
         .await?;
+    // A gateway cannot write its own downlink either (no forged config or acks).
+    for t in &downlink {
+        g1.publish(t, "forged").await?;
+    }
     cloud.publish(&downlink[0], "end").await?;
     let got = g1.received_until_end().await?;
-    assert_eq!(got, set(&downlink), "g1 received exactly its own downlink");
+    assert_eq!(
+        got,
+        set(&downlink, "x"),
+        "g1 received exactly its own downlink, from the cloud"
+    );
 
     // The ACL was generated for the gateway, not only loaded: the broker's log shows denials.
     let log = broker.log_text();
