@@ -90,6 +90,57 @@ impl SeqRanges {
             .is_some_and(|&(a, b)| a <= first && last <= b)
     }
 
+    /// The seqs in both sets. Linear in the number of ranges, never in the number of seqs.
+    pub fn intersection(&self, other: &SeqRanges) -> SeqRanges {
+        let (mut i, mut j) = (0, 0);
+        let mut out = Vec::new();
+        while i < self.ranges.len() && j < other.ranges.len() {
+            let (a1, b1) = self.ranges[i];
+            let (a2, b2) = other.ranges[j];
+            let (lo, hi) = (a1.max(a2), b1.min(b2));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if b1 < b2 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        // Pieces of sorted, non-touching ranges cut by sorted, non-touching ranges stay so.
+        SeqRanges { ranges: out }
+    }
+
+    /// The seqs in `self` but not in `other`. Linear in the number of ranges.
+    pub fn difference(&self, other: &SeqRanges) -> SeqRanges {
+        let mut out = Vec::new();
+        let mut j = 0;
+        for &(a, b) in &self.ranges {
+            let mut lo = a;
+            while j < other.ranges.len() && other.ranges[j].1 < lo {
+                j += 1;
+            }
+            let mut k = j;
+            let mut done = false;
+            while k < other.ranges.len() && other.ranges[k].0 <= b {
+                let (oa, ob) = other.ranges[k];
+                if oa > lo {
+                    out.push((lo, oa - 1));
+                }
+                if ob >= b {
+                    done = true;
+                    break;
+                }
+                lo = ob + 1;
+                k += 1;
+            }
+            if !done {
+                out.push((lo, b));
+            }
+        }
+        SeqRanges { ranges: out }
+    }
+
     /// Removes every seq below `seq` (what a gateway forgets once acked).
     pub fn remove_below(&mut self, seq: u64) {
         self.ranges.retain(|&(_, b)| b >= seq);
@@ -164,6 +215,15 @@ mod tests {
     }
 
     #[test]
+    fn set_operations_at_the_edges_of_u64() {
+        let all = SeqRanges::from_range(0, u64::MAX);
+        let some = SeqRanges::from_range(5, 9);
+        assert_eq!(all.intersection(&some), some);
+        assert_eq!(all.difference(&some).ranges(), &[(0, 4), (10, u64::MAX)]);
+        assert!(some.difference(&all).is_empty());
+    }
+
+    #[test]
     fn wire_form() {
         let s: SeqRanges = serde_json::from_str("[[9,10],[1,3],[4,4]]").unwrap();
         assert_eq!(serde_json::to_string(&s).unwrap(), "[[1,4],[9,10]]");
@@ -206,6 +266,18 @@ mod tests {
             u.merge(&sb);
             let all: SeqRanges = a.iter().chain(&b).flat_map(|&(x, y)| x..=y).collect();
             prop_assert_eq!(u, all);
+        }
+
+        #[test]
+        fn intersection_and_difference_match_sets(a in model_ops(), b in model_ops()) {
+            let sa: SeqRanges = a.iter().flat_map(|&(x, y)| x..=y).collect();
+            let sb: SeqRanges = b.iter().flat_map(|&(x, y)| x..=y).collect();
+            let ma: BTreeSet<u64> = a.iter().flat_map(|&(x, y)| x..=y).collect();
+            let mb: BTreeSet<u64> = b.iter().flat_map(|&(x, y)| x..=y).collect();
+            let inter: SeqRanges = ma.intersection(&mb).copied().collect();
+            let diff: SeqRanges = ma.difference(&mb).copied().collect();
+            prop_assert_eq!(sa.intersection(&sb), inter);
+            prop_assert_eq!(sa.difference(&sb), diff);
         }
 
         #[test]

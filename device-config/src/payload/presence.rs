@@ -181,14 +181,22 @@ pub enum BatchError {
     NonFinite { seq: u64, field: &'static str },
     #[error("event seq {seq} alone needs {size} bytes, over the {limit}-byte limit")]
     EventTooLarge { seq: u64, size: usize, limit: usize },
-    #[error("the dropped ranges alone need {size} bytes, over the {limit}-byte limit")]
-    DroppedTooLarge { size: usize, limit: usize },
+    #[error("a {limit}-byte limit leaves no room for a batch header of {size} bytes")]
+    LimitTooSmall { size: usize, limit: usize },
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
 }
 
-/// Seals `events` (and `dropped`, in the first payload) into as few payloads of at most
-/// `limit` bytes as the greedy split gives, keeping event order.
+/// One planned payload: some dropped ranges, then some events.
+#[derive(Default)]
+struct Plan {
+    ranges: Vec<(u64, u64)>,
+    events: std::ops::Range<usize>,
+}
+
+/// Seals `dropped` and `events` into as few payloads of at most `limit` bytes as a greedy split
+/// gives: dropped ranges first (spread over several payloads if there are very many), then the
+/// events in order. Every seq given appears in exactly one payload.
 pub fn seal_batches(
     topic: &str,
     key: &SigningKey,
@@ -205,23 +213,34 @@ pub fn seal_batches(
         events,
         dropped,
     };
-    let overhead = |dropped: &SeqRanges| -> Result<usize, BatchError> {
-        let empty = serde_json::to_vec(&batch_of(Vec::new(), dropped.clone()))
-            .map_err(EnvelopeError::Encode)?;
-        Ok(sealed_overhead() + empty.len())
-    };
-    let first_overhead = overhead(dropped)?;
-    if first_overhead > limit {
-        return Err(BatchError::DroppedTooLarge {
-            size: first_overhead,
+    let empty = serde_json::to_vec(&batch_of(Vec::new(), SeqRanges::new()))
+        .map_err(EnvelopeError::Encode)?;
+    let overhead = sealed_overhead() + empty.len();
+    if overhead >= limit {
+        return Err(BatchError::LimitTooSmall {
+            size: overhead,
             limit,
         });
     }
-    let later_overhead = overhead(&SeqRanges::new())?;
 
-    // Plan the split on per-event sizes: a JSON array is its items joined by commas.
-    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
-    let (mut start, mut size) = (0, first_overhead);
+    // Plan on item sizes: a JSON array is its items joined by commas.
+    let mut plans = vec![Plan::default()];
+    let mut size = overhead;
+    for &(a, b) in dropped.ranges() {
+        let len = format!("[{a},{b}]").len();
+        let had_ranges = |plans: &Vec<Plan>| plans.last().is_some_and(|p| !p.ranges.is_empty());
+        if size + usize::from(had_ranges(&plans)) + len > limit {
+            plans.push(Plan::default());
+            size = overhead;
+        }
+        size += usize::from(had_ranges(&plans)) + len;
+        plans
+            .last_mut()
+            .expect("plans is non-empty")
+            .ranges
+            .push((a, b));
+    }
+    let mut start = 0;
     for (i, event) in events.iter().enumerate() {
         if let Some(field) = event.non_finite_field() {
             return Err(BatchError::NonFinite {
@@ -232,38 +251,40 @@ pub fn seal_batches(
         let len = serde_json::to_vec(event)
             .map_err(EnvelopeError::Encode)?
             .len();
-        let comma = usize::from(i > start);
-        if size + comma + len > limit && i > start {
-            chunks.push(start..i);
-            start = i;
-            size = later_overhead;
-        }
-        let comma = usize::from(i > start);
-        if size + comma + len > limit {
+        if overhead + len > limit {
             return Err(BatchError::EventTooLarge {
                 seq: event.seq(),
-                size: later_overhead + len,
+                size: overhead + len,
                 limit,
             });
         }
-        size += comma + len;
+        let comma = usize::from(i > start);
+        if size + comma + len > limit {
+            let plan = plans.last_mut().expect("plans is non-empty");
+            plan.events = start..i;
+            plans.push(Plan::default());
+            start = i;
+            size = overhead;
+        }
+        size += usize::from(i > start) + len;
     }
-    if start < events.len() || (events.is_empty() && !dropped.is_empty()) {
-        chunks.push(start..events.len());
-    }
+    let last = plans.last_mut().expect("plans is non-empty");
+    last.events = start..events.len();
 
-    let mut sealed = Vec::with_capacity(chunks.len());
-    for (n, range) in chunks.into_iter().enumerate() {
-        let dropped = if n == 0 {
-            dropped.clone()
-        } else {
-            SeqRanges::new()
-        };
+    let mut sealed = Vec::with_capacity(plans.len());
+    for plan in plans {
+        if plan.ranges.is_empty() && plan.events.is_empty() {
+            continue;
+        }
+        let mut dropped = SeqRanges::new();
+        plan.ranges
+            .iter()
+            .for_each(|&(a, b)| dropped.insert_range(a, b));
         let mut seqs = dropped.clone();
-        events[range.clone()]
+        events[plan.events.clone()]
             .iter()
             .for_each(|e| seqs.insert(e.seq()));
-        let payload = seal(topic, key, &batch_of(events[range].to_vec(), dropped))?;
+        let payload = seal(topic, key, &batch_of(events[plan.events].to_vec(), dropped))?;
         debug_assert!(payload.len() <= limit, "planned split overflowed");
         sealed.push(SealedBatch { payload, seqs });
     }
@@ -326,7 +347,11 @@ mod tests {
         for (i, b) in sealed.iter().enumerate() {
             assert!(b.payload.len() <= MAX_PRESENCE_BYTES);
             let batch: PresenceBatch = open(TOPIC, &key, &b.payload).unwrap();
-            assert_eq!(batch.dropped.is_empty(), i > 0);
+            assert_eq!(
+                batch.dropped.is_empty(),
+                i > 0,
+                "few dropped ranges share the first"
+            );
             back.extend(batch.events);
         }
         assert_eq!(back, events);
@@ -357,6 +382,35 @@ mod tests {
     }
 
     #[test]
+    fn very_many_dropped_ranges_spread_over_payloads() {
+        let key = SigningKey::from_bytes([1; 32]);
+        let (g, s, e) = header();
+        // Every other seq dropped: 2,000 separate ranges, far more than one payload holds.
+        let dropped: SeqRanges = (0..2000u64).map(|i| 1_000_000_000 + 2 * i).collect();
+        let events: Vec<_> = (1..=50).map(sighting).collect();
+        let sealed = seal_batches(
+            TOPIC,
+            &key,
+            (&g, &s, e),
+            &events,
+            &dropped,
+            MAX_PRESENCE_BYTES,
+        )
+        .unwrap();
+        assert!(sealed.len() > 2);
+        let mut all_dropped = SeqRanges::new();
+        let mut back = Vec::new();
+        for b in &sealed {
+            assert!(b.payload.len() <= MAX_PRESENCE_BYTES);
+            let batch: PresenceBatch = open(TOPIC, &key, &b.payload).unwrap();
+            all_dropped.merge(&batch.dropped);
+            back.extend(batch.events);
+        }
+        assert_eq!(all_dropped, dropped);
+        assert_eq!(back, events);
+    }
+
+    #[test]
     fn refuses_what_cannot_fit_or_be_written() {
         let key = SigningKey::from_bytes([1; 32]);
         let (g, s, e) = header();
@@ -373,6 +427,16 @@ mod tests {
             matches!(err, BatchError::EventTooLarge { seq: 1, .. }),
             "{err}"
         );
+        let err = seal_batches(
+            TOPIC,
+            &key,
+            (&g, &s, e),
+            &[],
+            &SeqRanges::from_range(1, 2),
+            100,
+        )
+        .unwrap_err();
+        assert!(matches!(err, BatchError::LimitTooSmall { .. }), "{err}");
         let mut bad = sighting(2);
         if let PresenceEvent::Stay(s) = &mut bad {
             s.rssi = f64::NAN;
@@ -408,18 +472,25 @@ mod tests {
         }
 
         #[test]
-        fn split_round_trips(n in 0usize..120, limit in 600usize..9000, gap in 0u64..3) {
+        fn split_round_trips(n in 0usize..120, limit in 600usize..9000, gap in 0u64..3, holes in proptest::collection::vec(0u64..5000, 0..300)) {
             let key = SigningKey::from_bytes([2; 32]);
             let (g, s, e) = header();
             let events: Vec<_> = (0..n as u64).map(|i| sighting(1 + i * (1 + gap))).collect();
-            let sealed = seal_batches(TOPIC, &key, (&g, &s, e), &events, &SeqRanges::new(), limit).unwrap();
-            let mut back = Vec::new();
+            let dropped: SeqRanges = holes.into_iter().map(|h| 1_000_000 + 2 * h).collect();
+            let sealed = seal_batches(TOPIC, &key, (&g, &s, e), &events, &dropped, limit).unwrap();
+            let (mut back, mut back_dropped, mut seqs) = (Vec::new(), SeqRanges::new(), SeqRanges::new());
             for b in &sealed {
                 prop_assert!(b.payload.len() <= limit);
                 let batch: PresenceBatch = open(TOPIC, &key, &b.payload).unwrap();
+                back_dropped.merge(&batch.dropped);
                 back.extend(batch.events);
+                seqs.merge(&b.seqs);
             }
-            prop_assert_eq!(back, events);
+            prop_assert_eq!(&back_dropped, &dropped);
+            prop_assert_eq!(&back, &events);
+            let mut expected = dropped.clone();
+            events.iter().for_each(|e| expected.insert(e.seq()));
+            prop_assert_eq!(seqs, expected);
         }
     }
 }
