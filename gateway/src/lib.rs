@@ -8,5 +8,6 @@ pub mod ad;
 pub mod decode_cli;
 pub mod filter;
 pub mod frames;
+pub mod outbox;
 pub mod presence;
 pub mod rssi;
