@@ -11,3 +11,4 @@ pub mod frames;
 pub mod outbox;
 pub mod presence;
 pub mod rssi;
+pub mod uplink;
