@@ -11,4 +11,5 @@ pub mod frames;
 pub mod outbox;
 pub mod presence;
 pub mod rssi;
+pub mod scan;
 pub mod uplink;
