@@ -5,9 +5,12 @@
 //! timestamps and return values; the daemon around them does the I/O.
 
 pub mod ad;
+pub mod daemon;
 pub mod decode_cli;
 pub mod filter;
+pub mod footfall;
 pub mod frames;
+pub mod mqtt;
 pub mod outbox;
 pub mod presence;
 pub mod rssi;

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use omo_device_config::gateway_config::{GatewayConfig, LogFormat};
+use omo_device_config::{Clock, ClockSpec};
 use omo_gateway::decode_cli::{decode_hex, decode_lines};
 use omo_gateway::frames::Frame;
 
@@ -21,6 +23,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: scan, detect presence, forward it to the cloud.
+    Run {
+        /// The gateway's TOML config (see device-config/examples/gateway.toml).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// The process clock: `wall`, or START@SPEED (an RFC 3339 start and a speed factor).
+        #[arg(long, default_value = "wall")]
+        clock: ClockSpec,
+    },
     /// Decode one advertisement's AD structures given as hex, or `-` for one per stdin line.
     Decode {
         /// The AD structures as on air (length, type, value…), in hex; `-` reads stdin.
@@ -30,6 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run { config, clock } => run(&config, clock),
         Command::Decode { hex } if hex == "-" => {
             let stdin = std::io::stdin().lock();
             let stdout = BufWriter::new(std::io::stdout().lock());
@@ -63,4 +75,54 @@ fn print_frames(frames: &[Frame]) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn run(path: &std::path::Path, clock: ClockSpec) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("omo-gateway: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let config = match GatewayConfig::from_toml(&text, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{}:{p}", path.display());
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("omo-gateway: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(omo_gateway::daemon::run(config, Clock::from_spec(&clock))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omo-gateway: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &GatewayConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
 }
