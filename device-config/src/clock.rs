@@ -21,6 +21,13 @@ enum Source {
         speed: f64,
         origin: Instant,
     },
+    /// START at a shared wall-clock ORIGIN: every process given the same value agrees,
+    /// however late it starts (restarts included).
+    Anchored {
+        start: DateTime<Utc>,
+        speed: f64,
+        origin: DateTime<Utc>,
+    },
     Manual(Mutex<DateTime<Utc>>),
 }
 
@@ -51,10 +58,23 @@ impl Clock {
     pub fn from_spec(spec: &ClockSpec) -> Clock {
         match *spec {
             ClockSpec::Wall => Clock::wall(),
-            ClockSpec::Scaled { start, speed } => Clock(Arc::new(Source::Scaled {
+            ClockSpec::Scaled {
+                start,
+                speed,
+                origin: None,
+            } => Clock(Arc::new(Source::Scaled {
                 start,
                 speed,
                 origin: Instant::now(),
+            })),
+            ClockSpec::Scaled {
+                start,
+                speed,
+                origin: Some(origin),
+            } => Clock(Arc::new(Source::Anchored {
+                start,
+                speed,
+                origin,
             })),
         }
     }
@@ -67,10 +87,14 @@ impl Clock {
                 start,
                 speed,
                 origin,
+            } => scale(*start, origin.elapsed().as_secs_f64(), *speed),
+            Source::Anchored {
+                start,
+                speed,
+                origin,
             } => {
-                let elapsed = origin.elapsed().as_secs_f64() * speed;
-                let nanos = (elapsed * 1e9).min(i64::MAX as f64) as i64;
-                *start + chrono::Duration::nanoseconds(nanos)
+                let wall = (Utc::now() - *origin).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                scale(*start, wall, *speed)
             }
             Source::Manual(now) => *lock(now),
         }
@@ -80,7 +104,7 @@ impl Clock {
     pub fn speed(&self) -> f64 {
         match &*self.0 {
             Source::Wall => 1.0,
-            Source::Scaled { speed, .. } => *speed,
+            Source::Scaled { speed, .. } | Source::Anchored { speed, .. } => *speed,
             Source::Manual(_) => 0.0,
         }
     }
@@ -121,6 +145,14 @@ impl Clock {
     }
 }
 
+/// `start` plus `wall_s` wall seconds run at `speed`.
+fn scale(start: DateTime<Utc>, wall_s: f64, speed: f64) -> DateTime<Utc> {
+    let nanos = (wall_s * speed * 1e9).clamp(i64::MIN as f64, i64::MAX as f64) as i64;
+    start
+        .checked_add_signed(chrono::Duration::nanoseconds(nanos))
+        .unwrap_or(start)
+}
+
 fn lock(m: &Mutex<DateTime<Utc>>) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
     // A DateTime cannot be left half-written, so a poisoned lock still holds a valid time.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -131,14 +163,20 @@ impl fmt::Debug for Clock {
         match &*self.0 {
             Source::Wall => f.write_str("Clock(wall)"),
             Source::Scaled { start, speed, .. } => write!(f, "Clock({start}@{speed})"),
+            Source::Anchored {
+                start,
+                speed,
+                origin,
+            } => write!(f, "Clock({start}@{speed}@{origin})"),
             Source::Manual(now) => write!(f, "Clock(manual {})", *lock(now)),
         }
     }
 }
 
-/// A parsed `--clock` value: `wall`, or `START@SPEED` with START an RFC 3339 time. There is
-/// deliberately no "now@SPEED": processes started a second apart would disagree by SPEED
-/// seconds, and every process of a run must share one clock.
+/// A parsed `--clock` value: `wall`; `START@SPEED` (START an RFC 3339 time), which starts
+/// at START when the process starts; or `START@SPEED@ORIGIN`, which reads START at the
+/// wall-clock time ORIGIN (RFC 3339), so processes started at different moments — a restarted
+/// gateway, say — share one timeline. Launchers of several processes pick ORIGIN once.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum ClockSpec {
     #[default]
@@ -146,15 +184,16 @@ pub enum ClockSpec {
     Scaled {
         start: DateTime<Utc>,
         speed: f64,
+        origin: Option<DateTime<Utc>>,
     },
 }
 
 /// Why a `--clock` value is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockSpecError {
-    #[error("--clock {0:?}: expected wall or START@SPEED (START an RFC 3339 time)")]
+    #[error("--clock {0:?}: expected wall, START@SPEED or START@SPEED@ORIGIN (RFC 3339 times)")]
     Shape(String),
-    #[error("--clock start {start:?} is not an RFC 3339 time: {reason}")]
+    #[error("--clock time {start:?} is not an RFC 3339 time: {reason}")]
     Start { start: String, reason: String },
     #[error("--clock speed {0:?} is not a positive number")]
     Speed(String),
@@ -167,24 +206,30 @@ impl FromStr for ClockSpec {
         if s == "wall" {
             return Ok(ClockSpec::Wall);
         }
-        let (start, speed) = s
-            .rsplit_once('@')
-            .ok_or_else(|| ClockSpecError::Shape(s.chars().take(80).collect()))?;
+        let parts: Vec<&str> = s.split('@').collect();
+        let (start, speed, origin) = match parts[..] {
+            [start, speed] => (start, speed, None),
+            [start, speed, origin] => (start, speed, Some(origin)),
+            _ => return Err(ClockSpecError::Shape(s.chars().take(80).collect())),
+        };
         let speed_value: f64 = speed
             .parse()
             .map_err(|_| ClockSpecError::Speed(speed.chars().take(40).collect()))?;
         if !(speed_value.is_finite() && speed_value > 0.0) {
             return Err(ClockSpecError::Speed(speed.chars().take(40).collect()));
         }
-        let start = DateTime::parse_from_rfc3339(start)
-            .map_err(|e| ClockSpecError::Start {
-                start: start.chars().take(60).collect(),
-                reason: e.to_string(),
-            })?
-            .with_timezone(&Utc);
+        let time = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| ClockSpecError::Start {
+                    start: t.chars().take(60).collect(),
+                    reason: e.to_string(),
+                })
+        };
         Ok(ClockSpec::Scaled {
-            start,
+            start: time(start)?,
             speed: speed_value,
+            origin: origin.map(time).transpose()?,
         })
     }
 }
@@ -193,11 +238,19 @@ impl fmt::Display for ClockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClockSpec::Wall => f.write_str("wall"),
-            ClockSpec::Scaled { start: t, speed } => write!(
-                f,
-                "{}@{speed}",
-                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-            ),
+            ClockSpec::Scaled {
+                start,
+                speed,
+                origin,
+            } => {
+                let text =
+                    |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                write!(f, "{}@{speed}", text(start))?;
+                match origin {
+                    Some(o) => write!(f, "@{}", text(o)),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -218,7 +271,18 @@ mod tests {
             "2026-11-23T09:00:00+09:00@60".parse::<ClockSpec>().unwrap(),
             ClockSpec::Scaled {
                 start: t("2026-11-23T00:00:00Z"),
-                speed: 60.0
+                speed: 60.0,
+                origin: None,
+            }
+        );
+        assert_eq!(
+            "2026-11-23T09:00:00Z@60@2026-11-23T20:00:00Z"
+                .parse::<ClockSpec>()
+                .unwrap(),
+            ClockSpec::Scaled {
+                start: t("2026-11-23T09:00:00Z"),
+                speed: 60.0,
+                origin: Some(t("2026-11-23T20:00:00Z")),
             }
         );
         for (bad, want) in [
@@ -245,6 +309,26 @@ mod tests {
             let spec: ClockSpec = s.parse().unwrap();
             assert_eq!(spec.to_string().parse::<ClockSpec>().unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn anchored_clocks_agree_whenever_they_start() {
+        let origin = Utc::now() - chrono::Duration::seconds(10);
+        let spec = ClockSpec::Scaled {
+            start: t("2026-11-23T09:00:00Z"),
+            speed: 60.0,
+            origin: Some(origin),
+        };
+        let a = Clock::from_spec(&spec);
+        std::thread::sleep(Duration::from_millis(20));
+        let b = Clock::from_spec(&spec);
+        let (na, nb) = (a.now(), b.now());
+        // 10 s of wall time at ×60 is 10 minutes; both read the same timeline.
+        assert!(
+            na >= t("2026-11-23T09:10:00Z") && na < t("2026-11-23T09:11:00Z"),
+            "{na}"
+        );
+        assert!((nb - na).num_milliseconds().abs() < 5_000, "{na} vs {nb}");
     }
 
     #[test]

@@ -72,59 +72,95 @@ pub fn mosquitto_path() -> anyhow::Result<PathBuf> {
     bail!("mosquitto not found: install Debian's `mosquitto` package (.ci/run does)")
 }
 
-/// A real Mosquitto broker on a free loopback port, with password and ACL files; killed on drop.
-pub struct Mosquitto {
-    child: Child,
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// Debian's Mosquitto 2, with the generated password file and ACL.
+    Mosquitto,
+    /// rumqttd (what the cloud embeds) in its own process: passwords, no ACL.
+    Rumqttd,
+}
+
+/// A real broker on a loopback port, with password lines and (Mosquitto only) an ACL. It can
+/// be stopped and restarted on the same port; it is killed on drop.
+pub struct Broker {
+    pub kind: BrokerKind,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
     log: PathBuf,
 }
 
-impl Mosquitto {
-    /// Starts Mosquitto with these password-file lines and ACL text; anonymous access is off.
-    pub fn start(password_lines: &[String], acl: &str) -> anyhow::Result<Mosquitto> {
-        let exe = mosquitto_path()?;
+impl Broker {
+    /// Starts a broker of `kind` on a free port.
+    pub fn start(kind: BrokerKind, password_lines: &[String], acl: &str) -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let passwd = dir.path().join("passwd");
-        let acl_file = dir.path().join("acl");
-        let log = dir.path().join("mosquitto.log");
-        std::fs::write(&passwd, password_lines.join("\n") + "\n")?;
-        std::fs::write(&acl_file, acl)?;
+        std::fs::write(dir.path().join("passwd"), password_lines.join("\n") + "\n")?;
+        std::fs::write(dir.path().join("acl"), acl)?;
         let conf = dir.path().join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf)?;
         writeln!(f, "listener {port} 127.0.0.1")?;
         writeln!(f, "allow_anonymous false")?;
-        writeln!(f, "password_file {}", passwd.display())?;
-        writeln!(f, "acl_file {}", acl_file.display())?;
+        writeln!(f, "password_file {}", dir.path().join("passwd").display())?;
+        writeln!(f, "acl_file {}", dir.path().join("acl").display())?;
         writeln!(f, "persistence false")?;
         writeln!(f, "max_packet_size 65536")?;
         // stderr, not a log file: run as root, Mosquitto drops to its own user before opening it.
         writeln!(f, "log_dest stderr")?;
         writeln!(f, "log_type all")?;
         drop(f);
-        let child = Command::new(exe)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting mosquitto")?;
-        let mut broker = Mosquitto {
-            child,
+        let log = dir.path().join("broker.log");
+        let mut broker = Broker {
+            kind,
             port,
-            _dir: dir,
+            child: None,
+            dir,
             log,
         };
-        if let Err(e) = wait_for_port(port, Duration::from_secs(10)) {
-            let status = broker.child.try_wait().ok().flatten();
-            bail!(
-                "{e}; mosquitto exited: {status:?}; log:\n{}",
-                broker.log_text()
-            );
-        }
+        broker.restart()?;
         Ok(broker)
+    }
+
+    /// Stops the broker (SIGKILL: an outage, not a graceful shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port (after [`Broker::stop`]).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = match self.kind {
+            BrokerKind::Mosquitto => {
+                let mut c = Command::new(mosquitto_path()?);
+                c.arg("-c").arg(self.dir.path().join("mosquitto.conf"));
+                c
+            }
+            BrokerKind::Rumqttd => {
+                let mut c = Command::new(binary("omo-tests", "omo-test-broker")?);
+                c.args(["--port", &self.port.to_string(), "--passwd"])
+                    .arg(self.dir.path().join("passwd"));
+                c
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {:?}", self.kind))?;
+        self.child = Some(child);
+        if let Err(e) = wait_for_port(self.port, Duration::from_secs(10)) {
+            bail!("{e}; {:?} log:\n{}", self.kind, self.log_text());
+        }
+        Ok(())
     }
 
     /// What the broker has logged so far (for failure messages).
@@ -133,10 +169,9 @@ impl Mosquitto {
     }
 }
 
-impl Drop for Mosquitto {
+impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

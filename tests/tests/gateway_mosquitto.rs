@@ -10,7 +10,7 @@ use omo_device_config::payload::{GatewayState, PresenceEvent};
 use omo_device_config::{GatewayId, StoreId};
 use omo_gateway::frames::{encode, Frame, LineBeacon};
 use omo_tests::cloud_stub::CloudStub;
-use omo_tests::{binary, Mosquitto, Process};
+use omo_tests::{binary, Broker, BrokerKind, Process};
 
 const START: &str = "2026-11-23T09:00:00Z";
 const SPEED: u32 = 60;
@@ -63,7 +63,8 @@ async fn replayed_visit_reaches_the_cloud_and_the_outbox_drains() -> anyhow::Res
     let gw_password = "gateway-password-for-tests";
     let cloud_password = "cloud-password-for-tests";
     let key = SigningKey::generate();
-    let broker = Mosquitto::start(
+    let broker = Broker::start(
+        BrokerKind::Mosquitto,
         &[
             password_line("g1", &PasswordHash::new(gw_password)),
             password_line("omo-cloud", &PasswordHash::new(cloud_password)),
@@ -195,7 +196,9 @@ dir = {data:?}
         );
     });
     assert!(
-        gateway.log_text().contains(&format!("replay line {bad_line}: ")),
+        gateway
+            .log_text()
+            .contains(&format!("replay line {bad_line}: ")),
         "the malformed line is reported with its number:\n{}",
         gateway.log_text()
     );

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use omo_device_config::gateway_config::GatewayConfig;
 use omo_device_config::topics::{all_gateways_filter, shared_filter};
 use omo_device_config::{Channel, GatewayId, StoreId, Topic};
-use omo_tests::{binary, Mosquitto};
+use omo_tests::{binary, Broker, BrokerKind};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS,
     SubscribeReasonCode,
@@ -207,7 +207,7 @@ fn set(topics: &[String], payload: &str) -> BTreeSet<(String, String)> {
 #[tokio::test(flavor = "current_thread")]
 async fn provisioned_credentials_and_acl_are_enforced_by_mosquitto() -> anyhow::Result<()> {
     let p = provision()?;
-    let broker = Mosquitto::start(&p.password_lines, &p.acl)?;
+    let broker = Broker::start(BrokerKind::Mosquitto, &p.password_lines, &p.acl)?;
     let port = broker.port;
     let g1_pw = gateway_password(&p, "g1")?;
     let cloud_pw = read(p.dir.path(), "cloud-mqtt-password")?;
