@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use omo_device_config::envelope::{open, seal, SigningKey};
-use omo_device_config::payload::{PresenceAck, PresenceBatch, PresenceEvent, Status};
+use omo_device_config::payload::{ConfigAck, PresenceAck, PresenceBatch, PresenceEvent, Status};
 use omo_device_config::topics::all_gateways_filter;
 use omo_device_config::{Channel, SeqRanges, Topic};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -29,11 +29,14 @@ pub struct Seen {
     pub statuses: HashMap<String, Vec<Status>>,
     /// Presence payloads received.
     pub batches: u64,
+    /// Config acks, per gateway.
+    pub config_acks: HashMap<String, Vec<ConfigAck>>,
 }
 
 /// A running stub; stops when dropped.
 pub struct CloudStub {
     pub seen: Arc<Mutex<Seen>>,
+    client: AsyncClient,
     acking: Arc<Mutex<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -54,11 +57,12 @@ impl CloudStub {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let acking = Arc::new(Mutex::new(true));
         let (s, a) = (seen.clone(), acking.clone());
+        let publisher = client.clone();
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for c in [Channel::Presence, Channel::Status] {
+                        for c in [Channel::Presence, Channel::Status, Channel::ConfigAck] {
                             let _ = client
                                 .subscribe(all_gateways_filter(c), QoS::AtLeastOnce)
                                 .await;
@@ -79,12 +83,25 @@ impl CloudStub {
                 }
             }
         });
-        Ok(CloudStub { seen, acking, task })
+        Ok(CloudStub {
+            seen,
+            client: publisher,
+            acking,
+            task,
+        })
     }
 
     /// Stops or resumes acknowledging (events are still stored).
     pub fn set_acking(&self, on: bool) {
         *self.acking.lock().unwrap_or_else(|e| e.into_inner()) = on;
+    }
+
+    /// Publishes `payload` on `topic` (QoS 1, or retained) as the cloud.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await?;
+        Ok(())
     }
 
     /// Runs `f` on what has been seen.
@@ -124,6 +141,17 @@ fn handle(
                     .entry(t.gateway.to_string())
                     .or_default()
                     .push(s),
+                Err(_) => seen.refused += 1,
+            }
+            None
+        }
+        Channel::ConfigAck => {
+            match open::<ConfigAck>(topic, key, payload) {
+                Ok(a) => seen
+                    .config_acks
+                    .entry(t.gateway.to_string())
+                    .or_default()
+                    .push(a),
                 Err(_) => seen.refused += 1,
             }
             None

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod cloud_stub;
+pub mod scenario;
 
 /// The directory cargo puts workspace binaries in (the test executable's grandparent).
 fn target_dir() -> anyhow::Result<PathBuf> {
