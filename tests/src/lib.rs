@@ -13,14 +13,15 @@ use anyhow::{bail, Context};
 pub mod cloud_stub;
 pub mod scenario;
 
-/// The directory cargo puts workspace binaries in (the test executable's grandparent).
+/// The directory cargo puts workspace binaries in: beside this executable, or one up from a
+/// test executable in `deps/`.
 fn target_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    // target/debug/deps/omo_tests-… → target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("test executable has no target directory")
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let dir = exe.parent().context("the executable has no directory")?;
+    Ok(match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    })
 }
 
 /// Path of a workspace binary, building it first if this test run did not.

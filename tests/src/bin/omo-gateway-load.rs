@@ -1,0 +1,132 @@
+//! `omo-gateway-load [--seconds 60] [--rate 2000] [--devices 500]`: drives a real
+//! `omo-gateway run` (replay source, real Mosquitto, a cloud stand-in that acks) with `rate`
+//! advertisements per second from `devices` simulated devices, and prints the gateway's CPU use
+//! and peak RSS (from /proc). Targets: under 5 % of one core, under 30 MB.
+//!
+//! Build first: `cargo build --release -p omo-gateway -p omo-tests`, then run
+//! `target/release/omo-gateway-load`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use omo_device_config::Timestamp;
+use omo_gateway::frames::{encode, Eddystone, EddystoneEid, Frame, LineBeacon};
+use omo_tests::cloud_stub::CloudStub;
+use omo_tests::scenario::{GatewayUnderTest, CLOUD_PASSWORD, CLOUD_USER};
+use omo_tests::{Broker, BrokerKind};
+
+fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .context(format!("{name} needs a value"))?
+            .parse()
+            .context(format!("{name} must be a number")),
+        None => Ok(default),
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Peak resident set size of a process, kB.
+fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no value")?
+        .parse()?)
+}
+
+/// Devices: a third phones with a rotating EID, a third LINE Beacon tags, a third phones
+/// that advertise no beacon (counted only for footfall).
+fn advert(device: u64) -> Vec<u8> {
+    let b = device.to_be_bytes();
+    match device % 3 {
+        0 => encode(&[Frame::Eddystone(Eddystone::Eid(EddystoneEid {
+            tx_power: -20,
+            eid: b,
+        }))]),
+        1 => encode(&[Frame::Line(LineBeacon::new(
+            [1, b[4], b[5], b[6], b[7]],
+            -59,
+            &[],
+        ))]),
+        _ => vec![
+            0x02, 0x01, 0x1a, 0x0a, 0xff, 0x4c, 0x00, 0x10, 0x05, 0x03, 0x1c, 0x0e, 0x5a, b[7],
+        ],
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let seconds = arg("--seconds", 60)?;
+    let rate = arg("--rate", 2000)?;
+    let devices = arg("--devices", 500)?.max(1);
+    let gut = GatewayUnderTest::new("s1", "g1", 1)?;
+    let broker = Broker::start(BrokerKind::Mosquitto, &gut.password_lines(), &gut.acl())?;
+    let cloud = CloudStub::start(
+        broker.port,
+        CLOUD_USER,
+        CLOUD_PASSWORD,
+        HashMap::from([("g1".to_owned(), gut.key.clone())]),
+    )
+    .await?;
+
+    let replay = gut.dir.path().join("load.jsonl");
+    let start = chrono::Utc::now().timestamp_millis();
+    let total = seconds * rate;
+    let mut text = String::with_capacity(total as usize * 120);
+    for i in 0..total {
+        let device = i % devices;
+        let ts = Timestamp::from_millis(start + (i * 1000 / rate) as i64).context("time")?;
+        let rssi = -55 - (device % 35) as i64;
+        text += &format!(
+            "{{\"ts\":\"{ts}\",\"addr\":\"02:00:00:00:{:02x}:{:02x}\",\"rssi\":{rssi},\"adv\":\"{}\"}}\n",
+            device >> 8,
+            device & 0xff,
+            hex::encode(advert(device))
+        );
+    }
+    std::fs::write(&replay, text)?;
+    let config = gut.write_config(broker.port, &replay, &gut.password.clone())?;
+    // The replay clock at ×1 with no ORIGIN: the gateway paces the file in real time.
+    let gateway = omo_tests::Process::start(
+        &omo_tests::binary("omo-gateway", "omo-gateway")?,
+        &["run", "--config", &config.display().to_string()],
+        &[("RUST_LOG", "warn")],
+    )?;
+    let pid = gateway.pid();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = cpu_seconds(pid)?;
+    let w0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let wall = w0.elapsed().as_secs_f64();
+    let rss = peak_rss_kb(pid)?;
+    let (events, batches) = cloud.with(|s| (s.events.len(), s.batches));
+    println!("adverts: {total} over {seconds} s ({rate}/s from {devices} devices)");
+    println!(
+        "gateway CPU: {:.2} % of one core ({cpu:.2} s over {wall:.1} s)",
+        100.0 * cpu / wall
+    );
+    println!("gateway peak RSS: {:.1} MB", rss as f64 / 1024.0);
+    println!("cloud stand-in stored {events} events from {batches} payloads");
+    Ok(())
+}
