@@ -721,3 +721,33 @@ async fn shutdown_signal() {
         _ => std::future::pending::<()>().await,
     }
 }
+
+/// `omo-gateway scan`: prints what the scan source hears, one JSON line per advertisement that
+/// carries beacon frames (time, RSSI, frames) — for installers placing gateways and beacons.
+/// Addresses are not printed. Runs until SIGTERM/SIGINT or the end of a replay.
+pub async fn scan(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (tx, mut rx) = mpsc::channel::<Advert>(4096);
+    start_scan(&config, clock, tx, Arc::new(Counters::default())).await?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut out = std::io::stdout().lock();
+    loop {
+        tokio::select! {
+            advert = rx.recv() => {
+                let Some(a) = advert else { return Ok(()) };
+                let Ok(frames) = crate::frames::decode(&a.data) else { continue };
+                if frames.is_empty() {
+                    continue;
+                }
+                let line = serde_json::json!({
+                    "ts": Timestamp::from_millis(a.at_ms).map(|t| t.to_string()),
+                    "rssi": a.rssi,
+                    "frames": frames.iter().map(crate::frames::Frame::to_json).collect::<Vec<_>>(),
+                });
+                writeln!(out, "{line}")?;
+            }
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+}

@@ -32,6 +32,14 @@ enum Command {
         #[arg(long, default_value = "wall")]
         clock: ClockSpec,
     },
+    /// Print what the configured scan source hears (one JSON line per beacon advert), for
+    /// installers; addresses are not printed.
+    Scan {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        #[arg(long, default_value = "wall")]
+        clock: ClockSpec,
+    },
     /// Decode one advertisement's AD structures given as hex, or `-` for one per stdin line.
     Decode {
         /// The AD structures as on air (length, type, value…), in hex; `-` reads stdin.
@@ -41,7 +49,8 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { config, clock } => run(&config, clock),
+        Command::Run { config, clock } => run(&config, clock, false),
+        Command::Scan { config, clock } => run(&config, clock, true),
         Command::Decode { hex } if hex == "-" => {
             let stdin = std::io::stdin().lock();
             let stdout = BufWriter::new(std::io::stdout().lock());
@@ -77,7 +86,7 @@ fn print_frames(frames: &[Frame]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: &std::path::Path, clock: ClockSpec) -> ExitCode {
+fn run(path: &std::path::Path, clock: ClockSpec, scan_only: bool) -> ExitCode {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -105,7 +114,13 @@ fn run(path: &std::path::Path, clock: ClockSpec) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(omo_gateway::daemon::run(config, Clock::from_spec(&clock))) {
+    let clock = Clock::from_spec(&clock);
+    let result = if scan_only {
+        runtime.block_on(omo_gateway::daemon::scan(config, clock))
+    } else {
+        runtime.block_on(omo_gateway::daemon::run(config, clock))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("omo-gateway: {e:#}");

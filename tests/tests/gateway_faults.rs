@@ -390,7 +390,21 @@ async fn a_fresh_data_dir_gets_a_new_epoch() -> anyhow::Result<()> {
         .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
     let mut gw = s.gut.start(&config)?;
     s.wait_done(&gw, Duration::from_secs(60)).await?;
-    gw.terminate(Duration::from_secs(10))?;
+    // A power cut: the broker publishes the gateway's signed last will.
+    gw.kill()?;
+    wait_until(
+        Duration::from_secs(20),
+        "the offline last will",
+        || {
+            s.cloud.with(|x| {
+                x.statuses["g1"]
+                    .last()
+                    .is_some_and(|st| st.state == omo_device_config::payload::GatewayState::Offline)
+            })
+        },
+        || s.context(&gw),
+    )
+    .await?;
     let first = s.cloud.with(|x| x.events.len());
     std::fs::remove_dir_all(s.gut.data_dir())?;
     let gw = s.gut.start(&config)?;

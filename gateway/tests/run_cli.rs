@@ -1,0 +1,60 @@
+//! `omo-gateway run` refusing to start: a bad config names every problem; no BlueZ explains
+//! itself and how to run without it.
+
+use std::process::Command;
+
+fn run(config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_omo-gateway"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+const CONFIG: &str = r#"
+[identity]
+store = "s1"
+gateway = "g1"
+[broker]
+url = "mqtt://127.0.0.1:1"
+password = "x"
+signing_key = "0000000000000000000000000000000000000000000000000000000000000000"
+[data]
+dir = "DATA"
+"#;
+
+#[test]
+fn bad_config_lists_every_problem_with_file_and_key() {
+    let out = run(&CONFIG
+        .replace(
+            "url = \"mqtt://127.0.0.1:1\"",
+            "url = \"http://x\"\ncolour = 1",
+        )
+        .replace("DATA", "/tmp/x"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gw.toml:broker.colour: unknown key"), "{err}");
+    assert!(
+        err.contains("gw.toml:broker.url: \"http://x\" must start with mqtt:// or mqtts://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_bluez_is_one_clear_line() {
+    if std::path::Path::new("/run/dbus/system_bus_socket").exists() {
+        // A machine with a system bus may have BlueZ: what happens then depends on its adapter.
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = run(&CONFIG.replace("DATA", data.path().to_str().unwrap()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cannot reach BlueZ") && last.contains("scan.source = \"replay\""),
+        "{err}"
+    );
+}
