@@ -45,7 +45,7 @@ impl OutboxLimits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("outbox storage: {0}")]
+    #[error(transparent)]
     Storage(#[from] sled::Error),
     #[error("outbox record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },

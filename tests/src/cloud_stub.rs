@@ -49,10 +49,38 @@ impl CloudStub {
         password: &str,
         keys: HashMap<String, SigningKey>,
     ) -> anyhow::Result<CloudStub> {
-        let mut o = MqttOptions::new(user, "127.0.0.1", port);
-        o.set_credentials(user, password);
-        o.set_keep_alive(Duration::from_secs(5));
-        o.set_max_packet_size(64 * 1024, 64 * 1024);
+        CloudStub::start_with(options(user, password, "127.0.0.1", port), keys).await
+    }
+
+    /// Like [`CloudStub::start`], over TLS to `localhost`, trusting the CA in `ca_pem`.
+    pub async fn start_tls(
+        port: u16,
+        user: &str,
+        password: &str,
+        ca_pem: &str,
+        keys: HashMap<String, SigningKey>,
+    ) -> anyhow::Result<CloudStub> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut o = options(user, password, "localhost", port);
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+        ));
+        CloudStub::start_with(o, keys).await
+    }
+
+    async fn start_with(
+        o: MqttOptions,
+        keys: HashMap<String, SigningKey>,
+    ) -> anyhow::Result<CloudStub> {
         let (client, mut eventloop) = AsyncClient::new(o, 256);
         let seen = Arc::new(Mutex::new(Seen::default()));
         let acking = Arc::new(Mutex::new(true));
@@ -114,6 +142,14 @@ impl Drop for CloudStub {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn options(user: &str, password: &str, host: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(user, host, port);
+    o.set_credentials(user, password);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(64 * 1024, 64 * 1024);
+    o
 }
 
 /// Stores a presence batch and returns the ack to publish; records a status.

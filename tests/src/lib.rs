@@ -96,6 +96,24 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker of `kind` on a free port.
     pub fn start(kind: BrokerKind, password_lines: &[String], acl: &str) -> anyhow::Result<Broker> {
+        Broker::start_with(kind, password_lines, acl, None)
+    }
+
+    /// Starts Mosquitto with a TLS listener using `(ca, cert, key)` PEM texts.
+    pub fn start_tls(
+        password_lines: &[String],
+        acl: &str,
+        pems: (&str, &str, &str),
+    ) -> anyhow::Result<Broker> {
+        Broker::start_with(BrokerKind::Mosquitto, password_lines, acl, Some(pems))
+    }
+
+    fn start_with(
+        kind: BrokerKind,
+        password_lines: &[String],
+        acl: &str,
+        tls: Option<(&str, &str, &str)>,
+    ) -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         std::fs::write(dir.path().join("passwd"), password_lines.join("\n") + "\n")?;
@@ -108,6 +126,14 @@ impl Broker {
         writeln!(f, "acl_file {}", dir.path().join("acl").display())?;
         writeln!(f, "persistence false")?;
         writeln!(f, "max_packet_size 65536")?;
+        if let Some((ca, cert, key)) = tls {
+            for (name, pem) in [("ca.pem", ca), ("server.pem", cert), ("server.key", key)] {
+                std::fs::write(dir.path().join(name), pem)?;
+            }
+            writeln!(f, "cafile {}", dir.path().join("ca.pem").display())?;
+            writeln!(f, "certfile {}", dir.path().join("server.pem").display())?;
+            writeln!(f, "keyfile {}", dir.path().join("server.key").display())?;
+        }
         // stderr, not a log file: run as root, Mosquitto drops to its own user before opening it.
         writeln!(f, "log_dest stderr")?;
         writeln!(f, "log_type all")?;
