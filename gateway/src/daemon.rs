@@ -325,11 +325,9 @@ impl Daemon {
                         .filter(|e| e.seq() <= self.durable_upto)
                         .collect();
                     let dropped = self.unsent_dropped();
-                    if let Some(last) = events.last() {
-                        self.sent_upto = Some(last.seq());
-                    } else if self.sent_upto.is_none() {
-                        self.sent_upto = Some(self.durable_upto);
-                    }
+                    // Past the last event read; with none, past everything durable (the
+                    // seqs between were settled or dropped without being sent).
+                    self.sent_upto = Some(events.last().map_or(self.durable_upto, |e| e.seq()));
                     if events.is_empty() && dropped.is_empty() {
                         return Ok(());
                     }
