@@ -113,7 +113,10 @@ impl Clock {
     /// passes time by itself, so callers that sleep on one get `None` and must poll it.
     pub fn wall_duration(&self, clock_time: Duration) -> Option<Duration> {
         match self.speed() {
-            s if s > 0.0 => Some(clock_time.div_f64(s)),
+            // A tiny speed makes the quotient overflow Duration: wait "for ever" then.
+            s if s > 0.0 => Some(
+                Duration::try_from_secs_f64(clock_time.as_secs_f64() / s).unwrap_or(Duration::MAX),
+            ),
             _ => None,
         }
     }

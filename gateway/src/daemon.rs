@@ -37,6 +37,8 @@ use crate::uplink::{Next, Uplink, UplinkParams};
 /// Events read from the outbox per new batch: about one 8 KiB payload's worth.
 const EVENTS_PER_BATCH: usize = 40;
 const REMOTE_CONFIG_FILE: &str = "remote-config.json";
+/// Longest replay line read; a real one is about 150 bytes.
+const MAX_REPLAY_LINE: usize = 64 * 1024;
 
 struct Topics {
     presence: String,
@@ -78,6 +80,7 @@ struct Daemon {
     next_heartbeat_ms: i64,
     adverts_at_last_heartbeat: (u64, i64),
     last_link_error: Option<String>,
+    counters_logged: [u64; 3],
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
@@ -127,7 +130,7 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
     let options = mqtt::options(&config, offline)?;
     let (client, eventloop) = AsyncClient::new(options, 256);
     let (link_tx, mut link_rx) = mpsc::channel(256);
-    tokio::spawn(mqtt::drive(eventloop, link_tx));
+    tokio::spawn(mqtt::drive(eventloop, link_tx, clock.clone()));
     let (advert_tx, mut advert_rx) = mpsc::channel::<Advert>(4096);
     start_scan(&config, clock.clone(), advert_tx, counters.clone()).await?;
 
@@ -159,6 +162,7 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
         next_heartbeat_ms: now_ms,
         adverts_at_last_heartbeat: (0, now_ms),
         last_link_error: None,
+        counters_logged: [0; 3],
     };
     let tick = d
         .clock
@@ -287,8 +291,11 @@ impl Daemon {
             self.dirty = false;
         }
         self.publish_pending(now).await?;
-        if self.connected && now >= self.next_heartbeat_ms {
-            self.publish_status(GatewayState::Online, now).await?;
+        if now >= self.next_heartbeat_ms {
+            self.log_counters();
+            if self.connected {
+                self.publish_status(GatewayState::Online, now).await?;
+            }
             let every = self
                 .remote
                 .as_ref()
@@ -401,6 +408,11 @@ impl Daemon {
             }
             Link::Publish { topic, payload } if topic == self.topics.ack => {
                 match open::<PresenceAck>(&topic, &self.key, &payload) {
+                    Ok(ack) if ack.epoch != self.outbox.epoch() => {
+                        // A stale ack (an old outbox's, kept by a persistent session) must not
+                        // touch the window: its seqs are this epoch's too.
+                        tracing::debug!(epoch = %ack.epoch, "ignored an ack for another epoch");
+                    }
                     Ok(ack) => {
                         let settled = ack.settled();
                         let removed = self.outbox.settle(&ack)?;
@@ -421,6 +433,26 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Logs the fault counters when any has moved since the last heartbeat.
+    fn log_counters(&mut self) {
+        let now = [
+            self.counters.rejected_messages.load(Ordering::Relaxed),
+            self.counters.malformed_adverts.load(Ordering::Relaxed),
+            self.counters.scan_restarts.load(Ordering::Relaxed),
+        ];
+        if now != self.counters_logged {
+            tracing::info!(
+                rejected_messages = now[0],
+                malformed_adverts = now[1],
+                scan_restarts = now[2],
+                outbox_depth = self.outbox.depth(),
+                dropped = self.outbox.dropped_total(),
+                "counters"
+            );
+            self.counters_logged = now;
+        }
     }
 
     fn refuse(&self, topic: &str, e: &dyn std::fmt::Display) {
@@ -449,8 +481,18 @@ impl Daemon {
                 return Ok(());
             }
             Ok(read) => {
-                if read.config.version > current {
-                    persist_remote_config(&self.config.data.dir, &raw)?;
+                if read.config.version == current {
+                    ConfigAck::applied(&read)
+                } else if let Err(e) = persist_remote_config(&self.config.data.dir, &raw) {
+                    // Not applied: a config that would be forgotten at the next restart is
+                    // refused, and the cloud sends it again once the disk is fixed.
+                    tracing::error!(error = %format!("{e:#}"), "cannot save the remote config");
+                    let problem = omo_device_config::problems::Problem::new(
+                        "",
+                        format!("cannot save the config on the gateway: {e:#}"),
+                    );
+                    ConfigAck::refused(read.config.version, &[problem])
+                } else {
                     self.engine.set_params(&read.config.presence);
                     self.filter = FrameFilter::new(&read.config.filters);
                     tracing::info!(
@@ -459,8 +501,8 @@ impl Daemon {
                         "applied remote config"
                     );
                     self.remote = Some(read.config.clone());
+                    ConfigAck::applied(&read)
                 }
-                ConfigAck::applied(&read)
             }
             Err(problems) => {
                 let version = serde_json::from_str::<serde_json::Value>(&raw)
@@ -517,7 +559,12 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         self.outbox.flush().await?;
-        tracing::info!(outbox_depth = self.outbox.depth(), "stopped");
+        tracing::info!(
+            epoch = %self.outbox.epoch(),
+            last_seq = self.outbox.next_seq().saturating_sub(1),
+            outbox_depth = self.outbox.depth(),
+            "stopped"
+        );
         Ok(())
     }
 }
@@ -551,14 +598,26 @@ fn status_payload(
 }
 
 /// Whether the clock can be trusted: a shared simulated clock always is; the wall clock is when
-/// the kernel says NTP keeps it synchronised.
+/// the kernel says an NTP daemon (chrony, systemd-timesyncd, ntpd) keeps it synchronised.
 fn clock_synced(clock: &Clock) -> bool {
     if clock.speed() != 1.0 {
         return true;
     }
-    // systemd-timesyncd and chrony both leave the kernel's "unsynchronised" flag clear once
-    // they have set the time; systemd also marks it with this file.
-    Path::new("/run/systemd/timesync/synchronized").exists()
+    kernel_clock_synced()
+}
+
+#[cfg(target_os = "linux")]
+fn kernel_clock_synced() -> bool {
+    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into a zeroed,
+    // properly sized struct owned by this frame.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    state >= 0 && state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_clock_synced() -> bool {
+    false
 }
 
 fn round(x: f64, scale: f64) -> f64 {
@@ -627,16 +686,40 @@ async fn start_bluez(
     tx: mpsc::Sender<Advert>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let adapter = crate::scan::bluez::adapter(&config.scan.adapter).await?;
+    use crate::scan::bluez;
+    // No BlueZ at start is a configuration problem: say so and exit.
+    let first = bluez::adapter(&config.scan.adapter).await?;
+    let name = config.scan.adapter.clone();
     let silence = Duration::from_secs(u64::from(config.scan.silence_restart_s));
-    let restarts = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
-        let r = crate::scan::bluez::run(adapter, clock, silence, tx, restarts.clone()).await;
-        counters
-            .scan_restarts
-            .store(restarts.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let Err(e) = r {
-            tracing::error!(error = %e, "BlueZ scan stopped");
+        let restarted = || {
+            counters.scan_restarts.fetch_add(1, Ordering::Relaxed);
+        };
+        let mut adapter = Some(first);
+        let mut failures = 0u32;
+        // Later failures (bluetoothd restarting, an adapter reset) are retried for ever.
+        loop {
+            let a = match adapter.take() {
+                Some(a) => a,
+                None => match bluez::adapter(&name).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(error = %e, "BlueZ unavailable; retrying");
+                        tokio::time::sleep(Duration::from_secs(1 << failures.min(6))).await;
+                        continue;
+                    }
+                },
+            };
+            match bluez::run(&a, &clock, silence, &tx, &restarted).await {
+                Ok(()) => return,
+                Err(e) => {
+                    restarted();
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, "BlueZ scan failed; restarting it");
+                    tokio::time::sleep(Duration::from_secs(1 << failures.min(6))).await;
+                }
+            }
         }
     });
     Ok(())
@@ -659,7 +742,7 @@ async fn replay(
     pace: bool,
     tx: mpsc::Sender<Advert>,
 ) -> anyhow::Result<()> {
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if path.as_os_str() == "-" {
         Box::new(tokio::io::stdin())
     } else {
@@ -669,15 +752,44 @@ async fn replay(
                 .with_context(|| format!("opening replay file {}", path.display()))?,
         )
     };
-    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut reader = tokio::io::BufReader::new(reader);
     let mut pacer = Pacer::default();
     let mut n = 0u64;
-    while let Some(line) = lines.next_line().await? {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Bounded: a file with no newline cannot take all the memory.
+        let read = (&mut reader)
+            .take(MAX_REPLAY_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .await?;
+        if read == 0 {
+            break;
+        }
         n += 1;
+        if buf.len() > MAX_REPLAY_LINE && buf.last() != Some(&b'\n') {
+            tracing::warn!("replay line {n}: longer than {MAX_REPLAY_LINE} bytes; skipped");
+            // Skip the rest of the over-long line.
+            loop {
+                buf.clear();
+                let r = (&mut reader)
+                    .take(MAX_REPLAY_LINE as u64)
+                    .read_until(b'\n', &mut buf)
+                    .await?;
+                if r == 0 || buf.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            tracing::warn!("replay line {n}: not UTF-8 text; skipped");
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let record = match parse_line(&line, n) {
+        let record = match parse_line(line, n) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("{e}; skipped");
@@ -686,7 +798,12 @@ async fn replay(
         };
         let now = clock.now().timestamp_millis();
         if pace {
-            let due = pacer.due_at(record.file_ts_ms, now);
+            let (due, jumped) = pacer.due_at(record.file_ts_ms, now);
+            if jumped {
+                tracing::warn!(
+                    "replay line {n}: ts jumps more than an hour; replay continues from here"
+                );
+            }
             if due > now {
                 let wait = clock
                     .wall_duration(Duration::from_millis((due - now) as u64))

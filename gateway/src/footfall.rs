@@ -10,6 +10,8 @@ use std::collections::HashSet;
 pub struct FootfallCounter {
     minute_ms: Option<i64>,
     seen: HashSet<[u8; 6]>,
+    /// The last minute reported: a late advert never reopens it (one event per minute).
+    closed_ms: Option<i64>,
 }
 
 const MINUTE_MS: i64 = 60_000;
@@ -23,7 +25,8 @@ impl FootfallCounter {
     /// (start ms, devices) when this advert opens a new one.
     pub fn observe(&mut self, addr: [u8; 6], at_ms: i64) -> Option<(i64, u32)> {
         let done = self.roll(at_ms);
-        self.minute_ms.get_or_insert(minute_of(at_ms));
+        let earliest = self.closed_ms.map_or(i64::MIN, |c| c + MINUTE_MS);
+        self.minute_ms.get_or_insert(minute_of(at_ms).max(earliest));
         self.seen.insert(addr);
         done
     }
@@ -37,6 +40,7 @@ impl FootfallCounter {
         let devices = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
         self.seen.clear();
         self.minute_ms = None;
+        self.closed_ms = Some(start);
         Some((start, devices))
     }
 }
@@ -55,5 +59,18 @@ mod tests {
         assert_eq!(f.roll(150_000), None);
         assert_eq!(f.roll(180_000), Some((120_000, 1)));
         assert_eq!(f.roll(999_999), None, "an empty minute is not reported");
+    }
+
+    #[test]
+    fn a_late_advert_does_not_reopen_a_reported_minute() {
+        let mut f = FootfallCounter::default();
+        f.observe([1; 6], 60_000);
+        assert_eq!(f.roll(120_500), Some((60_000, 1)));
+        assert_eq!(
+            f.observe([2; 6], 119_000),
+            None,
+            "late: counted in the next minute"
+        );
+        assert_eq!(f.roll(180_000), Some((120_000, 1)));
     }
 }

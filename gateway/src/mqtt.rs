@@ -122,8 +122,12 @@ pub enum Link {
 }
 
 /// Drives the event loop until `tx` closes; on errors waits with capped exponential backoff
-/// and jitter (1 s doubling to 60 s) before rumqttc reconnects.
-pub async fn drive(mut eventloop: EventLoop, tx: mpsc::Sender<Link>) {
+/// and jitter (1 s doubling to 60 s, on the process clock) before rumqttc reconnects.
+pub async fn drive(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Link>,
+    clock: omo_device_config::Clock,
+) {
     let mut failures: u32 = 0;
     loop {
         let link = match eventloop.poll().await {
@@ -143,8 +147,13 @@ pub async fn drive(mut eventloop: EventLoop, tx: mpsc::Sender<Link>) {
                     return;
                 }
                 let base = 1000u64.saturating_mul(1 << failures.min(6)).min(60_000);
-                let wait = rand::rng().random_range(base / 2..=base);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let wait = Duration::from_millis(rand::rng().random_range(base / 2..=base));
+                // Never spin: at a high clock speed still wait a little wall time.
+                let wall = clock
+                    .wall_duration(wait)
+                    .unwrap_or(wait)
+                    .max(Duration::from_millis(50));
+                tokio::time::sleep(wall).await;
                 continue;
             }
         };

@@ -231,11 +231,17 @@ impl Outbox {
             freed += v.len() as u64;
             count += 1;
         }
+        self.drop_events(&gone, count, freed)?;
+        Ok(count)
+    }
+
+    /// Removes `gone` (`count` events, `freed` bytes) and records them as dropped.
+    fn drop_events(&mut self, gone: &SeqRanges, count: u64, freed: u64) -> Result<(), OutboxError> {
         if count == 0 {
-            return Ok(0);
+            return Ok(());
         }
         let mut dropped = self.dropped.clone();
-        dropped.merge(&gone);
+        dropped.merge(gone);
         let mut batch = sled::Batch::default();
         for &(a, b) in gone.ranges() {
             for seq in a..=b {
@@ -254,7 +260,7 @@ impl Outbox {
         self.dropped_total += count;
         self.depth -= count;
         self.bytes -= freed;
-        Ok(count)
+        Ok(())
     }
 
     /// Removes what an ack settles (stored or rejected); an ack for another epoch changes
@@ -288,31 +294,52 @@ impl Outbox {
     }
 
     /// Up to `max` waiting events with a seq above `after` (all if `None`), oldest first.
+    /// A record that no longer reads as an event is dropped (and reported as dropped) rather
+    /// than blocking everything behind it.
     pub fn events_after(
-        &self,
+        &mut self,
         after: Option<u64>,
         max: usize,
     ) -> Result<Vec<PresenceEvent>, OutboxError> {
         let start = after.map_or(0, |s| s.saturating_add(1));
-        self.tree
-            .range(event_key(start)..)
-            .take(max)
-            .map(|item| {
-                let (k, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))
-            })
-            .collect()
+        let range = self.tree.range(event_key(start)..);
+        self.read_events(range, max)
     }
 
     /// The waiting events among `seqs`, oldest first (what a resend carries).
-    pub fn events_in(&self, seqs: &SeqRanges) -> Result<Vec<PresenceEvent>, OutboxError> {
+    pub fn events_in(&mut self, seqs: &SeqRanges) -> Result<Vec<PresenceEvent>, OutboxError> {
         let mut out = Vec::new();
         for &(a, b) in seqs.ranges() {
-            for item in self.tree.range(event_key(a)..=event_key(b)) {
-                let (k, v) = item?;
-                out.push(serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?);
+            let range = self.tree.range(event_key(a)..=event_key(b));
+            out.extend(self.read_events(range, usize::MAX)?);
+        }
+        Ok(out)
+    }
+
+    fn read_events(
+        &mut self,
+        range: sled::Iter,
+        max: usize,
+    ) -> Result<Vec<PresenceEvent>, OutboxError> {
+        let mut out = Vec::new();
+        let (mut bad, mut count, mut freed) = (SeqRanges::new(), 0, 0);
+        for item in range {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item?;
+            match serde_json::from_slice(&v) {
+                Ok(e) => out.push(e),
+                Err(e) => {
+                    let seq = seq_of(&k)?;
+                    tracing::error!(seq, error = %e, "dropping an unreadable outbox record");
+                    bad.insert(seq);
+                    count += 1;
+                    freed += v.len() as u64;
+                }
             }
         }
+        self.drop_events(&bad, count, freed)?;
         Ok(out)
     }
 }

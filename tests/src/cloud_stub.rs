@@ -23,6 +23,8 @@ pub struct Seen {
     pub dropped: BTreeMap<String, SeqRanges>,
     /// Events received again after they were stored.
     pub duplicates: u64,
+    /// Ids received again with different content: a reused seq, which must never happen.
+    pub conflicts: u64,
     /// Payloads refused (bad signature, unknown gateway, malformed).
     pub refused: u64,
     /// Heartbeats and last wills, in arrival order, per gateway.
@@ -207,8 +209,12 @@ fn handle(
             for e in batch.events {
                 seqs.insert(e.seq());
                 let id = format!("{prefix}:{}", e.seq());
-                if seen.events.insert(id, e).is_some() {
-                    seen.duplicates += 1;
+                match seen.events.get(&id) {
+                    Some(stored) if *stored == e => seen.duplicates += 1,
+                    Some(_) => seen.conflicts += 1,
+                    None => {
+                        seen.events.insert(id, e);
+                    }
                 }
             }
             if !acking {

@@ -176,12 +176,48 @@ pub async fn wait_until(
     Ok(())
 }
 
-/// Whether `gateway`'s latest heartbeat reports an empty outbox.
+/// Whether `gateway`'s last two heartbeats both report an empty outbox (one could predate
+/// the last events).
 pub fn drained(seen: &Seen, gateway: &str) -> bool {
     seen.statuses
         .get(gateway)
-        .and_then(|v| v.last())
-        .is_some_and(|s| s.outbox_depth == 0)
+        .is_some_and(|v| v.len() >= 2 && v[v.len() - 2..].iter().all(|s| s.outbox_depth == 0))
+}
+
+/// The (epoch, last seq) a gateway logged when it stopped.
+pub fn stopped_at(log: &str) -> Option<(String, u64)> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopped") && l.contains("last_seq="))?;
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    Some((field("epoch=")?, field("last_seq=")?.parse().ok()?))
+}
+
+/// Stops the gateway and checks that the cloud stored every seq up to the last one it wrote.
+pub fn check_nothing_missing(seen: &Seen, gateway: &str, gw: &mut Process) -> anyhow::Result<()> {
+    gw.terminate(Duration::from_secs(10))?;
+    let log = gw.log_text();
+    let Some((epoch, last)) = stopped_at(&log) else {
+        bail!("the gateway did not log where it stopped:\n{log}");
+    };
+    let stored = seen
+        .events
+        .keys()
+        .filter(|id| id.starts_with(&format!("{gateway}:{epoch}:")))
+        .count() as u64;
+    let dropped = seen
+        .dropped
+        .get(&format!("{gateway}:{epoch}"))
+        .map_or(0, |d| d.count() as u64);
+    if stored + dropped != last {
+        bail!("epoch {epoch}: the gateway wrote {last} seqs, the cloud has {stored} (+{dropped} dropped)");
+    }
+    Ok(())
 }
 
 /// The stored seqs of each epoch of `gateway`, checking that each epoch's seqs run from 1
@@ -199,6 +235,12 @@ pub fn check_no_gaps(seen: &Seen, gateway: &str) -> anyhow::Result<Vec<(String, 
                 .or_default()
                 .insert(seq.parse()?);
         }
+    }
+    if seen.conflicts > 0 {
+        bail!(
+            "{} ids arrived again with different content (a seq was reused)",
+            seen.conflicts
+        );
     }
     for (epoch, dropped) in &seen.dropped {
         if !dropped.is_empty() {

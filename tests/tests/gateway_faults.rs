@@ -12,8 +12,8 @@ use omo_device_config::payload::{PresenceAck, PresenceEvent};
 use omo_device_config::{Channel, SeqRanges, Topic};
 use omo_tests::cloud_stub::{CloudStub, Seen};
 use omo_tests::scenario::{
-    check_no_gaps, drained, hwid, wait_until, write_replay, GatewayUnderTest, Visit,
-    CLOUD_PASSWORD, CLOUD_USER,
+    check_no_gaps, check_nothing_missing, drained, hwid, wait_until, write_replay,
+    GatewayUnderTest, Visit, CLOUD_PASSWORD, CLOUD_USER,
 };
 use omo_tests::{Broker, BrokerKind, Process};
 
@@ -117,7 +117,7 @@ async fn broker_outage(kind: BrokerKind) -> anyhow::Result<()> {
     let config = s
         .gut
         .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
-    let gw = s.gut.start(&config)?;
+    let mut gw = s.gut.start(&config)?;
     wait_until(
         Duration::from_secs(30),
         "first events",
@@ -147,6 +147,8 @@ async fn broker_outage(kind: BrokerKind) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    s.cloud
+        .with(|seen| check_nothing_missing(seen, "g1", &mut gw))?;
     Ok(())
 }
 
@@ -182,7 +184,7 @@ async fn sigkill_during_outage(kind: BrokerKind) -> anyhow::Result<()> {
     let config = s
         .gut
         .write_config(s.broker.port, &second, &s.gut.password.clone())?;
-    let gw = s.gut.start(&config)?;
+    let mut gw = s.gut.start(&config)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     s.broker.restart()?;
     s.wait_done(&gw, Duration::from_secs(120)).await?;
@@ -206,6 +208,8 @@ async fn sigkill_during_outage(kind: BrokerKind) -> anyhow::Result<()> {
         "restart reports what it kept:\n{}",
         gw.log_text()
     );
+    s.cloud
+        .with(|seen| check_nothing_missing(seen, "g1", &mut gw))?;
     Ok(())
 }
 
@@ -216,7 +220,7 @@ async fn cloud_stops_acking(kind: BrokerKind) -> anyhow::Result<()> {
     let config = s
         .gut
         .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
-    let gw = s.gut.start(&config)?;
+    let mut gw = s.gut.start(&config)?;
     wait_until(
         Duration::from_secs(30),
         "first events",
@@ -248,6 +252,8 @@ async fn cloud_stops_acking(kind: BrokerKind) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    s.cloud
+        .with(|seen| check_nothing_missing(seen, "g1", &mut gw))?;
     Ok(())
 }
 
@@ -341,6 +347,14 @@ async fn forged_acks_and_configs_change_nothing() -> anyhow::Result<()> {
             false,
         )
         .await?;
+    // Correctly signed, by the cloud, but for another epoch (a stale ack of an old outbox).
+    let stale = PresenceAck {
+        epoch: omo_device_config::payload::Epoch(forged_ack.epoch.0.wrapping_add(1)),
+        ..forged_ack.clone()
+    };
+    cloud
+        .publish(&ack_topic, seal(&ack_topic, &gut.key, &stale)?, false)
+        .await?;
     let forged_config = serde_json::json!({"version": 99, "presence": {"enter_rssi_dbm": -20.0}});
     forger
         .publish(
@@ -367,6 +381,12 @@ async fn forged_acks_and_configs_change_nothing() -> anyhow::Result<()> {
         (st.outbox_depth, st.config_version)
     });
     assert!(depth > 0, "a forged ack emptied nothing");
+    let log = gw.log_text();
+    assert!(
+        !log.contains("ack settled events"),
+        "no forged or stale ack settled anything:\n{log}"
+    );
+    assert!(log.contains("ignored an ack for another epoch"), "{log}");
     assert_eq!(version, 0, "a forged config changed nothing");
     cloud.set_acking(true);
     wait_until(
@@ -405,13 +425,13 @@ async fn a_fresh_data_dir_gets_a_new_epoch() -> anyhow::Result<()> {
         || s.context(&gw),
     )
     .await?;
-    let first = s.cloud.with(|x| x.events.len());
+    let first = s.cloud.with(|x| x.events.clone());
     std::fs::remove_dir_all(s.gut.data_dir())?;
     let gw = s.gut.start(&config)?;
     wait_until(
         Duration::from_secs(60),
         "events of the new epoch",
-        || s.cloud.with(|x| x.events.len() > first + 3),
+        || s.cloud.with(|x| x.events.len() > first.len() + 3),
         || s.context(&gw),
     )
     .await?;
@@ -423,11 +443,25 @@ async fn a_fresh_data_dir_gets_a_new_epoch() -> anyhow::Result<()> {
             2,
             "a reinstalled gateway starts a new epoch: {epochs:?}"
         );
-        assert_eq!(
-            epochs.iter().map(|e| e.1).sum::<u64>() as usize,
-            seen.events.len(),
-            "no id collides"
+        // The first install's events are untouched; the new ones use other ids.
+        for (id, e) in &first {
+            assert_eq!(seen.events.get(id), Some(e), "{id} changed");
+        }
+        let old_epoch = first
+            .keys()
+            .next()
+            .and_then(|id| id.split(':').nth(1))
+            .unwrap();
+        let new: Vec<&String> = seen
+            .events
+            .keys()
+            .filter(|id| !first.contains_key(*id))
+            .collect();
+        assert!(
+            new.iter().all(|id| !id.contains(&format!(":{old_epoch}:"))),
+            "{new:?}"
         );
+        assert!(new.len() > 3);
         Ok(())
     })?;
     Ok(())
@@ -475,6 +509,13 @@ async fn remote_config_is_validated_applied_persisted_and_acknowledged() -> anyh
                 .unwrap_or("")
                 .contains("presence.ema_alpha"),
         "{ack:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.cloud
+            .with(|x| x.statuses["g1"].last().map(|st| st.config_version)),
+        Some(0),
+        "a refused config changes nothing"
     );
     // Valid, with a key this gateway does not know: applied, with a warning.
     s.cloud.publish(&topic, send(serde_json::json!({"version": 3, "presence": {"stay_interval_s": 30}, "beta": true}))?, true).await?;

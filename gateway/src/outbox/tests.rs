@@ -70,7 +70,7 @@ fn unacked_events_survive_a_restart_oldest_first() {
             .unwrap();
         o.flush_blocking().unwrap();
     }
-    let o = Outbox::open(dir.path(), limits()).unwrap();
+    let mut o = Outbox::open(dir.path(), limits()).unwrap();
     assert_eq!(o.depth(), 7);
     let seqs: Vec<u64> = o
         .events_after(None, 100)
@@ -163,4 +163,26 @@ async fn flush_makes_writes_durable() {
         o.bytes(),
         serde_json::to_vec(&footfall(1, 1_000)).unwrap().len() as u64
     );
+}
+
+#[test]
+fn an_unreadable_record_is_dropped_and_reported_not_a_roadblock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(dir.path(), limits()).unwrap();
+    for _ in 0..3 {
+        o.push(|seq| footfall(seq, 1_000)).unwrap();
+    }
+    // What an incompatible software update could leave behind.
+    o.tree
+        .insert(&event_key(2)[..], &b"{not an event"[..])
+        .unwrap();
+    let seqs: Vec<u64> = o
+        .events_after(None, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq())
+        .collect();
+    assert_eq!(seqs, [1, 3]);
+    assert_eq!(o.pending_dropped(), &SeqRanges::from_range(2, 2));
+    assert_eq!((o.depth(), o.dropped_total()), (2, 1));
 }

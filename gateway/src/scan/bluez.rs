@@ -7,9 +7,7 @@
 //! A scan that goes silent (a known BlueZ failure after hours) is restarted and counted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use btleplug::api::{Central, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
 use btleplug::platform::{Adapter, Manager, PeripheralId};
@@ -116,19 +114,29 @@ pub async fn adapter(name: &str) -> Result<Adapter, BluezError> {
     Err(BluezError::NoAdapter(which))
 }
 
-/// Scans until `tx` closes, restarting a scan that hears nothing for `silence`; restarts are
-/// counted in `restarts`.
+/// What is remembered about one advertiser between its reports.
+struct Peer {
+    addr: Option<[u8; 6]>,
+    rssi: Option<i16>,
+    services: Vec<Uuid>,
+    seen: Instant,
+}
+
+/// Advertisers not heard for this long are forgotten (phones rotate addresses every ~15 min).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Scans until `tx` closes (`Ok`) or BlueZ fails (`Err`: the caller retries). A scan that hears
+/// nothing for `silence` is restarted and `on_restart` is called.
 pub async fn run(
-    adapter: Adapter,
-    clock: Clock,
+    adapter: &Adapter,
+    clock: &Clock,
     silence: Duration,
-    tx: mpsc::Sender<Advert>,
-    restarts: Arc<AtomicU64>,
+    tx: &mpsc::Sender<Advert>,
+    on_restart: &(dyn Fn() + Send + Sync),
 ) -> Result<(), BluezError> {
     let scan_err = |e: btleplug::Error| BluezError::Scan(e.to_string());
-    let mut addresses: HashMap<PeripheralId, [u8; 6]> = HashMap::new();
-    let mut rssi: HashMap<PeripheralId, i16> = HashMap::new();
-    let mut services: HashMap<PeripheralId, Vec<Uuid>> = HashMap::new();
+    let mut peers: HashMap<PeripheralId, Peer> = HashMap::new();
+    let mut last_sweep = Instant::now();
     loop {
         let mut events = adapter.events().await.map_err(scan_err)?;
         adapter
@@ -140,57 +148,66 @@ pub async fn run(
                 Ok(Some(e)) => e,
                 Ok(None) => break,
                 Err(_) => {
-                    restarts.fetch_add(1, Ordering::Relaxed);
+                    on_restart();
                     tracing::warn!(
                         silence_s = silence.as_secs(),
-                        "scan went silent; restarting it"
+                        "scan heard nothing; restarting it"
                     );
                     break;
                 }
             };
-            let (id, data) = match event {
-                CentralEvent::RssiUpdate { id, rssi: r } => {
-                    rssi.insert(id, r);
+            if last_sweep.elapsed() > Duration::from_secs(60) {
+                peers.retain(|_, p| p.seen.elapsed() < FORGET_AFTER);
+                last_sweep = Instant::now();
+            }
+            let id = match &event {
+                CentralEvent::RssiUpdate { id, .. }
+                | CentralEvent::ServicesAdvertisement { id, .. }
+                | CentralEvent::ManufacturerDataAdvertisement { id, .. }
+                | CentralEvent::ServiceDataAdvertisement { id, .. } => id.clone(),
+                _ => continue,
+            };
+            let peer = peers.entry(id.clone()).or_insert_with(|| Peer {
+                addr: None,
+                rssi: None,
+                services: Vec::new(),
+                seen: Instant::now(),
+            });
+            peer.seen = Instant::now();
+            let data = match event {
+                CentralEvent::RssiUpdate { rssi, .. } => {
+                    peer.rssi = Some(rssi);
                     continue;
                 }
-                CentralEvent::ServicesAdvertisement { id, services: s } => {
-                    services.insert(id, s);
+                CentralEvent::ServicesAdvertisement { services, .. } => {
+                    peer.services = services;
                     continue;
                 }
                 CentralEvent::ManufacturerDataAdvertisement {
-                    id,
-                    manufacturer_data,
-                } => {
-                    let s = services.get(&id).cloned().unwrap_or_default();
-                    let data = ad_bytes(&manufacturer_data, &HashMap::new(), &s);
-                    (id, data)
-                }
-                CentralEvent::ServiceDataAdvertisement { id, service_data } => {
-                    let s = services.get(&id).cloned().unwrap_or_default();
-                    (id, ad_bytes(&HashMap::new(), &service_data, &s))
+                    manufacturer_data, ..
+                } => ad_bytes(&manufacturer_data, &HashMap::new(), &peer.services),
+                CentralEvent::ServiceDataAdvertisement { service_data, .. } => {
+                    ad_bytes(&HashMap::new(), &service_data, &peer.services)
                 }
                 _ => continue,
             };
-            let addr = match addresses.get(&id) {
-                Some(a) => *a,
-                None => match adapter.peripheral(&id).await {
-                    Ok(p) => {
-                        let a = p.address().into_inner();
-                        if let (None, Ok(Some(props))) = (rssi.get(&id), p.properties().await) {
-                            if let Some(r) = props.rssi {
-                                rssi.insert(id.clone(), r);
-                            }
-                        }
-                        addresses.insert(id.clone(), a);
-                        a
+            if peer.addr.is_none() {
+                let Ok(p) = adapter.peripheral(&id).await else {
+                    continue;
+                };
+                peer.addr = Some(p.address().into_inner());
+                if peer.rssi.is_none() {
+                    if let Ok(Some(props)) = p.properties().await {
+                        peer.rssi = props.rssi;
                     }
-                    Err(_) => continue,
-                },
+                }
+            }
+            let (Some(addr), Some(rssi)) = (peer.addr, peer.rssi) else {
+                continue;
             };
-            let Some(&r) = rssi.get(&id) else { continue };
             let advert = Advert {
                 addr,
-                rssi: r,
+                rssi,
                 data,
                 at_ms: clock.now().timestamp_millis(),
             };
@@ -200,12 +217,6 @@ pub async fn run(
             }
         }
         let _ = adapter.stop_scan().await;
-        // Devices come and go; keep the caches from growing without bound across restarts.
-        if addresses.len() > 50_000 {
-            addresses.clear();
-            rssi.clear();
-            services.clear();
-        }
     }
 }
 

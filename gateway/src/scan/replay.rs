@@ -76,12 +76,23 @@ pub struct Pacer {
     origin: Option<(i64, i64)>,
 }
 
+/// A record more than this far from where the timeline expects it (an hour) re-anchors the
+/// timeline instead of stalling the replay for days or rushing it.
+pub const MAX_JUMP_MS: i64 = 3_600_000;
+
 impl Pacer {
     /// The clock time (ms) at which a record with file time `file_ts_ms` is due, given the
-    /// clock reads `now_ms`. Records out of order are due at once.
-    pub fn due_at(&mut self, file_ts_ms: i64, now_ms: i64) -> i64 {
+    /// clock reads `now_ms`, and whether the timeline had to be re-anchored at this record.
+    /// Records slightly out of order are due at once.
+    pub fn due_at(&mut self, file_ts_ms: i64, now_ms: i64) -> (i64, bool) {
         let (file0, clock0) = *self.origin.get_or_insert((file_ts_ms, now_ms));
-        clock0 + (file_ts_ms - file0).max(0)
+        let due = clock0.saturating_add(file_ts_ms.saturating_sub(file0).max(0));
+        let behind = file_ts_ms.saturating_sub(file0) < -MAX_JUMP_MS;
+        if due.saturating_sub(now_ms) > MAX_JUMP_MS || behind {
+            self.origin = Some((file_ts_ms, now_ms));
+            return (now_ms, true);
+        }
+        (due, false)
     }
 }
 
@@ -138,9 +149,18 @@ mod tests {
     #[test]
     fn pacer_keeps_the_files_spacing_on_the_clock() {
         let mut p = Pacer::default();
-        assert_eq!(p.due_at(10_000, 500), 500);
-        assert_eq!(p.due_at(12_500, 900), 3_000);
-        assert_eq!(p.due_at(9_000, 4_000), 500, "out of order: due at once");
+        assert_eq!(p.due_at(10_000, 500), (500, false));
+        assert_eq!(p.due_at(12_500, 900), (3_000, false));
+        assert_eq!(
+            p.due_at(9_000, 4_000),
+            (500, false),
+            "out of order: due at once"
+        );
+        // A record a day ahead re-anchors rather than stalling the replay for a day.
+        assert_eq!(p.due_at(86_400_000, 5_000), (5_000, true));
+        assert_eq!(p.due_at(86_401_000, 5_000), (6_000, false));
+        // A record from long ago re-anchors too.
+        assert_eq!(p.due_at(0, 7_000), (7_000, true));
     }
 
     proptest! {
