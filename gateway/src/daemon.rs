@@ -34,6 +34,18 @@ use crate::scan::replay::{parse_line, Pacer};
 use crate::scan::Advert;
 use crate::uplink::{Next, Uplink, UplinkParams};
 
+/// A named crash point for crash tests (DESIGN.md, "Crash tests use the fail crate"): with the
+/// `failpoints` feature and `FAILPOINTS=NAME=return`, the process aborts right here — no
+/// unwinding, no flush — after saying which point fired. Without the feature it is nothing.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            eprintln!("failpoint {} fired: aborting", $name);
+            std::process::abort()
+        })
+    };
+}
+
 /// Events read from the outbox per new batch: about one 8 KiB payload's worth.
 const EVENTS_PER_BATCH: usize = 40;
 const REMOTE_CONFIG_FILE: &str = "remote-config.json";
@@ -284,11 +296,13 @@ impl Daemon {
             self.dirty = true;
         }
         if self.dirty {
+            crash_point!("outbox.after_push_before_flush");
             // Only what a completed flush covers may leave the gateway.
             let upto = self.outbox.next_seq().saturating_sub(1);
             self.outbox.flush().await?;
             self.durable_upto = upto;
             self.dirty = false;
+            crash_point!("outbox.after_flush_before_publish");
         }
         self.publish_pending(now).await?;
         if now >= self.next_heartbeat_ms {
@@ -377,6 +391,7 @@ impl Daemon {
                 .publish(&self.topics.presence, QoS::AtLeastOnce, false, b.payload)
                 .await?;
             seqs.push(b.seqs);
+            crash_point!("uplink.after_publish_before_ack");
         }
         Ok(seqs)
     }
@@ -416,6 +431,7 @@ impl Daemon {
                     Ok(ack) => {
                         let settled = ack.settled();
                         let removed = self.outbox.settle(&ack)?;
+                        crash_point!("outbox.after_settle_before_flush");
                         self.uplink.acked(&settled);
                         for r in &ack.rejected {
                             tracing::warn!(reason = %r.reason, count = %r.seqs.count(), "cloud rejected events");

@@ -48,6 +48,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Crash tests name failpoints in FAILPOINTS; only builds with the feature read it.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     match Cli::parse().command {
         Command::Run { config, clock } => run(&config, clock, false),
         Command::Scan { config, clock } => run(&config, clock, true),

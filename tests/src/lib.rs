@@ -24,18 +24,40 @@ fn target_dir() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// Path of a workspace binary, building it first if this test run did not.
+/// Path of a workspace binary, built (or found up to date) by cargo once per test process,
+/// so a test never runs a stale binary or one without the features it needs.
 pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
-    let path = target_dir()?.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
+    binary_with(package, name, &[])
+}
+
+/// The gateway binary with its crash-test failpoints compiled in (inactive unless
+/// `FAILPOINTS` names one).
+pub fn gateway_binary() -> anyhow::Result<PathBuf> {
+    binary_with("omo-gateway", "omo-gateway", &["failpoints"])
+}
+
+/// Like [`binary`], with cargo features.
+pub fn binary_with(package: &str, name: &str, features: &[&str]) -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = target_dir()?;
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let key = format!("{package}/{name}/{}", features.join(","));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(&key) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bin", name])
-            .status()
-            .context("running cargo build")?;
-        if !status.success() || !path.exists() {
-            bail!("could not build {name} (cargo build -p {package} --bin {name})");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if !features.is_empty() {
+            cmd.args(["--features", &features.join(",")]);
         }
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build")?;
+        if !status.success() || !path.exists() {
+            bail!("could not build {name} ({cmd:?})");
+        }
+        built.push(key);
     }
     Ok(path)
 }
@@ -252,6 +274,23 @@ impl Process {
             if Instant::now() > deadline {
                 bail!(
                     "process did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "process still running after {timeout:?}; log:\n{}",
                     self.log_text()
                 );
             }

@@ -13,7 +13,7 @@ use omo_device_config::{GatewayId, StoreId, Timestamp};
 use omo_gateway::frames::{encode, Frame, LineBeacon};
 
 use crate::cloud_stub::Seen;
-use crate::{binary, Process};
+use crate::{gateway_binary, Process};
 
 /// The simulated time every scenario starts at.
 pub const START: &str = "2026-11-23T09:00:00Z";
@@ -142,16 +142,16 @@ level = "info,omo_gateway=debug"
 
     /// Starts `omo-gateway run` with the scenario's clock.
     pub fn start(&self, config: &Path) -> anyhow::Result<Process> {
+        self.start_with_env(config, &[])
+    }
+
+    /// Starts `omo-gateway run` with extra environment (`FAILPOINTS`, say).
+    pub fn start_with_env(&self, config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Process> {
+        let config = config.display().to_string();
         Process::start(
-            &binary("omo-gateway", "omo-gateway")?,
-            &[
-                "run",
-                "--config",
-                &config.display().to_string(),
-                "--clock",
-                &self.clock,
-            ],
-            &[],
+            &gateway_binary()?,
+            &["run", "--config", &config, "--clock", &self.clock],
+            env,
         )
     }
 }

@@ -10,7 +10,7 @@ use omo_device_config::payload::{GatewayState, PresenceEvent};
 use omo_device_config::{GatewayId, StoreId};
 use omo_gateway::frames::{encode, Frame, LineBeacon};
 use omo_tests::cloud_stub::CloudStub;
-use omo_tests::{binary, Broker, BrokerKind, Process};
+use omo_tests::{gateway_binary, Broker, BrokerKind, Process};
 
 const START: &str = "2026-11-23T09:00:00Z";
 const SPEED: u32 = 60;
@@ -110,7 +110,7 @@ dir = {data:?}
     )?;
     let clock = format!("{START}@{SPEED}");
     let mut gateway = Process::start(
-        &binary("omo-gateway", "omo-gateway")?,
+        &gateway_binary()?,
         &[
             "run",
             "--config",
