@@ -12,8 +12,8 @@ use omo_device_config::envelope::SigningKey;
 use omo_device_config::{GatewayId, StoreId, Timestamp};
 use omo_gateway::frames::{encode, Frame, LineBeacon};
 
-use crate::cloud_stub::Seen;
-use crate::{gateway_binary, Process};
+use crate::cloud_stub::{CloudStub, Seen};
+use crate::{gateway_binary, Broker, BrokerKind, Process};
 
 /// The simulated time every scenario starts at.
 pub const START: &str = "2026-11-23T09:00:00Z";
@@ -154,6 +154,18 @@ level = "info,omo_gateway=debug"
             env,
         )
     }
+}
+
+/// A broker of `kind` set up for `gut` (its and the cloud's logins and ACL) and a cloud
+/// stand-in connected to it that knows `gut`'s key.
+pub async fn broker_and_cloud(
+    gut: &GatewayUnderTest,
+    kind: BrokerKind,
+) -> anyhow::Result<(Broker, CloudStub)> {
+    let broker = Broker::start(kind, &gut.password_lines(), &gut.acl())?;
+    let keys = std::collections::HashMap::from([(gut.gateway.to_string(), gut.key.clone())]);
+    let cloud = CloudStub::start(broker.port, CLOUD_USER, CLOUD_PASSWORD, keys).await?;
+    Ok((broker, cloud))
 }
 
 /// Polls `cond` every 100 ms until it holds, or fails after `timeout` with `what` and `context()`.

@@ -5,27 +5,18 @@
 //! data dir. Each test checks that its failpoint fired, then that the cloud ends up with every
 //! seq the gateway wrote, each stored once, no gap, and an empty outbox.
 
-use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use omo_tests::cloud_stub::CloudStub;
 use omo_tests::scenario::{
-    check_no_gaps, check_nothing_missing, drained, wait_until, write_replay, GatewayUnderTest,
-    Visit, CLOUD_PASSWORD, CLOUD_USER,
+    broker_and_cloud, check_no_gaps, check_nothing_missing, drained, wait_until, write_replay,
+    GatewayUnderTest, Visit,
 };
-use omo_tests::{Broker, BrokerKind};
+use omo_tests::BrokerKind;
 
 async fn crash_at(failpoint: &str, after: u32) -> anyhow::Result<()> {
     let gut = GatewayUnderTest::new("s1", "g1", 30)?;
-    let broker = Broker::start(BrokerKind::Mosquitto, &gut.password_lines(), &gut.acl())?;
-    let cloud = CloudStub::start(
-        broker.port,
-        CLOUD_USER,
-        CLOUD_PASSWORD,
-        HashMap::from([("g1".to_owned(), gut.key.clone())]),
-    )
-    .await?;
+    let (broker, cloud) = broker_and_cloud(&gut, BrokerKind::Mosquitto).await?;
     let visits: Vec<Visit> = (0..6)
         .map(|i| Visit {
             beacon: i + 1,

@@ -12,8 +12,8 @@ use omo_device_config::payload::{PresenceAck, PresenceEvent};
 use omo_device_config::{Channel, SeqRanges, Topic};
 use omo_tests::cloud_stub::{CloudStub, Seen};
 use omo_tests::scenario::{
-    check_no_gaps, check_nothing_missing, drained, hwid, wait_until, write_replay,
-    GatewayUnderTest, Visit, CLOUD_PASSWORD, CLOUD_USER,
+    broker_and_cloud, check_no_gaps, check_nothing_missing, drained, hwid, wait_until,
+    write_replay, GatewayUnderTest, Visit, CLOUD_PASSWORD, CLOUD_USER,
 };
 use omo_tests::{Broker, BrokerKind, Process};
 
@@ -56,14 +56,7 @@ struct Setup {
 
 async fn setup(kind: BrokerKind) -> anyhow::Result<Setup> {
     let gut = GatewayUnderTest::new("s1", "g1", SPEED)?;
-    let broker = Broker::start(kind, &gut.password_lines(), &gut.acl())?;
-    let cloud = CloudStub::start(
-        broker.port,
-        CLOUD_USER,
-        CLOUD_PASSWORD,
-        HashMap::from([("g1".to_owned(), gut.key.clone())]),
-    )
-    .await?;
+    let (broker, cloud) = broker_and_cloud(&gut, kind).await?;
     Ok(Setup { broker, cloud, gut })
 }
 

@@ -6,15 +6,13 @@
 //! Build first: `cargo build --release -p omo-gateway -p omo-tests`, then run
 //! `target/release/omo-gateway-load`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use omo_device_config::Timestamp;
 use omo_gateway::frames::{encode, Eddystone, EddystoneEid, Frame, LineBeacon};
-use omo_tests::cloud_stub::CloudStub;
-use omo_tests::scenario::{GatewayUnderTest, CLOUD_PASSWORD, CLOUD_USER};
-use omo_tests::{Broker, BrokerKind};
+use omo_tests::scenario::{broker_and_cloud, GatewayUnderTest};
+use omo_tests::BrokerKind;
 
 fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
     let args: Vec<String> = std::env::args().collect();
@@ -78,14 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = arg("--rate", 2000)?;
     let devices = arg("--devices", 500)?.max(1);
     let gut = GatewayUnderTest::new("s1", "g1", 1)?;
-    let broker = Broker::start(BrokerKind::Mosquitto, &gut.password_lines(), &gut.acl())?;
-    let cloud = CloudStub::start(
-        broker.port,
-        CLOUD_USER,
-        CLOUD_PASSWORD,
-        HashMap::from([("g1".to_owned(), gut.key.clone())]),
-    )
-    .await?;
+    let (broker, cloud) = broker_and_cloud(&gut, BrokerKind::Mosquitto).await?;
 
     let replay = gut.dir.path().join("load.jsonl");
     let start = chrono::Utc::now().timestamp_millis();
