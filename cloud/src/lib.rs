@@ -5,3 +5,4 @@
 //! around them owns the broker, the HTTP server and the store.
 
 pub mod seq_ledger;
+pub mod store;

@@ -1,0 +1,134 @@
+//! The cloud's storage trait: a few named key spaces, reads, and one atomic commit that
+//! writes across spaces only if its preconditions still hold (DESIGN.md, "Growing past one
+//! machine": every durable state goes through this trait, and a decision that must happen
+//! once is checked and recorded in one transaction). `sled` implements it today; a PostgreSQL
+//! engine can implement the same trait later, so any instance may process any event.
+//!
+//! Nothing here knows what the bytes mean: the event log, offsets and registry build on it.
+
+pub mod event_log;
+pub mod sled_store;
+
+use std::fmt;
+
+/// A key space (a sled tree; a table elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Space {
+    /// Stores, gateways, beacons, zones.
+    Registry,
+    /// Customers, installs, LINE ids, EID keys.
+    Identity,
+    /// The append-only log of accepted observations, keyed by offset.
+    EventLog,
+    /// Each pipeline stage's position in the event log.
+    Offsets,
+    /// Per (gateway, epoch), the presence seqs stored.
+    SeqRanges,
+    /// Counters a consumer derives from the log (per-gateway ingest statistics, …).
+    Stats,
+}
+
+impl Space {
+    pub const ALL: [Space; 6] = [
+        Space::Registry,
+        Space::Identity,
+        Space::EventLog,
+        Space::Offsets,
+        Space::SeqRanges,
+        Space::Stats,
+    ];
+
+    /// The space's stable name (its tree or table name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Registry => "registry",
+            Space::Identity => "identity",
+            Space::EventLog => "event_log",
+            Space::Offsets => "offsets",
+            Space::SeqRanges => "seq_ranges",
+            Space::Stats => "stats",
+        }
+    }
+
+    fn index(self) -> usize {
+        Space::ALL
+            .iter()
+            .position(|s| *s == self)
+            .expect("Space::ALL lists every space")
+    }
+}
+
+/// A set of writes applied all together or not at all, if every expectation holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Commit {
+    expects: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+    writes: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Commit {
+    pub fn new() -> Commit {
+        Commit::default()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push((space, key.into(), Some(value.into())));
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+        self.writes.push((space, key.into(), None));
+    }
+
+    /// Applies only if `key` holds `value` (`None`: is absent) when the commit runs.
+    pub fn expect(&mut self, space: Space, key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) {
+        self.expects.push((space, key.into(), value));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Backend(String),
+    /// An expectation did not hold: someone else changed the key first; nothing was written.
+    #[error("conflict on {space:?} key {key}: it changed since it was read")]
+    Conflict { space: Space, key: Hex },
+}
+
+/// Bytes shown as hex in messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hex(pub Vec<u8>);
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
+}
+
+/// The storage every durable part of the cloud goes through.
+pub trait Store: Send + Sync {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` entries with keys at or after `from`, in key order.
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// The entry with the greatest key.
+    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies `commit` atomically; [`StoreError::Conflict`] (and no write) if an expectation
+    /// fails. Not durable until [`Store::flush`] returns.
+    fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+
+    /// Makes every commit so far durable. Blocks: call it off the async executor.
+    fn flush(&self) -> Result<(), StoreError>;
+}

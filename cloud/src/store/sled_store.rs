@@ -1,0 +1,174 @@
+//! [`Store`] on sled: one tree per [`Space`], commits as multi-tree sled transactions.
+
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::{Commit, Hex, Space, Store, StoreError};
+
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        let trees = Space::ALL
+            .iter()
+            .map(|s| db.open_tree(s.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(SledStore { db, trees })
+    }
+
+    fn tree(&self, space: Space) -> &sled::Tree {
+        &self.trees[space.index()]
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree(space)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.tree(space)
+            .range(from..)
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
+
+    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .tree(space)
+            .last()
+            .map_err(backend)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.writes.is_empty() && commit.expects.is_empty() {
+            return Ok(());
+        }
+        let result = self.trees.as_slice().transaction(|txs| {
+            for (space, key, expected) in &commit.expects {
+                let now = txs[space.index()].get(key)?;
+                if now.as_deref() != expected.as_deref() {
+                    return Err(ConflictableTransactionError::Abort((*space, key.clone())));
+                }
+            }
+            for (space, key, value) in &commit.writes {
+                match value {
+                    Some(v) => txs[space.index()].insert(key.as_slice(), v.as_slice())?,
+                    None => txs[space.index()].remove(key.as_slice())?,
+                };
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort((space, key))) => Err(StoreError::Conflict {
+                space,
+                key: Hex(key),
+            }),
+            Err(TransactionError::Storage(e)) => Err(backend(e)),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn commits_are_atomic_across_spaces_and_checked() {
+        let (_dir, s) = store();
+        let mut c = Commit::new();
+        c.put(Space::EventLog, b"k1".to_vec(), b"v1".to_vec());
+        c.put(Space::Offsets, b"stage".to_vec(), b"1".to_vec());
+        c.expect(Space::Offsets, b"stage".to_vec(), None);
+        s.commit(c).unwrap();
+        assert_eq!(s.get(Space::EventLog, b"k1").unwrap(), Some(b"v1".to_vec()));
+        // A stale expectation writes nothing at all.
+        let mut c = Commit::new();
+        c.put(Space::EventLog, b"k2".to_vec(), b"v2".to_vec());
+        c.put(Space::Offsets, b"stage".to_vec(), b"2".to_vec());
+        c.expect(Space::Offsets, b"stage".to_vec(), None);
+        let err = s.commit(c).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict {
+                    space: Space::Offsets,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(s.get(Space::EventLog, b"k2").unwrap(), None);
+        assert_eq!(
+            s.get(Space::Offsets, b"stage").unwrap(),
+            Some(b"1".to_vec())
+        );
+        let mut c = Commit::new();
+        c.delete(Space::EventLog, b"k1".to_vec());
+        c.expect(Space::Offsets, b"stage".to_vec(), Some(b"1".to_vec()));
+        s.commit(c).unwrap();
+        assert_eq!(s.get(Space::EventLog, b"k1").unwrap(), None);
+    }
+
+    #[test]
+    fn scans_in_key_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let mut c = Commit::new();
+            for k in [3u8, 1, 2, 9] {
+                c.put(Space::Registry, vec![k], vec![k * 10]);
+            }
+            s.commit(c).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let keys: Vec<u8> = s
+            .scan(Space::Registry, &[2], 10)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k[0])
+            .collect();
+        assert_eq!(keys, [2, 3, 9]);
+        assert_eq!(s.last(Space::Registry).unwrap(), Some((vec![9], vec![90])));
+        assert_eq!(s.last(Space::Stats).unwrap(), None);
+    }
+}
