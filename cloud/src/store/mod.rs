@@ -110,20 +110,18 @@ impl fmt::Display for Hex {
     }
 }
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// The storage every durable part of the cloud goes through.
 pub trait Store: Send + Sync {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Up to `limit` entries with keys at or after `from`, in key order.
-    fn scan(
-        &self,
-        space: Space,
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
 
     /// The entry with the greatest key.
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError>;
 
     /// Applies `commit` atomically; [`StoreError::Conflict`] (and no write) if an expectation
     /// fails. Not durable until [`Store::flush`] returns.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::{Commit, Hex, Space, Store, StoreError};
+use super::{Commit, Entry, Hex, Space, Store, StoreError};
 
 pub struct SledStore {
     db: sled::Db,
@@ -45,12 +45,7 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.tree(space)
             .range(from..)
             .take(limit)
@@ -58,7 +53,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
         Ok(self
             .tree(space)
             .last()
