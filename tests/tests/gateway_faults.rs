@@ -77,6 +77,29 @@ impl Setup {
         )
     }
 
+    /// Starts the gateway replaying `visits` and waits until the cloud has stored more than
+    /// `events` events.
+    async fn replay_until_events(
+        &self,
+        visits: &[Visit],
+        events: usize,
+    ) -> anyhow::Result<Process> {
+        let replay = self.gut.dir.path().join("visits.jsonl");
+        write_replay(&replay, visits)?;
+        let config =
+            self.gut
+                .write_config(self.broker.port, &replay, &self.gut.password.clone())?;
+        let gw = self.gut.start(&config)?;
+        wait_until(
+            Duration::from_secs(30),
+            "first events",
+            || self.cloud.with(|x| x.events.len() > events),
+            || self.context(&gw),
+        )
+        .await?;
+        Ok(gw)
+    }
+
     /// Waits until the replay is over, everyone has left and the outbox is empty.
     async fn wait_done(&self, gw: &Process, timeout: Duration) -> anyhow::Result<()> {
         wait_until(
@@ -105,19 +128,7 @@ fn tail(text: &str) -> String {
 
 async fn broker_outage(kind: BrokerKind) -> anyhow::Result<()> {
     let mut s = setup(kind).await?;
-    let replay = s.gut.dir.path().join("visits.jsonl");
-    write_replay(&replay, &staggered(16))?;
-    let config = s
-        .gut
-        .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
-    let mut gw = s.gut.start(&config)?;
-    wait_until(
-        Duration::from_secs(30),
-        "first events",
-        || s.cloud.with(|x| x.events.len() > 5),
-        || s.context(&gw),
-    )
-    .await?;
+    let mut gw = s.replay_until_events(&staggered(16), 5).await?;
     s.broker.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
     s.broker.restart()?;
@@ -147,19 +158,7 @@ async fn broker_outage(kind: BrokerKind) -> anyhow::Result<()> {
 
 async fn sigkill_during_outage(kind: BrokerKind) -> anyhow::Result<()> {
     let mut s = setup(kind).await?;
-    let replay = s.gut.dir.path().join("visits.jsonl");
-    write_replay(&replay, &staggered(8))?;
-    let config = s
-        .gut
-        .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
-    let mut gw = s.gut.start(&config)?;
-    wait_until(
-        Duration::from_secs(30),
-        "first events",
-        || s.cloud.with(|x| x.events.len() > 3),
-        || s.context(&gw),
-    )
-    .await?;
+    let mut gw = s.replay_until_events(&staggered(8), 3).await?;
     s.broker.stop();
     // Events pile up in the outbox while the broker is away; then the power goes.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -208,19 +207,7 @@ async fn sigkill_during_outage(kind: BrokerKind) -> anyhow::Result<()> {
 
 async fn cloud_stops_acking(kind: BrokerKind) -> anyhow::Result<()> {
     let s = setup(kind).await?;
-    let replay = s.gut.dir.path().join("visits.jsonl");
-    write_replay(&replay, &staggered(10))?;
-    let config = s
-        .gut
-        .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
-    let mut gw = s.gut.start(&config)?;
-    wait_until(
-        Duration::from_secs(30),
-        "first events",
-        || s.cloud.with(|x| x.events.len() > 3),
-        || s.context(&gw),
-    )
-    .await?;
+    let mut gw = s.replay_until_events(&staggered(10), 3).await?;
     s.cloud.set_acking(false);
     tokio::time::sleep(Duration::from_secs(12)).await;
     let depth = s.cloud.with(|x| {
