@@ -81,7 +81,9 @@ struct Daemon {
     footfall: FootfallCounter,
     uplink: Uplink,
     counters: Arc<Counters>,
-    remote: Option<RemoteConfig>,
+    /// The parameters in force: the last applied remote config, or the local file's as
+    /// version 0 until the cloud sends one.
+    params: RemoteConfig,
     /// Highest seq published this session (None: resend everything in the outbox first).
     sent_upto: Option<u64>,
     /// Highest seq a completed flush covers: only these may be published.
@@ -123,11 +125,12 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
         OutboxLimits::from_config(&config.outbox),
     )
     .with_context(|| format!("opening the outbox in {}", config.data.dir.display()))?;
-    let remote = load_remote_config(&config.data.dir);
-    let (presence, filters) = match &remote {
-        Some(r) => (r.presence.clone(), r.filters.clone()),
-        None => (config.presence.clone(), config.filters.clone()),
-    };
+    let params = load_remote_config(&config.data.dir).unwrap_or_else(|| RemoteConfig {
+        version: 0,
+        presence: config.presence.clone(),
+        filters: config.filters.clone(),
+        status: config.status.clone(),
+    });
     let now_ms = clock.now().timestamp_millis();
     let offline = status_payload(
         &topics.status,
@@ -135,7 +138,7 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
         GatewayState::Offline,
         (now_ms, now_ms),
         &outbox,
-        remote.as_ref().map_or(0, |r| r.version),
+        params.version,
         0.0,
         &clock,
     );
@@ -154,8 +157,8 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
         "gateway started"
     );
     let mut d = Daemon {
-        engine: PresenceEngine::new(&presence),
-        filter: FrameFilter::new(&filters),
+        engine: PresenceEngine::new(&params.presence),
+        filter: FrameFilter::new(&params.filters),
         footfall: FootfallCounter::default(),
         uplink: Uplink::new(UplinkParams::from_config(&config.outbox), rand::random()),
         durable_upto: outbox.next_seq().saturating_sub(1),
@@ -166,7 +169,7 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
         topics,
         client,
         counters,
-        remote,
+        params,
         sent_upto: None,
         dirty: false,
         connected: false,
@@ -210,11 +213,7 @@ impl Daemon {
 
     fn on_advert(&mut self, a: &Advert) -> anyhow::Result<()> {
         self.counters.adverts.fetch_add(1, Ordering::Relaxed);
-        let footfall_on = self
-            .remote
-            .as_ref()
-            .map_or(self.config.presence.footfall, |r| r.presence.footfall);
-        if footfall_on && f64::from(a.rssi) >= self.filter_min_rssi() {
+        if self.params.presence.footfall && f64::from(a.rssi) >= self.params.filters.min_rssi_dbm {
             if let Some((minute, devices)) = self.footfall.observe(a.addr, a.at_ms) {
                 self.push_footfall(minute, devices)?;
             }
@@ -242,12 +241,6 @@ impl Daemon {
                 .fetch_add(1, Ordering::Relaxed);
         }
         self.push_transitions(&transitions)
-    }
-
-    fn filter_min_rssi(&self) -> f64 {
-        self.remote
-            .as_ref()
-            .map_or(self.config.filters.min_rssi_dbm, |r| r.filters.min_rssi_dbm)
     }
 
     fn push_transitions(&mut self, transitions: &[Transition]) -> anyhow::Result<()> {
@@ -310,11 +303,7 @@ impl Daemon {
             if self.connected {
                 self.publish_status(GatewayState::Online, now).await?;
             }
-            let every = self
-                .remote
-                .as_ref()
-                .map_or(self.config.status.heartbeat_s, |r| r.status.heartbeat_s);
-            self.next_heartbeat_ms = now + i64::from(every) * 1000;
+            self.next_heartbeat_ms = now + i64::from(self.params.status.heartbeat_s) * 1000;
         }
         Ok(())
     }
@@ -486,7 +475,7 @@ impl Daemon {
                 return Ok(());
             }
         };
-        let current = self.remote.as_ref().map_or(0, |r| r.version);
+        let current = self.params.version;
         let ack = match RemoteConfig::read(&raw) {
             Ok(read) if read.config.version < current => {
                 tracing::info!(
@@ -516,7 +505,7 @@ impl Daemon {
                         warnings = read.warnings.len(),
                         "applied remote config"
                     );
-                    self.remote = Some(read.config.clone());
+                    self.params = read.config.clone();
                     ConfigAck::applied(&read)
                 }
             }
@@ -547,7 +536,7 @@ impl Daemon {
         let secs = ((now - t0) as f64 / 1000.0).max(0.001);
         let rate = round((count - count0) as f64 / secs, 10.0);
         self.adverts_at_last_heartbeat = (count, now);
-        let version = self.remote.as_ref().map_or(0, |r| r.version);
+        let version = self.params.version;
         let payload = status_payload(
             &self.topics.status,
             &self.key,
@@ -684,9 +673,11 @@ async fn start_scan(
                 .clone()
                 .context("scan.replay_file is required for the replay source")?;
             let pace = config.scan.replay_pace;
+            // Opened here, so a missing file stops the gateway at start with its name.
+            let reader = open_replay(&path).await?;
             tokio::spawn(async move {
-                if let Err(e) = replay(&path, clock, pace, tx).await {
-                    tracing::error!(error = %e, "replay stopped");
+                if let Err(e) = replay(reader, clock, pace, tx).await {
+                    tracing::error!(error = %format!("{e:#}"), "replay stopped");
                 }
             });
             Ok(())
@@ -751,23 +742,27 @@ async fn start_bluez(
     anyhow::bail!("this build has no Bluetooth support (the `bluetooth` feature); set scan.source = \"replay\"")
 }
 
-/// Reads a replay file (or stdin for `-`), paced by its `ts` on the clock.
+type ReplayReader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// Opens a replay file, or stdin for `-`.
+async fn open_replay(path: &Path) -> anyhow::Result<ReplayReader> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(tokio::io::stdin()));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening scan.replay_file {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+/// Replays sightings from `reader`, paced by their `ts` on the clock.
 async fn replay(
-    path: &Path,
+    reader: ReplayReader,
     clock: Clock,
     pace: bool,
     tx: mpsc::Sender<Advert>,
 ) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if path.as_os_str() == "-" {
-        Box::new(tokio::io::stdin())
-    } else {
-        Box::new(
-            tokio::fs::File::open(path)
-                .await
-                .with_context(|| format!("opening replay file {}", path.display()))?,
-        )
-    };
     let mut reader = tokio::io::BufReader::new(reader);
     let mut pacer = Pacer::default();
     let mut n = 0u64;

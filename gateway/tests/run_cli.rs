@@ -66,3 +66,19 @@ fn missing_bluez_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_missing_replay_file_stops_the_gateway_at_start_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}[scan]\nsource = \"replay\"\nreplay_file = \"/nonexistent/visit.jsonl\"\n",
+        CONFIG.replace("DATA", data.path().to_str().unwrap())
+    );
+    let out = run(&config);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("opening scan.replay_file /nonexistent/visit.jsonl"),
+        "{err}"
+    );
+}

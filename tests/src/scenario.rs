@@ -99,7 +99,12 @@ impl GatewayUnderTest {
     }
 
     /// Writes the gateway config for a broker on `port`, replaying `replay`.
-    pub fn write_config(
+    pub fn write_config(&self, port: u16, replay: &Path) -> anyhow::Result<PathBuf> {
+        self.write_config_with_password(port, replay, &self.password)
+    }
+
+    /// Like [`GatewayUnderTest::write_config`], logging in with `password`.
+    pub fn write_config_with_password(
         &self,
         port: u16,
         replay: &Path,

@@ -26,7 +26,7 @@ async fn crash_at(failpoint: &str, after: u32) -> anyhow::Result<()> {
         .collect();
     let replay = gut.dir.path().join("visits.jsonl");
     write_replay(&replay, &visits)?;
-    let config = gut.write_config(broker.port, &replay, &gut.password.clone())?;
+    let config = gut.write_config(broker.port, &replay)?;
     let spec = format!("{failpoint}={after}*off->return");
     let mut gw = gut.start_with_env(&config, &[("FAILPOINTS", &spec)])?;
     let status = gw.wait_exit(Duration::from_secs(60))?;
@@ -51,7 +51,7 @@ async fn crash_at(failpoint: &str, after: u32) -> anyhow::Result<()> {
             to_s: 120,
         }],
     )?;
-    let config = gut.write_config(broker.port, &rest, &gut.password.clone())?;
+    let config = gut.write_config(broker.port, &rest)?;
     let mut gw = gut.start(&config)?;
     let ctx = || format!("gateway log:\n{}", gw.log_text());
     wait_until(

@@ -5,6 +5,7 @@
 //! with no gap in seq, and the outbox drains once acks flow.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use omo_device_config::envelope::{seal, SigningKey};
@@ -77,6 +78,14 @@ impl Setup {
         )
     }
 
+    /// Writes a replay of `visits` and a config for it; returns (replay, config) paths.
+    fn prepare(&self, visits: &[Visit]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let replay = self.gut.dir.path().join("visits.jsonl");
+        write_replay(&replay, visits)?;
+        let config = self.gut.write_config(self.broker.port, &replay)?;
+        Ok((replay, config))
+    }
+
     /// Starts the gateway replaying `visits` and waits until the cloud has stored more than
     /// `events` events.
     async fn replay_until_events(
@@ -84,11 +93,7 @@ impl Setup {
         visits: &[Visit],
         events: usize,
     ) -> anyhow::Result<Process> {
-        let replay = self.gut.dir.path().join("visits.jsonl");
-        write_replay(&replay, visits)?;
-        let config =
-            self.gut
-                .write_config(self.broker.port, &replay, &self.gut.password.clone())?;
+        let (_, config) = self.prepare(visits)?;
         let gw = self.gut.start(&config)?;
         wait_until(
             Duration::from_secs(30),
@@ -173,9 +178,7 @@ async fn sigkill_during_outage(kind: BrokerKind) -> anyhow::Result<()> {
             to_s: 200,
         }],
     )?;
-    let config = s
-        .gut
-        .write_config(s.broker.port, &second, &s.gut.password.clone())?;
+    let config = s.gut.write_config(s.broker.port, &second)?;
     let mut gw = s.gut.start(&config)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     s.broker.restart()?;
@@ -279,7 +282,7 @@ async fn forged_acks_and_configs_change_nothing() -> anyhow::Result<()> {
     cloud.set_acking(false);
     let replay = gut.dir.path().join("visits.jsonl");
     write_replay(&replay, &staggered(4))?;
-    let config = gut.write_config(broker.port, &replay, &gut.password.clone())?;
+    let config = gut.write_config(broker.port, &replay)?;
     let gw = gut.start(&config)?;
     let ctx = || format!("gateway log:\n{}", gw.log_text());
     wait_until(
@@ -383,11 +386,7 @@ async fn forged_acks_and_configs_change_nothing() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_data_dir_gets_a_new_epoch() -> anyhow::Result<()> {
     let s = setup(BrokerKind::Mosquitto).await?;
-    let replay = s.gut.dir.path().join("visits.jsonl");
-    write_replay(&replay, &staggered(2))?;
-    let config = s
-        .gut
-        .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
+    let (_, config) = s.prepare(&staggered(2))?;
     let mut gw = s.gut.start(&config)?;
     s.wait_done(&gw, Duration::from_secs(60)).await?;
     // A power cut: the broker publishes the gateway's signed last will.
@@ -450,11 +449,7 @@ async fn a_fresh_data_dir_gets_a_new_epoch() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_config_is_validated_applied_persisted_and_acknowledged() -> anyhow::Result<()> {
     let s = setup(BrokerKind::Mosquitto).await?;
-    let replay = s.gut.dir.path().join("visits.jsonl");
-    write_replay(&replay, &staggered(2))?;
-    let config = s
-        .gut
-        .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
+    let (_, config) = s.prepare(&staggered(2))?;
     let mut gw = s.gut.start(&config)?;
     wait_until(
         Duration::from_secs(30),
@@ -546,7 +541,7 @@ async fn refused_credentials_are_explained_and_data_kept() -> anyhow::Result<()>
     write_replay(&replay, &staggered(2))?;
     let config = s
         .gut
-        .write_config(s.broker.port, &replay, "not-the-password")?;
+        .write_config_with_password(s.broker.port, &replay, "not-the-password")?;
     let mut gw = s.gut.start(&config)?;
     wait_until(
         Duration::from_secs(20),
@@ -565,9 +560,7 @@ async fn refused_credentials_are_explained_and_data_kept() -> anyhow::Result<()>
     assert!(!gw.exited(), "the daemon keeps running and retrying");
     gw.terminate(Duration::from_secs(10))?;
     // With the right password, everything recorded meanwhile is delivered.
-    let config = s
-        .gut
-        .write_config(s.broker.port, &replay, &s.gut.password.clone())?;
+    let config = s.gut.write_config(s.broker.port, &replay)?;
     std::fs::write(&replay, "")?;
     let gw = s.gut.start(&config)?;
     wait_until(

@@ -51,7 +51,7 @@ async fn replayed_visit_reaches_the_cloud_and_the_outbox_drains() -> anyhow::Res
     text += "this line is not JSON\n";
     std::fs::write(&replay, text)?;
     let bad_line = lines + 1;
-    let config = gut.write_config(broker.port, &replay, &gut.password.clone())?;
+    let config = gut.write_config(broker.port, &replay)?;
     let mut gateway = gut.start(&config)?;
 
     let ctx = || {

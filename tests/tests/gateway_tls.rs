@@ -49,7 +49,7 @@ async fn events_flow_over_tls_to_a_trusted_broker_only() -> anyhow::Result<()> {
     )?;
     let ca_file = gut.dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca)?;
-    let config = gut.write_config(broker.port, &replay, &gut.password.clone())?;
+    let config = gut.write_config(broker.port, &replay)?;
     let text = std::fs::read_to_string(&config)?
         .replace("mqtt://127.0.0.1", "mqtts://localhost")
         .replace(

@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     std::fs::write(&replay, text)?;
-    let config = gut.write_config(broker.port, &replay, &gut.password.clone())?;
+    let config = gut.write_config(broker.port, &replay)?;
     // Measure the gateway, not its debug logging.
     let text = std::fs::read_to_string(&config)?
         .replace("level = \"info,omo_gateway=debug\"", "level = \"warn\"");
