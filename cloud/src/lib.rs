@@ -4,5 +4,16 @@
 //! Each pipeline stage is a pure state machine fed from the durable event log; the service
 //! around them owns the broker, the HTTP server and the store.
 
+pub mod backup;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod ingest;
+pub mod registry;
+pub mod secrets;
 pub mod seq_ledger;
+pub mod service;
+pub mod stats;
 pub mod store;
+pub mod tls;

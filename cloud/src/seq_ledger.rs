@@ -58,6 +58,11 @@ impl SeqLedger {
         self.stored.get(&(gateway.clone(), epoch))
     }
 
+    /// Every (gateway, epoch) and what is stored of it.
+    pub fn iter(&self) -> impl Iterator<Item = (&GatewayId, Epoch, &SeqRanges)> {
+        self.stored.iter().map(|((g, e), s)| (g, *e, s))
+    }
+
     /// The epochs seen from a gateway (a new one means a new or reinstalled outbox).
     pub fn epochs<'a>(&'a self, gateway: &'a GatewayId) -> impl Iterator<Item = Epoch> + 'a {
         self.stored

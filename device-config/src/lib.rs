@@ -7,6 +7,7 @@
 
 pub mod beacon_id;
 pub mod broker_auth;
+pub mod broker_url;
 pub mod clock;
 pub mod eid;
 pub mod envelope;

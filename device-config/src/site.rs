@@ -20,7 +20,7 @@ use crate::problems::{
 };
 
 /// A whole site file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Site {
     pub stores: Vec<Store>,
     #[serde(default)]

@@ -15,42 +15,14 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
-/// Why the connection could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttSetupError {
-    #[error("broker.url {0:?}: expected mqtt://host:port or mqtts://host:port")]
-    Url(String),
-    #[error("broker.ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("TLS setup: {0}")]
-    Tls(String),
-}
-
-/// `(tls, host, port)` of a broker URL.
-pub fn parse_url(url: &str) -> Result<(bool, String, u16), MqttSetupError> {
-    let bad = || MqttSetupError::Url(url.to_owned());
-    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    let tls = match scheme {
-        "mqtt" => false,
-        "mqtts" => true,
-        _ => return Err(bad()),
-    };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad());
-    }
-    Ok((tls, host.to_owned(), port))
-}
+pub use omo_device_config::broker_url::BrokerSetupError as MqttSetupError;
+use omo_device_config::broker_url::{tls_client_config, BrokerUrl};
 
 /// rumqttc options for this gateway, with `will` (a sealed `offline` status) as last will.
 pub fn options(config: &GatewayConfig, will: Vec<u8>) -> Result<MqttOptions, MqttSetupError> {
-    let (tls, host, port) = parse_url(&config.broker.url)?;
+    let url = BrokerUrl::parse(&config.broker.url, "broker.url")?;
     let id = config.identity.gateway.as_str();
-    let mut o = MqttOptions::new(id, host, port);
+    let mut o = MqttOptions::new(id, url.host, url.port);
     o.set_credentials(id, config.broker.password.clone().unwrap_or_default());
     o.set_keep_alive(Duration::from_secs(u64::from(config.broker.keep_alive_s)));
     o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
@@ -66,51 +38,15 @@ pub fn options(config: &GatewayConfig, will: Vec<u8>) -> Result<MqttOptions, Mqt
         QoS::AtLeastOnce,
         true,
     ));
-    if tls {
+    if url.tls {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls_config(config.broker.ca_file.as_deref())?),
+            Arc::new(tls_client_config(
+                config.broker.ca_file.as_deref(),
+                "broker.ca_file",
+            )?),
         )));
     }
     Ok(o)
-}
-
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, MqttSetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let ca_err = |reason: String| MqttSetupError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<_, _>>()
-                .map_err(|e| ca_err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca_err("no PEM certificate in the file".into()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| ca_err(e.to_string()))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for c in native.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err(MqttSetupError::Tls(
-                    "no system CA certificates found; set broker.ca_file".into(),
-                ));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| MqttSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// What the connection task reports to the daemon.
@@ -173,45 +109,5 @@ fn describe(e: &ConnectionError) -> String {
         ),
         ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
         other => format!("connection to the broker lost: {other}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("mqtt://127.0.0.1:1884").unwrap(),
-            (false, "127.0.0.1".into(), 1884)
-        );
-        assert_eq!(
-            parse_url("mqtts://broker.example").unwrap(),
-            (true, "broker.example".into(), 8883)
-        );
-        assert_eq!(
-            parse_url("mqtt://[::1]:1883").unwrap(),
-            (false, "::1".into(), 1883)
-        );
-        for bad in ["http://x", "mqtt://:1883", "mqtt://h:99999", "h:1883"] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn ca_file_errors_name_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("ca.pem");
-        std::fs::write(&empty, "not a certificate").unwrap();
-        let err = tls_config(Some(&empty)).unwrap_err().to_string();
-        assert!(
-            err.contains("ca.pem") && err.contains("no PEM certificate"),
-            "{err}"
-        );
-        let err = tls_config(Some(&dir.path().join("missing.pem")))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("missing.pem"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod cloud;
 pub mod cloud_stub;
 pub mod scenario;
 

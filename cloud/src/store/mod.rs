@@ -6,6 +6,7 @@
 //!
 //! Nothing here knows what the bytes mean: the event log, offsets and registry build on it.
 
+pub mod barrier;
 pub mod event_log;
 pub mod sled_store;
 
@@ -26,16 +27,19 @@ pub enum Space {
     SeqRanges,
     /// Counters a consumer derives from the log (per-gateway ingest statistics, …).
     Stats,
+    /// Idempotency keys and webhook event ids already taken.
+    Dedup,
 }
 
 impl Space {
-    pub const ALL: [Space; 6] = [
+    pub const ALL: [Space; 7] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
         Space::Offsets,
         Space::SeqRanges,
         Space::Stats,
+        Space::Dedup,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -47,7 +51,13 @@ impl Space {
             Space::Offsets => "offsets",
             Space::SeqRanges => "seq_ranges",
             Space::Stats => "stats",
+            Space::Dedup => "dedup",
         }
+    }
+
+    /// The space called `name`.
+    pub fn from_name(name: &str) -> Option<Space> {
+        Space::ALL.into_iter().find(|s| s.name() == name)
     }
 
     fn index(self) -> usize {
@@ -86,7 +96,13 @@ impl Commit {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.expects.is_empty()
+    }
+
+    /// Adds `other`'s expectations and writes to this commit (its writes after ours).
+    pub fn extend(&mut self, other: Commit) {
+        self.expects.extend(other.expects);
+        self.writes.extend(other.writes);
     }
 }
 

@@ -1,0 +1,257 @@
+//! The cloud's side of MQTT: either the embedded rumqttd broker (default: one command runs the
+//! whole cloud) with logins checked against the gateway registry, or a connection to an
+//! external broker (Mosquitto, EMQX) with a persistent session and manual acks, so a PUBLISH
+//! is acknowledged to the broker only after ingest has stored it.
+//!
+//! Both give ingest the same thing: a stream of [`Incoming`] messages and an [`Outbound`] to
+//! publish acks and configs with.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use omo_device_config::broker_url::{tls_client_config, BrokerUrl};
+use omo_device_config::envelope::MAX_PACKET_BYTES;
+use omo_device_config::Channel;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use tokio::sync::mpsc;
+
+use crate::config::Mqtt;
+use crate::registry::Registry;
+
+/// A message from a gateway.
+#[derive(Debug)]
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// External broker: the PUBLISH to acknowledge once the message is dealt with.
+    pub ack: Option<rumqttc::Publish>,
+}
+
+/// Where the cloud publishes.
+pub enum Outbound {
+    /// The embedded broker's in-process link (QoS 0, no retain: DESIGN.md says why that is
+    /// enough).
+    Embedded(Mutex<rumqttd::local::LinkTx>),
+    External(AsyncClient),
+}
+
+impl Outbound {
+    /// Queues a publish without waiting; an error means it was not queued (the gateway will
+    /// resend, or come back online, and get it again).
+    pub fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) -> Result<(), String> {
+        match self {
+            Outbound::Embedded(link) => link
+                .lock()
+                .map_err(|_| "broker link lock poisoned".to_owned())?
+                .try_publish(topic, payload)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Outbound::External(client) => client
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Acknowledges an external broker's PUBLISH (after it was stored).
+    pub fn ack(&self, publish: &rumqttc::Publish) {
+        if let Outbound::External(client) = self {
+            if let Err(e) = client.try_ack(publish) {
+                tracing::warn!(error = %e, "could not queue a PUBACK; the broker will redeliver");
+            }
+        }
+    }
+}
+
+/// The topic filters the cloud reads.
+pub fn filters(share_group: &str) -> Vec<String> {
+    [Channel::Presence, Channel::Status, Channel::ConfigAck]
+        .into_iter()
+        .map(|c| {
+            let f = format!("omo/v1/stores/+/gateways/+/{}", c.suffix());
+            if share_group.is_empty() || c != Channel::Presence {
+                f
+            } else {
+                format!("$share/{share_group}/{f}")
+            }
+        })
+        .collect()
+}
+
+/// Starts the embedded broker on `listen`, checking logins against `registry`; returns the
+/// cloud's link to it.
+pub fn start_embedded(
+    listen: SocketAddr,
+    registry: Arc<RwLock<Registry>>,
+    tx: mpsc::Sender<Incoming>,
+) -> anyhow::Result<Outbound> {
+    // rumqttd binds in its own thread and only logs a failure: check the port first so a
+    // busy port is one clear error at start.
+    drop(
+        std::net::TcpListener::bind(listen)
+            .with_context(|| format!("mqtt.listen {listen}: cannot listen"))?,
+    );
+    let mut server = ServerSettings {
+        name: "gateways".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: MAX_PACKET_BYTES,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    server.set_auth_handler(move |client_id: String, user: String, pass: String| {
+        let registry = registry.clone();
+        async move {
+            let ok = registry
+                .read()
+                .map(|r| r.broker_login_ok(&client_id, &user, &pass))
+                .unwrap_or(false);
+            if !ok {
+                tracing::warn!(client_id = %client_id.chars().take(64).collect::<String>(), "broker login refused");
+                metrics::counter!("omo_broker_logins_refused_total").increment(1);
+            }
+            ok
+        }
+    });
+    let config = Config {
+        router: RouterConfig {
+            max_connections: 20_000,
+            max_outgoing_packet_count: 1000,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("gateways".to_owned(), server)])),
+        ..Config::default()
+    };
+    let mut broker = Broker::new(config);
+    // No gateway id contains a colon, so no gateway can take the cloud's link name.
+    let (mut link_tx, mut link_rx) = broker
+        .link("omo-cloud:link")
+        .map_err(|e| anyhow::anyhow!("embedded broker link: {e}"))?;
+    for f in filters("") {
+        link_tx
+            .subscribe(f)
+            .map_err(|e| anyhow::anyhow!("embedded broker subscribe: {e}"))?;
+    }
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })?;
+    tokio::spawn(async move {
+        loop {
+            match link_rx.next().await {
+                Ok(Some(Notification::Forward(f))) => {
+                    let incoming = Incoming {
+                        topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
+                        payload: f.publish.payload.to_vec(),
+                        ack: None,
+                    };
+                    if tx.send(incoming).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(Notification::Unschedule)) => {
+                    if link_rx.wake().await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "embedded broker link closed");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Outbound::Embedded(Mutex::new(link_tx)))
+}
+
+/// Connects to the external broker at `mqtt.url`; the returned task keeps the connection
+/// (reconnecting with capped backoff) and subscribes on every connect.
+pub fn connect_external(
+    mqtt: &Mqtt,
+    url: &str,
+    tx: mpsc::Sender<Incoming>,
+) -> anyhow::Result<Outbound> {
+    let url = BrokerUrl::parse(url, "mqtt.url")?;
+    let mut o = MqttOptions::new(&mqtt.client_id, url.host, url.port);
+    o.set_credentials(&mqtt.username, mqtt.password.clone().unwrap_or_default());
+    o.set_keep_alive(Duration::from_secs(u64::from(mqtt.keep_alive_s.max(5))));
+    o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    o.set_inflight(100);
+    if url.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls_client_config(mqtt.ca_file.as_deref(), "mqtt.ca_file")?),
+        )));
+    }
+    let (client, mut eventloop) = AsyncClient::new(o, 1024);
+    let subscriber = client.clone();
+    let filters = filters(&mqtt.share_group);
+    tokio::spawn(async move {
+        let mut failures: u32 = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    tracing::info!("connected to the external broker");
+                    for f in &filters {
+                        if let Err(e) = subscriber.subscribe(f.clone(), QoS::AtLeastOnce).await {
+                            tracing::error!(error = %e, filter = %f, "subscribe failed");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let incoming = Incoming {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        ack: Some(p),
+                    };
+                    if tx.send(incoming).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, "external broker connection lost");
+                    let ms = 500u64.saturating_mul(1 << failures.min(6)).min(30_000);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+        }
+    });
+    Ok(Outbound::External(client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_alone_is_shared() {
+        assert_eq!(
+            filters("omo-cloud"),
+            [
+                "$share/omo-cloud/omo/v1/stores/+/gateways/+/presence",
+                "omo/v1/stores/+/gateways/+/status",
+                "omo/v1/stores/+/gateways/+/config/ack"
+            ]
+        );
+        assert!(filters("").iter().all(|f| !f.starts_with('$')));
+    }
+}

@@ -1,0 +1,382 @@
+//! The cloud's config file (`cloud.toml`): data dir, HTTP listener, broker (embedded or
+//! external), ingest limits, admin tokens, LINE channel, logging. Every key is documented in
+//! `cloud/examples/cloud.toml`. An unknown key is an error, and every problem is reported with
+//! its key. Secrets may come from the environment instead (see the `*_ENV` constants).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use omo_device_config::broker_url::BrokerUrl;
+use omo_device_config::gateway_config::LogFormat;
+use omo_device_config::problems::{parse_document, Format, Problem, Reader, UnknownKeys};
+use serde::{Deserialize, Serialize};
+
+/// Overrides `mqtt.password` (external broker).
+pub const MQTT_PASSWORD_ENV: &str = "OMO_CLOUD_MQTT_PASSWORD";
+/// Overrides `line.channel_secret`.
+pub const LINE_SECRET_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_SECRET";
+/// Adds an operator token given in clear (for a demo or a test; production lists hashes).
+pub const ADMIN_TOKEN_ENV: &str = "OMO_CLOUD_ADMIN_TOKEN";
+
+/// The whole `cloud.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudConfig {
+    pub data: Data,
+    #[serde(default)]
+    pub http: Http,
+    #[serde(default)]
+    pub mqtt: Mqtt,
+    #[serde(default)]
+    pub ingest: Ingest,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub line: Line,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Data {
+    /// The sled store's directory (one process at a time).
+    pub dir: PathBuf,
+    /// sled page cache, MiB.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u32,
+}
+
+fn default_cache_mb() -> u32 {
+    256
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Http {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// The broker: embedded (`listen`) unless `url` names an external one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mqtt {
+    /// Where the embedded broker listens for gateways.
+    pub listen: SocketAddr,
+    /// An external broker (`mqtt://` or `mqtts://`); when set, nothing is embedded.
+    pub url: Option<String>,
+    /// External broker: the cloud's client id (its persistent session) and username.
+    pub client_id: String,
+    pub username: String,
+    pub password: Option<String>,
+    /// External broker over mqtts: PEM CA file (default: system roots).
+    pub ca_file: Option<PathBuf>,
+    /// External broker: subscribe to presence through this shared-subscription group
+    /// (`$share/GROUP/…`) so several cloud instances split the stream; empty: no sharing.
+    pub share_group: String,
+    pub keep_alive_s: u16,
+}
+
+impl Default for Mqtt {
+    fn default() -> Mqtt {
+        Mqtt {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            url: None,
+            client_id: "omo-cloud".into(),
+            username: "omo-cloud".into(),
+            password: None,
+            ca_file: None,
+            share_group: String::new(),
+            keep_alive_s: 30,
+        }
+    }
+}
+
+/// What ingest accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ingest {
+    /// Events stamped further than this ahead of the cloud's clock are rejected.
+    pub max_future_s: u64,
+    /// Events older than this are rejected (longer than any gateway outbox keeps them).
+    pub max_age_s: u64,
+    /// Messages stored per flush at most (group commit).
+    pub max_group: usize,
+    /// Largest clock offset (seconds) believed from one unsynchronised gateway heartbeat.
+    pub max_clock_offset_s: u64,
+}
+
+impl Default for Ingest {
+    fn default() -> Ingest {
+        Ingest {
+            max_future_s: 300,
+            max_age_s: 8 * 86_400,
+            max_group: 256,
+            max_clock_offset_s: 86_400,
+        }
+    }
+}
+
+/// Who may use the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Admin {
+    pub tokens: Vec<AdminToken>,
+}
+
+/// One admin bearer token, stored as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminToken {
+    /// Who holds it (shown in logs).
+    pub name: String,
+    pub role: Role,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Operator,
+    /// Reports only, no personal data.
+    Analyst,
+}
+
+/// The brand's LINE channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Line {
+    /// Checks `X-Line-Signature` on webhooks; without it the webhook answers 503.
+    pub channel_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl CloudConfig {
+    pub const SECTIONS: [&'static str; 7] =
+        ["data", "http", "mqtt", "ingest", "admin", "line", "log"];
+
+    /// Parses and validates `cloud.toml` text with secrets from `env`; every problem, by key.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CloudConfig, Vec<Problem>> {
+        let doc = parse_document(text, Format::Toml).map_err(|p| vec![p])?;
+        let mut r = Reader::new(UnknownKeys::Errors);
+        r.top_level(&doc, &Self::SECTIONS);
+        let data = r.required::<Data>(&doc, "data");
+        let http = r.optional::<Http>(&doc, "http");
+        let mqtt = r.optional::<Mqtt>(&doc, "mqtt").map(|mut m| {
+            if let Some(pw) = env(MQTT_PASSWORD_ENV) {
+                m.password = Some(pw);
+            }
+            m
+        });
+        let ingest = r.optional::<Ingest>(&doc, "ingest");
+        let admin = r.optional::<Admin>(&doc, "admin").map(|mut a| {
+            if let Some(token) = env(ADMIN_TOKEN_ENV) {
+                a.tokens.push(AdminToken {
+                    name: ADMIN_TOKEN_ENV.into(),
+                    role: Role::Operator,
+                    sha256: crate::secrets::sha256_hex(token.as_bytes()),
+                });
+            }
+            a
+        });
+        let line = r.optional::<Line>(&doc, "line").map(|mut l| {
+            if let Some(secret) = env(LINE_SECRET_ENV) {
+                l.channel_secret = Some(secret);
+            }
+            l
+        });
+        let log = r.optional::<Log>(&doc, "log");
+        let mut problems = r.problems;
+        let (Some(data), Some(http), Some(mqtt), Some(ingest), Some(admin), Some(line), Some(log)) =
+            (data, http, mqtt, ingest, admin, line, log)
+        else {
+            return Err(problems);
+        };
+        let config = CloudConfig {
+            data,
+            http,
+            mqtt,
+            ingest,
+            admin,
+            line,
+            log,
+        };
+        problems.extend(config.check());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn check(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.data.cache_mb == 0 {
+            p.push(Problem::new("data.cache_mb", "must be at least 1"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            p.push(Problem::new("http.max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(url) = &self.mqtt.url {
+            if let Err(e) = BrokerUrl::parse(url, "mqtt.url") {
+                p.push(Problem::new("mqtt.url", e.to_string()));
+            }
+            if self.mqtt.client_id.is_empty() {
+                p.push(Problem::new("mqtt.client_id", "must not be empty"));
+            }
+        }
+        if self.mqtt.share_group.contains(['/', '+', '#']) {
+            p.push(Problem::new(
+                "mqtt.share_group",
+                "must not contain '/', '+' or '#'",
+            ));
+        }
+        if self.ingest.max_group == 0 {
+            p.push(Problem::new("ingest.max_group", "must be at least 1"));
+        }
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            let ok = t.sha256.len() == 64
+                && t.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !ok {
+                p.push(Problem::new(
+                    format!("admin.tokens[{i}].sha256"),
+                    "must be 64 lower-case hex digits (sha256sum of the token)",
+                ));
+            }
+        }
+        if let Some(s) = &self.line.channel_secret {
+            if s.is_empty() {
+                p.push(Problem::new("line.channel_secret", "must not be empty"));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            p.push(Problem::new(
+                "log.level",
+                "not a tracing filter such as `info`",
+            ));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_example_is_valid_and_documents_every_key() {
+        let text = include_str!("../examples/cloud.toml");
+        let config = CloudConfig::from_toml(text, no_env).unwrap();
+        assert_eq!(config.mqtt.url, None);
+        // Every assignment in the example has a comment line right above it.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let l = line.trim();
+            if l.contains(" = ") && !l.starts_with('#') {
+                assert!(
+                    i > 0 && lines[i - 1].trim().starts_with('#'),
+                    "line {} ({l}) has no comment above it",
+                    i + 1
+                );
+            }
+        }
+        for section in CloudConfig::SECTIONS {
+            assert!(
+                text.contains(&format!("[{section}]")) || text.contains(&format!("[[{section}.")),
+                "example lacks [{section}]"
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_named_by_key() {
+        let text = r#"
+            typo = 1
+            [data]
+            dir = "d"
+            cache_mb = 0
+            [mqtt]
+            url = "http://x"
+            share_group = "a/b"
+            [ingest]
+            max_group = 0
+            max_future_s = "soon"
+            [[admin.tokens]]
+            name = "ops"
+            role = "root"
+            sha256 = "ab"
+        "#;
+        let problems = CloudConfig::from_toml(text, no_env).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"typo"), "{problems:?}");
+        assert!(keys.contains(&"ingest.max_future_s"), "{problems:?}");
+        assert!(
+            keys.iter().any(|k| k.starts_with("admin.tokens[0]")),
+            "{problems:?}"
+        );
+        // Sections that read cleanly are still checked once the others are fixed.
+        let text = "[data]\ndir = \"d\"\ncache_mb = 0\n[mqtt]\nurl = \"http://x\"\nshare_group = \"a/b\"\n[ingest]\nmax_group = 0\n";
+        let problems = CloudConfig::from_toml(text, no_env).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "data.cache_mb",
+                "mqtt.url",
+                "mqtt.share_group",
+                "ingest.max_group"
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let env = |k: &str| match k {
+            MQTT_PASSWORD_ENV => Some("pw".to_owned()),
+            ADMIN_TOKEN_ENV => Some("tok".to_owned()),
+            LINE_SECRET_ENV => Some("line".to_owned()),
+            _ => None,
+        };
+        let c = CloudConfig::from_toml("[data]\ndir = \"d\"\n", env).unwrap();
+        assert_eq!(c.mqtt.password.as_deref(), Some("pw"));
+        assert_eq!(c.line.channel_secret.as_deref(), Some("line"));
+        assert_eq!(c.admin.tokens.len(), 1);
+        assert_eq!(c.admin.tokens[0].role, Role::Operator);
+        assert_eq!(c.admin.tokens[0].sha256, crate::secrets::sha256_hex(b"tok"));
+    }
+}

@@ -1,0 +1,909 @@
+//! `/v1/admin/…`: the registry (site, stores with POS keys, gateways with their desired
+//! config, beacons, zones — GeoJSON in and out), customers, ingest statistics and backups.
+//! Bearer tokens with roles: operators may do everything; analysts may read what carries no
+//! personal data or secrets. Lists are paginated with `?after=ID&limit=N`.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use omo_device_config::site::{self, Site};
+use omo_device_config::{GatewayId, StoreId, Timestamp};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::app::identity_error;
+use super::{admin_auth, parse_json, ApiError, AppState};
+use crate::config::Role;
+use crate::identity::{self, Consent, Customer, EidKey};
+use crate::registry::{self, PosKey, Registry, RegistryError, Zone};
+use crate::store::{Space, Store};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/site", get(get_site).put(put_site))
+        .route("/v1/admin/stores", get(list_stores))
+        .route(
+            "/v1/admin/stores/:id",
+            get(get_store).put(put_store).delete(delete_store),
+        )
+        .route("/v1/admin/stores/:id/pos-keys", post(add_pos_key))
+        .route("/v1/admin/gateways", get(list_gateways))
+        .route(
+            "/v1/admin/gateways/:id",
+            get(get_gateway).put(put_gateway).delete(delete_gateway),
+        )
+        .route("/v1/admin/gateways/:id/config", put(put_gateway_config))
+        .route("/v1/admin/gateways/:id/disable", post(disable_gateway))
+        .route("/v1/admin/gateways/:id/enable", post(enable_gateway))
+        .route("/v1/admin/beacons", get(list_beacons))
+        .route(
+            "/v1/admin/beacons/:id",
+            get(get_beacon).put(put_beacon).delete(delete_beacon),
+        )
+        .route("/v1/admin/zones", get(list_zones))
+        .route(
+            "/v1/admin/zones/:id",
+            get(get_zone).put(put_zone).delete(delete_zone),
+        )
+        .route("/v1/admin/geofences.geojson", get(geofences_geojson))
+        .route(
+            "/v1/admin/customers",
+            get(list_customers).post(create_customer),
+        )
+        .route(
+            "/v1/admin/customers/:id",
+            get(get_customer).patch(patch_customer),
+        )
+        .route("/v1/admin/stats", get(ingest_stats))
+        .route("/v1/admin/backup", post(backup))
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn paginate(mut items: Vec<(String, Value)>, page: &Page) -> Value {
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let rest: Vec<(String, Value)> = items
+        .into_iter()
+        .filter(|(id, _)| page.after.as_ref().is_none_or(|a| id > a))
+        .collect();
+    let next = (rest.len() > limit).then(|| rest[limit - 1].0.clone());
+    let items: Vec<Value> = rest.into_iter().take(limit).map(|(_, v)| v).collect();
+    json!({"items": items, "next": next})
+}
+
+/// A gateway as the API shows it: never its signing key or password hash.
+fn gateway_json(g: &site::Gateway) -> Value {
+    json!({"id": g.id, "store": g.store, "enabled": g.enabled})
+}
+
+fn site_json(site: &Site) -> Value {
+    let mut v = serde_json::to_value(site).expect("site serialises");
+    if let Some(gws) = v.get_mut("gateways").and_then(Value::as_array_mut) {
+        for g in gws {
+            if let Some(o) = g.as_object_mut() {
+                o.remove("signing_key");
+                o.remove("password_hash");
+            }
+        }
+    }
+    v
+}
+
+fn registry_error(e: RegistryError, deleting: bool) -> ApiError {
+    match e {
+        RegistryError::Invalid(problems) => {
+            let message = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if deleting {
+                ApiError::conflict(format!("still referenced: {message}"))
+            } else {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
+        }
+        RegistryError::Store(s) => s.into(),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Makes the registry exactly `site` (validated), durably, and reloads the in-memory view.
+pub async fn apply_site(state: &AppState, site: Site, deleting: bool) -> Result<(), ApiError> {
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let current = state.registry.read().expect("registry lock").clone();
+    let commit =
+        registry::replace_site(&current, &site).map_err(|e| registry_error(e, deleting))?;
+    let store = state.store.clone();
+    let fresh = tokio::task::spawn_blocking(move || {
+        store.commit(commit)?;
+        store.flush()?;
+        Registry::load(store.as_ref())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| registry_error(e, deleting))?;
+    *state.registry.write().expect("registry lock") = fresh;
+    Ok(())
+}
+
+fn current_site(state: &AppState) -> Site {
+    state.registry.read().expect("registry lock").site().clone()
+}
+
+async fn get_site(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    Ok(Json(site_json(&current_site(&state))).into_response())
+}
+
+async fn put_site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::field("", format!("body is not UTF-8: {e}")))?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json"));
+    let site = Site::parse(text, json).map_err(|problems| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let counts = json!({
+        "stores": site.stores.len(), "gateways": site.gateways.len(), "beacons": site.beacons.len(),
+        "zones": site.beacon_zones.len() + site.gateway_zones.len() + site.wifi_zones.len() + site.geofences.len(),
+    });
+    apply_site(&state, site, false).await?;
+    Ok(Json(counts).into_response())
+}
+
+/// Reads a record body whose `id` must match the path.
+fn record_for<T: serde::de::DeserializeOwned + serde::Serialize>(
+    body: &[u8],
+    id: &str,
+) -> Result<T, ApiError> {
+    let mut v: Value = parse_json(body)?;
+    match v.get("id") {
+        None => {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), Value::String(id.to_owned()));
+            }
+        }
+        Some(Value::String(s)) if s == id => {}
+        Some(_) => return Err(ApiError::field("id", "must match the id in the path")),
+    }
+    parse_json(v.to_string().as_bytes())
+}
+
+async fn list_stores(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let items = current_site(&state)
+        .stores
+        .iter()
+        .map(|s| (s.id.to_string(), json!(s)))
+        .collect();
+    Ok(Json(paginate(items, &page)).into_response())
+}
+
+async fn get_store(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let registry = state.registry.read().expect("registry lock");
+    let s = registry
+        .site()
+        .stores
+        .iter()
+        .find(|s| s.id.as_str() == id)
+        .ok_or_else(|| ApiError::not_found(format!("store {id}")))?;
+    let keys: Vec<&str> = registry
+        .pos_keys(&s.id)
+        .iter()
+        .map(|k| k.id.as_str())
+        .collect();
+    let mut v = json!(s);
+    v["pos_keys"] = json!(keys);
+    Ok(Json(v).into_response())
+}
+
+async fn put_store(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let record: site::Store = record_for(&body, &id)?;
+    let mut site = current_site(&state);
+    let created = upsert(&mut site.stores, record.clone(), |s| s.id == record.id);
+    apply_site(&state, site, false).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(json!(record)),
+    )
+        .into_response())
+}
+
+async fn delete_store(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let mut site = current_site(&state);
+    remove(
+        &mut site.stores,
+        |s| s.id.as_str() == id,
+        &format!("store {id}"),
+    )?;
+    apply_site(&state, site, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_pos_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let store_id = StoreId::new(&id).map_err(|e| ApiError::field("store", e))?;
+    if state
+        .registry
+        .read()
+        .expect("registry lock")
+        .store(&store_id)
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("store {id}")));
+    }
+    let secret = crate::secrets::new_token();
+    let key = PosKey {
+        id: format!(
+            "pk_{}",
+            &crate::secrets::sha256_hex(secret.as_bytes())[..12]
+        ),
+        sha256: crate::secrets::sha256_hex(secret.as_bytes()),
+    };
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let store = state.store.clone();
+    let commit = registry::add_pos_key(&store_id, &key);
+    let fresh = tokio::task::spawn_blocking(move || {
+        store.commit(commit)?;
+        store.flush()?;
+        Registry::load(store.as_ref())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| registry_error(e, false))?;
+    *state.registry.write().expect("registry lock") = fresh;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": key.id, "key": format!("{}.{secret}", key.id)})),
+    )
+        .into_response())
+}
+
+fn upsert<T>(list: &mut Vec<T>, record: T, same: impl Fn(&T) -> bool) -> bool {
+    match list.iter_mut().find(|r| same(r)) {
+        Some(r) => {
+            *r = record;
+            false
+        }
+        None => {
+            list.push(record);
+            true
+        }
+    }
+}
+
+fn remove<T>(list: &mut Vec<T>, same: impl Fn(&T) -> bool, what: &str) -> Result<(), ApiError> {
+    let before = list.len();
+    list.retain(|r| !same(r));
+    if list.len() == before {
+        Err(ApiError::not_found(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn gateway_detail(state: &AppState, g: &registry::GatewayEntry, stats: Option<Value>) -> Value {
+    let runtime = state
+        .gateways
+        .lock()
+        .expect("gateway states lock")
+        .get(&g.record.id)
+        .map(|r| json!(r))
+        .unwrap_or(Value::Null);
+    let mut v = gateway_json(&g.record);
+    v["desired_config_version"] = json!(g.desired.as_ref().map(|d| d.version));
+    v["last_config_ack"] = json!(g.last_ack);
+    v["runtime"] = runtime;
+    v["ingest"] = stats.unwrap_or(Value::Null);
+    v
+}
+
+async fn list_gateways(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let store = state.store.clone();
+    let stats = tokio::task::spawn_blocking(move || crate::stats::load(store.as_ref()))
+        .await
+        .map_err(ApiError::internal)??;
+    let registry = state.registry.read().expect("registry lock").clone();
+    let items = registry
+        .gateways()
+        .map(|g| {
+            let s = stats
+                .get(&format!("gateway/{}", g.record.id))
+                .map(|s| json!(s));
+            (g.record.id.to_string(), gateway_detail(&state, g, s))
+        })
+        .collect();
+    Ok(Json(paginate(items, &page)).into_response())
+}
+
+async fn get_gateway(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let registry = state.registry.read().expect("registry lock").clone();
+    let g = registry
+        .gateway(&id)
+        .ok_or_else(|| ApiError::not_found(format!("gateway {id}")))?;
+    let stats = state
+        .store
+        .get(Space::Stats, format!("gateway/{id}").as_bytes())?;
+    let stats = stats.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    Ok(Json(gateway_detail(&state, g, stats)).into_response())
+}
+
+/// Registers (or replaces) a provisioned gateway: store, password hash, signing key.
+async fn put_gateway(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let record: site::Gateway = record_for(&body, &id)?;
+    let mut site = current_site(&state);
+    let created = upsert(&mut site.gateways, record.clone(), |g| g.id == record.id);
+    apply_site(&state, site, false).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(gateway_json(&record)),
+    )
+        .into_response())
+}
+
+async fn delete_gateway(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let mut site = current_site(&state);
+    remove(
+        &mut site.gateways,
+        |g| g.id.as_str() == id,
+        &format!("gateway {id}"),
+    )?;
+    apply_site(&state, site, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Response, ApiError> {
+    let mut site = current_site(state);
+    let g = site
+        .gateways
+        .iter_mut()
+        .find(|g| g.id.as_str() == id)
+        .ok_or_else(|| ApiError::not_found(format!("gateway {id}")))?;
+    g.enabled = enabled;
+    let shown = gateway_json(g);
+    apply_site(state, site, false).await?;
+    Ok(Json(shown).into_response())
+}
+
+async fn disable_gateway(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    set_enabled(&state, &id, false).await
+}
+
+async fn enable_gateway(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    set_enabled(&state, &id, true).await
+}
+
+/// Sets a gateway's desired remote config and publishes it at once (it is published again
+/// whenever the gateway comes online with another version).
+async fn put_gateway_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let gw = GatewayId::new(&id).map_err(|e| ApiError::field("gateway", e))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::field("", format!("body is not UTF-8: {e}")))?
+        .to_owned();
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let current = state.registry.read().expect("registry lock").clone();
+    if current.gateway(&id).is_none() {
+        return Err(ApiError::not_found(format!("gateway {id}")));
+    }
+    let (commit, desired) =
+        registry::set_desired_config(&current, &gw, &text).map_err(|e| registry_error(e, false))?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.commit(commit)?;
+        store.flush()
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let mut registry = state.registry.write().expect("registry lock");
+    registry.set_desired(&gw, desired.clone());
+    let entry = registry.gateway(&id).expect("checked above");
+    let topic = omo_device_config::Topic::new(
+        entry.record.store.clone(),
+        gw.clone(),
+        omo_device_config::Channel::Config,
+    )
+    .to_string();
+    let payload = omo_device_config::envelope::seal_raw(&topic, &entry.key, &desired.json);
+    let sent = state.outbound.publish(topic, payload, true).is_ok();
+    Ok(Json(json!({"version": desired.version, "published": sent})).into_response())
+}
+
+async fn list_beacons(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let items = current_site(&state)
+        .beacons
+        .iter()
+        .map(|b| (b.id.to_string(), json!(b)))
+        .collect();
+    Ok(Json(paginate(items, &page)).into_response())
+}
+
+async fn get_beacon(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let site = current_site(&state);
+    let b = site
+        .beacons
+        .iter()
+        .find(|b| b.id.to_string() == id)
+        .ok_or_else(|| ApiError::not_found(format!("beacon {id}")))?;
+    Ok(Json(json!(b)).into_response())
+}
+
+async fn put_beacon(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let record: site::Beacon = record_for(&body, &id)?;
+    let mut site = current_site(&state);
+    let created = upsert(&mut site.beacons, record.clone(), |b| b.id == record.id);
+    apply_site(&state, site, false).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(json!(record)),
+    )
+        .into_response())
+}
+
+async fn delete_beacon(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let mut site = current_site(&state);
+    remove(
+        &mut site.beacons,
+        |b| b.id.to_string() == id,
+        &format!("beacon {id}"),
+    )?;
+    apply_site(&state, site, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_zones(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let zones = state.registry.read().expect("registry lock").zones();
+    let items = zones
+        .iter()
+        .map(|z| (z.id().to_owned(), json!(z)))
+        .collect();
+    Ok(Json(paginate(items, &page)).into_response())
+}
+
+async fn get_zone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let zones = state.registry.read().expect("registry lock").zones();
+    let z = zones
+        .iter()
+        .find(|z| z.id() == id)
+        .ok_or_else(|| ApiError::not_found(format!("zone {id}")))?;
+    Ok(Json(json!(z)).into_response())
+}
+
+fn without_zone(site: &mut Site, id: &str) -> bool {
+    let before = site.beacon_zones.len()
+        + site.gateway_zones.len()
+        + site.wifi_zones.len()
+        + site.geofences.len();
+    site.beacon_zones.retain(|z| z.id.as_str() != id);
+    site.gateway_zones.retain(|z| z.id.as_str() != id);
+    site.wifi_zones.retain(|z| z.id.as_str() != id);
+    site.geofences.retain(|z| z.id.as_str() != id);
+    before
+        != site.beacon_zones.len()
+            + site.gateway_zones.len()
+            + site.wifi_zones.len()
+            + site.geofences.len()
+}
+
+/// A zone of any kind (`kind`: beacon, gateway, wifi, geofence); a geofence may also come as
+/// a GeoJSON Feature (Polygon/MultiPolygon, or a Point with `properties.radius_m`).
+async fn put_zone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let v: Value = parse_json(&body)?;
+    let zone = if v.get("type").and_then(Value::as_str) == Some("Feature") {
+        Zone::Geofence(geofence_from_feature(&v, &id)?)
+    } else {
+        record_for::<Zone>(&body, &id)?
+    };
+    let mut site = current_site(&state);
+    let existed = without_zone(&mut site, &id);
+    match zone.clone() {
+        Zone::Beacon(z) => site.beacon_zones.push(z),
+        Zone::Gateway(z) => site.gateway_zones.push(z),
+        Zone::Wifi(z) => site.wifi_zones.push(z),
+        Zone::Geofence(z) => site.geofences.push(z),
+    }
+    apply_site(&state, site, false).await?;
+    Ok((
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Json(json!(zone)),
+    )
+        .into_response())
+}
+
+async fn delete_zone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let mut site = current_site(&state);
+    if !without_zone(&mut site, &id) {
+        return Err(ApiError::not_found(format!("zone {id}")));
+    }
+    apply_site(&state, site, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn geofence_from_feature(v: &Value, id: &str) -> Result<site::Geofence, ApiError> {
+    let props = v.get("properties").cloned().unwrap_or(json!({}));
+    let store = props
+        .get("store")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::field("properties.store", "required"))?;
+    let name = props
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let geometry = v
+        .get("geometry")
+        .ok_or_else(|| ApiError::field("geometry", "required"))?;
+    let kind = geometry
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let coordinates = geometry.get("coordinates").cloned().unwrap_or(Value::Null);
+    let record = if kind == "Point" {
+        let c = coordinates
+            .as_array()
+            .filter(|c| c.len() >= 2)
+            .ok_or_else(|| ApiError::field("geometry.coordinates", "a Point needs [lon, lat]"))?;
+        let radius = props
+            .get("radius_m")
+            .cloned()
+            .ok_or_else(|| ApiError::field("properties.radius_m", "a circle needs a radius"))?;
+        json!({"id": id, "store": store, "name": name, "circle": {"lon": c[0], "lat": c[1], "radius_m": radius}})
+    } else {
+        json!({"id": id, "store": store, "name": name, "geometry": {"type": kind, "coordinates": coordinates}})
+    };
+    parse_json(record.to_string().as_bytes())
+}
+
+/// Every geofence as an RFC 7946 FeatureCollection.
+async fn geofences_geojson(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let site = current_site(&state);
+    let features: Vec<Value> = site
+        .geofences
+        .iter()
+        .map(|g| {
+            let geometry = match (&g.geometry, &g.circle) {
+                (Some(geom), _) => json!({"type": geom.kind, "coordinates": geom.coordinates}),
+                (None, Some(c)) => json!({"type": "Point", "coordinates": [c.lon, c.lat]}),
+                (None, None) => Value::Null,
+            };
+            let mut props = json!({"store": g.store, "name": g.name});
+            if let Some(c) = &g.circle {
+                props["radius_m"] = json!(c.radius_m);
+            }
+            json!({"type": "Feature", "id": g.id, "properties": props, "geometry": geometry})
+        })
+        .collect();
+    Ok(Json(json!({"type": "FeatureCollection", "features": features})).into_response())
+}
+
+/// Fields of a customer an operator may set (absent: unchanged).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerPatch {
+    #[serde(default)]
+    member_id: Option<Option<String>>,
+    #[serde(default)]
+    line_user: Option<Option<String>>,
+    consent: Option<Consent>,
+    tags: Option<BTreeSet<String>>,
+    attributes: Option<std::collections::BTreeMap<String, Value>>,
+    beacons: Option<Vec<omo_device_config::BeaconId>>,
+    eid_keys: Option<Vec<EidKey>>,
+}
+
+impl CustomerPatch {
+    fn apply(self, c: &mut Customer) {
+        if let Some(m) = self.member_id {
+            c.member_id = m;
+        }
+        if let Some(l) = self.line_user {
+            c.line_user = l;
+        }
+        if let Some(x) = self.consent {
+            c.consent = x;
+        }
+        if let Some(x) = self.tags {
+            c.tags = x;
+        }
+        if let Some(x) = self.attributes {
+            c.attributes = x;
+        }
+        if let Some(x) = self.beacons {
+            c.beacons = x;
+        }
+        if let Some(x) = self.eid_keys {
+            c.eid_keys = x;
+        }
+    }
+}
+
+/// Rebuilds the EID resolver's keys from the identity store.
+pub async fn refresh_eids(state: &AppState) {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || identity::all_eid_keys(store.as_ref())).await {
+        Ok(Ok(keys)) => state.eids.lock().expect("eid resolver lock").set_keys(keys),
+        Ok(Err(e)) => tracing::error!(error = %e, "EID keys unreadable"),
+        Err(e) => tracing::error!(error = %e, "EID refresh failed"),
+    }
+}
+
+fn customer_json(state: &AppState, c: &Customer) -> Result<Value, ApiError> {
+    let mut v = json!(c);
+    let installs: Vec<Value> = c
+        .installs
+        .iter()
+        .filter_map(|id| identity::install(state.store.as_ref(), id).transpose())
+        .map(|r| r.map(|i| json!({"id": i.id, "platform": i.platform, "push_token": i.push_token, "created": i.created})))
+        .collect::<Result<_, _>>()?;
+    v["installs"] = json!(installs);
+    Ok(v)
+}
+
+async fn create_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let patch: CustomerPatch = parse_json(&body)?;
+    let mut c = identity::new_customer(Timestamp::new(state.clock.now()));
+    patch.apply(&mut c);
+    let commit = identity::save_customer(state.store.as_ref(), None, &c).map_err(identity_error)?;
+    state.store.commit(commit)?;
+    state.store.flush()?;
+    refresh_eids(&state).await;
+    Ok((StatusCode::CREATED, Json(customer_json(&state, &c)?)).into_response())
+}
+
+async fn list_customers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let from = match &page.after {
+        Some(a) => format!("customer/{a}\u{0}"),
+        None => "customer/".to_owned(),
+    };
+    let entries = state
+        .store
+        .scan(Space::Identity, from.as_bytes(), limit + 1)?;
+    let mut items = Vec::new();
+    for (k, v) in entries.iter().filter(|(k, _)| k.starts_with(b"customer/")) {
+        let c: Customer = serde_json::from_slice(v).map_err(ApiError::internal)?;
+        items.push((String::from_utf8_lossy(&k[9..]).into_owned(), json!(c)));
+    }
+    Ok(Json(paginate(
+        items,
+        &Page {
+            after: page.after,
+            limit: Some(limit),
+        },
+    ))
+    .into_response())
+}
+
+async fn get_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let c = identity::customer(state.store.as_ref(), &id)?
+        .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+async fn patch_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let patch: CustomerPatch = parse_json(&body)?;
+    let (old, bytes) =
+        identity::customer_for_update(state.store.as_ref(), &id).map_err(identity_error)?;
+    let mut c = old.clone();
+    patch.apply(&mut c);
+    let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
+        .map_err(identity_error)?;
+    state.store.commit(commit)?;
+    state.store.flush()?;
+    refresh_eids(&state).await;
+    Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+async fn ingest_stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let store = state.store.clone();
+    let stats = tokio::task::spawn_blocking(move || crate::stats::load(store.as_ref()))
+        .await
+        .map_err(ApiError::internal)??;
+    let log_end = crate::store::event_log::EventLog::open(state.store.as_ref())?.next_offset();
+    let position = crate::store::event_log::position(state.store.as_ref(), crate::stats::CONSUMER)?;
+    Ok(
+        Json(json!({"stats": stats, "log_end": log_end, "stats_position": position}))
+            .into_response(),
+    )
+}
+
+/// A consistent snapshot of every space, as NDJSON: a header line, then one line per entry
+/// with base64 key and value (`omo-cloud backup DIR` writes it to files).
+async fn backup(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let store = state.store.clone();
+    let snapshot = tokio::task::spawn_blocking(move || store.snapshot())
+        .await
+        .map_err(ApiError::internal)??;
+    let mut out = Vec::new();
+    let counts: serde_json::Map<String, Value> = snapshot
+        .iter()
+        .map(|(space, entries)| (space.name().to_owned(), json!(entries.len())))
+        .collect();
+    let header_line =
+        json!({"omo_backup": 1, "created": Timestamp::new(state.clock.now()), "counts": counts});
+    out.extend_from_slice(header_line.to_string().as_bytes());
+    out.push(b'\n');
+    for (space, entries) in &snapshot {
+        for (k, v) in entries {
+            let line = json!({"space": space.name(), "key": STANDARD.encode(k), "value": STANDARD.encode(v)});
+            out.extend_from_slice(line.to_string().as_bytes());
+            out.push(b'\n');
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}

@@ -1,0 +1,264 @@
+//! The app SDK's endpoints: `POST /v1/app/installs` registers an install and returns its id
+//! and secret token (stored only as a hash); `POST /v1/app/locations` takes a GPS fix, a
+//! Wi-Fi scan and/or beacon sightings, authenticated by the install's token, once per
+//! idempotency key.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use omo_device_config::site::parse_bssid;
+use omo_device_config::{BeaconId, Timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{append, bearer, parse_json, ApiError, AppState};
+use crate::identity::{self, IdentityError, InstallRequest};
+use crate::ingest::record::{AppReport, BeaconSighting, GpsFix, Record, WifiSighting};
+use crate::ingest::Appended;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/app/installs", post(register))
+        .route("/v1/app/locations", post(locations))
+}
+
+pub(crate) fn identity_error(e: IdentityError) -> ApiError {
+    match e {
+        IdentityError::Invalid { field, message } => ApiError::field(&field, message),
+        IdentityError::Taken { .. } => ApiError::conflict(e.to_string()),
+        IdentityError::NotFound(id) => ApiError::not_found(format!("customer {id}")),
+        IdentityError::Store(s) => s.into(),
+    }
+}
+
+async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: InstallRequest = parse_json(&body)?;
+    let now = Timestamp::new(state.clock.now());
+    let store = state.store.clone();
+    let (install, token) = tokio::task::spawn_blocking(move || {
+        let (install, token, commit) = identity::register_install(store.as_ref(), &req, now)?;
+        crate::store::Store::commit(store.as_ref(), commit)?;
+        crate::store::Store::flush(store.as_ref())?;
+        Ok::<_, IdentityError>((install, token))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(identity_error)?;
+    if install.platform == identity::Platform::Android {
+        super::admin::refresh_eids(&state).await;
+    }
+    let body = json!({"install_id": install.id, "token": token, "customer_id": install.customer});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// An app's report, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationReport {
+    ts: Timestamp,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    gps: Option<GpsIn>,
+    #[serde(default)]
+    wifi: Vec<WifiIn>,
+    #[serde(default)]
+    beacons: Vec<BeaconIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpsIn {
+    lat: f64,
+    lon: f64,
+    accuracy_m: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WifiIn {
+    bssid: String,
+    rssi: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BeaconIn {
+    id: BeaconId,
+    rssi: f64,
+}
+
+fn check_rssi(field: String, rssi: f64) -> Result<(), ApiError> {
+    if rssi.is_finite() && (-127.0..=20.0).contains(&rssi) {
+        Ok(())
+    } else {
+        Err(ApiError::field(&field, "must be within -127..=20 dBm"))
+    }
+}
+
+/// A report's observation as the log stores it.
+struct Observation {
+    gps: Option<GpsFix>,
+    wifi: Vec<WifiSighting>,
+    beacons: Vec<BeaconSighting>,
+    ts: Timestamp,
+}
+
+/// Checks every field.
+fn validate(
+    r: LocationReport,
+    now: Timestamp,
+    limits: &crate::config::Ingest,
+) -> Result<Observation, ApiError> {
+    let ahead = r.ts.millis() - now.millis();
+    if ahead > (limits.max_future_s as i64) * 1000 {
+        return Err(ApiError::field(
+            "ts",
+            format!("is {} s in the future", ahead / 1000),
+        ));
+    }
+    if -ahead > (limits.max_age_s as i64) * 1000 {
+        return Err(ApiError::field(
+            "ts",
+            format!(
+                "is {} s old; the limit is {} s",
+                -ahead / 1000,
+                limits.max_age_s
+            ),
+        ));
+    }
+    let gps = match r.gps {
+        None => None,
+        Some(g) => {
+            if !(g.lat.is_finite() && (-90.0..=90.0).contains(&g.lat)) {
+                return Err(ApiError::field("gps.lat", "must be within -90..=90"));
+            }
+            if !(g.lon.is_finite() && (-180.0..=180.0).contains(&g.lon)) {
+                return Err(ApiError::field("gps.lon", "must be within -180..=180"));
+            }
+            if !(g.accuracy_m.is_finite() && g.accuracy_m > 0.0 && g.accuracy_m <= 100_000.0) {
+                return Err(ApiError::field(
+                    "gps.accuracy_m",
+                    "must be within 0 < accuracy_m <= 100000",
+                ));
+            }
+            Some(GpsFix {
+                lat: g.lat,
+                lon: g.lon,
+                accuracy_m: g.accuracy_m,
+            })
+        }
+    };
+    if r.wifi.len() > 256 || r.beacons.len() > 256 {
+        return Err(ApiError::field(
+            if r.wifi.len() > 256 {
+                "wifi"
+            } else {
+                "beacons"
+            },
+            "at most 256 entries",
+        ));
+    }
+    let mut wifi = Vec::with_capacity(r.wifi.len());
+    for (i, w) in r.wifi.into_iter().enumerate() {
+        let bytes = parse_bssid(&w.bssid).ok_or_else(|| {
+            ApiError::field(
+                &format!("wifi[{i}].bssid"),
+                "must be six hex bytes like aa:bb:cc:dd:ee:ff",
+            )
+        })?;
+        check_rssi(format!("wifi[{i}].rssi"), w.rssi)?;
+        let bssid = bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        wifi.push(WifiSighting {
+            bssid,
+            rssi: w.rssi,
+        });
+    }
+    let mut beacons = Vec::with_capacity(r.beacons.len());
+    for (i, b) in r.beacons.into_iter().enumerate() {
+        check_rssi(format!("beacons[{i}].rssi"), b.rssi)?;
+        beacons.push(BeaconSighting {
+            id: b.id,
+            rssi: b.rssi,
+        });
+    }
+    if gps.is_none() && wifi.is_empty() && beacons.is_empty() {
+        return Err(ApiError::field("", "a report needs gps, wifi or beacons"));
+    }
+    Ok(Observation {
+        gps,
+        wifi,
+        beacons,
+        ts: r.ts,
+    })
+}
+
+async fn locations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token =
+        bearer(&headers).ok_or_else(|| ApiError::unauthorized("an install token is required"))?;
+    let token = token.to_owned();
+    let store = state.store.clone();
+    let install =
+        tokio::task::spawn_blocking(move || identity::authenticate_install(store.as_ref(), &token))
+            .await
+            .map_err(ApiError::internal)??
+            .ok_or_else(|| ApiError::unauthorized("unknown or wrong install token"))?;
+    let report: LocationReport = parse_json(&body)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| report.idempotency_key.clone())
+        .ok_or_else(|| {
+            ApiError::field("idempotency_key", "required (or an Idempotency-Key header)")
+        })?;
+    if key.is_empty() || key.len() > 128 {
+        return Err(ApiError::field(
+            "idempotency_key",
+            "must be 1..=128 characters",
+        ));
+    }
+    let now = Timestamp::new(state.clock.now());
+    let o = validate(report, now, &state.config.ingest)?;
+    let record = Record::App(AppReport {
+        install: install.id.clone(),
+        customer: install.customer.clone(),
+        event_ts: o.ts,
+        received: now,
+        gps: o.gps,
+        wifi: o.wifi,
+        beacons: o.beacons,
+    });
+    let dedup_key = format!("app/{}/{key}", install.id).into_bytes();
+    let answer = serde_json::to_vec(&json!({"accepted": true})).expect("json");
+    match append(
+        &state,
+        vec![record],
+        Some((dedup_key, answer)),
+        crate::store::Commit::new(),
+    )
+    .await?
+    {
+        Appended::Stored { .. } => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"accepted": true, "duplicate": false})),
+        )
+            .into_response()),
+        Appended::Duplicate(_) => Ok((
+            StatusCode::OK,
+            Json(json!({"accepted": true, "duplicate": true})),
+        )
+            .into_response()),
+    }
+}

@@ -1,0 +1,190 @@
+//! `POST /v1/line/webhook`: the LINE platform's webhook. `X-Line-Signature` is checked in
+//! constant time over the raw body before anything is parsed. `beacon` (enter, banner, stay),
+//! `follow` and `unfollow` events are stored, each once by its `webhookEventId` (LINE
+//! redelivers); other event types are acknowledged and ignored.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use omo_device_config::{BeaconId, Timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::app::identity_error;
+use super::{append, parse_json, ApiError, AppState};
+use crate::identity;
+use crate::ingest::record::{LineEvent, LineKind, Record};
+use crate::ingest::Appended;
+use crate::secrets::line_signature_valid;
+use crate::store::Store;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/line/webhook", post(webhook))
+}
+
+#[derive(Debug, Deserialize)]
+struct Webhook {
+    events: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    webhook_event_id: String,
+    /// Milliseconds since the Unix epoch.
+    timestamp: i64,
+    source: Source,
+    #[serde(default)]
+    beacon: Option<Beacon>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Source {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Beacon {
+    hwid: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+const KINDS: [&str; 3] = ["beacon", "follow", "unfollow"];
+
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(secret) = state.config.line.channel_secret.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "line.channel_secret is not configured",
+        ));
+    };
+    let signature = headers
+        .get("x-line-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("X-Line-Signature is missing"))?;
+    if !line_signature_valid(secret.as_bytes(), &body, signature) {
+        metrics::counter!("omo_ingest_rejected_total", "reason" => "line_signature").increment(1);
+        return Err(ApiError::unauthorized(
+            "X-Line-Signature does not match the body",
+        ));
+    }
+    let hook: Webhook = parse_json(&body)?;
+    let now = Timestamp::new(state.clock.now());
+    // Read every event first: a bad one refuses the delivery before anything is stored.
+    let mut events = Vec::new();
+    for (i, raw) in hook.events.iter().enumerate() {
+        let kind = raw.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        if !KINDS.contains(&kind) {
+            continue;
+        }
+        let e: Event = parse_json(raw.to_string().as_bytes())
+            .map_err(|e| ApiError::field(&format!("events[{i}]"), e.message))?;
+        let field = |f: &str| format!("events[{i}].{f}");
+        let user = e
+            .source
+            .user_id
+            .clone()
+            .filter(|u| !u.is_empty() && u.len() <= 128 && !u.contains('/'))
+            .ok_or_else(|| ApiError::field(&field("source.userId"), "a user id is required"))?;
+        if e.webhook_event_id.is_empty() || e.webhook_event_id.len() > 128 {
+            return Err(ApiError::field(
+                &field("webhookEventId"),
+                "must be 1..=128 characters",
+            ));
+        }
+        let ts = Timestamp::from_millis(e.timestamp)
+            .ok_or_else(|| ApiError::field(&field("timestamp"), "not a time"))?;
+        let ahead = ts.millis() - now.millis();
+        if ahead > state.config.ingest.max_future_s as i64 * 1000
+            || -ahead > state.config.ingest.max_age_s as i64 * 1000
+        {
+            return Err(ApiError::field(
+                &field("timestamp"),
+                "too far from the cloud's clock",
+            ));
+        }
+        let kind = match e.kind.as_str() {
+            "beacon" => {
+                let b = e
+                    .beacon
+                    .as_ref()
+                    .ok_or_else(|| ApiError::field(&field("beacon"), "missing"))?;
+                if !["enter", "banner", "stay"].contains(&b.kind.as_str()) {
+                    return Err(ApiError::field(
+                        &field("beacon.type"),
+                        "must be enter, banner or stay",
+                    ));
+                }
+                let beacon: BeaconId = format!("line:{}", b.hwid.to_ascii_lowercase())
+                    .parse()
+                    .map_err(|_| ApiError::field(&field("beacon.hwid"), "must be 10 hex digits"))?;
+                LineKind::Beacon {
+                    beacon,
+                    beacon_type: b.kind.clone(),
+                }
+            }
+            "follow" => LineKind::Follow,
+            _ => LineKind::Unfollow,
+        };
+        events.push((e.webhook_event_id, user, ts, kind));
+    }
+    let mut stored = 0;
+    for (event_id, user, ts, kind) in events {
+        let store = state.store.clone();
+        let follow = match kind {
+            LineKind::Follow => Some(true),
+            LineKind::Unfollow => Some(false),
+            LineKind::Beacon { .. } => None,
+        };
+        let (customer, commit) = tokio::task::spawn_blocking(move || {
+            let (mut customer, mut commit) =
+                identity::customer_for_line(store.as_ref(), &user, now)?;
+            if let Some(consent) = follow {
+                // Following the account is the customer's consent to LINE messages;
+                // unfollowing withdraws it at once.
+                let (old, bytes) = match commit.take() {
+                    None => identity::customer_for_update(store.as_ref(), &customer.id)?,
+                    Some(c) => {
+                        store.commit(c)?;
+                        identity::customer_for_update(store.as_ref(), &customer.id)?
+                    }
+                };
+                customer.consent.line = consent;
+                commit = Some(identity::save_customer(
+                    store.as_ref(),
+                    Some((&old, &bytes)),
+                    &customer,
+                )?);
+            }
+            Ok::<_, identity::IdentityError>((customer, commit.unwrap_or_default()))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(identity_error)?;
+        let record = Record::Line(LineEvent {
+            user: customer.line_user.clone().unwrap_or_default(),
+            customer: customer.id.clone(),
+            event_ts: ts,
+            received: now,
+            kind,
+        });
+        let dedup = (format!("line/{event_id}").into_bytes(), b"{}".to_vec());
+        if let Appended::Stored { .. } = append(&state, vec![record], Some(dedup), commit).await? {
+            stored += 1;
+        }
+    }
+    Ok((StatusCode::OK, Json(json!({"stored": stored}))).into_response())
+}

@@ -1,0 +1,239 @@
+//! The cloud's HTTP API (axum): app reports, the LINE webhook, the admin API, health and
+//! metrics. Errors are `{"error":{"code":…,"message":…}}` with a 4xx/5xx status, and a 4xx
+//! names the field at fault. Every write of an observation goes through ingest, so it is in
+//! the event log and flushed before the 2xx.
+
+pub mod admin;
+pub mod app;
+pub mod line;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use omo_device_config::Clock;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::Outbound;
+use crate::config::{CloudConfig, Role};
+use crate::identity::eid_resolver::EidResolver;
+use crate::ingest::gateways::GatewayStates;
+use crate::ingest::record::Record;
+use crate::ingest::{AppendRequest, Appended};
+use crate::registry::Registry;
+use crate::store::barrier::BarrierStore;
+use crate::store::{Commit, Store, StoreError};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<BarrierStore>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub gateways: Arc<Mutex<GatewayStates>>,
+    pub clock: Clock,
+    pub ingest: mpsc::Sender<AppendRequest>,
+    pub outbound: Arc<Outbound>,
+    pub config: Arc<CloudConfig>,
+    pub metrics: Option<PrometheusHandle>,
+    pub eids: Arc<Mutex<EidResolver>>,
+    /// Registry changes one at a time (each validates the whole site).
+    pub registry_writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 422: a field's value is wrong.
+    pub fn field(field: &str, message: impl std::fmt::Display) -> ApiError {
+        let message = if field.is_empty() {
+            message.to_string()
+        } else {
+            format!("{field}: {message}")
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the service log",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict { .. } => {
+                ApiError::conflict("the record changed while this request ran; retry")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Parses a JSON body, naming the field at fault: 400 when it is not JSON, 422 when a field
+/// is wrong.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("body is not JSON: {inner}"),
+            )
+        } else {
+            let path = if path == "." { String::new() } else { path };
+            ApiError::field(&path, inner)
+        }
+    })
+}
+
+/// The bearer token of a request.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Checks an admin bearer token: 401 without a valid one, 403 when its role may not `need`.
+pub fn admin_auth(state: &AppState, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized("an admin bearer token is required"))?;
+    // Every configured token is compared, so the time taken does not say which one matched.
+    let mut found = None;
+    for t in &state.config.admin.tokens {
+        if crate::secrets::token_matches(token, &t.sha256) && found.is_none() {
+            found = Some(t.role);
+        }
+    }
+    let role = found.ok_or_else(|| ApiError::unauthorized("unknown admin token"))?;
+    if need == Role::Operator && role != Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs an operator token",
+        ));
+    }
+    Ok(role)
+}
+
+/// Appends records through ingest; resolves once they are durable.
+pub async fn append(
+    state: &AppState,
+    records: Vec<Record>,
+    dedup: Option<(Vec<u8>, Vec<u8>)>,
+    commit: Commit,
+) -> Result<Appended, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let request = AppendRequest {
+        records,
+        dedup,
+        commit,
+        reply,
+    };
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "ingest is not running",
+        )
+    };
+    state
+        .ingest
+        .send(request)
+        .await
+        .map_err(|_| unavailable())?;
+    match answer.await.map_err(|_| unavailable())? {
+        Ok(a) => Ok(a),
+        Err(e) if e.contains("conflict") => Err(ApiError::conflict(
+            "the record changed while this request ran; retry",
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.http.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .merge(app::routes())
+        .merge(line::routes())
+        .merge(admin::routes())
+        .fallback(|| async { ApiError::not_found("this path") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.get(crate::store::Space::Offsets, b"healthz") {
+        Ok(_) if !state.ingest.is_closed() => Json(json!({"status": "ok"})).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let text = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

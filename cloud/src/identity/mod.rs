@@ -1,0 +1,498 @@
+//! Who is who: customers, their app installs (platform, push token, install token stored as a
+//! hash), LINE user id, static beacon ids, Eddystone-EID identity keys, consent per channel,
+//! tags and attributes. One customer may have several installs.
+//!
+//! Records live in the identity space, with index keys (`member/…`, `line/…`, `beacon/…`,
+//! `eid/…`) that point at the customer. Every change is one commit that expects the records it
+//! read to be unchanged, so two requests cannot create the same member twice.
+
+pub mod eid_resolver;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use omo_device_config::eid::EidIdentity;
+use omo_device_config::{BeaconId, Timestamp};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::secrets;
+use crate::store::{Commit, Space, Store, StoreError};
+
+/// Consent per channel (the current state; the record history is the privacy issue's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Consent {
+    pub line: bool,
+    pub push: bool,
+    pub webhook: bool,
+    pub location: bool,
+}
+
+/// An Eddystone-EID identity key a customer's phone or tag advertises with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EidKey {
+    /// 32 hex digits.
+    pub identity_key: String,
+    /// Rotation period exponent K (the EID changes every 2^K s), 0..=15.
+    pub exponent: u8,
+    /// The advertiser's time counter minus Unix time, seconds.
+    #[serde(default)]
+    pub clock_offset_s: i64,
+}
+
+impl EidKey {
+    pub fn identity(&self) -> Result<EidIdentity, String> {
+        let bytes = hex::decode(&self.identity_key)
+            .ok()
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .ok_or("identity_key must be 32 hex digits")?;
+        if self.exponent > omo_device_config::eid::MAX_EXPONENT {
+            return Err(format!(
+                "exponent must be at most {}",
+                omo_device_config::eid::MAX_EXPONENT
+            ));
+        }
+        Ok(EidIdentity {
+            identity_key: bytes,
+            exponent: self.exponent,
+            clock_offset_s: self.clock_offset_s,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Ios,
+    Android,
+}
+
+/// A customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub member_id: Option<String>,
+    pub line_user: Option<String>,
+    pub consent: Consent,
+    pub tags: BTreeSet<String>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Static beacon ids the customer carries (a tag, a member card).
+    pub beacons: Vec<BeaconId>,
+    pub eid_keys: Vec<EidKey>,
+    pub installs: Vec<String>,
+    pub created: Timestamp,
+}
+
+/// An app install.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Install {
+    pub id: String,
+    pub customer: String,
+    pub platform: Platform,
+    pub push_token: Option<String>,
+    /// SHA-256 of the install's secret token.
+    pub token_sha256: String,
+    pub created: Timestamp,
+}
+
+/// Why an identity change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{field} {value} already belongs to another customer")]
+    Taken { field: &'static str, value: String },
+    #[error("no customer {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn customer_key(id: &str) -> String {
+    format!("customer/{id}")
+}
+fn install_key(id: &str) -> String {
+    format!("install/{id}")
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 10];
+    rand::rng().fill_bytes(&mut b);
+    format!("{prefix}{}", hex::encode(b))
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("identity records serialise")
+}
+
+fn read<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+    match store.get(Space::Identity, key.as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(|v| Some((v, bytes)))
+            .map_err(|e| StoreError::Backend(format!("identity record {key}: {e}"))),
+    }
+}
+
+/// The customer an index key (`member/…`, `line/…`, `beacon/…`) points at.
+pub fn lookup(store: &dyn Store, index: &str) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .get(Space::Identity, index.as_bytes())?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+pub fn customer(store: &dyn Store, id: &str) -> Result<Option<Customer>, StoreError> {
+    Ok(read(store, &customer_key(id))?.map(|(c, _)| c))
+}
+
+pub fn install(store: &dyn Store, id: &str) -> Result<Option<Install>, StoreError> {
+    Ok(read(store, &install_key(id))?.map(|(i, _)| i))
+}
+
+/// A fresh customer with no links.
+pub fn new_customer(now: Timestamp) -> Customer {
+    Customer {
+        id: random_id("c_"),
+        member_id: None,
+        line_user: None,
+        consent: Consent::default(),
+        tags: BTreeSet::new(),
+        attributes: BTreeMap::new(),
+        beacons: Vec::new(),
+        eid_keys: Vec::new(),
+        installs: Vec::new(),
+        created: now,
+    }
+}
+
+/// The index keys a customer owns.
+fn index_keys(c: &Customer) -> Vec<(String, &'static str, String)> {
+    let mut keys = Vec::new();
+    if let Some(m) = &c.member_id {
+        keys.push((format!("member/{m}"), "member_id", m.clone()));
+    }
+    if let Some(u) = &c.line_user {
+        keys.push((format!("line/{u}"), "line_user", u.clone()));
+    }
+    for b in &c.beacons {
+        keys.push((format!("beacon/{b}"), "beacons", b.to_string()));
+    }
+    for k in &c.eid_keys {
+        keys.push((
+            format!("eid/{}", k.identity_key),
+            "eid_keys",
+            k.identity_key.clone(),
+        ));
+    }
+    keys
+}
+
+/// Checks a customer's fields.
+pub fn validate(c: &Customer) -> Result<(), IdentityError> {
+    let invalid = |field: &str, message: &str| IdentityError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    };
+    for (field, v) in [("member_id", &c.member_id), ("line_user", &c.line_user)] {
+        if let Some(v) = v {
+            if v.is_empty() || v.len() > 128 || v.contains(['/', '\n']) {
+                return Err(invalid(field, "must be 1..=128 characters without '/'"));
+            }
+        }
+    }
+    for (i, k) in c.eid_keys.iter().enumerate() {
+        k.identity()
+            .map_err(|m| invalid(&format!("eid_keys[{i}]"), &m))?;
+    }
+    if c.tags.iter().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(invalid("tags", "each tag must be 1..=64 characters"));
+    }
+    Ok(())
+}
+
+/// Writes `new` over `old` (None: a new customer): the record and its index keys, refusing
+/// an index key that another customer holds. The commit conflicts if anything changed since.
+pub fn save_customer(
+    store: &dyn Store,
+    old: Option<(&Customer, &[u8])>,
+    new: &Customer,
+) -> Result<Commit, IdentityError> {
+    validate(new)?;
+    let mut c = Commit::new();
+    c.expect(
+        Space::Identity,
+        customer_key(&new.id),
+        old.map(|(_, bytes)| bytes.to_vec()),
+    );
+    let old_keys: BTreeSet<String> = old
+        .map(|(o, _)| index_keys(o).into_iter().map(|(k, _, _)| k).collect())
+        .unwrap_or_default();
+    let new_keys = index_keys(new);
+    for (key, field, value) in &new_keys {
+        if old_keys.contains(key) {
+            continue;
+        }
+        if let Some(owner) = lookup(store, key)? {
+            if owner != new.id {
+                return Err(IdentityError::Taken {
+                    field,
+                    value: value.clone(),
+                });
+            }
+        }
+        c.expect(Space::Identity, key.clone(), None);
+        c.put(Space::Identity, key.clone(), new.id.clone());
+    }
+    for k in old_keys {
+        if !new_keys.iter().any(|(n, _, _)| *n == k) {
+            c.delete(Space::Identity, k);
+        }
+    }
+    c.put(Space::Identity, customer_key(&new.id), json(new));
+    Ok(c)
+}
+
+/// Reads a customer with the bytes a later save must expect.
+pub fn customer_for_update(
+    store: &dyn Store,
+    id: &str,
+) -> Result<(Customer, Vec<u8>), IdentityError> {
+    read(store, &customer_key(id))?.ok_or_else(|| IdentityError::NotFound(id.to_owned()))
+}
+
+/// What an app sends to register an install.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    pub platform: Platform,
+    #[serde(default)]
+    pub push_token: Option<String>,
+    #[serde(default)]
+    pub member_id: Option<String>,
+    /// Android: the EID identity key the app advertises with.
+    #[serde(default)]
+    pub eid: Option<EidKey>,
+}
+
+/// A new install: its record, its secret token (shown once), and the commit that stores it
+/// (creating the customer, or joining the member's existing one).
+pub fn register_install(
+    store: &dyn Store,
+    req: &InstallRequest,
+    now: Timestamp,
+) -> Result<(Install, String, Commit), IdentityError> {
+    if let Some(t) = &req.push_token {
+        if t.is_empty() || t.len() > 4096 {
+            return Err(IdentityError::Invalid {
+                field: "push_token".into(),
+                message: "must be 1..=4096 characters".into(),
+            });
+        }
+    }
+    let existing = match &req.member_id {
+        Some(m) => lookup(store, &format!("member/{m}"))?,
+        None => None,
+    };
+    let (old, mut customer) = match existing {
+        Some(id) => {
+            let (c, bytes) = customer_for_update(store, &id)?;
+            (Some((c.clone(), bytes)), c)
+        }
+        None => {
+            let mut c = new_customer(now);
+            c.member_id = req.member_id.clone();
+            (None, c)
+        }
+    };
+    let token = secrets::new_token();
+    let install = Install {
+        id: random_id("i_"),
+        customer: customer.id.clone(),
+        platform: req.platform,
+        push_token: req.push_token.clone(),
+        token_sha256: secrets::sha256_hex(token.as_bytes()),
+        created: now,
+    };
+    customer.installs.push(install.id.clone());
+    if let Some(k) = &req.eid {
+        if !customer.eid_keys.contains(k) {
+            customer.eid_keys.push(k.clone());
+        }
+    }
+    let mut commit = save_customer(
+        store,
+        old.as_ref().map(|(c, b)| (c, b.as_slice())),
+        &customer,
+    )
+    .map_err(|e| match e {
+        IdentityError::Invalid { field, message } if field.starts_with("eid_keys") => {
+            IdentityError::Invalid {
+                field: field
+                    .replacen("eid_keys[0]", "eid", 1)
+                    .replace("eid_keys", "eid"),
+                message,
+            }
+        }
+        other => other,
+    })?;
+    commit.expect(Space::Identity, install_key(&install.id), None);
+    commit.put(Space::Identity, install_key(&install.id), json(&install));
+    let bearer = format!("{}.{token}", install.id);
+    Ok((install, bearer, commit))
+}
+
+/// The install a bearer token (`{install id}.{secret}`) belongs to, if the token is right.
+pub fn authenticate_install(
+    store: &dyn Store,
+    bearer: &str,
+) -> Result<Option<Install>, StoreError> {
+    let Some((id, secret)) = bearer.split_once('.') else {
+        return Ok(None);
+    };
+    if !id.starts_with("i_") || id.len() > 64 {
+        return Ok(None);
+    }
+    Ok(install(store, id)?.filter(|i| secrets::token_matches(secret, &i.token_sha256)))
+}
+
+/// The customer linked to a LINE user, creating one (and the commit that stores it) if none.
+pub fn customer_for_line(
+    store: &dyn Store,
+    user: &str,
+    now: Timestamp,
+) -> Result<(Customer, Option<Commit>), IdentityError> {
+    if let Some(id) = lookup(store, &format!("line/{user}"))? {
+        let (c, _) = customer_for_update(store, &id)?;
+        return Ok((c, None));
+    }
+    let mut c = new_customer(now);
+    c.line_user = Some(user.to_owned());
+    let commit = save_customer(store, None, &c)?;
+    Ok((c, Some(commit)))
+}
+
+/// Every customer's EID keys, for the resolver.
+pub fn all_eid_keys(store: &dyn Store) -> Result<Vec<(String, EidIdentity)>, StoreError> {
+    let mut out = Vec::new();
+    for (k, v) in crate::store::barrier::scan_all(store, Space::Identity)? {
+        if !k.starts_with(b"customer/") {
+            continue;
+        }
+        let c: Customer = serde_json::from_slice(&v).map_err(|e| {
+            StoreError::Backend(format!(
+                "identity record {}: {e}",
+                String::from_utf8_lossy(&k)
+            ))
+        })?;
+        for key in &c.eid_keys {
+            if let Ok(identity) = key.identity() {
+                out.push((c.id.clone(), identity));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled_store::SledStore;
+
+    fn now() -> Timestamp {
+        "2026-11-23T10:00:00.000Z".parse().unwrap()
+    }
+
+    fn open() -> (tempfile::TempDir, SledStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = SledStore::open(d.path(), 1 << 20).unwrap();
+        (d, s)
+    }
+
+    fn request(member: Option<&str>) -> InstallRequest {
+        InstallRequest {
+            platform: Platform::Android,
+            push_token: Some("fcm-token".into()),
+            member_id: member.map(str::to_owned),
+            eid: None,
+        }
+    }
+
+    #[test]
+    fn installs_of_one_member_join_one_customer_and_tokens_authenticate() {
+        let (_d, s) = open();
+        let (a, token_a, c) = register_install(&s, &request(Some("m1")), now()).unwrap();
+        s.commit(c).unwrap();
+        let (b, _, c) = register_install(&s, &request(Some("m1")), now()).unwrap();
+        s.commit(c).unwrap();
+        assert_eq!(a.customer, b.customer);
+        let customer = customer(&s, &a.customer).unwrap().unwrap();
+        assert_eq!(customer.installs, [a.id.clone(), b.id.clone()]);
+        assert_eq!(
+            authenticate_install(&s, &token_a).unwrap().unwrap().id,
+            a.id
+        );
+        assert!(authenticate_install(&s, &format!("{}.wrong", a.id))
+            .unwrap()
+            .is_none());
+        assert!(authenticate_install(&s, "garbage").unwrap().is_none());
+        let (other, _, c) = register_install(&s, &request(None), now()).unwrap();
+        s.commit(c).unwrap();
+        assert_ne!(other.customer, a.customer);
+    }
+
+    #[test]
+    fn two_racing_registrations_cannot_create_a_member_twice() {
+        let (_d, s) = open();
+        let (_, _, first) = register_install(&s, &request(Some("m2")), now()).unwrap();
+        let (_, _, second) = register_install(&s, &request(Some("m2")), now()).unwrap();
+        s.commit(first).unwrap();
+        assert!(matches!(s.commit(second), Err(StoreError::Conflict { .. })));
+    }
+
+    #[test]
+    fn index_keys_are_unique_and_follow_changes() {
+        let (_d, s) = open();
+        let (a, _) = customer_for_line(&s, "U1", now())
+            .map(|(c, commit)| {
+                s.commit(commit.unwrap()).unwrap();
+                (c, ())
+            })
+            .unwrap();
+        let (again, none) = customer_for_line(&s, "U1", now()).unwrap();
+        assert_eq!(again.id, a.id);
+        assert!(none.is_none());
+        let mut b = new_customer(now());
+        b.line_user = Some("U1".into());
+        let err = save_customer(&s, None, &b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IdentityError::Taken {
+                    field: "line_user",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Moving the LINE id frees the old index key.
+        let (mut c, bytes) = customer_for_update(&s, &a.id).unwrap();
+        let old = c.clone();
+        c.line_user = Some("U2".into());
+        s.commit(save_customer(&s, Some((&old, &bytes)), &c).unwrap())
+            .unwrap();
+        assert_eq!(lookup(&s, "line/U1").unwrap(), None);
+        assert_eq!(lookup(&s, "line/U2").unwrap(), Some(a.id.clone()));
+        let mut bad = c.clone();
+        bad.eid_keys.push(EidKey {
+            identity_key: "zz".into(),
+            exponent: 10,
+            clock_offset_s: 0,
+        });
+        let err = save_customer(&s, None, &bad).unwrap_err().to_string();
+        assert!(err.starts_with("eid_keys[0]"), "{err}");
+    }
+}

@@ -1,0 +1,581 @@
+//! Durable ingest (DESIGN.md, "The cloud's pipeline" and "End-to-end acknowledgement"): the one
+//! writer of the event log. It takes MQTT messages from the broker and append requests from
+//! the HTTP handlers, stores what it accepts in one commit per group of messages, flushes,
+//! and only then acknowledges: signed `presence/ack`s to gateways, PUBACKs to an external
+//! broker, 2xx answers to HTTP clients. A tick record is appended every second of the clock.
+//!
+//! Group commit is what makes this fast: while one flush runs, the next messages queue, and
+//! the next flush covers all of them.
+
+pub mod gateways;
+pub mod presence;
+pub mod record;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use omo_device_config::envelope::{open, seal, seal_raw, EnvelopeError};
+use omo_device_config::payload::{ConfigAck, Epoch, PresenceAck, Status};
+use omo_device_config::{Channel, Clock, GatewayId, SeqRanges, Timestamp, Topic};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::broker::{Incoming, Outbound};
+use crate::registry::{record_config_ack, GatewayEntry, Registry};
+use crate::seq_ledger::SeqLedger;
+use crate::store::barrier::{scan_all, BarrierStore};
+use crate::store::event_log::EventLog;
+use crate::store::{Commit, Space, Store, StoreError};
+use gateways::{config_to_send, GatewayStates};
+use presence::{check_presence, TimeLimits};
+use record::{GatewayEvent, Record};
+
+/// A named crash point for crash tests (DESIGN.md): with the `failpoints` feature and
+/// `FAILPOINTS=NAME=return`, the process aborts right there after saying which point fired.
+#[macro_export]
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            eprintln!("failpoint {} fired: aborting", $name);
+            std::process::abort()
+        })
+    };
+}
+
+/// An HTTP handler's request to append records, answered after they are durable.
+pub struct AppendRequest {
+    pub records: Vec<Record>,
+    /// Taken once: a second request with the same key is answered [`Appended::Duplicate`]
+    /// with the value stored under it by the first.
+    pub dedup: Option<(Vec<u8>, Vec<u8>)>,
+    /// Other writes that land in the same transaction.
+    pub commit: Commit,
+    pub reply: oneshot::Sender<Result<Appended, String>>,
+}
+
+/// What happened to an append request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    Stored {
+        offsets: Vec<u64>,
+    },
+    /// Its dedup key was taken before; the value stored with it.
+    Duplicate(Vec<u8>),
+}
+
+/// Ingest limits from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub times: TimeLimits,
+    pub max_group: usize,
+    pub max_clock_offset_ms: i64,
+}
+
+/// What ingest shares with the rest of the service.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Arc<BarrierStore>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub gateways: Arc<Mutex<GatewayStates>>,
+    pub clock: Clock,
+    /// The next event-log offset after the last durable record (stages wait on it).
+    pub log_end: watch::Receiver<u64>,
+}
+
+/// The writer's own state.
+pub struct Writer {
+    store: Arc<BarrierStore>,
+    registry: Arc<RwLock<Registry>>,
+    gateways: Arc<Mutex<GatewayStates>>,
+    clock: Clock,
+    outbound: Arc<Outbound>,
+    limits: Limits,
+    log: EventLog,
+    ledger: SeqLedger,
+    next_tick_ms: i64,
+    log_end: watch::Sender<u64>,
+    open_gaps: HashMap<(GatewayId, Epoch), u64>,
+}
+
+/// Everything one group commit writes and, after the flush, sends.
+#[derive(Default)]
+struct Group {
+    commit: Commit,
+    pending: SeqLedger,
+    touched: BTreeSet<(GatewayId, Epoch)>,
+    acks: Vec<(String, Vec<u8>)>,
+    broker_acks: Vec<rumqttc::Publish>,
+    replies: Vec<(oneshot::Sender<Result<Appended, String>>, Appended)>,
+    dedup: HashMap<Vec<u8>, Vec<u8>>,
+    config_acks: Vec<(GatewayId, ConfigAck)>,
+    events: u64,
+    duplicates: u64,
+    dropped: u64,
+}
+
+fn count_rejected(reason: &'static str) {
+    metrics::counter!("omo_ingest_rejected_total", "reason" => reason).increment(1);
+}
+
+impl Writer {
+    /// Opens the log and the seq ledger from the store.
+    pub fn open(
+        store: Arc<BarrierStore>,
+        registry: Arc<RwLock<Registry>>,
+        clock: Clock,
+        outbound: Arc<Outbound>,
+        limits: Limits,
+    ) -> Result<(Writer, Shared), StoreError> {
+        let log = EventLog::open(store.as_ref())?;
+        let mut ledger = SeqLedger::new();
+        for (k, v) in scan_all(store.as_ref(), Space::SeqRanges)? {
+            let (gw, epoch) = parse_ledger_key(&k).ok_or_else(|| {
+                StoreError::Backend(format!("seq ranges key {}", String::from_utf8_lossy(&k)))
+            })?;
+            let ranges: SeqRanges = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Backend(format!("seq ranges of {gw}/{epoch}: {e}")))?;
+            ledger.record_stored(&gw, epoch, &ranges);
+        }
+        let (log_end_tx, log_end_rx) = watch::channel(log.next_offset());
+        let gateways = Arc::new(Mutex::new(GatewayStates::default()));
+        let next_tick_ms = (clock.now().timestamp_millis() / 1000 + 1) * 1000;
+        let shared = Shared {
+            store: store.clone(),
+            registry: registry.clone(),
+            gateways: gateways.clone(),
+            clock: clock.clone(),
+            log_end: log_end_rx,
+        };
+        let mut writer = Writer {
+            store,
+            registry,
+            gateways,
+            clock,
+            outbound,
+            limits,
+            log,
+            ledger,
+            next_tick_ms,
+            log_end: log_end_tx,
+            open_gaps: HashMap::new(),
+        };
+        let all: Vec<(GatewayId, Epoch)> = writer
+            .ledger
+            .iter()
+            .map(|(g, e, _)| (g.clone(), e))
+            .collect();
+        for (gw, epoch) in all {
+            writer.update_gaps(&gw, epoch);
+        }
+        Ok((writer, shared))
+    }
+
+    /// Runs until both input channels close.
+    pub async fn run(
+        mut self,
+        mut mqtt: mpsc::Receiver<Incoming>,
+        mut http: mpsc::Receiver<AppendRequest>,
+    ) {
+        let (mut mqtt_open, mut http_open) = (true, true);
+        while mqtt_open || http_open {
+            let mut group = Group::default();
+            let wait = self.until_next_tick();
+            tokio::select! {
+                m = mqtt.recv(), if mqtt_open => match m {
+                    Some(m) => self.take_mqtt(m, &mut group),
+                    None => mqtt_open = false,
+                },
+                a = http.recv(), if http_open => match a {
+                    Some(a) => self.take_append(a, &mut group),
+                    None => http_open = false,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let mut taken = 1;
+            while taken < self.limits.max_group {
+                if let Ok(m) = mqtt.try_recv() {
+                    self.take_mqtt(m, &mut group);
+                } else if let Ok(a) = http.try_recv() {
+                    self.take_append(a, &mut group);
+                } else {
+                    break;
+                }
+                taken += 1;
+            }
+            self.add_ticks(&mut group);
+            self.finish(group).await;
+        }
+    }
+
+    fn until_next_tick(&self) -> Duration {
+        let now = self.clock.now().timestamp_millis();
+        let ahead = u64::try_from(self.next_tick_ms - now).unwrap_or(0);
+        self.clock
+            .wall_duration(Duration::from_millis(ahead))
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(1))
+    }
+
+    fn add_ticks(&mut self, group: &mut Group) {
+        let now = self.clock.now().timestamp_millis();
+        // After a stall (or a restart) the clock may be far ahead: tick from now on rather
+        // than fill the log with the missed seconds.
+        if now - self.next_tick_ms > 60_000 {
+            self.next_tick_ms = now / 1000 * 1000;
+        }
+        while self.next_tick_ms <= now {
+            if let Some(received) = Timestamp::from_millis(self.next_tick_ms) {
+                self.log
+                    .append(&mut group.commit, &Record::Tick { received }.encode());
+            }
+            self.next_tick_ms += 1000;
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::new(self.clock.now())
+    }
+
+    fn take_append(&mut self, req: AppendRequest, group: &mut Group) {
+        if let Some((key, value)) = &req.dedup {
+            let earlier = match group.dedup.get(key) {
+                Some(v) => Some(v.clone()),
+                None => match self.store.get(Space::Dedup, key) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = req.reply.send(Err(e.to_string()));
+                        return;
+                    }
+                },
+            };
+            if let Some(v) = earlier {
+                // Answered after the flush too: the first request may still be in this group.
+                group.replies.push((req.reply, Appended::Duplicate(v)));
+                return;
+            }
+            group.dedup.insert(key.clone(), value.clone());
+            group.commit.put(Space::Dedup, key.clone(), value.clone());
+        }
+        let offsets = req
+            .records
+            .iter()
+            .map(|r| self.log.append(&mut group.commit, &r.encode()))
+            .collect();
+        for r in &req.records {
+            let source = match r {
+                Record::App(_) => "app",
+                Record::Line(_) => "line",
+                _ => "other",
+            };
+            metrics::counter!("omo_ingest_events_total", "source" => source).increment(1);
+        }
+        group.commit.extend(req.commit);
+        group
+            .replies
+            .push((req.reply, Appended::Stored { offsets }));
+    }
+
+    fn take_mqtt(&mut self, m: Incoming, group: &mut Group) {
+        // An external broker's PUBLISH is acked after the flush whatever became of it: what
+        // was refused will never be stored, so a redelivery would not help.
+        if let Some(p) = m.ack {
+            group.broker_acks.push(p);
+        }
+        let topic = match Topic::parse(&m.topic) {
+            Ok(t) => t,
+            Err(e) => {
+                count_rejected("topic");
+                tracing::warn!(topic = %m.topic.chars().take(200).collect::<String>(), error = %e, "message on an unknown topic");
+                return;
+            }
+        };
+        let registry = self.registry.clone();
+        let registry = registry.read().expect("registry lock");
+        let Some(entry) = registry.gateway(topic.gateway.as_str()) else {
+            count_rejected("unknown_gateway");
+            tracing::warn!(topic = %topic, "message from an unregistered gateway");
+            return;
+        };
+        match topic.channel {
+            Channel::Presence => self.take_presence(&topic, entry, &m.payload, group),
+            Channel::Status => self.take_status(&topic, entry, &m.payload),
+            Channel::ConfigAck => self.take_config_ack(&topic, entry, &m.payload, group),
+            Channel::PresenceAck | Channel::Config => {}
+        }
+    }
+
+    fn take_presence(
+        &mut self,
+        topic: &Topic,
+        entry: &GatewayEntry,
+        payload: &[u8],
+        group: &mut Group,
+    ) {
+        let now = self.now();
+        let correction = self
+            .gateways
+            .lock()
+            .expect("gateway states lock")
+            .get(&topic.gateway)
+            .map_or(0, |s| s.correction_ms());
+        let batch = match check_presence(topic, entry, payload, correction, now, self.limits.times)
+        {
+            Ok(b) => b,
+            Err(refusal) => {
+                count_rejected(refusal.label());
+                if refusal.label() == "bad_signature" {
+                    metrics::counter!("omo_ingest_bad_signatures_total").increment(1);
+                }
+                tracing::warn!(topic = %topic, reason = %refusal, "presence message refused");
+                return;
+            }
+        };
+        for u in &batch.unreadable {
+            count_rejected("unreadable_event");
+            tracing::warn!(topic = %topic, problem = %u, "event without a readable seq");
+        }
+        let (gw, epoch) = (batch.gateway.clone(), batch.epoch);
+        let mut known = self.ledger.stored(&gw, epoch).cloned().unwrap_or_default();
+        if let Some(p) = group.pending.stored(&gw, epoch) {
+            known.merge(p);
+        }
+        let mut new = SeqRanges::new();
+        let mut acked = SeqRanges::new();
+        for (event, event_ts) in batch.events {
+            let seq = event.seq();
+            acked.insert(seq);
+            if known.contains(seq) || new.contains(seq) {
+                group.duplicates += 1;
+                continue;
+            }
+            new.insert(seq);
+            group.events += 1;
+            let record = Record::Gateway(GatewayEvent {
+                gateway: gw.clone(),
+                store: batch.store.clone(),
+                epoch,
+                event,
+                event_ts,
+                received: now,
+            });
+            self.log.append(&mut group.commit, &record.encode());
+        }
+        let dropped_new = batch.dropped.difference(&known).difference(&new);
+        acked.merge(&batch.dropped);
+        if !dropped_new.is_empty() {
+            group.dropped += u64::try_from(dropped_new.count()).unwrap_or(u64::MAX);
+            let record = Record::GatewayDropped {
+                gateway: gw.clone(),
+                store: batch.store.clone(),
+                epoch,
+                seqs: dropped_new.clone(),
+                received: now,
+            };
+            self.log.append(&mut group.commit, &record.encode());
+            new.merge(&dropped_new);
+        }
+        group.pending.record_stored(&gw, epoch, &new);
+        group.touched.insert((gw, epoch));
+        let ack = PresenceAck {
+            epoch,
+            seqs: acked,
+            rejected: batch.rejected,
+        };
+        let ack_topic = Topic::new(
+            topic.store.clone(),
+            topic.gateway.clone(),
+            Channel::PresenceAck,
+        )
+        .to_string();
+        match seal(&ack_topic, &entry.key, &ack) {
+            Ok(payload) => group.acks.push((ack_topic, payload)),
+            Err(e) => tracing::error!(error = %e, "could not seal an ack"),
+        }
+    }
+
+    fn open_signed<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &Topic,
+        entry: &GatewayEntry,
+        payload: &[u8],
+    ) -> Option<T> {
+        match open::<T>(&topic.to_string(), &entry.key, payload) {
+            Ok(v) if entry.record.store == topic.store && entry.record.enabled => Some(v),
+            Ok(_) => {
+                count_rejected(if entry.record.enabled {
+                    "wrong_store"
+                } else {
+                    "disabled_gateway"
+                });
+                tracing::warn!(topic = %topic, "message from a gateway of another store, or disabled");
+                None
+            }
+            Err(
+                e @ (EnvelopeError::BadSignature
+                | EnvelopeError::SignatureEncoding
+                | EnvelopeError::MissingField("sig")),
+            ) => {
+                count_rejected("bad_signature");
+                metrics::counter!("omo_ingest_bad_signatures_total").increment(1);
+                tracing::warn!(topic = %topic, error = %e, "bad signature");
+                None
+            }
+            Err(e) => {
+                count_rejected("malformed");
+                tracing::warn!(topic = %topic, error = %e, "malformed message");
+                None
+            }
+        }
+    }
+
+    fn take_status(&mut self, topic: &Topic, entry: &GatewayEntry, payload: &[u8]) {
+        let Some(status) = self.open_signed::<Status>(topic, entry, payload) else {
+            return;
+        };
+        let now = self.now();
+        let send = config_to_send(entry, &status).cloned();
+        let mut states = self.gateways.lock().expect("gateway states lock");
+        let change = states.on_status(&topic.gateway, status, now, self.limits.max_clock_offset_ms);
+        metrics::gauge!("omo_gateways_online").set(states.online_count() as f64);
+        if let Some(offset) = states.get(&topic.gateway).and_then(|s| s.clock_offset_ms) {
+            metrics::gauge!("omo_gateway_clock_offset_seconds", "gateway" => topic.gateway.to_string())
+                .set(offset as f64 / 1000.0);
+        }
+        drop(states);
+        if change.came_online {
+            tracing::info!(gateway = %topic.gateway, store = %topic.store, "gateway online");
+        }
+        if change.went_offline {
+            tracing::info!(gateway = %topic.gateway, store = %topic.store, "gateway offline");
+        }
+        if change.offset_ignored {
+            tracing::warn!(gateway = %topic.gateway, "heartbeat time beyond the believable clock offset; ignored");
+        }
+        if let Some(desired) = send {
+            let t =
+                Topic::new(topic.store.clone(), topic.gateway.clone(), Channel::Config).to_string();
+            let payload = seal_raw(&t, &entry.key, &desired.json);
+            match self.outbound.publish(t, payload, true) {
+                Ok(()) => {
+                    tracing::info!(gateway = %topic.gateway, version = desired.version, "config sent")
+                }
+                Err(e) => tracing::warn!(gateway = %topic.gateway, error = %e, "config not sent"),
+            }
+        }
+    }
+
+    fn take_config_ack(
+        &mut self,
+        topic: &Topic,
+        entry: &GatewayEntry,
+        payload: &[u8],
+        group: &mut Group,
+    ) {
+        let Some(ack) = self.open_signed::<ConfigAck>(topic, entry, payload) else {
+            return;
+        };
+        if ack.ok {
+            tracing::info!(gateway = %topic.gateway, version = ack.version, "config applied");
+        } else {
+            tracing::warn!(gateway = %topic.gateway, version = ack.version, error = ?ack.error, "config refused");
+        }
+        group.commit.extend(record_config_ack(&topic.gateway, &ack));
+        group.config_acks.push((topic.gateway.clone(), ack));
+    }
+
+    /// Commits the group, flushes, then acknowledges everything in it.
+    async fn finish(&mut self, mut group: Group) {
+        for (gw, epoch) in &group.touched {
+            let mut all = self
+                .ledger
+                .stored(gw, epoch.to_owned())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(p) = group.pending.stored(gw, *epoch) {
+                all.merge(p);
+            }
+            group.commit.put(
+                Space::SeqRanges,
+                ledger_key(gw, *epoch),
+                serde_json::to_vec(&all).expect("seq ranges serialise"),
+            );
+        }
+        if !group.commit.is_empty() {
+            let commit = std::mem::take(&mut group.commit);
+            let store = self.store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                store.commit(commit)?;
+                store.flush()
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))));
+            if let Err(e) = result {
+                // Nothing is acknowledged: gateways resend, HTTP clients retry.
+                tracing::error!(error = %e, "ingest commit failed; nothing in this group was acknowledged");
+                metrics::counter!("omo_ingest_commit_failures_total").increment(1);
+                for (reply, _) in group.replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+                if let Err(e) = self.log.reset(self.store.as_ref()) {
+                    tracing::error!(error = %e, "event log position unreadable");
+                }
+                return;
+            }
+        }
+        if !group.acks.is_empty() {
+            crate::crash_point!("ingest.after_flush_before_ack");
+        }
+        for (gw, epoch) in &group.touched {
+            if let Some(p) = group.pending.stored(gw, *epoch) {
+                self.ledger.record_stored(gw, *epoch, &p.clone());
+            }
+            self.update_gaps(gw, *epoch);
+        }
+        if !group.config_acks.is_empty() {
+            let mut registry = self.registry.write().expect("registry lock");
+            for (gw, ack) in group.config_acks {
+                registry.set_last_ack(&gw, ack);
+            }
+        }
+        let sent = group.acks.len() as u64;
+        for (topic, payload) in group.acks {
+            if let Err(e) = self.outbound.publish(topic, payload, false) {
+                tracing::warn!(error = %e, "ack not sent; the gateway will resend and be acked again");
+            }
+        }
+        for p in &group.broker_acks {
+            self.outbound.ack(p);
+        }
+        for (reply, result) in group.replies {
+            let _ = reply.send(Ok(result));
+        }
+        metrics::counter!("omo_ingest_events_total", "source" => "gateway").increment(group.events);
+        metrics::counter!("omo_ingest_duplicates_total").increment(group.duplicates);
+        metrics::counter!("omo_ingest_dropped_total").increment(group.dropped);
+        metrics::counter!("omo_ingest_acks_sent_total").increment(sent);
+        metrics::gauge!("omo_presence_open_gap_seqs")
+            .set(self.open_gaps.values().sum::<u64>() as f64);
+        self.log_end.send_replace(self.log.next_offset());
+    }
+
+    /// Seqs of this epoch below the highest stored that are not stored (seqs start at 1).
+    fn update_gaps(&mut self, gw: &GatewayId, epoch: Epoch) {
+        if let Some(stored) = self.ledger.stored(gw, epoch) {
+            let last = stored.last().unwrap_or(0);
+            let gaps = u128::from(last)
+                .saturating_sub(stored.count())
+                .min(u128::from(u64::MAX)) as u64;
+            self.open_gaps.insert((gw.clone(), epoch), gaps);
+        }
+    }
+}
+
+fn ledger_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
+    format!("{gw}/{epoch}").into_bytes()
+}
+
+fn parse_ledger_key(key: &[u8]) -> Option<(GatewayId, Epoch)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let (gw, epoch) = text.rsplit_once('/')?;
+    Some((GatewayId::new(gw).ok()?, epoch.parse().ok()?))
+}

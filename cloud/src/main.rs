@@ -1,0 +1,182 @@
+//! `omo-cloud`: the cloud service's command line.
+//!
+//! `run` serves; `import` loads a site file into a stopped service's data dir; `backup` asks a
+//! running service for a snapshot; `restore` builds a fresh data dir from one.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use omo_cloud::config::{CloudConfig, ADMIN_TOKEN_ENV};
+use omo_cloud::registry::{replace_site, Registry};
+use omo_cloud::store::Store;
+use omo_device_config::gateway_config::LogFormat;
+use omo_device_config::site::Site;
+use omo_device_config::{Clock, ClockSpec};
+
+#[derive(Parser)]
+#[command(name = "omo-cloud", version, about = "omo cloud service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: broker, ingest, pipeline, HTTP API.
+    Run {
+        /// The service's TOML config (see cloud/examples/cloud.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// The process clock: `wall`, or START@SPEED (an RFC 3339 start and a speed factor).
+        #[arg(long, default_value = "wall")]
+        clock: ClockSpec,
+    },
+    /// Load a site file (stores, gateways, beacons, zones) into the data dir of a stopped
+    /// service; a running one takes it at PUT /v1/admin/site.
+    Import {
+        /// The site file (TOML, or JSON when it ends in .json).
+        file: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Ask a running service for a consistent snapshot and write it to DIR.
+    Backup {
+        dir: PathBuf,
+        /// The service's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An operator token (default: the OMO_CLOUD_ADMIN_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Build a fresh data dir (data.dir of --config) from the snapshot in DIR, offline.
+    Restore {
+        dir: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let result = match Cli::parse().command {
+        Command::Run { config, clock } => run(&config, clock),
+        Command::Import { file, config } => import(&file, &config),
+        Command::Backup { dir, url, token } => backup(&dir, &url, token),
+        Command::Restore { dir, config } => restore(&dir, &config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omo-cloud: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<CloudConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    CloudConfig::from_toml(&text, |k| std::env::var(k).ok()).map_err(|problems| {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect();
+        anyhow::anyhow!("{}", lines.join("\n"))
+    })
+}
+
+fn run(path: &Path, clock: ClockSpec) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let clock = Clock::from_spec(&clock);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(omo_cloud::service::run(config, clock))
+}
+
+fn import(file: &Path, config: &Path) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    let site = Site::load(file).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let store = omo_cloud::service::open_store(&config)?;
+    let current = Registry::load(&store)?;
+    store.commit(replace_site(&current, &site)?)?;
+    store.flush()?;
+    println!(
+        "imported {}: {} stores, {} gateways, {} beacons, {} zones",
+        file.display(),
+        site.stores.len(),
+        site.gateways.len(),
+        site.beacons.len(),
+        site.beacon_zones.len()
+            + site.gateway_zones.len()
+            + site.wifi_zones.len()
+            + site.geofences.len()
+    );
+    Ok(())
+}
+
+fn backup(dir: &Path, url: &str, token: Option<String>) -> anyhow::Result<()> {
+    let token = token
+        .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok())
+        .with_context(|| format!("an operator token is needed: --token or {ADMIN_TOKEN_ENV}"))?;
+    let client = http_client()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = runtime.block_on(async {
+        let response = client
+            .post(format!("{}/v1/admin/backup", url.trim_end_matches('/')))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .with_context(|| format!("asking {url} for a snapshot"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "{url} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(body)
+    })?;
+    let counts = omo_cloud::backup::write_snapshot(dir, &body)?;
+    println!(
+        "backed up to {}: {counts:?}",
+        dir.join(omo_cloud::backup::FILE).display()
+    );
+    Ok(())
+}
+
+fn restore(dir: &Path, config: &Path) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    let counts =
+        omo_cloud::backup::restore(dir, &config.data.dir, u64::from(config.data.cache_mb) << 20)?;
+    println!(
+        "restored {} into {}: {counts:?}",
+        dir.display(),
+        config.data.dir.display()
+    );
+    Ok(())
+}
+
+/// An HTTP client on ring (the tree's one TLS provider) with the system roots.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(omo_cloud::tls::http_client_builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()?)
+}

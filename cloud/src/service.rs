@@ -1,0 +1,121 @@
+//! `omo-cloud run`: opens the store, loads the registry, starts the broker (embedded or
+//! external), the ingest writer, the pipeline stages and the HTTP server, and stops them on
+//! SIGINT/SIGTERM after the last group is flushed.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use omo_device_config::Clock;
+use tokio::sync::mpsc;
+
+use crate::broker;
+use crate::config::CloudConfig;
+use crate::http::{self, AppState};
+use crate::identity::{self, eid_resolver::EidResolver};
+use crate::ingest::presence::TimeLimits;
+use crate::ingest::{Limits, Writer};
+use crate::registry::Registry;
+use crate::stats;
+use crate::store::barrier::BarrierStore;
+use crate::store::sled_store::SledStore;
+use crate::store::Store;
+
+/// How far an EID advertiser's clock may be off, seconds.
+pub const EID_SKEW_S: u32 = 300;
+
+/// Opens the data dir, saying clearly when another process holds it.
+pub fn open_store(config: &CloudConfig) -> anyhow::Result<SledStore> {
+    SledStore::open(&config.data.dir, u64::from(config.data.cache_mb) << 20).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("lock")
+            || text.contains("WouldBlock")
+            || text.contains("Resource temporarily unavailable")
+        {
+            anyhow::anyhow!(
+                "data.dir {}: another process (a running omo-cloud?) holds it: {text}",
+                config.data.dir.display()
+            )
+        } else {
+            anyhow::anyhow!("data.dir {}: {text}", config.data.dir.display())
+        }
+    })
+}
+
+/// Runs the service until a shutdown signal.
+pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let store = Arc::new(BarrierStore::new(Arc::new(open_store(&config)?)));
+    let registry = Arc::new(RwLock::new(
+        Registry::load(store.as_ref()).context("loading the registry")?,
+    ));
+    let (mqtt_tx, mqtt_rx) = mpsc::channel(4096);
+    let (outbound, broker_desc) = match &config.mqtt.url {
+        None => (
+            broker::start_embedded(config.mqtt.listen, registry.clone(), mqtt_tx)?,
+            format!("embedded on {}", config.mqtt.listen),
+        ),
+        Some(url) => (
+            broker::connect_external(&config.mqtt, url, mqtt_tx)?,
+            format!("external {url}"),
+        ),
+    };
+    let outbound = Arc::new(outbound);
+    let limits = Limits {
+        times: TimeLimits {
+            max_future_ms: i64::try_from(config.ingest.max_future_s.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            max_age_ms: i64::try_from(config.ingest.max_age_s.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        },
+        max_group: config.ingest.max_group,
+        max_clock_offset_ms: i64::try_from(config.ingest.max_clock_offset_s.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+    };
+    let (writer, shared) = Writer::open(
+        store.clone(),
+        registry.clone(),
+        clock.clone(),
+        outbound.clone(),
+        limits,
+    )?;
+    let (http_tx, http_rx) = mpsc::channel(1024);
+    let writer_task = tokio::spawn(writer.run(mqtt_rx, http_rx));
+    let dyn_store: Arc<dyn Store> = store.clone();
+    tokio::spawn(stats::run(dyn_store, shared.log_end.clone()));
+    let eids = EidResolver::new(identity::all_eid_keys(store.as_ref())?, EID_SKEW_S);
+    let state = AppState {
+        store: store.clone(),
+        registry,
+        gateways: shared.gateways.clone(),
+        clock,
+        ingest: http_tx,
+        outbound,
+        config: Arc::new(config.clone()),
+        metrics: Some(metrics),
+        eids: Arc::new(Mutex::new(eids)),
+        registry_writes: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
+    tracing::info!(http = %config.http.listen, broker = %broker_desc, data = %config.data.dir.display(), "omo-cloud ready");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    writer_task.abort();
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}

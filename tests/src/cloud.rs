@@ -1,0 +1,420 @@
+//! The real `omo-cloud` under test: a data dir, a site with provisioned gateways imported by
+//! `omo-cloud import`, a config on free ports, the process (with its failpoints compiled
+//! in), an HTTP client for its API, and MQTT clients that act as gateways would.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use omo_device_config::broker_auth::PasswordHash;
+use omo_device_config::envelope::{open, seal};
+use omo_device_config::payload::{Epoch, PresenceAck, PresenceBatch, PresenceEvent};
+use omo_device_config::{Channel, GatewayId, SeqRanges, SigningKey, StoreId, Topic};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::{binary_with, free_port, wait_for_port, Process};
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const LINE_SECRET: &str = "line-channel-secret-for-tests";
+
+/// A provisioned gateway's identity.
+#[derive(Debug, Clone)]
+pub struct Creds {
+    pub store: StoreId,
+    pub gateway: GatewayId,
+    pub password: String,
+    pub key: SigningKey,
+}
+
+impl Creds {
+    pub fn new(store: &str, gateway: &str) -> anyhow::Result<Creds> {
+        Ok(Creds {
+            store: StoreId::new(store)?,
+            gateway: GatewayId::new(gateway)?,
+            password: format!("{gateway}-password"),
+            key: SigningKey::generate(),
+        })
+    }
+
+    pub fn topic(&self, channel: Channel) -> String {
+        Topic::new(self.store.clone(), self.gateway.clone(), channel).to_string()
+    }
+}
+
+/// Path of the cloud binary with its failpoints compiled in.
+pub fn cloud_binary() -> anyhow::Result<PathBuf> {
+    binary_with("omo-cloud", "omo-cloud", &["failpoints"])
+}
+
+/// An external broker for the cloud: URL and the cloud's credentials.
+#[derive(Debug, Clone)]
+pub struct External {
+    pub url: String,
+    pub username: String,
+    pub password: String,
+}
+
+pub struct CloudUnderTest {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub mqtt_port: u16,
+    pub gateways: Vec<Creds>,
+    pub clock: String,
+    pub external: Option<External>,
+    pub process: Option<Process>,
+    http: reqwest::Client,
+}
+
+impl CloudUnderTest {
+    /// A data dir with a site of one store per distinct store id and the given gateways
+    /// (imported with `omo-cloud import`), and a config on free ports.
+    pub fn new(gateways: Vec<Creds>, external: Option<External>) -> anyhow::Result<CloudUnderTest> {
+        let dir = tempfile::tempdir()?;
+        let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let cloud = CloudUnderTest {
+            dir,
+            http_port: free_port()?,
+            mqtt_port: free_port()?,
+            gateways,
+            clock: format!("{origin}@1"),
+            external,
+            process: None,
+            http: omo_cloud::tls::http_client_builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
+        cloud.write_config()?;
+        std::fs::write(cloud.dir.path().join("site.toml"), cloud.site_toml())?;
+        let out = std::process::Command::new(cloud_binary()?)
+            .args([
+                "import",
+                &cloud.path("site.toml"),
+                "--config",
+                &cloud.path("cloud.toml"),
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "omo-cloud import failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(cloud)
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    pub fn site_toml(&self) -> String {
+        let mut stores: Vec<&StoreId> = self.gateways.iter().map(|g| &g.store).collect();
+        stores.sort();
+        stores.dedup();
+        let mut t = String::new();
+        for (i, s) in stores.iter().enumerate() {
+            t += &format!(
+                "[[stores]]\nid = \"{s}\"\nname = \"Store {s}\"\ntime_zone = \"Asia/Tokyo\"\nlocation = {{ lat = 35.6{i}, lon = 139.7 }}\n\n"
+            );
+        }
+        for g in &self.gateways {
+            t += &format!(
+                "[[gateways]]\nid = \"{}\"\nstore = \"{}\"\npassword_hash = \"{}\"\nsigning_key = \"{}\"\n\n",
+                g.gateway,
+                g.store,
+                PasswordHash::new(&g.password),
+                g.key.to_hex()
+            );
+        }
+        t
+    }
+
+    fn write_config(&self) -> anyhow::Result<()> {
+        let mqtt = match &self.external {
+            None => format!("listen = \"127.0.0.1:{}\"", self.mqtt_port),
+            Some(e) => format!(
+                "url = \"{}\"\nclient_id = \"omo-cloud-test\"\nusername = \"{}\"\npassword = \"{}\"",
+                e.url, e.username, e.password
+            ),
+        };
+        let text = format!(
+            r#"[data]
+dir = {data:?}
+cache_mb = 16
+[http]
+listen = "127.0.0.1:{http}"
+[mqtt]
+{mqtt}
+[admin]
+tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}]
+[line]
+channel_secret = "{LINE_SECRET}"
+[log]
+level = "info,omo_cloud=debug"
+"#,
+            data = self.dir.path().join("data").display().to_string(),
+            http = self.http_port,
+            sha = omo_cloud::secrets::sha256_hex(ADMIN_TOKEN.as_bytes()),
+        );
+        std::fs::write(self.dir.path().join("cloud.toml"), text)?;
+        Ok(())
+    }
+
+    /// Starts `omo-cloud run` with extra environment (`FAILPOINTS`, say) and waits until it
+    /// serves HTTP.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let config = self.path("cloud.toml");
+        let process = Process::start(
+            &cloud_binary()?,
+            &["run", "--config", &config, "--clock", &self.clock],
+            env,
+        )?;
+        self.process = Some(process);
+        if let Err(e) = wait_for_port(self.http_port, Duration::from_secs(30)) {
+            bail!("{e}; cloud log:\n{}", self.log());
+        }
+        Ok(())
+    }
+
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with_env(&[])
+    }
+
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::log_text)
+            .unwrap_or_default()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        self.process.as_mut().expect("the cloud was started")
+    }
+
+    /// Stops the cloud with SIGTERM.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.terminate(Duration::from_secs(20))?;
+        }
+        Ok(())
+    }
+
+    /// One API call; the status and the JSON body (Null when it is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        auth: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("http://127.0.0.1:{}{path}", self.http_port));
+        if let Some(token) = auth {
+            req = req.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// A raw POST with headers (webhooks).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .post(format!("http://127.0.0.1:{}{path}", self.http_port))
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// An admin GET.
+    pub async fn admin(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, path, None, Some(ADMIN_TOKEN))
+            .await?;
+        if status != 200 {
+            bail!("GET {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// The Prometheus text at /metrics.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Gateway events the stats stage has counted for `gateway` (enter+stay+exit+footfall).
+    pub async fn stored_events(&self, gateway: &str) -> anyhow::Result<u64> {
+        let g = self.admin(&format!("/v1/admin/gateways/{gateway}")).await?;
+        let i = &g["ingest"];
+        Ok(["enter", "stay", "exit", "footfall"]
+            .iter()
+            .map(|k| i[k].as_u64().unwrap_or(0))
+            .sum())
+    }
+}
+
+/// The sum of a Prometheus counter's samples whose line contains every `labels` fragment.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// An MQTT client acting as a gateway: it signs what it sends and checks what it receives.
+pub struct MqttGateway {
+    pub creds: Creds,
+    pub client: AsyncClient,
+    rx: mpsc::Receiver<(String, Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MqttGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MqttGateway {
+    /// Connects with `password` and subscribes to its ack and config topics; an error if the
+    /// broker refuses the login.
+    pub async fn connect(port: u16, creds: &Creds, password: &str) -> anyhow::Result<MqttGateway> {
+        let mut o = MqttOptions::new(creds.gateway.as_str(), "127.0.0.1", port);
+        o.set_credentials(creds.gateway.as_str(), password);
+        o.set_keep_alive(Duration::from_secs(5));
+        o.set_max_packet_size(64 * 1024, 64 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(o, 100);
+        let connack = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => return Ok(c.code),
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
+                    Err(e) => return Err(anyhow::anyhow!("{e}")),
+                }
+            }
+        })
+        .await
+        .context("no CONNACK within 10 s")??;
+        if connack != ConnectReturnCode::Success {
+            bail!("refused: {connack:?}");
+        }
+        for c in [Channel::PresenceAck, Channel::Config] {
+            client.subscribe(creds.topic(c), QoS::AtLeastOnce).await?;
+        }
+        let (tx, rx) = mpsc::channel(1000);
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx
+                            .send((p.topic.clone(), p.payload.to_vec()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        // Let the subscriptions land before anything is published to them.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(MqttGateway {
+            creds: creds.clone(),
+            client,
+            rx,
+            task,
+        })
+    }
+
+    /// Publishes a signed presence batch.
+    pub async fn publish_presence(
+        &self,
+        epoch: Epoch,
+        events: Vec<PresenceEvent>,
+        dropped: SeqRanges,
+    ) -> anyhow::Result<()> {
+        let topic = self.creds.topic(Channel::Presence);
+        let batch = PresenceBatch {
+            gateway: self.creds.gateway.clone(),
+            store: self.creds.store.clone(),
+            epoch,
+            events,
+            dropped,
+        };
+        self.publish_raw(&topic, seal(&topic, &self.creds.key, &batch)?)
+            .await
+    }
+
+    pub async fn publish_raw(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+        Ok(())
+    }
+
+    /// The next message on `channel`, within `timeout`; `None` if none came.
+    pub async fn next_on(&mut self, channel: Channel, timeout: Duration) -> Option<Vec<u8>> {
+        let want = self.creds.topic(channel);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some((topic, payload))) if topic == want => return Some(payload),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next `presence/ack`, with its signature checked against this gateway's key.
+    pub async fn next_ack(&mut self, timeout: Duration) -> anyhow::Result<Option<PresenceAck>> {
+        match self.next_on(Channel::PresenceAck, timeout).await {
+            None => Ok(None),
+            Some(p) => Ok(Some(open(
+                &self.creds.topic(Channel::PresenceAck),
+                &self.creds.key,
+                &p,
+            )?)),
+        }
+    }
+}
