@@ -71,6 +71,30 @@ impl CloudUnderTest {
     /// A data dir with a site of one store per distinct store id and the given gateways
     /// (imported with `omo-cloud import`), and a config on free ports.
     pub fn new(gateways: Vec<Creds>, external: Option<External>) -> anyhow::Result<CloudUnderTest> {
+        let cloud = CloudUnderTest::empty(gateways, external)?;
+        let out = std::process::Command::new(cloud_binary()?)
+            .args([
+                "import",
+                &cloud.path("site.toml"),
+                "--config",
+                &cloud.path("cloud.toml"),
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "omo-cloud import failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(cloud)
+    }
+
+    /// Like [`CloudUnderTest::new`] but with nothing in the data dir (the site file is
+    /// written, not imported): for a restore.
+    pub fn empty(
+        gateways: Vec<Creds>,
+        external: Option<External>,
+    ) -> anyhow::Result<CloudUnderTest> {
         let dir = tempfile::tempdir()?;
         let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let cloud = CloudUnderTest {
@@ -87,20 +111,6 @@ impl CloudUnderTest {
         };
         cloud.write_config()?;
         std::fs::write(cloud.dir.path().join("site.toml"), cloud.site_toml())?;
-        let out = std::process::Command::new(cloud_binary()?)
-            .args([
-                "import",
-                &cloud.path("site.toml"),
-                "--config",
-                &cloud.path("cloud.toml"),
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "omo-cloud import failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
         Ok(cloud)
     }
 
@@ -190,6 +200,20 @@ level = "info,omo_cloud=debug"
 
     pub fn process(&mut self) -> &mut Process {
         self.process.as_mut().expect("the cloud was started")
+    }
+
+    /// Runs an `omo-cloud` subcommand to completion; its stdout, or an error with its stderr.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(cloud_binary()?)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "omo-cloud {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Stops the cloud with SIGTERM.

@@ -460,3 +460,58 @@ async fn a_gateway_back_online_with_an_old_config_gets_it_again_after_a_restart(
     cloud.stop()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_ingest_works_through_an_external_mosquitto() -> anyhow::Result<()> {
+    use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
+    use omo_tests::cloud::External;
+    use omo_tests::{Broker, BrokerKind};
+
+    let g1 = Creds::new("s1", "g1")?;
+    let lines = vec![
+        password_line("g1", &PasswordHash::new(&g1.password)),
+        password_line("omo-cloud", &PasswordHash::new("cloud-password")),
+    ];
+    let acl = format!(
+        "{}\n{}",
+        gateway_acl(&g1.store, &g1.gateway),
+        cloud_acl("omo-cloud")
+    );
+    let broker = Broker::start(BrokerKind::Mosquitto, &lines, &acl)?;
+    let external = External {
+        url: format!("mqtt://127.0.0.1:{}", broker.port),
+        username: "omo-cloud".into(),
+        password: "cloud-password".into(),
+    };
+    let mut cloud = CloudUnderTest::new(vec![g1.clone()], Some(external))?;
+    cloud.start()?;
+    let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
+    let epoch = Epoch(0x51);
+    // The cloud may still be subscribing: resend until acked, as the gateway would.
+    let mut ack = None;
+    for _ in 0..10 {
+        gw.publish_presence(epoch, events(1..=20, now()), SeqRanges::from_range(21, 21))
+            .await?;
+        ack = gw.next_ack(Duration::from_secs(2)).await?;
+        if ack.is_some() {
+            break;
+        }
+    }
+    let ack = ack.ok_or_else(|| anyhow::anyhow!("no ack through Mosquitto\n{}", cloud.log()))?;
+    assert_eq!(ack.seqs, SeqRanges::from_range(1, 21));
+    stored(&cloud, "g1", 20).await?;
+    // A far-future event is acked as rejected here too.
+    let future = Timestamp::from_millis(now().millis() + 3_600_000).unwrap();
+    gw.publish_presence(epoch, events(22..=22, future), SeqRanges::new())
+        .await?;
+    let rejected = loop {
+        let a = gw.next_ack(WAIT).await?.expect("acked");
+        if !a.rejected.is_empty() {
+            break a;
+        }
+    };
+    assert_eq!(rejected.rejected[0].seqs, SeqRanges::from_range(22, 22));
+    stored(&cloud, "g1", 20).await?;
+    cloud.stop()?;
+    Ok(())
+}
