@@ -126,8 +126,10 @@ pub fn start_embedded(
         router: RouterConfig {
             max_connections: 20_000,
             max_outgoing_packet_count: 1000,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            // The router keeps what it forwards in memory segments; gateways resend anything
+            // unacknowledged, so a small log is enough (4 × 16 MiB).
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 4,
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("gateways".to_owned(), server)])),

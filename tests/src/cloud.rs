@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::{binary_with, free_port, wait_for_port, Process};
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const ANALYST_TOKEN: &str = "analyst-token-for-tests";
 pub const LINE_SECRET: &str = "line-channel-secret-for-tests";
 
 /// A provisioned gateway's identity.
@@ -157,7 +158,7 @@ listen = "127.0.0.1:{http}"
 [mqtt]
 {mqtt}
 [admin]
-tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}]
+tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}, {{ name = "reports", role = "analyst", sha256 = "{analyst}" }}]
 [line]
 channel_secret = "{LINE_SECRET}"
 [log]
@@ -166,6 +167,7 @@ level = "info,omo_cloud=debug"
             data = self.dir.path().join("data").display().to_string(),
             http = self.http_port,
             sha = omo_cloud::secrets::sha256_hex(ADMIN_TOKEN.as_bytes()),
+            analyst = omo_cloud::secrets::sha256_hex(ANALYST_TOKEN.as_bytes()),
         );
         std::fs::write(self.dir.path().join("cloud.toml"), text)?;
         Ok(())

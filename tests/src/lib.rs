@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 
 pub mod cloud;
 pub mod cloud_stub;
+pub mod load;
 pub mod scenario;
 
 /// The directory cargo puts workspace binaries in: beside this executable, or one up from a

@@ -11,43 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use omo_device_config::Timestamp;
 use omo_gateway::frames::{encode, Eddystone, EddystoneEid, Frame, LineBeacon};
+use omo_tests::load::{arg, cpu_seconds, peak_rss_kb};
 use omo_tests::scenario::{broker_and_cloud, GatewayUnderTest};
 use omo_tests::BrokerKind;
-
-fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context(format!("{name} needs a value"))?
-            .parse()
-            .context(format!("{name} must be a number")),
-        None => Ok(default),
-    }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
-}
-
-/// Peak resident set size of a process, kB.
-fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("no value")?
-        .parse()?)
-}
 
 /// Devices: a third phones advertising an Eddystone-EID (fixed here: rotation does not change
 /// the load), a third LINE Beacon tags, a third phones that advertise no beacon (counted only for
