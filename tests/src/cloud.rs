@@ -183,8 +183,15 @@ level = "info,omo_cloud=debug"
             env,
         )?;
         self.process = Some(process);
-        if let Err(e) = wait_for_port(self.http_port, Duration::from_secs(30)) {
-            bail!("{e}; cloud log:\n{}", self.log());
+        // The embedded broker listens from its own thread: wait for it too.
+        let mut ports = vec![self.http_port];
+        if self.external.is_none() {
+            ports.push(self.mqtt_port);
+        }
+        for port in ports {
+            if let Err(e) = wait_for_port(port, Duration::from_secs(30)) {
+                bail!("{e}; cloud log:\n{}", self.log());
+            }
         }
         Ok(())
     }

@@ -146,7 +146,20 @@ async fn presence_is_acked_once_stored_and_bad_messages_are_refused_and_counted(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stored(&cloud, "g1", 20).await?;
+    // Seqs neither stored nor rejected below the highest settled one are open gaps.
+    assert_eq!(
+        metric(&cloud.metrics().await?, "omo_presence_open_gap_seqs", &[]),
+        0.0
+    );
+    gw.publish_presence(epoch, events(30..=30, now()), SeqRanges::new())
+        .await?;
+    assert_eq!(
+        gw.next_ack(WAIT).await?.expect("acked").seqs,
+        SeqRanges::from_range(30, 30)
+    );
+    let gaps = metric(&cloud.metrics().await?, "omo_presence_open_gap_seqs", &[]);
+    assert_eq!(gaps, 6.0, "seqs 24..=29 are open");
+    stored(&cloud, "g1", 21).await?;
     let g = cloud.admin("/v1/admin/gateways/g1").await?;
     assert_eq!(g["ingest"]["dropped"], 2);
     assert!(g.get("signing_key").is_none());

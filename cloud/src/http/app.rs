@@ -100,11 +100,23 @@ fn check_rssi(field: String, rssi: f64) -> Result<(), ApiError> {
 }
 
 /// A report's observation as the log stores it.
-struct Observation {
-    gps: Option<GpsFix>,
-    wifi: Vec<WifiSighting>,
-    beacons: Vec<BeaconSighting>,
-    ts: Timestamp,
+#[derive(Debug)]
+pub struct Observation {
+    pub gps: Option<GpsFix>,
+    pub wifi: Vec<WifiSighting>,
+    pub beacons: Vec<BeaconSighting>,
+    pub ts: Timestamp,
+    /// From the body; an `Idempotency-Key` header takes precedence.
+    pub idempotency_key: Option<String>,
+}
+
+/// Reads and checks a report body: the observation, or the field at fault.
+pub fn parse_report(
+    body: &[u8],
+    now: Timestamp,
+    limits: &crate::config::Ingest,
+) -> Result<Observation, ApiError> {
+    validate(parse_json(body)?, now, limits)
 }
 
 /// Checks every field.
@@ -197,6 +209,7 @@ fn validate(
         wifi,
         beacons,
         ts: r.ts,
+        idempotency_key: r.idempotency_key,
     })
 }
 
@@ -214,12 +227,13 @@ async fn locations(
             .await
             .map_err(ApiError::internal)??
             .ok_or_else(|| ApiError::unauthorized("unknown or wrong install token"))?;
-    let report: LocationReport = parse_json(&body)?;
+    let now = Timestamp::new(state.clock.now());
+    let o = parse_report(&body, now, &state.config.ingest)?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| report.idempotency_key.clone())
+        .or_else(|| o.idempotency_key.clone())
         .ok_or_else(|| {
             ApiError::field("idempotency_key", "required (or an Idempotency-Key header)")
         })?;
@@ -229,8 +243,6 @@ async fn locations(
             "must be 1..=128 characters",
         ));
     }
-    let now = Timestamp::new(state.clock.now());
-    let o = validate(report, now, &state.config.ingest)?;
     let record = Record::App(AppReport {
         install: install.id.clone(),
         customer: install.customer.clone(),

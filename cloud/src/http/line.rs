@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::app::identity_error;
 use super::{append, parse_json, ApiError, AppState};
+use crate::config::Ingest;
 use crate::identity;
 use crate::ingest::record::{LineEvent, LineKind, Record};
 use crate::ingest::Appended;
@@ -59,30 +60,17 @@ struct Beacon {
 
 const KINDS: [&str; 3] = ["beacon", "follow", "unfollow"];
 
-async fn webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let Some(secret) = state.config.line.channel_secret.clone() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "line.channel_secret is not configured",
-        ));
-    };
-    let signature = headers
-        .get("x-line-signature")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("X-Line-Signature is missing"))?;
-    if !line_signature_valid(secret.as_bytes(), &body, signature) {
-        metrics::counter!("omo_ingest_rejected_total", "reason" => "line_signature").increment(1);
-        return Err(ApiError::unauthorized(
-            "X-Line-Signature does not match the body",
-        ));
-    }
-    let hook: Webhook = parse_json(&body)?;
-    let now = Timestamp::new(state.clock.now());
+/// One webhook event the cloud stores: its id, the LINE user, its time, what happened.
+pub type WebhookEvent = (String, String, Timestamp, LineKind);
+
+/// Reads a webhook body whose signature was checked: every event of a kind the cloud uses,
+/// or the field at fault (a bad event refuses the delivery before anything is stored).
+pub fn parse_webhook(
+    body: &[u8],
+    now: Timestamp,
+    limits: &Ingest,
+) -> Result<Vec<WebhookEvent>, ApiError> {
+    let hook: Webhook = parse_json(body)?;
     // Read every event first: a bad one refuses the delivery before anything is stored.
     let mut events = Vec::new();
     for (i, raw) in hook.events.iter().enumerate() {
@@ -108,9 +96,7 @@ async fn webhook(
         let ts = Timestamp::from_millis(e.timestamp)
             .ok_or_else(|| ApiError::field(&field("timestamp"), "not a time"))?;
         let ahead = ts.millis() - now.millis();
-        if ahead > state.config.ingest.max_future_s as i64 * 1000
-            || -ahead > state.config.ingest.max_age_s as i64 * 1000
-        {
+        if ahead > limits.max_future_s as i64 * 1000 || -ahead > limits.max_age_s as i64 * 1000 {
             return Err(ApiError::field(
                 &field("timestamp"),
                 "too far from the cloud's clock",
@@ -141,6 +127,33 @@ async fn webhook(
         };
         events.push((e.webhook_event_id, user, ts, kind));
     }
+    Ok(events)
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(secret) = state.config.line.channel_secret.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "line.channel_secret is not configured",
+        ));
+    };
+    let signature = headers
+        .get("x-line-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("X-Line-Signature is missing"))?;
+    if !line_signature_valid(secret.as_bytes(), &body, signature) {
+        metrics::counter!("omo_ingest_rejected_total", "reason" => "line_signature").increment(1);
+        return Err(ApiError::unauthorized(
+            "X-Line-Signature does not match the body",
+        ));
+    }
+    let now = Timestamp::new(state.clock.now());
+    let events = parse_webhook(&body, now, &state.config.ingest)?;
     let mut stored = 0;
     for (event_id, user, ts, kind) in events {
         let store = state.store.clone();

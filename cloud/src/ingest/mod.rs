@@ -92,6 +92,8 @@ pub struct Writer {
     limits: Limits,
     log: EventLog,
     ledger: SeqLedger,
+    /// Seqs acked as rejected (never stored): settled for gap counting, never duplicates.
+    rejected: SeqLedger,
     next_tick_ms: i64,
     log_end: watch::Sender<u64>,
     open_gaps: HashMap<(GatewayId, Epoch), u64>,
@@ -102,6 +104,7 @@ pub struct Writer {
 struct Group {
     commit: Commit,
     pending: SeqLedger,
+    rejected_pending: SeqLedger,
     touched: BTreeSet<(GatewayId, Epoch)>,
     acks: Vec<(String, Vec<u8>)>,
     broker_acks: Vec<rumqttc::Publish>,
@@ -128,13 +131,23 @@ impl Writer {
     ) -> Result<(Writer, Shared), StoreError> {
         let log = EventLog::open(store.as_ref())?;
         let mut ledger = SeqLedger::new();
+        let mut rejected = SeqLedger::new();
         for (k, v) in scan_all(store.as_ref(), Space::SeqRanges)? {
-            let (gw, epoch) = parse_ledger_key(&k).ok_or_else(|| {
+            let (is_rejected, rest) = match k.strip_prefix(REJECTED_PREFIX) {
+                Some(rest) => (true, rest),
+                None => (false, k.as_slice()),
+            };
+            let (gw, epoch) = parse_ledger_key(rest).ok_or_else(|| {
                 StoreError::Backend(format!("seq ranges key {}", String::from_utf8_lossy(&k)))
             })?;
             let ranges: SeqRanges = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Backend(format!("seq ranges of {gw}/{epoch}: {e}")))?;
-            ledger.record_stored(&gw, epoch, &ranges);
+            let target = if is_rejected {
+                &mut rejected
+            } else {
+                &mut ledger
+            };
+            target.record_stored(&gw, epoch, &ranges);
         }
         let (log_end_tx, log_end_rx) = watch::channel(log.next_offset());
         let gateways = Arc::new(Mutex::new(GatewayStates::default()));
@@ -155,6 +168,7 @@ impl Writer {
             limits,
             log,
             ledger,
+            rejected,
             next_tick_ms,
             log_end: log_end_tx,
             open_gaps: HashMap::new(),
@@ -162,6 +176,7 @@ impl Writer {
         let all: Vec<(GatewayId, Epoch)> = writer
             .ledger
             .iter()
+            .chain(writer.rejected.iter())
             .map(|(g, e, _)| (g.clone(), e))
             .collect();
         for (gw, epoch) in all {
@@ -375,6 +390,9 @@ impl Writer {
             new.merge(&dropped_new);
         }
         group.pending.record_stored(&gw, epoch, &new);
+        for r in &batch.rejected {
+            group.rejected_pending.record_stored(&gw, epoch, &r.seqs);
+        }
         group.touched.insert((gw, epoch));
         let ack = PresenceAck {
             epoch,
@@ -499,6 +517,21 @@ impl Writer {
                 ledger_key(gw, *epoch),
                 serde_json::to_vec(&all).expect("seq ranges serialise"),
             );
+            if let Some(r) = group.rejected_pending.stored(gw, *epoch) {
+                let mut all = self
+                    .rejected
+                    .stored(gw, *epoch)
+                    .cloned()
+                    .unwrap_or_default();
+                all.merge(r);
+                let mut key = REJECTED_PREFIX.to_vec();
+                key.extend(ledger_key(gw, *epoch));
+                group.commit.put(
+                    Space::SeqRanges,
+                    key,
+                    serde_json::to_vec(&all).expect("seq ranges serialise"),
+                );
+            }
         }
         if !group.commit.is_empty() {
             let commit = std::mem::take(&mut group.commit);
@@ -529,8 +562,13 @@ impl Writer {
             if let Some(p) = group.pending.stored(gw, *epoch) {
                 self.ledger.record_stored(gw, *epoch, &p.clone());
             }
+            if let Some(r) = group.rejected_pending.stored(gw, *epoch) {
+                self.rejected.record_stored(gw, *epoch, &r.clone());
+            }
             self.update_gaps(gw, *epoch);
         }
+        metrics::gauge!("omo_presence_open_gap_seqs")
+            .set(self.open_gaps.values().sum::<u64>() as f64);
         if !group.config_acks.is_empty() {
             let mut registry = self.registry.write().expect("registry lock");
             for (gw, ack) in group.config_acks {
@@ -553,22 +591,26 @@ impl Writer {
         metrics::counter!("omo_ingest_duplicates_total").increment(group.duplicates);
         metrics::counter!("omo_ingest_dropped_total").increment(group.dropped);
         metrics::counter!("omo_ingest_acks_sent_total").increment(sent);
-        metrics::gauge!("omo_presence_open_gap_seqs")
-            .set(self.open_gaps.values().sum::<u64>() as f64);
         self.log_end.send_replace(self.log.next_offset());
     }
 
-    /// Seqs of this epoch below the highest stored that are not stored (seqs start at 1).
+    /// Seqs of this epoch below the highest settled one that are neither stored nor rejected
+    /// (seqs start at 1): events the gateway has not (yet) delivered.
     fn update_gaps(&mut self, gw: &GatewayId, epoch: Epoch) {
-        if let Some(stored) = self.ledger.stored(gw, epoch) {
-            let last = stored.last().unwrap_or(0);
-            let gaps = u128::from(last)
-                .saturating_sub(stored.count())
-                .min(u128::from(u64::MAX)) as u64;
-            self.open_gaps.insert((gw.clone(), epoch), gaps);
+        let mut settled = self.ledger.stored(gw, epoch).cloned().unwrap_or_default();
+        if let Some(r) = self.rejected.stored(gw, epoch) {
+            settled.merge(r);
         }
+        let last = settled.last().unwrap_or(0);
+        let gaps = u128::from(last)
+            .saturating_sub(settled.count())
+            .min(u128::from(u64::MAX)) as u64;
+        self.open_gaps.insert((gw.clone(), epoch), gaps);
     }
 }
+
+/// Where the rejected seqs of a (gateway, epoch) are kept, beside its stored ones.
+const REJECTED_PREFIX: &[u8] = b"rejected/";
 
 fn ledger_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
     format!("{gw}/{epoch}").into_bytes()
