@@ -17,3 +17,4 @@ pub mod service;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod zones;

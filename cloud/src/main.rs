@@ -51,12 +51,24 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Zone tools.
+    Zones {
+        #[command(subcommand)]
+        command: ZonesCommand,
+    },
     /// Build a fresh data dir (data.dir of --config) from the snapshot in DIR, offline.
     Restore {
         dir: PathBuf,
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ZonesCommand {
+    /// For every `lon,lat` line of POINTS, print the ids of the geofences of ZONES (a GeoJSON
+    /// FeatureCollection) that cover it, sorted and comma-separated; timings on stderr.
+    Match { zones: PathBuf, points: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +79,9 @@ fn main() -> ExitCode {
         Command::Import { file, config } => import(&file, &config),
         Command::Backup { dir, url, token } => backup(&dir, &url, token),
         Command::Restore { dir, config } => restore(&dir, &config),
+        Command::Zones {
+            command: ZonesCommand::Match { zones, points },
+        } => zones_match(&zones, &points),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +173,40 @@ fn backup(dir: &Path, url: &str, token: Option<String>) -> anyhow::Result<()> {
     println!(
         "backed up to {}: {counts:?}",
         dir.join(omo_cloud::backup::FILE).display()
+    );
+    Ok(())
+}
+
+fn zones_match(zones: &Path, points: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(zones).with_context(|| format!("reading {}", zones.display()))?;
+    let file =
+        std::fs::File::open(points).with_context(|| format!("reading {}", points.display()))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let s = omo_cloud::zones::match_file::run(
+        &text,
+        std::io::BufReader::new(file),
+        &points.display().to_string(),
+        &mut out,
+    )
+    .map_err(|e| match e {
+        omo_cloud::zones::match_file::MatchError::Zones(problems) => anyhow::anyhow!(
+            "{}",
+            problems
+                .iter()
+                .map(|p| format!("{}: {p}", zones.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        other => other.into(),
+    })?;
+    eprintln!(
+        "zones {} points {} index_build_s {:.3} match_s {:.3} points_per_s {:.0}",
+        s.zones,
+        s.points,
+        s.build_s,
+        s.match_s,
+        s.points_per_s()
     );
     Ok(())
 }

@@ -1,0 +1,247 @@
+//! Zones: where a customer is, from whatever observed them (DESIGN.md, "Zones"). Each kind —
+//! beacon zones, gateway zones, Wi-Fi zones, geofences — implements [`ZoneMatch`]; a
+//! [`ZoneSet`] indexes every zone of the registry so an observation is tested only against the
+//! zones it could concern.
+//!
+//! Matching is pure: no store, no clock. What a match means over time is the visit stage's.
+
+pub mod geofence;
+pub mod geojson;
+pub mod index;
+pub mod kinds;
+pub mod match_file;
+
+use std::collections::HashMap;
+
+use omo_device_config::{BeaconId, GatewayId, StoreId, ZoneId};
+
+use crate::ingest::record::{GpsFix, WifiSighting};
+use crate::registry::Zone;
+use geofence::Shape;
+use index::{Fence, FenceIndex};
+use kinds::{BeaconZone, GatewayZone, WifiZone};
+
+/// What one observation says about one zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// Evidence that the customer is in the zone.
+    Inside,
+    /// Evidence that the customer is not in the zone.
+    Outside,
+    /// No evidence either way (a vague fix at an edge, a weak signal): keep the current state.
+    Unknown,
+}
+
+/// An observation, as zones see it.
+#[derive(Debug, Clone, Copy)]
+pub enum Observation<'a> {
+    Gps(GpsFix),
+    Wifi(&'a [WifiSighting]),
+    /// A phone (or the LINE app) reports a store-fixed beacon.
+    Beacon {
+        id: &'a BeaconId,
+        rssi: Option<f64>,
+    },
+    /// A gateway hears the customer's device.
+    Gateway {
+        gateway: &'a GatewayId,
+        rssi: f64,
+        distance_m: f64,
+    },
+}
+
+/// One zone kind's rule.
+pub trait ZoneMatch {
+    fn matches(&self, observation: &Observation<'_>) -> Match;
+}
+
+/// A zone of any kind with its identity.
+#[derive(Debug, Clone)]
+pub struct ZoneInfo {
+    pub id: ZoneId,
+    pub store: StoreId,
+    pub rule: Rule,
+}
+
+/// The rule of one zone.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Beacon(BeaconZone),
+    Gateway(GatewayZone),
+    Wifi(WifiZone),
+    /// Index into the fence index.
+    Fence(usize),
+}
+
+/// Every zone, indexed by what can match it.
+pub struct ZoneSet {
+    zones: Vec<ZoneInfo>,
+    by_beacon: HashMap<BeaconId, Vec<usize>>,
+    by_gateway: HashMap<GatewayId, Vec<usize>>,
+    by_bssid: HashMap<String, Vec<usize>>,
+    fences: FenceIndex,
+    fence_zone: Vec<usize>,
+    /// Fixes less accurate than this never decide anything.
+    max_accuracy_m: f64,
+}
+
+impl ZoneSet {
+    /// Builds the set from registry zones; a geofence that cannot be built is skipped and
+    /// returned as a problem (the registry validated it, so this is only defence).
+    pub fn new(zones: &[Zone], max_accuracy_m: f64) -> (ZoneSet, Vec<String>) {
+        let mut set = ZoneSet {
+            zones: Vec::new(),
+            by_beacon: HashMap::new(),
+            by_gateway: HashMap::new(),
+            by_bssid: HashMap::new(),
+            fences: FenceIndex::new(Vec::new()),
+            fence_zone: Vec::new(),
+            max_accuracy_m,
+        };
+        let mut fences = Vec::new();
+        let mut problems = Vec::new();
+        for z in zones {
+            let i = set.zones.len();
+            let (id, store, rule) = match z {
+                Zone::Beacon(b) => {
+                    for id in &b.beacons {
+                        set.by_beacon.entry(*id).or_default().push(i);
+                    }
+                    (
+                        b.id.clone(),
+                        b.store.clone(),
+                        Rule::Beacon(BeaconZone::from_site(b)),
+                    )
+                }
+                Zone::Gateway(g) => {
+                    for id in &g.gateways {
+                        set.by_gateway.entry(id.clone()).or_default().push(i);
+                    }
+                    (
+                        g.id.clone(),
+                        g.store.clone(),
+                        Rule::Gateway(GatewayZone::from_site(g)),
+                    )
+                }
+                Zone::Wifi(w) => {
+                    let rule = WifiZone::from_site(w);
+                    for b in rule.bssids() {
+                        set.by_bssid.entry(b.clone()).or_default().push(i);
+                    }
+                    (w.id.clone(), w.store.clone(), Rule::Wifi(rule))
+                }
+                Zone::Geofence(f) => {
+                    let key = format!("zone {}", f.id);
+                    let shape = match (&f.geometry, &f.circle) {
+                        (Some(g), _) => Shape::area(g, &key),
+                        (None, Some(c)) => Shape::circle(c.lon, c.lat, c.radius_m, &key),
+                        (None, None) => {
+                            problems.push(format!("{key}: no geometry and no circle"));
+                            continue;
+                        }
+                    };
+                    match shape {
+                        Ok(shape) => {
+                            set.fence_zone.push(i);
+                            fences.push(Fence {
+                                id: f.id.to_string(),
+                                shape,
+                            });
+                            (f.id.clone(), f.store.clone(), Rule::Fence(fences.len() - 1))
+                        }
+                        Err(e) => {
+                            problems.push(e.to_string());
+                            continue;
+                        }
+                    }
+                }
+            };
+            set.zones.push(ZoneInfo { id, store, rule });
+        }
+        set.fences = FenceIndex::new(fences);
+        (set, problems)
+    }
+
+    pub fn zone(&self, i: usize) -> &ZoneInfo {
+        &self.zones[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.zones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+
+    /// How `observation` relates to zone `i`.
+    pub fn relate(&self, i: usize, observation: &Observation<'_>) -> Match {
+        match (&self.zones[i].rule, observation) {
+            (Rule::Beacon(z), o) => z.matches(o),
+            (Rule::Gateway(z), o) => z.matches(o),
+            (Rule::Wifi(z), o) => z.matches(o),
+            (Rule::Fence(f), Observation::Gps(fix)) => {
+                if fix.accuracy_m > self.max_accuracy_m {
+                    Match::Unknown
+                } else {
+                    self.fences
+                        .fence(*f)
+                        .shape
+                        .relate(geo::Point::new(fix.lon, fix.lat), fix.accuracy_m)
+                }
+            }
+            (Rule::Fence(_), _) => Match::Unknown,
+        }
+    }
+
+    /// The zones `observation` is evidence for or at the edge of (every zone not listed is
+    /// [`Match::Outside`] or unconcerned), ascending by zone index.
+    pub fn candidates(&self, observation: &Observation<'_>) -> Vec<(usize, Match)> {
+        let mut out: Vec<(usize, Match)> = match observation {
+            Observation::Beacon { id, .. } => self.listed(self.by_beacon.get(id), observation),
+            Observation::Gateway { gateway, .. } => {
+                self.listed(self.by_gateway.get(gateway), observation)
+            }
+            Observation::Wifi(scan) => {
+                let mut zones: Vec<usize> = scan
+                    .iter()
+                    .filter_map(|s| self.by_bssid.get(&s.bssid))
+                    .flatten()
+                    .copied()
+                    .collect();
+                zones.sort_unstable();
+                zones.dedup();
+                zones
+                    .into_iter()
+                    .map(|i| (i, self.relate(i, observation)))
+                    .collect()
+            }
+            Observation::Gps(fix) => {
+                if fix.accuracy_m > self.max_accuracy_m {
+                    Vec::new()
+                } else {
+                    self.fences
+                        .relate(fix.lon, fix.lat, fix.accuracy_m)
+                        .into_iter()
+                        .map(|(f, m)| (self.fence_zone[f], m))
+                        .collect()
+                }
+            }
+        };
+        out.retain(|(_, m)| *m != Match::Outside);
+        out.sort_unstable_by_key(|(i, _)| *i);
+        out
+    }
+
+    fn listed(
+        &self,
+        zones: Option<&Vec<usize>>,
+        observation: &Observation<'_>,
+    ) -> Vec<(usize, Match)> {
+        zones
+            .into_iter()
+            .flatten()
+            .map(|&i| (i, self.relate(i, observation)))
+            .collect()
+    }
+}
