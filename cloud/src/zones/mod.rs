@@ -10,6 +10,7 @@ pub mod geojson;
 pub mod index;
 pub mod kinds;
 pub mod match_file;
+pub mod synthetic;
 
 use std::collections::HashMap;
 

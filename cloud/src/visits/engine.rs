@@ -1,0 +1,478 @@
+//! The visit state machine (DESIGN.md, "Presence is evidence; visits are decided once"): per
+//! customer and scope (a zone, and the zone's store) it turns evidence into enter, dwell
+//! milestones and exit. Pure: fed with evidence and the log's time, it returns transitions.
+//!
+//! Rules (every duration in [`VisitParams`]):
+//! - Evidence is held in a reorder buffer and applied in event-time order once the log's time
+//!   has passed its event time by `reorder_window_s`, so events out of order within the window
+//!   give exactly the transitions they would in order. Evidence older than that is applied at
+//!   once.
+//! - *Inside* evidence opens a candidate; the visit is entered once inside evidence spans
+//!   `enter_after_s` without a silence longer than `exit_timeout_s` (a walk-by never does).
+//!   The enter's time is the first evidence's; the visit id is derived from the log offset of
+//!   that evidence, so a replay derives the same id.
+//! - Each `dwell_milestones_min` is fired once when the watermark passes entered + milestone
+//!   while the visit is open.
+//! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
+//!   or last + `exit_grace_s` after *outside* evidence newer than the last inside one.
+//!   Outside evidence drops a candidate at once.
+//! - Deadlines fire only on ticks. A backlog longer than a tick interval can therefore split a
+//!   visit; its pieces are late, so campaigns skip them either way.
+//! - A transition is late when the log time it is emitted at is more than
+//!   `max_lateness_s` after its own time; campaigns skip late transitions.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where a visit is: a zone, or the store the zone belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+pub enum Scope {
+    Zone(String),
+    Store(String),
+}
+
+/// Which kind of source saw the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Gateway,
+    App,
+    Line,
+}
+
+/// What one observation says about one customer in one scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub customer: String,
+    pub scope: Scope,
+    /// Corrected event time, ms.
+    pub at_ms: i64,
+    /// The log offset of the record it came from (orders ties; derives visit ids).
+    pub offset: u64,
+    pub source: Source,
+    pub inside: bool,
+}
+
+/// The engine's timing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VisitParams {
+    pub enter_after_s: u32,
+    pub exit_timeout_s: u32,
+    pub exit_grace_s: u32,
+    pub reorder_window_s: u32,
+    pub max_lateness_s: u32,
+    pub dwell_milestones_min: [u32; 4],
+}
+
+impl Default for VisitParams {
+    fn default() -> VisitParams {
+        VisitParams {
+            enter_after_s: 20,
+            exit_timeout_s: 300,
+            exit_grace_s: 60,
+            reorder_window_s: 10,
+            max_lateness_s: 600,
+            dwell_milestones_min: [5, 10, 20, 30],
+        }
+    }
+}
+
+/// A decided change of a visit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub visit: String,
+    pub customer: String,
+    pub scope: Scope,
+    pub kind: TransitionKind,
+    /// The transition's own time (event time), ms.
+    pub at_ms: i64,
+    /// The log time it was decided at, ms.
+    pub decided_ms: i64,
+    pub late: bool,
+    pub sources: BTreeSet<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransitionKind {
+    Enter,
+    Dwell { minutes: u32 },
+    Exit { dwell_s: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum State {
+    Candidate {
+        first_ms: i64,
+        last_ms: i64,
+        opener: u64,
+        sources: BTreeSet<Source>,
+    },
+    Open {
+        visit: String,
+        entered_ms: i64,
+        last_ms: i64,
+        outside_ms: Option<i64>,
+        milestones: u8,
+        sources: BTreeSet<Source>,
+    },
+}
+
+type Key = (String, Scope);
+
+/// A state and the deadline queued for it (later queue entries for the key are stale).
+#[derive(Debug, Clone)]
+struct Tracked {
+    state: State,
+    scheduled_ms: i64,
+}
+
+/// The engine: every customer × scope state, the reorder buffer and the deadlines.
+#[derive(Debug, Default, Clone)]
+pub struct VisitEngine {
+    params: VisitParams,
+    states: HashMap<Key, Tracked>,
+    buffer: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    pending: HashMap<usize, Evidence>,
+    next_pending: usize,
+    deadlines: BinaryHeap<Reverse<(i64, Key)>>,
+    watermark_ms: i64,
+}
+
+/// A visit id: derived from the opening evidence (customer, scope, log offset).
+pub fn visit_id(customer: &str, scope: &Scope, offset: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(customer.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_vec(scope).expect("scopes serialise"));
+    h.update(offset.to_be_bytes());
+    format!("v_{}", hex::encode(&h.finalize()[..10]))
+}
+
+impl VisitEngine {
+    pub fn new(params: VisitParams) -> VisitEngine {
+        VisitEngine {
+            params,
+            watermark_ms: i64::MIN,
+            ..VisitEngine::default()
+        }
+    }
+
+    /// Open visits and candidates held.
+    pub fn tracked(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Takes evidence seen in the log at `log_ms`; returns what it decided at once (only
+    /// evidence older than the reorder window is applied at once; the rest waits for ticks).
+    pub fn observe(&mut self, evidence: Evidence, log_ms: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        if evidence.at_ms <= self.watermark_ms {
+            // Beyond the reorder window (a replayed backlog): apply it now, in log order.
+            // Deadlines wait for the next tick, so a backlog received between two ticks
+            // extends its visits before any of them can time out.
+            self.apply(evidence, log_ms, &mut out);
+        } else {
+            let i = self.next_pending;
+            self.next_pending += 1;
+            self.buffer
+                .push(Reverse((evidence.at_ms, evidence.offset, i)));
+            self.pending.insert(i, evidence);
+        }
+        out
+    }
+
+    /// The log's time passed `log_ms` (a tick record): applies buffered evidence and fires
+    /// deadlines up to the watermark, in event-time order.
+    pub fn tick(&mut self, log_ms: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        self.advance(log_ms, &mut out);
+        out
+    }
+
+    fn advance(&mut self, log_ms: i64, out: &mut Vec<Transition>) {
+        let watermark = log_ms - i64::from(self.params.reorder_window_s) * 1000;
+        if watermark <= self.watermark_ms {
+            return;
+        }
+        // Evidence and deadlines in event-time order up to the watermark.
+        loop {
+            let next_evidence = self
+                .buffer
+                .peek()
+                .map(|Reverse((t, _, _))| *t)
+                .filter(|t| *t <= watermark);
+            let next_deadline = self
+                .deadlines
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .filter(|t| *t <= watermark);
+            match (next_evidence, next_deadline) {
+                (Some(e), d) if d.is_none_or(|d| e <= d) => {
+                    let Reverse((_, _, i)) = self.buffer.pop().expect("peeked");
+                    let evidence = self
+                        .pending
+                        .remove(&i)
+                        .expect("every buffered index is pending");
+                    self.watermark_ms = self.watermark_ms.max(evidence.at_ms);
+                    self.apply(evidence, log_ms, out);
+                }
+                (_, Some(d)) => {
+                    let Reverse((_, key)) = self.deadlines.pop().expect("peeked");
+                    self.watermark_ms = self.watermark_ms.max(d);
+                    self.fire(&key, d, log_ms, out);
+                }
+                _ => break,
+            }
+        }
+        self.watermark_ms = watermark;
+    }
+
+    fn transition(
+        &self,
+        key: &Key,
+        visit: &str,
+        kind: TransitionKind,
+        at_ms: i64,
+        log_ms: i64,
+        sources: &BTreeSet<Source>,
+    ) -> Transition {
+        Transition {
+            visit: visit.to_owned(),
+            customer: key.0.clone(),
+            scope: key.1.clone(),
+            kind,
+            at_ms,
+            decided_ms: log_ms,
+            late: log_ms - at_ms > i64::from(self.params.max_lateness_s) * 1000,
+            sources: sources.clone(),
+        }
+    }
+
+    fn apply(&mut self, e: Evidence, log_ms: i64, out: &mut Vec<Transition>) {
+        let p = self.params;
+        let key: Key = (e.customer, e.scope);
+        let timeout = i64::from(p.exit_timeout_s) * 1000;
+        let tracked = self.states.remove(&key);
+        let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
+        let next = match (tracked.map(|t| t.state), e.inside) {
+            (None, false) => None,
+            (None, true) => Some(State::Candidate {
+                first_ms: e.at_ms,
+                last_ms: e.at_ms,
+                opener: e.offset,
+                sources: BTreeSet::from([e.source]),
+            }),
+            (Some(State::Candidate { .. }), false) => None,
+            (
+                Some(State::Candidate {
+                    first_ms,
+                    last_ms,
+                    opener,
+                    mut sources,
+                }),
+                true,
+            ) => {
+                let (first_ms, opener) = if e.at_ms - last_ms > timeout {
+                    (e.at_ms, e.offset)
+                } else {
+                    (first_ms, opener)
+                };
+                let last_ms = last_ms.max(e.at_ms);
+                sources.insert(e.source);
+                if last_ms - first_ms >= i64::from(p.enter_after_s) * 1000 {
+                    let visit = visit_id(&key.0, &key.1, opener);
+                    out.push(self.transition(
+                        &key,
+                        &visit,
+                        TransitionKind::Enter,
+                        first_ms,
+                        log_ms,
+                        &sources,
+                    ));
+                    Some(State::Open {
+                        visit,
+                        entered_ms: first_ms,
+                        last_ms,
+                        outside_ms: None,
+                        milestones: 0,
+                        sources,
+                    })
+                } else {
+                    Some(State::Candidate {
+                        first_ms,
+                        last_ms,
+                        opener,
+                        sources,
+                    })
+                }
+            }
+            (
+                Some(State::Open {
+                    visit,
+                    entered_ms,
+                    last_ms,
+                    outside_ms,
+                    milestones,
+                    mut sources,
+                }),
+                inside,
+            ) => {
+                sources.insert(e.source);
+                let (last_ms, outside_ms) = if inside {
+                    (last_ms.max(e.at_ms), outside_ms.filter(|o| *o > e.at_ms))
+                } else if e.at_ms >= last_ms {
+                    (
+                        last_ms,
+                        Some(outside_ms.map_or(e.at_ms, |o| o.min(e.at_ms))),
+                    )
+                } else {
+                    (last_ms, outside_ms)
+                };
+                Some(State::Open {
+                    visit,
+                    entered_ms,
+                    last_ms,
+                    outside_ms,
+                    milestones,
+                    sources,
+                })
+            }
+        };
+        if let Some(state) = next {
+            let d = self.deadline(&state);
+            // An earlier queued deadline re-checks the state when it fires; only an earlier
+            // one than that needs queueing.
+            let scheduled_ms = match scheduled {
+                Some(s) if s <= d => s,
+                _ => {
+                    self.deadlines.push(Reverse((d, key.clone())));
+                    d
+                }
+            };
+            self.states.insert(
+                key,
+                Tracked {
+                    state,
+                    scheduled_ms,
+                },
+            );
+        }
+    }
+
+    /// When this state next needs the clock: its exit or next milestone, or a candidate's expiry.
+    fn deadline(&self, state: &State) -> i64 {
+        let p = self.params;
+        match state {
+            State::Candidate { last_ms, .. } => last_ms + i64::from(p.exit_timeout_s) * 1000,
+            State::Open {
+                entered_ms,
+                last_ms,
+                outside_ms,
+                milestones,
+                ..
+            } => {
+                let exit = self.exit_at(*last_ms, *outside_ms);
+                let milestone = p
+                    .dwell_milestones_min
+                    .get(usize::from(*milestones))
+                    .map(|m| entered_ms + i64::from(*m) * 60_000);
+                milestone.map_or(exit, |m| m.min(exit))
+            }
+        }
+    }
+
+    fn exit_at(&self, last_ms: i64, outside_ms: Option<i64>) -> i64 {
+        let p = self.params;
+        let timeout = last_ms + i64::from(p.exit_timeout_s) * 1000;
+        match outside_ms {
+            Some(o) => timeout.min(o + i64::from(p.exit_grace_s) * 1000),
+            None => timeout,
+        }
+    }
+
+    fn fire(&mut self, key: &Key, due_ms: i64, log_ms: i64, out: &mut Vec<Transition>) {
+        match self.states.get(key) {
+            Some(t) if t.scheduled_ms == due_ms => {}
+            // A stale queue entry: the state has another deadline queued.
+            _ => return,
+        }
+        let state = self.states.remove(key).expect("checked above").state;
+        let next = match state {
+            State::Candidate { last_ms, .. }
+                if last_ms + i64::from(self.params.exit_timeout_s) * 1000 <= due_ms =>
+            {
+                None
+            }
+            State::Open {
+                visit,
+                entered_ms,
+                last_ms,
+                outside_ms,
+                mut milestones,
+                sources,
+            } => {
+                let exit = self.exit_at(last_ms, outside_ms);
+                while let Some(m) = self
+                    .params
+                    .dwell_milestones_min
+                    .get(usize::from(milestones))
+                {
+                    let at = entered_ms + i64::from(*m) * 60_000;
+                    if at > due_ms || at >= exit {
+                        break;
+                    }
+                    out.push(self.transition(
+                        key,
+                        &visit,
+                        TransitionKind::Dwell { minutes: *m },
+                        at,
+                        log_ms,
+                        &sources,
+                    ));
+                    milestones += 1;
+                }
+                if exit <= due_ms {
+                    let dwell_s = u64::try_from((last_ms - entered_ms) / 1000).unwrap_or(0);
+                    out.push(self.transition(
+                        key,
+                        &visit,
+                        TransitionKind::Exit { dwell_s },
+                        exit,
+                        log_ms,
+                        &sources,
+                    ));
+                    None
+                } else {
+                    Some(State::Open {
+                        visit,
+                        entered_ms,
+                        last_ms,
+                        outside_ms,
+                        milestones,
+                        sources,
+                    })
+                }
+            }
+            other => Some(other),
+        };
+        if let Some(state) = next {
+            let d = self.deadline(&state).max(due_ms + 1);
+            self.deadlines.push(Reverse((d, key.clone())));
+            self.states.insert(
+                key.clone(),
+                Tracked {
+                    state,
+                    scheduled_ms: d,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

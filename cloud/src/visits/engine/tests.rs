@@ -1,0 +1,213 @@
+use super::*;
+use proptest::prelude::*;
+
+const S: i64 = 1000;
+const T0: i64 = 1_790_000_000_000;
+
+fn ev(
+    customer: &str,
+    scope: &Scope,
+    at_s: i64,
+    offset: u64,
+    source: Source,
+    inside: bool,
+) -> Evidence {
+    Evidence {
+        customer: customer.into(),
+        scope: scope.clone(),
+        at_ms: T0 + at_s * S,
+        offset,
+        source,
+        inside,
+    }
+}
+
+fn zone(z: &str) -> Scope {
+    Scope::Zone(z.into())
+}
+
+/// Feeds evidence (each received 1 s after its time) with ticks every second until `until_s`.
+fn run(
+    engine: &mut VisitEngine,
+    mut evidence: Vec<(i64, Evidence)>,
+    until_s: i64,
+) -> Vec<Transition> {
+    evidence.sort_by_key(|(received, e)| (*received, e.offset));
+    let mut out = Vec::new();
+    let mut it = evidence.into_iter().peekable();
+    for s in 0..=until_s {
+        let now = T0 + s * S;
+        while let Some((received, _)) = it.peek() {
+            if *received > now {
+                break;
+            }
+            let (received, e) = it.next().expect("peeked");
+            out.extend(engine.observe(e, received));
+        }
+        out.extend(engine.tick(now));
+    }
+    out
+}
+
+fn kinds(ts: &[Transition]) -> Vec<(String, TransitionKind)> {
+    ts.iter()
+        .map(|t| (format!("{:?}", t.scope), t.kind.clone()))
+        .collect()
+}
+
+/// Evidence every `every_s` from `from_s` to `to_s`, received 1 s later.
+fn stream(
+    customer: &str,
+    scope: &Scope,
+    from_s: i64,
+    to_s: i64,
+    every_s: i64,
+    source: Source,
+    first_offset: u64,
+) -> Vec<(i64, Evidence)> {
+    (0..)
+        .map(|i| from_s + i * every_s)
+        .take_while(|t| *t <= to_s)
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                T0 + (t + 1) * S,
+                ev(customer, scope, t, first_offset + i as u64, source, true),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_shopper_walking_past_the_door_makes_no_visit() {
+    let door = zone("door");
+    let mut e = VisitEngine::new(VisitParams::default());
+    let mut evidence = stream("c1", &door, 0, 8, 4, Source::Gateway, 1);
+    // The gateway's exit when it stops hearing the phone.
+    evidence.push((T0 + 9 * S, ev("c1", &door, 8, 10, Source::Gateway, false)));
+    let out = run(&mut e, evidence, 900);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(e.tracked(), 0);
+}
+
+#[test]
+fn a_customer_seen_by_a_gateway_and_by_gps_at_once_gets_one_visit() {
+    let store = Scope::Store("s1".into());
+    let mut e = VisitEngine::new(VisitParams::default());
+    let mut evidence = stream("c1", &store, 0, 120, 10, Source::Gateway, 1);
+    evidence.extend(stream("c1", &store, 5, 125, 20, Source::App, 100));
+    let out = run(&mut e, evidence, 1000);
+    let enters: Vec<_> = out
+        .iter()
+        .filter(|t| t.kind == TransitionKind::Enter)
+        .collect();
+    assert_eq!(enters.len(), 1, "{out:?}");
+    let exit = out
+        .iter()
+        .find(|t| matches!(t.kind, TransitionKind::Exit { .. }))
+        .expect("exit");
+    assert_eq!(exit.sources, BTreeSet::from([Source::Gateway, Source::App]));
+    assert_eq!(exit.visit, enters[0].visit);
+}
+
+#[test]
+fn an_eid_rotation_in_a_40_minute_stay_gives_one_visit_of_40_minutes() {
+    // Identity resolution maps the old and the new EID to one customer before the engine.
+    let z = zone("floor");
+    let mut e = VisitEngine::new(VisitParams::default());
+    let evidence = stream("c1", &z, 0, 2400, 30, Source::Gateway, 1);
+    let out = run(&mut e, evidence, 3000);
+    assert_eq!(
+        kinds(&out),
+        vec![
+            (format!("{z:?}"), TransitionKind::Enter),
+            (format!("{z:?}"), TransitionKind::Dwell { minutes: 5 }),
+            (format!("{z:?}"), TransitionKind::Dwell { minutes: 10 }),
+            (format!("{z:?}"), TransitionKind::Dwell { minutes: 20 }),
+            (format!("{z:?}"), TransitionKind::Dwell { minutes: 30 }),
+            (format!("{z:?}"), TransitionKind::Exit { dwell_s: 2400 }),
+        ]
+    );
+    assert!(out.iter().all(|t| t.visit == out[0].visit && !t.late));
+    assert_eq!(out[0].at_ms, T0, "the visit began with the first evidence");
+}
+
+#[test]
+fn two_gateways_hearing_one_phone_give_one_visit() {
+    let z = zone("floor");
+    let mut e = VisitEngine::new(VisitParams::default());
+    let mut evidence = stream("c1", &z, 0, 300, 15, Source::Gateway, 1);
+    evidence.extend(stream("c1", &z, 7, 307, 15, Source::Gateway, 1000));
+    let out = run(&mut e, evidence, 1000);
+    assert_eq!(
+        out.iter()
+            .filter(|t| t.kind == TransitionKind::Enter)
+            .count(),
+        1
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|t| matches!(t.kind, TransitionKind::Exit { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn outside_evidence_ends_a_visit_after_the_grace_period() {
+    let z = zone("geo");
+    let p = VisitParams::default();
+    let mut e = VisitEngine::new(p);
+    let mut evidence = stream("c1", &z, 0, 100, 10, Source::App, 1);
+    evidence.push((T0 + 111 * S, ev("c1", &z, 110, 50, Source::App, false)));
+    let out = run(&mut e, evidence, 1000);
+    let exit = out.last().expect("an exit");
+    assert!(
+        matches!(exit.kind, TransitionKind::Exit { dwell_s: 100 }),
+        "{exit:?}"
+    );
+    assert_eq!(exit.at_ms, T0 + (110 + i64::from(p.exit_grace_s)) * S);
+}
+
+#[test]
+fn a_replayed_backlog_is_late_and_derives_the_same_ids() {
+    let z = zone("floor");
+    let make = || stream("c1", &z, 0, 600, 30, Source::Gateway, 1);
+    let mut live = VisitEngine::new(VisitParams::default());
+    let on_time = run(&mut live, make(), 1500);
+    // The same events received an hour later, all at once (an outage replayed).
+    let mut replay = VisitEngine::new(VisitParams::default());
+    let late: Vec<_> = make()
+        .into_iter()
+        .map(|(_, e)| (T0 + 3600 * S, e))
+        .collect();
+    let out = run(&mut replay, late, 4000);
+    assert_eq!(kinds(&out), kinds(&on_time));
+    assert!(out.iter().all(|t| t.late), "{out:?}");
+    assert!(on_time.iter().all(|t| !t.late));
+    assert!(out
+        .iter()
+        .zip(&on_time)
+        .all(|(a, b)| a.visit == b.visit && a.at_ms == b.at_ms));
+}
+
+proptest! {
+    /// Events out of order within the reorder window give the same transitions as in order.
+    #[test]
+    fn out_of_order_events_within_the_window_change_nothing(delays in proptest::collection::vec(0i64..9, 40), gap_at in 5usize..35, gap_s in 0i64..700) {
+        let z = zone("floor");
+        let mut base = Vec::new();
+        let mut t = 0;
+        for i in 0..40u64 {
+            t += if i as usize == gap_at { gap_s } else { 20 };
+            base.push(ev("c1", &z, t, i + 1, Source::Gateway, true));
+        }
+        let in_order: Vec<_> = base.iter().map(|e| (e.at_ms + S, e.clone())).collect();
+        let shuffled: Vec<_> = base.iter().zip(&delays).map(|(e, d)| (e.at_ms + S + d * S, e.clone())).collect();
+        let end = t + 2000;
+        let a = run(&mut VisitEngine::new(VisitParams::default()), in_order, end);
+        let b = run(&mut VisitEngine::new(VisitParams::default()), shuffled, end);
+        let strip = |v: Vec<Transition>| v.into_iter().map(|t| (t.visit, t.kind, t.at_ms)).collect::<Vec<_>>();
+        prop_assert_eq!(strip(a), strip(b));
+    }
+}
