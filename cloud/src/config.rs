@@ -33,6 +33,8 @@ pub struct CloudConfig {
     #[serde(default)]
     pub line: Line,
     #[serde(default)]
+    pub visits: crate::visits::engine::VisitParams,
+    #[serde(default)]
     pub log: Log,
 }
 
@@ -178,8 +180,9 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 7] =
-        ["data", "http", "mqtt", "ingest", "admin", "line", "log"];
+    pub const SECTIONS: [&'static str; 8] = [
+        "data", "http", "mqtt", "ingest", "admin", "line", "visits", "log",
+    ];
 
     /// Parses and validates `cloud.toml` text with secrets from `env`; every problem, by key.
     pub fn from_toml(
@@ -214,10 +217,19 @@ impl CloudConfig {
             }
             l
         });
+        let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
         let log = r.optional::<Log>(&doc, "log");
         let mut problems = r.problems;
-        let (Some(data), Some(http), Some(mqtt), Some(ingest), Some(admin), Some(line), Some(log)) =
-            (data, http, mqtt, ingest, admin, line, log)
+        let (
+            Some(data),
+            Some(http),
+            Some(mqtt),
+            Some(ingest),
+            Some(admin),
+            Some(line),
+            Some(visits),
+            Some(log),
+        ) = (data, http, mqtt, ingest, admin, line, visits, log)
         else {
             return Err(problems);
         };
@@ -228,6 +240,7 @@ impl CloudConfig {
             ingest,
             admin,
             line,
+            visits,
             log,
         };
         problems.extend(config.check());
@@ -279,6 +292,12 @@ impl CloudConfig {
             if s.is_empty() {
                 p.push(Problem::new("line.channel_secret", "must not be empty"));
             }
+        }
+        // Gateways without a remote config use the default stay interval; the service checks
+        // the registry's configs against the same rule when it starts and on every change.
+        let default_stay = omo_device_config::params::PresenceParams::default().stay_interval_s;
+        for (key, message) in self.visits.problems("visits", default_stay) {
+            p.push(Problem::new(key, message));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(Problem::new(

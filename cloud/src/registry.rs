@@ -78,6 +78,8 @@ pub enum RegistryError {
 /// The in-memory registry.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
+    /// Changes whenever the registry is reloaded, so caches built from it know to rebuild.
+    pub generation: u64,
     site: Site,
     gateways: HashMap<GatewayId, GatewayEntry>,
     pos_keys: BTreeMap<StoreId, Vec<PosKey>>,
@@ -189,7 +191,9 @@ impl Registry {
                 },
             );
         }
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Registry {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             site,
             gateways,
             pos_keys,
@@ -222,6 +226,19 @@ impl Registry {
             && self
                 .gateway(username)
                 .is_some_and(|g| g.record.enabled && g.password.verify(password))
+    }
+
+    /// The longest stay interval any gateway uses: its desired config's, or the default for
+    /// gateways without one. Visit exit timeouts must be longer.
+    pub fn max_stay_interval_s(&self) -> u32 {
+        let default = omo_device_config::params::PresenceParams::default().stay_interval_s;
+        self.gateways
+            .values()
+            .filter_map(|g| g.desired.as_ref())
+            .filter_map(|d| std::str::from_utf8(&d.json).ok())
+            .filter_map(|j| RemoteConfig::read(j).ok())
+            .map(|r| r.config.presence.stay_interval_s)
+            .fold(default, u32::max)
     }
 
     /// Records a gateway's config ack in memory (after it was committed).
@@ -315,6 +332,7 @@ pub fn set_desired_config(
     current: &Registry,
     gateway: &GatewayId,
     json_text: &str,
+    exit_timeout_s: u32,
 ) -> Result<(Commit, DesiredConfig), RegistryError> {
     let entry = current.gateway(gateway.as_str()).ok_or_else(|| {
         RegistryError::Invalid(vec![Problem::new(
@@ -323,6 +341,15 @@ pub fn set_desired_config(
         )])
     })?;
     let read = RemoteConfig::read(json_text).map_err(RegistryError::Invalid)?;
+    if read.config.presence.stay_interval_s >= exit_timeout_s {
+        return Err(RegistryError::Invalid(vec![Problem::new(
+            "presence.stay_interval_s",
+            format!(
+                "{} s must be shorter than the cloud's visits.exit_timeout_s ({exit_timeout_s} s)",
+                read.config.presence.stay_interval_s
+            ),
+        )]));
+    }
     if let Some(d) = &entry.desired {
         if read.config.version <= d.version {
             return Err(RegistryError::Invalid(vec![Problem::new(
@@ -417,7 +444,7 @@ mod tests {
             .unwrap();
         let reg = Registry::load(&s).unwrap();
         let gw = site.gateways[0].id.clone();
-        let (c, _) = set_desired_config(&reg, &gw, r#"{"version":3}"#).unwrap();
+        let (c, _) = set_desired_config(&reg, &gw, r#"{"version":3}"#, 300).unwrap();
         s.commit(c).unwrap();
         let reg = Registry::load(&s).unwrap();
         assert_eq!(
@@ -429,8 +456,19 @@ mod tests {
                 .version,
             3
         );
-        // Not newer: refused, naming the field.
-        let err = set_desired_config(&reg, &gw, r#"{"version":3}"#).unwrap_err();
+        // Not newer: refused, naming the field; a stay interval the visit exit would cut, too.
+        let err = set_desired_config(
+            &reg,
+            &gw,
+            r#"{"version":4,"presence":{"stay_interval_s":300}}"#,
+            300,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("presence.stay_interval_s"),
+            "{err}"
+        );
+        let err = set_desired_config(&reg, &gw, r#"{"version":3}"#, 300).unwrap_err();
         assert!(err.to_string().contains("version"), "{err}");
         let mut smaller = site.clone();
         smaller.gateways.clear();

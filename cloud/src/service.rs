@@ -20,6 +20,7 @@ use crate::stats;
 use crate::store::barrier::BarrierStore;
 use crate::store::sled_store::SledStore;
 use crate::store::Store;
+use crate::visits;
 
 /// How far an EID advertiser's clock may be off, seconds.
 pub const EID_SKEW_S: u32 = 300;
@@ -85,7 +86,21 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let writer_task = tokio::spawn(writer.run(mqtt_rx, http_rx));
     let dyn_store: Arc<dyn Store> = store.clone();
     tokio::spawn(stats::run(dyn_store, shared.log_end.clone()));
-    let eids = EidResolver::new(identity::all_eid_keys(store.as_ref())?, EID_SKEW_S);
+    let eids = Arc::new(Mutex::new(EidResolver::new(
+        identity::all_eid_keys(store.as_ref())?,
+        EID_SKEW_S,
+    )));
+    let visit_inputs = Arc::new(visits::stage::Inputs {
+        registry: registry.clone(),
+        eids: eids.clone(),
+        params: config.visits,
+    });
+    let dyn_store: Arc<dyn Store> = store.clone();
+    tokio::spawn(visits::stage::run(
+        dyn_store,
+        visit_inputs,
+        shared.log_end.clone(),
+    ));
     let state = AppState {
         store: store.clone(),
         registry,
@@ -95,7 +110,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         outbound,
         config: Arc::new(config.clone()),
         metrics: Some(metrics),
-        eids: Arc::new(Mutex::new(eids)),
+        eids,
         registry_writes: Arc::new(tokio::sync::Mutex::new(())),
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -62,6 +62,9 @@ pub fn routes() -> Router<AppState> {
             get(get_customer).patch(patch_customer),
         )
         .route("/v1/admin/stats", get(ingest_stats))
+        .route("/v1/admin/visits", get(list_visits))
+        .route("/v1/admin/footfall", get(get_footfall))
+        .route("/v1/admin/transitions", get(list_transitions))
         .route("/v1/admin/backup", post(backup))
 }
 
@@ -483,7 +486,8 @@ async fn put_gateway_config(
         return Err(ApiError::not_found(format!("gateway {id}")));
     }
     let (commit, desired) =
-        registry::set_desired_config(&current, &gw, &text).map_err(|e| registry_error(e, false))?;
+        registry::set_desired_config(&current, &gw, &text, state.config.visits.exit_timeout_s)
+            .map_err(|e| registry_error(e, false))?;
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
         store.commit(commit)?;
@@ -906,4 +910,109 @@ async fn backup(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         }
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct VisitQuery {
+    customer: Option<String>,
+    zone: Option<String>,
+    store: Option<String>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    limit: Option<usize>,
+}
+
+impl VisitQuery {
+    fn scope(&self) -> Result<Option<crate::visits::engine::Scope>, ApiError> {
+        use crate::visits::engine::Scope;
+        match (&self.zone, &self.store) {
+            (Some(_), Some(_)) => Err(ApiError::field("zone", "give a zone or a store, not both")),
+            (Some(z), None) => Ok(Some(Scope::Zone(z.clone()))),
+            (None, Some(s)) => Ok(Some(Scope::Store(s.clone()))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn range(&self) -> (i64, i64) {
+        (
+            self.from.map_or(0, Timestamp::millis),
+            self.to.map_or(i64::MAX / 2, Timestamp::millis),
+        )
+    }
+}
+
+/// Visits by customer, or by zone or store entered within `[from, to)`.
+async fn list_visits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<VisitQuery>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (from, to) = q.range();
+    let items = match (&q.customer, q.scope()?) {
+        (Some(c), None) => {
+            crate::visits::stage::visits_of_customer(state.store.as_ref(), c, limit)?
+        }
+        (None, Some(scope)) => {
+            crate::visits::stage::visits_in_scope(state.store.as_ref(), &scope, from, to, limit)?
+        }
+        _ => {
+            return Err(ApiError::field(
+                "customer",
+                "give one of customer, zone or store",
+            ))
+        }
+    };
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+/// Anonymous footfall per hour of a zone or store within `[from, to)`.
+async fn get_footfall(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<VisitQuery>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let scope = q
+        .scope()?
+        .ok_or_else(|| ApiError::field("zone", "give a zone or a store"))?;
+    let (from, to) = q.range();
+    let hours: Vec<Value> = crate::visits::stage::footfall(state.store.as_ref(), &scope, from, to)?
+        .into_iter()
+        .map(|(hour, f)| json!({"hour": hour, "device_minutes": f.device_minutes, "minutes": f.minutes, "peak": f.peak}))
+        .collect();
+    Ok(Json(json!({"items": hours})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct SeqPage {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Visit transitions in the order the visit stage decided them, with their sequence numbers.
+async fn list_transitions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(page): Query<SeqPage>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let from = page.after.map_or(1, |a| a.saturating_add(1));
+    let mut items = Vec::new();
+    for (k, v) in state
+        .store
+        .scan(Space::Transitions, &from.to_be_bytes(), limit)?
+    {
+        let seq = u64::from_be_bytes(
+            k.as_slice()
+                .try_into()
+                .map_err(|_| ApiError::internal("transition key"))?,
+        );
+        let mut t: Value = serde_json::from_slice(&v).map_err(ApiError::internal)?;
+        t["seq"] = json!(seq);
+        items.push(t);
+    }
+    Ok(Json(json!({"items": items})).into_response())
 }

@@ -29,10 +29,14 @@ pub enum Space {
     Stats,
     /// Idempotency keys and webhook event ids already taken.
     Dedup,
+    /// Visits, their indexes, footfall, and the visit stage's engine state.
+    Visits,
+    /// Visit transitions in the order the visit stage decided them (the next stages' input).
+    Transitions,
 }
 
 impl Space {
-    pub const ALL: [Space; 7] = [
+    pub const ALL: [Space; 9] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
@@ -40,6 +44,8 @@ impl Space {
         Space::SeqRanges,
         Space::Stats,
         Space::Dedup,
+        Space::Visits,
+        Space::Transitions,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -52,6 +58,8 @@ impl Space {
             Space::SeqRanges => "seq_ranges",
             Space::Stats => "stats",
             Space::Dedup => "dedup",
+            Space::Visits => "visits",
+            Space::Transitions => "transitions",
         }
     }
 

@@ -45,7 +45,7 @@ pub enum Source {
 }
 
 /// What one observation says about one customer in one scope.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub customer: String,
     pub scope: Scope,
@@ -57,15 +57,73 @@ pub struct Evidence {
     pub inside: bool,
 }
 
-/// The engine's timing.
+/// The engine's timing (the `[visits]` section of `cloud.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VisitParams {
+    /// Inside evidence must span this long before a visit is entered (walk-bys never are).
     pub enter_after_s: u32,
+    /// A visit exits this long after its last inside evidence; longer than every gateway's
+    /// stay interval, or a present customer would be exited between two stays.
     pub exit_timeout_s: u32,
+    /// After evidence of being outside, the visit exits unless inside evidence comes within this.
     pub exit_grace_s: u32,
+    /// Evidence is applied in event-time order once the log is this far past it.
     pub reorder_window_s: u32,
+    /// A transition decided more than this after it happened is late (campaigns skip it).
     pub max_lateness_s: u32,
+    /// Dwell milestones fired once each, minutes, ascending.
     pub dwell_milestones_min: [u32; 4],
+    /// GPS fixes less accurate than this decide nothing (zone matching).
+    pub max_gps_accuracy_m: f64,
+}
+
+impl VisitParams {
+    /// Every problem, by key under `prefix`; `max_stay_interval_s` is the longest stay interval
+    /// any gateway uses.
+    pub fn problems(&self, prefix: &str, max_stay_interval_s: u32) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let mut check = |ok: bool, key: &str, message: String| {
+            if !ok {
+                p.push((format!("{prefix}.{key}"), message));
+            }
+        };
+        check(
+            self.exit_timeout_s > max_stay_interval_s,
+            "exit_timeout_s",
+            format!(
+                "{} s must be longer than the gateways' stay interval ({max_stay_interval_s} s)",
+                self.exit_timeout_s
+            ),
+        );
+        check(
+            self.enter_after_s < self.exit_timeout_s,
+            "enter_after_s",
+            "must be shorter than exit_timeout_s".into(),
+        );
+        check(
+            (1..=300).contains(&self.reorder_window_s),
+            "reorder_window_s",
+            "must be within 1..=300".into(),
+        );
+        check(
+            self.max_lateness_s > 0,
+            "max_lateness_s",
+            "must be at least 1".into(),
+        );
+        check(
+            self.dwell_milestones_min.windows(2).all(|w| w[0] < w[1])
+                && self.dwell_milestones_min[0] > 0,
+            "dwell_milestones_min",
+            "must be four ascending numbers of minutes".into(),
+        );
+        check(
+            self.max_gps_accuracy_m.is_finite() && self.max_gps_accuracy_m > 0.0,
+            "max_gps_accuracy_m",
+            "must be a positive number of metres".into(),
+        );
+        p
+    }
 }
 
 impl Default for VisitParams {
@@ -77,6 +135,7 @@ impl Default for VisitParams {
             reorder_window_s: 10,
             max_lateness_s: 600,
             dwell_milestones_min: [5, 10, 20, 30],
+            max_gps_accuracy_m: 100.0,
         }
     }
 }
@@ -104,8 +163,9 @@ pub enum TransitionKind {
     Exit { dwell_s: u64 },
 }
 
+/// One customer × scope's state (opaque outside the engine; stored by the stage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum State {
+pub enum State {
     Candidate {
         first_ms: i64,
         last_ms: i64,
@@ -122,7 +182,8 @@ enum State {
     },
 }
 
-type Key = (String, Scope);
+/// A customer and a scope.
+pub type Key = (String, Scope);
 
 /// A state and the deadline queued for it (later queue entries for the key are stale).
 #[derive(Debug, Clone)]
@@ -141,6 +202,16 @@ pub struct VisitEngine {
     next_pending: usize,
     deadlines: BinaryHeap<Reverse<(i64, Key)>>,
     watermark_ms: i64,
+    /// Keys whose state changed since [`VisitEngine::take_changes`].
+    dirty: std::collections::HashSet<Key>,
+}
+
+/// What the stage stores besides the per-key states: the watermark and the evidence still in
+/// the reorder buffer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Buffered {
+    pub watermark_ms: i64,
+    pub evidence: Vec<Evidence>,
 }
 
 /// A visit id: derived from the opening evidence (customer, scope, log offset).
@@ -165,6 +236,59 @@ impl VisitEngine {
     /// Open visits and candidates held.
     pub fn tracked(&self) -> usize {
         self.states.len()
+    }
+
+    /// The states changed since the last call (`None`: the key is gone), for the stage to
+    /// commit with its offset.
+    pub fn take_changes(&mut self) -> Vec<(Key, Option<State>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out: Vec<(Key, Option<State>)> = dirty
+            .into_iter()
+            .map(|k| {
+                let state = self.states.get(&k).map(|t| t.state.clone());
+                (k, state)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The reorder buffer and watermark, for the stage to commit.
+    pub fn buffered(&self) -> Buffered {
+        let mut evidence: Vec<Evidence> = self.pending.values().cloned().collect();
+        evidence.sort_by_key(|e| (e.at_ms, e.offset));
+        Buffered {
+            watermark_ms: self.watermark_ms,
+            evidence,
+        }
+    }
+
+    /// An engine as a stage committed it: its states and buffer.
+    pub fn restore(
+        params: VisitParams,
+        states: Vec<(Key, State)>,
+        buffered: Buffered,
+    ) -> VisitEngine {
+        let mut engine = VisitEngine::new(params);
+        engine.watermark_ms = buffered.watermark_ms;
+        for (key, state) in states {
+            let d = engine.deadline(&state);
+            engine.deadlines.push(Reverse((d, key.clone())));
+            engine.states.insert(
+                key,
+                Tracked {
+                    state,
+                    scheduled_ms: d,
+                },
+            );
+        }
+        for e in buffered.evidence {
+            let i = engine.next_pending;
+            engine.next_pending += 1;
+            engine.buffer.push(Reverse((e.at_ms, e.offset, i)));
+            engine.pending.insert(i, e);
+        }
+        engine
     }
 
     /// Takes evidence seen in the log at `log_ms`; returns what it decided at once (only
@@ -257,6 +381,7 @@ impl VisitEngine {
         let p = self.params;
         let key: Key = (e.customer, e.scope);
         let timeout = i64::from(p.exit_timeout_s) * 1000;
+        self.dirty.insert(key.clone());
         let tracked = self.states.remove(&key);
         let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
         let next = match (tracked.map(|t| t.state), e.inside) {
@@ -401,6 +526,7 @@ impl VisitEngine {
             // A stale queue entry: the state has another deadline queued.
             _ => return,
         }
+        self.dirty.insert(key.clone());
         let state = self.states.remove(key).expect("checked above").state;
         let next = match state {
             State::Candidate { last_ms, .. }

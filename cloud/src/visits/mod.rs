@@ -3,3 +3,4 @@
 //! machine.
 
 pub mod engine;
+pub mod stage;

@@ -211,3 +211,35 @@ proptest! {
         prop_assert_eq!(strip(a), strip(b));
     }
 }
+
+#[test]
+fn an_engine_restored_mid_visit_decides_as_if_it_never_stopped() {
+    let z = zone("floor");
+    let evidence = stream("c1", &z, 0, 900, 30, Source::Gateway, 1);
+    let whole = run(
+        &mut VisitEngine::new(VisitParams::default()),
+        evidence.clone(),
+        2000,
+    );
+    // Stop after 400 s of log time: keep only what the stage would have committed.
+    let mut first = VisitEngine::new(VisitParams::default());
+    let (before, after): (Vec<_>, Vec<_>) =
+        evidence.into_iter().partition(|(r, _)| *r <= T0 + 400 * S);
+    let mut out = run(&mut first, before, 400);
+    let states: Vec<(Key, State)> = first
+        .take_changes()
+        .into_iter()
+        .filter_map(|(k, s)| s.map(|s| (k, s)))
+        .collect();
+    let mut second = VisitEngine::restore(VisitParams::default(), states, first.buffered());
+    let mut it = after.into_iter().peekable();
+    for s in 401..=2000 {
+        let now = T0 + s * S;
+        while it.peek().is_some_and(|(r, _)| *r <= now) {
+            let (r, e) = it.next().unwrap();
+            out.extend(second.observe(e, r));
+        }
+        out.extend(second.tick(now));
+    }
+    assert_eq!(out, whole);
+}

@@ -1,0 +1,546 @@
+//! The visit stage: reads the event log from its offset, resolves who each observation is
+//! (rotating EIDs at the event's corrected time, carried beacon ids, app installs, LINE users),
+//! matches it against the zones, feeds the [`VisitEngine`], and commits the transitions, the
+//! visits they change, footfall, the engine's changed states and its new offset in one
+//! transaction. A crash replays from the last commit to the same visits and ids.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use omo_device_config::payload::PresenceEvent;
+use omo_device_config::{BeaconId, GatewayId, StoreId, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::engine::{
+    Buffered, Evidence, Key, Scope, Source, State, Transition, TransitionKind, VisitEngine,
+    VisitParams,
+};
+use crate::identity::{self, eid_resolver::EidResolver};
+use crate::ingest::record::{GatewayEvent, Record};
+use crate::registry::Registry;
+use crate::store::barrier::scan_all;
+use crate::store::event_log::{self, advance, position};
+use crate::store::{Commit, Space, Store, StoreError};
+use crate::zones::{Match, Observation, ZoneSet};
+
+/// This stage's name in the offsets space.
+pub const CONSUMER: &str = "visits";
+/// Records folded per commit at most.
+const BATCH: usize = 2000;
+
+const STATE: &str = "state/";
+const BUFFER: &[u8] = b"buffer";
+
+/// A visit as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisitRecord {
+    pub id: String,
+    pub customer: String,
+    #[serde(flatten)]
+    pub scope: Scope,
+    pub entered: Timestamp,
+    pub exited: Option<Timestamp>,
+    pub dwell_s: Option<u64>,
+    pub milestones_min: Vec<u32>,
+    pub sources: BTreeSet<Source>,
+    /// The enter was decided more than the maximum trigger lateness after it happened.
+    pub late: bool,
+}
+
+/// Anonymous footfall of one scope in one hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Footfall {
+    /// Sum over the hour's minutes of the devices counted in range.
+    pub device_minutes: u64,
+    /// Minutes reported.
+    pub minutes: u64,
+    /// Most devices in one minute.
+    pub peak: u32,
+}
+
+/// What the stage needs besides the store.
+pub struct Inputs {
+    pub registry: Arc<RwLock<Registry>>,
+    pub eids: Arc<Mutex<EidResolver>>,
+    pub params: VisitParams,
+}
+
+/// The stage's in-memory part: the engine and the zones it was built with.
+pub struct VisitStage {
+    engine: VisitEngine,
+    zones: ZoneSet,
+    zone_generation: u64,
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_millis(0).expect("epoch"))
+}
+
+fn state_key(key: &Key) -> Vec<u8> {
+    let mut k = STATE.as_bytes().to_vec();
+    k.extend(serde_json::to_vec(key).expect("keys serialise"));
+    k
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Zone(z) => format!("zone/{z}"),
+        Scope::Store(s) => format!("store/{s}"),
+    }
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+impl VisitStage {
+    /// Restores the engine as last committed.
+    pub fn open(store: &dyn Store, inputs: &Inputs) -> Result<VisitStage, StoreError> {
+        let mut states = Vec::new();
+        for (k, v) in scan_all(store, Space::Visits)? {
+            let Some(json) = k.strip_prefix(STATE.as_bytes()) else {
+                continue;
+            };
+            let key: Key =
+                serde_json::from_slice(json).map_err(|e| backend("visit state key", e))?;
+            let state: State = serde_json::from_slice(&v).map_err(|e| backend("visit state", e))?;
+            states.push((key, state));
+        }
+        let buffered: Buffered = match store.get(Space::Visits, BUFFER)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| backend("visit buffer", e))?,
+            None => Buffered {
+                watermark_ms: i64::MIN,
+                evidence: Vec::new(),
+            },
+        };
+        let registry = inputs.registry.read().expect("registry lock");
+        let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.max_gps_accuracy_m);
+        for p in problems {
+            tracing::error!(problem = %p, "zone skipped");
+        }
+        Ok(VisitStage {
+            engine: VisitEngine::restore(inputs.params, states, buffered),
+            zones,
+            zone_generation: registry.generation,
+        })
+    }
+
+    /// Folds the next records after this stage's offset and commits; returns how many it read.
+    pub fn step(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
+        {
+            let registry = inputs.registry.read().expect("registry lock");
+            if registry.generation != self.zone_generation {
+                let (zones, problems) =
+                    ZoneSet::new(&registry.zones(), inputs.params.max_gps_accuracy_m);
+                for p in problems {
+                    tracing::error!(problem = %p, "zone skipped");
+                }
+                self.zones = zones;
+                self.zone_generation = registry.generation;
+            }
+        }
+        let from = position(store, CONSUMER)?;
+        let records = event_log::read(store, from, BATCH)?;
+        let Some(&(last, _)) = records.last() else {
+            return Ok(0);
+        };
+        let mut transitions = Vec::new();
+        let mut footfall: BTreeMap<(String, i64), Footfall> = BTreeMap::new();
+        for (offset, bytes) in &records {
+            let record = match Record::decode(bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(offset, error = %e, "unreadable event-log record skipped");
+                    continue;
+                }
+            };
+            let log_ms = record.received().millis();
+            if let Record::Tick { .. } = record {
+                transitions.extend(self.engine.tick(log_ms));
+                continue;
+            }
+            if let Record::Gateway(GatewayEvent {
+                event: PresenceEvent::Footfall(f),
+                gateway,
+                store: s,
+                ..
+            }) = &record
+            {
+                let hour = f.ts.millis().div_euclid(3_600_000) * 3_600_000;
+                for scope in self.gateway_scopes(gateway, s) {
+                    let e = footfall.entry((scope_text(&scope), hour)).or_default();
+                    e.device_minutes += u64::from(f.devices);
+                    e.minutes += 1;
+                    e.peak = e.peak.max(f.devices);
+                }
+                continue;
+            }
+            for evidence in self.evidence(&record, *offset, store, &inputs.eids)? {
+                transitions.extend(self.engine.observe(evidence, log_ms));
+            }
+        }
+        let mut c = Commit::new();
+        self.write_transitions(store, &transitions, &mut c)?;
+        for ((scope, hour), add) in &footfall {
+            let key = format!("footfall/{scope}/{hour:016x}");
+            let mut total: Footfall = match store.get(Space::Visits, key.as_bytes())? {
+                Some(v) => serde_json::from_slice(&v).map_err(|e| backend("footfall", e))?,
+                None => Footfall::default(),
+            };
+            total.device_minutes += add.device_minutes;
+            total.minutes += add.minutes;
+            total.peak = total.peak.max(add.peak);
+            c.put(
+                Space::Visits,
+                key,
+                serde_json::to_vec(&total).expect("footfall serialises"),
+            );
+        }
+        for (key, state) in self.engine.take_changes() {
+            match state {
+                Some(s) => c.put(
+                    Space::Visits,
+                    state_key(&key),
+                    serde_json::to_vec(&s).expect("states serialise"),
+                ),
+                None => c.delete(Space::Visits, state_key(&key)),
+            }
+        }
+        c.put(
+            Space::Visits,
+            BUFFER.to_vec(),
+            serde_json::to_vec(&self.engine.buffered()).expect("buffer serialises"),
+        );
+        advance(&mut c, CONSUMER, from, last + 1);
+        crate::crash_point!("visits.before_commit");
+        if let Err(e) = store.commit(c) {
+            // The engine moved on without the store: start again from what was committed.
+            *self = VisitStage::open(store, inputs)?;
+            return Err(e);
+        }
+        Ok(records.len())
+    }
+
+    /// The scopes a gateway's own hearing places a device in: its gateway zones and its store.
+    fn gateway_scopes(&self, gateway: &GatewayId, store: &StoreId) -> Vec<Scope> {
+        let probe = Observation::Gateway {
+            gateway,
+            rssi: 0.0,
+            distance_m: 0.0,
+        };
+        let mut scopes: Vec<Scope> = self
+            .zones
+            .candidates(&probe)
+            .into_iter()
+            .map(|(i, _)| Scope::Zone(self.zones.zone(i).id.to_string()))
+            .collect();
+        scopes.push(Scope::Store(store.to_string()));
+        scopes
+    }
+
+    /// Who a record is about, and what it says about which scopes.
+    fn evidence(
+        &self,
+        record: &Record,
+        offset: u64,
+        store: &dyn Store,
+        eids: &Mutex<EidResolver>,
+    ) -> Result<Vec<Evidence>, StoreError> {
+        let mut out: BTreeMap<Scope, bool> = BTreeMap::new();
+        let mut add = |zones: &ZoneSet, found: Vec<(usize, Match)>| {
+            for (i, m) in found {
+                if m == Match::Inside {
+                    let z = zones.zone(i);
+                    out.insert(Scope::Zone(z.id.to_string()), true);
+                    out.insert(Scope::Store(z.store.to_string()), true);
+                }
+            }
+        };
+        let (customer, at_ms, source) = match record {
+            Record::Gateway(e) => {
+                let Some((kind, s)) = e.event.as_sighting() else {
+                    return Ok(Vec::new());
+                };
+                let Some(customer) = resolve(&s.beacon, e.event_ts, store, eids)? else {
+                    return Ok(Vec::new());
+                };
+                let obs = Observation::Gateway {
+                    gateway: &e.gateway,
+                    rssi: s.rssi,
+                    distance_m: s.distance_m,
+                };
+                if kind == omo_device_config::payload::SightingKind::Exit {
+                    // The gateway stopped hearing the device: evidence against its zones only
+                    // (another gateway of the store may still hear it).
+                    for scope in self.gateway_scopes(&e.gateway, &e.store) {
+                        if matches!(scope, Scope::Zone(_)) {
+                            out.insert(scope, false);
+                        }
+                    }
+                } else {
+                    add(&self.zones, self.zones.candidates(&obs));
+                    out.insert(Scope::Store(e.store.to_string()), true);
+                }
+                (customer, e.event_ts.millis(), Source::Gateway)
+            }
+            Record::App(r) => {
+                if let Some(fix) = r.gps {
+                    add(&self.zones, self.zones.candidates(&Observation::Gps(fix)));
+                }
+                if !r.wifi.is_empty() {
+                    add(
+                        &self.zones,
+                        self.zones.candidates(&Observation::Wifi(&r.wifi)),
+                    );
+                }
+                for b in &r.beacons {
+                    add(
+                        &self.zones,
+                        self.zones.candidates(&Observation::Beacon {
+                            id: &b.id,
+                            rssi: Some(b.rssi),
+                        }),
+                    );
+                }
+                (r.customer.clone(), r.event_ts.millis(), Source::App)
+            }
+            Record::Line(l) => {
+                let crate::ingest::record::LineKind::Beacon { beacon, .. } = &l.kind else {
+                    return Ok(Vec::new());
+                };
+                add(
+                    &self.zones,
+                    self.zones.candidates(&Observation::Beacon {
+                        id: beacon,
+                        rssi: None,
+                    }),
+                );
+                (l.customer.clone(), l.event_ts.millis(), Source::Line)
+            }
+            _ => return Ok(Vec::new()),
+        };
+        Ok(out
+            .into_iter()
+            .map(|(scope, inside)| Evidence {
+                customer: customer.clone(),
+                scope,
+                at_ms,
+                offset,
+                source,
+                inside,
+            })
+            .collect())
+    }
+
+    /// Stores each transition, updates the visit it belongs to and the visit indexes.
+    fn write_transitions(
+        &self,
+        store: &dyn Store,
+        transitions: &[Transition],
+        c: &mut Commit,
+    ) -> Result<(), StoreError> {
+        let next = match store.last(Space::Transitions)? {
+            Some((k, _)) => {
+                u64::from_be_bytes(
+                    k.as_slice()
+                        .try_into()
+                        .map_err(|_| backend("transition key", "not 8 bytes"))?,
+                ) + 1
+            }
+            None => 1,
+        };
+        let mut visits: BTreeMap<String, VisitRecord> = BTreeMap::new();
+        for (seq, t) in (next..).zip(transitions) {
+            c.put(
+                Space::Transitions,
+                seq.to_be_bytes().to_vec(),
+                serde_json::to_vec(t).expect("transitions serialise"),
+            );
+            let key = format!("visit/{}", t.visit);
+            let mut v = match visits.remove(&t.visit) {
+                Some(v) => v,
+                None => match store.get(Space::Visits, key.as_bytes())? {
+                    Some(b) => serde_json::from_slice(&b).map_err(|e| backend("visit", e))?,
+                    None => VisitRecord {
+                        id: t.visit.clone(),
+                        customer: t.customer.clone(),
+                        scope: t.scope.clone(),
+                        entered: ts(t.at_ms),
+                        exited: None,
+                        dwell_s: None,
+                        milestones_min: Vec::new(),
+                        sources: BTreeSet::new(),
+                        late: t.late,
+                    },
+                },
+            };
+            v.sources.extend(t.sources.iter().copied());
+            match t.kind {
+                TransitionKind::Enter => {
+                    c.put(
+                        Space::Visits,
+                        format!("by-customer/{}/{}", t.customer, t.visit),
+                        Vec::new(),
+                    );
+                    c.put(
+                        Space::Visits,
+                        format!(
+                            "by-scope/{}/{:016x}/{}",
+                            scope_text(&t.scope),
+                            t.at_ms,
+                            t.visit
+                        ),
+                        Vec::new(),
+                    );
+                }
+                TransitionKind::Dwell { minutes } => v.milestones_min.push(minutes),
+                TransitionKind::Exit { dwell_s } => {
+                    v.exited = Some(ts(t.at_ms));
+                    v.dwell_s = Some(dwell_s);
+                }
+            }
+            visits.insert(t.visit.clone(), v);
+        }
+        for (id, v) in visits {
+            c.put(
+                Space::Visits,
+                format!("visit/{id}"),
+                serde_json::to_vec(&v).expect("visits serialise"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The customer behind a beacon id a gateway heard: a rotating EID through the resolver at the
+/// event's time, any other id through the ids customers carry. `None`: anonymous.
+fn resolve(
+    beacon: &BeaconId,
+    at: Timestamp,
+    store: &dyn Store,
+    eids: &Mutex<EidResolver>,
+) -> Result<Option<String>, StoreError> {
+    if let BeaconId::EddystoneEid { eid } = beacon {
+        let mut r = eids.lock().expect("eid resolver lock");
+        return Ok(r
+            .resolve(*eid, at.millis().div_euclid(1000))
+            .map(str::to_owned));
+    }
+    identity::lookup(store, &format!("beacon/{beacon}"))
+}
+
+/// Visits of a customer.
+pub fn visits_of_customer(
+    store: &dyn Store,
+    customer: &str,
+    limit: usize,
+) -> Result<Vec<VisitRecord>, StoreError> {
+    let prefix = format!("by-customer/{customer}/");
+    let ids: Vec<String> = store
+        .scan(Space::Visits, prefix.as_bytes(), limit)?
+        .into_iter()
+        .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect();
+    load_visits(store, ids)
+}
+
+/// Visits of a scope entered in `[from_ms, to_ms)`.
+pub fn visits_in_scope(
+    store: &dyn Store,
+    scope: &Scope,
+    from_ms: i64,
+    to_ms: i64,
+    limit: usize,
+) -> Result<Vec<VisitRecord>, StoreError> {
+    let prefix = format!("by-scope/{}/", scope_text(scope));
+    let start = format!("{prefix}{:016x}", from_ms.max(0));
+    let end = format!("{prefix}{:016x}", to_ms.max(0));
+    let ids: Vec<String> = store
+        .scan(Space::Visits, start.as_bytes(), limit)?
+        .into_iter()
+        .take_while(|(k, _)| k.as_slice() < end.as_bytes() && k.starts_with(prefix.as_bytes()))
+        .filter_map(|(k, _)| {
+            String::from_utf8_lossy(&k)
+                .rsplit('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    load_visits(store, ids)
+}
+
+fn load_visits(store: &dyn Store, ids: Vec<String>) -> Result<Vec<VisitRecord>, StoreError> {
+    ids.into_iter()
+        .filter_map(|id| {
+            store
+                .get(Space::Visits, format!("visit/{id}").as_bytes())
+                .transpose()
+        })
+        .map(|r| r.and_then(|b| serde_json::from_slice(&b).map_err(|e| backend("visit", e))))
+        .collect()
+}
+
+/// Footfall of a scope per hour in `[from_ms, to_ms)`.
+pub fn footfall(
+    store: &dyn Store,
+    scope: &Scope,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(Timestamp, Footfall)>, StoreError> {
+    let prefix = format!("footfall/{}/", scope_text(scope));
+    let start = format!("{prefix}{:016x}", from_ms.max(0));
+    let end = format!("{prefix}{:016x}", to_ms.max(0));
+    store
+        .scan(Space::Visits, start.as_bytes(), 10_000)?
+        .into_iter()
+        .take_while(|(k, _)| k.as_slice() < end.as_bytes())
+        .map(|(k, v)| {
+            let hour =
+                i64::from_str_radix(String::from_utf8_lossy(&k[prefix.len()..]).as_ref(), 16)
+                    .map_err(|e| backend("footfall key", e))?;
+            let f: Footfall = serde_json::from_slice(&v).map_err(|e| backend("footfall", e))?;
+            Ok((ts(hour), f))
+        })
+        .collect()
+}
+
+/// Runs the stage: folds whenever the log grows.
+pub async fn run(store: Arc<dyn Store>, inputs: Arc<Inputs>, mut log_end: watch::Receiver<u64>) {
+    let opened = {
+        let (store, inputs) = (store.clone(), inputs.clone());
+        tokio::task::spawn_blocking(move || VisitStage::open(store.as_ref(), &inputs)).await
+    };
+    let mut stage = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::error!(error = %e, "visit stage could not start"),
+        Err(e) => return tracing::error!(error = %e, "visit stage could not start"),
+    };
+    loop {
+        let (s, i) = (store.clone(), inputs.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let n = stage.step(s.as_ref(), &i);
+            (stage, n)
+        })
+        .await;
+        let n = match result {
+            Ok((st, n)) => {
+                stage = st;
+                n
+            }
+            Err(e) => return tracing::error!(error = %e, "visit stage task failed"),
+        };
+        match n {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "visit stage failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        if log_end.changed().await.is_err() {
+            return;
+        }
+    }
+}
