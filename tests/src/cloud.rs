@@ -63,6 +63,9 @@ pub struct CloudUnderTest {
     pub mqtt_port: u16,
     pub gateways: Vec<Creds>,
     pub clock: String,
+    /// The clock's start, and the wall time it started at.
+    origin: String,
+    speed: u32,
     pub external: Option<External>,
     pub process: Option<Process>,
     http: reqwest::Client,
@@ -72,7 +75,24 @@ impl CloudUnderTest {
     /// A data dir with a site of one store per distinct store id and the given gateways
     /// (imported with `omo-cloud import`), and a config on free ports.
     pub fn new(gateways: Vec<Creds>, external: Option<External>) -> anyhow::Result<CloudUnderTest> {
-        let cloud = CloudUnderTest::empty(gateways, external)?;
+        CloudUnderTest::with_site(gateways, external, "", 1)
+    }
+
+    /// Like [`CloudUnderTest::new`], with `extra_site` TOML (zones, beacons) appended to the
+    /// site, and a clock running at `speed`.
+    pub fn with_site(
+        gateways: Vec<Creds>,
+        external: Option<External>,
+        extra_site: &str,
+        speed: u32,
+    ) -> anyhow::Result<CloudUnderTest> {
+        let mut cloud = CloudUnderTest::empty(gateways, external)?;
+        cloud.speed = speed;
+        cloud.clock = format!("{}@{speed}@{}", cloud.origin, cloud.origin);
+        std::fs::write(
+            cloud.dir.path().join("site.toml"),
+            cloud.site_toml() + extra_site,
+        )?;
         let out = std::process::Command::new(cloud_binary()?)
             .args([
                 "import",
@@ -104,6 +124,8 @@ impl CloudUnderTest {
             mqtt_port: free_port()?,
             gateways,
             clock: format!("{origin}@1"),
+            origin: origin.clone(),
+            speed: 1,
             external,
             process: None,
             http: omo_cloud::tls::http_client_builder()
@@ -113,6 +135,17 @@ impl CloudUnderTest {
         cloud.write_config()?;
         std::fs::write(cloud.dir.path().join("site.toml"), cloud.site_toml())?;
         Ok(cloud)
+    }
+
+    /// The cloud's clock now (`--clock START@SPEED@ORIGIN` with START = ORIGIN).
+    pub fn clock_now(&self) -> omo_device_config::Timestamp {
+        let origin: chrono::DateTime<chrono::Utc> =
+            self.origin.parse().expect("an RFC 3339 origin");
+        let wall = (chrono::Utc::now() - origin).num_milliseconds();
+        omo_device_config::Timestamp::from_millis(
+            origin.timestamp_millis() + wall * i64::from(self.speed),
+        )
+        .expect("a time")
     }
 
     pub fn path(&self, name: &str) -> String {

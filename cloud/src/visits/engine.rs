@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 /// Where a visit is: a zone, or the store the zone belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Scope {
     Zone(String),
     Store(String),

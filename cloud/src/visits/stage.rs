@@ -37,7 +37,6 @@ const BUFFER: &[u8] = b"buffer";
 pub struct VisitRecord {
     pub id: String,
     pub customer: String,
-    #[serde(flatten)]
     pub scope: Scope,
     pub entered: Timestamp,
     pub exited: Option<Timestamp>,
