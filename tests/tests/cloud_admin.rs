@@ -316,6 +316,24 @@ async fn the_registry_and_customers_through_the_admin_api() -> anyhow::Result<()
         404
     );
 
+    // A gateway config whose stay interval the visit exit timeout would cut is refused.
+    let (status, body) = cloud
+        .call(
+            Method::PUT,
+            "/v1/admin/gateways/g1/config",
+            Some(json!({"version": 1, "presence": {"stay_interval_s": 600}})),
+            admin,
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("presence.stay_interval_s"),
+        "{body}"
+    );
+
     // Bodies over http.max_body_bytes are refused before they are read.
     let huge = vec![b' '; 300 * 1024];
     let (status, _) = cloud

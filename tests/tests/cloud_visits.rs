@@ -191,6 +191,31 @@ async fn a_gateway_and_an_app_make_visits_read_back_through_the_api() -> anyhow:
     one_enter_and_exit_each(&cloud).await?;
     let z = cloud.admin("/v1/admin/visits?zone=plaza").await?;
     assert_eq!(z["items"].as_array().unwrap().len(), 1, "{z}");
+
+    // Anonymous footfall from the gateway, per zone and hour.
+    let minute = omo_device_config::payload::Footfall {
+        seq: 100,
+        ts: cloud.clock_now(),
+        devices: 7,
+    };
+    gw.publish_presence(
+        Epoch(5),
+        vec![PresenceEvent::Footfall(minute)],
+        SeqRanges::new(),
+    )
+    .await?;
+    assert!(gw.next_ack(Duration::from_secs(10)).await?.is_some());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = cloud.admin("/v1/admin/footfall?zone=floor").await?;
+        if f["items"].as_array().is_some_and(|i| i.len() == 1) {
+            assert_eq!(f["items"][0]["device_minutes"], 7, "{f}");
+            assert_eq!(f["items"][0]["peak"], 7, "{f}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{f}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cloud.stop()?;
     Ok(())
 }

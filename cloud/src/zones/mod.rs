@@ -246,3 +246,95 @@ impl ZoneSet {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omo_device_config::site;
+
+    fn fence_zone(radius_m: f64) -> Zone {
+        Zone::Geofence(site::Geofence {
+            id: ZoneId::new("fence").unwrap(),
+            store: StoreId::new("s1").unwrap(),
+            name: String::new(),
+            geometry: None,
+            circle: Some(site::Circle {
+                lat: 35.66,
+                lon: 139.70,
+                radius_m,
+            }),
+        })
+    }
+
+    fn fix_east(metres: f64, accuracy_m: f64) -> GpsFix {
+        let kx = geofence::metres_per_degree() * 35.66f64.to_radians().cos();
+        GpsFix {
+            lat: 35.66,
+            lon: 139.70 + metres / kx,
+            accuracy_m,
+        }
+    }
+
+    #[test]
+    fn a_gps_fix_with_200_m_accuracy_beside_a_50_m_fence_makes_no_entry() {
+        let (set, problems) = ZoneSet::new(&[fence_zone(50.0)], 100.0);
+        assert!(problems.is_empty());
+        // Beside the fence, 200 m accuracy: beyond the limit, so no evidence at all.
+        assert!(set
+            .candidates(&Observation::Gps(fix_east(60.0, 200.0)))
+            .is_empty());
+        assert_eq!(
+            set.relate(0, &Observation::Gps(fix_east(60.0, 200.0))),
+            Match::Unknown
+        );
+        // Even inside the limit, an accuracy circle across the edge decides nothing.
+        assert_eq!(
+            set.candidates(&Observation::Gps(fix_east(40.0, 30.0))),
+            vec![(0, Match::Unknown)]
+        );
+        assert_eq!(
+            set.candidates(&Observation::Gps(fix_east(10.0, 20.0))),
+            vec![(0, Match::Inside)]
+        );
+        assert!(set
+            .candidates(&Observation::Gps(fix_east(500.0, 20.0)))
+            .is_empty());
+    }
+
+    #[test]
+    fn observations_reach_only_their_kind_of_zone() {
+        let beacon: BeaconId = "line:016a4b2c3d".parse().unwrap();
+        let zones = vec![
+            fence_zone(50.0),
+            Zone::Beacon(site::BeaconZone {
+                id: ZoneId::new("door").unwrap(),
+                store: StoreId::new("s1").unwrap(),
+                name: String::new(),
+                beacons: vec![beacon],
+                min_rssi_dbm: None,
+            }),
+        ];
+        let (set, _) = ZoneSet::new(&zones, 100.0);
+        assert_eq!(
+            set.candidates(&Observation::Beacon {
+                id: &beacon,
+                rssi: Some(-70.0)
+            }),
+            vec![(1, Match::Inside)]
+        );
+        assert_eq!(
+            set.candidates(&Observation::Gps(fix_east(0.0, 5.0))),
+            vec![(0, Match::Inside)]
+        );
+        assert_eq!(
+            set.relate(
+                0,
+                &Observation::Beacon {
+                    id: &beacon,
+                    rssi: None
+                }
+            ),
+            Match::Unknown
+        );
+    }
+}
