@@ -248,15 +248,7 @@ async fn put_store(
     let mut site = current_site(&state);
     let created = upsert(&mut site.stores, record.clone(), |s| s.id == record.id);
     apply_site(&state, site, false).await?;
-    Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(json!(record)),
-    )
-        .into_response())
+    Ok(saved(created, json!(record)))
 }
 
 async fn delete_store(
@@ -316,6 +308,16 @@ async fn add_pos_key(
         Json(json!({"id": key.id, "key": format!("{}.{secret}", key.id)})),
     )
         .into_response())
+}
+
+/// 201 with the record when it was created, 200 when it replaced one.
+fn saved(created: bool, record: Value) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(record)).into_response()
 }
 
 fn upsert<T>(list: &mut Vec<T>, record: T, same: impl Fn(&T) -> bool) -> bool {
@@ -409,15 +411,7 @@ async fn put_gateway(
     let mut site = current_site(&state);
     let created = upsert(&mut site.gateways, record.clone(), |g| g.id == record.id);
     apply_site(&state, site, false).await?;
-    Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(gateway_json(&record)),
-    )
-        .into_response())
+    Ok(saved(created, gateway_json(&record)))
 }
 
 async fn delete_gateway(
@@ -549,15 +543,7 @@ async fn put_beacon(
     let mut site = current_site(&state);
     let created = upsert(&mut site.beacons, record.clone(), |b| b.id == record.id);
     apply_site(&state, site, false).await?;
-    Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(json!(record)),
-    )
-        .into_response())
+    Ok(saved(created, json!(record)))
 }
 
 async fn delete_beacon(
@@ -644,15 +630,7 @@ async fn put_zone(
         Zone::Geofence(z) => site.geofences.push(z),
     }
     apply_site(&state, site, false).await?;
-    Ok((
-        if existed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        },
-        Json(json!(zone)),
-    )
-        .into_response())
+    Ok(saved(!existed, json!(zone)))
 }
 
 async fn delete_zone(
