@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod broker;
+pub mod campaigns;
 pub mod config;
 pub mod http;
 pub mod identity;

@@ -1,0 +1,463 @@
+//! A campaign as a marketer defines it (admin API, stored and versioned): what triggers it,
+//! where, for whom, when, how often, through which channels, with which message — and its
+//! experiment (variants and a holdout). [`Campaign::validate`] returns every problem with the
+//! field at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{NaiveDate, NaiveTime, Weekday};
+use serde::{Deserialize, Serialize};
+
+/// What fires a campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    Enter,
+    /// A visit reached this dwell milestone (one of the cloud's `visits.dwell_milestones_min`).
+    Dwell {
+        minutes: u32,
+    },
+    Exit,
+    /// The customer's `n`th visit within `within_days` days.
+    NthVisit {
+        n: u32,
+        within_days: u32,
+    },
+}
+
+/// Where: zones and/or whole stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Places {
+    pub zones: BTreeSet<String>,
+    pub stores: BTreeSet<String>,
+}
+
+/// For whom.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Audience {
+    /// The customer must have every one of these tags.
+    pub include_tags: BTreeSet<String>,
+    /// … and none of these.
+    pub exclude_tags: BTreeSet<String>,
+    /// … and these attribute values exactly.
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// A daily window in the store's local time; `to` before `from` wraps past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub from: NaiveTime,
+    pub to: NaiveTime,
+}
+
+impl Window {
+    /// Whether local time `t` is inside `[from, to)`.
+    pub fn contains(&self, t: NaiveTime) -> bool {
+        if self.from <= self.to {
+            self.from <= t && t < self.to
+        } else {
+            t >= self.from || t < self.to
+        }
+    }
+}
+
+/// When, in each store's own time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// First and last local dates, inclusive.
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// Local days of the week (`mon` … `sun`).
+    pub days: BTreeSet<Day>,
+    /// Local hours of the day; absent: all day.
+    #[serde(default)]
+    pub hours: Option<Window>,
+    /// Override the store's time zone (IANA name), e.g. for a chain-wide national campaign.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl From<Weekday> for Day {
+    fn from(w: Weekday) -> Day {
+        match w {
+            Weekday::Mon => Day::Mon,
+            Weekday::Tue => Day::Tue,
+            Weekday::Wed => Day::Wed,
+            Weekday::Thu => Day::Thu,
+            Weekday::Fri => Day::Fri,
+            Weekday::Sat => Day::Sat,
+            Weekday::Sun => Day::Sun,
+        }
+    }
+}
+
+/// How often.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caps {
+    /// At most `count` sends to one customer from this campaign per `period_days` local days.
+    pub per_customer: u32,
+    pub period_days: u32,
+    /// At most this many sends to one customer across all campaigns per local day.
+    #[serde(default)]
+    pub per_customer_daily_all: Option<u32>,
+    /// No send to a customer within this many minutes of their last send from this campaign.
+    #[serde(default)]
+    pub cooldown_minutes: u32,
+}
+
+/// A delivery channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Line,
+    Push,
+    Webhook,
+}
+
+/// The message; `{name}`, `{store}` and `{coupon}` are filled per send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub text: String,
+}
+
+/// The variables a template may name.
+pub const TEMPLATE_VARIABLES: [&str; 3] = ["name", "store", "coupon"];
+
+impl Template {
+    /// The variables the text names, or the first malformed one.
+    pub fn variables(&self) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut rest = self.text.as_str();
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or_else(|| {
+                format!(
+                    "'{{' at byte {} is never closed",
+                    self.text.len() - rest.len() + open
+                )
+            })?;
+            out.push(after[..close].to_owned());
+            rest = &after[close + 1..];
+        }
+        Ok(out)
+    }
+
+    /// The text with every variable filled from `values`.
+    pub fn render(&self, values: &BTreeMap<&str, String>) -> String {
+        let mut text = self.text.clone();
+        for (k, v) in values {
+            text = text.replace(&format!("{{{k}}}"), v);
+        }
+        text
+    }
+}
+
+/// One arm of the experiment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub id: String,
+    pub weight: u32,
+    pub template: Template,
+}
+
+/// A campaign definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub paused: bool,
+    pub trigger: Trigger,
+    pub places: Places,
+    #[serde(default)]
+    pub audience: Audience,
+    pub schedule: Schedule,
+    /// Local hours in which nothing is sent (wrapping past midnight allowed).
+    #[serde(default)]
+    pub quiet_hours: Option<Window>,
+    pub caps: Caps,
+    /// Sends at most, over the campaign's life.
+    pub budget: u64,
+    /// How long an offer stays worth delivering, minutes.
+    pub offer_ttl_minutes: u32,
+    /// Channels in order of preference: the first the customer can be reached on is used.
+    pub channels: Vec<Channel>,
+    pub variants: Vec<Variant>,
+    /// Per cent of customers held out (shadow decisions, no message), 0..=50.
+    #[serde(default)]
+    pub holdout_percent: u32,
+}
+
+/// A problem with a campaign, by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl Campaign {
+    /// Every problem, with its field. `milestones` are the cloud's dwell milestones.
+    pub fn validate(&self, milestones: &[u32]) -> Result<(), Vec<FieldProblem>> {
+        let mut p = Vec::new();
+        let mut bad = |field: &str, message: String| {
+            p.push(FieldProblem {
+                field: field.to_owned(),
+                message,
+            })
+        };
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            bad(
+                "id",
+                "must be 1..=64 letters, digits, '-', '_' or '.'".into(),
+            );
+        }
+        if self.name.trim().is_empty() {
+            bad("name", "must not be empty".into());
+        }
+        match self.trigger {
+            Trigger::Dwell { minutes } if !milestones.contains(&minutes) => {
+                bad(
+                    "trigger.minutes",
+                    format!("{minutes} is not one of the dwell milestones {milestones:?}"),
+                );
+            }
+            Trigger::NthVisit { n, within_days } => {
+                if n < 2 {
+                    bad(
+                        "trigger.n",
+                        "must be at least 2 (use enter for the first visit)".into(),
+                    );
+                }
+                if within_days == 0 || within_days > 365 {
+                    bad("trigger.within_days", "must be within 1..=365".into());
+                }
+            }
+            _ => {}
+        }
+        if self.places.zones.is_empty() && self.places.stores.is_empty() {
+            bad("places", "name at least one zone or store".into());
+        }
+        let s = &self.schedule;
+        if s.to < s.from {
+            bad(
+                "schedule.to",
+                format!("{} is before schedule.from {}", s.to, s.from),
+            );
+        }
+        if s.days.is_empty() {
+            bad(
+                "schedule.days",
+                "is empty: the campaign could never run".into(),
+            );
+        }
+        if let Some(h) = s.hours {
+            if h.from == h.to {
+                bad("schedule.hours", "from equals to: an empty window".into());
+            }
+        }
+        if let Some(tz) = &s.time_zone {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                bad(
+                    "schedule.time_zone",
+                    format!("{tz:?} is not an IANA time zone such as Asia/Tokyo"),
+                );
+            }
+        }
+        if let Some(q) = self.quiet_hours {
+            if q.from == q.to {
+                bad("quiet_hours", "from equals to: an empty window".into());
+            }
+        }
+        if self.caps.per_customer == 0 {
+            bad(
+                "caps.per_customer",
+                "a cap of zero would never send; pause the campaign instead".into(),
+            );
+        }
+        if self.caps.period_days == 0 {
+            bad("caps.period_days", "must be at least 1".into());
+        }
+        if self.caps.per_customer_daily_all == Some(0) {
+            bad(
+                "caps.per_customer_daily_all",
+                "a cap of zero would never send".into(),
+            );
+        }
+        if self.budget == 0 {
+            bad("budget", "a budget of zero would never send".into());
+        }
+        if self.offer_ttl_minutes == 0 || self.offer_ttl_minutes > 23 * 60 {
+            bad(
+                "offer_ttl_minutes",
+                "must be within 1..=1380 (deliveries expire within 23 h)".into(),
+            );
+        }
+        if self.channels.is_empty() {
+            bad("channels", "name at least one channel".into());
+        }
+        if self.channels.iter().collect::<BTreeSet<_>>().len() != self.channels.len() {
+            bad("channels", "names a channel twice".into());
+        }
+        if self.variants.is_empty() {
+            bad("variants", "need at least one variant".into());
+        }
+        let mut ids = BTreeSet::new();
+        for (i, v) in self.variants.iter().enumerate() {
+            if !ids.insert(&v.id) {
+                bad(
+                    &format!("variants[{i}].id"),
+                    format!("{:?} is used twice", v.id),
+                );
+            }
+            if v.weight == 0 {
+                bad(
+                    &format!("variants[{i}].weight"),
+                    "must be at least 1".into(),
+                );
+            }
+            if v.template.text.trim().is_empty() || v.template.text.chars().count() > 5000 {
+                bad(
+                    &format!("variants[{i}].template.text"),
+                    "must be 1..=5000 characters".into(),
+                );
+            }
+            match v.template.variables() {
+                Err(e) => bad(&format!("variants[{i}].template.text"), e),
+                Ok(vars) => {
+                    for var in vars {
+                        if !TEMPLATE_VARIABLES.contains(&var.as_str()) {
+                            bad(&format!("variants[{i}].template.text"), format!("names an unknown variable {{{var}}}; known: {TEMPLATE_VARIABLES:?}"));
+                        }
+                    }
+                }
+            }
+        }
+        if self.holdout_percent > 50 {
+            bad("holdout_percent", "must be within 0..=50".into());
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn example() -> serde_json::Value {
+        json!({
+            "id": "welcome-coffee",
+            "name": "Welcome coffee",
+            "trigger": {"kind": "dwell", "minutes": 10},
+            "places": {"stores": ["s1"]},
+            "audience": {"include_tags": ["member"], "exclude_tags": ["staff"]},
+            "schedule": {"from": "2026-11-01", "to": "2026-12-31", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "hours": {"from": "10:00:00", "to": "20:00:00"}},
+            "quiet_hours": {"from": "22:00:00", "to": "08:00:00"},
+            "caps": {"per_customer": 1, "period_days": 7, "per_customer_daily_all": 2, "cooldown_minutes": 60},
+            "budget": 1000,
+            "offer_ttl_minutes": 60,
+            "channels": ["line", "push"],
+            "variants": [{"id": "a", "weight": 1, "template": {"text": "Hi {name}, a coffee on us at {store}: {coupon}"}}],
+            "holdout_percent": 10
+        })
+    }
+
+    #[test]
+    fn a_good_campaign_is_valid() {
+        let c: Campaign = serde_json::from_value(example()).unwrap();
+        c.validate(&[5, 10, 20, 30]).unwrap();
+    }
+
+    #[test]
+    fn invalid_definitions_name_the_field_at_fault() {
+        let mut v = example();
+        v["schedule"]["time_zone"] = json!("Mars/Olympus");
+        v["schedule"]["days"] = json!([]);
+        v["caps"]["per_customer"] = json!(0);
+        v["variants"][0]["template"]["text"] = json!("Hi {nickname}");
+        v["trigger"] = json!({"kind": "dwell", "minutes": 7});
+        let c: Campaign = serde_json::from_value(v).unwrap();
+        let fields: Vec<String> = c
+            .validate(&[5, 10, 20, 30])
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "trigger.minutes",
+                "schedule.days",
+                "schedule.time_zone",
+                "caps.per_customer",
+                "variants[0].template.text"
+            ]
+        );
+        let unclosed = Template {
+            text: "Hi {name".into(),
+        };
+        assert!(unclosed.variables().unwrap_err().contains("byte 3"));
+    }
+
+    #[test]
+    fn windows_wrap_past_midnight() {
+        let w = Window {
+            from: NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+            to: NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+        };
+        assert!(w.contains(NaiveTime::from_hms_opt(23, 30, 0).unwrap()));
+        assert!(w.contains(NaiveTime::from_hms_opt(0, 0, 0).unwrap()));
+        assert!(!w.contains(NaiveTime::from_hms_opt(8, 0, 0).unwrap()));
+        assert!(!w.contains(NaiveTime::from_hms_opt(12, 0, 0).unwrap()));
+    }
+
+    #[test]
+    fn templates_render_every_variable() {
+        let t = Template {
+            text: "Hi {name}, {store}: {coupon} {coupon}".into(),
+        };
+        let values = BTreeMap::from([
+            ("name", "Aki".to_owned()),
+            ("store", "Shibuya".to_owned()),
+            ("coupon", "X1".to_owned()),
+        ]);
+        assert_eq!(t.render(&values), "Hi Aki, Shibuya: X1 X1");
+    }
+}
