@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || evidence.clone(),
             |evidence| {
-                let mut engine = VisitEngine::new(VisitParams::default());
+                let mut engine = VisitEngine::new(VisitParams::default(), [7; 32]);
                 let mut transitions = 0;
                 let mut next_tick = T0;
                 for (log_ms, e) in evidence {

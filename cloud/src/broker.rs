@@ -56,11 +56,12 @@ impl Outbound {
         }
     }
 
-    /// Acknowledges an external broker's PUBLISH (after it was stored).
-    pub fn ack(&self, publish: &rumqttc::Publish) {
+    /// Acknowledges an external broker's PUBLISH (after it was stored), waiting for room in
+    /// the client's queue: a PUBACK dropped here would hold the broker's in-flight window.
+    pub async fn ack(&self, publish: &rumqttc::Publish) {
         if let Outbound::External(client) = self {
-            if let Err(e) = client.try_ack(publish) {
-                tracing::warn!(error = %e, "could not queue a PUBACK; the broker will redeliver");
+            if let Err(e) = client.ack(publish).await {
+                tracing::warn!(error = %e, "could not queue a PUBACK; the broker redelivers after a reconnect");
             }
         }
     }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const MQTT_PASSWORD_ENV: &str = "OMO_CLOUD_MQTT_PASSWORD";
 /// Overrides `line.channel_secret`.
 pub const LINE_SECRET_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_SECRET";
+/// Overrides `app.member_link_secret`.
+pub const MEMBER_LINK_SECRET_ENV: &str = "OMO_CLOUD_MEMBER_LINK_SECRET";
 /// Adds an operator token given in clear (for a demo or a test; production lists hashes).
 pub const ADMIN_TOKEN_ENV: &str = "OMO_CLOUD_ADMIN_TOKEN";
 
@@ -32,6 +34,8 @@ pub struct CloudConfig {
     pub admin: Admin,
     #[serde(default)]
     pub line: Line,
+    #[serde(default)]
+    pub app: App,
     #[serde(default)]
     pub visits: crate::visits::engine::VisitParams,
     #[serde(default)]
@@ -163,6 +167,16 @@ pub struct Line {
     pub channel_secret: Option<String>,
 }
 
+/// The brand app.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct App {
+    /// Shared with the brand's backend, which proves an install's `member_id` with
+    /// `member_sig` = hex HMAC-SHA256(secret, member_id). Without it, installs cannot claim a
+    /// member id (anyone could take over a member's customer).
+    pub member_link_secret: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Log {
@@ -180,8 +194,8 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 8] = [
-        "data", "http", "mqtt", "ingest", "admin", "line", "visits", "log",
+    pub const SECTIONS: [&'static str; 9] = [
+        "data", "http", "mqtt", "ingest", "admin", "line", "app", "visits", "log",
     ];
 
     /// Parses and validates `cloud.toml` text with secrets from `env`; every problem, by key.
@@ -217,6 +231,12 @@ impl CloudConfig {
             }
             l
         });
+        let app = r.optional::<App>(&doc, "app").map(|mut a| {
+            if let Some(secret) = env(MEMBER_LINK_SECRET_ENV) {
+                a.member_link_secret = Some(secret);
+            }
+            a
+        });
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
         let log = r.optional::<Log>(&doc, "log");
         let mut problems = r.problems;
@@ -227,9 +247,10 @@ impl CloudConfig {
             Some(ingest),
             Some(admin),
             Some(line),
+            Some(app),
             Some(visits),
             Some(log),
-        ) = (data, http, mqtt, ingest, admin, line, visits, log)
+        ) = (data, http, mqtt, ingest, admin, line, app, visits, log)
         else {
             return Err(problems);
         };
@@ -240,6 +261,7 @@ impl CloudConfig {
             ingest,
             admin,
             line,
+            app,
             visits,
             log,
         };
@@ -287,6 +309,17 @@ impl CloudConfig {
                     "must be 64 lower-case hex digits (sha256sum of the token)",
                 ));
             }
+        }
+        if self
+            .app
+            .member_link_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 16)
+        {
+            p.push(Problem::new(
+                "app.member_link_secret",
+                "must be at least 16 characters",
+            ));
         }
         if let Some(s) = &self.line.channel_secret {
             if s.is_empty() {

@@ -327,12 +327,13 @@ pub fn replace_site(current: &Registry, site: &Site) -> Result<Commit, RegistryE
     Ok(c)
 }
 
-/// A commit that sets a gateway's desired config; the version must be newer than the current.
+/// A commit that sets a gateway's desired config; the version must be newer than the current,
+/// and its stay interval shorter than `visit_bound_s` (the visits' exit timeout and grace).
 pub fn set_desired_config(
     current: &Registry,
     gateway: &GatewayId,
     json_text: &str,
-    exit_timeout_s: u32,
+    visit_bound_s: u32,
 ) -> Result<(Commit, DesiredConfig), RegistryError> {
     let entry = current.gateway(gateway.as_str()).ok_or_else(|| {
         RegistryError::Invalid(vec![Problem::new(
@@ -341,11 +342,11 @@ pub fn set_desired_config(
         )])
     })?;
     let read = RemoteConfig::read(json_text).map_err(RegistryError::Invalid)?;
-    if read.config.presence.stay_interval_s >= exit_timeout_s {
+    if read.config.presence.stay_interval_s >= visit_bound_s {
         return Err(RegistryError::Invalid(vec![Problem::new(
             "presence.stay_interval_s",
             format!(
-                "{} s must be shorter than the cloud's visits.exit_timeout_s ({exit_timeout_s} s)",
+                "{} s must be shorter than the cloud's visits.exit_timeout_s and visits.exit_grace_s ({visit_bound_s} s)",
                 read.config.presence.stay_interval_s
             ),
         )]));

@@ -8,6 +8,54 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The server secret that keys derived ids (visit ids, later trigger and delivery ids): made
+/// once, kept in the store (so a backup and restore keep every id stable), never shown.
+pub fn server_secret(
+    store: &dyn crate::store::Store,
+) -> Result<[u8; 32], crate::store::StoreError> {
+    use crate::store::{Commit, Space, StoreError};
+    const KEY: &[u8] = b"server-secret";
+    let read = |v: Vec<u8>| {
+        <[u8; 32]>::try_from(v.as_slice())
+            .map_err(|_| StoreError::Backend("meta server-secret is not 32 bytes".into()))
+    };
+    if let Some(v) = store.get(Space::Meta, KEY)? {
+        return read(v);
+    }
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let mut c = Commit::new();
+    c.expect(Space::Meta, KEY.to_vec(), None);
+    c.put(Space::Meta, KEY.to_vec(), secret.to_vec());
+    match store.commit(c) {
+        Ok(()) => {
+            store.flush()?;
+            Ok(secret)
+        }
+        // Another instance made it first: use theirs.
+        Err(StoreError::Conflict { .. }) => read(store.get(Space::Meta, KEY)?.unwrap_or_default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Hex HMAC-SHA256 of `message` under `key` (the member-link proof a brand's backend gives
+/// its app: `member_sig` for `member_id`).
+pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `sig_hex` is [`hmac_hex`] of `message` under `key`, in constant time.
+pub fn hmac_hex_valid(key: &[u8], message: &[u8], sig_hex: &str) -> bool {
+    let Ok(sig) = hex::decode(sig_hex) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.verify_slice(&sig).is_ok()
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

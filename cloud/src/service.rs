@@ -94,6 +94,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         registry: registry.clone(),
         eids: eids.clone(),
         params: config.visits,
+        id_key: crate::secrets::server_secret(store.as_ref())?,
     });
     let dyn_store: Arc<dyn Store> = store.clone();
     tokio::spawn(visits::stage::run(

@@ -49,10 +49,10 @@ pub fn fold(stats: &mut Folded, record: &Record) {
         Record::Gateway(e) => {
             let s = stats.entry(format!("gateway/{}", e.gateway)).or_default();
             match &e.event {
-                PresenceEvent::Enter(_) => s.enter += 1,
-                PresenceEvent::Stay(_) => s.stay += 1,
-                PresenceEvent::Exit(_) => s.exit += 1,
-                PresenceEvent::Footfall(_) => s.footfall += 1,
+                PresenceEvent::Enter(_) => s.enter = s.enter.saturating_add(1),
+                PresenceEvent::Stay(_) => s.stay = s.stay.saturating_add(1),
+                PresenceEvent::Exit(_) => s.exit = s.exit.saturating_add(1),
+                PresenceEvent::Footfall(_) => s.footfall = s.footfall.saturating_add(1),
             }
             s.last_event_ts = s.last_event_ts.max(Some(e.event_ts));
             s.last_received = Some(e.received);
@@ -64,7 +64,9 @@ pub fn fold(stats: &mut Folded, record: &Record) {
             ..
         } => {
             let s = stats.entry(format!("gateway/{gateway}")).or_default();
-            s.dropped += u64::try_from(seqs.count()).unwrap_or(u64::MAX);
+            s.dropped = s
+                .dropped
+                .saturating_add(u64::try_from(seqs.count()).unwrap_or(u64::MAX));
             s.last_received = Some(*received);
         }
         Record::App(_) | Record::Line(_) => {

@@ -18,6 +18,7 @@ use crate::{binary_with, free_port, wait_for_port, Process};
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const ANALYST_TOKEN: &str = "analyst-token-for-tests";
+pub const MEMBER_SECRET: &str = "member-link-secret-for-tests";
 pub const LINE_SECRET: &str = "line-channel-secret-for-tests";
 
 /// A provisioned gateway's identity.
@@ -194,6 +195,8 @@ listen = "127.0.0.1:{http}"
 tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}, {{ name = "reports", role = "analyst", sha256 = "{analyst}" }}]
 [line]
 channel_secret = "{LINE_SECRET}"
+[app]
+member_link_secret = "{MEMBER_SECRET}"
 [log]
 level = "info,omo_cloud=debug"
 "#,
@@ -338,6 +341,15 @@ level = "info,omo_cloud=debug"
             .await?
             .text()
             .await?)
+    }
+
+    /// An install registration body for a member, with the brand backend's proof.
+    pub fn install_for_member(platform: &str, member: &str) -> Value {
+        serde_json::json!({
+            "platform": platform,
+            "member_id": member,
+            "member_sig": omo_cloud::secrets::hmac_hex(MEMBER_SECRET.as_bytes(), member.as_bytes()),
+        })
     }
 
     /// Gateway events the stats stage has counted for `gateway` (enter+stay+exit+footfall).

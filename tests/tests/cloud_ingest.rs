@@ -175,12 +175,33 @@ async fn app_and_line_reports_are_checked_field_by_field() -> anyhow::Result<()>
         .call(
             Method::POST,
             "/v1/app/installs",
-            Some(json!({"platform": "android", "push_token": "tok", "member_id": "m-1"})),
+            Some({
+                let mut b = CloudUnderTest::install_for_member("android", "m-1");
+                b["push_token"] = json!("tok");
+                b
+            }),
             None,
         )
         .await?;
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
+    // Claiming a member id needs the brand backend's proof.
+    let (status, body) = cloud
+        .call(
+            Method::POST,
+            "/v1/app/installs",
+            Some(json!({"platform": "ios", "member_id": "m-1", "member_sig": "00"})),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("member_sig"),
+        "{body}"
+    );
     let (status, body) = cloud
         .call(
             Method::POST,

@@ -7,7 +7,6 @@ use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
 use omo_device_config::{SeqRanges, Timestamp};
 use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, ADMIN_TOKEN};
 use reqwest::Method;
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -55,7 +54,7 @@ async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> a
         .call(
             Method::POST,
             "/v1/app/installs",
-            Some(json!({"platform": "ios", "member_id": "m-9"})),
+            Some(CloudUnderTest::install_for_member("ios", "m-9")),
             None,
         )
         .await?;

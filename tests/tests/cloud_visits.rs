@@ -82,7 +82,7 @@ async fn setup(cloud: &CloudUnderTest) -> anyhow::Result<(String, String, String
         .call(
             Method::POST,
             "/v1/app/installs",
-            Some(json!({"platform": "ios", "member_id": "m-b"})),
+            Some(CloudUnderTest::install_for_member("ios", "m-b")),
             None,
         )
         .await?;

@@ -124,8 +124,9 @@ fn registry_error(e: RegistryError, deleting: bool) -> ApiError {
 }
 
 /// Makes the registry exactly `site` (validated), durably, and reloads the in-memory view.
+/// The caller holds `state.registry_writes` from before it read the site it changed, so no
+/// concurrent edit is undone.
 pub async fn apply_site(state: &AppState, site: Site, deleting: bool) -> Result<(), ApiError> {
-    let _one_at_a_time = state.registry_writes.lock().await;
     let current = state.registry.read().expect("registry lock").clone();
     let commit =
         registry::replace_site(&current, &site).map_err(|e| registry_error(e, deleting))?;
@@ -178,6 +179,7 @@ async fn put_site(
         "stores": site.stores.len(), "gateways": site.gateways.len(), "beacons": site.beacons.len(),
         "zones": site.beacon_zones.len() + site.gateway_zones.len() + site.wifi_zones.len() + site.geofences.len(),
     });
+    let _one_at_a_time = state.registry_writes.lock().await;
     apply_site(&state, site, false).await?;
     Ok(Json(counts).into_response())
 }
@@ -245,6 +247,7 @@ async fn put_store(
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
     let record: site::Store = record_for(&body, &id)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     let created = upsert(&mut site.stores, record.clone(), |s| s.id == record.id);
     apply_site(&state, site, false).await?;
@@ -257,6 +260,7 @@ async fn delete_store(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     remove(
         &mut site.stores,
@@ -408,6 +412,7 @@ async fn put_gateway(
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
     let record: site::Gateway = record_for(&body, &id)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     let created = upsert(&mut site.gateways, record.clone(), |g| g.id == record.id);
     apply_site(&state, site, false).await?;
@@ -420,6 +425,7 @@ async fn delete_gateway(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     remove(
         &mut site.gateways,
@@ -431,6 +437,7 @@ async fn delete_gateway(
 }
 
 async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Response, ApiError> {
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(state);
     let g = site
         .gateways
@@ -479,9 +486,17 @@ async fn put_gateway_config(
     if current.gateway(&id).is_none() {
         return Err(ApiError::not_found(format!("gateway {id}")));
     }
-    let (commit, desired) =
-        registry::set_desired_config(&current, &gw, &text, state.config.visits.exit_timeout_s)
-            .map_err(|e| registry_error(e, false))?;
+    let (commit, desired) = registry::set_desired_config(
+        &current,
+        &gw,
+        &text,
+        state
+            .config
+            .visits
+            .exit_timeout_s
+            .min(state.config.visits.exit_grace_s),
+    )
+    .map_err(|e| registry_error(e, false))?;
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
         store.commit(commit)?;
@@ -540,6 +555,7 @@ async fn put_beacon(
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
     let record: site::Beacon = record_for(&body, &id)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     let created = upsert(&mut site.beacons, record.clone(), |b| b.id == record.id);
     apply_site(&state, site, false).await?;
@@ -552,6 +568,7 @@ async fn delete_beacon(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     remove(
         &mut site.beacons,
@@ -621,6 +638,7 @@ async fn put_zone(
     } else {
         record_for::<Zone>(&body, &id)?
     };
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     let existed = without_zone(&mut site, &id);
     match zone.clone() {
@@ -639,6 +657,7 @@ async fn delete_zone(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     if !without_zone(&mut site, &id) {
         return Err(ApiError::not_found(format!("zone {id}")));
@@ -748,18 +767,49 @@ impl CustomerPatch {
     }
 }
 
+/// Commits and flushes off the executor.
+async fn commit_durably(state: &AppState, commit: crate::store::Commit) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.commit(commit)?;
+        store.flush()
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(())
+}
+
 /// Rebuilds the EID resolver's keys from the identity store.
 pub async fn refresh_eids(state: &AppState) {
     let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || identity::all_eid_keys(store.as_ref())).await {
-        Ok(Ok(keys)) => state.eids.lock().expect("eid resolver lock").set_keys(keys),
+    let eids = state.eids.clone();
+    // Off the executor: the visit stage may hold the resolver while it builds a table.
+    let refreshed = tokio::task::spawn_blocking(move || {
+        let keys = identity::all_eid_keys(store.as_ref())?;
+        eids.lock().expect("eid resolver lock").set_keys(keys);
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await;
+    match refreshed {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "EID keys unreadable"),
         Err(e) => tracing::error!(error = %e, "EID refresh failed"),
     }
 }
 
+/// A customer as the API shows it: EID identity keys only as fingerprints (a leaked key would
+/// let anyone follow that phone), installs without their token hashes.
 fn customer_json(state: &AppState, c: &Customer) -> Result<Value, ApiError> {
     let mut v = json!(c);
+    v["eid_keys"] = json!(c
+        .eid_keys
+        .iter()
+        .map(|k| json!({
+            "fingerprint": &crate::secrets::sha256_hex(k.identity_key.as_bytes())[..16],
+            "exponent": k.exponent,
+            "clock_offset_s": k.clock_offset_s,
+        }))
+        .collect::<Vec<_>>());
     let installs: Vec<Value> = c
         .installs
         .iter()
@@ -780,8 +830,7 @@ async fn create_customer(
     let mut c = identity::new_customer(Timestamp::new(state.clock.now()));
     patch.apply(&mut c);
     let commit = identity::save_customer(state.store.as_ref(), None, &c).map_err(identity_error)?;
-    state.store.commit(commit)?;
-    state.store.flush()?;
+    commit_durably(&state, commit).await?;
     refresh_eids(&state).await;
     Ok((StatusCode::CREATED, Json(customer_json(&state, &c)?)).into_response())
 }
@@ -803,7 +852,10 @@ async fn list_customers(
     let mut items = Vec::new();
     for (k, v) in entries.iter().filter(|(k, _)| k.starts_with(b"customer/")) {
         let c: Customer = serde_json::from_slice(v).map_err(ApiError::internal)?;
-        items.push((String::from_utf8_lossy(&k[9..]).into_owned(), json!(c)));
+        items.push((
+            String::from_utf8_lossy(&k[9..]).into_owned(),
+            customer_json(&state, &c)?,
+        ));
     }
     Ok(Json(paginate(
         items,
@@ -840,8 +892,7 @@ async fn patch_customer(
     patch.apply(&mut c);
     let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
         .map_err(identity_error)?;
-    state.store.commit(commit)?;
-    state.store.flush()?;
+    commit_durably(&state, commit).await?;
     refresh_eids(&state).await;
     Ok(Json(customer_json(&state, &c)?).into_response())
 }

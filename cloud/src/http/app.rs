@@ -36,6 +36,23 @@ pub(crate) fn identity_error(e: IdentityError) -> ApiError {
 
 async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: InstallRequest = parse_json(&body)?;
+    if let Some(member) = &req.member_id {
+        let Some(secret) = &state.config.app.member_link_secret else {
+            return Err(ApiError::field(
+                "member_id",
+                "this cloud links no member ids (app.member_link_secret is not set)",
+            ));
+        };
+        let proven = req.member_sig.as_deref().is_some_and(|sig| {
+            crate::secrets::hmac_hex_valid(secret.as_bytes(), member.as_bytes(), sig)
+        });
+        if !proven {
+            return Err(ApiError::field(
+                "member_sig",
+                "does not prove member_id (hex HMAC-SHA256 of it with the member link secret)",
+            ));
+        }
+    }
     let now = Timestamp::new(state.clock.now());
     let store = state.store.clone();
     let (install, token) = tokio::task::spawn_blocking(move || {
@@ -254,14 +271,7 @@ async fn locations(
     });
     let dedup_key = format!("app/{}/{key}", install.id).into_bytes();
     let answer = serde_json::to_vec(&json!({"accepted": true})).expect("json");
-    match append(
-        &state,
-        vec![record],
-        Some((dedup_key, answer)),
-        crate::store::Commit::new(),
-    )
-    .await?
-    {
+    match append(&state, vec![record], Some((dedup_key, answer))).await? {
         Appended::Stored { .. } => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"accepted": true, "duplicate": false})),

@@ -130,6 +130,50 @@ pub fn parse_webhook(
     Ok(events)
 }
 
+/// The customer linked to a LINE user (created on first sight), with LINE consent set by a
+/// follow (true) or unfollow (false). Committed here, each change on its own with the records
+/// it read expected unchanged; a conflict (another request for the same user) is retried.
+fn line_customer(
+    store: &dyn Store,
+    user: &str,
+    follow: Option<bool>,
+    now: Timestamp,
+) -> Result<identity::Customer, identity::IdentityError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = (|| {
+            let (mut customer, created) = identity::customer_for_line(store, user, now)?;
+            if let Some(c) = created {
+                store.commit(c)?;
+            }
+            if let Some(consent) = follow {
+                // Following the account is the customer's consent to LINE messages;
+                // unfollowing withdraws it at once.
+                let (old, bytes) = identity::customer_for_update(store, &customer.id)?;
+                if old.consent.line != consent {
+                    customer = old.clone();
+                    customer.consent.line = consent;
+                    store.commit(identity::save_customer(
+                        store,
+                        Some((&old, &bytes)),
+                        &customer,
+                    )?)?;
+                }
+            }
+            Ok(customer)
+        })();
+        match result {
+            Err(identity::IdentityError::Store(crate::store::StoreError::Conflict { .. }))
+                if attempts < 5 =>
+            {
+                continue
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -162,31 +206,11 @@ async fn webhook(
             LineKind::Unfollow => Some(false),
             LineKind::Beacon { .. } => None,
         };
-        let (customer, commit) = tokio::task::spawn_blocking(move || {
-            let (mut customer, mut commit) =
-                identity::customer_for_line(store.as_ref(), &user, now)?;
-            if let Some(consent) = follow {
-                // Following the account is the customer's consent to LINE messages;
-                // unfollowing withdraws it at once.
-                let (old, bytes) = match commit.take() {
-                    None => identity::customer_for_update(store.as_ref(), &customer.id)?,
-                    Some(c) => {
-                        store.commit(c)?;
-                        identity::customer_for_update(store.as_ref(), &customer.id)?
-                    }
-                };
-                customer.consent.line = consent;
-                commit = Some(identity::save_customer(
-                    store.as_ref(),
-                    Some((&old, &bytes)),
-                    &customer,
-                )?);
-            }
-            Ok::<_, identity::IdentityError>((customer, commit.unwrap_or_default()))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(identity_error)?;
+        let customer =
+            tokio::task::spawn_blocking(move || line_customer(store.as_ref(), &user, follow, now))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(identity_error)?;
         let record = Record::Line(LineEvent {
             user: customer.line_user.clone().unwrap_or_default(),
             customer: customer.id.clone(),
@@ -195,7 +219,7 @@ async fn webhook(
             kind,
         });
         let dedup = (format!("line/{event_id}").into_bytes(), b"{}".to_vec());
-        if let Appended::Stored { .. } = append(&state, vec![record], Some(dedup), commit).await? {
+        if let Appended::Stored { .. } = append(&state, vec![record], Some(dedup)).await? {
             stored += 1;
         }
     }

@@ -28,7 +28,7 @@ use crate::ingest::record::Record;
 use crate::ingest::{AppendRequest, Appended};
 use crate::registry::Registry;
 use crate::store::barrier::BarrierStore;
-use crate::store::{Commit, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -174,13 +174,11 @@ pub async fn append(
     state: &AppState,
     records: Vec<Record>,
     dedup: Option<(Vec<u8>, Vec<u8>)>,
-    commit: Commit,
 ) -> Result<Appended, ApiError> {
     let (reply, answer) = oneshot::channel();
     let request = AppendRequest {
         records,
         dedup,
-        commit,
         reply,
     };
     let unavailable = || {

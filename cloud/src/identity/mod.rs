@@ -273,6 +273,9 @@ pub struct InstallRequest {
     pub push_token: Option<String>,
     #[serde(default)]
     pub member_id: Option<String>,
+    /// Proof of `member_id` from the brand's backend (checked by the HTTP layer).
+    #[serde(default)]
+    pub member_sig: Option<String>,
     /// Android: the EID identity key the app advertises with.
     #[serde(default)]
     pub eid: Option<EidKey>,
@@ -417,6 +420,7 @@ mod tests {
             platform: Platform::Android,
             push_token: Some("fcm-token".into()),
             member_id: member.map(str::to_owned),
+            member_sig: None,
             eid: None,
         }
     }

@@ -48,8 +48,6 @@ pub struct AppendRequest {
     /// Taken once: a second request with the same key is answered [`Appended::Duplicate`]
     /// with the value stored under it by the first.
     pub dedup: Option<(Vec<u8>, Vec<u8>)>,
-    /// Other writes that land in the same transaction.
-    pub commit: Commit,
     pub reply: oneshot::Sender<Result<Appended, String>>,
 }
 
@@ -284,7 +282,6 @@ impl Writer {
             };
             metrics::counter!("omo_ingest_events_total", "source" => source).increment(1);
         }
-        group.commit.extend(req.commit);
         group
             .replies
             .push((req.reply, Appended::Stored { offsets }));
@@ -378,7 +375,9 @@ impl Writer {
         let dropped_new = batch.dropped.difference(&known).difference(&new);
         acked.merge(&batch.dropped);
         if !dropped_new.is_empty() {
-            group.dropped += u64::try_from(dropped_new.count()).unwrap_or(u64::MAX);
+            group.dropped = group
+                .dropped
+                .saturating_add(u64::try_from(dropped_new.count()).unwrap_or(u64::MAX));
             let record = Record::GatewayDropped {
                 gateway: gw.clone(),
                 store: batch.store.clone(),
@@ -538,7 +537,14 @@ impl Writer {
             let store = self.store.clone();
             let result = tokio::task::spawn_blocking(move || {
                 store.commit(commit)?;
-                store.flush()
+                if let Err(e) = store.flush() {
+                    // The group is visible but not durable, and nothing was acknowledged: the
+                    // ledger and dedup state in memory no longer match the disk. Start again
+                    // from the disk rather than ack or count anything twice.
+                    tracing::error!(error = %e, "flush failed after a commit; stopping so a restart recovers from the disk");
+                    std::process::exit(70);
+                }
+                Ok(())
             })
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))));
@@ -582,7 +588,7 @@ impl Writer {
             }
         }
         for p in &group.broker_acks {
-            self.outbound.ack(p);
+            self.outbound.ack(p).await;
         }
         for (reply, result) in group.replies {
             let _ = reply.send(Ok(result));

@@ -33,10 +33,12 @@ pub enum Space {
     Visits,
     /// Visit transitions in the order the visit stage decided them (the next stages' input).
     Transitions,
+    /// The service's own settings, such as the server secret that keys derived ids.
+    Meta,
 }
 
 impl Space {
-    pub const ALL: [Space; 9] = [
+    pub const ALL: [Space; 10] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
@@ -46,6 +48,7 @@ impl Space {
         Space::Dedup,
         Space::Visits,
         Space::Transitions,
+        Space::Meta,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -60,6 +63,7 @@ impl Space {
             Space::Dedup => "dedup",
             Space::Visits => "visits",
             Space::Transitions => "transitions",
+            Space::Meta => "meta",
         }
     }
 

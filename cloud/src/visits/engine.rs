@@ -24,8 +24,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// Where a visit is: a zone, or the store the zone belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -131,7 +132,7 @@ impl Default for VisitParams {
         VisitParams {
             enter_after_s: 20,
             exit_timeout_s: 300,
-            exit_grace_s: 60,
+            exit_grace_s: 90,
             reorder_window_s: 10,
             max_lateness_s: 600,
             dwell_milestones_min: [5, 10, 20, 30],
@@ -196,6 +197,8 @@ struct Tracked {
 #[derive(Debug, Default, Clone)]
 pub struct VisitEngine {
     params: VisitParams,
+    /// Keys the visit ids.
+    id_key: [u8; 32],
     states: HashMap<Key, Tracked>,
     buffer: BinaryHeap<Reverse<(i64, u64, usize)>>,
     pending: HashMap<usize, Evidence>,
@@ -214,20 +217,23 @@ pub struct Buffered {
     pub evidence: Vec<Evidence>,
 }
 
-/// A visit id: derived from the opening evidence (customer, scope, log offset).
-pub fn visit_id(customer: &str, scope: &Scope, offset: u64) -> String {
-    let mut h = Sha256::new();
+/// A visit id: a keyed hash (HMAC-SHA256 with the server's secret) of the opening evidence
+/// (customer, scope, log offset), so it is the same on every replay and does not lead back
+/// to the customer without the secret (DESIGN.md, "Derived ids").
+pub fn visit_id(key: &[u8; 32], customer: &str, scope: &Scope, offset: u64) -> String {
+    let mut h = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
     h.update(customer.as_bytes());
-    h.update([0]);
-    h.update(serde_json::to_vec(scope).expect("scopes serialise"));
-    h.update(offset.to_be_bytes());
-    format!("v_{}", hex::encode(&h.finalize()[..10]))
+    h.update(&[0]);
+    h.update(&serde_json::to_vec(scope).expect("scopes serialise"));
+    h.update(&offset.to_be_bytes());
+    format!("v_{}", hex::encode(&h.finalize().into_bytes()[..10]))
 }
 
 impl VisitEngine {
-    pub fn new(params: VisitParams) -> VisitEngine {
+    pub fn new(params: VisitParams, id_key: [u8; 32]) -> VisitEngine {
         VisitEngine {
             params,
+            id_key,
             watermark_ms: i64::MIN,
             ..VisitEngine::default()
         }
@@ -256,7 +262,16 @@ impl VisitEngine {
     /// The reorder buffer and watermark, for the stage to commit.
     pub fn buffered(&self) -> Buffered {
         let mut evidence: Vec<Evidence> = self.pending.values().cloned().collect();
-        evidence.sort_by_key(|e| (e.at_ms, e.offset));
+        // The order they are applied in when they tie on time and offset (one record's evidence
+        // for a zone and its store): customer, then scope, as they were buffered.
+        evidence.sort_by(|a, b| {
+            (a.at_ms, a.offset, &a.customer, &a.scope).cmp(&(
+                b.at_ms,
+                b.offset,
+                &b.customer,
+                &b.scope,
+            ))
+        });
         Buffered {
             watermark_ms: self.watermark_ms,
             evidence,
@@ -266,10 +281,11 @@ impl VisitEngine {
     /// An engine as a stage committed it: its states and buffer.
     pub fn restore(
         params: VisitParams,
+        id_key: [u8; 32],
         states: Vec<(Key, State)>,
         buffered: Buffered,
     ) -> VisitEngine {
-        let mut engine = VisitEngine::new(params);
+        let mut engine = VisitEngine::new(params, id_key);
         engine.watermark_ms = buffered.watermark_ms;
         for (key, state) in states {
             let d = engine.deadline(&state);
@@ -410,7 +426,7 @@ impl VisitEngine {
                 let last_ms = last_ms.max(e.at_ms);
                 sources.insert(e.source);
                 if last_ms - first_ms >= i64::from(p.enter_after_s) * 1000 {
-                    let visit = visit_id(&key.0, &key.1, opener);
+                    let visit = visit_id(&self.id_key, &key.0, &key.1, opener);
                     out.push(self.transition(
                         &key,
                         &visit,

@@ -63,6 +63,8 @@ pub struct Inputs {
     pub registry: Arc<RwLock<Registry>>,
     pub eids: Arc<Mutex<EidResolver>>,
     pub params: VisitParams,
+    /// The server secret that keys visit ids.
+    pub id_key: [u8; 32],
 }
 
 /// The stage's in-memory part: the engine and the zones it was built with.
@@ -119,7 +121,7 @@ impl VisitStage {
             tracing::error!(problem = %p, "zone skipped");
         }
         Ok(VisitStage {
-            engine: VisitEngine::restore(inputs.params, states, buffered),
+            engine: VisitEngine::restore(inputs.params, inputs.id_key, states, buffered),
             zones,
             zone_generation: registry.generation,
         })
@@ -169,8 +171,8 @@ impl VisitStage {
                 let hour = f.ts.millis().div_euclid(3_600_000) * 3_600_000;
                 for scope in self.gateway_scopes(gateway, s) {
                     let e = footfall.entry((scope_text(&scope), hour)).or_default();
-                    e.device_minutes += u64::from(f.devices);
-                    e.minutes += 1;
+                    e.device_minutes = e.device_minutes.saturating_add(u64::from(f.devices));
+                    e.minutes = e.minutes.saturating_add(1);
                     e.peak = e.peak.max(f.devices);
                 }
                 continue;
@@ -187,8 +189,8 @@ impl VisitStage {
                 Some(v) => serde_json::from_slice(&v).map_err(|e| backend("footfall", e))?,
                 None => Footfall::default(),
             };
-            total.device_minutes += add.device_minutes;
-            total.minutes += add.minutes;
+            total.device_minutes = total.device_minutes.saturating_add(add.device_minutes);
+            total.minutes = total.minutes.saturating_add(add.minutes);
             total.peak = total.peak.max(add.peak);
             c.put(
                 Space::Visits,
@@ -606,6 +608,7 @@ max_distance_m = 10.0
                 300,
             ))),
             params: VisitParams::default(),
+            id_key: [9; 32],
         };
         let mut log = EventLog::open(&store).unwrap();
         let mut c = Commit::new();

@@ -81,7 +81,7 @@ fn stream(
 #[test]
 fn a_shopper_walking_past_the_door_makes_no_visit() {
     let door = zone("door");
-    let mut e = VisitEngine::new(VisitParams::default());
+    let mut e = VisitEngine::new(VisitParams::default(), [7; 32]);
     let mut evidence = stream("c1", &door, 0, 8, 4, Source::Gateway, 1);
     // The gateway's exit when it stops hearing the phone.
     evidence.push((T0 + 9 * S, ev("c1", &door, 8, 10, Source::Gateway, false)));
@@ -93,7 +93,7 @@ fn a_shopper_walking_past_the_door_makes_no_visit() {
 #[test]
 fn a_customer_seen_by_a_gateway_and_by_gps_at_once_gets_one_visit() {
     let store = Scope::Store("s1".into());
-    let mut e = VisitEngine::new(VisitParams::default());
+    let mut e = VisitEngine::new(VisitParams::default(), [7; 32]);
     let mut evidence = stream("c1", &store, 0, 120, 10, Source::Gateway, 1);
     evidence.extend(stream("c1", &store, 5, 125, 20, Source::App, 100));
     let out = run(&mut e, evidence, 1000);
@@ -114,7 +114,7 @@ fn a_customer_seen_by_a_gateway_and_by_gps_at_once_gets_one_visit() {
 fn an_eid_rotation_in_a_40_minute_stay_gives_one_visit_of_40_minutes() {
     // Identity resolution maps the old and the new EID to one customer before the engine.
     let z = zone("floor");
-    let mut e = VisitEngine::new(VisitParams::default());
+    let mut e = VisitEngine::new(VisitParams::default(), [7; 32]);
     let evidence = stream("c1", &z, 0, 2400, 30, Source::Gateway, 1);
     let out = run(&mut e, evidence, 3000);
     assert_eq!(
@@ -135,7 +135,7 @@ fn an_eid_rotation_in_a_40_minute_stay_gives_one_visit_of_40_minutes() {
 #[test]
 fn two_gateways_hearing_one_phone_give_one_visit() {
     let z = zone("floor");
-    let mut e = VisitEngine::new(VisitParams::default());
+    let mut e = VisitEngine::new(VisitParams::default(), [7; 32]);
     let mut evidence = stream("c1", &z, 0, 300, 15, Source::Gateway, 1);
     evidence.extend(stream("c1", &z, 7, 307, 15, Source::Gateway, 1000));
     let out = run(&mut e, evidence, 1000);
@@ -157,7 +157,7 @@ fn two_gateways_hearing_one_phone_give_one_visit() {
 fn outside_evidence_ends_a_visit_after_the_grace_period() {
     let z = zone("geo");
     let p = VisitParams::default();
-    let mut e = VisitEngine::new(p);
+    let mut e = VisitEngine::new(p, [7; 32]);
     let mut evidence = stream("c1", &z, 0, 100, 10, Source::App, 1);
     evidence.push((T0 + 111 * S, ev("c1", &z, 110, 50, Source::App, false)));
     let out = run(&mut e, evidence, 1000);
@@ -173,10 +173,10 @@ fn outside_evidence_ends_a_visit_after_the_grace_period() {
 fn a_replayed_backlog_is_late_and_derives_the_same_ids() {
     let z = zone("floor");
     let make = || stream("c1", &z, 0, 600, 30, Source::Gateway, 1);
-    let mut live = VisitEngine::new(VisitParams::default());
+    let mut live = VisitEngine::new(VisitParams::default(), [7; 32]);
     let on_time = run(&mut live, make(), 1500);
     // The same events received an hour later, all at once (an outage replayed).
-    let mut replay = VisitEngine::new(VisitParams::default());
+    let mut replay = VisitEngine::new(VisitParams::default(), [7; 32]);
     let late: Vec<_> = make()
         .into_iter()
         .map(|(_, e)| (T0 + 3600 * S, e))
@@ -205,8 +205,8 @@ proptest! {
         let in_order: Vec<_> = base.iter().map(|e| (e.at_ms + S, e.clone())).collect();
         let shuffled: Vec<_> = base.iter().zip(&delays).map(|(e, d)| (e.at_ms + S + d * S, e.clone())).collect();
         let end = t + 2000;
-        let a = run(&mut VisitEngine::new(VisitParams::default()), in_order, end);
-        let b = run(&mut VisitEngine::new(VisitParams::default()), shuffled, end);
+        let a = run(&mut VisitEngine::new(VisitParams::default(), [7; 32]), in_order, end);
+        let b = run(&mut VisitEngine::new(VisitParams::default(), [7; 32]), shuffled, end);
         let strip = |v: Vec<Transition>| v.into_iter().map(|t| (t.visit, t.kind, t.at_ms)).collect::<Vec<_>>();
         prop_assert_eq!(strip(a), strip(b));
     }
@@ -217,12 +217,12 @@ fn an_engine_restored_mid_visit_decides_as_if_it_never_stopped() {
     let z = zone("floor");
     let evidence = stream("c1", &z, 0, 900, 30, Source::Gateway, 1);
     let whole = run(
-        &mut VisitEngine::new(VisitParams::default()),
+        &mut VisitEngine::new(VisitParams::default(), [7; 32]),
         evidence.clone(),
         2000,
     );
     // Stop after 400 s of log time: keep only what the stage would have committed.
-    let mut first = VisitEngine::new(VisitParams::default());
+    let mut first = VisitEngine::new(VisitParams::default(), [7; 32]);
     let (before, after): (Vec<_>, Vec<_>) =
         evidence.into_iter().partition(|(r, _)| *r <= T0 + 400 * S);
     let mut out = run(&mut first, before, 400);
@@ -231,7 +231,8 @@ fn an_engine_restored_mid_visit_decides_as_if_it_never_stopped() {
         .into_iter()
         .filter_map(|(k, s)| s.map(|s| (k, s)))
         .collect();
-    let mut second = VisitEngine::restore(VisitParams::default(), states, first.buffered());
+    let mut second =
+        VisitEngine::restore(VisitParams::default(), [7; 32], states, first.buffered());
     let mut it = after.into_iter().peekable();
     for s in 401..=2000 {
         let now = T0 + s * S;
