@@ -36,6 +36,7 @@ pub(crate) fn identity_error(e: IdentityError) -> ApiError {
 
 async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: InstallRequest = parse_json(&body)?;
+    let eid_key = req.eid.clone();
     if let Some(member) = &req.member_id {
         let Some(secret) = &state.config.app.member_link_secret else {
             return Err(ApiError::field(
@@ -64,8 +65,17 @@ async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response
     .await
     .map_err(ApiError::internal)?
     .map_err(identity_error)?;
-    if install.platform == identity::Platform::Android {
-        super::admin::refresh_eids(&state).await;
+    if let Some(identity) = eid_key.and_then(|k| k.identity().ok()) {
+        // Added to the tables already built, off the executor (the visit stage may hold the
+        // resolver while it builds one).
+        let (eids, customer) = (state.eids.clone(), install.customer.clone());
+        tokio::task::spawn_blocking(move || {
+            eids.lock()
+                .expect("eid resolver lock")
+                .add_key(customer, identity)
+        })
+        .await
+        .map_err(ApiError::internal)?;
     }
     let body = json!({"install_id": install.id, "token": token, "customer_id": install.customer});
     Ok((StatusCode::CREATED, Json(body)).into_response())

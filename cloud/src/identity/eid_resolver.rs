@@ -60,6 +60,22 @@ impl EidResolver {
         self.tables.clear();
     }
 
+    /// Enrols one more key, adding its EIDs to the tables already built (no rebuild).
+    pub fn add_key(&mut self, customer: String, key: EidIdentity) {
+        let index = self.keys.len() as u32;
+        let reach = self.skew_s.saturating_add(MARGIN_S as u32);
+        for table in &mut self.tables {
+            for (period_start, eid) in key.eids_in_window(table.centre, reach) {
+                table
+                    .eids
+                    .entry(eid)
+                    .or_default()
+                    .push((index, period_start));
+            }
+        }
+        self.keys.push((customer, key));
+    }
+
     /// The customer whose key broadcast `eid` around Unix time `unix_s`.
     pub fn resolve(&mut self, eid: [u8; 8], unix_s: i64) -> Option<&str> {
         self.lookups += 1;
@@ -186,6 +202,17 @@ mod tests {
             "{}",
             r.builds()
         );
+    }
+
+    #[test]
+    fn a_key_added_later_resolves_without_a_rebuild() {
+        let mut r = EidResolver::new(vec![("a".into(), key(1, 10, 0))], 300);
+        let k2 = key(2, 10, 0);
+        let e = eid(&k2.identity_key, 10, k2.beacon_time(T).unwrap());
+        assert_eq!(r.resolve(e, T), None);
+        r.add_key("b".into(), k2);
+        assert_eq!(r.resolve(e, T), Some("b"));
+        assert_eq!(r.builds(), 1);
     }
 
     proptest! {
