@@ -3,3 +3,4 @@
 
 pub mod decide;
 pub mod definition;
+pub mod stored;

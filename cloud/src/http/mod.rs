@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod campaigns;
 pub mod line;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -211,6 +212,7 @@ pub fn router(state: AppState) -> Router {
         .merge(app::routes())
         .merge(line::routes())
         .merge(admin::routes())
+        .merge(campaigns::routes())
         .fallback(|| async { ApiError::not_found("this path") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -35,10 +35,12 @@ pub enum Space {
     Transitions,
     /// The service's own settings, such as the server secret that keys derived ids.
     Meta,
+    /// Campaign definitions, versioned.
+    Campaigns,
 }
 
 impl Space {
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
@@ -49,6 +51,7 @@ impl Space {
         Space::Visits,
         Space::Transitions,
         Space::Meta,
+        Space::Campaigns,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -64,6 +67,7 @@ impl Space {
             Space::Visits => "visits",
             Space::Transitions => "transitions",
             Space::Meta => "meta",
+            Space::Campaigns => "campaigns",
         }
     }
 

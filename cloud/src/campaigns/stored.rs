@@ -1,0 +1,122 @@
+//! Campaigns in the store, versioned: every change writes a new version (the previous ones
+//! stay, so a decision can name the version it used) and moves `campaign/{id}` to it, in one
+//! commit that expects the version it replaced.
+
+use serde::{Deserialize, Serialize};
+
+use super::definition::Campaign;
+use crate::store::{Commit, Space, Store, StoreError};
+use omo_device_config::Timestamp;
+
+/// One version of a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub version: u32,
+    pub updated: Timestamp,
+    pub campaign: Campaign,
+}
+
+fn current_key(id: &str) -> Vec<u8> {
+    format!("campaign/{id}").into_bytes()
+}
+
+fn version_key(id: &str, version: u32) -> Vec<u8> {
+    format!("version/{id}/{version:08}").into_bytes()
+}
+
+fn decode(bytes: &[u8]) -> Result<Versioned, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("campaign record: {e}")))
+}
+
+/// The current version of a campaign, with the bytes a change must expect.
+pub fn current(store: &dyn Store, id: &str) -> Result<Option<(Versioned, Vec<u8>)>, StoreError> {
+    match store.get(Space::Campaigns, &current_key(id))? {
+        None => Ok(None),
+        Some(bytes) => Ok(Some((decode(&bytes)?, bytes))),
+    }
+}
+
+/// A given version.
+pub fn version(store: &dyn Store, id: &str, version: u32) -> Result<Option<Versioned>, StoreError> {
+    store
+        .get(Space::Campaigns, &version_key(id, version))?
+        .map(|b| decode(&b))
+        .transpose()
+}
+
+/// Every campaign's current version, by id.
+pub fn all(store: &dyn Store) -> Result<Vec<Versioned>, StoreError> {
+    let prefix = b"campaign/";
+    let mut out = Vec::new();
+    let mut from = prefix.to_vec();
+    loop {
+        let page = store.scan(Space::Campaigns, &from, 500)?;
+        let mut more = false;
+        for (k, v) in &page {
+            if !k.starts_with(prefix) {
+                return Ok(out);
+            }
+            out.push(decode(v)?);
+            from = k.clone();
+            from.push(0);
+            more = true;
+        }
+        if !more || page.len() < 500 {
+            return Ok(out);
+        }
+    }
+}
+
+/// A commit that makes `campaign` the next version after `previous` (None: a new campaign).
+pub fn save(
+    previous: Option<(&Versioned, &[u8])>,
+    campaign: Campaign,
+    now: Timestamp,
+) -> (Commit, Versioned) {
+    let version = previous.map_or(1, |(p, _)| p.version + 1);
+    let record = Versioned {
+        version,
+        updated: now,
+        campaign,
+    };
+    let bytes = serde_json::to_vec(&record).expect("campaigns serialise");
+    let id = record.campaign.id.clone();
+    let mut c = Commit::new();
+    c.expect(
+        Space::Campaigns,
+        current_key(&id),
+        previous.map(|(_, b)| b.to_vec()),
+    );
+    c.put(Space::Campaigns, current_key(&id), bytes.clone());
+    c.put(Space::Campaigns, version_key(&id, version), bytes);
+    (c, record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled_store::SledStore;
+
+    #[test]
+    fn versions_accumulate_and_a_stale_change_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let c: Campaign =
+            serde_json::from_value(crate::campaigns::definition::tests::example()).unwrap();
+        let now: Timestamp = "2026-11-23T00:00:00.000Z".parse().unwrap();
+        let (commit, v1) = save(None, c.clone(), now);
+        s.commit(commit).unwrap();
+        let (cur, bytes) = current(&s, &c.id).unwrap().unwrap();
+        assert_eq!(cur, v1);
+        let mut paused = c.clone();
+        paused.paused = true;
+        let (commit, v2) = save(Some((&cur, &bytes)), paused, now);
+        let (stale, _) = save(Some((&cur, &bytes)), c.clone(), now);
+        s.commit(commit).unwrap();
+        assert!(matches!(s.commit(stale), Err(StoreError::Conflict { .. })));
+        assert_eq!(v2.version, 2);
+        assert_eq!(version(&s, &c.id, 1).unwrap().unwrap(), v1);
+        assert!(current(&s, &c.id).unwrap().unwrap().0.campaign.paused);
+        assert_eq!(all(&s).unwrap().len(), 1);
+    }
+}

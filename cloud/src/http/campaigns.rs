@@ -1,0 +1,152 @@
+//! `/v1/admin/campaigns`: campaign definitions, validated by field against the registry and
+//! the cloud's dwell milestones, stored as versions; pause and resume are new versions too.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use omo_device_config::Timestamp;
+use serde_json::{json, Value};
+
+use super::{admin_auth, parse_json, ApiError, AppState};
+use crate::campaigns::definition::Campaign;
+use crate::campaigns::stored;
+use crate::config::Role;
+use crate::store::Store;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/campaigns", get(list))
+        .route("/v1/admin/campaigns/:id", get(get_one).put(put))
+        .route("/v1/admin/campaigns/:id/pause", post(pause))
+        .route("/v1/admin/campaigns/:id/resume", post(resume))
+}
+
+fn invalid(problems: Vec<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        problems.join("; "),
+    )
+}
+
+/// Field problems of a campaign, including places the registry does not have.
+fn check(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
+    let mut problems: Vec<String> = match c.validate(&state.config.visits.dwell_milestones_min) {
+        Ok(()) => Vec::new(),
+        Err(p) => p.iter().map(ToString::to_string).collect(),
+    };
+    let registry = state.registry.read().expect("registry lock");
+    let zones: Vec<String> = registry.zones().iter().map(|z| z.id().to_owned()).collect();
+    for z in &c.places.zones {
+        if !zones.contains(z) {
+            problems.push(format!("places.zones: {z:?} is not a registered zone"));
+        }
+    }
+    for s in &c.places.stores {
+        if !registry.site().stores.iter().any(|r| r.id.as_str() == s) {
+            problems.push(format!("places.stores: {s:?} is not a registered store"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let items = stored::all(state.store.as_ref())?;
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let (current, _) = stored::current(state.store.as_ref(), &id)?
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+    Ok(Json(json!(current)).into_response())
+}
+
+async fn save(
+    state: &AppState,
+    id: &str,
+    change: impl FnOnce(Option<Campaign>) -> Result<Campaign, ApiError>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let previous = stored::current(store.as_ref(), id)?;
+    let campaign = change(previous.as_ref().map(|(p, _)| p.campaign.clone()))?;
+    check(state, &campaign)?;
+    let created = previous.is_none();
+    let (commit, record) = stored::save(
+        previous.as_ref().map(|(p, b)| (p, b.as_slice())),
+        campaign,
+        Timestamp::new(state.clock.now()),
+    );
+    tokio::task::spawn_blocking(move || {
+        store.commit(commit)?;
+        store.flush()
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!(record))).into_response())
+}
+
+async fn put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let mut v: Value = parse_json(&body)?;
+    match v.get("id") {
+        None => {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), Value::String(id.clone()));
+            }
+        }
+        Some(Value::String(s)) if *s == id => {}
+        Some(_) => return Err(ApiError::field("id", "must match the id in the path")),
+    }
+    let campaign: Campaign = parse_json(v.to_string().as_bytes())?;
+    save(&state, &id, |_| Ok(campaign)).await
+}
+
+async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response, ApiError> {
+    save(state, id, |previous| {
+        let mut c = previous.ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+        c.paused = paused;
+        Ok(c)
+    })
+    .await
+}
+
+async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    set_paused(&state, &id, true).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    set_paused(&state, &id, false).await
+}
