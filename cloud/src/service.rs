@@ -90,16 +90,26 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         identity::all_eid_keys(store.as_ref())?,
         EID_SKEW_S,
     )));
+    let secret = crate::secrets::server_secret(store.as_ref())?;
     let visit_inputs = Arc::new(visits::stage::Inputs {
         registry: registry.clone(),
         eids: eids.clone(),
         params: config.visits,
-        id_key: crate::secrets::server_secret(store.as_ref())?,
+        id_key: secret,
     });
     let dyn_store: Arc<dyn Store> = store.clone();
     tokio::spawn(visits::stage::run(
-        dyn_store,
+        dyn_store.clone(),
         visit_inputs,
+        shared.log_end.clone(),
+    ));
+    let decide_inputs = Arc::new(crate::campaigns::stage::Inputs {
+        registry: registry.clone(),
+        secret,
+    });
+    tokio::spawn(crate::campaigns::stage::run(
+        dyn_store,
+        decide_inputs,
         shared.log_end.clone(),
     ));
     let state = AppState {

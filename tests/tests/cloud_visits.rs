@@ -73,7 +73,7 @@ async fn setup(cloud: &CloudUnderTest) -> anyhow::Result<(String, String, String
         .call(
             Method::POST,
             "/v1/admin/customers",
-            Some(json!({"beacons": [CARRIED]})),
+            Some(json!({"beacons": [CARRIED], "line_user": "U-a", "consent": {"line": true}, "attributes": {"name": "Aki"}})),
             Some(ADMIN_TOKEN),
         )
         .await?;
@@ -171,6 +171,23 @@ async fn a_gateway_and_an_app_make_visits_read_back_through_the_api() -> anyhow:
     let mut cloud = CloudUnderTest::with_site(vec![g1.clone()], None, SITE, 60)?;
     cloud.start()?;
     let (a, b, token) = setup(&cloud).await?;
+    // A campaign on entering the store, running today in every time zone.
+    let today = chrono::Utc::now().date_naive();
+    let campaign = json!({
+        "name": "Welcome", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
+        "schedule": {"from": (today - chrono::Days::new(2)).to_string(), "to": (today + chrono::Days::new(2)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+        "caps": {"per_customer": 1, "period_days": 1}, "budget": 10, "offer_ttl_minutes": 60, "channels": ["line", "push"],
+        "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}"}}]
+    });
+    let (status, body) = cloud
+        .call(
+            Method::PUT,
+            "/v1/admin/campaigns/welcome",
+            Some(campaign),
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
     let mut gw = MqttGateway::connect(cloud.mqtt_port, &g1, &g1.password).await?;
     let mut shopper = Shopper { token, seq: 0 };
     // About ten minutes of clock time.
@@ -191,6 +208,46 @@ async fn a_gateway_and_an_app_make_visits_read_back_through_the_api() -> anyhow:
     one_enter_and_exit_each(&cloud).await?;
     let z = cloud.admin("/v1/admin/visits?zone=plaza").await?;
     assert_eq!(z["items"].as_array().unwrap().len(), 1, "{z}");
+
+    // The store enters fired the campaign: one LINE delivery for the customer with LINE
+    // consent, and the app-only customer (no push token) suppressed for consent.
+    let deliveries = cloud.admin("/v1/admin/deliveries").await?;
+    let items = deliveries["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        1,
+        "{deliveries}\n{}",
+        cloud.admin("/v1/admin/decisions").await?
+    );
+    assert_eq!(
+        (&items[0]["customer"], &items[0]["channel"]),
+        (&json!(a), &json!("line"))
+    );
+    assert!(
+        items[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Welcome Aki to Store s1: "),
+        "{deliveries}"
+    );
+    let decisions = cloud.admin("/v1/admin/decisions").await?;
+    let outcome_of = |c: &str| -> Vec<String> {
+        decisions["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["customer"] == c)
+            .map(|d| {
+                format!(
+                    "{}:{}",
+                    d["outcome"].as_str().unwrap(),
+                    d["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    assert_eq!(outcome_of(&a), ["send:"], "{decisions}");
+    assert_eq!(outcome_of(&b), ["suppressed:consent"], "{decisions}");
 
     // Anonymous footfall from the gateway, per zone and hour.
     let minute = omo_device_config::payload::Footfall {

@@ -3,4 +3,5 @@
 
 pub mod decide;
 pub mod definition;
+pub mod stage;
 pub mod stored;

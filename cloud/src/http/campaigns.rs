@@ -22,6 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/campaigns/:id", get(get_one).put(put))
         .route("/v1/admin/campaigns/:id/pause", post(pause))
         .route("/v1/admin/campaigns/:id/resume", post(resume))
+        .route("/v1/admin/decisions", get(decisions))
+        .route("/v1/admin/deliveries", get(deliveries))
 }
 
 fn invalid(problems: Vec<String>) -> ApiError {
@@ -149,4 +151,33 @@ async fn resume(
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
     set_paused(&state, &id, false).await
+}
+
+/// Every stored row under `prefix` in the campaigns space, up to `limit`.
+fn rows(state: &AppState, prefix: &str, limit: usize) -> Result<Vec<Value>, ApiError> {
+    Ok(state
+        .store
+        .scan(crate::store::Space::Campaigns, prefix.as_bytes(), limit)?
+        .into_iter()
+        .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
+}
+
+/// Decisions (sent, would have sent, suppressed with the reason), for the funnel.
+async fn decisions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    Ok(Json(json!({"items": rows(&state, "decision/", 1000)?})).into_response())
+}
+
+/// Delivery rows written by decisions.
+async fn deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    Ok(Json(json!({"items": rows(&state, "delivery/", 1000)?})).into_response())
 }

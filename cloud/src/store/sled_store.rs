@@ -18,11 +18,28 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        // A store dropped a moment ago in this process releases its file lock only when sled's
+        // background flusher has stopped: retry briefly before calling the dir taken.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if attempts < 40 && e.to_string().to_lowercase().contains("lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "opening {}: {e}",
+                        dir.display()
+                    )))
+                }
+            }
+        };
         let trees = Space::ALL
             .iter()
             .map(|s| db.open_tree(s.name()))

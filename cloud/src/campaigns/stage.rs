@@ -1,0 +1,599 @@
+//! The decision stage (DESIGN.md, "The cloud's pipeline"): reads visit transitions in order
+//! from its offset, decides each matching campaign once per trigger key (customer, campaign,
+//! visit id, transition or milestone), and commits the decision, the caps history and budget it
+//! used, the delivery row of a send, the measurement row of a first eligible trigger, and its
+//! new offset — in one transaction. A replay after a crash decides the same; a trigger key
+//! already decided is never decided again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use chrono_tz::Tz;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::decide::{decide, CustomerView, Outcome, PastSend, Trigger};
+use super::definition::{Channel, Trigger as CampaignTrigger};
+use super::stored::{self, Versioned};
+use crate::identity;
+use crate::registry::Registry;
+use crate::store::event_log::{advance, position};
+use crate::store::{Commit, Space, Store, StoreError};
+use crate::visits::engine::{Scope, Transition, TransitionKind};
+
+/// This stage's name in the offsets space (its offsets count transitions, not log records).
+pub const CONSUMER: &str = "decide";
+const BATCH: usize = 500;
+/// How far back a customer's sends are read for caps.
+const HISTORY_DAYS: i64 = 62;
+
+/// A decision as stored (for the funnel: every trigger that did not send says why).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub trigger_key: String,
+    pub campaign: String,
+    pub campaign_version: u32,
+    pub customer: String,
+    pub visit: String,
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// A message to deliver, written with the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub trigger_key: String,
+    /// Sent on every attempt; the channel keeps one accepted request per key.
+    pub retry_key: String,
+    pub campaign: String,
+    pub variant: String,
+    pub channel: Channel,
+    pub customer: String,
+    pub text: String,
+    pub coupon: String,
+    /// Not delivered after this (the offer's time-to-live; a first attempt adds its own 23 h bound).
+    pub expires_ms: i64,
+    pub status: String,
+}
+
+/// What the stage reads besides the store.
+pub struct Inputs {
+    pub registry: Arc<RwLock<Registry>>,
+    /// The server secret that keys trigger keys, delivery ids, retry keys and coupons.
+    pub secret: [u8; 32],
+}
+
+fn keyed(secret: &[u8; 32], parts: &[&str]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes 32-byte keys");
+    for p in parts {
+        mac.update(p.as_bytes());
+        mac.update(&[0]);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A UUID-shaped key (LINE's `X-Line-Retry-Key` must be a UUID).
+fn uuid_from(bytes: &[u8; 32]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&bytes[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A coupon code: ten characters from an alphabet without look-alikes.
+fn coupon(bytes: &[u8; 32]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    bytes[..10]
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn transition_label(kind: &TransitionKind) -> String {
+    match kind {
+        TransitionKind::Enter => "enter".into(),
+        TransitionKind::Dwell { minutes } => format!("dwell-{minutes}"),
+        TransitionKind::Exit { .. } => "exit".into(),
+    }
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+/// The store a scope belongs to: its time zone and name.
+fn store_of(registry: &Registry, scope: &Scope) -> Option<(Tz, String)> {
+    let store_id = match scope {
+        Scope::Store(s) => s.clone(),
+        Scope::Zone(z) => registry
+            .zones()
+            .into_iter()
+            .find(|r| r.id() == z)
+            .map(|r| match r {
+                crate::registry::Zone::Beacon(x) => x.store.to_string(),
+                crate::registry::Zone::Gateway(x) => x.store.to_string(),
+                crate::registry::Zone::Wifi(x) => x.store.to_string(),
+                crate::registry::Zone::Geofence(x) => x.store.to_string(),
+            })?,
+    };
+    let s = registry
+        .site()
+        .stores
+        .iter()
+        .find(|s| s.id.as_str() == store_id)?;
+    Some((s.time_zone.parse().ok()?, s.name.clone()))
+}
+
+fn in_places(c: &Versioned, scope: &Scope) -> bool {
+    match scope {
+        Scope::Zone(z) => c.campaign.places.zones.contains(z),
+        Scope::Store(s) => c.campaign.places.stores.contains(s),
+    }
+}
+
+/// Whether a transition fires a campaign's trigger (the Nth-visit count is checked apart).
+fn fires(trigger: &CampaignTrigger, kind: &TransitionKind) -> bool {
+    matches!(
+        (trigger, kind),
+        (CampaignTrigger::Enter, TransitionKind::Enter)
+            | (CampaignTrigger::Exit, TransitionKind::Exit { .. })
+            | (CampaignTrigger::NthVisit { .. }, TransitionKind::Enter)
+    ) || matches!((trigger, kind), (CampaignTrigger::Dwell { minutes: a }, TransitionKind::Dwell { minutes: b }) if a == b)
+}
+
+/// The customer as decisions see it: tags, attributes, and the channels they consented to and
+/// can be reached on.
+fn customer_view(
+    store: &dyn Store,
+    id: &str,
+) -> Result<Option<(CustomerView, identity::Customer)>, StoreError> {
+    let Some(c) = identity::customer(store, id)? else {
+        return Ok(None);
+    };
+    let mut reachable = BTreeSet::new();
+    if c.consent.line && c.line_user.is_some() {
+        reachable.insert(Channel::Line);
+    }
+    if c.consent.push {
+        for i in &c.installs {
+            if identity::install(store, i)?.is_some_and(|i| i.push_token.is_some()) {
+                reachable.insert(Channel::Push);
+            }
+        }
+    }
+    if c.consent.webhook {
+        reachable.insert(Channel::Webhook);
+    }
+    let view = CustomerView {
+        id: c.id.clone(),
+        tags: c.tags.clone(),
+        attributes: c.attributes.clone(),
+        reachable,
+    };
+    Ok(Some((view, c)))
+}
+
+fn history(store: &dyn Store, customer: &str, since_ms: i64) -> Result<Vec<PastSend>, StoreError> {
+    let prefix = format!("history/{customer}/");
+    let from = format!("{prefix}{:016x}", since_ms.max(0));
+    store
+        .scan(Space::Campaigns, from.as_bytes(), 10_000)?
+        .into_iter()
+        .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+        .map(|(k, _)| {
+            let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let (at, campaign) = rest
+                .split_once('/')
+                .ok_or_else(|| backend("history key", &rest))?;
+            let at_ms = i64::from_str_radix(at, 16).map_err(|e| backend("history key", e))?;
+            Ok(PastSend {
+                campaign: campaign.to_owned(),
+                at_ms,
+            })
+        })
+        .collect()
+}
+
+fn counter(store: &dyn Store, key: &str) -> Result<u64, StoreError> {
+    Ok(match store.get(Space::Campaigns, key.as_bytes())? {
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| backend(key, "not 8 bytes"))?,
+        ),
+        None => 0,
+    })
+}
+
+/// Decides the next transitions after this stage's offset and commits; returns how many it read.
+pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
+    let from = position(store, CONSUMER)?;
+    let page = store.scan(Space::Transitions, &from.to_be_bytes(), BATCH)?;
+    let Some((last_key, _)) = page.last() else {
+        return Ok(0);
+    };
+    let last = u64::from_be_bytes(
+        last_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| backend("transition key", "not 8 bytes"))?,
+    );
+    let campaigns: Vec<Versioned> = stored::all(store)?;
+    tracing::debug!(
+        transitions = page.len(),
+        campaigns = campaigns.len(),
+        "deciding"
+    );
+    let registry = inputs.registry.read().expect("registry lock").clone();
+    let mut c = Commit::new();
+    let mut decided: BTreeSet<String> = BTreeSet::new();
+    let mut sent_now: HashMap<String, Vec<PastSend>> = HashMap::new();
+    let mut budgets: BTreeMap<String, u64> = BTreeMap::new();
+    let mut linked: BTreeSet<String> = BTreeSet::new();
+    let mut sends = 0usize;
+    for (_, bytes) in &page {
+        let t: Transition = match serde_json::from_slice(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable transition skipped");
+                continue;
+            }
+        };
+        for campaign in campaigns
+            .iter()
+            .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
+        {
+            let key = hex::encode(keyed(
+                &inputs.secret,
+                &[
+                    "trigger",
+                    &t.customer,
+                    &campaign.campaign.id,
+                    &t.visit,
+                    &transition_label(&t.kind),
+                ],
+            ));
+            let decision_key = format!("decision/{key}");
+            if decided.contains(&key)
+                || store
+                    .get(Space::Campaigns, decision_key.as_bytes())?
+                    .is_some()
+            {
+                continue;
+            }
+            if let CampaignTrigger::NthVisit { n, within_days } = campaign.campaign.trigger {
+                let since = t.at_ms - i64::from(within_days) * 86_400_000;
+                let count = crate::visits::stage::visits_of_customer(store, &t.customer, 10_000)?
+                    .iter()
+                    .filter(|v| {
+                        v.scope == t.scope
+                            && v.entered.millis() >= since
+                            && v.entered.millis() <= t.at_ms
+                    })
+                    .count();
+                if count != n as usize {
+                    continue;
+                }
+            }
+            let Some((tz, store_name)) = store_of(&registry, &t.scope) else {
+                continue;
+            };
+            let Some((view, customer)) = customer_view(store, &t.customer)? else {
+                continue;
+            };
+            let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
+            past.extend(sent_now.get(&t.customer).cloned().unwrap_or_default());
+            let budget_key = format!("budget/{}", campaign.campaign.id);
+            let used = match budgets.get(&budget_key) {
+                Some(u) => *u,
+                None => counter(store, &budget_key)?,
+            };
+            let outcome = decide(
+                &campaign.campaign,
+                &Trigger {
+                    customer: &view,
+                    at_ms: t.at_ms,
+                    late: t.late,
+                    store_tz: tz,
+                    history: &past,
+                    budget_used: used,
+                },
+            );
+            let decision = Decision {
+                trigger_key: key.clone(),
+                campaign: campaign.campaign.id.clone(),
+                campaign_version: campaign.version,
+                customer: t.customer.clone(),
+                visit: t.visit.clone(),
+                at_ms: t.at_ms,
+                outcome: outcome.clone(),
+            };
+            c.expect(Space::Campaigns, decision_key.clone(), None);
+            c.put(
+                Space::Campaigns,
+                decision_key,
+                serde_json::to_vec(&decision).expect("decisions serialise"),
+            );
+            decided.insert(key.clone());
+            if outcome.uses_caps() {
+                c.put(
+                    Space::Campaigns,
+                    format!(
+                        "history/{}/{:016x}/{}",
+                        t.customer,
+                        t.at_ms.max(0),
+                        campaign.campaign.id
+                    ),
+                    Vec::new(),
+                );
+                sent_now
+                    .entry(t.customer.clone())
+                    .or_default()
+                    .push(PastSend {
+                        campaign: campaign.campaign.id.clone(),
+                        at_ms: t.at_ms,
+                    });
+                analysis_row(
+                    store,
+                    &mut c,
+                    &mut linked,
+                    (&campaign.campaign.id, &t.customer),
+                    &outcome,
+                    t.at_ms,
+                )?;
+            }
+            if let Outcome::Send { variant, channel } = &outcome {
+                budgets.insert(budget_key.clone(), used + 1);
+                let id_bytes = keyed(&inputs.secret, &["delivery", &key, &format!("{channel:?}")]);
+                let template = campaign
+                    .campaign
+                    .variants
+                    .iter()
+                    .find(|v| &v.id == variant)
+                    .map(|v| v.template.clone());
+                let code = coupon(&keyed(&inputs.secret, &["coupon", &hex::encode(id_bytes)]));
+                let name = customer
+                    .attributes
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let values = BTreeMap::from([
+                    ("name", name),
+                    ("store", store_name.clone()),
+                    ("coupon", code.clone()),
+                ]);
+                let delivery = Delivery {
+                    id: hex::encode(&id_bytes[..16]),
+                    trigger_key: key.clone(),
+                    retry_key: uuid_from(&id_bytes),
+                    campaign: campaign.campaign.id.clone(),
+                    variant: variant.clone(),
+                    channel: *channel,
+                    customer: t.customer.clone(),
+                    text: template.map(|tpl| tpl.render(&values)).unwrap_or_default(),
+                    coupon: code,
+                    expires_ms: t.at_ms + i64::from(campaign.campaign.offer_ttl_minutes) * 60_000,
+                    status: "pending".into(),
+                };
+                c.put(
+                    Space::Campaigns,
+                    format!("delivery/{}", delivery.id),
+                    serde_json::to_vec(&delivery).expect("deliveries serialise"),
+                );
+                sends += 1;
+            }
+        }
+    }
+    for (key, used) in budgets {
+        c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
+    }
+    advance(&mut c, CONSUMER, from, last + 1);
+    store.commit(c)?;
+    if sends > 0 {
+        crate::crash_point!("decide.after_commit_before_send");
+    }
+    Ok(page.len())
+}
+
+/// Runs the stage: decides whenever the log (and so the transitions) grows.
+pub async fn run(
+    store: Arc<dyn Store>,
+    inputs: Arc<Inputs>,
+    mut log_end: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        let (s, i) = (store.clone(), inputs.clone());
+        match tokio::task::spawn_blocking(move || step(s.as_ref(), &i)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "decision stage failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => tracing::error!(error = %e, "decision stage task failed"),
+        }
+        if log_end.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The measurement row of a customer's first eligible trigger in a campaign: a random
+/// pseudonym (the analysis id) per customer and campaign, so erasing the customer deletes only
+/// the link and every report keeps its totals.
+fn analysis_row(
+    store: &dyn Store,
+    c: &mut Commit,
+    linked: &mut BTreeSet<String>,
+    (campaign, customer): (&str, &str),
+    outcome: &Outcome,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let link = format!("analysis-link/{campaign}/{customer}");
+    if linked.contains(&link) || store.get(Space::Campaigns, link.as_bytes())?.is_some() {
+        return Ok(());
+    }
+    linked.insert(link.clone());
+    let mut id = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+    let analysis = hex::encode(id);
+    let group = match outcome {
+        Outcome::Send { variant, .. } => variant.clone(),
+        _ => "holdout".into(),
+    };
+    c.expect(Space::Campaigns, link.clone(), None);
+    c.put(Space::Campaigns, link, analysis.clone());
+    c.put(
+        Space::Campaigns,
+        format!("analysis/{campaign}/{analysis}"),
+        serde_json::to_vec(&serde_json::json!({"group": group, "first_trigger_ms": at_ms}))
+            .expect("json"),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{new_customer, save_customer};
+    use crate::registry::replace_site;
+    use crate::store::barrier::scan_all;
+    use crate::store::sled_store::SledStore;
+    use crate::visits::engine::Source;
+    use omo_device_config::site::Site;
+    use omo_device_config::Timestamp;
+
+    const SITE: &str = r#"
+[[stores]]
+id = "s1"
+name = "Shibuya"
+time_zone = "Asia/Tokyo"
+location = { lat = 35.6, lon = 139.7 }
+"#;
+
+    fn transition(customer: &str, visit: &str, at: &str, late: bool) -> Transition {
+        let at_ms = at.parse::<Timestamp>().unwrap().millis();
+        Transition {
+            visit: visit.into(),
+            customer: customer.into(),
+            scope: Scope::Store("s1".into()),
+            kind: TransitionKind::Enter,
+            at_ms,
+            decided_ms: at_ms,
+            late,
+            sources: BTreeSet::from([Source::Gateway]),
+        }
+    }
+
+    fn rows(store: &SledStore, prefix: &str) -> Vec<serde_json::Value> {
+        scan_all(store, Space::Campaigns)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .map(|(_, v)| serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null))
+            .collect()
+    }
+
+    #[test]
+    fn each_trigger_key_is_decided_once_with_its_reason_and_one_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store
+            .commit(replace_site(&Registry::default(), &Site::parse(SITE, false).unwrap()).unwrap())
+            .unwrap();
+        let mut customer = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
+        customer.line_user = Some("U1".into());
+        customer.consent.line = true;
+        customer
+            .attributes
+            .insert("name".into(), serde_json::json!("Aki"));
+        store
+            .commit(save_customer(&store, None, &customer).unwrap())
+            .unwrap();
+        let mut def = crate::campaigns::definition::tests::example();
+        def["trigger"] = serde_json::json!({"kind": "enter"});
+        def["audience"] = serde_json::json!({});
+        def["schedule"]["hours"] = serde_json::Value::Null;
+        def["quiet_hours"] = serde_json::Value::Null;
+        def["holdout_percent"] = serde_json::json!(0);
+        let campaign = serde_json::from_value(def).unwrap();
+        let (commit, _) = stored::save(None, campaign, "2026-11-01T00:00:00.000Z".parse().unwrap());
+        store.commit(commit).unwrap();
+        let transitions = [
+            transition(&customer.id, "v1", "2026-11-23T03:00:00.000Z", false),
+            transition(&customer.id, "v2", "2026-11-24T03:00:00.000Z", false),
+            transition(&customer.id, "v3", "2026-11-25T03:00:00.000Z", true),
+        ];
+        let mut c = Commit::new();
+        for (i, t) in transitions.iter().enumerate() {
+            c.put(
+                Space::Transitions,
+                (i as u64 + 1).to_be_bytes().to_vec(),
+                serde_json::to_vec(t).unwrap(),
+            );
+        }
+        store.commit(c).unwrap();
+        let inputs = Inputs {
+            registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
+            secret: [3; 32],
+        };
+        assert_eq!(step(&store, &inputs).unwrap(), 3);
+        assert_eq!(step(&store, &inputs).unwrap(), 0);
+        let decisions = rows(&store, "decision/");
+        let outcomes: BTreeSet<String> = decisions
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}",
+                    d["outcome"].as_str().unwrap(),
+                    d["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            BTreeSet::from([
+                "send:".to_owned(),
+                "suppressed:cap".to_owned(),
+                "suppressed:late".to_owned()
+            ])
+        );
+        let deliveries = rows(&store, "delivery/");
+        assert_eq!(deliveries.len(), 1);
+        let text = deliveries[0]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("Hi Aki, a coffee on us at Shibuya: "),
+            "{text}"
+        );
+        assert_eq!(deliveries[0]["retry_key"].as_str().unwrap().len(), 36);
+        assert!(
+            !text.contains(&customer.id)
+                && !deliveries[0]["id"].as_str().unwrap().contains(&customer.id)
+        );
+        // A replay from an older offset (a crash before the offset moved) decides nothing twice.
+        let mut rewind = Commit::new();
+        rewind.delete(Space::Offsets, CONSUMER.as_bytes().to_vec());
+        store.commit(rewind).unwrap();
+        assert_eq!(step(&store, &inputs).unwrap(), 3);
+        assert_eq!(rows(&store, "decision/").len(), 3);
+        assert_eq!(rows(&store, "delivery/").len(), 1);
+        assert_eq!(
+            rows(&store, "analysis/").len(),
+            1,
+            "one measurement row per customer and campaign"
+        );
+    }
+}
