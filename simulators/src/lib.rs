@@ -1,4 +1,5 @@
 //! omo's simulators: synthetic store visits, replay files for gateways, fake LINE and FCM
 //! endpoints, load generation and the one-command demo.
 
+pub mod fake_line;
 pub mod radio;

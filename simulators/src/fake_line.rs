@@ -1,0 +1,354 @@
+//! A fake LINE Messaging API push endpoint (`POST /v2/bot/message/push`) on loopback, for the
+//! delivery tests, the demo and the load generator. It checks requests as LINE does — bearer
+//! channel access token, JSON shape, 1–5 messages, text of at most 5,000 characters, a UUID
+//! `X-Line-Retry-Key` — records what it accepted, answers a repeated retry key with 409 (LINE's
+//! "already accepted"), and injects faults on demand: 429 with `Retry-After`, 500, latency.
+//!
+//! Control and inspection over HTTP too: `GET /fake/deliveries`, `POST /fake/faults`
+//! (`{"status":429,"count":10,"retry_after_s":1,"latency_ms":0}`).
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A push the fake accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub to: String,
+    pub texts: Vec<String>,
+    pub retry_key: Option<String>,
+}
+
+/// Faults to inject into the next `count` push requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// 429 or 5xx; 0 for latency only.
+    #[serde(default)]
+    pub status: u16,
+    pub count: u32,
+    #[serde(default)]
+    pub retry_after_s: Option<u32>,
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    accepted: Vec<Accepted>,
+    retry_keys: HashSet<String>,
+    faults: VecDeque<Fault>,
+    requests: u64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    token: Arc<String>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A running fake LINE server.
+pub struct FakeLine {
+    pub addr: SocketAddr,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeLine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn line_error(status: StatusCode, message: &str, property: Option<&str>) -> Response {
+    let details: Vec<Value> = property
+        .map(|p| vec![json!({"message": message, "property": p})])
+        .unwrap_or_default();
+    (
+        status,
+        Json(json!({"message": message, "details": details})),
+    )
+        .into_response()
+}
+
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl FakeLine {
+    /// Starts the fake on `addr` (port 0: any free port) accepting `token`.
+    pub async fn start(addr: SocketAddr, token: &str) -> std::io::Result<FakeLine> {
+        let shared = Shared {
+            token: Arc::new(token.to_owned()),
+            inner: Arc::new(Mutex::new(Inner::default())),
+        };
+        let app = Router::new()
+            .route("/v2/bot/message/push", post(push))
+            .route("/fake/deliveries", get(deliveries))
+            .route("/fake/faults", post(add_fault))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("fake LINE server stopped: {e}");
+            }
+        });
+        Ok(FakeLine { addr, shared, task })
+    }
+
+    /// The base URL to configure as the LINE API base.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What it accepted so far.
+    pub fn accepted(&self) -> Vec<Accepted> {
+        self.shared
+            .inner
+            .lock()
+            .expect("fake LINE lock")
+            .accepted
+            .clone()
+    }
+
+    /// Push requests received (accepted or not).
+    pub fn requests(&self) -> u64 {
+        self.shared.inner.lock().expect("fake LINE lock").requests
+    }
+
+    /// Queues a fault for the next requests.
+    pub fn inject(&self, fault: Fault) {
+        self.shared
+            .inner
+            .lock()
+            .expect("fake LINE lock")
+            .faults
+            .push_back(fault);
+    }
+
+    /// Runs until the task ends (for the `omo-sim fake-line` command).
+    pub async fn serve_forever(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn deliveries(State(s): State<Shared>) -> Response {
+    Json(json!({"accepted": s.inner.lock().expect("fake LINE lock").accepted})).into_response()
+}
+
+async fn add_fault(State(s): State<Shared>, Json(fault): Json<Fault>) -> Response {
+    s.inner
+        .lock()
+        .expect("fake LINE lock")
+        .faults
+        .push_back(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct PushBody {
+    to: String,
+    messages: Vec<Value>,
+}
+
+async fn push(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let fault = {
+        let mut inner = s.inner.lock().expect("fake LINE lock");
+        inner.requests += 1;
+        let fault = inner.faults.front().copied();
+        if let Some(front) = inner.faults.front_mut() {
+            front.count = front.count.saturating_sub(1);
+            if front.count == 0 {
+                inner.faults.pop_front();
+            }
+        }
+        fault
+    };
+    if let Some(f) = fault {
+        if f.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+        }
+        if f.status == 429 {
+            let mut r = line_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "The API rate limit has been exceeded. Try again later.",
+                None,
+            );
+            if let Some(after) = f.retry_after_s {
+                r.headers_mut().insert("retry-after", after.into());
+            }
+            return r;
+        }
+        if f.status >= 500 {
+            let status =
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return line_error(status, "Internal server error", None);
+        }
+    }
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == s.token.as_str());
+    if !authorized {
+        return line_error(
+            StatusCode::UNAUTHORIZED,
+            "Authentication failed due to the following reason: invalid token.",
+            None,
+        );
+    }
+    let retry_key = match headers.get("x-line-retry-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if is_uuid(k) => Some(k.to_ascii_lowercase()),
+        Some(_) => {
+            return line_error(
+                StatusCode::BAD_REQUEST,
+                "The retry key must be a UUID",
+                Some("X-Line-Retry-Key"),
+            )
+        }
+    };
+    let body: PushBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return line_error(
+                StatusCode::BAD_REQUEST,
+                &format!("The request body has 1 error(s): {e}"),
+                None,
+            )
+        }
+    };
+    if body.to.is_empty() {
+        return line_error(
+            StatusCode::BAD_REQUEST,
+            "The property, 'to', in the request body is invalid",
+            Some("to"),
+        );
+    }
+    if body.messages.is_empty() || body.messages.len() > 5 {
+        return line_error(
+            StatusCode::BAD_REQUEST,
+            "Size must be between 1 and 5",
+            Some("messages"),
+        );
+    }
+    let mut texts = Vec::new();
+    for (i, m) in body.messages.iter().enumerate() {
+        match (
+            m.get("type").and_then(Value::as_str),
+            m.get("text").and_then(Value::as_str),
+        ) {
+            (Some("text"), Some(t)) if !t.is_empty() && t.chars().count() <= 5000 => {
+                texts.push(t.to_owned())
+            }
+            (Some("text"), _) => {
+                return line_error(
+                    StatusCode::BAD_REQUEST,
+                    "Length must be between 1 and 5000",
+                    Some(&format!("messages[{i}].text")),
+                )
+            }
+            (Some("flex"), _) => texts.push(String::new()),
+            _ => {
+                return line_error(
+                    StatusCode::BAD_REQUEST,
+                    "Must be one of the following values: [text, flex, …]",
+                    Some(&format!("messages[{i}].type")),
+                )
+            }
+        }
+    }
+    let mut inner = s.inner.lock().expect("fake LINE lock");
+    if let Some(k) = &retry_key {
+        if !inner.retry_keys.insert(k.clone()) {
+            let mut r = line_error(
+                StatusCode::CONFLICT,
+                "The retry key is already accepted",
+                None,
+            );
+            r.headers_mut().insert(
+                "x-line-accepted-request-id",
+                axum::http::HeaderValue::from_str(k).expect("a UUID is a header value"),
+            );
+            return r;
+        }
+    }
+    inner.accepted.push(Accepted {
+        to: body.to,
+        texts,
+        retry_key,
+    });
+    (StatusCode::OK, Json(json!({"sentMessages": []}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(fake: &FakeLine, token: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = omo_cloud::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .post(format!("{}/v2/bot/message/push", fake.base_url()))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(k) = key {
+            req = req.header("X-Line-Retry-Key", k);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn checks_requests_as_line_does_and_keeps_one_per_retry_key() {
+        let fake = FakeLine::start("127.0.0.1:0".parse().unwrap(), "tok")
+            .await
+            .unwrap();
+        let msg = json!({"to": "U1", "messages": [{"type": "text", "text": "hi"}]});
+        let key = "123e4567-e89b-42d3-a456-426614174000";
+        assert_eq!(post(&fake, "bad", Some(key), msg.clone()).await.0, 401);
+        assert_eq!(
+            post(&fake, "tok", Some("not-a-uuid"), msg.clone()).await.0,
+            400
+        );
+        let six = json!({"to": "U1", "messages": vec![json!({"type": "text", "text": "x"}); 6]});
+        let (status, body) = post(&fake, "tok", None, six).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["details"][0]["property"], "messages");
+        let long = json!({"to": "U1", "messages": [{"type": "text", "text": "x".repeat(5001)}]});
+        assert_eq!(post(&fake, "tok", None, long).await.0, 400);
+        assert_eq!(post(&fake, "tok", Some(key), msg.clone()).await.0, 200);
+        assert_eq!(
+            post(&fake, "tok", Some(key), msg.clone()).await.0,
+            409,
+            "a repeated retry key"
+        );
+        fake.inject(Fault {
+            status: 429,
+            count: 2,
+            retry_after_s: Some(1),
+            latency_ms: 0,
+        });
+        assert_eq!(post(&fake, "tok", None, msg.clone()).await.0, 429);
+        assert_eq!(post(&fake, "tok", None, msg.clone()).await.0, 429);
+        assert_eq!(post(&fake, "tok", None, msg.clone()).await.0, 200);
+        assert_eq!(fake.accepted().len(), 2);
+        assert_eq!(fake.accepted()[0].texts, ["hi"]);
+    }
+}
