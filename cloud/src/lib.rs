@@ -8,6 +8,7 @@ pub mod backup;
 pub mod broker;
 pub mod campaigns;
 pub mod config;
+pub mod delivery;
 pub mod http;
 pub mod identity;
 pub mod ingest;
