@@ -130,6 +130,15 @@ pub async fn apply_site(state: &AppState, site: Site, deleting: bool) -> Result<
     let current = state.registry.read().expect("registry lock").clone();
     let commit =
         registry::replace_site(&current, &site).map_err(|e| registry_error(e, deleting))?;
+    commit_and_reload(state, commit, deleting).await
+}
+
+/// Commits a registry change durably and reloads the in-memory registry from the store.
+async fn commit_and_reload(
+    state: &AppState,
+    commit: crate::store::Commit,
+    deleting: bool,
+) -> Result<(), ApiError> {
     let store = state.store.clone();
     let fresh = tokio::task::spawn_blocking(move || {
         store.commit(commit)?;
@@ -296,17 +305,7 @@ async fn add_pos_key(
         sha256: crate::secrets::sha256_hex(secret.as_bytes()),
     };
     let _one_at_a_time = state.registry_writes.lock().await;
-    let store = state.store.clone();
-    let commit = registry::add_pos_key(&store_id, &key);
-    let fresh = tokio::task::spawn_blocking(move || {
-        store.commit(commit)?;
-        store.flush()?;
-        Registry::load(store.as_ref())
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| registry_error(e, false))?;
-    *state.registry.write().expect("registry lock") = fresh;
+    commit_and_reload(&state, registry::add_pos_key(&store_id, &key), false).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": key.id, "key": format!("{}.{secret}", key.id)})),
@@ -497,13 +496,7 @@ async fn put_gateway_config(
             .min(state.config.visits.exit_grace_s),
     )
     .map_err(|e| registry_error(e, false))?;
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store.commit(commit)?;
-        store.flush()
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    super::commit_durably(&state, commit).await?;
     let mut registry = state.registry.write().expect("registry lock");
     registry.set_desired(&gw, desired.clone());
     let entry = registry.gateway(&id).expect("checked above");
@@ -767,18 +760,6 @@ impl CustomerPatch {
     }
 }
 
-/// Commits and flushes off the executor.
-async fn commit_durably(state: &AppState, commit: crate::store::Commit) -> Result<(), ApiError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store.commit(commit)?;
-        store.flush()
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok(())
-}
-
 /// Rebuilds the EID resolver's keys from the identity store.
 pub async fn refresh_eids(state: &AppState) {
     let store = state.store.clone();
@@ -830,7 +811,7 @@ async fn create_customer(
     let mut c = identity::new_customer(Timestamp::new(state.clock.now()));
     patch.apply(&mut c);
     let commit = identity::save_customer(state.store.as_ref(), None, &c).map_err(identity_error)?;
-    commit_durably(&state, commit).await?;
+    super::commit_durably(&state, commit).await?;
     refresh_eids(&state).await;
     Ok((StatusCode::CREATED, Json(customer_json(&state, &c)?)).into_response())
 }
@@ -892,7 +873,7 @@ async fn patch_customer(
     patch.apply(&mut c);
     let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
         .map_err(identity_error)?;
-    commit_durably(&state, commit).await?;
+    super::commit_durably(&state, commit).await?;
     refresh_eids(&state).await;
     Ok(Json(customer_json(&state, &c)?).into_response())
 }

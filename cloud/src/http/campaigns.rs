@@ -81,8 +81,7 @@ async fn save(
     id: &str,
     change: impl FnOnce(Option<Campaign>) -> Result<Campaign, ApiError>,
 ) -> Result<Response, ApiError> {
-    let store = state.store.clone();
-    let previous = stored::current(store.as_ref(), id)?;
+    let previous = stored::current(state.store.as_ref(), id)?;
     let campaign = change(previous.as_ref().map(|(p, _)| p.campaign.clone()))?;
     check(state, &campaign)?;
     let created = previous.is_none();
@@ -91,12 +90,7 @@ async fn save(
         campaign,
         Timestamp::new(state.clock.now()),
     );
-    tokio::task::spawn_blocking(move || {
-        store.commit(commit)?;
-        store.flush()
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    super::commit_durably(state, commit).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

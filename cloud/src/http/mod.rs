@@ -203,6 +203,21 @@ pub async fn append(
     }
 }
 
+/// Commits and flushes off the executor.
+pub(crate) async fn commit_durably(
+    state: &AppState,
+    commit: crate::store::Commit,
+) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.commit(commit)?;
+        store.flush()
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(())
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.http.max_body_bytes;
