@@ -28,6 +28,16 @@ pub enum Zone {
 }
 
 impl Zone {
+    /// The store the zone belongs to.
+    pub fn store(&self) -> &StoreId {
+        match self {
+            Zone::Beacon(z) => &z.store,
+            Zone::Gateway(z) => &z.store,
+            Zone::Wifi(z) => &z.store,
+            Zone::Geofence(z) => &z.store,
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
             Zone::Beacon(z) => z.id.as_str(),

@@ -113,27 +113,41 @@ fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {e}"))
 }
 
-/// The store a scope belongs to: its time zone and name.
-fn store_of(registry: &Registry, scope: &Scope) -> Option<(Tz, String)> {
-    let store_id = match scope {
-        Scope::Store(s) => s.clone(),
-        Scope::Zone(z) => registry
-            .zones()
-            .into_iter()
-            .find(|r| r.id() == z)
-            .map(|r| match r {
-                crate::registry::Zone::Beacon(x) => x.store.to_string(),
-                crate::registry::Zone::Gateway(x) => x.store.to_string(),
-                crate::registry::Zone::Wifi(x) => x.store.to_string(),
-                crate::registry::Zone::Geofence(x) => x.store.to_string(),
-            })?,
-    };
-    let s = registry
-        .site()
-        .stores
-        .iter()
-        .find(|s| s.id.as_str() == store_id)?;
-    Some((s.time_zone.parse().ok()?, s.name.clone()))
+/// Each scope's store, as decisions need it: its time zone and name. Built once per step.
+struct Places {
+    zone_store: HashMap<String, String>,
+    stores: HashMap<String, (Tz, String)>,
+}
+
+impl Places {
+    fn new(registry: &Registry) -> Places {
+        Places {
+            zone_store: registry
+                .zones()
+                .iter()
+                .map(|z| (z.id().to_owned(), z.store().to_string()))
+                .collect(),
+            stores: registry
+                .site()
+                .stores
+                .iter()
+                .filter_map(|s| {
+                    Some((
+                        s.id.to_string(),
+                        (s.time_zone.parse().ok()?, s.name.clone()),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn store_of(&self, scope: &Scope) -> Option<&(Tz, String)> {
+        let store = match scope {
+            Scope::Store(s) => s,
+            Scope::Zone(z) => self.zone_store.get(z)?,
+        };
+        self.stores.get(store)
+    }
 }
 
 fn in_places(c: &Versioned, scope: &Scope) -> bool {
@@ -236,7 +250,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         campaigns = campaigns.len(),
         "deciding"
     );
-    let registry = inputs.registry.read().expect("registry lock").clone();
+    let places = Places::new(&inputs.registry.read().expect("registry lock"));
     let mut c = Commit::new();
     let mut decided: BTreeSet<String> = BTreeSet::new();
     let mut sent_now: HashMap<String, Vec<PastSend>> = HashMap::new();
@@ -287,7 +301,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     continue;
                 }
             }
-            let Some((tz, store_name)) = store_of(&registry, &t.scope) else {
+            let Some((tz, store_name)) = places.store_of(&t.scope) else {
                 continue;
             };
             let Some((view, customer)) = customer_view(store, &t.customer)? else {
@@ -306,7 +320,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     customer: &view,
                     at_ms: t.at_ms,
                     late: t.late,
-                    store_tz: tz,
+                    store_tz: *tz,
                     history: &past,
                     budget_used: used,
                 },

@@ -46,25 +46,10 @@ pub fn version(store: &dyn Store, id: &str, version: u32) -> Result<Option<Versi
 
 /// Every campaign's current version, by id.
 pub fn all(store: &dyn Store) -> Result<Vec<Versioned>, StoreError> {
-    let prefix = b"campaign/";
-    let mut out = Vec::new();
-    let mut from = prefix.to_vec();
-    loop {
-        let page = store.scan(Space::Campaigns, &from, 500)?;
-        let mut more = false;
-        for (k, v) in &page {
-            if !k.starts_with(prefix) {
-                return Ok(out);
-            }
-            out.push(decode(v)?);
-            from = k.clone();
-            from.push(0);
-            more = true;
-        }
-        if !more || page.len() < 500 {
-            return Ok(out);
-        }
-    }
+    crate::store::barrier::scan_prefix(store, Space::Campaigns, b"campaign/", usize::MAX)?
+        .iter()
+        .map(|(_, v)| decode(v))
+        .collect()
 }
 
 /// A commit that makes `campaign` the next version after `previous` (None: a new campaign).

@@ -14,7 +14,6 @@ use super::{admin_auth, parse_json, ApiError, AppState};
 use crate::campaigns::definition::Campaign;
 use crate::campaigns::stored;
 use crate::config::Role;
-use crate::store::Store;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -147,15 +146,21 @@ async fn resume(
     set_paused(&state, &id, false).await
 }
 
-/// Every stored row under `prefix` in the campaigns space, up to `limit`.
+/// Every stored row under `prefix` in the campaigns space, up to `limit`; a row that does not
+/// read is an error, not a gap in the list.
 fn rows(state: &AppState, prefix: &str, limit: usize) -> Result<Vec<Value>, ApiError> {
-    Ok(state
-        .store
-        .scan(crate::store::Space::Campaigns, prefix.as_bytes(), limit)?
-        .into_iter()
-        .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
-        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-        .collect())
+    crate::store::barrier::scan_prefix(
+        state.store.as_ref(),
+        crate::store::Space::Campaigns,
+        prefix.as_bytes(),
+        limit,
+    )?
+    .iter()
+    .map(|(k, v)| {
+        serde_json::from_slice(v)
+            .map_err(|e| ApiError::internal(format!("{}: {e}", String::from_utf8_lossy(k))))
+    })
+    .collect()
 }
 
 /// Decisions (sent, would have sent, suppressed with the reason), for the funnel.

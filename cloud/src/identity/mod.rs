@@ -381,10 +381,9 @@ pub fn customer_for_line(
 /// Every customer's EID keys, for the resolver.
 pub fn all_eid_keys(store: &dyn Store) -> Result<Vec<(String, EidIdentity)>, StoreError> {
     let mut out = Vec::new();
-    for (k, v) in crate::store::barrier::scan_all(store, Space::Identity)? {
-        if !k.starts_with(b"customer/") {
-            continue;
-        }
+    for (k, v) in
+        crate::store::barrier::scan_prefix(store, Space::Identity, b"customer/", usize::MAX)?
+    {
         let c: Customer = serde_json::from_slice(&v).map_err(|e| {
             StoreError::Backend(format!(
                 "identity record {}: {e}",

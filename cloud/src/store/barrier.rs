@@ -50,6 +50,30 @@ pub fn scan_all(store: &dyn Store, space: Space) -> Result<Vec<Entry>, StoreErro
     }
 }
 
+/// Up to `limit` entries of `space` whose keys start with `prefix`, in key order.
+pub fn scan_prefix(
+    store: &dyn Store,
+    space: Space,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out: Vec<Entry> = Vec::new();
+    let mut from = prefix.to_vec();
+    while out.len() < limit {
+        let page = store.scan(space, &from, (limit - out.len()).min(4096))?;
+        let full = page.len() == (limit - out.len()).min(4096);
+        let Some((last, _)) = page.last() else { break };
+        from = last.clone();
+        from.push(0);
+        let before = out.len();
+        out.extend(page.into_iter().take_while(|(k, _)| k.starts_with(prefix)));
+        if out.len() - before < (limit - before).min(4096) || !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 impl Store for BarrierStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(space, key)
@@ -80,6 +104,30 @@ impl Store for BarrierStore {
 mod tests {
     use super::*;
     use crate::store::sled_store::SledStore;
+
+    #[test]
+    fn prefix_scans_stop_at_the_prefix_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut c = Commit::new();
+        for k in ["a/1", "b/1", "b/2", "b/3", "c/1"] {
+            c.put(Space::Stats, k.as_bytes().to_vec(), b"v".to_vec());
+        }
+        s.commit(c).unwrap();
+        let keys = |limit| -> Vec<Vec<u8>> {
+            scan_prefix(&s, Space::Stats, b"b/", limit)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(
+            keys(10),
+            [b"b/1".to_vec(), b"b/2".to_vec(), b"b/3".to_vec()]
+        );
+        assert_eq!(keys(2).len(), 2);
+        assert!(scan_prefix(&s, Space::Stats, b"d/", 10).unwrap().is_empty());
+    }
 
     #[test]
     fn a_snapshot_sees_whole_commits_only() {
