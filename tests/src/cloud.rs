@@ -352,6 +352,24 @@ level = "info,omo_cloud=debug"
         })
     }
 
+    /// Waits (up to 15 s) until the stats stage has counted exactly `n` events of `gateway`.
+    pub async fn wait_stored(&self, gateway: &str, n: u64) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.stored_events(gateway).await?;
+            if got == n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{gateway}: {got} events stored, expected {n}\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Gateway events the stats stage has counted for `gateway` (enter+stay+exit+footfall).
     pub async fn stored_events(&self, gateway: &str) -> anyhow::Result<u64> {
         let g = self.admin(&format!("/v1/admin/gateways/{gateway}")).await?;

@@ -34,20 +34,6 @@ fn now() -> Timestamp {
     Timestamp::new(chrono::Utc::now())
 }
 
-async fn stored(cloud: &CloudUnderTest, gw: &str, n: u64) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = cloud.stored_events(gw).await?;
-        if got == n {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("{gw}: {got} events stored, expected {n}\n{}", cloud.log());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_acked_once_stored_and_bad_messages_are_refused_and_counted(
 ) -> anyhow::Result<()> {
@@ -78,7 +64,7 @@ async fn presence_is_acked_once_stored_and_bad_messages_are_refused_and_counted(
     assert_eq!(ack.epoch, epoch);
     assert_eq!(ack.seqs, SeqRanges::from_range(1, 22));
     assert!(ack.rejected.is_empty());
-    stored(&cloud, "g1", 20).await?;
+    cloud.wait_stored("g1", 20).await?;
 
     // The gateway's resend of the same batch is acked again and stored nothing new.
     gw.publish_presence(epoch, events(1..=20, now()), SeqRanges::new())
@@ -159,7 +145,7 @@ async fn presence_is_acked_once_stored_and_bad_messages_are_refused_and_counted(
     );
     let gaps = metric(&cloud.metrics().await?, "omo_presence_open_gap_seqs", &[]);
     assert_eq!(gaps, 6.0, "seqs 24..=29 are open");
-    stored(&cloud, "g1", 21).await?;
+    cloud.wait_stored("g1", 21).await?;
     let g = cloud.admin("/v1/admin/gateways/g1").await?;
     assert_eq!(g["ingest"]["dropped"], 2);
     assert!(g.get("signing_key").is_none());
@@ -400,7 +386,7 @@ async fn a_crash_between_flush_and_ack_stores_every_event_once() -> anyhow::Resu
         .await?;
     let ack = gw.next_ack(WAIT).await?.expect("acked after the restart");
     assert_eq!(ack.seqs, SeqRanges::from_range(1, 20));
-    stored(&cloud, "g1", 20).await?;
+    cloud.wait_stored("g1", 20).await?;
     let m = cloud.metrics().await?;
     assert_eq!(
         metric(&m, "omo_ingest_duplicates_total", &[]),
@@ -533,7 +519,7 @@ async fn the_same_ingest_works_through_an_external_mosquitto() -> anyhow::Result
     }
     let ack = ack.ok_or_else(|| anyhow::anyhow!("no ack through Mosquitto\n{}", cloud.log()))?;
     assert_eq!(ack.seqs, SeqRanges::from_range(1, 21));
-    stored(&cloud, "g1", 20).await?;
+    cloud.wait_stored("g1", 20).await?;
     // A far-future event is acked as rejected here too.
     let future = Timestamp::from_millis(now().millis() + 3_600_000).unwrap();
     gw.publish_presence(epoch, events(22..=22, future), SeqRanges::new())
@@ -545,7 +531,7 @@ async fn the_same_ingest_works_through_an_external_mosquitto() -> anyhow::Result
         }
     };
     assert_eq!(rejected.rejected[0].seqs, SeqRanges::from_range(22, 22));
-    stored(&cloud, "g1", 20).await?;
+    cloud.wait_stored("g1", 20).await?;
     cloud.stop()?;
     Ok(())
 }

@@ -25,22 +25,6 @@ fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<PresenceEvent> {
     .collect()
 }
 
-async fn wait_stored(cloud: &CloudUnderTest, n: u64) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = cloud.stored_events("g1").await?;
-        if got == n {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{got} stored, expected {n}\n{}",
-            cloud.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> anyhow::Result<()> {
     let g1 = Creds::new("s1", "g1")?;
@@ -59,19 +43,19 @@ async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> a
         )
         .await?;
     assert_eq!(status, 201, "{install}");
-    wait_stored(&cloud, 30).await?;
+    cloud.wait_stored("g1", 30).await?;
 
     // A power cut: everything acked survives, and the stats stage counts nothing twice.
     drop(gw);
     cloud.process().kill()?;
     cloud.start()?;
-    wait_stored(&cloud, 30).await?;
+    cloud.wait_stored("g1", 30).await?;
     let mut gw = MqttGateway::connect(cloud.mqtt_port, &g1, &g1.password).await?;
     gw.publish_presence(Epoch(3), events(25..=40), SeqRanges::new())
         .await?;
     let ack = gw.next_ack(WAIT).await?.expect("acked");
     assert_eq!(ack.seqs, SeqRanges::from_range(25, 40));
-    wait_stored(&cloud, 40).await?;
+    cloud.wait_stored("g1", 40).await?;
 
     // Backup through the running service, then restore offline into a fresh data dir.
     let backup_dir = cloud.dir.path().join("backup");
@@ -108,7 +92,7 @@ async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> a
         ])
         .is_err());
     restored.start()?;
-    wait_stored(&restored, 40).await?;
+    restored.wait_stored("g1", 40).await?;
     let after = restored.admin("/v1/admin/stats").await?;
     assert_eq!(after["stats"]["gateway/g1"], before["stats"]["gateway/g1"]);
     assert_eq!(
@@ -124,7 +108,7 @@ async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> a
         SeqRanges::from_range(1, 5)
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    wait_stored(&restored, 40).await?;
+    restored.wait_stored("g1", 40).await?;
     restored.stop()?;
     Ok(())
 }
