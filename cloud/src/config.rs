@@ -19,6 +19,10 @@ pub const LINE_SECRET_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_SECRET";
 pub const MEMBER_LINK_SECRET_ENV: &str = "OMO_CLOUD_MEMBER_LINK_SECRET";
 /// Adds an operator token given in clear (for a demo or a test; production lists hashes).
 pub const ADMIN_TOKEN_ENV: &str = "OMO_CLOUD_ADMIN_TOKEN";
+/// Overrides `line.channel_access_token`.
+pub const LINE_TOKEN_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_TOKEN";
+/// Overrides `webhook.secret`.
+pub const WEBHOOK_SECRET_ENV: &str = "OMO_CLOUD_WEBHOOK_SECRET";
 
 /// The whole `cloud.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +40,10 @@ pub struct CloudConfig {
     pub line: Line,
     #[serde(default)]
     pub app: App,
+    #[serde(default)]
+    pub webhook: Webhook,
+    #[serde(default)]
+    pub delivery: Delivery,
     #[serde(default)]
     pub visits: crate::visits::engine::VisitParams,
     #[serde(default)]
@@ -160,21 +168,108 @@ pub enum Role {
 }
 
 /// The brand's LINE channel.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Line {
     /// Checks `X-Line-Signature` on webhooks; without it the webhook answers 503.
     pub channel_secret: Option<String>,
+    /// The Messaging API's base URL (a fake server's in tests and the demo).
+    pub api_base: String,
+    /// Bearer token for push; without it nothing is sent on LINE (deliveries wait).
+    pub channel_access_token: Option<String>,
+    /// Push requests per second at most (LINE's limit is 2,000/s).
+    pub rate_per_s: u32,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            channel_secret: None,
+            api_base: "https://api.line.me".into(),
+            channel_access_token: None,
+            rate_per_s: 2000,
+        }
+    }
 }
 
 /// The brand app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct App {
     /// Shared with the brand's backend, which proves an install's `member_id` with
     /// `member_sig` = hex HMAC-SHA256(secret, member_id). Without it, installs cannot claim a
     /// member id (anyone could take over a member's customer).
     pub member_link_secret: Option<String>,
+    /// FCM HTTP v1 base URL.
+    pub fcm_base: String,
+    /// The Firebase service-account key (JSON with `project_id`, `client_email`,
+    /// `private_key`, `token_uri`); without it nothing is sent as app push (deliveries wait).
+    pub fcm_service_account_file: Option<PathBuf>,
+    /// Overrides the key file's `token_uri` (where the signed JWT is exchanged for a bearer).
+    pub fcm_token_url: Option<String>,
+    /// Push requests per second at most.
+    pub push_rate_per_s: u32,
+}
+
+impl Default for App {
+    fn default() -> App {
+        App {
+            member_link_secret: None,
+            fcm_base: "https://fcm.googleapis.com".into(),
+            fcm_service_account_file: None,
+            fcm_token_url: None,
+            push_rate_per_s: 1000,
+        }
+    }
+}
+
+/// The brand's own endpoint for offers it delivers itself (the generic webhook channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Webhook {
+    /// Where offers are POSTed; without it nothing is sent on this channel (deliveries wait).
+    pub url: Option<String>,
+    /// Signs each body: `X-Omo-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
+    pub secret: Option<String>,
+    /// Requests per second at most.
+    pub rate_per_s: u32,
+}
+
+impl Default for Webhook {
+    fn default() -> Webhook {
+        Webhook {
+            url: None,
+            secret: None,
+            rate_per_s: 200,
+        }
+    }
+}
+
+/// How deliveries are sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Delivery {
+    /// Requests in flight at most, over all channels.
+    pub concurrency: usize,
+    /// Deliveries taken per round (each round: one commit before sending, one after).
+    pub batch: usize,
+    /// One request's time limit, seconds (wall time).
+    pub request_timeout_s: u64,
+    /// First retry delay, milliseconds; doubles per attempt (with jitter) up to `max_backoff_ms`.
+    pub first_backoff_ms: i64,
+    pub max_backoff_ms: i64,
+}
+
+impl Default for Delivery {
+    fn default() -> Delivery {
+        Delivery {
+            concurrency: 64,
+            batch: 500,
+            request_timeout_s: 10,
+            first_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,8 +289,9 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 9] = [
-        "data", "http", "mqtt", "ingest", "admin", "line", "app", "visits", "log",
+    pub const SECTIONS: [&'static str; 11] = [
+        "data", "http", "mqtt", "ingest", "admin", "line", "app", "webhook", "delivery", "visits",
+        "log",
     ];
 
     /// Parses and validates `cloud.toml` text with secrets from `env`; every problem, by key.
@@ -229,6 +325,9 @@ impl CloudConfig {
             if let Some(secret) = env(LINE_SECRET_ENV) {
                 l.channel_secret = Some(secret);
             }
+            if let Some(token) = env(LINE_TOKEN_ENV) {
+                l.channel_access_token = Some(token);
+            }
             l
         });
         let app = r.optional::<App>(&doc, "app").map(|mut a| {
@@ -237,6 +336,13 @@ impl CloudConfig {
             }
             a
         });
+        let webhook = r.optional::<Webhook>(&doc, "webhook").map(|mut w| {
+            if let Some(secret) = env(WEBHOOK_SECRET_ENV) {
+                w.secret = Some(secret);
+            }
+            w
+        });
+        let delivery = r.optional::<Delivery>(&doc, "delivery");
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
         let log = r.optional::<Log>(&doc, "log");
         let mut problems = r.problems;
@@ -248,9 +354,13 @@ impl CloudConfig {
             Some(admin),
             Some(line),
             Some(app),
+            Some(webhook),
+            Some(delivery),
             Some(visits),
             Some(log),
-        ) = (data, http, mqtt, ingest, admin, line, app, visits, log)
+        ) = (
+            data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, log,
+        )
         else {
             return Err(problems);
         };
@@ -262,6 +372,8 @@ impl CloudConfig {
             admin,
             line,
             app,
+            webhook,
+            delivery,
             visits,
             log,
         };
@@ -324,6 +436,53 @@ impl CloudConfig {
         if let Some(s) = &self.line.channel_secret {
             if s.is_empty() {
                 p.push(Problem::new("line.channel_secret", "must not be empty"));
+            }
+        }
+        for (key, url) in [
+            ("line.api_base", Some(&self.line.api_base)),
+            ("app.fcm_base", Some(&self.app.fcm_base)),
+            ("app.fcm_token_url", self.app.fcm_token_url.as_ref()),
+            ("webhook.url", self.webhook.url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("https://") || url.starts_with("http://"))
+                    || url.parse::<axum::http::Uri>().is_err()
+                {
+                    p.push(Problem::new(key, "must be an http:// or https:// URL"));
+                }
+            }
+        }
+        for (key, rate) in [
+            ("line.rate_per_s", self.line.rate_per_s),
+            ("app.push_rate_per_s", self.app.push_rate_per_s),
+            ("webhook.rate_per_s", self.webhook.rate_per_s),
+        ] {
+            if rate == 0 {
+                p.push(Problem::new(key, "must be at least 1"));
+            }
+        }
+        if self.webhook.url.is_some() && self.webhook.secret.as_ref().is_none_or(|s| s.len() < 16) {
+            p.push(Problem::new(
+                "webhook.secret",
+                "a webhook URL needs a secret of at least 16 characters",
+            ));
+        }
+        let d = &self.delivery;
+        for (key, bad) in [
+            ("delivery.concurrency", d.concurrency == 0),
+            ("delivery.batch", d.batch == 0),
+            ("delivery.request_timeout_s", d.request_timeout_s == 0),
+            ("delivery.first_backoff_ms", d.first_backoff_ms <= 0),
+            (
+                "delivery.max_backoff_ms",
+                d.max_backoff_ms < d.first_backoff_ms,
+            ),
+        ] {
+            if bad {
+                p.push(Problem::new(
+                    key,
+                    "must be positive (and max_backoff_ms at least first_backoff_ms)",
+                ));
             }
         }
         // Gateways without a remote config use the default stay interval; the service checks

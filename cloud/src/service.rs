@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::broker;
 use crate::config::CloudConfig;
+use crate::delivery;
 use crate::http::{self, AppState};
 use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::presence::TimeLimits;
@@ -103,15 +104,24 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         visit_inputs,
         shared.log_end.clone(),
     ));
+    let sent = Arc::new(tokio::sync::Notify::new());
     let decide_inputs = Arc::new(crate::campaigns::stage::Inputs {
         registry: registry.clone(),
         secret,
+        sent: sent.clone(),
     });
     tokio::spawn(crate::campaigns::stage::run(
-        dyn_store,
+        dyn_store.clone(),
         decide_inputs,
         shared.log_end.clone(),
     ));
+    let worker = Arc::new(delivery::worker::Worker::new(
+        dyn_store,
+        clock.clone(),
+        delivery::worker::Senders::from_config(&config)?,
+        delivery::worker::Settings::from_config(&config, &clock),
+    ));
+    tokio::spawn(worker.run(sent));
     let state = AppState {
         store: store.clone(),
         registry,

@@ -5,9 +5,10 @@
 //! "already accepted"), and injects faults on demand: 429 with `Retry-After`, 500, latency.
 //!
 //! Control and inspection over HTTP too: `GET /fake/deliveries`, `POST /fake/faults`
-//! (`{"status":429,"count":10,"retry_after_s":1,"latency_ms":0}`).
+//! (`{"status":429,"count":10,"retry_after_s":1,"latency_ms":0}`); each accepted push records
+//! when it arrived, so a rate limit can be checked against it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,32 +22,24 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use crate::fault::Fault;
+use crate::fault::{now_ms, Faults};
+
 /// A push the fake accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
     pub to: String,
     pub texts: Vec<String>,
     pub retry_key: Option<String>,
-}
-
-/// Faults to inject into the next `count` push requests.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Fault {
-    /// 429 or 5xx; 0 for latency only.
-    #[serde(default)]
-    pub status: u16,
-    pub count: u32,
-    #[serde(default)]
-    pub retry_after_s: Option<u32>,
-    #[serde(default)]
-    pub latency_ms: u64,
+    /// When it arrived, Unix milliseconds (wall time).
+    pub received_ms: u64,
 }
 
 #[derive(Default)]
 struct Inner {
     accepted: Vec<Accepted>,
     retry_keys: HashSet<String>,
-    faults: VecDeque<Fault>,
+    faults: Faults,
     requests: u64,
 }
 
@@ -138,7 +131,7 @@ impl FakeLine {
             .lock()
             .expect("fake LINE lock")
             .faults
-            .push_back(fault);
+            .push(fault);
     }
 
     /// Runs until the task ends (for the `omo-sim fake-line` command).
@@ -152,11 +145,7 @@ async fn deliveries(State(s): State<Shared>) -> Response {
 }
 
 async fn add_fault(State(s): State<Shared>, Json(fault): Json<Fault>) -> Response {
-    s.inner
-        .lock()
-        .expect("fake LINE lock")
-        .faults
-        .push_back(fault);
+    s.inner.lock().expect("fake LINE lock").faults.push(fault);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -170,14 +159,7 @@ async fn push(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     let fault = {
         let mut inner = s.inner.lock().expect("fake LINE lock");
         inner.requests += 1;
-        let fault = inner.faults.front().copied();
-        if let Some(front) = inner.faults.front_mut() {
-            front.count = front.count.saturating_sub(1);
-            if front.count == 0 {
-                inner.faults.pop_front();
-            }
-        }
-        fault
+        inner.faults.take()
     };
     if let Some(f) = fault {
         if f.latency_ms > 0 {
@@ -292,6 +274,7 @@ async fn push(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
         to: body.to,
         texts,
         retry_key,
+        received_ms: now_ms(),
     });
     (StatusCode::OK, Json(json!({"sentMessages": []}))).into_response()
 }

@@ -1,7 +1,9 @@
-//! `omo-sim`: the simulators' command line. `fake-line` runs the fake LINE Messaging API on
-//! loopback (see `omo_sim::fake_line`) until interrupted.
+//! `omo-sim`: the simulators' command line. `fake-line`, `fake-fcm` and `fake-webhook` run the
+//! fake LINE Messaging API, FCM HTTP v1 and a brand webhook receiver on loopback (see
+//! `omo_sim::fake_line`, `omo_sim::fake_fcm`, `omo_sim::fake_webhook`) until interrupted.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +16,9 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// The command names are the contract (`omo-sim fake-line`, `fake-fcm`, …); `demo` and the
+// drivers join them with the simulators issue.
+#[allow(clippy::enum_variant_names)]
 enum Command {
     /// Run a fake LINE Messaging API push endpoint (checks requests as LINE does, records what
     /// it accepts at GET /fake/deliveries, injects faults posted to /fake/faults).
@@ -24,11 +29,54 @@ enum Command {
         #[arg(long)]
         token: String,
     },
+    /// Run a fake FCM HTTP v1 (token endpoint at /token checking RS256 JWT grants, then
+    /// messages:send with the bearer; records at GET /fake/deliveries; faults at /fake/faults;
+    /// POST /fake/unregistered {"token": …} makes a token UNREGISTERED).
+    FakeFcm {
+        #[arg(long, default_value = "127.0.0.1:8092")]
+        listen: SocketAddr,
+        /// The service-account key file whose grants it accepts.
+        #[arg(long)]
+        service_account: PathBuf,
+        /// How long the bearers it issues live, seconds.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl_s: u64,
+    },
+    /// Run a fake brand webhook receiver at /hook (checks X-Omo-Signature and Idempotency-Key;
+    /// lists what it kept at GET /fake/deliveries).
+    FakeWebhook {
+        #[arg(long, default_value = "127.0.0.1:8093")]
+        listen: SocketAddr,
+        /// The signing secret.
+        #[arg(long)]
+        secret: String,
+    },
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::FakeLine { listen, token } => fake_line(listen, &token),
+        Command::FakeFcm {
+            listen,
+            service_account,
+            token_ttl_s,
+        } => serve(async move {
+            let fake =
+                omo_sim::fake_fcm::FakeFcm::start(listen, &service_account, token_ttl_s).await?;
+            eprintln!(
+                "fake FCM listening on {} (token endpoint {})",
+                fake.base_url(),
+                fake.token_url()
+            );
+            fake.serve_forever().await;
+            Ok(())
+        }),
+        Command::FakeWebhook { listen, secret } => serve(async move {
+            let fake = omo_sim::fake_webhook::FakeWebhook::start(listen, &secret).await?;
+            eprintln!("fake webhook listening on {}", fake.url());
+            std::future::pending::<()>().await;
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,17 +87,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn fake_line(listen: SocketAddr, token: &str) -> anyhow::Result<()> {
+/// Runs `server` until it ends or the process is interrupted.
+fn serve(server: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let fake = omo_sim::fake_line::FakeLine::start(listen, token).await?;
-        eprintln!("fake LINE listening on {}", fake.base_url());
         tokio::select! {
-            _ = fake.serve_forever() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            r = server => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
         }
+    })
+}
+
+fn fake_line(listen: SocketAddr, token: &str) -> anyhow::Result<()> {
+    let token = token.to_owned();
+    serve(async move {
+        let fake = omo_sim::fake_line::FakeLine::start(listen, &token).await?;
+        eprintln!("fake LINE listening on {}", fake.base_url());
+        fake.serve_forever().await;
         Ok(())
     })
 }

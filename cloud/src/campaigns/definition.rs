@@ -136,7 +136,68 @@ pub enum Channel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
+    /// The text (every channel; LINE's flex message uses it as its `altText`).
     pub text: String,
+    /// A LINE flex message's `contents` (a bubble or carousel), sent after the text on LINE;
+    /// variables are filled in its strings too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flex: Option<serde_json::Value>,
+}
+
+/// The variables `text` names, or the first malformed one (by byte).
+fn variables_in(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| {
+            format!(
+                "'{{' at byte {} is never closed",
+                text.len() - rest.len() + open
+            )
+        })?;
+        out.push(after[..close].to_owned());
+        rest = &after[close + 1..];
+    }
+    Ok(out)
+}
+
+fn fill(text: &str, values: &BTreeMap<&str, String>) -> String {
+    let mut text = text.to_owned();
+    for (k, v) in values {
+        text = text.replace(&format!("{{{k}}}"), v);
+    }
+    text
+}
+
+/// Every string in a JSON value, with its path (`contents.body.text`).
+fn strings_of(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((path, s.clone())),
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings_of(x, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                strings_of(x, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn fill_json(v: &serde_json::Value, values: &BTreeMap<&str, String>) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(fill(s, values)),
+        serde_json::Value::Array(a) => a.iter().map(|x| fill_json(x, values)).collect(),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, x)| (k.clone(), fill_json(x, values)))
+            .collect(),
+        other => other.clone(),
+    }
 }
 
 /// The variables a template may name.
@@ -145,29 +206,29 @@ pub const TEMPLATE_VARIABLES: [&str; 3] = ["name", "store", "coupon"];
 impl Template {
     /// The variables the text names, or the first malformed one.
     pub fn variables(&self) -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        let mut rest = self.text.as_str();
-        while let Some(open) = rest.find('{') {
-            let after = &rest[open + 1..];
-            let close = after.find('}').ok_or_else(|| {
-                format!(
-                    "'{{' at byte {} is never closed",
-                    self.text.len() - rest.len() + open
-                )
-            })?;
-            out.push(after[..close].to_owned());
-            rest = &after[close + 1..];
+        variables_in(&self.text)
+    }
+
+    /// Per string of the flex contents (by path under `flex`), the variables it names.
+    pub fn flex_variables(&self) -> Vec<(String, Result<Vec<String>, String>)> {
+        let mut strings = Vec::new();
+        if let Some(f) = &self.flex {
+            strings_of(f, "flex".into(), &mut strings);
         }
-        Ok(out)
+        strings
+            .into_iter()
+            .map(|(path, s)| (path, variables_in(&s)))
+            .collect()
     }
 
     /// The text with every variable filled from `values`.
     pub fn render(&self, values: &BTreeMap<&str, String>) -> String {
-        let mut text = self.text.clone();
-        for (k, v) in values {
-            text = text.replace(&format!("{{{k}}}"), v);
-        }
-        text
+        fill(&self.text, values)
+    }
+
+    /// The flex contents with every variable filled, if any.
+    pub fn render_flex(&self, values: &BTreeMap<&str, String>) -> Option<serde_json::Value> {
+        self.flex.as_ref().map(|f| fill_json(f, values))
     }
 }
 
@@ -354,12 +415,28 @@ impl Campaign {
                     "must be 1..=5000 characters".into(),
                 );
             }
-            match v.template.variables() {
-                Err(e) => bad(&format!("variants[{i}].template.text"), e),
-                Ok(vars) => {
-                    for var in vars {
-                        if !TEMPLATE_VARIABLES.contains(&var.as_str()) {
-                            bad(&format!("variants[{i}].template.text"), format!("names an unknown variable {{{var}}}; known: {TEMPLATE_VARIABLES:?}"));
+            if v.template
+                .flex
+                .as_ref()
+                .is_some_and(|f| !f.is_object() || f.get("type").is_none())
+            {
+                bad(
+                    &format!("variants[{i}].template.flex"),
+                    "must be a flex container: an object with a \"type\" (bubble or carousel)"
+                        .into(),
+                );
+            }
+            let fields = std::iter::once(("text".to_owned(), v.template.variables()))
+                .chain(v.template.flex_variables());
+            for (field, vars) in fields {
+                let field = format!("variants[{i}].template.{field}");
+                match vars {
+                    Err(e) => bad(&field, e),
+                    Ok(vars) => {
+                        for var in vars {
+                            if !TEMPLATE_VARIABLES.contains(&var.as_str()) {
+                                bad(&field, format!("names an unknown variable {{{var}}}; known: {TEMPLATE_VARIABLES:?}"));
+                            }
                         }
                     }
                 }
@@ -412,6 +489,8 @@ pub(crate) mod tests {
         v["schedule"]["days"] = json!([]);
         v["caps"]["per_customer"] = json!(0);
         v["variants"][0]["template"]["text"] = json!("Hi {nickname}");
+        v["variants"][0]["template"]["flex"] =
+            json!({"type": "bubble", "body": {"contents": [{"text": "{points}"}]}});
         v["trigger"] = json!({"kind": "dwell", "minutes": 7});
         let c: Campaign = serde_json::from_value(v).unwrap();
         let fields: Vec<String> = c
@@ -427,11 +506,13 @@ pub(crate) mod tests {
                 "schedule.days",
                 "schedule.time_zone",
                 "caps.per_customer",
-                "variants[0].template.text"
+                "variants[0].template.text",
+                "variants[0].template.flex.body.contents[0].text"
             ]
         );
         let unclosed = Template {
             text: "Hi {name".into(),
+            flex: None,
         };
         assert!(unclosed.variables().unwrap_err().contains("byte 3"));
     }
@@ -452,6 +533,7 @@ pub(crate) mod tests {
     fn templates_render_every_variable() {
         let t = Template {
             text: "Hi {name}, {store}: {coupon} {coupon}".into(),
+            flex: Some(json!({"type": "bubble", "footer": ["{coupon}", 3]})),
         };
         let values = BTreeMap::from([
             ("name", "Aki".to_owned()),
@@ -459,5 +541,9 @@ pub(crate) mod tests {
             ("coupon", "X1".to_owned()),
         ]);
         assert_eq!(t.render(&values), "Hi Aki, Shibuya: X1 X1");
+        assert_eq!(
+            t.render_flex(&values),
+            Some(json!({"type": "bubble", "footer": ["X1", 3]}))
+        );
     }
 }

@@ -16,6 +16,7 @@ use sha2::Sha256;
 use super::decide::{decide, CustomerView, Outcome, PastSend, Trigger};
 use super::definition::{Channel, Trigger as CampaignTrigger};
 use super::stored::{self, Versioned};
+use crate::delivery::{self, Delivery, Status};
 use crate::identity;
 use crate::registry::Registry;
 use crate::store::event_log::{advance, position};
@@ -41,29 +42,13 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
-/// A message to deliver, written with the decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub id: String,
-    pub trigger_key: String,
-    /// Sent on every attempt; the channel keeps one accepted request per key.
-    pub retry_key: String,
-    pub campaign: String,
-    pub variant: String,
-    pub channel: Channel,
-    pub customer: String,
-    pub text: String,
-    pub coupon: String,
-    /// Not delivered after this (the offer's time-to-live; a first attempt adds its own 23 h bound).
-    pub expires_ms: i64,
-    pub status: String,
-}
-
 /// What the stage reads besides the store.
 pub struct Inputs {
     pub registry: Arc<RwLock<Registry>>,
     /// The server secret that keys trigger keys, delivery ids, retry keys and coupons.
     pub secret: [u8; 32],
+    /// Told when a commit wrote deliveries (the delivery worker waits on it).
+    pub sent: Arc<tokio::sync::Notify>,
 }
 
 fn keyed(secret: &[u8; 32], parts: &[&str]) -> [u8; 32] {
@@ -113,10 +98,17 @@ fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {e}"))
 }
 
-/// Each scope's store, as decisions need it: its time zone and name. Built once per step.
+/// A scope's store as decisions need it.
+struct Place {
+    id: String,
+    tz: Tz,
+    name: String,
+}
+
+/// Each scope's store. Built once per step.
 struct Places {
     zone_store: HashMap<String, String>,
-    stores: HashMap<String, (Tz, String)>,
+    stores: HashMap<String, Place>,
 }
 
 impl Places {
@@ -134,14 +126,18 @@ impl Places {
                 .filter_map(|s| {
                     Some((
                         s.id.to_string(),
-                        (s.time_zone.parse().ok()?, s.name.clone()),
+                        Place {
+                            id: s.id.to_string(),
+                            tz: s.time_zone.parse().ok()?,
+                            name: s.name.clone(),
+                        },
                     ))
                 })
                 .collect(),
         }
     }
 
-    fn store_of(&self, scope: &Scope) -> Option<&(Tz, String)> {
+    fn store_of(&self, scope: &Scope) -> Option<&Place> {
         let store = match scope {
             Scope::Store(s) => s,
             Scope::Zone(z) => self.zone_store.get(z)?,
@@ -187,7 +183,8 @@ fn customer_view(
             }
         }
     }
-    if c.consent.webhook {
+    // The brand's webhook addresses the customer by the brand's own member id.
+    if c.consent.webhook && c.member_id.is_some() {
         reachable.insert(Channel::Webhook);
     }
     let view = CustomerView {
@@ -256,6 +253,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     let mut sent_now: HashMap<String, Vec<PastSend>> = HashMap::new();
     let mut budgets: BTreeMap<String, u64> = BTreeMap::new();
     let mut linked: BTreeSet<String> = BTreeSet::new();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut sends = 0usize;
     for (_, bytes) in &page {
         let t: Transition = match serde_json::from_slice(bytes) {
@@ -301,7 +299,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     continue;
                 }
             }
-            let Some((tz, store_name)) = places.store_of(&t.scope) else {
+            let Some(place) = places.store_of(&t.scope) else {
                 continue;
             };
             let Some((view, customer)) = customer_view(store, &t.customer)? else {
@@ -320,7 +318,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     customer: &view,
                     at_ms: t.at_ms,
                     late: t.late,
-                    store_tz: *tz,
+                    store_tz: place.tz,
                     history: &past,
                     budget_used: used,
                 },
@@ -377,7 +375,8 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     .iter()
                     .find(|v| &v.id == variant)
                     .map(|v| v.template.clone());
-                let code = coupon(&keyed(&inputs.secret, &["coupon", &hex::encode(id_bytes)]));
+                let code = unused_coupon(store, &taken, &inputs.secret, &id_bytes)?;
+                taken.insert(code.clone());
                 let name = customer
                     .attributes
                     .get("name")
@@ -386,7 +385,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     .to_owned();
                 let values = BTreeMap::from([
                     ("name", name),
-                    ("store", store_name.clone()),
+                    ("store", place.name.clone()),
                     ("coupon", code.clone()),
                 ]);
                 let delivery = Delivery {
@@ -397,15 +396,37 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     variant: variant.clone(),
                     channel: *channel,
                     customer: t.customer.clone(),
-                    text: template.map(|tpl| tpl.render(&values)).unwrap_or_default(),
+                    store: place.id.clone(),
+                    text: template
+                        .as_ref()
+                        .map(|tpl| tpl.render(&values))
+                        .unwrap_or_default(),
+                    flex: template.and_then(|tpl| tpl.render_flex(&values)),
                     coupon: code,
+                    decided_ms: t.decided_ms,
                     expires_ms: t.at_ms + i64::from(campaign.campaign.offer_ttl_minutes) * 60_000,
-                    status: "pending".into(),
+                    status: Status::Pending,
+                    attempts: 0,
+                    first_attempt_ms: None,
+                    last_attempt_ms: None,
+                    done_ms: None,
+                    reason: None,
                 };
+                delivery::put(&mut c, &delivery, None);
                 c.put(
                     Space::Campaigns,
-                    format!("delivery/{}", delivery.id),
-                    serde_json::to_vec(&delivery).expect("deliveries serialise"),
+                    delivery::due_key(t.decided_ms, &delivery.id),
+                    Vec::new(),
+                );
+                c.expect(
+                    Space::Campaigns,
+                    delivery::coupon_key(&delivery.coupon),
+                    None,
+                );
+                c.put(
+                    Space::Campaigns,
+                    delivery::coupon_key(&delivery.coupon),
+                    delivery.id.clone(),
                 );
                 sends += 1;
             }
@@ -418,6 +439,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     store.commit(c)?;
     if sends > 0 {
         crate::crash_point!("decide.after_commit_before_send");
+        inputs.sent.notify_one();
     }
     Ok(page.len())
 }
@@ -443,6 +465,28 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// The delivery's coupon code: derived from its id, with a counter when (rarely: 50 bits) the
+/// code is already taken by another delivery.
+fn unused_coupon(
+    store: &dyn Store,
+    taken: &BTreeSet<String>,
+    secret: &[u8; 32],
+    id_bytes: &[u8; 32],
+) -> Result<String, StoreError> {
+    let id = hex::encode(id_bytes);
+    for n in 0u32.. {
+        let code = coupon(&keyed(secret, &["coupon", &id, &n.to_string()]));
+        if !taken.contains(&code)
+            && store
+                .get(Space::Campaigns, delivery::coupon_key(&code).as_bytes())?
+                .is_none()
+        {
+            return Ok(code);
+        }
+    }
+    unreachable!("some counter gives an unused code")
 }
 
 /// The measurement row of a customer's first eligible trigger in a campaign: a random
@@ -563,6 +607,7 @@ location = { lat = 35.6, lon = 139.7 }
         let inputs = Inputs {
             registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
             secret: [3; 32],
+            sent: Default::default(),
         };
         assert_eq!(step(&store, &inputs).unwrap(), 3);
         assert_eq!(step(&store, &inputs).unwrap(), 0);

@@ -1,6 +1,146 @@
-//! Delivery (DESIGN.md, "Delivery"): the pure rules the senders follow — what an attempt's
-//! answer means and when to try again ([`retry`]), and the per-channel rate limit ([`rate`]).
-//! The senders themselves (LINE push, FCM HTTP v1, webhook) build on these.
+//! Delivery (DESIGN.md, "Delivery"): the outbox rows the decision stage writes, the pure rules
+//! the senders follow — what an attempt's answer means and when to try again ([`retry`]), the
+//! per-channel rate limit ([`rate`]) —, the senders (LINE push [`line`], FCM HTTP v1 [`fcm`],
+//! the brand's webhook [`webhook`]) and the worker that drives them ([`worker`]).
+//!
+//! Keys in the campaigns space: `delivery/{id}` the row; `due/{ms:016x}/{id}` when the worker
+//! should look at it next (present while it is pending or being sent); `coupon/{code}` the
+//! delivery that carries a coupon code.
 
+pub mod fcm;
+pub mod line;
 pub mod rate;
 pub mod retry;
+pub mod webhook;
+pub mod worker;
+
+use serde::{Deserialize, Serialize};
+
+use crate::campaigns::definition::Channel;
+use crate::store::{Commit, Space, Store, StoreError};
+
+/// LINE keeps a retry key for 24 h: a delivery is never attempted later than this after its
+/// first attempt.
+pub const MAX_AFTER_FIRST_ATTEMPT_MS: i64 = 23 * 3_600_000;
+
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for its next attempt.
+    Pending,
+    /// An attempt was recorded as started; its answer is not recorded yet.
+    Sending,
+    Delivered,
+    /// For good, with the reason.
+    Failed,
+    /// Past its expiry before it was delivered.
+    Expired,
+    /// The customer withdrew consent for the channel (or was erased) before it was delivered.
+    Cancelled,
+}
+
+impl Status {
+    /// Whether the worker is done with it.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Sending)
+    }
+}
+
+/// A message to deliver, written with the decision that sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub trigger_key: String,
+    /// Sent on every attempt; the channel keeps one accepted request per key.
+    pub retry_key: String,
+    pub campaign: String,
+    pub variant: String,
+    pub channel: Channel,
+    pub customer: String,
+    /// The store whose visit triggered it.
+    pub store: String,
+    pub text: String,
+    /// LINE: a flex message's contents, sent after the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flex: Option<serde_json::Value>,
+    pub coupon: String,
+    pub decided_ms: i64,
+    /// Not attempted at or after this: the offer's time-to-live, lowered at the first attempt
+    /// to that attempt + 23 h.
+    pub expires_ms: i64,
+    pub status: Status,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub first_attempt_ms: Option<i64>,
+    #[serde(default)]
+    pub last_attempt_ms: Option<i64>,
+    /// When it reached a final status.
+    #[serde(default)]
+    pub done_ms: Option<i64>,
+    /// Why it failed, expired or was cancelled; the last retryable answer while pending.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub fn row_key(id: &str) -> String {
+    format!("delivery/{id}")
+}
+
+pub fn due_key(at_ms: i64, id: &str) -> String {
+    format!("due/{:016x}/{id}", at_ms.max(0))
+}
+
+pub fn coupon_key(code: &str) -> String {
+    format!("coupon/{code}")
+}
+
+/// The delivery row `id`, with its stored bytes (for a commit that expects them unchanged).
+pub fn read(store: &dyn Store, id: &str) -> Result<Option<(Delivery, Vec<u8>)>, StoreError> {
+    match store.get(Space::Campaigns, row_key(id).as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(|d| Some((d, bytes)))
+            .map_err(|e| StoreError::Backend(format!("delivery row {id}: {e}"))),
+    }
+}
+
+/// Writes `d` (a new row, or a change expected over `previous`).
+pub fn put(c: &mut Commit, d: &Delivery, previous: Option<Vec<u8>>) {
+    let key = row_key(&d.id);
+    c.expect(Space::Campaigns, key.clone(), previous);
+    c.put(
+        Space::Campaigns,
+        key,
+        serde_json::to_vec(d).expect("deliveries serialise"),
+    );
+}
+
+/// What an HTTP attempt came to, for [`retry::after_attempt`]: the status, `Retry-After` in
+/// seconds, and the service's own message (`message_of` picks it out of a JSON body).
+pub(crate) async fn answer_of(
+    result: Result<reqwest::Response, reqwest::Error>,
+    message_of: fn(&serde_json::Value) -> Option<String>,
+) -> retry::Answer {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => return retry::Answer::NoAnswer(e.to_string()),
+    };
+    let code = response.status().as_u16();
+    let retry_after_s = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = response.bytes().await.unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| message_of(&v))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+    retry::Answer::Status {
+        code,
+        retry_after_s,
+        message,
+    }
+}

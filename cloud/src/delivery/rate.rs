@@ -9,15 +9,23 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     rate: usize,
+    window_ms: i64,
     sent: VecDeque<i64>,
 }
 
 impl RateLimit {
     /// At most `rate` (at least 1) requests per second.
     pub fn new(rate: u32) -> RateLimit {
+        RateLimit::with_window(rate, 1000)
+    }
+
+    /// At most `rate` requests in any `window_ms` (a window a little over a second leaves
+    /// room for the network's jitter between our send and the server's count).
+    pub fn with_window(rate: u32, window_ms: i64) -> RateLimit {
         let rate = rate.max(1) as usize;
         RateLimit {
             rate,
+            window_ms: window_ms.max(1),
             sent: VecDeque::with_capacity(rate),
         }
     }
@@ -26,8 +34,8 @@ impl RateLimit {
     pub fn take(&mut self, now_ms: i64) -> Result<(), i64> {
         if self.sent.len() == self.rate {
             let oldest = *self.sent.front().expect("full, so not empty");
-            if now_ms < oldest + 1000 {
-                return Err(oldest + 1000 - now_ms);
+            if now_ms < oldest + self.window_ms {
+                return Err(oldest + self.window_ms - now_ms);
             }
             self.sent.pop_front();
         }

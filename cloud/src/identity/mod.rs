@@ -264,6 +264,24 @@ pub fn customer_for_update(
     read(store, &customer_key(id))?.ok_or_else(|| IdentityError::NotFound(id.to_owned()))
 }
 
+/// Forgets an install's push token that FCM answered `UNREGISTERED` for (the app was removed
+/// or the token rotated), unless the install has registered another token since.
+pub fn invalidate_push_token(
+    store: &dyn Store,
+    install_id: &str,
+    token: &str,
+) -> Result<Commit, StoreError> {
+    let mut c = Commit::new();
+    if let Some((mut install, bytes)) = read::<Install>(store, &install_key(install_id))? {
+        if install.push_token.as_deref() == Some(token) {
+            install.push_token = None;
+            c.expect(Space::Identity, install_key(install_id), Some(bytes));
+            c.put(Space::Identity, install_key(install_id), json(&install));
+        }
+    }
+    Ok(c)
+}
+
 /// What an app sends to register an install.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,739 @@
+//! The delivery worker: takes the deliveries that are due from the store, and for each round
+//!
+//! 1. checks each against its expiry, the customer's consent for the channel and where to send
+//!    it, and records the attempt as started (attempt count, first attempt, the expiry lowered to
+//!    first attempt + 23 h) with a lease — one commit, flushed — so a crash mid-request is
+//!    retried with the same retry key, and LINE answers the repeat 409;
+//! 2. sends them concurrently, per channel at most `concurrency` in flight and at most the
+//!    channel's rate in any second (wall time: the limit is the remote service's);
+//! 3. records each answer (delivered; failed with the reason; retry at a backoff on the service
+//!    clock; expired) — one commit.
+//!
+//! Expiry, backoff and leases run on the service clock (`--clock`), so a replayed store day
+//! expires offers as a real one would.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use omo_device_config::Clock;
+use tokio::sync::{Notify, Semaphore};
+
+use super::fcm::FcmSender;
+use super::line::LineSender;
+use super::rate::RateLimit;
+use super::retry::{after_attempt, Answer, Backoff, Next};
+use super::webhook::WebhookSender;
+use super::{due_key, Delivery, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
+use crate::campaigns::definition::Channel;
+use crate::config::CloudConfig;
+use crate::identity;
+use crate::store::{Commit, Space, Store, StoreError};
+
+/// The rate window: a little over a second, so the network's jitter between our send and the
+/// server's count never shows the server more than the rate in its own one-second windows.
+const RATE_WINDOW_MS: i64 = 1020;
+/// A delivery whose channel is not configured is looked at again after this (service clock).
+const UNCONFIGURED_RECHECK_MS: i64 = 60_000;
+
+/// The configured senders; a channel without one keeps its deliveries pending.
+#[derive(Default)]
+pub struct Senders {
+    pub line: Option<LineSender>,
+    pub fcm: Option<FcmSender>,
+    pub webhook: Option<WebhookSender>,
+}
+
+impl Senders {
+    /// The senders `config` configures (an unreadable FCM key file is an error).
+    pub fn from_config(config: &CloudConfig) -> anyhow::Result<Senders> {
+        let client = crate::tls::http_client_builder()
+            .timeout(Duration::from_secs(config.delivery.request_timeout_s))
+            .pool_max_idle_per_host(config.delivery.concurrency)
+            .build()?;
+        let line = config
+            .line
+            .channel_access_token
+            .as_ref()
+            .map(|t| LineSender::new(client.clone(), &config.line.api_base, t));
+        let fcm = match &config.app.fcm_service_account_file {
+            Some(file) => Some(FcmSender::from_file(
+                client.clone(),
+                &config.app.fcm_base,
+                file,
+                config.app.fcm_token_url.as_deref(),
+            )?),
+            None => None,
+        };
+        let webhook = match (&config.webhook.url, &config.webhook.secret) {
+            (Some(url), Some(secret)) => Some(WebhookSender::new(client, url, secret)),
+            _ => None,
+        };
+        Ok(Senders { line, fcm, webhook })
+    }
+
+    fn has(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Line => self.line.is_some(),
+            Channel::Push => self.fcm.is_some(),
+            Channel::Webhook => self.webhook.is_some(),
+        }
+    }
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrency: usize,
+    pub batch: usize,
+    pub backoff: Backoff,
+    /// Requests per second, per channel (LINE, push, webhook).
+    pub rates: [u32; 3],
+    /// A started attempt is taken up again after this (service clock) if its answer was never
+    /// recorded (a crash mid-request).
+    pub lease_ms: i64,
+}
+
+impl Settings {
+    pub fn from_config(config: &CloudConfig, clock: &Clock) -> Settings {
+        // The lease covers a request's wall-time limit, expressed on the service clock.
+        let timeout = Duration::from_secs(config.delivery.request_timeout_s * 2 + 5);
+        let speed = clock.speed().max(1.0);
+        Settings {
+            concurrency: config.delivery.concurrency,
+            batch: config.delivery.batch,
+            backoff: Backoff {
+                first_ms: config.delivery.first_backoff_ms,
+                max_ms: config.delivery.max_backoff_ms,
+            },
+            rates: [
+                config.line.rate_per_s,
+                config.app.push_rate_per_s,
+                config.webhook.rate_per_s,
+            ],
+            lease_ms: (timeout.as_secs_f64() * 1000.0 * speed) as i64,
+        }
+    }
+}
+
+fn channel_index(c: Channel) -> usize {
+    match c {
+        Channel::Line => 0,
+        Channel::Push => 1,
+        Channel::Webhook => 2,
+    }
+}
+
+/// Where a delivery goes, read from the customer when it is attempted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Line(String),
+    Push { install: String, token: String },
+    Webhook(String),
+}
+
+/// An attempt recorded as started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub delivery: Delivery,
+    pub target: Target,
+    pub lease_due_ms: i64,
+}
+
+/// What one round found.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub started: Vec<Started>,
+    /// Rows settled without a request (expired, cancelled, no target) or rescheduled.
+    pub settled: usize,
+    /// The next due time after the ones taken, if any.
+    pub next_due_ms: Option<i64>,
+}
+
+/// The customer's address on the channel, or why there is none (cancelled or failed).
+fn target_of(
+    store: &dyn Store,
+    d: &Delivery,
+) -> Result<Result<Target, (Status, String)>, StoreError> {
+    let Some(c) = identity::customer(store, &d.customer)? else {
+        return Ok(Err((Status::Cancelled, "the customer was erased".into())));
+    };
+    let consented = match d.channel {
+        Channel::Line => c.consent.line,
+        Channel::Push => c.consent.push,
+        Channel::Webhook => c.consent.webhook,
+    };
+    if !consented {
+        return Ok(Err((
+            Status::Cancelled,
+            format!("consent for {:?} withdrawn", d.channel).to_lowercase(),
+        )));
+    }
+    Ok(match d.channel {
+        Channel::Line => c
+            .line_user
+            .map(Target::Line)
+            .ok_or((Status::Failed, "the customer has no LINE user id".into())),
+        Channel::Webhook => c
+            .member_id
+            .map(Target::Webhook)
+            .ok_or((Status::Failed, "the customer has no member id".into())),
+        Channel::Push => {
+            // The newest install that still has a push token.
+            let mut best: Option<identity::Install> = None;
+            for id in &c.installs {
+                if let Some(i) = identity::install(store, id)? {
+                    if i.push_token.is_some()
+                        && best.as_ref().is_none_or(|b| i.created >= b.created)
+                    {
+                        best = Some(i);
+                    }
+                }
+            }
+            best.and_then(|i| {
+                Some(Target::Push {
+                    install: i.id,
+                    token: i.push_token?,
+                })
+            })
+            .ok_or((Status::Failed, "no install with a valid push token".into()))
+        }
+    })
+}
+
+fn parse_due(key: &[u8]) -> Option<(i64, String)> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix("due/")?;
+    let (ms, id) = rest.split_once('/')?;
+    Some((i64::from_str_radix(ms, 16).ok()?, id.to_owned()))
+}
+
+fn settle(
+    c: &mut Commit,
+    mut d: Delivery,
+    bytes: Vec<u8>,
+    status: Status,
+    reason: String,
+    now_ms: i64,
+) {
+    d.status = status;
+    d.reason = Some(reason);
+    d.done_ms = Some(now_ms);
+    metrics::counter!("omo_deliveries_total", "channel" => channel_name(d.channel), "result" => status_name(status)).increment(1);
+    super::put(c, &d, Some(bytes));
+}
+
+fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Line => "line",
+        Channel::Push => "push",
+        Channel::Webhook => "webhook",
+    }
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "pending",
+        Status::Sending => "sending",
+        Status::Delivered => "delivered",
+        Status::Failed => "failed",
+        Status::Expired => "expired",
+        Status::Cancelled => "cancelled",
+    }
+}
+
+/// Step 1: takes up to `batch` deliveries due at `now_ms`, settles those that need no request,
+/// and records the others' attempts as started; commits and flushes.
+pub fn take_due(
+    store: &dyn Store,
+    senders: &Senders,
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<Taken, StoreError> {
+    let page = store.scan(Space::Campaigns, b"due/", settings.batch)?;
+    let mut c = Commit::new();
+    let mut taken = Taken::default();
+    for (key, _) in page {
+        if !key.starts_with(b"due/") {
+            break;
+        }
+        let Some((due_ms, id)) = parse_due(&key) else {
+            tracing::error!(key = %String::from_utf8_lossy(&key), "unreadable due key removed");
+            c.delete(Space::Campaigns, key);
+            continue;
+        };
+        if due_ms > now_ms {
+            taken.next_due_ms = Some(due_ms);
+            break;
+        }
+        c.delete(Space::Campaigns, key);
+        let Some((mut d, bytes)) = super::read(store, &id)? else {
+            continue;
+        };
+        if d.status.is_final() {
+            continue;
+        }
+        if now_ms >= d.expires_ms {
+            let reason = match &d.reason {
+                Some(last) if d.attempts > 0 => {
+                    format!("expired after {} attempts; last: {last}", d.attempts)
+                }
+                _ => "expired before it could be sent".into(),
+            };
+            settle(&mut c, d, bytes, Status::Expired, reason, now_ms);
+            taken.settled += 1;
+            continue;
+        }
+        let target = match target_of(store, &d)? {
+            Ok(t) => t,
+            Err((status, reason)) => {
+                settle(&mut c, d, bytes, status, reason, now_ms);
+                taken.settled += 1;
+                continue;
+            }
+        };
+        if !senders.has(d.channel) {
+            d.reason = Some(format!(
+                "the {} channel is not configured",
+                channel_name(d.channel)
+            ));
+            super::put(&mut c, &d, Some(bytes));
+            c.put(
+                Space::Campaigns,
+                due_key(now_ms + UNCONFIGURED_RECHECK_MS, &d.id),
+                Vec::new(),
+            );
+            taken.settled += 1;
+            continue;
+        }
+        d.status = Status::Sending;
+        d.attempts += 1;
+        let first = *d.first_attempt_ms.get_or_insert(now_ms);
+        d.expires_ms = d.expires_ms.min(first + MAX_AFTER_FIRST_ATTEMPT_MS);
+        d.last_attempt_ms = Some(now_ms);
+        let lease_due_ms = now_ms + settings.lease_ms;
+        super::put(&mut c, &d, Some(bytes));
+        c.put(Space::Campaigns, due_key(lease_due_ms, &d.id), Vec::new());
+        taken.started.push(Started {
+            delivery: d,
+            target,
+            lease_due_ms,
+        });
+    }
+    if !c.is_empty() {
+        store.commit(c)?;
+        store.flush()?;
+    }
+    Ok(taken)
+}
+
+/// An attempt's answer, and whether FCM said the token is dead.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub started: Started,
+    pub answer: Answer,
+    pub unregistered: bool,
+}
+
+/// Step 3: records the answers at `now_ms`.
+pub fn record(
+    store: &dyn Store,
+    settings: &Settings,
+    answers: &[Answered],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut c = Commit::new();
+    for a in answers {
+        let d0 = &a.started.delivery;
+        let Some((mut d, bytes)) = super::read(store, &d0.id)? else {
+            continue;
+        };
+        c.delete(Space::Campaigns, due_key(a.started.lease_due_ms, &d.id));
+        if d.status != Status::Sending || d.attempts != d0.attempts {
+            // Taken up again after its lease (a slow answer): the newer attempt records.
+            continue;
+        }
+        if a.unregistered {
+            if let Target::Push { install, token } = &a.started.target {
+                c.extend(identity::invalidate_push_token(store, install, token)?);
+            }
+        }
+        match after_attempt(
+            &d.id,
+            d.attempts,
+            &a.answer,
+            now_ms,
+            d.expires_ms,
+            settings.backoff,
+        ) {
+            Next::Delivered => {
+                d.status = Status::Delivered;
+                d.reason = None;
+                d.done_ms = Some(now_ms);
+                metrics::counter!("omo_deliveries_total", "channel" => channel_name(d.channel), "result" => "delivered").increment(1);
+                super::put(&mut c, &d, Some(bytes));
+            }
+            Next::Failed { reason } => settle(&mut c, d, bytes, Status::Failed, reason, now_ms),
+            Next::Expired => {
+                let reason = format!(
+                    "expired after {} attempts; last: {}",
+                    d.attempts,
+                    describe(&a.answer)
+                );
+                settle(&mut c, d, bytes, Status::Expired, reason, now_ms);
+            }
+            Next::RetryAt { at_ms } => {
+                d.status = Status::Pending;
+                d.reason = Some(describe(&a.answer));
+                metrics::counter!("omo_delivery_retries_total", "channel" => channel_name(d.channel)).increment(1);
+                c.put(Space::Campaigns, due_key(at_ms, &d.id), Vec::new());
+                super::put(&mut c, &d, Some(bytes));
+            }
+        }
+    }
+    if !c.is_empty() {
+        store.commit(c)?;
+    }
+    Ok(())
+}
+
+fn describe(a: &Answer) -> String {
+    match a {
+        Answer::Status { code, message, .. } => format!("{code}: {message}"),
+        Answer::NoAnswer(e) => format!("no answer: {e}"),
+    }
+}
+
+/// The worker: shared state for its rounds.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    senders: Arc<Senders>,
+    settings: Settings,
+    limits: [Arc<Mutex<RateLimit>>; 3],
+    permits: [Arc<Semaphore>; 3],
+    epoch: Instant,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        senders: Senders,
+        settings: Settings,
+    ) -> Worker {
+        let limit = |i: usize| {
+            Arc::new(Mutex::new(RateLimit::with_window(
+                settings.rates[i],
+                RATE_WINDOW_MS,
+            )))
+        };
+        let permits = || Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        Worker {
+            store,
+            clock,
+            senders: Arc::new(senders),
+            limits: [limit(0), limit(1), limit(2)],
+            permits: [permits(), permits(), permits()],
+            settings,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// Waits for a request slot on the channel's rate limit (wall time).
+    async fn rate_slot(limit: &Mutex<RateLimit>, epoch: Instant) {
+        loop {
+            let now = i64::try_from(epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
+            let wait = match limit.lock().expect("rate limit lock").take(now) {
+                Ok(()) => return,
+                Err(ms) => ms,
+            };
+            tokio::time::sleep(Duration::from_millis(wait.max(1) as u64)).await;
+        }
+    }
+
+    async fn attempt(self: Arc<Self>, s: Started) -> Answered {
+        let i = channel_index(s.delivery.channel);
+        let _permit = self.permits[i]
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        Self::rate_slot(&self.limits[i], self.epoch).await;
+        let d = &s.delivery;
+        let (answer, unregistered) = match (&s.target, self.senders.as_ref()) {
+            (
+                Target::Line(to),
+                Senders {
+                    line: Some(line), ..
+                },
+            ) => (line.send(d, to).await, false),
+            (Target::Push { token, .. }, Senders { fcm: Some(fcm), .. }) => {
+                let left = Duration::from_millis((d.expires_ms - self.now_ms()).max(1000) as u64);
+                let ttl = self.clock.wall_duration(left).unwrap_or(left);
+                let a = fcm.send(d, token, ttl).await;
+                (a.answer, a.unregistered)
+            }
+            (
+                Target::Webhook(member),
+                Senders {
+                    webhook: Some(w), ..
+                },
+            ) => {
+                let expires = DateTime::<Utc>::from_timestamp_millis(d.expires_ms)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(SecondsFormat::Millis, true);
+                (w.send(d, member, &expires).await, false)
+            }
+            _ => (
+                Answer::NoAnswer("the channel is not configured".into()),
+                false,
+            ),
+        };
+        Answered {
+            started: s,
+            answer,
+            unregistered,
+        }
+    }
+
+    /// One round; returns whether it did anything, and the next due time it saw.
+    pub async fn round(self: &Arc<Self>) -> Result<(bool, Option<i64>), StoreError> {
+        let now = self.now_ms();
+        let me = self.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            take_due(me.store.as_ref(), &me.senders, &me.settings, now)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("delivery task: {e}")))??;
+        let worked = taken.settled > 0 || !taken.started.is_empty();
+        if taken.started.is_empty() {
+            return Ok((worked, taken.next_due_ms));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in taken.started {
+            tasks.spawn(self.clone().attempt(s));
+        }
+        let mut answers = Vec::with_capacity(tasks.len());
+        while let Some(a) = tasks.join_next().await {
+            match a {
+                Ok(a) => answers.push(a),
+                Err(e) => tracing::error!(error = %e, "delivery attempt task failed"),
+            }
+        }
+        crate::crash_point!("deliver.after_request_before_record");
+        let me = self.clone();
+        let now = self.now_ms();
+        tokio::task::spawn_blocking(move || record(me.store.as_ref(), &me.settings, &answers, now))
+            .await
+            .map_err(|e| StoreError::Backend(format!("delivery task: {e}")))??;
+        Ok((true, taken.next_due_ms))
+    }
+
+    /// Runs rounds for ever: at once while there is work, else at the next due time, when the
+    /// decision stage wrote deliveries (`wake`), or after a second of wall time at most.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>) {
+        loop {
+            let idle_for = match self.round().await {
+                Ok((true, _)) => continue,
+                Ok((false, next)) => {
+                    let until_next = next.map(|n| {
+                        let clock_ms = (n - self.now_ms()).max(0) as u64;
+                        self.clock
+                            .wall_duration(Duration::from_millis(clock_ms))
+                            .unwrap_or(Duration::from_millis(50))
+                    });
+                    until_next
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(1))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "delivery round failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(idle_for) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{new_customer, save_customer};
+    use crate::store::barrier::scan_all;
+    use crate::store::sled_store::SledStore;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn settings() -> Settings {
+        Settings {
+            concurrency: 4,
+            batch: 100,
+            backoff: Backoff::default(),
+            rates: [10, 10, 10],
+            lease_ms: 30_000,
+        }
+    }
+
+    fn line_senders() -> Senders {
+        Senders {
+            line: Some(LineSender::new(
+                crate::tls::http_client_builder().build().unwrap(),
+                "http://127.0.0.1:9",
+                "t",
+            )),
+            ..Senders::default()
+        }
+    }
+
+    /// A store with a LINE customer (consent as given) and one pending delivery to them.
+    fn setup(consent: bool, expires_ms: i64) -> (tempfile::TempDir, SledStore, Delivery) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut customer = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
+        customer.line_user = Some("U1".into());
+        customer.consent.line = consent;
+        store
+            .commit(save_customer(&store, None, &customer).unwrap())
+            .unwrap();
+        let d = Delivery {
+            id: "d1".into(),
+            trigger_key: "t".into(),
+            retry_key: "123e4567-e89b-42d3-a456-426614174000".into(),
+            campaign: "c".into(),
+            variant: "a".into(),
+            channel: Channel::Line,
+            customer: customer.id.clone(),
+            store: "s1".into(),
+            text: "hi".into(),
+            flex: None,
+            coupon: "ABC".into(),
+            decided_ms: NOW - 1000,
+            expires_ms,
+            status: Status::Pending,
+            attempts: 0,
+            first_attempt_ms: None,
+            last_attempt_ms: None,
+            done_ms: None,
+            reason: None,
+        };
+        let mut c = Commit::new();
+        super::super::put(&mut c, &d, None);
+        c.put(Space::Campaigns, due_key(d.decided_ms, &d.id), Vec::new());
+        store.commit(c).unwrap();
+        (dir, store, d)
+    }
+
+    fn row(store: &SledStore) -> Delivery {
+        super::super::read(store, "d1").unwrap().unwrap().0
+    }
+
+    fn due_keys(store: &SledStore) -> Vec<String> {
+        scan_all(store, Space::Campaigns)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .filter(|k| k.starts_with("due/"))
+            .collect()
+    }
+
+    #[test]
+    fn expired_cancelled_and_unconfigured_deliveries_send_nothing() {
+        let (_d, store, _) = setup(true, NOW);
+        let t = take_due(&store, &line_senders(), &settings(), NOW).unwrap();
+        assert!(t.started.is_empty());
+        assert_eq!(row(&store).status, Status::Expired);
+        assert!(due_keys(&store).is_empty());
+
+        let (_d, store, _) = setup(false, NOW + 60_000);
+        take_due(&store, &line_senders(), &settings(), NOW).unwrap();
+        let r = row(&store);
+        assert_eq!(r.status, Status::Cancelled);
+        assert_eq!(r.reason.as_deref(), Some("consent for line withdrawn"));
+
+        let (_d, store, _) = setup(true, NOW + 3_600_000);
+        let t = take_due(&store, &Senders::default(), &settings(), NOW).unwrap();
+        assert!(t.started.is_empty());
+        assert_eq!(row(&store).status, Status::Pending);
+        assert_eq!(
+            due_keys(&store),
+            [due_key(NOW + UNCONFIGURED_RECHECK_MS, "d1")]
+        );
+        // Nothing is due before then.
+        let t = take_due(&store, &line_senders(), &settings(), NOW + 1).unwrap();
+        assert!(t.started.is_empty());
+        assert_eq!(t.next_due_ms, Some(NOW + UNCONFIGURED_RECHECK_MS));
+    }
+
+    #[test]
+    fn attempts_are_recorded_before_sending_and_answers_after() {
+        let (_d, store, _) = setup(true, NOW + 48 * 3_600_000);
+        let s = settings();
+        let t = take_due(&store, &line_senders(), &s, NOW).unwrap();
+        assert_eq!(t.started.len(), 1);
+        assert_eq!(t.started[0].target, Target::Line("U1".into()));
+        let r = row(&store);
+        assert_eq!((r.status, r.attempts), (Status::Sending, 1));
+        assert_eq!(
+            r.expires_ms,
+            NOW + MAX_AFTER_FIRST_ATTEMPT_MS,
+            "first attempt + 23 h"
+        );
+        assert_eq!(due_keys(&store), [due_key(NOW + s.lease_ms, "d1")]);
+        // A crash now: the lease brings it back with the same retry key, as attempt 2.
+        let again = take_due(&store, &line_senders(), &s, NOW + s.lease_ms).unwrap();
+        assert_eq!(again.started.len(), 1);
+        assert_eq!(row(&store).attempts, 2);
+        // The late answer of attempt 1 changes nothing; attempt 2's 429 reschedules.
+        let busy = Answer::Status {
+            code: 429,
+            retry_after_s: Some(40),
+            message: "slow down".into(),
+        };
+        let at = NOW + s.lease_ms + 10;
+        let first = Answered {
+            started: t.started[0].clone(),
+            answer: busy.clone(),
+            unregistered: false,
+        };
+        let second = Answered {
+            started: again.started[0].clone(),
+            answer: busy,
+            unregistered: false,
+        };
+        record(&store, &s, &[first], at).unwrap();
+        assert_eq!(row(&store).status, Status::Sending);
+        record(&store, &s, &[second], at).unwrap();
+        let r = row(&store);
+        assert_eq!(r.status, Status::Pending);
+        assert_eq!(r.reason.as_deref(), Some("429: slow down"));
+        assert_eq!(due_keys(&store), [due_key(at + 40_000, "d1")]);
+        // Attempt 3 answered 409: LINE already accepted that retry key.
+        let third = take_due(&store, &line_senders(), &s, at + 40_000).unwrap();
+        record(
+            &store,
+            &s,
+            &[Answered {
+                started: third.started[0].clone(),
+                answer: Answer::Status {
+                    code: 409,
+                    retry_after_s: None,
+                    message: "already accepted".into(),
+                },
+                unregistered: false,
+            }],
+            at + 40_100,
+        )
+        .unwrap();
+        let r = row(&store);
+        assert_eq!((r.status, r.attempts), (Status::Delivered, 3));
+        assert!(due_keys(&store).is_empty());
+    }
+}

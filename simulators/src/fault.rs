@@ -1,0 +1,50 @@
+//! Faults the fake servers inject on demand, in order: each applies to the next `count`
+//! requests.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// Faults to inject into the next `count` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// 429 or 5xx; 0 for latency only.
+    #[serde(default)]
+    pub status: u16,
+    pub count: u32,
+    #[serde(default)]
+    pub retry_after_s: Option<u32>,
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+/// The queue of faults still to inject.
+#[derive(Debug, Default)]
+pub struct Faults(VecDeque<Fault>);
+
+impl Faults {
+    pub fn push(&mut self, f: Fault) {
+        if f.count > 0 {
+            self.0.push_back(f);
+        }
+    }
+
+    /// The fault for the next request, if any (using up one of its count).
+    pub fn take(&mut self) -> Option<Fault> {
+        let front = self.0.front_mut()?;
+        let fault = *front;
+        front.count -= 1;
+        if front.count == 0 {
+            self.0.pop_front();
+        }
+        Some(fault)
+    }
+}
+
+/// Wall time, Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
