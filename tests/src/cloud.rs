@@ -69,7 +69,20 @@ pub struct CloudUnderTest {
     speed: u32,
     pub external: Option<External>,
     pub process: Option<Process>,
+    /// Where deliveries go (see [`CloudUnderTest::set_outbound`]).
+    outbound: Outbound,
     http: reqwest::Client,
+}
+
+/// The cloud's outbound endpoints and delivery settings, as config lines.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    /// Lines added to `[line]` (`api_base`, `channel_access_token`, …).
+    pub line: String,
+    /// Lines added to `[app]` (`fcm_base`, `fcm_service_account_file`, …).
+    pub app: String,
+    /// Whole sections appended (`[webhook]`, `[delivery]`).
+    pub sections: String,
 }
 
 impl CloudUnderTest {
@@ -129,6 +142,7 @@ impl CloudUnderTest {
             speed: 1,
             external,
             process: None,
+            outbound: Outbound::default(),
             http: omo_cloud::tls::http_client_builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -195,11 +209,17 @@ listen = "127.0.0.1:{http}"
 tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}, {{ name = "reports", role = "analyst", sha256 = "{analyst}" }}]
 [line]
 channel_secret = "{LINE_SECRET}"
+{line}
 [app]
 member_link_secret = "{MEMBER_SECRET}"
+{app}
 [log]
 level = "info,omo_cloud=debug"
+{sections}
 "#,
+            line = self.outbound.line,
+            app = self.outbound.app,
+            sections = self.outbound.sections,
             data = self.dir.path().join("data").display().to_string(),
             http = self.http_port,
             sha = omo_cloud::secrets::sha256_hex(ADMIN_TOKEN.as_bytes()),
@@ -207,6 +227,12 @@ level = "info,omo_cloud=debug"
         );
         std::fs::write(self.dir.path().join("cloud.toml"), text)?;
         Ok(())
+    }
+
+    /// Sets where deliveries go (rewrites the config; takes effect at the next start).
+    pub fn set_outbound(&mut self, outbound: Outbound) -> anyhow::Result<()> {
+        self.outbound = outbound;
+        self.write_config()
     }
 
     /// Starts `omo-cloud run` with extra environment (`FAILPOINTS`, say) and waits until it

@@ -494,9 +494,26 @@ impl Worker {
             ),
         };
         Answered {
+            answer: self.retry_after_on_clock(answer),
             started: s,
-            answer,
             unregistered,
+        }
+    }
+
+    /// A server's `Retry-After` is real time; backoff runs on the service clock, so it is
+    /// scaled by the clock's speed (a replay at ×60 still waits the second LINE asked for).
+    fn retry_after_on_clock(&self, answer: Answer) -> Answer {
+        match answer {
+            Answer::Status {
+                code,
+                retry_after_s: Some(s),
+                message,
+            } => Answer::Status {
+                code,
+                retry_after_s: Some((s as f64 * self.clock.speed().max(1.0)).ceil() as u64),
+                message,
+            },
+            other => other,
         }
     }
 

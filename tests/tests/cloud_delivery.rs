@@ -1,0 +1,420 @@
+//! Offer delivery through the real `omo-cloud` (clock at ×60) to the simulators' fake LINE,
+//! FCM and webhook servers on loopback. Customers walk into a store (a gateway hears the
+//! beacons they carry), a campaign fires on the enter, and each trigger key must reach its
+//! channel once as DESIGN.md counts it — LINE: one accepted retry key; FCM: one distinct
+//! delivery id; webhook: one distinct Idempotency-Key — across a 429 storm and 5xx, and across
+//! crashes at `decide.after_commit_before_send` and `deliver.after_request_before_record`.
+//! Deliveries past their expiry are not sent, and a withdrawn consent cancels one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
+use omo_device_config::SeqRanges;
+use omo_sim::fake_fcm::FakeFcm;
+use omo_sim::fake_line::{FakeLine, Fault};
+use omo_sim::fake_webhook::FakeWebhook;
+use omo_tests::cloud::{metric, CloudUnderTest, Creds, MqttGateway, Outbound, ADMIN_TOKEN};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const SITE: &str = r#"
+[[gateway_zones]]
+id = "floor"
+store = "s1"
+name = "Floor"
+gateways = ["g1"]
+max_distance_m = 10.0
+"#;
+const LINE_TOKEN: &str = "line-channel-access-token";
+const HOOK_SECRET: &str = "webhook-secret-for-tests";
+
+fn key_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../simulators/fixtures/fcm-service-account.json")
+}
+
+fn beacon(i: usize) -> String {
+    format!("line:{:010x}", 0xa000 + i)
+}
+
+/// The fakes, the cloud, and the customers by channel.
+struct Rig {
+    cloud: CloudUnderTest,
+    line: FakeLine,
+    fcm: FakeFcm,
+    hook: FakeWebhook,
+    g1: Creds,
+    customers: BTreeMap<String, &'static str>,
+    seq: u64,
+}
+
+impl Rig {
+    /// Starts the fakes and the cloud (with `failpoints`), creates `n` customers per channel,
+    /// and a campaign firing on entering the store with offers living `ttl_minutes`.
+    async fn start(failpoints: Option<&str>, n: usize, ttl_minutes: u32) -> anyhow::Result<Rig> {
+        let any = "127.0.0.1:0".parse()?;
+        let line = FakeLine::start(any, LINE_TOKEN).await?;
+        let fcm = FakeFcm::start(any, &key_file(), 3600).await?;
+        let hook = FakeWebhook::start(any, HOOK_SECRET).await?;
+        let g1 = Creds::new("s1", "g1")?;
+        let mut cloud = CloudUnderTest::with_site(vec![g1.clone()], None, SITE, 60)?;
+        cloud.set_outbound(Outbound {
+            line: format!("api_base = \"{}\"\nchannel_access_token = \"{LINE_TOKEN}\"", line.base_url()),
+            app: format!(
+                "fcm_base = \"{}\"\nfcm_service_account_file = {:?}\nfcm_token_url = \"{}\"",
+                fcm.base_url(),
+                key_file().display().to_string(),
+                fcm.token_url()
+            ),
+            sections: format!(
+                "[webhook]\nurl = \"{}\"\nsecret = \"{HOOK_SECRET}\"\n[delivery]\nrequest_timeout_s = 1\n",
+                hook.url()
+            ),
+        })?;
+        match failpoints {
+            Some(f) => cloud.start_with_env(&[("FAILPOINTS", f)])?,
+            None => cloud.start()?,
+        }
+        let mut rig = Rig {
+            cloud,
+            line,
+            fcm,
+            hook,
+            g1,
+            customers: BTreeMap::new(),
+            seq: 0,
+        };
+        for i in 0..n * 3 {
+            let (channel, body) = match i % 3 {
+                0 => (
+                    "line",
+                    json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true}, "attributes": {"name": format!("Shopper {i}")}}),
+                ),
+                1 => (
+                    "push",
+                    json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"push": true}}),
+                ),
+                _ => (
+                    "webhook",
+                    json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"webhook": true}}),
+                ),
+            };
+            let (status, c) = rig
+                .cloud
+                .call(
+                    Method::POST,
+                    "/v1/admin/customers",
+                    Some(body),
+                    Some(ADMIN_TOKEN),
+                )
+                .await?;
+            anyhow::ensure!(status == 201, "{c}");
+            if channel == "push" {
+                let mut install = CloudUnderTest::install_for_member("android", &format!("m-{i}"));
+                install["push_token"] = json!(format!("fcm-token-{i}"));
+                let (status, b) = rig
+                    .cloud
+                    .call(Method::POST, "/v1/app/installs", Some(install), None)
+                    .await?;
+                anyhow::ensure!(status == 201, "{b}");
+            }
+            rig.customers
+                .insert(c["id"].as_str().unwrap().to_owned(), channel);
+        }
+        let today = chrono::Utc::now().date_naive();
+        let campaign = json!({
+            "name": "Welcome", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
+            "schedule": {"from": (today - chrono::Days::new(2)).to_string(), "to": (today + chrono::Days::new(2)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+            "caps": {"per_customer": 1, "period_days": 1}, "budget": 1000, "offer_ttl_minutes": ttl_minutes,
+            "channels": ["line", "push", "webhook"],
+            "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}", "flex": {"type": "bubble", "body": {"type": "box", "layout": "vertical", "contents": [{"type": "text", "text": "{coupon}"}]}}}}]
+        });
+        let (status, body) = rig
+            .cloud
+            .call(
+                Method::PUT,
+                "/v1/admin/campaigns/welcome",
+                Some(campaign),
+                Some(ADMIN_TOKEN),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "{body}");
+        Ok(rig)
+    }
+
+    /// Every customer is heard in the store for `rounds` rounds 30 s (clock) apart; stops
+    /// early, without error, if the cloud exits (a failpoint).
+    async fn walk_in(&mut self, rounds: usize) -> anyhow::Result<()> {
+        let mut gw =
+            MqttGateway::connect(self.cloud.mqtt_port, &self.g1, &self.g1.password).await?;
+        let n = self.customers.len();
+        for _ in 0..rounds {
+            if self.cloud.process().exited() {
+                return Ok(());
+            }
+            let now = self.cloud.clock_now();
+            let mut events = Vec::new();
+            for i in 0..n {
+                self.seq += 1;
+                events.push(PresenceEvent::Stay(Sighting {
+                    seq: self.seq,
+                    ts: now,
+                    beacon: beacon(i).parse()?,
+                    rssi: -60.0,
+                    distance_m: 2.0,
+                    seen_s: 30.0,
+                }));
+            }
+            gw.publish_presence(Epoch(9), events, SeqRanges::new())
+                .await?;
+            if gw.next_ack(Duration::from_secs(10)).await?.is_none()
+                && !self.cloud.process().exited()
+            {
+                anyhow::bail!("no ack\n{}", self.cloud.log());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    async fn deliveries(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.cloud.admin("/v1/admin/deliveries").await?["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Waits until there is one delivery per customer and each is final.
+    async fn settled(&self, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let d = self.deliveries().await?;
+            let done = d.len() == self.customers.len()
+                && d.iter()
+                    .all(|d| !matches!(d["status"].as_str(), Some("pending") | Some("sending")));
+            if done {
+                return Ok(d);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries did not settle: {d:#?}\n{}",
+                self.cloud.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Each customer's delivery went out on their channel and was delivered, and each reached
+    /// its fake once as DESIGN.md counts it per channel.
+    fn check_once(&self, deliveries: &[Value]) {
+        let mut by_channel: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        let triggers: BTreeSet<&str> = deliveries
+            .iter()
+            .map(|d| d["trigger_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            triggers.len(),
+            deliveries.len(),
+            "one delivery per trigger key"
+        );
+        for d in deliveries {
+            let customer = d["customer"].as_str().unwrap();
+            let channel = d["channel"].as_str().unwrap();
+            assert_eq!(self.customers[customer], channel, "{d}");
+            assert_eq!(d["status"], "delivered", "{d}");
+            by_channel.entry(channel).or_default().push(d);
+        }
+        let field = |ds: &[&Value], f: &str| -> BTreeSet<String> {
+            ds.iter()
+                .map(|d| d[f].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // LINE: one accepted request per retry key, and those keys are the deliveries'.
+        let accepted = self.line.accepted();
+        let keys: BTreeSet<String> = accepted
+            .iter()
+            .map(|a| a.retry_key.clone().expect("every push has a retry key"))
+            .collect();
+        assert_eq!(keys.len(), accepted.len(), "a retry key accepted twice");
+        assert_eq!(keys, field(&by_channel["line"], "retry_key"));
+        assert!(accepted
+            .iter()
+            .all(|a| a.texts.len() == 2 && a.texts[0].starts_with("Welcome Shopper")));
+        // FCM: the distinct delivery ids that reached it are the push deliveries'.
+        let ids: BTreeSet<String> = self
+            .fcm
+            .accepted()
+            .iter()
+            .map(|a| {
+                a.delivery_id
+                    .clone()
+                    .expect("every message carries its delivery id")
+            })
+            .collect();
+        assert_eq!(ids, field(&by_channel["push"], "id"));
+        // Webhook: the distinct Idempotency-Keys are the webhook deliveries'.
+        let kept: BTreeSet<String> = self.hook.kept().keys().cloned().collect();
+        assert_eq!(kept, field(&by_channel["webhook"], "id"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> anyhow::Result<()> {
+    let mut rig = Rig::start(None, 6, 60).await?;
+    rig.line.inject(Fault {
+        status: 429,
+        count: 25,
+        retry_after_s: Some(1),
+        latency_ms: 0,
+    });
+    rig.fcm.inject(Fault {
+        status: 503,
+        count: 4,
+        retry_after_s: None,
+        latency_ms: 0,
+    });
+    rig.hook.inject(Fault {
+        status: 500,
+        count: 3,
+        retry_after_s: None,
+        latency_ms: 0,
+    });
+    rig.walk_in(4).await?;
+    let deliveries = rig.settled(Duration::from_secs(60)).await?;
+    rig.check_once(&deliveries);
+    assert!(rig.line.requests() > 6, "the storm was met");
+    let metrics = rig.cloud.metrics().await?;
+    assert!(
+        metric(
+            &metrics,
+            "omo_delivery_retries_total",
+            &["channel=\"line\""]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "omo_deliveries_total", &["result=\"delivered\""]),
+        18.0
+    );
+    rig.cloud.stop()?;
+    Ok(())
+}
+
+/// Runs the rig with `failpoint`, lets it fire, restarts, and checks that every trigger still
+/// reached its channel once.
+async fn crash_at(failpoint: &str) -> anyhow::Result<Rig> {
+    let mut rig = Rig::start(Some(&format!("{failpoint}=return")), 4, 60).await?;
+    rig.walk_in(6).await?;
+    rig.cloud.process().wait_exit(Duration::from_secs(30))?;
+    let log = rig.cloud.log();
+    assert!(
+        log.contains(&format!("failpoint {failpoint} fired")),
+        "{log}"
+    );
+    rig.cloud.start()?;
+    rig.walk_in(2).await?;
+    let deliveries = rig.settled(Duration::from_secs(60)).await?;
+    rig.check_once(&deliveries);
+    Ok(rig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_deciding_before_sending_sends_once() -> anyhow::Result<()> {
+    let mut rig = crash_at("decide.after_commit_before_send").await?;
+    rig.cloud.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_request_before_recording_it_sends_once() -> anyhow::Result<()> {
+    let mut rig = crash_at("deliver.after_request_before_record").await?;
+    // The requests before the crash were sent again after it: LINE answered the repeated
+    // retry keys 409, FCM got the same delivery ids, the webhook the same keys.
+    assert!(
+        rig.line.requests() > rig.line.accepted().len() as u64,
+        "LINE saw no repeat"
+    );
+    assert!(rig.hook.repeats() >= 1 || rig.fcm.accepted().len() > 4);
+    rig.cloud.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_offers_are_not_sent_and_withdrawn_consent_cancels() -> anyhow::Result<()> {
+    // Offers live 5 minutes of clock (5 s of wall time); LINE answers 503 throughout.
+    let mut rig = Rig::start(None, 2, 5).await?;
+    rig.line.inject(Fault {
+        status: 503,
+        count: 100_000,
+        retry_after_s: None,
+        latency_ms: 0,
+    });
+    rig.fcm.unregister("fcm-token-1");
+    rig.walk_in(3).await?;
+    let line_customers: Vec<String> = rig
+        .customers
+        .iter()
+        .filter(|(_, ch)| **ch == "line")
+        .map(|(c, _)| c.clone())
+        .collect();
+    // As soon as the first LINE delivery is written, its customer withdraws consent.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let withdrawn = loop {
+        let d = rig.deliveries().await?;
+        if let Some(first) = d.iter().find(|d| d["channel"] == "line") {
+            break first["customer"].as_str().unwrap().to_owned();
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no LINE delivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, body) = rig
+        .cloud
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/customers/{withdrawn}"),
+            Some(json!({"consent": {"line": false}})),
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let deliveries = rig.settled(Duration::from_secs(60)).await?;
+    let requests_when_settled = rig.line.requests();
+    let status_of = |c: &str| {
+        let d = deliveries.iter().find(|d| d["customer"] == c).unwrap();
+        (
+            d["status"].as_str().unwrap().to_owned(),
+            d["reason"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let (s, reason) = status_of(&withdrawn);
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("cancelled", "consent for line withdrawn")
+    );
+    let other = line_customers.iter().find(|c| **c != withdrawn).unwrap();
+    let (s, reason) = status_of(other);
+    assert_eq!(s, "expired", "{reason}");
+    assert!(reason.contains("503"), "{reason}");
+    assert!(rig.line.accepted().is_empty());
+    // The unregistered token failed for good (and is forgotten); the other push went out.
+    let push: Vec<&Value> = deliveries
+        .iter()
+        .filter(|d| d["channel"] == "push")
+        .collect();
+    let failed: Vec<&&Value> = push.iter().filter(|d| d["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{push:?}");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("UNREGISTERED"),
+        "{push:?}"
+    );
+    // Nothing more is sent after expiry.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.line.requests(), requests_when_settled);
+    rig.cloud.stop()?;
+    Ok(())
+}
