@@ -360,13 +360,22 @@ level = "info,omo_cloud=debug"
 
     /// The Prometheus text at /metrics.
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(self
+        Ok(self.get_text("/metrics", None).await?.1)
+    }
+
+    /// GET `path` as text (CSV, metrics), with a bearer token if given.
+    pub async fn get_text(&self, path: &str, auth: Option<&str>) -> anyhow::Result<(u16, String)> {
+        let mut req = self
             .http
-            .get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+            .get(format!("http://127.0.0.1:{}{path}", self.http_port));
+        if let Some(token) = auth {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
             .send()
-            .await?
-            .text()
-            .await?)
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        Ok((resp.status().as_u16(), resp.text().await?))
     }
 
     /// An install registration body for a member, with the brand backend's proof.

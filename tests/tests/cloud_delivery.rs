@@ -298,7 +298,115 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
         metric(&metrics, "omo_deliveries_total", &["result=\"delivered\""]),
         18.0
     );
+    redeem_and_report(&rig, &deliveries).await?;
     rig.cloud.stop()?;
+    Ok(())
+}
+
+/// A POS redeems a coupon (idempotent by code, by that store's key only), and the campaign's
+/// report counts the funnel and the redemption.
+async fn redeem_and_report(rig: &Rig, deliveries: &[Value]) -> anyhow::Result<()> {
+    let cloud = &rig.cloud;
+    let (status, key) = cloud
+        .call(
+            Method::POST,
+            "/v1/admin/stores/s1/pos-keys",
+            None,
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 201, "{key}");
+    let pos = key["key"].as_str().unwrap();
+    let code = deliveries[0]["coupon"].as_str().unwrap();
+    let body = json!({"store": "s1", "code": code, "amount": 12.5});
+    let (status, first) = cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(body.clone()),
+            Some(pos),
+        )
+        .await?;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["campaign"], "welcome");
+    let (status, again) = cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(body.clone()),
+            Some(pos),
+        )
+        .await?;
+    assert_eq!((status, &again), (200, &first), "idempotent by code");
+    let (status, _) = cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(body),
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 401, "only a POS key of the store");
+    let (status, e) = cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(json!({"store": "s1", "code": "NOSUCHCODE"})),
+            Some(pos),
+        )
+        .await?;
+    assert_eq!(status, 404, "{e}");
+    let (status, e) = cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(json!({"store": "s1", "code": code, "amount": -1})),
+            Some(pos),
+        )
+        .await?;
+    assert_eq!(status, 422, "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("amount"));
+
+    let (status, report) = cloud
+        .call(
+            Method::GET,
+            "/v1/admin/reports/campaigns/welcome",
+            None,
+            Some(omo_tests::cloud::ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 200, "{report}");
+    let a = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "a")
+        .unwrap();
+    assert_eq!(a["customers"], 18, "{report}");
+    assert_eq!(a["funnel"]["triggers"], 18, "{report}");
+    assert_eq!(a["funnel"]["delivered"], 18, "{report}");
+    assert_eq!(a["funnel"]["redeemed"], 1, "{report}");
+    assert_eq!(a["redeemed_customers"], 1, "{report}");
+    assert_eq!(a["spend"], 12.5, "{report}");
+    assert_eq!(a["platforms"]["line"], 6, "{report}");
+    assert_eq!(a["platforms"]["android"], 6, "{report}");
+    assert_eq!(report["lift"][0]["too_small"], true, "no holdout: {report}");
+    let (status, csv) = cloud
+        .get_text(
+            "/v1/admin/reports/campaigns/welcome?format=csv",
+            Some(omo_tests::cloud::ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("campaign,group,customers"), "{csv}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("welcome,a,18,")),
+        "{csv}"
+    );
     Ok(())
 }
 

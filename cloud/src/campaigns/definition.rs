@@ -268,6 +268,14 @@ pub struct Campaign {
     /// Per cent of customers held out (shadow decisions, no message), 0..=50.
     #[serde(default)]
     pub holdout_percent: u32,
+    /// Days after a customer's first eligible trigger in which a new visit to the campaign's
+    /// stores counts as the outcome lift is measured on, 1..=90.
+    #[serde(default = "default_attribution_days")]
+    pub attribution_days: u32,
+}
+
+fn default_attribution_days() -> u32 {
+    7
 }
 
 /// A problem with a campaign, by field.
@@ -444,6 +452,9 @@ impl Campaign {
         }
         if self.holdout_percent > 50 {
             bad("holdout_percent", "must be within 0..=50".into());
+        }
+        if !(1..=90).contains(&self.attribution_days) {
+            bad("attribution_days", "must be within 1..=90".into());
         }
         if p.is_empty() {
             Ok(())

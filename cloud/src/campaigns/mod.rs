@@ -3,5 +3,6 @@
 
 pub mod decide;
 pub mod definition;
+pub mod report;
 pub mod stage;
 pub mod stored;

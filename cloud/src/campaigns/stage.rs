@@ -13,8 +13,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::decide::{decide, CustomerView, Outcome, PastSend, Trigger};
-use super::definition::{Channel, Trigger as CampaignTrigger};
+use super::decide::{assign, decide, CustomerView, Outcome, PastSend, Trigger};
+use super::definition::{Campaign, Channel, Trigger as CampaignTrigger};
+use super::report::{self, AnalysisRow, Counts};
 use super::stored::{self, Versioned};
 use crate::delivery::{self, Delivery, Status};
 use crate::identity;
@@ -248,11 +249,32 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         "deciding"
     );
     let places = Places::new(&inputs.registry.read().expect("registry lock"));
+    let places_by_scope = &places;
     let mut c = Commit::new();
     let mut decided: BTreeSet<String> = BTreeSet::new();
     let mut sent_now: HashMap<String, Vec<PastSend>> = HashMap::new();
     let mut budgets: BTreeMap<String, u64> = BTreeMap::new();
-    let mut linked: BTreeSet<String> = BTreeSet::new();
+    // Where each campaign runs: a new visit to one of these stores is its measured outcome.
+    let campaign_stores: Vec<(String, BTreeSet<String>)> = campaigns
+        .iter()
+        .map(|k| {
+            let places = &k.campaign.places;
+            let stores = places
+                .stores
+                .iter()
+                .cloned()
+                .chain(
+                    places
+                        .zones
+                        .iter()
+                        .filter_map(|z| places_by_scope.zone_store.get(z).cloned()),
+                )
+                .collect();
+            (k.campaign.id.clone(), stores)
+        })
+        .collect();
+    let mut analysis = Analysis::default();
+    let mut counts = Counts::default();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut sends = 0usize;
     for (_, bytes) in &page {
@@ -263,6 +285,13 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                 continue;
             }
         };
+        if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
+            for (campaign, stores) in &campaign_stores {
+                if stores.contains(s) {
+                    analysis.visit(store, campaign, &t)?;
+                }
+            }
+        }
         for campaign in campaigns
             .iter()
             .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
@@ -339,6 +368,33 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                 serde_json::to_vec(&decision).expect("decisions serialise"),
             );
             decided.insert(key.clone());
+            let group = match &outcome {
+                Outcome::Send { variant, .. } => variant.clone(),
+                Outcome::WouldSend { .. } => report::HOLDOUT.to_owned(),
+                Outcome::Suppressed { .. } => assign(&campaign.campaign, &t.customer)
+                    .unwrap_or(report::HOLDOUT)
+                    .to_owned(),
+            };
+            let id = &campaign.campaign.id;
+            counts.add(id, &group, "triggers");
+            match &outcome {
+                Outcome::Suppressed { reason } => {
+                    let reason = serde_json::to_value(reason).expect("reasons serialise");
+                    counts.add(
+                        id,
+                        &group,
+                        &format!("suppressed:{}", reason.as_str().unwrap_or("")),
+                    );
+                }
+                Outcome::Send { .. } => {
+                    counts.add(id, &group, "eligible");
+                    counts.add(id, &group, "sent");
+                }
+                Outcome::WouldSend { .. } => {
+                    counts.add(id, &group, "eligible");
+                    counts.add(id, &group, "would_send");
+                }
+            }
             if outcome.uses_caps() {
                 c.put(
                     Space::Campaigns,
@@ -357,14 +413,11 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                         campaign: campaign.campaign.id.clone(),
                         at_ms: t.at_ms,
                     });
-                analysis_row(
-                    store,
-                    &mut c,
-                    &mut linked,
-                    (&campaign.campaign.id, &t.customer),
-                    &outcome,
-                    t.at_ms,
-                )?;
+                let group = match &outcome {
+                    Outcome::Send { variant, .. } => variant.as_str(),
+                    _ => report::HOLDOUT,
+                };
+                analysis.first_trigger(store, (&campaign.campaign, &customer), group, &t)?;
             }
             if let Outcome::Send { variant, channel } = &outcome {
                 budgets.insert(budget_key.clone(), used + 1);
@@ -432,6 +485,8 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             }
         }
     }
+    analysis.write(&mut c);
+    counts.write(store, &mut c)?;
     for (key, used) in budgets {
         c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
     }
@@ -489,38 +544,125 @@ fn unused_coupon(
     unreachable!("some counter gives an unused code")
 }
 
-/// The measurement row of a customer's first eligible trigger in a campaign: a random
-/// pseudonym (the analysis id) per customer and campaign, so erasing the customer deletes only
-/// the link and every report keeps its totals.
-fn analysis_row(
-    store: &dyn Store,
-    c: &mut Commit,
-    linked: &mut BTreeSet<String>,
-    (campaign, customer): (&str, &str),
-    outcome: &Outcome,
-    at_ms: i64,
-) -> Result<(), StoreError> {
-    let link = format!("analysis-link/{campaign}/{customer}");
-    if linked.contains(&link) || store.get(Space::Campaigns, link.as_bytes())?.is_some() {
-        return Ok(());
+/// The analysis rows a step reads and changes, written at its end: a customer's row created at
+/// their first eligible trigger in a campaign — under a random pseudonym (the analysis id), so
+/// erasing the customer deletes only the link and every report keeps its totals — and marked
+/// when they come back.
+#[derive(Default)]
+struct Analysis {
+    /// Row key → the row and its stored bytes (None: created in this step).
+    rows: BTreeMap<String, (AnalysisRow, Option<Vec<u8>>)>,
+    /// Link key → row key, for links read or created in this step.
+    links: BTreeMap<String, Option<String>>,
+}
+
+impl Analysis {
+    fn row_key(
+        &mut self,
+        store: &dyn Store,
+        campaign: &str,
+        customer: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let link = report::link_key(campaign, customer);
+        if let Some(k) = self.links.get(&link) {
+            return Ok(k.clone());
+        }
+        let key = match report::row_of(store, campaign, customer)? {
+            Some((key, row, bytes)) => {
+                self.rows.insert(key.clone(), (row, Some(bytes)));
+                Some(key)
+            }
+            None => None,
+        };
+        self.links.insert(link, key.clone());
+        Ok(key)
     }
-    linked.insert(link.clone());
-    let mut id = [0u8; 12];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
-    let analysis = hex::encode(id);
-    let group = match outcome {
-        Outcome::Send { variant, .. } => variant.clone(),
-        _ => "holdout".into(),
-    };
-    c.expect(Space::Campaigns, link.clone(), None);
-    c.put(Space::Campaigns, link, analysis.clone());
-    c.put(
-        Space::Campaigns,
-        format!("analysis/{campaign}/{analysis}"),
-        serde_json::to_vec(&serde_json::json!({"group": group, "first_trigger_ms": at_ms}))
-            .expect("json"),
-    );
-    Ok(())
+
+    /// Creates the row of a customer's first eligible trigger (nothing if they have one).
+    fn first_trigger(
+        &mut self,
+        store: &dyn Store,
+        (campaign, customer): (&Campaign, &identity::Customer),
+        group: &str,
+        t: &Transition,
+    ) -> Result<(), StoreError> {
+        if self.row_key(store, &campaign.id, &customer.id)?.is_some() {
+            return Ok(());
+        }
+        let mut id = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        let key = report::row_key(&campaign.id, &hex::encode(id));
+        let mut platforms = BTreeSet::new();
+        if customer.line_user.is_some() {
+            platforms.insert("line".to_owned());
+        }
+        for i in &customer.installs {
+            if let Some(install) = identity::install(store, i)? {
+                platforms.insert(
+                    match install.platform {
+                        identity::Platform::Ios => "ios",
+                        identity::Platform::Android => "android",
+                    }
+                    .to_owned(),
+                );
+            }
+        }
+        let row = AnalysisRow {
+            group: group.to_owned(),
+            first_trigger_ms: t.at_ms,
+            visit: t.visit.clone(),
+            window_end_ms: t.at_ms + i64::from(campaign.attribution_days) * 86_400_000,
+            platforms,
+            returned_ms: None,
+            redeemed: 0,
+            spend: 0.0,
+        };
+        self.links.insert(
+            report::link_key(&campaign.id, &customer.id),
+            Some(key.clone()),
+        );
+        self.rows.insert(key, (row, None));
+        Ok(())
+    }
+
+    /// Marks the customer's row in `campaign` returned if `t` is a new visit in its window.
+    fn visit(
+        &mut self,
+        store: &dyn Store,
+        campaign: &str,
+        t: &Transition,
+    ) -> Result<(), StoreError> {
+        let Some(key) = self.row_key(store, campaign, &t.customer)? else {
+            return Ok(());
+        };
+        let (row, _) = self.rows.get_mut(&key).expect("row_key loads the row");
+        if row.returned_ms.is_none()
+            && t.visit != row.visit
+            && t.at_ms > row.first_trigger_ms + report::SAME_TRIP_MS
+            && t.at_ms <= row.window_end_ms
+        {
+            row.returned_ms = Some(t.at_ms);
+        }
+        Ok(())
+    }
+
+    fn write(self, c: &mut Commit) {
+        for (link, key) in &self.links {
+            let Some(key) = key else { continue };
+            if self.rows.get(key).is_some_and(|(_, old)| old.is_none()) {
+                let analysis = key.rsplit('/').next().unwrap_or_default();
+                c.expect(Space::Campaigns, link.clone(), None);
+                c.put(Space::Campaigns, link.clone(), analysis.as_bytes().to_vec());
+            }
+        }
+        for (key, (row, old)) in self.rows {
+            let new = serde_json::to_vec(&row).expect("analysis rows serialise");
+            if old.as_ref() != Some(&new) {
+                c.expect(Space::Campaigns, key.clone(), old);
+                c.put(Space::Campaigns, key, new);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -565,8 +707,11 @@ location = { lat = 35.6, lon = 139.7 }
             .collect()
     }
 
-    #[test]
-    fn each_trigger_key_is_decided_once_with_its_reason_and_one_delivery() {
+    /// A store with the site, a LINE customer named Aki, and a campaign firing on entering the
+    /// store, `edit`ed; with the stage's inputs.
+    fn setup(
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (tempfile::TempDir, SledStore, identity::Customer, Inputs) {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         store
@@ -587,14 +732,19 @@ location = { lat = 35.6, lon = 139.7 }
         def["schedule"]["hours"] = serde_json::Value::Null;
         def["quiet_hours"] = serde_json::Value::Null;
         def["holdout_percent"] = serde_json::json!(0);
+        edit(&mut def);
         let campaign = serde_json::from_value(def).unwrap();
         let (commit, _) = stored::save(None, campaign, "2026-11-01T00:00:00.000Z".parse().unwrap());
         store.commit(commit).unwrap();
-        let transitions = [
-            transition(&customer.id, "v1", "2026-11-23T03:00:00.000Z", false),
-            transition(&customer.id, "v2", "2026-11-24T03:00:00.000Z", false),
-            transition(&customer.id, "v3", "2026-11-25T03:00:00.000Z", true),
-        ];
+        let inputs = Inputs {
+            registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
+            secret: [3; 32],
+            sent: Default::default(),
+        };
+        (dir, store, customer, inputs)
+    }
+
+    fn append(store: &SledStore, transitions: &[Transition]) {
         let mut c = Commit::new();
         for (i, t) in transitions.iter().enumerate() {
             c.put(
@@ -604,11 +754,17 @@ location = { lat = 35.6, lon = 139.7 }
             );
         }
         store.commit(c).unwrap();
-        let inputs = Inputs {
-            registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
-            secret: [3; 32],
-            sent: Default::default(),
-        };
+    }
+
+    #[test]
+    fn each_trigger_key_is_decided_once_with_its_reason_and_one_delivery() {
+        let (_dir, store, customer, inputs) = setup(|_| {});
+        let transitions = [
+            transition(&customer.id, "v1", "2026-11-23T03:00:00.000Z", false),
+            transition(&customer.id, "v2", "2026-11-24T03:00:00.000Z", false),
+            transition(&customer.id, "v3", "2026-11-25T03:00:00.000Z", true),
+        ];
+        append(&store, &transitions);
         assert_eq!(step(&store, &inputs).unwrap(), 3);
         assert_eq!(step(&store, &inputs).unwrap(), 0);
         let decisions = rows(&store, "decision/");
@@ -654,5 +810,50 @@ location = { lat = 35.6, lon = 139.7 }
             1,
             "one measurement row per customer and campaign"
         );
+    }
+
+    /// Ten triggers of one customer make one analysis row (the customer counts once), every
+    /// trigger is in the funnel, and a visit days later — not the triggering one, nor the
+    /// store-wide visit of the same trip — is the customer's return.
+    #[test]
+    fn a_customer_triggering_ten_times_counts_once_and_returns_are_new_visits() {
+        let (_dir, store, customer, inputs) = setup(|d| {
+            d["caps"] =
+                serde_json::json!({"per_customer": 100, "period_days": 1, "cooldown_minutes": 0});
+        });
+        let mut ts: Vec<Transition> = (0..10)
+            .map(|i| {
+                transition(
+                    &customer.id,
+                    &format!("v{i}"),
+                    &format!("2026-11-{:02}T03:00:00.000Z", 10 + i),
+                    false,
+                )
+            })
+            .collect();
+        // The store-wide visit of the first trip, entered a minute after the trigger.
+        let mut companion = transition(&customer.id, "w0", "2026-11-10T03:01:00.000Z", false);
+        companion.scope = Scope::Store("s1".into());
+        ts.insert(1, companion);
+        append(&store, &ts);
+        while step(&store, &inputs).unwrap() > 0 {}
+        let report = report::build(&store, "welcome-coffee", &["a".to_owned()], 7).unwrap();
+        let a = report.groups.iter().find(|g| g.group == "a").unwrap();
+        assert_eq!(a.customers, 1, "{report:?}");
+        assert_eq!(a.funnel["triggers"], 11);
+        assert_eq!(a.funnel["sent"], 11);
+        assert_eq!(a.returned, 1);
+        assert_eq!(a.platforms["line"], 1);
+        let rows = rows(&store, "analysis/");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0]["returned_ms"],
+            serde_json::json!("2026-11-11T03:00:00.000Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .millis()),
+            "the next day's visit, not the companion a minute later"
+        );
+        assert!(report::to_csv(&report).starts_with("campaign,group,customers"));
     }
 }

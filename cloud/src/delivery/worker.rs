@@ -26,6 +26,7 @@ use super::retry::{after_attempt, Answer, Backoff, Next};
 use super::webhook::WebhookSender;
 use super::{due_key, Delivery, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
 use crate::campaigns::definition::Channel;
+use crate::campaigns::report::{self, Counts};
 use crate::config::CloudConfig;
 use crate::identity;
 use crate::store::{Commit, Space, Store, StoreError};
@@ -207,18 +208,24 @@ fn parse_due(key: &[u8]) -> Option<(i64, String)> {
     Some((i64::from_str_radix(ms, 16).ok()?, id.to_owned()))
 }
 
+/// Gives `d` its final status (counted for the campaign's funnel and the metrics).
 fn settle(
-    c: &mut Commit,
+    (c, counts): (&mut Commit, &mut Counts),
     mut d: Delivery,
     bytes: Vec<u8>,
     status: Status,
-    reason: String,
+    reason: Option<String>,
     now_ms: i64,
 ) {
-    d.status = status;
-    d.reason = Some(reason);
-    d.done_ms = Some(now_ms);
+    let metric = match (status, &reason) {
+        (Status::Failed, Some(r)) => format!("failed:{}", report::reason_class(r)),
+        _ => status_name(status).to_owned(),
+    };
+    counts.add(&d.campaign, &d.variant, &metric);
     metrics::counter!("omo_deliveries_total", "channel" => channel_name(d.channel), "result" => status_name(status)).increment(1);
+    d.status = status;
+    d.reason = reason;
+    d.done_ms = Some(now_ms);
     super::put(c, &d, Some(bytes));
 }
 
@@ -251,6 +258,7 @@ pub fn take_due(
 ) -> Result<Taken, StoreError> {
     let page = store.scan(Space::Campaigns, b"due/", settings.batch)?;
     let mut c = Commit::new();
+    let mut counts = Counts::default();
     let mut taken = Taken::default();
     for (key, _) in page {
         if !key.starts_with(b"due/") {
@@ -279,14 +287,28 @@ pub fn take_due(
                 }
                 _ => "expired before it could be sent".into(),
             };
-            settle(&mut c, d, bytes, Status::Expired, reason, now_ms);
+            settle(
+                (&mut c, &mut counts),
+                d,
+                bytes,
+                Status::Expired,
+                Some(reason),
+                now_ms,
+            );
             taken.settled += 1;
             continue;
         }
         let target = match target_of(store, &d)? {
             Ok(t) => t,
             Err((status, reason)) => {
-                settle(&mut c, d, bytes, status, reason, now_ms);
+                settle(
+                    (&mut c, &mut counts),
+                    d,
+                    bytes,
+                    status,
+                    Some(reason),
+                    now_ms,
+                );
                 taken.settled += 1;
                 continue;
             }
@@ -319,6 +341,7 @@ pub fn take_due(
             lease_due_ms,
         });
     }
+    counts.write(store, &mut c)?;
     if !c.is_empty() {
         store.commit(c)?;
         store.flush()?;
@@ -342,6 +365,7 @@ pub fn record(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut c = Commit::new();
+    let mut counts = Counts::default();
     for a in answers {
         let d0 = &a.started.delivery;
         let Some((mut d, bytes)) = super::read(store, &d0.id)? else {
@@ -365,21 +389,36 @@ pub fn record(
             d.expires_ms,
             settings.backoff,
         ) {
-            Next::Delivered => {
-                d.status = Status::Delivered;
-                d.reason = None;
-                d.done_ms = Some(now_ms);
-                metrics::counter!("omo_deliveries_total", "channel" => channel_name(d.channel), "result" => "delivered").increment(1);
-                super::put(&mut c, &d, Some(bytes));
-            }
-            Next::Failed { reason } => settle(&mut c, d, bytes, Status::Failed, reason, now_ms),
+            Next::Delivered => settle(
+                (&mut c, &mut counts),
+                d,
+                bytes,
+                Status::Delivered,
+                None,
+                now_ms,
+            ),
+            Next::Failed { reason } => settle(
+                (&mut c, &mut counts),
+                d,
+                bytes,
+                Status::Failed,
+                Some(reason),
+                now_ms,
+            ),
             Next::Expired => {
                 let reason = format!(
                     "expired after {} attempts; last: {}",
                     d.attempts,
                     describe(&a.answer)
                 );
-                settle(&mut c, d, bytes, Status::Expired, reason, now_ms);
+                settle(
+                    (&mut c, &mut counts),
+                    d,
+                    bytes,
+                    Status::Expired,
+                    Some(reason),
+                    now_ms,
+                );
             }
             Next::RetryAt { at_ms } => {
                 d.status = Status::Pending;
@@ -390,6 +429,7 @@ pub fn record(
             }
         }
     }
+    counts.write(store, &mut c)?;
     if !c.is_empty() {
         store.commit(c)?;
     }

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/campaigns/:id/resume", post(resume))
         .route("/v1/admin/decisions", get(decisions))
         .route("/v1/admin/deliveries", get(deliveries))
+        .route("/v1/admin/reports/campaigns/:id", get(report))
 }
 
 fn invalid(problems: Vec<String>) -> ApiError {
@@ -179,4 +180,60 @@ async fn deliveries(
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
     Ok(Json(json!({"items": rows(&state, "delivery/", 1000)?})).into_response())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ReportQuery {
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// A campaign's report: per variant and holdout, the funnel, returns and their rate, and the
+/// lift over the holdout with 95 % intervals — from the analysis rows and funnel counters
+/// only (no personal data: analysts may read it). JSON, or CSV with `?format=csv` or
+/// `Accept: text/csv`.
+async fn report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let (current, _) = stored::current(state.store.as_ref(), &id)?
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+    let variants: Vec<String> = current
+        .campaign
+        .variants
+        .iter()
+        .map(|v| v.id.clone())
+        .collect();
+    let store = state.store.clone();
+    let days = current.campaign.attribution_days;
+    let report = tokio::task::spawn_blocking(move || {
+        crate::campaigns::report::build(store.as_ref(), &id, &variants, days)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let wants_csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") | None => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
+        Some(other) => {
+            return Err(ApiError::field(
+                "format",
+                format!("{other:?}: must be json or csv"),
+            ))
+        }
+    };
+    if wants_csv {
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            crate::campaigns::report::to_csv(&report),
+        )
+            .into_response())
+    } else {
+        Ok(Json(json!(report)).into_response())
+    }
 }
