@@ -200,22 +200,26 @@ fn customer_view(
 fn history(store: &dyn Store, customer: &str, since_ms: i64) -> Result<Vec<PastSend>, StoreError> {
     let prefix = format!("history/{customer}/");
     let from = format!("{prefix}{:016x}", since_ms.max(0));
-    store
-        .scan(Space::Campaigns, from.as_bytes(), 10_000)?
-        .into_iter()
-        .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
-        .map(|(k, _)| {
-            let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let (at, campaign) = rest
-                .split_once('/')
-                .ok_or_else(|| backend("history key", &rest))?;
-            let at_ms = i64::from_str_radix(at, 16).map_err(|e| backend("history key", e))?;
-            Ok(PastSend {
-                campaign: campaign.to_owned(),
-                at_ms,
-            })
+    crate::store::scan_prefix_from(
+        store,
+        Space::Campaigns,
+        prefix.as_bytes(),
+        from.as_bytes(),
+        10_000,
+    )?
+    .into_iter()
+    .map(|(k, _)| {
+        let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let (at, campaign) = rest
+            .split_once('/')
+            .ok_or_else(|| backend("history key", &rest))?;
+        let at_ms = i64::from_str_radix(at, 16).map_err(|e| backend("history key", e))?;
+        Ok(PastSend {
+            campaign: campaign.to_owned(),
+            at_ms,
         })
-        .collect()
+    })
+    .collect()
 }
 
 fn counter(store: &dyn Store, key: &str) -> Result<u64, StoreError> {
@@ -465,7 +469,12 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     done_ms: None,
                     reason: None,
                 };
-                delivery::put(&mut c, &delivery, None);
+                // Its id and coupon derive from the trigger key, whose absence is expected above.
+                c.put(
+                    Space::Campaigns,
+                    delivery::row_key(&delivery.id),
+                    serde_json::to_vec(&delivery).expect("deliveries serialise"),
+                );
                 c.put(
                     Space::Campaigns,
                     delivery::due_key(t.decided_ms, &delivery.id),
@@ -492,6 +501,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     }
     advance(&mut c, CONSUMER, from, last + 1);
     store.commit(c)?;
+
     if sends > 0 {
         crate::crash_point!("decide.after_commit_before_send");
         inputs.sent.notify_one();

@@ -256,23 +256,35 @@ pub fn take_due(
     settings: &Settings,
     now_ms: i64,
 ) -> Result<Taken, StoreError> {
-    let page = store.scan(Space::Campaigns, b"due/", settings.batch)?;
     let mut c = Commit::new();
     let mut counts = Counts::default();
     let mut taken = Taken::default();
+    // Due now: keys below `due/{now + 1}`; the first one after tells when to look again.
+    let now_end = format!("due/{:016x}", now_ms.saturating_add(1).max(0));
+    let page = store.scan_range(
+        Space::Campaigns,
+        b"due/",
+        now_end.as_bytes(),
+        settings.batch,
+    )?;
+    if page.len() < settings.batch {
+        taken.next_due_ms = crate::store::scan_prefix_from(
+            store,
+            Space::Campaigns,
+            b"due/",
+            now_end.as_bytes(),
+            1,
+        )?
+        .first()
+        .and_then(|(k, _)| parse_due(k))
+        .map(|(ms, _)| ms);
+    }
     for (key, _) in page {
-        if !key.starts_with(b"due/") {
-            break;
-        }
-        let Some((due_ms, id)) = parse_due(&key) else {
+        let Some((_, id)) = parse_due(&key) else {
             tracing::error!(key = %String::from_utf8_lossy(&key), "unreadable due key removed");
             c.delete(Space::Campaigns, key);
             continue;
         };
-        if due_ms > now_ms {
-            taken.next_due_ms = Some(due_ms);
-            break;
-        }
         c.delete(Space::Campaigns, key);
         let Some((mut d, bytes)) = super::read(store, &id)? else {
             continue;

@@ -57,21 +57,7 @@ pub fn scan_prefix(
     prefix: &[u8],
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let mut out: Vec<Entry> = Vec::new();
-    let mut from = prefix.to_vec();
-    while out.len() < limit {
-        let page = store.scan(space, &from, (limit - out.len()).min(4096))?;
-        let full = page.len() == (limit - out.len()).min(4096);
-        let Some((last, _)) = page.last() else { break };
-        from = last.clone();
-        from.push(0);
-        let before = out.len();
-        out.extend(page.into_iter().take_while(|(k, _)| k.starts_with(prefix)));
-        if out.len() - before < (limit - before).min(4096) || !full {
-            break;
-        }
-    }
-    Ok(out)
+    super::scan_prefix_from(store, space, prefix, prefix, limit)
 }
 
 impl Store for BarrierStore {
@@ -81,6 +67,16 @@ impl Store for BarrierStore {
 
     fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.inner.scan(space, from, limit)
+    }
+
+    fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan_range(space, from, end, limit)
     }
 
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {

@@ -145,12 +145,48 @@ impl fmt::Display for Hex {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The least key above every key that starts with `prefix` (None: no such key, scan to the end).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Up to `limit` entries of `space` whose keys start with `prefix` and are at or after `from`.
+pub fn scan_prefix_from(
+    store: &dyn Store,
+    space: Space,
+    prefix: &[u8],
+    from: &[u8],
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let from = from.max(prefix);
+    match prefix_end(prefix) {
+        Some(end) => store.scan_range(space, from, &end, limit),
+        None => store.scan(space, from, limit),
+    }
+}
+
 /// The storage every durable part of the cloud goes through.
 pub trait Store: Send + Sync {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Up to `limit` entries with keys at or after `from`, in key order.
     fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Up to `limit` entries with keys in `from..end`, in key order (reads nothing past `end`).
+    fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// The entry with the greatest key.
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError>;

@@ -70,6 +70,23 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        self.tree(space)
+            .range(from..end)
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
+
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
         Ok(self
             .tree(space)

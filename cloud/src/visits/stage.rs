@@ -438,12 +438,11 @@ pub fn visits_of_customer(
     limit: usize,
 ) -> Result<Vec<VisitRecord>, StoreError> {
     let prefix = format!("by-customer/{customer}/");
-    let ids: Vec<String> = store
-        .scan(Space::Visits, prefix.as_bytes(), limit)?
-        .into_iter()
-        .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
-        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-        .collect();
+    let ids: Vec<String> =
+        crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), limit)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect();
     load_visits(store, ids)
 }
 
@@ -459,9 +458,8 @@ pub fn visits_in_scope(
     let start = format!("{prefix}{:016x}", from_ms.max(0));
     let end = format!("{prefix}{:016x}", to_ms.max(0));
     let ids: Vec<String> = store
-        .scan(Space::Visits, start.as_bytes(), limit)?
+        .scan_range(Space::Visits, start.as_bytes(), end.as_bytes(), limit)?
         .into_iter()
-        .take_while(|(k, _)| k.as_slice() < end.as_bytes() && k.starts_with(prefix.as_bytes()))
         .filter_map(|(k, _)| {
             String::from_utf8_lossy(&k)
                 .rsplit('/')
@@ -494,9 +492,8 @@ pub fn footfall(
     let start = format!("{prefix}{:016x}", from_ms.max(0));
     let end = format!("{prefix}{:016x}", to_ms.max(0));
     store
-        .scan(Space::Visits, start.as_bytes(), 10_000)?
+        .scan_range(Space::Visits, start.as_bytes(), end.as_bytes(), 10_000)?
         .into_iter()
-        .take_while(|(k, _)| k.as_slice() < end.as_bytes())
         .map(|(k, v)| {
             let hour =
                 i64::from_str_radix(String::from_utf8_lossy(&k[prefix.len()..]).as_ref(), 16)
