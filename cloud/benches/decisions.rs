@@ -1,12 +1,13 @@
 //! Decision latency: a visit transition appended to the transitions log → its decision and
-//! delivery row committed and flushed, with transitions arriving at 10,000/s for 10 s (every
+//! delivery row committed and flushed (by a flusher thread, as the delivery worker flushes
+//! before it sends), with transitions arriving at 10,000/s for 10 s (every
 //! one a send: 10,000 customers, caps that allow it). Prints the latency percentiles and the
 //! rate sustained. Target: p99 ≤ 50 ms.
 //!
 //! `cargo bench -p omo-cloud --bench decisions` (`-- --rate N --seconds S` to change the load).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,9 +84,8 @@ fn main() -> anyhow::Result<()> {
     let appended: Arc<Mutex<Vec<Instant>>> =
         Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let done = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
     let producer = {
-        let (store, appended, written) = (store.clone(), appended.clone(), written.clone());
+        let (store, appended) = (store.clone(), appended.clone());
         let ids = ids.clone();
         std::thread::spawn(move || -> anyhow::Result<()> {
             let start = Instant::now();
@@ -122,14 +122,51 @@ fn main() -> anyhow::Result<()> {
                 store.commit(c)?;
                 appended.lock().expect("lock").extend(times);
                 n = upto;
-                written.store(n, Ordering::Release);
             }
             Ok(())
         })
     };
 
-    // The stage: decide, commit, flush; each transition's latency is measured at the flush.
-    let mut latencies = Vec::with_capacity(total as usize);
+    // The stage decides and commits; a flusher (the delivery worker flushes before it sends)
+    // makes the commits durable. A transition's latency ends at the end of the first flush
+    // that began after its decision was committed.
+    let committed: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let flusher = {
+        let (store, committed, done, appended) = (
+            store.clone(),
+            committed.clone(),
+            done.clone(),
+            appended.clone(),
+        );
+        std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+            let mut latencies = Vec::with_capacity(total as usize);
+            let mut durable = 0u64;
+            loop {
+                let began = Instant::now();
+                let finished = done.load(Ordering::Acquire);
+                store.flush()?;
+                let ended = Instant::now();
+                let upto = committed
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .filter(|(at, _)| *at <= began)
+                    .map(|(_, upto)| *upto)
+                    .max()
+                    .unwrap_or(durable);
+                let times = appended.lock().expect("lock");
+                for i in durable..upto {
+                    latencies.push(ended - times[i as usize]);
+                }
+                durable = durable.max(upto);
+                if finished && durable >= total {
+                    return Ok(latencies);
+                }
+                drop(times);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
     let mut decided = 0u64;
     let started = Instant::now();
     while decided < total {
@@ -138,17 +175,16 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         }
-        store.flush()?;
-        let now = Instant::now();
-        let times = appended.lock().expect("lock");
-        for i in decided..decided + n {
-            latencies.push(now - times[i as usize]);
-        }
         decided += n;
+        committed
+            .lock()
+            .expect("lock")
+            .push((Instant::now(), decided));
     }
     let elapsed = started.elapsed();
     done.store(true, Ordering::Release);
     producer.join().expect("producer")?;
+    let mut latencies = flusher.join().expect("flusher")?;
     latencies.sort();
     let deliveries = omo_cloud::store::barrier::scan_prefix(
         store.as_ref(),
