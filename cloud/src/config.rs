@@ -249,7 +249,7 @@ impl Default for Webhook {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Delivery {
-    /// Requests in flight at most, over all channels.
+    /// Requests in flight at most, per channel.
     pub concurrency: usize,
     /// Deliveries taken per round (each round: one commit before sending, one after).
     pub batch: usize,

@@ -504,6 +504,17 @@ mod tests {
         fake.unregister("tok-1");
         let gone = sender.send(&delivery("d3"), "tok-1", ttl).await;
         assert!(gone.unregistered, "{gone:?}");
+        // A 404 that is not FCM's UNREGISTERED (a wrong base URL) forgets no token.
+        let misconfigured = FcmSender::from_file(
+            client(),
+            &format!("{}/v1", fake.base_url()),
+            Path::new(KEY),
+            Some(&fake.token_url()),
+        )
+        .unwrap();
+        let lost = misconfigured.send(&delivery("d5"), "tok-2", ttl).await;
+        assert!(matches!(lost.answer, Answer::Status { code: 404, .. }), "{lost:?}");
+        assert!(!lost.unregistered);
         assert!(matches!(gone.answer, Answer::Status { code: 404, .. }));
         fake.inject(Fault {
             status: 429,

@@ -35,9 +35,18 @@ pub struct Accepted {
     pub received_ms: u64,
 }
 
+/// A push request as it came, and what the fake answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub retry_key: Option<String>,
+    pub status: u16,
+    pub received_ms: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     accepted: Vec<Accepted>,
+    log: Vec<Request>,
     retry_keys: HashSet<String>,
     faults: Faults,
     requests: u64,
@@ -119,6 +128,16 @@ impl FakeLine {
             .clone()
     }
 
+    /// Every push request, in order, with the status it got.
+    pub fn request_log(&self) -> Vec<Request> {
+        self.shared
+            .inner
+            .lock()
+            .expect("fake LINE lock")
+            .log
+            .clone()
+    }
+
     /// Push requests received (accepted or not).
     pub fn requests(&self) -> u64 {
         self.shared.inner.lock().expect("fake LINE lock").requests
@@ -156,6 +175,21 @@ struct PushBody {
 }
 
 async fn push(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let received_ms = now_ms();
+    let retry_key = headers
+        .get("x-line-retry-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let response = answer_push(&s, &headers, body).await;
+    s.inner.lock().expect("fake LINE lock").log.push(Request {
+        retry_key,
+        status: response.status().as_u16(),
+        received_ms,
+    });
+    response
+}
+
+async fn answer_push(s: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
     let fault = {
         let mut inner = s.inner.lock().expect("fake LINE lock");
         inner.requests += 1;

@@ -163,6 +163,14 @@ impl CloudUnderTest {
         .expect("a time")
     }
 
+    /// The cloud's clock at a wall time (Unix ms), in ms.
+    pub fn clock_at(&self, wall_ms: u64) -> i64 {
+        let origin: chrono::DateTime<chrono::Utc> =
+            self.origin.parse().expect("an RFC 3339 origin");
+        let wall = wall_ms as i64 - origin.timestamp_millis();
+        origin.timestamp_millis() + wall * i64::from(self.speed)
+    }
+
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }

@@ -285,6 +285,24 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
     let deliveries = rig.settled(Duration::from_secs(60)).await?;
     rig.check_once(&deliveries);
     assert!(rig.line.requests() > 6, "the storm was met");
+    // After a 429 with Retry-After: 1, the same retry key came back no sooner than a second
+    // later in real time, though backoff runs on the ×60 clock.
+    let log = rig.line.request_log();
+    let mut retried = 0;
+    for (i, r) in log.iter().enumerate() {
+        if r.status != 429 {
+            continue;
+        }
+        if let Some(next) = log[i + 1..].iter().find(|n| n.retry_key == r.retry_key) {
+            retried += 1;
+            assert!(
+                next.received_ms >= r.received_ms + 950,
+                "retried {} ms after a 429 with Retry-After: 1",
+                next.received_ms - r.received_ms
+            );
+        }
+    }
+    assert!(retried >= 6, "{retried} retries after 429s");
     let metrics = rig.cloud.metrics().await?;
     assert!(
         metric(
@@ -487,6 +505,7 @@ async fn expired_offers_are_not_sent_and_withdrawn_consent_cancels() -> anyhow::
         )
         .await?;
     assert_eq!(status, 200, "{body}");
+    let withdrawn_at = omo_sim::fault::now_ms();
     let deliveries = rig.settled(Duration::from_secs(60)).await?;
     let requests_when_settled = rig.line.requests();
     let status_of = |c: &str| {

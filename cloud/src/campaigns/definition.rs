@@ -144,6 +144,15 @@ pub struct Template {
     pub flex: Option<serde_json::Value>,
 }
 
+/// Campaign and variant ids: 1..=64 letters, digits, '-', '_' or '.' (they are key segments).
+fn is_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// The variables `text` names, or the first malformed one (by byte).
 fn variables_in(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -301,13 +310,7 @@ impl Campaign {
                 message,
             })
         };
-        if self.id.is_empty()
-            || self.id.len() > 64
-            || !self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !is_id(&self.id) {
             bad(
                 "id",
                 "must be 1..=64 letters, digits, '-', '_' or '.'".into(),
@@ -411,6 +414,13 @@ impl Campaign {
                     format!("{:?} is used twice", v.id),
                 );
             }
+            // Variant ids name report groups and key segments; "holdout" is the control's.
+            if !is_id(&v.id) || v.id == "holdout" {
+                bad(
+                    &format!("variants[{i}].id"),
+                    "must be 1..=64 letters, digits, '-', '_' or '.', and not \"holdout\"".into(),
+                );
+            }
             if v.weight == 0 {
                 bad(
                     &format!("variants[{i}].weight"),
@@ -502,6 +512,7 @@ pub(crate) mod tests {
         v["variants"][0]["template"]["text"] = json!("Hi {nickname}");
         v["variants"][0]["template"]["flex"] =
             json!({"type": "bubble", "body": {"contents": [{"text": "{points}"}]}});
+        v["variants"][0]["id"] = json!("holdout");
         v["trigger"] = json!({"kind": "dwell", "minutes": 7});
         let c: Campaign = serde_json::from_value(v).unwrap();
         let fields: Vec<String> = c
@@ -517,6 +528,7 @@ pub(crate) mod tests {
                 "schedule.days",
                 "schedule.time_zone",
                 "caps.per_customer",
+                "variants[0].id",
                 "variants[0].template.text",
                 "variants[0].template.flex.body.contents[0].text"
             ]

@@ -34,10 +34,13 @@ pub struct AnalysisRow {
     pub group: String,
     pub first_trigger_ms: i64,
     /// The visit that triggered it (never its own return).
+    #[serde(default)]
     pub visit: String,
     /// Returns count until here.
+    #[serde(default)]
     pub window_end_ms: i64,
     /// How the customer can be reached: any of `ios`, `android`, `line`.
+    #[serde(default)]
     pub platforms: BTreeSet<String>,
     /// The first new visit to the campaign's stores in the window, if any.
     #[serde(default)]
@@ -61,22 +64,33 @@ pub fn funnel_key(campaign: &str, group: &str, metric: &str) -> String {
     format!("funnel/{campaign}/{group}/{metric}")
 }
 
-/// A customer's analysis row in a campaign, with its key and stored bytes.
-pub fn row_of(
-    store: &dyn Store,
-    campaign: &str,
-    customer: &str,
-) -> Result<Option<(String, AnalysisRow, Vec<u8>)>, StoreError> {
+/// A customer's link to their analysis row in a campaign.
+pub enum Linked {
+    /// No row: their first eligible trigger is still to come.
+    No,
+    /// The row, its key and its stored bytes.
+    Row(String, AnalysisRow, Vec<u8>),
+    /// Linked, but the row is missing or unreadable (logged): left alone, never recreated.
+    Unusable,
+}
+
+/// A customer's analysis row in a campaign.
+pub fn row_of(store: &dyn Store, campaign: &str, customer: &str) -> Result<Linked, StoreError> {
     let Some(id) = store.get(Space::Campaigns, link_key(campaign, customer).as_bytes())? else {
-        return Ok(None);
+        return Ok(Linked::No);
     };
     let key = row_key(campaign, &String::from_utf8_lossy(&id));
     let Some(bytes) = store.get(Space::Campaigns, key.as_bytes())? else {
-        return Ok(None);
+        tracing::error!(campaign, row = %key, "analysis link without its row");
+        return Ok(Linked::Unusable);
     };
-    let row =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Backend(format!("{key}: {e}")))?;
-    Ok(Some((key, row, bytes)))
+    match serde_json::from_slice(&bytes) {
+        Ok(row) => Ok(Linked::Row(key, row, bytes)),
+        Err(e) => {
+            tracing::error!(campaign, row = %key, error = %e, "unreadable analysis row left alone");
+            Ok(Linked::Unusable)
+        }
+    }
 }
 
 /// Counter increments gathered over a step, written at its end.
@@ -210,6 +224,10 @@ pub struct GroupReport {
     pub funnel: BTreeMap<String, u64>,
     /// Customers with a new visit to the campaign's stores in the attribution window.
     pub returned: u64,
+    /// Customers whose attribution window is still open: while any are, the rates count
+    /// returns so far (both groups alike, as assignment is random, so the difference leans
+    /// toward zero, never away from it).
+    pub windows_open: u64,
     pub return_rate: f64,
     pub redeemed_customers: u64,
     pub spend: f64,
@@ -231,6 +249,7 @@ pub fn build(
     campaign: &str,
     variants: &[String],
     attribution_days: u32,
+    now_ms: i64,
 ) -> Result<Report, StoreError> {
     let mut groups: BTreeMap<String, GroupReport> = variants
         .iter()
@@ -261,6 +280,7 @@ pub fn build(
             *g.platforms.entry(p.clone()).or_default() += 1;
         }
         g.returned += u64::from(row.returned_ms.is_some());
+        g.windows_open += u64::from(row.window_end_ms > now_ms);
         g.redeemed_customers += u64::from(row.redeemed > 0);
         g.spend += row.spend;
     }
@@ -334,7 +354,7 @@ pub fn to_csv(r: &Report) -> String {
     for g in &r.groups {
         let p = |k: &str| g.platforms.get(k).copied().unwrap_or(0);
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{:.6},{},{:.2}",
+            "{},{},{},{},{},{},{},{},{:.6},{},{:.2}",
             csv_field(&r.campaign),
             csv_field(&g.group),
             g.customers,
@@ -342,6 +362,7 @@ pub fn to_csv(r: &Report) -> String {
             p("android"),
             p("line"),
             g.returned,
+            g.windows_open,
             g.return_rate,
             g.redeemed_customers,
             g.spend
@@ -433,7 +454,7 @@ mod tests {
         counts.add("c", "a", "sent");
         counts.write(&store, &mut c).unwrap();
         store.commit(c).unwrap();
-        let r = build(&store, "c", &["a".to_owned(), "b".to_owned()], 7).unwrap();
+        let r = build(&store, "c", &["a".to_owned(), "b".to_owned()], 7, 0).unwrap();
         assert_eq!(r.lift[0], lift("a", (x[1], n[1]), (x[0], n[0])));
         assert_eq!(r.lift[1].variant, "b");
         assert_eq!(

@@ -562,30 +562,34 @@ fn unused_coupon(
 struct Analysis {
     /// Row key → the row and its stored bytes (None: created in this step).
     rows: BTreeMap<String, (AnalysisRow, Option<Vec<u8>>)>,
-    /// Link key → row key, for links read or created in this step.
-    links: BTreeMap<String, Option<String>>,
+    /// Link key → its state (see [`Analysis::row_key`]), for links read or created in this
+    /// step.
+    links: BTreeMap<String, Option<Option<String>>>,
 }
 
 impl Analysis {
+    /// The customer's link in `campaign`: Some(row key) when linked, Some(None) when linked
+    /// to a row that cannot be used, None when not linked.
     fn row_key(
         &mut self,
         store: &dyn Store,
         campaign: &str,
         customer: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Option<String>>, StoreError> {
         let link = report::link_key(campaign, customer);
         if let Some(k) = self.links.get(&link) {
             return Ok(k.clone());
         }
-        let key = match report::row_of(store, campaign, customer)? {
-            Some((key, row, bytes)) => {
+        let found = match report::row_of(store, campaign, customer)? {
+            report::Linked::No => None,
+            report::Linked::Unusable => Some(None),
+            report::Linked::Row(key, row, bytes) => {
                 self.rows.insert(key.clone(), (row, Some(bytes)));
-                Some(key)
+                Some(Some(key))
             }
-            None => None,
         };
-        self.links.insert(link, key.clone());
-        Ok(key)
+        self.links.insert(link, found.clone());
+        Ok(found)
     }
 
     /// Creates the row of a customer's first eligible trigger (nothing if they have one).
@@ -629,7 +633,7 @@ impl Analysis {
         };
         self.links.insert(
             report::link_key(&campaign.id, &customer.id),
-            Some(key.clone()),
+            Some(Some(key.clone())),
         );
         self.rows.insert(key, (row, None));
         Ok(())
@@ -642,10 +646,12 @@ impl Analysis {
         campaign: &str,
         t: &Transition,
     ) -> Result<(), StoreError> {
-        let Some(key) = self.row_key(store, campaign, &t.customer)? else {
+        let Some(Some(key)) = self.row_key(store, campaign, &t.customer)? else {
             return Ok(());
         };
-        let (row, _) = self.rows.get_mut(&key).expect("row_key loads the row");
+        let Some((row, _)) = self.rows.get_mut(&key) else {
+            return Ok(());
+        };
         if row.returned_ms.is_none()
             && t.visit != row.visit
             && t.at_ms > row.first_trigger_ms + report::SAME_TRIP_MS
@@ -658,7 +664,7 @@ impl Analysis {
 
     fn write(self, c: &mut Commit) {
         for (link, key) in &self.links {
-            let Some(key) = key else { continue };
+            let Some(Some(key)) = key else { continue };
             if self.rows.get(key).is_some_and(|(_, old)| old.is_none()) {
                 let analysis = key.rsplit('/').next().unwrap_or_default();
                 c.expect(Space::Campaigns, link.clone(), None);
@@ -847,7 +853,7 @@ location = { lat = 35.6, lon = 139.7 }
         ts.insert(1, companion);
         append(&store, &ts);
         while step(&store, &inputs).unwrap() > 0 {}
-        let report = report::build(&store, "welcome-coffee", &["a".to_owned()], 7).unwrap();
+        let report = report::build(&store, "welcome-coffee", &["a".to_owned()], 7, 0).unwrap();
         let a = report.groups.iter().find(|g| g.group == "a").unwrap();
         assert_eq!(a.customers, 1, "{report:?}");
         assert_eq!(a.funnel["triggers"], 11);

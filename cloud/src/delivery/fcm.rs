@@ -192,10 +192,12 @@ impl FcmSender {
                 "token endpoint answered {status}: {body}"
             )));
         };
+        // Google issues hour-long bearers; a longer claim is not believed.
         let lifetime = Duration::from_secs(
             body.get("expires_in")
                 .and_then(Value::as_u64)
-                .unwrap_or(3600),
+                .unwrap_or(3600)
+                .min(3600),
         );
         *cached = Some((
             token.to_owned(),
@@ -233,7 +235,8 @@ impl FcmSender {
                 }
             }
             Answer::Status { code, message, .. } => PushAnswer {
-                unregistered: *code == 404 || message.contains("UNREGISTERED"),
+                // Only FCM's own verdict: a 404 from a wrong base URL must not erase tokens.
+                unregistered: *code == 404 && message.contains("UNREGISTERED"),
                 answer,
             },
             Answer::NoAnswer(_) => PushAnswer {

@@ -3,8 +3,9 @@
 //! `Retry-After`, and never past the delivery's expiry (DESIGN.md, "Delivery").
 //!
 //! Rules per channel answer: 2xx delivered; LINE 409 on a retried request means the retry key
-//! was already accepted — delivered; 429 and 5xx (and no answer at all) retry; any other 4xx
-//! fails for good with the service's message.
+//! was already accepted — delivered (elsewhere a 409 means the key is still being processed:
+//! retry); 429 and 5xx (and no answer at all) retry; any other 4xx fails for good with the
+//! service's message.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,11 +58,20 @@ fn jitter(delivery: &str, attempt: u32) -> f64 {
     0.5 + (h % 1_000) as f64 / 2_000.0
 }
 
+/// How a channel answers a repeated idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// LINE: 409 = that retry key was already accepted.
+    MeansAccepted,
+    /// Webhooks: 409 = a request with that key is still being processed.
+    MeansBusy,
+}
+
 /// Decides after attempt number `attempt` (1 for the first) of `delivery`, answered `answer`
 /// at `now_ms`; `expires_ms` is the delivery's expiry.
 pub fn after_attempt(
     delivery: &str,
-    attempt: u32,
+    (attempt, conflict): (u32, Conflict),
     answer: &Answer,
     now_ms: i64,
     expires_ms: i64,
@@ -69,12 +79,14 @@ pub fn after_attempt(
 ) -> Next {
     let retry_after_ms = match answer {
         Answer::Status { code, .. } if (200..300).contains(code) => return Next::Delivered,
-        Answer::Status { code: 409, .. } if attempt > 1 => return Next::Delivered,
+        Answer::Status { code: 409, .. } if attempt > 1 && conflict == Conflict::MeansAccepted => {
+            return Next::Delivered
+        }
         Answer::Status {
             code,
             retry_after_s,
             ..
-        } if *code == 429 || *code >= 500 => {
+        } if *code == 429 || *code >= 500 || (*code == 409 && conflict == Conflict::MeansBusy) => {
             retry_after_s.map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
         }
         Answer::Status { code, message, .. } => {
@@ -102,6 +114,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const L: Conflict = Conflict::MeansAccepted;
+
     fn status(code: u16, retry_after_s: Option<u64>) -> Answer {
         Answer::Status {
             code,
@@ -114,37 +128,58 @@ mod tests {
     fn answers_are_classified_as_line_and_fcm_mean_them() {
         let b = Backoff::default();
         assert_eq!(
-            after_attempt("d", 1, &status(200, None), 0, 1_000_000, b),
+            after_attempt("d", (1, L), &status(200, None), 0, 1_000_000, b),
             Next::Delivered
         );
         assert_eq!(
-            after_attempt("d", 2, &status(409, None), 0, 1_000_000, b),
+            after_attempt("d", (2, L), &status(409, None), 0, 1_000_000, b),
             Next::Delivered,
             "409 on a retry: already accepted"
         );
         assert!(matches!(
-            after_attempt("d", 1, &status(409, None), 0, 1_000_000, b),
+            after_attempt("d", (1, L), &status(409, None), 0, 1_000_000, b),
             Next::Failed { .. }
         ));
         assert!(
-            matches!(after_attempt("d", 1, &status(400, None), 0, 1_000_000, b), Next::Failed { reason } if reason.starts_with("400"))
+            matches!(
+                after_attempt(
+                    "d",
+                    (2, Conflict::MeansBusy),
+                    &status(409, None),
+                    0,
+                    1_000_000,
+                    b
+                ),
+                Next::RetryAt { .. }
+            ),
+            "a webhook's 409: still processing"
+        );
+        assert!(
+            matches!(after_attempt("d", (1, L), &status(400, None), 0, 1_000_000, b), Next::Failed { reason } if reason.starts_with("400"))
         );
         assert!(matches!(
-            after_attempt("d", 1, &status(500, None), 0, 1_000_000, b),
+            after_attempt("d", (1, L), &status(500, None), 0, 1_000_000, b),
             Next::RetryAt { .. }
         ));
         assert!(matches!(
-            after_attempt("d", 1, &Answer::NoAnswer("refused".into()), 0, 1_000_000, b),
+            after_attempt(
+                "d",
+                (1, L),
+                &Answer::NoAnswer("refused".into()),
+                0,
+                1_000_000,
+                b
+            ),
             Next::RetryAt { .. }
         ));
         // Retry-After is honoured even when longer than the backoff.
         assert_eq!(
-            after_attempt("d", 1, &status(429, Some(30)), 0, 1_000_000, b),
+            after_attempt("d", (1, L), &status(429, Some(30)), 0, 1_000_000, b),
             Next::RetryAt { at_ms: 30_000 }
         );
         // Nothing is scheduled past the expiry.
         assert_eq!(
-            after_attempt("d", 1, &status(429, Some(30)), 0, 10_000, b),
+            after_attempt("d", (1, L), &status(429, Some(30)), 0, 10_000, b),
             Next::Expired
         );
     }
@@ -154,12 +189,12 @@ mod tests {
         #[test]
         fn backoff_is_capped_jittered_and_deterministic(attempt in 1u32..40, id in "[a-f0-9]{8}") {
             let b = Backoff::default();
-            let Next::RetryAt { at_ms } = after_attempt(&id, attempt, &status(503, None), 0, i64::MAX, b) else {
+            let Next::RetryAt { at_ms } = after_attempt(&id, (attempt, L), &status(503, None), 0, i64::MAX, b) else {
                 panic!("a 503 retries");
             };
             let full = (b.first_ms << (attempt - 1).min(20)).min(b.max_ms);
             prop_assert!(at_ms >= full / 2 && at_ms <= full, "{at_ms} vs {full}");
-            prop_assert_eq!(after_attempt(&id, attempt, &status(503, None), 0, i64::MAX, b), Next::RetryAt { at_ms });
+            prop_assert_eq!(after_attempt(&id, (attempt, L), &status(503, None), 0, i64::MAX, b), Next::RetryAt { at_ms });
         }
     }
 }

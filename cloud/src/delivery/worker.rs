@@ -22,7 +22,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::fcm::FcmSender;
 use super::line::LineSender;
 use super::rate::RateLimit;
-use super::retry::{after_attempt, Answer, Backoff, Next};
+use super::retry::{after_attempt, Answer, Backoff, Conflict, Next};
 use super::webhook::WebhookSender;
 use super::{due_key, Delivery, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
 use crate::campaigns::definition::Channel;
@@ -367,6 +367,8 @@ pub struct Answered {
     pub started: Started,
     pub answer: Answer,
     pub unregistered: bool,
+    /// The request was not made: the delivery expired while waiting for a send slot.
+    pub expired_unsent: bool,
 }
 
 /// Step 3: records the answers at `now_ms`.
@@ -388,14 +390,29 @@ pub fn record(
             // Taken up again after its lease (a slow answer): the newer attempt records.
             continue;
         }
+        if a.expired_unsent {
+            settle(
+                (&mut c, &mut counts),
+                d,
+                bytes,
+                Status::Expired,
+                Some("expired waiting for a send slot".into()),
+                now_ms,
+            );
+            continue;
+        }
         if a.unregistered {
             if let Target::Push { install, token } = &a.started.target {
                 c.extend(identity::invalidate_push_token(store, install, token)?);
             }
         }
+        let conflict = match d.channel {
+            Channel::Line => Conflict::MeansAccepted,
+            Channel::Push | Channel::Webhook => Conflict::MeansBusy,
+        };
         match after_attempt(
             &d.id,
-            d.attempts,
+            (d.attempts, conflict),
             &a.answer,
             now_ms,
             d.expires_ms,
@@ -516,6 +533,16 @@ impl Worker {
             .expect("never closed");
         Self::rate_slot(&self.limits[i], self.epoch).await;
         let d = &s.delivery;
+        // Waiting for a permit and a slot takes time (a slow endpoint, a low rate): the expiry
+        // is checked again right before the request.
+        if self.now_ms() >= d.expires_ms {
+            return Answered {
+                answer: Answer::NoAnswer("not sent".into()),
+                started: s,
+                unregistered: false,
+                expired_unsent: true,
+            };
+        }
         let (answer, unregistered) = match (&s.target, self.senders.as_ref()) {
             (
                 Target::Line(to),
@@ -549,6 +576,7 @@ impl Worker {
             answer: self.retry_after_on_clock(answer),
             started: s,
             unregistered,
+            expired_unsent: false,
         }
     }
 
@@ -771,11 +799,13 @@ mod tests {
             started: t.started[0].clone(),
             answer: busy.clone(),
             unregistered: false,
+            expired_unsent: false,
         };
         let second = Answered {
             started: again.started[0].clone(),
             answer: busy,
             unregistered: false,
+            expired_unsent: false,
         };
         record(&store, &s, &[first], at).unwrap();
         assert_eq!(row(&store).status, Status::Sending);
@@ -797,6 +827,7 @@ mod tests {
                     message: "already accepted".into(),
                 },
                 unregistered: false,
+                expired_unsent: false,
             }],
             at + 40_100,
         )

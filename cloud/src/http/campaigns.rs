@@ -209,8 +209,9 @@ async fn report(
         .collect();
     let store = state.store.clone();
     let days = current.campaign.attribution_days;
+    let now_ms = state.clock.now().timestamp_millis();
     let report = tokio::task::spawn_blocking(move || {
-        crate::campaigns::report::build(store.as_ref(), &id, &variants, days)
+        crate::campaigns::report::build(store.as_ref(), &id, &variants, days, now_ms)
     })
     .await
     .map_err(ApiError::internal)??;

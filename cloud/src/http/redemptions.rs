@@ -29,6 +29,10 @@ pub fn routes() -> Router<AppState> {
 
 /// How far ahead of the service clock a POS may stamp a redemption.
 const MAX_FUTURE_MS: i64 = 5 * 60_000;
+/// The largest amount one redemption may carry, and a customer's spend at most (keeps sums
+/// finite).
+const MAX_AMOUNT: f64 = 1e9;
+const MAX_SPEND: f64 = 1e12;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,10 +139,12 @@ fn prepare(state: &AppState, req: &Request, at: Timestamp) -> Result<Prepared, A
         .ok_or_else(|| ApiError::not_found(format!("coupon code {}", req.code)))?;
     let (d, _) = delivery::read(store, &String::from_utf8_lossy(&id))?
         .ok_or_else(|| ApiError::internal("a coupon without its delivery"))?;
-    if d.status != Status::Delivered {
+    // A code shown at the till proves its message arrived, even when the answer to the
+    // request that carried it was lost (a crash, a timeout) and the delivery then expired.
+    if d.status != Status::Delivered && d.attempts == 0 {
         return Err(ApiError::field(
             "code",
-            format!("its offer was never delivered ({:?})", d.status).to_lowercase(),
+            format!("its offer was never sent ({:?})", d.status).to_lowercase(),
         ));
     }
     if !campaign_stores(state, &d.campaign)?.contains(&req.store) {
@@ -167,9 +173,11 @@ fn prepare(state: &AppState, req: &Request, at: Timestamp) -> Result<Prepared, A
         redemption_key(&req.code),
         serde_json::to_vec(&redemption).map_err(ApiError::internal)?,
     );
-    if let Some((key, mut row, bytes)) = report::row_of(store, &d.campaign, &d.customer)? {
+    if let report::Linked::Row(key, mut row, bytes) =
+        report::row_of(store, &d.campaign, &d.customer)?
+    {
         row.redeemed += 1;
-        row.spend += req.amount.unwrap_or(0.0);
+        row.spend = (row.spend + req.amount.unwrap_or(0.0)).min(MAX_SPEND);
         c.expect(Space::Campaigns, key.clone(), Some(bytes));
         c.put(
             Space::Campaigns,
@@ -194,8 +202,8 @@ async fn redeem(
     if req.code.is_empty() || req.code.len() > 64 {
         return Err(ApiError::field("code", "must be 1..=64 characters"));
     }
-    if req.amount.is_some_and(|a| !a.is_finite() || a < 0.0) {
-        return Err(ApiError::field("amount", "must be a number ≥ 0"));
+    if req.amount.is_some_and(|a| !(0.0..=MAX_AMOUNT).contains(&a)) {
+        return Err(ApiError::field("amount", "must be a number within 0..=1e9"));
     }
     let now = Timestamp::new(state.clock.now());
     let at = req.at.unwrap_or(now);

@@ -137,5 +137,6 @@ async fn run(rate: u32, seconds: u64) -> anyhow::Result<()> {
         sustained * 100.0 / f64::from(rate),
         if max_window as u32 > rate { " — ABOVE THE LIMIT" } else { "" }
     );
+    anyhow::ensure!(max_window as u32 <= rate, "the limit was exceeded");
     Ok(())
 }
