@@ -513,7 +513,10 @@ mod tests {
         )
         .unwrap();
         let lost = misconfigured.send(&delivery("d5"), "tok-2", ttl).await;
-        assert!(matches!(lost.answer, Answer::Status { code: 404, .. }), "{lost:?}");
+        assert!(
+            matches!(lost.answer, Answer::Status { code: 404, .. }),
+            "{lost:?}"
+        );
         assert!(!lost.unregistered);
         assert!(matches!(gone.answer, Answer::Status { code: 404, .. }));
         fake.inject(Fault {

@@ -520,6 +520,35 @@ async fn expired_offers_are_not_sent_and_withdrawn_consent_cancels() -> anyhow::
         (s.as_str(), reason.as_str()),
         ("cancelled", "consent for line withdrawn")
     );
+    // No request for the withdrawn customer once the withdrawal was answered (one already in
+    // flight may land within the same instant), and none for anyone past their expiry.
+    let log = rig.line.request_log();
+    let delivery_of = |c: &str| deliveries.iter().find(|d| d["customer"] == c).unwrap();
+    let key_of = |c: &str| delivery_of(c)["retry_key"].as_str().unwrap().to_owned();
+    assert!(
+        log.iter()
+            .filter(|r| r.retry_key.as_deref() == Some(key_of(&withdrawn).as_str()))
+            .all(|r| r.received_ms <= withdrawn_at + 50),
+        "a request after consent was withdrawn"
+    );
+    for c in &line_customers {
+        let expires = delivery_of(c)["expires_ms"].as_i64().unwrap();
+        let key = key_of(c);
+        let requests: Vec<_> = log
+            .iter()
+            .filter(|r| r.retry_key.as_deref() == Some(key.as_str()))
+            .collect();
+        assert!(!requests.is_empty());
+        for r in requests {
+            // The request's arrival on the service clock (50 ms of wall slack = 3 s at ×60).
+            let at = rig.cloud.clock_at(r.received_ms);
+            assert!(
+                at <= expires + 3_000,
+                "a request {} ms past the expiry",
+                at - expires
+            );
+        }
+    }
     let other = line_customers.iter().find(|c| **c != withdrawn).unwrap();
     let (s, reason) = status_of(other);
     assert_eq!(s, "expired", "{reason}");
