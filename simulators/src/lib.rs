@@ -6,3 +6,4 @@ pub mod fake_line;
 pub mod fake_webhook;
 pub mod fault;
 pub mod radio;
+pub mod scenario;

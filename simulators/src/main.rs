@@ -42,6 +42,11 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         token_ttl_s: u64,
     },
+    /// Check a scenario file; prints each problem with its key, or a summary.
+    Check {
+        /// The scenario (TOML); `-` for the bundled "a Saturday at two stores".
+        scenario: PathBuf,
+    },
     /// Run a fake brand webhook receiver at /hook (checks X-Omo-Signature and Idempotency-Key;
     /// lists what it kept at GET /fake/deliveries).
     FakeWebhook {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
             fake.serve_forever().await;
             Ok(())
         }),
+        Command::Check { scenario } => check(&scenario),
         Command::FakeWebhook { listen, secret } => serve(async move {
             let fake = omo_sim::fake_webhook::FakeWebhook::start(listen, &secret).await?;
             eprintln!("fake webhook listening on {}", fake.url());
@@ -85,6 +91,26 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let text = if path.as_os_str() == "-" {
+        omo_sim::scenario::SATURDAY.to_owned()
+    } else {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    let s = omo_sim::scenario::Scenario::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    println!(
+        "{}: {:?}, {} stores, {} gateways, {} personas, {} campaigns",
+        path.display(),
+        s.run.name,
+        s.stores.len(),
+        s.stores.iter().map(|s| s.gateways.len()).sum::<usize>(),
+        s.personas.len(),
+        s.campaigns.len()
+    );
+    Ok(())
 }
 
 /// Runs `server` until it ends or the process is interrupted.

@@ -1,0 +1,573 @@
+//! Scenario files (TOML): the stores with their floor plans, the geofences, the shoppers
+//! (personas), the campaigns, the time window and speed, and what the run must show. Every key
+//! is documented in the bundled scenario `simulators/scenarios/saturday-two-stores.toml`.
+//!
+//! [`Scenario::parse`] reports every problem with the key at fault (`stores[1].gateways[0].at`),
+//! the type errors serde finds and the meaning errors checked here: ids that repeat or do not
+//! resolve, positions off the floor plan, shares outside 0..=1 or not summing to 1, an unknown
+//! time zone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use omo_device_config::problems::{parse_document, Format, Problem};
+use omo_device_config::{BeaconId, GatewayId, StoreId};
+use serde::Deserialize;
+
+/// A whole scenario.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub run: Run,
+    pub stores: Vec<Store>,
+    #[serde(default)]
+    pub geofences: Vec<Geofence>,
+    pub personas: Vec<Persona>,
+    /// Campaign definitions as the cloud's admin API takes them (`id` required); the cloud
+    /// checks them when the run creates them.
+    #[serde(default)]
+    pub campaigns: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// The time window and how fast it runs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub name: String,
+    /// Same seed, same run.
+    pub seed: u64,
+    /// When the simulated day starts (RFC 3339).
+    pub start: DateTime<Utc>,
+    /// How long it lasts, hours (0 < hours ≤ 24).
+    pub hours: f64,
+    /// The clock's speed factor for every process (`--clock START@SPEED`).
+    pub speed: f64,
+}
+
+/// A position on a store's floor plan: metres east and north of its anchor.
+pub type Xy = [f64; 2];
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub id: StoreId,
+    pub name: String,
+    pub time_zone: String,
+    /// Where the floor plan's origin (its south-west corner) is.
+    pub anchor: LatLon,
+    /// The floor plan's width (east) and depth (north), metres.
+    pub size_m: Xy,
+    pub gateways: Vec<Gateway>,
+    /// Store-fixed beacons phones sense (the brand app) and LINE Beacons (the LINE app).
+    #[serde(default)]
+    pub beacons: Vec<FixedBeacon>,
+    #[serde(default)]
+    pub wifi: Vec<AccessPoint>,
+    /// Named areas of the floor; a persona's path walks through them.
+    pub areas: Vec<Area>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatLon {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub id: GatewayId,
+    pub at: Xy,
+    /// How fast its clock runs wrong, parts per million (drift), and where it starts, seconds.
+    #[serde(default)]
+    pub clock_drift_ppm: f64,
+    #[serde(default)]
+    pub clock_offset_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedBeacon {
+    pub id: BeaconId,
+    pub at: Xy,
+    /// Measured power at 1 m, dBm.
+    #[serde(default = "default_power")]
+    pub power_dbm: f64,
+}
+
+fn default_power() -> f64 {
+    -59.0
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPoint {
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub bssid: String,
+    pub at: Xy,
+}
+
+/// A rectangle of the floor: `[x0, y0, x1, y1]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Area {
+    pub id: String,
+    pub rect: [f64; 4],
+}
+
+/// A circular geofence around a store (GPS).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geofence {
+    pub id: String,
+    pub store: StoreId,
+    pub radius_m: f64,
+}
+
+/// Mean and standard deviation, minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Minutes {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+/// Shares of a persona's shoppers by phone (they sum to 1).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platforms {
+    pub ios: f64,
+    pub android: f64,
+    /// Shoppers whose phone is invisible to the system unless they use LINE.
+    #[serde(default)]
+    pub other: f64,
+}
+
+/// Probabilities of consent per channel among those who can be reached on it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    pub line: f64,
+    pub push: f64,
+}
+
+/// The offers' true effect: the chance a shopper comes back within the campaigns' attribution
+/// window, without an offer and after one.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Effect {
+    pub return_without_offer: f64,
+    pub return_after_offer: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persona {
+    pub name: String,
+    /// Distinct shoppers of this persona (each may come back).
+    pub population: u32,
+    /// Arrivals per hour at each of `stores`.
+    pub arrivals_per_hour: f64,
+    pub stores: Vec<StoreId>,
+    /// Area ids walked in order; each store must have them.
+    pub path: Vec<String>,
+    /// Time spent in each area of the path.
+    pub dwell: Minutes,
+    pub platforms: Platforms,
+    /// Share with the brand app installed (iOS and Android shoppers).
+    pub app_share: f64,
+    /// Share linked to the brand's LINE account.
+    pub line_share: f64,
+    pub consent: Consent,
+    pub effect: Effect,
+}
+
+/// What the run must show for the demo to exit 0.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// At least this many visits in all.
+    #[serde(default)]
+    pub min_visits: u64,
+    /// At least this many offers delivered.
+    #[serde(default)]
+    pub min_offers: u64,
+    /// The lift interval covers the true effect (per campaign with a holdout).
+    #[serde(default)]
+    pub lift_covers_truth: bool,
+    /// The lift interval excludes zero.
+    #[serde(default)]
+    pub lift_excludes_zero: bool,
+    /// Visits by platform are within this of the scenario's shares (absolute share).
+    #[serde(default)]
+    pub platform_share_tolerance: Option<f64>,
+}
+
+/// Every problem of a scenario, each with its key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ScenarioError(pub Vec<Problem>);
+
+fn share(p: &mut Vec<Problem>, key: String, v: f64) {
+    if !(0.0..=1.0).contains(&v) {
+        p.push(Problem::new(
+            key,
+            format!("{v} is not a share within 0..=1"),
+        ));
+    }
+}
+
+fn on_floor(p: &mut Vec<Problem>, key: String, at: Xy, size: Xy) {
+    if !(0.0..=size[0]).contains(&at[0]) || !(0.0..=size[1]).contains(&at[1]) {
+        p.push(Problem::new(
+            key,
+            format!(
+                "{at:?} is off the floor plan (0..={} × 0..={} m)",
+                size[0], size[1]
+            ),
+        ));
+    }
+}
+
+fn unique(p: &mut Vec<Problem>, seen: &mut BTreeSet<String>, key: String, id: &str) {
+    if !seen.insert(id.to_owned()) {
+        p.push(Problem::new(key, format!("{id:?} is used twice")));
+    }
+}
+
+impl Scenario {
+    /// Parses and checks scenario TOML.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let doc = parse_document(text, Format::Toml).map_err(|p| ScenarioError(vec![p]))?;
+        let scenario: Scenario = serde_path_to_error::deserialize(serde_json::Value::Object(doc))
+            .map_err(|e| {
+            let path = e.path().to_string();
+            ScenarioError(vec![Problem::new(path, e.into_inner().to_string())])
+        })?;
+        let problems = scenario.problems();
+        if problems.is_empty() {
+            Ok(scenario)
+        } else {
+            Err(ScenarioError(problems))
+        }
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let r = &self.run;
+        if r.name.trim().is_empty() {
+            p.push(Problem::new("run.name", "must not be empty"));
+        }
+        if !(r.hours > 0.0 && r.hours <= 24.0) {
+            p.push(Problem::new("run.hours", "must be within (0, 24]"));
+        }
+        if !(1.0..=10_000.0).contains(&r.speed) {
+            p.push(Problem::new("run.speed", "must be within 1..=10000"));
+        }
+        if self.stores.is_empty() {
+            p.push(Problem::new("stores", "name at least one store"));
+        }
+        let mut store_ids = BTreeSet::new();
+        let mut gateway_ids = BTreeSet::new();
+        let mut beacon_ids = BTreeSet::new();
+        let mut areas: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (i, s) in self.stores.iter().enumerate() {
+            let k = format!("stores[{i}]");
+            unique(&mut p, &mut store_ids, format!("{k}.id"), s.id.as_str());
+            if s.time_zone.parse::<chrono_tz::Tz>().is_err() {
+                p.push(Problem::new(
+                    format!("{k}.time_zone"),
+                    format!("{:?} is not an IANA time zone", s.time_zone),
+                ));
+            }
+            if !(-90.0..=90.0).contains(&s.anchor.lat) || !(-180.0..=180.0).contains(&s.anchor.lon)
+            {
+                p.push(Problem::new(format!("{k}.anchor"), "lat/lon out of range"));
+            }
+            if !(s.size_m[0] > 0.0
+                && s.size_m[1] > 0.0
+                && s.size_m[0] <= 2000.0
+                && s.size_m[1] <= 2000.0)
+            {
+                p.push(Problem::new(
+                    format!("{k}.size_m"),
+                    "each side must be within (0, 2000] m",
+                ));
+            }
+            if s.gateways.is_empty() {
+                p.push(Problem::new(
+                    format!("{k}.gateways"),
+                    "name at least one gateway",
+                ));
+            }
+            for (j, g) in s.gateways.iter().enumerate() {
+                let gk = format!("{k}.gateways[{j}]");
+                unique(&mut p, &mut gateway_ids, format!("{gk}.id"), g.id.as_str());
+                on_floor(&mut p, format!("{gk}.at"), g.at, s.size_m);
+                if g.clock_drift_ppm.abs() > 1000.0 {
+                    p.push(Problem::new(
+                        format!("{gk}.clock_drift_ppm"),
+                        "must be within ±1000",
+                    ));
+                }
+            }
+            for (j, b) in s.beacons.iter().enumerate() {
+                let bk = format!("{k}.beacons[{j}]");
+                unique(
+                    &mut p,
+                    &mut beacon_ids,
+                    format!("{bk}.id"),
+                    &b.id.to_string(),
+                );
+                on_floor(&mut p, format!("{bk}.at"), b.at, s.size_m);
+                if !(-100.0..=0.0).contains(&b.power_dbm) {
+                    p.push(Problem::new(
+                        format!("{bk}.power_dbm"),
+                        "must be within -100..=0 dBm",
+                    ));
+                }
+            }
+            let mut bssids = BTreeSet::new();
+            for (j, w) in s.wifi.iter().enumerate() {
+                let wk = format!("{k}.wifi[{j}]");
+                let ok = w.bssid.len() == 17
+                    && w.bssid.split(':').count() == 6
+                    && w.bssid
+                        .split(':')
+                        .all(|h| h.len() == 2 && u8::from_str_radix(h, 16).is_ok());
+                if !ok {
+                    p.push(Problem::new(
+                        format!("{wk}.bssid"),
+                        "must be six hex pairs, aa:bb:cc:dd:ee:ff",
+                    ));
+                }
+                unique(
+                    &mut p,
+                    &mut bssids,
+                    format!("{wk}.bssid"),
+                    &w.bssid.to_ascii_lowercase(),
+                );
+                on_floor(&mut p, format!("{wk}.at"), w.at, s.size_m);
+            }
+            let mine = areas.entry(s.id.to_string()).or_default();
+            for (j, a) in s.areas.iter().enumerate() {
+                let ak = format!("{k}.areas[{j}]");
+                if !mine.insert(a.id.clone()) {
+                    p.push(Problem::new(
+                        format!("{ak}.id"),
+                        format!("{:?} is used twice", a.id),
+                    ));
+                }
+                let [x0, y0, x1, y1] = a.rect;
+                if !(x0 < x1 && y0 < y1) {
+                    p.push(Problem::new(
+                        format!("{ak}.rect"),
+                        "must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1",
+                    ));
+                }
+                on_floor(&mut p, format!("{ak}.rect"), [x0, y0], s.size_m);
+                on_floor(&mut p, format!("{ak}.rect"), [x1, y1], s.size_m);
+            }
+        }
+        let mut fence_ids = BTreeSet::new();
+        for (i, g) in self.geofences.iter().enumerate() {
+            let k = format!("geofences[{i}]");
+            unique(&mut p, &mut fence_ids, format!("{k}.id"), &g.id);
+            if !store_ids.contains(g.store.as_str()) {
+                p.push(Problem::new(
+                    format!("{k}.store"),
+                    format!("{} is not a store of the scenario", g.store),
+                ));
+            }
+            if !(10.0..=5000.0).contains(&g.radius_m) {
+                p.push(Problem::new(
+                    format!("{k}.radius_m"),
+                    "must be within 10..=5000 m",
+                ));
+            }
+        }
+        if self.personas.is_empty() {
+            p.push(Problem::new("personas", "name at least one persona"));
+        }
+        for (i, q) in self.personas.iter().enumerate() {
+            let k = format!("personas[{i}]");
+            if q.population == 0 {
+                p.push(Problem::new(
+                    format!("{k}.population"),
+                    "must be at least 1",
+                ));
+            }
+            if !(q.arrivals_per_hour > 0.0 && q.arrivals_per_hour <= 100_000.0) {
+                p.push(Problem::new(
+                    format!("{k}.arrivals_per_hour"),
+                    "must be within (0, 100000]",
+                ));
+            }
+            if q.stores.is_empty() {
+                p.push(Problem::new(
+                    format!("{k}.stores"),
+                    "name at least one store",
+                ));
+            }
+            for (j, s) in q.stores.iter().enumerate() {
+                match areas.get(s.as_str()) {
+                    None => p.push(Problem::new(
+                        format!("{k}.stores[{j}]"),
+                        format!("{s} is not a store of the scenario"),
+                    )),
+                    Some(have) => {
+                        for (n, a) in q.path.iter().enumerate() {
+                            if !have.contains(a) {
+                                p.push(Problem::new(
+                                    format!("{k}.path[{n}]"),
+                                    format!("store {s} has no area {a:?}"),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            if q.path.is_empty() {
+                p.push(Problem::new(format!("{k}.path"), "name at least one area"));
+            }
+            if !(q.dwell.mean > 0.0 && q.dwell.mean <= 600.0 && q.dwell.sd >= 0.0) {
+                p.push(Problem::new(
+                    format!("{k}.dwell"),
+                    "mean must be within (0, 600] minutes, sd ≥ 0",
+                ));
+            }
+            let pl = q.platforms;
+            for (name, v) in [
+                ("ios", pl.ios),
+                ("android", pl.android),
+                ("other", pl.other),
+            ] {
+                share(&mut p, format!("{k}.platforms.{name}"), v);
+            }
+            if ((pl.ios + pl.android + pl.other) - 1.0).abs() > 1e-6 {
+                p.push(Problem::new(
+                    format!("{k}.platforms"),
+                    "the shares must sum to 1",
+                ));
+            }
+            share(&mut p, format!("{k}.app_share"), q.app_share);
+            share(&mut p, format!("{k}.line_share"), q.line_share);
+            share(&mut p, format!("{k}.consent.line"), q.consent.line);
+            share(&mut p, format!("{k}.consent.push"), q.consent.push);
+            share(
+                &mut p,
+                format!("{k}.effect.return_without_offer"),
+                q.effect.return_without_offer,
+            );
+            share(
+                &mut p,
+                format!("{k}.effect.return_after_offer"),
+                q.effect.return_after_offer,
+            );
+        }
+        // Campaigns are checked as the cloud will check them (with its default dwell
+        // milestones), so a bad one is found before anything starts.
+        let milestones = omo_cloud::visits::engine::VisitParams::default().dwell_milestones_min;
+        for (i, c) in self.campaigns.iter().enumerate() {
+            let k = format!("campaigns[{i}]");
+            match serde_path_to_error::deserialize::<_, omo_cloud::campaigns::definition::Campaign>(
+                c,
+            ) {
+                Err(e) => p.push(Problem::new(
+                    format!("{k}.{}", e.path()),
+                    e.into_inner().to_string(),
+                )),
+                Ok(campaign) => {
+                    for f in campaign.validate(&milestones).err().unwrap_or_default() {
+                        p.push(Problem::new(format!("{k}.{}", f.field), f.message));
+                    }
+                    for s in campaign
+                        .places
+                        .stores
+                        .iter()
+                        .filter(|s| !store_ids.contains(*s))
+                    {
+                        p.push(Problem::new(
+                            format!("{k}.places.stores"),
+                            format!("{s} is not a store of the scenario"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.expect.platform_share_tolerance {
+            if !(t > 0.0 && t <= 1.0) {
+                p.push(Problem::new(
+                    "expect.platform_share_tolerance",
+                    "must be within (0, 1]",
+                ));
+            }
+        }
+        p
+    }
+}
+
+/// The bundled scenario: a Saturday at two stores.
+pub const SATURDAY: &str = include_str!("../scenarios/saturday-two-stores.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_scenario_is_valid_and_documents_every_key() {
+        let s = Scenario::parse(SATURDAY).unwrap();
+        assert_eq!(s.stores.len(), 2);
+        let lines: Vec<&str> = SATURDAY.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let l = line.trim();
+            if l.contains(" = ") && !l.starts_with('#') {
+                assert!(
+                    i > 0 && lines[i - 1].trim().starts_with('#'),
+                    "line {} ({l}) has no comment above it",
+                    i + 1
+                );
+            }
+        }
+    }
+
+    fn problems(edit: impl FnOnce(&mut String)) -> Vec<String> {
+        let mut text = SATURDAY.to_owned();
+        edit(&mut text);
+        match Scenario::parse(&text) {
+            Ok(_) => Vec::new(),
+            Err(ScenarioError(p)) => p.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn problems_are_named_by_key() {
+        assert_eq!(
+            problems(|t| *t = t.replacen(
+                "time_zone = \"Asia/Tokyo\"",
+                "time_zone = \"Mars/Olympus\"",
+                1
+            )),
+            ["stores[0].time_zone"]
+        );
+        assert_eq!(
+            problems(|t| *t = t.replacen("ios = 0.45", "ios = 0.95", 1)),
+            ["personas[0].platforms"]
+        );
+        assert_eq!(
+            problems(|t| *t = t.replacen("at = [4.0, 12.0]", "at = [400.0, 12.0]", 1)),
+            ["stores[0].gateways[0].at"]
+        );
+        let typed = problems(|t| *t = t.replacen("population = 400", "population = \"many\"", 1));
+        assert_eq!(typed, ["personas[0].population"]);
+        assert_eq!(
+            problems(|t| *t = t.replacen("per_customer = 1,", "per_customer = 0,", 1)),
+            ["campaigns[0].caps.per_customer"]
+        );
+        let unknown = problems(|t| *t = t.replacen("[run]", "[run]\ncolour = 1", 1));
+        assert_eq!(unknown, ["run.colour"], "an unknown key is named");
+    }
+}
