@@ -244,7 +244,10 @@ impl Scenario {
         let doc = parse_document(text, Format::Toml).map_err(|p| ScenarioError(vec![p]))?;
         let scenario: Scenario = serde_path_to_error::deserialize(serde_json::Value::Object(doc))
             .map_err(|e| {
-            let path = e.path().to_string();
+            let path = match e.path().to_string() {
+                top if top == "." => "(top level)".to_owned(),
+                path => path,
+            };
             ScenarioError(vec![Problem::new(path, e.into_inner().to_string())])
         })?;
         let problems = scenario.problems();
