@@ -7,3 +7,4 @@ pub mod fake_webhook;
 pub mod fault;
 pub mod radio;
 pub mod scenario;
+pub mod synth;
