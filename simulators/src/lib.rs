@@ -8,3 +8,4 @@ pub mod fault;
 pub mod radio;
 pub mod scenario;
 pub mod synth;
+pub mod world;

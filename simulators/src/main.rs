@@ -47,6 +47,15 @@ enum Command {
         /// The scenario (TOML); `-` for the bundled "a Saturday at two stores".
         scenario: PathBuf,
     },
+    /// Generate a run's files from a scenario: the site to import, the gateways' logins, the
+    /// shoppers, one replay file per gateway, the app's reports and the LINE webhook events.
+    Generate {
+        /// The scenario (TOML); `-` for the bundled "a Saturday at two stores".
+        scenario: PathBuf,
+        /// The directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a fake brand webhook receiver at /hook (checks X-Omo-Signature and Idempotency-Key;
     /// lists what it kept at GET /fake/deliveries).
     FakeWebhook {
@@ -76,7 +85,19 @@ fn main() -> ExitCode {
             fake.serve_forever().await;
             Ok(())
         }),
-        Command::Check { scenario } => check(&scenario),
+        Command::Check { scenario } => check(&scenario).map(|_| ()),
+        Command::Generate { scenario, out } => check(&scenario).and_then(|s| {
+            let g = omo_sim::world::generate(&s, &out)?;
+            println!(
+                "{}: {} visits, {} adverts heard, {} app reports, {} LINE events",
+                out.display(),
+                g.visits,
+                g.adverts,
+                g.app_reports,
+                g.line_events
+            );
+            Ok(())
+        }),
         Command::FakeWebhook { listen, secret } => serve(async move {
             let fake = omo_sim::fake_webhook::FakeWebhook::start(listen, &secret).await?;
             eprintln!("fake webhook listening on {}", fake.url());
@@ -93,7 +114,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+fn check(path: &std::path::Path) -> anyhow::Result<omo_sim::scenario::Scenario> {
     let text = if path.as_os_str() == "-" {
         omo_sim::scenario::SATURDAY.to_owned()
     } else {
@@ -110,7 +131,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         s.personas.len(),
         s.campaigns.len()
     );
-    Ok(())
+    Ok(s)
 }
 
 /// Runs `server` until it ends or the process is interrupted.
