@@ -42,6 +42,8 @@ pub struct Accepted {
     /// `data.delivery_id`, if the message carried one.
     pub delivery_id: Option<String>,
     pub collapse_key: Option<String>,
+    /// `data.coupon`, if the message carried one.
+    pub coupon: Option<String>,
     pub body: Option<String>,
     pub ttl: Option<String>,
     pub received_ms: u64,
@@ -331,6 +333,7 @@ fn check_message(body: &[u8]) -> Result<(String, Accepted), String> {
             token: token.to_owned(),
             delivery_id: text(m.get("data").and_then(|d| d.get("delivery_id"))),
             collapse_key: text(android.and_then(|a| a.get("collapse_key"))),
+            coupon: text(m.get("data").and_then(|d| d.get("coupon"))),
             body: text(m.get("notification").and_then(|n| n.get("body"))),
             ttl: text(ttl),
             received_ms: now_ms(),

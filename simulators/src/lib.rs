@@ -1,6 +1,7 @@
 //! omo's simulators: synthetic store visits, replay files for gateways, fake LINE and FCM
 //! endpoints, load generation and the one-command demo.
 
+pub mod demo;
 pub mod fake_fcm;
 pub mod fake_line;
 pub mod fake_webhook;

@@ -564,7 +564,7 @@ mod tests {
             problems(|t| *t = t.replacen("at = [4.0, 12.0]", "at = [400.0, 12.0]", 1)),
             ["stores[0].gateways[0].at"]
         );
-        let typed = problems(|t| *t = t.replacen("population = 400", "population = \"many\"", 1));
+        let typed = problems(|t| *t = t.replacen("population = 4000", "population = \"many\"", 1));
         assert_eq!(typed, ["personas[0].population"]);
         assert_eq!(
             problems(|t| *t = t.replacen("per_customer = 1,", "per_customer = 0,", 1)),

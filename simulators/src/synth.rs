@@ -190,15 +190,31 @@ pub fn plan_visit(
     }
 }
 
+/// The run's window, Unix ms.
+pub fn window(s: &Scenario) -> (i64, i64) {
+    let start = s.run.start.timestamp_millis();
+    (start, start + (s.run.hours * 3_600_000.0) as i64)
+}
+
 /// Every arrival of the run's window, by start time: per persona and store a Poisson stream at
 /// the persona's rate, each arrival one of the persona's shoppers at random.
 pub fn arrivals(s: &Scenario, shoppers: &[Shopper]) -> Vec<Visit> {
+    let (start, end) = window(s);
+    arrivals_in(s, shoppers, (start, end), false)
+}
+
+/// Arrivals in `[start, end)`; with `first_only`, each shopper arrives at most once (a
+/// persona's stream stops when every shopper has come).
+pub fn arrivals_in(
+    s: &Scenario,
+    shoppers: &[Shopper],
+    (start, end): (i64, i64),
+    first_only: bool,
+) -> Vec<Visit> {
     let mut rng = rng_for(s.run.seed, "arrivals");
-    let start = s.run.start.timestamp_millis();
-    let end = start + (s.run.hours * 3_600_000.0) as i64;
     let mut out = Vec::new();
     for (p, persona) in s.personas.iter().enumerate() {
-        let members: Vec<usize> = (0..shoppers.len())
+        let mut members: Vec<usize> = (0..shoppers.len())
             .filter(|i| shoppers[*i].persona == p)
             .collect();
         if members.is_empty() {
@@ -213,10 +229,15 @@ pub fn arrivals(s: &Scenario, shoppers: &[Shopper]) -> Vec<Visit> {
             loop {
                 let u: f64 = rng.random_range(f64::EPSILON..1.0);
                 t += -u.ln() * mean_gap_ms;
-                if t >= end as f64 {
+                if t >= end as f64 || members.is_empty() {
                     break;
                 }
-                let who = members[rng.random_range(0..members.len())];
+                let pick = rng.random_range(0..members.len());
+                let who = if first_only {
+                    members.swap_remove(pick)
+                } else {
+                    members[pick]
+                };
                 out.push(plan_visit(s, (who, p), store, t as i64, &mut rng));
             }
         }
@@ -379,52 +400,66 @@ pub fn app_reports(
     out
 }
 
-/// The LINE app's `beacon` event when a LINE-linked shopper's phone first hears one of the
-/// store's LINE Beacons during `visit` (sampled every 5 s), as the LINE platform posts it.
-pub fn line_beacon_event(
+/// The LINE app's `beacon` webhook events during `visit` for a LINE-linked shopper, as the LINE
+/// platform posts them: `enter` when the phone first hears one of the store's LINE Beacons
+/// (sampled every 5 s), then `stay` every minute while it still hears it.
+pub fn line_beacon_events(
     s: &Scenario,
     shopper: &Shopper,
     visit: &Visit,
     radio: &mut Radio,
-) -> Option<Value> {
-    let user = shopper.line_user.as_ref()?;
+) -> Vec<Value> {
+    let Some(user) = shopper.line_user.as_ref() else {
+        return Vec::new();
+    };
     let store = &s.stores[visit.store];
+    let mut out = Vec::new();
+    let mut last: Option<i64> = None;
     let mut t = visit.start_ms();
     while t < visit.end_ms() {
-        if let Some(at) = visit.position_at(t) {
-            for b in &store.beacons {
+        let heard = visit.position_at(t).and_then(|at| {
+            store.beacons.iter().find_map(|b| {
                 let BeaconId::Line { hwid } = b.id else {
-                    continue;
+                    return None;
                 };
-                if radio
+                radio
                     .receive(b.power_dbm, distance(at, b.at))
-                    .is_some_and(|rssi| rssi >= -85)
-                {
-                    let hwid: String = hwid.iter().map(|x| format!("{x:02x}")).collect();
-                    return Some(json!({
-                        "type": "beacon",
-                        "mode": "active",
-                        "timestamp": t,
-                        "webhookEventId": format!("sim-{user}-{t}"),
-                        "deliveryContext": {"isRedelivery": false},
-                        "source": {"type": "user", "userId": user},
-                        "replyToken": format!("rt-{t}"),
-                        "beacon": {"hwid": hwid, "type": "enter"},
-                    }));
-                }
+                    .filter(|rssi| *rssi >= -90)
+                    .map(|_| hwid)
+            })
+        });
+        if let Some(hwid) = heard {
+            let kind = match last {
+                None => Some("enter"),
+                Some(l) if t - l >= 60_000 => Some("stay"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                last = Some(t);
+                let hwid: String = hwid.iter().map(|x| format!("{x:02x}")).collect();
+                out.push(json!({
+                    "type": "beacon",
+                    "mode": "active",
+                    "timestamp": t,
+                    "webhookEventId": format!("sim-{user}-{t}"),
+                    "deliveryContext": {"isRedelivery": false},
+                    "source": {"type": "user", "userId": user},
+                    "replyToken": format!("rt-{t}"),
+                    "beacon": {"hwid": hwid, "type": kind},
+                }));
             }
         }
         t += 5_000;
     }
-    None
+    out
 }
 
 /// The phones' radio environment indoors, and a seeded radio for one purpose.
 pub fn indoor_radio(seed: u64, what: &str) -> Radio {
     Radio::new(
         RadioModel {
-            exponent: 2.5,
-            sigma_db: 5.0,
+            exponent: 2.2,
+            sigma_db: 4.0,
             loss: 0.15,
             floor_dbm: -98.0,
         },
@@ -465,7 +500,7 @@ mod tests {
         let all = shoppers(&s);
         let n = all.len() as f64;
         let share = |f: &dyn Fn(&Shopper) -> bool| all.iter().filter(|x| f(x)).count() as f64 / n;
-        // Within four standard errors of a share over 400 shoppers.
+        // Within four standard errors of a share over the population.
         let close = |got: f64, want: f64| {
             (got - want).abs() <= 4.0 * (want * (1.0 - want) / n).sqrt() + 1e-9
         };
@@ -480,7 +515,7 @@ mod tests {
             .iter()
             .all(|x| x.eid_key.is_none() || (x.app && x.phone == Phone::Android)));
         let visits = arrivals(&s, &all);
-        // 30 arrivals an hour at each of two stores for ten hours.
+        // The persona's arrivals an hour at each of two stores for ten hours.
         let expected = p.arrivals_per_hour * s.run.hours * 2.0;
         assert!(
             (visits.len() as f64 - expected).abs() < 4.0 * expected.sqrt(),
@@ -574,7 +609,12 @@ mod tests {
                     .all(|b| !b["id"].as_str().unwrap().starts_with("line:")));
             }
             reports += rep.len();
-            if let Some(e) = line_beacon_event(&s, shopper, v, &mut radio) {
+            let line_events = line_beacon_events(&s, shopper, v, &mut radio);
+            if let Some(e) = line_events.first() {
+                assert_eq!(e["beacon"]["type"], "enter");
+                assert!(line_events[1..]
+                    .iter()
+                    .all(|e| e["beacon"]["type"] == "stay"));
                 assert_eq!(e["source"]["userId"].as_str(), shopper.line_user.as_deref());
                 let at =
                     omo_device_config::Timestamp::from_millis(e["timestamp"].as_i64().unwrap())

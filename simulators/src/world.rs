@@ -192,7 +192,7 @@ pub fn generate(s: &Scenario, dir: &Path) -> anyhow::Result<Generated> {
                 json!({"member_id": sh.member_id, "report": r}).to_string(),
             ));
         }
-        if let Some(e) = synth::line_beacon_event(s, sh, v, &mut radio) {
+        for e in synth::line_beacon_events(s, sh, v, &mut radio) {
             events.push((e["timestamp"].as_i64().unwrap_or(0), e.to_string()));
         }
     }
@@ -241,8 +241,8 @@ mod tests {
             .map_err(|p| format!("{p:?}\n{text}"))
             .unwrap();
         assert_eq!(site.stores.len(), 2);
-        assert_eq!(site.gateways.len(), 3);
-        assert_eq!(logins.len(), 3);
+        assert_eq!(site.gateways.len(), 4);
+        assert_eq!(logins.len(), 4);
         assert!(site.gateways.iter().zip(&logins).all(|(g, l)| {
             g.password_hash
                 .parse::<PasswordHash>()
@@ -278,6 +278,6 @@ mod tests {
             last = r.file_ts_ms;
         }
         let shoppers = std::fs::read_to_string(dir.path().join("shoppers.jsonl")).unwrap();
-        assert_eq!(shoppers.lines().count(), 400);
+        assert_eq!(shoppers.lines().count(), 4000);
     }
 }

@@ -1,0 +1,930 @@
+//! `omo-sim demo`: the whole system on one machine, on one clock. It starts the fake LINE and
+//! FCM servers, imports the scenario's site into a fresh cloud and runs it (embedded broker),
+//! starts one gateway per scenario gateway reading adverts from its stdin (the replay source),
+//! registers the shoppers and the campaigns, then drives the day: adverts to the gateways, the
+//! app's reports and the LINE platform's beacon webhooks, each when the clock reaches it. A
+//! shopper who got an offer comes back with the scenario's `return_after_offer` probability,
+//! any other with `return_without_offer` (the true effect), and some redeem their coupon at
+//! the till. At the end it prints what the cloud reports and checks the scenario's
+//! expectations.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, SecondsFormat, Utc};
+use omo_device_config::Clock;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::scenario::Scenario;
+use crate::synth::{self, Phone, Shopper, Visit};
+use crate::world;
+
+/// The throwaway service-account key the demo's fake FCM trusts.
+const FCM_KEY: &str = include_str!("../fixtures/fcm-service-account.json");
+/// Share of shoppers who got an offer and came back that redeem its coupon.
+const REDEEM_SHARE: f64 = 0.5;
+
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: Scenario,
+    /// Leave the cloud running after the report (until interrupted).
+    pub keep_running: bool,
+    /// Where `omo-cloud` and `omo-gateway` are (default: beside this program).
+    pub bin_dir: Option<PathBuf>,
+    /// Wall seconds between starting the processes and the day's start on the clock
+    /// (registration happens meanwhile).
+    pub setup_s: u64,
+}
+
+/// What the run found, and whether the expectations held.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub report: String,
+    pub failures: Vec<String>,
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Proc {
+        name: name.to_owned(),
+        child,
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_port(port: u16, what: &str, procs: &mut [Proc]) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!("{} exited ({status}) before {what} was up", p.name);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not listen on port {port} within 30 s")
+}
+
+fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        bail!(
+            "{} not found: build the workspace first (cargo build --release)",
+            p.display()
+        )
+    }
+}
+
+fn ts(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Something to do at a clock time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    /// A replay line for a gateway (by index).
+    Advert(usize, String),
+    /// An app report of a shopper.
+    Report(usize, String),
+    /// A LINE webhook event.
+    Line(String),
+    /// A shopper's visit ended: decide whether they come back, and whether they redeem.
+    VisitEnd { shopper: usize, first: bool },
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    admin: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, v) = self
+            .call(method, path, body, Some(&self.admin.clone()))
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+/// Runs the demo.
+pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
+    let s = &opts.scenario;
+    let bin_dir = match &opts.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program has no directory")?
+            .to_path_buf(),
+    };
+    let cloud_bin = binary(&bin_dir, "omo-cloud")?;
+    let gateway_bin = binary(&bin_dir, "omo-gateway")?;
+    let sim_bin = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let path = |n: &str| dir.path().join(n);
+    let mut rng = synth::rng(s.run.seed, "demo");
+    let secret = |rng: &mut rand::rngs::StdRng| -> String {
+        (0..16)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect()
+    };
+    let (admin_token, line_secret, line_token, member_secret) = (
+        secret(&mut rng),
+        secret(&mut rng),
+        secret(&mut rng),
+        secret(&mut rng),
+    );
+    let (http_port, mqtt_port, line_port, fcm_port) =
+        (free_port()?, free_port()?, free_port()?, free_port()?);
+    std::fs::write(path("fcm-key.json"), FCM_KEY)?;
+    let (site, logins) = world::site(s);
+    std::fs::write(path("site.toml"), site)?;
+    std::fs::write(
+        path("cloud.toml"),
+        format!(
+            "[data]\ndir = {data:?}\ncache_mb = 64\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+             [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 2000\n\
+             [app]\nfcm_base = \"http://127.0.0.1:{fcm_port}\"\nfcm_service_account_file = {key:?}\nfcm_token_url = \"http://127.0.0.1:{fcm_port}/token\"\n\
+             [log]\nlevel = \"warn,omo_cloud=info\"\n",
+            data = path("data").display().to_string(),
+            key = path("fcm-key.json").display().to_string(),
+        ),
+    )?;
+    let import = std::process::Command::new(&cloud_bin)
+        .args([
+            "import",
+            &path("site.toml").display().to_string(),
+            "--config",
+            &path("cloud.toml").display().to_string(),
+        ])
+        .output()?;
+    if !import.status.success() {
+        bail!(
+            "omo-cloud import: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+    }
+    // One clock for every process: the day starts once the shoppers are registered (about
+    // 150 a second; `setup_s` at least).
+    let population: u64 = s.personas.iter().map(|p| u64::from(p.population)).sum();
+    let setup_s = opts.setup_s.max(5 + population / 150);
+    let origin = Utc::now() + chrono::Duration::seconds(setup_s as i64);
+    let clock_spec = format!(
+        "{}@{}@{}",
+        s.run.start.to_rfc3339_opts(SecondsFormat::Millis, true),
+        s.run.speed,
+        origin.to_rfc3339_opts(SecondsFormat::Millis, true)
+    );
+    let clock = Clock::from_spec(&clock_spec.parse().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut procs = vec![
+        spawn(
+            "fake LINE",
+            &sim_bin,
+            &[
+                "fake-line",
+                "--listen",
+                &format!("127.0.0.1:{line_port}"),
+                "--token",
+                &line_token,
+            ],
+            &[],
+            &path("fake-line.log"),
+        )?,
+        spawn(
+            "fake FCM",
+            &sim_bin,
+            &[
+                "fake-fcm",
+                "--listen",
+                &format!("127.0.0.1:{fcm_port}"),
+                "--service-account",
+                &path("fcm-key.json").display().to_string(),
+            ],
+            &[],
+            &path("fake-fcm.log"),
+        )?,
+        spawn(
+            "omo-cloud",
+            &cloud_bin,
+            &[
+                "run",
+                "--config",
+                &path("cloud.toml").display().to_string(),
+                "--clock",
+                &clock_spec,
+            ],
+            &[
+                ("OMO_CLOUD_ADMIN_TOKEN", &admin_token),
+                ("OMO_CLOUD_LINE_CHANNEL_SECRET", &line_secret),
+                ("OMO_CLOUD_LINE_CHANNEL_TOKEN", &line_token),
+                ("OMO_CLOUD_MEMBER_LINK_SECRET", &member_secret),
+            ],
+            &path("cloud.log"),
+        )?,
+    ];
+    for (port, what) in [
+        (line_port, "the fake LINE server"),
+        (fcm_port, "the fake FCM server"),
+        (http_port, "the cloud's HTTP API"),
+        (mqtt_port, "the cloud's broker"),
+    ] {
+        wait_port(port, what, &mut procs).await?;
+    }
+    // Gateways, reading adverts from stdin.
+    let mut stdins: Vec<ChildStdin> = Vec::new();
+    let mut gateway_index = HashMap::new();
+    for (i, l) in logins.iter().enumerate() {
+        let gdir = path(&format!("gw-{}", l.gateway));
+        std::fs::create_dir_all(&gdir)?;
+        let config = gdir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[identity]\nstore = \"{}\"\ngateway = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\npassword = \"{}\"\nsigning_key = \"{}\"\n\
+                 [scan]\nsource = \"replay\"\nreplay_file = \"-\"\n[data]\ndir = {:?}\n[log]\nlevel = \"warn\"\n",
+                l.store, l.gateway, l.password, l.signing_key, gdir.join("data").display().to_string()
+            ),
+        )?;
+        let log = std::fs::File::create(gdir.join("gateway.log"))?;
+        let mut child = Command::new(&gateway_bin)
+            .args([
+                "run",
+                "--config",
+                &config.display().to_string(),
+                "--clock",
+                &clock_spec,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", gateway_bin.display()))?;
+        stdins.push(child.stdin.take().context("gateway stdin")?);
+        gateway_index.insert(l.gateway.clone(), i);
+        procs.push(Proc {
+            name: format!("gateway {}", l.gateway),
+            child,
+        });
+    }
+    let api = Arc::new(Api {
+        http: omo_cloud::tls::http_client_builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        base: format!("http://127.0.0.1:{http_port}"),
+        admin: admin_token.clone(),
+    });
+    // Shoppers and campaigns.
+    let shoppers = synth::shoppers(s);
+    eprintln!(
+        "omo-sim demo: {:?}: registering {} shoppers; the day starts in {setup_s} s…",
+        s.run.name,
+        shoppers.len()
+    );
+    let registering = std::time::Instant::now();
+    let mut customer_of = vec![String::new(); shoppers.len()];
+    let mut install_token = vec![None::<String>; shoppers.len()];
+    let registrations = futures_unordered(
+        shoppers.iter().enumerate().map(|(i, sh)| {
+            let api = api.clone();
+            let member_secret = member_secret.clone();
+            let sh = sh.clone();
+            async move { register(&api, &sh, &member_secret).await.map(|r| (i, r)) }
+        }),
+        8,
+    )
+    .await?;
+    for (i, (customer, token)) in registrations {
+        customer_of[i] = customer;
+        install_token[i] = token;
+    }
+    for c in &s.campaigns {
+        let id = c["id"].as_str().unwrap_or_default();
+        api.admin(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/campaigns/{id}"),
+            Some(c),
+        )
+        .await?;
+    }
+    let mut pos_keys = HashMap::new();
+    for st in &s.stores {
+        let k = api
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v1/admin/stores/{}/pos-keys", st.id),
+                None,
+            )
+            .await?;
+        pos_keys.insert(
+            st.id.to_string(),
+            k["key"].as_str().unwrap_or_default().to_owned(),
+        );
+    }
+    let (start, end) = synth::window(s);
+    eprintln!(
+        "omo-sim demo: registered in {:.1} s",
+        registering.elapsed().as_secs_f64()
+    );
+    if clock.now().timestamp_millis() > start {
+        eprintln!("omo-sim demo: setup took longer than planned; the day started during it (raise --setup-s)");
+    }
+    // The day: first visits until two hours before the end, so every return fits the day.
+    let last_first = start.max(end - 2 * 3_600_000);
+    let firsts = synth::arrivals_in(s, &shoppers, (start, last_first), true);
+    let mut heap: BinaryHeap<Reverse<(i64, u64, Action)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut radio = synth::indoor_radio(s.run.seed, "radio");
+    let mut sense = synth::rng(s.run.seed, "sensing");
+    let mut push_visit = |heap: &mut BinaryHeap<Reverse<(i64, u64, Action)>>,
+                          v: &Visit,
+                          first: bool,
+                          radio: &mut crate::radio::Radio,
+                          sense: &mut rand::rngs::StdRng| {
+        let sh = &shoppers[v.shopper];
+        for h in synth::heard(s, sh, v, 2000, radio, sense) {
+            if let Some(g) = gateway_index.get(&h.gateway) {
+                seq += 1;
+                heap.push(Reverse((h.ts_ms, seq, Action::Advert(*g, h.replay_line()))));
+            }
+        }
+        for r in synth::app_reports(s, sh, v, 60_000, radio, sense) {
+            let at = r["ts"]
+                .as_str()
+                .and_then(|t| t.parse::<omo_device_config::Timestamp>().ok())
+                .map_or(v.start_ms(), |t| t.millis());
+            seq += 1;
+            heap.push(Reverse((at, seq, Action::Report(v.shopper, r.to_string()))));
+        }
+        for e in synth::line_beacon_events(s, sh, v, radio) {
+            seq += 1;
+            heap.push(Reverse((
+                e["timestamp"].as_i64().unwrap_or(v.start_ms()),
+                seq,
+                Action::Line(e.to_string()),
+            )));
+        }
+        seq += 1;
+        heap.push(Reverse((
+            v.end_ms(),
+            seq,
+            Action::VisitEnd {
+                shopper: v.shopper,
+                first,
+            },
+        )));
+    };
+    for v in &firsts {
+        push_visit(&mut heap, v, true, &mut radio, &mut sense);
+    }
+    let by_line: HashMap<String, usize> = shoppers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| Some((x.line_user.clone()?, i)))
+        .collect();
+    let by_token: HashMap<String, usize> = shoppers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| Some((x.push_token.clone()?, i)))
+        .collect();
+    let mut offered: HashMap<usize, String> = HashMap::new();
+    let mut store_of_visit: HashMap<usize, String> = HashMap::new();
+    for v in &firsts {
+        store_of_visit.insert(v.shopper, s.stores[v.store].id.to_string());
+    }
+    let mut returns = 0usize;
+    let mut redeemed = 0usize;
+    let mut outcome_rng = synth::rng(s.run.seed, "outcomes");
+    let line_url = format!("http://127.0.0.1:{line_port}/fake/deliveries");
+    let fcm_url = format!("http://127.0.0.1:{fcm_port}/fake/deliveries");
+    eprintln!(
+        "omo-sim demo: replaying {} first visits at ×{} …",
+        firsts.len(),
+        s.run.speed
+    );
+    let mut last_poll = std::time::Instant::now();
+    let mut last_progress = -1i64;
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        let now = clock.now().timestamp_millis();
+        if last_poll.elapsed() >= Duration::from_millis(500) {
+            last_poll = std::time::Instant::now();
+            poll_offers(
+                &api.http,
+                &line_url,
+                &fcm_url,
+                &by_line,
+                &by_token,
+                &mut offered,
+            )
+            .await;
+            let pct = ((now - start) * 100 / (end - start).max(1)).clamp(0, 100);
+            if pct != last_progress {
+                last_progress = pct;
+                let bar: String = (0..40)
+                    .map(|i| if i * 100 / 40 < pct { '#' } else { '.' })
+                    .collect();
+                eprint!(
+                    "\r[{bar}] {pct:3}% {}  offers {}  returns {returns}",
+                    &ts(now)[11..16],
+                    offered.len()
+                );
+            }
+        }
+        while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+            let Some(Reverse((at, _, action))) = heap.pop() else {
+                break;
+            };
+            match action {
+                Action::Advert(g, line) => {
+                    let _ = stdins[g].write_all(format!("{line}\n").as_bytes()).await;
+                }
+                Action::Report(i, body) => {
+                    if let Some(token) = install_token[i].clone() {
+                        let api = api.clone();
+                        inflight.spawn(async move {
+                            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                            let _ = api
+                                .call(
+                                    reqwest::Method::POST,
+                                    "/v1/app/locations",
+                                    Some(&body),
+                                    Some(&token),
+                                )
+                                .await;
+                        });
+                    }
+                }
+                Action::Line(event) => {
+                    let body = format!("{{\"destination\":\"Udemo\",\"events\":[{event}]}}");
+                    let sig =
+                        omo_cloud::secrets::line_signature(line_secret.as_bytes(), body.as_bytes());
+                    let (http, url) = (api.http.clone(), format!("{}/v1/line/webhook", api.base));
+                    inflight.spawn(async move {
+                        let _ = http
+                            .post(url)
+                            .header("X-Line-Signature", sig)
+                            .header("Content-Type", "application/json")
+                            .body(body)
+                            .send()
+                            .await;
+                    });
+                }
+                Action::VisitEnd { shopper, first } => {
+                    let sh = &shoppers[shopper];
+                    let effect = s.personas[sh.persona].effect;
+                    if first {
+                        let p = if offered.contains_key(&shopper) {
+                            effect.return_after_offer
+                        } else {
+                            effect.return_without_offer
+                        };
+                        if outcome_rng.random_bool(p) {
+                            let store_id =
+                                store_of_visit.get(&shopper).cloned().unwrap_or_default();
+                            let store = s
+                                .stores
+                                .iter()
+                                .position(|x| x.id.as_str() == store_id)
+                                .unwrap_or(0);
+                            let back = at + outcome_rng.random_range(30..=90) * 60_000;
+                            let v = synth::plan_visit(
+                                s,
+                                (shopper, sh.persona),
+                                store,
+                                back,
+                                &mut outcome_rng,
+                            );
+                            returns += 1;
+                            push_visit(&mut heap, &v, false, &mut radio, &mut sense);
+                        }
+                    } else if let Some(code) = offered.get(&shopper) {
+                        if outcome_rng.random_bool(REDEEM_SHARE) {
+                            let store = store_of_visit.get(&shopper).cloned().unwrap_or_default();
+                            let body = json!({"store": store, "code": code, "at": ts(at), "amount": outcome_rng.random_range(5..60)});
+                            if let Some(key) = pos_keys.get(&store) {
+                                if let Ok((201, _)) = api
+                                    .call(
+                                        reqwest::Method::POST,
+                                        "/v1/redemptions",
+                                        Some(&body),
+                                        Some(key),
+                                    )
+                                    .await
+                                {
+                                    redeemed += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        while inflight.try_join_next().is_some() {}
+        if heap.is_empty() && now >= end {
+            break;
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!(
+                    "{} exited ({status}) during the run; logs in {}",
+                    p.name,
+                    dir.path().display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while inflight.join_next().await.is_some() {}
+    eprintln!();
+    // Let the last visits close (exit timeouts run on the clock) and the pipeline settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    poll_offers(
+        &api.http,
+        &line_url,
+        &fcm_url,
+        &by_line,
+        &by_token,
+        &mut offered,
+    )
+    .await;
+    let outcome = report(
+        s,
+        &api,
+        &shoppers,
+        &customer_of,
+        (start, end),
+        (returns, redeemed),
+    )
+    .await?;
+    if opts.keep_running {
+        eprintln!(
+            "omo-sim demo: the cloud keeps running at {} (admin token {admin_token}); Ctrl-C to stop. Logs: {}",
+            api.base,
+            dir.path().display()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(procs);
+    Ok(outcome)
+}
+
+/// Runs `futures` with at most `n` at once, collecting their results (the first error stops).
+async fn futures_unordered<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static>,
+    n: usize,
+) -> anyhow::Result<Vec<T>> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    for f in futures {
+        if set.len() >= n {
+            if let Some(r) = set.join_next().await {
+                out.push(r??);
+            }
+        }
+        set.spawn(f);
+    }
+    while let Some(r) = set.join_next().await {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+/// Registers a shopper: the customer (member id, LINE user, consent) and, with the app, an
+/// install; returns the customer id and the install's token.
+async fn register(
+    api: &Api,
+    sh: &Shopper,
+    member_secret: &str,
+) -> anyhow::Result<(String, Option<String>)> {
+    let body = json!({
+        "member_id": sh.member_id,
+        "line_user": sh.line_user,
+        "consent": {"line": sh.consent_line, "push": sh.consent_push, "webhook": false, "location": true},
+        "attributes": {"name": format!("Shopper {}", &sh.member_id[2..6])},
+    });
+    let c = api
+        .admin(reqwest::Method::POST, "/v1/admin/customers", Some(&body))
+        .await?;
+    let id = c["id"].as_str().unwrap_or_default().to_owned();
+    if !sh.app {
+        return Ok((id, None));
+    }
+    let mut install = json!({
+        "platform": if sh.phone == Phone::Ios { "ios" } else { "android" },
+        "member_id": sh.member_id,
+        "member_sig": omo_cloud::secrets::hmac_hex(member_secret.as_bytes(), sh.member_id.as_bytes()),
+        "push_token": sh.push_token,
+    });
+    if let Some(k) = sh.eid_key {
+        install["eid"] = json!({"identity_key": hex::encode(k), "exponent": synth::EID_EXPONENT});
+    }
+    let (status, b) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/app/installs",
+            Some(&install),
+            None,
+        )
+        .await?;
+    if status != 201 {
+        bail!("registering an install: {status} {b}");
+    }
+    Ok((id, b["token"].as_str().map(str::to_owned)))
+}
+
+/// Reads what the fake LINE and FCM servers accepted: each offer's shopper and coupon.
+async fn poll_offers(
+    http: &reqwest::Client,
+    line_url: &str,
+    fcm_url: &str,
+    by_line: &HashMap<String, usize>,
+    by_token: &HashMap<String, usize>,
+    offered: &mut HashMap<usize, String>,
+) {
+    if let Ok(v) = fetch(http, line_url).await {
+        for a in v["accepted"].as_array().into_iter().flatten() {
+            if let Some(i) = a["to"].as_str().and_then(|u| by_line.get(u)) {
+                let code = a["texts"][0]
+                    .as_str()
+                    .and_then(|t| t.rsplit(' ').next())
+                    .unwrap_or_default();
+                offered.entry(*i).or_insert_with(|| code.to_owned());
+            }
+        }
+    }
+    if let Ok(v) = fetch(http, fcm_url).await {
+        for a in v["accepted"].as_array().into_iter().flatten() {
+            if let Some(i) = a["token"].as_str().and_then(|t| by_token.get(t)) {
+                let code = a["coupon"].as_str().unwrap_or_default();
+                offered.entry(*i).or_insert_with(|| code.to_owned());
+            }
+        }
+    }
+}
+
+async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    Ok(http.get(url).send().await?.json().await?)
+}
+
+/// Reads the cloud's view of the day, prints the report table and checks the expectations.
+async fn report(
+    s: &Scenario,
+    api: &Api,
+    shoppers: &[Shopper],
+    customer_of: &[String],
+    (start, end): (i64, i64),
+    (returns, redeemed): (usize, usize),
+) -> anyhow::Result<Outcome> {
+    let phone_of: HashMap<&str, Phone> = customer_of
+        .iter()
+        .zip(shoppers)
+        .map(|(c, s)| (c.as_str(), s.phone))
+        .collect();
+    // Store visits by source and platform, read per store and hour (the API pages by 1,000).
+    let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_phone: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    for st in &s.stores {
+        let mut t = start;
+        while t < end + 3_600_000 {
+            let v = api
+                .admin(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/v1/admin/visits?store={}&from={}&to={}&limit=1000",
+                        st.id,
+                        ts(t),
+                        ts(t + 3_600_000)
+                    ),
+                    None,
+                )
+                .await?;
+            for visit in v["items"].as_array().into_iter().flatten() {
+                total += 1;
+                let sources: Vec<String> = visit["sources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect();
+                *by_source.entry(sources.join("+")).or_default() += 1;
+                let phone = match visit["customer"].as_str().and_then(|c| phone_of.get(c)) {
+                    Some(Phone::Ios) => "ios",
+                    Some(Phone::Android) => "android",
+                    Some(Phone::Other) => "other",
+                    None => "unknown",
+                };
+                *by_phone.entry(phone).or_default() += 1;
+            }
+            t += 3_600_000;
+        }
+    }
+    let mut out = String::new();
+    let mut failures = Vec::new();
+    out.push_str(&format!("\n{}\n\nStore visits: {total}\n", s.run.name));
+    for (k, n) in &by_source {
+        out.push_str(&format!("  by source   {k:<24} {n:>6}\n"));
+    }
+    for (k, n) in &by_phone {
+        out.push_str(&format!("  by platform {k:<24} {n:>6}\n"));
+    }
+    out.push_str(&format!(
+        "Return visits simulated: {returns}; redemptions at the till: {redeemed}\n"
+    ));
+    let mut delivered_total = 0u64;
+    for c in &s.campaigns {
+        let id = c["id"].as_str().unwrap_or_default();
+        let r = api
+            .admin(
+                reqwest::Method::GET,
+                &format!("/v1/admin/reports/campaigns/{id}"),
+                None,
+            )
+            .await?;
+        out.push_str(&format!(
+            "\nCampaign {id}\n  {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+            "group", "customers", "sent", "delivered", "redeemed", "returned", "rate"
+        ));
+        for g in r["groups"].as_array().into_iter().flatten() {
+            let f = |k: &str| g["funnel"][k].as_u64().unwrap_or(0);
+            delivered_total += f("delivered");
+            out.push_str(&format!(
+                "  {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7.1}%\n",
+                g["group"].as_str().unwrap_or(""),
+                g["customers"],
+                f("sent"),
+                f("delivered"),
+                f("redeemed"),
+                g["returned"],
+                g["return_rate"].as_f64().unwrap_or(0.0) * 100.0
+            ));
+        }
+        let truth = s
+            .personas
+            .first()
+            .map(|p| p.effect.return_after_offer - p.effect.return_without_offer)
+            .unwrap_or(0.0);
+        for l in r["lift"].as_array().into_iter().flatten() {
+            let (d, lo, hi) = (
+                l["difference"].as_f64().unwrap_or(0.0),
+                l["difference_ci95"]["low"].as_f64().unwrap_or(0.0),
+                l["difference_ci95"]["high"].as_f64().unwrap_or(0.0),
+            );
+            out.push_str(&format!(
+                "  lift of {} over holdout: {:+.1} points (95 % CI {:+.1} to {:+.1}); true effect {:+.1}{}\n",
+                l["variant"].as_str().unwrap_or(""),
+                d * 100.0,
+                lo * 100.0,
+                hi * 100.0,
+                truth * 100.0,
+                if l["too_small"] == true { " — too few customers to read" } else { "" }
+            ));
+            if s.expect.lift_covers_truth && !(lo <= truth && truth <= hi) {
+                failures.push(format!("campaign {id}: the lift interval [{lo:.3}, {hi:.3}] does not cover the true effect {truth:.3}"));
+            }
+            if s.expect.lift_excludes_zero && lo <= 0.0 && hi >= 0.0 {
+                failures.push(format!(
+                    "campaign {id}: the lift interval [{lo:.3}, {hi:.3}] includes zero"
+                ));
+            }
+        }
+    }
+    if total < s.expect.min_visits {
+        failures.push(format!(
+            "{total} store visits, expected at least {}",
+            s.expect.min_visits
+        ));
+    }
+    if delivered_total < s.expect.min_offers {
+        failures.push(format!(
+            "{delivered_total} offers delivered, expected at least {}",
+            s.expect.min_offers
+        ));
+    }
+    if let (Some(tol), Some(p)) = (s.expect.platform_share_tolerance, s.personas.first()) {
+        // Who the system can see: iPhones and Android phones through the app or LINE, other
+        // phones through LINE only.
+        let seen_app_or_line = 1.0 - (1.0 - p.app_share) * (1.0 - p.line_share);
+        let weights = [
+            ("ios", p.platforms.ios * seen_app_or_line),
+            ("android", p.platforms.android * seen_app_or_line),
+            ("other", p.platforms.other * p.line_share),
+        ];
+        let sum: f64 = weights.iter().map(|(_, w)| w).sum();
+        let known: u64 = ["ios", "android", "other"]
+            .iter()
+            .map(|k| by_phone.get(k).copied().unwrap_or(0))
+            .sum();
+        for (k, w) in weights {
+            let want = w / sum.max(1e-9);
+            let got = by_phone.get(k).copied().unwrap_or(0) as f64 / known.max(1) as f64;
+            out.push_str(&format!(
+                "  {k:<8} share of visits {:.3} (scenario {:.3})\n",
+                got, want
+            ));
+            if (got - want).abs() > tol {
+                failures.push(format!("{k} visits are {got:.3} of all, the scenario gives {want:.3} (tolerance {tol})"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        out.push_str("\nEvery expectation held.\n");
+    } else {
+        out.push_str("\nExpectations that failed:\n");
+        for f in &failures {
+            out.push_str(&format!("  - {f}\n"));
+        }
+    }
+    Ok(Outcome {
+        report: out,
+        failures,
+    })
+}
