@@ -1,0 +1,55 @@
+//! The one-command demo, shortened for CI: `omo-sim demo` with the bundled scenario cut to three
+//! hours and a thousand shoppers starts the fakes, the cloud and the gateways as processes,
+//! drives the day, prints the report and exits 0 because the (relaxed) expectations hold.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use omo_tests::{binary_with, cloud::cloud_binary, gateway_binary};
+
+#[test]
+fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Result<()> {
+    // The demo finds omo-cloud and omo-gateway beside itself.
+    cloud_binary()?;
+    gateway_binary()?;
+    let sim = binary_with("omo-sim", "omo-sim", &[])?;
+    let scenario = omo_sim::scenario::SATURDAY
+        .replacen("population = 4000", "population = 1000", 1)
+        .replacen("hours = 10.0", "hours = 3.0", 1)
+        .replacen("min_visits = 300", "min_visits = 100", 1)
+        .replacen("min_offers = 50", "min_offers = 20", 1)
+        .replacen("lift_covers_truth = true", "lift_covers_truth = false", 1)
+        .replacen("lift_excludes_zero = true", "lift_excludes_zero = false", 1)
+        .replacen(
+            "platform_share_tolerance = 0.05",
+            "platform_share_tolerance = 0.12",
+            1,
+        );
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("short.toml");
+    std::fs::write(&path, scenario)?;
+    let started = Instant::now();
+    let out = Command::new(&sim)
+        .args(["demo", "--scenario", &path.display().to_string()])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("Every expectation held."), "{stdout}");
+    assert!(stdout.contains("Campaign welcome-coffee"), "{stdout}");
+    assert!(stdout.contains("lift of a over holdout"), "{stdout}");
+    for source in ["gateway", "line", "app"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("by source") && l.contains(source)),
+            "no visits from {source}:\n{stdout}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(600));
+    Ok(())
+}
