@@ -40,9 +40,6 @@ pub struct Options {
     pub keep_running: bool,
     /// Where `omo-cloud` and `omo-gateway` are (default: beside this program).
     pub bin_dir: Option<PathBuf>,
-    /// Wall seconds between starting the processes and the day's start on the clock
-    /// (registration happens meanwhile).
-    pub setup_s: u64,
 }
 
 /// What the run found, and whether the expectations held.
@@ -251,18 +248,19 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
             String::from_utf8_lossy(&import.stderr)
         );
     }
-    // One clock for every process: the day starts once the shoppers are registered (about
-    // 150 a second; `setup_s` at least).
-    let population: u64 = s.personas.iter().map(|p| u64::from(p.population)).sum();
-    let setup_s = opts.setup_s.max(5 + population / 150);
-    let origin = Utc::now() + chrono::Duration::seconds(setup_s as i64);
-    let clock_spec = format!(
-        "{}@{}@{}",
-        s.run.start.to_rfc3339_opts(SecondsFormat::Millis, true),
-        s.run.speed,
-        origin.to_rfc3339_opts(SecondsFormat::Millis, true)
+    // Shoppers register on the day's clock running at ×1 an hour before the day starts, so
+    // however long that takes, the day then starts on time; the cloud restarts for the day.
+    let setup_clock = format!(
+        "{}@1",
+        (s.run.start - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true)
     );
-    let clock = Clock::from_spec(&clock_spec.parse().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let cloud_env = [
+        ("OMO_CLOUD_ADMIN_TOKEN", admin_token.as_str()),
+        ("OMO_CLOUD_LINE_CHANNEL_SECRET", line_secret.as_str()),
+        ("OMO_CLOUD_LINE_CHANNEL_TOKEN", line_token.as_str()),
+        ("OMO_CLOUD_MEMBER_LINK_SECRET", member_secret.as_str()),
+    ];
+    let cloud_config = path("cloud.toml").display().to_string();
     let mut procs = vec![
         spawn(
             "fake LINE",
@@ -293,20 +291,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         spawn(
             "omo-cloud",
             &cloud_bin,
-            &[
-                "run",
-                "--config",
-                &path("cloud.toml").display().to_string(),
-                "--clock",
-                &clock_spec,
-            ],
-            &[
-                ("OMO_CLOUD_ADMIN_TOKEN", &admin_token),
-                ("OMO_CLOUD_LINE_CHANNEL_SECRET", &line_secret),
-                ("OMO_CLOUD_LINE_CHANNEL_TOKEN", &line_token),
-                ("OMO_CLOUD_MEMBER_LINK_SECRET", &member_secret),
-            ],
-            &path("cloud.log"),
+            &["run", "--config", &cloud_config, "--clock", &setup_clock],
+            &cloud_env,
+            &path("cloud-setup.log"),
         )?,
     ];
     for (port, what) in [
@@ -316,43 +303,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         (mqtt_port, "the cloud's broker"),
     ] {
         wait_port(port, what, &mut procs).await?;
-    }
-    // Gateways, reading adverts from stdin.
-    let mut stdins: Vec<ChildStdin> = Vec::new();
-    let mut gateway_index = HashMap::new();
-    for (i, l) in logins.iter().enumerate() {
-        let gdir = path(&format!("gw-{}", l.gateway));
-        std::fs::create_dir_all(&gdir)?;
-        let config = gdir.join("gateway.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[identity]\nstore = \"{}\"\ngateway = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\npassword = \"{}\"\nsigning_key = \"{}\"\n\
-                 [scan]\nsource = \"replay\"\nreplay_file = \"-\"\n[data]\ndir = {:?}\n[log]\nlevel = \"warn\"\n",
-                l.store, l.gateway, l.password, l.signing_key, gdir.join("data").display().to_string()
-            ),
-        )?;
-        let log = std::fs::File::create(gdir.join("gateway.log"))?;
-        let mut child = Command::new(&gateway_bin)
-            .args([
-                "run",
-                "--config",
-                &config.display().to_string(),
-                "--clock",
-                &clock_spec,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", gateway_bin.display()))?;
-        stdins.push(child.stdin.take().context("gateway stdin")?);
-        gateway_index.insert(l.gateway.clone(), i);
-        procs.push(Proc {
-            name: format!("gateway {}", l.gateway),
-            child,
-        });
     }
     let api = Arc::new(Api {
         http: omo_cloud::tls::http_client_builder()
@@ -364,7 +314,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     // Shoppers and campaigns.
     let shoppers = synth::shoppers(s);
     eprintln!(
-        "omo-sim demo: {:?}: registering {} shoppers; the day starts in {setup_s} s…",
+        "omo-sim demo: {:?}: registering {} shoppers…",
         s.run.name,
         shoppers.len()
     );
@@ -385,6 +335,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         customer_of[i] = customer;
         install_token[i] = token;
     }
+    eprintln!(
+        "omo-sim demo: registered in {:.1} s",
+        registering.elapsed().as_secs_f64()
+    );
     for c in &s.campaigns {
         let id = c["id"].as_str().unwrap_or_default();
         api.admin(
@@ -408,14 +362,83 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
             k["key"].as_str().unwrap_or_default().to_owned(),
         );
     }
-    let (start, end) = synth::window(s);
-    eprintln!(
-        "omo-sim demo: registered in {:.1} s",
-        registering.elapsed().as_secs_f64()
+    // The day: the cloud restarts on the day's clock, which starts in a few seconds.
+    let cloud = procs.pop().context("the cloud process")?;
+    drop(cloud);
+    let origin = Utc::now() + chrono::Duration::seconds(5);
+    let clock_spec = format!(
+        "{}@{}@{}",
+        s.run.start.to_rfc3339_opts(SecondsFormat::Millis, true),
+        s.run.speed,
+        origin.to_rfc3339_opts(SecondsFormat::Millis, true)
     );
-    if clock.now().timestamp_millis() > start {
-        eprintln!("omo-sim demo: setup took longer than planned; the day started during it (raise --setup-s)");
+    let clock = Clock::from_spec(&clock_spec.parse().map_err(|e| anyhow::anyhow!("{e}"))?);
+    // The killed process's store lock goes with it; the new one waits for it.
+    procs.push(spawn(
+        "omo-cloud",
+        &cloud_bin,
+        &["run", "--config", &cloud_config, "--clock", &clock_spec],
+        &cloud_env,
+        &path("cloud.log"),
+    )?);
+    for (port, what) in [
+        (http_port, "the cloud's HTTP API"),
+        (mqtt_port, "the cloud's broker"),
+    ] {
+        wait_port(port, what, &mut procs).await?;
     }
+    // Gateways, reading adverts from stdin.
+    let mut stdins: Vec<ChildStdin> = Vec::new();
+    let mut gateway_index = HashMap::new();
+    for (i, l) in logins.iter().enumerate() {
+        let gdir = path(&format!("gw-{}", l.gateway));
+        std::fs::create_dir_all(&gdir)?;
+        let config = gdir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[identity]\nstore = \"{}\"\ngateway = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\npassword = \"{}\"\nsigning_key = \"{}\"\n\
+                 [scan]\nsource = \"replay\"\nreplay_file = \"-\"\n[data]\ndir = {:?}\n[log]\nlevel = \"warn\"\n",
+                l.store, l.gateway, l.password, l.signing_key, gdir.join("data").display().to_string()
+            ),
+        )?;
+        let log = std::fs::File::create(gdir.join("gateway.log"))?;
+        // The gateway's own clock: off by its offset and running fast or slow by its drift.
+        let g = s
+            .stores
+            .iter()
+            .flat_map(|st| &st.gateways)
+            .find(|g| g.id.as_str() == l.gateway)
+            .context("a login without its gateway")?;
+        let gateway_clock = format!(
+            "{}@{}@{}",
+            (s.run.start + chrono::Duration::milliseconds((g.clock_offset_s * 1000.0) as i64))
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            s.run.speed * (1.0 + g.clock_drift_ppm / 1e6),
+            origin.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+        let mut child = Command::new(&gateway_bin)
+            .args([
+                "run",
+                "--config",
+                &config.display().to_string(),
+                "--clock",
+                &gateway_clock,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", gateway_bin.display()))?;
+        stdins.push(child.stdin.take().context("gateway stdin")?);
+        gateway_index.insert(l.gateway.clone(), i);
+        procs.push(Proc {
+            name: format!("gateway {}", l.gateway),
+            child,
+        });
+    }
+    let (start, end) = synth::window(s);
     // The day: first visits until two hours before the end, so every return fits the day.
     let last_first = start.max(end - 2 * 3_600_000);
     let firsts = synth::arrivals_in(s, &shoppers, (start, last_first), true);
@@ -635,6 +658,20 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         &mut offered,
     )
     .await;
+    let count = |url: &str| {
+        let (http, url) = (api.http.clone(), url.to_owned());
+        async move {
+            fetch(&http, &url)
+                .await
+                .ok()
+                .and_then(|v| v["accepted"].as_array().map(Vec::len))
+                .unwrap_or(0)
+        }
+    };
+    let offers_by_channel = [
+        ("LINE", count(&line_url).await),
+        ("FCM (app push)", count(&fcm_url).await),
+    ];
     let outcome = report(
         s,
         &api,
@@ -642,6 +679,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         &customer_of,
         (start, end),
         (returns, redeemed),
+        offers_by_channel,
     )
     .await?;
     if opts.keep_running {
@@ -762,6 +800,7 @@ async fn report(
     customer_of: &[String],
     (start, end): (i64, i64),
     (returns, redeemed): (usize, usize),
+    offers_by_channel: [(&str, usize); 2],
 ) -> anyhow::Result<Outcome> {
     let phone_of: HashMap<&str, Phone> = customer_of
         .iter()
@@ -819,6 +858,9 @@ async fn report(
     out.push_str(&format!(
         "Return visits simulated: {returns}; redemptions at the till: {redeemed}\n"
     ));
+    for (channel, n) in offers_by_channel {
+        out.push_str(&format!("  offers accepted by {channel:<14} {n:>6}\n"));
+    }
     let mut delivered_total = 0u64;
     for c in &s.campaigns {
         let id = c["id"].as_str().unwrap_or_default();

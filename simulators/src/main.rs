@@ -56,9 +56,6 @@ enum Command {
         /// Shorten the day to this many hours.
         #[arg(long)]
         hours: Option<f64>,
-        /// Wall seconds for setting up before the day starts on the clock.
-        #[arg(long, default_value_t = 20)]
-        setup_s: u64,
     },
     /// Check a scenario file; prints each problem with its key, or a summary.
     Check {
@@ -108,9 +105,8 @@ fn main() -> ExitCode {
             scenario,
             keep_running,
             hours,
-            setup_s,
         } => {
-            return demo(scenario, keep_running, hours, setup_s);
+            return demo(scenario, keep_running, hours);
         }
         Command::Generate { scenario, out } => check(&scenario).and_then(|s| {
             let g = omo_sim::world::generate(&s, &out)?;
@@ -160,12 +156,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<omo_sim::scenario::Scenario> 
     Ok(s)
 }
 
-fn demo(
-    scenario: Option<PathBuf>,
-    keep_running: bool,
-    hours: Option<f64>,
-    setup_s: u64,
-) -> ExitCode {
+fn demo(scenario: Option<PathBuf>, keep_running: bool, hours: Option<f64>) -> ExitCode {
     let run = || -> anyhow::Result<omo_sim::demo::Outcome> {
         let mut s = check(&scenario.unwrap_or_else(|| PathBuf::from("-")))?;
         if let Some(h) = hours {
@@ -178,7 +169,6 @@ fn demo(
             scenario: s,
             keep_running,
             bin_dir: None,
-            setup_s,
         }))
     };
     match run() {
