@@ -49,6 +49,22 @@ pub struct Outcome {
     pub failures: Vec<String>,
 }
 
+/// What the driver did, for the report.
+struct Driven {
+    returns: usize,
+    redeemed: usize,
+    offers_by_channel: [(&'static str, usize); 2],
+    lost: Lost,
+}
+
+/// What the driver could not hand over to the system.
+#[derive(Debug, Default, Clone, Copy)]
+struct Lost {
+    adverts: u64,
+    reports: u64,
+    webhooks: u64,
+}
+
 /// A child process killed when dropped.
 struct Proc {
     name: String,
@@ -140,6 +156,10 @@ enum Action {
     Line(String),
     /// A shopper's visit ended: decide whether they come back, and whether they redeem.
     VisitEnd { shopper: usize, first: bool },
+    /// The time a shopper would come back: they do if `draw` is below their return chance,
+    /// which depends on whether an offer reached them by now (by then every offer of the
+    /// first visit has long been delivered, so none is missed for being slow).
+    MaybeReturn { shopper: usize, draw: u32 },
 }
 
 struct Api {
@@ -193,6 +213,22 @@ impl Api {
 
 /// Runs the demo.
 pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
+    let (_, end) = synth::window(&opts.scenario);
+    if end - opts.scenario.run.start.timestamp_millis() < 3 * 3_600_000 {
+        bail!("run.hours: the demo needs a day of at least 3 hours (first visits stop 2 hours before its end, so returns fit)");
+    }
+    let dir = tempfile::Builder::new().prefix("omo-demo-").tempdir()?;
+    match run_in(&opts, &dir).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            // Keep the processes' logs for whoever reads the error.
+            let kept = dir.keep();
+            Err(e.context(format!("the processes' logs are in {}", kept.display())))
+        }
+    }
+}
+
+async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outcome> {
     let s = &opts.scenario;
     let bin_dir = match &opts.bin_dir {
         Some(d) => d.clone(),
@@ -204,7 +240,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     let cloud_bin = binary(&bin_dir, "omo-cloud")?;
     let gateway_bin = binary(&bin_dir, "omo-gateway")?;
     let sim_bin = std::env::current_exe()?;
-    let dir = tempfile::tempdir()?;
     let path = |n: &str| dir.path().join(n);
     let mut rng = synth::rng(s.run.seed, "demo");
     let secret = |rng: &mut rand::rngs::StdRng| -> String {
@@ -363,8 +398,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         );
     }
     // The day: the cloud restarts on the day's clock, which starts in a few seconds.
-    let cloud = procs.pop().context("the cloud process")?;
-    drop(cloud);
+    let mut cloud = procs.pop().context("the cloud process")?;
+    // Gone for good (its store lock and ports with it) before the next one starts.
+    cloud.child.kill().await?;
     let origin = Utc::now() + chrono::Duration::seconds(5);
     let clock_spec = format!(
         "{}@{}@{}",
@@ -503,6 +539,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         store_of_visit.insert(v.shopper, s.stores[v.store].id.to_string());
     }
     let mut returns = 0usize;
+    let mut decision_seq = 1u64 << 62;
+    // What the driver could not hand over (reported, never hidden).
+    let mut lost = Lost::default();
+    let failed_reports = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed_webhooks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let permits = Arc::new(tokio::sync::Semaphore::new(64));
     let mut redeemed = 0usize;
     let mut outcome_rng = synth::rng(s.run.seed, "outcomes");
     let line_url = format!("http://127.0.0.1:{line_port}/fake/deliveries");
@@ -547,21 +589,36 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
             };
             match action {
                 Action::Advert(g, line) => {
-                    let _ = stdins[g].write_all(format!("{line}\n").as_bytes()).await;
+                    // A stalled gateway must not stall the day: its line is dropped, counted.
+                    let line = format!("{line}\n");
+                    let write = stdins[g].write_all(line.as_bytes());
+                    if !matches!(
+                        tokio::time::timeout(Duration::from_secs(2), write).await,
+                        Ok(Ok(()))
+                    ) {
+                        lost.adverts += 1;
+                    }
                 }
                 Action::Report(i, body) => {
                     if let Some(token) = install_token[i].clone() {
-                        let api = api.clone();
+                        let (api, permits, failed) =
+                            (api.clone(), permits.clone(), failed_reports.clone());
                         inflight.spawn(async move {
+                            let _permit = permits.acquire_owned().await;
                             let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                            let _ = api
-                                .call(
+                            let ok = matches!(
+                                api.call(
                                     reqwest::Method::POST,
                                     "/v1/app/locations",
                                     Some(&body),
-                                    Some(&token),
+                                    Some(&token)
                                 )
-                                .await;
+                                .await,
+                                Ok((202, _))
+                            );
+                            if !ok {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                         });
                     }
                 }
@@ -570,44 +627,58 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
                     let sig =
                         omo_cloud::secrets::line_signature(line_secret.as_bytes(), body.as_bytes());
                     let (http, url) = (api.http.clone(), format!("{}/v1/line/webhook", api.base));
+                    let (permits, failed) = (permits.clone(), failed_webhooks.clone());
                     inflight.spawn(async move {
-                        let _ = http
+                        let _permit = permits.acquire_owned().await;
+                        let sent = http
                             .post(url)
                             .header("X-Line-Signature", sig)
                             .header("Content-Type", "application/json")
                             .body(body)
                             .send()
                             .await;
+                        if !sent.is_ok_and(|r| r.status().is_success()) {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     });
                 }
-                Action::VisitEnd { shopper, first } => {
+                Action::MaybeReturn { shopper, draw } => {
                     let sh = &shoppers[shopper];
                     let effect = s.personas[sh.persona].effect;
+                    let p = if offered.contains_key(&shopper) {
+                        effect.return_after_offer
+                    } else {
+                        effect.return_without_offer
+                    };
+                    if f64::from(draw) < p * f64::from(u32::MAX) {
+                        let store_id = store_of_visit.get(&shopper).cloned().unwrap_or_default();
+                        let store = s
+                            .stores
+                            .iter()
+                            .position(|x| x.id.as_str() == store_id)
+                            .unwrap_or(0);
+                        let v = synth::plan_visit(
+                            s,
+                            (shopper, sh.persona),
+                            store,
+                            at,
+                            &mut outcome_rng,
+                        );
+                        returns += 1;
+                        push_visit(&mut heap, &v, false, &mut radio, &mut sense);
+                    }
+                }
+                Action::VisitEnd { shopper, first } => {
                     if first {
-                        let p = if offered.contains_key(&shopper) {
-                            effect.return_after_offer
-                        } else {
-                            effect.return_without_offer
-                        };
-                        if outcome_rng.random_bool(p) {
-                            let store_id =
-                                store_of_visit.get(&shopper).cloned().unwrap_or_default();
-                            let store = s
-                                .stores
-                                .iter()
-                                .position(|x| x.id.as_str() == store_id)
-                                .unwrap_or(0);
-                            let back = at + outcome_rng.random_range(30..=90) * 60_000;
-                            let v = synth::plan_visit(
-                                s,
-                                (shopper, sh.persona),
-                                store,
-                                back,
-                                &mut outcome_rng,
-                            );
-                            returns += 1;
-                            push_visit(&mut heap, &v, false, &mut radio, &mut sense);
-                        }
+                        let back = at + outcome_rng.random_range(30..=90) * 60_000;
+                        let draw = outcome_rng.random::<u32>();
+                        // Tie-breakers apart from the visits' (the closure owns that counter).
+                        decision_seq += 1;
+                        heap.push(Reverse((
+                            back,
+                            decision_seq,
+                            Action::MaybeReturn { shopper, draw },
+                        )));
                     } else if let Some(code) = offered.get(&shopper) {
                         if outcome_rng.random_bool(REDEEM_SHARE) {
                             let store = store_of_visit.get(&shopper).cloned().unwrap_or_default();
@@ -646,6 +717,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     while inflight.join_next().await.is_some() {}
+    lost.reports = failed_reports.load(std::sync::atomic::Ordering::Relaxed);
+    lost.webhooks = failed_webhooks.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!();
     // Let the last visits close (exit timeouts run on the clock) and the pipeline settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -678,11 +751,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         &shoppers,
         &customer_of,
         (start, end),
-        (returns, redeemed),
-        offers_by_channel,
+        Driven {
+            returns,
+            redeemed,
+            offers_by_channel,
+            lost,
+        },
     )
     .await?;
     if opts.keep_running {
+        println!("{}", outcome.report);
         eprintln!(
             "omo-sim demo: the cloud keeps running at {} (admin token {admin_token}); Ctrl-C to stop. Logs: {}",
             api.base,
@@ -799,9 +877,14 @@ async fn report(
     shoppers: &[Shopper],
     customer_of: &[String],
     (start, end): (i64, i64),
-    (returns, redeemed): (usize, usize),
-    offers_by_channel: [(&str, usize); 2],
+    driven: Driven,
 ) -> anyhow::Result<Outcome> {
+    let Driven {
+        returns,
+        redeemed,
+        offers_by_channel,
+        lost,
+    } = driven;
     let phone_of: HashMap<&str, Phone> = customer_of
         .iter()
         .zip(shoppers)
@@ -858,6 +941,13 @@ async fn report(
     out.push_str(&format!(
         "Return visits simulated: {returns}; redemptions at the till: {redeemed}\n"
     ));
+    out.push_str(&format!(
+        "Not handed over: {} adverts (a stalled gateway), {} app reports and {} LINE webhooks refused or unanswered\n",
+        lost.adverts, lost.reports, lost.webhooks
+    ));
+    if lost.adverts + lost.reports + lost.webhooks > 0 {
+        failures.push("the driver could not hand everything over (see above)".into());
+    }
     for (channel, n) in offers_by_channel {
         out.push_str(&format!("  offers accepted by {channel:<14} {n:>6}\n"));
     }
@@ -894,7 +984,17 @@ async fn report(
             .first()
             .map(|p| p.effect.return_after_offer - p.effect.return_without_offer)
             .unwrap_or(0.0);
-        for l in r["lift"].as_array().into_iter().flatten() {
+        let lifts = r["lift"].as_array().cloned().unwrap_or_default();
+        let wants_lift = s.expect.lift_covers_truth || s.expect.lift_excludes_zero;
+        if wants_lift && lifts.is_empty() {
+            failures.push(format!(
+                "campaign {id}: no lift to check (no variant measured)"
+            ));
+        }
+        for l in &lifts {
+            if wants_lift && l["too_small"] == true {
+                failures.push(format!("campaign {id}: too few customers to read the lift"));
+            }
             let (d, lo, hi) = (
                 l["difference"].as_f64().unwrap_or(0.0),
                 l["difference_ci95"]["low"].as_f64().unwrap_or(0.0),

@@ -161,6 +161,7 @@ fn demo(scenario: Option<PathBuf>, keep_running: bool, hours: Option<f64>) -> Ex
         let mut s = check(&scenario.unwrap_or_else(|| PathBuf::from("-")))?;
         if let Some(h) = hours {
             s.run.hours = h;
+            s = s.checked().map_err(|e| anyhow::anyhow!("--hours: {e}"))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -173,7 +174,9 @@ fn demo(scenario: Option<PathBuf>, keep_running: bool, hours: Option<f64>) -> Ex
     };
     match run() {
         Ok(outcome) => {
-            println!("{}", outcome.report);
+            if !keep_running {
+                println!("{}", outcome.report);
+            }
             if outcome.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -250,9 +250,14 @@ impl Scenario {
             };
             ScenarioError(vec![Problem::new(path, e.into_inner().to_string())])
         })?;
-        let problems = scenario.problems();
+        scenario.checked()
+    }
+
+    /// The scenario if its values make sense (after a change such as `--hours`).
+    pub fn checked(self) -> Result<Scenario, ScenarioError> {
+        let problems = self.problems();
         if problems.is_empty() {
-            Ok(scenario)
+            Ok(self)
         } else {
             Err(ScenarioError(problems))
         }
@@ -310,7 +315,13 @@ impl Scenario {
                 let gk = format!("{k}.gateways[{j}]");
                 unique(&mut p, &mut gateway_ids, format!("{gk}.id"), g.id.as_str());
                 on_floor(&mut p, format!("{gk}.at"), g.at, s.size_m);
-                if g.clock_drift_ppm.abs() > 1000.0 {
+                if !(g.clock_offset_s.is_finite() && g.clock_offset_s.abs() <= 86_400.0) {
+                    p.push(Problem::new(
+                        format!("{gk}.clock_offset_s"),
+                        "must be within ±86400 s",
+                    ));
+                }
+                if !(g.clock_drift_ppm.is_finite() && g.clock_drift_ppm.abs() <= 1000.0) {
                     p.push(Problem::new(
                         format!("{gk}.clock_drift_ppm"),
                         "must be within ±1000",
@@ -436,10 +447,14 @@ impl Scenario {
             if q.path.is_empty() {
                 p.push(Problem::new(format!("{k}.path"), "name at least one area"));
             }
-            if !(q.dwell.mean > 0.0 && q.dwell.mean <= 600.0 && q.dwell.sd >= 0.0) {
+            if !(q.dwell.mean >= 0.5
+                && q.dwell.mean <= 600.0
+                && q.dwell.sd >= 0.0
+                && q.dwell.sd <= 600.0)
+            {
                 p.push(Problem::new(
                     format!("{k}.dwell"),
-                    "mean must be within (0, 600] minutes, sd ≥ 0",
+                    "mean must be within 0.5..=600 minutes, sd within 0..=600",
                 ));
             }
             let pl = q.platforms;
