@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 
 pub use crate::fault::Fault;
 use crate::fault::{now_ms, Faults};
+use crate::served::Served;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
@@ -81,13 +82,7 @@ struct Shared {
 pub struct FakeFcm {
     pub addr: SocketAddr,
     shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeFcm {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    served: Served,
 }
 
 fn fcm_error(status: StatusCode, name: &str, message: &str, code: Option<&str>) -> Response {
@@ -144,12 +139,12 @@ impl FakeFcm {
             .route("/fake/faults", post(add_fault))
             .route("/fake/unregistered", post(unregister))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("fake FCM server stopped: {e}");
-            }
-        });
-        Ok(FakeFcm { addr, shared, task })
+        let served = Served::start(listener, app, "fake FCM server")?;
+        Ok(FakeFcm {
+            addr,
+            shared,
+            served,
+        })
     }
 
     /// The base URL to configure as the FCM base.
@@ -190,8 +185,8 @@ impl FakeFcm {
     }
 
     /// Runs until the task ends (for `omo-sim fake-fcm`).
-    pub async fn serve_forever(mut self) {
-        let _ = (&mut self.task).await;
+    pub async fn serve_forever(self) {
+        self.served.wait().await;
     }
 }
 

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 pub use crate::fault::Fault;
 use crate::fault::{now_ms, Faults};
+use crate::served::Served;
 
 /// A push the fake accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,13 +63,7 @@ struct Shared {
 pub struct FakeLine {
     pub addr: SocketAddr,
     shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeLine {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    served: Served,
 }
 
 fn line_error(status: StatusCode, message: &str, property: Option<&str>) -> Response {
@@ -103,14 +98,16 @@ impl FakeLine {
             .route("/fake/deliveries", get(deliveries))
             .route("/fake/faults", post(add_fault))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("fake LINE server stopped: {e}");
-            }
-        });
-        Ok(FakeLine { addr, shared, task })
+        let served = Served::start(
+            tokio::net::TcpListener::bind(addr).await?,
+            app,
+            "fake LINE server",
+        )?;
+        Ok(FakeLine {
+            addr: served.addr,
+            shared,
+            served,
+        })
     }
 
     /// The base URL to configure as the LINE API base.
@@ -154,8 +151,8 @@ impl FakeLine {
     }
 
     /// Runs until the task ends (for the `omo-sim fake-line` command).
-    pub async fn serve_forever(mut self) {
-        let _ = (&mut self.task).await;
+    pub async fn serve_forever(self) {
+        self.served.wait().await;
     }
 }
 

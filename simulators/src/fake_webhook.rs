@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 pub use crate::fault::Fault;
 use crate::fault::Faults;
+use crate::served::Served;
 
 #[derive(Default)]
 struct Inner {
@@ -38,13 +39,7 @@ struct Shared {
 pub struct FakeWebhook {
     pub addr: SocketAddr,
     shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeWebhook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    served: Served,
 }
 
 impl FakeWebhook {
@@ -57,14 +52,16 @@ impl FakeWebhook {
             .route("/hook", post(hook))
             .route("/fake/deliveries", get(deliveries))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("fake webhook stopped: {e}");
-            }
-        });
-        Ok(FakeWebhook { addr, shared, task })
+        let served = Served::start(
+            tokio::net::TcpListener::bind(addr).await?,
+            app,
+            "fake webhook",
+        )?;
+        Ok(FakeWebhook {
+            addr: served.addr,
+            shared,
+            served,
+        })
     }
 
     /// The URL to configure as `webhook.url`.
@@ -80,6 +77,11 @@ impl FakeWebhook {
             .expect("fake webhook lock")
             .kept
             .clone()
+    }
+
+    /// Runs until the server stops (for `omo-sim fake-webhook`).
+    pub async fn serve_forever(self) {
+        self.served.wait().await;
     }
 
     /// Requests that repeated a key already kept.

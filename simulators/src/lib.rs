@@ -8,5 +8,6 @@ pub mod fake_webhook;
 pub mod fault;
 pub mod radio;
 pub mod scenario;
+pub mod served;
 pub mod synth;
 pub mod world;

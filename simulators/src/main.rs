@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         Command::FakeWebhook { listen, secret } => serve(async move {
             let fake = omo_sim::fake_webhook::FakeWebhook::start(listen, &secret).await?;
             eprintln!("fake webhook listening on {}", fake.url());
-            std::future::pending::<()>().await;
+            fake.serve_forever().await;
             Ok(())
         }),
     };
