@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
 use omo_device_config::Clock;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -137,12 +137,6 @@ fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
             p.display()
         )
     }
-}
-
-fn ts(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Something to do at a clock time.
@@ -578,7 +572,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                     .collect();
                 eprint!(
                     "\r[{bar}] {pct:3}% {}  offers {}  returns {returns}",
-                    &ts(now)[11..16],
+                    &synth::ts_text(now)[11..16],
                     offered.len()
                 );
             }
@@ -682,7 +676,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                     } else if let Some(code) = offered.get(&shopper) {
                         if outcome_rng.random_bool(REDEEM_SHARE) {
                             let store = store_of_visit.get(&shopper).cloned().unwrap_or_default();
-                            let body = json!({"store": store, "code": code, "at": ts(at), "amount": outcome_rng.random_range(5..60)});
+                            let body = json!({"store": store, "code": code, "at": synth::ts_text(at), "amount": outcome_rng.random_range(5..60)});
                             if let Some(key) = pos_keys.get(&store) {
                                 if let Ok((201, _)) = api
                                     .call(
@@ -903,8 +897,8 @@ async fn report(
                     &format!(
                         "/v1/admin/visits?store={}&from={}&to={}&limit=1000",
                         st.id,
-                        ts(t),
-                        ts(t + 3_600_000)
+                        synth::ts_text(t),
+                        synth::ts_text(t + 3_600_000)
                     ),
                     None,
                 )

@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -350,21 +349,15 @@ async fn send(
         inner.requests += 1;
         inner.faults.take()
     };
-    if let Some(f) = fault {
-        if f.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
-        }
+    if let Some(f) = crate::fault::delayed(fault).await {
         if f.status == 429 {
-            let mut r = fcm_error(
+            let r = fcm_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RESOURCE_EXHAUSTED",
                 "Quota exceeded",
                 Some("QUOTA_EXCEEDED"),
             );
-            if let Some(after) = f.retry_after_s {
-                r.headers_mut().insert("retry-after", after.into());
-            }
-            return r;
+            return crate::fault::with_retry_after(r, &f);
         }
         if f.status >= 500 {
             let status =
@@ -437,6 +430,7 @@ mod tests {
     use omo_cloud::delivery::fcm::{FcmSender, ServiceAccount};
     use omo_cloud::delivery::retry::Answer;
     use omo_cloud::delivery::{Delivery, Status};
+    use std::time::Duration;
 
     const KEY: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -11,7 +11,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -192,20 +191,14 @@ async fn answer_push(s: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
         inner.requests += 1;
         inner.faults.take()
     };
-    if let Some(f) = fault {
-        if f.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
-        }
+    if let Some(f) = crate::fault::delayed(fault).await {
         if f.status == 429 {
-            let mut r = line_error(
+            let r = line_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "The API rate limit has been exceeded. Try again later.",
                 None,
             );
-            if let Some(after) = f.retry_after_s {
-                r.headers_mut().insert("retry-after", after.into());
-            }
-            return r;
+            return crate::fault::with_retry_after(r, &f);
         }
         if f.status >= 500 {
             let status =

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -110,19 +109,13 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 async fn hook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let fault = s.inner.lock().expect("fake webhook lock").faults.take();
-    if let Some(f) = fault {
-        if f.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
-        }
+    if let Some(f) = crate::fault::delayed(fault).await {
         if f.status >= 400 {
-            let mut r = error(
+            let r = error(
                 StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
                 "injected fault",
             );
-            if let Some(after) = f.retry_after_s {
-                r.headers_mut().insert("retry-after", after.into());
-            }
-            return r;
+            return crate::fault::with_retry_after(r, &f);
         }
     }
     let signature = headers

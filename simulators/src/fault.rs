@@ -48,3 +48,24 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Applies `fault`'s latency to a request and gives back the fault (whose status, if any, the
+/// fake answers in its own service's error format).
+pub async fn delayed(fault: Option<Fault>) -> Option<Fault> {
+    let f = fault?;
+    if f.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(f.latency_ms)).await;
+    }
+    Some(f)
+}
+
+/// `response` with the fault's `Retry-After`, if it has one.
+pub fn with_retry_after(
+    mut response: axum::response::Response,
+    fault: &Fault,
+) -> axum::response::Response {
+    if let Some(after) = fault.retry_after_s {
+        response.headers_mut().insert("retry-after", after.into());
+    }
+    response
+}

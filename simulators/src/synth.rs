@@ -279,7 +279,8 @@ impl Heard {
     }
 }
 
-fn ts_text(ms: i64) -> String {
+/// A Unix-ms time as RFC 3339 with milliseconds (what the payloads carry).
+pub fn ts_text(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -335,7 +336,7 @@ pub fn heard(
 }
 
 /// Metres to degrees near `lat` (north, east).
-fn metres_to_degrees(lat: f64) -> (f64, f64) {
+pub fn metres_to_degrees(lat: f64) -> (f64, f64) {
     let north = 1.0 / 111_320.0;
     let east = 1.0 / (111_320.0 * lat.to_radians().cos().max(0.01));
     (north, east)

@@ -25,11 +25,13 @@ pub struct GatewayLogin {
     pub signing_key: String,
 }
 
-/// Metres north and east of `anchor` as (lat, lon).
-pub fn at_metres(anchor: (f64, f64), north_m: f64, east_m: f64) -> (f64, f64) {
-    let lat = anchor.0 + north_m / 111_320.0;
-    let lon = anchor.1 + east_m / (111_320.0 * anchor.0.to_radians().cos().max(0.01));
-    (lat, lon)
+/// The middle of a store's floor plan as (lat, lon): its site location and geofence centre.
+fn centre(st: &crate::scenario::Store) -> (f64, f64) {
+    let (north, east) = synth::metres_to_degrees(st.anchor.lat);
+    (
+        st.anchor.lat + st.size_m[1] / 2.0 * north,
+        st.anchor.lon + st.size_m[0] / 2.0 * east,
+    )
 }
 
 /// The site file (TOML) for the scenario and each gateway's login (seeded: the same run gets
@@ -39,11 +41,7 @@ pub fn site(s: &Scenario) -> (String, Vec<GatewayLogin>) {
     let mut t = String::new();
     let mut logins = Vec::new();
     for st in &s.stores {
-        let (lat, lon) = at_metres(
-            (st.anchor.lat, st.anchor.lon),
-            st.size_m[1] / 2.0,
-            st.size_m[0] / 2.0,
-        );
+        let (lat, lon) = centre(st);
         let _ = writeln!(
             t,
             "[[stores]]\nid = \"{}\"\nname = {:?}\ntime_zone = {:?}\nlocation = {{ lat = {lat:.7}, lon = {lon:.7} }}\n",
@@ -114,11 +112,7 @@ pub fn site(s: &Scenario) -> (String, Vec<GatewayLogin>) {
         let Some(st) = s.stores.iter().find(|st| st.id == g.store) else {
             continue;
         };
-        let (lat, lon) = at_metres(
-            (st.anchor.lat, st.anchor.lon),
-            st.size_m[1] / 2.0,
-            st.size_m[0] / 2.0,
-        );
+        let (lat, lon) = centre(st);
         let _ = writeln!(
             t,
             "[[geofences]]\nid = \"{}\"\nstore = \"{}\"\ncircle = {{ lat = {lat:.7}, lon = {lon:.7}, radius_m = {} }}\n",
