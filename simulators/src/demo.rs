@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +21,12 @@ use omo_device_config::Clock;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{ChildStdin, Command};
 
+use crate::procs::{
+    bin_dir, binary, free_port, futures_unordered, import_site, spawn, spawn_fake_line, wait_port,
+    Api, Proc,
+};
 use crate::scenario::Scenario;
 use crate::synth::{self, Phone, Shopper, Visit};
 use crate::world;
@@ -65,80 +69,6 @@ struct Lost {
     webhooks: u64,
 }
 
-/// A child process killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn spawn(
-    name: &str,
-    program: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    log: &Path,
-) -> anyhow::Result<Proc> {
-    let out = std::fs::File::create(log)?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    Ok(Proc {
-        name: name.to_owned(),
-        child,
-    })
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_port(port: u16, what: &str, procs: &mut [Proc]) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        for p in procs.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                bail!("{} exited ({status}) before {what} was up", p.name);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{what} did not listen on port {port} within 30 s")
-}
-
-fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let p = dir.join(name);
-    if p.exists() {
-        Ok(p)
-    } else {
-        bail!(
-            "{} not found: build the workspace first (cargo build --release)",
-            p.display()
-        )
-    }
-}
-
 /// Something to do at a clock time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
@@ -154,55 +84,6 @@ enum Action {
     /// which depends on whether an offer reached them by now (by then every offer of the
     /// first visit has long been delivered, so none is missed for being slow).
     MaybeReturn { shopper: usize, draw: u32 },
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    admin: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        token: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("calling {path}"))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
-    }
-
-    async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let (status, v) = self
-            .call(method, path, body, Some(&self.admin.clone()))
-            .await?;
-        if !(200..300).contains(&status) {
-            bail!("{path}: {status} {v}");
-        }
-        Ok(v)
-    }
 }
 
 /// Runs the demo.
@@ -224,13 +105,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
 
 async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outcome> {
     let s = &opts.scenario;
-    let bin_dir = match &opts.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this program has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = bin_dir(opts.bin_dir.as_deref())?;
     let cloud_bin = binary(&bin_dir, "omo-cloud")?;
     let gateway_bin = binary(&bin_dir, "omo-gateway")?;
     let sim_bin = std::env::current_exe()?;
@@ -263,20 +138,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             key = path("fcm-key.json").display().to_string(),
         ),
     )?;
-    let import = std::process::Command::new(&cloud_bin)
-        .args([
-            "import",
-            &path("site.toml").display().to_string(),
-            "--config",
-            &path("cloud.toml").display().to_string(),
-        ])
-        .output()?;
-    if !import.status.success() {
-        bail!(
-            "omo-cloud import: {}",
-            String::from_utf8_lossy(&import.stderr)
-        );
-    }
+    import_site(&cloud_bin, &path("site.toml"), &path("cloud.toml"))?;
     // Shoppers register on the day's clock running at ×1 an hour before the day starts, so
     // however long that takes, the day then starts on time; the cloud restarts for the day.
     let setup_clock = format!(
@@ -291,19 +153,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     ];
     let cloud_config = path("cloud.toml").display().to_string();
     let mut procs = vec![
-        spawn(
-            "fake LINE",
-            &sim_bin,
-            &[
-                "fake-line",
-                "--listen",
-                &format!("127.0.0.1:{line_port}"),
-                "--token",
-                &line_token,
-            ],
-            &[],
-            &path("fake-line.log"),
-        )?,
+        spawn_fake_line(line_port, &line_token, &path("fake-line.log"))?,
         spawn(
             "fake FCM",
             &sim_bin,
@@ -764,27 +614,6 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     }
     drop(procs);
     Ok(outcome)
-}
-
-/// Runs `futures` with at most `n` at once, collecting their results (the first error stops).
-async fn futures_unordered<T: Send + 'static>(
-    futures: impl Iterator<Item = impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static>,
-    n: usize,
-) -> anyhow::Result<Vec<T>> {
-    let mut set = tokio::task::JoinSet::new();
-    let mut out = Vec::new();
-    for f in futures {
-        if set.len() >= n {
-            if let Some(r) = set.join_next().await {
-                out.push(r??);
-            }
-        }
-        set.spawn(f);
-    }
-    while let Some(r) = set.join_next().await {
-        out.push(r??);
-    }
-    Ok(out)
 }
 
 /// Registers a shopper: the customer (member id, LINE user, consent) and, with the app, an

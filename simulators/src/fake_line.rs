@@ -4,7 +4,7 @@
 //! `X-Line-Retry-Key` — records what it accepted, answers a repeated retry key with 409 (LINE's
 //! "already accepted"), and injects faults on demand: 429 with `Retry-After`, 500, latency.
 //!
-//! Control and inspection over HTTP too: `GET /fake/deliveries`, `POST /fake/faults`
+//! Control and inspection over HTTP too: `GET /fake/deliveries[?since=N]`, `POST /fake/faults`
 //! (`{"status":429,"count":10,"retry_after_s":1,"latency_ms":0}`); each accepted push records
 //! when it arrived, so a rate limit can be checked against it.
 
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -155,8 +155,17 @@ impl FakeLine {
     }
 }
 
-async fn deliveries(State(s): State<Shared>) -> Response {
-    Json(json!({"accepted": s.inner.lock().expect("fake LINE lock").accepted})).into_response()
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: usize,
+}
+
+/// What it accepted, from the `since`-th on (so a poller reads each once), and how many in all.
+async fn deliveries(State(s): State<Shared>, Query(q): Query<Since>) -> Response {
+    let inner = s.inner.lock().expect("fake LINE lock");
+    let from = q.since.min(inner.accepted.len());
+    Json(json!({"accepted": inner.accepted[from..], "total": inner.accepted.len()})).into_response()
 }
 
 async fn add_fault(State(s): State<Shared>, Json(fault): Json<Fault>) -> Response {

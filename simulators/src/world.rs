@@ -25,6 +25,34 @@ pub struct GatewayLogin {
     pub signing_key: String,
 }
 
+/// A new login for `gateway` of `store`: a random password and signing key from `rng`.
+pub fn gateway_login(rng: &mut impl Rng, store: &str, gateway: &str) -> GatewayLogin {
+    let password: String = (0..24)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect();
+    let mut key = [0u8; 32];
+    rng.fill(&mut key);
+    GatewayLogin {
+        store: store.to_owned(),
+        gateway: gateway.to_owned(),
+        password,
+        signing_key: SigningKey::from_bytes(key).to_hex(),
+    }
+}
+
+impl GatewayLogin {
+    /// The gateway's `[[gateways]]` entry of a site file (the password only as its hash).
+    pub fn site_entry(&self) -> String {
+        format!(
+            "[[gateways]]\nid = \"{}\"\nstore = \"{}\"\npassword_hash = \"{}\"\nsigning_key = \"{}\"\n\n",
+            self.gateway,
+            self.store,
+            PasswordHash::new(&self.password),
+            self.signing_key
+        )
+    }
+}
+
 /// The middle of a store's floor plan as (lat, lon): its site location and geofence centre.
 fn centre(st: &crate::scenario::Store) -> (f64, f64) {
     let (north, east) = synth::metres_to_degrees(st.anchor.lat);
@@ -50,25 +78,9 @@ pub fn site(s: &Scenario) -> (String, Vec<GatewayLogin>) {
     }
     for st in &s.stores {
         for g in &st.gateways {
-            let password: String = (0..24)
-                .map(|_| format!("{:02x}", rng.random::<u8>()))
-                .collect();
-            let mut key = [0u8; 32];
-            rng.fill(&mut key);
-            let key = SigningKey::from_bytes(key).to_hex();
-            let _ = writeln!(
-                t,
-                "[[gateways]]\nid = \"{}\"\nstore = \"{}\"\npassword_hash = \"{}\"\nsigning_key = \"{key}\"\n",
-                g.id,
-                st.id,
-                PasswordHash::new(&password)
-            );
-            logins.push(GatewayLogin {
-                store: st.id.to_string(),
-                gateway: g.id.to_string(),
-                password,
-                signing_key: key,
-            });
+            let login = gateway_login(&mut rng, st.id.as_str(), g.id.as_str());
+            t.push_str(&login.site_entry());
+            logins.push(login);
         }
     }
     for st in &s.stores {

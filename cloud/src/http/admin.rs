@@ -812,7 +812,9 @@ async fn create_customer(
     patch.apply(&mut c);
     let commit = identity::save_customer(state.store.as_ref(), None, &c).map_err(identity_error)?;
     super::commit_durably(&state, commit).await?;
-    refresh_eids(&state).await;
+    if !c.eid_keys.is_empty() {
+        refresh_eids(&state).await;
+    }
     Ok((StatusCode::CREATED, Json(customer_json(&state, &c)?)).into_response())
 }
 
@@ -874,7 +876,9 @@ async fn patch_customer(
     let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
         .map_err(identity_error)?;
     super::commit_durably(&state, commit).await?;
-    refresh_eids(&state).await;
+    if c.eid_keys != old.eid_keys {
+        refresh_eids(&state).await;
+    }
     Ok(Json(customer_json(&state, &c)?).into_response())
 }
 

@@ -398,16 +398,16 @@ pub fn customer_for_line(
 
 /// Every customer's EID keys, for the resolver.
 pub fn all_eid_keys(store: &dyn Store) -> Result<Vec<(String, EidIdentity)>, StoreError> {
+    // Through the `eid/` index: only the customers with keys are read, however many there are.
+    let mut ids = BTreeSet::new();
+    for (_, v) in crate::store::barrier::scan_prefix(store, Space::Identity, b"eid/", usize::MAX)? {
+        ids.insert(String::from_utf8_lossy(&v).into_owned());
+    }
     let mut out = Vec::new();
-    for (k, v) in
-        crate::store::barrier::scan_prefix(store, Space::Identity, b"customer/", usize::MAX)?
-    {
-        let c: Customer = serde_json::from_slice(&v).map_err(|e| {
-            StoreError::Backend(format!(
-                "identity record {}: {e}",
-                String::from_utf8_lossy(&k)
-            ))
-        })?;
+    for id in ids {
+        let Some(c) = customer(store, &id)? else {
+            continue;
+        };
         for key in &c.eid_keys {
             if let Ok(identity) = key.identity() {
                 out.push((c.id.clone(), identity));
@@ -463,6 +463,33 @@ mod tests {
         let (other, _, c) = register_install(&s, &request(None), now()).unwrap();
         s.commit(c).unwrap();
         assert_ne!(other.customer, a.customer);
+    }
+
+    #[test]
+    fn eid_keys_are_read_from_their_index_and_follow_changes() {
+        let (_d, s) = open();
+        let key = EidKey {
+            identity_key: "00112233445566778899aabbccddeeff".into(),
+            exponent: 10,
+            clock_offset_s: 0,
+        };
+        let mut with = new_customer(now());
+        with.eid_keys.push(key.clone());
+        s.commit(save_customer(&s, None, &with).unwrap()).unwrap();
+        for _ in 0..3 {
+            let plain = new_customer(now());
+            s.commit(save_customer(&s, None, &plain).unwrap()).unwrap();
+        }
+        let keys = all_eid_keys(&s).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].0, with.id);
+        assert_eq!(keys[0].1, key.identity().unwrap());
+        let (old, bytes) = customer_for_update(&s, &with.id).unwrap();
+        let mut without = old.clone();
+        without.eid_keys.clear();
+        s.commit(save_customer(&s, Some((&old, &bytes)), &without).unwrap())
+            .unwrap();
+        assert!(all_eid_keys(&s).unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,967 @@
+//! `omo-sim load`: N gateways and M customers against the real cloud at a target event rate.
+//!
+//! It starts the system under test on loopback — `omo-cloud run` with its embedded broker on a
+//! fresh data dir holding a generated fleet (stores of ten gateways, one gateway zone each), and
+//! the fake LINE server the cloud delivers to — registers M customers (a member id, a LINE
+//! user, consent, a static beacon id), and a campaign that offers on every store entry at most
+//! once a day. Then each gateway is an MQTT client speaking the gateway protocol: signed
+//! presence batches, a bounded window of unacknowledged batches, resends of what the cloud did
+//! not acknowledge, as the real outbox does.
+//!
+//! Customers cycle through visits: each visit is an enter, stays every `stay_s` and an exit,
+//! `visit_s` long, at one gateway; the cycle's length follows from the target rate, and each
+//! customer starts at their own phase of it, so the rate ramps up over the first visit (the
+//! warm-up) and then holds. A customer's first visit is entered by the cloud once its evidence
+//! spans the cloud's `enter_after_s`; the event that completes that span is the one the offer's
+//! latency is measured from, to the offer's arrival at the fake LINE server.
+//!
+//! It prints the events/s offered and acknowledged over the measured window, the latency
+//! percentiles, what was lost (events never acknowledged, offers that never arrived, offers sent
+//! twice) and the CPU used by the load generator, the cloud and the fake LINE server apart.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use omo_device_config::payload::{Epoch, PresenceEvent, Sighting, SightingKind};
+use omo_device_config::{BeaconId, SeqRanges, SigningKey, Timestamp};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::mqtt_gateway::{Creds, MqttGateway};
+use crate::procs::{
+    bin_dir, binary, cpu_seconds, free_port, futures_unordered, import_site, peak_rss_kb, spawn,
+    spawn_fake_line, wait_port, Api,
+};
+use crate::world;
+
+/// Gateways per generated store.
+const GATEWAYS_PER_STORE: usize = 10;
+/// The cloud's visit timing for the run: a visit is entered after 20 s of evidence, and
+/// evidence is applied once the log is 2 s past it (the latency floor).
+const ENTER_AFTER_S: u32 = 20;
+const REORDER_WINDOW_S: u32 = 2;
+/// Events per presence batch at most (a batch stays well under the 8 KiB payload limit).
+const MAX_BATCH: usize = 40;
+/// How long after the last event the run waits for acknowledgements and offers.
+const DRAIN: Duration = Duration::from_secs(90);
+
+/// What to run (the `omo-sim load` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    #[arg(long, default_value_t = 1000)]
+    pub gateways: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub customers: usize,
+    /// Presence events per second, all gateways together.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Seconds measured, after a warm-up of one visit.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// A present customer's stay interval, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub stay_s: u32,
+    /// A visit's length, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub visit_s: u32,
+    /// A gateway's batch interval, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_ms: u64,
+    /// Unacknowledged batches a gateway keeps in flight at most.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    /// Seconds before an unacknowledged batch is sent again.
+    #[arg(long, default_value_t = 10)]
+    pub resend_s: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the omo-cloud binary is; default: beside this program.
+    #[arg(skip)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Options {
+    /// Every problem with the options, by flag: the run is bounded in size and time.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut check = |ok: bool, m: String| {
+            if !ok {
+                p.push(m);
+            }
+        };
+        check(
+            (1..=5_000).contains(&self.gateways),
+            format!("--gateways {}: must be within 1..=5000", self.gateways),
+        );
+        check(
+            self.customers >= self.gateways && self.customers <= 1_000_000,
+            format!(
+                "--customers {}: must be at least the gateways and at most 1,000,000",
+                self.customers
+            ),
+        );
+        check(
+            self.rate >= 1.0 && self.rate <= 100_000.0,
+            format!("--rate {}: must be within 1..=100000 events/s", self.rate),
+        );
+        check(
+            (5..=3_600).contains(&self.seconds),
+            format!("--seconds {}: must be within 5..=3600", self.seconds),
+        );
+        check(
+            (1..=60).contains(&self.stay_s),
+            format!("--stay-s {}: must be within 1..=60", self.stay_s),
+        );
+        check(
+            self.visit_s >= ENTER_AFTER_S + 2 * self.stay_s
+                && self.visit_s <= 3_600
+                && self.visit_s % self.stay_s == 0,
+            format!(
+                "--visit-s {}: must be a multiple of --stay-s, at least {} s (the cloud enters a visit once a stay comes {ENTER_AFTER_S} s after the enter, and a visit's last event is its exit) and at most 3600",
+                self.visit_s,
+                ENTER_AFTER_S + 2 * self.stay_s
+            ),
+        );
+        check(
+            (100..=10_000).contains(&self.batch_ms),
+            format!("--batch-ms {}: must be within 100..=10000", self.batch_ms),
+        );
+        check(
+            (1..=64).contains(&self.window),
+            format!("--window {}: must be within 1..=64", self.window),
+        );
+        check(
+            (1..=120).contains(&self.resend_s),
+            format!("--resend-s {}: must be within 1..=120", self.resend_s),
+        );
+        if p.is_empty() {
+            let plan = Plan::new(self);
+            let most =
+                self.customers as f64 * plan.steps as f64 / (f64::from(self.visit_s + self.stay_s));
+            if plan.cycle_ms < u64::from(self.visit_s + self.stay_s) * 1000 {
+                p.push(format!(
+                    "--rate {}: {} customers with visits of {} s and a stay every {} s give at most {most:.0} events/s; raise --customers or lower --stay-s",
+                    self.rate, self.customers, self.visit_s, self.stay_s
+                ));
+            }
+        }
+        p
+    }
+}
+
+/// The visit cycle every customer follows, from the options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    /// Events per visit: an enter, stays, an exit.
+    pub steps: u32,
+    pub stay_ms: u64,
+    /// One visit and the absence after it.
+    pub cycle_ms: u64,
+    /// The step whose evidence completes `ENTER_AFTER_S`: the cloud enters the visit on it.
+    pub deciding_step: u32,
+    /// Until every customer has started their first visit and the rate holds.
+    pub warmup_ms: u64,
+}
+
+impl Plan {
+    pub fn new(o: &Options) -> Plan {
+        let steps = o.visit_s / o.stay_s;
+        // M customers, `steps` events each per cycle: M·steps / cycle = rate.
+        let cycle_ms = (o.customers as f64 * f64::from(steps) * 1000.0 / o.rate).round() as u64;
+        Plan {
+            steps,
+            stay_ms: u64::from(o.stay_s) * 1000,
+            cycle_ms,
+            deciding_step: ENTER_AFTER_S.div_ceil(o.stay_s),
+            warmup_ms: u64::from(o.visit_s) * 1000,
+        }
+    }
+
+    /// The time, from the run's start, of a customer's `step` in `cycle`.
+    pub fn due_ms(&self, phase_ms: u64, cycle: u64, step: u32) -> u64 {
+        phase_ms + cycle * self.cycle_ms + u64::from(step) * self.stay_ms
+    }
+
+    /// The kind of event a step is.
+    pub fn kind(&self, step: u32) -> SightingKind {
+        if step == 0 {
+            SightingKind::Enter
+        } else if step + 1 == self.steps {
+            SightingKind::Exit
+        } else {
+            SightingKind::Stay
+        }
+    }
+}
+
+/// A customer of the run.
+#[derive(Debug, Clone)]
+struct LoadCustomer {
+    index: u32,
+    beacon: BeaconId,
+    phase_ms: u64,
+}
+
+/// A customer's static beacon id: an iBeacon of the run's UUID, numbered by the customer.
+fn beacon_of(index: u32) -> BeaconId {
+    format!(
+        "ibeacon:0A0D0000-0000-4000-8000-00000000000A:{}:{}",
+        index >> 16,
+        index & 0xffff
+    )
+    .parse()
+    .expect("a valid iBeacon id")
+}
+
+/// A customer's LINE user id; the customer's number is its last 8 hex digits.
+fn line_user_of(index: u32) -> String {
+    format!("U{:024x}{index:08x}", 0x0a0d_u128)
+}
+
+fn customer_of_line_user(to: &str) -> Option<u32> {
+    u32::from_str_radix(to.get(25..33)?, 16).ok()
+}
+
+/// The counters every gateway task adds to.
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    resent: AtomicU64,
+}
+
+/// The run's time line, shared by the gateway tasks.
+#[derive(Clone, Copy)]
+struct Timeline {
+    start: Instant,
+    start_wall_ms: i64,
+    /// No event is due after this.
+    stop: Instant,
+    /// Waiting for acknowledgements ends here.
+    give_up: Instant,
+}
+
+/// What one gateway ended with.
+#[derive(Default)]
+struct GatewayEnd {
+    /// Each first visit's deciding event that was sent: (customer, event time ms).
+    deciding: Vec<(u32, i64)>,
+    /// Events never settled by an acknowledgement.
+    unacked: u64,
+}
+
+struct InFlight {
+    last: u64,
+    events: Vec<PresenceEvent>,
+    sent: Instant,
+}
+
+/// One gateway: generates its customers' events when due, sends them in batches within the
+/// window, resends what is not acknowledged in time, until every event is settled or the
+/// run gives up.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut gw: MqttGateway,
+    customers: Vec<LoadCustomer>,
+    plan: Plan,
+    opts: Options,
+    time: Timeline,
+    counters: Arc<Counters>,
+    offset_ms: u64,
+) -> anyhow::Result<GatewayEnd> {
+    let epoch = Epoch::random();
+    let mut due: BinaryHeap<Reverse<(u64, usize, u64, u32)>> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Reverse((plan.due_ms(c.phase_ms, 0, 0), i, 0, 0)))
+        .collect();
+    let mut next_seq = 1u64;
+    let mut pending: Vec<PresenceEvent> = Vec::new();
+    let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
+    let mut outstanding = SeqRanges::new();
+    let mut end = GatewayEnd::default();
+    let resend_after = Duration::from_secs(opts.resend_s);
+    let mut tick = tokio::time::interval_at(
+        time.start + Duration::from_millis(offset_ms),
+        Duration::from_millis(opts.batch_ms),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let elapsed = now.min(time.stop).duration_since(time.start).as_millis() as u64;
+                while let Some(Reverse((at, i, cycle, step))) = due.peek().copied() {
+                    if at > elapsed {
+                        break;
+                    }
+                    due.pop();
+                    let c = &customers[i];
+                    let ts_ms = time.start_wall_ms + at as i64;
+                    if cycle == 0 && step == plan.deciding_step {
+                        end.deciding.push((c.index, ts_ms));
+                    }
+                    pending.push(PresenceEvent::sighting(
+                        plan.kind(step),
+                        Sighting {
+                            seq: next_seq,
+                            ts: Timestamp::from_millis(ts_ms).context("event time out of range")?,
+                            beacon: c.beacon,
+                            rssi: -62.0 - f64::from(c.index % 20),
+                            distance_m: 1.5 + f64::from(c.index % 10),
+                            seen_s: f64::from(step) * plan.stay_ms as f64 / 1000.0,
+                        },
+                    ));
+                    next_seq += 1;
+                    let (cycle, step) = if step + 1 == plan.steps { (cycle + 1, 0) } else { (cycle, step + 1) };
+                    due.push(Reverse((plan.due_ms(c.phase_ms, cycle, step), i, cycle, step)));
+                }
+                for f in in_flight.values_mut() {
+                    if now.duration_since(f.sent) >= resend_after {
+                        gw.publish_presence(epoch, f.events.clone(), SeqRanges::new()).await?;
+                        counters.resent.fetch_add(f.events.len() as u64, Ordering::Relaxed);
+                        f.sent = now;
+                    }
+                }
+                while !pending.is_empty() && in_flight.len() < opts.window {
+                    let rest = pending.split_off(pending.len().min(MAX_BATCH));
+                    let batch = std::mem::replace(&mut pending, rest);
+                    let (first, last) = (seq_of(&batch[0]), seq_of(&batch[batch.len() - 1]));
+                    gw.publish_presence(epoch, batch.clone(), SeqRanges::new()).await?;
+                    counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    outstanding.insert_range(first, last);
+                    in_flight.insert(first, InFlight { last, events: batch, sent: now });
+                }
+                if now >= time.stop && pending.is_empty() && in_flight.is_empty() {
+                    break;
+                }
+                if now >= time.give_up {
+                    end.unacked = u64::try_from(outstanding.count())? + pending.len() as u64;
+                    break;
+                }
+            }
+            ack = gw.next_ack(Duration::from_secs(3600)) => {
+                let Some(ack) = ack? else { continue };
+                if ack.epoch != epoch {
+                    continue;
+                }
+                let stored = outstanding.intersection(&ack.seqs);
+                let settled = outstanding.intersection(&ack.settled());
+                counters.acked.fetch_add(u64::try_from(stored.count())?, Ordering::Relaxed);
+                counters.rejected.fetch_add(u64::try_from(settled.count() - stored.count())?, Ordering::Relaxed);
+                outstanding = outstanding.difference(&settled);
+                in_flight.retain(|first, f| !outstanding.intersection(&SeqRanges::from_range(*first, f.last)).is_empty());
+            }
+        }
+    }
+    Ok(end)
+}
+
+fn seq_of(e: &PresenceEvent) -> u64 {
+    match e {
+        PresenceEvent::Enter(s) | PresenceEvent::Stay(s) | PresenceEvent::Exit(s) => s.seq,
+        PresenceEvent::Footfall(f) => f.seq,
+    }
+}
+
+/// The generated fleet's site file and the gateways' logins.
+fn fleet_site(gateways: usize, seed: u64) -> (String, Vec<world::GatewayLogin>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let stores = gateways.div_ceil(GATEWAYS_PER_STORE);
+    let mut t = String::new();
+    let mut logins = Vec::new();
+    for s in 0..stores {
+        let (lat, lon) = (
+            35.60 + (s / 50) as f64 * 0.01,
+            139.60 + (s % 50) as f64 * 0.01,
+        );
+        t.push_str(&format!(
+            "[[stores]]\nid = \"st-{s:04}\"\nname = \"Load store {s}\"\ntime_zone = \"Asia/Tokyo\"\nlocation = {{ lat = {lat:.5}, lon = {lon:.5} }}\n\n"
+        ));
+    }
+    for g in 0..gateways {
+        let login = world::gateway_login(
+            &mut rng,
+            &format!("st-{:04}", g / GATEWAYS_PER_STORE),
+            &format!("gw-{g:04}"),
+        );
+        t.push_str(&login.site_entry());
+        logins.push(login);
+    }
+    for s in 0..stores {
+        let ids: Vec<String> = logins
+            .iter()
+            .filter(|l| l.store == format!("st-{s:04}"))
+            .map(|l| format!("\"{}\"", l.gateway))
+            .collect();
+        t.push_str(&format!(
+            "[[gateway_zones]]\nid = \"st-{s:04}-floor\"\nstore = \"st-{s:04}\"\nname = \"Load store {s} (floor)\"\ngateways = [{}]\nmax_distance_m = 25.0\n\n",
+            ids.join(", ")
+        ));
+    }
+    (t, logins)
+}
+
+/// The campaign of the run: an offer on LINE at every store entry, once a day per customer.
+fn campaign(stores: usize) -> Value {
+    let today = Utc::now().date_naive();
+    let ids: Vec<String> = (0..stores).map(|s| format!("st-{s:04}")).collect();
+    json!({
+        "id": "load-welcome",
+        "name": "Load: welcome on entry",
+        "trigger": {"kind": "enter"},
+        "places": {"stores": ids},
+        "schedule": {
+            "from": (today - chrono::Days::new(1)).to_string(),
+            "to": (today + chrono::Days::new(2)).to_string(),
+            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        },
+        "caps": {"per_customer": 1, "period_days": 1},
+        "budget": 10_000_000,
+        "offer_ttl_minutes": 60,
+        "channels": ["line"],
+        "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome to {store}: {coupon}"}}]
+    })
+}
+
+/// The figures of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub offered_per_s: f64,
+    pub acked_per_s: f64,
+    pub published: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub resent: u64,
+    pub unacked: u64,
+    pub stored_by_cloud: u64,
+    pub offers_expected: u64,
+    pub offers_received: u64,
+    pub offers_missing: u64,
+    pub offers_twice: u64,
+    /// p50, p90, p99, max of the offers decided in the measured window, ms.
+    pub latency_ms: [i64; 4],
+    pub latency_samples: usize,
+    pub cpu_generator: f64,
+    pub cpu_cloud: f64,
+    pub cpu_fake_line: f64,
+    pub cloud_peak_rss_mb: f64,
+    pub generator_peak_rss_mb: f64,
+}
+
+impl Outcome {
+    /// Nothing lost, nothing sent twice.
+    pub fn lossless(&self) -> bool {
+        self.unacked == 0
+            && self.rejected == 0
+            && self.offers_missing == 0
+            && self.offers_twice == 0
+            && self.stored_by_cloud >= self.acked
+    }
+}
+
+/// Runs the load; the logs stay in a kept directory when it fails.
+pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
+    let problems = opts.problems();
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    let dir = tempfile::Builder::new().prefix("omo-load-").tempdir()?;
+    match run_in(&opts, &dir).await {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let kept = dir.keep();
+            Err(e.context(format!("the processes' logs are in {}", kept.display())))
+        }
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outcome> {
+    let plan = Plan::new(opts);
+    let bin_dir = bin_dir(opts.bin_dir.as_deref())?;
+    let cloud_bin = binary(&bin_dir, "omo-cloud")?;
+    let path = |n: &str| dir.path().join(n);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let mut secret = || -> String {
+        (0..16)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect()
+    };
+    let (admin_token, line_secret, line_token) = (secret(), secret(), secret());
+    let (http_port, mqtt_port, line_port) = (free_port()?, free_port()?, free_port()?);
+    let (site, logins) = fleet_site(opts.gateways, opts.seed);
+    let stores = opts.gateways.div_ceil(GATEWAYS_PER_STORE);
+    std::fs::write(path("site.toml"), site)?;
+    std::fs::write(
+        path("cloud.toml"),
+        format!(
+            "[data]\ndir = {data:?}\ncache_mb = 512\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+             [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 20000\n\
+             [delivery]\nconcurrency = 64\nbatch = 512\n\
+             [visits]\nenter_after_s = {ENTER_AFTER_S}\nreorder_window_s = {REORDER_WINDOW_S}\n\
+             [log]\nlevel = \"warn,omo_cloud=info\"\n",
+            data = path("data").display().to_string(),
+        ),
+    )?;
+    import_site(&cloud_bin, &path("site.toml"), &path("cloud.toml"))?;
+    let cloud_config = path("cloud.toml").display().to_string();
+    let mut procs = vec![
+        spawn_fake_line(line_port, &line_token, &path("fake-line.log"))?,
+        spawn(
+            "omo-cloud",
+            &cloud_bin,
+            &["run", "--config", &cloud_config],
+            &[
+                ("OMO_CLOUD_ADMIN_TOKEN", admin_token.as_str()),
+                ("OMO_CLOUD_LINE_CHANNEL_SECRET", line_secret.as_str()),
+                ("OMO_CLOUD_LINE_CHANNEL_TOKEN", line_token.as_str()),
+            ],
+            &path("cloud.log"),
+        )?,
+    ];
+    for (port, what) in [
+        (line_port, "the fake LINE server"),
+        (http_port, "the cloud's HTTP API"),
+        (mqtt_port, "the cloud's broker"),
+    ] {
+        wait_port(port, what, &mut procs).await?;
+    }
+    let fake_pid = procs[0].child.id().context("the fake LINE server's pid")?;
+    let cloud_pid = procs[1].child.id().context("the cloud's pid")?;
+    let api = Arc::new(Api {
+        http: omo_cloud::tls::http_client_builder()
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        base: format!("http://127.0.0.1:{http_port}"),
+        admin: admin_token.clone(),
+    });
+
+    // Customers, spread over the gateways, each at their own phase of the cycle.
+    eprintln!(
+        "omo-sim load: registering {} customers over {} gateways in {stores} stores…",
+        opts.customers, opts.gateways
+    );
+    let registering = std::time::Instant::now();
+    let mut order: Vec<u32> = (0..opts.customers as u32).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    futures_unordered(
+        (0..opts.customers as u32).map(|i| {
+            let api = api.clone();
+            async move {
+                api.admin(
+                    reqwest::Method::POST,
+                    "/v1/admin/customers",
+                    Some(&json!({
+                        "member_id": format!("load-{i}"),
+                        "line_user": line_user_of(i),
+                        "consent": {"line": true, "location": true},
+                        "beacons": [beacon_of(i).to_string()],
+                    })),
+                )
+                .await
+                .map(|_| ())
+            }
+        }),
+        64,
+    )
+    .await?;
+    eprintln!(
+        "omo-sim load: registered in {:.1} s",
+        registering.elapsed().as_secs_f64()
+    );
+    api.admin(
+        reqwest::Method::PUT,
+        "/v1/admin/campaigns/load-welcome",
+        Some(&campaign(stores)),
+    )
+    .await?;
+
+    // The gateways' connections.
+    let creds: Vec<Creds> = logins
+        .iter()
+        .map(|l| {
+            Ok(Creds {
+                store: l.store.parse()?,
+                gateway: l.gateway.parse()?,
+                password: l.password.clone(),
+                key: SigningKey::from_hex(&l.signing_key)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let connecting = std::time::Instant::now();
+    let mut clients: Vec<(usize, MqttGateway)> = futures_unordered(
+        creds.into_iter().enumerate().map(|(i, c)| async move {
+            let password = c.password.clone();
+            MqttGateway::connect(mqtt_port, &c, &password)
+                .await
+                .with_context(|| format!("gateway {}", c.gateway))
+                .map(|g| (i, g))
+        }),
+        64,
+    )
+    .await?;
+    clients.sort_by_key(|(i, _)| *i);
+    eprintln!(
+        "omo-sim load: {} gateways connected in {:.1} s; warm-up {} s, then {} s measured at {} events/s",
+        clients.len(),
+        connecting.elapsed().as_secs_f64(),
+        plan.warmup_ms / 1000,
+        opts.seconds,
+        opts.rate
+    );
+
+    // The run.
+    let start = Instant::now() + Duration::from_secs(1);
+    let start_wall_ms = Utc::now().timestamp_millis() + 1000;
+    let measure_from = start + Duration::from_millis(plan.warmup_ms);
+    let stop = measure_from + Duration::from_secs(opts.seconds);
+    let time = Timeline {
+        start,
+        start_wall_ms,
+        stop,
+        give_up: stop + DRAIN,
+    };
+    let mut per_gateway: Vec<Vec<LoadCustomer>> = vec![Vec::new(); opts.gateways];
+    for (slot, &i) in order.iter().enumerate() {
+        per_gateway[i as usize % opts.gateways].push(LoadCustomer {
+            index: i,
+            beacon: beacon_of(i),
+            phase_ms: slot as u64 * plan.cycle_ms / opts.customers as u64,
+        });
+    }
+    let counters = Arc::new(Counters::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((i, gw), customers) in clients.into_iter().zip(per_gateway) {
+        tasks.spawn(drive(
+            gw,
+            customers,
+            plan,
+            opts.clone(),
+            time,
+            counters.clone(),
+            (i as u64 * opts.batch_ms) / opts.gateways as u64,
+        ));
+    }
+    let cpu = |pids: [u32; 3]| -> anyhow::Result<[f64; 3]> {
+        Ok([
+            cpu_seconds(pids[0])?,
+            cpu_seconds(pids[1])?,
+            cpu_seconds(pids[2])?,
+        ])
+    };
+    let pids = [std::process::id(), cloud_pid, fake_pid];
+    let mut offers: HashMap<u32, Vec<i64>> = HashMap::new();
+    let mut seen_offers = 0usize;
+    let mut window_start = None;
+    let mut next_report = start + Duration::from_secs(10);
+    while Instant::now() < stop {
+        let now = Instant::now();
+        if window_start.is_none() && now >= measure_from {
+            window_start = Some((
+                counters.published.load(Ordering::Relaxed),
+                counters.acked.load(Ordering::Relaxed),
+                cpu(pids)?,
+                now,
+            ));
+        }
+        if now >= next_report {
+            seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
+            eprintln!(
+                "omo-sim load: {:>4} s: {} events sent, {} acknowledged, {} offers",
+                now.duration_since(start).as_secs(),
+                counters.published.load(Ordering::Relaxed),
+                counters.acked.load(Ordering::Relaxed),
+                seen_offers
+            );
+            next_report += Duration::from_secs(10);
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(stop.saturating_duration_since(now)))
+            .await;
+    }
+    let (p1, a1, c1, t1) = (
+        counters.published.load(Ordering::Relaxed),
+        counters.acked.load(Ordering::Relaxed),
+        cpu(pids)?,
+        Instant::now(),
+    );
+    let Some((p0, a0, c0, t0)) = window_start else {
+        bail!("the measured window never started");
+    };
+    eprintln!("omo-sim load: draining…");
+    let mut deciding: HashMap<u32, i64> = HashMap::new();
+    let mut unacked = 0;
+    while let Some(r) = tasks.join_next().await {
+        let end = r??;
+        unacked += end.unacked;
+        deciding.extend(end.deciding);
+    }
+    // The offers of every decided first visit, or until they stop coming.
+    let offers_deadline = Instant::now() + DRAIN;
+    let mut last_progress = Instant::now();
+    loop {
+        let before = seen_offers;
+        seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
+        if seen_offers != before {
+            last_progress = Instant::now();
+        }
+        if deciding.keys().all(|c| offers.contains_key(c))
+            || Instant::now() >= offers_deadline
+            || last_progress.elapsed() > Duration::from_secs(20)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stored_by_cloud = stored_events(&api).await?;
+    let cloud_rss = peak_rss_kb(cloud_pid)? as f64 / 1024.0;
+    let own_rss = peak_rss_kb(std::process::id())? as f64 / 1024.0;
+    drop(procs);
+
+    let seconds = t1.duration_since(t0).as_secs_f64();
+    let measured_from_ms = start_wall_ms + plan.warmup_ms as i64;
+    let measured_to_ms = measured_from_ms + (opts.seconds * 1000) as i64;
+    let mut latencies: Vec<i64> = deciding
+        .iter()
+        .filter(|(_, ts)| (measured_from_ms..measured_to_ms).contains(*ts))
+        .filter_map(|(c, ts)| offers.get(c).and_then(|r| r.first()).map(|r| r - ts))
+        .collect();
+    latencies.sort_unstable();
+    let offers_received = offers.len() as u64;
+    let offers_missing = deciding.keys().filter(|c| !offers.contains_key(c)).count() as u64;
+    let offers_twice = offers.values().filter(|r| r.len() > 1).count() as u64;
+    Ok(Outcome {
+        offered_per_s: (p1 - p0) as f64 / seconds,
+        acked_per_s: (a1 - a0) as f64 / seconds,
+        published: counters.published.load(Ordering::Relaxed),
+        acked: counters.acked.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        resent: counters.resent.load(Ordering::Relaxed),
+        unacked,
+        stored_by_cloud,
+        offers_expected: deciding.len() as u64,
+        offers_received,
+        offers_missing,
+        offers_twice,
+        latency_ms: [
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.90),
+            percentile(&latencies, 0.99),
+            latencies.last().copied().unwrap_or(0),
+        ],
+        latency_samples: latencies.len(),
+        cpu_generator: (c1[0] - c0[0]) / seconds,
+        cpu_cloud: (c1[1] - c0[1]) / seconds,
+        cpu_fake_line: (c1[2] - c0[2]) / seconds,
+        cloud_peak_rss_mb: cloud_rss,
+        generator_peak_rss_mb: own_rss,
+    })
+}
+
+/// Reads the fake LINE server's deliveries after the first `seen`; records each customer's
+/// arrival times; returns how many it has read in all.
+async fn poll_offers(
+    api: &Api,
+    line_port: u16,
+    seen: usize,
+    offers: &mut HashMap<u32, Vec<i64>>,
+) -> anyhow::Result<usize> {
+    let v: Value = api
+        .http
+        .get(format!(
+            "http://127.0.0.1:{line_port}/fake/deliveries?since={seen}"
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let accepted = v["accepted"].as_array().context("no accepted list")?;
+    for a in accepted {
+        let to = a["to"].as_str().unwrap_or_default();
+        let c = customer_of_line_user(to)
+            .with_context(|| format!("an offer to {to:?}, not a customer of the run"))?;
+        offers
+            .entry(c)
+            .or_default()
+            .push(a["received_ms"].as_i64().unwrap_or_default());
+    }
+    Ok(seen + accepted.len())
+}
+
+/// Events the cloud's statistics stage has counted, once it has read the whole log (30 s
+/// at most).
+async fn stored_events(api: &Api) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = api
+            .admin(reqwest::Method::GET, "/v1/admin/stats", None)
+            .await?;
+        let total: u64 = v["stats"]
+            .as_object()
+            .map(|gws| {
+                gws.values()
+                    .map(|g| {
+                        ["enter", "stay", "exit"]
+                            .iter()
+                            .map(|k| g[k].as_u64().unwrap_or(0))
+                            .sum::<u64>()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        if v["stats_position"] == v["log_end"] || Instant::now() >= deadline {
+            return Ok(total);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "events/s over the measured window: {:.0} sent, {:.0} stored and acknowledged",
+            self.offered_per_s, self.acked_per_s
+        )?;
+        writeln!(
+            f,
+            "events in all: {} sent, {} acknowledged, {} rejected, {} never acknowledged, {} resent; the cloud counted {} stored",
+            self.published, self.acked, self.rejected, self.unacked, self.resent, self.stored_by_cloud
+        )?;
+        writeln!(
+            f,
+            "offers: {} first visits entered, {} reached the fake LINE server, {} missing, {} customers offered twice",
+            self.offers_expected, self.offers_received, self.offers_missing, self.offers_twice
+        )?;
+        writeln!(
+            f,
+            "event → offer at the fake LINE server ({} offers decided in the window): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (the cloud waits {REORDER_WINDOW_S} s of reorder window by design)",
+            self.latency_samples, self.latency_ms[0], self.latency_ms[1], self.latency_ms[2], self.latency_ms[3]
+        )?;
+        writeln!(
+            f,
+            "CPU, cores over the window: load generator {:.2}, omo-cloud {:.2}, fake LINE {:.2}",
+            self.cpu_generator, self.cpu_cloud, self.cpu_fake_line
+        )?;
+        write!(
+            f,
+            "peak RSS: omo-cloud {:.0} MB, load generator {:.0} MB",
+            self.cloud_peak_rss_mb, self.generator_peak_rss_mb
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            gateways: 1000,
+            customers: 100_000,
+            rate: 10_000.0,
+            seconds: 60,
+            stay_s: 5,
+            visit_s: 60,
+            batch_ms: 1000,
+            window: 8,
+            resend_s: 10,
+            seed: 1,
+            bin_dir: None,
+        }
+    }
+
+    #[test]
+    fn the_plan_gives_the_target_rate() {
+        let p = Plan::new(&opts());
+        assert_eq!(p.steps, 12);
+        // 100,000 customers × 12 events per 120 s cycle = 10,000 events/s.
+        assert_eq!(p.cycle_ms, 120_000);
+        assert_eq!(p.deciding_step, 4);
+        assert_eq!(p.kind(0), SightingKind::Enter);
+        assert_eq!(p.kind(5), SightingKind::Stay);
+        assert_eq!(p.kind(11), SightingKind::Exit);
+        assert_eq!(p.due_ms(500, 1, 2), 500 + 120_000 + 10_000);
+        assert!(opts().problems().is_empty());
+    }
+
+    #[test]
+    fn a_rate_the_customers_cannot_make_is_refused_by_flag() {
+        let o = Options {
+            customers: 10_000,
+            ..opts()
+        };
+        let p = o.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("--rate 10000"), "{p:?}");
+        let o = Options {
+            visit_s: 25,
+            ..opts()
+        };
+        // The stay 20 s after the enter would be the exit, which enters nothing.
+        assert!(
+            o.problems()[0].starts_with("--visit-s 25"),
+            "{:?}",
+            o.problems()
+        );
+        let o = Options {
+            gateways: 0,
+            seconds: 1,
+            visit_s: 62,
+            ..opts()
+        };
+        let p = o.problems();
+        assert!(p.iter().any(|m| m.starts_with("--gateways 0")), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("--seconds 1")), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("--visit-s 62")), "{p:?}");
+    }
+
+    #[test]
+    fn line_users_and_beacons_name_their_customer() {
+        for i in [0u32, 1, 99_999, u32::MAX] {
+            let u = line_user_of(i);
+            assert_eq!(u.len(), 33);
+            assert_eq!(customer_of_line_user(&u), Some(i));
+        }
+        assert_ne!(beacon_of(65_536), beacon_of(0));
+        assert_eq!(customer_of_line_user("U12"), None);
+    }
+
+    #[test]
+    fn the_fleet_site_is_valid_and_zones_every_store() {
+        let (site, logins) = fleet_site(25, 7);
+        assert_eq!(logins.len(), 25);
+        let parsed = omo_device_config::site::Site::parse(&site, false).expect("a valid site");
+        assert_eq!(parsed.gateways.len(), 25);
+        assert_eq!(site.matches("[[stores]]").count(), 3);
+        assert_eq!(site.matches("[[gateway_zones]]").count(), 3);
+        assert_eq!(logins[24].store, "st-0002");
+    }
+
+    #[test]
+    fn percentiles_pick_the_rank() {
+        let v: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 50);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(percentile(&[7], 0.99), 7);
+    }
+}

@@ -1,0 +1,240 @@
+//! What the demo and the load generator share to run the system under test: child processes
+//! killed when dropped, free loopback ports, waiting for a listener, the built binaries beside
+//! this one, a small admin-API client, bounded concurrency, and a process's CPU time and peak
+//! memory from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::time::Duration;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Starts `program` with its output in `log`.
+pub fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Proc {
+        name: name.to_owned(),
+        child,
+    })
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something listens on `port` (30 s at most), failing early if a process exits.
+pub async fn wait_port(port: u16, what: &str, procs: &mut [Proc]) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!("{} exited ({status}) before {what} was up", p.name);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not listen on port {port} within 30 s")
+}
+
+/// A built binary of the workspace in `dir`.
+pub fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        bail!(
+            "{} not found: build the workspace first (cargo build --release)",
+            p.display()
+        )
+    }
+}
+
+/// The cloud's HTTP API with an admin token.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub admin: String,
+}
+
+impl Api {
+    /// A call answering (status, JSON body or null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// An admin call; an error unless it answers 2xx.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, v) = self
+            .call(method, path, body, Some(&self.admin.clone()))
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+/// Runs `futures` with at most `n` at once, collecting their results (the first error stops).
+pub async fn futures_unordered<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static>,
+    n: usize,
+) -> anyhow::Result<Vec<T>> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    for f in futures {
+        if set.len() >= n {
+            if let Some(r) = set.join_next().await {
+                out.push(r??);
+            }
+        }
+        set.spawn(f);
+    }
+    while let Some(r) = set.join_next().await {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .context("no utime in /proc stat")?
+        .parse::<f64>()?
+        + fields
+            .get(12)
+            .context("no stime in /proc stat")?
+            .parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Peak resident set size of a process, kB.
+pub fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no value")?
+        .parse()?)
+}
+
+/// Where the workspace's binaries are: `dir` if given, else beside this program.
+pub fn bin_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("this program has no directory")?
+            .to_path_buf()),
+    }
+}
+
+/// `omo-cloud import SITE --config CONFIG`: the site into the cloud's fresh data dir.
+pub fn import_site(cloud_bin: &Path, site: &Path, config: &Path) -> anyhow::Result<()> {
+    let import = std::process::Command::new(cloud_bin)
+        .args([
+            "import",
+            &site.display().to_string(),
+            "--config",
+            &config.display().to_string(),
+        ])
+        .output()?;
+    if !import.status.success() {
+        bail!(
+            "omo-cloud import: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `omo-sim fake-line` on `port` accepting `token`, logging to `log`.
+pub fn spawn_fake_line(port: u16, token: &str, log: &Path) -> anyhow::Result<Proc> {
+    spawn(
+        "fake LINE",
+        &std::env::current_exe()?,
+        &[
+            "fake-line",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            token,
+        ],
+        &[],
+        log,
+    )
+}

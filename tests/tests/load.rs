@@ -1,0 +1,78 @@
+//! `omo-sim load`, small: twenty gateways and 2,000 customers against the real cloud and its
+//! embedded broker. Every event is stored and acknowledged, every first visit the cloud could
+//! enter gets exactly one offer at the fake LINE server, and the figures are printed. (The
+//! rate it sustains is a benchmark: `omo-sim load` with its defaults, not this test.)
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use omo_tests::{binary_with, cloud::cloud_binary};
+
+#[test]
+fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow::Result<()> {
+    // The load generator finds omo-cloud beside itself.
+    cloud_binary()?;
+    let sim = binary_with("omo-sim", "omo-sim", &[])?;
+    let dir = tempfile::tempdir()?;
+    let (out, err) = (dir.path().join("out.txt"), dir.path().join("err.txt"));
+    let mut child = Command::new(&sim)
+        .args([
+            "load",
+            "--gateways",
+            "20",
+            "--customers",
+            "2000",
+            "--rate",
+            "300",
+            "--seconds",
+            "10",
+            "--visit-s",
+            "30",
+        ])
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            panic!(
+                "the load ran over 5 minutes:\n{}",
+                std::fs::read_to_string(&err)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = std::fs::read_to_string(&out)?;
+    let stderr = std::fs::read_to_string(&err)?;
+    assert!(
+        status.success(),
+        "load failed ({status:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(", 0 rejected, 0 never acknowledged,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" 0 missing, 0 customers offered twice"),
+        "{stdout}"
+    );
+    // First visits start over the 40 s cycle, so about half of the 2,000 customers reach the
+    // stay that enters their visit before the 40 s of events end.
+    let entered: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("offers: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(entered > 600, "{stdout}");
+    assert!(
+        stdout.contains("CPU, cores over the window: load generator"),
+        "{stdout}"
+    );
+    Ok(())
+}
