@@ -59,6 +59,8 @@ struct Driven {
     redeemed: usize,
     offers_by_channel: [(&'static str, usize); 2],
     lost: Lost,
+    /// Scenario faults started at the fake servers (those after a shortened day never are).
+    faults_started: usize,
 }
 
 /// What the driver could not hand over to the system.
@@ -84,6 +86,8 @@ enum Action {
     /// which depends on whether an offer reached them by now (by then every offer of the
     /// first visit has long been delivered, so none is missed for being slow).
     MaybeReturn { shopper: usize, draw: u32 },
+    /// The scenario's fault (by index) starts at its fake server.
+    Fault(usize),
 }
 
 /// Runs the demo.
@@ -324,6 +328,15 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let firsts = synth::arrivals_in(s, &shoppers, (start, last_first), true);
     let mut heap: BinaryHeap<Reverse<(i64, u64, Action)>> = BinaryHeap::new();
     let mut seq = 0u64;
+    for (i, f) in s.faults.iter().enumerate() {
+        seq += 1;
+        heap.push(Reverse((
+            start + (f.at_minute * 60_000.0) as i64,
+            seq,
+            Action::Fault(i),
+        )));
+    }
+    let mut faults_started = 0usize;
     let mut radio = synth::indoor_radio(s.run.seed, "radio");
     let mut sense = synth::rng(s.run.seed, "sensing");
     let mut push_visit = |heap: &mut BinaryHeap<Reverse<(i64, u64, Action)>>,
@@ -432,6 +445,21 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                 break;
             };
             match action {
+                Action::Fault(i) => {
+                    let f = &s.faults[i];
+                    let port = match f.service {
+                        crate::scenario::FakeService::Line => line_port,
+                        crate::scenario::FakeService::Fcm => fcm_port,
+                    };
+                    api.http
+                        .post(format!("http://127.0.0.1:{port}/fake/faults"))
+                        .json(&f.answer)
+                        .send()
+                        .await?
+                        .error_for_status()
+                        .with_context(|| format!("starting faults[{i}]"))?;
+                    faults_started += 1;
+                }
                 Action::Advert(g, line) => {
                     // A stalled gateway must not stall the day: its line is dropped, counted.
                     let line = format!("{line}\n");
@@ -600,6 +628,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             redeemed,
             offers_by_channel,
             lost,
+            faults_started,
         },
     )
     .await?;
@@ -707,6 +736,7 @@ async fn report(
         redeemed,
         offers_by_channel,
         lost,
+        faults_started,
     } = driven;
     let phone_of: HashMap<&str, Phone> = customer_of
         .iter()
@@ -774,6 +804,48 @@ async fn report(
     for (channel, n) in offers_by_channel {
         out.push_str(&format!("  offers accepted by {channel:<14} {n:>6}\n"));
     }
+    out.push_str(&format!(
+        "Faults injected at the fake servers: {faults_started} of {} scheduled\n",
+        s.faults.len()
+    ));
+    // Every delivery row the cloud wrote, by store, channel and how it ended.
+    let mut by_store: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
+    let mut retried = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = api
+            .admin(
+                reqwest::Method::GET,
+                &match &after {
+                    Some(a) => format!("/v1/admin/deliveries?limit=1000&after={a}"),
+                    None => "/v1/admin/deliveries?limit=1000".to_owned(),
+                },
+                None,
+            )
+            .await?;
+        for d in page["items"].as_array().into_iter().flatten() {
+            let key = (
+                d["store"].as_str().unwrap_or("?").to_owned(),
+                d["channel"].as_str().unwrap_or("?").to_owned(),
+            );
+            let status = d["status"].as_str().unwrap_or("?").to_owned();
+            *by_store.entry(key).or_default().entry(status).or_default() += 1;
+            if d["attempts"].as_u64().unwrap_or(0) > 1 {
+                retried += 1;
+            }
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    out.push_str(&format!(
+        "Deliveries by store and channel ({retried} needed more than one attempt):\n"
+    ));
+    for ((store, channel), statuses) in &by_store {
+        let text: Vec<String> = statuses.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        out.push_str(&format!("  {store:<12} {channel:<8} {}\n", text.join(", ")));
+    }
     let mut delivered_total = 0u64;
     for c in &s.campaigns {
         let id = c["id"].as_str().unwrap_or_default();
@@ -794,11 +866,11 @@ async fn report(
             out.push_str(&format!(
                 "  {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7.1}%\n",
                 g["group"].as_str().unwrap_or(""),
-                g["customers"],
+                g["customers"].as_u64().unwrap_or(0),
                 f("sent"),
                 f("delivered"),
                 f("redeemed"),
-                g["returned"],
+                g["returned"].as_u64().unwrap_or(0),
                 g["return_rate"].as_f64().unwrap_or(0.0) * 100.0
             ));
         }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Faults to inject into the next `count` requests.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fault {
     /// 429 or 5xx; 0 for latency only.
     #[serde(default)]

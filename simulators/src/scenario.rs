@@ -27,8 +27,30 @@ pub struct Scenario {
     /// checks them when the run creates them.
     #[serde(default)]
     pub campaigns: Vec<serde_json::Value>,
+    /// Faults the fake LINE and FCM servers inject, each from a time of the run.
+    #[serde(default)]
+    pub faults: Vec<ScheduledFault>,
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// Which fake server a fault is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FakeService {
+    Line,
+    Fcm,
+}
+
+/// A fault a fake server injects into the requests it gets from `at_minute` of the run on.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    pub service: FakeService,
+    /// Minutes after the run's start.
+    pub at_minute: f64,
+    /// What the fake does to the next `count` requests, as its `/fake/faults` takes it.
+    pub answer: crate::fault::Fault,
 }
 
 /// The time window and how fast it runs.
@@ -516,6 +538,41 @@ impl Scenario {
                 }
             }
         }
+        for (i, f) in self.faults.iter().enumerate() {
+            let k = format!("faults[{i}]");
+            // One after a shortened run's end (`--hours`) never fires.
+            if !(0.0..1440.0).contains(&f.at_minute) {
+                p.push(Problem::new(
+                    format!("{k}.at_minute"),
+                    "must be within a day (0 ≤ at_minute < 1440)",
+                ));
+            }
+            let a = &f.answer;
+            if !(a.status == 0 || a.status == 429 || (500..=599).contains(&a.status)) {
+                p.push(Problem::new(
+                    format!("{k}.answer.status"),
+                    "must be 429, 500..=599, or 0 for latency only",
+                ));
+            }
+            if !(1..=100_000).contains(&a.count) {
+                p.push(Problem::new(
+                    format!("{k}.answer.count"),
+                    "must be within 1..=100000",
+                ));
+            }
+            if a.retry_after_s.is_some() && a.status != 429 {
+                p.push(Problem::new(
+                    format!("{k}.answer.retry_after_s"),
+                    "only a 429 carries Retry-After",
+                ));
+            }
+            if a.latency_ms > 60_000 {
+                p.push(Problem::new(
+                    format!("{k}.answer.latency_ms"),
+                    "must be at most 60000",
+                ));
+            }
+        }
         if let Some(t) = self.expect.platform_share_tolerance {
             if !(t > 0.0 && t <= 1.0) {
                 p.push(Problem::new(
@@ -584,6 +641,14 @@ mod tests {
         assert_eq!(
             problems(|t| *t = t.replacen("per_customer = 1,", "per_customer = 0,", 1)),
             ["campaigns[0].caps.per_customer"]
+        );
+        assert_eq!(
+            problems(|t| *t = t.replacen("status = 503", "status = 404", 1)),
+            ["faults[1].answer.status"]
+        );
+        assert_eq!(
+            problems(|t| *t = t.replacen("at_minute = 150", "at_minute = -5", 1)),
+            ["faults[0].at_minute"]
         );
         let unknown = problems(|t| *t = t.replacen("[run]", "[run]\ncolour = 1", 1));
         assert_eq!(unknown, ["run.colour"], "an unknown key is named");

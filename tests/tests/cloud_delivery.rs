@@ -316,6 +316,32 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
         metric(&metrics, "omo_deliveries_total", &["result=\"delivered\""]),
         18.0
     );
+    // The list pages: five rows at a time, each page after the last, give the same 18 rows.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/admin/deliveries?limit=5&after={a}"),
+            None => "/v1/admin/deliveries?limit=5".to_owned(),
+        };
+        let page = rig.cloud.admin(&path).await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= 5);
+        paged.extend(items);
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 18);
+    let ids = |rows: &[Value]| -> Vec<String> {
+        rows.iter()
+            .map(|d| d["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let mut all = ids(&deliveries);
+    all.sort();
+    assert_eq!(ids(&paged), all);
     redeem_and_report(&rig, &deliveries).await?;
     rig.cloud.stop()?;
     Ok(())

@@ -1,6 +1,7 @@
 //! The one-command demo, shortened for CI: `omo-sim demo` with the bundled scenario cut to three
 //! hours and a thousand shoppers starts the fakes, the cloud and the gateways as processes,
-//! drives the day, prints the report and exits 0 because the (relaxed) expectations hold.
+//! drives the day through the scenario's faults at the fake servers, prints the report and exits
+//! 0 because the (relaxed) expectations hold.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,5 +68,29 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
             "no visits from {source}:\n{stdout}"
         );
     }
+    // The scenario's LINE 429 burst and FCM 503s both fall in the three hours; the cloud
+    // retried through them and every delivery of both stores ended delivered.
+    assert!(
+        stdout.contains("Faults injected at the fake servers: 2 of 2 scheduled"),
+        "{stdout}"
+    );
+    let by_store: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Deliveries by store and channel"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    for store in ["shibuya", "umeda"] {
+        assert!(
+            by_store.iter().any(|l| l.contains(store)),
+            "no deliveries at {store}:\n{stdout}"
+        );
+    }
+    assert!(
+        by_store
+            .iter()
+            .all(|l| l.trim_end().ends_with(" delivered") && !l.contains(',')),
+        "a delivery did not end delivered:\n{stdout}"
+    );
     Ok(())
 }

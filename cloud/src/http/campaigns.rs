@@ -149,37 +149,58 @@ async fn resume(
 
 /// Every stored row under `prefix` in the campaigns space, up to `limit`; a row that does not
 /// read is an error, not a gap in the list.
-fn rows(state: &AppState, prefix: &str, limit: usize) -> Result<Vec<Value>, ApiError> {
-    crate::store::barrier::scan_prefix(
+/// `?after=ID&limit=N` of the decision and delivery lists (1,000 rows by default and at most).
+#[derive(Debug, Default, serde::Deserialize)]
+struct RowPage {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The rows under `prefix` after `page.after`, and the id to ask after for the next page.
+fn rows(state: &AppState, prefix: &str, page: &RowPage) -> Result<Value, ApiError> {
+    let limit = page.limit.unwrap_or(1000).clamp(1, 1000);
+    let from = match &page.after {
+        Some(a) => format!("{prefix}{a}\u{0}"),
+        None => prefix.to_owned(),
+    };
+    let entries = crate::store::scan_prefix_from(
         state.store.as_ref(),
         crate::store::Space::Campaigns,
         prefix.as_bytes(),
-        limit,
-    )?
-    .iter()
-    .map(|(k, v)| {
-        serde_json::from_slice(v)
-            .map_err(|e| ApiError::internal(format!("{}: {e}", String::from_utf8_lossy(k))))
-    })
-    .collect()
+        from.as_bytes(),
+        limit + 1,
+    )?;
+    let next = (entries.len() > limit)
+        .then(|| String::from_utf8_lossy(&entries[limit - 1].0[prefix.len()..]).into_owned());
+    let items = entries
+        .iter()
+        .take(limit)
+        .map(|(k, v)| {
+            serde_json::from_slice(v)
+                .map_err(|e| ApiError::internal(format!("{}: {e}", String::from_utf8_lossy(k))))
+        })
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    Ok(json!({"items": items, "next": next}))
 }
 
 /// Decisions (sent, would have sent, suppressed with the reason), for the funnel.
 async fn decisions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    axum::extract::Query(page): axum::extract::Query<RowPage>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
-    Ok(Json(json!({"items": rows(&state, "decision/", 1000)?})).into_response())
+    Ok(Json(rows(&state, "decision/", &page)?).into_response())
 }
 
 /// Delivery rows written by decisions.
 async fn deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
+    axum::extract::Query(page): axum::extract::Query<RowPage>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
-    Ok(Json(json!({"items": rows(&state, "delivery/", 1000)?})).into_response())
+    Ok(Json(rows(&state, "delivery/", &page)?).into_response())
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
