@@ -743,26 +743,34 @@ async fn report(
         .zip(shoppers)
         .map(|(c, s)| (c.as_str(), s.phone))
         .collect();
-    // Store visits by source and platform, read per store and hour (the API pages by 1,000).
+    // Store visits by source and platform, read per store (the API answers 1,000 at most).
     let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_phone: BTreeMap<&str, u64> = BTreeMap::new();
     let mut total = 0u64;
     for st in &s.stores {
-        let mut t = start;
-        while t < end + 3_600_000 {
+        // Window by window; a window that fills a page is read again as two halves.
+        let mut windows = vec![(start, end + 3_600_000)];
+        while let Some((from, to)) = windows.pop() {
             let v = api
                 .admin(
                     reqwest::Method::GET,
                     &format!(
                         "/v1/admin/visits?store={}&from={}&to={}&limit=1000",
                         st.id,
-                        synth::ts_text(t),
-                        synth::ts_text(t + 3_600_000)
+                        synth::ts_text(from),
+                        synth::ts_text(to)
                     ),
                     None,
                 )
                 .await?;
-            for visit in v["items"].as_array().into_iter().flatten() {
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            if items.len() >= 1000 && to - from > 60_000 {
+                let mid = from + (to - from) / 2;
+                windows.push((from, mid));
+                windows.push((mid, to));
+                continue;
+            }
+            for visit in &items {
                 total += 1;
                 let sources: Vec<String> = visit["sources"]
                     .as_array()
@@ -779,7 +787,6 @@ async fn report(
                 };
                 *by_phone.entry(phone).or_default() += 1;
             }
-            t += 3_600_000;
         }
     }
     let mut out = String::new();

@@ -173,11 +173,11 @@ fn demo(scenario: Option<PathBuf>, keep_running: bool, hours: Option<f64>) -> Ex
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(omo_sim::demo::run(omo_sim::demo::Options {
+        runtime.block_on(interruptible(omo_sim::demo::run(omo_sim::demo::Options {
             scenario: s,
             keep_running,
             bin_dir: None,
-        }))
+        })))
     };
     match run() {
         Ok(outcome) => {
@@ -202,7 +202,7 @@ fn load(opts: omo_sim::load::Options) -> ExitCode {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(omo_sim::load::run(opts))
+        runtime.block_on(interruptible(omo_sim::load::run(opts)))
     };
     match run() {
         Ok(outcome) => {
@@ -218,6 +218,21 @@ fn load(opts: omo_sim::load::Options) -> ExitCode {
             eprintln!("omo-sim load: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs `run` until it ends, or fails it on SIGINT or SIGTERM: dropping it stops every child
+/// process it started, so none outlives an interrupted run.
+async fn interruptible<T>(
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        // The run first: `demo --keep-running` ends its own wait on Ctrl-C, successfully.
+        biased;
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
     }
 }
 

@@ -342,9 +342,27 @@ pub fn metres_to_degrees(lat: f64) -> (f64, f64) {
     (north, east)
 }
 
-/// The app's location reports during `visit`, one every `interval_ms`: the fixed beacons it
-/// senses (not LINE Beacons: only the LINE app reads those), the Wi-Fi APs it sees, and a GPS
-/// fix with an indoor accuracy of 20–60 m whose error matches it.
+/// Walking pace outdoors, metres per second.
+const WALK_M_PER_S: f64 = 1.2;
+/// How long before a visit the app reports the shopper's approach.
+const APPROACH_MS: i64 = 150_000;
+
+/// A GPS fix near `at` (metres east and north of the store's anchor) whose error matches its
+/// accuracy radius (within it about two times in three).
+fn gps_fix(store: &crate::scenario::Store, at: Xy, accuracy: f64, rng: &mut StdRng) -> Value {
+    let (north, east) = metres_to_degrees(store.anchor.lat);
+    let (dx, dy) = (normal(rng) * accuracy / 1.5, normal(rng) * accuracy / 1.5);
+    json!({
+        "lat": store.anchor.lat + (at[1] + dy) * north,
+        "lon": store.anchor.lon + (at[0] + dx) * east,
+        "accuracy_m": (accuracy * 10.0).round() / 10.0,
+    })
+}
+
+/// The app's location reports around `visit`, one every `interval_ms`. Outdoors on the way
+/// in (the last 2.5 minutes, walking straight at the store from a random direction): a GPS fix
+/// of 5–30 m accuracy. Inside: the fixed beacons it senses (not LINE Beacons: only the LINE app
+/// reads those), the Wi-Fi APs it sees, and a GPS fix of 20–60 m.
 pub fn app_reports(
     s: &Scenario,
     shopper: &Shopper,
@@ -357,10 +375,27 @@ pub fn app_reports(
         return Vec::new();
     }
     let store = &s.stores[visit.store];
-    let (north, east) = metres_to_degrees(store.anchor.lat);
     let mut out = Vec::new();
-    let mut t = visit.start_ms() + rng.random_range(0..interval_ms.max(1));
     let mut n = 0;
+    let centre = [store.size_m[0] / 2.0, store.size_m[1] / 2.0];
+    let edge = centre[0].hypot(centre[1]);
+    let bearing: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+    let mut t = visit.start_ms() - APPROACH_MS + rng.random_range(0..interval_ms.max(1));
+    while t < visit.start_ms() {
+        let away = edge + WALK_M_PER_S * (visit.start_ms() - t) as f64 / 1000.0;
+        let at = [
+            centre[0] + away * bearing.cos(),
+            centre[1] + away * bearing.sin(),
+        ];
+        let accuracy: f64 = rng.random_range(5.0..=30.0);
+        n += 1;
+        out.push(json!({
+            "ts": ts_text(t),
+            "idempotency_key": format!("{}-{}-{n}", shopper.member_id, visit.start_ms()),
+            "gps": gps_fix(store, at, accuracy, rng),
+        }));
+        t += interval_ms;
+    }
     while t < visit.end_ms() {
         let Some(at) = visit.position_at(t) else {
             break;
@@ -384,15 +419,11 @@ pub fn app_reports(
             })
             .collect();
         let accuracy: f64 = rng.random_range(20.0..=60.0);
-        // The error is within the accuracy radius about two times in three.
-        let (dx, dy) = (normal(rng) * accuracy / 1.5, normal(rng) * accuracy / 1.5);
-        let lat = store.anchor.lat + (at[1] + dy) * north;
-        let lon = store.anchor.lon + (at[0] + dx) * east;
         n += 1;
         out.push(json!({
             "ts": ts_text(t),
             "idempotency_key": format!("{}-{}-{n}", shopper.member_id, visit.start_ms()),
-            "gps": {"lat": lat, "lon": lon, "accuracy_m": (accuracy * 10.0).round() / 10.0},
+            "gps": gps_fix(store, at, accuracy, rng),
             "wifi": wifi,
             "beacons": beacons,
         }));
@@ -588,11 +619,34 @@ mod tests {
         for v in visits.iter().take(100) {
             let shopper = &all[v.shopper];
             let rep = app_reports(&s, shopper, v, 60_000, &mut radio, &mut r);
-            assert_eq!(
-                rep.is_empty(),
-                !shopper.app || v.end_ms() - v.start_ms() < 60_000
-            );
-            for x in &rep {
+            // Outdoor fixes on the way in (two or three in 2.5 minutes), then indoor reports.
+            let outdoor = rep.iter().take_while(|x| x["beacons"].is_null()).count();
+            assert_eq!(rep.is_empty(), !shopper.app);
+            assert!(!shopper.app || (2..=3).contains(&outdoor), "{outdoor}");
+            let st = &s.stores[v.store];
+            let centre = [st.size_m[0] / 2.0, st.size_m[1] / 2.0];
+            let mut last_away = f64::INFINITY;
+            for x in &rep[..outdoor] {
+                let at: omo_device_config::Timestamp = x["ts"].as_str().unwrap().parse().unwrap();
+                assert!(at.millis() < v.start_ms());
+                let parsed = omo_cloud::http::app::parse_report(
+                    x.to_string().as_bytes(),
+                    at,
+                    &omo_cloud::config::Ingest::default(),
+                );
+                assert!(parsed.is_ok(), "{x}: {:?}", parsed.err());
+                let acc = x["gps"]["accuracy_m"].as_f64().unwrap();
+                assert!((5.0..=30.0).contains(&acc), "{x}");
+                // Nearer the store with every fix (the true position; the fix errs by ~acc).
+                let (north, east) = metres_to_degrees(st.anchor.lat);
+                let dy = (x["gps"]["lat"].as_f64().unwrap() - st.anchor.lat) / north - centre[1];
+                let dx = (x["gps"]["lon"].as_f64().unwrap() - st.anchor.lon) / east - centre[0];
+                let away = dx.hypot(dy);
+                assert!(away < last_away + 3.0 * 30.0, "{away} after {last_away}");
+                assert!(away > centre[0].hypot(centre[1]) - 3.0 * 30.0);
+                last_away = away;
+            }
+            for x in &rep[outdoor..] {
                 // The cloud's own parser takes it, at the time it was made.
                 let at: omo_device_config::Timestamp = x["ts"].as_str().unwrap().parse().unwrap();
                 let parsed = omo_cloud::http::app::parse_report(
