@@ -10,7 +10,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use anyhow::{bail, Context};
 use chrono::{SecondsFormat, Utc};
 use omo_device_config::Clock;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStdin, Command};
@@ -40,10 +42,86 @@ const REDEEM_SHARE: f64 = 0.5;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub scenario: Scenario,
+    /// The scenario file's text, as a run record keeps it.
+    pub scenario_text: String,
     /// Leave the cloud running after the report (until interrupted).
     pub keep_running: bool,
     /// Where `omo-cloud` and `omo-gateway` are (default: beside this program).
     pub bin_dir: Option<PathBuf>,
+    /// Write everything the driver hands the system, with its time, to this run record.
+    pub record: Option<PathBuf>,
+    /// Drive the day from this run record's actions instead of simulating shoppers' choices.
+    pub replay: Option<Vec<Recorded>>,
+}
+
+/// One line of a run record (NDJSON): the first line is the header, the rest what the driver
+/// did at a clock time (Unix ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Recorded {
+    /// The run's scenario (the file's text) and its length after `--hours`.
+    Header {
+        omo_run: u32,
+        scenario: String,
+        hours: f64,
+    },
+    /// A replay line written to a gateway's stdin.
+    Advert {
+        at: i64,
+        gateway: String,
+        line: String,
+    },
+    /// An app report of a shopper (by their number in the scenario's population).
+    Report {
+        at: i64,
+        shopper: usize,
+        body: String,
+    },
+    /// A LINE webhook event.
+    Line { at: i64, event: String },
+    /// A shopper came back (their visit's adverts and reports follow).
+    Return { at: i64, shopper: usize },
+    /// A shopper redeems the coupon of their offer at the till.
+    Redeem {
+        at: i64,
+        shopper: usize,
+        amount: u32,
+    },
+    /// The scenario's fault (by index) starts.
+    Fault { at: i64, index: usize },
+}
+
+/// Reads a run record: its scenario text and hours, and the actions.
+pub fn read_record(path: &Path) -> anyhow::Result<(String, f64, Vec<Recorded>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines().enumerate();
+    let header = match lines.next() {
+        Some((_, l)) => serde_json::from_str::<Recorded>(l)
+            .with_context(|| format!("{} line 1: not a run record header", path.display()))?,
+        None => bail!("{}: empty", path.display()),
+    };
+    let Recorded::Header {
+        omo_run: 1,
+        scenario,
+        hours,
+    } = header
+    else {
+        bail!(
+            "{} line 1: not a version 1 run record header",
+            path.display()
+        );
+    };
+    let mut actions = Vec::new();
+    for (i, l) in lines {
+        let r: Recorded = serde_json::from_str(l)
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        if matches!(r, Recorded::Header { .. }) {
+            bail!("{} line {}: a second header", path.display(), i + 1);
+        }
+        actions.push(r);
+    }
+    Ok((scenario, hours, actions))
 }
 
 /// What the run found, and whether the expectations held.
@@ -61,6 +139,9 @@ struct Driven {
     lost: Lost,
     /// Scenario faults started at the fake servers (those after a shortened day never are).
     faults_started: usize,
+    /// Driven from a run record: the shoppers' choices were made in another run, against other
+    /// offers, so the lift is reported but not checked.
+    replayed: bool,
 }
 
 /// What the driver could not hand over to the system.
@@ -88,6 +169,10 @@ enum Action {
     MaybeReturn { shopper: usize, draw: u32 },
     /// The scenario's fault (by index) starts at its fake server.
     Fault(usize),
+    /// A shopper redeems their offer's coupon at the till, paying `amount`.
+    Redeem { shopper: usize, amount: u32 },
+    /// A recorded return (counted; its adverts and reports are their own actions).
+    Returned { shopper: usize },
 }
 
 /// Runs the demo.
@@ -328,17 +413,46 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let firsts = synth::arrivals_in(s, &shoppers, (start, last_first), true);
     let mut heap: BinaryHeap<Reverse<(i64, u64, Action)>> = BinaryHeap::new();
     let mut seq = 0u64;
-    for (i, f) in s.faults.iter().enumerate() {
-        seq += 1;
-        heap.push(Reverse((
-            start + (f.at_minute * 60_000.0) as i64,
-            seq,
-            Action::Fault(i),
-        )));
+    if opts.replay.is_none() {
+        for (i, f) in s.faults.iter().enumerate() {
+            seq += 1;
+            heap.push(Reverse((
+                start + (f.at_minute * 60_000.0) as i64,
+                seq,
+                Action::Fault(i),
+            )));
+        }
     }
     let mut faults_started = 0usize;
     let mut radio = synth::indoor_radio(s.run.seed, "radio");
     let mut sense = synth::rng(s.run.seed, "sensing");
+    let known = |shopper: usize| -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            shopper < shoppers.len(),
+            "the record names shopper {shopper}; its scenario has {}",
+            shoppers.len()
+        );
+        Ok(shopper)
+    };
+    let mut recorder = match &opts.record {
+        Some(path) => {
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            );
+            writeln!(
+                w,
+                "{}",
+                serde_json::to_string(&Recorded::Header {
+                    omo_run: 1,
+                    scenario: opts.scenario_text.clone(),
+                    hours: s.run.hours,
+                })?
+            )?;
+            Some(w)
+        }
+        None => None,
+    };
     let mut push_visit = |heap: &mut BinaryHeap<Reverse<(i64, u64, Action)>>,
                           v: &Visit,
                           first: bool,
@@ -377,8 +491,58 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             },
         )));
     };
-    for v in &firsts {
-        push_visit(&mut heap, v, true, &mut radio, &mut sense);
+    match &opts.replay {
+        None => {
+            for v in &firsts {
+                push_visit(&mut heap, v, true, &mut radio, &mut sense);
+            }
+        }
+        Some(actions) => {
+            // The record's actions in its order, nothing simulated.
+            for (i, r) in actions.iter().enumerate() {
+                let (at, action) = match r {
+                    Recorded::Header { .. } => continue,
+                    Recorded::Advert { at, gateway, line } => (
+                        *at,
+                        Action::Advert(
+                            *gateway_index.get(gateway).with_context(|| {
+                                format!("the record names gateway {gateway}, not in its scenario")
+                            })?,
+                            line.clone(),
+                        ),
+                    ),
+                    Recorded::Report { at, shopper, body } => {
+                        (*at, Action::Report(known(*shopper)?, body.clone()))
+                    }
+                    Recorded::Line { at, event } => (*at, Action::Line(event.clone())),
+                    Recorded::Return { at, shopper } => (
+                        *at,
+                        Action::Returned {
+                            shopper: known(*shopper)?,
+                        },
+                    ),
+                    Recorded::Redeem {
+                        at,
+                        shopper,
+                        amount,
+                    } => (
+                        *at,
+                        Action::Redeem {
+                            shopper: known(*shopper)?,
+                            amount: *amount,
+                        },
+                    ),
+                    Recorded::Fault { at, index } => {
+                        anyhow::ensure!(
+                            *index < s.faults.len(),
+                            "the record starts faults[{index}], not in its scenario"
+                        );
+                        (*at, Action::Fault(*index))
+                    }
+                };
+                heap.push(Reverse((at, i as u64, action)));
+            }
+        }
     }
     let by_line: HashMap<String, usize> = shoppers
         .iter()
@@ -406,11 +570,18 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let mut outcome_rng = synth::rng(s.run.seed, "outcomes");
     let line_url = format!("http://127.0.0.1:{line_port}/fake/deliveries");
     let fcm_url = format!("http://127.0.0.1:{fcm_port}/fake/deliveries");
-    eprintln!(
-        "omo-sim demo: replaying {} first visits at ×{} …",
-        firsts.len(),
-        s.run.speed
-    );
+    match &opts.replay {
+        None => eprintln!(
+            "omo-sim demo: replaying {} first visits at ×{} …",
+            firsts.len(),
+            s.run.speed
+        ),
+        Some(actions) => eprintln!(
+            "omo-sim demo: replaying a run record of {} actions at ×{} …",
+            actions.len(),
+            s.run.speed
+        ),
+    }
     let mut last_poll = std::time::Instant::now();
     let mut last_progress = -1i64;
     let mut inflight = tokio::task::JoinSet::new();
@@ -444,6 +615,38 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             let Some(Reverse((at, _, action))) = heap.pop() else {
                 break;
             };
+            if let Some(w) = recorder.as_mut() {
+                let r = match &action {
+                    Action::Advert(g, line) => Some(Recorded::Advert {
+                        at,
+                        gateway: logins[*g].gateway.clone(),
+                        line: line.clone(),
+                    }),
+                    Action::Report(shopper, body) => Some(Recorded::Report {
+                        at,
+                        shopper: *shopper,
+                        body: body.clone(),
+                    }),
+                    Action::Line(event) => Some(Recorded::Line {
+                        at,
+                        event: event.clone(),
+                    }),
+                    Action::Fault(index) => Some(Recorded::Fault { at, index: *index }),
+                    Action::Redeem { shopper, amount } => Some(Recorded::Redeem {
+                        at,
+                        shopper: *shopper,
+                        amount: *amount,
+                    }),
+                    Action::Returned { shopper } => Some(Recorded::Return {
+                        at,
+                        shopper: *shopper,
+                    }),
+                    Action::VisitEnd { .. } | Action::MaybeReturn { .. } => None,
+                };
+                if let Some(r) = r {
+                    writeln!(w, "{}", serde_json::to_string(&r)?)?;
+                }
+            }
             match action {
                 Action::Fault(i) => {
                     let f = &s.faults[i];
@@ -536,7 +739,8 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                             at,
                             &mut outcome_rng,
                         );
-                        returns += 1;
+                        decision_seq += 1;
+                        heap.push(Reverse((at, decision_seq, Action::Returned { shopper })));
                         push_visit(&mut heap, &v, false, &mut radio, &mut sense);
                     }
                 }
@@ -551,22 +755,34 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                             decision_seq,
                             Action::MaybeReturn { shopper, draw },
                         )));
-                    } else if let Some(code) = offered.get(&shopper) {
-                        if outcome_rng.random_bool(REDEEM_SHARE) {
-                            let store = store_of_visit.get(&shopper).cloned().unwrap_or_default();
-                            let body = json!({"store": store, "code": code, "at": synth::ts_text(at), "amount": outcome_rng.random_range(5..60)});
-                            if let Some(key) = pos_keys.get(&store) {
-                                if let Ok((201, _)) = api
-                                    .call(
-                                        reqwest::Method::POST,
-                                        "/v1/redemptions",
-                                        Some(&body),
-                                        Some(key),
-                                    )
-                                    .await
-                                {
-                                    redeemed += 1;
-                                }
+                    } else if offered.contains_key(&shopper)
+                        && outcome_rng.random_bool(REDEEM_SHARE)
+                    {
+                        let amount = outcome_rng.random_range(5..60);
+                        decision_seq += 1;
+                        heap.push(Reverse((
+                            at,
+                            decision_seq,
+                            Action::Redeem { shopper, amount },
+                        )));
+                    }
+                }
+                Action::Returned { .. } => returns += 1,
+                Action::Redeem { shopper, amount } => {
+                    if let Some(code) = offered.get(&shopper) {
+                        let store = store_of_visit.get(&shopper).cloned().unwrap_or_default();
+                        let body = json!({"store": store, "code": code, "at": synth::ts_text(at), "amount": amount});
+                        if let Some(key) = pos_keys.get(&store) {
+                            if let Ok((201, _)) = api
+                                .call(
+                                    reqwest::Method::POST,
+                                    "/v1/redemptions",
+                                    Some(&body),
+                                    Some(key),
+                                )
+                                .await
+                            {
+                                redeemed += 1;
                             }
                         }
                     }
@@ -589,6 +805,9 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     while inflight.join_next().await.is_some() {}
+    if let Some(mut w) = recorder.take() {
+        w.flush().context("writing the run record")?;
+    }
     lost.reports = failed_reports.load(std::sync::atomic::Ordering::Relaxed);
     lost.webhooks = failed_webhooks.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!();
@@ -629,6 +848,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             offers_by_channel,
             lost,
             faults_started,
+            replayed: opts.replay.is_some(),
         },
     )
     .await?;
@@ -737,6 +957,7 @@ async fn report(
         offers_by_channel,
         lost,
         faults_started,
+        replayed,
     } = driven;
     let phone_of: HashMap<&str, Phone> = customer_of
         .iter()
@@ -797,6 +1018,9 @@ async fn report(
     }
     for (k, n) in &by_phone {
         out.push_str(&format!("  by platform {k:<24} {n:>6}\n"));
+    }
+    if replayed {
+        out.push_str("Replayed from a run record: lift is shown, not checked.\n");
     }
     out.push_str(&format!(
         "Return visits simulated: {returns}; redemptions at the till: {redeemed}\n"
@@ -887,7 +1111,7 @@ async fn report(
             .map(|p| p.effect.return_after_offer - p.effect.return_without_offer)
             .unwrap_or(0.0);
         let lifts = r["lift"].as_array().cloned().unwrap_or_default();
-        let wants_lift = s.expect.lift_covers_truth || s.expect.lift_excludes_zero;
+        let wants_lift = !replayed && (s.expect.lift_covers_truth || s.expect.lift_excludes_zero);
         if wants_lift && lifts.is_empty() {
             failures.push(format!(
                 "campaign {id}: no lift to check (no variant measured)"
@@ -911,10 +1135,10 @@ async fn report(
                 truth * 100.0,
                 if l["too_small"] == true { " — too few customers to read" } else { "" }
             ));
-            if s.expect.lift_covers_truth && !(lo <= truth && truth <= hi) {
+            if wants_lift && s.expect.lift_covers_truth && !(lo <= truth && truth <= hi) {
                 failures.push(format!("campaign {id}: the lift interval [{lo:.3}, {hi:.3}] does not cover the true effect {truth:.3}"));
             }
-            if s.expect.lift_excludes_zero && lo <= 0.0 && hi >= 0.0 {
+            if wants_lift && s.expect.lift_excludes_zero && lo <= 0.0 && hi >= 0.0 {
                 failures.push(format!(
                     "campaign {id}: the lift interval [{lo:.3}, {hi:.3}] includes zero"
                 ));
@@ -971,4 +1195,56 @@ async fn report(
         report: out,
         failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_record_reads_back_and_names_its_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.ndjson");
+        let lines = [
+            Recorded::Header {
+                omo_run: 1,
+                scenario: crate::scenario::SATURDAY.to_owned(),
+                hours: 3.0,
+            },
+            Recorded::Advert {
+                at: 1,
+                gateway: "shibuya-g1".into(),
+                line: "x".into(),
+            },
+            Recorded::Redeem {
+                at: 2,
+                shopper: 7,
+                amount: 12,
+            },
+            Recorded::Fault { at: 3, index: 0 },
+        ];
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| serde_json::to_string(l).unwrap())
+            .collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        let (scenario, hours, actions) = read_record(&path).unwrap();
+        assert_eq!(scenario, crate::scenario::SATURDAY);
+        assert_eq!(hours, 3.0);
+        assert_eq!(actions, lines[1..]);
+
+        std::fs::write(
+            &path,
+            format!("{}\n{{\"kind\":\"advert\",\"at\":1}}", text[0]),
+        )
+        .unwrap();
+        let e = format!("{:#}", read_record(&path).unwrap_err());
+        assert!(e.contains("line 2"), "{e}");
+        std::fs::write(&path, &text[1]).unwrap();
+        let e = format!("{:#}", read_record(&path).unwrap_err());
+        assert!(e.contains("line 1"), "{e}");
+        std::fs::write(&path, format!("{}\n{}", text[0], text[0])).unwrap();
+        let e = format!("{:#}", read_record(&path).unwrap_err());
+        assert!(e.contains("line 2: a second header"), "{e}");
+    }
 }

@@ -56,6 +56,14 @@ enum Command {
         /// Shorten the day to this many hours.
         #[arg(long)]
         hours: Option<f64>,
+        /// Write a run record: the scenario and every advert, app report, LINE webhook, return,
+        /// redemption and fault the driver hands the system, with its time (NDJSON).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Replay a run record instead of simulating: the same scenario and the same inputs at
+        /// the same times (shoppers' choices are in the record, so lift is not checked).
+        #[arg(long, conflicts_with_all = ["scenario", "hours"])]
+        replay: Option<PathBuf>,
     },
     /// Load the system: start the cloud (embedded broker, fresh data dir, a generated fleet of
     /// stores with ten gateways each) and the fake LINE server on loopback, register the
@@ -111,8 +119,10 @@ fn main() -> ExitCode {
             scenario,
             keep_running,
             hours,
+            record,
+            replay,
         } => {
-            return demo(scenario, keep_running, hours);
+            return demo(scenario, keep_running, hours, record, replay);
         }
         Command::Load(opts) => return load(opts),
         Command::Generate { scenario, out } => check(&scenario).and_then(|s| {
@@ -143,12 +153,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<omo_sim::scenario::Scenario> {
-    let text = if path.as_os_str() == "-" {
-        omo_sim::scenario::SATURDAY.to_owned()
+/// A scenario file's text; `-` is the bundled "a Saturday at two stores".
+fn scenario_text(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        Ok(omo_sim::scenario::SATURDAY.to_owned())
     } else {
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-    };
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<omo_sim::scenario::Scenario> {
+    let text = scenario_text(path)?;
     let s = omo_sim::scenario::Scenario::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
     println!(
@@ -163,9 +178,32 @@ fn check(path: &std::path::Path) -> anyhow::Result<omo_sim::scenario::Scenario> 
     Ok(s)
 }
 
-fn demo(scenario: Option<PathBuf>, keep_running: bool, hours: Option<f64>) -> ExitCode {
+fn demo(
+    scenario: Option<PathBuf>,
+    keep_running: bool,
+    hours: Option<f64>,
+    record: Option<PathBuf>,
+    replay: Option<PathBuf>,
+) -> ExitCode {
     let run = || -> anyhow::Result<omo_sim::demo::Outcome> {
-        let mut s = check(&scenario.unwrap_or_else(|| PathBuf::from("-")))?;
+        let (text, hours, actions) = match &replay {
+            Some(path) => {
+                let (text, hours, actions) = omo_sim::demo::read_record(path)?;
+                (text, Some(hours), Some(actions))
+            }
+            None => (
+                scenario_text(scenario.as_deref().unwrap_or(std::path::Path::new("-")))?,
+                hours,
+                None,
+            ),
+        };
+        let source = match (&replay, &scenario) {
+            (Some(p), _) => format!("{} (its scenario)", p.display()),
+            (None, Some(p)) => p.display().to_string(),
+            (None, None) => "the bundled scenario".to_owned(),
+        };
+        let mut s = omo_sim::scenario::Scenario::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{source}:\n{e}"))?;
         if let Some(h) = hours {
             s.run.hours = h;
             s = s.checked().map_err(|e| anyhow::anyhow!("--hours: {e}"))?;
@@ -175,8 +213,11 @@ fn demo(scenario: Option<PathBuf>, keep_running: bool, hours: Option<f64>) -> Ex
             .build()?;
         runtime.block_on(interruptible(omo_sim::demo::run(omo_sim::demo::Options {
             scenario: s,
+            scenario_text: text,
             keep_running,
             bin_dir: None,
+            record,
+            replay: actions,
         })))
     };
     match run() {

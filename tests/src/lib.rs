@@ -319,3 +319,42 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `program ARGS` to its end, its output in files under `dir`, killing it after `limit`
+/// (a hang fails the test with what it wrote to stderr); returns its status, stdout and
+/// stderr.
+pub fn run_bounded(
+    program: &Path,
+    args: &[&str],
+    dir: &Path,
+    limit: Duration,
+) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
+    let (out, err) = (dir.join("out.txt"), dir.join("err.txt"));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            bail!(
+                "{} {args:?} ran over {} s:\n{}",
+                program.display(),
+                limit.as_secs(),
+                std::fs::read_to_string(&err)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Ok((
+        status,
+        std::fs::read_to_string(&out)?,
+        std::fs::read_to_string(&err)?,
+    ))
+}

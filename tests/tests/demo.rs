@@ -1,12 +1,12 @@
 //! The one-command demo, shortened for CI: `omo-sim demo` with the bundled scenario cut to three
 //! hours and a thousand shoppers starts the fakes, the cloud and the gateways as processes,
 //! drives the day through the scenario's faults at the fake servers, prints the report and exits
-//! 0 because the (relaxed) expectations hold.
+//! 0 because the (relaxed) expectations hold; the run record it writes replays to the same
+//! visits.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use omo_tests::{binary_with, cloud::cloud_binary, gateway_binary};
+use omo_tests::{binary_with, cloud::cloud_binary, gateway_binary, run_bounded};
 
 #[test]
 fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Result<()> {
@@ -29,34 +29,17 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("short.toml");
     std::fs::write(&path, scenario)?;
-    let (out, err) = (dir.path().join("out.txt"), dir.path().join("err.txt"));
-    let mut child = Command::new(&sim)
-        .args(["demo", "--scenario", &path.display().to_string()])
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::create(&err)?)
-        .spawn()?;
-    // Bounded: a demo that hangs is killed (its children die with their pipes and ports).
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill()?;
-            child.wait()?;
-            panic!(
-                "the demo ran over 10 minutes:\n{}",
-                std::fs::read_to_string(&err)?
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let stdout = std::fs::read_to_string(&out)?;
-    let stderr = std::fs::read_to_string(&err)?;
-    assert!(
-        status.success(),
-        "demo failed ({status:?}):\n{stdout}\n{stderr}"
-    );
+    let record = dir.path().join("run.ndjson");
+    let stdout = demo(
+        &sim,
+        dir.path(),
+        &[
+            "--scenario",
+            &path.display().to_string(),
+            "--record",
+            &record.display().to_string(),
+        ],
+    )?;
     assert!(stdout.contains("Every expectation held."), "{stdout}");
     assert!(stdout.contains("Campaign welcome-coffee"), "{stdout}");
     assert!(stdout.contains("lift of a over holdout"), "{stdout}");
@@ -92,5 +75,43 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
             .all(|l| l.trim_end().ends_with(" delivered") && !l.contains(',')),
         "a delivery did not end delivered:\n{stdout}"
     );
+    // The run record replays: the same visits come from the same inputs at the same times
+    // (offers may differ: the new cloud assigns the holdout afresh), and the expectations hold.
+    let replayed = demo(
+        &sim,
+        dir.path(),
+        &["--replay", &record.display().to_string()],
+    )?;
+    assert!(
+        replayed.contains("Replayed from a run record"),
+        "{replayed}"
+    );
+    assert!(replayed.contains("Every expectation held."), "{replayed}");
+    let visits = |report: &str| -> f64 {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix("Store visits: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (first, again) = (visits(&stdout), visits(&replayed));
+    assert!(
+        first > 0.0 && (again - first).abs() <= first * 0.05,
+        "{first} then {again}"
+    );
     Ok(())
+}
+
+/// Runs `omo-sim demo ARGS` (10 minutes at most) and returns its report; fails unless it
+/// exits 0.
+fn demo(sim: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let args: Vec<&str> = std::iter::once("demo")
+        .chain(args.iter().copied())
+        .collect();
+    let (status, stdout, stderr) = run_bounded(sim, &args, dir, Duration::from_secs(600))?;
+    assert!(
+        status.success(),
+        "{args:?} failed ({status:?}):\n{stdout}\n{stderr}"
+    );
+    Ok(stdout)
 }

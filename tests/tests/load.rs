@@ -3,10 +3,9 @@
 //! enter gets exactly one offer at the fake LINE server, and the figures are printed. (The
 //! rate it sustains is a benchmark: `omo-sim load` with its defaults, not this test.)
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use omo_tests::{binary_with, cloud::cloud_binary};
+use omo_tests::{binary_with, cloud::cloud_binary, run_bounded};
 
 #[test]
 fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow::Result<()> {
@@ -14,9 +13,9 @@ fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow:
     cloud_binary()?;
     let sim = binary_with("omo-sim", "omo-sim", &[])?;
     let dir = tempfile::tempdir()?;
-    let (out, err) = (dir.path().join("out.txt"), dir.path().join("err.txt"));
-    let mut child = Command::new(&sim)
-        .args([
+    let (status, stdout, stderr) = run_bounded(
+        &sim,
+        &[
             "load",
             "--gateways",
             "20",
@@ -28,27 +27,10 @@ fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow:
             "10",
             "--visit-s",
             "30",
-        ])
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::create(&err)?)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill()?;
-            child.wait()?;
-            panic!(
-                "the load ran over 5 minutes:\n{}",
-                std::fs::read_to_string(&err)?
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let stdout = std::fs::read_to_string(&out)?;
-    let stderr = std::fs::read_to_string(&err)?;
+        ],
+        dir.path(),
+        Duration::from_secs(300),
+    )?;
     assert!(
         status.success(),
         "load failed ({status:?}):\n{stdout}\n{stderr}"
