@@ -217,10 +217,11 @@ pub struct Expect {
     /// At least this many offers delivered.
     #[serde(default)]
     pub min_offers: u64,
-    /// The lift interval covers the true effect (per campaign with a holdout).
+    /// The lift's 99.9 % interval covers the true effect (per campaign with a holdout; the
+    /// report shows the 95 % one, which misses the truth one run in twenty by construction).
     #[serde(default)]
     pub lift_covers_truth: bool,
-    /// The lift interval excludes zero.
+    /// The lift's 95 % interval excludes zero.
     #[serde(default)]
     pub lift_excludes_zero: bool,
     /// Visits by platform are within this of the scenario's shares (absolute share).

@@ -69,11 +69,27 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
             "no deliveries at {store}:\n{stdout}"
         );
     }
+    // Every delivery ended (a push that met 429s until its offer's hour was up expires, with
+    // its reason), and most were delivered.
+    let (mut delivered, mut all) = (0u64, 0u64);
+    for l in &by_store {
+        assert!(
+            !l.contains("pending") && !l.contains("sending"),
+            "a delivery never ended:\n{stdout}"
+        );
+        let outcomes = l.split_whitespace().skip(2).collect::<Vec<_>>().join(" ");
+        for part in outcomes.split(", ") {
+            let mut words = part.split_whitespace();
+            let n: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            all += n;
+            if words.next() == Some("delivered") {
+                delivered += n;
+            }
+        }
+    }
     assert!(
-        by_store
-            .iter()
-            .all(|l| l.trim_end().ends_with(" delivered") && !l.contains(',')),
-        "a delivery did not end delivered:\n{stdout}"
+        all > 0 && delivered * 10 >= all * 9,
+        "{delivered} of {all} delivered:\n{stdout}"
     );
     // The run record replays: the same visits come from the same inputs at the same times
     // (offers may differ: the new cloud assigns the holdout afresh), and the expectations hold.
