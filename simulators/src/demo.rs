@@ -50,8 +50,9 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     /// Write everything the driver hands the system, with its time, to this run record.
     pub record: Option<PathBuf>,
-    /// Drive the day from this run record's actions instead of simulating shoppers' choices.
-    pub replay: Option<Vec<Recorded>>,
+    /// Drive the day from this run record's actions (with their line numbers) instead of
+    /// simulating shoppers' choices.
+    pub replay: Option<Vec<(usize, Recorded)>>,
 }
 
 /// One line of a run record (NDJSON): the first line is the header, the rest what the driver
@@ -91,8 +92,16 @@ pub enum Recorded {
     Fault { at: i64, index: usize },
 }
 
-/// Reads a run record: its scenario text and hours, and the actions.
-pub fn read_record(path: &Path) -> anyhow::Result<(String, f64, Vec<Recorded>)> {
+/// A run record as read: its scenario text and hours, and the actions with their line numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub scenario: String,
+    pub hours: f64,
+    pub actions: Vec<(usize, Recorded)>,
+}
+
+/// Reads a run record, naming the line of any problem.
+pub fn read_record(path: &Path) -> anyhow::Result<RunRecord> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines().enumerate();
@@ -119,9 +128,13 @@ pub fn read_record(path: &Path) -> anyhow::Result<(String, f64, Vec<Recorded>)> 
         if matches!(r, Recorded::Header { .. }) {
             bail!("{} line {}: a second header", path.display(), i + 1);
         }
-        actions.push(r);
+        actions.push((i + 1, r));
     }
-    Ok((scenario, hours, actions))
+    Ok(RunRecord {
+        scenario,
+        hours,
+        actions,
+    })
 }
 
 /// What the run found, and whether the expectations held.
@@ -142,6 +155,8 @@ struct Driven {
     /// Driven from a run record: the shoppers' choices were made in another run, against other
     /// offers, so the lift is reported but not checked.
     replayed: bool,
+    /// Recorded redemptions of shoppers with no offer in this run.
+    redeem_skipped: usize,
 }
 
 /// What the driver could not hand over to the system.
@@ -150,6 +165,56 @@ struct Lost {
     adverts: u64,
     reports: u64,
     webhooks: u64,
+}
+
+/// The driver's action for a run record's line, checked against the record's scenario.
+fn recorded_action(
+    r: &Recorded,
+    gateway_index: &HashMap<String, usize>,
+    shoppers: usize,
+    faults: usize,
+) -> anyhow::Result<(i64, Action)> {
+    let known = |shopper: usize| -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            shopper < shoppers,
+            "shopper {shopper}: its scenario has {shoppers}"
+        );
+        Ok(shopper)
+    };
+    Ok(match r {
+        Recorded::Header { .. } => bail!("a second header"),
+        Recorded::Advert { at, gateway, line } => {
+            let g = gateway_index
+                .get(gateway)
+                .with_context(|| format!("gateway {gateway} is not in its scenario"))?;
+            (*at, Action::Advert(*g, line.clone()))
+        }
+        Recorded::Report { at, shopper, body } => {
+            (*at, Action::Report(known(*shopper)?, body.clone()))
+        }
+        Recorded::Line { at, event } => (*at, Action::Line(event.clone())),
+        Recorded::Return { at, shopper } => (
+            *at,
+            Action::Returned {
+                shopper: known(*shopper)?,
+            },
+        ),
+        Recorded::Redeem {
+            at,
+            shopper,
+            amount,
+        } => (
+            *at,
+            Action::Redeem {
+                shopper: known(*shopper)?,
+                amount: *amount,
+            },
+        ),
+        Recorded::Fault { at, index } => {
+            anyhow::ensure!(*index < faults, "faults[{index}] is not in its scenario");
+            (*at, Action::Fault(*index))
+        }
+    })
 }
 
 /// Something to do at a clock time.
@@ -415,25 +480,17 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let mut seq = 0u64;
     if opts.replay.is_none() {
         for (i, f) in s.faults.iter().enumerate() {
-            seq += 1;
-            heap.push(Reverse((
-                start + (f.at_minute * 60_000.0) as i64,
-                seq,
-                Action::Fault(i),
-            )));
+            let at = start + (f.at_minute * 60_000.0) as i64;
+            // One after a shortened day's end never fires.
+            if at < end {
+                seq += 1;
+                heap.push(Reverse((at, seq, Action::Fault(i))));
+            }
         }
     }
     let mut faults_started = 0usize;
     let mut radio = synth::indoor_radio(s.run.seed, "radio");
     let mut sense = synth::rng(s.run.seed, "sensing");
-    let known = |shopper: usize| -> anyhow::Result<usize> {
-        anyhow::ensure!(
-            shopper < shoppers.len(),
-            "the record names shopper {shopper}; its scenario has {}",
-            shoppers.len()
-        );
-        Ok(shopper)
-    };
     let mut recorder = match &opts.record {
         Some(path) => {
             let mut w = std::io::BufWriter::new(
@@ -499,47 +556,14 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         }
         Some(actions) => {
             // The record's actions in its order, nothing simulated.
-            for (i, r) in actions.iter().enumerate() {
-                let (at, action) = match r {
-                    Recorded::Header { .. } => continue,
-                    Recorded::Advert { at, gateway, line } => (
-                        *at,
-                        Action::Advert(
-                            *gateway_index.get(gateway).with_context(|| {
-                                format!("the record names gateway {gateway}, not in its scenario")
-                            })?,
-                            line.clone(),
-                        ),
-                    ),
-                    Recorded::Report { at, shopper, body } => {
-                        (*at, Action::Report(known(*shopper)?, body.clone()))
-                    }
-                    Recorded::Line { at, event } => (*at, Action::Line(event.clone())),
-                    Recorded::Return { at, shopper } => (
-                        *at,
-                        Action::Returned {
-                            shopper: known(*shopper)?,
-                        },
-                    ),
-                    Recorded::Redeem {
-                        at,
-                        shopper,
-                        amount,
-                    } => (
-                        *at,
-                        Action::Redeem {
-                            shopper: known(*shopper)?,
-                            amount: *amount,
-                        },
-                    ),
-                    Recorded::Fault { at, index } => {
-                        anyhow::ensure!(
-                            *index < s.faults.len(),
-                            "the record starts faults[{index}], not in its scenario"
-                        );
-                        (*at, Action::Fault(*index))
-                    }
-                };
+            for (i, (line_no, r)) in actions.iter().enumerate() {
+                let (at, action) =
+                    recorded_action(r, &gateway_index, shoppers.len(), s.faults.len())
+                        .with_context(|| format!("run record line {line_no}"))?;
+                anyhow::ensure!(
+                    (start - 3_600_000..=end + 3_600_000).contains(&at),
+                    "run record line {line_no}: at {at} is not within an hour of its day"
+                );
                 heap.push(Reverse((at, i as u64, action)));
             }
         }
@@ -567,6 +591,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let failed_webhooks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let permits = Arc::new(tokio::sync::Semaphore::new(64));
     let mut redeemed = 0usize;
+    let mut redeem_skipped = 0usize;
     let mut outcome_rng = synth::rng(s.run.seed, "outcomes");
     let line_url = format!("http://127.0.0.1:{line_port}/fake/deliveries");
     let fcm_url = format!("http://127.0.0.1:{fcm_port}/fake/deliveries");
@@ -616,6 +641,9 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                 break;
             };
             if let Some(w) = recorder.as_mut() {
+                // When it was handed over (an action due earlier, such as a return's first outdoor
+                // fix, goes when the clock gets to it), so a replay hands it over alike.
+                let at = now;
                 let r = match &action {
                     Action::Advert(g, line) => Some(Recorded::Advert {
                         at,
@@ -769,6 +797,11 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                 }
                 Action::Returned { .. } => returns += 1,
                 Action::Redeem { shopper, amount } => {
+                    if !offered.contains_key(&shopper) {
+                        // Replayed: this run's cloud held this shopper out, or its offer has
+                        // not arrived; counted, not hidden.
+                        redeem_skipped += 1;
+                    }
                     if let Some(code) = offered.get(&shopper) {
                         let store = store_of_visit.get(&shopper).cloned().unwrap_or_default();
                         let body = json!({"store": store, "code": code, "at": synth::ts_text(at), "amount": amount});
@@ -849,6 +882,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             lost,
             faults_started,
             replayed: opts.replay.is_some(),
+            redeem_skipped,
         },
     )
     .await?;
@@ -958,6 +992,7 @@ async fn report(
         lost,
         faults_started,
         replayed,
+        redeem_skipped,
     } = driven;
     let phone_of: HashMap<&str, Phone> = customer_of
         .iter()
@@ -1020,7 +1055,9 @@ async fn report(
         out.push_str(&format!("  by platform {k:<24} {n:>6}\n"));
     }
     if replayed {
-        out.push_str("Replayed from a run record: lift is shown, not checked.\n");
+        out.push_str(&format!(
+            "Replayed from a run record: lift is shown, not checked; {redeem_skipped} recorded redemptions had no offer in this run\n"
+        ));
     }
     out.push_str(&format!(
         "Return visits simulated: {returns}; redemptions at the till: {redeemed}\n"
@@ -1233,10 +1270,16 @@ mod tests {
             .map(|l| serde_json::to_string(l).unwrap())
             .collect();
         std::fs::write(&path, text.join("\n")).unwrap();
-        let (scenario, hours, actions) = read_record(&path).unwrap();
+        let RunRecord {
+            scenario,
+            hours,
+            actions,
+        } = read_record(&path).unwrap();
         assert_eq!(scenario, crate::scenario::SATURDAY);
         assert_eq!(hours, 3.0);
-        assert_eq!(actions, lines[1..]);
+        let (numbers, read): (Vec<usize>, Vec<Recorded>) = actions.into_iter().unzip();
+        assert_eq!(numbers, [2, 3, 4]);
+        assert_eq!(read, lines[1..]);
 
         std::fs::write(
             &path,

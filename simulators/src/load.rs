@@ -119,14 +119,15 @@ impl Options {
             (1..=60).contains(&self.stay_s),
             format!("--stay-s {}: must be within 1..=60", self.stay_s),
         );
+        let stay = self.stay_s.clamp(1, 60);
         check(
-            self.visit_s >= ENTER_AFTER_S + 2 * self.stay_s
+            self.visit_s >= ENTER_AFTER_S + 2 * stay
                 && self.visit_s <= 3_600
-                && self.visit_s % self.stay_s == 0,
+                && self.visit_s % stay == 0,
             format!(
                 "--visit-s {}: must be a multiple of --stay-s, at least {} s (the cloud enters a visit once a stay comes {ENTER_AFTER_S} s after the enter, and a visit's last event is its exit) and at most 3600",
                 self.visit_s,
-                ENTER_AFTER_S + 2 * self.stay_s
+                ENTER_AFTER_S + 2 * stay
             ),
         );
         check(
@@ -254,8 +255,10 @@ struct Timeline {
 struct GatewayEnd {
     /// Each first visit's deciding event that was sent: (customer, event time ms).
     deciding: Vec<(u32, i64)>,
-    /// Events never settled by an acknowledgement.
+    /// Events sent but never settled by an acknowledgement.
     unacked: u64,
+    /// Events generated but never sent (the window stayed full until the run gave up).
+    unsent: u64,
 }
 
 struct InFlight {
@@ -326,7 +329,7 @@ async fn drive(
                 }
                 for f in in_flight.values_mut() {
                     if now.duration_since(f.sent) >= resend_after {
-                        gw.publish_presence(epoch, f.events.clone(), SeqRanges::new()).await?;
+                        publish(&gw, epoch, &f.events, time.give_up).await?;
                         counters.resent.fetch_add(f.events.len() as u64, Ordering::Relaxed);
                         f.sent = now;
                     }
@@ -335,7 +338,7 @@ async fn drive(
                     let rest = pending.split_off(pending.len().min(MAX_BATCH));
                     let batch = std::mem::replace(&mut pending, rest);
                     let (first, last) = (seq_of(&batch[0]), seq_of(&batch[batch.len() - 1]));
-                    gw.publish_presence(epoch, batch.clone(), SeqRanges::new()).await?;
+                    publish(&gw, epoch, &batch, time.give_up).await?;
                     counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     outstanding.insert_range(first, last);
                     in_flight.insert(first, InFlight { last, events: batch, sent: now });
@@ -344,7 +347,8 @@ async fn drive(
                     break;
                 }
                 if now >= time.give_up {
-                    end.unacked = u64::try_from(outstanding.count())? + pending.len() as u64;
+                    end.unacked = u64::try_from(outstanding.count())?;
+                    end.unsent = pending.len() as u64;
                     break;
                 }
             }
@@ -363,6 +367,22 @@ async fn drive(
         }
     }
     Ok(end)
+}
+
+/// Publishes a batch; a broker that stops taking requests (the client's queue stays full)
+/// fails the gateway at the run's give-up time instead of hanging it.
+async fn publish(
+    gw: &MqttGateway,
+    epoch: Epoch,
+    events: &[PresenceEvent],
+    give_up: Instant,
+) -> anyhow::Result<()> {
+    tokio::time::timeout_at(
+        give_up,
+        gw.publish_presence(epoch, events.to_vec(), SeqRanges::new()),
+    )
+    .await
+    .context("the broker took no request until the run gave up")?
 }
 
 fn seq_of(e: &PresenceEvent) -> u64 {
@@ -442,7 +462,11 @@ pub struct Outcome {
     pub rejected: u64,
     pub resent: u64,
     pub unacked: u64,
+    /// Generated but never sent: the window stayed full until the run gave up.
+    pub unsent: u64,
     pub stored_by_cloud: u64,
+    /// Whether the cloud's statistics stage had read the whole log when it was asked.
+    pub stats_caught_up: bool,
     pub offers_expected: u64,
     pub offers_received: u64,
     pub offers_missing: u64,
@@ -461,6 +485,7 @@ impl Outcome {
     /// Nothing lost, nothing sent twice.
     pub fn lossless(&self) -> bool {
         self.unacked == 0
+            && self.unsent == 0
             && self.rejected == 0
             && self.offers_missing == 0
             && self.offers_twice == 0
@@ -674,6 +699,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let mut next_report = start + Duration::from_secs(10);
     while Instant::now() < stop {
         let now = Instant::now();
+        exited(&mut procs)?;
         if window_start.is_none() && now >= measure_from {
             window_start = Some((
                 counters.published.load(Ordering::Relaxed),
@@ -707,13 +733,21 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     };
     eprintln!("omo-sim load: draining…");
     let mut deciding: HashMap<u32, i64> = HashMap::new();
-    let mut unacked = 0;
-    while let Some(r) = tasks.join_next().await {
+    let (mut unacked, mut unsent) = (0, 0);
+    // Each gateway gives up at `give_up`; a task stuck past that is a bug, not a wait.
+    while let Some(r) =
+        tokio::time::timeout_at(time.give_up + Duration::from_secs(30), tasks.join_next())
+            .await
+            .context("gateway tasks still running 30 s after the run gave up")?
+    {
         let end = r??;
         unacked += end.unacked;
+        unsent += end.unsent;
         deciding.extend(end.deciding);
     }
-    // The offers of every decided first visit, or until they stop coming.
+    exited(&mut procs)?;
+    // The offers of every decided first visit, or until they stop coming; then every delivery
+    // row final, and the fake read once more, so a late second offer is counted too.
     let offers_deadline = Instant::now() + DRAIN;
     let mut last_progress = Instant::now();
     loop {
@@ -722,15 +756,20 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         if seen_offers != before {
             last_progress = Instant::now();
         }
-        if deciding.keys().all(|c| offers.contains_key(c))
+        let all_final =
+            deciding.keys().all(|c| offers.contains_key(c)) && deliveries_final(&api).await?;
+        if all_final
             || Instant::now() >= offers_deadline
             || last_progress.elapsed() > Duration::from_secs(20)
         {
             break;
         }
+        exited(&mut procs)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let stored_by_cloud = stored_events(&api).await?;
+    seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
+    let _ = seen_offers;
+    let (stored_by_cloud, stats_caught_up) = stored_events(&api).await?;
     let cloud_rss = peak_rss_kb(cloud_pid)? as f64 / 1024.0;
     let own_rss = peak_rss_kb(std::process::id())? as f64 / 1024.0;
     drop(procs);
@@ -755,7 +794,9 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         rejected: counters.rejected.load(Ordering::Relaxed),
         resent: counters.resent.load(Ordering::Relaxed),
         unacked,
+        unsent,
         stored_by_cloud,
+        stats_caught_up,
         offers_expected: deciding.len() as u64,
         offers_received,
         offers_missing,
@@ -806,10 +847,10 @@ async fn poll_offers(
     Ok(seen + accepted.len())
 }
 
-/// Events the cloud's statistics stage has counted, once it has read the whole log (30 s
-/// at most).
-async fn stored_events(api: &Api) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Events the cloud's statistics stage has counted, and whether it had read the whole log
+/// (it is waited for two minutes at most).
+async fn stored_events(api: &Api) -> anyhow::Result<(u64, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let v = api
             .admin(reqwest::Method::GET, "/v1/admin/stats", None)
@@ -827,11 +868,46 @@ async fn stored_events(api: &Api) -> anyhow::Result<u64> {
                     .sum()
             })
             .unwrap_or(0);
-        if v["stats_position"] == v["log_end"] || Instant::now() >= deadline {
-            return Ok(total);
+        let caught_up = v["stats_position"] == v["log_end"];
+        if caught_up || Instant::now() >= deadline {
+            return Ok((total, caught_up));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether every delivery row the cloud wrote has ended (none pending or sending).
+async fn deliveries_final(api: &Api) -> anyhow::Result<bool> {
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/admin/deliveries?limit=1000&after={a}"),
+            None => "/v1/admin/deliveries?limit=1000".to_owned(),
+        };
+        let page = api.admin(reqwest::Method::GET, &path, None).await?;
+        let open = page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| matches!(d["status"].as_str(), Some("pending") | Some("sending")));
+        if open {
+            return Ok(false);
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => return Ok(true),
+        }
+    }
+}
+
+/// An error if a process of the system under test has exited.
+fn exited(procs: &mut [crate::procs::Proc]) -> anyhow::Result<()> {
+    for p in procs.iter_mut() {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            bail!("{} exited ({status}) during the run", p.name);
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Outcome {
@@ -843,8 +919,15 @@ impl std::fmt::Display for Outcome {
         )?;
         writeln!(
             f,
-            "events in all: {} sent, {} acknowledged, {} rejected, {} never acknowledged, {} resent; the cloud counted {} stored",
-            self.published, self.acked, self.rejected, self.unacked, self.resent, self.stored_by_cloud
+            "events in all: {} sent, {} acknowledged, {} rejected, {} never acknowledged, {} never sent, {} resent; the cloud counted {} stored{}",
+            self.published,
+            self.acked,
+            self.rejected,
+            self.unacked,
+            self.unsent,
+            self.resent,
+            self.stored_by_cloud,
+            if self.stats_caught_up { "" } else { " (its statistics stage had not read the whole log)" }
         )?;
         writeln!(
             f,
@@ -916,6 +999,10 @@ mod tests {
             visit_s: 25,
             ..opts()
         };
+        for stay_s in [0, u32::MAX] {
+            let p = Options { stay_s, ..opts() }.problems();
+            assert!(p[0].starts_with(&format!("--stay-s {stay_s}")), "{p:?}");
+        }
         // The stay 20 s after the enter would be the exit, which enters nothing.
         assert!(
             o.problems()[0].starts_with("--visit-s 25"),

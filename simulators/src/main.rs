@@ -188,8 +188,8 @@ fn demo(
     let run = || -> anyhow::Result<omo_sim::demo::Outcome> {
         let (text, hours, actions) = match &replay {
             Some(path) => {
-                let (text, hours, actions) = omo_sim::demo::read_record(path)?;
-                (text, Some(hours), Some(actions))
+                let r = omo_sim::demo::read_record(path)?;
+                (r.scenario, Some(r.hours), Some(r.actions))
             }
             None => (
                 scenario_text(scenario.as_deref().unwrap_or(std::path::Path::new("-")))?,

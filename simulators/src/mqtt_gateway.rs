@@ -78,9 +78,19 @@ impl MqttGateway {
             client.subscribe(creds.topic(c), QoS::AtLeastOnce).await?;
         }
         let (tx, rx) = mpsc::channel(1000);
+        let (again, topics) = (
+            client.clone(),
+            [Channel::PresenceAck, Channel::Config].map(|c| creds.topic(c)),
+        );
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
+                    // A clean session forgets subscriptions: subscribe again on reconnecting.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &topics {
+                            let _ = again.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if tx
                             .send((p.topic.clone(), p.payload.to_vec()))

@@ -341,7 +341,15 @@ pub fn run_bounded(
             break status;
         }
         if Instant::now() > deadline {
-            child.kill()?;
+            // SIGTERM first, so the program stops its own children; SIGKILL if it will not.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let grace = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
             child.wait()?;
             bail!(
                 "{} {args:?} ran over {} s:\n{}",
