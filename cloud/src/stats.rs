@@ -155,7 +155,10 @@ pub fn load(store: &dyn Store) -> Result<Folded, StoreError> {
 pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
     loop {
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || step(s.as_ref())).await {
+        let stepped = tokio::task::spawn_blocking(move || step(s.as_ref())).await;
+        let end = *log_end.borrow();
+        crate::store::event_log::report_lag(store.as_ref(), CONSUMER, end);
+        match stepped {
             Ok(Ok(n)) if n > 0 => continue,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

@@ -316,6 +316,17 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
         metric(&metrics, "omo_deliveries_total", &["result=\"delivered\""]),
         18.0
     );
+    // Each log consumer publishes how far behind the log it is; with the day settled, the
+    // visit and statistics stages are at most a few ticks behind.
+    for stage in ["visits", "stats"] {
+        let label = format!("stage=\"{stage}\"");
+        assert!(
+            metrics.contains(&format!("omo_stage_lag_records{{{label}}}")),
+            "{metrics}"
+        );
+        let lag = metric(&metrics, "omo_stage_lag_records", &[label.as_str()]);
+        assert!((0.0..1000.0).contains(&lag), "{stage} lag {lag}");
+    }
     // The list pages: five rows at a time, each page after the last, give the same 18 rows.
     let mut paged = Vec::new();
     let mut after: Option<String> = None;

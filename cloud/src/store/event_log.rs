@@ -77,6 +77,15 @@ pub fn position(store: &dyn Store, consumer: &str) -> Result<u64, StoreError> {
     }
 }
 
+/// Publishes how many log records `consumer` has still to read (`omo_stage_lag_records`), with
+/// `log_end` the log's next offset: a stage falling behind shows before its outputs are late.
+pub fn report_lag(store: &dyn Store, consumer: &'static str, log_end: u64) {
+    if let Ok(at) = position(store, consumer) {
+        metrics::gauge!("omo_stage_lag_records", "stage" => consumer)
+            .set(log_end.saturating_sub(at) as f64);
+    }
+}
+
 /// Moves `consumer` from `from` to `to` as part of `commit`; the commit conflicts if another
 /// instance moved it meanwhile, so a stage's outputs are committed once.
 pub fn advance(commit: &mut Commit, consumer: &str, from: u64, to: u64) {

@@ -529,6 +529,8 @@ pub async fn run(store: Arc<dyn Store>, inputs: Arc<Inputs>, mut log_end: watch:
             }
             Err(e) => return tracing::error!(error = %e, "visit stage task failed"),
         };
+        let end = *log_end.borrow();
+        event_log::report_lag(store.as_ref(), CONSUMER, end);
         match n {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
