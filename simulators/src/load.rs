@@ -467,6 +467,8 @@ pub struct Outcome {
     pub stored_by_cloud: u64,
     /// Whether the cloud's statistics stage had read the whole log when it was asked.
     pub stats_caught_up: bool,
+    /// Log records the visit stage had still to read when the window ended.
+    pub visit_stage_lag: Option<f64>,
     pub offers_expected: u64,
     pub offers_received: u64,
     pub offers_missing: u64,
@@ -731,6 +733,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let Some((p0, a0, c0, t0)) = window_start else {
         bail!("the measured window never started");
     };
+    let visit_lag = stage_lag(&api, "visits").await?;
     eprintln!("omo-sim load: draining…");
     let mut deciding: HashMap<u32, i64> = HashMap::new();
     let (mut unacked, mut unsent) = (0, 0);
@@ -797,6 +800,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         unsent,
         stored_by_cloud,
         stats_caught_up,
+        visit_stage_lag: visit_lag,
         offers_expected: deciding.len() as u64,
         offers_received,
         offers_missing,
@@ -876,6 +880,22 @@ async fn stored_events(api: &Api) -> anyhow::Result<(u64, bool)> {
     }
 }
 
+/// The cloud's `omo_stage_lag_records` of `stage`: log records it has still to read.
+async fn stage_lag(api: &Api, stage: &str) -> anyhow::Result<Option<f64>> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let series = format!("omo_stage_lag_records{{stage=\"{stage}\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok()))
+}
+
 /// Whether every delivery row the cloud wrote has ended (none pending or sending).
 async fn deliveries_final(api: &Api) -> anyhow::Result<bool> {
     let mut after: Option<String> = None;
@@ -939,6 +959,12 @@ impl std::fmt::Display for Outcome {
             "event → offer at the fake LINE server ({} offers decided in the window): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (the cloud waits {REORDER_WINDOW_S} s of reorder window by design)",
             self.latency_samples, self.latency_ms[0], self.latency_ms[1], self.latency_ms[2], self.latency_ms[3]
         )?;
+        if let Some(lag) = self.visit_stage_lag {
+            writeln!(
+                f,
+                "the visit stage was {lag:.0} log records behind when the window ended"
+            )?;
+        }
         writeln!(
             f,
             "CPU, cores over the window: load generator {:.2}, omo-cloud {:.2}, fake LINE {:.2}",
