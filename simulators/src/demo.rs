@@ -1079,34 +1079,19 @@ async fn report(
     // Every delivery row the cloud wrote, by store, channel and how it ended.
     let mut by_store: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
     let mut retried = 0u64;
-    let mut after: Option<String> = None;
-    loop {
-        let page = api
-            .admin(
-                reqwest::Method::GET,
-                &match &after {
-                    Some(a) => format!("/v1/admin/deliveries?limit=1000&after={a}"),
-                    None => "/v1/admin/deliveries?limit=1000".to_owned(),
-                },
-                None,
-            )
-            .await?;
-        for d in page["items"].as_array().into_iter().flatten() {
-            let key = (
-                d["store"].as_str().unwrap_or("?").to_owned(),
-                d["channel"].as_str().unwrap_or("?").to_owned(),
-            );
-            let status = d["status"].as_str().unwrap_or("?").to_owned();
-            *by_store.entry(key).or_default().entry(status).or_default() += 1;
-            if d["attempts"].as_u64().unwrap_or(0) > 1 {
-                retried += 1;
-            }
+    api.each_delivery(|d| {
+        let key = (
+            d["store"].as_str().unwrap_or("?").to_owned(),
+            d["channel"].as_str().unwrap_or("?").to_owned(),
+        );
+        let status = d["status"].as_str().unwrap_or("?").to_owned();
+        *by_store.entry(key).or_default().entry(status).or_default() += 1;
+        if d["attempts"].as_u64().unwrap_or(0) > 1 {
+            retried += 1;
         }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => break,
-        }
-    }
+        true
+    })
+    .await?;
     out.push_str(&format!(
         "Deliveries by store and channel ({retried} needed more than one attempt):\n"
     ));

@@ -898,26 +898,13 @@ async fn stage_lag(api: &Api, stage: &str) -> anyhow::Result<Option<f64>> {
 
 /// Whether every delivery row the cloud wrote has ended (none pending or sending).
 async fn deliveries_final(api: &Api) -> anyhow::Result<bool> {
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("/v1/admin/deliveries?limit=1000&after={a}"),
-            None => "/v1/admin/deliveries?limit=1000".to_owned(),
-        };
-        let page = api.admin(reqwest::Method::GET, &path, None).await?;
-        let open = page["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| matches!(d["status"].as_str(), Some("pending") | Some("sending")));
-        if open {
-            return Ok(false);
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => return Ok(true),
-        }
-    }
+    let mut all_final = true;
+    api.each_delivery(|d| {
+        all_final = !matches!(d["status"].as_str(), Some("pending") | Some("sending"));
+        all_final
+    })
+    .await?;
+    Ok(all_final)
 }
 
 /// An error if a process of the system under test has exited.

@@ -124,6 +124,27 @@ impl Api {
         ))
     }
 
+    /// Every delivery row the cloud holds, page by page, to `each` until it answers false.
+    pub async fn each_delivery(&self, mut each: impl FnMut(&Value) -> bool) -> anyhow::Result<()> {
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/v1/admin/deliveries?limit=1000&after={a}"),
+                None => "/v1/admin/deliveries?limit=1000".to_owned(),
+            };
+            let page = self.admin(reqwest::Method::GET, &path, None).await?;
+            for d in page["items"].as_array().into_iter().flatten() {
+                if !each(d) {
+                    return Ok(());
+                }
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// An admin call; an error unless it answers 2xx.
     pub async fn admin(
         &self,
