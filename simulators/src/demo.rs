@@ -26,8 +26,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStdin, Command};
 
 use crate::procs::{
-    bin_dir, binary, free_port, futures_unordered, import_site, spawn, spawn_fake_line, wait_port,
-    Api, Proc,
+    bin_dir, binary, free_port, futures_unordered, import_site, keep_on_error, spawn,
+    spawn_fake_line, wait_port, Api, Proc,
 };
 use crate::scenario::Scenario;
 use crate::synth::{self, Phone, Shopper, Visit};
@@ -247,14 +247,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         bail!("run.hours: the demo needs a day of at least 3 hours (first visits stop 2 hours before its end, so returns fit)");
     }
     let dir = tempfile::Builder::new().prefix("omo-demo-").tempdir()?;
-    match run_in(&opts, &dir).await {
-        Ok(outcome) => Ok(outcome),
-        Err(e) => {
-            // Keep the processes' logs for whoever reads the error.
-            let kept = dir.keep();
-            Err(e.context(format!("the processes' logs are in {}", kept.display())))
-        }
-    }
+    let outcome = run_in(&opts, &dir).await;
+    keep_on_error(dir, outcome)
 }
 
 async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outcome> {
@@ -265,16 +259,11 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let sim_bin = std::env::current_exe()?;
     let path = |n: &str| dir.path().join(n);
     let mut rng = synth::rng(s.run.seed, "demo");
-    let secret = |rng: &mut rand::rngs::StdRng| -> String {
-        (0..16)
-            .map(|_| format!("{:02x}", rng.random::<u8>()))
-            .collect()
-    };
     let (admin_token, line_secret, line_token, member_secret) = (
-        secret(&mut rng),
-        secret(&mut rng),
-        secret(&mut rng),
-        secret(&mut rng),
+        synth::hex_of(&mut rng, 16),
+        synth::hex_of(&mut rng, 16),
+        synth::hex_of(&mut rng, 16),
+        synth::hex_of(&mut rng, 16),
     );
     let (http_port, mqtt_port, line_port, fcm_port) =
         (free_port()?, free_port()?, free_port()?, free_port()?);

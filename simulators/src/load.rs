@@ -36,8 +36,8 @@ use tokio::time::Instant;
 
 use crate::mqtt_gateway::{Creds, MqttGateway};
 use crate::procs::{
-    bin_dir, binary, cpu_seconds, free_port, futures_unordered, import_site, peak_rss_kb, spawn,
-    spawn_fake_line, wait_port, Api,
+    bin_dir, binary, cpu_seconds, free_port, futures_unordered, import_site, keep_on_error,
+    peak_rss_kb, spawn, spawn_fake_line, wait_port, Api,
 };
 use crate::world;
 
@@ -502,13 +502,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         bail!("{}", problems.join("\n"));
     }
     let dir = tempfile::Builder::new().prefix("omo-load-").tempdir()?;
-    match run_in(&opts, &dir).await {
-        Ok(o) => Ok(o),
-        Err(e) => {
-            let kept = dir.keep();
-            Err(e.context(format!("the processes' logs are in {}", kept.display())))
-        }
-    }
+    let outcome = run_in(&opts, &dir).await;
+    keep_on_error(dir, outcome)
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -525,12 +520,11 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let cloud_bin = binary(&bin_dir, "omo-cloud")?;
     let path = |n: &str| dir.path().join(n);
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let mut secret = || -> String {
-        (0..16)
-            .map(|_| format!("{:02x}", rng.random::<u8>()))
-            .collect()
-    };
-    let (admin_token, line_secret, line_token) = (secret(), secret(), secret());
+    let (admin_token, line_secret, line_token) = (
+        crate::synth::hex_of(&mut rng, 16),
+        crate::synth::hex_of(&mut rng, 16),
+        crate::synth::hex_of(&mut rng, 16),
+    );
     let (http_port, mqtt_port, line_port) = (free_port()?, free_port()?, free_port()?);
     let (site, logins) = fleet_site(opts.gateways, opts.seed);
     let stores = opts.gateways.div_ceil(GATEWAYS_PER_STORE);
@@ -770,8 +764,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         exited(&mut procs)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
-    let _ = seen_offers;
+    poll_offers(&api, line_port, seen_offers, &mut offers).await?;
     let (stored_by_cloud, stats_caught_up) = stored_events(&api).await?;
     let cloud_rss = peak_rss_kb(cloud_pid)? as f64 / 1024.0;
     let own_rss = peak_rss_kb(std::process::id())? as f64 / 1024.0;

@@ -96,6 +96,40 @@ pub struct Api {
     pub admin: String,
 }
 
+/// One HTTP call with an optional JSON body and bearer token, answering (status, JSON body
+/// or null when the body is not JSON).
+pub async fn call_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = http.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// `outcome`, deleting `dir` after a success; after a failure `dir` is kept, and the error
+/// says where, for whoever reads the processes' logs.
+pub fn keep_on_error<T>(dir: tempfile::TempDir, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+    outcome.map_err(|e| {
+        let kept = dir.keep();
+        e.context(format!("the processes' logs are in {}", kept.display()))
+    })
+}
+
 impl Api {
     /// A call answering (status, JSON body or null).
     pub async fn call(
@@ -105,23 +139,14 @@ impl Api {
         body: Option<&Value>,
         token: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("calling {path}"))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        call_json(
+            &self.http,
+            method,
+            &format!("{}{path}", self.base),
+            body,
+            token,
+        )
+        .await
     }
 
     /// Every delivery row the cloud holds, page by page, to `each` until it answers false.

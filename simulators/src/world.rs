@@ -27,9 +27,7 @@ pub struct GatewayLogin {
 
 /// A new login for `gateway` of `store`: a random password and signing key from `rng`.
 pub fn gateway_login(rng: &mut impl Rng, store: &str, gateway: &str) -> GatewayLogin {
-    let password: String = (0..24)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect();
+    let password = synth::hex_of(rng, 24);
     let mut key = [0u8; 32];
     rng.fill(&mut key);
     GatewayLogin {

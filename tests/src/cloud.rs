@@ -285,25 +285,8 @@ level = "info,omo_cloud=debug"
         body: Option<Value>,
         auth: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("http://127.0.0.1:{}{path}", self.http_port));
-        if let Some(token) = auth {
-            req = req.bearer_auth(token);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("calling {path}"))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        omo_sim::procs::call_json(&self.http, method, &url, body.as_ref(), auth).await
     }
 
     /// A raw POST with headers (webhooks).
