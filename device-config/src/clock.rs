@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 /// A cheap-to-clone handle to the process's clock.
 #[derive(Clone)]
-pub struct Clock(Arc<Source>);
+/// The second field is a deliberate offset in milliseconds (see [`Clock::skewed`]).
+pub struct Clock(Arc<Source>, i64);
 
 enum Source {
     Wall,
@@ -34,7 +35,7 @@ enum Source {
 impl Clock {
     /// The system's wall clock at ×1.
     pub fn wall() -> Clock {
-        Clock(Arc::new(Source::Wall))
+        Clock(Arc::new(Source::Wall), 0)
     }
 
     /// Starts at `start` now and runs `speed` times faster than the wall clock.
@@ -42,16 +43,19 @@ impl Clock {
         if !(speed.is_finite() && speed > 0.0) {
             return Err(ClockSpecError::Speed(speed.to_string()));
         }
-        Ok(Clock(Arc::new(Source::Scaled {
-            start,
-            speed,
-            origin: Instant::now(),
-        })))
+        Ok(Clock(
+            Arc::new(Source::Scaled {
+                start,
+                speed,
+                origin: Instant::now(),
+            }),
+            0,
+        ))
     }
 
     /// A clock that moves only when [`Clock::advance`] or [`Clock::set`] is called.
     pub fn manual(start: DateTime<Utc>) -> Clock {
-        Clock(Arc::new(Source::Manual(Mutex::new(start))))
+        Clock(Arc::new(Source::Manual(Mutex::new(start))), 0)
     }
 
     /// Builds the clock a `--clock` value describes.
@@ -62,25 +66,51 @@ impl Clock {
                 start,
                 speed,
                 origin: None,
-            } => Clock(Arc::new(Source::Scaled {
-                start,
-                speed,
-                origin: Instant::now(),
-            })),
+            } => Clock(
+                Arc::new(Source::Scaled {
+                    start,
+                    speed,
+                    origin: Instant::now(),
+                }),
+                0,
+            ),
             ClockSpec::Scaled {
                 start,
                 speed,
                 origin: Some(origin),
-            } => Clock(Arc::new(Source::Anchored {
-                start,
-                speed,
-                origin,
-            })),
+            } => Clock(
+                Arc::new(Source::Anchored {
+                    start,
+                    speed,
+                    origin,
+                }),
+                0,
+            ),
         }
+    }
+
+    /// This clock moved `skew_ms` milliseconds off (ahead when positive): a gateway whose
+    /// clock has drifted, for fault tests. A skewed clock says it is not synchronised.
+    pub fn skewed(&self, skew_ms: i64) -> Clock {
+        Clock(self.0.clone(), self.1.saturating_add(skew_ms))
+    }
+
+    /// How far this clock was deliberately moved off (see [`Clock::skewed`]), milliseconds.
+    pub fn skew_ms(&self) -> i64 {
+        self.1
     }
 
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
+        let now = self.source_now();
+        if self.1 == 0 {
+            return now;
+        }
+        now.checked_add_signed(chrono::Duration::milliseconds(self.1))
+            .unwrap_or(now)
+    }
+
+    fn source_now(&self) -> DateTime<Utc> {
         match &*self.0 {
             Source::Wall => Utc::now(),
             Source::Scaled {
@@ -357,6 +387,23 @@ mod tests {
             Some(Duration::from_secs(1))
         );
         assert!(Clock::scaled(start, 0.0).is_err());
+    }
+
+    #[test]
+    fn a_skewed_clock_reads_its_source_plus_the_skew() {
+        let c = Clock::manual(t("2026-11-23T09:00:00Z"));
+        let ahead = c.skewed(600_000);
+        let behind = c.skewed(-600_000);
+        assert_eq!(ahead.now(), t("2026-11-23T09:10:00Z"));
+        assert_eq!(behind.now(), t("2026-11-23T08:50:00Z"));
+        assert_eq!(
+            (ahead.skew_ms(), behind.skew_ms(), c.skew_ms()),
+            (600_000, -600_000, 0)
+        );
+        // The skewed clock shares its source: advancing one moves both.
+        c.advance(Duration::from_secs(60));
+        assert_eq!(ahead.now(), t("2026-11-23T09:11:00Z"));
+        assert_eq!(ahead.speed(), c.speed());
     }
 
     proptest! {

@@ -388,7 +388,10 @@ impl Daemon {
     async fn on_link(&mut self, link: Link) -> anyhow::Result<()> {
         match link {
             Link::Connected => {
-                tracing::info!("connected to the broker");
+                tracing::info!(
+                    outbox_depth = self.outbox.depth(),
+                    "connected to the broker"
+                );
                 self.connected = true;
                 self.last_link_error = None;
                 self.client
@@ -602,9 +605,13 @@ fn status_payload(
     seal(topic, key, &status).unwrap_or_default()
 }
 
-/// Whether the clock can be trusted: a shared simulated clock always is; the wall clock is when
-/// the kernel says an NTP daemon (chrony, systemd-timesyncd, ntpd) keeps it synchronised.
+/// Whether the clock can be trusted: a deliberately skewed one never is; a shared simulated
+/// clock always is; the wall clock is when the kernel says an NTP daemon (chrony,
+/// systemd-timesyncd, ntpd) keeps it synchronised.
 fn clock_synced(clock: &Clock) -> bool {
+    if clock.skew_ms() != 0 {
+        return false;
+    }
     if clock.speed() != 1.0 {
         return true;
     }

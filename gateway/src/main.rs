@@ -31,6 +31,15 @@ enum Command {
         /// The process clock: `wall`, or START@SPEED (an RFC 3339 start and a speed factor).
         #[arg(long, default_value = "wall")]
         clock: ClockSpec,
+        /// Runs this gateway's clock SECONDS off `--clock` (negative: behind) and reports it as
+        /// not synchronised: a drifting gateway clock, for fault tests and demos.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 0,
+            allow_negative_numbers = true
+        )]
+        clock_skew_s: i64,
     },
     /// Print what the configured scan source hears (one JSON line per beacon advert), for
     /// installers; addresses are not printed.
@@ -52,8 +61,12 @@ fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     match Cli::parse().command {
-        Command::Run { config, clock } => run(&config, clock, false),
-        Command::Scan { config, clock } => run(&config, clock, true),
+        Command::Run {
+            config,
+            clock,
+            clock_skew_s,
+        } => run(&config, clock, clock_skew_s, false),
+        Command::Scan { config, clock } => run(&config, clock, 0, true),
         Command::Decode { hex } if hex == "-" => {
             let stdin = std::io::stdin().lock();
             let stdout = BufWriter::new(std::io::stdout().lock());
@@ -89,7 +102,7 @@ fn print_frames(frames: &[Frame]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: &std::path::Path, clock: ClockSpec, scan_only: bool) -> ExitCode {
+fn run(path: &std::path::Path, clock: ClockSpec, skew_s: i64, scan_only: bool) -> ExitCode {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -117,7 +130,7 @@ fn run(path: &std::path::Path, clock: ClockSpec, scan_only: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let clock = Clock::from_spec(&clock);
+    let clock = Clock::from_spec(&clock).skewed(skew_s.saturating_mul(1000));
     let result = if scan_only {
         runtime.block_on(omo_gateway::daemon::scan(config, clock))
     } else {

@@ -39,10 +39,13 @@ pub struct CloudUnderTest {
     pub gateways: Vec<Creds>,
     pub clock: String,
     /// The clock's start, and the wall time it started at.
+    start: String,
     origin: String,
     speed: u32,
     pub external: Option<External>,
     pub process: Option<Process>,
+    /// What the processes before the current one logged.
+    past_logs: String,
     /// Where deliveries go (see [`CloudUnderTest::set_outbound`]).
     outbound: Outbound,
     http: reqwest::Client,
@@ -112,10 +115,12 @@ impl CloudUnderTest {
             mqtt_port: free_port()?,
             gateways,
             clock: format!("{origin}@1"),
+            start: origin.clone(),
             origin: origin.clone(),
             speed: 1,
             external,
             process: None,
+            past_logs: String::new(),
             outbound: Outbound::default(),
             http: omo_cloud::tls::http_client_builder()
                 .timeout(Duration::from_secs(30))
@@ -126,23 +131,30 @@ impl CloudUnderTest {
         Ok(cloud)
     }
 
-    /// The cloud's clock now (`--clock START@SPEED@ORIGIN` with START = ORIGIN).
+    /// Runs the cloud on `--clock START@SPEED@ORIGIN` (shared with gateways started with the
+    /// same value); takes effect at the next start.
+    pub fn share_clock(&mut self, start: &str, speed: u32, origin: &str) {
+        self.start = start.to_owned();
+        self.origin = origin.to_owned();
+        self.speed = speed;
+        self.clock = format!("{start}@{speed}@{origin}");
+    }
+
+    /// The cloud's clock now.
     pub fn clock_now(&self) -> omo_device_config::Timestamp {
-        let origin: chrono::DateTime<chrono::Utc> =
-            self.origin.parse().expect("an RFC 3339 origin");
-        let wall = (chrono::Utc::now() - origin).num_milliseconds();
-        omo_device_config::Timestamp::from_millis(
-            origin.timestamp_millis() + wall * i64::from(self.speed),
-        )
-        .expect("a time")
+        let wall = chrono::Utc::now().timestamp_millis();
+        omo_device_config::Timestamp::from_millis(self.clock_at(wall as u64)).expect("a time")
     }
 
     /// The cloud's clock at a wall time (Unix ms), in ms.
     pub fn clock_at(&self, wall_ms: u64) -> i64 {
-        let origin: chrono::DateTime<chrono::Utc> =
-            self.origin.parse().expect("an RFC 3339 origin");
-        let wall = wall_ms as i64 - origin.timestamp_millis();
-        origin.timestamp_millis() + wall * i64::from(self.speed)
+        let ms = |t: &str| {
+            t.parse::<chrono::DateTime<chrono::Utc>>()
+                .expect("an RFC 3339 time")
+                .timestamp_millis()
+        };
+        let wall = wall_ms as i64 - ms(&self.origin);
+        ms(&self.start) + wall * i64::from(self.speed)
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -226,7 +238,9 @@ level = "info,omo_cloud=debug"
             &["run", "--config", &config, "--clock", &self.clock],
             env,
         )?;
-        self.process = Some(process);
+        if let Some(old) = self.process.replace(process) {
+            self.past_logs += &old.log_text();
+        }
         // The embedded broker listens from its own thread: wait for it too.
         let mut ports = vec![self.http_port];
         if self.external.is_none() {
@@ -244,11 +258,14 @@ level = "info,omo_cloud=debug"
         self.start_with_env(&[])
     }
 
+    /// What every process of this cloud has logged, oldest first.
     pub fn log(&self) -> String {
-        self.process
+        let current = self
+            .process
             .as_ref()
             .map(Process::log_text)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        format!("{}{current}", self.past_logs)
     }
 
     pub fn process(&mut self) -> &mut Process {
@@ -273,6 +290,7 @@ level = "info,omo_cloud=debug"
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut p) = self.process.take() {
             p.terminate(Duration::from_secs(20))?;
+            self.past_logs += &p.log_text();
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod cloud;
 pub mod cloud_stub;
 pub mod load;
 pub mod scenario;
+pub mod system;
 
 /// The directory cargo puts workspace binaries in: beside this executable, or one up from a
 /// test executable in `deps/`.

@@ -61,6 +61,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/customers/:id",
             get(get_customer).patch(patch_customer),
         )
+        .route("/v1/admin/installs/:id/revoke", post(revoke_install))
         .route("/v1/admin/stats", get(ingest_stats))
         .route("/v1/admin/visits", get(list_visits))
         .route("/v1/admin/footfall", get(get_footfall))
@@ -399,7 +400,15 @@ async fn get_gateway(
         .store
         .get(Space::Stats, format!("gateway/{id}").as_bytes())?;
     let stats = stats.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-    Ok(Json(gateway_detail(&state, g, stats)).into_response())
+    let store = state.store.clone();
+    let gw = g.record.id.clone();
+    let epochs =
+        tokio::task::spawn_blocking(move || crate::ingest::epochs::report(store.as_ref(), &gw))
+            .await
+            .map_err(ApiError::internal)??;
+    let mut detail = gateway_detail(&state, g, stats);
+    detail["epochs"] = json!(epochs);
+    Ok(Json(detail).into_response())
 }
 
 /// Registers (or replaces) a provisioned gateway: store, password hash, signing key.
@@ -795,7 +804,7 @@ fn customer_json(state: &AppState, c: &Customer) -> Result<Value, ApiError> {
         .installs
         .iter()
         .filter_map(|id| identity::install(state.store.as_ref(), id).transpose())
-        .map(|r| r.map(|i| json!({"id": i.id, "platform": i.platform, "push_token": i.push_token, "created": i.created})))
+        .map(|r| r.map(|i| json!({"id": i.id, "platform": i.platform, "push_token": i.push_token, "created": i.created, "revoked": i.revoked})))
         .collect::<Result<_, _>>()?;
     v["installs"] = json!(installs);
     Ok(v)
@@ -880,6 +889,31 @@ async fn patch_customer(
         refresh_eids(&state).await;
     }
     Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+/// Revokes an app install (a lost or compromised phone): its token stops authenticating
+/// reports and it gets no more pushes.
+async fn revoke_install(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let now = Timestamp::new(state.clock.now());
+    let (install, commit) = match identity::revoke_install(state.store.as_ref(), &id, now) {
+        Ok(v) => v,
+        Err(identity::IdentityError::NotFound(_)) => {
+            return Err(ApiError::not_found(format!("install {id}")))
+        }
+        Err(e) => return Err(identity_error(e)),
+    };
+    if !commit.is_empty() {
+        super::commit_durably(&state, commit).await?;
+    }
+    Ok(
+        Json(json!({"id": install.id, "customer": install.customer, "revoked": install.revoked}))
+            .into_response(),
+    )
 }
 
 async fn ingest_stats(

@@ -94,6 +94,9 @@ pub struct Install {
     /// SHA-256 of the install's secret token.
     pub token_sha256: String,
     pub created: Timestamp,
+    /// When an operator revoked it: its token no longer authenticates and it gets no pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Timestamp>,
 }
 
 /// Why an identity change was refused.
@@ -337,6 +340,7 @@ pub fn register_install(
         push_token: req.push_token.clone(),
         token_sha256: secrets::sha256_hex(token.as_bytes()),
         created: now,
+        revoked: None,
     };
     customer.installs.push(install.id.clone());
     if let Some(k) = &req.eid {
@@ -377,7 +381,28 @@ pub fn authenticate_install(
     if !id.starts_with("i_") || id.len() > 64 {
         return Ok(None);
     }
-    Ok(install(store, id)?.filter(|i| secrets::token_matches(secret, &i.token_sha256)))
+    Ok(install(store, id)?
+        .filter(|i| i.revoked.is_none() && secrets::token_matches(secret, &i.token_sha256)))
+}
+
+/// Revokes an install (a lost or compromised phone): its token stops authenticating and its
+/// push token is forgotten. The commit that does it, or `NotFound`; revoking twice keeps the
+/// first time.
+pub fn revoke_install(
+    store: &dyn Store,
+    install_id: &str,
+    now: Timestamp,
+) -> Result<(Install, Commit), IdentityError> {
+    let (mut install, bytes) = read::<Install>(store, &install_key(install_id))?
+        .ok_or_else(|| IdentityError::NotFound(install_id.to_owned()))?;
+    let mut c = Commit::new();
+    if install.revoked.is_none() {
+        install.revoked = Some(now);
+        install.push_token = None;
+        c.expect(Space::Identity, install_key(install_id), Some(bytes));
+        c.put(Space::Identity, install_key(install_id), json(&install));
+    }
+    Ok((install, c))
 }
 
 /// The customer linked to a LINE user, creating one (and the commit that stores it) if none.

@@ -24,6 +24,9 @@ pub struct GatewayRuntime {
     pub last_seen: Option<Timestamp>,
     /// Estimated `cloud clock − gateway clock`, milliseconds.
     pub clock_offset_ms: Option<i64>,
+    /// The last `offline` heartbeat (a clean stop's or the last will) and when it arrived.
+    #[serde(skip)]
+    pub last_offline: Option<(Timestamp, Status)>,
     #[serde(skip)]
     samples: VecDeque<i64>,
 }
@@ -87,6 +90,9 @@ impl GatewayStates {
                 state.samples.pop_front();
             }
             state.clock_offset_ms = state.samples.iter().copied().min();
+        }
+        if status.state == GatewayState::Offline {
+            state.last_offline = Some((received, status.clone()));
         }
         state.last_status = Some(status);
         StatusChange {

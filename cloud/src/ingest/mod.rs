@@ -7,11 +7,12 @@
 //! Group commit is what makes this fast: while one flush runs, the next messages queue, and
 //! the next flush covers all of them.
 
+pub mod epochs;
 pub mod gateways;
 pub mod presence;
 pub mod record;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::seq_ledger::SeqLedger;
 use crate::store::barrier::{scan_all, BarrierStore};
 use crate::store::event_log::EventLog;
 use crate::store::{Commit, Space, Store, StoreError};
+use epochs::{info_key, ledger_key, parse_ledger_key, EpochEnd, EpochInfo};
 use gateways::{config_to_send, GatewayStates};
 use presence::{check_presence, TimeLimits};
 use record::{GatewayEvent, Record};
@@ -95,6 +97,8 @@ pub struct Writer {
     next_tick_ms: i64,
     log_end: watch::Sender<u64>,
     open_gaps: HashMap<(GatewayId, Epoch), u64>,
+    /// When each epoch's batches arrived, and how it ended.
+    epochs: HashMap<(GatewayId, Epoch), EpochInfo>,
 }
 
 /// Everything one group commit writes and, after the flush, sends.
@@ -104,6 +108,8 @@ struct Group {
     pending: SeqLedger,
     rejected_pending: SeqLedger,
     touched: BTreeSet<(GatewayId, Epoch)>,
+    /// Epoch records this group changes.
+    epochs: BTreeMap<(GatewayId, Epoch), EpochInfo>,
     acks: Vec<(String, Vec<u8>)>,
     broker_acks: Vec<rumqttc::Publish>,
     replies: Vec<(oneshot::Sender<Result<Appended, String>>, Appended)>,
@@ -130,8 +136,19 @@ impl Writer {
         let log = EventLog::open(store.as_ref())?;
         let mut ledger = SeqLedger::new();
         let mut rejected = SeqLedger::new();
+        let mut epochs = HashMap::new();
         for (k, v) in scan_all(store.as_ref(), Space::SeqRanges)? {
-            let (is_rejected, rest) = match k.strip_prefix(REJECTED_PREFIX) {
+            if let Some(rest) = k.strip_prefix(epochs::PREFIX.as_bytes()) {
+                let key = parse_ledger_key(rest).ok_or_else(|| {
+                    StoreError::Backend(format!("epoch key {}", String::from_utf8_lossy(&k)))
+                })?;
+                let info: EpochInfo = serde_json::from_slice(&v).map_err(|e| {
+                    StoreError::Backend(format!("epoch record {}/{}: {e}", key.0, key.1))
+                })?;
+                epochs.insert(key, info);
+                continue;
+            }
+            let (is_rejected, rest) = match k.strip_prefix(epochs::REJECTED_PREFIX.as_bytes()) {
                 Some(rest) => (true, rest),
                 None => (false, k.as_slice()),
             };
@@ -170,6 +187,7 @@ impl Writer {
             next_tick_ms,
             log_end: log_end_tx,
             open_gaps: HashMap::new(),
+            epochs,
         };
         let all: Vec<(GatewayId, Epoch)> = writer
             .ledger
@@ -347,6 +365,7 @@ impl Writer {
             tracing::warn!(topic = %topic, problem = %u, "event without a readable seq");
         }
         let (gw, epoch) = (batch.gateway.clone(), batch.epoch);
+        self.note_epoch(&gw, epoch, now, group);
         let mut known = self.ledger.stored(&gw, epoch).cloned().unwrap_or_default();
         if let Some(p) = group.pending.stored(&gw, epoch) {
             known.merge(p);
@@ -523,7 +542,7 @@ impl Writer {
                     .cloned()
                     .unwrap_or_default();
                 all.merge(r);
-                let mut key = REJECTED_PREFIX.to_vec();
+                let mut key = epochs::REJECTED_PREFIX.as_bytes().to_vec();
                 key.extend(ledger_key(gw, *epoch));
                 group.commit.put(
                     Space::SeqRanges,
@@ -531,6 +550,13 @@ impl Writer {
                     serde_json::to_vec(&all).expect("seq ranges serialise"),
                 );
             }
+        }
+        for ((gw, epoch), info) in &group.epochs {
+            group.commit.put(
+                Space::SeqRanges,
+                info_key(gw, *epoch),
+                serde_json::to_vec(info).expect("epoch records serialise"),
+            );
         }
         if !group.commit.is_empty() {
             let commit = std::mem::take(&mut group.commit);
@@ -560,6 +586,17 @@ impl Writer {
                 }
                 return;
             }
+        }
+        // Durable now: an epoch's end is reported once, before anything can crash.
+        for ((gw, epoch), info) in std::mem::take(&mut group.epochs) {
+            let was_ended = self
+                .epochs
+                .get(&(gw.clone(), epoch))
+                .is_some_and(|i| i.ended.is_some());
+            if let (false, Some(end)) = (was_ended, &info.ended) {
+                report_end(&gw, epoch, end);
+            }
+            self.epochs.insert((gw, epoch), info);
         }
         if !group.acks.is_empty() {
             crate::crash_point!("ingest.after_flush_before_ack");
@@ -600,6 +637,72 @@ impl Writer {
         self.log_end.send_replace(self.log.next_offset());
     }
 
+    /// Records that a batch of `epoch` arrived; the first batch of a new epoch ends every
+    /// older open epoch of the gateway (its outbox is gone).
+    fn note_epoch(&mut self, gw: &GatewayId, epoch: Epoch, now: Timestamp, group: &mut Group) {
+        let key = (gw.clone(), epoch);
+        let known = group
+            .epochs
+            .get(&key)
+            .or_else(|| self.epochs.get(&key))
+            .cloned();
+        if let Some(mut info) = known {
+            info.last_received = now;
+            group.epochs.insert(key, info);
+            return;
+        }
+        let last_offline = self
+            .gateways
+            .lock()
+            .expect("gateway states lock")
+            .get(gw)
+            .and_then(|s| s.last_offline.clone());
+        let others: BTreeSet<Epoch> = self
+            .epochs
+            .keys()
+            .chain(group.epochs.keys())
+            .filter(|(g, e)| g == gw && *e != epoch)
+            .map(|(_, e)| *e)
+            .collect();
+        let open: Vec<(Epoch, EpochInfo)> = others
+            .into_iter()
+            .filter_map(|e| {
+                let k = (gw.clone(), e);
+                let info = group.epochs.get(&k).or_else(|| self.epochs.get(&k))?;
+                info.ended.is_none().then(|| (e, info.clone()))
+            })
+            .collect();
+        for (old, mut info) in open {
+            let mut settled = self.ledger.stored(gw, old).cloned().unwrap_or_default();
+            for extra in [
+                group.pending.stored(gw, old),
+                self.rejected.stored(gw, old),
+                group.rejected_pending.stored(gw, old),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                settled.merge(extra);
+            }
+            info.ended = Some(EpochEnd::new(
+                &info,
+                now,
+                epoch,
+                &settled,
+                last_offline.as_ref(),
+            ));
+            group.epochs.insert((gw.clone(), old), info);
+        }
+        group.epochs.insert(
+            key,
+            EpochInfo {
+                first_received: now,
+                last_received: now,
+                ended: None,
+            },
+        );
+    }
+
     /// Seqs of this epoch below the highest settled one that are neither stored nor rejected
     /// (seqs start at 1): events the gateway has not (yet) delivered.
     fn update_gaps(&mut self, gw: &GatewayId, epoch: Epoch) {
@@ -615,15 +718,14 @@ impl Writer {
     }
 }
 
-/// Where the rejected seqs of a (gateway, epoch) are kept, beside its stored ones.
-const REJECTED_PREFIX: &[u8] = b"rejected/";
-
-fn ledger_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
-    format!("{gw}/{epoch}").into_bytes()
-}
-
-fn parse_ledger_key(key: &[u8]) -> Option<(GatewayId, Epoch)> {
-    let text = std::str::from_utf8(key).ok()?;
-    let (gw, epoch) = text.rsplit_once('/')?;
-    Some((GatewayId::new(gw).ok()?, epoch.parse().ok()?))
+/// Says how an epoch ended: a warning when events may have been outstanding.
+fn report_end(gw: &GatewayId, epoch: Epoch, end: &EpochEnd) {
+    let clean = if end.clean { "true" } else { "false" };
+    metrics::counter!("omo_gateway_epochs_ended_total", "clean" => clean).increment(1);
+    if end.clean {
+        tracing::info!(gateway = %gw, %epoch, next_epoch = %end.next_epoch, last_seq = end.last_seq, "gateway epoch ended cleanly");
+    } else {
+        tracing::warn!(gateway = %gw, %epoch, next_epoch = %end.next_epoch, last_seq = end.last_seq, missing = end.missing,
+            "gateway epoch ended with events outstanding: the gateway has a new outbox (disk replaced or reinstalled) and did not report an empty one when it stopped; what it still held is lost");
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use omo_device_config::envelope::{open_raw, parse_message, EnvelopeError};
-use omo_device_config::payload::{Epoch, PresenceEvent, Rejected};
+use omo_device_config::payload::{Epoch, PresenceEvent, Rejected, MAX_PRESENCE_BYTES};
 use omo_device_config::{GatewayId, SeqRanges, StoreId, Timestamp, Topic};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -38,6 +38,8 @@ pub enum Refusal {
     },
     #[error("malformed message: {0}")]
     Malformed(EnvelopeError),
+    #[error("payload of {0} bytes is over the {MAX_PRESENCE_BYTES}-byte limit")]
+    TooLarge(usize),
 }
 
 impl Refusal {
@@ -50,6 +52,7 @@ impl Refusal {
             Refusal::WrongStore { .. } => "wrong_store",
             Refusal::Mismatch { .. } => "payload_mismatch",
             Refusal::Malformed(_) => "malformed",
+            Refusal::TooLarge(_) => "oversized",
         }
     }
 }
@@ -105,6 +108,9 @@ pub fn check_presence(
 ) -> Result<CheckedBatch, Refusal> {
     if !gateway.record.enabled {
         return Err(Refusal::Disabled(gateway.record.id.to_string()));
+    }
+    if payload.len() > MAX_PRESENCE_BYTES {
+        return Err(Refusal::TooLarge(payload.len()));
     }
     let msg = open_raw(&topic.to_string(), &gateway.key, payload).map_err(|e| match e {
         EnvelopeError::BadSignature
