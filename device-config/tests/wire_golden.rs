@@ -126,8 +126,17 @@ fn status() {
         sw_version: "0.1.0".into(),
         accepts_v: vec![1],
         clock_synced: true,
+        epoch: Some(Epoch(0x5eed_1234)),
+        last_seq: Some(4711),
     };
     check("status", Channel::Status, &status);
+    // A gateway from before `epoch` and `last_seq` sends neither; it still parses.
+    let mut old = serde_json::to_value(&status).unwrap();
+    old.as_object_mut()
+        .unwrap()
+        .retain(|k, _| k != "epoch" && k != "last_seq");
+    let read: Status = serde_json::from_value(old).unwrap();
+    assert_eq!((read.epoch, read.last_seq), (None, None));
 }
 
 #[test]

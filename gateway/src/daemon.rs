@@ -600,6 +600,8 @@ fn status_payload(
         sw_version: env!("CARGO_PKG_VERSION").to_owned(),
         accepts_v: ACCEPTED_VERSIONS.to_vec(),
         clock_synced: clock_synced(clock),
+        epoch: Some(outbox.epoch()),
+        last_seq: Some(outbox.next_seq().saturating_sub(1)),
     };
     // A Status has no float that can be NaN here, so sealing cannot fail.
     seal(topic, key, &status).unwrap_or_default()

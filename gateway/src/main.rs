@@ -37,7 +37,8 @@ enum Command {
             long,
             value_name = "SECONDS",
             default_value_t = 0,
-            allow_negative_numbers = true
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(i64).range(-31_536_000..=31_536_000)
         )]
         clock_skew_s: i64,
     },

@@ -101,13 +101,33 @@ fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, OutboxError> {
     }
 }
 
+/// Opens the sled database in `dir`. sled locks its files; a previous holder that is still
+/// letting go of them (a process restarted while the old one exits, or a handle dropped a
+/// moment ago whose flusher thread has not finished) gets up to two seconds.
+fn open_locked(dir: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::Other
+                    && e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Outbox {
     /// Opens the outbox in `dir`, creating it (with a fresh random epoch) if it is new.
     pub fn open(dir: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(limits.cache_bytes)
-            .open()?;
+        let db = open_locked(dir, limits.cache_bytes)?;
         let tree = db.open_tree("outbox")?;
         let epoch = match tree.get(META_EPOCH)? {
             Some(v) => {

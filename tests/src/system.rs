@@ -142,6 +142,8 @@ pub struct System {
     /// Gateways registered in the cloud that no `omo-gateway` runs as (the test's own
     /// MQTT clients).
     pub extra: Vec<Creds>,
+    /// The clock's speed.
+    pub speed: u32,
 }
 
 impl System {
@@ -238,6 +240,7 @@ impl System {
             line,
             fcm,
             extra,
+            speed: layout.speed,
         })
     }
 
@@ -378,22 +381,40 @@ impl System {
         Ok(())
     }
 
-    /// Waits until every gateway's outbox is empty (its last heartbeat says so) and the
-    /// cloud's stats stage has counted what the gateways sent.
+    /// Waits until every gateway's outbox is empty: two heartbeats in a row (one could
+    /// predate the last events) report it so.
     pub async fn wait_drained(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut first_empty: BTreeMap<String, Value> = BTreeMap::new();
+        let mut drained = std::collections::BTreeSet::new();
         loop {
             let mut pending = Vec::new();
             for g in &self.gateways {
+                let name = g.name();
+                if drained.contains(&name) {
+                    continue;
+                }
                 let v = self
                     .cloud
-                    .admin(&format!("/v1/admin/gateways/{}", g.name()))
+                    .admin(&format!("/v1/admin/gateways/{name}"))
                     .await?;
-                let depth = v["runtime"]["last_status"]["outbox_depth"].as_u64();
-                let online = v["runtime"]["online"].as_bool() == Some(true);
-                if !(online && depth == Some(0)) {
-                    pending.push(format!("{}: online {online}, outbox {depth:?}", g.name()));
+                let status = &v["runtime"]["last_status"];
+                let empty =
+                    v["runtime"]["online"] == json!(true) && status["outbox_depth"] == json!(0);
+                match (empty, first_empty.get(&name)) {
+                    (true, Some(ts)) if *ts != status["ts"] => {
+                        drained.insert(name);
+                        continue;
+                    }
+                    (true, Some(_)) => {}
+                    (true, None) => {
+                        first_empty.insert(name.clone(), status["ts"].clone());
+                    }
+                    (false, _) => {
+                        first_empty.remove(&name);
+                    }
                 }
+                pending.push(format!("{name}: {}", v["runtime"]));
             }
             if pending.is_empty() {
                 return Ok(());
@@ -404,8 +425,32 @@ impl System {
                     self.cloud.log()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits until every gateway's replay has ended, what it writes after (exits past the
+    /// exit timeout, the last minute's footfall) is written, and its outbox is empty: after
+    /// this nothing is in flight, and a stop loses nothing.
+    pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for g in &self.gateways {
+            while !g.log().contains("scan source ended") {
+                if tokio::time::Instant::now() > deadline {
+                    bail!(
+                        "{}: the replay did not end within {timeout:?}:\n{}",
+                        g.name(),
+                        g.log()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Exit timeout (30 s) and a footfall minute, on the clock.
+        let tail = Duration::from_secs(100) / self.speed.max(1);
+        tokio::time::sleep(tail.max(Duration::from_millis(500))).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_drained(left.max(Duration::from_secs(5))).await
     }
 
     /// Every delivery row, once each is final (none pending or sending) and there are `n`.

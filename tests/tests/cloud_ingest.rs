@@ -437,6 +437,8 @@ async fn a_gateway_back_online_with_an_old_config_gets_it_again_after_a_restart(
         sw_version: "test".into(),
         accepts_v: vec![1],
         clock_synced: true,
+        epoch: None,
+        last_seq: None,
     };
     let topic = g1.topic(Channel::Status);
     gw.publish_raw(&topic, seal(&topic, &g1.key, &status)?)

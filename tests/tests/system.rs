@@ -69,8 +69,8 @@ fn once_each(who: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
     who.into_iter().map(|w| (w, 1)).collect()
 }
 
-/// Stops every gateway with SIGTERM and checks that the cloud holds every seq of the epoch
-/// each one was in.
+/// Stops every gateway with SIGTERM (after [`System::wait_settled`]: nothing in flight) and
+/// checks that the cloud holds every seq of the epoch each one was in.
 async fn stop_and_check_nothing_lost(sys: &mut System) -> anyhow::Result<()> {
     for i in 0..sys.gateways.len() {
         let (epoch, last) = sys.gateways[i].stop()?;
@@ -183,8 +183,7 @@ beacons = ["line:0a0b0c0d01"]
     }
     // The replay runs 25 clock minutes; every offer is out long before it ends.
     let deliveries = sys.settled_deliveries(7, Duration::from_secs(60)).await?;
-    tokio::time::sleep(Duration::from_secs(16)).await;
-    sys.wait_drained(Duration::from_secs(30)).await?;
+    sys.wait_settled(Duration::from_secs(60)).await?;
     let deliveries_after = sys.settled_deliveries(7, Duration::from_secs(10)).await?;
     assert_eq!(deliveries_after.len(), 7, "{deliveries_after:#?}");
     for d in &deliveries {
@@ -280,9 +279,8 @@ async fn a_broker_outage_and_a_killed_gateway_lose_nothing() -> anyhow::Result<(
     sys.gateway("g1").start()?;
     tokio::time::sleep(Duration::from_secs(22)).await;
     sys.broker.as_mut().expect("mosquitto").restart()?;
-    // g1 replays its hour again from its restart; both drain.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    sys.wait_drained(Duration::from_secs(60)).await?;
+    // g1 replays its visits again from its restart; both drain.
+    sys.wait_settled(Duration::from_secs(120)).await?;
     let deliveries = sys.settled_deliveries(12, Duration::from_secs(60)).await?;
     assert_eq!(deliveries.len(), 12, "{deliveries:#?}");
     for d in &deliveries {
@@ -373,9 +371,8 @@ async fn a_cloud_crash_with_a_backlog_and_a_replaced_disk() -> anyhow::Result<()
         sys.cloud.log()
     );
     sys.cloud.start()?;
-    // The replay ends at 60 s; let it run out, then drain.
-    tokio::time::sleep(Duration::from_secs(22)).await;
-    sys.wait_drained(Duration::from_secs(60)).await?;
+    // g1's replay ends at 60 s, the new g2's 60 s after its restart; both drain.
+    sys.wait_settled(Duration::from_secs(120)).await?;
     let deliveries = sys.settled_deliveries(36, Duration::from_secs(60)).await?;
     assert_eq!(deliveries.len(), 36, "{deliveries:#?}");
     for d in &deliveries {
@@ -412,8 +409,15 @@ async fn a_cloud_crash_with_a_backlog_and_a_replaced_disk() -> anyhow::Result<()
         "the old outbox held nothing unacked (stored {stored} of {old_last}): the test did not test"
     );
     eprintln!(
-        "g2's replaced disk: epoch {old_epoch} wrote {old_last} seqs, the cloud stored {stored}: {} lost",
-        old_last - stored
+        "g2's replaced disk: epoch {old_epoch} wrote {old_last} seqs, the cloud stored {stored}: {} lost; the cloud's end record: {}",
+        old_last - stored,
+        old["ended"]
+    );
+    let reported = old["ended"]["reported_written"].as_u64().unwrap_or(0);
+    assert!(
+        reported <= old_last
+            && old["ended"]["outstanding_at_least"] == json!(reported.saturating_sub(stored)),
+        "{old}"
     );
     // Reported once (by whichever cloud process stored the new epoch's first batch).
     let reports = sys

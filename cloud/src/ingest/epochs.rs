@@ -27,6 +27,9 @@ pub struct EpochInfo {
     pub first_received: Timestamp,
     /// When its last batch was received.
     pub last_received: Timestamp,
+    /// The highest `last_seq` its heartbeats reported writing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_written: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<EpochEnd>,
 }
@@ -41,39 +44,53 @@ pub struct EpochEnd {
     pub last_seq: u64,
     /// Seqs below `last_seq` never received.
     pub missing: u64,
-    /// Nothing was outstanding: no seq is missing and the gateway's last heartbeat after its
-    /// last batch was a clean stop's, with an empty outbox.
+    /// The last seq the gateway's heartbeats said this outbox had written, if they said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_written: Option<u64>,
+    /// Events the gateway reported writing beyond `last_seq`: lost with the outbox. More may
+    /// have been written after its last heartbeat that got through.
+    #[serde(default)]
+    pub outstanding_at_least: u64,
+    /// Nothing was outstanding: no seq is missing, none reported beyond the last, and the
+    /// gateway's last `offline` heartbeat after its last batch was a clean stop's, for this
+    /// outbox, with the outbox empty.
     pub clean: bool,
 }
 
 impl EpochEnd {
-    /// Ends an epoch whose settled (stored, dropped or rejected) seqs are `settled`, given the
-    /// gateway's last `offline` heartbeat and when it arrived.
+    /// Ends `epoch`, whose settled (stored, dropped or rejected) seqs are `settled`, when
+    /// `next_epoch` arrived at `at`, given the gateway's last `offline` heartbeat (and when it
+    /// arrived).
     pub fn new(
-        info: &EpochInfo,
-        at: Timestamp,
-        next_epoch: Epoch,
+        (epoch, info): (Epoch, &EpochInfo),
+        (at, next_epoch): (Timestamp, Epoch),
         settled: &SeqRanges,
         last_offline: Option<&(Timestamp, Status)>,
     ) -> EpochEnd {
+        let reported_written = info.reported_written;
         let last_seq = settled.last().unwrap_or(0);
         let missing = u128::from(last_seq)
             .saturating_sub(settled.count())
             .min(u128::from(u64::MAX)) as u64;
+        let outstanding_at_least = reported_written.map_or(0, |w| w.saturating_sub(last_seq));
         // A last will is sealed when the gateway connects, so it says nothing of the outbox at
-        // the end; a clean stop's heartbeat is sent after the final flush (uptime > 0).
+        // the end; a clean stop's heartbeat is sent after the final flush (uptime > 0). A
+        // heartbeat naming another outbox (the new disk's) says nothing of this one.
         let stopped_empty = last_offline.is_some_and(|(received, s)| {
             *received >= info.last_received
                 && s.state == GatewayState::Offline
                 && s.outbox_depth == 0
                 && s.uptime_s > 0
+                && s.epoch.is_none_or(|e| e == epoch)
         });
         EpochEnd {
             at,
             next_epoch,
             last_seq,
             missing,
-            clean: missing == 0 && stopped_empty,
+            reported_written,
+            outstanding_at_least,
+            clean: missing == 0 && outstanding_at_least == 0 && stopped_empty,
         }
     }
 }
@@ -189,6 +206,10 @@ mod tests {
     }
 
     fn offline(depth: u64, uptime_s: u64) -> Status {
+        offline_of(depth, uptime_s, None)
+    }
+
+    fn offline_of(depth: u64, uptime_s: u64, epoch: Option<Epoch>) -> Status {
         Status {
             state: GatewayState::Offline,
             ts: ts(0),
@@ -200,6 +221,8 @@ mod tests {
             sw_version: "t".into(),
             accepts_v: vec![1],
             clock_synced: true,
+            epoch,
+            last_seq: None,
         }
     }
 
@@ -216,10 +239,16 @@ mod tests {
         let info = EpochInfo {
             first_received: ts(1_000),
             last_received: ts(5_000),
+            reported_written: None,
             ended: None,
         };
         let end = |settled: &SeqRanges, off: Option<(Timestamp, Status)>| {
-            EpochEnd::new(&info, ts(9_000), Epoch(2), settled, off.as_ref())
+            EpochEnd::new(
+                (Epoch(1), &info),
+                (ts(9_000), Epoch(2)),
+                settled,
+                off.as_ref(),
+            )
         };
         let all = seqs(1, 40);
         assert!(end(&all, Some((ts(6_000), offline(0, 30)))).clean);
@@ -233,6 +262,23 @@ mod tests {
         holed.merge(&seqs(15, 40));
         let e = end(&holed, Some((ts(6_000), offline(0, 30))));
         assert_eq!((e.last_seq, e.missing, e.clean), (40, 4, false));
+        // A clean stop of the new outbox (before it sent anything) is not this one's.
+        let newer = offline_of(0, 30, Some(Epoch(2)));
+        assert!(!end(&all, Some((ts(6_000), newer))).clean);
+        let own = offline_of(0, 30, Some(Epoch(1)));
+        assert!(end(&all, Some((ts(6_000), own.clone()))).clean);
+        // Heartbeats said seq 55 was written: 15 events were outstanding.
+        let info = EpochInfo {
+            reported_written: Some(55),
+            ..info
+        };
+        let e = EpochEnd::new(
+            (Epoch(1), &info),
+            (ts(9_000), Epoch(2)),
+            &all,
+            Some(&(ts(6_000), own)),
+        );
+        assert_eq!((e.outstanding_at_least, e.clean), (15, false));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct GatewayRuntime {
     /// The last `offline` heartbeat (a clean stop's or the last will) and when it arrived.
     #[serde(skip)]
     pub last_offline: Option<(Timestamp, Status)>,
+
     #[serde(skip)]
     samples: VecDeque<i64>,
 }
@@ -94,6 +95,7 @@ impl GatewayStates {
         if status.state == GatewayState::Offline {
             state.last_offline = Some((received, status.clone()));
         }
+
         state.last_status = Some(status);
         StatusChange {
             came_online: state.online && !was_online,
@@ -136,6 +138,8 @@ mod tests {
             sw_version: "t".into(),
             accepts_v: vec![1],
             clock_synced: synced,
+            epoch: None,
+            last_seq: None,
         }
     }
 

@@ -148,9 +148,10 @@ impl Writer {
                 epochs.insert(key, info);
                 continue;
             }
+            // A gateway may be called `rejected`: its own ledger key is `rejected/{epoch}`.
             let (is_rejected, rest) = match k.strip_prefix(epochs::REJECTED_PREFIX.as_bytes()) {
-                Some(rest) => (true, rest),
-                None => (false, k.as_slice()),
+                Some(rest) if parse_ledger_key(rest).is_some() => (true, rest),
+                _ => (false, k.as_slice()),
             };
             let (gw, epoch) = parse_ledger_key(rest).ok_or_else(|| {
                 StoreError::Backend(format!("seq ranges key {}", String::from_utf8_lossy(&k)))
@@ -328,7 +329,7 @@ impl Writer {
         };
         match topic.channel {
             Channel::Presence => self.take_presence(&topic, entry, &m.payload, group),
-            Channel::Status => self.take_status(&topic, entry, &m.payload),
+            Channel::Status => self.take_status(&topic, entry, &m.payload, group),
             Channel::ConfigAck => self.take_config_ack(&topic, entry, &m.payload, group),
             Channel::PresenceAck | Channel::Config => {}
         }
@@ -464,10 +465,27 @@ impl Writer {
         }
     }
 
-    fn take_status(&mut self, topic: &Topic, entry: &GatewayEntry, payload: &[u8]) {
+    fn take_status(
+        &mut self,
+        topic: &Topic,
+        entry: &GatewayEntry,
+        payload: &[u8],
+        group: &mut Group,
+    ) {
         let Some(status) = self.open_signed::<Status>(topic, entry, payload) else {
             return;
         };
+        // What this outbox says it has written, kept with its epoch (a known one only: the
+        // first batch of a new epoch creates its record).
+        if let (Some(epoch), Some(last)) = (status.epoch, status.last_seq) {
+            let key = (topic.gateway.clone(), epoch);
+            let known = group.epochs.get(&key).or_else(|| self.epochs.get(&key));
+            if let Some(info) = known.filter(|i| i.reported_written.is_none_or(|w| w < last)) {
+                let mut info = info.clone();
+                info.reported_written = Some(last);
+                group.epochs.insert(key, info);
+            }
+        }
         let now = self.now();
         let send = config_to_send(entry, &status).cloned();
         let mut states = self.gateways.lock().expect("gateway states lock");
@@ -595,6 +613,8 @@ impl Writer {
                 .is_some_and(|i| i.ended.is_some());
             if let (false, Some(end)) = (was_ended, &info.ended) {
                 report_end(&gw, epoch, end);
+                // Its outbox is gone: what is missing will never come (the end counts it).
+                self.open_gaps.insert((gw.clone(), epoch), 0);
             }
             self.epochs.insert((gw, epoch), info);
         }
@@ -651,6 +671,10 @@ impl Writer {
             group.epochs.insert(key, info);
             return;
         }
+        // An epoch the ledger knew before its arrival times were kept (an upgrade) is not
+        // new: it ends nothing.
+        let known_before =
+            self.ledger.stored(gw, epoch).is_some() || self.rejected.stored(gw, epoch).is_some();
         let last_offline = self
             .gateways
             .lock()
@@ -669,7 +693,7 @@ impl Writer {
             .filter_map(|e| {
                 let k = (gw.clone(), e);
                 let info = group.epochs.get(&k).or_else(|| self.epochs.get(&k))?;
-                info.ended.is_none().then(|| (e, info.clone()))
+                (!known_before && info.ended.is_none()).then(|| (e, info.clone()))
             })
             .collect();
         for (old, mut info) in open {
@@ -685,9 +709,8 @@ impl Writer {
                 settled.merge(extra);
             }
             info.ended = Some(EpochEnd::new(
-                &info,
-                now,
-                epoch,
+                (old, &info),
+                (now, epoch),
                 &settled,
                 last_offline.as_ref(),
             ));
@@ -698,6 +721,7 @@ impl Writer {
             EpochInfo {
                 first_received: now,
                 last_received: now,
+                reported_written: None,
                 ended: None,
             },
         );
@@ -709,6 +733,14 @@ impl Writer {
         let mut settled = self.ledger.stored(gw, epoch).cloned().unwrap_or_default();
         if let Some(r) = self.rejected.stored(gw, epoch) {
             settled.merge(r);
+        }
+        if self
+            .epochs
+            .get(&(gw.clone(), epoch))
+            .is_some_and(|i| i.ended.is_some())
+        {
+            self.open_gaps.insert((gw.clone(), epoch), 0);
+            return;
         }
         let last = settled.last().unwrap_or(0);
         let gaps = u128::from(last)
@@ -725,7 +757,7 @@ fn report_end(gw: &GatewayId, epoch: Epoch, end: &EpochEnd) {
     if end.clean {
         tracing::info!(gateway = %gw, %epoch, next_epoch = %end.next_epoch, last_seq = end.last_seq, "gateway epoch ended cleanly");
     } else {
-        tracing::warn!(gateway = %gw, %epoch, next_epoch = %end.next_epoch, last_seq = end.last_seq, missing = end.missing,
+        tracing::warn!(gateway = %gw, %epoch, next_epoch = %end.next_epoch, last_seq = end.last_seq, missing = end.missing, outstanding_at_least = end.outstanding_at_least,
             "gateway epoch ended with events outstanding: the gateway has a new outbox (disk replaced or reinstalled) and did not report an empty one when it stopped; what it still held is lost");
     }
 }

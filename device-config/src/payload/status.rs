@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::payload::Epoch;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,4 +32,11 @@ pub struct Status {
     pub accepts_v: Vec<u64>,
     /// Whether the gateway's clock is synchronised (NTP); if not the cloud corrects its times.
     pub clock_synced: bool,
+    /// The outbox's epoch, and the last seq it has written: so the cloud can tell which
+    /// outbox a heartbeat speaks for, and how many events one held when it was lost.
+    /// Optional (newer gateways send them; receivers ignore unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
 }
