@@ -68,10 +68,7 @@ impl EpochEnd {
         last_offline: Option<&(Timestamp, Status)>,
     ) -> EpochEnd {
         let reported_written = info.reported_written;
-        let last_seq = settled.last().unwrap_or(0);
-        let missing = u128::from(last_seq)
-            .saturating_sub(settled.count())
-            .min(u128::from(u64::MAX)) as u64;
+        let (last_seq, missing) = last_and_missing(settled);
         let outstanding_at_least = reported_written.map_or(0, |w| w.saturating_sub(last_seq));
         // A last will is sealed when the gateway connects, so it says nothing of the outbox at
         // the end; a clean stop's heartbeat is sent after the final flush (uptime > 0). A
@@ -93,6 +90,15 @@ impl EpochEnd {
             clean: missing == 0 && outstanding_at_least == 0 && stopped_empty,
         }
     }
+}
+
+/// The highest settled seq, and how many seqs below it are not settled (seqs start at 1).
+pub fn last_and_missing(settled: &SeqRanges) -> (u64, u64) {
+    let last = settled.last().unwrap_or(0);
+    let missing = u128::from(last)
+        .saturating_sub(settled.count())
+        .min(u128::from(u64::MAX)) as u64;
+    (last, missing)
 }
 
 pub fn info_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
@@ -188,10 +194,7 @@ pub fn report(store: &dyn Store, gw: &GatewayId) -> Result<Vec<EpochReport>, Sto
     for r in &mut out {
         let mut settled = r.stored.clone();
         settled.merge(&r.rejected);
-        r.last_seq = settled.last().unwrap_or(0);
-        r.missing = u128::from(r.last_seq)
-            .saturating_sub(settled.count())
-            .min(u128::from(u64::MAX)) as u64;
+        (r.last_seq, r.missing) = last_and_missing(&settled);
     }
     out.sort_by_key(|r| r.info.as_ref().map(|i| i.first_received));
     Ok(out)

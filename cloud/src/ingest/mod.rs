@@ -742,10 +742,7 @@ impl Writer {
             self.open_gaps.insert((gw.clone(), epoch), 0);
             return;
         }
-        let last = settled.last().unwrap_or(0);
-        let gaps = u128::from(last)
-            .saturating_sub(settled.count())
-            .min(u128::from(u64::MAX)) as u64;
+        let (_, gaps) = epochs::last_and_missing(&settled);
         self.open_gaps.insert((gw.clone(), epoch), gaps);
     }
 }
