@@ -361,12 +361,14 @@ level = "info,omo_cloud=debug"
         Ok((resp.status().as_u16(), resp.text().await?))
     }
 
-    /// An install registration body for a member, with the brand backend's proof.
+    /// An install registration body for a member, with the brand backend's proof and the
+    /// customer's consent to location tracking given in the app.
     pub fn install_for_member(platform: &str, member: &str) -> Value {
         serde_json::json!({
             "platform": platform,
             "member_id": member,
             "member_sig": omo_cloud::secrets::hmac_hex(MEMBER_SECRET.as_bytes(), member.as_bytes()),
+            "consent": {"location": true, "text_version": "tests-1"},
         })
     }
 

@@ -90,15 +90,15 @@ impl Rig {
             let (channel, body) = match i % 3 {
                 0 => (
                     "line",
-                    json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true}, "attributes": {"name": format!("Shopper {i}")}}),
+                    json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true, "location": true}, "attributes": {"name": format!("Shopper {i}")}}),
                 ),
                 1 => (
                     "push",
-                    json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"push": true}}),
+                    json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"push": true, "location": true}}),
                 ),
                 _ => (
                     "webhook",
-                    json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"webhook": true}}),
+                    json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"webhook": true, "location": true}}),
                 ),
             };
             let (status, c) = rig

@@ -81,7 +81,7 @@ async fn setup(cloud: &CloudUnderTest) -> anyhow::Result<(String, String, String
         .call(
             Method::POST,
             "/v1/admin/customers",
-            Some(json!({"beacons": [CARRIED], "line_user": "U-a", "consent": {"line": true}, "attributes": {"name": "Aki"}})),
+            Some(json!({"beacons": [CARRIED], "line_user": "U-a", "consent": {"line": true, "location": true}, "attributes": {"name": "Aki"}})),
             Some(ADMIN_TOKEN),
         )
         .await?;

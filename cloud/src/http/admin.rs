@@ -61,6 +61,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/customers/:id",
             get(get_customer).patch(patch_customer),
         )
+        .route("/v1/admin/customers/:id/consent", post(record_consent))
         .route("/v1/admin/installs/:id/revoke", post(revoke_install))
         .route("/v1/admin/stats", get(ingest_stats))
         .route("/v1/admin/visits", get(list_visits))
@@ -737,6 +738,8 @@ struct CustomerPatch {
     #[serde(default)]
     line_user: Option<Option<String>>,
     consent: Option<Consent>,
+    /// The version of the consent text the flags in `consent` were agreed to under.
+    consent_text_version: Option<String>,
     tags: Option<BTreeSet<String>>,
     attributes: Option<std::collections::BTreeMap<String, Value>>,
     beacons: Option<Vec<omo_device_config::BeaconId>>,
@@ -744,7 +747,9 @@ struct CustomerPatch {
 }
 
 impl CustomerPatch {
-    fn apply(self, c: &mut Customer) {
+    /// Applies the patch; consent flags that change become consent records with source
+    /// `admin`, recorded at `now`.
+    fn apply(self, c: &mut Customer, now: Timestamp) {
         if let Some(m) = self.member_id {
             c.member_id = m;
         }
@@ -752,7 +757,12 @@ impl CustomerPatch {
             c.line_user = l;
         }
         if let Some(x) = self.consent {
-            c.consent = x;
+            c.set_consent(
+                x,
+                identity::ConsentSource::Admin,
+                self.consent_text_version.as_deref(),
+                now,
+            );
         }
         if let Some(x) = self.tags {
             c.tags = x;
@@ -817,8 +827,9 @@ async fn create_customer(
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Operator)?;
     let patch: CustomerPatch = parse_json(&body)?;
-    let mut c = identity::new_customer(Timestamp::new(state.clock.now()));
-    patch.apply(&mut c);
+    let now = Timestamp::new(state.clock.now());
+    let mut c = identity::new_customer(now);
+    patch.apply(&mut c, now);
     let commit = identity::save_customer(state.store.as_ref(), None, &c).map_err(identity_error)?;
     super::commit_durably(&state, commit).await?;
     if !c.eid_keys.is_empty() {
@@ -881,12 +892,72 @@ async fn patch_customer(
     let (old, bytes) =
         identity::customer_for_update(state.store.as_ref(), &id).map_err(identity_error)?;
     let mut c = old.clone();
-    patch.apply(&mut c);
+    patch.apply(&mut c, Timestamp::new(state.clock.now()));
     let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
         .map_err(identity_error)?;
     super::commit_durably(&state, commit).await?;
     if c.eid_keys != old.eid_keys {
         refresh_eids(&state).await;
+    }
+    Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+/// One consent change an operator records: given or withdrawn at the store counter, or
+/// imported from the brand's CRM.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentIn {
+    channel: identity::ConsentChannel,
+    granted: bool,
+    /// `admin` (default) or `import`.
+    #[serde(default)]
+    source: Option<identity::ConsentSource>,
+    /// When the customer gave or withdrew it (default: now); not in the future.
+    #[serde(default)]
+    at: Option<Timestamp>,
+    #[serde(default)]
+    text_version: Option<String>,
+}
+
+/// Records a consent change for a customer; the customer with its derived consent.
+async fn record_consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let req: ConsentIn = parse_json(&body)?;
+    let now = Timestamp::new(state.clock.now());
+    let source = req.source.unwrap_or(identity::ConsentSource::Admin);
+    if !matches!(
+        source,
+        identity::ConsentSource::Admin | identity::ConsentSource::Import
+    ) {
+        return Err(ApiError::field(
+            "source",
+            "an operator records `admin` or `import` consents (the app and LINE record their own)",
+        ));
+    }
+    let at = req.at.unwrap_or(now);
+    if at.millis() > now.millis() {
+        return Err(ApiError::field("at", "is in the future"));
+    }
+    let (old, bytes) =
+        identity::customer_for_update(state.store.as_ref(), &id).map_err(identity_error)?;
+    let mut c = old.clone();
+    c.record_consent(identity::ConsentChange {
+        channel: req.channel,
+        granted: req.granted,
+        at,
+        recorded: now,
+        source,
+        text_version: req.text_version,
+    });
+    if c != old {
+        let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
+            .map_err(identity_error)?;
+        super::commit_durably(&state, commit).await?;
     }
     Ok(Json(customer_json(&state, &c)?).into_response())
 }

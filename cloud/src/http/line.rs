@@ -130,14 +130,15 @@ pub fn parse_webhook(
     Ok(events)
 }
 
-/// The customer linked to a LINE user (created on first sight), with LINE consent set by a
-/// follow (true) or unfollow (false). Committed here, each change on its own with the records
-/// it read expected unchanged; a conflict (another request for the same user) is retried.
+/// The customer linked to a LINE user (created on first sight), with a LINE consent record
+/// for a follow (given) or unfollow (withdrawn) at the event's time `at`. Committed here, each
+/// change on its own with the records it read expected unchanged; a conflict (another request
+/// for the same user) is retried.
 fn line_customer(
     store: &dyn Store,
     user: &str,
     follow: Option<bool>,
-    now: Timestamp,
+    (at, now): (Timestamp, Timestamp),
 ) -> Result<identity::Customer, identity::IdentityError> {
     let mut attempts = 0;
     loop {
@@ -147,19 +148,28 @@ fn line_customer(
             if let Some(c) = created {
                 store.commit(c)?;
             }
-            if let Some(consent) = follow {
+            if let Some(granted) = follow {
                 // Following the account is the customer's consent to LINE messages;
-                // unfollowing withdraws it at once.
+                // unfollowing withdraws it at once (a pending LINE delivery is cancelled
+                // when it comes due: the worker checks consent before every send).
                 let (old, bytes) = identity::customer_for_update(store, &customer.id)?;
-                if old.consent.line != consent {
-                    customer = old.clone();
-                    customer.consent.line = consent;
+                let mut updated = old.clone();
+                updated.record_consent(identity::ConsentChange {
+                    channel: identity::ConsentChannel::Line,
+                    granted,
+                    at,
+                    recorded: now,
+                    source: identity::ConsentSource::Line,
+                    text_version: None,
+                });
+                if updated != old {
                     store.commit(identity::save_customer(
                         store,
                         Some((&old, &bytes)),
-                        &customer,
+                        &updated,
                     )?)?;
                 }
+                customer = updated;
             }
             Ok(customer)
         })();
@@ -206,11 +216,12 @@ async fn webhook(
             LineKind::Unfollow => Some(false),
             LineKind::Beacon { .. } => None,
         };
-        let customer =
-            tokio::task::spawn_blocking(move || line_customer(store.as_ref(), &user, follow, now))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(identity_error)?;
+        let customer = tokio::task::spawn_blocking(move || {
+            line_customer(store.as_ref(), &user, follow, (ts, now))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(identity_error)?;
         let record = Record::Line(LineEvent {
             user: customer.line_user.clone().unwrap_or_default(),
             customer: customer.id.clone(),

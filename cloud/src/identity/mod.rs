@@ -18,14 +18,85 @@ use serde::{Deserialize, Serialize};
 use crate::secrets;
 use crate::store::{Commit, Space, Store, StoreError};
 
-/// Consent per channel (the current state; the record history is the privacy issue's).
+/// Consent per channel: the current state, derived from the customer's consent records
+/// (see [`Customer::record_consent`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Consent {
     pub line: bool,
     pub push: bool,
     pub webhook: bool,
+    /// Location tracking itself: without it observations never become visits.
     pub location: bool,
+}
+
+impl Consent {
+    pub fn get(&self, channel: ConsentChannel) -> bool {
+        match channel {
+            ConsentChannel::Line => self.line,
+            ConsentChannel::Push => self.push,
+            ConsentChannel::Webhook => self.webhook,
+            ConsentChannel::Location => self.location,
+        }
+    }
+
+    fn set(&mut self, channel: ConsentChannel, granted: bool) {
+        match channel {
+            ConsentChannel::Line => self.line = granted,
+            ConsentChannel::Push => self.push = granted,
+            ConsentChannel::Webhook => self.webhook = granted,
+            ConsentChannel::Location => self.location = granted,
+        }
+    }
+}
+
+/// What a consent is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentChannel {
+    Line,
+    Push,
+    Webhook,
+    Location,
+}
+
+impl ConsentChannel {
+    pub const ALL: [ConsentChannel; 4] = [
+        ConsentChannel::Line,
+        ConsentChannel::Push,
+        ConsentChannel::Webhook,
+        ConsentChannel::Location,
+    ];
+}
+
+/// Who recorded a consent change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentSource {
+    /// The brand app, on the customer's behalf.
+    App,
+    /// LINE: following the account (consent to messages) or unfollowing it (withdrawal).
+    Line,
+    /// An operator, through the admin API.
+    Admin,
+    /// A bulk import of consents given elsewhere (a store form, the brand's CRM).
+    Import,
+}
+
+/// One consent given or withdrawn: kept for good, the current state is derived from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChange {
+    pub channel: ConsentChannel,
+    pub granted: bool,
+    /// When the customer gave or withdrew it (a LINE event's time, say).
+    pub at: Timestamp,
+    /// When the cloud recorded it.
+    pub recorded: Timestamp,
+    pub source: ConsentSource,
+    /// The version of the text the customer agreed to, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_version: Option<String>,
 }
 
 /// An Eddystone-EID identity key a customer's phone or tag advertises with.
@@ -74,7 +145,11 @@ pub struct Customer {
     pub id: String,
     pub member_id: Option<String>,
     pub line_user: Option<String>,
+    /// The current consent, derived from `consent_records`.
     pub consent: Consent,
+    /// Every consent change, oldest recorded first.
+    #[serde(default)]
+    pub consent_records: Vec<ConsentChange>,
     pub tags: BTreeSet<String>,
     pub attributes: BTreeMap<String, serde_json::Value>,
     /// Static beacon ids the customer carries (a tag, a member card).
@@ -82,6 +157,65 @@ pub struct Customer {
     pub eid_keys: Vec<EidKey>,
     pub installs: Vec<String>,
     pub created: Timestamp,
+}
+
+impl Customer {
+    /// Records a consent change and derives the current state for its channel from every
+    /// record of that channel: the latest by `at` wins (on a tie, the later recorded), so a
+    /// late-arriving older event (a redelivered LINE `follow`) cannot undo a newer one. The
+    /// same change recorded again (same channel, grant, time and source) is kept once.
+    /// Returns whether the channel's current state changed.
+    pub fn record_consent(&mut self, change: ConsentChange) -> bool {
+        let same = |r: &ConsentChange| {
+            r.channel == change.channel
+                && r.granted == change.granted
+                && r.at == change.at
+                && r.source == change.source
+        };
+        if self.consent_records.iter().any(same) {
+            return false;
+        }
+        let channel = change.channel;
+        let before = self.consent.get(channel);
+        self.consent_records.push(change);
+        let current = self
+            .consent_records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.channel == channel)
+            .max_by_key(|(i, r)| (r.at, *i))
+            .map(|(_, r)| r.granted)
+            .unwrap_or(before);
+        self.consent.set(channel, current);
+        before != current
+    }
+
+    /// Records, as `source`, a change for each channel whose flag in `wanted` differs from
+    /// the current state; returns the channels that changed.
+    pub fn set_consent(
+        &mut self,
+        wanted: Consent,
+        source: ConsentSource,
+        text_version: Option<&str>,
+        now: Timestamp,
+    ) -> Vec<ConsentChannel> {
+        let mut changed = Vec::new();
+        for ch in ConsentChannel::ALL {
+            if wanted.get(ch) != self.consent.get(ch)
+                && self.record_consent(ConsentChange {
+                    channel: ch,
+                    granted: wanted.get(ch),
+                    at: now,
+                    recorded: now,
+                    source,
+                    text_version: text_version.map(str::to_owned),
+                })
+            {
+                changed.push(ch);
+            }
+        }
+        changed
+    }
 }
 
 /// An app install.
@@ -163,6 +297,7 @@ pub fn new_customer(now: Timestamp) -> Customer {
         member_id: None,
         line_user: None,
         consent: Consent::default(),
+        consent_records: Vec::new(),
         tags: BTreeSet::new(),
         attributes: BTreeMap::new(),
         beacons: Vec::new(),
@@ -205,6 +340,17 @@ pub fn validate(c: &Customer) -> Result<(), IdentityError> {
             if v.is_empty() || v.len() > 128 || v.contains(['/', '\n']) {
                 return Err(invalid(field, "must be 1..=128 characters without '/'"));
             }
+        }
+    }
+    for (i, r) in c.consent_records.iter().enumerate() {
+        if r.text_version
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > 64)
+        {
+            return Err(invalid(
+                &format!("consent_records[{i}].text_version"),
+                "must be 1..=64 characters",
+            ));
         }
     }
     for (i, k) in c.eid_keys.iter().enumerate() {
@@ -300,6 +446,20 @@ pub struct InstallRequest {
     /// Android: the EID identity key the app advertises with.
     #[serde(default)]
     pub eid: Option<EidKey>,
+    /// What the customer agreed to in the app (recorded with source `app`).
+    #[serde(default)]
+    pub consent: Option<AppConsent>,
+}
+
+/// Consents given in the app, with the version of the text shown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConsent {
+    #[serde(default)]
+    pub push: Option<bool>,
+    #[serde(default)]
+    pub location: Option<bool>,
+    pub text_version: String,
 }
 
 /// A new install: its record, its secret token (shown once), and the commit that stores it
@@ -343,6 +503,12 @@ pub fn register_install(
         revoked: None,
     };
     customer.installs.push(install.id.clone());
+    if let Some(given) = &req.consent {
+        let mut wanted = customer.consent;
+        wanted.push = given.push.unwrap_or(wanted.push);
+        wanted.location = given.location.unwrap_or(wanted.location);
+        customer.set_consent(wanted, ConsentSource::App, Some(&given.text_version), now);
+    }
     if let Some(k) = &req.eid {
         if !customer.eid_keys.contains(k) {
             customer.eid_keys.push(k.clone());
@@ -464,7 +630,95 @@ mod tests {
             member_id: member.map(str::to_owned),
             member_sig: None,
             eid: None,
+            consent: None,
         }
+    }
+
+    fn change(
+        channel: ConsentChannel,
+        granted: bool,
+        at_ms: i64,
+        source: ConsentSource,
+    ) -> ConsentChange {
+        ConsentChange {
+            channel,
+            granted,
+            at: Timestamp::from_millis(at_ms).unwrap(),
+            recorded: Timestamp::from_millis(9_000_000).unwrap(),
+            source,
+            text_version: None,
+        }
+    }
+
+    #[test]
+    fn consent_is_derived_from_its_records_latest_event_first() {
+        let mut c = new_customer(now());
+        assert!(c.record_consent(change(
+            ConsentChannel::Line,
+            true,
+            1_000,
+            ConsentSource::Line
+        )));
+        assert!(c.consent.line);
+        // Unfollowed later: withdrawn at once.
+        assert!(c.record_consent(change(
+            ConsentChannel::Line,
+            false,
+            5_000,
+            ConsentSource::Line
+        )));
+        assert!(!c.consent.line);
+        // A redelivered follow from before the unfollow is recorded but changes nothing; the
+        // very same record again is not recorded twice.
+        assert!(!c.record_consent(change(
+            ConsentChannel::Line,
+            true,
+            2_000,
+            ConsentSource::Line
+        )));
+        assert!(!c.record_consent(change(
+            ConsentChannel::Line,
+            true,
+            2_000,
+            ConsentSource::Line
+        )));
+        assert!(!c.consent.line);
+        assert_eq!(c.consent_records.len(), 3);
+        // Other channels are independent; flags set as admin become records.
+        let wanted = Consent {
+            push: true,
+            location: true,
+            ..c.consent
+        };
+        let changed = c.set_consent(wanted, ConsentSource::Admin, Some("v3"), now());
+        assert_eq!(changed, [ConsentChannel::Push, ConsentChannel::Location]);
+        assert!(c.consent.push && c.consent.location && !c.consent.line);
+        let last = c.consent_records.last().unwrap();
+        assert_eq!(
+            (last.source, last.text_version.as_deref()),
+            (ConsentSource::Admin, Some("v3"))
+        );
+        assert!(c
+            .set_consent(wanted, ConsentSource::Admin, None, now())
+            .is_empty());
+    }
+
+    #[test]
+    fn an_install_records_the_consent_given_in_the_app() {
+        let (_d, s) = open();
+        let mut req = request(None);
+        req.consent = Some(AppConsent {
+            push: Some(true),
+            location: Some(true),
+            text_version: "2026-11".into(),
+        });
+        let (install, _, c) = register_install(&s, &req, now()).unwrap();
+        s.commit(c).unwrap();
+        let c = customer(&s, &install.customer).unwrap().unwrap();
+        assert!(c.consent.push && c.consent.location && !c.consent.line);
+        assert!(c.consent_records.iter().all(
+            |r| r.source == ConsentSource::App && r.text_version.as_deref() == Some("2026-11")
+        ));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! visits they change, footfall, the engine's changed states and its new offset in one
 //! transaction. A crash replays from the last commit to the same visits and ids.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use omo_device_config::payload::PresenceEvent;
@@ -148,6 +148,9 @@ impl VisitStage {
         };
         let mut transitions = Vec::new();
         let mut footfall: BTreeMap<(String, i64), Footfall> = BTreeMap::new();
+        // Whether each customer consents to location tracking, read once per batch.
+        let mut located: HashMap<String, bool> = HashMap::new();
+        let mut unconsented = 0u64;
         for (offset, bytes) in &records {
             let record = match Record::decode(bytes) {
                 Ok(r) => r,
@@ -178,9 +181,25 @@ impl VisitStage {
                 continue;
             }
             for evidence in self.evidence(&record, *offset, store, &inputs.eids)? {
+                let allowed = match located.get(&evidence.customer) {
+                    Some(a) => *a,
+                    None => {
+                        let a = crate::identity::customer(store, &evidence.customer)?
+                            .is_some_and(|c| c.consent.location);
+                        located.insert(evidence.customer.clone(), a);
+                        a
+                    }
+                };
+                // Without location consent an observation never becomes part of a visit.
+                if !allowed {
+                    unconsented += 1;
+                    continue;
+                }
                 transitions.extend(self.engine.observe(evidence, log_ms));
             }
         }
+        metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "no_location_consent")
+            .increment(unconsented);
         let mut c = Commit::new();
         self.write_transitions(store, &transitions, &mut c)?;
         for ((scope, hour), add) in &footfall {
@@ -548,7 +567,7 @@ pub async fn run(store: Arc<dyn Store>, inputs: Arc<Inputs>, mut log_end: watch:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{new_customer, save_customer, EidKey};
+    use crate::identity::{new_customer, save_customer, ConsentSource, EidKey};
     use crate::ingest::record::GatewayEvent;
     use crate::registry::replace_site;
     use crate::store::event_log::EventLog;
@@ -597,6 +616,12 @@ max_distance_m = 10.0
         let identity: EidIdentity = key.identity().unwrap();
         let mut customer = new_customer(Timestamp::from_millis(t0 * 1000).unwrap());
         customer.eid_keys.push(key);
+        let located = crate::identity::Consent {
+            location: true,
+            ..Default::default()
+        };
+        let t = Timestamp::from_millis(t0 * 1000).unwrap();
+        customer.set_consent(located, ConsentSource::Admin, None, t);
         store
             .commit(save_customer(&store, None, &customer).unwrap())
             .unwrap();
@@ -675,5 +700,26 @@ max_distance_m = 10.0
             .map(|v| v.id)
             .collect();
         assert_eq!(replayed, ids);
+        // Without location consent the same observations make no visit at all.
+        let dir3 = tempfile::tempdir().unwrap();
+        let withdrawn = SledStore::open(dir3.path(), 1 << 20).unwrap();
+        for space in [Space::Registry, Space::Identity, Space::EventLog] {
+            let mut c = Commit::new();
+            for (k, v) in scan_all(&store, space).unwrap() {
+                c.put(space, k, v);
+            }
+            withdrawn.commit(c).unwrap();
+        }
+        let (old, bytes) = crate::identity::customer_for_update(&withdrawn, &customer.id).unwrap();
+        let mut now_not = old.clone();
+        now_not.set_consent(Default::default(), ConsentSource::App, Some("v2"), t);
+        withdrawn
+            .commit(save_customer(&withdrawn, Some((&old, &bytes)), &now_not).unwrap())
+            .unwrap();
+        let mut stage = VisitStage::open(&withdrawn, &inputs).unwrap();
+        while stage.step(&withdrawn, &inputs).unwrap() > 0 {}
+        assert!(visits_of_customer(&withdrawn, &customer.id, 10)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -1,0 +1,210 @@
+//! Privacy through the real binaries: consent kept as records (with time, source and text
+//! version) and the current state derived from them; a LINE `unfollow` stops LINE sends at
+//! once, even an offer already decided and waiting to be retried; and a customer without
+//! location consent is never turned into visits, though the gateway hears them.
+
+use std::time::Duration;
+
+use omo_sim::fault::Fault;
+use omo_tests::cloud::{metric, LINE_SECRET};
+use omo_tests::scenario::Visit;
+use omo_tests::system::{carried_beacon, Layout, System};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const USERS: [&str; 3] = [
+    "U00000000000000000000000000000a01",
+    "U00000000000000000000000000000a02",
+    "U00000000000000000000000000000a03",
+];
+
+async fn line_event(
+    sys: &System,
+    id: &str,
+    user: &str,
+    kind: &str,
+    at_ms: i64,
+) -> anyhow::Result<()> {
+    let body = json!({"destination": "Uomo", "events": [{"type": kind, "mode": "active", "timestamp": at_ms,
+        "webhookEventId": id, "deliveryContext": {"isRedelivery": false},
+        "source": {"type": "user", "userId": user}, "replyToken": "r"}]})
+    .to_string()
+    .into_bytes();
+    let sig = omo_cloud::secrets::line_signature(LINE_SECRET.as_bytes(), &body);
+    let (status, r) = sys
+        .cloud
+        .post_raw("/v1/line/webhook", body, &[("x-line-signature", sig)])
+        .await?;
+    anyhow::ensure!(status == 200, "webhook: {status} {r}");
+    Ok(())
+}
+
+async fn customer(sys: &System, id: &str) -> anyhow::Result<Value> {
+    sys.cloud.admin(&format!("/v1/admin/customers/{id}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_records_gate_visits_and_an_unfollow_stops_a_decided_send() -> anyhow::Result<()> {
+    let layout = Layout {
+        gateways: vec![(
+            "s1",
+            "g1",
+            0,
+            (1..=3u8)
+                .map(|beacon| Visit {
+                    beacon,
+                    from_s: 0,
+                    to_s: 600,
+                })
+                .collect(),
+        )],
+        site: "[[gateway_zones]]\nid = \"floor\"\nstore = \"s1\"\nname = \"Floor\"\ngateways = [\"g1\"]\nmax_distance_m = 15.0\n".into(),
+        mosquitto: false,
+        speed: 60,
+    };
+    let mut sys = System::build(layout).await?;
+    sys.welcome_campaign(&["s1"], &["line"]).await?;
+    // 1 and 3 consent to LINE and location; 2 to LINE only.
+    let c1 = sys
+        .line_customer(Some(&carried_beacon(1)), USERS[0])
+        .await?;
+    let c2 = sys
+        .admin_call(
+            Method::POST,
+            "/v1/admin/customers",
+            json!({"beacons": [carried_beacon(2)], "line_user": USERS[1], "consent": {"line": true}, "consent_text_version": "terms-2026-10"}),
+            201,
+        )
+        .await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let c3 = sys
+        .line_customer(Some(&carried_beacon(3)), USERS[2])
+        .await?;
+    // The first two LINE requests are answered 429 with Retry-After 8 s (wall time, as a real
+    // server means it): both offers are decided and wait for their retry.
+    sys.line.inject(Fault {
+        status: 429,
+        count: 2,
+        retry_after_s: Some(8),
+        latency_ms: 0,
+    });
+    sys.start_gateways()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sys.line.request_log().len() < 2 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no LINE requests");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Customer 3 unfollows the account while their offer waits.
+    let now = sys.cloud.clock_now().millis();
+    line_event(&sys, "unfollow-3", USERS[2], "unfollow", now).await?;
+    let c = customer(&sys, &c3).await?;
+    assert_eq!(c["consent"]["line"], json!(false), "{c}");
+    // A redelivered follow from before the unfollow changes nothing.
+    line_event(&sys, "follow-3-old", USERS[2], "follow", now - 60_000).await?;
+    let c = customer(&sys, &c3).await?;
+    assert_eq!(c["consent"]["line"], json!(false), "{c}");
+    let sources: Vec<(&str, &str, bool)> = c["consent_records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["channel"].as_str().unwrap_or_default(),
+                r["source"].as_str().unwrap_or_default(),
+                r["granted"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("line", "admin", true),
+            ("location", "admin", true),
+            ("line", "line", false),
+            ("line", "line", true)
+        ],
+        "{c}"
+    );
+
+    let deliveries = sys.settled_deliveries(2, Duration::from_secs(60)).await?;
+    for d in &deliveries {
+        if d["customer"] == json!(c3) {
+            assert_eq!(d["status"], "cancelled", "{d}");
+            assert_eq!(d["reason"], "consent for line withdrawn", "{d}");
+        } else {
+            assert_eq!(
+                (&d["customer"], &d["status"]),
+                (&json!(c1), &json!("delivered")),
+                "{d}"
+            );
+        }
+    }
+    let accepted: Vec<String> = sys.line.accepted().into_iter().map(|a| a.to).collect();
+    assert_eq!(
+        accepted,
+        [USERS[0].to_owned()],
+        "only customer 1 got the offer"
+    );
+
+    // Customer 2 (no location consent) was heard all along but has no visit.
+    let v1 = sys
+        .cloud
+        .admin(&format!("/v1/admin/visits?customer={c1}"))
+        .await?;
+    assert!(
+        v1["items"].as_array().is_some_and(|v| !v.is_empty()),
+        "{v1}"
+    );
+    let v2 = sys
+        .cloud
+        .admin(&format!("/v1/admin/visits?customer={c2}"))
+        .await?;
+    assert_eq!(v2["items"], json!([]), "{v2}");
+    let skipped = metric(
+        &sys.cloud.metrics().await?,
+        "omo_visit_evidence_skipped_total",
+        &["no_location_consent"],
+    );
+    assert!(skipped > 0.0, "location evidence skipped: {skipped}");
+    let c = customer(&sys, &c2).await?;
+    assert_eq!(
+        c["consent_records"][0]["text_version"], "terms-2026-10",
+        "{c}"
+    );
+
+    // An imported consent (the brand's CRM) is a record with its source and text version.
+    let c = sys
+        .admin_call(
+            Method::POST,
+            &format!("/v1/admin/customers/{c2}/consent"),
+            json!({"channel": "location", "granted": true, "source": "import", "text_version": "crm-7"}),
+            200,
+        )
+        .await?;
+    assert_eq!(c["consent"]["location"], json!(true), "{c}");
+    let last = c["consent_records"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&last["source"], &last["text_version"]),
+        (&json!("import"), &json!("crm-7"))
+    );
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::POST,
+            &format!("/v1/admin/customers/{c2}/consent"),
+            Some(json!({"channel": "line", "granted": true, "source": "line"})),
+            Some(omo_tests::cloud::ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(
+        status, 422,
+        "only the app and LINE record their own sources: {body}"
+    );
+    Ok(())
+}
