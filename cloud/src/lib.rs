@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod privacy;
 pub mod registry;
 pub mod secrets;
 pub mod seq_ledger;

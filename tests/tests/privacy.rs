@@ -1,7 +1,8 @@
 //! Privacy through the real binaries: consent kept as records (with time, source and text
 //! version) and the current state derived from them; a LINE `unfollow` stops LINE sends at
-//! once, even an offer already decided and waiting to be retried; and a customer without
-//! location consent is never turned into visits, though the gateway hears them.
+//! once, even an offer already decided and waiting to be retried; a customer without
+//! location consent is never turned into visits, though the gateway hears them; and the
+//! export of a customer with an install, visits, an offer and a redemption holds them all.
 
 use std::time::Duration;
 
@@ -44,7 +45,8 @@ async fn customer(sys: &System, id: &str) -> anyhow::Result<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consent_records_gate_visits_and_an_unfollow_stops_a_decided_send() -> anyhow::Result<()> {
+async fn consent_records_the_location_gate_an_unfollow_mid_send_and_the_export(
+) -> anyhow::Result<()> {
     let layout = Layout {
         gateways: vec![(
             "s1",
@@ -206,5 +208,84 @@ async fn consent_records_gate_visits_and_an_unfollow_stops_a_decided_send() -> a
         status, 422,
         "only the app and LINE record their own sources: {body}"
     );
+
+    // Customer 1 becomes a member with the app installed and redeems their coupon; their
+    // export holds the links, the install, the consent records, the visits, the decision and
+    // offer, the redemption and the observations.
+    sys.admin_call(
+        Method::PATCH,
+        &format!("/v1/admin/customers/{c1}"),
+        json!({"member_id": "m-export"}),
+        200,
+    )
+    .await?;
+    let mut install = omo_tests::cloud::CloudUnderTest::install_for_member("ios", "m-export");
+    install["push_token"] = json!("apns-token-export");
+    let (status, body) = sys
+        .cloud
+        .call(Method::POST, "/v1/app/installs", Some(install), None)
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let pos = sys
+        .admin_call(Method::POST, "/v1/admin/stores/s1/pos-keys", json!({}), 201)
+        .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let coupon = deliveries
+        .iter()
+        .find(|d| d["customer"] == json!(c1))
+        .and_then(|d| d["coupon"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(json!({"store": "s1", "code": coupon, "amount": 30.0})),
+            Some(&pos),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let export = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{c1}/export"))
+        .await?;
+    let person = &export["customer"];
+    assert_eq!(
+        (&person["id"], &person["line_user"], &person["member_id"]),
+        (&json!(c1), &json!(USERS[0]), &json!("m-export")),
+        "{export:#}"
+    );
+    assert_eq!(person["beacons"], json!([carried_beacon(1)]));
+    assert!(person["consent_records"]
+        .as_array()
+        .is_some_and(|r| r.len() >= 2));
+    assert_eq!(export["installs"][0]["push_token"], "apns-token-export");
+    assert!(export["installs"][0].get("token_sha256").is_none());
+    let len = |k: &str| export[k].as_array().map_or(0, Vec::len);
+    assert!(len("visits") >= 1, "{export:#}");
+    assert_eq!(
+        (len("decisions"), len("deliveries"), len("redemptions")),
+        (1, 1, 1)
+    );
+    assert_eq!(export["deliveries"][0]["coupon"], json!(coupon));
+    assert_eq!(export["redemptions"][0]["code"], json!(coupon));
+    assert!(
+        len("observations") >= 5,
+        "gateway sightings of the carried beacon: {}",
+        len("observations")
+    );
+    let (status, _) = sys
+        .cloud
+        .call(
+            Method::GET,
+            &format!("/v1/admin/customers/{c1}/export"),
+            None,
+            Some(omo_tests::cloud::ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 403, "an analyst sees no personal data");
     Ok(())
 }

@@ -62,6 +62,7 @@ pub fn routes() -> Router<AppState> {
             get(get_customer).patch(patch_customer),
         )
         .route("/v1/admin/customers/:id/consent", post(record_consent))
+        .route("/v1/admin/customers/:id/export", get(export_customer))
         .route("/v1/admin/installs/:id/revoke", post(revoke_install))
         .route("/v1/admin/stats", get(ingest_stats))
         .route("/v1/admin/visits", get(list_visits))
@@ -900,6 +901,24 @@ async fn patch_customer(
         refresh_eids(&state).await;
     }
     Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+/// Everything held about a customer, as one JSON document (a disclosure request).
+async fn export_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let store = state.store.clone();
+    let now = Timestamp::new(state.clock.now());
+    let who = id.clone();
+    let doc =
+        tokio::task::spawn_blocking(move || crate::privacy::export(store.as_ref(), &who, now))
+            .await
+            .map_err(ApiError::internal)??
+            .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    Ok(Json(doc).into_response())
 }
 
 /// One consent change an operator records: given or withdrawn at the store counter, or
