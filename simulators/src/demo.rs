@@ -53,6 +53,9 @@ pub struct Options {
     /// Drive the day from this run record's actions (with their line numbers) instead of
     /// simulating shoppers' choices.
     pub replay: Option<Vec<(usize, Recorded)>>,
+    /// Keep every process's log (and data dir) in a new directory under this one, with the
+    /// cloud and the gateways logging at debug level.
+    pub logs: Option<PathBuf>,
 }
 
 /// One line of a run record (NDJSON): the first line is the header, the rest what the driver
@@ -246,8 +249,21 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     if end - opts.scenario.run.start.timestamp_millis() < 3 * 3_600_000 {
         bail!("run.hours: the demo needs a day of at least 3 hours (first visits stop 2 hours before its end, so returns fit)");
     }
-    let dir = tempfile::Builder::new().prefix("omo-demo-").tempdir()?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("omo-demo-");
+    let dir = match &opts.logs {
+        Some(parent) => {
+            std::fs::create_dir_all(parent)?;
+            builder.tempdir_in(parent)?
+        }
+        None => builder.tempdir()?,
+    };
     let outcome = run_in(&opts, &dir).await;
+    if opts.logs.is_some() {
+        let kept = dir.keep();
+        eprintln!("the processes' logs are in {}", kept.display());
+        return outcome;
+    }
     keep_on_error(dir, outcome)
 }
 
@@ -276,7 +292,8 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             "[data]\ndir = {data:?}\ncache_mb = 64\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
              [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 2000\n\
              [app]\nfcm_base = \"http://127.0.0.1:{fcm_port}\"\nfcm_service_account_file = {key:?}\nfcm_token_url = \"http://127.0.0.1:{fcm_port}/token\"\n\
-             [log]\nlevel = \"warn,omo_cloud=info\"\n",
+             [log]\nlevel = \"{level}\"\n",
+            level = if opts.logs.is_some() { "info,omo_cloud=debug" } else { "warn,omo_cloud=info" },
             data = path("data").display().to_string(),
             key = path("fcm-key.json").display().to_string(),
         ),
@@ -421,8 +438,9 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             &config,
             format!(
                 "[identity]\nstore = \"{}\"\ngateway = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\npassword = \"{}\"\nsigning_key = \"{}\"\n\
-                 [scan]\nsource = \"replay\"\nreplay_file = \"-\"\n[data]\ndir = {:?}\n[log]\nlevel = \"warn\"\n",
-                l.store, l.gateway, l.password, l.signing_key, gdir.join("data").display().to_string()
+                 [scan]\nsource = \"replay\"\nreplay_file = \"-\"\n[data]\ndir = {:?}\n[log]\nlevel = \"{}\"\n",
+                l.store, l.gateway, l.password, l.signing_key, gdir.join("data").display().to_string(),
+                if opts.logs.is_some() { "info,omo_gateway=debug" } else { "warn" }
             ),
         )?;
         let log = std::fs::File::create(gdir.join("gateway.log"))?;

@@ -64,6 +64,10 @@ enum Command {
         /// the same times (shoppers' choices are in the record, so lift is not checked).
         #[arg(long, conflicts_with_all = ["scenario", "hours"])]
         replay: Option<PathBuf>,
+        /// Keep every process's log in a new directory under DIR, the cloud and the gateways
+        /// logging at debug level (for a log review; the report is unchanged).
+        #[arg(long, value_name = "DIR")]
+        logs: Option<PathBuf>,
     },
     /// Load the system: start the cloud (embedded broker, fresh data dir, a generated fleet of
     /// stores with ten gateways each) and the fake LINE server on loopback, register the
@@ -121,8 +125,9 @@ fn main() -> ExitCode {
             hours,
             record,
             replay,
+            logs,
         } => {
-            return demo(scenario, keep_running, hours, record, replay);
+            return demo(scenario, keep_running, hours, (record, replay), logs);
         }
         Command::Load(opts) => return load(opts),
         Command::Generate { scenario, out } => check(&scenario).and_then(|s| {
@@ -182,8 +187,8 @@ fn demo(
     scenario: Option<PathBuf>,
     keep_running: bool,
     hours: Option<f64>,
-    record: Option<PathBuf>,
-    replay: Option<PathBuf>,
+    (record, replay): (Option<PathBuf>, Option<PathBuf>),
+    logs: Option<PathBuf>,
 ) -> ExitCode {
     let run = || -> anyhow::Result<omo_sim::demo::Outcome> {
         let (text, hours, actions) = match &replay {
@@ -218,6 +223,7 @@ fn demo(
             bin_dir: None,
             record,
             replay: actions,
+            logs,
         })))
     };
     match run() {

@@ -2,8 +2,11 @@
 //! hours and a thousand shoppers starts the fakes, the cloud and the gateways as processes,
 //! drives the day through the scenario's faults at the fake servers, prints the report and exits
 //! 0 because the (relaxed) expectations hold; the run record it writes replays to the same
-//! visits.
+//! visits. The first run logs at debug level (`--logs`), and no log line of the cloud or a
+//! gateway at info level or above carries a LINE user id, member id, push token, EID key or
+//! GPS coordinate of the scenario's shoppers.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use omo_tests::{binary_with, cloud::cloud_binary, gateway_binary, run_bounded};
@@ -14,7 +17,7 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
     cloud_binary()?;
     gateway_binary()?;
     let sim = binary_with("omo-sim", "omo-sim", &[])?;
-    let scenario = omo_sim::scenario::SATURDAY
+    let text = omo_sim::scenario::SATURDAY
         .replacen("population = 4000", "population = 1000", 1)
         .replacen("hours = 10.0", "hours = 3.0", 1)
         .replacen("min_visits = 300", "min_visits = 100", 1)
@@ -28,8 +31,10 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
         );
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("short.toml");
-    std::fs::write(&path, scenario)?;
+    std::fs::write(&path, &text)?;
+    let scenario = omo_sim::scenario::Scenario::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let record = dir.path().join("run.ndjson");
+    let logs = dir.path().join("logs");
     let stdout = demo(
         &sim,
         dir.path(),
@@ -38,8 +43,11 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
             &path.display().to_string(),
             "--record",
             &record.display().to_string(),
+            "--logs",
+            &logs.display().to_string(),
         ],
     )?;
+    check_logs_keep_personal_data(&logs, &scenario, &record)?;
     assert!(stdout.contains("Every expectation held."), "{stdout}");
     assert!(stdout.contains("Campaign welcome-coffee"), "{stdout}");
     assert!(stdout.contains("lift of a over holdout"), "{stdout}");
@@ -114,6 +122,91 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
     assert!(
         first > 0.0 && (again - first).abs() <= first * 0.05,
         "{first} then {again}"
+    );
+    Ok(())
+}
+
+/// The shoppers' personal ids and every GPS coordinate the run reported, as they would
+/// appear in text.
+fn personal_data(
+    scenario: &omo_sim::scenario::Scenario,
+    record: &std::path::Path,
+) -> anyhow::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for sh in omo_sim::synth::shoppers(scenario) {
+        out.insert(sh.member_id.clone());
+        out.extend(sh.line_user.clone());
+        out.extend(sh.push_token.clone());
+        out.extend(sh.eid_key.map(hex::encode));
+    }
+    for line in std::fs::read_to_string(record)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let Some(body) = v["body"].as_str() else {
+            continue;
+        };
+        let report: serde_json::Value = serde_json::from_str(body)?;
+        for k in ["lat", "lon"] {
+            if let Some(n) = report["gps"].get(k) {
+                out.insert(n.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Scans every cloud and gateway log under `logs`: no line at info level or above may hold a
+/// token of [`personal_data`] (lines are split into words at anything but letters, digits and
+/// `. - _ :`).
+fn check_logs_keep_personal_data(
+    logs: &std::path::Path,
+    scenario: &omo_sim::scenario::Scenario,
+    record: &std::path::Path,
+) -> anyhow::Result<()> {
+    let personal = personal_data(scenario, record)?;
+    anyhow::ensure!(
+        personal.len() > 1000,
+        "only {} ids and coordinates",
+        personal.len()
+    );
+    let mut files = Vec::new();
+    let mut dirs = vec![logs.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "log")
+                && p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with("cloud") || n == "gateway.log"
+                })
+            {
+                files.push(p);
+            }
+        }
+    }
+    anyhow::ensure!(files.len() >= 3, "logs: {files:?}");
+    let (mut lines, mut debug) = (0u64, 0u64);
+    for f in &files {
+        for line in std::fs::read_to_string(f)?.lines() {
+            lines += 1;
+            if line.contains("DEBUG") || line.contains("TRACE") {
+                debug += 1;
+                continue;
+            }
+            let leak = line
+                .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')))
+                .find(|w| personal.contains(*w));
+            anyhow::ensure!(leak.is_none(), "{}: {leak:?} in: {line}", f.display());
+        }
+    }
+    anyhow::ensure!(
+        debug > 0,
+        "the run did not log at debug level ({lines} lines)"
+    );
+    eprintln!(
+        "{lines} log lines ({debug} at debug) hold none of {} personal ids and coordinates",
+        personal.len()
     );
     Ok(())
 }
