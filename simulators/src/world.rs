@@ -139,7 +139,7 @@ pub fn shopper_record(sh: &synth::Shopper) -> Value {
         "phone": match sh.phone { Phone::Ios => "ios", Phone::Android => "android", Phone::Other => "other" },
         "app": sh.app,
         "line_user": sh.line_user,
-        "consent": {"line": sh.consent_line, "push": sh.consent_push},
+        "consent": {"line": sh.consent_line, "push": sh.consent_push, "location": true},
         "push_token": sh.push_token,
         "eid": sh.eid_key.map(|k| json!({"identity_key": hex::encode(k), "exponent": synth::EID_EXPONENT})),
     })

@@ -212,13 +212,20 @@ async fn consent_records_the_location_gate_an_unfollow_mid_send_and_the_export(
     // Customer 1 becomes a member with the app installed and redeems their coupon; their
     // export holds the links, the install, the consent records, the visits, the decision and
     // offer, the redemption and the observations.
-    sys.admin_call(
-        Method::PATCH,
-        &format!("/v1/admin/customers/{c1}"),
-        json!({"member_id": "m-export"}),
-        200,
-    )
-    .await?;
+    // A patch of one channel's consent leaves the others as they are.
+    let c = sys
+        .admin_call(
+            Method::PATCH,
+            &format!("/v1/admin/customers/{c1}"),
+            json!({"member_id": "m-export", "consent": {"push": true}}),
+            200,
+        )
+        .await?;
+    assert_eq!(
+        c["consent"],
+        json!({"line": true, "push": true, "webhook": false, "location": true}),
+        "{c}"
+    );
     let mut install = omo_tests::cloud::CloudUnderTest::install_for_member("ios", "m-export");
     install["push_token"] = json!("apns-token-export");
     let (status, body) = sys

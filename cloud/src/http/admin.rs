@@ -730,6 +730,27 @@ async fn geofences_geojson(
     Ok(Json(json!({"type": "FeatureCollection", "features": features})).into_response())
 }
 
+/// Consent flags to set; an absent channel is left as it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentPatch {
+    line: Option<bool>,
+    push: Option<bool>,
+    webhook: Option<bool>,
+    location: Option<bool>,
+}
+
+impl ConsentPatch {
+    fn over(&self, current: Consent) -> Consent {
+        Consent {
+            line: self.line.unwrap_or(current.line),
+            push: self.push.unwrap_or(current.push),
+            webhook: self.webhook.unwrap_or(current.webhook),
+            location: self.location.unwrap_or(current.location),
+        }
+    }
+}
+
 /// Fields of a customer an operator may set (absent: unchanged).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -738,7 +759,8 @@ struct CustomerPatch {
     member_id: Option<Option<String>>,
     #[serde(default)]
     line_user: Option<Option<String>>,
-    consent: Option<Consent>,
+    /// Channels to set (absent channels keep their consent).
+    consent: Option<ConsentPatch>,
     /// The version of the consent text the flags in `consent` were agreed to under.
     consent_text_version: Option<String>,
     tags: Option<BTreeSet<String>>,
@@ -758,8 +780,9 @@ impl CustomerPatch {
             c.line_user = l;
         }
         if let Some(x) = self.consent {
+            let wanted = x.over(c.consent);
             c.set_consent(
-                x,
+                wanted,
                 identity::ConsentSource::Admin,
                 self.consent_text_version.as_deref(),
                 now,

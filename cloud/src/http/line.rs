@@ -216,8 +216,11 @@ async fn webhook(
             LineKind::Unfollow => Some(false),
             LineKind::Beacon { .. } => None,
         };
+        // An event stamped ahead of the cloud's clock (allowed up to `max_future_s`) must not
+        // outrank a consent change made now.
+        let at = if ts.millis() > now.millis() { now } else { ts };
         let customer = tokio::task::spawn_blocking(move || {
-            line_customer(store.as_ref(), &user, follow, (ts, now))
+            line_customer(store.as_ref(), &user, follow, (at, now))
         })
         .await
         .map_err(ApiError::internal)?
