@@ -338,6 +338,20 @@ impl System {
         ))
     }
 
+    /// Sends a LINE webhook of `events`, signed with the channel secret; must be accepted.
+    pub async fn line_webhook(&self, events: Vec<Value>) -> anyhow::Result<()> {
+        let body = json!({"destination": "Uomo", "events": events})
+            .to_string()
+            .into_bytes();
+        let sig = omo_cloud::secrets::line_signature(crate::cloud::LINE_SECRET.as_bytes(), &body);
+        let (status, r) = self
+            .cloud
+            .post_raw("/v1/line/webhook", body, &[("x-line-signature", sig)])
+            .await?;
+        ensure!(status == 200, "webhook: {status} {r}");
+        Ok(())
+    }
+
     /// The cloud's epochs of `gateway` (`GET /v1/admin/gateways/{id}`), by epoch.
     pub async fn epochs(&self, gateway: &str) -> anyhow::Result<BTreeMap<String, Value>> {
         let g = self

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use omo_sim::fault::Fault;
-use omo_tests::cloud::{metric, LINE_SECRET};
+use omo_tests::cloud::metric;
 use omo_tests::scenario::Visit;
 use omo_tests::system::{carried_beacon, Layout, System};
 use reqwest::Method;
@@ -26,18 +26,12 @@ async fn line_event(
     kind: &str,
     at_ms: i64,
 ) -> anyhow::Result<()> {
-    let body = json!({"destination": "Uomo", "events": [{"type": kind, "mode": "active", "timestamp": at_ms,
+    sys.line_webhook(vec![
+        json!({"type": kind, "mode": "active", "timestamp": at_ms,
         "webhookEventId": id, "deliveryContext": {"isRedelivery": false},
-        "source": {"type": "user", "userId": user}, "replyToken": "r"}]})
-    .to_string()
-    .into_bytes();
-    let sig = omo_cloud::secrets::line_signature(LINE_SECRET.as_bytes(), &body);
-    let (status, r) = sys
-        .cloud
-        .post_raw("/v1/line/webhook", body, &[("x-line-signature", sig)])
-        .await?;
-    anyhow::ensure!(status == 200, "webhook: {status} {r}");
-    Ok(())
+        "source": {"type": "user", "userId": user}, "replyToken": "r"}),
+    ])
+    .await
 }
 
 async fn customer(sys: &System, id: &str) -> anyhow::Result<Value> {

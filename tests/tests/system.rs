@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use omo_sim::fault::Fault;
-use omo_tests::cloud::{metric, LINE_SECRET};
+use omo_tests::cloud::metric;
 use omo_tests::scenario::Visit;
 use omo_tests::system::{carried_beacon, Layout, System};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn gateway_zones(stores: &[(&str, &str)]) -> String {
     stores
@@ -78,20 +78,6 @@ async fn stop_and_check_nothing_lost(sys: &mut System) -> anyhow::Result<()> {
         anyhow::ensure!(last > 0, "{name} wrote no events");
         sys.check_epoch_complete(&name, &epoch, last).await?;
     }
-    Ok(())
-}
-
-/// Sends a signed LINE webhook; must be accepted.
-async fn line_webhook(sys: &System, events: Vec<Value>) -> anyhow::Result<()> {
-    let body = json!({"destination": "Uomo", "events": events})
-        .to_string()
-        .into_bytes();
-    let sig = omo_cloud::secrets::line_signature(LINE_SECRET.as_bytes(), &body);
-    let (status, r) = sys
-        .cloud
-        .post_raw("/v1/line/webhook", body, &[("x-line-signature", sig)])
-        .await?;
-    anyhow::ensure!(status == 200, "webhook: {status} {r}");
     Ok(())
 }
 
@@ -171,8 +157,7 @@ beacons = ["line:0a0b0c0d01"]
         anyhow::ensure!(status == 202, "app report: {status} {body}");
         if round % 2 == 0 {
             let kind = if round == 0 { "enter" } else { "stay" };
-            line_webhook(
-                &sys,
+            sys.line_webhook(
                 vec![json!({"type": "beacon", "mode": "active", "timestamp": now.millis(), "webhookEventId": format!("ev-{round}"),
                     "deliveryContext": {"isRedelivery": false}, "source": {"type": "user", "userId": line_user(9)},
                     "replyToken": "r", "beacon": {"hwid": "0a0b0c0d01", "type": kind}})],
