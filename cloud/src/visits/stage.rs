@@ -597,6 +597,21 @@ gateways = ["g1"]
 max_distance_m = 10.0
 "#;
 
+    /// A new store holding only what the stage reads (registry, identities, event log) of
+    /// `store`: the stage's outputs start again from nothing.
+    fn inputs_only(store: &SledStore) -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for space in [Space::Registry, Space::Identity, Space::EventLog] {
+            let mut c = Commit::new();
+            for (k, v) in scan_all(store, space).unwrap() {
+                c.put(space, k, v);
+            }
+            copy.commit(c).unwrap();
+        }
+        (dir, copy)
+    }
+
     /// The phone's EID changes every 2^10 s: a 40-minute stay spans three EIDs, heard by the
     /// gateway, resolved at each event's time through the precomputed tables.
     #[test]
@@ -683,15 +698,7 @@ max_distance_m = 10.0
         );
         // Replaying from scratch (a lost offset) derives the same visit ids.
         let ids: BTreeSet<String> = visits.iter().map(|v| v.id.clone()).collect();
-        let dir2 = tempfile::tempdir().unwrap();
-        let copy = SledStore::open(dir2.path(), 1 << 20).unwrap();
-        for space in [Space::Registry, Space::Identity, Space::EventLog] {
-            let mut c = Commit::new();
-            for (k, v) in scan_all(&store, space).unwrap() {
-                c.put(space, k, v);
-            }
-            copy.commit(c).unwrap();
-        }
+        let (_dir2, copy) = inputs_only(&store);
         let mut again = VisitStage::open(&copy, &inputs).unwrap();
         while again.step(&copy, &inputs).unwrap() > 0 {}
         let replayed: BTreeSet<String> = visits_of_customer(&copy, &customer.id, 10)
@@ -701,15 +708,7 @@ max_distance_m = 10.0
             .collect();
         assert_eq!(replayed, ids);
         // Without location consent the same observations make no visit at all.
-        let dir3 = tempfile::tempdir().unwrap();
-        let withdrawn = SledStore::open(dir3.path(), 1 << 20).unwrap();
-        for space in [Space::Registry, Space::Identity, Space::EventLog] {
-            let mut c = Commit::new();
-            for (k, v) in scan_all(&store, space).unwrap() {
-                c.put(space, k, v);
-            }
-            withdrawn.commit(c).unwrap();
-        }
+        let (_dir3, withdrawn) = inputs_only(&store);
         let (old, bytes) = crate::identity::customer_for_update(&withdrawn, &customer.id).unwrap();
         let mut now_not = old.clone();
         now_not.set_consent(Default::default(), ConsentSource::App, Some("v2"), t);
