@@ -9,7 +9,7 @@
 //! expectations.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -1010,6 +1010,7 @@ async fn report(
     let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_phone: BTreeMap<&str, u64> = BTreeMap::new();
     let mut total = 0u64;
+    let mut visitors: HashSet<String> = HashSet::new();
     for st in &s.stores {
         // Window by window; a window that fills a page is read again as two halves.
         let mut windows = vec![(start, end + 3_600_000)];
@@ -1035,6 +1036,9 @@ async fn report(
             }
             for visit in &items {
                 total += 1;
+                if let Some(c) = visit["customer"].as_str() {
+                    visitors.insert(c.to_owned());
+                }
                 let sources: Vec<String> = visit["sources"]
                     .as_array()
                     .into_iter()
@@ -1054,7 +1058,11 @@ async fn report(
     }
     let mut out = String::new();
     let mut failures = Vec::new();
-    out.push_str(&format!("\n{}\n\nStore visits: {total}\n", s.run.name));
+    out.push_str(&format!(
+        "\n{}\n\nStore visits: {total}\nStore visitors: {}\n",
+        s.run.name,
+        visitors.len()
+    ));
     for (k, n) in &by_source {
         out.push_str(&format!("  by source   {k:<24} {n:>6}\n"));
     }

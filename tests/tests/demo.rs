@@ -111,18 +111,24 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
         "{replayed}"
     );
     assert!(replayed.contains("Every expectation held."), "{replayed}");
-    let visits = |report: &str| -> f64 {
+    let figure = |report: &str, name: &str| -> f64 {
         report
             .lines()
-            .find_map(|l| l.strip_prefix("Store visits: "))
+            .find_map(|l| l.strip_prefix(name))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    let (first, again) = (visits(&stdout), visits(&replayed));
-    assert!(
-        first > 0.0 && (again - first).abs() <= first * 0.05,
-        "{first} then {again}"
-    );
+    // The same shoppers visit. How many visits they make can differ more: at ×600 a second
+    // of a busy machine is ten clock minutes, and a visit whose sightings reach the cloud
+    // later than its exit timeout splits in two.
+    for (name, tolerance) in [("Store visitors: ", 0.05), ("Store visits: ", 0.2)] {
+        let (first, again) = (figure(&stdout, name), figure(&replayed, name));
+        eprintln!("{name}{first} in the run, {again} in its replay");
+        assert!(
+            first > 0.0 && (again - first).abs() <= first * tolerance,
+            "{name}{first} then {again}\n--- first run:\n{stdout}\n--- replay:\n{replayed}"
+        );
+    }
     Ok(())
 }
 
