@@ -56,7 +56,7 @@ pub fn write_snapshot(dir: &Path, body: &[u8]) -> anyhow::Result<BTreeMap<String
 }
 
 /// Reads a snapshot, checking every line and the header's counts.
-fn parse(body: &[u8]) -> anyhow::Result<BTreeMap<Space, Vec<Entry>>> {
+pub fn parse(body: &[u8]) -> anyhow::Result<BTreeMap<Space, Vec<Entry>>> {
     let mut lines = BufReader::new(body).lines();
     let header: Header = serde_json::from_str(&lines.next().context("snapshot is empty")??)
         .context("line 1: not a snapshot header")?;

@@ -1,5 +1,15 @@
-//! Data rights: everything the cloud holds about one customer, as one JSON document for a
-//! disclosure request (`GET /v1/admin/customers/{id}/export`, DESIGN.md "Privacy by design").
+//! Data rights (DESIGN.md, "Privacy by design"): everything the cloud holds about one
+//! customer as one JSON document for a disclosure request (`GET /v1/admin/customers/{id}/export`),
+//! and the erasure of a customer (`DELETE /v1/admin/customers/{id}`).
+//!
+//! An erasure runs in three steps, each finished before the next: the identity step removes the
+//! record, its links and installs in one commit and keeps what the rest needs under
+//! `erasing/{id}` ([`identity::begin_erasure`]); the visit stage forgets the customer's engine
+//! state, visits and transitions ([`crate::visits::stage::VisitStage::erase`]); [`finish_erasure`]
+//! then removes the rest — observations in the event log, decisions, caps history, analysis
+//! links, install dedup keys —, strips the personal fields of their deliveries and redemptions
+//! (cancelling deliveries not yet sent) and deletes the `erasing/` record last. Aggregates stay:
+//! funnel counters, analysis rows under their pseudonyms, footfall, ingest statistics.
 //!
 //! It reads every place a customer's data sits: the identity record (links, consent records,
 //! attributes) and installs, the visits, the decisions and deliveries about them (with the
@@ -10,12 +20,16 @@
 
 use std::collections::BTreeSet;
 
+use omo_device_config::BeaconId;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::identity;
+use crate::campaigns::report::Counts;
+use crate::delivery::{self, Delivery, Status};
+use crate::identity::{self, eid_resolver::EidResolver, Customer, Erasing};
 use crate::ingest::record::Record;
 use crate::store::event_log;
-use crate::store::{scan_prefix_from, Space, Store, StoreError};
+use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 
 /// Rows read per page while scanning.
 const PAGE: usize = 4096;
@@ -98,7 +112,7 @@ pub fn export(
         }
     }
 
-    let carried: BTreeSet<_> = customer.beacons.iter().cloned().collect();
+    let mut about = About::new(&customer);
     let mut observations = Vec::new();
     let mut from = 0;
     loop {
@@ -110,16 +124,7 @@ pub fn export(
             let Ok(record) = Record::decode(bytes) else {
                 continue;
             };
-            let about = match &record {
-                Record::App(r) => r.customer == id,
-                Record::Line(l) => l.customer == id,
-                Record::Gateway(e) => e
-                    .event
-                    .as_sighting()
-                    .is_some_and(|(_, s)| carried.contains(&s.beacon)),
-                _ => false,
-            };
-            if about {
+            if about.matches(&record) {
                 let mut v = serde_json::to_value(&record)
                     .map_err(|e| StoreError::Backend(format!("log record {offset}: {e}")))?;
                 v["offset"] = json!(offset);
@@ -152,4 +157,246 @@ pub fn export(
         "redemptions": redemptions,
         "observations": observations,
     })))
+}
+
+/// Which event-log records are about one customer: their app reports and LINE events, and the
+/// gateway sightings of a beacon id they carry or of an EID their keys broadcast.
+struct About {
+    id: String,
+    carried: BTreeSet<BeaconId>,
+    eids: Option<EidResolver>,
+}
+
+impl About {
+    fn new(c: &Customer) -> About {
+        let keys: Vec<_> = c
+            .eid_keys
+            .iter()
+            .filter_map(|k| k.identity().ok().map(|i| (c.id.clone(), i)))
+            .collect();
+        About {
+            id: c.id.clone(),
+            carried: c.beacons.iter().cloned().collect(),
+            eids: (!keys.is_empty()).then(|| EidResolver::new(keys, crate::service::EID_SKEW_S)),
+        }
+    }
+
+    fn matches(&mut self, record: &Record) -> bool {
+        match record {
+            Record::App(r) => r.customer == self.id,
+            Record::Line(l) => l.customer == self.id,
+            Record::Gateway(e) => {
+                let Some((_, s)) = e.event.as_sighting() else {
+                    return false;
+                };
+                if self.carried.contains(&s.beacon) {
+                    return true;
+                }
+                match (&s.beacon, self.eids.as_mut()) {
+                    (BeaconId::EddystoneEid { eid }, Some(r)) => r
+                        .resolve(*eid, e.event_ts.millis().div_euclid(1000))
+                        .is_some(),
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the last step of an erasure removed or changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Finished {
+    /// Event-log records about the customer, each replaced by its log time alone.
+    pub observations: usize,
+    pub decisions: usize,
+    /// Entries of the frequency-cap history.
+    pub caps_history: usize,
+    /// Links from the customer to their analysis pseudonyms (the rows stay).
+    pub analysis_links: usize,
+    /// The installs' report idempotency keys.
+    pub dedup_keys: usize,
+    /// Deliveries whose customer, text and message were removed.
+    pub deliveries_scrubbed: usize,
+    /// Of those, the ones not yet sent: cancelled with the reason.
+    pub deliveries_cancelled: usize,
+    /// Redemptions of their coupons whose order id was removed.
+    pub redemptions_scrubbed: usize,
+}
+
+/// Commits `c` unless it is empty.
+fn commit(store: &dyn Store, c: Commit) -> Result<(), StoreError> {
+    if c.is_empty() {
+        Ok(())
+    } else {
+        store.commit(c)
+    }
+}
+
+/// Deletes every key of `space` under `prefix`; returns how many.
+fn delete_prefix(store: &dyn Store, space: Space, prefix: &str) -> Result<usize, StoreError> {
+    let mut n = 0;
+    loop {
+        let page = crate::store::barrier::scan_prefix(store, space, prefix.as_bytes(), PAGE)?;
+        if page.is_empty() {
+            return Ok(n);
+        }
+        let mut c = Commit::new();
+        for (k, _) in page {
+            c.delete(space, k);
+            n += 1;
+        }
+        store.commit(c)?;
+    }
+}
+
+/// The last step of erasing a customer whose identity step is done (see the module's
+/// documentation). Every part is idempotent, so an erasure cut short is finished by running
+/// it again; the `erasing/` record goes last. `now_ms` stamps the deliveries it cancels.
+pub fn finish_erasure(
+    store: &dyn Store,
+    erasing: &Erasing,
+    now_ms: i64,
+) -> Result<Finished, StoreError> {
+    let id = erasing.customer.id.as_str();
+    let mut done = Finished::default();
+
+    // Observations: each record about them becomes its log time alone.
+    let mut about = About::new(&erasing.customer);
+    let mut from = 0;
+    loop {
+        let page = event_log::read(store, from, PAGE)?;
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        let mut c = Commit::new();
+        for (offset, bytes) in &page {
+            let Ok(record) = Record::decode(bytes) else {
+                continue;
+            };
+            if about.matches(&record) {
+                let erased = Record::Erased {
+                    received: record.received(),
+                };
+                c.put(
+                    Space::EventLog,
+                    offset.to_be_bytes().to_vec(),
+                    erased.encode(),
+                );
+                done.observations += 1;
+            }
+        }
+        commit(store, c)?;
+        from = last + 1;
+        if page.len() < PAGE {
+            break;
+        }
+    }
+
+    // Decisions about them; their deliveries lose the personal fields, and the unsent ones
+    // are cancelled (counted in the funnel as the worker would).
+    let mut decisions = Vec::new();
+    each_row(store, Space::Campaigns, "decision/", |k, v| {
+        if parse("decision", v)?["customer"] == id {
+            decisions.push(k.to_vec());
+        }
+        Ok(())
+    })?;
+    for keys in decisions.chunks(PAGE) {
+        let mut c = Commit::new();
+        for k in keys {
+            c.delete(Space::Campaigns, k.clone());
+        }
+        store.commit(c)?;
+    }
+    done.decisions = decisions.len();
+    let mut theirs = Vec::new();
+    each_row(store, Space::Campaigns, "delivery/", |_, v| {
+        if parse("delivery", v)?["customer"] == id {
+            let d: Delivery = serde_json::from_slice(v)
+                .map_err(|e| StoreError::Backend(format!("delivery: {e}")))?;
+            theirs.push(d.id);
+        }
+        Ok(())
+    })?;
+    let mut coupons = Vec::new();
+    for d_id in &theirs {
+        // The worker may change the row meanwhile: read it again and retry on a conflict.
+        loop {
+            let Some((mut d, bytes)) = delivery::read(store, d_id)? else {
+                break;
+            };
+            if d.customer != id {
+                break;
+            }
+            let mut c = Commit::new();
+            let mut counts = Counts::default();
+            let cancel = d.status == Status::Pending;
+            d.customer = String::new();
+            d.text = String::new();
+            d.flex = None;
+            coupons.push(d.coupon.clone());
+            if cancel {
+                delivery::worker::settle(
+                    (&mut c, &mut counts),
+                    d,
+                    bytes,
+                    Status::Cancelled,
+                    Some("the customer was erased".into()),
+                    now_ms,
+                );
+            } else {
+                delivery::put(&mut c, &d, Some(bytes));
+            }
+            counts.write(store, &mut c)?;
+            match store.commit(c) {
+                Ok(()) => {
+                    done.deliveries_scrubbed += 1;
+                    done.deliveries_cancelled += usize::from(cancel);
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    coupons.pop();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for code in coupons {
+        let key = format!("redemption/{code}");
+        let Some(bytes) = store.get(Space::Campaigns, key.as_bytes())? else {
+            continue;
+        };
+        let mut r = parse("redemption", &bytes)?;
+        if r.get("order_id").is_some_and(|o| !o.is_null()) {
+            r["order_id"] = Value::Null;
+            let mut c = Commit::new();
+            c.expect(Space::Campaigns, key.clone(), Some(bytes));
+            c.put(
+                Space::Campaigns,
+                key,
+                serde_json::to_vec(&r).expect("redemptions serialise"),
+            );
+            store.commit(c)?;
+            done.redemptions_scrubbed += 1;
+        }
+    }
+
+    done.caps_history = delete_prefix(store, Space::Campaigns, &format!("history/{id}/"))?;
+    let mut c = Commit::new();
+    for k in crate::campaigns::stored::all(store)? {
+        let link = crate::campaigns::report::link_key(&k.campaign.id, id);
+        if store.get(Space::Campaigns, link.as_bytes())?.is_some() {
+            c.delete(Space::Campaigns, link);
+            done.analysis_links += 1;
+        }
+    }
+    commit(store, c)?;
+    for install in &erasing.installs {
+        done.dedup_keys += delete_prefix(store, Space::Dedup, &format!("app/{}/", install.id))?;
+    }
+    let mut c = Commit::new();
+    c.delete(Space::Identity, identity::erasing_key(id));
+    store.commit(c)?;
+    Ok(done)
 }

@@ -99,10 +99,12 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         id_key: secret,
     });
     let dyn_store: Arc<dyn Store> = store.clone();
+    let (erasures, erasures_rx) = mpsc::channel(64);
     tokio::spawn(visits::stage::run(
         dyn_store.clone(),
         visit_inputs,
         shared.log_end.clone(),
+        erasures_rx,
     ));
     let sent = Arc::new(tokio::sync::Notify::new());
     let decide_inputs = Arc::new(crate::campaigns::stage::Inputs {
@@ -132,6 +134,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         config: Arc::new(config.clone()),
         metrics: Some(metrics),
         eids,
+        erasures,
         registry_writes: Arc::new(tokio::sync::Mutex::new(())),
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -79,7 +79,7 @@ pub fn fold(stats: &mut Folded, record: &Record) {
             s.stay += 1;
             s.last_received = Some(record.received());
         }
-        Record::Tick { .. } => {}
+        Record::Tick { .. } | Record::Erased { .. } => {}
     }
 }
 
@@ -125,7 +125,7 @@ fn stats_key(record: &Record) -> Option<String> {
         Record::GatewayDropped { gateway, .. } => Some(format!("gateway/{gateway}")),
         Record::App(_) => Some("source/app".into()),
         Record::Line(_) => Some("source/line".into()),
-        Record::Tick { .. } => None,
+        Record::Tick { .. } | Record::Erased { .. } => None,
     }
 }
 

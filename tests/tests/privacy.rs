@@ -290,3 +290,321 @@ async fn consent_records_the_location_gate_an_unfollow_mid_send_and_the_export(
     assert_eq!(status, 403, "an analyst sees no personal data");
     Ok(())
 }
+
+/// Every key and value the cloud's storage holds, from its backup export, as text.
+async fn storage_text(sys: &System) -> anyhow::Result<Vec<(String, String)>> {
+    let body = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/admin/backup",
+            sys.cloud.http_port
+        ))
+        .bearer_auth(omo_tests::cloud::ADMIN_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let mut out = Vec::new();
+    for (space, entries) in omo_cloud::backup::parse(&body)? {
+        for (k, v) in entries {
+            out.push((
+                format!("{}/{}", space.name(), String::from_utf8_lossy(&k)),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_customer_leaves_no_trace_and_the_reports_keep_their_totals() -> anyhow::Result<()>
+{
+    // Customer 1 (to be erased) and 2 visit in the first ten clock minutes; the gateway hears
+    // customer 1's beacon again an hour later, with customer 3's.
+    let visit = |beacon, from_s, to_s| Visit {
+        beacon,
+        from_s,
+        to_s,
+    };
+    let layout = Layout {
+        gateways: vec![(
+            "s1",
+            "g1",
+            0,
+            vec![
+                visit(1, 0, 600),
+                visit(2, 0, 600),
+                visit(1, 3600, 3900),
+                visit(3, 3600, 3900),
+            ],
+        )],
+        site: "[[gateway_zones]]\nid = \"floor\"\nstore = \"s1\"\nname = \"Floor\"\ngateways = [\"g1\"]\nmax_distance_m = 15.0\n".into(),
+        mosquitto: false,
+        speed: 120,
+    };
+    let mut sys = System::build(layout).await?;
+    sys.welcome_campaign(&["s1"], &["line"]).await?;
+    let users = [
+        "U00000000000000000000000000000b01",
+        "U00000000000000000000000000000b02",
+        "U00000000000000000000000000000b03",
+    ];
+    let c1 = sys
+        .line_customer(Some(&carried_beacon(1)), users[0])
+        .await?;
+    let c2 = sys
+        .line_customer(Some(&carried_beacon(2)), users[1])
+        .await?;
+    let c3 = sys
+        .line_customer(Some(&carried_beacon(3)), users[2])
+        .await?;
+    // Customer 1 is also a member with the app, reporting a GPS fix.
+    sys.admin_call(
+        Method::PATCH,
+        &format!("/v1/admin/customers/{c1}"),
+        json!({"member_id": "m-erase-1", "attributes": {"name": "Hanako Erase"}}),
+        200,
+    )
+    .await?;
+    let mut install = omo_tests::cloud::CloudUnderTest::install_for_member("android", "m-erase-1");
+    install["push_token"] = json!("fcm-token-erase-1");
+    let (status, body) = sys
+        .cloud
+        .call(Method::POST, "/v1/app/installs", Some(install), None)
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap_or_default().to_owned();
+    let install_id = token.split('.').next().unwrap_or_default().to_owned();
+    let (lat, lon) = ("35.658034", "139.701636");
+    let fix = |key: &str, ts: omo_device_config::Timestamp| {
+        json!({"ts": ts, "idempotency_key": key,
+            "gps": {"lat": lat.parse::<f64>().unwrap_or_default(), "lon": lon.parse::<f64>().unwrap_or_default(), "accuracy_m": 12.0}})
+    };
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::POST,
+            "/v1/app/locations",
+            Some(fix("fix-1", sys.cloud.clock_now())),
+            Some(&token),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+
+    sys.start_gateways()?;
+    let deliveries = sys.settled_deliveries(2, Duration::from_secs(60)).await?;
+    let coupon = deliveries
+        .iter()
+        .find(|d| d["customer"] == json!(c1))
+        .and_then(|d| d["coupon"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!coupon.is_empty(), "{deliveries:#?}");
+    let pos = sys
+        .admin_call(Method::POST, "/v1/admin/stores/s1/pos-keys", json!({}), 201)
+        .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(
+                json!({"store": "s1", "code": coupon, "amount": 30.0, "order_id": "order-erase-1"}),
+            ),
+            Some(&pos),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    // The first visits end (exit timeout) and everything the gateway sent is stored.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = sys
+            .cloud
+            .admin(&format!("/v1/admin/visits?customer={c1}"))
+            .await?;
+        let visits = v["items"].as_array().cloned().unwrap_or_default();
+        if !visits.is_empty() && visits.iter().all(|v| !v["exited"].is_null()) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "customer 1's visits did not end: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sys.wait_drained(Duration::from_secs(20)).await?;
+    let report_before = sys
+        .cloud
+        .admin("/v1/admin/reports/campaigns/welcome")
+        .await?;
+    let export = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{c1}/export"))
+        .await?;
+    let observations = export["observations"].as_array().map_or(0, Vec::len);
+
+    // The erasure, and its receipt.
+    let receipt = sys
+        .admin_call(
+            Method::DELETE,
+            &format!("/v1/admin/customers/{c1}"),
+            json!(null),
+            200,
+        )
+        .await?;
+    let identity = &receipt["identity"];
+    assert_eq!(
+        (
+            &identity["member_id"],
+            &identity["line_user"],
+            &identity["beacons"],
+            &identity["installs"],
+            &identity["push_tokens"]
+        ),
+        (&json!(true), &json!(true), &json!(1), &json!(1), &json!(1)),
+        "{receipt:#}"
+    );
+    assert!(
+        receipt["visits"]["visits"].as_u64() >= Some(1),
+        "{receipt:#}"
+    );
+    assert!(
+        receipt["visits"]["transitions"].as_u64() >= Some(2),
+        "{receipt:#}"
+    );
+    let removed = &receipt["removed"];
+    assert_eq!(
+        removed["observations"].as_u64(),
+        Some(observations as u64),
+        "every observation the export showed: {receipt:#}"
+    );
+    assert_eq!(
+        (
+            &removed["decisions"],
+            &removed["deliveries_scrubbed"],
+            &removed["deliveries_cancelled"],
+            &removed["redemptions_scrubbed"],
+            &removed["analysis_links"],
+            &removed["dedup_keys"]
+        ),
+        (
+            &json!(1),
+            &json!(1),
+            &json!(0),
+            &json!(1),
+            &json!(1),
+            &json!(1)
+        ),
+        "{receipt:#}"
+    );
+    let (status, _) = sys
+        .cloud
+        .call(
+            Method::GET,
+            &format!("/v1/admin/customers/{c1}"),
+            None,
+            Some(omo_tests::cloud::ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (status, _) = sys
+        .cloud
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/customers/{c1}"),
+            None,
+            Some(omo_tests::cloud::ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 404, "erased once");
+    let (status, _) = sys
+        .cloud
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/customers/{c2}"),
+            None,
+            Some(omo_tests::cloud::ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 403, "an analyst erases nobody");
+
+    // The campaign report keeps its totals.
+    let report_after = sys
+        .cloud
+        .admin("/v1/admin/reports/campaigns/welcome")
+        .await?;
+    assert_eq!(report_after, report_before);
+
+    // Nothing the storage holds leads back to customer 1.
+    let needles = [
+        c1.as_str(),
+        users[0],
+        "m-erase-1",
+        "Hanako",
+        "fcm-token-erase-1",
+        install_id.as_str(),
+        token.as_str(),
+        &carried_beacon(1),
+        &carried_beacon(1)["line:".len()..],
+        lat,
+        lon,
+        "order-erase-1",
+    ];
+    let stored = storage_text(&sys).await?;
+    assert!(stored.len() > 50, "a real store: {} entries", stored.len());
+    for (key, value) in &stored {
+        for n in needles {
+            assert!(
+                !key.contains(n) && !value.contains(n),
+                "{n} is still stored: {key} = {value}"
+            );
+        }
+    }
+    // Customer 2's data is all there.
+    assert!(stored.iter().any(|(k, _)| k.contains(&c2)));
+
+    // The old install token no longer authenticates.
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::POST,
+            "/v1/app/locations",
+            Some(fix("fix-2", sys.cloud.clock_now())),
+            Some(&token),
+        )
+        .await?;
+    assert_eq!(status, 401, "{body}");
+
+    // An hour later the gateway hears customer 1's old beacon again, with customer 3's: only
+    // customer 3 gets a visit and an offer.
+    sys.wait_settled(Duration::from_secs(90)).await?;
+    let deliveries = sys.settled_deliveries(3, Duration::from_secs(30)).await?;
+    assert_eq!(deliveries.len(), 3, "{deliveries:#?}");
+    assert!(deliveries.iter().any(|d| d["customer"] == json!(c3)));
+    let visits = sys.cloud.admin("/v1/admin/visits?store=s1").await?;
+    let customers: std::collections::BTreeSet<&str> = visits["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["customer"].as_str())
+        .collect();
+    assert_eq!(
+        customers,
+        [c2.as_str(), c3.as_str()].into_iter().collect(),
+        "{visits:#}"
+    );
+    let accepted: Vec<String> = sys.line.accepted().into_iter().map(|a| a.to).collect();
+    assert_eq!(accepted.len(), 3, "{accepted:?}");
+    assert_eq!(
+        metric(
+            &sys.cloud.metrics().await?,
+            "omo_customers_erased_total",
+            &[]
+        ),
+        1.0
+    );
+    Ok(())
+}

@@ -165,12 +165,12 @@ fn fires(trigger: &CampaignTrigger, kind: &TransitionKind) -> bool {
 }
 
 /// The customer as decisions see it: tags, attributes, and the channels they consented to and
-/// can be reached on.
+/// can be reached on; with the record and its stored bytes.
 fn customer_view(
     store: &dyn Store,
     id: &str,
-) -> Result<Option<(CustomerView, identity::Customer)>, StoreError> {
-    let Some(c) = identity::customer(store, id)? else {
+) -> Result<Option<(CustomerView, identity::Customer, Vec<u8>)>, StoreError> {
+    let Some((c, bytes)) = identity::customer_record(store, id)? else {
         return Ok(None);
     };
     let mut reachable = BTreeSet::new();
@@ -194,7 +194,7 @@ fn customer_view(
         attributes: c.attributes.clone(),
         reachable,
     };
-    Ok(Some((view, c)))
+    Ok(Some((view, c, bytes)))
 }
 
 fn history(store: &dyn Store, customer: &str, since_ms: i64) -> Result<Vec<PastSend>, StoreError> {
@@ -281,7 +281,13 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     let mut counts = Counts::default();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut sends = 0usize;
+    // Customers whose record a decision of this step read: the commit expects each unchanged.
+    let mut read_customers: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (_, bytes) in &page {
+        if bytes.is_empty() {
+            // A transition about an erased customer.
+            continue;
+        }
         let t: Transition = match serde_json::from_slice(bytes) {
             Ok(t) => t,
             Err(e) => {
@@ -335,9 +341,10 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             let Some(place) = places.store_of(&t.scope) else {
                 continue;
             };
-            let Some((view, customer)) = customer_view(store, &t.customer)? else {
+            let Some((view, customer, bytes)) = customer_view(store, &t.customer)? else {
                 continue;
             };
+            read_customers.entry(t.customer.clone()).or_insert(bytes);
             let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
             past.extend(sent_now.get(&t.customer).cloned().unwrap_or_default());
             let budget_key = format!("budget/{}", campaign.campaign.id);
@@ -499,6 +506,11 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     for (key, used) in budgets {
         c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
     }
+    // A consent change or an erasure since the customer was read: the step runs again on
+    // what the record says now.
+    for (id, bytes) in read_customers {
+        identity::expect_customer(&mut c, &id, bytes);
+    }
     advance(&mut c, CONSUMER, from, last + 1);
     store.commit(c)?;
 
@@ -520,6 +532,11 @@ pub async fn run(
         match tokio::task::spawn_blocking(move || step(s.as_ref(), &i)).await {
             Ok(Ok(n)) if n > 0 => continue,
             Ok(Ok(_)) => {}
+            Ok(Err(StoreError::Conflict { .. })) => {
+                // Something it read changed while it decided (a customer's consent, say).
+                tracing::debug!("decision step conflicted; deciding again");
+                continue;
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "decision stage failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -209,7 +209,7 @@ fn parse_due(key: &[u8]) -> Option<(i64, String)> {
 }
 
 /// Gives `d` its final status (counted for the campaign's funnel and the metrics).
-fn settle(
+pub(crate) fn settle(
     (c, counts): (&mut Commit, &mut Counts),
     mut d: Delivery,
     bytes: Vec<u8>,

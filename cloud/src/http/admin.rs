@@ -59,7 +59,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/admin/customers/:id",
-            get(get_customer).patch(patch_customer),
+            get(get_customer)
+                .patch(patch_customer)
+                .delete(erase_customer),
         )
         .route("/v1/admin/customers/:id/consent", post(record_consent))
         .route("/v1/admin/customers/:id/export", get(export_customer))
@@ -926,6 +928,84 @@ async fn patch_customer(
     Ok(Json(customer_json(&state, &c)?).into_response())
 }
 
+/// Erases a customer (a deletion request; `crate::privacy` has the steps): their identity
+/// links, observations, visits, decisions and the personal fields of their deliveries and
+/// redemptions. Answers with a receipt of what was removed; asking again finishes an erasure
+/// that was cut short (its receipt then counts what that call removed).
+async fn erase_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let store = state.store.clone();
+    let who = id.clone();
+    let begun = tokio::task::spawn_blocking(move || identity::begin_erasure(store.as_ref(), &who))
+        .await
+        .map_err(ApiError::internal)??;
+    let erasing = match begun {
+        Some((erasing, commit)) => {
+            super::commit_durably(&state, commit).await?;
+            if !erasing.customer.eid_keys.is_empty() {
+                refresh_eids(&state).await;
+            }
+            erasing
+        }
+        None => identity::erasing(state.store.as_ref(), &id)?
+            .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?,
+    };
+    let (done, visits) = tokio::sync::oneshot::channel();
+    state
+        .erasures
+        .send(crate::visits::stage::Erase {
+            customer: id.clone(),
+            done,
+        })
+        .await
+        .map_err(|_| ApiError::internal("the visit stage is not running"))?;
+    let visits = visits
+        .await
+        .map_err(|_| ApiError::internal("the visit stage stopped during an erasure"))??;
+    let store = state.store.clone();
+    let now_ms = state.clock.now().timestamp_millis();
+    let rest = erasing.clone();
+    let finished = tokio::task::spawn_blocking(move || {
+        let f = crate::privacy::finish_erasure(store.as_ref(), &rest, now_ms)?;
+        store.flush()?;
+        Ok::<_, crate::store::StoreError>(f)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    metrics::counter!("omo_customers_erased_total").increment(1);
+    tracing::info!(
+        visits = visits.visits,
+        observations = finished.observations,
+        deliveries = finished.deliveries_scrubbed,
+        "customer erased"
+    );
+    let c = &erasing.customer;
+    Ok(Json(json!({
+        "customer": id,
+        "erased": Timestamp::new(state.clock.now()),
+        "identity": {
+            "record": true,
+            "member_id": c.member_id.is_some(),
+            "line_user": c.line_user.is_some(),
+            "beacons": c.beacons.len(),
+            "eid_keys": c.eid_keys.len(),
+            "installs": erasing.installs.len(),
+            "push_tokens": erasing.installs.iter().filter(|i| i.push_token.is_some()).count(),
+            "consent_records": c.consent_records.len(),
+            "attributes": c.attributes.len(),
+            "tags": c.tags.len(),
+        },
+        "visits": visits,
+        "removed": finished,
+        "kept": "aggregate counts: campaign funnels and analysis rows under their pseudonyms, footfall, ingest statistics",
+    }))
+    .into_response())
+}
+
 /// Everything held about a customer, as one JSON document (a disclosure request).
 async fn export_customer(
     State(state): State<AppState>,
@@ -1171,6 +1251,10 @@ async fn list_transitions(
                 .try_into()
                 .map_err(|_| ApiError::internal("transition key"))?,
         );
+        if v.is_empty() {
+            // About an erased customer.
+            continue;
+        }
         let mut t: Value = serde_json::from_slice(&v).map_err(ApiError::internal)?;
         t["seq"] = json!(seq);
         items.push(t);

@@ -44,6 +44,8 @@ pub struct AppState {
     pub config: Arc<CloudConfig>,
     pub metrics: Option<PrometheusHandle>,
     pub eids: Arc<Mutex<EidResolver>>,
+    /// Hands erasures to the visit stage, which owns the visit engine's state.
+    pub erasures: mpsc::Sender<crate::visits::stage::Erase>,
     /// Registry changes one at a time (each validates the whole site).
     pub registry_writes: Arc<tokio::sync::Mutex<()>>,
 }

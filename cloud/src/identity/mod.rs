@@ -587,6 +587,65 @@ pub fn customer_for_line(
     Ok((c, Some(commit)))
 }
 
+/// A customer's record with its stored bytes (for a commit that must see it unchanged).
+pub fn customer_record(
+    store: &dyn Store,
+    id: &str,
+) -> Result<Option<(Customer, Vec<u8>)>, StoreError> {
+    read(store, &customer_key(id))
+}
+
+/// Makes `c` apply only if customer `id` still holds `bytes` (a decision made on what it read
+/// of the customer is not committed over a consent change or an erasure).
+pub fn expect_customer(c: &mut Commit, id: &str, bytes: Vec<u8>) {
+    c.expect(Space::Identity, customer_key(id), Some(bytes));
+}
+
+/// What an erasure removes from the identity space, kept under `erasing/{id}` until the rest
+/// of the customer's data is gone too (so an erasure cut short is finished by asking again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Erasing {
+    pub customer: Customer,
+    pub installs: Vec<Install>,
+}
+
+pub fn erasing_key(id: &str) -> String {
+    format!("erasing/{id}")
+}
+
+/// An erasure under way (its first step committed, the rest not finished).
+pub fn erasing(store: &dyn Store, id: &str) -> Result<Option<Erasing>, StoreError> {
+    Ok(read(store, &erasing_key(id))?.map(|(e, _)| e))
+}
+
+/// The first step of erasing customer `id`: one commit that removes the record, every index
+/// key that points at it (member id, LINE user, beacons, EID keys) and its installs (with their
+/// push tokens and token hashes), and keeps what the rest of the erasure needs under
+/// [`erasing_key`]. `None`: no such customer.
+pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Commit)>, StoreError> {
+    let Some((customer, bytes)) = read::<Customer>(store, &customer_key(id))? else {
+        return Ok(None);
+    };
+    let mut c = Commit::new();
+    c.expect(Space::Identity, customer_key(id), Some(bytes));
+    c.delete(Space::Identity, customer_key(id));
+    for (key, _, _) in index_keys(&customer) {
+        if lookup(store, &key)?.as_deref() == Some(id) {
+            c.delete(Space::Identity, key);
+        }
+    }
+    let mut installs = Vec::new();
+    for i in &customer.installs {
+        if let Some(install) = install(store, i)? {
+            installs.push(install);
+        }
+        c.delete(Space::Identity, install_key(i));
+    }
+    let erasing = Erasing { customer, installs };
+    c.put(Space::Identity, erasing_key(id), json(&erasing));
+    Ok(Some((erasing, c)))
+}
+
 /// Every customer's EID keys, for the resolver.
 pub fn all_eid_keys(store: &dyn Store) -> Result<Vec<(String, EidIdentity)>, StoreError> {
     // Through the `eid/` index: only the customers with keys are read, however many there are.

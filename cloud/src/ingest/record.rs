@@ -27,6 +27,9 @@ pub enum Record {
     App(AppReport),
     /// A LINE webhook event.
     Line(LineEvent),
+    /// In place of a record about an erased customer: only its log time is kept, so offsets
+    /// and every consumer's position stay as they were.
+    Erased { received: Timestamp },
 }
 
 impl Record {
@@ -34,6 +37,7 @@ impl Record {
     pub fn received(&self) -> Timestamp {
         match self {
             Record::Tick { received }
+            | Record::Erased { received }
             | Record::GatewayDropped { received, .. }
             | Record::Gateway(GatewayEvent { received, .. })
             | Record::App(AppReport { received, .. })

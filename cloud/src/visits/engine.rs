@@ -307,6 +307,29 @@ impl VisitEngine {
         engine
     }
 
+    /// Forgets a customer (an erasure): their states and the evidence about them still in the
+    /// reorder buffer; returns how many of each. The states' removal shows in the next
+    /// [`VisitEngine::take_changes`].
+    pub fn forget(&mut self, customer: &str) -> (usize, usize) {
+        let keys: Vec<Key> = self
+            .states
+            .keys()
+            .filter(|(c, _)| c == customer)
+            .cloned()
+            .collect();
+        for k in &keys {
+            self.states.remove(k);
+            self.dirty.insert(k.clone());
+        }
+        self.deadlines.retain(|Reverse((_, (c, _)))| c != customer);
+        let before = self.pending.len();
+        self.pending.retain(|_, e| e.customer != customer);
+        let pending = &self.pending;
+        self.buffer
+            .retain(|Reverse((_, _, i))| pending.contains_key(i));
+        (keys.len(), before - self.pending.len())
+    }
+
     /// Takes evidence seen in the log at `log_ms`; returns what it decided at once (only
     /// evidence older than the reorder window is applied at once; the rest waits for ticks).
     pub fn observe(&mut self, evidence: Evidence, log_ms: i64) -> Vec<Transition> {

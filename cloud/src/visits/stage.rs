@@ -58,6 +58,21 @@ pub struct Footfall {
     pub peak: u32,
 }
 
+/// What [`VisitStage::erase`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VisitsErased {
+    pub visit_states: usize,
+    pub buffered_evidence: usize,
+    pub visits: usize,
+    pub transitions: usize,
+}
+
+/// An erasure handed to the running stage, which owns the engine's state.
+pub struct Erase {
+    pub customer: String,
+    pub done: tokio::sync::oneshot::Sender<Result<VisitsErased, StoreError>>,
+}
+
 /// What the stage needs besides the store.
 pub struct Inputs {
     pub registry: Arc<RwLock<Registry>>,
@@ -217,6 +232,19 @@ impl VisitStage {
                 serde_json::to_vec(&total).expect("footfall serialises"),
             );
         }
+        self.stage_engine(&mut c);
+        advance(&mut c, CONSUMER, from, last + 1);
+        crate::crash_point!("visits.before_commit");
+        if let Err(e) = store.commit(c) {
+            // The engine moved on without the store: start again from what was committed.
+            *self = VisitStage::open(store, inputs)?;
+            return Err(e);
+        }
+        Ok(records.len())
+    }
+
+    /// Adds the engine's changed states and its reorder buffer to `c`.
+    fn stage_engine(&mut self, c: &mut Commit) {
         for (key, state) in self.engine.take_changes() {
             match state {
                 Some(s) => c.put(
@@ -232,14 +260,77 @@ impl VisitStage {
             BUFFER.to_vec(),
             serde_json::to_vec(&self.engine.buffered()).expect("buffer serialises"),
         );
-        advance(&mut c, CONSUMER, from, last + 1);
-        crate::crash_point!("visits.before_commit");
+    }
+
+    /// Erases a customer's part of the visits (DESIGN.md, "Privacy by design"): the engine's
+    /// states and buffered evidence about them, their visits with the visit indexes, and the
+    /// transitions about them — each kept as an empty value, so the transitions' sequence and
+    /// the decision stage's offset stay as they were. One commit; run between two steps, so no
+    /// step in flight writes them back. Their identity is gone before this runs, so nothing
+    /// later in the log is turned into a visit of theirs.
+    pub fn erase(
+        &mut self,
+        store: &dyn Store,
+        inputs: &Inputs,
+        customer: &str,
+    ) -> Result<VisitsErased, StoreError> {
+        let (visit_states, buffered_evidence) = self.engine.forget(customer);
+        let mut c = Commit::new();
+        self.stage_engine(&mut c);
+        let prefix = format!("by-customer/{customer}/");
+        let mut visits = 0;
+        for (k, _) in
+            crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), usize::MAX)?
+        {
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let row = format!("visit/{id}");
+            if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
+                let v: VisitRecord = serde_json::from_slice(&b).map_err(|e| backend("visit", e))?;
+                c.delete(
+                    Space::Visits,
+                    format!(
+                        "by-scope/{}/{:016x}/{id}",
+                        scope_text(&v.scope),
+                        v.entered.millis()
+                    ),
+                );
+                c.delete(Space::Visits, row);
+                visits += 1;
+            }
+            c.delete(Space::Visits, k);
+        }
+        let mut transitions = 0;
+        let mut from = 0u64.to_be_bytes().to_vec();
+        loop {
+            let page = store.scan(Space::Transitions, &from, 4096)?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &page {
+                if v.is_empty() {
+                    continue;
+                }
+                let t: Transition =
+                    serde_json::from_slice(v).map_err(|e| backend("transition", e))?;
+                if t.customer == customer {
+                    c.put(Space::Transitions, k.clone(), Vec::new());
+                    transitions += 1;
+                }
+            }
+            if page.len() < 4096 {
+                break;
+            }
+        }
         if let Err(e) = store.commit(c) {
-            // The engine moved on without the store: start again from what was committed.
             *self = VisitStage::open(store, inputs)?;
             return Err(e);
         }
-        Ok(records.len())
+        Ok(VisitsErased {
+            visit_states,
+            buffered_evidence,
+            visits,
+            transitions,
+        })
     }
 
     /// The scopes a gateway's own hearing places a device in: its gateway zones and its store.
@@ -524,7 +615,12 @@ pub fn footfall(
 }
 
 /// Runs the stage: folds whenever the log grows.
-pub async fn run(store: Arc<dyn Store>, inputs: Arc<Inputs>, mut log_end: watch::Receiver<u64>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    inputs: Arc<Inputs>,
+    mut log_end: watch::Receiver<u64>,
+    mut erasures: tokio::sync::mpsc::Receiver<Erase>,
+) {
     let opened = {
         let (store, inputs) = (store.clone(), inputs.clone());
         tokio::task::spawn_blocking(move || VisitStage::open(store.as_ref(), &inputs)).await
@@ -534,7 +630,27 @@ pub async fn run(store: Arc<dyn Store>, inputs: Arc<Inputs>, mut log_end: watch:
         Ok(Err(e)) => return tracing::error!(error = %e, "visit stage could not start"),
         Err(e) => return tracing::error!(error = %e, "visit stage could not start"),
     };
+    let mut waiting: Vec<Erase> = Vec::new();
     loop {
+        // Erasures first, between two steps.
+        while let Ok(e) = erasures.try_recv() {
+            waiting.push(e);
+        }
+        for e in std::mem::take(&mut waiting) {
+            let (s, i) = (store.clone(), inputs.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                let r = stage.erase(s.as_ref(), &i, &e.customer);
+                (stage, r, e.done)
+            })
+            .await;
+            match result {
+                Ok((st, r, done)) => {
+                    stage = st;
+                    let _ = done.send(r);
+                }
+                Err(e) => return tracing::error!(error = %e, "visit stage task failed"),
+            }
+        }
         let (s, i) = (store.clone(), inputs.clone());
         let result = tokio::task::spawn_blocking(move || {
             let n = stage.step(s.as_ref(), &i);
@@ -558,8 +674,9 @@ pub async fn run(store: Arc<dyn Store>, inputs: Arc<Inputs>, mut log_end: watch:
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
-        if log_end.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = log_end.changed() => if changed.is_err() { return },
+            Some(e) = erasures.recv() => waiting.push(e),
         }
     }
 }

@@ -244,3 +244,51 @@ fn an_engine_restored_mid_visit_decides_as_if_it_never_stopped() {
     }
     assert_eq!(out, whole);
 }
+
+#[test]
+fn a_forgotten_customer_leaves_nothing_and_the_others_go_on_as_before() {
+    let z = zone("floor");
+    let mut both = stream("c1", &z, 0, 900, 30, Source::Gateway, 1);
+    both.extend(stream("c2", &z, 0, 900, 30, Source::App, 1000));
+    let alone = run(
+        &mut VisitEngine::new(VisitParams::default(), [7; 32]),
+        stream("c2", &z, 0, 900, 30, Source::App, 1000),
+        2000,
+    );
+    // c1 is erased mid-visit, with evidence about them still in the reorder buffer.
+    let mut engine = VisitEngine::new(VisitParams::default(), [7; 32]);
+    let (before, after): (Vec<_>, Vec<_>) = both.into_iter().partition(|(r, _)| *r <= T0 + 400 * S);
+    let mut out = run(&mut engine, before, 400);
+    engine.observe(ev("c1", &z, 399, 999, Source::Gateway, true), T0 + 400 * S);
+    engine.take_changes();
+    let (states, evidence) = engine.forget("c1");
+    assert!(
+        states >= 1 && evidence >= 1,
+        "{states} states, {evidence} evidence"
+    );
+    assert!(engine
+        .take_changes()
+        .iter()
+        .all(|((c, _), s)| c == "c1" && s.is_none()));
+    assert!(engine
+        .buffered()
+        .evidence
+        .iter()
+        .all(|e| e.customer != "c1"));
+    out.retain(|t| t.customer == "c2");
+    let after: Vec<_> = after
+        .into_iter()
+        .filter(|(_, e)| e.customer == "c2")
+        .collect();
+    let mut it = after.into_iter().peekable();
+    for s in 401..=2000 {
+        let now = T0 + s * S;
+        while it.peek().is_some_and(|(r, _)| *r <= now) {
+            let (r, e) = it.next().unwrap();
+            out.extend(engine.observe(e, r));
+        }
+        out.extend(engine.tick(now));
+    }
+    assert_eq!(out, alone);
+    assert_eq!(engine.tracked(), 0);
+}
