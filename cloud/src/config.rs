@@ -47,6 +47,8 @@ pub struct CloudConfig {
     #[serde(default)]
     pub visits: crate::visits::engine::VisitParams,
     #[serde(default)]
+    pub retention: crate::retention::Retention,
+    #[serde(default)]
     pub log: Log,
 }
 
@@ -289,8 +291,18 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 11] = [
-        "data", "http", "mqtt", "ingest", "admin", "line", "app", "webhook", "delivery", "visits",
+    pub const SECTIONS: [&'static str; 12] = [
+        "data",
+        "http",
+        "mqtt",
+        "ingest",
+        "admin",
+        "line",
+        "app",
+        "webhook",
+        "delivery",
+        "visits",
+        "retention",
         "log",
     ];
 
@@ -344,6 +356,7 @@ impl CloudConfig {
         });
         let delivery = r.optional::<Delivery>(&doc, "delivery");
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
+        let retention = r.optional::<crate::retention::Retention>(&doc, "retention");
         let log = r.optional::<Log>(&doc, "log");
         let mut problems = r.problems;
         let (
@@ -357,9 +370,10 @@ impl CloudConfig {
             Some(webhook),
             Some(delivery),
             Some(visits),
+            Some(retention),
             Some(log),
         ) = (
-            data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, log,
+            data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, retention, log,
         )
         else {
             return Err(problems);
@@ -375,6 +389,7 @@ impl CloudConfig {
             webhook,
             delivery,
             visits,
+            retention,
             log,
         };
         problems.extend(config.check());
@@ -489,6 +504,9 @@ impl CloudConfig {
         // the registry's configs against the same rule when it starts and on every change.
         let default_stay = omo_device_config::params::PresenceParams::default().stay_interval_s;
         for (key, message) in self.visits.problems("visits", default_stay) {
+            p.push(Problem::new(key, message));
+        }
+        for (key, message) in self.retention.problems("retention", self.ingest.max_age_s) {
             p.push(Problem::new(key, message));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

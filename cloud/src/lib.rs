@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ingest;
 pub mod privacy;
 pub mod registry;
+pub mod retention;
 pub mod secrets;
 pub mod seq_ledger;
 pub mod service;

@@ -124,6 +124,11 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         delivery::worker::Settings::from_config(&config, &clock),
     ));
     tokio::spawn(worker.run(sent));
+    tokio::spawn(crate::retention::run(
+        store.clone(),
+        clock.clone(),
+        config.retention,
+    ));
     let state = AppState {
         store: store.clone(),
         registry,

@@ -608,3 +608,94 @@ async fn an_erased_customer_leaves_no_trace_and_the_reports_keep_their_totals() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_sweeper_deletes_expired_observations_and_counts_them() -> anyhow::Result<()>
+{
+    use omo_tests::cloud::{CloudUnderTest, Creds, Outbound};
+    let mut cloud = CloudUnderTest::new(vec![Creds::new("s1", "g1")?], None)?;
+    cloud.set_outbound(Outbound {
+        sections: "[retention]\nobservations_days = 30\nsweep_interval_s = 1\nbatch = 50\n".into(),
+        ..Outbound::default()
+    })?;
+    cloud.start()?;
+    let install = CloudUnderTest::install_for_member("ios", "m-retention");
+    let (status, body) = cloud
+        .call(Method::POST, "/v1/app/installs", Some(install), None)
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap_or_default().to_owned();
+    let customer = body["customer_id"].as_str().unwrap_or_default().to_owned();
+    let report = |key: String, ts: omo_device_config::Timestamp| {
+        json!({"ts": ts, "idempotency_key": key,
+            "gps": {"lat": 35.6581, "lon": 139.7017, "accuracy_m": 15.0}})
+    };
+    for i in 0..30 {
+        let (status, body) = cloud
+            .call(
+                Method::POST,
+                "/v1/app/locations",
+                Some(report(format!("old-{i}"), cloud.clock_now())),
+                Some(&token),
+            )
+            .await?;
+        assert_eq!(status, 202, "{body}");
+    }
+    let export = cloud
+        .admin(&format!("/v1/admin/customers/{customer}/export"))
+        .await?;
+    assert_eq!(export["observations"].as_array().map(Vec::len), Some(30));
+    // Let the stages read them, then come back 40 days later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cloud.stop()?;
+    let now = chrono::Utc::now();
+    let later = (now + chrono::Days::new(40)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    cloud.share_clock(
+        &later,
+        1,
+        &now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    cloud.start()?;
+    let (status, body) = cloud
+        .call(
+            Method::POST,
+            "/v1/app/locations",
+            Some(report("new-1".into(), cloud.clock_now())),
+            Some(&token),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = cloud.metrics().await?;
+        let deleted = |kind: &str| {
+            metric(
+                &m,
+                "omo_retention_deleted_total",
+                &[&format!("kind=\"{kind}\"")],
+            )
+        };
+        if deleted("observations") >= 30.0 && deleted("processed_ids") >= 30.0 {
+            assert!(deleted("ticks") >= 1.0, "{m}");
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the sweeper did not delete the expired rows:\n{m}\n{}",
+            cloud.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Only today's report is left; the customer is not touched.
+    let export = cloud
+        .admin(&format!("/v1/admin/customers/{customer}/export"))
+        .await?;
+    assert_eq!(
+        export["observations"].as_array().map(Vec::len),
+        Some(1),
+        "{export:#}"
+    );
+    assert_eq!(export["customer"]["member_id"], "m-retention");
+    assert!(cloud.log().contains("retention sweep deleted expired rows"));
+    Ok(())
+}

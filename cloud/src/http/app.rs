@@ -280,7 +280,7 @@ async fn locations(
         beacons: o.beacons,
     });
     let dedup_key = format!("app/{}/{key}", install.id).into_bytes();
-    let answer = serde_json::to_vec(&json!({"accepted": true})).expect("json");
+    let answer = crate::retention::processed_id_value(json!({"accepted": true}), now.millis());
     match append(&state, vec![record], Some((dedup_key, answer))).await? {
         Appended::Stored { .. } => Ok((
             StatusCode::ACCEPTED,

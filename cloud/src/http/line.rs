@@ -232,7 +232,10 @@ async fn webhook(
             received: now,
             kind,
         });
-        let dedup = (format!("line/{event_id}").into_bytes(), b"{}".to_vec());
+        let dedup = (
+            format!("line/{event_id}").into_bytes(),
+            crate::retention::processed_id_value(json!({}), now.millis()),
+        );
         if let Appended::Stored { .. } = append(&state, vec![record], Some(dedup)).await? {
             stored += 1;
         }

@@ -1,0 +1,918 @@
+//! Retention (DESIGN.md, "Privacy by design": location history has a retention period): a
+//! background sweeper that deletes what is older than the configured periods — raw
+//! observations (event-log records), visits and their transitions, decisions and finished
+//! deliveries with the caps history, processed-event ids — in bounded batches, each its own
+//! commit with a pause after it, so ingest and the stages never wait long behind it. What it
+//! deleted is counted at `/metrics` (`omo_retention_deleted_total{kind}`).
+//!
+//! Aggregates are never swept: campaign funnels and analysis rows (reports keep their totals),
+//! footfall, ingest statistics.
+//!
+//! Two rules keep the pipeline whole: the newest event-log record and the newest transition are
+//! never deleted (their writers take the next key from the last one), and nothing a consumer
+//! has still to read is deleted (the visit and statistics stages' log positions, the decision
+//! stage's transition position).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::{self, Delivery};
+use crate::store::event_log;
+use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
+use omo_device_config::Clock;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `[retention]` in `cloud.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Raw observations (the event log: gateway sightings, app reports, LINE events), days
+    /// after the cloud received them.
+    pub observations_days: u32,
+    /// Visits (and the transitions the visit stage decided), days after they began.
+    pub visits_days: u32,
+    /// Decisions, finished deliveries and the frequency-cap history, days after the decision;
+    /// at least the 62 days caps look back.
+    pub deliveries_days: u32,
+    /// Processed-event ids (app report idempotency keys, LINE webhook event ids), days; at
+    /// least `ingest.max_age_s`, or a late redelivery would be stored twice.
+    pub processed_ids_days: u32,
+    /// Seconds between two sweeps (wall time).
+    pub sweep_interval_s: u32,
+    /// Rows deleted per commit at most.
+    pub batch: usize,
+    /// Pause after each batch, ms: the sweeper's commits take turns with ingest's.
+    pub pause_ms: u64,
+    /// Rows read per sweep at most in the spaces without a time order (decisions, deliveries,
+    /// processed-event ids): each sweep goes on where the last one stopped.
+    pub scan_per_sweep: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            observations_days: 30,
+            visits_days: 395,
+            deliveries_days: 395,
+            processed_ids_days: 14,
+            sweep_interval_s: 300,
+            batch: 1000,
+            pause_ms: 5,
+            scan_per_sweep: 200_000,
+        }
+    }
+}
+
+/// How far back frequency caps read a customer's sends (the decision stage's horizon).
+pub const CAPS_HISTORY_DAYS: u32 = 62;
+
+impl Retention {
+    /// Problems by key (`prefix.field`); `max_age_s` is `ingest.max_age_s`.
+    pub fn problems(&self, prefix: &str, max_age_s: u64) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        for (key, days) in [
+            ("observations_days", self.observations_days),
+            ("visits_days", self.visits_days),
+            ("deliveries_days", self.deliveries_days),
+            ("processed_ids_days", self.processed_ids_days),
+        ] {
+            if days == 0 {
+                p.push((format!("{prefix}.{key}"), "must be at least 1".into()));
+            }
+        }
+        if self.deliveries_days < CAPS_HISTORY_DAYS {
+            p.push((
+                format!("{prefix}.deliveries_days"),
+                format!("must be at least {CAPS_HISTORY_DAYS}: frequency caps read that far back"),
+            ));
+        }
+        if u64::from(self.processed_ids_days) * 86_400 < max_age_s {
+            p.push((
+                format!("{prefix}.processed_ids_days"),
+                format!("must cover ingest.max_age_s ({max_age_s} s): a late redelivery would be stored twice"),
+            ));
+        }
+        if self.sweep_interval_s == 0 {
+            p.push((
+                format!("{prefix}.sweep_interval_s"),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&self.batch) {
+            p.push((format!("{prefix}.batch"), "must be 1..=100000".into()));
+        }
+        if self.scan_per_sweep < self.batch {
+            p.push((
+                format!("{prefix}.scan_per_sweep"),
+                "must be at least batch".into(),
+            ));
+        }
+        p
+    }
+}
+
+/// What one sweep deleted (or stamped), by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Swept {
+    /// Event-log records holding an observation (gateway, app, LINE, erased).
+    pub observations: u64,
+    /// Event-log tick records.
+    pub ticks: u64,
+    pub transitions: u64,
+    pub visits: u64,
+    pub decisions: u64,
+    pub deliveries: u64,
+    pub caps_history: u64,
+    pub processed_ids: u64,
+    /// Processed-event ids written before they carried a time, stamped now (so they expire a
+    /// period from now).
+    pub stamped_ids: u64,
+}
+
+impl Swept {
+    fn kinds(&self) -> [(&'static str, u64); 8] {
+        [
+            ("observations", self.observations),
+            ("ticks", self.ticks),
+            ("transitions", self.transitions),
+            ("visits", self.visits),
+            ("decisions", self.decisions),
+            ("deliveries", self.deliveries),
+            ("caps_history", self.caps_history),
+            ("processed_ids", self.processed_ids),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.kinds().iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Where the unordered scans stopped (kept between sweeps, in memory).
+#[derive(Debug, Default, Clone)]
+pub struct Cursors {
+    decisions: Vec<u8>,
+    deliveries: Vec<u8>,
+    processed_ids: Vec<u8>,
+}
+
+/// A value of the dedup space with the time it was written (`at`, ms): what ingest stores for
+/// a processed event id.
+pub fn processed_id_value(mut answer: serde_json::Value, now_ms: i64) -> Vec<u8> {
+    answer["at"] = serde_json::json!(now_ms);
+    serde_json::to_vec(&answer).expect("json values serialise")
+}
+
+/// The sweeper's limits and what it calls between batches.
+pub struct Sweep<'a> {
+    pub store: &'a dyn Store,
+    pub config: Retention,
+    pub now_ms: i64,
+    /// Called after every commit (sleeps in the service; nothing in tests).
+    pub pause: &'a mut dyn FnMut(),
+}
+
+impl Sweep<'_> {
+    fn commit(&mut self, c: Commit) -> Result<(), StoreError> {
+        if !c.is_empty() {
+            self.store.commit(c)?;
+            (self.pause)();
+        }
+        Ok(())
+    }
+
+    fn cutoff(&self, days: u32) -> i64 {
+        self.now_ms.saturating_sub(i64::from(days) * DAY_MS)
+    }
+
+    /// Runs every kind once; `cursors` carries the unordered scans over to the next sweep.
+    pub fn run(&mut self, cursors: &mut Cursors) -> Result<Swept, StoreError> {
+        let mut s = Swept::default();
+        self.event_log(&mut s)?;
+        self.transitions(&mut s)?;
+        s.visits = self.visits()?;
+        s.caps_history = self.time_keyed(
+            "history/",
+            self.cutoff(self.config.deliveries_days.max(CAPS_HISTORY_DAYS)),
+        )?;
+        self.decisions(&mut s, &mut cursors.decisions)?;
+        self.deliveries(&mut s, &mut cursors.deliveries)?;
+        self.processed_ids(&mut s, &mut cursors.processed_ids)?;
+        Ok(s)
+    }
+
+    /// Event-log records received before the cutoff, oldest first, never past a consumer's
+    /// position nor the newest record.
+    fn event_log(&mut self, s: &mut Swept) -> Result<(), StoreError> {
+        let cutoff = self.cutoff(self.config.observations_days);
+        let Some((last, _)) = self.store.last(Space::EventLog)? else {
+            return Ok(());
+        };
+        let newest = u64::from_be_bytes(last.as_slice().try_into().unwrap_or([0; 8]));
+        let upper = [crate::visits::stage::CONSUMER, crate::stats::CONSUMER]
+            .into_iter()
+            .map(|c| event_log::position(self.store, c))
+            .collect::<Result<Vec<u64>, _>>()?
+            .into_iter()
+            .min()
+            .unwrap_or(0)
+            .min(newest);
+        loop {
+            let page = event_log::read(self.store, 0, self.config.batch)?;
+            let mut c = Commit::new();
+            let mut done = page.len() < self.config.batch;
+            for (offset, bytes) in &page {
+                if *offset >= upper {
+                    done = true;
+                    break;
+                }
+                // Every record has its log time; one that cannot be read holds nothing a
+                // consumer could use and is older than the records after it.
+                let head: Option<RecordHead> = serde_json::from_slice(bytes).ok();
+                if head.as_ref().is_some_and(|h| h.received.millis() >= cutoff) {
+                    done = true;
+                    break;
+                }
+                if head.is_some_and(|h| h.source == "tick") {
+                    s.ticks += 1;
+                } else {
+                    s.observations += 1;
+                }
+                c.delete(Space::EventLog, offset.to_be_bytes().to_vec());
+            }
+            let empty = c.is_empty();
+            self.commit(c)?;
+            if done || empty {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Transitions decided before the visits' cutoff, in order, never past the decision
+    /// stage's position nor the newest one.
+    fn transitions(&mut self, s: &mut Swept) -> Result<(), StoreError> {
+        let cutoff = self.cutoff(self.config.visits_days);
+        let Some((last, _)) = self.store.last(Space::Transitions)? else {
+            return Ok(());
+        };
+        let newest = u64::from_be_bytes(last.as_slice().try_into().unwrap_or([0; 8]));
+        let upper = event_log::position(self.store, crate::campaigns::stage::CONSUMER)?.min(newest);
+        loop {
+            let page = self
+                .store
+                .scan(Space::Transitions, &[], self.config.batch)?;
+            let mut c = Commit::new();
+            let mut done = page.len() < self.config.batch;
+            for (k, v) in &page {
+                let seq = u64::from_be_bytes(k.as_slice().try_into().unwrap_or([0xff; 8]));
+                if seq >= upper {
+                    done = true;
+                    break;
+                }
+                // An erased one is empty: nothing to keep.
+                let decided = serde_json::from_slice::<TransitionHead>(v)
+                    .map(|t| t.decided_ms)
+                    .unwrap_or(i64::MIN);
+                if decided >= cutoff {
+                    done = true;
+                    break;
+                }
+                c.delete(Space::Transitions, k.clone());
+                s.transitions += 1;
+            }
+            let empty = c.is_empty();
+            self.commit(c)?;
+            if done || empty {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Finished visits that began before the cutoff, with their indexes: the scope index is
+    /// in time order per scope, so each scope is read up to the cutoff and then skipped.
+    fn visits(&mut self) -> Result<u64, StoreError> {
+        const PREFIX: &str = "by-scope/";
+        let cutoff = self.cutoff(self.config.visits_days);
+        let mut n = 0;
+        let mut from = PREFIX.as_bytes().to_vec();
+        loop {
+            let page = scan_prefix_from(
+                self.store,
+                Space::Visits,
+                PREFIX.as_bytes(),
+                &from,
+                self.config.batch,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(n);
+            };
+            let full = page.len() == self.config.batch;
+            from = last.clone();
+            from.push(0);
+            let mut c = Commit::new();
+            for (k, _) in &page {
+                let text = String::from_utf8_lossy(k);
+                // by-scope/{kind}/{id}/{ms:016x}/{visit}
+                let mut parts = text.rsplitn(3, '/');
+                let (Some(visit), Some(ms), Some(scope)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let Ok(entered) = i64::from_str_radix(ms, 16) else {
+                    continue;
+                };
+                if entered >= cutoff {
+                    // The rest of this scope is newer: on to the next scope.
+                    from = format!("{scope}/").into_bytes();
+                    from.push(0xff);
+                    break;
+                }
+                let row = format!("visit/{visit}");
+                if let Some(b) = self.store.get(Space::Visits, row.as_bytes())? {
+                    // One that cannot be read goes with its index: nothing could show it.
+                    if let Ok(v) = serde_json::from_slice::<crate::visits::stage::VisitRecord>(&b) {
+                        if v.exited.is_none() {
+                            // Still open (its stage may yet extend it): a later sweep.
+                            continue;
+                        }
+                        c.delete(Space::Visits, format!("by-customer/{}/{visit}", v.customer));
+                    }
+                    c.delete(Space::Visits, row);
+                }
+                c.delete(Space::Visits, k.clone());
+                n += 1;
+            }
+            self.commit(c)?;
+            if !full && from.last() != Some(&0xff) {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Keys `{prefix}{owner}/{ms:016x}/…` older than `cutoff`, per owner in time order.
+    fn time_keyed(&mut self, prefix: &str, cutoff: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let mut from = prefix.as_bytes().to_vec();
+        loop {
+            let page = scan_prefix_from(
+                self.store,
+                Space::Campaigns,
+                prefix.as_bytes(),
+                &from,
+                self.config.batch,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(n);
+            };
+            let full = page.len() == self.config.batch;
+            from = last.clone();
+            from.push(0);
+            let mut skipped = false;
+            let mut c = Commit::new();
+            for (k, _) in &page {
+                let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let mut parts = text.splitn(3, '/');
+                let (Some(owner), Some(ms)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Ok(at) = i64::from_str_radix(ms, 16) else {
+                    continue;
+                };
+                if at >= cutoff {
+                    from = format!("{prefix}{owner}/").into_bytes();
+                    from.push(0xff);
+                    skipped = true;
+                    break;
+                }
+                c.delete(Space::Campaigns, k.clone());
+                n += 1;
+            }
+            self.commit(c)?;
+            if !full && !skipped {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Reads up to `scan_per_sweep` rows of `space` under `prefix` from `cursor` (wrapping to
+    /// the start at the end) and deletes, batch by batch, those `expired` picks; `expired`
+    /// gives the extra keys to delete with a row.
+    fn rolling(
+        &mut self,
+        space: Space,
+        prefix: &str,
+        cursor: &mut Vec<u8>,
+        mut expired: impl FnMut(&[u8], &[u8]) -> Option<Vec<Vec<u8>>>,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let mut read = 0;
+        if !cursor.starts_with(prefix.as_bytes()) {
+            *cursor = prefix.as_bytes().to_vec();
+        }
+        while read < self.config.scan_per_sweep {
+            let page = scan_prefix_from(
+                self.store,
+                space,
+                prefix.as_bytes(),
+                cursor,
+                self.config.batch,
+            )?;
+            read += page.len().max(1);
+            let Some((last, _)) = page.last() else {
+                *cursor = prefix.as_bytes().to_vec();
+                return Ok(n);
+            };
+            *cursor = last.clone();
+            cursor.push(0);
+            let mut c = Commit::new();
+            for (k, v) in &page {
+                if let Some(extra) = expired(k, v) {
+                    c.delete(space, k.clone());
+                    for e in extra {
+                        c.delete(space, e);
+                    }
+                    n += 1;
+                }
+            }
+            self.commit(c)?;
+            if page.len() < self.config.batch {
+                *cursor = prefix.as_bytes().to_vec();
+                return Ok(n);
+            }
+        }
+        Ok(n)
+    }
+
+    fn decisions(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
+        let cutoff = self.cutoff(self.config.deliveries_days);
+        s.decisions = self.rolling(Space::Campaigns, "decision/", cursor, |_, v| {
+            let at = serde_json::from_slice::<DecisionHead>(v).ok()?.at_ms;
+            (at < cutoff).then(Vec::new)
+        })?;
+        Ok(())
+    }
+
+    /// Finished deliveries decided before the cutoff, with their coupon keys (a pending one
+    /// stays until the worker settles it).
+    fn deliveries(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
+        let cutoff = self.cutoff(self.config.deliveries_days);
+        s.deliveries = self.rolling(Space::Campaigns, "delivery/", cursor, |_, v| {
+            let d: Delivery = serde_json::from_slice(v).ok()?;
+            (d.status.is_final() && d.decided_ms < cutoff)
+                .then(|| vec![delivery::coupon_key(&d.coupon).into_bytes()])
+        })?;
+        Ok(())
+    }
+
+    /// Processed-event ids written before the cutoff; ids without a time get one now.
+    fn processed_ids(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
+        let cutoff = self.cutoff(self.config.processed_ids_days);
+        let now_ms = self.now_ms;
+        let mut unstamped = Vec::new();
+        s.processed_ids = self.rolling(Space::Dedup, "", cursor, |k, v| {
+            let value: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+            match value.get("at").and_then(serde_json::Value::as_i64) {
+                Some(at) => (at < cutoff).then(Vec::new),
+                None => {
+                    unstamped.push((k.to_vec(), v.to_vec(), value));
+                    None
+                }
+            }
+        })?;
+        for chunk in unstamped.chunks(self.config.batch) {
+            let mut c = Commit::new();
+            for (k, old, value) in chunk {
+                let value = if value.is_object() {
+                    value.clone()
+                } else {
+                    serde_json::json!({})
+                };
+                c.expect(Space::Dedup, k.clone(), Some(old.clone()));
+                c.put(Space::Dedup, k.clone(), processed_id_value(value, now_ms));
+            }
+            match self.commit(c) {
+                Ok(()) => s.stamped_ids += chunk.len() as u64,
+                // Taken again meanwhile: stamped on a later sweep.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordHead {
+    source: String,
+    received: omo_device_config::Timestamp,
+}
+
+#[derive(Deserialize)]
+struct TransitionHead {
+    decided_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct DecisionHead {
+    at_ms: i64,
+}
+
+/// Runs the sweeper every `sweep_interval_s` until the process ends.
+pub async fn run(store: std::sync::Arc<dyn Store>, clock: Clock, config: Retention) {
+    let mut cursors = Cursors::default();
+    let mut interval =
+        tokio::time::interval(Duration::from_secs(u64::from(config.sweep_interval_s)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let (s, c) = (store.clone(), clock.clone());
+        let mut carried = std::mem::take(&mut cursors);
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut pause = || std::thread::sleep(Duration::from_millis(config.pause_ms));
+            let swept = Sweep {
+                store: s.as_ref(),
+                config,
+                now_ms: c.now().timestamp_millis(),
+                pause: &mut pause,
+            }
+            .run(&mut carried);
+            (swept, carried)
+        })
+        .await;
+        metrics::counter!("omo_retention_sweeps_total").increment(1);
+        metrics::gauge!("omo_retention_last_sweep_seconds").set(started.elapsed().as_secs_f64());
+        match result {
+            Ok((Ok(swept), carried)) => {
+                cursors = carried;
+                for (kind, n) in swept.kinds() {
+                    metrics::counter!("omo_retention_deleted_total", "kind" => kind).increment(n);
+                }
+                metrics::counter!("omo_retention_stamped_ids_total").increment(swept.stamped_ids);
+                if swept.total() > 0 {
+                    tracing::info!(
+                        observations = swept.observations,
+                        ticks = swept.ticks,
+                        transitions = swept.transitions,
+                        visits = swept.visits,
+                        decisions = swept.decisions,
+                        deliveries = swept.deliveries,
+                        caps_history = swept.caps_history,
+                        processed_ids = swept.processed_ids,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "retention sweep deleted expired rows"
+                    );
+                }
+            }
+            Ok((Err(e), carried)) => {
+                cursors = carried;
+                tracing::error!(error = %e, "retention sweep failed; trying again next time");
+            }
+            Err(e) => tracing::error!(error = %e, "retention sweep task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Status;
+    use crate::ingest::record::{AppReport, GpsFix, Record};
+    use crate::store::event_log::{advance, EventLog};
+    use crate::store::sled_store::SledStore;
+    use omo_device_config::Timestamp;
+    use serde_json::json;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    fn app(received_ms: i64) -> Vec<u8> {
+        Record::App(AppReport {
+            install: "i_1".into(),
+            customer: "c_1".into(),
+            event_ts: ts(received_ms),
+            received: ts(received_ms),
+            gps: Some(GpsFix {
+                lat: 35.6,
+                lon: 139.7,
+                accuracy_m: 10.0,
+            }),
+            wifi: Vec::new(),
+            beacons: Vec::new(),
+        })
+        .encode()
+    }
+
+    fn sweep(store: &SledStore, config: Retention, cursors: &mut Cursors) -> Swept {
+        let mut commits = 0;
+        let mut pause = || commits += 1;
+        let swept = Sweep {
+            store,
+            config,
+            now_ms: NOW,
+            pause: &mut pause,
+        }
+        .run(cursors)
+        .unwrap();
+        assert!(commits >= 1);
+        swept
+    }
+
+    fn keys(store: &SledStore, space: Space) -> Vec<Vec<u8>> {
+        crate::store::barrier::scan_all(store, space)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Event-log records 40 days old (offsets 1..=6: ticks and app reports), then 2 of today;
+    /// both log consumers have read up to offset 5.
+    fn log_store(dir: &std::path::Path) -> SledStore {
+        let store = SledStore::open(dir, 1 << 20).unwrap();
+        let mut log = EventLog::open(&store).unwrap();
+        let mut c = Commit::new();
+        let old = NOW - 40 * DAY_MS;
+        for i in 0..6 {
+            if i % 2 == 0 {
+                log.append(
+                    &mut c,
+                    &Record::Tick {
+                        received: ts(old + i),
+                    }
+                    .encode(),
+                );
+            } else {
+                log.append(&mut c, &app(old + i));
+            }
+        }
+        log.append(&mut c, &app(NOW - 1000));
+        log.append(&mut c, &app(NOW - 500));
+        for consumer in [crate::visits::stage::CONSUMER, crate::stats::CONSUMER] {
+            advance(&mut c, consumer, event_log::FIRST_OFFSET, 5);
+        }
+        store.commit(c).unwrap();
+        store
+    }
+
+    #[test]
+    fn old_observations_go_in_batches_but_never_past_a_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = log_store(dir.path());
+        let config = Retention {
+            batch: 2,
+            scan_per_sweep: 2,
+            ..Retention::default()
+        };
+        let s = sweep(&store, config, &mut Cursors::default());
+        // Offsets 1..=4 are read by both stages; 5 and 6 are old but not read yet.
+        assert_eq!((s.ticks, s.observations), (2, 2));
+        let left: Vec<u64> = keys(&store, Space::EventLog)
+            .iter()
+            .map(|k| u64::from_be_bytes(k.as_slice().try_into().unwrap()))
+            .collect();
+        assert_eq!(left, [5, 6, 7, 8]);
+        // Once read, they go too; today's records stay.
+        let mut c = Commit::new();
+        for consumer in [crate::visits::stage::CONSUMER, crate::stats::CONSUMER] {
+            advance(&mut c, consumer, 5, 9);
+        }
+        store.commit(c).unwrap();
+        let s = sweep(&store, config, &mut Cursors::default());
+        assert_eq!((s.ticks, s.observations), (1, 1));
+        assert_eq!(keys(&store, Space::EventLog).len(), 2);
+        // The writer still picks up after the newest record.
+        assert_eq!(EventLog::open(&store).unwrap().next_offset(), 9);
+    }
+
+    #[test]
+    fn the_newest_record_and_transition_stay_however_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut log = EventLog::open(&store).unwrap();
+        let mut c = Commit::new();
+        let old = NOW - 400 * DAY_MS;
+        log.append(&mut c, &app(old));
+        log.append(&mut c, &app(old + 1));
+        for consumer in [crate::visits::stage::CONSUMER, crate::stats::CONSUMER] {
+            advance(&mut c, consumer, event_log::FIRST_OFFSET, 3);
+        }
+        for seq in 1..=3u64 {
+            c.put(
+                Space::Transitions,
+                seq.to_be_bytes().to_vec(),
+                serde_json::to_vec(&json!({"decided_ms": old, "customer": "c_1"})).unwrap(),
+            );
+        }
+        advance(&mut c, crate::campaigns::stage::CONSUMER, 1, 4);
+        store.commit(c).unwrap();
+        let s = sweep(&store, Retention::default(), &mut Cursors::default());
+        assert_eq!((s.observations, s.transitions), (1, 2));
+        assert_eq!(keys(&store, Space::EventLog), [2u64.to_be_bytes().to_vec()]);
+        assert_eq!(
+            keys(&store, Space::Transitions),
+            [3u64.to_be_bytes().to_vec()]
+        );
+    }
+
+    #[test]
+    fn visits_caps_decisions_deliveries_and_processed_ids_expire_by_their_periods() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let config = Retention {
+            visits_days: 100,
+            deliveries_days: 100,
+            processed_ids_days: 14,
+            batch: 2,
+            scan_per_sweep: 1000,
+            ..Retention::default()
+        };
+        let old = NOW - 120 * DAY_MS;
+        let recent = NOW - 3 * DAY_MS;
+        let mut c = Commit::new();
+        // Visits: an old finished one in two scopes' indexes, an old one still open, a recent one.
+        for (id, entered, exited, scope) in [
+            ("v_old", old, true, "store/s1"),
+            ("v_open", old + 1, false, "store/s1"),
+            ("v_new", recent, true, "store/s1"),
+            ("v_zone", old, true, "zone/z1"),
+        ] {
+            let v = json!({"id": id, "customer": "c_1", "scope": {"kind": "store", "id": "s1"},
+                "entered": ts(entered), "exited": exited.then(|| ts(entered + 60_000)),
+                "dwell_s": 60, "milestones_min": [], "sources": ["app"], "late": false});
+            c.put(
+                Space::Visits,
+                format!("visit/{id}"),
+                serde_json::to_vec(&v).unwrap(),
+            );
+            c.put(Space::Visits, format!("by-customer/c_1/{id}"), Vec::new());
+            c.put(
+                Space::Visits,
+                format!("by-scope/{scope}/{entered:016x}/{id}"),
+                Vec::new(),
+            );
+        }
+        c.put(
+            Space::Visits,
+            "footfall/store/s1/0000000000000000",
+            b"{}".to_vec(),
+        );
+        // Caps history: old and recent sends of two customers.
+        for (customer, at) in [("c_1", old), ("c_1", recent), ("c_2", old)] {
+            c.put(
+                Space::Campaigns,
+                format!("history/{customer}/{at:016x}/welcome"),
+                Vec::new(),
+            );
+        }
+        // Decisions.
+        for (key, at) in [("d1", old), ("d2", recent)] {
+            c.put(
+                Space::Campaigns,
+                format!("decision/{key}"),
+                serde_json::to_vec(&json!({"at_ms": at, "customer": "c_1"})).unwrap(),
+            );
+        }
+        // Deliveries: an old delivered one, an old one still pending, a recent one.
+        for (id, decided, status) in [
+            ("a", old, Status::Delivered),
+            ("b", old, Status::Pending),
+            ("c", recent, Status::Delivered),
+        ] {
+            let d = Delivery {
+                id: id.into(),
+                trigger_key: "t".into(),
+                retry_key: "r".into(),
+                campaign: "welcome".into(),
+                variant: "a".into(),
+                channel: crate::campaigns::definition::Channel::Line,
+                customer: "c_1".into(),
+                store: "s1".into(),
+                text: "hi".into(),
+                flex: None,
+                coupon: format!("CODE{id}"),
+                decided_ms: decided,
+                expires_ms: decided + 1,
+                status,
+                attempts: 1,
+                first_attempt_ms: None,
+                last_attempt_ms: None,
+                done_ms: None,
+                reason: None,
+            };
+            delivery::put(&mut c, &d, None);
+            c.put(Space::Campaigns, delivery::coupon_key(&d.coupon), id);
+        }
+        c.put(
+            Space::Campaigns,
+            "funnel/welcome/a/sent",
+            3u64.to_be_bytes().to_vec(),
+        );
+        // Processed ids: old, recent, and one from before they carried a time.
+        c.put(
+            Space::Dedup,
+            "line/old",
+            processed_id_value(json!({}), NOW - 20 * DAY_MS),
+        );
+        c.put(
+            Space::Dedup,
+            "line/new",
+            processed_id_value(json!({}), recent),
+        );
+        c.put(Space::Dedup, "app/i_1/k", b"{\"accepted\":true}".to_vec());
+        store.commit(c).unwrap();
+
+        let mut cursors = Cursors::default();
+        let s = sweep(&store, config, &mut cursors);
+        assert_eq!(
+            (s.visits, s.caps_history, s.decisions, s.deliveries),
+            (2, 2, 1, 1),
+            "{s:?}"
+        );
+        assert_eq!((s.processed_ids, s.stamped_ids), (1, 1));
+        let text = |space| -> Vec<String> {
+            keys(&store, space)
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        };
+        assert_eq!(
+            text(Space::Visits),
+            [
+                "by-customer/c_1/v_new",
+                "by-customer/c_1/v_open",
+                &format!("by-scope/store/s1/{:016x}/v_open", old + 1),
+                &format!("by-scope/store/s1/{recent:016x}/v_new"),
+                "footfall/store/s1/0000000000000000",
+                "visit/v_new",
+                "visit/v_open",
+            ]
+        );
+        assert_eq!(
+            text(Space::Campaigns),
+            [
+                "coupon/CODEb",
+                "coupon/CODEc",
+                "decision/d2",
+                "delivery/b",
+                "delivery/c",
+                "funnel/welcome/a/sent",
+                &format!("history/c_1/{recent:016x}/welcome"),
+            ]
+        );
+        assert_eq!(text(Space::Dedup), ["app/i_1/k", "line/new"]);
+        let stamped: serde_json::Value =
+            serde_json::from_slice(&store.get(Space::Dedup, b"app/i_1/k").unwrap().unwrap())
+                .unwrap();
+        assert_eq!(stamped, json!({"accepted": true, "at": NOW}));
+        // Nothing more to do on the next sweep.
+        assert_eq!(sweep_total(&store, config, &mut cursors), 0);
+    }
+
+    fn sweep_total(store: &SledStore, config: Retention, cursors: &mut Cursors) -> u64 {
+        let mut pause = || {};
+        Sweep {
+            store,
+            config,
+            now_ms: NOW,
+            pause: &mut pause,
+        }
+        .run(cursors)
+        .unwrap()
+        .total()
+    }
+
+    #[test]
+    fn periods_are_checked_by_key() {
+        let bad = Retention {
+            observations_days: 0,
+            deliveries_days: 30,
+            processed_ids_days: 1,
+            batch: 0,
+            ..Retention::default()
+        };
+        let keys: Vec<String> = bad
+            .problems("retention", 8 * 86_400)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "retention.observations_days",
+                "retention.deliveries_days",
+                "retention.processed_ids_days",
+                "retention.batch",
+            ]
+        );
+        assert!(Retention::default()
+            .problems("retention", 8 * 86_400)
+            .is_empty());
+    }
+}
