@@ -175,9 +175,14 @@ pub struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    fn commit(&mut self, c: Commit) -> Result<(), StoreError> {
+    /// Commits one batch, counts what it deleted at `/metrics` (so a long sweep shows its
+    /// progress), and pauses.
+    fn commit(&mut self, c: Commit, deleted: &[(&'static str, u64)]) -> Result<(), StoreError> {
         if !c.is_empty() {
             self.store.commit(c)?;
+            for (kind, n) in deleted {
+                metrics::counter!("omo_retention_deleted_total", "kind" => *kind).increment(*n);
+            }
             (self.pause)();
         }
         Ok(())
@@ -194,7 +199,7 @@ impl Sweep<'_> {
         self.transitions(&mut s)?;
         s.visits = self.visits()?;
         s.caps_history = self.time_keyed(
-            "history/",
+            ("caps_history", "history/"),
             self.cutoff(self.config.deliveries_days.max(CAPS_HISTORY_DAYS)),
         )?;
         self.decisions(&mut s, &mut cursors.decisions)?;
@@ -221,6 +226,7 @@ impl Sweep<'_> {
             .min(newest);
         loop {
             let page = event_log::read(self.store, 0, self.config.batch)?;
+            let (ticks, observations) = (s.ticks, s.observations);
             let mut c = Commit::new();
             let mut done = page.len() < self.config.batch;
             for (offset, bytes) in &page {
@@ -243,7 +249,13 @@ impl Sweep<'_> {
                 c.delete(Space::EventLog, offset.to_be_bytes().to_vec());
             }
             let empty = c.is_empty();
-            self.commit(c)?;
+            self.commit(
+                c,
+                &[
+                    ("ticks", s.ticks - ticks),
+                    ("observations", s.observations - observations),
+                ],
+            )?;
             if done || empty {
                 return Ok(());
             }
@@ -263,6 +275,7 @@ impl Sweep<'_> {
             let page = self
                 .store
                 .scan(Space::Transitions, &[], self.config.batch)?;
+            let before = s.transitions;
             let mut c = Commit::new();
             let mut done = page.len() < self.config.batch;
             for (k, v) in &page {
@@ -283,7 +296,7 @@ impl Sweep<'_> {
                 s.transitions += 1;
             }
             let empty = c.is_empty();
-            self.commit(c)?;
+            self.commit(c, &[("transitions", s.transitions - before)])?;
             if done || empty {
                 return Ok(());
             }
@@ -311,6 +324,7 @@ impl Sweep<'_> {
             let full = page.len() == self.config.batch;
             from = last.clone();
             from.push(0);
+            let before = n;
             let mut c = Commit::new();
             for (k, _) in &page {
                 let text = String::from_utf8_lossy(k);
@@ -345,7 +359,7 @@ impl Sweep<'_> {
                 c.delete(Space::Visits, k.clone());
                 n += 1;
             }
-            self.commit(c)?;
+            self.commit(c, &[("visits", n - before)])?;
             if !full && from.last() != Some(&0xff) {
                 return Ok(n);
             }
@@ -353,7 +367,11 @@ impl Sweep<'_> {
     }
 
     /// Keys `{prefix}{owner}/{ms:016x}/…` older than `cutoff`, per owner in time order.
-    fn time_keyed(&mut self, prefix: &str, cutoff: i64) -> Result<u64, StoreError> {
+    fn time_keyed(
+        &mut self,
+        (kind, prefix): (&'static str, &str),
+        cutoff: i64,
+    ) -> Result<u64, StoreError> {
         let mut n = 0;
         let mut from = prefix.as_bytes().to_vec();
         loop {
@@ -371,6 +389,7 @@ impl Sweep<'_> {
             from = last.clone();
             from.push(0);
             let mut skipped = false;
+            let before = n;
             let mut c = Commit::new();
             for (k, _) in &page {
                 let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
@@ -390,7 +409,7 @@ impl Sweep<'_> {
                 c.delete(Space::Campaigns, k.clone());
                 n += 1;
             }
-            self.commit(c)?;
+            self.commit(c, &[(kind, n - before)])?;
             if !full && !skipped {
                 return Ok(n);
             }
@@ -402,8 +421,7 @@ impl Sweep<'_> {
     /// gives the extra keys to delete with a row.
     fn rolling(
         &mut self,
-        space: Space,
-        prefix: &str,
+        (kind, space, prefix): (&'static str, Space, &str),
         cursor: &mut Vec<u8>,
         mut expired: impl FnMut(&[u8], &[u8]) -> Option<Vec<Vec<u8>>>,
     ) -> Result<u64, StoreError> {
@@ -427,6 +445,7 @@ impl Sweep<'_> {
             };
             *cursor = last.clone();
             cursor.push(0);
+            let before = n;
             let mut c = Commit::new();
             for (k, v) in &page {
                 if let Some(extra) = expired(k, v) {
@@ -437,7 +456,7 @@ impl Sweep<'_> {
                     n += 1;
                 }
             }
-            self.commit(c)?;
+            self.commit(c, &[(kind, n - before)])?;
             if page.len() < self.config.batch {
                 *cursor = prefix.as_bytes().to_vec();
                 return Ok(n);
@@ -448,10 +467,14 @@ impl Sweep<'_> {
 
     fn decisions(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
         let cutoff = self.cutoff(self.config.deliveries_days);
-        s.decisions = self.rolling(Space::Campaigns, "decision/", cursor, |_, v| {
-            let at = serde_json::from_slice::<DecisionHead>(v).ok()?.at_ms;
-            (at < cutoff).then(Vec::new)
-        })?;
+        s.decisions = self.rolling(
+            ("decisions", Space::Campaigns, "decision/"),
+            cursor,
+            |_, v| {
+                let at = serde_json::from_slice::<DecisionHead>(v).ok()?.at_ms;
+                (at < cutoff).then(Vec::new)
+            },
+        )?;
         Ok(())
     }
 
@@ -459,11 +482,15 @@ impl Sweep<'_> {
     /// stays until the worker settles it).
     fn deliveries(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
         let cutoff = self.cutoff(self.config.deliveries_days);
-        s.deliveries = self.rolling(Space::Campaigns, "delivery/", cursor, |_, v| {
-            let d: Delivery = serde_json::from_slice(v).ok()?;
-            (d.status.is_final() && d.decided_ms < cutoff)
-                .then(|| vec![delivery::coupon_key(&d.coupon).into_bytes()])
-        })?;
+        s.deliveries = self.rolling(
+            ("deliveries", Space::Campaigns, "delivery/"),
+            cursor,
+            |_, v| {
+                let d: Delivery = serde_json::from_slice(v).ok()?;
+                (d.status.is_final() && d.decided_ms < cutoff)
+                    .then(|| vec![delivery::coupon_key(&d.coupon).into_bytes()])
+            },
+        )?;
         Ok(())
     }
 
@@ -472,7 +499,7 @@ impl Sweep<'_> {
         let cutoff = self.cutoff(self.config.processed_ids_days);
         let now_ms = self.now_ms;
         let mut unstamped = Vec::new();
-        s.processed_ids = self.rolling(Space::Dedup, "", cursor, |k, v| {
+        s.processed_ids = self.rolling(("processed_ids", Space::Dedup, ""), cursor, |k, v| {
             let value: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
             match value.get("at").and_then(serde_json::Value::as_i64) {
                 Some(at) => (at < cutoff).then(Vec::new),
@@ -493,7 +520,7 @@ impl Sweep<'_> {
                 c.expect(Space::Dedup, k.clone(), Some(old.clone()));
                 c.put(Space::Dedup, k.clone(), processed_id_value(value, now_ms));
             }
-            match self.commit(c) {
+            match self.commit(c, &[]) {
                 Ok(()) => s.stamped_ids += chunk.len() as u64,
                 // Taken again meanwhile: stamped on a later sweep.
                 Err(StoreError::Conflict { .. }) => {}
@@ -520,11 +547,12 @@ struct DecisionHead {
     at_ms: i64,
 }
 
-/// Runs the sweeper every `sweep_interval_s` until the process ends.
+/// Runs the sweeper every `sweep_interval_s` (the first one an interval after the start, once
+/// the stages have caught up) until the process ends.
 pub async fn run(store: std::sync::Arc<dyn Store>, clock: Clock, config: Retention) {
     let mut cursors = Cursors::default();
-    let mut interval =
-        tokio::time::interval(Duration::from_secs(u64::from(config.sweep_interval_s)));
+    let period = Duration::from_secs(u64::from(config.sweep_interval_s));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
@@ -548,9 +576,6 @@ pub async fn run(store: std::sync::Arc<dyn Store>, clock: Clock, config: Retenti
         match result {
             Ok((Ok(swept), carried)) => {
                 cursors = carried;
-                for (kind, n) in swept.kinds() {
-                    metrics::counter!("omo_retention_deleted_total", "kind" => kind).increment(n);
-                }
                 metrics::counter!("omo_retention_stamped_ids_total").increment(swept.stamped_ids);
                 if swept.total() > 0 {
                     tracing::info!(

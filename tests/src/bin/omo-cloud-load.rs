@@ -5,6 +5,11 @@
 //! counts events whose signed `presence/ack` came back — stored, flushed and acked. Prints
 //! events/s, and the cloud's CPU apart from the load generator's own. Target: ≥ 20,000 events/s.
 //!
+//! `--expired N` runs it twice: once as above (the baseline), then on a cloud whose event log
+//! already holds N observations 40 days old, which the retention sweeper deletes while the load
+//! runs; it prints the ingest rate while the sweep ran against the baseline's, and how long the
+//! sweep took. Target: within 20 % with N = 1,000,000.
+//!
 //! Build first: `cargo build --release -p omo-cloud --features failpoints -p omo-tests`, then run
 //! `target/release/omo-cloud-load`.
 
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
 use omo_device_config::{SeqRanges, Timestamp};
-use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway};
+use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, Outbound};
 use omo_tests::load::{arg, cpu_seconds, peak_rss_kb};
 
 fn batch(first: u64, n: u64, gateway: usize) -> Vec<PresenceEvent> {
@@ -43,11 +48,12 @@ async fn drive(
     size: u64,
     acked: Arc<AtomicU64>,
     stop: Instant,
+    stopped: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     let epoch = Epoch::random();
     let mut next = 1u64;
     let mut outstanding = SeqRanges::new();
-    while Instant::now() < stop {
+    while Instant::now() < stop && !stopped.load(Ordering::Relaxed) {
         while outstanding.count() < u128::from(window * size) {
             gw.publish_presence(epoch, batch(next, size, index), SeqRanges::new())
                 .await?;
@@ -66,72 +72,205 @@ async fn drive(
     Ok(())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let seconds = arg("--seconds", 20)?;
-    let gateways = arg("--gateways", 20)? as usize;
-    let window = arg("--window", 8)?;
-    let size = arg("--batch", 20)?;
-    let creds: Vec<Creds> = (0..gateways)
-        .map(|i| Creds::new(&format!("s{}", i % 4), &format!("load-{i}")))
-        .collect::<Result<_, _>>()?;
-    let mut cloud = CloudUnderTest::new(creds.clone(), None)?;
+/// Fills the stopped cloud's event log with `n` gateway sightings received 40 days ago, already
+/// read by every log consumer: what the retention sweeper finds expired.
+fn prefill(cloud: &CloudUnderTest, creds: &Creds, n: u64) -> anyhow::Result<()> {
+    use omo_cloud::ingest::record::{GatewayEvent, Record};
+    use omo_cloud::store::event_log::{advance, position, EventLog};
+    use omo_cloud::store::sled_store::SledStore;
+    use omo_cloud::store::{Commit, Store};
+    let store = SledStore::open(&cloud.dir.path().join("data"), 64 << 20)?;
+    let mut log = EventLog::open(&store)?;
+    let received = Timestamp::new(chrono::Utc::now() - chrono::Days::new(40));
+    let epoch = Epoch::random();
+    let mut written = 0;
+    while written < n {
+        let mut c = Commit::new();
+        let chunk = (n - written).min(10_000);
+        for event in batch(written + 1, chunk, 0) {
+            let record = Record::Gateway(GatewayEvent {
+                gateway: creds.gateway.clone(),
+                store: creds.store.clone(),
+                epoch,
+                event,
+                event_ts: received,
+                received,
+            });
+            log.append(&mut c, &record.encode());
+        }
+        store.commit(c)?;
+        written += chunk;
+    }
+    let mut c = Commit::new();
+    for consumer in [
+        omo_cloud::visits::stage::CONSUMER,
+        omo_cloud::stats::CONSUMER,
+    ] {
+        advance(
+            &mut c,
+            consumer,
+            position(&store, consumer)?,
+            log.next_offset(),
+        );
+    }
+    store.commit(c)?;
+    store.flush()?;
+    Ok(())
+}
+
+/// What one run measured.
+struct Measured {
+    rate: f64,
+    events: u64,
+    seconds: f64,
+    cloud_cpu: f64,
+    self_cpu: f64,
+    rss_mb: f64,
+    stored: u64,
+    /// Observations the sweeper deleted, and how long it took from the first deletion seen.
+    swept: Option<(f64, f64)>,
+}
+
+fn deleted_observations(metrics: &str) -> f64 {
+    omo_tests::cloud::metric(
+        metrics,
+        "omo_retention_deleted_total",
+        &["kind=\"observations\""],
+    )
+}
+
+/// Runs the load on a fresh cloud (with `expired` old observations in its log) for `seconds`
+/// after a warm-up; with `expired` > 0, measures while the sweeper deletes them instead.
+async fn run(
+    creds: &[Creds],
+    (seconds, window, size): (u64, u64, u64),
+    expired: u64,
+) -> anyhow::Result<Measured> {
+    let mut cloud = CloudUnderTest::new(creds.to_vec(), None)?;
+    cloud.set_outbound(Outbound {
+        sections: "[retention]\nsweep_interval_s = 5\n".into(),
+        ..Outbound::default()
+    })?;
+    if expired > 0 {
+        prefill(&cloud, &creds[0], expired)?;
+    }
     cloud.start()?;
     let pid = cloud.process().pid();
     let mut clients = Vec::new();
-    for c in &creds {
+    for c in creds {
         clients.push(MqttGateway::connect(cloud.mqtt_port, c, &c.password).await?);
     }
     let acked = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(2);
-    let start = Instant::now();
-    let stop = start + warmup + Duration::from_secs(seconds);
+    let limit = Duration::from_secs(if expired > 0 { 300 } else { seconds });
+    let stop = Instant::now() + warmup + limit + Duration::from_secs(1);
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for (i, gw) in clients.into_iter().enumerate() {
-        tasks.push(tokio::spawn(drive(
-            gw,
-            i,
-            window,
-            size,
-            acked.clone(),
-            stop,
-        )));
+        let stopped = stopped.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            drive(gw, i, window, size, acked, stop, &stopped).await
+        }));
     }
     tokio::time::sleep(warmup).await;
-    let (acked0, cloud0, self0) = (
-        acked.load(Ordering::Relaxed),
-        cpu_seconds(pid)?,
-        cpu_seconds(std::process::id())?,
-    );
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let (acked1, cloud1, self1) = (
-        acked.load(Ordering::Relaxed),
-        cpu_seconds(pid)?,
-        cpu_seconds(std::process::id())?,
-    );
+    let snapshot = || -> anyhow::Result<(u64, f64, f64, Instant)> {
+        Ok((
+            acked.load(Ordering::Relaxed),
+            cpu_seconds(pid)?,
+            cpu_seconds(std::process::id())?,
+            Instant::now(),
+        ))
+    };
+    // Both runs read /metrics every 100 ms, so they load the cloud alike.
+    let (mut from, mut swept) = (snapshot()?, None);
+    let mut sweep_started: Option<Instant> = None;
+    let to = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deleted = deleted_observations(&cloud.metrics().await?);
+        if expired == 0 {
+            if from.3.elapsed() >= limit {
+                break snapshot()?;
+            }
+            continue;
+        }
+        if deleted > 0.0 && sweep_started.is_none() {
+            // The sweep began: measure from here.
+            sweep_started = Some(Instant::now());
+            from = snapshot()?;
+        }
+        if deleted >= expired as f64 {
+            let started = sweep_started.unwrap_or(from.3);
+            swept = Some((deleted, started.elapsed().as_secs_f64()));
+            break snapshot()?;
+        }
+        anyhow::ensure!(
+            from.3.elapsed() < limit,
+            "the sweeper deleted {deleted} of {expired} in {limit:?}"
+        );
+    };
+    stopped.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await??;
     }
     let rss = peak_rss_kb(pid)?;
     let stored = cloud.stored_events(creds[0].gateway.as_str()).await?;
     cloud.stop()?;
-    let rate = (acked1 - acked0) as f64 / elapsed;
-    println!("gateways {gateways}, batches of {size}, window {window}, {seconds} s measured after {} s warm-up", warmup.as_secs());
+    let seconds = to.3.duration_since(from.3).as_secs_f64();
+    Ok(Measured {
+        rate: (to.0 - from.0) as f64 / seconds,
+        events: to.0 - from.0,
+        seconds,
+        cloud_cpu: 100.0 * (to.1 - from.1) / seconds,
+        self_cpu: 100.0 * (to.2 - from.2) / seconds,
+        rss_mb: rss as f64 / 1024.0,
+        stored,
+        swept,
+    })
+}
+
+fn print(label: &str, m: &Measured) {
     println!(
-        "stored and acked: {rate:.0} events/s ({} events)",
-        acked1 - acked0
+        "{label}: stored and acked {:.0} events/s ({} events in {:.1} s); omo-cloud CPU {:.0} % of one core, peak RSS {:.1} MB; load generator CPU {:.0} %",
+        m.rate, m.events, m.seconds, m.cloud_cpu, m.rss_mb, m.self_cpu
     );
+    if let Some((deleted, seconds)) = m.swept {
+        println!(
+            "  the sweeper deleted {deleted:.0} expired observations in {seconds:.1} s ({:.0}/s)",
+            deleted / seconds.max(1e-9)
+        );
+    }
     println!(
-        "omo-cloud CPU: {:.0} % of one core; peak RSS {:.1} MB",
-        100.0 * (cloud1 - cloud0) / elapsed,
-        rss as f64 / 1024.0
+        "  (gateway load-0's events counted by the stats stage: {})",
+        m.stored
     );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let seconds = arg("--seconds", 20)?;
+    let gateways = arg("--gateways", 20)? as usize;
+    let window = arg("--window", 8)?;
+    let size = arg("--batch", 20)?;
+    let expired = arg("--expired", 0)?;
+    let creds: Vec<Creds> = (0..gateways)
+        .map(|i| Creds::new(&format!("s{}", i % 4), &format!("load-{i}")))
+        .collect::<Result<_, _>>()?;
     println!(
-        "load generator CPU: {:.0} % of one core",
-        100.0 * (self1 - self0) / elapsed
+        "gateways {gateways}, batches of {size}, window {window}, measured after a 2 s warm-up"
     );
-    println!("(gateway load-0's events counted by the stats stage: {stored})");
+    let base = run(&creds, (seconds, window, size), 0).await?;
+    print("ingest alone", &base);
+    if expired > 0 {
+        let swept = run(&creds, (seconds, window, size), expired).await?;
+        print(
+            &format!("ingest while the retention sweeper deletes {expired} expired observations"),
+            &swept,
+        );
+        println!(
+            "ingest rate while sweeping: {:.1} % of the rate alone (target: at least 80 %)",
+            100.0 * swept.rate / base.rate.max(1e-9)
+        );
+    }
     Ok(())
 }
