@@ -5,9 +5,9 @@
 //! An erasure runs in three steps, each finished before the next: the identity step removes the
 //! record, its links and installs in one commit and keeps what the rest needs under
 //! `erasing/{id}` ([`identity::begin_erasure`]); the visit stage forgets the customer's engine
-//! state, visits and transitions ([`crate::visits::stage::VisitStage::erase`]); [`finish_erasure`]
-//! then removes the rest — observations in the event log, decisions, caps history, analysis
-//! links, install dedup keys —, strips the personal fields of their deliveries and redemptions
+//! state and visits ([`crate::visits::stage::VisitStage::erase`]); [`finish_erasure`] then
+//! removes the rest — observations in the event log, visit transitions, decisions, caps history,
+//! analysis links, install dedup keys —, strips the personal fields of their deliveries and redemptions
 //! (cancelling deliveries not yet sent) and deletes the `erasing/` record last. Aggregates stay:
 //! funnel counters, analysis rows under their pseudonyms, footfall, ingest statistics.
 //!
@@ -112,6 +112,15 @@ pub fn export(
         }
     }
 
+    // The campaigns measuring them: the group they were assigned and their outcomes.
+    let mut measured = Vec::new();
+    for k in crate::campaigns::stored::all(store)? {
+        if let crate::campaigns::report::Linked::Row(_, row, _) =
+            crate::campaigns::report::row_of(store, &k.campaign.id, id)?
+        {
+            measured.push(json!({"campaign": k.campaign.id, "measurement": row}));
+        }
+    }
     let mut about = About::new(&customer);
     let mut observations = Vec::new();
     let mut from = 0;
@@ -155,6 +164,7 @@ pub fn export(
         "decisions": decisions,
         "deliveries": deliveries,
         "redemptions": redemptions,
+        "campaign_measurements": measured,
         "observations": observations,
     })))
 }
@@ -209,6 +219,9 @@ impl About {
 pub struct Finished {
     /// Event-log records about the customer, each replaced by its log time alone.
     pub observations: usize,
+    /// Visit transitions about them, each kept as an empty value (so the transitions'
+    /// sequence and the decision stage's position stay as they were).
+    pub transitions: usize,
     pub decisions: usize,
     /// Entries of the frequency-cap history.
     pub caps_history: usize,
@@ -260,14 +273,176 @@ pub fn finish_erasure(
 ) -> Result<Finished, StoreError> {
     let id = erasing.customer.id.as_str();
     let mut done = Finished::default();
+    // Rows that cannot be read are skipped (logged), never a reason to stop an erasure.
+    let customer_of = |what: &str, v: &[u8]| -> Option<String> {
+        match serde_json::from_slice::<Value>(v) {
+            Ok(v) => v["customer"].as_str().map(str::to_owned),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable {what} skipped by an erasure");
+                None
+            }
+        }
+    };
 
     // Observations: each record about them becomes its log time alone.
     let mut about = About::new(&erasing.customer);
-    let mut from = 0;
+    let log_end = blank_observations(store, &mut about, 0, &mut done)?;
+
+    // Transitions about them: blanked page by page (the visit stage writes no new ones).
+    let mut from = Vec::new();
+    loop {
+        let page = store.scan(Space::Transitions, &from, PAGE)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        from = last.clone();
+        from.push(0);
+        let mut c = Commit::new();
+        for (k, v) in &page {
+            if !v.is_empty() && customer_of("transition", v).as_deref() == Some(id) {
+                c.put(Space::Transitions, k.clone(), Vec::new());
+                done.transitions += 1;
+            }
+        }
+        commit(store, c)?;
+        if page.len() < PAGE {
+            break;
+        }
+    }
+
+    // Decisions about them.
+    let mut decisions = Vec::new();
+    each_row(store, Space::Campaigns, "decision/", |k, v| {
+        if customer_of("decision", v).as_deref() == Some(id) {
+            decisions.push(k.to_vec());
+        }
+        Ok(())
+    })?;
+    for keys in decisions.chunks(PAGE) {
+        let mut c = Commit::new();
+        for k in keys {
+            c.delete(Space::Campaigns, k.clone());
+        }
+        store.commit(c)?;
+    }
+    done.decisions = decisions.len();
+
+    // Their deliveries: first the order ids of the redemptions of their coupons (while the
+    // deliveries still say whose they are, so an erasure cut short finds them again), then
+    // the deliveries' personal fields; the unsent ones are cancelled (counted in the funnel
+    // as the worker would).
+    let mut theirs = Vec::new();
+    each_row(store, Space::Campaigns, "delivery/", |_, v| {
+        if customer_of("delivery", v).as_deref() == Some(id) {
+            if let Ok(d) = serde_json::from_slice::<Delivery>(v) {
+                theirs.push((d.id, d.coupon));
+            }
+        }
+        Ok(())
+    })?;
+    for (_, code) in &theirs {
+        let key = format!("redemption/{code}");
+        while let Some(bytes) = store.get(Space::Campaigns, key.as_bytes())? {
+            let Ok(mut r) = serde_json::from_slice::<Value>(&bytes) else {
+                tracing::warn!("unreadable redemption skipped by an erasure");
+                break;
+            };
+            if r.get("order_id").is_none_or(Value::is_null) {
+                break;
+            }
+            r["order_id"] = Value::Null;
+            let mut c = Commit::new();
+            c.expect(Space::Campaigns, key.clone(), Some(bytes));
+            c.put(
+                Space::Campaigns,
+                key.clone(),
+                serde_json::to_vec(&r).expect("redemptions serialise"),
+            );
+            match store.commit(c) {
+                Ok(()) => {
+                    done.redemptions_scrubbed += 1;
+                    break;
+                }
+                // Changed meanwhile: read it again.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for (d_id, _) in &theirs {
+        // The worker may change the row meanwhile: read it again and retry on a conflict.
+        loop {
+            let Some((mut d, bytes)) = delivery::read(store, d_id)? else {
+                break;
+            };
+            if d.customer != id {
+                break;
+            }
+            let mut c = Commit::new();
+            let mut counts = Counts::default();
+            let cancel = d.status == Status::Pending;
+            d.customer = String::new();
+            d.text = String::new();
+            d.flex = None;
+            if cancel {
+                delivery::worker::settle(
+                    (&mut c, &mut counts),
+                    d,
+                    bytes,
+                    Status::Cancelled,
+                    Some("the customer was erased".into()),
+                    now_ms,
+                );
+            } else {
+                delivery::put(&mut c, &d, Some(bytes));
+            }
+            counts.write(store, &mut c)?;
+            match store.commit(c) {
+                Ok(()) => {
+                    done.deliveries_scrubbed += 1;
+                    done.deliveries_cancelled += usize::from(cancel);
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    done.caps_history = delete_prefix(store, Space::Campaigns, &format!("history/{id}/"))?;
+    let mut c = Commit::new();
+    for k in crate::campaigns::stored::all(store)? {
+        let link = crate::campaigns::report::link_key(&k.campaign.id, id);
+        if store.get(Space::Campaigns, link.as_bytes())?.is_some() {
+            c.delete(Space::Campaigns, link);
+            done.analysis_links += 1;
+        }
+    }
+    commit(store, c)?;
+    for install in &erasing.installs {
+        done.dedup_keys += delete_prefix(store, Space::Dedup, &format!("app/{}/", install.id))?;
+    }
+    // A report or LINE event let in just before the identity step may have reached the log
+    // after the first pass: a second pass over what was appended since.
+    blank_observations(store, &mut about, log_end, &mut done)?;
+    let mut c = Commit::new();
+    c.delete(Space::Identity, identity::erasing_key(id));
+    store.commit(c)?;
+    Ok(done)
+}
+
+/// Replaces every event-log record about the customer from offset `from` on by its log time
+/// alone; returns the offset after the last record read.
+fn blank_observations(
+    store: &dyn Store,
+    about: &mut About,
+    mut from: u64,
+    done: &mut Finished,
+) -> Result<u64, StoreError> {
     loop {
         let page = event_log::read(store, from, PAGE)?;
         let Some(&(last, _)) = page.last() else {
-            break;
+            return Ok(from);
         };
         let mut c = Commit::new();
         for (offset, bytes) in &page {
@@ -289,114 +464,7 @@ pub fn finish_erasure(
         commit(store, c)?;
         from = last + 1;
         if page.len() < PAGE {
-            break;
+            return Ok(from);
         }
     }
-
-    // Decisions about them; their deliveries lose the personal fields, and the unsent ones
-    // are cancelled (counted in the funnel as the worker would).
-    let mut decisions = Vec::new();
-    each_row(store, Space::Campaigns, "decision/", |k, v| {
-        if parse("decision", v)?["customer"] == id {
-            decisions.push(k.to_vec());
-        }
-        Ok(())
-    })?;
-    for keys in decisions.chunks(PAGE) {
-        let mut c = Commit::new();
-        for k in keys {
-            c.delete(Space::Campaigns, k.clone());
-        }
-        store.commit(c)?;
-    }
-    done.decisions = decisions.len();
-    let mut theirs = Vec::new();
-    each_row(store, Space::Campaigns, "delivery/", |_, v| {
-        if parse("delivery", v)?["customer"] == id {
-            let d: Delivery = serde_json::from_slice(v)
-                .map_err(|e| StoreError::Backend(format!("delivery: {e}")))?;
-            theirs.push(d.id);
-        }
-        Ok(())
-    })?;
-    let mut coupons = Vec::new();
-    for d_id in &theirs {
-        // The worker may change the row meanwhile: read it again and retry on a conflict.
-        loop {
-            let Some((mut d, bytes)) = delivery::read(store, d_id)? else {
-                break;
-            };
-            if d.customer != id {
-                break;
-            }
-            let mut c = Commit::new();
-            let mut counts = Counts::default();
-            let cancel = d.status == Status::Pending;
-            d.customer = String::new();
-            d.text = String::new();
-            d.flex = None;
-            coupons.push(d.coupon.clone());
-            if cancel {
-                delivery::worker::settle(
-                    (&mut c, &mut counts),
-                    d,
-                    bytes,
-                    Status::Cancelled,
-                    Some("the customer was erased".into()),
-                    now_ms,
-                );
-            } else {
-                delivery::put(&mut c, &d, Some(bytes));
-            }
-            counts.write(store, &mut c)?;
-            match store.commit(c) {
-                Ok(()) => {
-                    done.deliveries_scrubbed += 1;
-                    done.deliveries_cancelled += usize::from(cancel);
-                    break;
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    coupons.pop();
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    for code in coupons {
-        let key = format!("redemption/{code}");
-        let Some(bytes) = store.get(Space::Campaigns, key.as_bytes())? else {
-            continue;
-        };
-        let mut r = parse("redemption", &bytes)?;
-        if r.get("order_id").is_some_and(|o| !o.is_null()) {
-            r["order_id"] = Value::Null;
-            let mut c = Commit::new();
-            c.expect(Space::Campaigns, key.clone(), Some(bytes));
-            c.put(
-                Space::Campaigns,
-                key,
-                serde_json::to_vec(&r).expect("redemptions serialise"),
-            );
-            store.commit(c)?;
-            done.redemptions_scrubbed += 1;
-        }
-    }
-
-    done.caps_history = delete_prefix(store, Space::Campaigns, &format!("history/{id}/"))?;
-    let mut c = Commit::new();
-    for k in crate::campaigns::stored::all(store)? {
-        let link = crate::campaigns::report::link_key(&k.campaign.id, id);
-        if store.get(Space::Campaigns, link.as_bytes())?.is_some() {
-            c.delete(Space::Campaigns, link);
-            done.analysis_links += 1;
-        }
-    }
-    commit(store, c)?;
-    for install in &erasing.installs {
-        done.dedup_keys += delete_prefix(store, Space::Dedup, &format!("app/{}/", install.id))?;
-    }
-    let mut c = Commit::new();
-    c.delete(Space::Identity, identity::erasing_key(id));
-    store.commit(c)?;
-    Ok(done)
 }

@@ -31,7 +31,8 @@ pub struct Retention {
     /// Raw observations (the event log: gateway sightings, app reports, LINE events), days
     /// after the cloud received them.
     pub observations_days: u32,
-    /// Visits (and the transitions the visit stage decided), days after they began.
+    /// Visits (and the transitions the visit stage decided), days after they began; at least
+    /// the 365 days an Nth-visit trigger counts back.
     pub visits_days: u32,
     /// Decisions, finished deliveries and the frequency-cap history, days after the decision;
     /// at least the 62 days caps look back.
@@ -67,6 +68,8 @@ impl Default for Retention {
 
 /// How far back frequency caps read a customer's sends (the decision stage's horizon).
 pub const CAPS_HISTORY_DAYS: u32 = 62;
+/// The longest window an Nth-visit trigger counts visits in.
+pub const NTH_VISIT_DAYS: u32 = 365;
 
 impl Retention {
     /// Problems by key (`prefix.field`); `max_age_s` is `ingest.max_age_s`.
@@ -81,6 +84,12 @@ impl Retention {
             if days == 0 {
                 p.push((format!("{prefix}.{key}"), "must be at least 1".into()));
             }
+        }
+        if self.visits_days < NTH_VISIT_DAYS {
+            p.push((
+                format!("{prefix}.visits_days"),
+                format!("must be at least {NTH_VISIT_DAYS}: Nth-visit triggers count visits that far back"),
+            ));
         }
         if self.deliveries_days < CAPS_HISTORY_DAYS {
             p.push((
@@ -917,6 +926,7 @@ mod tests {
     fn periods_are_checked_by_key() {
         let bad = Retention {
             observations_days: 0,
+            visits_days: 100,
             deliveries_days: 30,
             processed_ids_days: 1,
             batch: 0,
@@ -931,6 +941,7 @@ mod tests {
             keys,
             [
                 "retention.observations_days",
+                "retention.visits_days",
                 "retention.deliveries_days",
                 "retention.processed_ids_days",
                 "retention.batch",

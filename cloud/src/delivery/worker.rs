@@ -165,10 +165,7 @@ fn target_of(
         Channel::Webhook => c.consent.webhook,
     };
     if !consented {
-        return Ok(Err((
-            Status::Cancelled,
-            format!("consent for {:?} withdrawn", d.channel).to_lowercase(),
-        )));
+        return Ok(Err((Status::Cancelled, withdrawn(d.channel))));
     }
     Ok(match d.channel {
         Channel::Line => c
@@ -200,6 +197,76 @@ fn target_of(
             .ok_or((Status::Failed, "no install with a valid push token".into()))
         }
     })
+}
+
+/// The reason a delivery on `channel` is cancelled after the customer withdrew consent.
+fn withdrawn(channel: Channel) -> String {
+    format!("consent for {channel:?} withdrawn").to_lowercase()
+}
+
+/// Cancels, at once, the customer's deliveries still waiting (decided, or waiting for a retry)
+/// on a channel they no longer consent to, each settled `cancelled` with the reason (the
+/// worker's own check before every send stays as the backstop). Call after a consent change;
+/// returns how many it cancelled. One being sent right now is left to its answer.
+pub fn cancel_withdrawn(
+    store: &dyn Store,
+    customer: &identity::Customer,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let consented = |ch: Channel| match ch {
+        Channel::Line => customer.consent.line,
+        Channel::Push => customer.consent.push,
+        Channel::Webhook => customer.consent.webhook,
+    };
+    if [Channel::Line, Channel::Push, Channel::Webhook]
+        .into_iter()
+        .all(consented)
+    {
+        return Ok(0);
+    }
+    let mut cancelled = 0;
+    let mut from = b"due/".to_vec();
+    loop {
+        let page = crate::store::scan_prefix_from(store, Space::Campaigns, b"due/", &from, 1000)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(cancelled);
+        };
+        from = last.clone();
+        from.push(0);
+        for (key, _) in &page {
+            let Some((_, id)) = parse_due(key) else {
+                continue;
+            };
+            let Some((d, bytes)) = super::read(store, &id)? else {
+                continue;
+            };
+            if d.customer != customer.id || d.status != Status::Pending || consented(d.channel) {
+                continue;
+            }
+            let mut c = Commit::new();
+            let mut counts = Counts::default();
+            c.delete(Space::Campaigns, key.clone());
+            let reason = withdrawn(d.channel);
+            settle(
+                (&mut c, &mut counts),
+                d,
+                bytes,
+                Status::Cancelled,
+                Some(reason),
+                now_ms,
+            );
+            counts.write(store, &mut c)?;
+            match store.commit(c) {
+                Ok(()) => cancelled += 1,
+                // The worker took it meanwhile: its own consent check decides.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if page.len() < 1000 {
+            return Ok(cancelled);
+        }
+    }
 }
 
 fn parse_due(key: &[u8]) -> Option<(i64, String)> {
@@ -739,6 +806,41 @@ mod tests {
             .map(|(k, _)| String::from_utf8(k).unwrap())
             .filter(|k| k.starts_with("due/"))
             .collect()
+    }
+
+    #[test]
+    fn a_withdrawal_cancels_the_waiting_deliveries_of_that_channel_at_once() {
+        let (_d, store, d) = setup(true, NOW + 3_600_000);
+        let (mut customer, _) = crate::identity::customer_for_update(&store, &d.customer).unwrap();
+        // Still consenting to LINE: nothing to cancel.
+        assert_eq!(cancel_withdrawn(&store, &customer, NOW).unwrap(), 0);
+        assert_eq!(row(&store).status, Status::Pending);
+        // Withdrawn from push only: the LINE delivery waits on.
+        customer.consent.push = false;
+        assert_eq!(cancel_withdrawn(&store, &customer, NOW).unwrap(), 0);
+        customer.consent.line = false;
+        assert_eq!(cancel_withdrawn(&store, &customer, NOW).unwrap(), 1);
+        let r = row(&store);
+        assert_eq!(
+            (r.status, r.reason.as_deref(), r.done_ms),
+            (
+                Status::Cancelled,
+                Some("consent for line withdrawn"),
+                Some(NOW)
+            )
+        );
+        assert!(due_keys(&store).is_empty());
+        // Counted in the campaign's funnel like the worker's own cancellations.
+        assert_eq!(
+            store
+                .get(
+                    Space::Campaigns,
+                    report::funnel_key("c", "a", "cancelled").as_bytes()
+                )
+                .unwrap(),
+            Some(1u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(cancel_withdrawn(&store, &customer, NOW).unwrap(), 0);
     }
 
     #[test]

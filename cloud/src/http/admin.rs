@@ -805,6 +805,34 @@ impl CustomerPatch {
     }
 }
 
+/// After a consent change: cancels the customer's waiting deliveries on channels they no
+/// longer consent to. A failure is logged, not answered: the consent is recorded, and the
+/// worker checks consent again before every send.
+pub async fn cancel_withdrawn_sends(state: &AppState, customer: Customer) {
+    if customer.consent.line && customer.consent.push && customer.consent.webhook {
+        return;
+    }
+    let store = state.store.clone();
+    let now_ms = state.clock.now().timestamp_millis();
+    let done = tokio::task::spawn_blocking(move || {
+        crate::delivery::worker::cancel_withdrawn(store.as_ref(), &customer, now_ms)
+    })
+    .await;
+    match done {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            cancelled = n,
+            "consent withdrawn: waiting deliveries cancelled"
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cancelling deliveries after a consent withdrawal failed")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cancelling deliveries after a consent withdrawal failed")
+        }
+    }
+}
+
 /// Rebuilds the EID resolver's keys from the identity store.
 pub async fn refresh_eids(state: &AppState) {
     let store = state.store.clone();
@@ -924,6 +952,9 @@ async fn patch_customer(
     super::commit_durably(&state, commit).await?;
     if c.eid_keys != old.eid_keys {
         refresh_eids(&state).await;
+    }
+    if c.consent != old.consent {
+        cancel_withdrawn_sends(&state, c.clone()).await;
     }
     Ok(Json(customer_json(&state, &c)?).into_response())
 }
@@ -1080,6 +1111,9 @@ async fn record_consent(
         let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
             .map_err(identity_error)?;
         super::commit_durably(&state, commit).await?;
+        if !req.granted {
+            cancel_withdrawn_sends(&state, c.clone()).await;
+        }
     }
     Ok(Json(customer_json(&state, &c)?).into_response())
 }
@@ -1252,7 +1286,8 @@ async fn list_transitions(
                 .map_err(|_| ApiError::internal("transition key"))?,
         );
         if v.is_empty() {
-            // About an erased customer.
+            // About an erased customer: its place only, so paging goes on past it.
+            items.push(json!({"seq": seq, "erased": true}));
             continue;
         }
         let mut t: Value = serde_json::from_slice(&v).map_err(ApiError::internal)?;

@@ -150,8 +150,8 @@ fn line_customer(
             }
             if let Some(granted) = follow {
                 // Following the account is the customer's consent to LINE messages;
-                // unfollowing withdraws it at once (a pending LINE delivery is cancelled
-                // when it comes due: the worker checks consent before every send).
+                // unfollowing withdraws it at once (the handler then cancels the LINE
+                // deliveries still waiting; the worker checks consent before every send too).
                 let (old, bytes) = identity::customer_for_update(store, &customer.id)?;
                 let mut updated = old.clone();
                 updated.record_consent(identity::ConsentChange {
@@ -225,6 +225,9 @@ async fn webhook(
         .await
         .map_err(ApiError::internal)?
         .map_err(identity_error)?;
+        if follow == Some(false) {
+            super::admin::cancel_withdrawn_sends(&state, customer.clone()).await;
+        }
         let record = Record::Line(LineEvent {
             user: customer.line_user.clone().unwrap_or_default(),
             customer: customer.id.clone(),

@@ -64,7 +64,6 @@ pub struct VisitsErased {
     pub visit_states: usize,
     pub buffered_evidence: usize,
     pub visits: usize,
-    pub transitions: usize,
 }
 
 /// An erasure handed to the running stage, which owns the engine's state.
@@ -163,9 +162,9 @@ impl VisitStage {
         };
         let mut transitions = Vec::new();
         let mut footfall: BTreeMap<(String, i64), Footfall> = BTreeMap::new();
-        // Whether each customer consents to location tracking, read once per batch.
-        let mut located: HashMap<String, bool> = HashMap::new();
-        let mut unconsented = 0u64;
+        // Whether each customer is known and consents to location tracking, read once per batch.
+        let mut located: HashMap<String, Option<bool>> = HashMap::new();
+        let (mut unconsented, mut unknown) = (0u64, 0u64);
         for (offset, bytes) in &records {
             let record = match Record::decode(bytes) {
                 Ok(r) => r,
@@ -200,21 +199,31 @@ impl VisitStage {
                     Some(a) => *a,
                     None => {
                         let a = crate::identity::customer(store, &evidence.customer)?
-                            .is_some_and(|c| c.consent.location);
+                            .map(|c| c.consent.location);
                         located.insert(evidence.customer.clone(), a);
                         a
                     }
                 };
-                // Without location consent an observation never becomes part of a visit.
-                if !allowed {
-                    unconsented += 1;
-                    continue;
+                // Without location consent an observation never becomes part of a visit; nor
+                // does one about a customer erased since it was logged.
+                match allowed {
+                    Some(true) => {}
+                    Some(false) => {
+                        unconsented += 1;
+                        continue;
+                    }
+                    None => {
+                        unknown += 1;
+                        continue;
+                    }
                 }
                 transitions.extend(self.engine.observe(evidence, log_ms));
             }
         }
         metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "no_location_consent")
             .increment(unconsented);
+        metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "unknown_customer")
+            .increment(unknown);
         let mut c = Commit::new();
         self.write_transitions(store, &transitions, &mut c)?;
         for ((scope, hour), add) in &footfall {
@@ -262,18 +271,28 @@ impl VisitStage {
         );
     }
 
-    /// Erases a customer's part of the visits (DESIGN.md, "Privacy by design"): the engine's
-    /// states and buffered evidence about them, their visits with the visit indexes, and the
-    /// transitions about them — each kept as an empty value, so the transitions' sequence and
-    /// the decision stage's offset stay as they were. One commit; run between two steps, so no
-    /// step in flight writes them back. Their identity is gone before this runs, so nothing
-    /// later in the log is turned into a visit of theirs.
+    /// Erases a customer's part of the visit stage (DESIGN.md, "Privacy by design"): the
+    /// engine's states and buffered evidence about them, and their visits with the visit
+    /// indexes. One commit; run between two steps, so no step in flight writes them back. Their
+    /// identity is gone before this runs, so nothing later in the log is turned into a visit
+    /// or a transition of theirs (the transitions already written are blanked afterwards,
+    /// outside the stage: [`crate::privacy::finish_erasure`]).
     pub fn erase(
         &mut self,
         store: &dyn Store,
         inputs: &Inputs,
         customer: &str,
     ) -> Result<VisitsErased, StoreError> {
+        let erased = self.try_erase(store, customer);
+        if erased.is_err() {
+            // The engine forgot without the store: start again from what was committed (an
+            // erasure asked again then finds the states still there).
+            *self = VisitStage::open(store, inputs)?;
+        }
+        erased
+    }
+
+    fn try_erase(&mut self, store: &dyn Store, customer: &str) -> Result<VisitsErased, StoreError> {
         let (visit_states, buffered_evidence) = self.engine.forget(customer);
         let mut c = Commit::new();
         self.stage_engine(&mut c);
@@ -285,51 +304,30 @@ impl VisitStage {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             let row = format!("visit/{id}");
             if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
-                let v: VisitRecord = serde_json::from_slice(&b).map_err(|e| backend("visit", e))?;
-                c.delete(
-                    Space::Visits,
-                    format!(
-                        "by-scope/{}/{:016x}/{id}",
-                        scope_text(&v.scope),
-                        v.entered.millis()
+                match serde_json::from_slice::<VisitRecord>(&b) {
+                    Ok(v) => c.delete(
+                        Space::Visits,
+                        format!(
+                            "by-scope/{}/{:016x}/{id}",
+                            scope_text(&v.scope),
+                            v.entered.millis()
+                        ),
                     ),
-                );
+                    // Its scope index (the visit id alone) is left to retention.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable visit erased without its scope index")
+                    }
+                }
                 c.delete(Space::Visits, row);
                 visits += 1;
             }
             c.delete(Space::Visits, k);
         }
-        let mut transitions = 0;
-        let mut from = 0u64.to_be_bytes().to_vec();
-        loop {
-            let page = store.scan(Space::Transitions, &from, 4096)?;
-            let Some((last, _)) = page.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in &page {
-                if v.is_empty() {
-                    continue;
-                }
-                let t: Transition =
-                    serde_json::from_slice(v).map_err(|e| backend("transition", e))?;
-                if t.customer == customer {
-                    c.put(Space::Transitions, k.clone(), Vec::new());
-                    transitions += 1;
-                }
-            }
-            if page.len() < 4096 {
-                break;
-            }
-        }
-        if let Err(e) = store.commit(c) {
-            *self = VisitStage::open(store, inputs)?;
-            return Err(e);
-        }
+        store.commit(c)?;
         Ok(VisitsErased {
             visit_states,
             buffered_evidence,
             visits,
-            transitions,
         })
     }
 
