@@ -207,9 +207,12 @@ impl Sweep<'_> {
         self.event_log(&mut s)?;
         self.transitions(&mut s)?;
         s.visits = self.visits()?;
-        s.caps_history = self.time_keyed(
-            ("caps_history", "history/"),
+        // history/{customer}/{ms:016x}/{campaign}
+        s.caps_history = self.time_ordered(
+            ("caps_history", Space::Campaigns, "history/"),
+            1,
             self.cutoff(self.config.deliveries_days.max(CAPS_HISTORY_DAYS)),
+            |_, _| Ok(true),
         )?;
         self.decisions(&mut s, &mut cursors.decisions)?;
         self.deliveries(&mut s, &mut cursors.deliveries)?;
@@ -312,81 +315,51 @@ impl Sweep<'_> {
         }
     }
 
-    /// Finished visits that began before the cutoff, with their indexes: the scope index is
-    /// in time order per scope, so each scope is read up to the cutoff and then skipped.
+    /// Finished visits that began before the cutoff, with their indexes (the scope index is in
+    /// time order per scope).
     fn visits(&mut self) -> Result<u64, StoreError> {
-        const PREFIX: &str = "by-scope/";
         let cutoff = self.cutoff(self.config.visits_days);
-        let mut n = 0;
-        let mut from = PREFIX.as_bytes().to_vec();
-        loop {
-            let page = scan_prefix_from(
-                self.store,
-                Space::Visits,
-                PREFIX.as_bytes(),
-                &from,
-                self.config.batch,
-            )?;
-            let Some((last, _)) = page.last() else {
-                return Ok(n);
-            };
-            let full = page.len() == self.config.batch;
-            from = last.clone();
-            from.push(0);
-            let before = n;
-            let mut c = Commit::new();
-            for (k, _) in &page {
-                let text = String::from_utf8_lossy(k);
-                // by-scope/{kind}/{id}/{ms:016x}/{visit}
-                let mut parts = text.rsplitn(3, '/');
-                let (Some(visit), Some(ms), Some(scope)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let Ok(entered) = i64::from_str_radix(ms, 16) else {
-                    continue;
-                };
-                if entered >= cutoff {
-                    // The rest of this scope is newer: on to the next scope.
-                    from = format!("{scope}/").into_bytes();
-                    from.push(0xff);
-                    break;
-                }
+        let store = self.store;
+        // by-scope/{kind}/{id}/{ms:016x}/{visit}
+        self.time_ordered(
+            ("visits", Space::Visits, "by-scope/"),
+            2,
+            cutoff,
+            |visit, c| {
                 let row = format!("visit/{visit}");
-                if let Some(b) = self.store.get(Space::Visits, row.as_bytes())? {
+                if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
                     // One that cannot be read goes with its index: nothing could show it.
                     if let Ok(v) = serde_json::from_slice::<crate::visits::stage::VisitRecord>(&b) {
                         if v.exited.is_none() {
                             // Still open (its stage may yet extend it): a later sweep.
-                            continue;
+                            return Ok(false);
                         }
                         c.delete(Space::Visits, format!("by-customer/{}/{visit}", v.customer));
                     }
                     c.delete(Space::Visits, row);
                 }
-                c.delete(Space::Visits, k.clone());
-                n += 1;
-            }
-            self.commit(c, &[("visits", n - before)])?;
-            if !full && from.last() != Some(&0xff) {
-                return Ok(n);
-            }
-        }
+                Ok(true)
+            },
+        )
     }
 
-    /// Keys `{prefix}{owner}/{ms:016x}/…` older than `cutoff`, per owner in time order.
-    fn time_keyed(
+    /// Deletes the keys `{prefix}{group}/{ms:016x}/{rest}` of `space` (a group is
+    /// `group_parts` `/`-separated parts) whose time is before `cutoff`. Each group is in time
+    /// order, so it is read up to the cutoff and then skipped. `with(rest, commit)` adds what
+    /// goes with a key, or answers `false` to keep it.
+    fn time_ordered(
         &mut self,
-        (kind, prefix): (&'static str, &str),
+        (kind, space, prefix): (&'static str, Space, &str),
+        group_parts: usize,
         cutoff: i64,
+        mut with: impl FnMut(&str, &mut Commit) -> Result<bool, StoreError>,
     ) -> Result<u64, StoreError> {
         let mut n = 0;
         let mut from = prefix.as_bytes().to_vec();
         loop {
             let page = scan_prefix_from(
                 self.store,
-                Space::Campaigns,
+                space,
                 prefix.as_bytes(),
                 &from,
                 self.config.batch,
@@ -402,21 +375,25 @@ impl Sweep<'_> {
             let mut c = Commit::new();
             for (k, _) in &page {
                 let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                let mut parts = text.splitn(3, '/');
-                let (Some(owner), Some(ms)) = (parts.next(), parts.next()) else {
+                let parts: Vec<&str> = text.splitn(group_parts + 2, '/').collect();
+                let (Some(ms), Some(rest)) = (parts.get(group_parts), parts.get(group_parts + 1))
+                else {
                     continue;
                 };
                 let Ok(at) = i64::from_str_radix(ms, 16) else {
                     continue;
                 };
                 if at >= cutoff {
-                    from = format!("{prefix}{owner}/").into_bytes();
+                    // The rest of this group is newer: on to the next group.
+                    from = format!("{prefix}{}/", parts[..group_parts].join("/")).into_bytes();
                     from.push(0xff);
                     skipped = true;
                     break;
                 }
-                c.delete(Space::Campaigns, k.clone());
-                n += 1;
+                if with(rest, &mut c)? {
+                    c.delete(space, k.clone());
+                    n += 1;
+                }
             }
             self.commit(c, &[(kind, n - before)])?;
             if !full && !skipped {

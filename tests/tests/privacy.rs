@@ -328,6 +328,20 @@ async fn consent_records_the_location_gate_an_unfollow_mid_send_and_the_export(
     Ok(())
 }
 
+/// An app report of a GPS fix at `(lat, lon)` (as text) now, with `token`: the answer.
+async fn report_gps(
+    cloud: &omo_tests::cloud::CloudUnderTest,
+    token: &str,
+    key: &str,
+    (lat, lon): (&str, &str),
+) -> anyhow::Result<(u16, Value)> {
+    let body = json!({"ts": cloud.clock_now(), "idempotency_key": key,
+        "gps": {"lat": lat.parse::<f64>()?, "lon": lon.parse::<f64>()?, "accuracy_m": 12.0}});
+    cloud
+        .call(Method::POST, "/v1/app/locations", Some(body), Some(token))
+        .await
+}
+
 /// Every key and value the cloud's storage holds, from its backup export, as text.
 async fn storage_text(sys: &System) -> anyhow::Result<Vec<(String, String)>> {
     let body = reqwest::Client::new()
@@ -413,19 +427,7 @@ async fn an_erased_customer_leaves_no_trace_and_the_reports_keep_their_totals() 
     let token = body["token"].as_str().unwrap_or_default().to_owned();
     let install_id = token.split('.').next().unwrap_or_default().to_owned();
     let (lat, lon) = ("35.658034", "139.701636");
-    let fix = |key: &str, ts: omo_device_config::Timestamp| {
-        json!({"ts": ts, "idempotency_key": key,
-            "gps": {"lat": lat.parse::<f64>().unwrap_or_default(), "lon": lon.parse::<f64>().unwrap_or_default(), "accuracy_m": 12.0}})
-    };
-    let (status, body) = sys
-        .cloud
-        .call(
-            Method::POST,
-            "/v1/app/locations",
-            Some(fix("fix-1", sys.cloud.clock_now())),
-            Some(&token),
-        )
-        .await?;
+    let (status, body) = report_gps(&sys.cloud, &token, "fix-1", (lat, lon)).await?;
     assert_eq!(status, 202, "{body}");
 
     sys.start_gateways()?;
@@ -603,15 +605,7 @@ async fn an_erased_customer_leaves_no_trace_and_the_reports_keep_their_totals() 
     assert!(stored.iter().any(|(k, _)| k.contains(&c2)));
 
     // The old install token no longer authenticates.
-    let (status, body) = sys
-        .cloud
-        .call(
-            Method::POST,
-            "/v1/app/locations",
-            Some(fix("fix-2", sys.cloud.clock_now())),
-            Some(&token),
-        )
-        .await?;
+    let (status, body) = report_gps(&sys.cloud, &token, "fix-2", (lat, lon)).await?;
     assert_eq!(status, 401, "{body}");
 
     // An hour later the gateway hears customer 1's old beacon again, with customer 3's: only
@@ -662,19 +656,9 @@ async fn the_retention_sweeper_deletes_expired_observations_and_counts_them() ->
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap_or_default().to_owned();
     let customer = body["customer_id"].as_str().unwrap_or_default().to_owned();
-    let report = |key: String, ts: omo_device_config::Timestamp| {
-        json!({"ts": ts, "idempotency_key": key,
-            "gps": {"lat": 35.6581, "lon": 139.7017, "accuracy_m": 15.0}})
-    };
+    let here = ("35.6581", "139.7017");
     for i in 0..30 {
-        let (status, body) = cloud
-            .call(
-                Method::POST,
-                "/v1/app/locations",
-                Some(report(format!("old-{i}"), cloud.clock_now())),
-                Some(&token),
-            )
-            .await?;
+        let (status, body) = report_gps(&cloud, &token, &format!("old-{i}"), here).await?;
         assert_eq!(status, 202, "{body}");
     }
     let export = cloud
@@ -692,14 +676,7 @@ async fn the_retention_sweeper_deletes_expired_observations_and_counts_them() ->
         &now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     );
     cloud.start()?;
-    let (status, body) = cloud
-        .call(
-            Method::POST,
-            "/v1/app/locations",
-            Some(report("new-1".into(), cloud.clock_now())),
-            Some(&token),
-        )
-        .await?;
+    let (status, body) = report_gps(&cloud, &token, "new-1", here).await?;
     assert_eq!(status, 202, "{body}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
