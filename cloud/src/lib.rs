@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod privacy;
+pub mod purchases;
 pub mod registry;
 pub mod retention;
 pub mod secrets;

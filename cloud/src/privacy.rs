@@ -165,6 +165,7 @@ pub fn export(
         "deliveries": deliveries,
         "redemptions": redemptions,
         "campaign_measurements": measured,
+        "purchases": crate::purchases::of_customer(store, id, MAX_VISITS)?,
         "observations": observations,
     })))
 }
@@ -235,6 +236,8 @@ pub struct Finished {
     pub deliveries_cancelled: usize,
     /// Redemptions of their coupons whose order id was removed.
     pub redemptions_scrubbed: usize,
+    /// Purchases that lost the link to them (and the reference that named them).
+    pub purchases_unlinked: usize,
 }
 
 /// Commits `c` unless it is empty.
@@ -422,6 +425,7 @@ pub fn finish_erasure(
     for install in &erasing.installs {
         done.dedup_keys += delete_prefix(store, Space::Dedup, &format!("app/{}/", install.id))?;
     }
+    done.purchases_unlinked = crate::purchases::unlink_customer(store, id)?;
     // A report or LINE event let in just before the identity step may have reached the log
     // after the first pass: a second pass over what was appended since.
     blank_observations(store, &mut about, log_end, &mut done)?;

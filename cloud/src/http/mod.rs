@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod campaigns;
 pub mod line;
+pub mod purchases;
 pub mod redemptions;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -232,6 +233,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(campaigns::routes())
         .merge(redemptions::routes())
+        .merge(purchases::routes())
         .fallback(|| async { ApiError::not_found("this path") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -37,10 +37,12 @@ pub enum Space {
     Meta,
     /// Campaign definitions, versioned.
     Campaigns,
+    /// Purchases from POS and e-commerce, with their indexes.
+    Purchases,
 }
 
 impl Space {
-    pub const ALL: [Space; 11] = [
+    pub const ALL: [Space; 12] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
@@ -52,6 +54,7 @@ impl Space {
         Space::Transitions,
         Space::Meta,
         Space::Campaigns,
+        Space::Purchases,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -68,6 +71,7 @@ impl Space {
             Space::Transitions => "transitions",
             Space::Meta => "meta",
             Space::Campaigns => "campaigns",
+            Space::Purchases => "purchases",
         }
     }
 

@@ -1,0 +1,282 @@
+//! Purchases over HTTP (`crate::purchases` has the rules):
+//!
+//! - `POST /v1/purchases`: one purchase. A store purchase is sent with that store's POS key
+//!   (`Bearer pk_….SECRET`), an online one with an e-commerce key (`Bearer ek_….SECRET`); an
+//!   operator token may send either. 201 when stored, 200 with `duplicate` for the same order
+//!   again, 409 for another order under a recorded order id, 422 naming the field at fault.
+//! - `POST /v1/purchases/import`: NDJSON, one purchase per line (history). Every line is
+//!   checked on its own: the valid ones land, the others are reported with their line number.
+//! - `POST /v1/admin/ecommerce-keys` (operator): a new e-commerce key, shown once.
+//! - `GET /v1/admin/purchases?customer=ID` or `?store=ID|online=true&from=&to=` (operator).
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use omo_device_config::{StoreId, Timestamp};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{admin_auth, bearer, parse_json, ApiError, AppState};
+use crate::config::Role;
+use crate::purchases::{self, Channel, PurchaseError, PurchaseIn, Recorded};
+use crate::store::{Commit, Space, Store};
+
+/// An import body may be this large (a history file); other requests keep `http.max_body_bytes`.
+const MAX_IMPORT_BYTES: usize = 64 << 20;
+/// Rejected lines listed at most in an import's answer (all are counted).
+const MAX_LISTED: usize = 1000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/purchases", post(record))
+        .route(
+            "/v1/purchases/import",
+            post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
+        .route("/v1/admin/ecommerce-keys", post(add_ecommerce_key))
+        .route("/v1/admin/purchases", get(list))
+}
+
+/// Who is sending purchases.
+#[derive(Debug, Clone, PartialEq)]
+enum Sender {
+    /// A store's POS (its key's store).
+    Pos(StoreId),
+    /// The brand's e-commerce system.
+    Shop,
+    Operator,
+}
+
+fn ecommerce_key(id: &str) -> String {
+    format!("ecommerce-key/{id}")
+}
+
+/// The sender a request's bearer token names.
+fn sender(state: &AppState, headers: &HeaderMap) -> Result<Sender, ApiError> {
+    let unauthorized = || {
+        ApiError::unauthorized(
+            "a POS key (Bearer pk_….SECRET), an e-commerce key (Bearer ek_….SECRET) or an operator token is required",
+        )
+    };
+    let token = bearer(headers).ok_or_else(unauthorized)?;
+    if token.starts_with("pk_") {
+        let (id, secret) = token.split_once('.').ok_or_else(unauthorized)?;
+        let hash = crate::secrets::sha256_hex(secret.as_bytes());
+        let registry = state.registry.read().expect("registry lock");
+        let store = registry.site().stores.iter().find(|s| {
+            registry.pos_keys(&s.id).iter().any(|k| {
+                k.id == id
+                    && subtle::ConstantTimeEq::ct_eq(k.sha256.as_bytes(), hash.as_bytes()).into()
+            })
+        });
+        return store
+            .map(|s| Sender::Pos(s.id.clone()))
+            .ok_or_else(unauthorized);
+    }
+    if token.starts_with("ek_") {
+        let (id, secret) = token.split_once('.').ok_or_else(unauthorized)?;
+        let stored = state
+            .store
+            .get(Space::Meta, ecommerce_key(id).as_bytes())?
+            .ok_or_else(unauthorized)?;
+        return if crate::secrets::token_matches(secret, &String::from_utf8_lossy(&stored)) {
+            Ok(Sender::Shop)
+        } else {
+            Err(unauthorized())
+        };
+    }
+    admin_auth(state, headers, Role::Operator)?;
+    Ok(Sender::Operator)
+}
+
+/// Whether `sender` may record `p`.
+fn allowed(sender: &Sender, p: &PurchaseIn) -> Result<(), ApiError> {
+    let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m);
+    match (sender, p.channel) {
+        (Sender::Operator, _) | (Sender::Shop, Channel::Online) => Ok(()),
+        (Sender::Pos(s), Channel::Store) if p.store.as_deref() == Some(s.as_str()) => Ok(()),
+        (Sender::Pos(_), Channel::Store) => {
+            Err(forbidden("a POS key records its own store's purchases"))
+        }
+        (Sender::Pos(_), Channel::Online) => {
+            Err(forbidden("online purchases come with an e-commerce key"))
+        }
+        (Sender::Shop, Channel::Store) => {
+            Err(forbidden("store purchases come with the store's POS key"))
+        }
+    }
+}
+
+fn purchase_error(e: PurchaseError) -> ApiError {
+    match e {
+        PurchaseError::Invalid { field, message } => ApiError::field(&field, message),
+        PurchaseError::Conflict(order) => ApiError::conflict(format!(
+            "order_id {order} was recorded before with other content"
+        )),
+        PurchaseError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// Records one purchase, re-reading on a conflict; (stored now, the record).
+fn store_one(
+    store: &dyn Store,
+    p: PurchaseIn,
+    now: Timestamp,
+) -> Result<(bool, purchases::Purchase), ApiError> {
+    for _ in 0..5 {
+        match purchases::prepare(store, p.clone(), now).map_err(purchase_error)? {
+            Recorded::Again(earlier) => return Ok((false, earlier)),
+            Recorded::New(purchase, commit) => match store.commit(commit) {
+                Ok(()) => {
+                    metrics::counter!("omo_purchases_total", "channel" => channel_name(purchase.sent.channel)).increment(1);
+                    return Ok((true, purchase));
+                }
+                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Err(ApiError::conflict("the purchase kept conflicting; retry"))
+}
+
+fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Store => "store",
+        Channel::Online => "online",
+    }
+}
+
+async fn record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = sender(&state, &headers)?;
+    let p: PurchaseIn = parse_json(&body)?;
+    allowed(&who, &p)?;
+    let now = Timestamp::new(state.clock.now());
+    let store = state.store.clone();
+    let (new, purchase) = tokio::task::spawn_blocking(move || {
+        let stored = store_one(store.as_ref(), p, now)?;
+        store.flush()?;
+        Ok::<_, ApiError>(stored)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"purchase": purchase, "duplicate": !new})),
+    )
+        .into_response())
+}
+
+/// A history import: each line on its own; the answer counts and lists what happened.
+async fn import(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = sender(&state, &headers)?;
+    let now = Timestamp::new(state.clock.now());
+    let store = state.store.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let text = String::from_utf8_lossy(&body);
+        let (mut lines, mut stored, mut duplicates, mut refused) = (0u64, 0u64, 0u64, 0u64);
+        let mut rejected = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            lines += 1;
+            let outcome = parse_json::<PurchaseIn>(line.as_bytes())
+                .and_then(|p| allowed(&who, &p).map(|()| p))
+                .and_then(|p| store_one(store.as_ref(), p, now));
+            match outcome {
+                Ok((true, _)) => stored += 1,
+                Ok((false, _)) => duplicates += 1,
+                Err(e) if e.status == StatusCode::INTERNAL_SERVER_ERROR => return Err(e),
+                Err(e) => {
+                    refused += 1;
+                    if rejected.len() < MAX_LISTED {
+                        rejected.push(
+                            json!({"line": i + 1, "status": e.status.as_u16(), "error": e.message}),
+                        );
+                    }
+                }
+            }
+        }
+        store.flush()?;
+        Ok::<_, ApiError>(json!({
+            "lines": lines, "stored": stored, "duplicates": duplicates,
+            "refused": refused, "rejected": rejected,
+        }))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(answer).into_response())
+}
+
+async fn add_ecommerce_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let secret = crate::secrets::new_token();
+    let hash = crate::secrets::sha256_hex(secret.as_bytes());
+    let id = format!("ek_{}", &hash[..12]);
+    let mut c = Commit::new();
+    c.put(Space::Meta, ecommerce_key(&id), hash);
+    super::commit_durably(&state, c).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "key": format!("{id}.{secret}")})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    customer: Option<String>,
+    store: Option<String>,
+    #[serde(default)]
+    online: bool,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let range = (
+        q.from.map_or(0, Timestamp::millis),
+        q.to.map_or(i64::MAX / 2, Timestamp::millis),
+    );
+    let store = state.store.as_ref();
+    let items = match (&q.customer, &q.store, q.online) {
+        (Some(c), None, false) => purchases::of_customer(store, c, limit)?,
+        (None, Some(s), false) => purchases::in_range(store, Some(s), range, limit)?,
+        (None, None, true) => purchases::in_range(store, None, range, limit)?,
+        _ => {
+            return Err(ApiError::field(
+                "customer",
+                "give one of customer, store or online=true",
+            ))
+        }
+    };
+    let items: Vec<Value> = items.into_iter().map(|p| json!(p)).collect();
+    Ok(Json(json!({"items": items})).into_response())
+}

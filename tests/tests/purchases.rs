@@ -1,0 +1,309 @@
+//! Purchases through the real binaries: a store purchase paying with an offer's coupon is
+//! attributed to that send; the same order again is recognised and another order under its
+//! id refused; POS keys, e-commerce keys and the operator token each send only their own kind;
+//! online purchases find the customer by LINE id or member id; a history import lands its
+//! valid lines and names the others by line number; an erasure leaves the purchases without
+//! the customer.
+
+use std::time::Duration;
+
+use omo_tests::scenario::Visit;
+use omo_tests::system::{carried_beacon, Layout, System};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const USER: &str = "U00000000000000000000000000000c01";
+
+fn purchase(order: &str, channel: &str, store: Option<&str>, customer: Value, at: &str) -> Value {
+    let mut p = json!({"order_id": order, "channel": channel, "customer": customer, "at": at,
+        "currency": "JPY", "lines": [
+            {"sku": "latte-m", "category": "coffee", "quantity": 2, "amount": 960.0},
+            {"sku": "scone", "category": "bakery", "quantity": 1, "amount": 380.0}]});
+    if let Some(s) = store {
+        p["store"] = json!(s);
+    }
+    p
+}
+
+async fn post(sys: &System, path: &str, body: Value, key: &str) -> anyhow::Result<(u16, Value)> {
+    sys.cloud
+        .call(Method::POST, path, Some(body), Some(key))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_are_attributed_idempotent_authorised_imported_and_erased() -> anyhow::Result<()>
+{
+    let layout = Layout {
+        gateways: vec![
+            (
+                "s1",
+                "g1",
+                0,
+                vec![Visit {
+                    beacon: 1,
+                    from_s: 0,
+                    to_s: 300,
+                }],
+            ),
+            ("s2", "g2", 0, Vec::new()),
+        ],
+        site: String::new(),
+        mosquitto: false,
+        speed: 60,
+    };
+    let mut sys = System::build(layout).await?;
+    sys.welcome_campaign(&["s1"], &["line"]).await?;
+    let c1 = sys.line_customer(Some(&carried_beacon(1)), USER).await?;
+    sys.admin_call(
+        Method::PATCH,
+        &format!("/v1/admin/customers/{c1}"),
+        json!({"member_id": "m-buyer"}),
+        200,
+    )
+    .await?;
+    sys.gateway("g1").start()?;
+    let deliveries = sys.settled_deliveries(1, Duration::from_secs(60)).await?;
+    let offer = &deliveries[0];
+    assert_eq!(offer["status"], "delivered", "{offer}");
+    let coupon = offer["coupon"].as_str().unwrap_or_default().to_owned();
+    let key = |v: Value| v["key"].as_str().unwrap_or_default().to_owned();
+    let pos1 = key(sys
+        .admin_call(Method::POST, "/v1/admin/stores/s1/pos-keys", json!({}), 201)
+        .await?);
+    let pos2 = key(sys
+        .admin_call(Method::POST, "/v1/admin/stores/s2/pos-keys", json!({}), 201)
+        .await?);
+    let shop = key(sys
+        .admin_call(Method::POST, "/v1/admin/ecommerce-keys", json!({}), 201)
+        .await?);
+    let now = sys.cloud.clock_now().to_string();
+
+    // A store purchase paid with the offer's coupon: attributed to that send.
+    let paid = purchase(
+        "pos-1001",
+        "store",
+        Some("s1"),
+        json!({"coupon": coupon}),
+        &now,
+    );
+    let (status, body) = post(&sys, "/v1/purchases", paid.clone(), &pos1).await?;
+    assert_eq!(status, 201, "{body}");
+    let p = &body["purchase"];
+    assert_eq!(
+        (&p["customer_id"], &p["resolved_by"], &p["total"]),
+        (&json!(c1), &json!("coupon"), &json!(1340.0)),
+        "{body}"
+    );
+    assert_eq!(
+        p["attributed"],
+        json!({"coupon": coupon, "delivery": offer["id"], "campaign": "welcome", "variant": "a"}),
+        "{body}"
+    );
+    // Again: recognised; another order under the same id: refused.
+    let (status, body) = post(&sys, "/v1/purchases", paid.clone(), &pos1).await?;
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
+    let mut other = paid.clone();
+    other["lines"][0]["quantity"] = json!(3);
+    let (status, body) = post(&sys, "/v1/purchases", other, &pos1).await?;
+    assert_eq!(status, 409, "{body}");
+
+    // Who may send what.
+    for (body, key, want) in [
+        (paid.clone(), pos2.as_str(), 403),
+        (paid.clone(), shop.as_str(), 403),
+        (paid.clone(), "pk_nosuch.secret", 401),
+        (
+            purchase("web-1", "online", None, json!({"line_user": USER}), &now),
+            pos1.as_str(),
+            403,
+        ),
+        (
+            purchase("web-1", "online", None, json!({"line_user": USER}), &now),
+            omo_tests::cloud::ANALYST_TOKEN,
+            403,
+        ),
+    ] {
+        let (status, answer) = post(&sys, "/v1/purchases", body, key).await?;
+        assert_eq!(status, want, "{answer}");
+    }
+    let (status, _) = sys
+        .cloud
+        .call(Method::POST, "/v1/purchases", Some(paid.clone()), None)
+        .await?;
+    assert_eq!(status, 401);
+
+    // Online purchases by LINE id and by member id; bad fields named.
+    for (order, who) in [
+        ("web-1", json!({"line_user": USER})),
+        ("web-2", json!({"member_id": "m-buyer"})),
+    ] {
+        let (status, body) = post(
+            &sys,
+            "/v1/purchases",
+            purchase(order, "online", None, who, &now),
+            &shop,
+        )
+        .await?;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["purchase"]["customer_id"], json!(c1), "{body}");
+    }
+    let mut bad = purchase("web-3", "online", None, json!({}), &now);
+    bad["lines"][1]["amount"] = json!(-5.0);
+    let (status, body) = post(&sys, "/v1/purchases", bad, &shop).await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("lines[1].amount"), "{body}");
+    let mut bad = purchase("web-3", "online", None, json!({}), &now);
+    bad["currency"] = json!("yen");
+    let (status, body) = post(&sys, "/v1/purchases", bad, &shop).await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("currency"), "{body}");
+
+    // A history import: valid lines land, the others are named by line number.
+    let mut bad_quantity = purchase("hist-3", "online", None, json!({}), &now);
+    bad_quantity["lines"][0]["quantity"] = json!(0);
+    let ndjson = [
+        purchase(
+            "hist-1",
+            "online",
+            None,
+            json!({"member_id": "m-buyer"}),
+            &now,
+        )
+        .to_string(),
+        "{not json".to_owned(),
+        purchase(
+            "hist-2",
+            "online",
+            None,
+            json!({"member_id": "m-unknown"}),
+            &now,
+        )
+        .to_string(),
+        String::new(),
+        bad_quantity.to_string(),
+        purchase("hist-4", "store", Some("s1"), json!({}), &now).to_string(),
+        purchase("web-1", "online", None, json!({"line_user": USER}), &now).to_string(),
+    ]
+    .join("\n");
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/purchases/import",
+            sys.cloud.http_port
+        ))
+        .bearer_auth(&shop)
+        .body(ndjson)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.json().await?;
+    assert_eq!(
+        (
+            &answer["lines"],
+            &answer["stored"],
+            &answer["duplicates"],
+            &answer["refused"]
+        ),
+        (&json!(6), &json!(2), &json!(1), &json!(3)),
+        "{answer:#}"
+    );
+    let rejected: Vec<(u64, u64)> = answer["rejected"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap_or_default(),
+                r["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(rejected, [(2, 400), (5, 422), (6, 403)], "{answer:#}");
+    assert!(answer["rejected"][1]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("lines[0].quantity")));
+
+    // A history file larger than other requests may be (256 KiB): 1,500 orders.
+    let big: String = (0..1500)
+        .map(|i| purchase(&format!("bulk-{i}"), "online", None, json!({}), &now).to_string() + "\n")
+        .collect();
+    assert!(big.len() > 256 * 1024, "{}", big.len());
+    let answer: Value = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/purchases/import",
+            sys.cloud.http_port
+        ))
+        .bearer_auth(&shop)
+        .body(big)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(answer["stored"], 1500, "{answer:#}");
+
+    // The customer's purchases: the coupon one, two online, one imported.
+    let theirs = sys
+        .cloud
+        .admin(&format!("/v1/admin/purchases?customer={c1}"))
+        .await?;
+    let orders: Vec<&str> = theirs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["order_id"].as_str())
+        .collect();
+    let mut sorted = orders.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        ["hist-1", "pos-1001", "web-1", "web-2"],
+        "{theirs:#}"
+    );
+    let export = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{c1}/export"))
+        .await?;
+    assert_eq!(export["purchases"].as_array().map(Vec::len), Some(4));
+
+    // Erased: the purchases stay for the store's figures, without the customer.
+    let receipt = sys
+        .admin_call(
+            Method::DELETE,
+            &format!("/v1/admin/customers/{c1}"),
+            json!(null),
+            200,
+        )
+        .await?;
+    assert_eq!(receipt["removed"]["purchases_unlinked"], 4, "{receipt:#}");
+    let theirs = sys
+        .cloud
+        .admin(&format!("/v1/admin/purchases?customer={c1}"))
+        .await?;
+    assert_eq!(theirs["items"], json!([]), "{theirs:#}");
+    let at_s1 = sys.cloud.admin("/v1/admin/purchases?store=s1").await?;
+    let kept = &at_s1["items"][0];
+    assert_eq!(
+        (&kept["order_id"], &kept["customer_id"], &kept["customer"]),
+        (&json!("pos-1001"), &Value::Null, &json!({})),
+        "{at_s1:#}"
+    );
+    // 1,504 online purchases; a page holds 1,000 at most.
+    let online = sys
+        .cloud
+        .admin("/v1/admin/purchases?online=true&limit=5000")
+        .await?;
+    assert_eq!(
+        online["items"].as_array().map(Vec::len),
+        Some(1000),
+        "{online:#}"
+    );
+    assert!(online["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|p| p["customer_id"].is_null()
+            && !p.to_string().contains("m-buyer")
+            && !p.to_string().contains(USER)));
+    Ok(())
+}
