@@ -502,6 +502,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            if let Ok(p) = serde_json::from_slice::<PurchaseIn>(&bytes) {
+                let _ = validate(&p, NOW);
+            }
+        }
+
+        #[test]
+        fn quantities_and_amounts_pass_exactly_within_their_ranges(
+            quantity in proptest::prelude::any::<u32>(),
+            amount in proptest::prelude::any::<f64>(),
+        ) {
+            let mut p = purchase();
+            p.lines[0].quantity = quantity;
+            p.lines[0].amount = amount;
+            let ok = (1..=MAX_QUANTITY).contains(&quantity) && (0.0..=MAX_AMOUNT).contains(&amount);
+            proptest::prop_assert_eq!(validate(&p, NOW).is_ok(), ok);
+        }
+    }
+
+    #[test]
+    fn a_cut_off_purchase_is_refused_without_a_panic() {
+        let text = serde_json::to_string(&purchase()).unwrap();
+        for end in 0..text.len() {
+            assert!(serde_json::from_str::<PurchaseIn>(&text[..end]).is_err());
+        }
+        assert!(serde_json::from_str::<PurchaseIn>(&text).is_ok());
+    }
+
     #[test]
     fn every_bad_field_is_named() {
         type Change = Box<dyn Fn(&mut PurchaseIn)>;
