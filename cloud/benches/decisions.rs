@@ -76,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         registry: Arc::new(RwLock::new(Registry::load(store.as_ref())?)),
         secret: [9; 32],
         sent: Default::default(),
+        link_base: None,
     };
 
     // The producer appends transitions every millisecond-ish at the rate; their append times

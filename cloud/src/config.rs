@@ -260,6 +260,9 @@ pub struct Delivery {
     /// First retry delay, milliseconds; doubles per attempt (with jitter) up to `max_backoff_ms`.
     pub first_backoff_ms: i64,
     pub max_backoff_ms: i64,
+    /// This service's public base URL (`https://offers.example.com`): an offer's `{link}` is
+    /// `{link_base}/r/{token}`. Without it, templates cannot name `{link}`.
+    pub link_base: Option<String>,
 }
 
 impl Default for Delivery {
@@ -270,6 +273,7 @@ impl Default for Delivery {
             request_timeout_s: 10,
             first_backoff_ms: 1_000,
             max_backoff_ms: 300_000,
+            link_base: None,
         }
     }
 }
@@ -458,6 +462,7 @@ impl CloudConfig {
             ("app.fcm_base", Some(&self.app.fcm_base)),
             ("app.fcm_token_url", self.app.fcm_token_url.as_ref()),
             ("webhook.url", self.webhook.url.as_ref()),
+            ("delivery.link_base", self.delivery.link_base.as_ref()),
         ] {
             if let Some(url) = url {
                 if !(url.starts_with("https://") || url.starts_with("http://"))

@@ -473,8 +473,18 @@ impl Sweep<'_> {
             cursor,
             |_, v| {
                 let d: Delivery = serde_json::from_slice(v).ok()?;
-                (d.status.is_final() && d.decided_ms < cutoff)
-                    .then(|| vec![delivery::coupon_key(&d.coupon).into_bytes()])
+                (d.status.is_final() && d.decided_ms < cutoff).then(|| {
+                    let mut with = vec![
+                        delivery::coupon_key(&d.coupon).into_bytes(),
+                        delivery::clicked_key(&d.id).into_bytes(),
+                    ];
+                    with.extend(
+                        d.click
+                            .as_deref()
+                            .map(|t| delivery::click_key(t).into_bytes()),
+                    );
+                    with
+                })
             },
         )?;
         Ok(())
@@ -816,6 +826,8 @@ mod tests {
                 last_attempt_ms: None,
                 done_ms: None,
                 reason: None,
+                link: None,
+                click: None,
             };
             delivery::put(&mut c, &d, None);
             c.put(Space::Campaigns, delivery::coupon_key(&d.coupon), id);

@@ -111,6 +111,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         registry: registry.clone(),
         secret,
         sent: sent.clone(),
+        link_base: config.delivery.link_base.clone(),
     });
     tokio::spawn(crate::campaigns::stage::run(
         dyn_store.clone(),

@@ -458,6 +458,8 @@ mod tests {
             last_attempt_ms: None,
             done_ms: None,
             reason: None,
+            link: None,
+            click: None,
         }
     }
 

@@ -226,7 +226,10 @@ impl System {
                 key_file.display().to_string(),
                 fcm.token_url()
             ),
-            sections: "[delivery]\nrequest_timeout_s = 2\n".into(),
+            sections: format!(
+                "[delivery]\nrequest_timeout_s = 2\nlink_base = \"http://127.0.0.1:{}\"\n",
+                cloud.http_port
+            ),
         })?;
         let port = broker.as_ref().map_or(cloud.mqtt_port, |b| b.port);
         for g in &mut gateways {

@@ -307,3 +307,82 @@ async fn purchases_are_attributed_idempotent_authorised_imported_and_erased() ->
             && !p.to_string().contains(USER)));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_link_counts_one_click_per_delivery_and_a_guessed_one_is_404() -> anyhow::Result<()>
+{
+    let layout = Layout {
+        gateways: vec![(
+            "s1",
+            "g1",
+            0,
+            vec![Visit {
+                beacon: 1,
+                from_s: 0,
+                to_s: 300,
+            }],
+        )],
+        site: String::new(),
+        mosquitto: false,
+        speed: 60,
+    };
+    let mut sys = System::build(layout).await?;
+    let day = omo_tests::scenario::START[..10].parse::<chrono::NaiveDate>()?;
+    let campaign = json!({
+        "name": "Autumn", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
+        "schedule": {"from": (day - chrono::Days::new(1)).to_string(), "to": (day + chrono::Days::new(1)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+        "caps": {"per_customer": 1, "period_days": 1}, "budget": 100, "offer_ttl_minutes": 600,
+        "channels": ["line"],
+        "variants": [{"id": "a", "weight": 1, "template": {"text": "Autumn menu: {link}", "link": "https://brand.example.com/autumn"}}]
+    });
+    sys.admin_call(Method::PUT, "/v1/admin/campaigns/autumn", campaign, 201)
+        .await?;
+    sys.line_customer(Some(&carried_beacon(1)), USER).await?;
+    sys.gateway("g1").start()?;
+    let deliveries = sys.settled_deliveries(1, Duration::from_secs(60)).await?;
+    assert_eq!(deliveries[0]["status"], "delivered", "{deliveries:#?}");
+    let sent = sys.line.accepted();
+    let link = sent[0].texts[0]
+        .strip_prefix("Autumn menu: ")
+        .unwrap_or_default()
+        .to_owned();
+    let base = format!("http://127.0.0.1:{}/r/", sys.cloud.http_port);
+    assert!(link.starts_with(&base), "{link}");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    for _ in 0..3 {
+        let resp = no_redirects.get(&link).send().await?;
+        assert_eq!(resp.status().as_u16(), 302);
+        assert_eq!(
+            resp.headers().get("location").and_then(|l| l.to_str().ok()),
+            Some("https://brand.example.com/autumn")
+        );
+    }
+    for guess in [
+        format!("{base}{}", "0123456789abcdef0123456789abcdef"),
+        format!("{base}short"),
+        format!("{base}{}", &link[base.len()..].to_uppercase()),
+    ] {
+        let resp = no_redirects.get(&guess).send().await?;
+        assert_eq!(resp.status().as_u16(), 404, "{guess}");
+    }
+    // Clicked once, between delivered and redeemed in the funnel.
+    let report = sys
+        .cloud
+        .admin("/v1/admin/reports/campaigns/autumn")
+        .await?;
+    let group = report["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["group"] == "a")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&group["funnel"]["delivered"], &group["funnel"]["clicked"]),
+        (&json!(1), &json!(1)),
+        "{report:#}"
+    );
+    Ok(())
+}

@@ -132,7 +132,7 @@ pub enum Channel {
     Webhook,
 }
 
-/// The message; `{name}`, `{store}` and `{coupon}` are filled per send.
+/// The message; `{name}`, `{store}`, `{coupon}` and `{link}` are filled per send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
@@ -142,6 +142,11 @@ pub struct Template {
     /// variables are filled in its strings too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flex: Option<serde_json::Value>,
+    /// Where the offer's link leads (the brand's page): `{link}` becomes a tracked link, unique
+    /// per delivery, through the cloud's `GET /r/{token}`, which counts the click and redirects
+    /// here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// Campaign and variant ids: 1..=64 letters, digits, '-', '_' or '.' (they are key segments).
@@ -210,7 +215,7 @@ fn fill_json(v: &serde_json::Value, values: &BTreeMap<&str, String>) -> serde_js
 }
 
 /// The variables a template may name.
-pub const TEMPLATE_VARIABLES: [&str; 3] = ["name", "store", "coupon"];
+pub const TEMPLATE_VARIABLES: [&str; 4] = ["name", "store", "coupon", "link"];
 
 impl Template {
     /// The variables the text names, or the first malformed one.
@@ -444,6 +449,17 @@ impl Campaign {
                         .into(),
                 );
             }
+            if let Some(link) = &v.template.link {
+                let ok = link.len() <= 2048
+                    && (link.starts_with("https://") || link.starts_with("http://"))
+                    && link.parse::<axum::http::Uri>().is_ok();
+                if !ok {
+                    bad(
+                        &format!("variants[{i}].template.link"),
+                        "must be an http:// or https:// URL of at most 2048 bytes".into(),
+                    );
+                }
+            }
             let fields = std::iter::once(("text".to_owned(), v.template.variables()))
                 .chain(v.template.flex_variables());
             for (field, vars) in fields {
@@ -454,6 +470,8 @@ impl Campaign {
                         for var in vars {
                             if !TEMPLATE_VARIABLES.contains(&var.as_str()) {
                                 bad(&field, format!("names an unknown variable {{{var}}}; known: {TEMPLATE_VARIABLES:?}"));
+                            } else if var == "link" && v.template.link.is_none() {
+                                bad(&field, "names {link} but the template has no link".into());
                             }
                         }
                     }
@@ -536,6 +554,7 @@ pub(crate) mod tests {
         let unclosed = Template {
             text: "Hi {name".into(),
             flex: None,
+            link: None,
         };
         assert!(unclosed.variables().unwrap_err().contains("byte 3"));
     }
@@ -557,6 +576,7 @@ pub(crate) mod tests {
         let t = Template {
             text: "Hi {name}, {store}: {coupon} {coupon}".into(),
             flex: Some(json!({"type": "bubble", "footer": ["{coupon}", 3]})),
+            link: None,
         };
         let values = BTreeMap::from([
             ("name", "Aki".to_owned()),

@@ -50,6 +50,8 @@ pub struct Inputs {
     pub secret: [u8; 32],
     /// Told when a commit wrote deliveries (the delivery worker waits on it).
     pub sent: Arc<tokio::sync::Notify>,
+    /// `delivery.link_base`: where tracked links point (`{link_base}/r/{token}`).
+    pub link_base: Option<String>,
 }
 
 fn keyed(secret: &[u8; 32], parts: &[&str]) -> [u8; 32] {
@@ -447,10 +449,22 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     .and_then(|n| n.as_str())
                     .unwrap_or_default()
                     .to_owned();
+                // A tracked link, unique per delivery and unguessable (128 keyed bits).
+                let link = template.as_ref().and_then(|tpl| tpl.link.clone());
+                let click = link.as_ref().map(|_| {
+                    hex::encode(&keyed(&inputs.secret, &["click", &hex::encode(id_bytes)])[..16])
+                });
+                let tracked = match (&click, &inputs.link_base) {
+                    (Some(token), Some(base)) => {
+                        format!("{}/r/{token}", base.trim_end_matches('/'))
+                    }
+                    _ => String::new(),
+                };
                 let values = BTreeMap::from([
                     ("name", name),
                     ("store", place.name.clone()),
                     ("coupon", code.clone()),
+                    ("link", tracked),
                 ]);
                 let delivery = Delivery {
                     id: hex::encode(&id_bytes[..16]),
@@ -475,7 +489,16 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     last_attempt_ms: None,
                     done_ms: None,
                     reason: None,
+                    link,
+                    click: click.clone(),
                 };
+                if let Some(token) = &click {
+                    c.put(
+                        Space::Campaigns,
+                        delivery::click_key(token),
+                        delivery.id.clone(),
+                    );
+                }
                 // Its id and coupon derive from the trigger key, whose absence is expected above.
                 c.put(
                     Space::Campaigns,
@@ -773,6 +796,7 @@ location = { lat = 35.6, lon = 139.7 }
             registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
             secret: [3; 32],
             sent: Default::default(),
+            link_base: Some("https://offers.example.com".into()),
         };
         (dir, store, customer, inputs)
     }
@@ -843,6 +867,45 @@ location = { lat = 35.6, lon = 139.7 }
             1,
             "one measurement row per customer and campaign"
         );
+    }
+
+    #[test]
+    fn a_template_link_becomes_a_tracked_link_unique_to_its_delivery() {
+        let (_dir, store, customer, inputs) = setup(|d| {
+            d["variants"][0]["template"]["text"] = serde_json::json!("Hi {name}: {link}");
+            d["variants"][0]["template"]["link"] =
+                serde_json::json!("https://brand.example.com/autumn");
+            d["caps"] =
+                serde_json::json!({"per_customer": 100, "period_days": 1, "cooldown_minutes": 0});
+        });
+        append(
+            &store,
+            &[
+                transition(&customer.id, "v1", "2026-11-23T03:00:00.000Z", false),
+                transition(&customer.id, "v2", "2026-11-23T05:00:00.000Z", false),
+            ],
+        );
+        step(&store, &inputs).unwrap();
+        let deliveries = rows(&store, "delivery/");
+        assert_eq!(deliveries.len(), 2);
+        let mut tokens = BTreeSet::new();
+        for d in &deliveries {
+            let text = d["text"].as_str().unwrap();
+            let token = text
+                .strip_prefix("Hi Aki: https://offers.example.com/r/")
+                .unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(token.len(), 32, "{text}");
+            assert_eq!(d["click"].as_str(), Some(token));
+            assert_eq!(d["link"], "https://brand.example.com/autumn");
+            assert_eq!(
+                store
+                    .get(Space::Campaigns, delivery::click_key(token).as_bytes())
+                    .unwrap(),
+                Some(d["id"].as_str().unwrap().as_bytes().to_vec())
+            );
+            tokens.insert(token.to_owned());
+        }
+        assert_eq!(tokens.len(), 2, "one link per delivery");
     }
 
     /// Ten triggers of one customer make one analysis row (the customer counts once), every

@@ -5,7 +5,8 @@
 //!
 //! Keys in the campaigns space: `delivery/{id}` the row; `due/{ms:016x}/{id}` when the worker
 //! should look at it next (present while it is pending or being sent); `coupon/{code}` the
-//! delivery that carries a coupon code.
+//! delivery that carries a coupon code; `click/{token}` the delivery a tracked link belongs to,
+//! and `clicked/{id}` when that link was first followed.
 
 pub mod fcm;
 pub mod line;
@@ -82,6 +83,11 @@ pub struct Delivery {
     /// Why it failed, expired or was cancelled; the last retryable answer while pending.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Where its tracked link leads, and the link's token (`GET /r/{token}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click: Option<String>,
 }
 
 pub fn row_key(id: &str) -> String {
@@ -94,6 +100,16 @@ pub fn due_key(at_ms: i64, id: &str) -> String {
 
 pub fn coupon_key(code: &str) -> String {
     format!("coupon/{code}")
+}
+
+/// The delivery a tracked link's token belongs to.
+pub fn click_key(token: &str) -> String {
+    format!("click/{token}")
+}
+
+/// When a delivery's link was first followed (present once it was).
+pub fn clicked_key(id: &str) -> String {
+    format!("clicked/{id}")
 }
 
 /// The delivery row `id`, with its stored bytes (for a commit that expects them unchanged).

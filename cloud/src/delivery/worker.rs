@@ -787,6 +787,8 @@ mod tests {
             last_attempt_ms: None,
             done_ms: None,
             reason: None,
+            link: None,
+            click: None,
         };
         let mut c = Commit::new();
         super::super::put(&mut c, &d, None);

@@ -52,6 +52,13 @@ fn check(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
             problems.push(format!("places.stores: {s:?} is not a registered store"));
         }
     }
+    if state.config.delivery.link_base.is_none() {
+        for (i, v) in c.variants.iter().enumerate() {
+            if v.template.link.is_some() {
+                problems.push(format!("variants[{i}].template.link: tracked links need delivery.link_base in cloud.toml (this service's public URL)"));
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod campaigns;
 pub mod line;
+pub mod links;
 pub mod purchases;
 pub mod redemptions;
 
@@ -234,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .merge(campaigns::routes())
         .merge(redemptions::routes())
         .merge(purchases::routes())
+        .merge(links::routes())
         .fallback(|| async { ApiError::not_found("this path") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

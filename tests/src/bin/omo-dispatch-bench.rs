@@ -79,6 +79,8 @@ async fn run(rate: u32, seconds: u64) -> anyhow::Result<()> {
                 last_attempt_ms: None,
                 done_ms: None,
                 reason: None,
+                link: None,
+                click: None,
             };
             omo_cloud::delivery::put(&mut c, &d, None);
             c.put(Space::Campaigns, due_key(now, &id), Vec::new());
