@@ -211,6 +211,9 @@ pub struct App {
     pub fcm_token_url: Option<String>,
     /// Push requests per second at most.
     pub push_rate_per_s: u32,
+    /// Where a phone that scanned a store's QR poster is sent (the brand's link into its app;
+    /// `?code=…` is added). Without it, `/q/{code}` shows a page asking to scan in the app.
+    pub checkin_url: Option<String>,
 }
 
 impl Default for App {
@@ -221,6 +224,7 @@ impl Default for App {
             fcm_service_account_file: None,
             fcm_token_url: None,
             push_rate_per_s: 1000,
+            checkin_url: None,
         }
     }
 }
@@ -463,6 +467,7 @@ impl CloudConfig {
             ("app.fcm_token_url", self.app.fcm_token_url.as_ref()),
             ("webhook.url", self.webhook.url.as_ref()),
             ("delivery.link_base", self.delivery.link_base.as_ref()),
+            ("app.checkin_url", self.app.checkin_url.as_ref()),
         ] {
             if let Some(url) = url {
                 if !(url.starts_with("https://") || url.starts_with("http://"))

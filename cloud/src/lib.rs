@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ingest;
 pub mod privacy;
 pub mod purchases;
+pub mod qr;
 pub mod registry;
 pub mod retention;
 pub mod secrets;

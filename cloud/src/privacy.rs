@@ -196,6 +196,7 @@ impl About {
         match record {
             Record::App(r) => r.customer == self.id,
             Record::Line(l) => l.customer == self.id,
+            Record::Checkin(q) => q.customer == self.id,
             Record::Gateway(e) => {
                 let Some((_, s)) = e.event.as_sighting() else {
                     return false;

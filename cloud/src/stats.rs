@@ -69,11 +69,11 @@ pub fn fold(stats: &mut Folded, record: &Record) {
                 .saturating_add(u64::try_from(seqs.count()).unwrap_or(u64::MAX));
             s.last_received = Some(*received);
         }
-        Record::App(_) | Record::Line(_) => {
-            let name = if matches!(record, Record::App(_)) {
-                "app"
-            } else {
-                "line"
+        Record::App(_) | Record::Line(_) | Record::Checkin(_) => {
+            let name = match record {
+                Record::App(_) => "app",
+                Record::Line(_) => "line",
+                _ => "qr",
             };
             let s = stats.entry(format!("source/{name}")).or_default();
             s.stay += 1;
@@ -125,6 +125,7 @@ fn stats_key(record: &Record) -> Option<String> {
         Record::GatewayDropped { gateway, .. } => Some(format!("gateway/{gateway}")),
         Record::App(_) => Some("source/app".into()),
         Record::Line(_) => Some("source/line".into()),
+        Record::Checkin(_) => Some("source/qr".into()),
         Record::Tick { .. } | Record::Erased { .. } => None,
     }
 }

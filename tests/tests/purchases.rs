@@ -1,9 +1,13 @@
-//! Purchases through the real binaries: a store purchase paying with an offer's coupon is
-//! attributed to that send; the same order again is recognised and another order under its
-//! id refused; POS keys, e-commerce keys and the operator token each send only their own kind;
-//! online purchases find the customer by LINE id or member id; a history import lands its
-//! valid lines and names the others by line number; an erasure leaves the purchases without
-//! the customer.
+//! Online meets offline through the real binaries.
+//!
+//! Purchases: a store purchase paying with an offer's coupon is attributed to that send; the
+//! same order again is recognised and another order under its id refused; POS keys, e-commerce
+//! keys and the operator token each send only their own kind; online purchases find the
+//! customer by LINE id or member id; a history import lands its valid lines and names the
+//! others by line number; an erasure leaves the purchases without the customer.
+//!
+//! Tracked links: one click counted per delivery, a guessed token 404. QR check-in: a store's
+//! and a zone's posters, and an app's scan opening a visit at once.
 
 use std::time::Duration;
 
@@ -384,5 +388,88 @@ async fn an_offer_link_counts_one_click_per_delivery_and_a_guessed_one_is_404() 
         (&json!(1), &json!(1)),
         "{report:#}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qr_check_in_opens_a_visit_at_once() -> anyhow::Result<()> {
+    let layout = Layout {
+        gateways: vec![("s1", "g1", 0, Vec::new())],
+        site: "[[gateway_zones]]\nid = \"floor\"\nstore = \"s1\"\nname = \"Floor\"\ngateways = [\"g1\"]\nmax_distance_m = 15.0\n".into(),
+        mosquitto: false,
+        speed: 60,
+    };
+    let sys = System::build(layout).await?;
+    let (customer, token) = sys.app_customer("m-qr", None, "fcm-token-qr").await?;
+    let store_qr = sys.cloud.admin("/v1/admin/stores/s1/qr").await?;
+    let zone_qr = sys.cloud.admin("/v1/admin/stores/s1/qr?zone=floor").await?;
+    let code = store_qr["code"].as_str().unwrap_or_default().to_owned();
+    let zone_code = zone_qr["code"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(code, zone_code);
+    assert_eq!(
+        store_qr["url"],
+        json!(format!("http://127.0.0.1:{}/q/{code}", sys.cloud.http_port))
+    );
+    let (status, svg) = sys
+        .cloud
+        .get_text(
+            "/v1/admin/stores/s1/qr.svg",
+            Some(omo_tests::cloud::ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert!(svg.contains("<svg") && svg.contains("<path"), "{svg}");
+    // A phone's camera: a page asking to scan in the app; an unknown code is 404.
+    let (status, page) = sys.cloud.get_text(&format!("/q/{code}"), None).await?;
+    assert_eq!(status, 200);
+    assert!(page.contains("check in"), "{page}");
+    let (status, _) = sys.cloud.get_text("/q/0000000000000000", None).await?;
+    assert_eq!(status, 404);
+
+    // The app's scans: the store's, then (later) the floor zone's.
+    let scan = |code: &str, key: &str| json!({"code": code, "idempotency_key": key});
+    let (status, body) = post(&sys, "/v1/app/checkins", scan(&code, "scan-1"), &token).await?;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post(&sys, "/v1/app/checkins", scan(&code, "scan-1"), &token).await?;
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
+    let (status, body) = post(
+        &sys,
+        "/v1/app/checkins",
+        scan("ffffffffffffffff", "scan-2"),
+        &token,
+    )
+    .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("code"), "{body}");
+    let (status, body) = post(&sys, "/v1/app/checkins", scan(&zone_code, "scan-3"), &token).await?;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = sys
+            .cloud
+            .admin(&format!("/v1/admin/visits?customer={customer}"))
+            .await?;
+        let scopes: Vec<String> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["sources"] == json!(["qr"]))
+            .map(|v| {
+                format!(
+                    "{}:{}",
+                    v["scope"]["kind"].as_str().unwrap_or(""),
+                    v["scope"]["id"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        if scopes.contains(&"store:s1".to_owned()) && scopes.contains(&"zone:floor".to_owned()) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no QR visits: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

@@ -240,27 +240,31 @@ fn validate(
     })
 }
 
-async fn locations(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+/// The install a request's bearer token authenticates.
+pub(super) async fn authenticated_install(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<identity::Install, ApiError> {
     let token =
-        bearer(&headers).ok_or_else(|| ApiError::unauthorized("an install token is required"))?;
+        bearer(headers).ok_or_else(|| ApiError::unauthorized("an install token is required"))?;
     let token = token.to_owned();
     let store = state.store.clone();
-    let install =
-        tokio::task::spawn_blocking(move || identity::authenticate_install(store.as_ref(), &token))
-            .await
-            .map_err(ApiError::internal)??
-            .ok_or_else(|| ApiError::unauthorized("unknown or wrong install token"))?;
-    let now = Timestamp::new(state.clock.now());
-    let o = parse_report(&body, now, &state.config.ingest)?;
+    tokio::task::spawn_blocking(move || identity::authenticate_install(store.as_ref(), &token))
+        .await
+        .map_err(ApiError::internal)??
+        .ok_or_else(|| ApiError::unauthorized("unknown or wrong install token"))
+}
+
+/// A report's idempotency key: the `Idempotency-Key` header, or the body's.
+pub(super) fn idempotency_key(
+    headers: &HeaderMap,
+    in_body: Option<String>,
+) -> Result<String, ApiError> {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| o.idempotency_key.clone())
+        .or(in_body)
         .ok_or_else(|| {
             ApiError::field("idempotency_key", "required (or an Idempotency-Key header)")
         })?;
@@ -270,18 +274,20 @@ async fn locations(
             "must be 1..=128 characters",
         ));
     }
-    let record = Record::App(AppReport {
-        install: install.id.clone(),
-        customer: install.customer.clone(),
-        event_ts: o.ts,
-        received: now,
-        gps: o.gps,
-        wifi: o.wifi,
-        beacons: o.beacons,
-    });
+    Ok(key)
+}
+
+/// Appends an app's record once per (install, idempotency key): 202, or 200 for a repeat.
+pub(super) async fn append_once(
+    state: &AppState,
+    install: &identity::Install,
+    key: &str,
+    record: Record,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
     let dedup_key = format!("app/{}/{key}", install.id).into_bytes();
     let answer = crate::retention::processed_id_value(json!({"accepted": true}), now.millis());
-    match append(&state, vec![record], Some((dedup_key, answer))).await? {
+    match append(state, vec![record], Some((dedup_key, answer))).await? {
         Appended::Stored { .. } => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"accepted": true, "duplicate": false})),
@@ -293,4 +299,25 @@ async fn locations(
         )
             .into_response()),
     }
+}
+
+async fn locations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let install = authenticated_install(&state, &headers).await?;
+    let now = Timestamp::new(state.clock.now());
+    let o = parse_report(&body, now, &state.config.ingest)?;
+    let key = idempotency_key(&headers, o.idempotency_key.clone())?;
+    let record = Record::App(AppReport {
+        install: install.id.clone(),
+        customer: install.customer.clone(),
+        event_ts: o.ts,
+        received: now,
+        gps: o.gps,
+        wifi: o.wifi,
+        beacons: o.beacons,
+    });
+    append_once(&state, &install, &key, record, now).await
 }

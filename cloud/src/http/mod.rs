@@ -9,6 +9,7 @@ pub mod campaigns;
 pub mod line;
 pub mod links;
 pub mod purchases;
+pub mod qr;
 pub mod redemptions;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -236,6 +237,7 @@ pub fn router(state: AppState) -> Router {
         .merge(redemptions::routes())
         .merge(purchases::routes())
         .merge(links::routes())
+        .merge(qr::routes())
         .fallback(|| async { ApiError::not_found("this path") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

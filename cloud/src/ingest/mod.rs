@@ -297,6 +297,7 @@ impl Writer {
             let source = match r {
                 Record::App(_) => "app",
                 Record::Line(_) => "line",
+                Record::Checkin(_) => "qr",
                 _ => "other",
             };
             metrics::counter!("omo_ingest_events_total", "source" => source).increment(1);

@@ -27,6 +27,8 @@ pub enum Record {
     App(AppReport),
     /// A LINE webhook event.
     Line(LineEvent),
+    /// An app's QR check-in at a store (or one of its zones).
+    Checkin(Checkin),
     /// In place of a record about an erased customer: only its log time is kept, so offsets
     /// and every consumer's position stay as they were.
     Erased { received: Timestamp },
@@ -41,7 +43,8 @@ impl Record {
             | Record::GatewayDropped { received, .. }
             | Record::Gateway(GatewayEvent { received, .. })
             | Record::App(AppReport { received, .. })
-            | Record::Line(LineEvent { received, .. }) => *received,
+            | Record::Line(LineEvent { received, .. })
+            | Record::Checkin(Checkin { received, .. }) => *received,
         }
     }
 
@@ -103,6 +106,18 @@ pub struct BeaconSighting {
 }
 
 /// A LINE webhook event the pipeline uses.
+/// A QR check-in: the customer's app scanned the code of a store or zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkin {
+    pub install: String,
+    pub customer: String,
+    pub store: StoreId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub event_ts: Timestamp,
+    pub received: Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineEvent {
     pub user: String,

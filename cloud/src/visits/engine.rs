@@ -43,6 +43,9 @@ pub enum Source {
     Gateway,
     App,
     Line,
+    /// A check-in: the customer's app scanned the store's (or zone's) QR code. Certain on its
+    /// own: it opens a visit at once.
+    Qr,
 }
 
 /// What one observation says about one customer in one scope.
@@ -425,6 +428,26 @@ impl VisitEngine {
         let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
         let next = match (tracked.map(|t| t.state), e.inside) {
             (None, false) => None,
+            (None, true) if e.source == Source::Qr => {
+                let visit = visit_id(&self.id_key, &key.0, &key.1, e.offset);
+                let sources = BTreeSet::from([e.source]);
+                out.push(self.transition(
+                    &key,
+                    &visit,
+                    TransitionKind::Enter,
+                    e.at_ms,
+                    log_ms,
+                    &sources,
+                ));
+                Some(State::Open {
+                    visit,
+                    entered_ms: e.at_ms,
+                    last_ms: e.at_ms,
+                    outside_ms: None,
+                    milestones: 0,
+                    sources,
+                })
+            }
             (None, true) => Some(State::Candidate {
                 first_ms: e.at_ms,
                 last_ms: e.at_ms,
@@ -448,7 +471,8 @@ impl VisitEngine {
                 };
                 let last_ms = last_ms.max(e.at_ms);
                 sources.insert(e.source);
-                if last_ms - first_ms >= i64::from(p.enter_after_s) * 1000 {
+                if last_ms - first_ms >= i64::from(p.enter_after_s) * 1000 || e.source == Source::Qr
+                {
                     let visit = visit_id(&self.id_key, &key.0, &key.1, opener);
                     out.push(self.transition(
                         &key,

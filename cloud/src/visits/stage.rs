@@ -414,6 +414,14 @@ impl VisitStage {
                 }
                 (r.customer.clone(), r.event_ts.millis(), Source::App)
             }
+            Record::Checkin(q) => {
+                // The place itself: its store, and its zone if the code was a zone's.
+                out.insert(Scope::Store(q.store.to_string()), true);
+                if let Some(z) = &q.zone {
+                    out.insert(Scope::Zone(z.clone()), true);
+                }
+                (q.customer.clone(), q.event_ts.millis(), Source::Qr)
+            }
             Record::Line(l) => {
                 let crate::ingest::record::LineKind::Beacon { beacon, .. } = &l.kind else {
                     return Ok(Vec::new());

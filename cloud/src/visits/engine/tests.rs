@@ -292,3 +292,36 @@ fn a_forgotten_customer_leaves_nothing_and_the_others_go_on_as_before() {
     assert_eq!(out, alone);
     assert_eq!(engine.tracked(), 0);
 }
+
+#[test]
+fn a_qr_check_in_opens_a_visit_at_once_and_it_exits_after_the_timeout() {
+    let z = Scope::Store("s1".into());
+    let mut engine = VisitEngine::new(VisitParams::default(), [7; 32]);
+    let out = run(
+        &mut engine,
+        vec![(T0 + 2 * S, ev("c1", &z, 1, 1, Source::Qr, true))],
+        1000,
+    );
+    let kinds = kinds(&out);
+    assert_eq!(kinds[0].1, TransitionKind::Enter, "{out:?}");
+    assert_eq!(out[0].at_ms, T0 + S);
+    assert!(out[0].sources.contains(&Source::Qr));
+    let exit_s = i64::from(VisitParams::default().exit_timeout_s);
+    assert!(
+        matches!(kinds.last(), Some((_, TransitionKind::Exit { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.last().unwrap().at_ms,
+        T0 + S + exit_s * S,
+        "exits an exit timeout after the check-in"
+    );
+    // A gateway's single sighting does not open one.
+    let mut engine = VisitEngine::new(VisitParams::default(), [7; 32]);
+    let out = run(
+        &mut engine,
+        vec![(T0 + 2 * S, ev("c1", &z, 1, 1, Source::Gateway, true))],
+        1000,
+    );
+    assert!(out.is_empty(), "{out:?}");
+}
