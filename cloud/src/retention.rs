@@ -135,13 +135,15 @@ pub struct Swept {
     pub deliveries: u64,
     pub caps_history: u64,
     pub processed_ids: u64,
+    /// LINE account-link nonces past their expiry, never used.
+    pub line_nonces: u64,
     /// Processed-event ids written before they carried a time, stamped now (so they expire a
     /// period from now).
     pub stamped_ids: u64,
 }
 
 impl Swept {
-    fn kinds(&self) -> [(&'static str, u64); 8] {
+    fn kinds(&self) -> [(&'static str, u64); 9] {
         [
             ("observations", self.observations),
             ("ticks", self.ticks),
@@ -151,6 +153,7 @@ impl Swept {
             ("deliveries", self.deliveries),
             ("caps_history", self.caps_history),
             ("processed_ids", self.processed_ids),
+            ("line_nonces", self.line_nonces),
         ]
     }
 
@@ -217,6 +220,7 @@ impl Sweep<'_> {
         self.decisions(&mut s, &mut cursors.decisions)?;
         self.deliveries(&mut s, &mut cursors.deliveries)?;
         self.processed_ids(&mut s, &mut cursors.processed_ids)?;
+        s.line_nonces = self.line_nonces()?;
         Ok(s)
     }
 
@@ -488,6 +492,23 @@ impl Sweep<'_> {
             },
         )?;
         Ok(())
+    }
+
+    /// LINE account-link nonces past their expiry (a handful: read whole).
+    fn line_nonces(&mut self) -> Result<u64, StoreError> {
+        let now_ms = self.now_ms;
+        let mut cursor = Vec::new();
+        self.rolling(
+            ("line_nonces", Space::Identity, "line-nonce/"),
+            &mut cursor,
+            |_, v| {
+                let expires = serde_json::from_slice::<serde_json::Value>(v)
+                    .ok()?
+                    .get("expires_ms")?
+                    .as_i64()?;
+                (expires < now_ms).then(Vec::new)
+            },
+        )
     }
 
     /// Processed-event ids written before the cutoff; ids without a time get one now.
@@ -849,6 +870,14 @@ mod tests {
             processed_id_value(json!({}), recent),
         );
         c.put(Space::Dedup, "app/i_1/k", b"{\"accepted\":true}".to_vec());
+        // LINE account-link nonces: one expired, one still waiting.
+        for (nonce, expires) in [("n-old", NOW - 1), ("n-new", NOW + 60_000)] {
+            c.put(
+                Space::Identity,
+                format!("line-nonce/{nonce}"),
+                serde_json::to_vec(&json!({"member_id": "m1", "expires_ms": expires})).unwrap(),
+            );
+        }
         store.commit(c).unwrap();
 
         let mut cursors = Cursors::default();
@@ -858,7 +887,11 @@ mod tests {
             (2, 2, 1, 1),
             "{s:?}"
         );
-        assert_eq!((s.processed_ids, s.stamped_ids), (1, 1));
+        assert_eq!((s.processed_ids, s.stamped_ids, s.line_nonces), (1, 1, 1));
+        assert_eq!(
+            keys(&store, Space::Identity),
+            [b"line-nonce/n-new".to_vec()]
+        );
         let text = |space| -> Vec<String> {
             keys(&store, space)
                 .iter()

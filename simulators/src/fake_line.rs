@@ -48,6 +48,8 @@ struct Inner {
     accepted: Vec<Accepted>,
     log: Vec<Request>,
     retry_keys: HashSet<String>,
+    /// Link tokens issued: (token, LINE user).
+    link_tokens: Vec<(String, String)>,
     faults: Faults,
     requests: u64,
 }
@@ -94,6 +96,7 @@ impl FakeLine {
         };
         let app = Router::new()
             .route("/v2/bot/message/push", post(push))
+            .route("/v2/bot/user/:user/linkToken", post(link_token))
             .route("/fake/deliveries", get(deliveries))
             .route("/fake/faults", post(add_fault))
             .with_state(shared.clone());
@@ -115,6 +118,16 @@ impl FakeLine {
     }
 
     /// What it accepted so far.
+    /// The account-link tokens issued, with the LINE user each was issued for.
+    pub fn link_tokens(&self) -> Vec<(String, String)> {
+        self.shared
+            .inner
+            .lock()
+            .expect("fake LINE lock")
+            .link_tokens
+            .clone()
+    }
+
     pub fn accepted(&self) -> Vec<Accepted> {
         self.shared
             .inner
@@ -179,6 +192,54 @@ struct PushBody {
     messages: Vec<Value>,
 }
 
+/// `POST /v2/bot/user/{userId}/linkToken`: a link token for the account-link flow.
+async fn link_token(
+    State(s): State<Shared>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    if !user.starts_with('U') || user.len() != 33 {
+        return line_error(StatusCode::BAD_REQUEST, "Invalid user ID", None);
+    }
+    let token: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| {
+                char::from(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                        [rng.random_range(0..62)],
+                )
+            })
+            .collect()
+    };
+    s.inner
+        .lock()
+        .expect("fake LINE lock")
+        .link_tokens
+        .push((token.clone(), user));
+    Json(json!({"linkToken": token})).into_response()
+}
+
+fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == s.token.as_str())
+}
+
+fn unauthorized() -> Response {
+    line_error(
+        StatusCode::UNAUTHORIZED,
+        "Authentication failed due to the following reason: invalid token.",
+        None,
+    )
+}
+
 async fn push(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let received_ms = now_ms();
     let retry_key = headers
@@ -215,17 +276,8 @@ async fn answer_push(s: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
             return line_error(status, "Internal server error", None);
         }
     }
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == s.token.as_str());
-    if !authorized {
-        return line_error(
-            StatusCode::UNAUTHORIZED,
-            "Authentication failed due to the following reason: invalid token.",
-            None,
-        );
+    if !authorized(s, headers) {
+        return unauthorized();
     }
     let retry_key = match headers.get("x-line-retry-key").map(|v| v.to_str()) {
         None => None,

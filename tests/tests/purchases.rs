@@ -473,3 +473,140 @@ async fn a_qr_check_in_opens_a_visit_at_once() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_account_link_joins_the_member_and_a_replayed_nonce_is_refused() -> anyhow::Result<()>
+{
+    let layout = Layout {
+        gateways: vec![("s1", "g1", 0, Vec::new())],
+        site: String::new(),
+        mosquitto: false,
+        speed: 60,
+    };
+    let sys = System::build(layout).await?;
+    let member = sys
+        .admin_call(
+            Method::POST,
+            "/v1/admin/customers",
+            json!({"member_id": "m-link", "consent": {"location": true}}),
+            201,
+        )
+        .await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let event = |id: &str, kind: &str, extra: Value| {
+        let mut e = json!({"type": kind, "mode": "active", "timestamp": sys.cloud.clock_now().millis(),
+            "webhookEventId": id, "deliveryContext": {"isRedelivery": false},
+            "source": {"type": "user", "userId": USER}, "replyToken": "r"});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            e[k] = v;
+        }
+        e
+    };
+    // The LINE user follows the account first: a customer of their own, with LINE consent.
+    sys.line_webhook(vec![event("follow-1", "follow", json!({}))])
+        .await?;
+    let apart = sys.cloud.admin("/v1/admin/customers?limit=1000").await?["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["line_user"] == json!(USER))
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    assert!(!apart.is_empty() && apart != member);
+
+    // The bot gets a link token; the member logs in on the brand's site and gets a nonce.
+    let token = sys
+        .admin_call(
+            Method::POST,
+            "/v1/admin/line-links/token",
+            json!({"line_user": USER}),
+            200,
+        )
+        .await?["link_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(sys.line.link_tokens(), [(token.clone(), USER.to_owned())]);
+    let link = sys
+        .admin_call(
+            Method::POST,
+            "/v1/admin/line-links",
+            json!({"member_id": "m-link", "link_token": token}),
+            201,
+        )
+        .await?;
+    let nonce = link["nonce"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        link["url"],
+        json!(format!(
+            "https://access.line.me/dialog/bot/accountLink?linkToken={token}&nonce={nonce}"
+        ))
+    );
+
+    // LINE reports the link: the member's customer now has the LINE user and their consent.
+    let linked = |id: &str, nonce: &str| {
+        event(
+            id,
+            "accountLink",
+            json!({"link": {"result": "ok", "nonce": nonce}}),
+        )
+    };
+    sys.line_webhook(vec![linked("link-1", &nonce)]).await?;
+    let m = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{member}"))
+        .await?;
+    assert_eq!(
+        (&m["line_user"], &m["member_id"], &m["consent"]["line"]),
+        (&json!(USER), &json!("m-link"), &json!(true)),
+        "{m:#}"
+    );
+    let a = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{apart}"))
+        .await?;
+    assert_eq!(a["line_user"], Value::Null, "{a:#}");
+
+    // The same event redelivered changes nothing; the nonce again, or one never issued, is
+    // refused and logged.
+    sys.line_webhook(vec![linked("link-1", &nonce)]).await?;
+    sys.line_webhook(vec![linked("link-2", &nonce)]).await?;
+    sys.line_webhook(vec![linked("link-3", "never-issued-nonce")])
+        .await?;
+    let metrics = sys.cloud.metrics().await?;
+    let links = |result: &str| {
+        omo_tests::cloud::metric(
+            &metrics,
+            "omo_line_account_links_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
+    assert_eq!(
+        (links("joined"), links("redelivered"), links("refused")),
+        (1.0, 1.0, 2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sys.cloud.log().matches("LINE account link refused").count(),
+        2
+    );
+    let m2 = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{member}"))
+        .await?;
+    assert_eq!(m2, m, "unchanged by the refused links");
+    // A bad link token or user id is refused by field.
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::POST,
+            "/v1/admin/line-links",
+            Some(json!({"member_id": "m-link", "link_token": "a b"})),
+            Some(omo_tests::cloud::ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    Ok(())
+}

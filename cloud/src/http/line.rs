@@ -1,7 +1,8 @@
 //! `POST /v1/line/webhook`: the LINE platform's webhook. `X-Line-Signature` is checked in
 //! constant time over the raw body before anything is parsed. `beacon` (enter, banner, stay),
 //! `follow` and `unfollow` events are stored, each once by its `webhookEventId` (LINE
-//! redelivers); other event types are acknowledged and ignored.
+//! redelivers); `accountLink` events join a LINE user to the brand's member
+//! ([`super::line_link`]); other event types are acknowledged and ignored.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -42,6 +43,15 @@ struct Event {
     source: Source,
     #[serde(default)]
     beacon: Option<Beacon>,
+    #[serde(default)]
+    link: Option<Link>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Link {
+    result: String,
+    #[serde(default)]
+    nonce: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +68,7 @@ struct Beacon {
     kind: String,
 }
 
-const KINDS: [&str; 3] = ["beacon", "follow", "unfollow"];
+const KINDS: [&str; 4] = ["beacon", "follow", "unfollow", "accountLink"];
 
 /// One webhook event the cloud stores: its id, the LINE user, its time, what happened.
 pub type WebhookEvent = (String, String, Timestamp, LineKind);
@@ -123,6 +133,28 @@ pub fn parse_webhook(
                 }
             }
             "follow" => LineKind::Follow,
+            "accountLink" => {
+                let l = e
+                    .link
+                    .as_ref()
+                    .ok_or_else(|| ApiError::field(&field("link"), "missing"))?;
+                if !["ok", "failed"].contains(&l.result.as_str()) {
+                    return Err(ApiError::field(
+                        &field("link.result"),
+                        "must be ok or failed",
+                    ));
+                }
+                if l.nonce.is_empty() || l.nonce.len() > 255 || l.nonce.contains('/') {
+                    return Err(ApiError::field(
+                        &field("link.nonce"),
+                        "must be 1..=255 characters",
+                    ));
+                }
+                LineKind::AccountLink {
+                    ok: l.result == "ok",
+                    nonce: l.nonce.clone(),
+                }
+            }
             _ => LineKind::Unfollow,
         };
         events.push((e.webhook_event_id, user, ts, kind));
@@ -210,11 +242,15 @@ async fn webhook(
     let events = parse_webhook(&body, now, &state.config.ingest)?;
     let mut stored = 0;
     for (event_id, user, ts, kind) in events {
+        if let LineKind::AccountLink { ok, nonce } = kind {
+            super::line_link::handle_account_link(&state, (event_id, user), (ok, nonce)).await?;
+            continue;
+        }
         let store = state.store.clone();
         let follow = match kind {
             LineKind::Follow => Some(true),
             LineKind::Unfollow => Some(false),
-            LineKind::Beacon { .. } => None,
+            LineKind::Beacon { .. } | LineKind::AccountLink { .. } => None,
         };
         // An event stamped ahead of the cloud's clock (allowed up to `max_future_s`) must not
         // outrank a consent change made now.

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod campaigns;
 pub mod line;
+pub mod line_link;
 pub mod links;
 pub mod purchases;
 pub mod qr;
@@ -238,6 +239,7 @@ pub fn router(state: AppState) -> Router {
         .merge(purchases::routes())
         .merge(links::routes())
         .merge(qr::routes())
+        .merge(line_link::routes())
         .fallback(|| async { ApiError::not_found("this path") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

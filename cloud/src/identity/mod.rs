@@ -370,6 +370,17 @@ pub fn save_customer(
     old: Option<(&Customer, &[u8])>,
     new: &Customer,
 ) -> Result<Commit, IdentityError> {
+    save_customer_taking(store, old, new, None)
+}
+
+/// Like [`save_customer`], but an index key customer `from` holds may be taken over (the
+/// commit expects `from` to hold it; save `from` without it in the same commit, first).
+fn save_customer_taking(
+    store: &dyn Store,
+    old: Option<(&Customer, &[u8])>,
+    new: &Customer,
+    from: Option<&str>,
+) -> Result<Commit, IdentityError> {
     validate(new)?;
     let mut c = Commit::new();
     c.expect(
@@ -385,15 +396,23 @@ pub fn save_customer(
         if old_keys.contains(key) {
             continue;
         }
-        if let Some(owner) = lookup(store, key)? {
-            if owner != new.id {
+        let owner = lookup(store, key)?;
+        match &owner {
+            Some(o) if *o != new.id && Some(o.as_str()) != from => {
                 return Err(IdentityError::Taken {
                     field,
                     value: value.clone(),
                 });
             }
+            _ => {}
         }
-        c.expect(Space::Identity, key.clone(), None);
+        c.expect(
+            Space::Identity,
+            key.clone(),
+            owner
+                .filter(|o| Some(o.as_str()) == from)
+                .map(String::into_bytes),
+        );
         c.put(Space::Identity, key.clone(), new.id.clone());
     }
     for k in old_keys {
@@ -644,6 +663,52 @@ pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Com
     let erasing = Erasing { customer, installs };
     c.put(Space::Identity, erasing_key(id), json(&erasing));
     Ok(Some((erasing, c)))
+}
+
+/// Joins a LINE user to the brand's member (the LINE account link): the member's customer
+/// (created if the member is new here) gets the LINE user id and the LINE consent records; a
+/// customer the LINE user had apart keeps its history but loses the LINE link. One commit,
+/// expecting every record it read unchanged. Returns the member's customer after the join.
+pub fn join_line_user(
+    store: &dyn Store,
+    member_id: &str,
+    user: &str,
+    now: Timestamp,
+) -> Result<(Customer, Commit), IdentityError> {
+    let (old_member, mut member) = match lookup(store, &format!("member/{member_id}"))? {
+        Some(id) => {
+            let (c, bytes) = customer_for_update(store, &id)?;
+            (Some((c.clone(), bytes)), c)
+        }
+        None => {
+            let mut c = new_customer(now);
+            c.member_id = Some(member_id.to_owned());
+            (None, c)
+        }
+    };
+    let mut commit = Commit::new();
+    let apart = lookup(store, &format!("line/{user}"))?.filter(|id| *id != member.id);
+    if let Some(id) = &apart {
+        let (old, bytes) = customer_for_update(store, id)?;
+        let mut unlinked = old.clone();
+        unlinked.line_user = None;
+        for r in old
+            .consent_records
+            .iter()
+            .filter(|r| r.channel == ConsentChannel::Line)
+        {
+            member.record_consent(r.clone());
+        }
+        commit.extend(save_customer(store, Some((&old, &bytes)), &unlinked)?);
+    }
+    member.line_user = Some(user.to_owned());
+    commit.extend(save_customer_taking(
+        store,
+        old_member.as_ref().map(|(c, b)| (c, b.as_slice())),
+        &member,
+        apart.as_deref(),
+    )?);
+    Ok((member, commit))
 }
 
 /// Every customer's EID keys, for the resolver.

@@ -138,6 +138,12 @@ pub enum LineKind {
     },
     Follow,
     Unfollow,
+    /// LINE's account link result for the nonce the brand issued (handled by identity, never
+    /// stored in the log).
+    AccountLink {
+        ok: bool,
+        nonce: String,
+    },
 }
 
 #[cfg(test)]
