@@ -426,20 +426,16 @@ pub fn finish_erasure(
     for install in &erasing.installs {
         done.dedup_keys += delete_prefix(store, Space::Dedup, &format!("app/{}/", install.id))?;
     }
-    done.purchases_unlinked = crate::purchases::unlink_customer(store, id)?;
-    // LINE account-link nonces waiting for the member.
-    if let Some(member) = &erasing.customer.member_id {
-        let mut c = Commit::new();
-        each_row(store, Space::Identity, "line-nonce/", |k, v| {
-            if serde_json::from_slice::<Value>(v)
-                .is_ok_and(|p| p["member_id"].as_str() == Some(member.as_str()))
-            {
-                c.delete(Space::Identity, k.to_vec());
-            }
-            Ok(())
-        })?;
-        commit(store, c)?;
-    }
+    let c = &erasing.customer;
+    let refs: Vec<String> = c
+        .member_id
+        .iter()
+        .chain(c.line_user.iter())
+        .cloned()
+        .chain(c.beacons.iter().map(ToString::to_string))
+        .chain(erasing.installs.iter().map(|i| i.id.clone()))
+        .collect();
+    done.purchases_unlinked = crate::purchases::unlink_customer(store, id, &refs)?;
     // A report or LINE event let in just before the identity step may have reached the log
     // after the first pass: a second pass over what was appended since.
     blank_observations(store, &mut about, log_end, &mut done)?;

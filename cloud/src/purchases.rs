@@ -244,26 +244,37 @@ fn customer_index(customer: &str, at_ms: i64, id: &str) -> String {
 /// A customer id and the reference that named it.
 type Resolved = Option<(String, &'static str)>;
 
+/// An identity index key read while resolving, with what it held: the commit expects it
+/// unchanged (an erasure in between makes the purchase resolve again, to nobody).
+type Read = Option<(String, Option<Vec<u8>>)>;
+
+fn index(store: &dyn Store, key: String) -> Result<(Option<String>, Read), StoreError> {
+    let held = store.get(Space::Identity, key.as_bytes())?;
+    let id = held
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    Ok((id, Some((key, held))))
+}
+
 /// The customer a reference names, and the offer of a coupon.
 fn resolve(
     store: &dyn Store,
     c: &CustomerRef,
-) -> Result<(Resolved, Option<Attribution>), PurchaseError> {
+) -> Result<(Resolved, Option<Attribution>, Read), PurchaseError> {
     if let Some(m) = &c.member_id {
-        return Ok((
-            identity::lookup(store, &format!("member/{m}"))?.map(|id| (id, "member_id")),
-            None,
-        ));
+        let (id, read) = index(store, format!("member/{m}"))?;
+        return Ok((id.map(|id| (id, "member_id")), None, read));
     }
     if let Some(u) = &c.line_user {
-        return Ok((
-            identity::lookup(store, &format!("line/{u}"))?.map(|id| (id, "line_user")),
-            None,
-        ));
+        let (id, read) = index(store, format!("line/{u}"))?;
+        return Ok((id.map(|id| (id, "line_user")), None, read));
     }
     if let Some(d) = &c.device {
-        let id = if d.starts_with("i_") {
-            identity::install(store, d)?.map(|i| i.customer)
+        let (id, read) = if d.starts_with("i_") {
+            let key = format!("install/{d}");
+            let held = store.get(Space::Identity, key.as_bytes())?;
+            let id = identity::install(store, d)?.map(|i| i.customer);
+            (id, Some((key, held)))
         } else {
             let beacon: BeaconId = d.parse().map_err(|e| {
                 invalid(
@@ -271,9 +282,9 @@ fn resolve(
                     format!("neither an install id nor a beacon id: {e}"),
                 )
             })?;
-            identity::lookup(store, &format!("beacon/{beacon}"))?
+            index(store, format!("beacon/{beacon}"))?
         };
-        return Ok((id.map(|id| (id, "device")), None));
+        return Ok((id.map(|id| (id, "device")), None, read));
     }
     if let Some(code) = &c.coupon {
         let Some(delivery_id) =
@@ -294,9 +305,9 @@ fn resolve(
             campaign: d.campaign,
             variant: d.variant,
         };
-        return Ok((who, Some(attribution)));
+        return Ok((who, Some(attribution), None));
     }
-    Ok((None, None))
+    Ok((None, None, None))
 }
 
 /// What recording a purchase came to.
@@ -320,12 +331,19 @@ pub fn prepare(
     if let Some(bytes) = store.get(Space::Purchases, row_key(&id).as_bytes())? {
         let earlier: Purchase = serde_json::from_slice(&bytes)
             .map_err(|e| PurchaseError::Store(StoreErrorText(format!("purchase {id}: {e}"))))?;
-        if earlier.sent == p {
+        // An erasure since cleared the customer reference: the same order otherwise.
+        let erased =
+            earlier.customer_id.is_none() && earlier.sent.customer == CustomerRef::default();
+        let without_customer = PurchaseIn {
+            customer: CustomerRef::default(),
+            ..p.clone()
+        };
+        if earlier.sent == p || (erased && earlier.sent == without_customer) {
             return Ok(Recorded::Again(earlier));
         }
         return Err(PurchaseError::Conflict(p.order_id.clone()));
     }
-    let (who, attributed) = resolve(store, &p.customer)?;
+    let (who, attributed, read) = resolve(store, &p.customer)?;
     let total = p.lines.iter().map(|l| l.amount).sum::<f64>();
     let at_ms = p.at.millis();
     let purchase = Purchase {
@@ -339,6 +357,9 @@ pub fn prepare(
     };
     let mut c = Commit::new();
     c.expect(Space::Purchases, row_key(&id), None);
+    if let Some((key, held)) = read {
+        c.expect(Space::Identity, key, held);
+    }
     c.put(
         Space::Purchases,
         row_key(&id),
@@ -427,39 +448,60 @@ pub fn in_range(
     load(store, ids_under(store, &from, &to, limit)?)
 }
 
-/// Erasure: the customer's purchases lose the link to them (the purchases stay for the store's
-/// figures); returns how many.
-pub fn unlink_customer(store: &dyn Store, customer: &str) -> Result<usize, StoreError> {
-    let prefix = format!("by-customer/{customer}/");
+/// Erasure: the purchases linked to the customer, or naming one of their references (member
+/// id, LINE user, installs, beacons) though they resolved to nobody, lose the customer and the
+/// reference (the purchases stay for the store's figures); returns how many.
+pub fn unlink_customer(
+    store: &dyn Store,
+    customer: &str,
+    refs: &[String],
+) -> Result<usize, StoreError> {
+    let theirs = |p: &Purchase| {
+        let c = &p.sent.customer;
+        p.customer_id.as_deref() == Some(customer)
+            || [&c.member_id, &c.line_user, &c.device]
+                .into_iter()
+                .flatten()
+                .any(|r| refs.contains(r))
+    };
     let mut n = 0;
+    let mut from = b"purchase/".to_vec();
     loop {
         let page =
-            crate::store::barrier::scan_prefix(store, Space::Purchases, prefix.as_bytes(), 1000)?;
-        if page.is_empty() {
+            crate::store::scan_prefix_from(store, Space::Purchases, b"purchase/", &from, 1000)?;
+        let Some((last, _)) = page.last() else {
             return Ok(n);
-        }
+        };
+        from = last.clone();
+        from.push(0);
         let mut c = Commit::new();
-        for (k, _) in &page {
-            let id = String::from_utf8_lossy(k)
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(b) = store.get(Space::Purchases, row_key(&id).as_bytes())? {
-                if let Ok(mut p) = serde_json::from_slice::<Purchase>(&b) {
-                    p.customer_id = None;
-                    p.sent.customer = CustomerRef::default();
-                    c.put(
-                        Space::Purchases,
-                        row_key(&id),
-                        serde_json::to_vec(&p).expect("purchases serialise"),
-                    );
-                    n += 1;
-                }
+        for (k, v) in &page {
+            let Ok(mut p) = serde_json::from_slice::<Purchase>(v) else {
+                continue;
+            };
+            if !theirs(&p) {
+                continue;
             }
-            c.delete(Space::Purchases, k.clone());
+            if let Some(linked) = &p.customer_id {
+                c.delete(
+                    Space::Purchases,
+                    customer_index(linked, p.sent.at.millis(), &p.id),
+                );
+            }
+            p.customer_id = None;
+            p.resolved_by = None;
+            p.sent.customer = CustomerRef::default();
+            c.put(
+                Space::Purchases,
+                k.clone(),
+                serde_json::to_vec(&p).expect("purchases serialise"),
+            );
+            n += 1;
         }
         store.commit(c)?;
+        if page.len() < 1000 {
+            return Ok(n);
+        }
     }
 }
 
@@ -606,7 +648,23 @@ mod tests {
             in_range(&store, Some("s1"), (NOW - 3_600_000, NOW), 10).unwrap(),
             [p]
         );
-        assert_eq!(unlink_customer(&store, &customer.id).unwrap(), 1);
+        // Another purchase names the member but was recorded before the member was known.
+        let mut unresolved = purchase();
+        unresolved.order_id = "o-0".into();
+        unresolved.customer.member_id = Some("m-later".into());
+        let Recorded::New(_, c) = prepare(&store, unresolved.clone(), ts(NOW)).unwrap() else {
+            panic!("new");
+        };
+        store.commit(c).unwrap();
+        assert_eq!(
+            unlink_customer(&store, &customer.id, &["m-later".to_owned()]).unwrap(),
+            2
+        );
+        // The same order sent again after the erasure is still the same order.
+        assert!(matches!(
+            prepare(&store, purchase(), ts(NOW + 2000)).unwrap(),
+            Recorded::Again(_)
+        ));
         assert!(of_customer(&store, &customer.id, 10).unwrap().is_empty());
         let left = in_range(&store, Some("s1"), (NOW - 3_600_000, NOW), 10).unwrap();
         assert_eq!(

@@ -168,6 +168,7 @@ pub struct Cursors {
     decisions: Vec<u8>,
     deliveries: Vec<u8>,
     processed_ids: Vec<u8>,
+    line_nonces: Vec<u8>,
 }
 
 /// A value of the dedup space with the time it was written (`at`, ms): what ingest stores for
@@ -220,7 +221,7 @@ impl Sweep<'_> {
         self.decisions(&mut s, &mut cursors.decisions)?;
         self.deliveries(&mut s, &mut cursors.deliveries)?;
         self.processed_ids(&mut s, &mut cursors.processed_ids)?;
-        s.line_nonces = self.line_nonces()?;
+        s.line_nonces = self.line_nonces(&mut cursors.line_nonces)?;
         Ok(s)
     }
 
@@ -494,13 +495,12 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    /// LINE account-link nonces past their expiry (a handful: read whole).
-    fn line_nonces(&mut self) -> Result<u64, StoreError> {
+    /// LINE account-link nonces past their expiry.
+    fn line_nonces(&mut self, cursor: &mut Vec<u8>) -> Result<u64, StoreError> {
         let now_ms = self.now_ms;
-        let mut cursor = Vec::new();
         self.rolling(
             ("line_nonces", Space::Identity, "line-nonce/"),
-            &mut cursor,
+            cursor,
             |_, v| {
                 let expires = serde_json::from_slice::<serde_json::Value>(v)
                     .ok()?

@@ -117,7 +117,6 @@ impl FakeLine {
         format!("http://{}", self.addr)
     }
 
-    /// What it accepted so far.
     /// The account-link tokens issued, with the LINE user each was issued for.
     pub fn link_tokens(&self) -> Vec<(String, String)> {
         self.shared
@@ -128,6 +127,7 @@ impl FakeLine {
             .clone()
     }
 
+    /// What it accepted so far.
     pub fn accepted(&self) -> Vec<Accepted> {
         self.shared
             .inner

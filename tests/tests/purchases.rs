@@ -227,6 +227,17 @@ async fn purchases_are_attributed_idempotent_authorised_imported_and_erased() ->
         .as_str()
         .is_some_and(|e| e.contains("lines[0].quantity")));
 
+    // Without a key, an import is refused before its body is read.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/purchases/import",
+            sys.cloud.http_port
+        ))
+        .body("{}\n")
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+
     // A history file larger than other requests may be (256 KiB): 1,500 orders.
     let big: String = (0..1500)
         .map(|i| purchase(&format!("bulk-{i}"), "online", None, json!({}), &now).to_string() + "\n")

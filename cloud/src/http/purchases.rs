@@ -10,7 +10,7 @@
 //! - `GET /v1/admin/purchases?customer=ID` or `?store=ID|online=true&from=&to=` (operator).
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,10 +32,7 @@ const MAX_LISTED: usize = 1000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/purchases", post(record))
-        .route(
-            "/v1/purchases/import",
-            post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
-        )
+        .route("/v1/purchases/import", post(import))
         .route("/v1/admin/ecommerce-keys", post(add_ecommerce_key))
         .route("/v1/admin/purchases", get(list))
 }
@@ -182,21 +179,38 @@ async fn record(
 async fn import(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // Who is sending, before the body is read: an unknown caller costs nothing.
     let who = sender(&state, &headers)?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_IMPORT_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("an import body is {MAX_IMPORT_BYTES} bytes at most: {e}"),
+            )
+        })?;
     let now = Timestamp::new(state.clock.now());
     let store = state.store.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let text = String::from_utf8_lossy(&body);
         let (mut lines, mut stored, mut duplicates, mut refused) = (0u64, 0u64, 0u64, 0u64);
         let mut rejected = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             lines += 1;
-            let outcome = parse_json::<PurchaseIn>(line.as_bytes())
+            let outcome = std::str::from_utf8(line)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!("not UTF-8 at byte {}", e.valid_up_to()),
+                    )
+                })
+                .and_then(|line| parse_json::<PurchaseIn>(line.as_bytes()))
                 .and_then(|p| allowed(&who, &p).map(|()| p))
                 .and_then(|p| store_one(store.as_ref(), p, now));
             match outcome {

@@ -179,5 +179,6 @@ async fn checkin(
         event_ts: ts,
         received: now,
     });
-    append_once(&state, &install, &key, record, now).await
+    // Check-ins keep their own idempotency keys apart from location reports'.
+    append_once(&state, &install, &format!("checkin/{key}"), record, now).await
 }

@@ -660,6 +660,33 @@ pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Com
         }
         c.delete(Space::Identity, install_key(i));
     }
+    // LINE account-link nonces waiting for the member: an accountLink event after this
+    // commit must not bring the member back.
+    if let Some(member) = &customer.member_id {
+        let mut from = b"line-nonce/".to_vec();
+        loop {
+            let page = crate::store::scan_prefix_from(
+                store,
+                Space::Identity,
+                b"line-nonce/",
+                &from,
+                1000,
+            )?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &page {
+                if serde_json::from_slice::<serde_json::Value>(v)
+                    .is_ok_and(|p| p["member_id"].as_str() == Some(member.as_str()))
+                {
+                    c.delete(Space::Identity, k.clone());
+                }
+            }
+            if page.len() < 1000 {
+                break;
+            }
+        }
+    }
     let erasing = Erasing { customer, installs };
     c.put(Space::Identity, erasing_key(id), json(&erasing));
     Ok(Some((erasing, c)))
@@ -687,6 +714,13 @@ pub fn join_line_user(
         }
     };
     let mut commit = Commit::new();
+    if member.line_user.as_deref().is_some_and(|u| u != user) {
+        // The member's LINE consent belonged to the LINE account they had: it goes with it.
+        member
+            .consent_records
+            .retain(|r| r.channel != ConsentChannel::Line);
+        member.consent.line = false;
+    }
     let apart = lookup(store, &format!("line/{user}"))?.filter(|id| *id != member.id);
     if let Some(id) = &apart {
         let (old, bytes) = customer_for_update(store, id)?;

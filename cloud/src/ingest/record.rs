@@ -105,7 +105,6 @@ pub struct BeaconSighting {
     pub rssi: f64,
 }
 
-/// A LINE webhook event the pipeline uses.
 /// A QR check-in: the customer's app scanned the code of a store or zone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkin {
@@ -118,6 +117,7 @@ pub struct Checkin {
     pub received: Timestamp,
 }
 
+/// A LINE webhook event the pipeline uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineEvent {
     pub user: String,
