@@ -409,16 +409,12 @@ fn ids_under(
     to: &str,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(store
-        .scan_range(Space::Purchases, from.as_bytes(), to.as_bytes(), limit)?
-        .into_iter()
-        .filter_map(|(k, _)| {
-            String::from_utf8_lossy(&k)
-                .rsplit('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect())
+    crate::store::ids_in_range(
+        store,
+        Space::Purchases,
+        (from.as_bytes(), to.as_bytes()),
+        limit,
+    )
 }
 
 /// A customer's purchases, oldest first.

@@ -176,6 +176,26 @@ pub fn scan_prefix_from(
     }
 }
 
+/// The ids an index holds in `from..to`: the last `/`-separated part of each key (index keys
+/// end with the id they point at).
+pub fn ids_in_range(
+    store: &dyn Store,
+    space: Space,
+    (from, to): (&[u8], &[u8]),
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    Ok(store
+        .scan_range(space, from, to, limit)?
+        .into_iter()
+        .filter_map(|(k, _)| {
+            String::from_utf8_lossy(&k)
+                .rsplit('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect())
+}
+
 /// The storage every durable part of the cloud goes through.
 pub trait Store: Send + Sync {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

@@ -573,16 +573,12 @@ pub fn visits_in_scope(
     let prefix = format!("by-scope/{}/", scope_text(scope));
     let start = format!("{prefix}{:016x}", from_ms.max(0));
     let end = format!("{prefix}{:016x}", to_ms.max(0));
-    let ids: Vec<String> = store
-        .scan_range(Space::Visits, start.as_bytes(), end.as_bytes(), limit)?
-        .into_iter()
-        .filter_map(|(k, _)| {
-            String::from_utf8_lossy(&k)
-                .rsplit('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect();
+    let ids = crate::store::ids_in_range(
+        store,
+        Space::Visits,
+        (start.as_bytes(), end.as_bytes()),
+        limit,
+    )?;
     load_visits(store, ids)
 }
 
