@@ -947,16 +947,27 @@ async fn patch_customer(
         identity::customer_for_update(state.store.as_ref(), &id).map_err(identity_error)?;
     let mut c = old.clone();
     patch.apply(&mut c, Timestamp::new(state.clock.now()));
-    let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
-        .map_err(identity_error)?;
-    super::commit_durably(&state, commit).await?;
-    if c.eid_keys != old.eid_keys {
-        refresh_eids(&state).await;
-    }
-    if c.consent != old.consent {
-        cancel_withdrawn_sends(&state, c.clone()).await;
-    }
+    update_customer(&state, (&old, &bytes), &c).await?;
     Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+/// Saves an operator's change to a customer, then what follows from it: the EID resolver
+/// learns changed keys, and a withdrawn consent cancels the channel's waiting deliveries.
+async fn update_customer(
+    state: &AppState,
+    (old, bytes): (&Customer, &[u8]),
+    new: &Customer,
+) -> Result<(), ApiError> {
+    let commit = identity::save_customer(state.store.as_ref(), Some((old, bytes)), new)
+        .map_err(identity_error)?;
+    super::commit_durably(state, commit).await?;
+    if new.eid_keys != old.eid_keys {
+        refresh_eids(state).await;
+    }
+    if new.consent != old.consent {
+        cancel_withdrawn_sends(state, new.clone()).await;
+    }
+    Ok(())
 }
 
 /// Erases a customer (a deletion request; `crate::privacy` has the steps): their identity
@@ -1108,12 +1119,7 @@ async fn record_consent(
         text_version: req.text_version,
     });
     if c != old {
-        let commit = identity::save_customer(state.store.as_ref(), Some((&old, &bytes)), &c)
-            .map_err(identity_error)?;
-        super::commit_durably(&state, commit).await?;
-        if !req.granted {
-            cancel_withdrawn_sends(&state, c.clone()).await;
-        }
+        update_customer(&state, (&old, &bytes), &c).await?;
     }
     Ok(Json(customer_json(&state, &c)?).into_response())
 }
