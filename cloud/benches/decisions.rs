@@ -6,6 +6,9 @@
 //!
 //! `cargo bench -p omo-cloud --bench decisions` (`-- --rate N --seconds S` to change the load).
 
+mod common;
+
+use common::arg;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,15 +30,6 @@ name = "Shibuya"
 time_zone = "Asia/Tokyo"
 location = { lat = 35.6, lon = 139.7 }
 "#;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -77,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         secret: [9; 32],
         sent: Default::default(),
         link_base: None,
+        profiles: Default::default(),
     };
 
     // The producer appends transitions every millisecond-ish at the rate; their append times

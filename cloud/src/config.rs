@@ -49,6 +49,8 @@ pub struct CloudConfig {
     #[serde(default)]
     pub retention: crate::retention::Retention,
     #[serde(default)]
+    pub profiles: crate::profiles::ProfileParams,
+    #[serde(default)]
     pub log: Log,
 }
 
@@ -299,7 +301,7 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 12] = [
+    pub const SECTIONS: [&'static str; 13] = [
         "data",
         "http",
         "mqtt",
@@ -311,6 +313,7 @@ impl CloudConfig {
         "delivery",
         "visits",
         "retention",
+        "profiles",
         "log",
     ];
 
@@ -365,6 +368,7 @@ impl CloudConfig {
         let delivery = r.optional::<Delivery>(&doc, "delivery");
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
         let retention = r.optional::<crate::retention::Retention>(&doc, "retention");
+        let profiles = r.optional::<crate::profiles::ProfileParams>(&doc, "profiles");
         let log = r.optional::<Log>(&doc, "log");
         let mut problems = r.problems;
         let (
@@ -379,9 +383,11 @@ impl CloudConfig {
             Some(delivery),
             Some(visits),
             Some(retention),
+            Some(profiles),
             Some(log),
         ) = (
-            data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, retention, log,
+            data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, retention,
+            profiles, log,
         )
         else {
             return Err(problems);
@@ -398,6 +404,7 @@ impl CloudConfig {
             delivery,
             visits,
             retention,
+            profiles,
             log,
         };
         problems.extend(config.check());
@@ -518,6 +525,15 @@ impl CloudConfig {
         }
         for (key, message) in self.retention.problems("retention", self.ingest.max_age_s) {
             p.push(Problem::new(key, message));
+        }
+        for (key, message) in self.profiles.problems("profiles") {
+            p.push(Problem::new(key, message));
+        }
+        if self.profiles.keep_days > self.retention.visits_days {
+            p.push(Problem::new(
+                "profiles.keep_days",
+                "must be at most retention.visits_days: a profile keeps visits no longer than they are kept",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(Problem::new(

@@ -166,6 +166,7 @@ pub fn export(
         "redemptions": redemptions,
         "campaign_measurements": measured,
         "purchases": crate::purchases::of_customer(store, id, MAX_VISITS)?,
+        "profile": crate::profiles::read(store, id)?,
         "observations": observations,
     })))
 }
@@ -197,6 +198,7 @@ impl About {
             Record::App(r) => r.customer == self.id,
             Record::Line(l) => l.customer == self.id,
             Record::Checkin(q) => q.customer == self.id,
+            Record::Purchase(p) => p.customer == self.id,
             Record::Gateway(e) => {
                 let Some((_, s)) = e.event.as_sighting() else {
                     return false;

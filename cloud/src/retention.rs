@@ -137,13 +137,16 @@ pub struct Swept {
     pub processed_ids: u64,
     /// LINE account-link nonces past their expiry, never used.
     pub line_nonces: u64,
+    /// Visits and purchases a profile kept in detail past the visits' period (its counts and
+    /// spend stay).
+    pub profile_details: u64,
     /// Processed-event ids written before they carried a time, stamped now (so they expire a
     /// period from now).
     pub stamped_ids: u64,
 }
 
 impl Swept {
-    fn kinds(&self) -> [(&'static str, u64); 9] {
+    fn kinds(&self) -> [(&'static str, u64); 10] {
         [
             ("observations", self.observations),
             ("ticks", self.ticks),
@@ -154,6 +157,7 @@ impl Swept {
             ("caps_history", self.caps_history),
             ("processed_ids", self.processed_ids),
             ("line_nonces", self.line_nonces),
+            ("profile_details", self.profile_details),
         ]
     }
 
@@ -169,6 +173,7 @@ pub struct Cursors {
     deliveries: Vec<u8>,
     processed_ids: Vec<u8>,
     line_nonces: Vec<u8>,
+    profiles: Vec<u8>,
 }
 
 /// A value of the dedup space with the time it was written (`at`, ms): what ingest stores for
@@ -222,6 +227,7 @@ impl Sweep<'_> {
         self.deliveries(&mut s, &mut cursors.deliveries)?;
         self.processed_ids(&mut s, &mut cursors.processed_ids)?;
         s.line_nonces = self.line_nonces(&mut cursors.line_nonces)?;
+        s.profile_details = self.profile_details(&mut cursors.profiles)?;
         Ok(s)
     }
 
@@ -482,6 +488,7 @@ impl Sweep<'_> {
                     let mut with = vec![
                         delivery::coupon_key(&d.coupon).into_bytes(),
                         delivery::clicked_key(&d.id).into_bytes(),
+                        delivery::store_index_key(&d.store, d.decided_ms, &d.id).into_bytes(),
                     ];
                     with.extend(
                         d.click
@@ -493,6 +500,64 @@ impl Sweep<'_> {
             },
         )?;
         Ok(())
+    }
+
+    /// The detail profiles keep (each visit's and purchase's store and time) older than the
+    /// visits' period: a profile no new data trimmed is rewritten without it. The visit stage
+    /// writes profiles too; a page it changed meanwhile conflicts and waits for the next sweep.
+    fn profile_details(&mut self, cursor: &mut Vec<u8>) -> Result<u64, StoreError> {
+        let cutoff = self.cutoff(self.config.visits_days);
+        let prefix = b"profile/";
+        if !cursor.starts_with(prefix) {
+            *cursor = prefix.to_vec();
+        }
+        let (mut n, mut read) = (0, 0);
+        while read < self.config.scan_per_sweep {
+            let page = scan_prefix_from(
+                self.store,
+                Space::Profiles,
+                prefix,
+                cursor,
+                self.config.batch,
+            )?;
+            read += page.len().max(1);
+            let Some((last, _)) = page.last() else {
+                *cursor = prefix.to_vec();
+                return Ok(n);
+            };
+            *cursor = last.clone();
+            cursor.push(0);
+            let mut c = Commit::new();
+            let mut dropped = 0;
+            for (k, v) in &page {
+                let Ok(mut p) = serde_json::from_slice::<crate::profiles::Profile>(v) else {
+                    continue;
+                };
+                let before = p.recent_visits.len() + p.recent_purchases.len();
+                p.recent_visits.retain(|x| x.at_ms >= cutoff);
+                p.recent_purchases.retain(|x| x.at_ms >= cutoff);
+                let gone = before - p.recent_visits.len() - p.recent_purchases.len();
+                if gone > 0 {
+                    c.expect(Space::Profiles, k.clone(), Some(v.clone()));
+                    c.put(
+                        Space::Profiles,
+                        k.clone(),
+                        serde_json::to_vec(&p).expect("profiles serialise"),
+                    );
+                    dropped += gone as u64;
+                }
+            }
+            match self.commit(c, &[("profile_details", dropped)]) {
+                Ok(()) => n += dropped,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if page.len() < self.config.batch {
+                *cursor = prefix.to_vec();
+                return Ok(n);
+            }
+        }
+        Ok(n)
     }
 
     /// LINE account-link nonces past their expiry.
@@ -942,6 +1007,42 @@ mod tests {
         .run(cursors)
         .unwrap()
         .total()
+    }
+
+    #[test]
+    fn profiles_lose_detail_older_than_the_visits_period_but_keep_their_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut p = crate::profiles::Profile::new("c_1");
+        p.add_visit("s1", NOW - 400 * DAY_MS, 10_000);
+        p.add_visit("s1", NOW - 10 * DAY_MS, 10_000);
+        let mut c = Commit::new();
+        c.put(
+            Space::Profiles,
+            crate::profiles::profile_key("c_1"),
+            serde_json::to_vec(&p).unwrap(),
+        );
+        store.commit(c).unwrap();
+        let swept = sweep(&store, Retention::default(), &mut Cursors::default());
+        assert_eq!(swept.profile_details, 1);
+        let p = crate::profiles::read(&store, "c_1").unwrap().unwrap();
+        assert_eq!(p.recent_visits.len(), 1);
+        assert_eq!((p.visits, p.first_visit_ms), (2, Some(NOW - 400 * DAY_MS)));
+        // Nothing left to trim: the next sweep writes nothing.
+        let again = sweep_quiet(&store);
+        assert_eq!(again.profile_details, 0);
+    }
+
+    fn sweep_quiet(store: &SledStore) -> Swept {
+        let mut pause = || {};
+        Sweep {
+            store,
+            config: Retention::default(),
+            now_ms: NOW,
+            pause: &mut pause,
+        }
+        .run(&mut Cursors::default())
+        .unwrap()
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         eids: eids.clone(),
         params: config.visits,
         id_key: secret,
+        profiles: config.profiles.clone(),
     });
     let dyn_store: Arc<dyn Store> = store.clone();
     let (erasures, erasures_rx) = mpsc::channel(64);
@@ -112,6 +113,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         secret,
         sent: sent.clone(),
         link_base: config.delivery.link_base.clone(),
+        profiles: config.profiles.clone(),
     });
     tokio::spawn(crate::campaigns::stage::run(
         dyn_store.clone(),

@@ -69,10 +69,11 @@ pub fn fold(stats: &mut Folded, record: &Record) {
                 .saturating_add(u64::try_from(seqs.count()).unwrap_or(u64::MAX));
             s.last_received = Some(*received);
         }
-        Record::App(_) | Record::Line(_) | Record::Checkin(_) => {
+        Record::App(_) | Record::Line(_) | Record::Checkin(_) | Record::Purchase(_) => {
             let name = match record {
                 Record::App(_) => "app",
                 Record::Line(_) => "line",
+                Record::Purchase(_) => "purchase",
                 _ => "qr",
             };
             let s = stats.entry(format!("source/{name}")).or_default();
@@ -126,6 +127,7 @@ fn stats_key(record: &Record) -> Option<String> {
         Record::App(_) => Some("source/app".into()),
         Record::Line(_) => Some("source/line".into()),
         Record::Checkin(_) => Some("source/qr".into()),
+        Record::Purchase(_) => Some("source/purchase".into()),
         Record::Tick { .. } | Record::Erased { .. } => None,
     }
 }

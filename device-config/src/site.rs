@@ -465,6 +465,8 @@ impl Site {
     }
 
     fn check_stores(&self, p: &mut Problems) -> HashSet<&StoreId> {
+        /// A store id no store may take (the cloud's reports name the online shop so).
+        const RESERVED_STORE_ID: &str = "online";
         let mut ids = HashSet::new();
         p.check(
             !self.stores.is_empty() || self.gateways.is_empty(),
@@ -475,6 +477,12 @@ impl Site {
             let k = format!("stores[{i}]");
             if !ids.insert(&s.id) {
                 p.push(format!("{k}.id"), format!("store {} is listed twice", s.id));
+            }
+            if s.id.as_str() == RESERVED_STORE_ID {
+                p.push(
+                    format!("{k}.id"),
+                    "\"online\" is reserved: it names the brand's online shop in reports",
+                );
             }
             if s.time_zone.parse::<chrono_tz::Tz>().is_err() {
                 p.push(
@@ -630,6 +638,18 @@ circle = { lat = 35.659, lon = 139.700, radius_m = 150.0 }
                 "geofences[0].geometry.coordinates[0]",
                 "geofences[1].circle.radius_m",
             ]
+        );
+    }
+
+    #[test]
+    fn the_online_shop_name_is_no_store_id() {
+        let bad = SITE
+            .replace("id = \"s1\"", "id = \"online\"")
+            .replace("store = \"s1\"", "store = \"online\"");
+        assert!(
+            keys(&bad).contains(&"stores[0].id".to_owned()),
+            "{:?}",
+            keys(&bad)
         );
     }
 

@@ -37,6 +37,23 @@ use crate::world;
 const FCM_KEY: &str = include_str!("../fixtures/fcm-service-account.json");
 /// Share of shoppers who got an offer and came back that redeem its coupon.
 const REDEEM_SHARE: f64 = 0.5;
+/// Share of store visits that end with a purchase at the till.
+const PURCHASE_SHARE: f64 = 0.35;
+/// Of those purchases, the share the POS cannot name a customer for.
+const ANONYMOUS_SHARE: f64 = 0.2;
+/// Share of first visits followed later that day by an order in the online shop.
+const ONLINE_SHARE: f64 = 0.12;
+/// Share of app shoppers' visits with a QR check-in at the entrance.
+const CHECKIN_SHARE: f64 = 0.15;
+/// What the stores sell: (sku, category, least and most price in yen).
+const GOODS: [(&str, &str, u32, u32); 6] = [
+    ("latte-m", "coffee", 450, 650),
+    ("drip-l", "coffee", 380, 520),
+    ("scone", "bakery", 280, 420),
+    ("beans-200g", "beans", 1200, 2400),
+    ("tumbler", "goods", 2200, 4800),
+    ("gift-box", "goods", 3000, 6000),
+];
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -93,6 +110,14 @@ pub enum Recorded {
     },
     /// The scenario's fault (by index) starts.
     Fault { at: i64, index: usize },
+    /// A purchase sent by a store's POS or the online shop (the body of `POST /v1/purchases`).
+    Purchase { at: i64, body: String },
+    /// A shopper's app scans a store's QR code (by the store's id).
+    Checkin {
+        at: i64,
+        shopper: usize,
+        store: String,
+    },
 }
 
 /// A run record as read: its scenario text and hours, and the actions with their line numbers.
@@ -168,6 +193,38 @@ struct Lost {
     adverts: u64,
     reports: u64,
     webhooks: u64,
+    purchases: u64,
+    checkins: u64,
+}
+
+/// A purchase as a POS or the online shop sends it: one to three lines of the stores' goods.
+fn purchase_body(
+    order_id: &str,
+    store: Option<&str>,
+    customer: Value,
+    at_ms: i64,
+    rng: &mut rand::rngs::StdRng,
+) -> Value {
+    let lines: Vec<Value> = (0..rng.random_range(1..=3))
+        .map(|_| {
+            let (sku, category, low, high) = GOODS[rng.random_range(0..GOODS.len())];
+            let quantity = rng.random_range(1..=2u32);
+            let amount = f64::from(rng.random_range(low..=high) / 10 * 10 * quantity);
+            json!({"sku": sku, "category": category, "quantity": quantity, "amount": amount})
+        })
+        .collect();
+    let mut body = json!({
+        "order_id": order_id,
+        "channel": if store.is_some() { "store" } else { "online" },
+        "customer": customer,
+        "at": synth::ts_text(at_ms),
+        "currency": "JPY",
+        "lines": lines,
+    });
+    if let Some(s) = store {
+        body["store"] = json!(s);
+    }
+    body
 }
 
 /// The driver's action for a run record's line, checked against the record's scenario.
@@ -176,6 +233,7 @@ fn recorded_action(
     gateway_index: &HashMap<String, usize>,
     shoppers: usize,
     faults: usize,
+    stores: &[String],
 ) -> anyhow::Result<(i64, Action)> {
     let known = |shopper: usize| -> anyhow::Result<usize> {
         anyhow::ensure!(
@@ -217,6 +275,23 @@ fn recorded_action(
             anyhow::ensure!(*index < faults, "faults[{index}] is not in its scenario");
             (*at, Action::Fault(*index))
         }
+        Recorded::Purchase { at, body } => {
+            serde_json::from_str::<Value>(body).context("a purchase body that is not JSON")?;
+            (*at, Action::Purchase(body.clone()))
+        }
+        Recorded::Checkin { at, shopper, store } => {
+            let store = stores
+                .iter()
+                .position(|s| s == store)
+                .with_context(|| format!("store {store} is not in its scenario"))?;
+            (
+                *at,
+                Action::Checkin {
+                    shopper: known(*shopper)?,
+                    store,
+                },
+            )
+        }
     })
 }
 
@@ -241,6 +316,10 @@ enum Action {
     Redeem { shopper: usize, amount: u32 },
     /// A recorded return (counted; its adverts and reports are their own actions).
     Returned { shopper: usize },
+    /// A purchase for the POS or the online shop to send (its JSON body).
+    Purchase(String),
+    /// A shopper's app scans the QR code of a store (by index).
+    Checkin { shopper: usize, store: usize },
 }
 
 /// Runs the demo.
@@ -292,6 +371,8 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             "[data]\ndir = {data:?}\ncache_mb = 64\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
              [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 2000\n\
              [app]\nfcm_base = \"http://127.0.0.1:{fcm_port}\"\nfcm_service_account_file = {key:?}\nfcm_token_url = \"http://127.0.0.1:{fcm_port}/token\"\n\
+             [delivery]\nlink_base = \"http://127.0.0.1:{http_port}\"\n\
+             [profiles]\ntime_zone = \"Asia/Tokyo\"\n\
              [log]\nlevel = \"{level}\"\n",
             level = if opts.logs.is_some() { "info,omo_cloud=debug" } else { "warn,omo_cloud=info" },
             data = path("data").display().to_string(),
@@ -400,6 +481,23 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             st.id.to_string(),
             k["key"].as_str().unwrap_or_default().to_owned(),
         );
+    }
+    let shop_key = api
+        .admin(reqwest::Method::POST, "/v1/admin/ecommerce-keys", None)
+        .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut qr_codes = Vec::new();
+    for st in &s.stores {
+        let q = api
+            .admin(
+                reqwest::Method::GET,
+                &format!("/v1/admin/stores/{}/qr", st.id),
+                None,
+            )
+            .await?;
+        qr_codes.push(q["code"].as_str().unwrap_or_default().to_owned());
     }
     // The day: the cloud restarts on the day's clock, which starts in a few seconds.
     let mut cloud = procs.pop().context("the cloud process")?;
@@ -517,12 +615,58 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         }
         None => None,
     };
+    let mut shopping = synth::rng(s.run.seed, "shopping");
+    let mut orders = 0u64;
     let mut push_visit = |heap: &mut BinaryHeap<Reverse<(i64, u64, Action)>>,
                           v: &Visit,
                           first: bool,
                           radio: &mut crate::radio::Radio,
                           sense: &mut rand::rngs::StdRng| {
         let sh = &shoppers[v.shopper];
+        // A QR check-in at the entrance, a purchase at the till, an order online later.
+        if sh.app && shopping.random_bool(CHECKIN_SHARE) {
+            seq += 1;
+            heap.push(Reverse((
+                v.start_ms() + 60_000,
+                seq,
+                Action::Checkin {
+                    shopper: v.shopper,
+                    store: v.store,
+                },
+            )));
+        }
+        if shopping.random_bool(PURCHASE_SHARE) {
+            orders += 1;
+            let customer = if shopping.random_bool(ANONYMOUS_SHARE) {
+                json!({})
+            } else {
+                json!({"member_id": sh.member_id})
+            };
+            let at = v.end_ms() - 60_000;
+            let store = s.stores[v.store].id.to_string();
+            let body = purchase_body(
+                &format!("pos-{orders}"),
+                Some(&store),
+                customer,
+                at,
+                &mut shopping,
+            );
+            seq += 1;
+            heap.push(Reverse((at, seq, Action::Purchase(body.to_string()))));
+        }
+        let online_at = v.end_ms() + shopping.random_range(30..=180) * 60_000;
+        // Orders of the day only (the day ends when its last action is handed over).
+        if first && shopping.random_bool(ONLINE_SHARE) && online_at < end {
+            orders += 1;
+            let at = online_at;
+            let customer = match &sh.line_user {
+                Some(u) if shopping.random_bool(0.5) => json!({"line_user": u}),
+                _ => json!({"member_id": sh.member_id}),
+            };
+            let body = purchase_body(&format!("web-{orders}"), None, customer, at, &mut shopping);
+            seq += 1;
+            heap.push(Reverse((at, seq, Action::Purchase(body.to_string()))));
+        }
         for h in synth::heard(s, sh, v, 2000, radio, sense) {
             if let Some(g) = gateway_index.get(&h.gateway) {
                 seq += 1;
@@ -555,6 +699,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             },
         )));
     };
+    let store_ids: Vec<String> = s.stores.iter().map(|st| st.id.to_string()).collect();
     match &opts.replay {
         None => {
             for v in &firsts {
@@ -564,9 +709,14 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         Some(actions) => {
             // The record's actions in its order, nothing simulated.
             for (i, (line_no, r)) in actions.iter().enumerate() {
-                let (at, action) =
-                    recorded_action(r, &gateway_index, shoppers.len(), s.faults.len())
-                        .with_context(|| format!("run record line {line_no}"))?;
+                let (at, action) = recorded_action(
+                    r,
+                    &gateway_index,
+                    shoppers.len(),
+                    s.faults.len(),
+                    &store_ids,
+                )
+                .with_context(|| format!("run record line {line_no}"))?;
                 anyhow::ensure!(
                     (start - 3_600_000..=end + 3_600_000).contains(&at),
                     "run record line {line_no}: at {at} is not within an hour of its day"
@@ -596,6 +746,8 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let mut lost = Lost::default();
     let failed_reports = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed_webhooks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed_purchases = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed_checkins = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let permits = Arc::new(tokio::sync::Semaphore::new(64));
     let mut redeemed = 0usize;
     let mut redeem_skipped = 0usize;
@@ -676,6 +828,15 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                         at,
                         shopper: *shopper,
                     }),
+                    Action::Purchase(body) => Some(Recorded::Purchase {
+                        at,
+                        body: body.clone(),
+                    }),
+                    Action::Checkin { shopper, store } => Some(Recorded::Checkin {
+                        at,
+                        shopper: *shopper,
+                        store: store_ids[*store].clone(),
+                    }),
                     Action::VisitEnd { .. } | Action::MaybeReturn { .. } => None,
                 };
                 if let Some(r) = r {
@@ -752,6 +913,55 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                         }
                     });
                 }
+                Action::Purchase(body) => {
+                    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let key = match body["store"].as_str() {
+                        Some(store) => pos_keys.get(store).cloned().unwrap_or_default(),
+                        None => shop_key.clone(),
+                    };
+                    let (api, permits, failed) =
+                        (api.clone(), permits.clone(), failed_purchases.clone());
+                    inflight.spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        let ok = matches!(
+                            api.call(
+                                reqwest::Method::POST,
+                                "/v1/purchases",
+                                Some(&body),
+                                Some(&key)
+                            )
+                            .await,
+                            Ok((200 | 201, _))
+                        );
+                        if !ok {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    });
+                }
+                Action::Checkin { shopper, store } => {
+                    if let Some(token) = install_token[shopper].clone() {
+                        let body = json!({"code": qr_codes[store], "ts": synth::ts_text(at),
+                            "idempotency_key": format!("qr-{shopper}-{at}")});
+                        let (api, permits, failed) =
+                            (api.clone(), permits.clone(), failed_checkins.clone());
+                        inflight.spawn(async move {
+                            let _permit = permits.acquire_owned().await;
+                            let ok = matches!(
+                                api.call(
+                                    reqwest::Method::POST,
+                                    "/v1/app/checkins",
+                                    Some(&body),
+                                    Some(&token)
+                                )
+                                .await,
+                                Ok((200 | 202, _))
+                            );
+                            if !ok {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        });
+                    }
+                }
                 Action::MaybeReturn { shopper, draw } => {
                     let sh = &shoppers[shopper];
                     let effect = s.personas[sh.persona].effect;
@@ -793,7 +1003,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                     } else if offered.contains_key(&shopper)
                         && outcome_rng.random_bool(REDEEM_SHARE)
                     {
-                        let amount = outcome_rng.random_range(5..60);
+                        let amount = outcome_rng.random_range(5..60) * 100;
                         decision_seq += 1;
                         heap.push(Reverse((
                             at,
@@ -824,6 +1034,24 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
                             {
                                 redeemed += 1;
                             }
+                            // The till sends the sale too, naming the customer by the coupon:
+                            // the purchase is attributed to the offer.
+                            let sale = json!({"order_id": format!("till-{shopper}-{at}"),
+                                "channel": "store", "store": store, "customer": {"coupon": code},
+                                "at": synth::ts_text(at), "currency": "JPY",
+                                "lines": [{"sku": "latte-m", "category": "coffee", "quantity": 1, "amount": f64::from(amount)}]});
+                            if !matches!(
+                                api.call(
+                                    reqwest::Method::POST,
+                                    "/v1/purchases",
+                                    Some(&sale),
+                                    Some(key)
+                                )
+                                .await,
+                                Ok((200 | 201, _))
+                            ) {
+                                lost.purchases += 1;
+                            }
                         }
                     }
                 }
@@ -850,8 +1078,12 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     }
     lost.reports = failed_reports.load(std::sync::atomic::Ordering::Relaxed);
     lost.webhooks = failed_webhooks.load(std::sync::atomic::Ordering::Relaxed);
+    lost.purchases += failed_purchases.load(std::sync::atomic::Ordering::Relaxed);
+    lost.checkins = failed_checkins.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!();
-    // Let the last visits close (exit timeouts run on the clock) and the pipeline settle.
+    // Let the visit stage catch up with the log (a busy machine leaves it behind: the report
+    // would miss visits), then the last visits close (exit timeouts run on the clock).
+    wait_caught_up(&api).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     poll_offers(
         &api.http,
@@ -904,6 +1136,31 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     }
     drop(procs);
     Ok(outcome)
+}
+
+/// Waits (30 s at most) until the visit stage is within one batch of the log's end twice in a
+/// row, as `/metrics` shows it (`omo_stage_lag_records{stage="visits"}`; ticks keep arriving
+/// at the clock's speed, so it never reaches zero).
+async fn wait_caught_up(api: &Api) {
+    const CAUGHT_UP: f64 = 2000.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while std::time::Instant::now() < deadline && in_a_row < 2 {
+        let lag = match api.http.get(format!("{}/metrics", api.base)).send().await {
+            Ok(r) => r.text().await.ok().and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("omo_stage_lag_records{stage=\"visits\"}"))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            }),
+            Err(_) => None,
+        };
+        in_a_row = if lag.is_some_and(|l| l <= CAUGHT_UP) {
+            in_a_row + 1
+        } else {
+            0
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Registers a shopper: the customer (member id, LINE user, consent) and, with the app, an
@@ -984,6 +1241,29 @@ async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 }
 
 /// Reads the cloud's view of the day, prints the report table and checks the expectations.
+/// Stays: a shopper's visits to one store, where a visit entered before the previous one's
+/// exit is a piece of the same stay. The cloud never enters a new visit before the last one's
+/// exit time (last evidence + the exit timeout), so such a piece only comes from evidence
+/// reaching the cloud after it had decided the exit: on a loaded machine at ×600 a second of
+/// delay is ten clock minutes. Counting stays makes a run comparable with its replay.
+fn stays(spans: HashMap<(String, String), Vec<(i64, i64)>>) -> usize {
+    spans
+        .into_values()
+        .map(|mut v| {
+            v.sort_unstable();
+            let mut n = 0;
+            let mut until = i64::MIN;
+            for (entered, exited) in v {
+                if entered >= until {
+                    n += 1;
+                }
+                until = until.max(exited);
+            }
+            n
+        })
+        .sum()
+}
+
 async fn report(
     s: &Scenario,
     api: &Api,
@@ -1011,6 +1291,8 @@ async fn report(
     let mut by_phone: BTreeMap<&str, u64> = BTreeMap::new();
     let mut total = 0u64;
     let mut visitors: HashSet<String> = HashSet::new();
+    // (customer, store) → every visit's (entered, exited) in ms, to count stays.
+    let mut spans: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
     for st in &s.stores {
         // Window by window; a window that fills a page is read again as two halves.
         let mut windows = vec![(start, end + 3_600_000)];
@@ -1038,6 +1320,18 @@ async fn report(
                 total += 1;
                 if let Some(c) = visit["customer"].as_str() {
                     visitors.insert(c.to_owned());
+                    let at = |field: &str| {
+                        visit[field]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.timestamp_millis())
+                    };
+                    if let Some(entered) = at("entered") {
+                        spans
+                            .entry((c.to_owned(), st.id.to_string()))
+                            .or_default()
+                            .push((entered, at("exited").unwrap_or(i64::MAX)));
+                    }
                 }
                 let sources: Vec<String> = visit["sources"]
                     .as_array()
@@ -1059,8 +1353,9 @@ async fn report(
     let mut out = String::new();
     let mut failures = Vec::new();
     out.push_str(&format!(
-        "\n{}\n\nStore visits: {total}\nStore visitors: {}\n",
+        "\n{}\n\nStore visits: {total}\nStore stays: {}\nStore visitors: {}\n",
         s.run.name,
+        stays(spans),
         visitors.len()
     ));
     for (k, n) in &by_source {
@@ -1078,10 +1373,10 @@ async fn report(
         "Return visits simulated: {returns}; redemptions at the till: {redeemed}\n"
     ));
     out.push_str(&format!(
-        "Not handed over: {} adverts (a stalled gateway), {} app reports and {} LINE webhooks refused or unanswered\n",
-        lost.adverts, lost.reports, lost.webhooks
+        "Not handed over: {} adverts (a stalled gateway), {} app reports, {} LINE webhooks, {} purchases and {} QR check-ins refused or unanswered\n",
+        lost.adverts, lost.reports, lost.webhooks, lost.purchases, lost.checkins
     ));
-    if lost.adverts + lost.reports + lost.webhooks > 0 {
+    if lost.adverts + lost.reports + lost.webhooks + lost.purchases + lost.checkins > 0 {
         failures.push("the driver could not hand everything over (see above)".into());
     }
     for (channel, n) in offers_by_channel {
@@ -1113,6 +1408,94 @@ async fn report(
     for ((store, channel), statuses) in &by_store {
         let text: Vec<String> = statuses.iter().map(|(k, n)| format!("{n} {k}")).collect();
         out.push_str(&format!("  {store:<12} {channel:<8} {}\n", text.join(", ")));
+    }
+    // The cloud's store and tier reports for the day (local dates in each store's zone).
+    out.push_str(&format!(
+        "\nStores ({}):\n  {:<10} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>11} {:>11}\n",
+        "the cloud's store reports for the day",
+        "store",
+        "visits",
+        "visitors",
+        "dwell",
+        "offers",
+        "clicked",
+        "redeemed",
+        "purchases",
+        "revenue ¥",
+        "by offers ¥"
+    ));
+    let mut reported_purchases = 0u64;
+    let mut places: Vec<(String, String)> = s
+        .stores
+        .iter()
+        .map(|st| (st.id.to_string(), st.time_zone.clone()))
+        .collect();
+    places.push(("online".into(), "Asia/Tokyo".into()));
+    for (id, tz) in &places {
+        let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Tz::UTC);
+        let local = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .with_timezone(&tz)
+                .date_naive()
+        };
+        let r = api
+            .admin(
+                reqwest::Method::GET,
+                &format!(
+                    "/v1/admin/reports/stores/{id}?from={}&to={}",
+                    local(start),
+                    local(end)
+                ),
+                None,
+            )
+            .await?;
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let yen = |v: &Value| v["JPY"].as_f64().unwrap_or(0.0);
+        reported_purchases += n(&r["purchases"]["count"]);
+        out.push_str(&format!(
+            "  {:<10} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>11.0} {:>11.0}\n",
+            id,
+            n(&r["visits"]),
+            n(&r["unique_visitors"]),
+            r["median_dwell_min"]
+                .as_f64()
+                .map_or("-".to_owned(), |m| format!("{m:.0}min")),
+            n(&r["offers"]["decided"]),
+            n(&r["offers"]["clicked"]),
+            n(&r["offers"]["redeemed"]),
+            n(&r["purchases"]["count"]),
+            yen(&r["purchases"]["revenue"]),
+            yen(&r["purchases"]["revenue_attributed"]),
+        ));
+    }
+    let day = chrono::DateTime::from_timestamp_millis(start)
+        .unwrap_or_default()
+        .with_timezone(&chrono_tz::Tz::Asia__Tokyo)
+        .date_naive();
+    let tiers = api
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/admin/reports/tiers?from={day}&to={day}"),
+            None,
+        )
+        .await?;
+    out.push_str(&format!(
+        "Loyalty tiers at the day's end:\n  {:<10} {:>9} {:>14} {:>12} {:>18}\n",
+        "tier", "customers", "spend to date ¥", "LTV avg ¥", "12-month proj. ¥"
+    ));
+    for t in tiers["tiers"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<10} {:>9} {:>14.0} {:>12.0} {:>18.0}\n",
+            t["tier"].as_str().unwrap_or(""),
+            t["customers"].as_u64().unwrap_or(0),
+            t["spend_to_date"].as_f64().unwrap_or(0.0),
+            t["ltv_average"].as_f64().unwrap_or(0.0),
+            t["projected_12m"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    if reported_purchases == 0 {
+        failures.push("no purchase reached the store reports".into());
     }
     let mut delivered_total = 0u64;
     for c in &s.campaigns {
@@ -1242,6 +1625,29 @@ async fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_visit_entered_before_the_last_exit_is_a_piece_of_the_same_stay() {
+        let key = |c: &str, s: &str| (c.to_owned(), s.to_owned());
+        let spans = HashMap::from([
+            // Split by late evidence (the second piece entered before the first's exit),
+            // then a return after the exit, then one still open with a piece inside it.
+            (
+                key("c1", "shibuya"),
+                vec![
+                    (0, 900),
+                    (600, 2_000),
+                    (2_000, 2_500),
+                    (3_000, i64::MAX),
+                    (4_000, 4_100),
+                ],
+            ),
+            // The same shopper at another store is another stay.
+            (key("c1", "umeda"), vec![(100, 200)]),
+            (key("c2", "shibuya"), vec![(0, 10)]),
+        ]);
+        assert_eq!(stays(spans), 5);
+    }
 
     #[test]
     fn a_run_record_reads_back_and_names_its_bad_lines() {

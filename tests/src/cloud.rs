@@ -10,7 +10,7 @@ use omo_device_config::broker_auth::PasswordHash;
 use omo_device_config::StoreId;
 use serde_json::Value;
 
-use crate::{binary_with, free_port, wait_for_port, Process};
+use crate::{binary, free_port, wait_for_port, Process};
 
 pub use omo_sim::mqtt_gateway::{Creds, MqttGateway};
 
@@ -19,9 +19,9 @@ pub const ANALYST_TOKEN: &str = "analyst-token-for-tests";
 pub const MEMBER_SECRET: &str = "member-link-secret-for-tests";
 pub const LINE_SECRET: &str = "line-channel-secret-for-tests";
 
-/// Path of the cloud binary with its failpoints compiled in.
+/// Path of the cloud binary, with its failpoints compiled in (this crate switches them on).
 pub fn cloud_binary() -> anyhow::Result<PathBuf> {
-    binary_with("omo-cloud", "omo-cloud", &["failpoints"])
+    binary("omo-cloud", "omo-cloud")
 }
 
 /// An external broker for the cloud: URL and the cloud's credentials.

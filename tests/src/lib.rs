@@ -28,41 +28,42 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Path of a workspace binary, built (or found up to date) by cargo once per test process,
-/// so a test never runs a stale binary or one without the features it needs.
+/// so a test never runs a stale binary. Every workspace binary is built in one `cargo build`
+/// with the features `cargo test --workspace` resolved (this crate's dependencies switch the
+/// cloud's and the gateway's `failpoints` on), so under `cargo test` it reuses what the test
+/// build compiled instead of compiling each binary's dependencies again with other features.
 pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
-    binary_with(package, name, &[])
-}
-
-/// The gateway binary with its crash-test failpoints compiled in (inactive unless
-/// `FAILPOINTS` names one).
-pub fn gateway_binary() -> anyhow::Result<PathBuf> {
-    binary_with("omo-gateway", "omo-gateway", &["failpoints"])
-}
-
-/// Like [`binary`], with cargo features.
-pub fn binary_with(package: &str, name: &str, features: &[&str]) -> anyhow::Result<PathBuf> {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let dir = target_dir()?;
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let key = format!("{package}/{name}/{}", features.join(","));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.contains(&key) {
+    if !*built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
-        if !features.is_empty() {
-            cmd.args(["--features", &features.join(",")]);
-        }
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if dir.file_name().is_some_and(|d| d == "release") {
+            // Benchmark tools: the binaries alone (building every test in release is slow).
             cmd.arg("--release");
+        } else {
+            // With the tests, so dev-dependencies' features are resolved as `cargo test` does.
+            cmd.arg("--tests");
         }
         let status = cmd.status().context("running cargo build")?;
-        if !status.success() || !path.exists() {
-            bail!("could not build {name} ({cmd:?})");
+        if !status.success() {
+            bail!("could not build the workspace's binaries ({cmd:?})");
         }
-        built.push(key);
+        *built = true;
+    }
+    if !path.exists() {
+        bail!("{package} has no binary {name} at {}", path.display());
     }
     Ok(path)
+}
+
+/// The gateway binary, with its crash-test failpoints compiled in (inactive unless
+/// `FAILPOINTS` names one; this crate's dependency on omo-gateway switches them on).
+pub fn gateway_binary() -> anyhow::Result<PathBuf> {
+    binary("omo-gateway", "omo-gateway")
 }
 
 /// A loopback port nobody listens on right now.

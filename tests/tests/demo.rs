@@ -9,17 +9,21 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use omo_tests::{binary_with, cloud::cloud_binary, gateway_binary, run_bounded};
+use omo_tests::{binary, cloud::cloud_binary, gateway_binary, run_bounded};
 
 #[test]
 fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Result<()> {
     // The demo finds omo-cloud and omo-gateway beside itself.
     cloud_binary()?;
     gateway_binary()?;
-    let sim = binary_with("omo-sim", "omo-sim", &[])?;
+    let sim = binary("omo-sim", "omo-sim")?;
     let text = omo_sim::scenario::SATURDAY
         .replacen("population = 4000", "population = 1000", 1)
         .replacen("hours = 10.0", "hours = 3.0", 1)
+        // Half the demo's speed: at ×600 a second of a loaded machine (the first run also
+        // synthesises every advert while it drives) is ten clock minutes, longer than the
+        // cloud's exit timeout.
+        .replacen("speed = 600.0", "speed = 300.0", 1)
         .replacen("min_visits = 300", "min_visits = 100", 1)
         .replacen("min_offers = 50", "min_offers = 20", 1)
         .replacen("lift_covers_truth = true", "lift_covers_truth = false", 1)
@@ -99,6 +103,37 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
         all > 0 && delivered * 10 >= all * 9,
         "{delivered} of {all} delivered:\n{stdout}"
     );
+    // The cloud's store reports show each store's day with its purchases (at the till and
+    // online), and the tiers hold every registered shopper.
+    let section = |title: &str| -> Vec<&str> {
+        stdout
+            .lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(2)
+            .take_while(|l| l.starts_with("  "))
+            .collect()
+    };
+    let stores = section("Stores (");
+    eprintln!("{}", stores.join("\n"));
+    for store in ["shibuya", "umeda", "online"] {
+        let line = stores
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(store))
+            .unwrap_or_else(|| panic!("no report line for {store}:\n{stdout}"));
+        let purchases: u64 = line
+            .split_whitespace()
+            .nth(7)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(purchases > 0, "no purchases at {store}: {line}\n{stdout}");
+    }
+    let tiers = section("Loyalty tiers at the day's end");
+    eprintln!("{}", tiers.join("\n"));
+    let customers: u64 = tiers
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(customers, 1000, "{stdout}");
     // The run record replays: the same visits come from the same inputs at the same times
     // (offers may differ: the new cloud assigns the holdout afresh), and the expectations hold.
     let replayed = demo(
@@ -118,10 +153,10 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    // The same shoppers visit. How many visits they make can differ more: at ×600 a second
-    // of a busy machine is ten clock minutes, and a visit whose sightings reach the cloud
-    // later than its exit timeout splits in two.
-    for (name, tolerance) in [("Store visitors: ", 0.05), ("Store visits: ", 0.2)] {
+    // The same shoppers visit, and stay as often. The cloud's visits can differ more: a
+    // visit whose sightings reach the cloud later than its exit timeout splits in pieces
+    // (CI saw 305 then 232 at ×600), which the demo counts as one stay.
+    for (name, tolerance) in [("Store visitors: ", 0.05), ("Store stays: ", 0.1)] {
         let (first, again) = (figure(&stdout, name), figure(&replayed, name));
         eprintln!("{name}{first} in the run, {again} in its replay");
         assert!(

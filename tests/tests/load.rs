@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use omo_tests::{binary_with, cloud::cloud_binary, run_bounded};
+use omo_tests::{binary, cloud::cloud_binary, run_bounded};
 
 #[test]
 fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow::Result<()> {
     // The load generator finds omo-cloud beside itself.
     cloud_binary()?;
-    let sim = binary_with("omo-sim", "omo-sim", &[])?;
+    let sim = binary("omo-sim", "omo-sim")?;
     let dir = tempfile::tempdir()?;
     let (status, stdout, stderr) = run_bounded(
         &sim,

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use omo_tests::cloud::ADMIN_TOKEN;
 use omo_tests::scenario::Visit;
 use omo_tests::system::{carried_beacon, Layout, System};
 use reqwest::Method;
@@ -430,6 +431,22 @@ async fn a_qr_check_in_opens_a_visit_at_once() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 200);
     assert!(svg.contains("<svg") && svg.contains("<path"), "{svg}");
+    let png = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/v1/admin/stores/s1/qr.png?zone=floor",
+            sys.cloud.http_port
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let png = png.bytes().await?;
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 500,
+        "{} bytes",
+        png.len()
+    );
     // A phone's camera: a page asking to scan in the app; an unknown code is 404.
     let (status, page) = sys.cloud.get_text(&format!("/q/{code}"), None).await?;
     assert_eq!(status, 200);
@@ -619,5 +636,323 @@ async fn a_line_account_link_joins_the_member_and_a_replayed_nonce_is_refused() 
         )
         .await?;
     assert_eq!(status, 422, "{body}");
+    Ok(())
+}
+
+/// Waits until the decisions of `campaign` number `n`; they, in no particular order.
+async fn decisions_of(sys: &System, campaign: &str, n: usize) -> anyhow::Result<Vec<Value>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d: Vec<Value> = sys.cloud.admin("/v1/admin/decisions?limit=1000").await?["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["campaign"] == json!(campaign))
+            .cloned()
+            .collect();
+        if d.len() >= n || tokio::time::Instant::now() > deadline {
+            return Ok(d);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_triggers_a_follow_up_once_and_a_tier_crossing_enters_the_audience(
+) -> anyhow::Result<()> {
+    let layout = Layout {
+        gateways: vec![("s1", "g1", 0, Vec::new())],
+        site: String::new(),
+        mosquitto: false,
+        speed: 1,
+    };
+    let sys = System::build(layout).await?;
+    let c1 = sys.line_customer(None, USER).await?;
+    sys.admin_call(
+        Method::PATCH,
+        &format!("/v1/admin/customers/{c1}"),
+        json!({"member_id": "m-fan"}),
+        200,
+    )
+    .await?;
+    let day = sys.cloud.clock_now().to_string()[..10].parse::<chrono::NaiveDate>()?;
+    let schedule = json!({"from": (day - chrono::Days::new(1)).to_string(), "to": (day + chrono::Days::new(1)).to_string(),
+        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "time_zone": "Asia/Tokyo"});
+    let campaign = |trigger: Value, places: Value, audience: Value, text: &str| {
+        json!({"name": text, "trigger": trigger, "places": places, "audience": audience,
+            "schedule": schedule, "caps": {"per_customer": 5, "period_days": 1}, "budget": 100,
+            "offer_ttl_minutes": 60, "channels": ["line"],
+            "variants": [{"id": "a", "weight": 1, "template": {"text": text}}]})
+    };
+    // A rule-based tag, and a follow-up for coffee buyers after a store purchase.
+    sys.admin_call(
+        Method::PUT,
+        "/v1/admin/tag-rules/coffee-fan",
+        json!({"kind": "bought_category", "category": "coffee", "within_days": 30}),
+        200,
+    )
+    .await?;
+    let (status, body) = sys
+        .cloud
+        .call(
+            Method::PUT,
+            "/v1/admin/tag-rules/bad",
+            Some(json!({"kind": "bought_category", "category": "coffee", "within_days": 0})),
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("within_days"), "{body}");
+    sys.admin_call(
+        Method::PUT,
+        "/v1/admin/campaigns/thanks",
+        campaign(
+            json!({"kind": "purchase", "channel": "store"}),
+            json!({"stores": ["s1"]}),
+            json!({"include_tags": ["coffee-fan"]}),
+            "Thanks! 10% off online with {coupon}",
+        ),
+        201,
+    )
+    .await?;
+    // A reward for loyal fans' online orders.
+    sys.admin_call(
+        Method::PUT,
+        "/v1/admin/campaigns/vip",
+        campaign(
+            json!({"kind": "purchase", "channel": "online"}),
+            json!({"online": true}),
+            json!({"tiers": ["loyal", "champion"]}),
+            "A gift for our loyal fans: {coupon}",
+        ),
+        201,
+    )
+    .await?;
+    // Tiers are checked against the config; online needs a purchase trigger.
+    for (body, field) in [
+        (
+            campaign(
+                json!({"kind": "enter"}),
+                json!({"stores": ["s1"]}),
+                json!({"tiers": ["gold"]}),
+                "x",
+            ),
+            "audience.tiers",
+        ),
+        (
+            campaign(
+                json!({"kind": "enter"}),
+                json!({"online": true}),
+                json!({}),
+                "x",
+            ),
+            "places.online",
+        ),
+    ] {
+        let (status, answer) = sys
+            .cloud
+            .call(
+                Method::PUT,
+                "/v1/admin/campaigns/bad",
+                Some(body),
+                Some(ADMIN_TOKEN),
+            )
+            .await?;
+        assert_eq!(status, 422, "{answer}");
+        assert!(answer.to_string().contains(field), "{field}: {answer}");
+    }
+    let key = |v: Value| v["key"].as_str().unwrap_or_default().to_owned();
+    let pos = key(sys
+        .admin_call(Method::POST, "/v1/admin/stores/s1/pos-keys", json!({}), 201)
+        .await?);
+    let shop = key(sys
+        .admin_call(Method::POST, "/v1/admin/ecommerce-keys", json!({}), 201)
+        .await?);
+    let profile_path = format!("/v1/admin/customers/{c1}/profile");
+    let profile = || sys.cloud.admin(&profile_path);
+    assert_eq!(profile().await?["tier"], "new");
+
+    // A store purchase with coffee: the follow-up goes out once, even when the POS sends the
+    // order again.
+    let now = sys.cloud.clock_now().to_string();
+    let bought = purchase(
+        "pos-7",
+        "store",
+        Some("s1"),
+        json!({"member_id": "m-fan"}),
+        &now,
+    );
+    for want in [201, 200] {
+        let (status, body) = post(&sys, "/v1/purchases", bought.clone(), &pos).await?;
+        assert_eq!(status, want, "{body}");
+    }
+    let sent = sys.settled_deliveries(1, Duration::from_secs(30)).await?;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(
+        (&sent[0]["campaign"], &sent[0]["status"], &sent[0]["store"]),
+        (&json!("thanks"), &json!("delivered"), &json!("s1")),
+        "{sent:#?}"
+    );
+    let p = profile().await?;
+    assert_eq!(
+        (
+            &p["purchases"],
+            &p["store_purchases"],
+            &p["tier"],
+            &p["tags"]
+        ),
+        (
+            &json!(1),
+            &json!(1),
+            &json!("regular"),
+            &json!(["coffee-fan"])
+        ),
+        "{p}"
+    );
+
+    // A small online order: the customer is still "regular", outside the vip audience.
+    let small = json!({"order_id": "web-1", "channel": "online", "customer": {"line_user": USER},
+        "at": sys.cloud.clock_now().to_string(), "currency": "JPY",
+        "lines": [{"sku": "mug", "category": "goods", "quantity": 1, "amount": 1500.0}]});
+    let (status, body) = post(&sys, "/v1/purchases", small, &shop).await?;
+    assert_eq!(status, 201, "{body}");
+    let vip = decisions_of(&sys, "vip", 1).await?;
+    assert_eq!(vip.len(), 1, "{vip:#?}");
+    assert_eq!(
+        (&vip[0]["outcome"], &vip[0]["reason"]),
+        (&json!("suppressed"), &json!("audience")),
+        "{vip:#?}"
+    );
+    // A big one crosses the thresholds (recency 5, frequency 2, monetary 4 = 11): "loyal",
+    // and the reward goes out.
+    let big = json!({"order_id": "web-2", "channel": "online", "customer": {"member_id": "m-fan"},
+        "at": sys.cloud.clock_now().to_string(), "currency": "JPY",
+        "lines": [{"sku": "espresso-machine", "category": "machines", "quantity": 1, "amount": 60000.0}]});
+    let (status, body) = post(&sys, "/v1/purchases", big, &shop).await?;
+    assert_eq!(status, 201, "{body}");
+    let sent = sys.settled_deliveries(2, Duration::from_secs(30)).await?;
+    let reward: Vec<&Value> = sent
+        .iter()
+        .filter(|d| d["campaign"] == json!("vip"))
+        .collect();
+    assert_eq!(reward.len(), 1, "{sent:#?}");
+    assert_eq!(
+        (&reward[0]["status"], &reward[0]["store"]),
+        (&json!("delivered"), &json!("online")),
+        "{sent:#?}"
+    );
+    let p = profile().await?;
+    assert_eq!(
+        (
+            &p["tier"],
+            &p["purchases"],
+            &p["online_purchases"],
+            &p["online_share"]
+        ),
+        (&json!("loyal"), &json!(3), &json!(2), &json!(2.0 / 3.0)),
+        "{p}"
+    );
+    assert_eq!(
+        p["scores"],
+        json!({"recency": 5, "frequency": 2, "monetary": 4}),
+        "{p}"
+    );
+    assert_eq!(
+        p["spend"]["JPY"],
+        json!({"store": 1340.0, "online": 61500.0}),
+        "{p}"
+    );
+    // Exactly one offer per campaign reached LINE.
+    assert_eq!(sys.line.accepted().len(), 2);
+    // The profile is in the customer's export.
+    let export = sys
+        .cloud
+        .admin(&format!("/v1/admin/customers/{c1}/export"))
+        .await?;
+    assert_eq!(export["profile"]["customer"], json!(c1), "{export}");
+
+    // The store report of the day in s1's time zone: the purchase, and the follow-up offer
+    // (decided at s1) with no click or redemption yet.
+    let today = sys.cloud.clock_now().to_string()[..10].to_owned();
+    let s1 = sys
+        .cloud
+        .admin(&format!(
+            "/v1/admin/reports/stores/s1?from={today}&to={today}"
+        ))
+        .await?;
+    assert_eq!(
+        (
+            &s1["purchases"]["count"],
+            &s1["purchases"]["identified"],
+            &s1["purchases"]["revenue"]
+        ),
+        (&json!(1), &json!(1), &json!({"JPY": 1340.0})),
+        "{s1}"
+    );
+    assert_eq!(
+        s1["offers"],
+        json!({"decided": 1, "delivered": 1, "clicked": 0, "redeemed": 0}),
+        "{s1}"
+    );
+    let online = sys
+        .cloud
+        .admin(&format!(
+            "/v1/admin/reports/stores/online?from={today}&to={today}"
+        ))
+        .await?;
+    assert_eq!(
+        (&online["purchases"]["count"], &online["offers"]["decided"]),
+        (&json!(2), &json!(1)),
+        "{online}"
+    );
+    // As CSV too, and refused for a reversed range or an unknown store.
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/v1/admin/reports/stores/s1?from={today}&to={today}&format=csv",
+            sys.cloud.http_port
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(csv.starts_with("section,campaign,metric,value\n"), "{csv}");
+    assert!(csv.contains("purchases,,revenue JPY,1340.00\n"), "{csv}");
+    for (path, want) in [
+        (
+            format!("/v1/admin/reports/stores/s1?from={today}&to=2020-01-01"),
+            422,
+        ),
+        ("/v1/admin/reports/stores/nowhere".to_owned(), 404),
+        ("/v1/admin/reports/tiers?format=xml".to_owned(), 422),
+        (
+            "/v1/admin/reports/stores/s1?to=%2B262142-12-31".to_owned(),
+            422,
+        ),
+        ("/v1/admin/reports/tiers?from=-262143-01-01".to_owned(), 422),
+    ] {
+        let (status, body) = sys
+            .cloud
+            .call(Method::GET, &path, None, Some(ADMIN_TOKEN))
+            .await?;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    // Tiers at the day's end: the one customer is "loyal", with their spend to date.
+    let tiers = sys
+        .cloud
+        .admin(&format!("/v1/admin/reports/tiers?from={today}&to={today}"))
+        .await?;
+    let loyal = tiers["tiers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["tier"] == "loyal")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&loyal["customers"], &loyal["spend_to_date"]),
+        (&json!(1), &json!(62840.0)),
+        "{tiers}"
+    );
     Ok(())
 }

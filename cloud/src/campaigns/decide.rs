@@ -71,6 +71,8 @@ pub struct CustomerView {
     pub id: String,
     pub tags: BTreeSet<String>,
     pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The loyalty tier at the trigger's time.
+    pub tier: Option<String>,
     /// Channels the customer consented to and can be reached on (LINE id, push token, …).
     pub reachable: BTreeSet<Channel>,
 }
@@ -132,7 +134,8 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
         && a.exclude_tags.is_disjoint(&c.tags)
         && a.attributes
             .iter()
-            .all(|(k, v)| c.attributes.get(k) == Some(v));
+            .all(|(k, v)| c.attributes.get(k) == Some(v))
+        && (a.tiers.is_empty() || c.tier.as_ref().is_some_and(|t| a.tiers.contains(t)));
     if !audience_ok {
         return suppressed(Reason::Audience);
     }

@@ -9,7 +9,7 @@ use chrono::{NaiveDate, NaiveTime, Weekday};
 use serde::{Deserialize, Serialize};
 
 /// What fires a campaign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Trigger {
     Enter,
@@ -23,6 +23,17 @@ pub enum Trigger {
         n: u32,
         within_days: u32,
     },
+    /// A purchase by the customer: in one of the campaign's stores (`channel: store`), in
+    /// the online shop (`channel: online`, with `places.online`), or either; optionally only
+    /// with a line of `category` or a total of at least `min_total`.
+    Purchase {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<crate::purchases::Channel>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_total: Option<f64>,
+    },
 }
 
 /// Where: zones and/or whole stores.
@@ -31,6 +42,9 @@ pub enum Trigger {
 pub struct Places {
     pub zones: BTreeSet<String>,
     pub stores: BTreeSet<String>,
+    /// The brand's online shop (purchase triggers only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub online: bool,
 }
 
 /// For whom.
@@ -43,6 +57,10 @@ pub struct Audience {
     pub exclude_tags: BTreeSet<String>,
     /// … and these attribute values exactly.
     pub attributes: BTreeMap<String, serde_json::Value>,
+    /// … and be in one of these loyalty tiers (`[profiles]` in `cloud.toml`) when the
+    /// trigger happens; empty: any tier.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub tiers: BTreeSet<String>,
 }
 
 /// A daily window in the store's local time; `to` before `from` wraps past midnight.
@@ -342,10 +360,73 @@ impl Campaign {
                     bad("trigger.within_days", "must be within 1..=365".into());
                 }
             }
+            Trigger::Purchase {
+                channel,
+                ref category,
+                min_total,
+            } => {
+                if category
+                    .as_ref()
+                    .is_some_and(|c| c.is_empty() || c.len() > 64)
+                {
+                    bad("trigger.category", "must be 1..=64 characters".into());
+                }
+                if min_total.is_some_and(|m| !m.is_finite() || m < 0.0) {
+                    bad(
+                        "trigger.min_total",
+                        "must be an amount of at least 0".into(),
+                    );
+                }
+                if !self.places.zones.is_empty() {
+                    bad(
+                        "places.zones",
+                        "a purchase happens at a store or online, not in a zone".into(),
+                    );
+                }
+                use crate::purchases::Channel as Bought;
+                if channel == Some(Bought::Store) && self.places.stores.is_empty() {
+                    bad(
+                        "places.stores",
+                        "name the stores whose purchases trigger it".into(),
+                    );
+                }
+                if channel == Some(Bought::Online) && !self.places.online {
+                    bad(
+                        "places.online",
+                        "must be true for a trigger on online purchases".into(),
+                    );
+                }
+                if channel == Some(Bought::Online) && !self.places.stores.is_empty() {
+                    bad(
+                        "places.stores",
+                        "online purchases happen at no store".into(),
+                    );
+                }
+                if channel == Some(Bought::Store) && self.places.online {
+                    bad("places.online", "store purchases happen at stores".into());
+                }
+                if self.places.online && self.schedule.time_zone.is_none() {
+                    bad(
+                        "schedule.time_zone",
+                        "an online campaign has no store time zone: name one".into(),
+                    );
+                }
+            }
             _ => {}
         }
-        if self.places.zones.is_empty() && self.places.stores.is_empty() {
+        if self.places.online && !matches!(self.trigger, Trigger::Purchase { .. }) {
+            bad(
+                "places.online",
+                "only a purchase trigger happens online (visits are in stores)".into(),
+            );
+        }
+        if self.places.zones.is_empty() && self.places.stores.is_empty() && !self.places.online {
             bad("places", "name at least one zone or store".into());
+        }
+        for t in &self.audience.tiers {
+            if !crate::profiles::is_name(t) {
+                bad("audience.tiers", format!("{t:?} is not a tier name"));
+            }
         }
         let s = &self.schedule;
         if s.to < s.from {

@@ -50,6 +50,10 @@ pub struct AnalysisRow {
     /// Sum of redeemed amounts.
     #[serde(default)]
     pub spend: f64,
+    /// The store of the first trigger (`online` for an online purchase; empty in rows
+    /// written before stores were recorded).
+    #[serde(default)]
+    pub store: String,
 }
 
 pub fn link_key(campaign: &str, customer: &str) -> String {
@@ -442,6 +446,7 @@ mod tests {
                 returned_ms: returned.then_some(1),
                 redeemed: 0,
                 spend: 0.0,
+                store: "s1".into(),
             };
             c.put(
                 Space::Campaigns,

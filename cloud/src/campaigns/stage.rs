@@ -19,6 +19,7 @@ use super::report::{self, AnalysisRow, Counts};
 use super::stored::{self, Versioned};
 use crate::delivery::{self, Delivery, Status};
 use crate::identity;
+use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
 use crate::store::event_log::{advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
@@ -52,6 +53,8 @@ pub struct Inputs {
     pub sent: Arc<tokio::sync::Notify>,
     /// `delivery.link_base`: where tracked links point (`{link_base}/r/{token}`).
     pub link_base: Option<String>,
+    /// How tiers are scored (`[profiles]`).
+    pub profiles: ProfileParams,
 }
 
 fn keyed(secret: &[u8; 32], parts: &[&str]) -> [u8; 32] {
@@ -94,6 +97,7 @@ fn transition_label(kind: &TransitionKind) -> String {
         TransitionKind::Enter => "enter".into(),
         TransitionKind::Dwell { minutes } => format!("dwell-{minutes}"),
         TransitionKind::Exit { .. } => "exit".into(),
+        TransitionKind::Purchase { .. } => "purchase".into(),
     }
 }
 
@@ -112,6 +116,8 @@ struct Place {
 struct Places {
     zone_store: HashMap<String, String>,
     stores: HashMap<String, Place>,
+    /// The online shop (campaigns on online purchases name their time zone).
+    online: Place,
 }
 
 impl Places {
@@ -137,6 +143,11 @@ impl Places {
                     ))
                 })
                 .collect(),
+            online: Place {
+                id: "online".into(),
+                tz: Tz::UTC,
+                name: "online".into(),
+            },
         }
     }
 
@@ -144,6 +155,7 @@ impl Places {
         let store = match scope {
             Scope::Store(s) => s,
             Scope::Zone(z) => self.zone_store.get(z)?,
+            Scope::Online => return Some(&self.online),
         };
         self.stores.get(store)
     }
@@ -153,6 +165,7 @@ fn in_places(c: &Versioned, scope: &Scope) -> bool {
     match scope {
         Scope::Zone(z) => c.campaign.places.zones.contains(z),
         Scope::Store(s) => c.campaign.places.stores.contains(s),
+        Scope::Online => c.campaign.places.online,
     }
 }
 
@@ -164,17 +177,48 @@ fn fires(trigger: &CampaignTrigger, kind: &TransitionKind) -> bool {
             | (CampaignTrigger::Exit, TransitionKind::Exit { .. })
             | (CampaignTrigger::NthVisit { .. }, TransitionKind::Enter)
     ) || matches!((trigger, kind), (CampaignTrigger::Dwell { minutes: a }, TransitionKind::Dwell { minutes: b }) if a == b)
+        || match (trigger, kind) {
+            (
+                CampaignTrigger::Purchase {
+                    category,
+                    min_total,
+                    ..
+                },
+                TransitionKind::Purchase {
+                    total, categories, ..
+                },
+            ) => {
+                category.as_ref().is_none_or(|c| categories.contains(c))
+                    && min_total.is_none_or(|m| *total >= m)
+            }
+            _ => false,
+        }
 }
 
-/// The customer as decisions see it: tags, attributes, and the channels they consented to and
-/// can be reached on; with the record and its stored bytes.
+/// What a step knows to evaluate profiles: the tiers, the tag rules and the stores' zones.
+struct Segments<'a> {
+    params: &'a ProfileParams,
+    rules: BTreeMap<String, profiles::Rule>,
+    places: &'a Places,
+}
+
+/// The customer as decisions see it at `at_ms`: their tags (their own and the rules'), tier,
+/// attributes, and the channels they consented to and can be reached on; with the record and
+/// its stored bytes.
 fn customer_view(
     store: &dyn Store,
     id: &str,
+    segments: &Segments<'_>,
+    at_ms: i64,
 ) -> Result<Option<(CustomerView, identity::Customer, Vec<u8>)>, StoreError> {
     let Some((c, bytes)) = identity::customer_record(store, id)? else {
         return Ok(None);
     };
+    let profile = profiles::read(store, id)?.unwrap_or_else(|| profiles::Profile::new(id));
+    let tz_of = |s: &str| segments.places.stores.get(s).map(|p| p.tz);
+    let mut tags = c.tags.clone();
+    tags.extend(profile.tags(&segments.rules, segments.params, at_ms, &tz_of));
+    let tier = profile.tier(segments.params, at_ms);
     let mut reachable = BTreeSet::new();
     if c.consent.line && c.line_user.is_some() {
         reachable.insert(Channel::Line);
@@ -192,8 +236,9 @@ fn customer_view(
     }
     let view = CustomerView {
         id: c.id.clone(),
-        tags: c.tags.clone(),
+        tags,
         attributes: c.attributes.clone(),
+        tier: Some(tier),
         reachable,
     };
     Ok(Some((view, c, bytes)))
@@ -256,6 +301,11 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     );
     let places = Places::new(&inputs.registry.read().expect("registry lock"));
     let places_by_scope = &places;
+    let segments = Segments {
+        params: &inputs.profiles,
+        rules: profiles::rules(store)?,
+        places: &places,
+    };
     let mut c = Commit::new();
     let mut decided: BTreeSet<String> = BTreeSet::new();
     let mut sent_now: HashMap<String, Vec<PastSend>> = HashMap::new();
@@ -343,7 +393,9 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             let Some(place) = places.store_of(&t.scope) else {
                 continue;
             };
-            let Some((view, customer, bytes)) = customer_view(store, &t.customer)? else {
+            let Some((view, customer, bytes)) =
+                customer_view(store, &t.customer, &segments, t.at_ms)?
+            else {
                 continue;
             };
             read_customers.entry(t.customer.clone()).or_insert(bytes);
@@ -430,7 +482,12 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     Outcome::Send { variant, .. } => variant.as_str(),
                     _ => report::HOLDOUT,
                 };
-                analysis.first_trigger(store, (&campaign.campaign, &customer), group, &t)?;
+                analysis.first_trigger(
+                    store,
+                    (&campaign.campaign, &customer),
+                    (group, &place.id),
+                    &t,
+                )?;
             }
             if let Outcome::Send { variant, channel } = &outcome {
                 budgets.insert(budget_key.clone(), used + 1);
@@ -508,6 +565,11 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                 c.put(
                     Space::Campaigns,
                     delivery::due_key(t.decided_ms, &delivery.id),
+                    Vec::new(),
+                );
+                c.put(
+                    Space::Campaigns,
+                    delivery::store_index_key(&delivery.store, t.decided_ms, &delivery.id),
                     Vec::new(),
                 );
                 c.expect(
@@ -637,7 +699,7 @@ impl Analysis {
         &mut self,
         store: &dyn Store,
         (campaign, customer): (&Campaign, &identity::Customer),
-        group: &str,
+        (group, place): (&str, &str),
         t: &Transition,
     ) -> Result<(), StoreError> {
         if self.row_key(store, &campaign.id, &customer.id)?.is_some() {
@@ -670,6 +732,7 @@ impl Analysis {
             returned_ms: None,
             redeemed: 0,
             spend: 0.0,
+            store: place.to_owned(),
         };
         self.links.insert(
             report::link_key(&campaign.id, &customer.id),
@@ -797,6 +860,7 @@ location = { lat = 35.6, lon = 139.7 }
             secret: [3; 32],
             sent: Default::default(),
             link_base: Some("https://offers.example.com".into()),
+            profiles: Default::default(),
         };
         (dir, store, customer, inputs)
     }

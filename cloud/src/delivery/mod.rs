@@ -6,7 +6,8 @@
 //! Keys in the campaigns space: `delivery/{id}` the row; `due/{ms:016x}/{id}` when the worker
 //! should look at it next (present while it is pending or being sent); `coupon/{code}` the
 //! delivery that carries a coupon code; `click/{token}` the delivery a tracked link belongs to,
-//! and `clicked/{id}` when that link was first followed.
+//! `clicked/{id}` when that link was first followed; `by-store/{store}/{ms:016x}/{id}` the
+//! deliveries of a store by the time they were decided (reports).
 
 pub mod fcm;
 pub mod line;
@@ -105,6 +106,12 @@ pub fn coupon_key(code: &str) -> String {
 /// The delivery a tracked link's token belongs to.
 pub fn click_key(token: &str) -> String {
     format!("click/{token}")
+}
+
+/// A delivery in its store's index, by the time it was decided (`online` for online
+/// purchases).
+pub fn store_index_key(store: &str, decided_ms: i64, id: &str) -> String {
+    format!("by-store/{store}/{:016x}/{id}", decided_ms.max(0))
 }
 
 /// When a delivery's link was first followed (present once it was).

@@ -52,6 +52,14 @@ fn check(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
             problems.push(format!("places.stores: {s:?} is not a registered store"));
         }
     }
+    let tiers = state.config.profiles.tier_names();
+    for t in &c.audience.tiers {
+        if !tiers.contains(&t.as_str()) {
+            problems.push(format!(
+                "audience.tiers: {t:?} is not a tier of [profiles] in cloud.toml ({tiers:?})"
+            ));
+        }
+    }
     if state.config.delivery.link_base.is_none() {
         for (i, v) in c.variants.iter().enumerate() {
             if v.template.link.is_some() {
@@ -243,26 +251,34 @@ async fn report(
     })
     .await
     .map_err(ApiError::internal)??;
-    let wants_csv = match q.format.as_deref() {
-        Some("csv") => true,
-        Some("json") | None => headers
-            .get(axum::http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/csv")),
-        Some(other) => {
-            return Err(ApiError::field(
-                "format",
-                format!("{other:?}: must be json or csv"),
-            ))
-        }
-    };
-    if wants_csv {
-        Ok((
-            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            crate::campaigns::report::to_csv(&report),
-        )
-            .into_response())
+    if wants_csv(q.format.as_deref(), &headers)? {
+        Ok(csv(crate::campaigns::report::to_csv(&report)))
     } else {
         Ok(Json(json!(report)).into_response())
     }
+}
+
+/// Whether a report is asked for as CSV: `?format=csv`, or `Accept: text/csv` without a
+/// format.
+pub(super) fn wants_csv(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError> {
+    match format {
+        Some("csv") => Ok(true),
+        Some("json") | None => Ok(headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv"))),
+        Some(other) => Err(ApiError::field(
+            "format",
+            format!("{other:?}: must be json or csv"),
+        )),
+    }
+}
+
+/// A CSV answer.
+pub(super) fn csv(body: String) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }

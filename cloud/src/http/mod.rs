@@ -9,9 +9,11 @@ pub mod campaigns;
 pub mod line;
 pub mod line_link;
 pub mod links;
+pub mod profiles;
 pub mod purchases;
 pub mod qr;
 pub mod redemptions;
+pub mod reports;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -238,6 +240,8 @@ pub fn router(state: AppState) -> Router {
         .merge(redemptions::routes())
         .merge(purchases::routes())
         .merge(links::routes())
+        .merge(profiles::routes())
+        .merge(reports::routes())
         .merge(qr::routes())
         .merge(line_link::routes())
         .fallback(|| async { ApiError::not_found("this path") })

@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 
 use super::{admin_auth, bearer, parse_json, ApiError, AppState};
 use crate::config::Role;
+use crate::ingest::record::{PurchaseEvent, Record};
+use crate::ingest::AppendRequest;
 use crate::purchases::{self, Channel, PurchaseError, PurchaseIn, Recorded};
 use crate::store::{Commit, Space, Store};
 
@@ -163,6 +165,7 @@ async fn record(
     })
     .await
     .map_err(ApiError::internal)??;
+    to_pipeline(&state, std::slice::from_ref(&purchase)).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -194,9 +197,10 @@ async fn import(
         })?;
     let now = Timestamp::new(state.clock.now());
     let store = state.store.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let (answer, landed) = tokio::task::spawn_blocking(move || {
         let (mut lines, mut stored, mut duplicates, mut refused) = (0u64, 0u64, 0u64, 0u64);
         let mut rejected = Vec::new();
+        let mut landed = Vec::new();
         for (i, line) in body.split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -214,8 +218,14 @@ async fn import(
                 .and_then(|p| allowed(&who, &p).map(|()| p))
                 .and_then(|p| store_one(store.as_ref(), p, now));
             match outcome {
-                Ok((true, _)) => stored += 1,
-                Ok((false, _)) => duplicates += 1,
+                Ok((new, purchase)) => {
+                    if new {
+                        stored += 1;
+                    } else {
+                        duplicates += 1;
+                    }
+                    landed.push(purchase);
+                }
                 Err(e) if e.status == StatusCode::INTERNAL_SERVER_ERROR => return Err(e),
                 Err(e) => {
                     refused += 1;
@@ -228,14 +238,74 @@ async fn import(
             }
         }
         store.flush()?;
-        Ok::<_, ApiError>(json!({
+        let answer = json!({
             "lines": lines, "stored": stored, "duplicates": duplicates,
             "refused": refused, "rejected": rejected,
-        }))
+        });
+        Ok::<_, ApiError>((answer, landed))
     })
     .await
     .map_err(ApiError::internal)??;
+    for chunk in landed.chunks(PIPELINE_CHUNK) {
+        to_pipeline(&state, chunk).await?;
+    }
     Ok(Json(answer).into_response())
+}
+
+/// Purchases handed to ingest at once by an import.
+const PIPELINE_CHUNK: usize = 1000;
+
+/// Hands purchases of known customers to the pipeline (their profiles, purchase-triggered
+/// campaigns): one event-log record each, taken once per purchase id, so the same order sent
+/// again — after a crash between its row and its record, say — is not counted twice.
+/// Answers once the records are durable.
+async fn to_pipeline(state: &AppState, stored: &[purchases::Purchase]) -> Result<(), ApiError> {
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "ingest is not running",
+        )
+    };
+    let now = Timestamp::new(state.clock.now());
+    let mut answers = Vec::new();
+    for p in stored {
+        let Some(customer) = &p.customer_id else {
+            continue;
+        };
+        let record = Record::Purchase(PurchaseEvent {
+            purchase: p.id.clone(),
+            customer: customer.clone(),
+            channel: p.sent.channel,
+            store: p.sent.store.as_deref().and_then(|s| StoreId::new(s).ok()),
+            event_ts: p.sent.at,
+            // Now: the log's times only grow (the purchase's own time is `event_ts`).
+            received: now,
+            currency: p.sent.currency.clone(),
+            total: p.total,
+            categories: p.sent.lines.iter().map(|l| l.category.clone()).collect(),
+        });
+        let key = format!("purchase/{}", p.id).into_bytes();
+        let value = crate::retention::processed_id_value(json!({}), now.millis());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        state
+            .ingest
+            .send(AppendRequest {
+                records: vec![record],
+                dedup: Some((key, value)),
+                reply,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        answers.push(answer);
+    }
+    for answer in answers {
+        answer
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(ApiError::internal)?;
+    }
+    Ok(())
 }
 
 async fn add_ecommerce_key(

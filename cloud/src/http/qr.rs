@@ -1,7 +1,8 @@
 //! QR check-in over HTTP (`crate::qr` has the codes):
 //!
 //! - `GET /v1/admin/stores/{id}/qr[?zone=ID]` (operator or analyst): the place's code and the
-//!   URL its poster carries; `GET /v1/admin/stores/{id}/qr.svg[?zone=ID]` the poster's QR code.
+//!   URL its poster carries; `GET /v1/admin/stores/{id}/qr.svg[?zone=ID]` and `…/qr.png` the
+//!   poster's QR code.
 //! - `GET /q/{code}`: what a phone's camera opens — a redirect into the brand's app
 //!   (`app.checkin_url?code=…`), or a small page asking to scan it in the app. 404 for a code
 //!   no place has.
@@ -28,6 +29,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/stores/:id/qr", get(poster))
         .route("/v1/admin/stores/:id/qr.svg", get(poster_svg))
+        .route("/v1/admin/stores/:id/qr.png", get(poster_png))
         .route("/q/:code", get(scanned))
         .route("/v1/app/checkins", post(checkin))
 }
@@ -87,16 +89,40 @@ async fn poster(
     Ok(Json(json!({"store": id, "zone": q.zone, "code": code, "url": url})).into_response())
 }
 
+/// Draws a QR code holding a URL as an image's bytes.
+type Render = fn(&str) -> Result<Vec<u8>, String>;
+
+/// A poster's QR code as an image: `{id}/qr.svg` or `{id}/qr.png`.
+async fn poster_image(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    zone: Option<String>,
+    (content_type, render): (&'static str, Render),
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let (_, url) = code_and_url(&state, &id, zone.as_deref())?;
+    let image = render(&url).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, content_type)], image).into_response())
+}
+
 async fn poster_svg(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ZoneQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
-    let (_, url) = code_and_url(&state, &id, q.zone.as_deref())?;
-    let svg = qr::svg(&url).map_err(ApiError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+    let svg = |url: &str| qr::svg(url).map(String::into_bytes);
+    poster_image(state, headers, id, q.zone, ("image/svg+xml", svg)).await
+}
+
+async fn poster_png(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ZoneQuery>,
+) -> Result<Response, ApiError> {
+    poster_image(state, headers, id, q.zone, ("image/png", qr::png)).await
 }
 
 /// The place a code stands for, or 404.

@@ -246,6 +246,16 @@ pub enum IdentityError {
     Store(#[from] StoreError),
 }
 
+/// The ids of every customer, in order.
+pub fn customer_ids(store: &dyn Store) -> Result<Vec<String>, StoreError> {
+    Ok(
+        crate::store::barrier::scan_prefix(store, Space::Identity, b"customer/", usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[b"customer/".len()..]).into_owned())
+            .collect(),
+    )
+}
+
 fn customer_key(id: &str) -> String {
     format!("customer/{id}")
 }

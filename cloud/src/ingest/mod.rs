@@ -298,6 +298,7 @@ impl Writer {
                 Record::App(_) => "app",
                 Record::Line(_) => "line",
                 Record::Checkin(_) => "qr",
+                Record::Purchase(_) => "purchase",
                 _ => "other",
             };
             metrics::counter!("omo_ingest_events_total", "source" => source).increment(1);

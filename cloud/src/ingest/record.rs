@@ -29,6 +29,9 @@ pub enum Record {
     Line(LineEvent),
     /// An app's QR check-in at a store (or one of its zones).
     Checkin(Checkin),
+    /// A purchase resolved to a customer (its row is in the purchases space): for their
+    /// profile and for campaigns triggered by purchases.
+    Purchase(PurchaseEvent),
     /// In place of a record about an erased customer: only its log time is kept, so offsets
     /// and every consumer's position stay as they were.
     Erased { received: Timestamp },
@@ -44,7 +47,8 @@ impl Record {
             | Record::Gateway(GatewayEvent { received, .. })
             | Record::App(AppReport { received, .. })
             | Record::Line(LineEvent { received, .. })
-            | Record::Checkin(Checkin { received, .. }) => *received,
+            | Record::Checkin(Checkin { received, .. })
+            | Record::Purchase(PurchaseEvent { received, .. }) => *received,
         }
     }
 
@@ -115,6 +119,23 @@ pub struct Checkin {
     pub zone: Option<String>,
     pub event_ts: Timestamp,
     pub received: Timestamp,
+}
+
+/// A purchase as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurchaseEvent {
+    /// The purchase's id (`p_…`).
+    pub purchase: String,
+    pub customer: String,
+    pub channel: crate::purchases::Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreId>,
+    /// When it was bought.
+    pub event_ts: Timestamp,
+    pub received: Timestamp,
+    pub currency: String,
+    pub total: f64,
+    pub categories: std::collections::BTreeSet<String>,
 }
 
 /// A LINE webhook event the pipeline uses.

@@ -39,10 +39,12 @@ pub enum Space {
     Campaigns,
     /// Purchases from POS and e-commerce, with their indexes.
     Purchases,
+    /// Customer profiles (visits and purchases folded per customer) and tag rules.
+    Profiles,
 }
 
 impl Space {
-    pub const ALL: [Space; 12] = [
+    pub const ALL: [Space; 13] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
@@ -55,6 +57,7 @@ impl Space {
         Space::Meta,
         Space::Campaigns,
         Space::Purchases,
+        Space::Profiles,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -72,6 +75,7 @@ impl Space {
             Space::Meta => "meta",
             Space::Campaigns => "campaigns",
             Space::Purchases => "purchases",
+            Space::Profiles => "profiles",
         }
     }
 

@@ -16,8 +16,12 @@
 //! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
 //!   or last + `exit_grace_s` after *outside* evidence newer than the last inside one.
 //!   Outside evidence drops a candidate at once.
-//! - Deadlines fire only on ticks. A backlog longer than a tick interval can therefore split a
-//!   visit; its pieces are late, so campaigns skip them either way.
+//! - Deadlines fire only on ticks. A backlog received over several ticks (a gateway's outbox
+//!   after an outage, sent batch by batch) can therefore exit a visit before the evidence that
+//!   would have kept it open arrives. An exited visit is remembered until `max_lateness_s`
+//!   of log time after its exit was decided: inside evidence from before the exit that
+//!   arrives in that time starts a *resumed* piece, every transition of which is late, so
+//!   campaigns never act twice on one stay. (Reports see the pieces as separate visits.)
 //! - A transition is late when the log time it is emitted at is more than
 //!   `max_lateness_s` after its own time; campaigns skip late transitions.
 
@@ -34,6 +38,8 @@ use sha2::Sha256;
 pub enum Scope {
     Zone(String),
     Store(String),
+    /// The brand's online shop (purchase transitions only: no visit is ever online).
+    Online,
 }
 
 /// Which kind of source saw the customer.
@@ -163,8 +169,27 @@ pub struct Transition {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransitionKind {
     Enter,
-    Dwell { minutes: u32 },
-    Exit { dwell_s: u64 },
+    Dwell {
+        minutes: u32,
+    },
+    Exit {
+        dwell_s: u64,
+    },
+    /// A purchase by the customer (the transition's `visit` is the purchase id, its scope the
+    /// store or [`Scope::Online`]); not part of any visit.
+    Purchase {
+        total: f64,
+        currency: String,
+        categories: BTreeSet<String>,
+    },
+}
+
+impl Transition {
+    /// Late as well when it belongs to a resumed visit (see the module's rules).
+    fn resumed(mut self, resumed: bool) -> Transition {
+        self.late |= resumed;
+        self
+    }
 }
 
 /// One customer × scope's state (opaque outside the engine; stored by the stage).
@@ -175,6 +200,9 @@ pub enum State {
         last_ms: i64,
         opener: u64,
         sources: BTreeSet<Source>,
+        /// It continues a visit exited before this evidence arrived (see the module's rules).
+        #[serde(default)]
+        resumed: bool,
     },
     Open {
         visit: String,
@@ -183,7 +211,13 @@ pub enum State {
         outside_ms: Option<i64>,
         milestones: u8,
         sources: BTreeSet<Source>,
+        /// Every transition of a resumed visit is late.
+        #[serde(default)]
+        resumed: bool,
     },
+    /// A visit exited at `exit_ms`, remembered until the watermark reaches `until_ms`
+    /// (`max_lateness_s` after the log time the exit was decided at).
+    Closed { exit_ms: i64, until_ms: i64 },
 }
 
 /// A customer and a scope.
@@ -244,7 +278,10 @@ impl VisitEngine {
 
     /// Open visits and candidates held.
     pub fn tracked(&self) -> usize {
-        self.states.len()
+        self.states
+            .values()
+            .filter(|t| !matches!(t.state, State::Closed { .. }))
+            .count()
     }
 
     /// The states changed since the last call (`None`: the key is gone), for the stage to
@@ -428,32 +465,46 @@ impl VisitEngine {
         let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
         let next = match (tracked.map(|t| t.state), e.inside) {
             (None, false) => None,
-            (None, true) if e.source == Source::Qr => {
-                let visit = visit_id(&self.id_key, &key.0, &key.1, e.offset);
+            (Some(closed @ State::Closed { .. }), false) => Some(closed),
+            (previous @ (None | Some(State::Closed { .. })), true) => {
+                // Evidence from before a remembered exit continues the exited visit.
+                let resumed = matches!(
+                    previous,
+                    Some(State::Closed { exit_ms, .. }) if e.at_ms < exit_ms
+                );
                 let sources = BTreeSet::from([e.source]);
-                out.push(self.transition(
-                    &key,
-                    &visit,
-                    TransitionKind::Enter,
-                    e.at_ms,
-                    log_ms,
-                    &sources,
-                ));
-                Some(State::Open {
-                    visit,
-                    entered_ms: e.at_ms,
-                    last_ms: e.at_ms,
-                    outside_ms: None,
-                    milestones: 0,
-                    sources,
-                })
+                if e.source == Source::Qr {
+                    let visit = visit_id(&self.id_key, &key.0, &key.1, e.offset);
+                    out.push(
+                        self.transition(
+                            &key,
+                            &visit,
+                            TransitionKind::Enter,
+                            e.at_ms,
+                            log_ms,
+                            &sources,
+                        )
+                        .resumed(resumed),
+                    );
+                    Some(State::Open {
+                        visit,
+                        entered_ms: e.at_ms,
+                        last_ms: e.at_ms,
+                        outside_ms: None,
+                        milestones: 0,
+                        sources,
+                        resumed,
+                    })
+                } else {
+                    Some(State::Candidate {
+                        first_ms: e.at_ms,
+                        last_ms: e.at_ms,
+                        opener: e.offset,
+                        sources,
+                        resumed,
+                    })
+                }
             }
-            (None, true) => Some(State::Candidate {
-                first_ms: e.at_ms,
-                last_ms: e.at_ms,
-                opener: e.offset,
-                sources: BTreeSet::from([e.source]),
-            }),
             (Some(State::Candidate { .. }), false) => None,
             (
                 Some(State::Candidate {
@@ -461,27 +512,31 @@ impl VisitEngine {
                     last_ms,
                     opener,
                     mut sources,
+                    resumed,
                 }),
                 true,
             ) => {
-                let (first_ms, opener) = if e.at_ms - last_ms > timeout {
-                    (e.at_ms, e.offset)
+                let (first_ms, opener, resumed) = if e.at_ms - last_ms > timeout {
+                    (e.at_ms, e.offset, false)
                 } else {
-                    (first_ms, opener)
+                    (first_ms, opener, resumed)
                 };
                 let last_ms = last_ms.max(e.at_ms);
                 sources.insert(e.source);
                 if last_ms - first_ms >= i64::from(p.enter_after_s) * 1000 || e.source == Source::Qr
                 {
                     let visit = visit_id(&self.id_key, &key.0, &key.1, opener);
-                    out.push(self.transition(
-                        &key,
-                        &visit,
-                        TransitionKind::Enter,
-                        first_ms,
-                        log_ms,
-                        &sources,
-                    ));
+                    out.push(
+                        self.transition(
+                            &key,
+                            &visit,
+                            TransitionKind::Enter,
+                            first_ms,
+                            log_ms,
+                            &sources,
+                        )
+                        .resumed(resumed),
+                    );
                     Some(State::Open {
                         visit,
                         entered_ms: first_ms,
@@ -489,6 +544,7 @@ impl VisitEngine {
                         outside_ms: None,
                         milestones: 0,
                         sources,
+                        resumed,
                     })
                 } else {
                     Some(State::Candidate {
@@ -496,6 +552,7 @@ impl VisitEngine {
                         last_ms,
                         opener,
                         sources,
+                        resumed,
                     })
                 }
             }
@@ -507,6 +564,7 @@ impl VisitEngine {
                     outside_ms,
                     milestones,
                     mut sources,
+                    resumed,
                 }),
                 inside,
             ) => {
@@ -528,6 +586,7 @@ impl VisitEngine {
                     outside_ms,
                     milestones,
                     sources,
+                    resumed,
                 })
             }
         };
@@ -571,6 +630,7 @@ impl VisitEngine {
                     .map(|m| entered_ms + i64::from(*m) * 60_000);
                 milestone.map_or(exit, |m| m.min(exit))
             }
+            State::Closed { until_ms, .. } => *until_ms,
         }
     }
 
@@ -597,6 +657,7 @@ impl VisitEngine {
             {
                 None
             }
+            State::Closed { until_ms, .. } if until_ms <= due_ms => None,
             State::Open {
                 visit,
                 entered_ms,
@@ -604,6 +665,7 @@ impl VisitEngine {
                 outside_ms,
                 mut milestones,
                 sources,
+                resumed,
             } => {
                 let exit = self.exit_at(last_ms, outside_ms);
                 while let Some(m) = self
@@ -615,27 +677,38 @@ impl VisitEngine {
                     if at > due_ms || at >= exit {
                         break;
                     }
-                    out.push(self.transition(
-                        key,
-                        &visit,
-                        TransitionKind::Dwell { minutes: *m },
-                        at,
-                        log_ms,
-                        &sources,
-                    ));
+                    out.push(
+                        self.transition(
+                            key,
+                            &visit,
+                            TransitionKind::Dwell { minutes: *m },
+                            at,
+                            log_ms,
+                            &sources,
+                        )
+                        .resumed(resumed),
+                    );
                     milestones += 1;
                 }
                 if exit <= due_ms {
                     let dwell_s = u64::try_from((last_ms - entered_ms) / 1000).unwrap_or(0);
-                    out.push(self.transition(
-                        key,
-                        &visit,
-                        TransitionKind::Exit { dwell_s },
-                        exit,
-                        log_ms,
-                        &sources,
-                    ));
-                    None
+                    out.push(
+                        self.transition(
+                            key,
+                            &visit,
+                            TransitionKind::Exit { dwell_s },
+                            exit,
+                            log_ms,
+                            &sources,
+                        )
+                        .resumed(resumed),
+                    );
+                    // Remembered, so a backlog's evidence from before the exit is known to
+                    // continue this visit.
+                    Some(State::Closed {
+                        exit_ms: exit,
+                        until_ms: log_ms + i64::from(self.params.max_lateness_s) * 1000,
+                    })
                 } else {
                     Some(State::Open {
                         visit,
@@ -644,6 +717,7 @@ impl VisitEngine {
                         outside_ms,
                         milestones,
                         sources,
+                        resumed,
                     })
                 }
             }

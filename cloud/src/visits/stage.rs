@@ -18,6 +18,7 @@ use super::engine::{
 };
 use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::record::{GatewayEvent, Record};
+use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
 use crate::registry::Registry;
 use crate::store::barrier::scan_all;
 use crate::store::event_log::{self, advance, position};
@@ -79,6 +80,8 @@ pub struct Inputs {
     pub params: VisitParams,
     /// The server secret that keys visit ids.
     pub id_key: [u8; 32],
+    /// How profiles score tiers (`[profiles]`).
+    pub profiles: ProfileParams,
 }
 
 /// The stage's in-memory part: the engine and the zones it was built with.
@@ -102,6 +105,7 @@ fn scope_text(scope: &Scope) -> String {
     match scope {
         Scope::Zone(z) => format!("zone/{z}"),
         Scope::Store(s) => format!("store/{s}"),
+        Scope::Online => "online".into(),
     }
 }
 
@@ -178,6 +182,40 @@ impl VisitStage {
                 transitions.extend(self.engine.tick(log_ms));
                 continue;
             }
+            if let Record::Purchase(p) = record {
+                // Only about a customer still known (not erased since it was logged).
+                let known = match located.get(&p.customer) {
+                    Some(a) => a.is_some(),
+                    None => {
+                        let a = identity::customer(store, &p.customer)?.map(|c| c.consent.location);
+                        located.insert(p.customer.clone(), a);
+                        a.is_some()
+                    }
+                };
+                if !known {
+                    unknown += 1;
+                    continue;
+                }
+                let at_ms = p.event_ts.millis();
+                transitions.push(Transition {
+                    visit: p.purchase,
+                    customer: p.customer,
+                    scope: p
+                        .store
+                        .map_or(Scope::Online, |s| Scope::Store(s.to_string())),
+                    kind: TransitionKind::Purchase {
+                        total: p.total,
+                        currency: p.currency,
+                        categories: p.categories,
+                    },
+                    at_ms,
+                    decided_ms: log_ms,
+                    late: p.received.millis() - at_ms
+                        > i64::from(inputs.params.max_lateness_s) * 1000,
+                    sources: BTreeSet::new(),
+                });
+                continue;
+            }
             if let Record::Gateway(GatewayEvent {
                 event: PresenceEvent::Footfall(f),
                 gateway,
@@ -226,6 +264,12 @@ impl VisitStage {
             .increment(unknown);
         let mut c = Commit::new();
         self.write_transitions(store, &transitions, &mut c)?;
+        let log_ms = records
+            .iter()
+            .rev()
+            .find_map(|(_, b)| Record::decode(b).ok())
+            .map_or(0, |r| r.received().millis());
+        update_profiles(store, inputs, &transitions, log_ms, &mut c)?;
         for ((scope, hour), add) in &footfall {
             let key = format!("footfall/{scope}/{hour:016x}");
             let mut total: Footfall = match store.get(Space::Visits, key.as_bytes())? {
@@ -296,6 +340,17 @@ impl VisitStage {
         let (visit_states, buffered_evidence) = self.engine.forget(customer);
         let mut c = Commit::new();
         self.stage_engine(&mut c);
+        // Their profile goes in the same commit (the stage is its only writer).
+        c.delete(Space::Profiles, profiles::profile_key(customer));
+        let folded = format!("folded/{customer}/");
+        for (k, _) in crate::store::barrier::scan_prefix(
+            store,
+            Space::Profiles,
+            folded.as_bytes(),
+            usize::MAX,
+        )? {
+            c.delete(Space::Profiles, k);
+        }
         let prefix = format!("by-customer/{customer}/");
         let mut visits = 0;
         for (k, _) in
@@ -474,6 +529,9 @@ impl VisitStage {
                 seq.to_be_bytes().to_vec(),
                 serde_json::to_vec(t).expect("transitions serialise"),
             );
+            if matches!(t.kind, TransitionKind::Purchase { .. }) {
+                continue;
+            }
             let key = format!("visit/{}", t.visit);
             let mut v = match visits.remove(&t.visit) {
                 Some(v) => v,
@@ -493,7 +551,7 @@ impl VisitStage {
                 },
             };
             v.sources.extend(t.sources.iter().copied());
-            match t.kind {
+            match &t.kind {
                 TransitionKind::Enter => {
                     c.put(
                         Space::Visits,
@@ -502,20 +560,21 @@ impl VisitStage {
                     );
                     c.put(
                         Space::Visits,
-                        format!(
-                            "by-scope/{}/{:016x}/{}",
-                            scope_text(&t.scope),
-                            t.at_ms,
-                            t.visit
-                        ),
-                        Vec::new(),
+                        scope_index_key(&t.scope, t.at_ms, &t.visit),
+                        scope_index_value(&t.customer, None),
                     );
                 }
-                TransitionKind::Dwell { minutes } => v.milestones_min.push(minutes),
+                TransitionKind::Dwell { minutes } => v.milestones_min.push(*minutes),
                 TransitionKind::Exit { dwell_s } => {
                     v.exited = Some(ts(t.at_ms));
-                    v.dwell_s = Some(dwell_s);
+                    v.dwell_s = Some(*dwell_s);
+                    c.put(
+                        Space::Visits,
+                        scope_index_key(&v.scope, v.entered.millis(), &v.id),
+                        scope_index_value(&v.customer, Some(*dwell_s)),
+                    );
                 }
+                TransitionKind::Purchase { .. } => {}
             }
             visits.insert(t.visit.clone(), v);
         }
@@ -528,6 +587,103 @@ impl VisitStage {
         }
         Ok(())
     }
+}
+
+/// Folds the step's store visits and purchases into their customers' profiles and recomputes
+/// their tiers and tags as of `log_ms` (the step's last log time).
+fn update_profiles(
+    store: &dyn Store,
+    inputs: &Inputs,
+    transitions: &[Transition],
+    log_ms: i64,
+    c: &mut Commit,
+) -> Result<(), StoreError> {
+    let params = &inputs.profiles;
+    let mut changed: BTreeMap<&str, Profile> = BTreeMap::new();
+    let mut folded: BTreeSet<String> = BTreeSet::new();
+    for t in transitions {
+        if let TransitionKind::Purchase { .. } = t.kind {
+            // Each purchase once, however often it is sent again (its ingest key expires).
+            let key = profiles::folded_key(&t.customer, &t.visit);
+            if folded.contains(&key) || store.get(Space::Profiles, key.as_bytes())?.is_some() {
+                continue;
+            }
+            c.put(Space::Profiles, key.clone(), Vec::new());
+            folded.insert(key);
+        }
+        let mark = |p: &mut Profile| match (&t.kind, &t.scope) {
+            (TransitionKind::Enter, Scope::Store(s)) => {
+                p.add_visit(s, t.at_ms, params.keep_days);
+            }
+            (
+                TransitionKind::Purchase {
+                    total,
+                    currency,
+                    categories,
+                },
+                scope,
+            ) => p.add_purchase(
+                PurchaseMark {
+                    id: t.visit.clone(),
+                    at_ms: t.at_ms,
+                    channel: match scope {
+                        Scope::Online => crate::purchases::Channel::Online,
+                        _ => crate::purchases::Channel::Store,
+                    },
+                    store: match scope {
+                        Scope::Store(s) => Some(s.clone()),
+                        _ => None,
+                    },
+                    currency: currency.clone(),
+                    total: *total,
+                    categories: categories.clone(),
+                },
+                params.keep_days,
+            ),
+            _ => {}
+        };
+        let relevant = matches!(
+            (&t.kind, &t.scope),
+            (TransitionKind::Enter, Scope::Store(_)) | (TransitionKind::Purchase { .. }, _)
+        );
+        if !relevant {
+            continue;
+        }
+        let p = match changed.entry(t.customer.as_str()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let p = profiles::read(store, &t.customer)?
+                    .unwrap_or_else(|| Profile::new(&t.customer));
+                e.insert(p)
+            }
+        };
+        mark(p);
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let rules = profiles::rules(store)?;
+    let registry = inputs.registry.read().expect("registry lock");
+    let tz_of = |s: &str| store_tz(&registry, s);
+    for (customer, mut p) in changed {
+        p.refresh(&rules, params, log_ms, &tz_of);
+        c.put(
+            Space::Profiles,
+            profiles::profile_key(customer),
+            serde_json::to_vec(&p).expect("profiles serialise"),
+        );
+    }
+    Ok(())
+}
+
+/// A store's time zone, from the registry.
+pub fn store_tz(registry: &Registry, store: &str) -> Option<chrono_tz::Tz> {
+    registry
+        .site()
+        .stores
+        .iter()
+        .find(|s| s.id.as_str() == store)
+        .and_then(|s| s.time_zone.parse().ok())
 }
 
 /// The customer behind a beacon id a gateway heard: a rotating EID through the resolver at the
@@ -560,6 +716,33 @@ pub fn visits_of_customer(
             .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             .collect();
     load_visits(store, ids)
+}
+
+/// A visit in its scope's index, by the time it began.
+fn scope_index_key(scope: &Scope, entered_ms: i64, visit: &str) -> String {
+    format!("by-scope/{}/{entered_ms:016x}/{visit}", scope_text(scope))
+}
+
+/// What a scope index entry holds, so counting visits needs no visit row: the customer, and
+/// the dwell once the visit ended (`customer` or `customer\tdwell_s`; empty in entries
+/// written before it held anything).
+fn scope_index_value(customer: &str, dwell_s: Option<u64>) -> Vec<u8> {
+    match dwell_s {
+        Some(d) => format!("{customer}\t{d}").into_bytes(),
+        None => customer.as_bytes().to_vec(),
+    }
+}
+
+/// The customer and dwell a scope index entry holds (`None`: an empty, older entry).
+pub fn parse_scope_index_value(value: &[u8]) -> Option<(String, Option<u64>)> {
+    if value.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(value);
+    Some(match text.split_once('\t') {
+        Some((customer, d)) => (customer.to_owned(), d.parse().ok()),
+        None => (text.into_owned(), None),
+    })
 }
 
 /// Visits of a scope entered in `[from_ms, to_ms)`.
@@ -731,6 +914,61 @@ max_distance_m = 10.0
         (dir, copy)
     }
 
+    /// A purchase sent again (its ingest key long expired) is a second log record: its
+    /// transition comes again (the decision stage decides it once), its profile counts it once.
+    #[test]
+    fn a_purchase_logged_twice_is_folded_into_the_profile_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let t0 = Timestamp::from_millis(1_790_000_000_000).unwrap();
+        let customer = new_customer(t0);
+        store
+            .commit(save_customer(&store, None, &customer).unwrap())
+            .unwrap();
+        let inputs = Inputs {
+            registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
+            eids: Arc::new(Mutex::new(EidResolver::new(Vec::new(), 300))),
+            params: VisitParams::default(),
+            profiles: Default::default(),
+            id_key: [9; 32],
+        };
+        let purchase = |received_ms: i64| {
+            Record::Purchase(crate::ingest::record::PurchaseEvent {
+                purchase: "p_1".into(),
+                customer: customer.id.clone(),
+                channel: crate::purchases::Channel::Online,
+                store: None,
+                event_ts: t0,
+                received: ts(received_ms),
+                currency: "JPY".into(),
+                total: 1200.0,
+                categories: BTreeSet::from(["coffee".to_owned()]),
+            })
+            .encode()
+        };
+        let mut stage = VisitStage::open(&store, &inputs).unwrap();
+        for received in [t0.millis(), t0.millis() + 20 * 86_400_000] {
+            let mut log = EventLog::open(&store).unwrap();
+            let mut c = Commit::new();
+            log.append(&mut c, &purchase(received));
+            store.commit(c).unwrap();
+            while stage.step(&store, &inputs).unwrap() > 0 {}
+        }
+        let p = profiles::read(&store, &customer.id).unwrap().unwrap();
+        assert_eq!((p.online_purchases, p.spend["JPY"].online), (1, 1200.0));
+        let transitions: Vec<Transition> = scan_all(&store, Space::Transitions)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+            .collect();
+        assert_eq!(transitions.len(), 2);
+        assert!(
+            !transitions[0].late && transitions[1].late,
+            "{transitions:?}"
+        );
+        assert_eq!(transitions[1].scope, Scope::Online);
+    }
+
     /// The phone's EID changes every 2^10 s: a 40-minute stay spans three EIDs, heard by the
     /// gateway, resolved at each event's time through the precomputed tables.
     #[test]
@@ -766,6 +1004,7 @@ max_distance_m = 10.0
                 300,
             ))),
             params: VisitParams::default(),
+            profiles: Default::default(),
             id_key: [9; 32],
         };
         let mut log = EventLog::open(&store).unwrap();
@@ -810,6 +1049,15 @@ max_distance_m = 10.0
             assert_eq!(v.dwell_s, Some(2400), "{v:?}");
             assert_eq!(v.milestones_min, vec![5, 10, 20, 30]);
         }
+        // The store's index entry holds the customer and, once it ended, the dwell.
+        let entries =
+            crate::store::barrier::scan_prefix(&store, Space::Visits, b"by-scope/store/s1/", 10)
+                .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            parse_scope_index_value(&entries[0].1),
+            Some((customer.id.clone(), Some(2400)))
+        );
         let scopes: BTreeSet<Scope> = visits.iter().map(|v| v.scope.clone()).collect();
         assert_eq!(
             scopes,

@@ -325,3 +325,69 @@ fn a_qr_check_in_opens_a_visit_at_once_and_it_exits_after_the_timeout() {
     );
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// A gateway's outbox after an outage arrives batch by batch, with ticks between: a tick can
+/// exit the visit before the next batch shows the customer was still there. The piece that
+/// batch starts is late however recent it is, so a campaign acts once on the whole stay.
+#[test]
+fn a_backlog_received_over_several_ticks_never_gives_a_second_timely_enter() {
+    let z = zone("floor");
+    let params = VisitParams::default();
+    // Present from 0 s to 1800 s; the cloud is up until 100 s and back at 1800 s, when the
+    // gateway's backlog (100..1800 s) arrives in six batches, one a second.
+    let all = stream("c1", &z, 0, 1800, 30, Source::Gateway, 1);
+    let (live, backlog): (Vec<_>, Vec<_>) = all.into_iter().partition(|(r, _)| *r <= T0 + 100 * S);
+    let mut engine = VisitEngine::new(params, [7; 32]);
+    let mut out = run(&mut engine, live, 100);
+    let batches = backlog.chunks(backlog.len().div_ceil(6));
+    for (i, batch) in batches.enumerate() {
+        let now = T0 + (1800 + i as i64) * S;
+        for (_, e) in batch {
+            out.extend(engine.observe(e.clone(), now));
+        }
+        out.extend(engine.tick(now + S / 2));
+    }
+    for s in 1806..=3000 {
+        out.extend(engine.tick(T0 + s * S));
+    }
+    let enters: Vec<_> = out
+        .iter()
+        .filter(|t| t.kind == TransitionKind::Enter)
+        .collect();
+    assert!(
+        enters.len() > 1,
+        "the backlog did not split the visit: {out:?}"
+    );
+    // The last pieces started within max_lateness_s of their decision: late only as resumed.
+    assert!(
+        enters
+            .iter()
+            .any(|t| t.decided_ms - t.at_ms <= i64::from(params.max_lateness_s) * S),
+        "{enters:?}"
+    );
+    // Only the live enter is timely: every transition decided from the backlog is late.
+    let timely: Vec<Transition> = out.iter().filter(|t| !t.late).cloned().collect();
+    assert_eq!(kinds(&timely), kinds(&out[..1]), "{out:?}");
+    // An exit is remembered only until max_lateness_s after it.
+    assert_eq!(engine.tracked(), 0);
+    assert!(engine.states.is_empty(), "{:?}", engine.states);
+}
+
+/// A customer who really leaves and comes back after the exit gets a new, timely visit.
+#[test]
+fn a_return_after_the_exit_is_a_new_visit() {
+    let z = zone("floor");
+    let mut evidence = stream("c1", &z, 0, 120, 30, Source::Gateway, 1);
+    evidence.extend(stream("c1", &z, 800, 900, 30, Source::Gateway, 100));
+    let out = run(
+        &mut VisitEngine::new(VisitParams::default(), [7; 32]),
+        evidence,
+        2000,
+    );
+    let enters: Vec<_> = out
+        .iter()
+        .filter(|t| t.kind == TransitionKind::Enter)
+        .collect();
+    assert_eq!(enters.len(), 2, "{out:?}");
+    assert!(out.iter().all(|t| !t.late), "{out:?}");
+}

@@ -1,0 +1,17 @@
+//! What the bench binaries share (each uses part of it).
+#![allow(dead_code)]
+
+/// The value after `name` on the command line (`-- --rate 5000`), or `default`.
+pub fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A time from ms since the epoch.
+pub fn ts(ms: i64) -> omo_device_config::Timestamp {
+    omo_device_config::Timestamp::from_millis(ms).expect("a time")
+}

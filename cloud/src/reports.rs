@@ -1,0 +1,669 @@
+//! Store and tier reports (the online-meets-offline figures a retailer reviews): over a range
+//! of local dates in the store's time zone, per store — visits, unique visitors, the dwell
+//! distribution, offers sent, clicked and redeemed, purchases and the revenue offers brought,
+//! and each campaign's lift at that store — and per loyalty tier — customers, spend to date
+//! and a simple projected 12-month value. Built from the stored rows and indexes alone; no
+//! personal id appears in a report.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{Datelike, NaiveDate, TimeZone};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::campaigns::report::{lift, AnalysisRow, Lift, HOLDOUT};
+use crate::campaigns::stored;
+use crate::delivery::{self, Delivery, Status};
+use crate::profiles::{Profile, ProfileParams};
+use crate::purchases::Channel;
+use crate::store::{Space, Store, StoreError};
+
+const DAY_MS: i64 = 86_400_000;
+/// The longest range a report covers, days.
+pub const MAX_DAYS: i64 = 400;
+/// The shortest span a spend rate is taken over, days: one purchase yesterday is not a
+/// daily habit.
+pub const MIN_RATE_DAYS: i64 = 90;
+/// Dwell buckets, minutes: `[0, 5)`, `[5, 15)`, … `[120, ∞)`.
+const DWELL_EDGES_MIN: [u64; 5] = [5, 15, 30, 60, 120];
+
+/// A range of local dates, inclusive, in one time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Range {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    #[serde(serialize_with = "tz_name")]
+    pub time_zone: Tz,
+}
+
+fn tz_name<S: serde::Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+impl Range {
+    /// Checks the range: dates in the years 1970..=9999, `to` not before `from`, at most
+    /// [`MAX_DAYS`].
+    pub fn new(from: NaiveDate, to: NaiveDate, time_zone: Tz) -> Result<Range, String> {
+        for d in [from, to] {
+            if !(1970..=9999).contains(&d.year()) {
+                return Err(format!("{d} is not within the years 1970..=9999"));
+            }
+        }
+        if to < from {
+            return Err(format!("to {to} is before from {from}"));
+        }
+        if (to - from).num_days() >= MAX_DAYS {
+            return Err(format!("a report covers at most {MAX_DAYS} days"));
+        }
+        Ok(Range {
+            from,
+            to,
+            time_zone,
+        })
+    }
+
+    /// The first instant of local midnight of `date` (the earliest, across a DST change).
+    fn midnight_ms(&self, date: NaiveDate) -> i64 {
+        let local = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+        self.time_zone
+            .from_local_datetime(&local)
+            .earliest()
+            .or_else(|| {
+                // Midnight skipped by a DST change: the hour after it.
+                self.time_zone
+                    .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                    .earliest()
+            })
+            .map_or(0, |d| d.timestamp_millis())
+    }
+
+    /// `[start, end)` in ms since the epoch.
+    pub fn bounds_ms(&self) -> (i64, i64) {
+        (
+            self.midnight_ms(self.from),
+            self.midnight_ms(self.to + chrono::Days::new(1)),
+        )
+    }
+}
+
+/// Offers at a store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Offers {
+    /// Decided to send (any outcome).
+    pub decided: u64,
+    /// Delivered to the channel.
+    pub delivered: u64,
+    /// Their links followed (once per offer).
+    pub clicked: u64,
+    /// Their coupons redeemed.
+    pub redeemed: u64,
+}
+
+/// Purchases at a store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Purchases {
+    pub count: u64,
+    /// Purchases by an identified customer.
+    pub identified: u64,
+    /// Revenue by currency.
+    pub revenue: BTreeMap<String, f64>,
+    /// Purchases paid with an offer's coupon, and their revenue by currency.
+    pub attributed: u64,
+    pub revenue_attributed: BTreeMap<String, f64>,
+}
+
+/// One campaign at a store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CampaignAtStore {
+    pub campaign: String,
+    pub offers: Offers,
+    pub revenue_attributed: BTreeMap<String, f64>,
+    /// Customers whose first eligible trigger was at this store in the range, by group.
+    pub customers: BTreeMap<String, u64>,
+    /// Of them, those who came back within the attribution window.
+    pub returned: BTreeMap<String, u64>,
+    /// Each variant over the holdout, among these customers.
+    pub lift: Vec<Lift>,
+}
+
+/// A store's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreReport {
+    pub store: String,
+    pub range: Range,
+    /// Store visits that began in the range.
+    pub visits: u64,
+    pub unique_visitors: u64,
+    /// Finished visits by dwell bucket (`0-5`, `5-15`, … `120+` minutes).
+    pub dwell_minutes: BTreeMap<String, u64>,
+    /// Visits still open (no dwell yet).
+    pub visits_open: u64,
+    pub median_dwell_min: Option<f64>,
+    pub offers: Offers,
+    pub purchases: Purchases,
+    pub campaigns: Vec<CampaignAtStore>,
+}
+
+/// What a report reads of a visit row (the rest is skipped, not built).
+#[derive(serde::Deserialize)]
+struct VisitHead {
+    customer: String,
+    dwell_s: Option<u64>,
+}
+
+/// What a report reads of a purchase row.
+#[derive(serde::Deserialize)]
+struct PurchaseHead {
+    currency: String,
+    total: f64,
+    customer_id: Option<String>,
+    attributed: Option<crate::purchases::Attribution>,
+}
+
+fn bucket(dwell_s: u64) -> String {
+    let min = dwell_s / 60;
+    let mut low = 0;
+    for edge in DWELL_EDGES_MIN {
+        if min < edge {
+            return format!("{low}-{edge}");
+        }
+        low = edge;
+    }
+    format!("{low}+")
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+/// The ids an index prefix holds for times in `[start, end)`.
+fn ids(
+    store: &dyn Store,
+    space: Space,
+    prefix: &str,
+    (start, end): (i64, i64),
+) -> Result<Vec<String>, StoreError> {
+    let from = format!("{prefix}{:016x}", start.max(0));
+    let to = format!("{prefix}{:016x}", end.max(0));
+    crate::store::ids_in_range(store, space, (from.as_bytes(), to.as_bytes()), usize::MAX)
+}
+
+/// The report of store `id` (or `online`) over `range`.
+pub fn store_report(store: &dyn Store, id: &str, range: Range) -> Result<StoreReport, StoreError> {
+    let bounds = range.bounds_ms();
+    let mut report = StoreReport {
+        store: id.to_owned(),
+        range,
+        visits: 0,
+        unique_visitors: 0,
+        dwell_minutes: BTreeMap::new(),
+        visits_open: 0,
+        median_dwell_min: None,
+        offers: Offers::default(),
+        purchases: Purchases::default(),
+        campaigns: Vec::new(),
+    };
+    // Visits and dwell.
+    let mut visitors: HashSet<String> = HashSet::new();
+    let mut dwells = Vec::new();
+    let prefix = format!("by-scope/store/{id}/");
+    let from = format!("{prefix}{:016x}", bounds.0.max(0));
+    let to = format!("{prefix}{:016x}", bounds.1.max(0));
+    for (key, value) in
+        store.scan_range(Space::Visits, from.as_bytes(), to.as_bytes(), usize::MAX)?
+    {
+        let visit = match crate::visits::stage::parse_scope_index_value(&value) {
+            Some((customer, dwell_s)) => VisitHead { customer, dwell_s },
+            // An older entry without its figures: the visit row has them.
+            None => {
+                let v = String::from_utf8_lossy(&key);
+                let v = v.rsplit('/').next().unwrap_or_default();
+                let Some(bytes) = store.get(Space::Visits, format!("visit/{v}").as_bytes())? else {
+                    continue;
+                };
+                match serde_json::from_slice(&bytes) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable visit left out of a report");
+                        continue;
+                    }
+                }
+            }
+        };
+        report.visits += 1;
+        visitors.insert(visit.customer);
+        match visit.dwell_s {
+            Some(d) => {
+                *report.dwell_minutes.entry(bucket(d)).or_default() += 1;
+                dwells.push(d);
+            }
+            None => report.visits_open += 1,
+        }
+    }
+    report.unique_visitors = visitors.len() as u64;
+    dwells.sort_unstable();
+    report.median_dwell_min = median(&dwells).map(|s| s / 60.0);
+
+    // Offers, per campaign.
+    let mut campaigns: BTreeMap<String, CampaignAtStore> = BTreeMap::new();
+    for d in ids(store, Space::Campaigns, &format!("by-store/{id}/"), bounds)? {
+        let Some((d, _)) = delivery::read(store, &d)? else {
+            continue;
+        };
+        let at = campaigns
+            .entry(d.campaign.clone())
+            .or_insert_with(|| CampaignAtStore {
+                campaign: d.campaign.clone(),
+                ..CampaignAtStore::default()
+            });
+        count_offer(store, &d, &mut report.offers)?;
+        count_offer(store, &d, &mut at.offers)?;
+    }
+
+    // Purchases, and the revenue offers brought.
+    let prefix = if id == "online" {
+        "online/".to_owned()
+    } else {
+        format!("by-store/{id}/")
+    };
+    for id in ids(store, Space::Purchases, &prefix, bounds)? {
+        let Some(bytes) = store.get(Space::Purchases, format!("purchase/{id}").as_bytes())? else {
+            continue;
+        };
+        let p: PurchaseHead = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable purchase left out of a report");
+                continue;
+            }
+        };
+        let r = &mut report.purchases;
+        r.count += 1;
+        r.identified += u64::from(p.customer_id.is_some());
+        *r.revenue.entry(p.currency.clone()).or_default() += p.total;
+        if let Some(a) = &p.attributed {
+            r.attributed += 1;
+            *r.revenue_attributed.entry(p.currency.clone()).or_default() += p.total;
+            let at = campaigns
+                .entry(a.campaign.clone())
+                .or_insert_with(|| CampaignAtStore {
+                    campaign: a.campaign.clone(),
+                    ..CampaignAtStore::default()
+                });
+            *at.revenue_attributed.entry(p.currency.clone()).or_default() += p.total;
+        }
+    }
+
+    // Lift per campaign among the customers first triggered here in the range.
+    for k in stored::all(store)? {
+        let c = &k.campaign;
+        let prefix = format!("analysis/{}/", c.id);
+        let mut customers: BTreeMap<String, u64> = BTreeMap::new();
+        let mut returned: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, bytes) in crate::store::barrier::scan_prefix(
+            store,
+            Space::Campaigns,
+            prefix.as_bytes(),
+            usize::MAX,
+        )? {
+            let row: AnalysisRow = serde_json::from_slice(&bytes)
+                .map_err(|e| backend(&String::from_utf8_lossy(&key), e))?;
+            if row.store != id
+                || row.first_trigger_ms < bounds.0
+                || row.first_trigger_ms >= bounds.1
+            {
+                continue;
+            }
+            *customers.entry(row.group.clone()).or_default() += 1;
+            *returned.entry(row.group).or_default() += u64::from(row.returned_ms.is_some());
+        }
+        if customers.is_empty() {
+            continue;
+        }
+        let at = campaigns
+            .entry(c.id.clone())
+            .or_insert_with(|| CampaignAtStore {
+                campaign: c.id.clone(),
+                ..CampaignAtStore::default()
+            });
+        let of = |m: &BTreeMap<String, u64>, g: &str| m.get(g).copied().unwrap_or(0);
+        let control = (of(&returned, HOLDOUT), of(&customers, HOLDOUT));
+        at.lift = c
+            .variants
+            .iter()
+            .map(|v| {
+                lift(
+                    &v.id,
+                    (of(&returned, &v.id), of(&customers, &v.id)),
+                    control,
+                )
+            })
+            .collect();
+        at.customers = customers;
+        at.returned = returned;
+    }
+    report.campaigns = campaigns.into_values().collect();
+    Ok(report)
+}
+
+fn count_offer(store: &dyn Store, d: &Delivery, o: &mut Offers) -> Result<(), StoreError> {
+    o.decided += 1;
+    o.delivered += u64::from(d.status == Status::Delivered);
+    o.clicked += u64::from(
+        store
+            .get(Space::Campaigns, delivery::clicked_key(&d.id).as_bytes())?
+            .is_some(),
+    );
+    o.redeemed += u64::from(
+        store
+            .get(
+                Space::Campaigns,
+                format!("redemption/{}", d.coupon).as_bytes(),
+            )?
+            .is_some(),
+    );
+    Ok(())
+}
+
+fn median(sorted: &[u64]) -> Option<f64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    Some(if n % 2 == 1 {
+        sorted[n / 2] as f64
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0
+    })
+}
+
+/// One tier's line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TierLine {
+    pub tier: String,
+    pub customers: u64,
+    /// Of them, customers who bought in the range.
+    pub buyers_in_range: u64,
+    /// Spend in `profiles.currency`: in the range, and to date (all time, up to the range's end).
+    pub spend_in_range: f64,
+    pub spend_to_date: f64,
+    /// Spend to date per customer.
+    pub ltv_average: f64,
+    /// Projected spend over the next 12 months: each customer's spend rate over the scoring
+    /// window (or since their first purchase, if later, but at least [`MIN_RATE_DAYS`])
+    /// times 365.
+    pub projected_12m: f64,
+    pub projected_12m_average: f64,
+}
+
+/// The tier report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierReport {
+    pub range: Range,
+    /// Customers are placed in the tier they had at the range's end.
+    pub currency: String,
+    /// Only customers who visited or bought at this store in the range, if given.
+    pub store: Option<String>,
+    pub tiers: Vec<TierLine>,
+}
+
+/// Spend in `currency` up to `end_ms` (exclusive): the profile's all-time totals less what
+/// came later.
+fn spend_to(p: &Profile, currency: &str, end_ms: i64) -> f64 {
+    let all = p.spend.get(currency).map_or(0.0, |s| s.store + s.online);
+    let later: f64 = p
+        .recent_purchases
+        .iter()
+        .filter(|x| x.at_ms >= end_ms && x.currency == currency)
+        .map(|x| x.total)
+        .sum();
+    (all - later).max(0.0)
+}
+
+/// The tier report over `range` from `profiles` (every customer's profile) and the number of
+/// customers `without_profile` (neither a visit nor a purchase yet: the lowest tier; left out
+/// when the report is about one store).
+pub fn tier_report(
+    profiles: &[Profile],
+    without_profile: u64,
+    params: &ProfileParams,
+    range: Range,
+    only_store: Option<&str>,
+) -> TierReport {
+    let (start, end) = range.bounds_ms();
+    let as_of = end - 1;
+    let mut lines: BTreeMap<&str, TierLine> = params
+        .tier_names()
+        .into_iter()
+        .map(|t| {
+            (
+                t,
+                TierLine {
+                    tier: t.to_owned(),
+                    ..TierLine::default()
+                },
+            )
+        })
+        .collect();
+    for p in profiles {
+        if let Some(s) = only_store {
+            let here = p
+                .recent_visits
+                .iter()
+                .any(|v| v.store == s && (start..end).contains(&v.at_ms))
+                || p.recent_purchases.iter().any(|x| {
+                    let there = match x.channel {
+                        Channel::Online => s == "online",
+                        Channel::Store => x.store.as_deref() == Some(s),
+                    };
+                    there && (start..end).contains(&x.at_ms)
+                });
+            if !here {
+                continue;
+            }
+        }
+        let tier = params.tier_of(p.scores(params, as_of).total());
+        let Some(line) = lines.get_mut(tier) else {
+            continue;
+        };
+        line.customers += 1;
+        let in_range: f64 = p
+            .recent_purchases
+            .iter()
+            .filter(|x| (start..end).contains(&x.at_ms) && x.currency == params.currency)
+            .map(|x| x.total)
+            .sum();
+        line.buyers_in_range += u64::from(
+            p.recent_purchases
+                .iter()
+                .any(|x| (start..end).contains(&x.at_ms)),
+        );
+        line.spend_in_range += in_range;
+        line.spend_to_date += spend_to(p, &params.currency, end);
+        if let Some(first) = p.first_purchase_ms.filter(|f| *f < end) {
+            let window_days = i64::from(params.window_days);
+            // Spend and span over the same days: the window, or since the first purchase.
+            let span_days =
+                ((end - first) / DAY_MS).clamp(MIN_RATE_DAYS.min(window_days), window_days);
+            let spent = p.spend_within(as_of, params.window_days, &params.currency);
+            line.projected_12m += spent / span_days as f64 * 365.0;
+        }
+    }
+    if only_store.is_none() {
+        if let Some(line) =
+            lines.get_mut(params.tier_of(Profile::new("").scores(params, as_of).total()))
+        {
+            line.customers += without_profile;
+        }
+    }
+    let mut tiers: Vec<TierLine> = params
+        .tier_names()
+        .into_iter()
+        .filter_map(|t| lines.remove(t))
+        .collect();
+    for l in &mut tiers {
+        if l.customers > 0 {
+            l.ltv_average = l.spend_to_date / l.customers as f64;
+            l.projected_12m_average = l.projected_12m / l.customers as f64;
+        }
+    }
+    TierReport {
+        range,
+        currency: params.currency.clone(),
+        store: only_store.map(str::to_owned),
+        tiers,
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A store report as CSV: one `section,campaign,metric,value` line per figure.
+pub fn store_csv(r: &StoreReport) -> String {
+    let mut out = String::from("section,campaign,metric,value\n");
+    let mut line = |section: &str, campaign: &str, metric: &str, value: String| {
+        out.push_str(&format!(
+            "{section},{},{},{value}\n",
+            csv_field(campaign),
+            csv_field(metric)
+        ));
+    };
+    line("visits", "", "visits", r.visits.to_string());
+    line(
+        "visits",
+        "",
+        "unique_visitors",
+        r.unique_visitors.to_string(),
+    );
+    line("visits", "", "open", r.visits_open.to_string());
+    if let Some(m) = r.median_dwell_min {
+        line("visits", "", "median_dwell_min", format!("{m:.1}"));
+    }
+    for (b, n) in &r.dwell_minutes {
+        line("dwell", "", &format!("{b} min"), n.to_string());
+    }
+    let offers = |line: &mut dyn FnMut(&str, &str, &str, String), c: &str, o: &Offers| {
+        line("offers", c, "decided", o.decided.to_string());
+        line("offers", c, "delivered", o.delivered.to_string());
+        line("offers", c, "clicked", o.clicked.to_string());
+        line("offers", c, "redeemed", o.redeemed.to_string());
+    };
+    offers(&mut line, "", &r.offers);
+    let p = &r.purchases;
+    line("purchases", "", "count", p.count.to_string());
+    line("purchases", "", "identified", p.identified.to_string());
+    line("purchases", "", "attributed", p.attributed.to_string());
+    for (cur, v) in &p.revenue {
+        line(
+            "purchases",
+            "",
+            &format!("revenue {cur}"),
+            format!("{v:.2}"),
+        );
+    }
+    for (cur, v) in &p.revenue_attributed {
+        line(
+            "purchases",
+            "",
+            &format!("revenue_attributed {cur}"),
+            format!("{v:.2}"),
+        );
+    }
+    for c in &r.campaigns {
+        offers(&mut line, &c.campaign, &c.offers);
+        for (cur, v) in &c.revenue_attributed {
+            line(
+                "campaign",
+                &c.campaign,
+                &format!("revenue_attributed {cur}"),
+                format!("{v:.2}"),
+            );
+        }
+        for (g, n) in &c.customers {
+            line(
+                "campaign",
+                &c.campaign,
+                &format!("customers {g}"),
+                n.to_string(),
+            );
+        }
+        for (g, n) in &c.returned {
+            line(
+                "campaign",
+                &c.campaign,
+                &format!("returned {g}"),
+                n.to_string(),
+            );
+        }
+        for l in &c.lift {
+            let v = &l.variant;
+            line(
+                "lift",
+                &c.campaign,
+                &format!("{v} difference"),
+                format!("{:.4}", l.difference),
+            );
+            line(
+                "lift",
+                &c.campaign,
+                &format!("{v} difference_ci95_low"),
+                format!("{:.4}", l.difference_ci95.low),
+            );
+            line(
+                "lift",
+                &c.campaign,
+                &format!("{v} difference_ci95_high"),
+                format!("{:.4}", l.difference_ci95.high),
+            );
+            line(
+                "lift",
+                &c.campaign,
+                &format!("{v} too_small"),
+                l.too_small.to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// A tier report as CSV: one line per tier.
+pub fn tiers_csv(r: &TierReport) -> String {
+    let mut out = String::from(
+        "tier,customers,buyers_in_range,spend_in_range,spend_to_date,ltv_average,projected_12m,projected_12m_average\n",
+    );
+    for t in &r.tiers {
+        out.push_str(&format!(
+            "{},{},{},{:.2},{:.2},{:.2},{:.2},{:.2}\n",
+            csv_field(&t.tier),
+            t.customers,
+            t.buyers_in_range,
+            t.spend_in_range,
+            t.spend_to_date,
+            t.ltv_average,
+            t.projected_12m,
+            t.projected_12m_average
+        ));
+    }
+    out
+}
+
+/// Stores a report may name: the registry's and `online`.
+pub fn known_store(registry: &crate::registry::Registry, id: &str) -> Option<Option<Tz>> {
+    if id == "online" {
+        return Some(None);
+    }
+    let s = registry
+        .site()
+        .stores
+        .iter()
+        .find(|s| s.id.as_str() == id)?;
+    Some(s.time_zone.parse().ok())
+}
+
+#[cfg(test)]
+mod tests;
