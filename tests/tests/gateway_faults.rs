@@ -240,21 +240,22 @@ async fn cloud_stops_acking(kind: BrokerKind) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One test per scenario that runs it against Mosquitto and against rumqttd at once: the two
+/// runs share nothing (own brokers, ports, data dirs), and both mostly wait on their clocks.
 macro_rules! on_both_brokers {
     ($($name:ident),*) => {
-        mod mosquitto {
+        mod on_both_brokers {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() -> anyhow::Result<()> {
-                    super::$name(omo_tests::BrokerKind::Mosquitto).await
-                }
-            )*
-        }
-        mod rumqttd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(omo_tests::BrokerKind::Rumqttd).await
+                    use anyhow::Context;
+                    use omo_tests::BrokerKind;
+                    let mosquitto = tokio::spawn(super::$name(BrokerKind::Mosquitto));
+                    let rumqttd = tokio::spawn(super::$name(BrokerKind::Rumqttd));
+                    let (mosquitto, rumqttd) = (mosquitto.await, rumqttd.await);
+                    mosquitto.context("the Mosquitto run panicked")?.context("on Mosquitto")?;
+                    rumqttd.context("the rumqttd run panicked")?.context("on rumqttd")?;
+                    Ok(())
                 }
             )*
         }
