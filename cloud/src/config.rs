@@ -51,7 +51,28 @@ pub struct CloudConfig {
     #[serde(default)]
     pub profiles: crate::profiles::ProfileParams,
     #[serde(default)]
+    pub dashboard: Dashboard,
+    #[serde(default)]
     pub log: Log,
+}
+
+/// The operator dashboard (`GET /`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dashboard {
+    /// IANA time zone of the overview's "today" (stores' own pages use the store's zone).
+    pub time_zone: String,
+    /// How long a login lasts, hours.
+    pub session_hours: u32,
+}
+
+impl Default for Dashboard {
+    fn default() -> Dashboard {
+        Dashboard {
+            time_zone: "UTC".into(),
+            session_hours: 12,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,7 +322,7 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 13] = [
+    pub const SECTIONS: [&'static str; 14] = [
         "data",
         "http",
         "mqtt",
@@ -314,6 +335,7 @@ impl CloudConfig {
         "visits",
         "retention",
         "profiles",
+        "dashboard",
         "log",
     ];
 
@@ -369,6 +391,7 @@ impl CloudConfig {
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
         let retention = r.optional::<crate::retention::Retention>(&doc, "retention");
         let profiles = r.optional::<crate::profiles::ProfileParams>(&doc, "profiles");
+        let dashboard = r.optional::<Dashboard>(&doc, "dashboard");
         let log = r.optional::<Log>(&doc, "log");
         let mut problems = r.problems;
         let (
@@ -384,10 +407,11 @@ impl CloudConfig {
             Some(visits),
             Some(retention),
             Some(profiles),
+            Some(dashboard),
             Some(log),
         ) = (
             data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, retention,
-            profiles, log,
+            profiles, dashboard, log,
         )
         else {
             return Err(problems);
@@ -405,6 +429,7 @@ impl CloudConfig {
             visits,
             retention,
             profiles,
+            dashboard,
             log,
         };
         problems.extend(config.check());
@@ -533,6 +558,18 @@ impl CloudConfig {
             p.push(Problem::new(
                 "profiles.keep_days",
                 "must be at most retention.visits_days: a profile keeps visits no longer than they are kept",
+            ));
+        }
+        if self.dashboard.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            p.push(Problem::new(
+                "dashboard.time_zone",
+                "not an IANA time zone such as `Asia/Tokyo`",
+            ));
+        }
+        if !(1..=24 * 30).contains(&self.dashboard.session_hours) {
+            p.push(Problem::new(
+                "dashboard.session_hours",
+                "must be within 1..=720",
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

@@ -106,6 +106,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         visit_inputs,
         shared.log_end.clone(),
         erasures_rx,
+        shared.live.clone(),
     ));
     let sent = Arc::new(tokio::sync::Notify::new());
     let decide_inputs = Arc::new(crate::campaigns::stage::Inputs {
@@ -120,12 +121,15 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         decide_inputs,
         shared.log_end.clone(),
     ));
-    let worker = Arc::new(delivery::worker::Worker::new(
-        dyn_store,
-        clock.clone(),
-        delivery::worker::Senders::from_config(&config)?,
-        delivery::worker::Settings::from_config(&config, &clock),
-    ));
+    let worker = Arc::new(
+        delivery::worker::Worker::new(
+            dyn_store,
+            clock.clone(),
+            delivery::worker::Senders::from_config(&config)?,
+            delivery::worker::Settings::from_config(&config, &clock),
+        )
+        .with_live(shared.live.clone()),
+    );
     tokio::spawn(worker.run(sent));
     tokio::spawn(crate::retention::run(
         store.clone(),
@@ -144,6 +148,8 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         eids,
         erasures,
         registry_writes: Arc::new(tokio::sync::Mutex::new(())),
+        secret,
+        live: shared.live.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

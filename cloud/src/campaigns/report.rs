@@ -109,6 +109,11 @@ impl Counts {
             .or_default() += 1;
     }
 
+    /// Counts one under a key of its own (not a funnel's).
+    pub fn add_key(&mut self, key: String) {
+        *self.0.entry(key).or_default() += 1;
+    }
+
     /// Adds the increments to `c`, each expecting the counter it read.
     pub fn write(self, store: &dyn Store, c: &mut Commit) -> Result<(), StoreError> {
         for (key, n) in self.0 {

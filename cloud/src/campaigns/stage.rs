@@ -244,7 +244,13 @@ fn customer_view(
     Ok(Some((view, c, bytes)))
 }
 
-fn history(store: &dyn Store, customer: &str, since_ms: i64) -> Result<Vec<PastSend>, StoreError> {
+/// The sends to `customer` since `since_ms` (its caps history: campaign and time), oldest
+/// first, 10,000 at most.
+pub fn history(
+    store: &dyn Store,
+    customer: &str,
+    since_ms: i64,
+) -> Result<Vec<PastSend>, StoreError> {
     let prefix = format!("history/{customer}/");
     let from = format!("{prefix}{:016x}", since_ms.max(0));
     crate::store::scan_prefix_from(

@@ -7,7 +7,8 @@
 //! should look at it next (present while it is pending or being sent); `coupon/{code}` the
 //! delivery that carries a coupon code; `click/{token}` the delivery a tracked link belongs to,
 //! `clicked/{id}` when that link was first followed; `by-store/{store}/{ms:016x}/{id}` the
-//! deliveries of a store by the time they were decided (reports).
+//! deliveries of a store by the time they were decided (reports);
+//! `hourly/{hour_ms:016x}/{channel}/{status}` how many ended so each hour (the overview).
 
 pub mod fcm;
 pub mod line;
@@ -112,6 +113,17 @@ pub fn click_key(token: &str) -> String {
 /// purchases).
 pub fn store_index_key(store: &str, decided_ms: i64, id: &str) -> String {
     format!("by-store/{store}/{:016x}/{id}", decided_ms.max(0))
+}
+
+/// How many deliveries on `channel` ended with `status` in the hour starting at `hour_ms` (a
+/// counter: the overview's offers and failures today).
+pub fn hourly_key(hour_ms: i64, channel: &str, status: &str) -> String {
+    format!("hourly/{:016x}/{channel}/{status}", hour_ms.max(0))
+}
+
+/// The hour `ms` falls in.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(3_600_000) * 3_600_000
 }
 
 /// When a delivery's link was first followed (present once it was).

@@ -289,6 +289,11 @@ pub(crate) fn settle(
         _ => status_name(status).to_owned(),
     };
     counts.add(&d.campaign, &d.variant, &metric);
+    counts.add_key(super::hourly_key(
+        super::hour_of(now_ms),
+        channel_name(d.channel),
+        status_name(status),
+    ));
     metrics::counter!("omo_deliveries_total", "channel" => channel_name(d.channel), "result" => status_name(status)).increment(1);
     d.status = status;
     d.reason = reason;
@@ -296,7 +301,7 @@ pub(crate) fn settle(
     super::put(c, &d, Some(bytes));
 }
 
-fn channel_name(c: Channel) -> &'static str {
+pub(crate) fn channel_name(c: Channel) -> &'static str {
     match c {
         Channel::Line => "line",
         Channel::Push => "push",
@@ -304,7 +309,7 @@ fn channel_name(c: Channel) -> &'static str {
     }
 }
 
-fn status_name(s: Status) -> &'static str {
+pub(crate) fn status_name(s: Status) -> &'static str {
     match s {
         Status::Pending => "pending",
         Status::Sending => "sending",
@@ -548,6 +553,8 @@ pub struct Worker {
     limits: [Arc<Mutex<RateLimit>>; 3],
     permits: [Arc<Semaphore>; 3],
     epoch: Instant,
+    /// Where LINE 429 storms and invalidated push tokens are alerted.
+    live: Option<Arc<crate::live::Live>>,
 }
 
 impl Worker {
@@ -572,11 +579,30 @@ impl Worker {
             permits: [permits(), permits(), permits()],
             settings,
             epoch: Instant::now(),
+            live: None,
         }
+    }
+
+    /// Alerts LINE 429 storms and invalidated push tokens to `live`.
+    pub fn with_live(mut self, live: Arc<crate::live::Live>) -> Worker {
+        self.live = Some(live);
+        self
     }
 
     fn now_ms(&self) -> i64 {
         self.clock.now().timestamp_millis()
+    }
+
+    fn alert(&self, answers: &[Answered], now_ms: i64) {
+        let Some(live) = &self.live else { return };
+        for a in answers {
+            if let (Channel::Line, Answer::Status { code: 429, .. }) =
+                (a.started.delivery.channel, &a.answer)
+            {
+                live.line_429(now_ms);
+            }
+        }
+        live.push_tokens_invalidated(answers.iter().filter(|a| a.unregistered).count(), now_ms);
     }
 
     /// Waits for a request slot on the channel's rate limit (wall time).
@@ -691,6 +717,7 @@ impl Worker {
         crate::crash_point!("deliver.after_request_before_record");
         let me = self.clone();
         let now = self.now_ms();
+        self.alert(&answers, now);
         tokio::task::spawn_blocking(move || record(me.store.as_ref(), &me.settings, &answers, now))
             .await
             .map_err(|e| StoreError::Backend(format!("delivery task: {e}")))??;

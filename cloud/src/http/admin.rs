@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -39,7 +39,12 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/gateways/:id",
             get(get_gateway).put(put_gateway).delete(delete_gateway),
         )
-        .route("/v1/admin/gateways/:id/config", put(put_gateway_config))
+        .route(
+            "/v1/admin/gateways/:id/config",
+            get(get_gateway_config).put(put_gateway_config),
+        )
+        .route("/v1/admin/overview", get(get_overview))
+        .route("/v1/admin/stores/:id/activity", get(get_store_activity))
         .route("/v1/admin/gateways/:id/disable", post(disable_gateway))
         .route("/v1/admin/gateways/:id/enable", post(enable_gateway))
         .route("/v1/admin/beacons", get(list_beacons))
@@ -65,6 +70,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/admin/customers/:id/consent", post(record_consent))
         .route("/v1/admin/customers/:id/export", get(export_customer))
+        .route("/v1/admin/customers/:id/offers", get(customer_offers))
         .route("/v1/admin/installs/:id/revoke", post(revoke_install))
         .route("/v1/admin/stats", get(ingest_stats))
         .route("/v1/admin/visits", get(list_visits))
@@ -396,9 +402,40 @@ async fn get_gateway(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Analyst)?;
-    let registry = state.registry.read().expect("registry lock").clone();
-    let g = registry
-        .gateway(&id)
+    Ok(Json(gateway_document(&state, &id).await?).into_response())
+}
+
+/// The desired remote config of a gateway as stored (`GET /v1/admin/gateways/{id}/config`).
+pub(crate) fn desired_config_text(state: &AppState, id: &str) -> Option<String> {
+    let registry = state.registry.read().expect("registry lock");
+    let desired = registry.gateway(id)?.desired.as_ref()?;
+    Some(String::from_utf8_lossy(&desired.json).into_owned())
+}
+
+async fn get_gateway_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    let text = desired_config_text(&state, &id)
+        .ok_or_else(|| ApiError::not_found(format!("a pushed config of gateway {id}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /v1/admin/gateways/{id}`'s document: the gateway, its run-time state, its ingest
+/// counts and its epochs.
+pub(crate) async fn gateway_document(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    let g = state
+        .registry
+        .read()
+        .expect("registry lock")
+        .gateway(id)
+        .cloned()
         .ok_or_else(|| ApiError::not_found(format!("gateway {id}")))?;
     let stats = state
         .store
@@ -410,9 +447,28 @@ async fn get_gateway(
         tokio::task::spawn_blocking(move || crate::ingest::epochs::report(store.as_ref(), &gw))
             .await
             .map_err(ApiError::internal)??;
-    let mut detail = gateway_detail(&state, g, stats);
+    let mut detail = gateway_detail(state, &g, stats);
     detail["epochs"] = json!(epochs);
-    Ok(Json(detail).into_response())
+    Ok(detail)
+}
+
+/// The live overview (`crate::dashboard::overview`).
+async fn get_overview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    Ok(Json(crate::dashboard::overview_now(&state).await?).into_response())
+}
+
+/// A store's zones with their visitors now and its visits per hour for 7 days.
+async fn get_store_activity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Analyst)?;
+    Ok(Json(crate::dashboard::store_activity(&state, &id).await?).into_response())
 }
 
 /// Registers (or replaces) a provisioned gateway: store, password hash, signing key.
@@ -933,6 +989,34 @@ async fn get_customer(
     let c = identity::customer(state.store.as_ref(), &id)?
         .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
     Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+/// The offers sent to a customer (campaign and time), newest first.
+async fn customer_offers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    Ok(Json(json!({"items": offers_of(&state, &id)?})).into_response())
+}
+
+pub(crate) fn offers_of(state: &AppState, id: &str) -> Result<Vec<Value>, ApiError> {
+    identity::customer(state.store.as_ref(), id)?
+        .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    let mut sends = crate::campaigns::stage::history(state.store.as_ref(), id, 0)?;
+    sends.reverse();
+    Ok(sends
+        .into_iter()
+        .map(|s| json!({"campaign": s.campaign, "at": Timestamp::from_millis(s.at_ms)}))
+        .collect())
+}
+
+/// `GET /v1/admin/customers/{id}`'s document.
+pub(crate) fn customer_document(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    let c = identity::customer(state.store.as_ref(), id)?
+        .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    customer_json(state, &c)
 }
 
 async fn patch_customer(

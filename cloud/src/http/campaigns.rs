@@ -235,7 +235,20 @@ async fn report(
     axum::extract::Query(q): axum::extract::Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Analyst)?;
-    let (current, _) = stored::current(state.store.as_ref(), &id)?
+    let report = campaign_report(&state, &id).await?;
+    if wants_csv(q.format.as_deref(), &headers)? {
+        Ok(csv(crate::campaigns::report::to_csv(&report)))
+    } else {
+        Ok(Json(json!(report)).into_response())
+    }
+}
+
+/// `GET /v1/admin/reports/campaigns/{id}`'s report.
+pub(crate) async fn campaign_report(
+    state: &AppState,
+    id: &str,
+) -> Result<crate::campaigns::report::Report, ApiError> {
+    let (current, _) = stored::current(state.store.as_ref(), id)?
         .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
     let variants: Vec<String> = current
         .campaign
@@ -246,16 +259,12 @@ async fn report(
     let store = state.store.clone();
     let days = current.campaign.attribution_days;
     let now_ms = state.clock.now().timestamp_millis();
-    let report = tokio::task::spawn_blocking(move || {
+    let id = id.to_owned();
+    Ok(tokio::task::spawn_blocking(move || {
         crate::campaigns::report::build(store.as_ref(), &id, &variants, days, now_ms)
     })
     .await
-    .map_err(ApiError::internal)??;
-    if wants_csv(q.format.as_deref(), &headers)? {
-        Ok(csv(crate::campaigns::report::to_csv(&report)))
-    } else {
-        Ok(Json(json!(report)).into_response())
-    }
+    .map_err(ApiError::internal)??)
 }
 
 /// Whether a report is asked for as CSV: `?format=csv`, or `Accept: text/csv` without a

@@ -54,6 +54,10 @@ pub struct AppState {
     pub erasures: mpsc::Sender<crate::visits::stage::Erase>,
     /// Registry changes one at a time (each validates the whole site).
     pub registry_writes: Arc<tokio::sync::Mutex<()>>,
+    /// The server secret (signs dashboard sessions and their CSRF tokens).
+    pub secret: [u8; 32],
+    /// Live figures and alerts for the overview.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// An error answer.
@@ -157,18 +161,26 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Checks an admin bearer token: 401 without a valid one, 403 when its role may not `need`.
+/// Checks an admin bearer token, or else a dashboard session cookie (whose unsafe requests
+/// [`crate::dashboard::csrf_guard`] checks for the CSRF token): 401 without a valid one, 403
+/// when its role may not `need`.
 pub fn admin_auth(state: &AppState, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized("an admin bearer token is required"))?;
-    // Every configured token is compared, so the time taken does not say which one matched.
-    let mut found = None;
-    for t in &state.config.admin.tokens {
-        if crate::secrets::token_matches(token, &t.sha256) && found.is_none() {
-            found = Some(t.role);
+    let role = match bearer(headers) {
+        // Every configured token is compared, so the time taken does not say which one matched.
+        Some(token) => crate::dashboard::session::token_entry(&state.config.admin.tokens, token)
+            .map(|t| t.role)
+            .ok_or_else(|| ApiError::unauthorized("unknown admin token"))?,
+        None if crate::dashboard::session::cookie_value(headers).is_some() => {
+            crate::dashboard::session_of(state, headers)
+                .map(|s| s.role)
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "the dashboard session is over or not valid; log in again",
+                    )
+                })?
         }
-    }
-    let role = found.ok_or_else(|| ApiError::unauthorized("unknown admin token"))?;
+        None => return Err(ApiError::unauthorized("an admin bearer token is required")),
+    };
     if need == Role::Operator && role != Role::Operator {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -244,7 +256,12 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(qr::routes())
         .merge(line_link::routes())
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("this path") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::dashboard::csrf_guard,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

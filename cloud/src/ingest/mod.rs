@@ -80,10 +80,13 @@ pub struct Shared {
     pub clock: Clock,
     /// The next event-log offset after the last durable record (stages wait on it).
     pub log_end: watch::Receiver<u64>,
+    /// Live figures and alerts (events/s by source, gateways offline, outboxes dropping).
+    pub live: Arc<crate::live::Live>,
 }
 
 /// The writer's own state.
 pub struct Writer {
+    live: Arc<crate::live::Live>,
     store: Arc<BarrierStore>,
     registry: Arc<RwLock<Registry>>,
     gateways: Arc<Mutex<GatewayStates>>,
@@ -167,6 +170,7 @@ impl Writer {
         }
         let (log_end_tx, log_end_rx) = watch::channel(log.next_offset());
         let gateways = Arc::new(Mutex::new(GatewayStates::default()));
+        let live = Arc::new(crate::live::Live::new());
         let next_tick_ms = (clock.now().timestamp_millis() / 1000 + 1) * 1000;
         let shared = Shared {
             store: store.clone(),
@@ -174,8 +178,10 @@ impl Writer {
             gateways: gateways.clone(),
             clock: clock.clone(),
             log_end: log_end_rx,
+            live: live.clone(),
         };
         let mut writer = Writer {
+            live,
             store,
             registry,
             gateways,
@@ -302,6 +308,7 @@ impl Writer {
                 _ => "other",
             };
             metrics::counter!("omo_ingest_events_total", "source" => source).increment(1);
+            self.live.events(source, 1);
         }
         group
             .replies
@@ -489,6 +496,7 @@ impl Writer {
             }
         }
         let now = self.now();
+        let dropped = status.dropped;
         let send = config_to_send(entry, &status).cloned();
         let mut states = self.gateways.lock().expect("gateway states lock");
         let change = states.on_status(&topic.gateway, status, now, self.limits.max_clock_offset_ms);
@@ -503,7 +511,11 @@ impl Writer {
         }
         if change.went_offline {
             tracing::info!(gateway = %topic.gateway, store = %topic.store, "gateway offline");
+            self.live
+                .gateway_offline(topic.gateway.as_str(), now.millis());
         }
+        self.live
+            .outbox_dropped(topic.gateway.as_str(), dropped, now.millis());
         if change.offset_ignored {
             tracing::warn!(gateway = %topic.gateway, "heartbeat time beyond the believable clock offset; ignored");
         }
@@ -653,6 +665,7 @@ impl Writer {
             let _ = reply.send(Ok(result));
         }
         metrics::counter!("omo_ingest_events_total", "source" => "gateway").increment(group.events);
+        self.live.events("gateway", group.events);
         metrics::counter!("omo_ingest_duplicates_total").increment(group.duplicates);
         metrics::counter!("omo_ingest_dropped_total").increment(group.dropped);
         metrics::counter!("omo_ingest_acks_sent_total").increment(sent);

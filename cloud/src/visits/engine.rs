@@ -284,6 +284,14 @@ impl VisitEngine {
             .count()
     }
 
+    /// Visits open now (entered, not exited).
+    pub fn open(&self) -> usize {
+        self.states
+            .values()
+            .filter(|t| matches!(t.state, State::Open { .. }))
+            .count()
+    }
+
     /// The states changed since the last call (`None`: the key is gone), for the stage to
     /// commit with its offset.
     pub fn take_changes(&mut self) -> Vec<(Key, Option<State>)> {

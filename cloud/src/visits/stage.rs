@@ -805,6 +805,7 @@ pub async fn run(
     inputs: Arc<Inputs>,
     mut log_end: watch::Receiver<u64>,
     mut erasures: tokio::sync::mpsc::Receiver<Erase>,
+    live: Arc<crate::live::Live>,
 ) {
     let opened = {
         let (store, inputs) = (store.clone(), inputs.clone());
@@ -849,6 +850,7 @@ pub async fn run(
             }
             Err(e) => return tracing::error!(error = %e, "visit stage task failed"),
         };
+        live.set_open_visits(stage.engine.open() as u64);
         let end = *log_end.borrow();
         event_log::report_lag(store.as_ref(), CONSUMER, end);
         match n {
