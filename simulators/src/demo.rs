@@ -373,7 +373,9 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
              [app]\nfcm_base = \"http://127.0.0.1:{fcm_port}\"\nfcm_service_account_file = {key:?}\nfcm_token_url = \"http://127.0.0.1:{fcm_port}/token\"\n\
              [delivery]\nlink_base = \"http://127.0.0.1:{http_port}\"\n\
              [profiles]\ntime_zone = \"Asia/Tokyo\"\n\
+             [dashboard]\ntime_zone = {tz:?}\n\
              [log]\nlevel = \"{level}\"\n",
+            tz = s.stores.first().map_or("UTC", |st| st.time_zone.as_str()),
             level = if opts.logs.is_some() { "info,omo_cloud=debug" } else { "warn,omo_cloud=info" },
             data = path("data").display().to_string(),
             key = path("fcm-key.json").display().to_string(),

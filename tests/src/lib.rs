@@ -274,6 +274,11 @@ impl Process {
             .context("the process did not exit after SIGTERM")
     }
 
+    /// The exit status if the process has exited.
+    pub fn try_status(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -303,7 +308,8 @@ impl Process {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
-    fn signal(&self, name: &str) -> anyhow::Result<()> {
+    /// Sends a signal by name (`INT`, `TERM`, …).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -331,9 +337,21 @@ pub fn run_bounded(
     dir: &Path,
     limit: Duration,
 ) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
+    run_bounded_with(program, args, dir, limit, &[])
+}
+
+/// [`run_bounded`] with environment variables added.
+pub fn run_bounded_with(
+    program: &Path,
+    args: &[&str],
+    dir: &Path,
+    limit: Duration,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
     let (out, err) = (dir.join("out.txt"), dir.join("err.txt"));
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(&out)?)
         .stderr(std::fs::File::create(&err)?)
         .spawn()?;

@@ -1,0 +1,207 @@
+// The omo dashboard in headless Chromium (Debian's `chromium`, driven by playwright-core),
+// against a real omo-cloud left running by `omo-sim demo --keep-running` after a short store
+// day. tests/tests/browser.rs starts the demo and runs this file with:
+//   OMO_URL          the cloud's HTTP base
+//   OMO_ADMIN_TOKEN  an operator token
+//   OMO_SCREENSHOTS  where to write one PNG per page
+//   OMO_CHROMIUM     the browser (default /usr/bin/chromium)
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const base = process.env.OMO_URL;
+const token = process.env.OMO_ADMIN_TOKEN;
+const shots = process.env.OMO_SCREENSHOTS ?? "screenshots";
+assert.ok(base && token, "OMO_URL and OMO_ADMIN_TOKEN are required");
+mkdirSync(shots, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.OMO_CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+    ],
+  });
+});
+after(async () => {
+  await browser?.close();
+});
+
+async function loggedIn(viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  await page.goto(`${base}/login`);
+  await page.fill("#token", token);
+  await Promise.all([page.waitForURL(`${base}/`), page.click("button[type=submit]")]);
+  return { context, page };
+}
+
+async function json(page, path) {
+  const r = await page.request.get(`${base}${path}`);
+  assert.equal(r.status(), 200, `${path}: ${r.status()}`);
+  return r.json();
+}
+
+// Retries `check` until it passes (the page and the API are both live).
+async function eventually(check, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+test("a wrong token reaches no page and no asset, only the login form", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/login`);
+  await page.fill("#token", "not-the-token");
+  await page.click("button[type=submit]");
+  await page.waitForSelector(".error");
+  assert.match(await page.textContent(".error"), /not an admin token/);
+  await page.screenshot({ path: `${shots}/login.png` });
+  const cookies = await context.cookies();
+  assert.equal(cookies.length, 0, "no cookie for a wrong token");
+  for (const path of ["/", "/stores", "/gateways", "/campaigns", "/customers", "/stores/x", "/gateways/x", "/campaigns/x"]) {
+    await page.goto(`${base}${path}`);
+    assert.equal(new URL(page.url()).pathname, "/login", `${path} must lead to the login form`);
+  }
+  for (const path of ["/assets/app.js", "/assets/app.css", "/v1/admin/overview", "/v1/admin/gateways"]) {
+    const r = await context.request.get(`${base}${path}`);
+    assert.equal(r.status(), 401, path);
+  }
+  // A wrong bearer token is refused as well.
+  const r = await context.request.get(`${base}/v1/admin/overview`, { headers: { authorization: "Bearer wrong" } });
+  assert.equal(r.status(), 401);
+  await context.close();
+});
+
+test("the overview's counters are the API's figures, refreshed live", async () => {
+  const { context, page } = await loggedIn();
+  const cookie = (await context.cookies()).find((c) => c.name === "omo_session");
+  assert.ok(cookie?.httpOnly, "HttpOnly session cookie");
+  assert.equal(cookie.sameSite, "Strict");
+  // The script has refreshed the page from the API at least once.
+  await page.waitForFunction(() => Number(document.body.dataset.polled ?? 0) >= 1);
+  await eventually(async () => {
+    const o = await json(page, "/v1/admin/overview");
+    const shown = async (field) => (await page.textContent(`[data-field="${field}"]`)).trim();
+    for (const field of ["gateways.total", "gateways.online", "gateways.offline", "today.offers_delivered", "today.delivery_failures", "open_visits"]) {
+      const want = String(field.split(".").reduce((v, k) => v[k], o));
+      assert.equal(await shown(field), want, field);
+    }
+    for (const channel of ["line", "push", "webhook"]) {
+      assert.equal(await shown(`today.channels.${channel}.delivered`), String(o.today.channels[channel].delivered), channel);
+    }
+  });
+  const o = await json(page, "/v1/admin/overview");
+  assert.ok(o.gateways.total > 0 && o.today.offers_delivered > 0, JSON.stringify(o));
+  await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+  // And on a phone.
+  const phone = await loggedIn({ width: 390, height: 844 });
+  await phone.page.waitForFunction(() => Number(document.body.dataset.polled ?? 0) >= 1);
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the overview fits a phone's width (overflows by ${overflow} px)`);
+  await phone.page.screenshot({ path: `${shots}/overview-phone.png`, fullPage: true });
+  await phone.context.close();
+  await context.close();
+});
+
+test("a campaign shows its funnel, the lift's interval and the sample sizes", async () => {
+  const { context, page } = await loggedIn();
+  await page.goto(`${base}/campaigns`);
+  await page.screenshot({ path: `${shots}/campaigns.png`, fullPage: true });
+  const { items } = await json(page, "/v1/admin/campaigns");
+  const campaign = items.find((c) => c.campaign.holdout_percent > 0) ?? items[0];
+  assert.ok(campaign, "the demo has campaigns");
+  const id = campaign.campaign.id;
+  await Promise.all([page.waitForURL(`${base}/campaigns/${id}`), page.click(`a[href="/campaigns/${id}"]`)]);
+  const report = await json(page, `/v1/admin/reports/campaigns/${id}`);
+  // Sample sizes: each group's customers as the report counts them.
+  for (const g of report.groups) {
+    assert.equal((await page.textContent(`tr[data-group="${g.group}"] .customers`)).trim(), String(g.customers), g.group);
+  }
+  assert.ok(report.lift.length > 0, "a campaign with a holdout has a lift");
+  for (const l of report.lift) {
+    const g = page.locator(`svg.lift g.interval[data-variant="${l.variant}"]`);
+    assert.equal(await g.count(), 1, `an interval drawn for ${l.variant}`);
+    const low = Number(await g.getAttribute("data-low"));
+    const high = Number(await g.getAttribute("data-high"));
+    const difference = Number(await g.getAttribute("data-difference"));
+    assert.ok(Math.abs(low - l.difference_ci95.low) < 1e-3 && Math.abs(high - l.difference_ci95.high) < 1e-3, `${low}..${high}`);
+    assert.ok(low <= difference && difference <= high);
+    // Drawn as an interval: a line from low to high, wider than the dot.
+    const line = await g.locator("line").boundingBox();
+    assert.ok(line && line.width > 12, `the interval is drawn as a line (${line?.width} px)`);
+    const treated = report.groups.find((x) => x.group === l.variant).customers;
+    const holdout = report.groups.find((x) => x.group === "holdout").customers;
+    assert.match(await g.textContent(), new RegExp(`n = ${treated} vs ${holdout} holdout`));
+  }
+  await page.screenshot({ path: `${shots}/campaign.png`, fullPage: true });
+  await context.close();
+});
+
+test("a config pushed from a gateway's page is acknowledged on the page", async () => {
+  const { context, page } = await loggedIn();
+  await page.goto(`${base}/gateways`);
+  await page.screenshot({ path: `${shots}/gateways.png`, fullPage: true });
+  const { items } = await json(page, "/v1/admin/gateways");
+  const gw = items.find((g) => g.runtime?.online) ?? items[0];
+  assert.ok(gw?.runtime?.online, "an online gateway");
+  const version = Math.max(gw.desired_config_version ?? 0, gw.runtime.last_status?.config_version ?? 0) + 1;
+  await page.goto(`${base}/gateways/${gw.id}`);
+  await page.fill("textarea", JSON.stringify({ version, status: { heartbeat_s: 30 } }, null, 2));
+  await page.click("form.api button[type=submit]");
+  await page.waitForFunction((v) => document.querySelector("#ack")?.textContent.includes(`v${v} applied`), version, { timeout: 60000 });
+  assert.match(await page.textContent("form.api output"), /Gateway acknowledged: v\d+ applied/);
+  const after = await json(page, `/v1/admin/gateways/${gw.id}`);
+  assert.equal(after.last_config_ack.version, version);
+  assert.equal(after.last_config_ack.ok, true);
+  await page.screenshot({ path: `${shots}/gateway.png`, fullPage: true });
+  await context.close();
+});
+
+test("a store's page draws its zones and a week of visits per hour", async () => {
+  const { context, page } = await loggedIn();
+  await page.goto(`${base}/stores`);
+  await page.screenshot({ path: `${shots}/stores.png`, fullPage: true });
+  const href = await page.getAttribute("table.stores a", "href");
+  await page.goto(`${base}${href}`);
+  const activity = await json(page, `/v1/admin${href}/activity`);
+  assert.equal(activity.visits_per_hour.length, 168);
+  const total = activity.visits_per_hour.reduce((n, h) => n + h.visits, 0);
+  assert.ok(total > 0, "the day's visits are in the week");
+  assert.match(await page.textContent("figcaption"), new RegExp(`^${total} store visits`));
+  assert.equal(await page.locator("svg.bars rect").count(), 168);
+  for (const z of activity.zones) {
+    assert.equal((await page.textContent(`tr[data-zone="${z.id}"] .now`)).trim(), String(z.visitors_now), z.id);
+  }
+  await page.screenshot({ path: `${shots}/store.png`, fullPage: true });
+  await context.close();
+});
+
+test("customers are looked up by id, by operators only", async () => {
+  const { context, page } = await loggedIn();
+  const { items } = await json(page, "/v1/admin/customers?limit=1");
+  const id = items[0].id;
+  await page.goto(`${base}/customers`);
+  await page.fill("#id", id);
+  await Promise.all([page.waitForURL(/\/customers\?id=/), page.click("form.lookup button")]);
+  assert.match(await page.textContent("main"), /Consent/);
+  assert.ok(await page.locator("table.devices").count());
+  await page.screenshot({ path: `${shots}/customers.png`, fullPage: true });
+  await context.close();
+});
