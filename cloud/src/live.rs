@@ -32,6 +32,7 @@ pub const SOURCES: [&str; 5] = ["gateway", "app", "line", "qr", "purchase"];
 pub enum AlertKind {
     GatewayOffline,
     OutboxDropping,
+    #[serde(rename = "line_429_storm")]
     Line429Storm,
     PushTokensInvalidated,
 }
@@ -288,6 +289,10 @@ mod tests {
                 .count()
         };
         assert_eq!(storms(&live), 1);
+        assert_eq!(
+            serde_json::to_value(AlertKind::Line429Storm).unwrap(),
+            "line_429_storm"
+        );
         // Spread out, 429s are no storm.
         for i in 0..20 {
             live.line_429(1_000_000 + i * 30_000);

@@ -232,15 +232,7 @@ level = "info,omo_cloud=debug"
     /// Starts `omo-cloud run` with extra environment (`FAILPOINTS`, say) and waits until it
     /// serves HTTP.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let config = self.path("cloud.toml");
-        let process = Process::start(
-            &cloud_binary()?,
-            &["run", "--config", &config, "--clock", &self.clock],
-            env,
-        )?;
-        if let Some(old) = self.process.replace(process) {
-            self.past_logs += &old.log_text();
-        }
+        self.spawn_with_env(env)?;
         // The embedded broker listens from its own thread: wait for it too.
         let mut ports = vec![self.http_port];
         if self.external.is_none() {
@@ -256,6 +248,22 @@ level = "info,omo_cloud=debug"
 
     pub fn start(&mut self) -> anyhow::Result<()> {
         self.start_with_env(&[])
+    }
+
+    /// Starts the cloud without waiting for its ports: for a start expected to crash at a
+    /// failpoint at once (gateways already waiting with a backlog), which may happen before
+    /// anything could connect.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let config = self.path("cloud.toml");
+        let process = Process::start(
+            &cloud_binary()?,
+            &["run", "--config", &config, "--clock", &self.clock],
+            env,
+        )?;
+        if let Some(old) = self.process.replace(process) {
+            self.past_logs += &old.log_text();
+        }
+        Ok(())
     }
 
     /// What every process of this cloud has logged, oldest first.

@@ -288,6 +288,16 @@ async fn a_broker_outage_and_a_killed_gateway_lose_nothing() -> anyhow::Result<(
         .filter(|r| r.status != 200)
         .count();
     assert_eq!(retried, 10, "the storm and the 500s were all answered");
+    // The dashboard's overview alerted both: the storm and the token FCM gave up.
+    let overview = sys.cloud.admin("/v1/admin/overview").await?;
+    for kind in ["line_429_storm", "push_tokens_invalidated"] {
+        assert!(
+            overview["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["kind"] == kind)),
+            "no {kind} alert: {overview}"
+        );
+    }
     let metrics = sys.cloud.metrics().await?;
     assert!(
         metric(&metrics, "omo_ingest_rejected_total", &[]) == 0.0,
@@ -343,9 +353,10 @@ async fn a_cloud_crash_with_a_backlog_and_a_replaced_disk() -> anyhow::Result<()
     let (old_epoch, old_last) = sys.gateway("g2").replace_disk()?;
     sys.gateway("g2").start()?;
     tokio::time::sleep(Duration::from_secs(27)).await;
-    // Back, but crashing after storing the first backlog group and before acking it.
+    // Back, but crashing after storing the first backlog group and before acking it (the
+    // gateways are waiting: that can be before its ports could be seen open).
     sys.cloud
-        .start_with_env(&[("FAILPOINTS", "ingest.after_flush_before_ack=return")])?;
+        .spawn_with_env(&[("FAILPOINTS", "ingest.after_flush_before_ack=return")])?;
     let status = sys.cloud.process().wait_exit(Duration::from_secs(30))?;
     assert!(!status.success());
     assert!(
