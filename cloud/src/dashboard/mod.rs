@@ -285,15 +285,18 @@ pub async fn overview_now(state: &AppState) -> Result<overview::Overview, ApiErr
     .map_err(ApiError::from)
 }
 
-async fn overview_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn overview_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
-    let o = match overview_now(&state).await {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
-    html(&overview_template(Nav::new(&state, &s, "Overview"), o))
+    let o = overview_now(&state).await?;
+    Ok(html(&overview_template(
+        Nav::new(&state, &s, "Overview"),
+        o,
+    )))
 }
 
 /// The overview page's HTML for `o` (the benchmark renders it too).
@@ -438,9 +441,9 @@ async fn gateways_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<After>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
     let mut ids: Vec<String> = state
         .registry
@@ -457,14 +460,14 @@ async fn gateways_page(
         match crate::http::admin::gateway_document(&state, &id).await {
             Ok(v) => rows.push(GatewayRow::from_api(&v)),
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
-            Err(e) => return e.into_response(),
+            Err(e) => return Err(e),
         }
     }
-    html(&GatewaysPage {
+    Ok(html(&GatewaysPage {
         nav: Nav::new(&state, &s, "Gateways"),
         rows,
         next,
-    })
+    }))
 }
 
 #[derive(Template)]
@@ -480,21 +483,18 @@ async fn gateway_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
-    let v = match crate::http::admin::gateway_document(&state, &id).await {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
+    let v = crate::http::admin::gateway_document(&state, &id).await?;
     let config_text = crate::http::admin::desired_config_text(&state, &id).unwrap_or_default();
-    html(&GatewayPage {
+    Ok(html(&GatewayPage {
         nav: Nav::new(&state, &s, "Gateways"),
         g: GatewayRow::from_api(&v),
         operator: s.role == Role::Operator,
         config_text,
-    })
+    }))
 }
 
 /// A campaign as its list row and page header show it.
@@ -539,18 +539,18 @@ struct CampaignsPage {
     rows: Vec<CampaignRow>,
 }
 
-async fn campaigns_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn campaigns_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
-    let all = match crate::campaigns::stored::all(state.store.as_ref()) {
-        Ok(a) => a,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    html(&CampaignsPage {
+    let all = crate::campaigns::stored::all(state.store.as_ref())?;
+    Ok(html(&CampaignsPage {
         nav: Nav::new(&state, &s, "Campaigns"),
         rows: all.iter().map(CampaignRow::new).collect(),
-    })
+    }))
 }
 
 /// The funnel's steps as the page names them, and the report's counter each reads.
@@ -589,19 +589,13 @@ async fn campaign_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
-    let current = match crate::campaigns::stored::current(state.store.as_ref(), &id) {
-        Ok(Some((c, _))) => c,
-        Ok(None) => return ApiError::not_found(format!("campaign {id}")).into_response(),
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let report = match crate::http::campaigns::campaign_report(&state, &id).await {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let (current, _) = crate::campaigns::stored::current(state.store.as_ref(), &id)?
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+    let report = crate::http::campaigns::campaign_report(&state, &id).await?;
     let groups: Vec<GroupRow> = report
         .groups
         .iter()
@@ -659,7 +653,7 @@ async fn campaign_page(
         .collect();
     let mut steps: Vec<&'static str> = STEPS.iter().map(|(name, _)| *name).collect();
     steps.push("visited after");
-    html(&CampaignPage {
+    Ok(html(&CampaignPage {
         nav: Nav::new(&state, &s, "Campaigns"),
         operator: s.role == Role::Operator,
         attribution_days: report.attribution_days,
@@ -672,7 +666,7 @@ async fn campaign_page(
         steps,
         groups,
         lifts,
-    })
+    }))
 }
 
 #[derive(Template)]
@@ -683,9 +677,12 @@ struct StoresPage {
     rows: Vec<(String, String, String, usize, usize)>,
 }
 
-async fn stores_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn stores_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
     let rows = {
         let registry = state.registry.read().expect("registry lock");
@@ -708,10 +705,10 @@ async fn stores_page(State(state): State<AppState>, headers: HeaderMap) -> Respo
             })
             .collect()
     };
-    html(&StoresPage {
+    Ok(html(&StoresPage {
         nav: Nav::new(&state, &s, "Stores"),
         rows,
-    })
+    }))
 }
 
 /// `GET /v1/admin/stores/{id}/activity`'s document at the cloud's current time.
@@ -743,14 +740,11 @@ async fn store_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
-    let a = match store_activity(&state, &id).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
+    let a = store_activity(&state, &id).await?;
     let (name, anchor, shapes) = {
         let registry = state.registry.read().expect("registry lock");
         let site = registry.site();
@@ -802,7 +796,7 @@ async fn store_page(
     // The store's visitors now: open visits of its store scope equal those of its zones at
     // most; the zones' sum would count a visitor in two zones twice, so take the largest.
     let visitors_now = a.zones.iter().map(|z| z.visitors_now).max().unwrap_or(0);
-    html(&StorePage {
+    Ok(html(&StorePage {
         nav: Nav::new(&state, &s, "Stores"),
         name,
         visitors_now,
@@ -814,7 +808,7 @@ async fn store_page(
         bars_svg: charts::bars(&hours, 24),
         week_total: a.visits_per_hour.iter().map(|h| h.visits).sum(),
         a,
-    })
+    }))
 }
 
 /// One customer as the operator's page shows them.
@@ -915,17 +909,16 @@ async fn customers_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<Lookup>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(s) = session_of(&state, &headers) else {
-        return to_login();
+        return Ok(to_login());
     };
     if s.role != Role::Operator {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "customers are shown to operators only",
-        )
-        .into_response();
+        ));
     }
     let query = q.id.unwrap_or_default().trim().to_owned();
     let (customer, error) = if query.is_empty() {
@@ -938,14 +931,14 @@ async fn customers_page(
             Ok(Err(e)) if e.status == StatusCode::NOT_FOUND => {
                 (None, Some(format!("No customer {query}.")))
             }
-            Ok(Err(e)) => return e.into_response(),
-            Err(e) => return ApiError::internal(e).into_response(),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(ApiError::internal(e)),
         }
     };
-    html(&CustomersPage {
+    Ok(html(&CustomersPage {
         nav: Nav::new(&state, &s, "Customers"),
         query,
         error,
         customer,
-    })
+    }))
 }
