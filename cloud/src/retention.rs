@@ -134,6 +134,8 @@ pub struct Swept {
     pub decisions: u64,
     pub deliveries: u64,
     pub caps_history: u64,
+    /// The overview's hourly delivery counters.
+    pub delivery_hours: u64,
     pub processed_ids: u64,
     /// LINE account-link nonces past their expiry, never used.
     pub line_nonces: u64,
@@ -146,7 +148,7 @@ pub struct Swept {
 }
 
 impl Swept {
-    fn kinds(&self) -> [(&'static str, u64); 10] {
+    fn kinds(&self) -> [(&'static str, u64); 11] {
         [
             ("observations", self.observations),
             ("ticks", self.ticks),
@@ -155,6 +157,7 @@ impl Swept {
             ("decisions", self.decisions),
             ("deliveries", self.deliveries),
             ("caps_history", self.caps_history),
+            ("delivery_hours", self.delivery_hours),
             ("processed_ids", self.processed_ids),
             ("line_nonces", self.line_nonces),
             ("profile_details", self.profile_details),
@@ -221,6 +224,13 @@ impl Sweep<'_> {
             ("caps_history", Space::Campaigns, "history/"),
             1,
             self.cutoff(self.config.deliveries_days.max(CAPS_HISTORY_DAYS)),
+            |_, _| Ok(true),
+        )?;
+        // hourly/{hour_ms:016x}/{channel}/{status}: kept as long as deliveries.
+        s.delivery_hours = self.time_ordered(
+            ("delivery_hours", Space::Campaigns, "hourly/"),
+            0,
+            self.cutoff(self.config.deliveries_days),
             |_, _| Ok(true),
         )?;
         self.decisions(&mut s, &mut cursors.decisions)?;
@@ -394,6 +404,11 @@ impl Sweep<'_> {
                 let Ok(at) = i64::from_str_radix(ms, 16) else {
                     continue;
                 };
+                if at >= cutoff && group_parts == 0 {
+                    // One time order under the whole prefix: everything after is newer.
+                    self.commit(c, &[(kind, n - before)])?;
+                    return Ok(n);
+                }
                 if at >= cutoff {
                     // The rest of this group is newer: on to the next group.
                     from = format!("{prefix}{}/", parts[..group_parts].join("/")).into_bytes();
@@ -878,6 +893,14 @@ mod tests {
                 Vec::new(),
             );
         }
+        // The overview's hourly delivery counters: an old hour and a recent one.
+        for at in [old, recent] {
+            c.put(
+                Space::Campaigns,
+                delivery::hourly_key(delivery::hour_of(at), "line", "delivered"),
+                1u64.to_be_bytes().to_vec(),
+            );
+        }
         // Decisions.
         for (key, at) in [("d1", old), ("d2", recent)] {
             c.put(
@@ -953,6 +976,7 @@ mod tests {
             "{s:?}"
         );
         assert_eq!((s.processed_ids, s.stamped_ids, s.line_nonces), (1, 1, 1));
+        assert_eq!(s.delivery_hours, 1, "{s:?}");
         assert_eq!(
             keys(&store, Space::Identity),
             [b"line-nonce/n-new".to_vec()]
@@ -985,6 +1009,7 @@ mod tests {
                 "delivery/c",
                 "funnel/welcome/a/sent",
                 &format!("history/c_1/{recent:016x}/welcome"),
+                &delivery::hourly_key(delivery::hour_of(recent), "line", "delivered"),
             ]
         );
         assert_eq!(text(Space::Dedup), ["app/i_1/k", "line/new"]);

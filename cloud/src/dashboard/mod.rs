@@ -119,10 +119,7 @@ impl Nav {
                 .collect(),
             title,
             csrf: session::csrf(&state.secret, s),
-            role: match s.role {
-                Role::Operator => "operator",
-                Role::Analyst => "analyst",
-            },
+            role: session::role_name(s.role),
         }
     }
 }
@@ -308,10 +305,7 @@ pub fn render_overview(
     let nav = Nav {
         title: "Overview",
         csrf,
-        role: match role {
-            Role::Operator => "operator",
-            Role::Analyst => "analyst",
-        },
+        role: session::role_name(role),
         links: vec![("/", "Overview", true)],
     };
     overview_template(nav, o).render()

@@ -30,7 +30,8 @@ pub struct Session {
     pub value: String,
 }
 
-fn role_name(r: Role) -> &'static str {
+/// A role as cookies and pages name it.
+pub fn role_name(r: Role) -> &'static str {
     match r {
         Role::Operator => "operator",
         Role::Analyst => "analyst",
