@@ -496,10 +496,18 @@ impl Writer {
             }
         }
         let now = self.now();
-        let dropped = status.dropped;
+        // Alerted before the heartbeat shows in the gateway's state, so a reader that sees it
+        // online also sees the alert.
+        self.live
+            .outbox_dropped(topic.gateway.as_str(), status.dropped, now.millis());
         let send = config_to_send(entry, &status).cloned();
         let mut states = self.gateways.lock().expect("gateway states lock");
         let change = states.on_status(&topic.gateway, status, now, self.limits.max_clock_offset_ms);
+        if change.went_offline {
+            // Under the states' lock, as the overview reads them: offline and alerted at once.
+            self.live
+                .gateway_offline(topic.gateway.as_str(), now.millis());
+        }
         metrics::gauge!("omo_gateways_online").set(states.online_count() as f64);
         if let Some(offset) = states.get(&topic.gateway).and_then(|s| s.clock_offset_ms) {
             metrics::gauge!("omo_gateway_clock_offset_seconds", "gateway" => topic.gateway.to_string())
@@ -511,11 +519,7 @@ impl Writer {
         }
         if change.went_offline {
             tracing::info!(gateway = %topic.gateway, store = %topic.store, "gateway offline");
-            self.live
-                .gateway_offline(topic.gateway.as_str(), now.millis());
         }
-        self.live
-            .outbox_dropped(topic.gateway.as_str(), dropped, now.millis());
         if change.offset_ignored {
             tracing::warn!(gateway = %topic.gateway, "heartbeat time beyond the believable clock offset; ignored");
         }
