@@ -386,3 +386,32 @@ pub fn run_bounded_with(
         std::fs::read_to_string(&err)?,
     ))
 }
+
+/// "A Saturday at two stores" shortened for a test: a 3-hour day of `population` shoppers at
+/// `speed`, with the expectations scaled to it: at least `min_visits` visits and `min_offers`
+/// offers, platform shares within `share_tolerance`, and the lift shown but not checked (too
+/// few customers to read it).
+pub fn short_saturday(
+    population: u32,
+    speed: u32,
+    (min_visits, min_offers): (u32, u32),
+    share_tolerance: f64,
+) -> String {
+    omo_sim::scenario::SATURDAY
+        .replacen(
+            "population = 4000",
+            &format!("population = {population}"),
+            1,
+        )
+        .replacen("hours = 10.0", "hours = 3.0", 1)
+        .replacen("speed = 600.0", &format!("speed = {speed}.0"), 1)
+        .replacen("min_visits = 300", &format!("min_visits = {min_visits}"), 1)
+        .replacen("min_offers = 50", &format!("min_offers = {min_offers}"), 1)
+        .replacen("lift_covers_truth = true", "lift_covers_truth = false", 1)
+        .replacen("lift_excludes_zero = true", "lift_excludes_zero = false", 1)
+        .replacen(
+            "platform_share_tolerance = 0.05",
+            &format!("platform_share_tolerance = {share_tolerance}"),
+            1,
+        )
+}

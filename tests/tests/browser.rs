@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use omo_tests::{binary, cloud::cloud_binary, gateway_binary, run_bounded_with, Process};
+use omo_tests::{
+    binary, cloud::cloud_binary, gateway_binary, run_bounded_with, short_saturday, Process,
+};
 
 fn chromium() -> PathBuf {
     std::env::var_os("OMO_CHROMIUM")
@@ -55,18 +57,7 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
     cloud_binary()?;
     gateway_binary()?;
     let sim = binary("omo-sim", "omo-sim")?;
-    let text = omo_sim::scenario::SATURDAY
-        .replacen("population = 4000", "population = 600", 1)
-        .replacen("hours = 10.0", "hours = 3.0", 1)
-        .replacen("min_visits = 300", "min_visits = 50", 1)
-        .replacen("min_offers = 50", "min_offers = 10", 1)
-        .replacen("lift_covers_truth = true", "lift_covers_truth = false", 1)
-        .replacen("lift_excludes_zero = true", "lift_excludes_zero = false", 1)
-        .replacen(
-            "platform_share_tolerance = 0.05",
-            "platform_share_tolerance = 0.2",
-            1,
-        );
+    let text = short_saturday(600, 600, (50, 10), 0.2);
     let dir = tempfile::tempdir()?;
     let scenario = dir.path().join("short.toml");
     std::fs::write(&scenario, &text)?;

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use omo_tests::{binary, cloud::cloud_binary, gateway_binary, run_bounded};
+use omo_tests::{binary, cloud::cloud_binary, gateway_binary, run_bounded, short_saturday};
 
 #[test]
 fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Result<()> {
@@ -17,22 +17,10 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
     cloud_binary()?;
     gateway_binary()?;
     let sim = binary("omo-sim", "omo-sim")?;
-    let text = omo_sim::scenario::SATURDAY
-        .replacen("population = 4000", "population = 1000", 1)
-        .replacen("hours = 10.0", "hours = 3.0", 1)
-        // Half the demo's speed: at ×600 a second of a loaded machine (the first run also
-        // synthesises every advert while it drives) is ten clock minutes, longer than the
-        // cloud's exit timeout.
-        .replacen("speed = 600.0", "speed = 300.0", 1)
-        .replacen("min_visits = 300", "min_visits = 100", 1)
-        .replacen("min_offers = 50", "min_offers = 20", 1)
-        .replacen("lift_covers_truth = true", "lift_covers_truth = false", 1)
-        .replacen("lift_excludes_zero = true", "lift_excludes_zero = false", 1)
-        .replacen(
-            "platform_share_tolerance = 0.05",
-            "platform_share_tolerance = 0.12",
-            1,
-        );
+    // Half the demo's speed: at ×600 a second of a loaded machine (the first run also
+    // synthesises every advert while it drives) is ten clock minutes, longer than the
+    // cloud's exit timeout.
+    let text = short_saturday(1000, 300, (100, 20), 0.12);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("short.toml");
     std::fs::write(&path, &text)?;
