@@ -89,6 +89,21 @@ impl Browser {
         Ok(page[start..].split('"').next().unwrap_or("").to_owned())
     }
 
+    /// PUTs a config for g1 through the admin API with the session (and `csrf`, if given).
+    async fn push_config(
+        &self,
+        config: &Value,
+        csrf: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.api(
+            reqwest::Method::PUT,
+            "/v1/admin/gateways/g1/config",
+            Some(config.clone()),
+            csrf,
+        )
+        .await
+    }
+
     async fn api(
         &self,
         method: reqwest::Method,
@@ -193,14 +208,7 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     // An analyst may not push a config, with or without the CSRF token.
     let csrf = b.csrf().await?;
     let config = json!({"version": 2, "presence": {"stay_interval_s": 45}});
-    let (code, body) = b
-        .api(
-            reqwest::Method::PUT,
-            "/v1/admin/gateways/g1/config",
-            Some(config.clone()),
-            Some(&csrf),
-        )
-        .await?;
+    let (code, body) = b.push_config(&config, Some(&csrf)).await?;
     assert_eq!(code, 403, "{body}");
     assert!(!b.get("/gateways/g1").await?.1.contains("Push config"));
 
@@ -236,37 +244,16 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     assert_eq!(code, 303);
     let (_, page, _) = b.get("/gateways/g1").await?;
     assert!(page.contains("Push config"), "{page}");
-    let (code, body) = b
-        .api(
-            reqwest::Method::PUT,
-            "/v1/admin/gateways/g1/config",
-            Some(config.clone()),
-            None,
-        )
-        .await?;
+    let (code, body) = b.push_config(&config, None).await?;
     assert_eq!(
         (code, body["error"]["code"].as_str()),
         (403, Some("csrf")),
         "{body}"
     );
-    let (code, body) = b
-        .api(
-            reqwest::Method::PUT,
-            "/v1/admin/gateways/g1/config",
-            Some(config.clone()),
-            Some("0000"),
-        )
-        .await?;
+    let (code, body) = b.push_config(&config, Some("0000")).await?;
     assert_eq!(code, 403, "{body}");
     let csrf = b.csrf().await?;
-    let (code, body) = b
-        .api(
-            reqwest::Method::PUT,
-            "/v1/admin/gateways/g1/config",
-            Some(config.clone()),
-            Some(&csrf),
-        )
-        .await?;
+    let (code, body) = b.push_config(&config, Some(&csrf)).await?;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 2);
     let payload = gw

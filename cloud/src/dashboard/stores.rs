@@ -58,10 +58,11 @@ pub fn activity(
     id: &str,
     now_ms: i64,
 ) -> Result<Option<Activity>, StoreError> {
-    let Some(site_store) = registry.site().stores.iter().find(|s| s.id.as_str() == id) else {
+    if !registry.site().stores.iter().any(|s| s.id.as_str() == id) {
         return Ok(None);
-    };
-    let tz: Tz = site_store.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    }
+    // The site import checks every store's zone; UTC only if one were unreadable.
+    let tz: Tz = crate::visits::stage::store_tz(registry, id).unwrap_or(chrono_tz::UTC);
     let mut zones = Vec::new();
     for z in registry.zones().iter().filter(|z| z.store().as_str() == id) {
         let open = crate::visits::stage::visits_in_scope(
