@@ -10,7 +10,8 @@
 //! counts for the store). A coupon attributes the purchase to its send.
 //!
 //! Keys in the purchases space: `purchase/{id}` the row; `by-customer/{customer}/{ms:016x}/{id}`,
-//! `by-store/{store}/{ms:016x}/{id}` and `online/{ms:016x}/{id}` its indexes.
+//! `by-store/{store}/{ms:016x}/{id}` and `online/{ms:016x}/{id}` its indexes;
+//! `tally/{place}/{hour:016x}` the store reports' tallies ([`crate::reports::tally`]).
 
 use omo_device_config::{BeaconId, StoreId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -384,6 +385,22 @@ pub fn prepare(
             Vec::new(),
         ),
     }
+    let place = purchase
+        .sent
+        .store
+        .as_ref()
+        .map_or_else(|| "online".to_owned(), |s| s.to_string());
+    crate::reports::tally::add_purchase(
+        store,
+        &mut c,
+        (&place, at_ms),
+        (
+            &purchase.sent.currency,
+            total,
+            purchase.customer_id.is_some(),
+            purchase.attributed.as_ref().map(|a| a.campaign.as_str()),
+        ),
+    )?;
     Ok(Recorded::New(purchase, c))
 }
 

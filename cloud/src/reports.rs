@@ -2,21 +2,24 @@
 //! of local dates in the store's time zone, per store — visits, unique visitors, the dwell
 //! distribution, offers sent, clicked and redeemed, purchases and the revenue offers brought,
 //! and each campaign's lift at that store — and per loyalty tier — customers, spend to date
-//! and a simple projected 12-month value. Built from the stored rows and indexes alone; no
-//! personal id appears in a report.
+//! and a simple projected 12-month value. A store report reads the tallies its writers keep
+//! per store and hour ([`tally`]); the tier report reads the profiles. No personal id appears
+//! in a report.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use chrono_tz::Tz;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::campaigns::report::{lift, AnalysisRow, Lift, HOLDOUT};
+use crate::campaigns::report::{lift, Lift, HOLDOUT};
 use crate::campaigns::stored;
-use crate::delivery::{self, Delivery, Status};
 use crate::profiles::{Profile, ProfileParams};
 use crate::purchases::Channel;
-use crate::store::{Space, Store, StoreError};
+use crate::store::{Store, StoreError};
+
+pub mod tally;
+use tally::Tally;
 
 const DAY_MS: i64 = 86_400_000;
 /// The longest range a report covers, days.
@@ -24,7 +27,7 @@ pub const MAX_DAYS: i64 = 400;
 /// The shortest span a spend rate is taken over, days: one purchase yesterday is not a
 /// daily habit.
 pub const MIN_RATE_DAYS: i64 = 90;
-/// Dwell buckets, minutes: `[0, 5)`, `[5, 15)`, … `[120, ∞)`.
+/// Dwell buckets, minutes: `[0, 5)`, `[5, 15)`, … `[120, ∞)` (of the dwell in whole minutes).
 const DWELL_EDGES_MIN: [u64; 5] = [5, 15, 30, 60, 120];
 
 /// A range of local dates, inclusive, in one time zone.
@@ -100,7 +103,7 @@ pub struct Offers {
 }
 
 /// Purchases at a store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Purchases {
     pub count: u64,
     /// Purchases by an identified customer.
@@ -134,7 +137,7 @@ pub struct StoreReport {
     /// Store visits that began in the range.
     pub visits: u64,
     pub unique_visitors: u64,
-    /// Finished visits by dwell bucket (`0-5`, `5-15`, … `120+` minutes).
+    /// Finished visits by dwell bucket (`0-5`, `5-15`, … `120+` whole minutes).
     pub dwell_minutes: BTreeMap<String, u64>,
     /// Visits still open (no dwell yet).
     pub visits_open: u64,
@@ -144,27 +147,10 @@ pub struct StoreReport {
     pub campaigns: Vec<CampaignAtStore>,
 }
 
-/// What a report reads of a visit row (the rest is skipped, not built).
-#[derive(serde::Deserialize)]
-struct VisitHead {
-    customer: String,
-    dwell_s: Option<u64>,
-}
-
-/// What a report reads of a purchase row.
-#[derive(serde::Deserialize)]
-struct PurchaseHead {
-    currency: String,
-    total: f64,
-    customer_id: Option<String>,
-    attributed: Option<crate::purchases::Attribution>,
-}
-
-fn bucket(dwell_s: u64) -> String {
-    let min = dwell_s / 60;
+fn bucket(dwell_min: u64) -> String {
     let mut low = 0;
     for edge in DWELL_EDGES_MIN {
-        if min < edge {
+        if dwell_min < edge {
             return format!("{low}-{edge}");
         }
         low = edge;
@@ -172,208 +158,131 @@ fn bucket(dwell_s: u64) -> String {
     format!("{low}+")
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
-}
-
-/// The ids an index prefix holds for times in `[start, end)`.
-fn ids(
+/// The report of store `id` (or `online`) over `range`: from the tallies of its whole UTC
+/// hours and, at an end off a UTC hour, the stored rows of the part hour.
+pub fn store_report(
     store: &dyn Store,
-    space: Space,
-    prefix: &str,
-    (start, end): (i64, i64),
-) -> Result<Vec<String>, StoreError> {
-    let from = format!("{prefix}{:016x}", start.max(0));
-    let to = format!("{prefix}{:016x}", end.max(0));
-    crate::store::ids_in_range(store, space, (from.as_bytes(), to.as_bytes()), usize::MAX)
+    id: &str,
+    range: Range,
+    secret: &[u8; 32],
+) -> Result<StoreReport, StoreError> {
+    let (start, end) = range.bounds_ms();
+    let (first, last) = (
+        tally::hour_of(start + tally::HOUR_MS - 1),
+        tally::hour_of(end),
+    );
+    let mut t = Tally::read(store, id, (first, last))?;
+    for part in [(start, first), (last, end)] {
+        if part.0 < part.1 {
+            t.merge(Tally::from_rows(store, id, part, secret)?);
+        }
+    }
+    report_of(store, id, range, t)
 }
 
-/// The report of store `id` (or `online`) over `range`.
-pub fn store_report(store: &dyn Store, id: &str, range: Range) -> Result<StoreReport, StoreError> {
-    let bounds = range.bounds_ms();
-    let mut report = StoreReport {
+/// The same report from the stored rows alone, for checking the tallies: slow (it reads every
+/// row of the range), and without what an erasure or the retention sweep deleted.
+pub fn store_report_from_rows(
+    store: &dyn Store,
+    id: &str,
+    range: Range,
+    secret: &[u8; 32],
+) -> Result<StoreReport, StoreError> {
+    let t = Tally::from_rows(store, id, range.bounds_ms(), secret)?;
+    report_of(store, id, range, t)
+}
+
+fn report_of(
+    store: &dyn Store,
+    id: &str,
+    range: Range,
+    mut t: Tally,
+) -> Result<StoreReport, StoreError> {
+    let unique_visitors = t.unique_visitors();
+    let mut dwell_minutes: BTreeMap<String, u64> = BTreeMap::new();
+    for (m, n) in &t.visits.dwell_min {
+        *dwell_minutes.entry(bucket(*m)).or_default() += n;
+    }
+    let mut lines: BTreeMap<String, CampaignAtStore> = BTreeMap::new();
+    let mut offers = Offers::default();
+    for (c, o) in &t.offers {
+        offers.decided += o.decided;
+        offers.delivered += o.delivered;
+        offers.clicked += o.clicked;
+        offers.redeemed += o.redeemed;
+        line(&mut lines, c).offers = o.clone();
+    }
+    for (c, revenue) in &t.purchases.campaigns {
+        line(&mut lines, c).revenue_attributed = revenue.clone();
+    }
+    let definitions: BTreeMap<String, _> = stored::all(store)?
+        .into_iter()
+        .map(|k| (k.campaign.id.clone(), k.campaign))
+        .collect();
+    for (c, groups) in &t.groups {
+        let l = line(&mut lines, c);
+        l.customers = groups
+            .iter()
+            .map(|(g, v)| (g.clone(), v.customers))
+            .collect();
+        l.returned = groups
+            .iter()
+            .map(|(g, v)| (g.clone(), v.returned))
+            .collect();
+        let of = |g: &str| groups.get(g).map_or((0, 0), |v| (v.returned, v.customers));
+        if let Some(definition) = definitions.get(c) {
+            l.lift = definition
+                .variants
+                .iter()
+                .map(|v| lift(&v.id, of(&v.id), of(HOLDOUT)))
+                .collect();
+        }
+    }
+    Ok(StoreReport {
         store: id.to_owned(),
         range,
-        visits: 0,
-        unique_visitors: 0,
-        dwell_minutes: BTreeMap::new(),
-        visits_open: 0,
-        median_dwell_min: None,
-        offers: Offers::default(),
-        purchases: Purchases::default(),
-        campaigns: Vec::new(),
-    };
-    // Visits and dwell.
-    let mut visitors: HashSet<String> = HashSet::new();
-    let mut dwells = Vec::new();
-    let prefix = format!("by-scope/store/{id}/");
-    let from = format!("{prefix}{:016x}", bounds.0.max(0));
-    let to = format!("{prefix}{:016x}", bounds.1.max(0));
-    for (key, value) in
-        store.scan_range(Space::Visits, from.as_bytes(), to.as_bytes(), usize::MAX)?
-    {
-        let visit = match crate::visits::stage::parse_scope_index_value(&value) {
-            Some((customer, dwell_s)) => VisitHead { customer, dwell_s },
-            // An older entry without its figures: the visit row has them.
-            None => {
-                let v = String::from_utf8_lossy(&key);
-                let v = v.rsplit('/').next().unwrap_or_default();
-                let Some(bytes) = store.get(Space::Visits, format!("visit/{v}").as_bytes())? else {
-                    continue;
-                };
-                match serde_json::from_slice(&bytes) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::error!(error = %e, "unreadable visit left out of a report");
-                        continue;
-                    }
-                }
-            }
-        };
-        report.visits += 1;
-        visitors.insert(visit.customer);
-        match visit.dwell_s {
-            Some(d) => {
-                *report.dwell_minutes.entry(bucket(d)).or_default() += 1;
-                dwells.push(d);
-            }
-            None => report.visits_open += 1,
-        }
-    }
-    report.unique_visitors = visitors.len() as u64;
-    dwells.sort_unstable();
-    report.median_dwell_min = median(&dwells).map(|s| s / 60.0);
-
-    // Offers, per campaign.
-    let mut campaigns: BTreeMap<String, CampaignAtStore> = BTreeMap::new();
-    for d in ids(store, Space::Campaigns, &format!("by-store/{id}/"), bounds)? {
-        let Some((d, _)) = delivery::read(store, &d)? else {
-            continue;
-        };
-        let at = campaigns
-            .entry(d.campaign.clone())
-            .or_insert_with(|| CampaignAtStore {
-                campaign: d.campaign.clone(),
-                ..CampaignAtStore::default()
-            });
-        count_offer(store, &d, &mut report.offers)?;
-        count_offer(store, &d, &mut at.offers)?;
-    }
-
-    // Purchases, and the revenue offers brought.
-    let prefix = if id == "online" {
-        "online/".to_owned()
-    } else {
-        format!("by-store/{id}/")
-    };
-    for id in ids(store, Space::Purchases, &prefix, bounds)? {
-        let Some(bytes) = store.get(Space::Purchases, format!("purchase/{id}").as_bytes())? else {
-            continue;
-        };
-        let p: PurchaseHead = match serde_json::from_slice(&bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable purchase left out of a report");
-                continue;
-            }
-        };
-        let r = &mut report.purchases;
-        r.count += 1;
-        r.identified += u64::from(p.customer_id.is_some());
-        *r.revenue.entry(p.currency.clone()).or_default() += p.total;
-        if let Some(a) = &p.attributed {
-            r.attributed += 1;
-            *r.revenue_attributed.entry(p.currency.clone()).or_default() += p.total;
-            let at = campaigns
-                .entry(a.campaign.clone())
-                .or_insert_with(|| CampaignAtStore {
-                    campaign: a.campaign.clone(),
-                    ..CampaignAtStore::default()
-                });
-            *at.revenue_attributed.entry(p.currency.clone()).or_default() += p.total;
-        }
-    }
-
-    // Lift per campaign among the customers first triggered here in the range.
-    for k in stored::all(store)? {
-        let c = &k.campaign;
-        let prefix = format!("analysis/{}/", c.id);
-        let mut customers: BTreeMap<String, u64> = BTreeMap::new();
-        let mut returned: BTreeMap<String, u64> = BTreeMap::new();
-        for (key, bytes) in crate::store::barrier::scan_prefix(
-            store,
-            Space::Campaigns,
-            prefix.as_bytes(),
-            usize::MAX,
-        )? {
-            let row: AnalysisRow = serde_json::from_slice(&bytes)
-                .map_err(|e| backend(&String::from_utf8_lossy(&key), e))?;
-            if row.store != id
-                || row.first_trigger_ms < bounds.0
-                || row.first_trigger_ms >= bounds.1
-            {
-                continue;
-            }
-            *customers.entry(row.group.clone()).or_default() += 1;
-            *returned.entry(row.group).or_default() += u64::from(row.returned_ms.is_some());
-        }
-        if customers.is_empty() {
-            continue;
-        }
-        let at = campaigns
-            .entry(c.id.clone())
-            .or_insert_with(|| CampaignAtStore {
-                campaign: c.id.clone(),
-                ..CampaignAtStore::default()
-            });
-        let of = |m: &BTreeMap<String, u64>, g: &str| m.get(g).copied().unwrap_or(0);
-        let control = (of(&returned, HOLDOUT), of(&customers, HOLDOUT));
-        at.lift = c
-            .variants
-            .iter()
-            .map(|v| {
-                lift(
-                    &v.id,
-                    (of(&returned, &v.id), of(&customers, &v.id)),
-                    control,
-                )
-            })
-            .collect();
-        at.customers = customers;
-        at.returned = returned;
-    }
-    report.campaigns = campaigns.into_values().collect();
-    Ok(report)
+        visits: t.visits.visits,
+        unique_visitors,
+        dwell_minutes,
+        visits_open: t.visits.open,
+        median_dwell_min: median(&t.visits.dwell_min),
+        offers,
+        purchases: t.purchases.totals,
+        campaigns: lines.into_values().collect(),
+    })
 }
 
-fn count_offer(store: &dyn Store, d: &Delivery, o: &mut Offers) -> Result<(), StoreError> {
-    o.decided += 1;
-    o.delivered += u64::from(d.status == Status::Delivered);
-    o.clicked += u64::from(
-        store
-            .get(Space::Campaigns, delivery::clicked_key(&d.id).as_bytes())?
-            .is_some(),
-    );
-    o.redeemed += u64::from(
-        store
-            .get(
-                Space::Campaigns,
-                format!("redemption/{}", d.coupon).as_bytes(),
-            )?
-            .is_some(),
-    );
-    Ok(())
+/// Campaign `c`'s line, made when first needed.
+fn line<'a>(lines: &'a mut BTreeMap<String, CampaignAtStore>, c: &str) -> &'a mut CampaignAtStore {
+    lines
+        .entry(c.to_owned())
+        .or_insert_with(|| CampaignAtStore {
+            campaign: c.to_owned(),
+            ..CampaignAtStore::default()
+        })
 }
 
-fn median(sorted: &[u64]) -> Option<f64> {
-    let n = sorted.len();
+/// The median of a histogram of whole minutes.
+fn median(histogram: &BTreeMap<u64, u64>) -> Option<f64> {
+    let n: u64 = histogram.values().sum();
     if n == 0 {
         return None;
     }
+    // The i-th smallest value, from 0.
+    let nth = |i: u64| {
+        let mut seen = 0;
+        for (m, count) in histogram {
+            seen += count;
+            if i < seen {
+                return *m as f64;
+            }
+        }
+        0.0
+    };
     Some(if n % 2 == 1 {
-        sorted[n / 2] as f64
+        nth(n / 2)
     } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0
+        (nth(n / 2 - 1) + nth(n / 2)) / 2.0
     })
 }
 

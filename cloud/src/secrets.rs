@@ -38,6 +38,17 @@ pub fn server_secret(
     }
 }
 
+/// HMAC-SHA256 under `secret` of `parts`, each ended by a zero byte (derived ids and keys:
+/// the same parts always give the same bytes, and no one without the secret can).
+pub fn keyed(secret: &[u8; 32], parts: &[&str]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    for p in parts {
+        mac.update(p.as_bytes());
+        mac.update(&[0]);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Hex HMAC-SHA256 of `message` under `key` (the member-link proof a brand's backend gives
 /// its app: `member_sig` for `member_id`).
 pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {

@@ -53,6 +53,18 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let registry = Arc::new(RwLock::new(
         Registry::load(store.as_ref()).context("loading the registry")?,
     ));
+    let secret = crate::secrets::server_secret(store.as_ref())?;
+    // Before any writer starts: the tallies of what was stored before they existed.
+    let started = std::time::Instant::now();
+    if let Some(hours) = crate::reports::tally::backfill(store.as_ref(), &secret)
+        .context("filling the store reports' tallies")?
+    {
+        tracing::info!(
+            hours,
+            seconds = started.elapsed().as_secs_f64(),
+            "store report tallies filled from the stored rows"
+        );
+    }
     let (mqtt_tx, mqtt_rx) = mpsc::channel(4096);
     let (outbound, broker_desc) = match &config.mqtt.url {
         None => (
@@ -91,7 +103,6 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         identity::all_eid_keys(store.as_ref())?,
         EID_SKEW_S,
     )));
-    let secret = crate::secrets::server_secret(store.as_ref())?;
     let visit_inputs = Arc::new(visits::stage::Inputs {
         registry: registry.clone(),
         eids: eids.clone(),

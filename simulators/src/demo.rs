@@ -1441,17 +1441,37 @@ async fn report(
                 .with_timezone(&tz)
                 .date_naive()
         };
-        let r = api
-            .admin(
-                reqwest::Method::GET,
-                &format!(
-                    "/v1/admin/reports/stores/{id}?from={}&to={}",
-                    local(start),
-                    local(end)
-                ),
-                None,
-            )
-            .await?;
+        let path = format!(
+            "/v1/admin/reports/stores/{id}?from={}&to={}",
+            local(start),
+            local(end)
+        );
+        let r = api.admin(reqwest::Method::GET, &path, None).await?;
+        // The tallies the report reads say what the stored rows say (read before and after,
+        // so a figure still moving is read again).
+        let mut agreed = false;
+        for _ in 0..10 {
+            let rows_path = format!("{path}&source=rows");
+            let before = api.admin(reqwest::Method::GET, &rows_path, None).await?;
+            let tallies = api.admin(reqwest::Method::GET, &path, None).await?;
+            if before == tallies {
+                agreed = true;
+                break;
+            }
+            if before == api.admin(reqwest::Method::GET, &rows_path, None).await? {
+                failures.push(format!(
+                    "the store report of {id} differs from its stored rows:\n  tallies {tallies}\n  rows    {before}"
+                ));
+                agreed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !agreed {
+            failures.push(format!(
+                "the store report of {id} kept changing: its tallies were never compared with its rows"
+            ));
+        }
         let n = |v: &Value| v.as_u64().unwrap_or(0);
         let yen = |v: &Value| v["JPY"].as_f64().unwrap_or(0.0);
         reported_purchases += n(&r["purchases"]["count"]);

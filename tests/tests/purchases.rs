@@ -905,6 +905,16 @@ async fn a_purchase_triggers_a_follow_up_once_and_a_tier_crossing_enters_the_aud
         (&json!(2), &json!(1)),
         "{online}"
     );
+    // The tallies the reports read agree with the stored rows they count.
+    for (place, report) in [("s1", &s1), ("online", &online)] {
+        let rows = sys
+            .cloud
+            .admin(&format!(
+                "/v1/admin/reports/stores/{place}?from={today}&to={today}&source=rows"
+            ))
+            .await?;
+        assert_eq!(&rows, report, "{place}");
+    }
     // As CSV too, and refused for a reversed range or an unknown store.
     let csv = reqwest::Client::new()
         .get(format!(
@@ -924,6 +934,10 @@ async fn a_purchase_triggers_a_follow_up_once_and_a_tier_crossing_enters_the_aud
             422,
         ),
         ("/v1/admin/reports/stores/nowhere".to_owned(), 404),
+        (
+            format!("/v1/admin/reports/stores/s1?from={today}&source=guess"),
+            422,
+        ),
         ("/v1/admin/reports/tiers?format=xml".to_owned(), 422),
         (
             "/v1/admin/reports/stores/s1?to=%2B262142-12-31".to_owned(),

@@ -9,9 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use chrono_tz::Tz;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::decide::{assign, decide, CustomerView, Outcome, PastSend, Trigger};
 use super::definition::{Campaign, Channel, Trigger as CampaignTrigger};
@@ -21,6 +19,8 @@ use crate::delivery::{self, Delivery, Status};
 use crate::identity;
 use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
+use crate::reports::tally as report_tally;
+use crate::secrets::keyed;
 use crate::store::event_log::{advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::visits::engine::{Scope, Transition, TransitionKind};
@@ -55,15 +55,6 @@ pub struct Inputs {
     pub link_base: Option<String>,
     /// How tiers are scored (`[profiles]`).
     pub profiles: ProfileParams,
-}
-
-fn keyed(secret: &[u8; 32], parts: &[&str]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes 32-byte keys");
-    for p in parts {
-        mac.update(p.as_bytes());
-        mac.update(&[0]);
-    }
-    mac.finalize().into_bytes().into()
 }
 
 /// A UUID-shaped key (LINE's `X-Line-Retry-Key` must be a UUID).
@@ -578,6 +569,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     delivery::store_index_key(&delivery.store, t.decided_ms, &delivery.id),
                     Vec::new(),
                 );
+                counts.add_key(delivery.store_counter("decided"));
                 c.expect(
                     Space::Campaigns,
                     delivery::coupon_key(&delivery.coupon),
@@ -592,7 +584,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             }
         }
     }
-    analysis.write(&mut c);
+    analysis.write(&mut c, &mut counts);
     counts.write(store, &mut c)?;
     for (key, used) in budgets {
         c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
@@ -771,7 +763,9 @@ impl Analysis {
         Ok(())
     }
 
-    fn write(self, c: &mut Commit) {
+    /// Adds the links and rows to `c`, and counts the customers first triggered and those
+    /// who came back in the stores' report tallies.
+    fn write(self, c: &mut Commit, counts: &mut Counts) {
         for (link, key) in &self.links {
             let Some(Some(key)) = key else { continue };
             if self.rows.get(key).is_some_and(|(_, old)| old.is_none()) {
@@ -782,6 +776,26 @@ impl Analysis {
         }
         for (key, (row, old)) in self.rows {
             let new = serde_json::to_vec(&row).expect("analysis rows serialise");
+            let campaign = key.split('/').nth(1).unwrap_or_default();
+            let counter = |metric: &str| {
+                report_tally::counter_key(
+                    &row.store,
+                    row.first_trigger_ms,
+                    campaign,
+                    &format!("{metric}/{}", row.group),
+                )
+            };
+            let returned_before = old
+                .as_ref()
+                .and_then(|b| serde_json::from_slice::<AnalysisRow>(b).ok())
+                .is_some_and(|r| r.returned_ms.is_some());
+            // (Rows from before stores were recorded have none to count at.)
+            if old.is_none() && !row.store.is_empty() {
+                counts.add_key(counter("customers"));
+            }
+            if row.returned_ms.is_some() && !returned_before && !row.store.is_empty() {
+                counts.add_key(counter("returned"));
+            }
             if old.as_ref() != Some(&new) {
                 c.expect(Space::Campaigns, key.clone(), old);
                 c.put(Space::Campaigns, key, new);

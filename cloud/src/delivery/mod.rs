@@ -8,7 +8,8 @@
 //! delivery that carries a coupon code; `click/{token}` the delivery a tracked link belongs to,
 //! `clicked/{id}` when that link was first followed; `by-store/{store}/{ms:016x}/{id}` the
 //! deliveries of a store by the time they were decided (reports);
-//! `hourly/{hour_ms:016x}/{channel}/{status}` how many ended so each hour (the overview).
+//! `hourly/{hour_ms:016x}/{channel}/{status}` how many ended so each hour (the overview);
+//! `at-store/…` the store reports' counters ([`crate::reports::tally`]).
 
 pub mod fcm;
 pub mod line;
@@ -129,6 +130,13 @@ pub fn hour_of(ms: i64) -> i64 {
 /// When a delivery's link was first followed (present once it was).
 pub fn clicked_key(id: &str) -> String {
     format!("clicked/{id}")
+}
+
+impl Delivery {
+    /// Its counter of `metric` in its store's report tallies (by the hour it was decided).
+    pub fn store_counter(&self, metric: &str) -> String {
+        crate::reports::tally::counter_key(&self.store, self.decided_ms, &self.campaign, metric)
+    }
 }
 
 /// The delivery row `id`, with its stored bytes (for a commit that expects them unchanged).

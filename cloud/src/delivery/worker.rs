@@ -289,6 +289,9 @@ pub(crate) fn settle(
         _ => status_name(status).to_owned(),
     };
     counts.add(&d.campaign, &d.variant, &metric);
+    if status == Status::Delivered && d.status != Status::Delivered {
+        counts.add_key(d.store_counter("delivered"));
+    }
     counts.add_key(super::hourly_key(
         super::hour_of(now_ms),
         channel_name(d.channel),

@@ -187,6 +187,7 @@ fn prepare(state: &AppState, req: &Request, at: Timestamp) -> Result<Prepared, A
     }
     let mut counts = Counts::default();
     counts.add(&d.campaign, &d.variant, "redeemed");
+    counts.add_key(d.store_counter("redeemed"));
     counts.write(store, &mut c)?;
     Ok(Prepared::New(c, redemption))
 }

@@ -3,7 +3,9 @@
 //!
 //! - `GET /v1/admin/reports/stores/{id}?from=DATE&to=DATE`: a store's figures (`online` for
 //!   the online shop) over local dates in the store's time zone, inclusive; default the last
-//!   7 days.
+//!   7 days. From the tallies kept per store and hour; `&source=rows` builds the same report
+//!   from the stored rows instead (slow: to check the tallies; an erasure's or the retention
+//!   sweep's deletions show there, not in the tallies).
 //! - `GET /v1/admin/reports/tiers?from=DATE&to=DATE[&store=ID]`: customers per loyalty tier
 //!   at the range's end with their spend and projected value; with `store`, only customers
 //!   who visited or bought there in the range, in its time zone (else `profiles.time_zone`).
@@ -36,6 +38,7 @@ struct RangeQuery {
     to: Option<NaiveDate>,
     store: Option<String>,
     format: Option<String>,
+    source: Option<String>,
 }
 
 /// The range asked for, in `tz`: the last 7 local days by default.
@@ -81,11 +84,20 @@ async fn store_report(
     let csv_wanted = wants_csv(q.format.as_deref(), &headers)?;
     let tz = store_tz(&state, &id)?.ok_or_else(|| ApiError::not_found(format!("store {id}")))?;
     let range = range(&state, &q, tz)?;
-    let store = state.store.clone();
-    let report =
-        tokio::task::spawn_blocking(move || reports::store_report(store.as_ref(), &id, range))
-            .await
-            .map_err(ApiError::internal)??;
+    let build = match q.source.as_deref() {
+        None | Some("tallies") => reports::store_report,
+        Some("rows") => reports::store_report_from_rows,
+        Some(other) => {
+            return Err(ApiError::field(
+                "source",
+                format!("{other:?} is neither \"tallies\" nor \"rows\""),
+            ))
+        }
+    };
+    let (store, secret) = (state.store.clone(), state.secret);
+    let report = tokio::task::spawn_blocking(move || build(store.as_ref(), &id, range, &secret))
+        .await
+        .map_err(ApiError::internal)??;
     Ok(if csv_wanted {
         csv(reports::store_csv(&report))
     } else {
@@ -99,6 +111,9 @@ async fn tier_report(
     Query(q): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Analyst)?;
+    if q.source.is_some() {
+        return Err(ApiError::field("source", "tier reports read the profiles"));
+    }
     let csv_wanted = wants_csv(q.format.as_deref(), &headers)?;
     let tz = match &q.store {
         Some(s) => store_tz(&state, s)?

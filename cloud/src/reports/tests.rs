@@ -1,12 +1,17 @@
 use super::*;
 use crate::campaigns::definition::{Campaign, Channel as Via};
+use crate::campaigns::report::AnalysisRow;
+use crate::delivery::{self, Delivery, Status};
 use crate::profiles::PurchaseMark;
 use crate::purchases::Channel;
 use crate::purchases::{Attribution, Purchase, PurchaseIn};
 use crate::store::sled_store::SledStore;
 use crate::store::Commit;
+use crate::store::Space;
 use crate::visits::engine::Scope;
 use crate::visits::stage::VisitRecord;
+
+const SECRET: [u8; 32] = [7; 32];
 
 fn tokyo() -> Tz {
     "Asia/Tokyo".parse().unwrap()
@@ -218,7 +223,7 @@ fn a_store_report_counts_its_visits_offers_purchases_and_lift_in_its_own_dates()
     }
     store.commit(c).unwrap();
 
-    let r = store_report(&store, "s1", range()).unwrap();
+    let r = store_report_from_rows(&store, "s1", range(), &SECRET).unwrap();
     assert_eq!((r.visits, r.unique_visitors, r.visits_open), (3, 2, 1));
     assert_eq!(
         r.dwell_minutes,
@@ -251,6 +256,52 @@ fn a_store_report_counts_its_visits_offers_purchases_and_lift_in_its_own_dates()
     assert!(
         csv.contains("lift,welcome-coffee,a difference,0.2000\n"),
         "{csv}"
+    );
+
+    // Before the tallies are filled a report finds nothing; once filled (from the same rows)
+    // it says what the rows say, and filling is done once.
+    assert_eq!(
+        store_report(&store, "s1", range(), &SECRET).unwrap().visits,
+        0
+    );
+    assert!(tally::backfill(&store, &SECRET).unwrap().is_some());
+    assert_eq!(store_report(&store, "s1", range(), &SECRET).unwrap(), r);
+    assert_eq!(tally::backfill(&store, &SECRET).unwrap(), None);
+}
+
+#[test]
+fn a_day_whose_midnight_is_off_the_utc_hour_reads_its_part_hours_from_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    // 2026-11-23 in Kolkata (UTC+5:30): 2026-11-22T18:30Z .. 2026-11-23T18:30Z.
+    let kolkata = Range::new(
+        day("2026-11-23"),
+        day("2026-11-23"),
+        "Asia/Kolkata".parse().unwrap(),
+    )
+    .unwrap();
+    let mut c = Commit::new();
+    // Each part hour holds one visit in the range and one out of it.
+    visit(&mut c, "v0", "c1", "s1", "2026-11-22T18:20:00Z", Some(60));
+    visit(&mut c, "v2", "c2", "s1", "2026-11-22T18:40:00Z", Some(600));
+    visit(&mut c, "v4", "c3", "s1", "2026-11-23T09:00:00Z", None);
+    visit(&mut c, "v6", "c4", "s1", "2026-11-23T18:20:00Z", Some(3600));
+    visit(&mut c, "v8", "c5", "s1", "2026-11-23T18:40:00Z", Some(60));
+    purchase(&mut c, "p1", "s1", "2026-11-22T18:10:00Z", 100.0, false);
+    purchase(&mut c, "p2", "s1", "2026-11-23T18:29:00Z", 200.0, false);
+    store.commit(c).unwrap();
+    tally::backfill(&store, &SECRET).unwrap();
+    let r = store_report(&store, "s1", kolkata, &SECRET).unwrap();
+    assert_eq!((r.visits, r.unique_visitors, r.visits_open), (3, 3, 1));
+    assert_eq!(
+        r.dwell_minutes,
+        BTreeMap::from([("5-15".to_owned(), 1), ("60-120".to_owned(), 1)])
+    );
+    assert_eq!(r.purchases.count, 1);
+    assert_eq!(r.purchases.revenue["JPY"], 200.0);
+    assert_eq!(
+        r,
+        store_report_from_rows(&store, "s1", kolkata, &SECRET).unwrap()
     );
 }
 

@@ -20,6 +20,7 @@ use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::record::{GatewayEvent, Record};
 use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
 use crate::registry::Registry;
+use crate::reports::tally::{self, VisitHour};
 use crate::store::barrier::scan_all;
 use crate::store::event_log::{self, advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
@@ -263,7 +264,7 @@ impl VisitStage {
         metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "unknown_customer")
             .increment(unknown);
         let mut c = Commit::new();
-        self.write_transitions(store, &transitions, &mut c)?;
+        self.write_transitions(store, &transitions, &inputs.id_key, &mut c)?;
         let log_ms = records
             .iter()
             .rev()
@@ -505,11 +506,13 @@ impl VisitStage {
             .collect())
     }
 
-    /// Stores each transition, updates the visit it belongs to and the visit indexes.
+    /// Stores each transition, updates the visit it belongs to, the visit indexes and the
+    /// stores' report tallies.
     fn write_transitions(
         &self,
         store: &dyn Store,
         transitions: &[Transition],
+        secret: &[u8; 32],
         c: &mut Commit,
     ) -> Result<(), StoreError> {
         let next = match store.last(Space::Transitions)? {
@@ -523,6 +526,7 @@ impl VisitStage {
             None => 1,
         };
         let mut visits: BTreeMap<String, VisitRecord> = BTreeMap::new();
+        let mut indexed: BTreeMap<String, IndexChange> = BTreeMap::new();
         for (seq, t) in (next..).zip(transitions) {
             c.put(
                 Space::Transitions,
@@ -558,19 +562,38 @@ impl VisitStage {
                         format!("by-customer/{}/{}", t.customer, t.visit),
                         Vec::new(),
                     );
-                    c.put(
-                        Space::Visits,
-                        scope_index_key(&t.scope, t.at_ms, &t.visit),
-                        scope_index_value(&t.customer, None),
-                    );
+                    let key = scope_index_key(&t.scope, t.at_ms, &t.visit);
+                    if let Scope::Store(s) = &t.scope {
+                        IndexChange::note(
+                            store,
+                            &mut indexed,
+                            &key,
+                            (s, t.at_ms, &t.customer),
+                            v.dwell_s,
+                            None,
+                        )?;
+                    }
+                    c.put(Space::Visits, key, scope_index_value(&t.customer, None));
                 }
                 TransitionKind::Dwell { minutes } => v.milestones_min.push(*minutes),
                 TransitionKind::Exit { dwell_s } => {
+                    let key = scope_index_key(&v.scope, v.entered.millis(), &v.id);
+                    if let Scope::Store(s) = &v.scope {
+                        let visit = (s.as_str(), v.entered.millis(), v.customer.as_str());
+                        IndexChange::note(
+                            store,
+                            &mut indexed,
+                            &key,
+                            visit,
+                            v.dwell_s,
+                            Some(*dwell_s),
+                        )?;
+                    }
                     v.exited = Some(ts(t.at_ms));
                     v.dwell_s = Some(*dwell_s);
                     c.put(
                         Space::Visits,
-                        scope_index_key(&v.scope, v.entered.millis(), &v.id),
+                        key,
                         scope_index_value(&v.customer, Some(*dwell_s)),
                     );
                 }
@@ -585,6 +608,72 @@ impl VisitStage {
                 serde_json::to_vec(&v).expect("visits serialise"),
             );
         }
+        // The stores' tallies count what their visit index entries now hold.
+        let mut hours: BTreeMap<String, VisitHour> = BTreeMap::new();
+        for e in indexed.into_values().filter(|e| e.was != Some(e.now)) {
+            let key = tally::visits_key(&e.store, e.entered_ms);
+            let hour = match hours.entry(key) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let stored = match store.get(Space::Visits, v.key().as_bytes())? {
+                        Some(b) => serde_json::from_slice(&b).map_err(|e| backend(v.key(), e))?,
+                        None => VisitHour::default(),
+                    };
+                    v.insert(stored)
+                }
+            };
+            hour.change(tally::visitor(secret, &e.customer), e.was, e.now);
+        }
+        for (key, hour) in hours {
+            c.put(
+                Space::Visits,
+                key,
+                serde_json::to_vec(&hour).expect("tallies serialise"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A store visit's index entry written by a step: what it held before the step and holds now.
+struct IndexChange {
+    store: String,
+    entered_ms: i64,
+    customer: String,
+    /// Absent, or the visit's dwell (`None` while open).
+    was: Option<Option<u64>>,
+    now: Option<u64>,
+}
+
+impl IndexChange {
+    /// Notes that the step sets entry `key` of visit `(store, entered_ms, customer)` to the
+    /// dwell `now`; `row_dwell`: the dwell its visit row holds before this write (for an
+    /// older entry that holds nothing itself).
+    fn note(
+        store: &dyn Store,
+        indexed: &mut BTreeMap<String, IndexChange>,
+        key: &str,
+        (s, entered_ms, customer): (&str, i64, &str),
+        row_dwell: Option<u64>,
+        now: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if let Some(e) = indexed.get_mut(key) {
+            e.now = now;
+            return Ok(());
+        }
+        let was = store
+            .get(Space::Visits, key.as_bytes())?
+            .map(|v| parse_scope_index_value(&v).map_or(row_dwell, |(_, d)| d));
+        indexed.insert(
+            key.to_owned(),
+            IndexChange {
+                store: s.to_owned(),
+                entered_ms,
+                customer: customer.to_owned(),
+                was,
+                now,
+            },
+        );
         Ok(())
     }
 }

@@ -1,0 +1,909 @@
+//! What a store's report adds up, kept per store (or `online`) and UTC hour as the data
+//! arrive, so a report reads a few thousand small rows, not every visit, delivery and purchase
+//! of its range. Each writer adds to them in the commit that stores what they count:
+//!
+//! - the visit stage: `tally/{store}/{hour:016x}` in the visits space, a [`VisitHour`] (visits
+//!   entered in the hour, those still open, finished ones by dwell minute, the visitors);
+//! - purchases: `tally/{place}/{hour:016x}` in the purchases space, a [`PurchaseHour`];
+//! - the campaign stage (decisions and analysis rows), the delivery worker, tracked links and
+//!   redemptions: counters `at-store/{store}/{hour:016x}/{campaign}/{metric}` in the campaigns
+//!   space, big-endian u64s like the funnel's, with the metrics `decided`, `delivered`,
+//!   `clicked`, `redeemed` (by the hour the offer was decided) and `customers/{group}`,
+//!   `returned/{group}` (by the hour of the customer's first trigger).
+//!
+//! A report over local dates reads the whole hours of its range ([`Tally::read`]) and, where
+//! the time zone's midnight is not on a UTC hour (India, Nepal, …), the stored rows of the
+//! part hours at its ends ([`Tally::from_rows`]). The same reading of the rows over all time
+//! fills the tallies once in a store written before they existed ([`backfill`]); it is also
+//! the audit a report can be checked against (`?source=rows`).
+//!
+//! Tallies are aggregates: an erasure or the retention sweep deletes rows but leaves the
+//! tallies, as it leaves the campaign funnels. A visitor is held as a 32-bit hash keyed with
+//! the server secret ([`visitor`]), never as an id: a report counts the distinct hashes of its
+//! range and corrects for the few that collide.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Offers, Purchases};
+use crate::delivery::{self, Status};
+use crate::store::{prefix_end, Commit, Space, Store, StoreError};
+
+pub const HOUR_MS: i64 = 3_600_000;
+/// Set in the meta space once the tallies hold everything stored before they existed.
+const FILLED: &[u8] = b"report-tallies";
+/// Entries read per page when going through stored rows.
+const PAGE: usize = 4096;
+/// Hours written per commit by [`backfill`].
+const HOURS_PER_COMMIT: usize = 500;
+
+/// The UTC hour `ms` falls in.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+fn hour_key(prefix: &str, place: &str, at_ms: i64) -> String {
+    format!("{prefix}/{place}/{:016x}", hour_of(at_ms).max(0))
+}
+
+/// The visits space's tally of `store` for the hour of `at_ms`.
+pub fn visits_key(store: &str, at_ms: i64) -> String {
+    hour_key("tally", store, at_ms)
+}
+
+/// The purchases space's tally of `place` (a store, or `online`) for the hour of `at_ms`.
+pub fn purchases_key(place: &str, at_ms: i64) -> String {
+    hour_key("tally", place, at_ms)
+}
+
+/// The campaigns space's counter of `metric` for `campaign` at `store` in the hour of `at_ms`.
+pub fn counter_key(store: &str, at_ms: i64, campaign: &str, metric: &str) -> String {
+    format!("{}/{campaign}/{metric}", hour_key("at-store", store, at_ms))
+}
+
+/// The 32-bit hash a customer is counted by among a store's visitors.
+pub fn visitor(secret: &[u8; 32], customer: &str) -> u32 {
+    let h = crate::secrets::keyed(secret, &["report-visitor", customer]);
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+/// A store's visits entered in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VisitHour {
+    pub visits: u64,
+    /// Of them, those not ended yet.
+    pub open: u64,
+    /// The ended ones by their dwell in whole minutes.
+    pub dwell_min: BTreeMap<u64, u64>,
+    /// The visitors' [`visitor`] hashes, sorted, each once.
+    pub visitors: Vec<u32>,
+}
+
+impl VisitHour {
+    /// A visit's index entry went from `was` (absent, or the visit's dwell: `None` while
+    /// open) to `now`.
+    pub fn change(&mut self, visitor: u32, was: Option<Option<u64>>, now: Option<u64>) {
+        match was {
+            None => {
+                self.visits += 1;
+                if let Err(i) = self.visitors.binary_search(&visitor) {
+                    self.visitors.insert(i, visitor);
+                }
+            }
+            Some(dwell_s) => self.count(dwell_s, false),
+        }
+        self.count(now, true);
+    }
+
+    /// Counts a visit open (`None`) or ended after `dwell_s`, or takes it back.
+    fn count(&mut self, dwell_s: Option<u64>, add: bool) {
+        let step = |n: &mut u64| {
+            *n = if add {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        match dwell_s {
+            None => step(&mut self.open),
+            Some(d) => {
+                let n = self.dwell_min.entry(d / 60).or_default();
+                step(n);
+                if *n == 0 {
+                    self.dwell_min.remove(&(d / 60));
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s visits; the visitors are sorted again by [`VisitHour::normalize`].
+    fn merge(&mut self, other: VisitHour) {
+        self.visits += other.visits;
+        self.open += other.open;
+        for (m, n) in other.dwell_min {
+            *self.dwell_min.entry(m).or_default() += n;
+        }
+        self.visitors.extend(other.visitors);
+    }
+
+    fn normalize(&mut self) {
+        self.visitors.sort_unstable();
+        self.visitors.dedup();
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == VisitHour::default()
+    }
+}
+
+/// A place's purchases made in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PurchaseHour {
+    pub totals: Purchases,
+    /// The revenue each campaign's coupons brought, by currency.
+    pub campaigns: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl PurchaseHour {
+    /// One purchase of `total` in `currency`; `campaign`: the one whose coupon paid it.
+    pub fn add(&mut self, currency: &str, total: f64, identified: bool, campaign: Option<&str>) {
+        let t = &mut self.totals;
+        t.count += 1;
+        t.identified += u64::from(identified);
+        *t.revenue.entry(currency.to_owned()).or_default() += total;
+        if let Some(c) = campaign {
+            t.attributed += 1;
+            *t.revenue_attributed.entry(currency.to_owned()).or_default() += total;
+            *self
+                .campaigns
+                .entry(c.to_owned())
+                .or_default()
+                .entry(currency.to_owned())
+                .or_default() += total;
+        }
+    }
+
+    fn merge(&mut self, other: PurchaseHour) {
+        let (t, o) = (&mut self.totals, other.totals);
+        t.count += o.count;
+        t.identified += o.identified;
+        t.attributed += o.attributed;
+        add_money(&mut t.revenue, o.revenue);
+        add_money(&mut t.revenue_attributed, o.revenue_attributed);
+        for (c, m) in other.campaigns {
+            add_money(self.campaigns.entry(c).or_default(), m);
+        }
+    }
+}
+
+fn add_money(to: &mut BTreeMap<String, f64>, from: BTreeMap<String, f64>) {
+    for (currency, v) in from {
+        *to.entry(currency).or_default() += v;
+    }
+}
+
+/// Adds `row` (a [`PurchaseHour`] as stored) to `c`, expecting the row it read: one more
+/// purchase of `place` at `at_ms`.
+pub fn add_purchase(
+    store: &dyn Store,
+    c: &mut Commit,
+    (place, at_ms): (&str, i64),
+    (currency, total, identified, campaign): (&str, f64, bool, Option<&str>),
+) -> Result<(), StoreError> {
+    let key = purchases_key(place, at_ms);
+    let old = store.get(Space::Purchases, key.as_bytes())?;
+    let mut row: PurchaseHour = match &old {
+        Some(b) => serde_json::from_slice(b).map_err(|e| backend(&key, e))?,
+        None => PurchaseHour::default(),
+    };
+    row.add(currency, total, identified, campaign);
+    c.expect(Space::Purchases, key.clone(), old);
+    c.put(
+        Space::Purchases,
+        key,
+        serde_json::to_vec(&row).expect("tallies serialise"),
+    );
+    Ok(())
+}
+
+/// A customer's measurement in a campaign at a store: first triggered, came back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Group {
+    pub customers: u64,
+    pub returned: u64,
+}
+
+/// One thing a report counts, read from the stored rows.
+#[derive(Debug, Clone, PartialEq)]
+enum Fact {
+    Visit {
+        visitor: u32,
+        dwell_s: Option<u64>,
+    },
+    Offer {
+        campaign: String,
+        delivered: bool,
+        clicked: bool,
+        redeemed: bool,
+    },
+    Purchase {
+        currency: String,
+        total: f64,
+        identified: bool,
+        campaign: Option<String>,
+    },
+    Customer {
+        campaign: String,
+        group: String,
+        returned: bool,
+    },
+}
+
+/// What a store's report adds up over some span.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub visits: VisitHour,
+    pub purchases: PurchaseHour,
+    /// By campaign.
+    pub offers: BTreeMap<String, Offers>,
+    /// By campaign and group.
+    pub groups: BTreeMap<String, BTreeMap<String, Group>>,
+}
+
+impl Tally {
+    fn add(&mut self, fact: Fact) {
+        match fact {
+            Fact::Visit { visitor, dwell_s } => {
+                self.visits.visits += 1;
+                self.visits.visitors.push(visitor);
+                self.visits.count(dwell_s, true);
+            }
+            Fact::Offer {
+                campaign,
+                delivered,
+                clicked,
+                redeemed,
+            } => {
+                let o = self.offers.entry(campaign).or_default();
+                o.decided += 1;
+                o.delivered += u64::from(delivered);
+                o.clicked += u64::from(clicked);
+                o.redeemed += u64::from(redeemed);
+            }
+            Fact::Purchase {
+                currency,
+                total,
+                identified,
+                campaign,
+            } => self
+                .purchases
+                .add(&currency, total, identified, campaign.as_deref()),
+            Fact::Customer {
+                campaign,
+                group,
+                returned,
+            } => {
+                let g = self
+                    .groups
+                    .entry(campaign)
+                    .or_default()
+                    .entry(group)
+                    .or_default();
+                g.customers += 1;
+                g.returned += u64::from(returned);
+            }
+        }
+    }
+
+    /// Adds a stored counter's value (false: `metric` is not one of the counters').
+    fn counter(&mut self, campaign: &str, metric: &str, n: u64) -> bool {
+        if let Some((what, group)) = metric.split_once('/') {
+            if !["customers", "returned"].contains(&what) {
+                return false;
+            }
+            let g = self
+                .groups
+                .entry(campaign.to_owned())
+                .or_default()
+                .entry(group.to_owned())
+                .or_default();
+            if what == "customers" {
+                g.customers += n;
+            } else {
+                g.returned += n;
+            }
+            return true;
+        }
+        if !["decided", "delivered", "clicked", "redeemed"].contains(&metric) {
+            return false;
+        }
+        let o = self.offers.entry(campaign.to_owned()).or_default();
+        match metric {
+            "decided" => o.decided += n,
+            "delivered" => o.delivered += n,
+            "clicked" => o.clicked += n,
+            _ => o.redeemed += n,
+        }
+        true
+    }
+
+    /// Every counter this tally holds, `(campaign, metric, value)`, zero ones left out.
+    fn counters(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for (c, o) in &self.offers {
+            for (m, n) in [
+                ("decided", o.decided),
+                ("delivered", o.delivered),
+                ("clicked", o.clicked),
+                ("redeemed", o.redeemed),
+            ] {
+                out.push((c.clone(), m.to_owned(), n));
+            }
+        }
+        for (c, groups) in &self.groups {
+            for (g, v) in groups {
+                out.push((c.clone(), format!("customers/{g}"), v.customers));
+                out.push((c.clone(), format!("returned/{g}"), v.returned));
+            }
+        }
+        out.retain(|(_, _, n)| *n > 0);
+        out
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.visits.merge(other.visits);
+        self.purchases.merge(other.purchases);
+        for (c, o) in other.offers {
+            let to = self.offers.entry(c).or_default();
+            to.decided += o.decided;
+            to.delivered += o.delivered;
+            to.clicked += o.clicked;
+            to.redeemed += o.redeemed;
+        }
+        for (c, groups) in other.groups {
+            let to = self.groups.entry(c).or_default();
+            for (g, v) in groups {
+                let t = to.entry(g).or_default();
+                t.customers += v.customers;
+                t.returned += v.returned;
+            }
+        }
+    }
+
+    /// How many distinct visitors: the distinct hashes, corrected for the expected
+    /// collisions among 2³² values (exact in practice up to tens of thousands; about one in
+    /// a hundred thousand off at a million).
+    pub fn unique_visitors(&mut self) -> u64 {
+        self.visits.normalize();
+        let m = 2f64.powi(32);
+        let v = self.visits.visitors.len() as f64;
+        (-m * (-v / m).ln_1p()).round() as u64
+    }
+
+    /// The tallies of `place` for the UTC hours in `[from_hour, to_hour)`.
+    pub fn read(
+        store: &dyn Store,
+        place: &str,
+        (from_hour, to_hour): (i64, i64),
+    ) -> Result<Tally, StoreError> {
+        let mut t = Tally::default();
+        let bounds = |prefix: &str| {
+            (
+                hour_key(prefix, place, from_hour),
+                hour_key(prefix, place, to_hour),
+            )
+        };
+        let (from, to) = bounds("tally");
+        each_entry(
+            store,
+            Space::Visits,
+            (from.as_bytes(), to.as_bytes()),
+            |k, v| {
+                let hour: VisitHour = serde_json::from_slice(v)
+                    .map_err(|e| backend(&String::from_utf8_lossy(k), e))?;
+                t.visits.merge(hour);
+                Ok(())
+            },
+        )?;
+        each_entry(
+            store,
+            Space::Purchases,
+            (from.as_bytes(), to.as_bytes()),
+            |k, v| {
+                let hour: PurchaseHour = serde_json::from_slice(v)
+                    .map_err(|e| backend(&String::from_utf8_lossy(k), e))?;
+                t.purchases.merge(hour);
+                Ok(())
+            },
+        )?;
+        let (from, to) = bounds("at-store");
+        let prefix_len = format!("at-store/{place}/").len();
+        each_entry(
+            store,
+            Space::Campaigns,
+            (from.as_bytes(), to.as_bytes()),
+            |k, v| {
+                let key = String::from_utf8_lossy(k);
+                // {hour:016x}/{campaign}/{metric}
+                let parsed = key
+                    .get(prefix_len + 17..)
+                    .and_then(|rest| rest.split_once('/'))
+                    .zip(<[u8; 8]>::try_from(v).ok());
+                let counted = parsed.is_some_and(|((campaign, metric), n)| {
+                    t.counter(campaign, metric, u64::from_be_bytes(n))
+                });
+                if !counted {
+                    tracing::error!(key = %key, "unreadable report counter left out");
+                }
+                Ok(())
+            },
+        )?;
+        Ok(t)
+    }
+
+    /// The same figures from the stored rows of `place` in `[start, end)`: its visits,
+    /// deliveries, purchases and analysis rows (what an erasure or retention deleted is
+    /// missing here but still in the tallies).
+    pub fn from_rows(
+        store: &dyn Store,
+        place: &str,
+        span: (i64, i64),
+        secret: &[u8; 32],
+    ) -> Result<Tally, StoreError> {
+        let mut t = Tally::default();
+        each_fact(store, Some(place), span, secret, &mut |_, _, fact| {
+            t.add(fact)
+        })?;
+        t.visits.normalize();
+        Ok(t)
+    }
+}
+
+/// Calls `f` with each entry of `space` in `[from, to)`, a page at a time.
+fn each_entry(
+    store: &dyn Store,
+    space: Space,
+    (from, to): (&[u8], &[u8]),
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut from = from.to_vec();
+    loop {
+        let page = store.scan_range(space, &from, to, PAGE)?;
+        for (k, v) in &page {
+            f(k, v)?;
+        }
+        match page.last() {
+            Some((k, _)) if page.len() == PAGE => {
+                from = k.clone();
+                from.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The index range of `prefix` for `place` in `[start, end)`, or every place's whole index.
+fn index_range(prefix: &str, place: Option<&str>, (start, end): (i64, i64)) -> (String, String) {
+    match place {
+        Some(p) => (
+            format!("{prefix}{p}/{:016x}", start.max(0)),
+            format!("{prefix}{p}/{:016x}", end.max(0)),
+        ),
+        None => (
+            prefix.to_owned(),
+            String::from_utf8(prefix_end(prefix.as_bytes()).expect("a prefix short of 0xff"))
+                .expect("the prefix ends in ASCII"),
+        ),
+    }
+}
+
+/// `{place}/{ms:016x}/{id}` (after an index's prefix) as its parts.
+fn place_time_id(rest: &str) -> Option<(&str, i64, &str)> {
+    let mut parts = rest.rsplitn(3, '/');
+    let id = parts.next()?;
+    let ms = i64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((parts.next()?, ms, id))
+}
+
+/// What a report reads of a visit row.
+#[derive(Deserialize)]
+struct VisitHead {
+    customer: String,
+    dwell_s: Option<u64>,
+}
+
+/// What a report reads of a purchase row.
+#[derive(Deserialize)]
+struct PurchaseHead {
+    currency: String,
+    total: f64,
+    customer_id: Option<String>,
+    attributed: Option<crate::purchases::Attribution>,
+}
+
+/// Calls `f(place, at_ms, fact)` for everything the stored rows say about `place` (every
+/// store and `online` when `None`) in `[start, end)`. Rows that cannot be read are logged and
+/// left out.
+fn each_fact(
+    store: &dyn Store,
+    place: Option<&str>,
+    span: (i64, i64),
+    secret: &[u8; 32],
+    f: &mut dyn FnMut(&str, i64, Fact),
+) -> Result<(), StoreError> {
+    let within = |ms: i64| (span.0..span.1).contains(&ms);
+    // Store visits, from their scope index.
+    let prefix = "by-scope/store/";
+    let (from, to) = index_range(prefix, place, span);
+    each_entry(
+        store,
+        Space::Visits,
+        (from.as_bytes(), to.as_bytes()),
+        |k, v| {
+            let key = String::from_utf8_lossy(k);
+            let Some((s, at, id)) = place_time_id(&key[prefix.len()..]) else {
+                tracing::error!(key = %key, "unreadable visit index entry left out of a report");
+                return Ok(());
+            };
+            if !within(at) {
+                return Ok(());
+            }
+            let visit = match crate::visits::stage::parse_scope_index_value(v) {
+                Some((customer, dwell_s)) => VisitHead { customer, dwell_s },
+                // An older entry without its figures: the visit row has them.
+                None => {
+                    let Some(bytes) = store.get(Space::Visits, format!("visit/{id}").as_bytes())?
+                    else {
+                        return Ok(());
+                    };
+                    match serde_json::from_slice(&bytes) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::error!(error = %e, "unreadable visit left out of a report");
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            f(
+                s,
+                at,
+                Fact::Visit {
+                    visitor: visitor(secret, &visit.customer),
+                    dwell_s: visit.dwell_s,
+                },
+            );
+            Ok(())
+        },
+    )?;
+
+    // Offers, from the deliveries' store index.
+    let prefix = "by-store/";
+    let (from, to) = index_range(prefix, place, span);
+    each_entry(
+        store,
+        Space::Campaigns,
+        (from.as_bytes(), to.as_bytes()),
+        |k, _| {
+            let key = String::from_utf8_lossy(k);
+            let Some((s, at, id)) = place_time_id(&key[prefix.len()..]) else {
+                tracing::error!(key = %key, "unreadable delivery index entry left out of a report");
+                return Ok(());
+            };
+            if !within(at) {
+                return Ok(());
+            }
+            let Some((d, _)) = delivery::read(store, id)? else {
+                return Ok(());
+            };
+            let clicked = store
+                .get(Space::Campaigns, delivery::clicked_key(&d.id).as_bytes())?
+                .is_some();
+            let redeemed = store
+                .get(
+                    Space::Campaigns,
+                    format!("redemption/{}", d.coupon).as_bytes(),
+                )?
+                .is_some();
+            f(
+                s,
+                at,
+                Fact::Offer {
+                    campaign: d.campaign,
+                    delivered: d.status == Status::Delivered,
+                    clicked,
+                    redeemed,
+                },
+            );
+            Ok(())
+        },
+    )?;
+
+    // Purchases, from their store and online indexes.
+    let mut indexes = Vec::new();
+    if place.is_none_or(|p| p != "online") {
+        let (from, to) = index_range("by-store/", place, span);
+        indexes.push(("by-store/", from, to));
+    }
+    if place.is_none_or(|p| p == "online") {
+        let (from, to) = match place {
+            Some(_) => (
+                format!("online/{:016x}", span.0.max(0)),
+                format!("online/{:016x}", span.1.max(0)),
+            ),
+            None => ("online/".to_owned(), "online0".to_owned()),
+        };
+        indexes.push(("", from, to));
+    }
+    for (prefix, from, to) in indexes {
+        each_entry(
+            store,
+            Space::Purchases,
+            (from.as_bytes(), to.as_bytes()),
+            |k, _| {
+                let key = String::from_utf8_lossy(k);
+                let Some((s, at, id)) = place_time_id(&key[prefix.len()..]) else {
+                    tracing::error!(key = %key, "unreadable purchase index entry left out of a report");
+                    return Ok(());
+                };
+                if !within(at) {
+                    return Ok(());
+                }
+                let Some(bytes) =
+                    store.get(Space::Purchases, format!("purchase/{id}").as_bytes())?
+                else {
+                    return Ok(());
+                };
+                let p: PurchaseHead = match serde_json::from_slice(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable purchase left out of a report");
+                        return Ok(());
+                    }
+                };
+                f(
+                    s,
+                    at,
+                    Fact::Purchase {
+                        currency: p.currency,
+                        total: p.total,
+                        identified: p.customer_id.is_some(),
+                        campaign: p.attributed.map(|a| a.campaign),
+                    },
+                );
+                Ok(())
+            },
+        )?;
+    }
+
+    // Customers first triggered, from every campaign's analysis rows.
+    let prefix = "analysis/";
+    let to = "analysis0";
+    each_entry(
+        store,
+        Space::Campaigns,
+        (prefix.as_bytes(), to.as_bytes()),
+        |k, v| {
+            let key = String::from_utf8_lossy(k);
+            let Some((campaign, _)) = key[prefix.len()..].split_once('/') else {
+                return Ok(());
+            };
+            let row: crate::campaigns::report::AnalysisRow = match serde_json::from_slice(v) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(row = %key, error = %e, "unreadable analysis row left out of a report");
+                    return Ok(());
+                }
+            };
+            let here = place.is_none_or(|p| p == row.store);
+            if row.store.is_empty() || !here || !within(row.first_trigger_ms) {
+                return Ok(());
+            }
+            f(
+                &row.store,
+                row.first_trigger_ms,
+                Fact::Customer {
+                    campaign: campaign.to_owned(),
+                    group: row.group,
+                    returned: row.returned_ms.is_some(),
+                },
+            );
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+/// Fills the tallies from the stored rows, once: in a store written before they existed (the
+/// marker is set when done; until then, running again writes the same values). Runs before
+/// any writer starts. Returns the hours written, or `None` if they were filled before.
+pub fn backfill(store: &dyn Store, secret: &[u8; 32]) -> Result<Option<usize>, StoreError> {
+    if store.get(Space::Meta, FILLED)?.is_some() {
+        return Ok(None);
+    }
+    let mut hours: BTreeMap<(String, i64), Tally> = BTreeMap::new();
+    each_fact(
+        store,
+        None,
+        (i64::MIN, i64::MAX),
+        secret,
+        &mut |place, at, fact| {
+            hours
+                .entry((place.to_owned(), hour_of(at)))
+                .or_default()
+                .add(fact)
+        },
+    )?;
+    let written = hours.len();
+    let mut c = Commit::new();
+    for (n, ((place, hour), mut t)) in hours.into_iter().enumerate() {
+        if !t.visits.is_empty() {
+            t.visits.normalize();
+            c.put(
+                Space::Visits,
+                visits_key(&place, hour),
+                serde_json::to_vec(&t.visits).expect("tallies serialise"),
+            );
+        }
+        if t.purchases.totals.count > 0 {
+            c.put(
+                Space::Purchases,
+                purchases_key(&place, hour),
+                serde_json::to_vec(&t.purchases).expect("tallies serialise"),
+            );
+        }
+        for (campaign, metric, value) in t.counters() {
+            c.put(
+                Space::Campaigns,
+                counter_key(&place, hour, &campaign, &metric),
+                value.to_be_bytes().to_vec(),
+            );
+        }
+        if (n + 1) % HOURS_PER_COMMIT == 0 {
+            store.commit(std::mem::take(&mut c))?;
+        }
+    }
+    c.put(Space::Meta, FILLED.to_vec(), b"1".to_vec());
+    store.commit(c)?;
+    store.flush()?;
+    Ok(Some(written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled_store::SledStore;
+
+    #[test]
+    fn a_visit_is_counted_once_open_then_by_its_dwell() {
+        let mut h = VisitHour::default();
+        h.change(7, None, None);
+        assert_eq!((h.visits, h.open, h.visitors.clone()), (1, 1, vec![7]));
+        // Its exit moves it from open to its dwell minute; a second exit moves it again.
+        h.change(7, Some(None), Some(130));
+        assert_eq!((h.visits, h.open), (1, 0));
+        assert_eq!(h.dwell_min, BTreeMap::from([(2, 1)]));
+        h.change(7, Some(Some(130)), Some(200));
+        assert_eq!(h.dwell_min, BTreeMap::from([(3, 1)]));
+        // The same visitor again is one visitor; another one is sorted in.
+        h.change(7, None, Some(59));
+        h.change(3, None, None);
+        assert_eq!((h.visits, h.open, h.visitors.clone()), (3, 1, vec![3, 7]));
+        assert_eq!(h.dwell_min, BTreeMap::from([(0, 1), (3, 1)]));
+    }
+
+    #[test]
+    fn distinct_visitors_are_counted_through_their_hash_collisions() {
+        let secret = [1; 32];
+        let mut t = Tally::default();
+        for i in 0..200_000 {
+            // Every customer twice.
+            t.visits
+                .visitors
+                .push(visitor(&secret, &format!("c_{}", i % 100_000)));
+        }
+        let n = t.unique_visitors();
+        assert!(n.abs_diff(100_000) <= 5, "{n}");
+        let mut few = Tally::default();
+        few.visits.visitors = (0..50).map(|i| visitor(&secret, &i.to_string())).collect();
+        assert_eq!(few.unique_visitors(), 50);
+        // Another secret gives other hashes.
+        assert_ne!(visitor(&secret, "c"), visitor(&[2; 32], "c"));
+    }
+
+    #[test]
+    fn counters_are_read_back_by_campaign_and_group_and_an_unknown_one_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let at = 1_795_000_000_000;
+        let mut c = Commit::new();
+        for (campaign, metric, n) in [
+            ("w", "decided", 3u64),
+            ("w", "delivered", 2),
+            ("w", "customers/holdout", 4),
+            ("w", "returned/a", 1),
+            ("x", "clicked", 1),
+            ("x", "bogus", 9),
+            ("x", "bogus/a", 9),
+        ] {
+            c.put(
+                Space::Campaigns,
+                counter_key("s1", at, campaign, metric),
+                n.to_be_bytes().to_vec(),
+            );
+        }
+        // Another store, and the next hour: not read.
+        c.put(
+            Space::Campaigns,
+            counter_key("s2", at, "w", "decided"),
+            1u64.to_be_bytes().to_vec(),
+        );
+        c.put(
+            Space::Campaigns,
+            counter_key("s1", at + HOUR_MS, "w", "decided"),
+            1u64.to_be_bytes().to_vec(),
+        );
+        store.commit(c).unwrap();
+        let h = hour_of(at);
+        let t = Tally::read(&store, "s1", (h, h + HOUR_MS)).unwrap();
+        assert_eq!((t.offers["w"].decided, t.offers["w"].delivered), (3, 2));
+        assert_eq!(t.offers["x"].clicked, 1);
+        assert_eq!(
+            t.groups["w"],
+            BTreeMap::from([
+                (
+                    "holdout".to_owned(),
+                    Group {
+                        customers: 4,
+                        returned: 0
+                    }
+                ),
+                (
+                    "a".to_owned(),
+                    Group {
+                        customers: 0,
+                        returned: 1
+                    }
+                ),
+            ])
+        );
+        assert!(!t.groups.contains_key("x"));
+        // What the counters say is what they were written from.
+        let mut counters = t.counters();
+        counters.sort();
+        assert_eq!(counters.len(), 5);
+    }
+
+    #[test]
+    fn purchases_add_up_by_currency_and_campaign() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for (total, campaign) in [(100.0, Some("w")), (50.5, None), (20.0, Some("w"))] {
+            let mut c = Commit::new();
+            add_purchase(&store, &mut c, ("s1", 0), ("JPY", total, true, campaign)).unwrap();
+            store.commit(c).unwrap();
+        }
+        let t = Tally::read(&store, "s1", (0, HOUR_MS)).unwrap();
+        assert_eq!(
+            (t.purchases.totals.count, t.purchases.totals.attributed),
+            (3, 2)
+        );
+        assert_eq!(t.purchases.totals.revenue["JPY"], 170.5);
+        assert_eq!(t.purchases.campaigns["w"]["JPY"], 120.0);
+        // A commit built on a tally someone changed since is refused.
+        let mut stale = Commit::new();
+        add_purchase(&store, &mut stale, ("s1", 0), ("JPY", 1.0, false, None)).unwrap();
+        let mut c = Commit::new();
+        add_purchase(&store, &mut c, ("s1", 0), ("JPY", 2.0, false, None)).unwrap();
+        store.commit(c).unwrap();
+        assert!(matches!(
+            store.commit(stale),
+            Err(StoreError::Conflict { .. })
+        ));
+    }
+}
