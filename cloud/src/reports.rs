@@ -238,6 +238,13 @@ fn report_of(
                 .collect();
         }
     }
+    // Sums of the same amounts added in another order may differ in their last bits.
+    let mut purchases = t.purchases.totals;
+    round_money(&mut purchases.revenue);
+    round_money(&mut purchases.revenue_attributed);
+    for l in lines.values_mut() {
+        round_money(&mut l.revenue_attributed);
+    }
     Ok(StoreReport {
         store: id.to_owned(),
         range,
@@ -247,9 +254,16 @@ fn report_of(
         visits_open: t.visits.open,
         median_dwell_min: median(&t.visits.dwell_min),
         offers,
-        purchases: t.purchases.totals,
+        purchases,
         campaigns: lines.into_values().collect(),
     })
+}
+
+/// Rounds each amount to 1/10,000 of its unit.
+fn round_money(amounts: &mut BTreeMap<String, f64>) {
+    for v in amounts.values_mut() {
+        *v = (*v * 1e4).round() / 1e4;
+    }
 }
 
 /// Campaign `c`'s line, made when first needed.

@@ -6,7 +6,8 @@
 //! deleted is counted at `/metrics` (`omo_retention_deleted_total{kind}`).
 //!
 //! Aggregates are never swept: campaign funnels and analysis rows (reports keep their totals),
-//! footfall, ingest statistics.
+//! the store report tallies (only their visitor hashes go, with the visits' period), footfall,
+//! ingest statistics.
 //!
 //! Two rules keep the pipeline whole: the newest event-log record and the newest transition are
 //! never deleted (their writers take the next key from the last one), and nothing a consumer
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{self, Delivery};
+use crate::reports::tally;
 use crate::store::event_log;
 use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 use omo_device_config::Clock;
@@ -145,10 +147,13 @@ pub struct Swept {
     /// Processed-event ids written before they carried a time, stamped now (so they expire a
     /// period from now).
     pub stamped_ids: u64,
+    /// Store report tallies of hours past the visits' period that lost their visitor hashes
+    /// (their counts stay).
+    pub tally_visitors: u64,
 }
 
 impl Swept {
-    fn kinds(&self) -> [(&'static str, u64); 11] {
+    fn kinds(&self) -> [(&'static str, u64); 12] {
         [
             ("observations", self.observations),
             ("ticks", self.ticks),
@@ -161,6 +166,7 @@ impl Swept {
             ("processed_ids", self.processed_ids),
             ("line_nonces", self.line_nonces),
             ("profile_details", self.profile_details),
+            ("tally_visitors", self.tally_visitors),
         ]
     }
 
@@ -219,6 +225,7 @@ impl Sweep<'_> {
         self.event_log(&mut s)?;
         self.transitions(&mut s)?;
         s.visits = self.visits()?;
+        s.tally_visitors = self.tally_visitors()?;
         // history/{customer}/{ms:016x}/{campaign}
         s.caps_history = self.time_ordered(
             ("caps_history", Space::Campaigns, "history/"),
@@ -362,6 +369,75 @@ impl Sweep<'_> {
                 Ok(true)
             },
         )
+    }
+
+    /// Drops the visitor hashes of the store report tallies of hours that ended before the
+    /// visits' cutoff, store by store from where the last sweep stopped
+    /// (`tally-visitors-dropped/{store}`: the hour before which they are gone).
+    fn tally_visitors(&mut self) -> Result<u64, StoreError> {
+        let cutoff = tally::hour_of(self.cutoff(self.config.visits_days));
+        let mut n = 0;
+        let mut next = b"tally/".to_vec();
+        // Each store with tallies, from its first key.
+        while let Some((first, _)) =
+            scan_prefix_from(self.store, Space::Visits, b"tally/", &next, 1)?.pop()
+        {
+            let text = String::from_utf8_lossy(&first["tally/".len()..]).into_owned();
+            let Some((place, _)) = text.split_once('/') else {
+                break;
+            };
+            next = format!("tally/{place}/").into_bytes();
+            next.push(0xff);
+            let done_key = format!("tally-visitors-dropped/{place}");
+            let done = match self.store.get(Space::Visits, done_key.as_bytes())? {
+                Some(b) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, i64::from_be_bytes),
+                None => 0,
+            };
+            if done >= cutoff {
+                continue;
+            }
+            let mut from = tally::visits_key(place, done).into_bytes();
+            let to = tally::visits_key(place, cutoff).into_bytes();
+            loop {
+                let page = self
+                    .store
+                    .scan_range(Space::Visits, &from, &to, self.config.batch)?;
+                let before = n;
+                let mut c = Commit::new();
+                for (k, v) in &page {
+                    let key = String::from_utf8_lossy(k);
+                    let mut hour = tally::read_visit_hour(&key, Some(v));
+                    if hour.visitors.is_empty() {
+                        continue;
+                    }
+                    hour.visitors.clear();
+                    c.expect(Space::Visits, k.clone(), Some(v.clone()));
+                    c.put(
+                        Space::Visits,
+                        k.clone(),
+                        serde_json::to_vec(&hour).expect("tallies serialise"),
+                    );
+                    n += 1;
+                }
+                let full = page.len() == self.config.batch;
+                if !full {
+                    c.put(
+                        Space::Visits,
+                        done_key.clone(),
+                        cutoff.to_be_bytes().to_vec(),
+                    );
+                }
+                self.commit(c, &[("tally_visitors", n - before)])?;
+                match page.last() {
+                    Some((k, _)) if full => {
+                        from = k.clone();
+                        from.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Deletes the keys `{prefix}{group}/{ms:016x}/{rest}` of `space` (a group is
@@ -1056,6 +1132,47 @@ mod tests {
         // Nothing left to trim: the next sweep writes nothing.
         let again = sweep_quiet(&store);
         assert_eq!(again.profile_details, 0);
+    }
+
+    #[test]
+    fn store_report_tallies_lose_their_visitors_past_the_visits_period_but_keep_their_counts() {
+        use crate::reports::tally::{self, VisitHour};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let hour = |visitor: u32| {
+            let mut h = VisitHour::default();
+            h.change(visitor, None, Some(600));
+            serde_json::to_vec(&h).unwrap()
+        };
+        let old = NOW - 400 * DAY_MS;
+        let mut c = Commit::new();
+        for s in ["s1", "s2"] {
+            c.put(Space::Visits, tally::visits_key(s, old), hour(1));
+            c.put(
+                Space::Visits,
+                tally::visits_key(s, old + 3_600_000),
+                hour(2),
+            );
+            c.put(Space::Visits, tally::visits_key(s, NOW - DAY_MS), hour(3));
+        }
+        store.commit(c).unwrap();
+        let swept = sweep(&store, Retention::default(), &mut Cursors::default());
+        assert_eq!(swept.tally_visitors, 4);
+        let read = |s: &str, at: i64| {
+            let key = tally::visits_key(s, at);
+            tally::read_visit_hour(
+                &key,
+                store.get(Space::Visits, key.as_bytes()).unwrap().as_deref(),
+            )
+        };
+        for s in ["s1", "s2"] {
+            let gone = read(s, old);
+            assert_eq!((gone.visits, gone.visitors.len()), (1, 0));
+            assert_eq!(gone.dwell_min, std::collections::BTreeMap::from([(10, 1)]));
+            assert_eq!(read(s, NOW - DAY_MS).visitors, vec![3]);
+        }
+        // The next sweep starts where this one stopped: nothing to do.
+        assert_eq!(sweep_quiet(&store).tally_visitors, 0);
     }
 
     fn sweep_quiet(store: &SledStore) -> Swept {

@@ -479,6 +479,20 @@ async fn an_erased_customer_leaves_no_trace_and_the_reports_keep_their_totals() 
         .cloud
         .admin("/v1/admin/reports/campaigns/welcome")
         .await?;
+    // s1's report over the days around now, from its tallies and from its rows.
+    let today: chrono::NaiveDate = sys.cloud.clock_now().to_string()[..10].parse()?;
+    let store_report = format!(
+        "/v1/admin/reports/stores/s1?from={}&to={}",
+        today - chrono::Days::new(1),
+        today + chrono::Days::new(1)
+    );
+    let s1_before = sys.cloud.admin(&store_report).await?;
+    let s1_rows = sys
+        .cloud
+        .admin(&format!("{store_report}&source=rows"))
+        .await?;
+    assert_eq!(s1_before, s1_rows);
+    assert_eq!(s1_before["unique_visitors"], json!(2), "{s1_before}");
     let export = sys
         .cloud
         .admin(&format!("/v1/admin/customers/{c1}/export"))
@@ -576,6 +590,19 @@ async fn an_erased_customer_leaves_no_trace_and_the_reports_keep_their_totals() 
         .admin("/v1/admin/reports/campaigns/welcome")
         .await?;
     assert_eq!(report_after, report_before);
+    // The store report keeps its visits but no longer counts customer 1 as a visitor; the
+    // rows, deleted, no longer show their visits.
+    let s1_after = sys.cloud.admin(&store_report).await?;
+    assert_eq!(s1_after["visits"], s1_before["visits"], "{s1_after}");
+    assert_eq!(s1_after["unique_visitors"], json!(1), "{s1_after}");
+    let s1_rows = sys
+        .cloud
+        .admin(&format!("{store_report}&source=rows"))
+        .await?;
+    assert!(
+        s1_rows["visits"].as_u64() < s1_before["visits"].as_u64(),
+        "{s1_rows}"
+    );
 
     // Nothing the storage holds leads back to customer 1.
     let needles = [

@@ -125,7 +125,8 @@ fn store_one(
     p: PurchaseIn,
     now: Timestamp,
 ) -> Result<(bool, purchases::Purchase), ApiError> {
-    for _ in 0..5 {
+    // Purchases at one store in one hour add to the same tally: tills at once take turns.
+    for _ in 0..50 {
         match purchases::prepare(store, p.clone(), now).map_err(purchase_error)? {
             Recorded::Again(earlier) => return Ok((false, earlier)),
             Recorded::New(purchase, commit) => match store.commit(commit) {

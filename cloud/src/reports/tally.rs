@@ -68,10 +68,6 @@ pub fn visitor(secret: &[u8; 32], customer: &str) -> u32 {
     u32::from_be_bytes([h[0], h[1], h[2], h[3]])
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
-}
-
 /// A store's visits entered in one hour.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VisitHour {
@@ -98,6 +94,13 @@ impl VisitHour {
             Some(dwell_s) => self.count(dwell_s, false),
         }
         self.count(now, true);
+    }
+
+    /// Forgets a visitor (an erased customer); their visits stay counted.
+    pub fn forget(&mut self, visitor: u32) {
+        if let Ok(i) = self.visitors.binary_search(&visitor) {
+            self.visitors.remove(i);
+        }
     }
 
     /// Counts a visit open (`None`) or ended after `dwell_s`, or takes it back.
@@ -139,6 +142,17 @@ impl VisitHour {
     fn is_empty(&self) -> bool {
         *self == VisitHour::default()
     }
+}
+
+/// The visit tally stored under `key` (`None`: none yet). One that cannot be read is logged
+/// and started afresh: the visits go on being counted.
+pub fn read_visit_hour(key: &str, stored: Option<&[u8]>) -> VisitHour {
+    stored.map_or_else(VisitHour::default, |b| {
+        serde_json::from_slice(b).unwrap_or_else(|e| {
+            tracing::error!(key, error = %e, "unreadable report tally started afresh");
+            VisitHour::default()
+        })
+    })
 }
 
 /// A place's purchases made in one hour.
@@ -198,7 +212,10 @@ pub fn add_purchase(
     let key = purchases_key(place, at_ms);
     let old = store.get(Space::Purchases, key.as_bytes())?;
     let mut row: PurchaseHour = match &old {
-        Some(b) => serde_json::from_slice(b).map_err(|e| backend(&key, e))?,
+        Some(b) => serde_json::from_slice(b).unwrap_or_else(|e| {
+            tracing::error!(key, error = %e, "unreadable report tally started afresh");
+            PurchaseHour::default()
+        }),
         None => PurchaseHour::default(),
     };
     row.add(currency, total, identified, campaign);
@@ -399,28 +416,25 @@ impl Tally {
             )
         };
         let (from, to) = bounds("tally");
-        each_entry(
-            store,
-            Space::Visits,
-            (from.as_bytes(), to.as_bytes()),
-            |k, v| {
-                let hour: VisitHour = serde_json::from_slice(v)
-                    .map_err(|e| backend(&String::from_utf8_lossy(k), e))?;
-                t.visits.merge(hour);
-                Ok(())
-            },
-        )?;
-        each_entry(
-            store,
-            Space::Purchases,
-            (from.as_bytes(), to.as_bytes()),
-            |k, v| {
-                let hour: PurchaseHour = serde_json::from_slice(v)
-                    .map_err(|e| backend(&String::from_utf8_lossy(k), e))?;
-                t.purchases.merge(hour);
-                Ok(())
-            },
-        )?;
+        let (from, to) = (from.as_bytes(), to.as_bytes());
+        let unreadable = |k: &[u8], e: serde_json::Error| {
+            let key = String::from_utf8_lossy(k);
+            tracing::error!(key = %key, error = %e, "unreadable report tally left out");
+        };
+        each_entry(store, Space::Visits, (from, to), |k, v| {
+            match serde_json::from_slice(v) {
+                Ok(hour) => t.visits.merge(hour),
+                Err(e) => unreadable(k, e),
+            }
+            Ok(())
+        })?;
+        each_entry(store, Space::Purchases, (from, to), |k, v| {
+            match serde_json::from_slice(v) {
+                Ok(hour) => t.purchases.merge(hour),
+                Err(e) => unreadable(k, e),
+            }
+            Ok(())
+        })?;
         let (from, to) = bounds("at-store");
         let prefix_len = format!("at-store/{place}/").len();
         each_entry(
@@ -598,8 +612,14 @@ fn each_fact(
             if !within(at) {
                 return Ok(());
             }
-            let Some((d, _)) = delivery::read(store, id)? else {
-                return Ok(());
+            let d = match delivery::read(store, id) {
+                Ok(Some((d, _))) => d,
+                Ok(None) => return Ok(()),
+                Err(StoreError::Backend(e)) => {
+                    tracing::error!(error = %e, "unreadable delivery left out of a report");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             };
             let clicked = store
                 .get(Space::Campaigns, delivery::clicked_key(&d.id).as_bytes())?

@@ -328,7 +328,7 @@ impl VisitStage {
         inputs: &Inputs,
         customer: &str,
     ) -> Result<VisitsErased, StoreError> {
-        let erased = self.try_erase(store, customer);
+        let erased = self.try_erase(store, customer, &inputs.id_key);
         if erased.is_err() {
             // The engine forgot without the store: start again from what was committed (an
             // erasure asked again then finds the states still there).
@@ -337,7 +337,12 @@ impl VisitStage {
         erased
     }
 
-    fn try_erase(&mut self, store: &dyn Store, customer: &str) -> Result<VisitsErased, StoreError> {
+    fn try_erase(
+        &mut self,
+        store: &dyn Store,
+        customer: &str,
+        secret: &[u8; 32],
+    ) -> Result<VisitsErased, StoreError> {
         let (visit_states, buffered_evidence) = self.engine.forget(customer);
         let mut c = Commit::new();
         self.stage_engine(&mut c);
@@ -354,6 +359,8 @@ impl VisitStage {
         }
         let prefix = format!("by-customer/{customer}/");
         let mut visits = 0;
+        // The store report tallies of the hours they visited in forget them as a visitor.
+        let mut hours: BTreeMap<String, (VisitHour, Option<Vec<u8>>)> = BTreeMap::new();
         for (k, _) in
             crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), usize::MAX)?
         {
@@ -361,14 +368,21 @@ impl VisitStage {
             let row = format!("visit/{id}");
             if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
                 match serde_json::from_slice::<VisitRecord>(&b) {
-                    Ok(v) => c.delete(
-                        Space::Visits,
-                        format!(
-                            "by-scope/{}/{:016x}/{id}",
-                            scope_text(&v.scope),
-                            v.entered.millis()
-                        ),
-                    ),
+                    Ok(v) => {
+                        c.delete(
+                            Space::Visits,
+                            scope_index_key(&v.scope, v.entered.millis(), &id),
+                        );
+                        if let Scope::Store(s) = &v.scope {
+                            let key = tally::visits_key(s, v.entered.millis());
+                            if let std::collections::btree_map::Entry::Vacant(e) = hours.entry(key)
+                            {
+                                let stored = store.get(Space::Visits, e.key().as_bytes())?;
+                                let hour = tally::read_visit_hour(e.key(), stored.as_deref());
+                                e.insert((hour, stored));
+                            }
+                        }
+                    }
                     // Its scope index (the visit id alone) is left to retention.
                     Err(e) => {
                         tracing::warn!(error = %e, "unreadable visit erased without its scope index")
@@ -378,6 +392,16 @@ impl VisitStage {
                 visits += 1;
             }
             c.delete(Space::Visits, k);
+        }
+        let visitor = tally::visitor(secret, customer);
+        for (key, (mut hour, stored)) in hours {
+            hour.forget(visitor);
+            c.expect(Space::Visits, key.clone(), stored);
+            c.put(
+                Space::Visits,
+                key,
+                serde_json::to_vec(&hour).expect("tallies serialise"),
+            );
         }
         store.commit(c)?;
         Ok(VisitsErased {
@@ -609,22 +633,22 @@ impl VisitStage {
             );
         }
         // The stores' tallies count what their visit index entries now hold.
-        let mut hours: BTreeMap<String, VisitHour> = BTreeMap::new();
+        let mut hours: BTreeMap<String, (VisitHour, Option<Vec<u8>>)> = BTreeMap::new();
         for e in indexed.into_values().filter(|e| e.was != Some(e.now)) {
             let key = tally::visits_key(&e.store, e.entered_ms);
-            let hour = match hours.entry(key) {
+            let (hour, _) = match hours.entry(key) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    let stored = match store.get(Space::Visits, v.key().as_bytes())? {
-                        Some(b) => serde_json::from_slice(&b).map_err(|e| backend(v.key(), e))?,
-                        None => VisitHour::default(),
-                    };
-                    v.insert(stored)
+                    let stored = store.get(Space::Visits, v.key().as_bytes())?;
+                    let hour = tally::read_visit_hour(v.key(), stored.as_deref());
+                    v.insert((hour, stored))
                 }
             };
             hour.change(tally::visitor(secret, &e.customer), e.was, e.now);
         }
-        for (key, hour) in hours {
+        for (key, (hour, stored)) in hours {
+            // Expected as read: the retention sweep may have dropped its visitors meanwhile.
+            c.expect(Space::Visits, key.clone(), stored);
             c.put(
                 Space::Visits,
                 key,
