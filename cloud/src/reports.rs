@@ -172,10 +172,12 @@ pub fn store_report(
         tally::hour_of(end),
     );
     let mut t = Tally::read(store, id, (first, last))?;
-    for part in [(start, first), (last, end)] {
-        if part.0 < part.1 {
-            t.merge(Tally::from_rows(store, id, part, secret)?);
-        }
+    let parts: Vec<(i64, i64)> = [(start, first), (last, end)]
+        .into_iter()
+        .filter(|(a, b)| a < b)
+        .collect();
+    if !parts.is_empty() {
+        t.merge(Tally::from_rows(store, id, &parts, secret)?);
     }
     report_of(store, id, range, t)
 }
@@ -188,7 +190,7 @@ pub fn store_report_from_rows(
     range: Range,
     secret: &[u8; 32],
 ) -> Result<StoreReport, StoreError> {
-    let t = Tally::from_rows(store, id, range.bounds_ms(), secret)?;
+    let t = Tally::from_rows(store, id, &[range.bounds_ms()], secret)?;
     report_of(store, id, range, t)
 }
 

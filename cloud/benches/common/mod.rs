@@ -11,6 +11,16 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The text after `name` on the command line (`-- --time-zone Asia/Kolkata`), or `default`.
+pub fn arg_text(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
+
 /// A time from ms since the epoch.
 pub fn ts(ms: i64) -> omo_device_config::Timestamp {
     omo_device_config::Timestamp::from_millis(ms).expect("a time")

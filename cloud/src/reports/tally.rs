@@ -460,19 +460,21 @@ impl Tally {
         Ok(t)
     }
 
-    /// The same figures from the stored rows of `place` in `[start, end)`: its visits,
-    /// deliveries, purchases and analysis rows (what an erasure or retention deleted is
-    /// missing here but still in the tallies).
+    /// The same figures from the stored rows of `place` in the `[start, end)` spans: its
+    /// visits, deliveries, purchases and analysis rows (what an erasure or retention deleted
+    /// is missing here but still in the tallies).
     pub fn from_rows(
         store: &dyn Store,
         place: &str,
-        span: (i64, i64),
+        spans: &[(i64, i64)],
         secret: &[u8; 32],
     ) -> Result<Tally, StoreError> {
         let mut t = Tally::default();
-        each_fact(store, Some(place), span, secret, &mut |_, _, fact| {
-            t.add(fact)
-        })?;
+        let mut add = |_: &str, _: i64, fact: Fact| t.add(fact);
+        for span in spans {
+            each_indexed_fact(store, Some(place), *span, secret, &mut add)?;
+        }
+        each_customer_fact(store, Some(place), spans, &mut add)?;
         t.visits.normalize();
         Ok(t)
     }
@@ -540,10 +542,10 @@ struct PurchaseHead {
     attributed: Option<crate::purchases::Attribution>,
 }
 
-/// Calls `f(place, at_ms, fact)` for everything the stored rows say about `place` (every
-/// store and `online` when `None`) in `[start, end)`. Rows that cannot be read are logged and
-/// left out.
-fn each_fact(
+/// Calls `f(place, at_ms, fact)` for the visits, offers and purchases the stored rows hold
+/// for `place` (every store and `online` when `None`) in `[start, end)`, through their indexes.
+/// Rows that cannot be read are logged and left out.
+fn each_indexed_fact(
     store: &dyn Store,
     place: Option<&str>,
     span: (i64, i64),
@@ -701,6 +703,23 @@ fn each_fact(
         )?;
     }
 
+    Ok(())
+}
+
+/// Calls `f(place, at_ms, fact)` for the customers first triggered at `place` (every store
+/// when `None`) within any of `spans`: one pass over every campaign's analysis rows (they have
+/// no index by store and time).
+fn each_customer_fact(
+    store: &dyn Store,
+    place: Option<&str>,
+    spans: &[(i64, i64)],
+    f: &mut dyn FnMut(&str, i64, Fact),
+) -> Result<(), StoreError> {
+    let within = |ms: i64| {
+        spans
+            .iter()
+            .any(|(start, end)| (*start..*end).contains(&ms))
+    };
     // Customers first triggered, from every campaign's analysis rows.
     let prefix = "analysis/";
     let to = "analysis0";
@@ -747,18 +766,15 @@ pub fn backfill(store: &dyn Store, secret: &[u8; 32]) -> Result<Option<usize>, S
         return Ok(None);
     }
     let mut hours: BTreeMap<(String, i64), Tally> = BTreeMap::new();
-    each_fact(
-        store,
-        None,
-        (i64::MIN, i64::MAX),
-        secret,
-        &mut |place, at, fact| {
-            hours
-                .entry((place.to_owned(), hour_of(at)))
-                .or_default()
-                .add(fact)
-        },
-    )?;
+    let mut add = |place: &str, at: i64, fact: Fact| {
+        hours
+            .entry((place.to_owned(), hour_of(at)))
+            .or_default()
+            .add(fact)
+    };
+    let always = (i64::MIN, i64::MAX);
+    each_indexed_fact(store, None, always, secret, &mut add)?;
+    each_customer_fact(store, None, &[always], &mut add)?;
     let written = hours.len();
     let mut c = Commit::new();
     for (n, ((place, hour), mut t)) in hours.into_iter().enumerate() {
