@@ -400,6 +400,13 @@ pub fn add_pos_key(store: &StoreId, key: &PosKey) -> Commit {
     c
 }
 
+/// A commit that revokes POS key `key_id` of `store`.
+pub fn remove_pos_key(store: &StoreId, key_id: &str) -> Commit {
+    let mut c = Commit::new();
+    c.delete(Space::Registry, format!("{POS_KEY}{store}/{key_id}"));
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,44 @@ async fn purchases_are_attributed_idempotent_authorised_imported_and_erased() ->
         .await?;
     assert_eq!(answer["stored"], 1500, "{answer:#}");
 
+    // A revoked key records nothing more; an unknown one cannot be revoked.
+    let id_of = |k: &str| k.split('.').next().unwrap_or_default().to_owned();
+    let keys = sys.cloud.admin("/v1/admin/ecommerce-keys").await?;
+    assert_eq!(keys["items"], json!([id_of(&shop)]), "{keys}");
+    let revoke_shop = format!("/v1/admin/ecommerce-keys/{}", id_of(&shop));
+    sys.admin_call(Method::DELETE, &revoke_shop, json!(null), 204)
+        .await?;
+    sys.admin_call(Method::DELETE, &revoke_shop, json!(null), 404)
+        .await?;
+    let keys = sys.cloud.admin("/v1/admin/ecommerce-keys").await?;
+    assert_eq!(keys["items"], json!([]), "{keys}");
+    let online = purchase("web-9", "online", None, json!({}), &now);
+    let (status, body) = post(&sys, "/v1/purchases", online, &shop).await?;
+    assert_eq!(status, 401, "{body}");
+    let revoke_pos2 = format!("/v1/admin/stores/s2/pos-keys/{}", id_of(&pos2));
+    sys.admin_call(Method::DELETE, &revoke_pos2, json!(null), 204)
+        .await?;
+    sys.admin_call(Method::DELETE, &revoke_pos2, json!(null), 404)
+        .await?;
+    let s2 = sys.cloud.admin("/v1/admin/stores/s2").await?;
+    assert_eq!(s2["pos_keys"], json!([]), "{s2}");
+    let at_s2 = purchase("pos-2001", "store", Some("s2"), json!({}), &now);
+    let (status, body) = post(&sys, "/v1/purchases", at_s2, &pos2).await?;
+    assert_eq!(status, 401, "{body}");
+    // The other store's key still works (the same order again: recognised).
+    let (status, body) = post(&sys, "/v1/purchases", paid.clone(), &pos1).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = sys
+        .cloud
+        .call(
+            Method::DELETE,
+            "/v1/admin/ecommerce-keys/ek_nosuch",
+            None,
+            Some(omo_tests::cloud::ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 403, "an analyst revokes nothing");
+
     // The customer's purchases: the coupon one, two online, one imported.
     let theirs = sys
         .cloud

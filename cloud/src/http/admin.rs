@@ -34,6 +34,10 @@ pub fn routes() -> Router<AppState> {
             get(get_store).put(put_store).delete(delete_store),
         )
         .route("/v1/admin/stores/:id/pos-keys", post(add_pos_key))
+        .route(
+            "/v1/admin/stores/:id/pos-keys/:key",
+            axum::routing::delete(remove_pos_key),
+        )
         .route("/v1/admin/gateways", get(list_gateways))
         .route(
             "/v1/admin/gateways/:id",
@@ -322,6 +326,29 @@ async fn add_pos_key(
         Json(json!({"id": key.id, "key": format!("{}.{secret}", key.id)})),
     )
         .into_response())
+}
+
+/// Revokes a POS key: from the next request on, it records nothing.
+async fn remove_pos_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let store_id = StoreId::new(&id).map_err(|e| ApiError::field("store", e))?;
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let known = state
+        .registry
+        .read()
+        .expect("registry lock")
+        .pos_keys(&store_id)
+        .iter()
+        .any(|k| k.id == key);
+    if !known {
+        return Err(ApiError::not_found(format!("POS key {key} of store {id}")));
+    }
+    commit_and_reload(&state, registry::remove_pos_key(&store_id, &key), false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// 201 with the record when it was created, 200 when it replaced one.

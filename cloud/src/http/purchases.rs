@@ -6,7 +6,9 @@
 //!   again, 409 for another order under a recorded order id, 422 naming the field at fault.
 //! - `POST /v1/purchases/import`: NDJSON, one purchase per line (history). Every line is
 //!   checked on its own: the valid ones land, the others are reported with their line number.
-//! - `POST /v1/admin/ecommerce-keys` (operator): a new e-commerce key, shown once.
+//! - `POST /v1/admin/ecommerce-keys` (operator): a new e-commerce key, shown once;
+//!   `GET /v1/admin/ecommerce-keys` lists their ids; `DELETE /v1/admin/ecommerce-keys/{id}`
+//!   revokes one (POS keys: `DELETE /v1/admin/stores/{id}/pos-keys/{key}`).
 //! - `GET /v1/admin/purchases?customer=ID` or `?store=ID|online=true&from=&to=` (operator).
 
 use axum::body::Bytes;
@@ -35,7 +37,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/purchases", post(record))
         .route("/v1/purchases/import", post(import))
-        .route("/v1/admin/ecommerce-keys", post(add_ecommerce_key))
+        .route(
+            "/v1/admin/ecommerce-keys",
+            post(add_ecommerce_key).get(list_ecommerce_keys),
+        )
+        .route(
+            "/v1/admin/ecommerce-keys/:id",
+            axum::routing::delete(remove_ecommerce_key),
+        )
         .route("/v1/admin/purchases", get(list))
 }
 
@@ -325,6 +334,41 @@ async fn add_ecommerce_key(
         Json(json!({"id": id, "key": format!("{id}.{secret}")})),
     )
         .into_response())
+}
+
+async fn list_ecommerce_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let ids: Vec<String> = crate::store::barrier::scan_prefix(
+        state.store.as_ref(),
+        Space::Meta,
+        ecommerce_key("").as_bytes(),
+        usize::MAX,
+    )?
+    .into_iter()
+    .map(|(k, _)| String::from_utf8_lossy(&k[ecommerce_key("").len()..]).into_owned())
+    .collect();
+    Ok(Json(json!({"items": ids})).into_response())
+}
+
+/// Revokes an e-commerce key: from the next request on, it records nothing.
+async fn remove_ecommerce_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    admin_auth(&state, &headers, Role::Operator)?;
+    let key = ecommerce_key(&id);
+    let Some(stored) = state.store.get(Space::Meta, key.as_bytes())? else {
+        return Err(ApiError::not_found(format!("e-commerce key {id}")));
+    };
+    let mut c = Commit::new();
+    c.expect(Space::Meta, key.clone(), Some(stored));
+    c.delete(Space::Meta, key);
+    super::commit_durably(&state, c).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Debug, Deserialize)]
