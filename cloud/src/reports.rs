@@ -102,6 +102,16 @@ pub struct Offers {
     pub redeemed: u64,
 }
 
+impl Offers {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Offers) {
+        self.decided += other.decided;
+        self.delivered += other.delivered;
+        self.clicked += other.clicked;
+        self.redeemed += other.redeemed;
+    }
+}
+
 /// Purchases at a store.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Purchases {
@@ -208,10 +218,7 @@ fn report_of(
     let mut lines: BTreeMap<String, CampaignAtStore> = BTreeMap::new();
     let mut offers = Offers::default();
     for (c, o) in &t.offers {
-        offers.decided += o.decided;
-        offers.delivered += o.delivered;
-        offers.clicked += o.clicked;
-        offers.redeemed += o.redeemed;
+        offers.add(o);
         line(&mut lines, c).offers = o.clone();
     }
     for (c, revenue) in &t.purchases.campaigns {

@@ -406,7 +406,7 @@ impl Sweep<'_> {
                 let mut c = Commit::new();
                 for (k, v) in &page {
                     let key = String::from_utf8_lossy(k);
-                    let mut hour = tally::read_visit_hour(&key, Some(v));
+                    let mut hour: tally::VisitHour = tally::read_tally(&key, Some(v));
                     if hour.visitors.is_empty() {
                         continue;
                     }
@@ -1160,7 +1160,7 @@ mod tests {
         assert_eq!(swept.tally_visitors, 4);
         let read = |s: &str, at: i64| {
             let key = tally::visits_key(s, at);
-            tally::read_visit_hour(
+            tally::read_tally::<VisitHour>(
                 &key,
                 store.get(Space::Visits, key.as_bytes()).unwrap().as_deref(),
             )

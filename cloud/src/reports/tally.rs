@@ -24,10 +24,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Offers, Purchases};
-use crate::delivery::{self, Status};
+use crate::delivery::{self, Delivery, Status};
 use crate::store::{prefix_end, Commit, Space, Store, StoreError};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -144,15 +145,52 @@ impl VisitHour {
     }
 }
 
-/// The visit tally stored under `key` (`None`: none yet). One that cannot be read is logged
-/// and started afresh: the visits go on being counted.
-pub fn read_visit_hour(key: &str, stored: Option<&[u8]>) -> VisitHour {
-    stored.map_or_else(VisitHour::default, |b| {
+/// The tally stored under `key` (`None`: none yet). One that cannot be read is logged and
+/// started afresh: counting goes on.
+pub fn read_tally<T: DeserializeOwned + Default>(key: &str, stored: Option<&[u8]>) -> T {
+    stored.map_or_else(T::default, |b| {
         serde_json::from_slice(b).unwrap_or_else(|e| {
             tracing::error!(key, error = %e, "unreadable report tally started afresh");
-            VisitHour::default()
+            T::default()
         })
     })
+}
+
+/// The visit tallies a step changes, each with the bytes it was read as: the step's commit
+/// expects them unchanged (the retention sweep may drop their visitors meanwhile).
+#[derive(Default)]
+pub struct VisitHours(BTreeMap<String, (VisitHour, Option<Vec<u8>>)>);
+
+impl VisitHours {
+    /// The tally of `store` for the hour of `at_ms`, read on first use.
+    pub fn get(
+        &mut self,
+        store: &dyn Store,
+        place: &str,
+        at_ms: i64,
+    ) -> Result<&mut VisitHour, StoreError> {
+        let (hour, _) = match self.0.entry(visits_key(place, at_ms)) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let stored = store.get(Space::Visits, v.key().as_bytes())?;
+                let hour = read_tally(v.key(), stored.as_deref());
+                v.insert((hour, stored))
+            }
+        };
+        Ok(hour)
+    }
+
+    /// Adds the changed tallies to `c`, each expecting what it was read as.
+    pub fn write(self, c: &mut Commit) {
+        for (key, (hour, stored)) in self.0 {
+            c.expect(Space::Visits, key.clone(), stored);
+            c.put(
+                Space::Visits,
+                key,
+                serde_json::to_vec(&hour).expect("tallies serialise"),
+            );
+        }
+    }
 }
 
 /// A place's purchases made in one hour.
@@ -211,13 +249,7 @@ pub fn add_purchase(
 ) -> Result<(), StoreError> {
     let key = purchases_key(place, at_ms);
     let old = store.get(Space::Purchases, key.as_bytes())?;
-    let mut row: PurchaseHour = match &old {
-        Some(b) => serde_json::from_slice(b).unwrap_or_else(|e| {
-            tracing::error!(key, error = %e, "unreadable report tally started afresh");
-            PurchaseHour::default()
-        }),
-        None => PurchaseHour::default(),
-    };
+    let mut row: PurchaseHour = read_tally(&key, old.as_deref());
     row.add(currency, total, identified, campaign);
     c.expect(Space::Purchases, key.clone(), old);
     c.put(
@@ -376,11 +408,7 @@ impl Tally {
         self.visits.merge(other.visits);
         self.purchases.merge(other.purchases);
         for (c, o) in other.offers {
-            let to = self.offers.entry(c).or_default();
-            to.decided += o.decided;
-            to.delivered += o.delivered;
-            to.clicked += o.clicked;
-            to.redeemed += o.redeemed;
+            self.offers.entry(c).or_default().add(&o);
         }
         for (c, groups) in other.groups {
             let to = self.groups.entry(c).or_default();
@@ -542,6 +570,49 @@ struct PurchaseHead {
     attributed: Option<crate::purchases::Attribution>,
 }
 
+/// Calls `f(place, at_ms, id, value)` for each entry `{prefix}{place}/{ms:016x}/{id}` of the
+/// index of `place` (every place when `None`) in `space` within `span`. An entry that cannot
+/// be parsed is logged and left out.
+fn each_index_entry(
+    store: &dyn Store,
+    (space, prefix): (Space, &str),
+    place: Option<&str>,
+    span: (i64, i64),
+    mut f: impl FnMut(&str, i64, &str, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let (from, to) = index_range(prefix, place, span);
+    each_entry(store, space, (from.as_bytes(), to.as_bytes()), |k, v| {
+        let key = String::from_utf8_lossy(k);
+        match place_time_id(&key[prefix.len()..]) {
+            Some((s, at, id)) => f(s, at, id, v),
+            None => {
+                tracing::error!(key = %key, "unreadable index entry left out of a report");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// The row under `key`, if there is one that can be read (one that cannot is logged as an
+/// unreadable `what`).
+fn read_row<T: DeserializeOwned>(
+    store: &dyn Store,
+    space: Space,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    let Some(bytes) = store.get(space, key.as_bytes())? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(row) => Ok(Some(row)),
+        Err(e) => {
+            tracing::error!(key, error = %e, "unreadable {what} left out of a report");
+            Ok(None)
+        }
+    }
+}
+
 /// Calls `f(place, at_ms, fact)` for the visits, offers and purchases the stored rows hold
 /// for `place` (every store and `online` when `None`) in `[start, end)`, through their indexes.
 /// Rows that cannot be read are logged and left out.
@@ -552,157 +623,75 @@ fn each_indexed_fact(
     secret: &[u8; 32],
     f: &mut dyn FnMut(&str, i64, Fact),
 ) -> Result<(), StoreError> {
-    let within = |ms: i64| (span.0..span.1).contains(&ms);
     // Store visits, from their scope index.
-    let prefix = "by-scope/store/";
-    let (from, to) = index_range(prefix, place, span);
-    each_entry(
-        store,
-        Space::Visits,
-        (from.as_bytes(), to.as_bytes()),
-        |k, v| {
-            let key = String::from_utf8_lossy(k);
-            let Some((s, at, id)) = place_time_id(&key[prefix.len()..]) else {
-                tracing::error!(key = %key, "unreadable visit index entry left out of a report");
-                return Ok(());
-            };
-            if !within(at) {
-                return Ok(());
-            }
-            let visit = match crate::visits::stage::parse_scope_index_value(v) {
-                Some((customer, dwell_s)) => VisitHead { customer, dwell_s },
-                // An older entry without its figures: the visit row has them.
-                None => {
-                    let Some(bytes) = store.get(Space::Visits, format!("visit/{id}").as_bytes())?
-                    else {
-                        return Ok(());
-                    };
-                    match serde_json::from_slice(&bytes) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::error!(error = %e, "unreadable visit left out of a report");
-                            return Ok(());
-                        }
-                    }
-                }
-            };
-            f(
-                s,
-                at,
-                Fact::Visit {
-                    visitor: visitor(secret, &visit.customer),
-                    dwell_s: visit.dwell_s,
-                },
-            );
-            Ok(())
-        },
-    )?;
+    let visits = (Space::Visits, "by-scope/store/");
+    each_index_entry(store, visits, place, span, |s, at, id, value| {
+        let visit = match crate::visits::stage::parse_scope_index_value(value) {
+            Some((customer, dwell_s)) => VisitHead { customer, dwell_s },
+            // An older entry without its figures: the visit row has them.
+            None => match read_row(store, Space::Visits, &format!("visit/{id}"), "visit")? {
+                Some(v) => v,
+                None => return Ok(()),
+            },
+        };
+        let visitor = visitor(secret, &visit.customer);
+        f(
+            s,
+            at,
+            Fact::Visit {
+                visitor,
+                dwell_s: visit.dwell_s,
+            },
+        );
+        Ok(())
+    })?;
 
     // Offers, from the deliveries' store index.
-    let prefix = "by-store/";
-    let (from, to) = index_range(prefix, place, span);
-    each_entry(
-        store,
-        Space::Campaigns,
-        (from.as_bytes(), to.as_bytes()),
-        |k, _| {
-            let key = String::from_utf8_lossy(k);
-            let Some((s, at, id)) = place_time_id(&key[prefix.len()..]) else {
-                tracing::error!(key = %key, "unreadable delivery index entry left out of a report");
-                return Ok(());
-            };
-            if !within(at) {
-                return Ok(());
-            }
-            let d = match delivery::read(store, id) {
-                Ok(Some((d, _))) => d,
-                Ok(None) => return Ok(()),
-                Err(StoreError::Backend(e)) => {
-                    tracing::error!(error = %e, "unreadable delivery left out of a report");
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
-            let clicked = store
-                .get(Space::Campaigns, delivery::clicked_key(&d.id).as_bytes())?
-                .is_some();
-            let redeemed = store
-                .get(
-                    Space::Campaigns,
-                    format!("redemption/{}", d.coupon).as_bytes(),
-                )?
-                .is_some();
-            f(
-                s,
-                at,
-                Fact::Offer {
-                    campaign: d.campaign,
-                    delivered: d.status == Status::Delivered,
-                    clicked,
-                    redeemed,
-                },
-            );
-            Ok(())
-        },
-    )?;
+    let deliveries = (Space::Campaigns, "by-store/");
+    each_index_entry(store, deliveries, place, span, |s, at, id, _| {
+        let key = delivery::row_key(id);
+        let Some(d) = read_row::<Delivery>(store, Space::Campaigns, &key, "delivery")? else {
+            return Ok(());
+        };
+        let exists = |key: String| -> Result<bool, StoreError> {
+            Ok(store.get(Space::Campaigns, key.as_bytes())?.is_some())
+        };
+        let fact = Fact::Offer {
+            delivered: d.status == Status::Delivered,
+            clicked: exists(delivery::clicked_key(&d.id))?,
+            redeemed: exists(format!("redemption/{}", d.coupon))?,
+            campaign: d.campaign,
+        };
+        f(s, at, fact);
+        Ok(())
+    })?;
 
-    // Purchases, from their store and online indexes.
+    // Purchases, from their store index and the online one (`online/{ms:016x}/{id}`, whose
+    // place is its prefix).
     let mut indexes = Vec::new();
     if place.is_none_or(|p| p != "online") {
-        let (from, to) = index_range("by-store/", place, span);
-        indexes.push(("by-store/", from, to));
+        indexes.push(((Space::Purchases, "by-store/"), place));
     }
     if place.is_none_or(|p| p == "online") {
-        let (from, to) = match place {
-            Some(_) => (
-                format!("online/{:016x}", span.0.max(0)),
-                format!("online/{:016x}", span.1.max(0)),
-            ),
-            None => ("online/".to_owned(), "online0".to_owned()),
-        };
-        indexes.push(("", from, to));
+        indexes.push(((Space::Purchases, ""), Some("online")));
     }
-    for (prefix, from, to) in indexes {
-        each_entry(
-            store,
-            Space::Purchases,
-            (from.as_bytes(), to.as_bytes()),
-            |k, _| {
-                let key = String::from_utf8_lossy(k);
-                let Some((s, at, id)) = place_time_id(&key[prefix.len()..]) else {
-                    tracing::error!(key = %key, "unreadable purchase index entry left out of a report");
-                    return Ok(());
-                };
-                if !within(at) {
-                    return Ok(());
-                }
-                let Some(bytes) =
-                    store.get(Space::Purchases, format!("purchase/{id}").as_bytes())?
-                else {
-                    return Ok(());
-                };
-                let p: PurchaseHead = match serde_json::from_slice(&bytes) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(error = %e, "unreadable purchase left out of a report");
-                        return Ok(());
-                    }
-                };
-                f(
-                    s,
-                    at,
-                    Fact::Purchase {
-                        currency: p.currency,
-                        total: p.total,
-                        identified: p.customer_id.is_some(),
-                        campaign: p.attributed.map(|a| a.campaign),
-                    },
-                );
-                Ok(())
-            },
-        )?;
+    for (index, place) in indexes {
+        each_index_entry(store, index, place, span, |s, at, id, _| {
+            let key = format!("purchase/{id}");
+            let Some(p) = read_row::<PurchaseHead>(store, Space::Purchases, &key, "purchase")?
+            else {
+                return Ok(());
+            };
+            let fact = Fact::Purchase {
+                currency: p.currency,
+                total: p.total,
+                identified: p.customer_id.is_some(),
+                campaign: p.attributed.map(|a| a.campaign),
+            };
+            f(s, at, fact);
+            Ok(())
+        })?;
     }
-
     Ok(())
 }
 

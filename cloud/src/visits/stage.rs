@@ -20,7 +20,7 @@ use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::record::{GatewayEvent, Record};
 use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
 use crate::registry::Registry;
-use crate::reports::tally::{self, VisitHour};
+use crate::reports::tally::{self, VisitHours};
 use crate::store::barrier::scan_all;
 use crate::store::event_log::{self, advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
@@ -360,7 +360,8 @@ impl VisitStage {
         let prefix = format!("by-customer/{customer}/");
         let mut visits = 0;
         // The store report tallies of the hours they visited in forget them as a visitor.
-        let mut hours: BTreeMap<String, (VisitHour, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut hours = VisitHours::default();
+        let visitor = tally::visitor(secret, customer);
         for (k, _) in
             crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), usize::MAX)?
         {
@@ -374,13 +375,7 @@ impl VisitStage {
                             scope_index_key(&v.scope, v.entered.millis(), &id),
                         );
                         if let Scope::Store(s) = &v.scope {
-                            let key = tally::visits_key(s, v.entered.millis());
-                            if let std::collections::btree_map::Entry::Vacant(e) = hours.entry(key)
-                            {
-                                let stored = store.get(Space::Visits, e.key().as_bytes())?;
-                                let hour = tally::read_visit_hour(e.key(), stored.as_deref());
-                                e.insert((hour, stored));
-                            }
+                            hours.get(store, s, v.entered.millis())?.forget(visitor);
                         }
                     }
                     // Its scope index (the visit id alone) is left to retention.
@@ -393,16 +388,7 @@ impl VisitStage {
             }
             c.delete(Space::Visits, k);
         }
-        let visitor = tally::visitor(secret, customer);
-        for (key, (mut hour, stored)) in hours {
-            hour.forget(visitor);
-            c.expect(Space::Visits, key.clone(), stored);
-            c.put(
-                Space::Visits,
-                key,
-                serde_json::to_vec(&hour).expect("tallies serialise"),
-            );
-        }
+        hours.write(&mut c);
         store.commit(c)?;
         Ok(VisitsErased {
             visit_states,
@@ -633,28 +619,14 @@ impl VisitStage {
             );
         }
         // The stores' tallies count what their visit index entries now hold.
-        let mut hours: BTreeMap<String, (VisitHour, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut hours = VisitHours::default();
         for e in indexed.into_values().filter(|e| e.was != Some(e.now)) {
-            let key = tally::visits_key(&e.store, e.entered_ms);
-            let (hour, _) = match hours.entry(key) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    let stored = store.get(Space::Visits, v.key().as_bytes())?;
-                    let hour = tally::read_visit_hour(v.key(), stored.as_deref());
-                    v.insert((hour, stored))
-                }
-            };
-            hour.change(tally::visitor(secret, &e.customer), e.was, e.now);
+            let visitor = tally::visitor(secret, &e.customer);
+            hours
+                .get(store, &e.store, e.entered_ms)?
+                .change(visitor, e.was, e.now);
         }
-        for (key, (hour, stored)) in hours {
-            // Expected as read: the retention sweep may have dropped its visitors meanwhile.
-            c.expect(Space::Visits, key.clone(), stored);
-            c.put(
-                Space::Visits,
-                key,
-                serde_json::to_vec(&hour).expect("tallies serialise"),
-            );
-        }
+        hours.write(c);
         Ok(())
     }
 }
