@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use omo_device_config::broker_url::{tls_client_config, BrokerUrl};
 use omo_device_config::envelope::MAX_PACKET_BYTES;
+use omo_device_config::reconnect::ReconnectBackoff;
 use omo_device_config::Channel;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
@@ -183,7 +184,7 @@ pub fn start_embedded(
 }
 
 /// Connects to the external broker at `mqtt.url`; the returned task keeps the connection
-/// (reconnecting with capped backoff) and subscribes on every connect.
+/// (reconnecting quickly, see [`Outage`]) and subscribes on every connect.
 pub fn connect_external(
     mqtt: &Mqtt,
     url: &str,
@@ -206,12 +207,11 @@ pub fn connect_external(
     let subscriber = client.clone();
     let filters = filters(&mqtt.share_group);
     tokio::spawn(async move {
-        let mut failures: u32 = 0;
+        let mut outage = Outage::default();
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    failures = 0;
-                    tracing::info!("connected to the external broker");
+                    outage.ended();
                     for f in &filters {
                         if let Err(e) = subscriber.subscribe(f.clone(), QoS::AtLeastOnce).await {
                             tracing::error!(error = %e, filter = %f, "subscribe failed");
@@ -230,15 +230,74 @@ pub fn connect_external(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, "external broker connection lost");
-                    let ms = 500u64.saturating_mul(1 << failures.min(6)).min(30_000);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let wait = outage.failed(&e);
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
     });
     Ok(Outbound::External(client))
+}
+
+/// The external broker's outages as the connection task lives them: the first failure is
+/// logged, the attempts after it are counted (`omo_mqtt_reconnect_attempts_total`), and the
+/// outage is logged once more, with its length, when a connection is back. Retries follow
+/// [`ReconnectBackoff::CLOUD`] on the wall clock: an outage is a network matter, whatever the
+/// process clock's speed.
+#[derive(Default)]
+struct Outage {
+    /// When the current outage began (None while connected), and its failed attempts.
+    since: Option<(Instant, u32)>,
+    /// Whether a connection was ever made (the first connect is not a reconnect).
+    ever_connected: bool,
+}
+
+impl Outage {
+    /// A connect attempt or the connection failed; the wall time to wait before the next
+    /// attempt (each counted).
+    fn failed(&mut self, e: &rumqttc::ConnectionError) -> Duration {
+        metrics::gauge!("omo_mqtt_connected").set(0.0);
+        metrics::counter!("omo_mqtt_reconnect_attempts_total").increment(1);
+        let failures = match &mut self.since {
+            Some((_, failures)) => {
+                *failures = failures.saturating_add(1);
+                tracing::debug!(error = %e, failures = *failures, "external broker still unreachable");
+                *failures
+            }
+            None => {
+                self.since = Some((Instant::now(), 1));
+                if self.ever_connected {
+                    tracing::warn!(error = %e, "external broker connection lost; reconnecting");
+                } else {
+                    tracing::warn!(error = %e, "cannot reach the external broker; retrying");
+                }
+                1
+            }
+        };
+        ReconnectBackoff::CLOUD.delay(failures, &mut rand::rng())
+    }
+
+    /// A connection is up (CONNACK received).
+    fn ended(&mut self) {
+        metrics::gauge!("omo_mqtt_connected").set(1.0);
+        match (self.since.take(), self.ever_connected) {
+            (Some((since, attempts)), true) => {
+                metrics::counter!("omo_mqtt_outages_total").increment(1);
+                tracing::info!(
+                    outage_ms = since.elapsed().as_millis() as u64,
+                    attempts,
+                    "connected to the external broker again"
+                );
+            }
+            (Some((since, attempts)), false) => tracing::info!(
+                waited_ms = since.elapsed().as_millis() as u64,
+                attempts,
+                "connected to the external broker"
+            ),
+            (None, _) => tracing::info!("connected to the external broker"),
+        }
+        self.ever_connected = true;
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod params;
 pub mod payload;
 pub mod problems;
 pub mod provision;
+pub mod reconnect;
 pub mod seq_ranges;
 pub mod site;
 pub mod time;

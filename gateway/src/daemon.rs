@@ -145,7 +145,7 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
     let options = mqtt::options(&config, offline)?;
     let (client, eventloop) = AsyncClient::new(options, 256);
     let (link_tx, mut link_rx) = mpsc::channel(256);
-    tokio::spawn(mqtt::drive(eventloop, link_tx, clock.clone()));
+    let connection = mqtt::Connection::spawn(eventloop, link_tx, clock.clone());
     let (advert_tx, mut advert_rx) = mpsc::channel::<Advert>(4096);
     start_scan(&config, clock.clone(), advert_tx, counters.clone()).await?;
 
@@ -203,7 +203,7 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
         }
     }
-    d.shut_down().await
+    d.shut_down(connection).await
 }
 
 impl Daemon {
@@ -556,16 +556,21 @@ impl Daemon {
         Ok(())
     }
 
-    async fn shut_down(mut self) -> anyhow::Result<()> {
+    /// Stops cleanly: flushes the outbox, says `offline` with what it still holds (the
+    /// heartbeat the cloud reads an epoch's clean end from), disconnects, and closes the
+    /// connection so that nothing, not a reconnect nor the last will, follows.
+    async fn shut_down(mut self, connection: mqtt::Connection) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         self.outbox.flush().await?;
         let now = self.now_ms();
         if self.connected {
             self.publish_status(GatewayState::Offline, now).await?;
             let _ = self.client.disconnect().await;
-            // Let the event loop write the last packets.
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        // Wall time: the last packets are a network write, whatever the clock's speed.
+        connection
+            .close(self.connected, Duration::from_secs(3))
+            .await;
         self.outbox.flush().await?;
         tracing::info!(
             epoch = %self.outbox.epoch(),

@@ -1,19 +1,21 @@
 //! The MQTT connection: options from the gateway config (client id = username = gateway id,
 //! 64 KiB packets, TLS with the ring provider, a signed `offline` last will on the retained
 //! status topic), and the task that drives rumqttc's event loop, reconnecting with capped
-//! exponential backoff and jitter and telling the daemon what happened.
+//! exponential backoff and jitter and telling the daemon what happened, until a stop closes
+//! it for good.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use omo_device_config::envelope::MAX_PACKET_BYTES;
 use omo_device_config::gateway_config::GatewayConfig;
-use rand::Rng;
+use omo_device_config::reconnect::ReconnectBackoff;
+use omo_device_config::Clock;
 use rumqttc::{
-    ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
-    TlsConfiguration, Transport,
+    ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    QoS, TlsConfiguration, Transport,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use omo_device_config::broker_url::BrokerSetupError as MqttSetupError;
 use omo_device_config::broker_url::{tls_client_config, BrokerUrl};
@@ -57,46 +59,122 @@ pub enum Link {
     Publish { topic: String, payload: Vec<u8> },
 }
 
-/// Drives the event loop until `tx` closes; on errors waits with capped exponential backoff
-/// and jitter (1 s doubling to 60 s, on the process clock) before rumqttc reconnects.
-pub async fn drive(
+/// The task that drives rumqttc's event loop (see [`drive`]), and the switch that ends it.
+pub struct Connection {
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Connection {
+    /// Spawns the task; what happens on the link reaches `tx`.
+    pub fn spawn(eventloop: EventLoop, tx: mpsc::Sender<Link>, clock: Clock) -> Connection {
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(drive(eventloop, tx, clock, stopping));
+        Connection { task, stop }
+    }
+
+    /// Ends the connection for a stop. With `disconnect_queued` (the daemon queued its
+    /// `offline` status and a DISCONNECT) the task writes them and ends once the DISCONNECT
+    /// is out, or at once if the link drops first; otherwise it ends at once. It never
+    /// reconnects again, whatever the clock's speed, so the broker never sees this gateway
+    /// connect (and then publish its last will) after a clean stop. Waits at most `within`
+    /// (wall time), then drops the connection.
+    pub async fn close(self, disconnect_queued: bool, within: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if !disconnect_queued {
+            task.abort();
+            return;
+        }
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            tracing::warn!(
+                wait_ms = within.as_millis() as u64,
+                "the broker connection did not close in time; dropping it"
+            );
+            task.abort();
+        }
+    }
+}
+
+/// Drives the event loop until `tx` closes or `stop` turns true; on errors waits
+/// ([`ReconnectBackoff::GATEWAY`], on the process clock) before rumqttc reconnects. Once
+/// stopping, it ends at the DISCONNECT, at the first error, or at once while disconnected.
+async fn drive(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Link>,
-    clock: omo_device_config::Clock,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
+    let mut connected = false;
     loop {
-        let link = match eventloop.poll().await {
+        let polled = if connected {
+            // Keep polling: the offline status and the DISCONNECT are still to be written.
+            eventloop.poll().await
+        } else {
+            tokio::select! {
+                polled = eventloop.poll() => polled,
+                _ = stopped(&mut stop) => return,
+            }
+        };
+        let link = match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
+                connected = true;
+                if *stop.borrow() {
+                    return;
+                }
                 Link::Connected
             }
+            // Written and flushed: the broker discards the will; nothing more goes out.
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(Event::Incoming(Packet::Publish(p))) => Link::Publish {
                 topic: p.topic.clone(),
                 payload: p.payload.to_vec(),
             },
             Ok(_) => continue,
             Err(e) => {
-                failures = failures.saturating_add(1);
-                let reason = describe(&e);
-                if tx.send(Link::Disconnected(reason)).await.is_err() {
+                connected = false;
+                if *stop.borrow() {
                     return;
                 }
-                let base = 1000u64.saturating_mul(1 << failures.min(6)).min(60_000);
-                let wait = Duration::from_millis(rand::rng().random_range(base / 2..=base));
+                failures = failures.saturating_add(1);
+                if !forward(&tx, Link::Disconnected(describe(&e)), &mut stop).await {
+                    return;
+                }
+                let wait = ReconnectBackoff::GATEWAY.delay(failures, &mut rand::rng());
                 // Never spin: at a high clock speed still wait a little wall time.
                 let wall = clock
                     .wall_duration(wait)
                     .unwrap_or(wait)
                     .max(Duration::from_millis(50));
-                tokio::time::sleep(wall).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(wall) => continue,
+                    _ = stopped(&mut stop) => return,
+                }
             }
         };
-        if tx.send(link).await.is_err() {
+        if !forward(&tx, link, &mut stop).await {
             return;
         }
     }
+}
+
+/// Hands `link` to the daemon; false when the daemon is gone. While stopping the daemon no
+/// longer reads, so nothing is handed over (and a full channel never holds the task up).
+async fn forward(tx: &mpsc::Sender<Link>, link: Link, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        sent = tx.send(link) => sent.is_ok(),
+        _ = stopped(stop) => true,
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// A connection error as one line an operator can act on.

@@ -557,7 +557,8 @@ pub fn fcm_key_file() -> PathBuf {
         .join("../simulators/fixtures/fcm-service-account.json")
 }
 
-fn strip_ansi(line: &str) -> String {
+/// `line` without its terminal colour codes (logs colour field names and values apart).
+pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
