@@ -383,11 +383,7 @@ pub fn app_reports(
     let bearing: f64 = rng.random_range(0.0..std::f64::consts::TAU);
     let mut t = visit.start_ms() - APPROACH_MS + rng.random_range(0..interval_ms.max(1));
     while t < visit.start_ms() {
-        let away = edge + WALK_M_PER_S * (visit.start_ms() - t) as f64 / 1000.0;
-        let at = [
-            centre[0] + away * bearing.cos(),
-            centre[1] + away * bearing.sin(),
-        ];
+        let at = outdoors(centre, edge, bearing, visit.start_ms() - t);
         let accuracy: f64 = rng.random_range(5.0..=30.0);
         n += 1;
         out.push(json!({
@@ -410,15 +406,7 @@ pub fn app_reports(
                 Some(json!({"id": b.id.to_string(), "rssi": rssi}))
             })
             .collect();
-        let wifi: Vec<Value> = store
-            .wifi
-            .iter()
-            .filter_map(|w| {
-                // An AP is about -40 dBm at 1 m.
-                let rssi = radio.receive(-40.0, distance(at, w.at))?;
-                (rssi >= -90).then(|| json!({"bssid": w.bssid, "rssi": rssi}))
-            })
-            .collect();
+        let wifi = store_aps(store, at, radio);
         let accuracy: f64 = rng.random_range(20.0..=60.0);
         n += 1;
         out.push(json!({
@@ -430,7 +418,67 @@ pub fn app_reports(
         }));
         t += interval_ms;
     }
+    // Outdoors on the way out (2.5 minutes, walking straight away in another direction): a
+    // GPS fix of 5–30 m and a Wi-Fi scan of the street's APs, with the store's own while
+    // still near enough to hear them — the reports that tell the cloud the visit is over.
+    let street = street_aps(store, rng);
+    let bearing: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+    while t < visit.end_ms() + APPROACH_MS {
+        let at = outdoors(centre, edge, bearing, t - visit.end_ms());
+        let mut wifi = store_aps(store, at, radio);
+        wifi.extend(
+            street
+                .iter()
+                .map(|b| json!({"bssid": b, "rssi": rng.random_range(-85..=-55)})),
+        );
+        let accuracy: f64 = rng.random_range(5.0..=30.0);
+        n += 1;
+        out.push(json!({
+            "ts": ts_text(t),
+            "idempotency_key": format!("{}-{}-{n}", shopper.member_id, visit.start_ms()),
+            "gps": gps_fix(store, at, accuracy, rng),
+            "wifi": wifi,
+        }));
+        t += interval_ms;
+    }
     out
+}
+
+/// Where a shopper walking straight at (or away from) the store along `bearing` is, `ms`
+/// from its door (`edge` metres from the store's `centre`).
+fn outdoors(centre: Xy, edge: f64, bearing: f64, ms: i64) -> Xy {
+    let away = edge + WALK_M_PER_S * ms as f64 / 1000.0;
+    [
+        centre[0] + away * bearing.cos(),
+        centre[1] + away * bearing.sin(),
+    ]
+}
+
+/// The store's access points a Wi-Fi scan at `at` sees (an AP is about -40 dBm at 1 m).
+fn store_aps(store: &crate::scenario::Store, at: Xy, radio: &mut Radio) -> Vec<Value> {
+    store
+        .wifi
+        .iter()
+        .filter_map(|w| {
+            let rssi = radio.receive(-40.0, distance(at, w.at))?;
+            (rssi >= -90).then(|| json!({"bssid": w.bssid, "rssi": rssi}))
+        })
+        .collect()
+}
+
+/// One to three street access points: random locally administered BSSIDs, none of the
+/// store's.
+fn street_aps(store: &crate::scenario::Store, rng: &mut StdRng) -> Vec<String> {
+    (0..rng.random_range(1..=3))
+        .map(|_| {
+            let b: [u8; 5] = rng.random();
+            format!(
+                "0e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                b[0], b[1], b[2], b[3], b[4]
+            )
+        })
+        .filter(|b| !store.wifi.iter().any(|w| w.bssid.eq_ignore_ascii_case(b)))
+        .collect()
 }
 
 /// The LINE app's `beacon` webhook events during `visit` for a LINE-linked shopper, as the LINE
@@ -651,7 +699,12 @@ mod tests {
                 assert!(away > centre[0].hypot(centre[1]) - 3.0 * 30.0);
                 last_away = away;
             }
-            for x in &rep[outdoor..] {
+            // Indoors until the visit ends, then outdoors on the way out (two or three).
+            let indoor = rep[outdoor..]
+                .iter()
+                .take_while(|x| !x["beacons"].is_null())
+                .count();
+            for x in &rep[outdoor..outdoor + indoor] {
                 let acc = x["gps"]["accuracy_m"].as_f64().unwrap();
                 assert!((20.0..=60.0).contains(&acc));
                 assert!(x["beacons"]
@@ -659,6 +712,29 @@ mod tests {
                     .unwrap()
                     .iter()
                     .all(|b| !b["id"].as_str().unwrap().starts_with("line:")));
+            }
+            let leaving = &rep[outdoor + indoor..];
+            assert!(
+                !shopper.app || (2..=3).contains(&leaving.len()),
+                "{leaving:?}"
+            );
+            let mut last_away = 0.0;
+            for x in leaving {
+                let at: omo_device_config::Timestamp = x["ts"].as_str().unwrap().parse().unwrap();
+                assert!(at.millis() >= v.end_ms(), "{x}");
+                let acc = x["gps"]["accuracy_m"].as_f64().unwrap();
+                assert!((5.0..=30.0).contains(&acc), "{x}");
+                let (north, east) = metres_to_degrees(st.anchor.lat);
+                let dy = (x["gps"]["lat"].as_f64().unwrap() - st.anchor.lat) / north - centre[1];
+                let dx = (x["gps"]["lon"].as_f64().unwrap() - st.anchor.lon) / east - centre[0];
+                let away = dx.hypot(dy);
+                assert!(away > last_away - 3.0 * 30.0, "{away} after {last_away}");
+                last_away = away;
+                // The street's APs, and the store's while still near.
+                let wifi = x["wifi"].as_array().unwrap();
+                assert!(wifi
+                    .iter()
+                    .any(|w| w["bssid"].as_str().unwrap().starts_with("0e:")));
             }
             reports += rep.len();
             let line_events = line_beacon_events(&s, shopper, v, &mut radio);

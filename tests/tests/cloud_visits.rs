@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
 use omo_device_config::SeqRanges;
-use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, ADMIN_TOKEN};
+use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, Outbound, ADMIN_TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -365,4 +365,270 @@ async fn a_crash_in_the_visit_stage_mid_visit_changes_no_visit() -> anyhow::Resu
 
 fn cloud_exited(cloud: &mut CloudUnderTest) -> bool {
     cloud.process().exited()
+}
+
+/// A store with a Wi-Fi zone, a 150 m geofence and a beacon zone, for app reports.
+const APP_SITE: &str = r#"
+[[beacons]]
+id = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1"
+store = "s1"
+name = "door"
+
+[[beacon_zones]]
+id = "door"
+store = "s1"
+name = "Door"
+beacons = ["ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1"]
+
+[[wifi_zones]]
+id = "wifi"
+store = "s1"
+name = "Wi-Fi"
+bssids = ["02:00:5e:10:00:01", "02:00:5e:10:00:02"]
+
+[[geofences]]
+id = "plaza"
+store = "s1"
+name = "Plaza"
+circle = { lat = 35.60, lon = 139.70, radius_m = 150.0 }
+"#;
+
+const DOOR: &str = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1";
+const EXIT_TIMEOUT_S: i64 = 600;
+const EXIT_GRACE_S: i64 = 120;
+
+/// A cloud at ×60 on [`APP_SITE`] with the issue's timing (exit after 600 s, or 120 s after
+/// outside evidence) and a campaign on leaving the store.
+async fn app_cloud(failpoints: Option<&str>) -> anyhow::Result<CloudUnderTest> {
+    let g1 = Creds::new("s1", "g1")?;
+    let mut cloud = CloudUnderTest::with_site(vec![g1], None, APP_SITE, 60)?;
+    cloud.set_outbound(Outbound {
+        sections: format!(
+            "[visits]\nexit_timeout_s = {EXIT_TIMEOUT_S}\nexit_grace_s = {EXIT_GRACE_S}\nmax_lateness_s = 3600\n"
+        ),
+        ..Outbound::default()
+    })?;
+    match failpoints {
+        Some(f) => cloud.start_with_env(&[("FAILPOINTS", f)])?,
+        None => cloud.start()?,
+    }
+    let today = chrono::Utc::now().date_naive();
+    let campaign = json!({
+        "name": "Thanks", "trigger": {"kind": "exit"}, "places": {"stores": ["s1"]},
+        "schedule": {"from": (today - chrono::Days::new(2)).to_string(), "to": (today + chrono::Days::new(2)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+        "caps": {"per_customer": 5, "period_days": 1}, "budget": 100, "offer_ttl_minutes": 60, "channels": ["push"],
+        "variants": [{"id": "a", "weight": 1, "template": {"text": "Thanks for coming to {store}"}}]
+    });
+    let (status, body) = cloud
+        .call(
+            Method::PUT,
+            "/v1/admin/campaigns/thanks",
+            Some(campaign),
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "{body}");
+    Ok(cloud)
+}
+
+/// An app shopper: their customer id, install token and reports sent.
+struct AppShopper {
+    customer: String,
+    token: String,
+    sent: u32,
+}
+
+impl AppShopper {
+    async fn install(cloud: &CloudUnderTest, member: &str) -> anyhow::Result<AppShopper> {
+        let (status, b) = cloud
+            .call(
+                Method::POST,
+                "/v1/app/installs",
+                Some(CloudUnderTest::install_for_member("ios", member)),
+                None,
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "{b}");
+        Ok(AppShopper {
+            customer: b["customer_id"].as_str().unwrap_or_default().to_owned(),
+            token: b["token"].as_str().unwrap_or_default().to_owned(),
+            sent: 0,
+        })
+    }
+
+    /// Reports `what` (any of `gps`, `wifi`, `beacons`) at clock time `at`.
+    async fn report(
+        &mut self,
+        cloud: &CloudUnderTest,
+        at: omo_device_config::Timestamp,
+        what: Value,
+    ) -> anyhow::Result<()> {
+        self.sent += 1;
+        let mut body = what;
+        body["ts"] = json!(at);
+        body["idempotency_key"] = json!(format!("{}-{}", self.customer, self.sent));
+        let (status, answer) = cloud
+            .call(
+                Method::POST,
+                "/v1/app/locations",
+                Some(body),
+                Some(&self.token),
+            )
+            .await?;
+        anyhow::ensure!(status == 202, "{status} {answer}");
+        Ok(())
+    }
+}
+
+/// A fix `metres` east of the plaza's centre.
+fn fix_east(metres: f64, accuracy_m: f64) -> Value {
+    let lon = 139.70 + metres / (111_320.0 * 35.60f64.to_radians().cos());
+    json!({"gps": {"lat": 35.60, "lon": lon, "accuracy_m": accuracy_m}})
+}
+
+fn wifi(bssids: &[&str]) -> Value {
+    let scan: Vec<Value> = bssids
+        .iter()
+        .map(|b| json!({"bssid": b, "rssi": -55}))
+        .collect();
+    json!({ "wifi": scan })
+}
+
+/// Each visit's scope and exit time, ms, once all `n` have exited.
+async fn exit_times(
+    cloud: &CloudUnderTest,
+    customer: &str,
+    n: usize,
+) -> anyhow::Result<BTreeMap<String, i64>> {
+    Ok(exited(cloud, customer, n)
+        .await?
+        .values()
+        .map(|v| {
+            let exit: omo_device_config::Timestamp =
+                serde_json::from_value(v["exited"].clone()).expect("an exit time");
+            (
+                format!("{}/{}", v["scope"]["kind"], v["scope"]["id"]).replace('"', ""),
+                exit.millis(),
+            )
+        })
+        .collect())
+}
+
+/// Inside reports every 30 clock seconds for 6 rounds; then one more report `last`.
+/// Returns the clock time of the last inside report and of `last`.
+async fn inside_then(
+    cloud: &CloudUnderTest,
+    shoppers: &mut [(&mut AppShopper, Value, Value)],
+) -> anyhow::Result<(i64, i64)> {
+    let mut last_inside = 0;
+    for _ in 0..6 {
+        let now = cloud.clock_now();
+        for (s, inside, _) in shoppers.iter_mut() {
+            s.report(cloud, now, inside.clone()).await?;
+        }
+        last_inside = now.millis();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let now = cloud.clock_now();
+    for (s, _, last) in shoppers.iter_mut() {
+        s.report(cloud, now, last.clone()).await?;
+    }
+    Ok((last_inside, now.millis()))
+}
+
+/// Over the real binary at ×60: a Wi-Fi scan without the zone's BSSIDs, a precise fix 3 km
+/// away and a beacon list without the zone's beacon end the app's visits (zone and store)
+/// `exit_grace_s` after the report, and the exit campaign decides at that exit; a fix whose
+/// circle straddles the fence's edge, and a vague one, end nothing early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_reports_from_outside_end_visits_after_the_grace() -> anyhow::Result<()> {
+    let mut cloud = app_cloud(None).await?;
+    let mut w = AppShopper::install(&cloud, "m-wifi").await?;
+    let mut g = AppShopper::install(&cloud, "m-gps").await?;
+    let mut b = AppShopper::install(&cloud, "m-beacon").await?;
+    let mut straddling = AppShopper::install(&cloud, "m-edge").await?;
+    let mut vague = AppShopper::install(&cloud, "m-vague").await?;
+    let door = json!({"beacons": [{"id": DOOR, "rssi": -60}]});
+    let other_beacon = json!({"beacons": [{"id": "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:7", "rssi": -60}]});
+    let (last_inside, outside) = inside_then(
+        &cloud,
+        &mut [
+            (
+                &mut w,
+                wifi(&["02:00:5e:10:00:01"]),
+                wifi(&["0a:11:22:33:44:55", "0a:11:22:33:44:77"]),
+            ),
+            (&mut g, fix_east(0.0, 10.0), fix_east(3000.0, 10.0)),
+            (&mut b, door, other_beacon),
+            // 150 m fence, a fix 140 m out with 30 m accuracy: the circle crosses the edge.
+            (&mut straddling, fix_east(0.0, 10.0), fix_east(140.0, 30.0)),
+            // 3 km away but 500 m vague: above max_gps_accuracy_m (100 m).
+            (&mut vague, fix_east(0.0, 10.0), fix_east(3000.0, 500.0)),
+        ],
+    )
+    .await?;
+    let early = outside + EXIT_GRACE_S * 1000;
+    let late = last_inside + EXIT_TIMEOUT_S * 1000;
+    for (s, zone, want) in [
+        (&w, "wifi", early),
+        (&g, "plaza", early),
+        (&b, "door", early),
+        (&straddling, "plaza", late),
+        (&vague, "plaza", late),
+    ] {
+        let exits = exit_times(&cloud, &s.customer, 2).await?;
+        let expected = BTreeMap::from([(format!("zone/{zone}"), want), ("store/s1".into(), want)]);
+        assert_eq!(exits, expected, "{zone}: {exits:?}");
+    }
+    // The exit campaign decided at the early exit (once per customer: the store's visit).
+    let decisions = cloud.admin("/v1/admin/decisions?limit=1000").await?;
+    for s in [&w, &g, &b] {
+        let at: Vec<i64> = decisions["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["customer"] == json!(s.customer) && d["campaign"] == "thanks")
+            .filter_map(|d| d["at_ms"].as_i64())
+            .collect();
+        assert_eq!(at, [early], "{decisions}");
+    }
+    one_enter_and_exit_each(&cloud).await?;
+    cloud.stop()?;
+    Ok(())
+}
+
+/// The visit stage crashes at the commit that holds an outside report's evidence; the cloud
+/// starts again and the replay gives the same early exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_an_outside_report_and_the_exit_gives_the_same_exit() -> anyhow::Result<()>
+{
+    let mut cloud = app_cloud(Some("visits.app_left_before_commit=return")).await?;
+    let mut w = AppShopper::install(&cloud, "m-wifi").await?;
+    let (_, outside) = inside_then(
+        &cloud,
+        &mut [(
+            &mut w,
+            wifi(&["02:00:5e:10:00:02"]),
+            wifi(&["0a:11:22:33:44:55"]),
+        )],
+    )
+    .await?;
+    cloud.process().wait_exit(Duration::from_secs(20))?;
+    assert!(
+        cloud
+            .log()
+            .contains("failpoint visits.app_left_before_commit fired"),
+        "{}",
+        cloud.log()
+    );
+    cloud.start()?;
+    let exits = exit_times(&cloud, &w.customer, 2).await?;
+    let early = outside + EXIT_GRACE_S * 1000;
+    assert_eq!(
+        exits,
+        BTreeMap::from([("zone/wifi".into(), early), ("store/s1".into(), early)])
+    );
+    one_enter_and_exit_each(&cloud).await?;
+    cloud.stop()?;
+    Ok(())
 }

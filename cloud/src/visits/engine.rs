@@ -86,6 +86,9 @@ pub struct VisitParams {
     pub dwell_milestones_min: [u32; 4],
     /// GPS fixes less accurate than this decide nothing (zone matching).
     pub max_gps_accuracy_m: f64,
+    /// An app report listing at least this many beacons, none of a beacon zone's, is evidence
+    /// of being outside that zone (0: an app's beacon list is never outside evidence).
+    pub beacon_outside_min_others: u32,
 }
 
 impl VisitParams {
@@ -136,6 +139,16 @@ impl VisitParams {
     }
 }
 
+impl VisitParams {
+    /// What zone matching takes from these.
+    pub fn match_rules(&self) -> crate::zones::MatchRules {
+        crate::zones::MatchRules {
+            max_gps_accuracy_m: self.max_gps_accuracy_m,
+            beacon_outside_min_others: self.beacon_outside_min_others,
+        }
+    }
+}
+
 impl Default for VisitParams {
     fn default() -> VisitParams {
         VisitParams {
@@ -146,6 +159,7 @@ impl Default for VisitParams {
             max_lateness_s: 600,
             dwell_milestones_min: [5, 10, 20, 30],
             max_gps_accuracy_m: 100.0,
+            beacon_outside_min_others: 1,
         }
     }
 }
@@ -237,6 +251,10 @@ pub struct VisitEngine {
     /// Keys the visit ids.
     id_key: [u8; 32],
     states: HashMap<Key, Tracked>,
+    /// The scopes each customer has a candidate or an open visit in (a view of `states`, so
+    /// restored with them): what an app report is also judged against, since a report from
+    /// outside names none of the zones it left.
+    live: HashMap<String, BTreeSet<Scope>>,
     buffer: BinaryHeap<Reverse<(i64, u64, usize)>>,
     pending: HashMap<usize, Evidence>,
     next_pending: usize,
@@ -292,6 +310,42 @@ impl VisitEngine {
             .count()
     }
 
+    /// The scopes `customer` has a candidate or an open visit in now (evidence still in the
+    /// reorder buffer not yet applied), ascending.
+    pub fn live_scopes(&self, customer: &str) -> impl Iterator<Item = &Scope> {
+        self.live.get(customer).into_iter().flatten()
+    }
+
+    /// Sets a key's state (keeping `live` in step); a key whose state is dropped instead is
+    /// [`VisitEngine::unlist`]ed.
+    fn put(&mut self, key: Key, tracked: Tracked) {
+        if matches!(tracked.state, State::Closed { .. }) {
+            self.unlist(&key);
+        } else {
+            // Most puts change a state already live: no allocation then.
+            match self.live.get_mut(&key.0) {
+                Some(scopes) if scopes.contains(&key.1) => {}
+                Some(scopes) => {
+                    scopes.insert(key.1.clone());
+                }
+                None => {
+                    self.live
+                        .insert(key.0.clone(), BTreeSet::from([key.1.clone()]));
+                }
+            }
+        }
+        self.states.insert(key, tracked);
+    }
+
+    fn unlist(&mut self, (customer, scope): &Key) {
+        if let Some(scopes) = self.live.get_mut(customer) {
+            scopes.remove(scope);
+            if scopes.is_empty() {
+                self.live.remove(customer);
+            }
+        }
+    }
+
     /// The states changed since the last call (`None`: the key is gone), for the stage to
     /// commit with its offset.
     pub fn take_changes(&mut self) -> Vec<(Key, Option<State>)> {
@@ -338,7 +392,7 @@ impl VisitEngine {
         for (key, state) in states {
             let d = engine.deadline(&state);
             engine.deadlines.push(Reverse((d, key.clone())));
-            engine.states.insert(
+            engine.put(
                 key,
                 Tracked {
                     state,
@@ -367,6 +421,7 @@ impl VisitEngine {
             .collect();
         for k in &keys {
             self.states.remove(k);
+            self.unlist(k);
             self.dirty.insert(k.clone());
         }
         self.deadlines.retain(|Reverse((_, (c, _)))| c != customer);
@@ -609,13 +664,15 @@ impl VisitEngine {
                     d
                 }
             };
-            self.states.insert(
+            self.put(
                 key,
                 Tracked {
                     state,
                     scheduled_ms,
                 },
             );
+        } else {
+            self.unlist(&key);
         }
     }
 
@@ -734,13 +791,15 @@ impl VisitEngine {
         if let Some(state) = next {
             let d = self.deadline(&state).max(due_ms + 1);
             self.deadlines.push(Reverse((d, key.clone())));
-            self.states.insert(
+            self.put(
                 key.clone(),
                 Tracked {
                     state,
                     scheduled_ms: d,
                 },
             );
+        } else {
+            self.unlist(key);
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::reports::tally::{self, VisitHours};
 use crate::store::barrier::scan_all;
 use crate::store::event_log::{self, advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
-use crate::zones::{Match, Observation, ZoneSet};
+use crate::zones::{Match, Observation, Report, ZoneSet};
 
 /// This stage's name in the offsets space.
 pub const CONSUMER: &str = "visits";
@@ -135,7 +135,7 @@ impl VisitStage {
             },
         };
         let registry = inputs.registry.read().expect("registry lock");
-        let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.max_gps_accuracy_m);
+        let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
         for p in problems {
             tracing::error!(problem = %p, "zone skipped");
         }
@@ -152,7 +152,7 @@ impl VisitStage {
             let registry = inputs.registry.read().expect("registry lock");
             if registry.generation != self.zone_generation {
                 let (zones, problems) =
-                    ZoneSet::new(&registry.zones(), inputs.params.max_gps_accuracy_m);
+                    ZoneSet::new(&registry.zones(), inputs.params.match_rules());
                 for p in problems {
                     tracing::error!(problem = %p, "zone skipped");
                 }
@@ -170,6 +170,9 @@ impl VisitStage {
         // Whether each customer is known and consents to location tracking, read once per batch.
         let mut located: HashMap<String, Option<bool>> = HashMap::new();
         let (mut unconsented, mut unknown) = (0u64, 0u64);
+        // Whether an app report in this batch said its customer left somewhere (a crash test
+        // stops the stage there).
+        let mut app_left = false;
         for (offset, bytes) in &records {
             let record = match Record::decode(bytes) {
                 Ok(r) => r,
@@ -233,7 +236,9 @@ impl VisitStage {
                 }
                 continue;
             }
-            for evidence in self.evidence(&record, *offset, store, &inputs.eids)? {
+            let evidence = self.evidence(&record, *offset, store, &inputs.eids)?;
+            app_left |= matches!(record, Record::App(_)) && evidence.iter().any(|e| !e.inside);
+            for evidence in evidence {
                 let allowed = match located.get(&evidence.customer) {
                     Some(a) => *a,
                     None => {
@@ -289,6 +294,9 @@ impl VisitStage {
         self.stage_engine(&mut c);
         advance(&mut c, CONSUMER, from, last + 1);
         crate::crash_point!("visits.before_commit");
+        if app_left {
+            crate::crash_point!("visits.app_left_before_commit");
+        }
         if let Err(e) = store.commit(c) {
             // The engine moved on without the store: start again from what was committed.
             *self = VisitStage::open(store, inputs)?;
@@ -414,6 +422,44 @@ impl VisitStage {
         scopes
     }
 
+    /// The scopes an app report says `customer` has left. A report from outside names none of
+    /// the zones it left, so it is judged against the zones the customer has a visit (or a
+    /// candidate) in — the engine's live scopes, state committed with this stage's offset, so
+    /// a replay judges alike: each such zone the report is outside of (by its fix, scan or
+    /// beacon list: [`ZoneSet::relate_report`]); and each such store, when the report is
+    /// outside of every zone of that store the customer is in and concerns no other zone of
+    /// it (`near`: the zones it is inside of or at the edge of).
+    fn left(&self, customer: &str, report: &Report<'_>, near: &[(usize, Match)]) -> Vec<Scope> {
+        let mut left = Vec::new();
+        // Per store the customer is in a zone of: whether the report is outside all of them.
+        let mut stores: BTreeMap<&StoreId, bool> = BTreeMap::new();
+        let live: Vec<&Scope> = self.engine.live_scopes(customer).collect();
+        for scope in &live {
+            let Scope::Zone(z) = scope else { continue };
+            // A zone removed from the registry since: its visit ends by timeout.
+            let Some(i) = self.zones.index_of(z) else {
+                continue;
+            };
+            let outside = self.zones.relate_report(i, report) == Match::Outside;
+            if outside {
+                left.push(Scope::Zone(z.clone()));
+            }
+            *stores.entry(&self.zones.zone(i).store).or_insert(true) &= outside;
+        }
+        for (i, _) in near {
+            if let Some(all) = stores.get_mut(&self.zones.zone(*i).store) {
+                *all = false;
+            }
+        }
+        for (store, all) in stores {
+            let scope = Scope::Store(store.to_string());
+            if all && live.contains(&&scope) {
+                left.push(scope);
+            }
+        }
+        left
+    }
+
     /// Who a record is about, and what it says about which scopes.
     fn evidence(
         &self,
@@ -460,23 +506,29 @@ impl VisitStage {
                 (customer, e.event_ts.millis(), Source::Gateway)
             }
             Record::App(r) => {
+                let mut near = Vec::new();
                 if let Some(fix) = r.gps {
-                    add(&self.zones, self.zones.candidates(&Observation::Gps(fix)));
+                    near.extend(self.zones.candidates(&Observation::Gps(fix)));
                 }
                 if !r.wifi.is_empty() {
-                    add(
-                        &self.zones,
-                        self.zones.candidates(&Observation::Wifi(&r.wifi)),
-                    );
+                    near.extend(self.zones.candidates(&Observation::Wifi(&r.wifi)));
                 }
                 for b in &r.beacons {
-                    add(
-                        &self.zones,
-                        self.zones.candidates(&Observation::Beacon {
-                            id: &b.id,
-                            rssi: Some(b.rssi),
-                        }),
-                    );
+                    near.extend(self.zones.candidates(&Observation::Beacon {
+                        id: &b.id,
+                        rssi: Some(b.rssi),
+                    }));
+                }
+                let report = Report {
+                    gps: r.gps,
+                    wifi: &r.wifi,
+                    beacons: &r.beacons,
+                };
+                let left = self.left(&r.customer, &report, &near);
+                add(&self.zones, near);
+                for scope in left {
+                    // Inside evidence from the same report wins (two zones of one store).
+                    out.entry(scope).or_insert(false);
                 }
                 (r.customer.clone(), r.event_ts.millis(), Source::App)
             }
@@ -952,6 +1004,9 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod app_outside_tests;
 
 #[cfg(test)]
 mod tests {

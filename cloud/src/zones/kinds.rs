@@ -8,6 +8,7 @@ use omo_device_config::site::{self, parse_bssid};
 use omo_device_config::{BeaconId, GatewayId};
 
 use super::{Match, Observation, ZoneMatch};
+use crate::ingest::record::BeaconSighting;
 
 /// Phones reporting one of these beacons (at least this strong) are in the zone.
 #[derive(Debug, Clone)]
@@ -25,15 +26,44 @@ impl BeaconZone {
     }
 }
 
+impl BeaconZone {
+    /// One of the zone's beacons heard at `rssi` (LINE's reports carry none): inside unless
+    /// weaker than the zone's floor.
+    fn heard_at(&self, rssi: Option<f64>) -> Match {
+        match (self.min_rssi_dbm, rssi) {
+            (Some(floor), Some(r)) if r < floor => Match::Unknown,
+            _ => Match::Inside,
+        }
+    }
+
+    /// How a phone's list of the beacons it hears relates to the zone: inside when it lists
+    /// one of the zone's strongly enough; unknown when it lists one too weak; outside when it
+    /// lists at least `min_others` beacons (≥ 1; 0 turns this off) and none of the zone's —
+    /// the phone was scanning and heard others, not these. Only beacons a phone's app can
+    /// report count: a zone of LINE Beacons alone (which only the LINE app reads) is never
+    /// outside by an app's list.
+    pub fn relate_listed(&self, listed: &[BeaconSighting], min_others: u32) -> Match {
+        let mine = listed.iter().filter(|b| self.beacons.contains(&b.id));
+        if let Some(best) = mine.map(|b| b.rssi).reduce(f64::max) {
+            return self.heard_at(Some(best));
+        }
+        let reportable = self
+            .beacons
+            .iter()
+            .any(|b| !matches!(b, BeaconId::Line { .. }));
+        let enough = u32::try_from(listed.len()).unwrap_or(u32::MAX) >= min_others;
+        if min_others > 0 && enough && reportable {
+            Match::Outside
+        } else {
+            Match::Unknown
+        }
+    }
+}
+
 impl ZoneMatch for BeaconZone {
     fn matches(&self, o: &Observation<'_>) -> Match {
         match o {
-            Observation::Beacon { id, rssi } if self.beacons.contains(id) => {
-                match (self.min_rssi_dbm, rssi) {
-                    (Some(floor), Some(r)) if *r < floor => Match::Unknown,
-                    _ => Match::Inside,
-                }
-            }
+            Observation::Beacon { id, rssi } if self.beacons.contains(id) => self.heard_at(*rssi),
             _ => Match::Unknown,
         }
     }

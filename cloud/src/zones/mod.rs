@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use omo_device_config::{BeaconId, GatewayId, StoreId, ZoneId};
 
-use crate::ingest::record::{GpsFix, WifiSighting};
+use crate::ingest::record::{BeaconSighting, GpsFix, WifiSighting};
 use crate::registry::Zone;
 use geofence::Shape;
 use index::{Fence, FenceIndex};
@@ -51,6 +51,26 @@ pub enum Observation<'a> {
     },
 }
 
+/// One app report as zones see it: a zone is judged by the report's observation of that
+/// zone's kind (a geofence by the fix, a Wi-Fi zone by the scan, a beacon zone by the
+/// beacons listed).
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a> {
+    pub gps: Option<GpsFix>,
+    pub wifi: &'a [WifiSighting],
+    pub beacons: &'a [BeaconSighting],
+}
+
+/// The limits matching applies (set in `[visits]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchRules {
+    /// Fixes less accurate than this (metres) decide nothing.
+    pub max_gps_accuracy_m: f64,
+    /// An app report listing at least this many beacons, none of a beacon zone's, is evidence
+    /// of being outside that zone; 0: listed beacons never are.
+    pub beacon_outside_min_others: u32,
+}
+
 /// One zone kind's rule.
 pub trait ZoneMatch {
     fn matches(&self, observation: &Observation<'_>) -> Match;
@@ -80,24 +100,25 @@ pub struct ZoneSet {
     by_beacon: HashMap<BeaconId, Vec<usize>>,
     by_gateway: HashMap<GatewayId, Vec<usize>>,
     by_bssid: HashMap<String, Vec<usize>>,
+    by_id: HashMap<String, usize>,
     fences: FenceIndex,
     fence_zone: Vec<usize>,
-    /// Fixes less accurate than this never decide anything.
-    max_accuracy_m: f64,
+    rules: MatchRules,
 }
 
 impl ZoneSet {
     /// Builds the set from registry zones; a geofence that cannot be built is skipped and
     /// returned as a problem (the registry validated it, so this is only defence).
-    pub fn new(zones: &[Zone], max_accuracy_m: f64) -> (ZoneSet, Vec<String>) {
+    pub fn new(zones: &[Zone], rules: MatchRules) -> (ZoneSet, Vec<String>) {
         let mut set = ZoneSet {
             zones: Vec::new(),
             by_beacon: HashMap::new(),
             by_gateway: HashMap::new(),
             by_bssid: HashMap::new(),
+            by_id: HashMap::new(),
             fences: FenceIndex::new(Vec::new()),
             fence_zone: Vec::new(),
-            max_accuracy_m,
+            rules,
         };
         let mut fences = Vec::new();
         let mut problems = Vec::new();
@@ -157,6 +178,7 @@ impl ZoneSet {
                     }
                 }
             };
+            set.by_id.insert(id.to_string(), i);
             set.zones.push(ZoneInfo { id, store, rule });
         }
         set.fences = FenceIndex::new(fences);
@@ -165,6 +187,11 @@ impl ZoneSet {
 
     pub fn zone(&self, i: usize) -> &ZoneInfo {
         &self.zones[i]
+    }
+
+    /// The index of the zone with this id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -182,7 +209,7 @@ impl ZoneSet {
             (Rule::Gateway(z), o) => z.matches(o),
             (Rule::Wifi(z), o) => z.matches(o),
             (Rule::Fence(f), Observation::Gps(fix)) => {
-                if fix.accuracy_m > self.max_accuracy_m {
+                if fix.accuracy_m > self.rules.max_gps_accuracy_m {
                     Match::Unknown
                 } else {
                     self.fences
@@ -218,7 +245,7 @@ impl ZoneSet {
                     .collect()
             }
             Observation::Gps(fix) => {
-                if fix.accuracy_m > self.max_accuracy_m {
+                if fix.accuracy_m > self.rules.max_gps_accuracy_m {
                     Vec::new()
                 } else {
                     self.fences
@@ -232,6 +259,25 @@ impl ZoneSet {
         out.retain(|(_, m)| *m != Match::Outside);
         out.sort_unstable_by_key(|(i, _)| *i);
         out
+    }
+
+    /// How an app report relates to zone `i`, judged by its observation of the zone's kind:
+    /// a geofence by the fix (outside only when the accuracy circle lies wholly outside and
+    /// the fix is accurate enough), a Wi-Fi zone by the scan (outside when a scan sees none
+    /// of its BSSIDs), a beacon zone by the beacons listed (see
+    /// [`BeaconZone::relate_listed`]). A gateway zone is never judged by a report.
+    pub fn relate_report(&self, i: usize, report: &Report<'_>) -> Match {
+        match &self.zones[i].rule {
+            Rule::Fence(_) => report
+                .gps
+                .map_or(Match::Unknown, |fix| self.relate(i, &Observation::Gps(fix))),
+            Rule::Wifi(_) if report.wifi.is_empty() => Match::Unknown,
+            Rule::Wifi(_) => self.relate(i, &Observation::Wifi(report.wifi)),
+            Rule::Beacon(z) => {
+                z.relate_listed(report.beacons, self.rules.beacon_outside_min_others)
+            }
+            Rule::Gateway(_) => Match::Unknown,
+        }
     }
 
     fn listed(
@@ -251,6 +297,11 @@ impl ZoneSet {
 mod tests {
     use super::*;
     use omo_device_config::site;
+
+    const RULES: MatchRules = MatchRules {
+        max_gps_accuracy_m: 100.0,
+        beacon_outside_min_others: 1,
+    };
 
     fn fence_zone(radius_m: f64) -> Zone {
         Zone::Geofence(site::Geofence {
@@ -277,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_gps_fix_with_200_m_accuracy_beside_a_50_m_fence_makes_no_entry() {
-        let (set, problems) = ZoneSet::new(&[fence_zone(50.0)], 100.0);
+        let (set, problems) = ZoneSet::new(&[fence_zone(50.0)], RULES);
         assert!(problems.is_empty());
         // Beside the fence, 200 m accuracy: beyond the limit, so no evidence at all.
         assert!(set
@@ -314,7 +365,7 @@ mod tests {
                 min_rssi_dbm: None,
             }),
         ];
-        let (set, _) = ZoneSet::new(&zones, 100.0);
+        let (set, _) = ZoneSet::new(&zones, RULES);
         assert_eq!(
             set.candidates(&Observation::Beacon {
                 id: &beacon,
@@ -336,5 +387,134 @@ mod tests {
             ),
             Match::Unknown
         );
+    }
+
+    fn wifi_and_door() -> Vec<Zone> {
+        let s1 = StoreId::new("s1").unwrap();
+        vec![
+            fence_zone(50.0),
+            Zone::Wifi(site::WifiZone {
+                id: ZoneId::new("wifi").unwrap(),
+                store: s1.clone(),
+                name: String::new(),
+                bssids: vec!["02:00:5e:10:00:01".into()],
+                min_matches: 1,
+                min_rssi_dbm: None,
+            }),
+            Zone::Beacon(site::BeaconZone {
+                id: ZoneId::new("door").unwrap(),
+                store: s1.clone(),
+                name: String::new(),
+                beacons: vec!["ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1"
+                    .parse()
+                    .unwrap()],
+                min_rssi_dbm: Some(-85.0),
+            }),
+            Zone::Beacon(site::BeaconZone {
+                id: ZoneId::new("line-door").unwrap(),
+                store: s1,
+                name: String::new(),
+                beacons: vec!["line:016a4b2c3d".parse().unwrap()],
+                min_rssi_dbm: None,
+            }),
+        ]
+    }
+
+    fn report<'a>(
+        gps: Option<GpsFix>,
+        wifi: &'a [WifiSighting],
+        beacons: &'a [BeaconSighting],
+    ) -> Report<'a> {
+        Report { gps, wifi, beacons }
+    }
+
+    #[test]
+    fn a_report_is_judged_per_zone_by_its_observation_of_that_kind() {
+        let (set, _) = ZoneSet::new(&wifi_and_door(), RULES);
+        let [fence, wifi, door, line_door] =
+            ["fence", "wifi", "door", "line-door"].map(|id| set.index_of(id).unwrap());
+        let ap = |bssid: &str| WifiSighting {
+            bssid: bssid.into(),
+            rssi: -60.0,
+        };
+        let beacon = |id: &str, rssi: f64| BeaconSighting {
+            id: id.parse().unwrap(),
+            rssi,
+        };
+        let own = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1";
+        let other = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:2";
+        // A scan that sees none of the zone's BSSIDs is outside; no scan says nothing.
+        let street = [ap("0a:11:22:33:44:55")];
+        assert_eq!(
+            set.relate_report(wifi, &report(None, &street, &[])),
+            Match::Outside
+        );
+        assert_eq!(
+            set.relate_report(wifi, &report(None, &[], &[])),
+            Match::Unknown
+        );
+        let inside = [ap("02:00:5e:10:00:01")];
+        assert_eq!(
+            set.relate_report(wifi, &report(None, &inside, &[])),
+            Match::Inside
+        );
+        // A precise fix 3 km away is outside; a straddling or a vague one says nothing.
+        let far = Some(fix_east(3000.0, 10.0));
+        assert_eq!(
+            set.relate_report(fence, &report(far, &[], &[])),
+            Match::Outside
+        );
+        let edge = Some(fix_east(60.0, 30.0));
+        assert_eq!(
+            set.relate_report(fence, &report(edge, &[], &[])),
+            Match::Unknown
+        );
+        let vague = Some(fix_east(3000.0, 500.0));
+        assert_eq!(
+            set.relate_report(fence, &report(vague, &[], &[])),
+            Match::Unknown
+        );
+        assert_eq!(
+            set.relate_report(fence, &report(None, &street, &[])),
+            Match::Unknown
+        );
+        // A list of other beacons is outside a beacon zone; its own beacon too weak says
+        // nothing; an empty list says nothing.
+        let others = [beacon(other, -60.0)];
+        assert_eq!(
+            set.relate_report(door, &report(None, &[], &others)),
+            Match::Outside
+        );
+        let weak = [beacon(other, -60.0), beacon(own, -95.0)];
+        assert_eq!(
+            set.relate_report(door, &report(None, &[], &weak)),
+            Match::Unknown
+        );
+        let strong = [beacon(own, -95.0), beacon(own, -70.0)];
+        assert_eq!(
+            set.relate_report(door, &report(None, &[], &strong)),
+            Match::Inside
+        );
+        assert_eq!(
+            set.relate_report(door, &report(far, &street, &[])),
+            Match::Unknown
+        );
+        // An app cannot list LINE Beacons: a zone of them alone is never outside by a list.
+        assert_eq!(
+            set.relate_report(line_door, &report(None, &[], &others)),
+            Match::Unknown
+        );
+        // With the rule off (0), or asking for more beacons than listed, a list says nothing.
+        for min_others in [0, 2] {
+            let rules = MatchRules {
+                beacon_outside_min_others: min_others,
+                ..RULES
+            };
+            let (set, _) = ZoneSet::new(&wifi_and_door(), rules);
+            assert_eq!(
+                set.relate_report(door, &report(None, &[], &others)),
+                Match::Unknown
+            );
+        }
     }
 }

@@ -391,3 +391,80 @@ fn a_return_after_the_exit_is_a_new_visit() {
     assert_eq!(enters.len(), 2, "{out:?}");
     assert!(out.iter().all(|t| !t.late), "{out:?}");
 }
+
+/// The live scopes are the candidates and open visits, whatever happened since: gone when a
+/// visit exits or a candidate lapses, and the same in an engine restored from the states.
+#[test]
+fn live_scopes_follow_candidates_and_open_visits() {
+    let p = VisitParams::default();
+    let mut engine = VisitEngine::new(p, [7; 32]);
+    let live = |e: &VisitEngine, c: &str| e.live_scopes(c).cloned().collect::<Vec<_>>();
+    let store = Scope::Store("s1".into());
+    let mut evidence = stream("c1", &zone("a"), 0, 500, 10, Source::App, 0);
+    evidence.extend(stream("c1", &store, 0, 500, 10, Source::App, 0));
+    evidence.push((
+        T0 + 501 * S,
+        ev("c2", &zone("b"), 500, 900, Source::App, true),
+    ));
+    run(&mut engine, evidence, 510);
+    assert_eq!(live(&engine, "c1"), [zone("a"), store.clone()]);
+    assert_eq!(live(&engine, "c2"), [zone("b")]);
+    let states: Vec<(Key, State)> = engine
+        .take_changes()
+        .into_iter()
+        .filter_map(|(k, s)| s.map(|s| (k, s)))
+        .collect();
+    let mut restored = VisitEngine::restore(p, [7; 32], states, engine.buffered());
+    assert_eq!(live(&restored, "c1"), [zone("a"), store]);
+    assert_eq!(live(&restored, "c2"), [zone("b")]);
+    // c1 exits (timeout after its last evidence), c2's candidate lapses: nothing is live.
+    for s in 511..=1200 {
+        restored.tick(T0 + s * S);
+    }
+    assert!(live(&restored, "c1").is_empty() && live(&restored, "c2").is_empty());
+    assert!(restored.live.is_empty(), "{:?}", restored.live);
+}
+
+/// What `live` must always be: the keys whose state is a candidate or an open visit.
+fn live_from_states(engine: &VisitEngine) -> HashMap<String, BTreeSet<Scope>> {
+    let mut out: HashMap<String, BTreeSet<Scope>> = HashMap::new();
+    for ((customer, scope), t) in &engine.states {
+        if !matches!(t.state, State::Closed { .. }) {
+            out.entry(customer.clone())
+                .or_default()
+                .insert(scope.clone());
+        }
+    }
+    out
+}
+
+proptest! {
+    /// Whatever evidence arrives (three customers, two scopes, inside and outside, at any
+    /// time), the live scopes are at every tick exactly the candidates and open visits.
+    #[test]
+    fn live_scopes_are_always_the_candidates_and_open_visits(
+        evidence in proptest::collection::vec((0usize..3, 0usize..2, 0i64..1500, any::<bool>()), 1..60),
+    ) {
+        let customers = ["c1", "c2", "c3"];
+        let scopes = [zone("a"), Scope::Store("s1".into())];
+        let mut engine = VisitEngine::new(VisitParams::default(), [7; 32]);
+        let mut evidence: Vec<(i64, Evidence)> = evidence
+            .into_iter()
+            .enumerate()
+            .map(|(i, (c, z, at, inside))| {
+                (T0 + (at + 1) * S, ev(customers[c], &scopes[z], at, i as u64, Source::App, inside))
+            })
+            .collect();
+        evidence.sort_by_key(|(r, e)| (*r, e.offset));
+        let mut it = evidence.into_iter().peekable();
+        for s in 0..=2500 {
+            let now = T0 + s * S;
+            while it.peek().is_some_and(|(r, _)| *r <= now) {
+                let (r, e) = it.next().expect("peeked");
+                engine.observe(e, r);
+            }
+            engine.tick(now);
+            prop_assert_eq!(&engine.live, &live_from_states(&engine));
+        }
+    }
+}

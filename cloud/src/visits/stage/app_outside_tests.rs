@@ -1,0 +1,224 @@
+//! App reports from outside end the visits they left (issue 29): a Wi-Fi scan without the
+//! zone's BSSIDs, a precise fix wholly outside a fence and a list of other beacons end the
+//! zone's visit and its store's `exit_grace_s` after the report; a straddling or vague fix
+//! ends nothing early; and the stage restored mid-day judges the report alike.
+
+use super::*;
+use crate::identity::{new_customer, save_customer, ConsentSource};
+use crate::ingest::record::{AppReport, BeaconSighting, GpsFix, WifiSighting};
+use crate::registry::replace_site;
+use crate::store::event_log::EventLog;
+use crate::store::sled_store::SledStore;
+use omo_device_config::site::Site;
+
+const SITE: &str = r#"
+[[stores]]
+id = "s1"
+name = "S"
+time_zone = "Asia/Tokyo"
+location = { lat = 35.6, lon = 139.7 }
+
+[[beacons]]
+id = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1"
+store = "s1"
+name = "door"
+
+[[beacon_zones]]
+id = "door"
+store = "s1"
+name = "Door"
+beacons = ["ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1"]
+
+[[wifi_zones]]
+id = "wifi"
+store = "s1"
+name = "Wi-Fi"
+bssids = ["02:00:5e:10:00:01"]
+
+[[geofences]]
+id = "plaza"
+store = "s1"
+name = "Plaza"
+circle = { lat = 35.6, lon = 139.7, radius_m = 100.0 }
+"#;
+
+const T0_S: i64 = 1_790_000_000;
+const DOOR: &str = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:1";
+const OTHER: &str = "ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:100:9";
+
+/// A fix `metres` east of the plaza's centre.
+fn fix(metres: f64, accuracy_m: f64) -> GpsFix {
+    let kx = crate::zones::geofence::metres_per_degree() * 35.6f64.to_radians().cos();
+    GpsFix {
+        lat: 35.6,
+        lon: 139.7 + metres / kx,
+        accuracy_m,
+    }
+}
+
+fn report(customer: &str, at_s: i64, gps: GpsFix, wifi: &[&str], beacons: &[&str]) -> Record {
+    let at = ts((T0_S + at_s) * 1000);
+    Record::App(AppReport {
+        install: "i_1".into(),
+        customer: customer.into(),
+        event_ts: at,
+        received: at,
+        gps: Some(gps),
+        wifi: wifi
+            .iter()
+            .map(|b| WifiSighting {
+                bssid: (*b).into(),
+                rssi: -60.0,
+            })
+            .collect(),
+        beacons: beacons
+            .iter()
+            .map(|b| BeaconSighting {
+                id: b.parse().unwrap(),
+                rssi: -60.0,
+            })
+            .collect(),
+    })
+}
+
+/// A store with the site and two located customers; the stage's inputs.
+fn setup(dir: &std::path::Path) -> (SledStore, Inputs, [String; 2]) {
+    let store = SledStore::open(dir, 1 << 20).unwrap();
+    let site = Site::parse(SITE, false).unwrap();
+    store
+        .commit(replace_site(&Registry::default(), &site).unwrap())
+        .unwrap();
+    let t = ts(T0_S * 1000);
+    let ids = [0, 1].map(|_| {
+        let mut c = new_customer(t);
+        let located = crate::identity::Consent {
+            location: true,
+            ..Default::default()
+        };
+        c.set_consent(located, ConsentSource::Admin, None, t);
+        store
+            .commit(save_customer(&store, None, &c).unwrap())
+            .unwrap();
+        c.id
+    });
+    let inputs = Inputs {
+        registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
+        eids: Arc::new(Mutex::new(EidResolver::new(Vec::new(), 300))),
+        params: VisitParams::default(),
+        profiles: Default::default(),
+        id_key: [9; 32],
+    };
+    (store, inputs, ids)
+}
+
+/// The day's log, cut at `cut_s`: both customers inside (Wi-Fi, fix, door beacon) every 30 s
+/// for 10 minutes; at 660 s `left` reports from outside and `stayed` a fix straddling the
+/// fence's edge (and nothing else); ticks every second to 1,500 s.
+fn log(left: &str, stayed: &str, range: std::ops::Range<i64>) -> Vec<Record> {
+    let mut out = Vec::new();
+    for s in range {
+        if s <= 600 && s % 30 == 0 {
+            for c in [left, stayed] {
+                out.push(report(
+                    c,
+                    s,
+                    fix(0.0, 10.0),
+                    &["02:00:5e:10:00:01"],
+                    &[DOOR],
+                ));
+            }
+        }
+        if s == 660 {
+            out.push(report(
+                left,
+                s,
+                fix(3000.0, 10.0),
+                &["0a:11:22:33:44:55"],
+                &[OTHER],
+            ));
+            out.push(report(stayed, s, fix(110.0, 30.0), &[], &[]));
+        }
+        out.push(Record::Tick {
+            received: ts((T0_S + s) * 1000),
+        });
+    }
+    out
+}
+
+fn append(store: &SledStore, records: &[Record]) {
+    let mut log = EventLog::open(store).unwrap();
+    let mut c = Commit::new();
+    for r in records {
+        log.append(&mut c, &r.encode());
+    }
+    store.commit(c).unwrap();
+}
+
+/// Each visit's scope and exit (seconds from the day's start).
+fn exits(store: &SledStore, customer: &str) -> BTreeMap<Scope, i64> {
+    visits_of_customer(store, customer, 10)
+        .unwrap()
+        .into_iter()
+        .map(|v| {
+            let exited = v.exited.expect("every visit ended").millis() / 1000 - T0_S;
+            (v.scope, exited)
+        })
+        .collect()
+}
+
+#[test]
+fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, inputs, [left, stayed]) = setup(dir.path());
+    append(&store, &log(&left, &stayed, 0..1500));
+    let mut stage = VisitStage::open(&store, &inputs).unwrap();
+    while stage.step(&store, &inputs).unwrap() > 0 {}
+    let grace = i64::from(inputs.params.exit_grace_s);
+    let timeout = i64::from(inputs.params.exit_timeout_s);
+    let scopes = ["door", "wifi", "plaza"]
+        .map(|z| Scope::Zone(z.into()))
+        .into_iter()
+        .chain([Scope::Store("s1".into())]);
+    let early: BTreeMap<Scope, i64> = scopes.clone().map(|s| (s, 660 + grace)).collect();
+    assert_eq!(exits(&store, &left), early);
+    // A fix across the fence's edge is no evidence: every visit runs to its timeout.
+    let late: BTreeMap<Scope, i64> = scopes.map(|s| (s, 600 + timeout)).collect();
+    assert_eq!(exits(&store, &stayed), late);
+
+    // Restored from its commit just before the report and run on, the stage judges the
+    // report against the same open visits (its live scopes come back with the states).
+    let dir2 = tempfile::tempdir().unwrap();
+    let (again, _, _) = setup(dir2.path());
+    // The second store's customers have other ids: it takes the first one's identities.
+    let mut c = Commit::new();
+    for (k, v) in scan_all(&store, Space::Identity).unwrap() {
+        c.put(Space::Identity, k, v);
+    }
+    again.commit(c).unwrap();
+    append(&again, &log(&left, &stayed, 0..655));
+    let mut first = VisitStage::open(&again, &inputs).unwrap();
+    while first.step(&again, &inputs).unwrap() > 0 {}
+    drop(first);
+    append(&again, &log(&left, &stayed, 655..1500));
+    let mut restored = VisitStage::open(&again, &inputs).unwrap();
+    while restored.step(&again, &inputs).unwrap() > 0 {}
+    assert_eq!(exits(&again, &left), exits(&store, &left));
+    assert_eq!(exits(&again, &stayed), exits(&store, &stayed));
+}
+
+#[test]
+fn a_beacon_list_is_no_outside_evidence_when_the_rule_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut inputs, [left, stayed]) = setup(dir.path());
+    inputs.params.beacon_outside_min_others = 0;
+    append(&store, &log(&left, &stayed, 0..1500));
+    let mut stage = VisitStage::open(&store, &inputs).unwrap();
+    while stage.step(&store, &inputs).unwrap() > 0 {}
+    let exits = exits(&store, &left);
+    let grace = i64::from(inputs.params.exit_grace_s);
+    let timeout = i64::from(inputs.params.exit_timeout_s);
+    assert_eq!(exits[&Scope::Zone("door".into())], 600 + timeout);
+    assert_eq!(exits[&Scope::Zone("wifi".into())], 660 + grace);
+    // The door zone is still open by what the report said: the store is not left.
+    assert_eq!(exits[&Scope::Store("s1".into())], 600 + timeout);
+}
