@@ -347,6 +347,9 @@ pub fn metres_to_degrees(lat: f64) -> (f64, f64) {
 const WALK_M_PER_S: f64 = 1.2;
 /// How long before a visit the app reports the shopper's approach.
 const APPROACH_MS: i64 = 150_000;
+/// How long after a visit the app reports the shopper walking away: long enough to leave a
+/// store's block-sized geofence (a few hundred metres), so its fixes end the visit.
+const DEPART_MS: i64 = 300_000;
 
 /// A GPS fix near `at` (metres east and north of the store's anchor) whose error matches its
 /// accuracy radius (within it about two times in three).
@@ -418,12 +421,12 @@ pub fn app_reports(
         }));
         t += interval_ms;
     }
-    // Outdoors on the way out (2.5 minutes, walking straight away in another direction): a
+    // Outdoors on the way out (5 minutes, walking straight away in another direction): a
     // GPS fix of 5–30 m and a Wi-Fi scan of the street's APs, with the store's own while
     // still near enough to hear them — the reports that tell the cloud the visit is over.
     let street = street_aps(store, rng);
     let bearing: f64 = rng.random_range(0.0..std::f64::consts::TAU);
-    while t < visit.end_ms() + APPROACH_MS {
+    while t < visit.end_ms() + DEPART_MS {
         let at = outdoors(centre, edge, bearing, t - visit.end_ms());
         let mut wifi = store_aps(store, at, radio);
         wifi.extend(
@@ -699,7 +702,7 @@ mod tests {
                 assert!(away > centre[0].hypot(centre[1]) - 3.0 * 30.0);
                 last_away = away;
             }
-            // Indoors until the visit ends, then outdoors on the way out (two or three).
+            // Indoors until the visit ends, then outdoors on the way out (five minutes).
             let indoor = rep[outdoor..]
                 .iter()
                 .take_while(|x| !x["beacons"].is_null())
@@ -715,7 +718,7 @@ mod tests {
             }
             let leaving = &rep[outdoor + indoor..];
             assert!(
-                !shopper.app || (2..=3).contains(&leaving.len()),
+                !shopper.app || (4..=6).contains(&leaving.len()),
                 "{leaving:?}"
             );
             let mut last_away = 0.0;

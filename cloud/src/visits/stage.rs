@@ -426,34 +426,32 @@ impl VisitStage {
     /// the zones it left, so it is judged against the zones the customer has a visit (or a
     /// candidate) in — the engine's live scopes, state committed with this stage's offset, so
     /// a replay judges alike: each such zone the report is outside of (by its fix, scan or
-    /// beacon list: [`ZoneSet::relate_report`]); and each such store, when the report is
-    /// outside of every zone of that store the customer is in and concerns no other zone of
-    /// it (`near`: the zones it is inside of or at the edge of).
+    /// beacon list: [`ZoneSet::relate_report`]); and the store of such a zone, when the
+    /// customer has a visit there and the report is inside or at the edge of none of its
+    /// zones (`near`). A zone the report carries nothing about (a beacon zone when it lists
+    /// no beacon, a gateway zone) does not hold the store: the grace does, for evidence that
+    /// still comes from it.
     fn left(&self, customer: &str, report: &Report<'_>, near: &[(usize, Match)]) -> Vec<Scope> {
         let mut left = Vec::new();
-        // Per store the customer is in a zone of: whether the report is outside all of them.
-        let mut stores: BTreeMap<&StoreId, bool> = BTreeMap::new();
         let live: Vec<&Scope> = self.engine.live_scopes(customer).collect();
+        let mut stores: BTreeSet<&StoreId> = BTreeSet::new();
         for scope in &live {
             let Scope::Zone(z) = scope else { continue };
             // A zone removed from the registry since: its visit ends by timeout.
             let Some(i) = self.zones.index_of(z) else {
                 continue;
             };
-            let outside = self.zones.relate_report(i, report) == Match::Outside;
-            if outside {
+            if self.zones.relate_report(i, report) == Match::Outside {
                 left.push(Scope::Zone(z.clone()));
+                stores.insert(&self.zones.zone(i).store);
             }
-            *stores.entry(&self.zones.zone(i).store).or_insert(true) &= outside;
         }
         for (i, _) in near {
-            if let Some(all) = stores.get_mut(&self.zones.zone(*i).store) {
-                *all = false;
-            }
+            stores.remove(&self.zones.zone(*i).store);
         }
-        for (store, all) in stores {
+        for store in stores {
             let scope = Scope::Store(store.to_string());
-            if all && live.contains(&&scope) {
+            if live.contains(&&scope) {
                 left.push(scope);
             }
         }

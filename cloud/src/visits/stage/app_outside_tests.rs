@@ -219,6 +219,51 @@ fn a_beacon_list_is_no_outside_evidence_when_the_rule_is_off() {
     let timeout = i64::from(inputs.params.exit_timeout_s);
     assert_eq!(exits[&Scope::Zone("door".into())], 600 + timeout);
     assert_eq!(exits[&Scope::Zone("wifi".into())], 660 + grace);
-    // The door zone is still open by what the report said: the store is not left.
-    assert_eq!(exits[&Scope::Store("s1".into())], 600 + timeout);
+    // The list says nothing of the door then, which does not hold the store.
+    assert_eq!(exits[&Scope::Store("s1".into())], 660 + grace);
+}
+
+#[test]
+fn a_report_inside_another_zone_of_the_store_holds_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, inputs, [moved, _]) = setup(dir.path());
+    let mut records = Vec::new();
+    for s in 0..1500 {
+        if s <= 600 && s % 30 == 0 {
+            records.push(report(
+                &moved,
+                s,
+                fix(0.0, 10.0),
+                &["02:00:5e:10:00:01"],
+                &[DOOR],
+            ));
+        }
+        if s == 660 {
+            // Out of the Wi-Fi's reach, still at the door and in the plaza.
+            records.push(report(
+                &moved,
+                s,
+                fix(0.0, 10.0),
+                &["0a:11:22:33:44:55"],
+                &[DOOR],
+            ));
+        }
+        records.push(Record::Tick {
+            received: ts((T0_S + s) * 1000),
+        });
+    }
+    append(&store, &records);
+    let mut stage = VisitStage::open(&store, &inputs).unwrap();
+    while stage.step(&store, &inputs).unwrap() > 0 {}
+    let grace = i64::from(inputs.params.exit_grace_s);
+    let timeout = i64::from(inputs.params.exit_timeout_s);
+    let exits = exits(&store, &moved);
+    assert_eq!(exits[&Scope::Zone("wifi".into())], 660 + grace);
+    for held in [
+        Scope::Zone("door".into()),
+        Scope::Zone("plaza".into()),
+        Scope::Store("s1".into()),
+    ] {
+        assert_eq!(exits[&held], 660 + timeout, "{held:?}");
+    }
 }
