@@ -239,15 +239,18 @@ pub fn connect_external(
     Ok(Outbound::External(client))
 }
 
-/// The external broker's outages as the connection task lives them: the first failure is
-/// logged, the attempts after it are counted (`omo_mqtt_reconnect_attempts_total`), and the
-/// outage is logged once more, with its length, when a connection is back. Retries follow
+/// The external broker's outages as the connection task lives them: each failed attempt is
+/// counted (`omo_mqtt_reconnect_attempts_total`), the first of an outage is logged (and any
+/// whose error differs from the last logged, so a refused login after a network outage is
+/// seen), and the outage is logged once more, with its length, when a connection is back. Retries follow
 /// [`ReconnectBackoff::CLOUD`] on the wall clock: an outage is a network matter, whatever the
 /// process clock's speed.
 #[derive(Default)]
 struct Outage {
     /// When the current outage began (None while connected), and its failed attempts.
     since: Option<(Instant, u32)>,
+    /// The error last logged in this outage.
+    logged: Option<String>,
     /// Whether a connection was ever made (the first connect is not a reconnect).
     ever_connected: bool,
 }
@@ -258,28 +261,35 @@ impl Outage {
     fn failed(&mut self, e: &rumqttc::ConnectionError) -> Duration {
         metrics::gauge!("omo_mqtt_connected").set(0.0);
         metrics::counter!("omo_mqtt_reconnect_attempts_total").increment(1);
+        let error = e.to_string();
         let failures = match &mut self.since {
             Some((_, failures)) => {
                 *failures = failures.saturating_add(1);
-                tracing::debug!(error = %e, failures = *failures, "external broker still unreachable");
+                if self.logged.as_ref() != Some(&error) {
+                    tracing::warn!(%error, failures = *failures, "external broker still unreachable");
+                } else {
+                    tracing::debug!(%error, failures = *failures, "external broker still unreachable");
+                }
                 *failures
             }
             None => {
                 self.since = Some((Instant::now(), 1));
                 if self.ever_connected {
-                    tracing::warn!(error = %e, "external broker connection lost; reconnecting");
+                    tracing::warn!(%error, "external broker connection lost; reconnecting");
                 } else {
-                    tracing::warn!(error = %e, "cannot reach the external broker; retrying");
+                    tracing::warn!(%error, "cannot reach the external broker; retrying");
                 }
                 1
             }
         };
+        self.logged = Some(error);
         ReconnectBackoff::CLOUD.delay(failures, &mut rand::rng())
     }
 
     /// A connection is up (CONNACK received).
     fn ended(&mut self) {
         metrics::gauge!("omo_mqtt_connected").set(1.0);
+        self.logged = None;
         match (self.since.take(), self.ever_connected) {
             (Some((since, attempts)), true) => {
                 metrics::counter!("omo_mqtt_outages_total").increment(1);

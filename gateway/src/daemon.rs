@@ -534,42 +534,51 @@ impl Daemon {
     }
 
     async fn publish_status(&mut self, state: GatewayState, now: i64) -> anyhow::Result<()> {
-        let (count0, t0) = self.adverts_at_last_heartbeat;
-        let count = self.counters.adverts.load(Ordering::Relaxed);
-        let secs = ((now - t0) as f64 / 1000.0).max(0.001);
-        let rate = round((count - count0) as f64 / secs, 10.0);
-        self.adverts_at_last_heartbeat = (count, now);
-        let version = self.params.version;
-        let payload = status_payload(
-            &self.topics.status,
-            &self.key,
-            state,
-            (now, self.started_ms),
-            &self.outbox,
-            version,
-            rate,
-            &self.clock,
-        );
+        let payload = self.status_now(state, now);
         self.client
             .publish(&self.topics.status, QoS::AtLeastOnce, true, payload)
             .await?;
         Ok(())
     }
 
-    /// Stops cleanly: flushes the outbox, says `offline` with what it still holds (the
-    /// heartbeat the cloud reads an epoch's clean end from), disconnects, and closes the
-    /// connection so that nothing, not a reconnect nor the last will, follows.
+    /// A sealed status as of `now`, which starts the next heartbeat's advert rate.
+    fn status_now(&mut self, state: GatewayState, now: i64) -> Vec<u8> {
+        let (count0, t0) = self.adverts_at_last_heartbeat;
+        let count = self.counters.adverts.load(Ordering::Relaxed);
+        let secs = ((now - t0) as f64 / 1000.0).max(0.001);
+        let rate = round((count - count0) as f64 / secs, 10.0);
+        self.adverts_at_last_heartbeat = (count, now);
+        status_payload(
+            &self.topics.status,
+            &self.key,
+            state,
+            (now, self.started_ms),
+            &self.outbox,
+            self.params.version,
+            rate,
+            &self.clock,
+        )
+    }
+
+    /// Stops cleanly: stops reconnecting, flushes the outbox, says `offline` with what it
+    /// still holds (the heartbeat the cloud reads an epoch's clean end from) and disconnects
+    /// on the link if it is up, so that nothing follows: not a reconnect, not the last will.
     async fn shut_down(mut self, connection: mqtt::Connection) -> anyhow::Result<()> {
         tracing::info!("shutting down");
+        connection.stop_reconnecting();
         self.outbox.flush().await?;
         let now = self.now_ms();
-        if self.connected {
-            self.publish_status(GatewayState::Offline, now).await?;
-            let _ = self.client.disconnect().await;
-        }
+        // Queued whether or not the link looks up: a connect under way, or a ConnAck not yet
+        // read, still carries the goodbye; a link that is down drops it with the event loop.
+        let status = self.status_now(GatewayState::Offline, now);
+        let goodbye_queued = self
+            .client
+            .try_publish(&self.topics.status, QoS::AtLeastOnce, true, status)
+            .and_then(|()| self.client.try_disconnect())
+            .is_ok();
         // Wall time: the last packets are a network write, whatever the clock's speed.
         connection
-            .close(self.connected, Duration::from_secs(3))
+            .close(goodbye_queued, Duration::from_secs(3))
             .await;
         self.outbox.flush().await?;
         tracing::info!(

@@ -73,18 +73,25 @@ impl Connection {
         Connection { task, stop }
     }
 
-    /// Ends the connection for a stop. With `disconnect_queued` (the daemon queued its
-    /// `offline` status and a DISCONNECT) the task writes them and ends once the DISCONNECT
-    /// is out, or at once if the link drops first; otherwise it ends at once. It never
-    /// reconnects again, whatever the clock's speed, so the broker never sees this gateway
-    /// connect (and then publish its last will) after a clean stop. Waits at most `within`
-    /// (wall time), then drops the connection.
-    pub async fn close(self, disconnect_queued: bool, within: Duration) {
+    /// The stop begins: from now on no connection is made again, whatever the clock's
+    /// speed (a connect already under way is finished, so what the daemon queues for its
+    /// goodbye still goes out on it). Nothing reaches the daemon any more.
+    pub fn stop_reconnecting(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Ends the connection for a stop. With `goodbye_queued` (the daemon queued its `offline`
+    /// status and a DISCONNECT) the task writes them if the link is up, or comes up from a
+    /// connect under way, and ends once the DISCONNECT is out; it ends at once while the link
+    /// is down. So the broker never sees this gateway connect, or drop a connection it would
+    /// publish the last will for, after a clean stop. Waits at most `within` (wall time),
+    /// then drops the connection; false if it had to.
+    pub async fn close(self, goodbye_queued: bool, within: Duration) -> bool {
+        self.stop_reconnecting();
         let mut task = self.task;
-        if !disconnect_queued {
+        if !goodbye_queued {
             task.abort();
-            return;
+            return true;
         }
         if tokio::time::timeout(within, &mut task).await.is_err() {
             tracing::warn!(
@@ -92,13 +99,16 @@ impl Connection {
                 "the broker connection did not close in time; dropping it"
             );
             task.abort();
+            return false;
         }
+        true
     }
 }
 
-/// Drives the event loop until `tx` closes or `stop` turns true; on errors waits
-/// ([`ReconnectBackoff::GATEWAY`], on the process clock) before rumqttc reconnects. Once
-/// stopping, it ends at the DISCONNECT, at the first error, or at once while disconnected.
+/// Drives the event loop until `tx` closes; on errors waits ([`ReconnectBackoff::GATEWAY`],
+/// on the process clock) before rumqttc reconnects. Once `stop` is true it makes no new
+/// connection: it ends at the DISCONNECT, at the first error, in its backoff, or before a
+/// connect would begin.
 async fn drive(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Link>,
@@ -106,24 +116,16 @@ async fn drive(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
+    // Whether the event loop has a connection (else its next poll connects).
     let mut connected = false;
     loop {
-        let polled = if connected {
-            // Keep polling: the offline status and the DISCONNECT are still to be written.
-            eventloop.poll().await
-        } else {
-            tokio::select! {
-                polled = eventloop.poll() => polled,
-                _ = stopped(&mut stop) => return,
-            }
-        };
-        let link = match polled {
+        if !connected && *stop.borrow() {
+            return;
+        }
+        let link = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
                 connected = true;
-                if *stop.borrow() {
-                    return;
-                }
                 Link::Connected
             }
             // Written and flushed: the broker discards the will; nothing more goes out.
@@ -187,5 +189,57 @@ fn describe(e: &ConnectionError) -> String {
         ),
         ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
         other => format!("connection to the broker lost: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::AsyncClient;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A broker that drops every connection at once: each connect attempt fails, and the
+    /// accepted connections count the attempts.
+    fn dropping_broker() -> (u16, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counted = accepts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        (port, accepts)
+    }
+
+    /// At ×600 the backoff waits its 50 ms floor: the task retries about twenty times a
+    /// second, and still makes no attempt once stopped.
+    #[tokio::test]
+    async fn a_stopped_connection_never_connects_again() {
+        let (port, accepts) = dropping_broker();
+        let (_client, eventloop) = AsyncClient::new(MqttOptions::new("g1", "127.0.0.1", port), 8);
+        let (tx, mut rx) = mpsc::channel(64);
+        let clock = Clock::scaled(chrono::Utc::now(), 600.0).expect("a clock");
+        let connection = Connection::spawn(eventloop, tx, clock);
+        let mut failures = 0;
+        while failures < 3 {
+            match rx.recv().await {
+                Some(Link::Disconnected(_)) => failures += 1,
+                Some(other) => panic!("unexpected {other:?}"),
+                None => panic!("the task ended"),
+            }
+        }
+        // The link is down: the goodbye cannot go out, and the task ends by itself.
+        assert!(connection.close(true, Duration::from_secs(10)).await);
+        let attempts = accepts.load(Ordering::SeqCst);
+        assert!(attempts >= 3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            accepts.load(Ordering::SeqCst),
+            attempts,
+            "connected after the stop"
+        );
     }
 }

@@ -32,6 +32,29 @@ pub fn carried_beacon(n: u8) -> String {
     format!("line:{hwid}")
 }
 
+/// Site TOML: one gateway zone per (store, gateway), the floor the gateway hears within 15 m.
+pub fn gateway_zones(stores: &[(&str, &str)]) -> String {
+    stores
+        .iter()
+        .map(|(store, gw)| {
+            format!(
+                "[[gateway_zones]]\nid = \"{store}-floor\"\nstore = \"{store}\"\nname = \"Floor\"\ngateways = [\"{gw}\"]\nmax_distance_m = 15.0\n\n"
+            )
+        })
+        .collect()
+}
+
+/// Carriers `ns` in the store from `from_s` to `to_s` (clock seconds from replay start).
+pub fn visits(ns: impl IntoIterator<Item = u8>, from_s: i64, to_s: i64) -> Vec<Visit> {
+    ns.into_iter()
+        .map(|beacon| Visit {
+            beacon,
+            from_s,
+            to_s,
+        })
+        .collect()
+}
+
 /// One store gateway of the system: its identity, its replay, its process.
 pub struct SystemGateway {
     pub gut: GatewayUnderTest,

@@ -15,7 +15,7 @@
 //!   while the visit is open.
 //! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
 //!   or last + `exit_grace_s` after *outside* evidence newer than the last inside one.
-//!   Outside evidence drops a candidate at once.
+//!   Outside evidence drops a candidate at once (unless older than its last inside evidence).
 //! - Deadlines fire only on ticks. A backlog received over several ticks (a gateway's outbox
 //!   after an outage, sent batch by batch) can therefore exit a visit before the evidence that
 //!   would have kept it open arrives. An exited visit is remembered until `max_lateness_s`
@@ -568,7 +568,10 @@ impl VisitEngine {
                     })
                 }
             }
-            (Some(State::Candidate { .. }), false) => None,
+            // Outside evidence drops a candidate, unless older than its last inside evidence
+            // (a phone's late upload of reports it queued).
+            (Some(State::Candidate { last_ms, .. }), false) if e.at_ms >= last_ms => None,
+            (Some(candidate @ State::Candidate { .. }), false) => Some(candidate),
             (
                 Some(State::Candidate {
                     first_ms,

@@ -425,25 +425,30 @@ impl VisitStage {
     /// The scopes an app report says `customer` has left. A report from outside names none of
     /// the zones it left, so it is judged against the zones the customer has a visit (or a
     /// candidate) in — the engine's live scopes, state committed with this stage's offset, so
-    /// a replay judges alike: each such zone the report is outside of (by its fix, scan or
-    /// beacon list: [`ZoneSet::relate_report`]); and the store of such a zone, when the
-    /// customer has a visit there and the report is inside or at the edge of none of its
-    /// zones (`near`). A zone the report carries nothing about (a beacon zone when it lists
-    /// no beacon, a gateway zone) does not hold the store: the grace does, for evidence that
-    /// still comes from it.
+    /// a replay with the same zones judges alike: each such zone the report is outside of (by
+    /// its fix, scan or beacon list: [`ZoneSet::relate_report`]); and the store of such a
+    /// zone, when the customer has a visit there and the report is inside or at the edge of
+    /// none of its zones (`near`), with every other zone of that store they are in: a zone
+    /// the report carries nothing about (a beacon zone when it lists no beacon, a gateway
+    /// zone) does not hold the store, the grace does, for evidence still coming from there.
     fn left(&self, customer: &str, report: &Report<'_>, near: &[(usize, Match)]) -> Vec<Scope> {
-        let mut left = Vec::new();
-        let live: Vec<&Scope> = self.engine.live_scopes(customer).collect();
+        let live: Vec<(&Scope, Option<usize>)> = self
+            .engine
+            .live_scopes(customer)
+            .map(|scope| match scope {
+                // A zone removed from the registry since has no index: it ends by timeout.
+                Scope::Zone(z) => (scope, self.zones.index_of(z)),
+                _ => (scope, None),
+            })
+            .collect();
+        let mut left = BTreeSet::new();
         let mut stores: BTreeSet<&StoreId> = BTreeSet::new();
-        for scope in &live {
-            let Scope::Zone(z) = scope else { continue };
-            // A zone removed from the registry since: its visit ends by timeout.
-            let Some(i) = self.zones.index_of(z) else {
-                continue;
-            };
-            if self.zones.relate_report(i, report) == Match::Outside {
-                left.push(Scope::Zone(z.clone()));
-                stores.insert(&self.zones.zone(i).store);
+        for (scope, i) in &live {
+            if let Some(i) = i {
+                if self.zones.relate_report(*i, report) == Match::Outside {
+                    left.insert((*scope).clone());
+                    stores.insert(&self.zones.zone(*i).store);
+                }
             }
         }
         for (i, _) in near {
@@ -451,11 +456,17 @@ impl VisitStage {
         }
         for store in stores {
             let scope = Scope::Store(store.to_string());
-            if live.contains(&&scope) {
-                left.push(scope);
+            if !live.iter().any(|(s, _)| **s == scope) {
+                continue;
+            }
+            left.insert(scope);
+            for (scope, i) in &live {
+                if i.is_some_and(|i| self.zones.zone(i).store == *store) {
+                    left.insert((*scope).clone());
+                }
             }
         }
-        left
+        left.into_iter().collect()
     }
 
     /// Who a record is about, and what it says about which scopes.

@@ -468,3 +468,27 @@ proptest! {
         }
     }
 }
+
+/// A phone uploading reports it queued: outside evidence older than a candidate's last inside
+/// evidence does not drop it (newer outside evidence does).
+#[test]
+fn old_outside_evidence_does_not_drop_a_newer_candidate() {
+    let z = zone("wifi");
+    let p = VisitParams::default();
+    let mut evidence = stream("c1", &z, 1000, 1060, 10, Source::App, 0);
+    // Received late (well past the reorder window), from before the candidate began.
+    evidence.push((T0 + 1015 * S, ev("c1", &z, 500, 100, Source::App, false)));
+    let out = run(&mut VisitEngine::new(p, [7; 32]), evidence.clone(), 1100);
+    assert_eq!(
+        kinds(&out),
+        [(format!("{z:?}"), TransitionKind::Enter)],
+        "the candidate went on to enter"
+    );
+    assert_eq!(out[0].at_ms, T0 + 1000 * S, "entered at its first evidence");
+    // Outside evidence after the candidate's last inside one drops it.
+    let mut dropped = stream("c1", &z, 1000, 1010, 10, Source::App, 0);
+    dropped.push((T0 + 1016 * S, ev("c1", &z, 1015, 100, Source::App, false)));
+    dropped.extend(stream("c1", &z, 1020, 1030, 10, Source::App, 10));
+    let out = run(&mut VisitEngine::new(p, [7; 32]), dropped, 1100);
+    assert!(out.is_empty(), "{out:?}");
+}

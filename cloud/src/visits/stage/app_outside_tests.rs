@@ -56,14 +56,20 @@ fn fix(metres: f64, accuracy_m: f64) -> GpsFix {
     }
 }
 
-fn report(customer: &str, at_s: i64, gps: GpsFix, wifi: &[&str], beacons: &[&str]) -> Record {
+fn report(
+    customer: &str,
+    at_s: i64,
+    gps: Option<GpsFix>,
+    wifi: &[&str],
+    beacons: &[&str],
+) -> Record {
     let at = ts((T0_S + at_s) * 1000);
     Record::App(AppReport {
         install: "i_1".into(),
         customer: customer.into(),
         event_ts: at,
         received: at,
-        gps: Some(gps),
+        gps,
         wifi: wifi
             .iter()
             .map(|b| WifiSighting {
@@ -122,7 +128,7 @@ fn log(left: &str, stayed: &str, range: std::ops::Range<i64>) -> Vec<Record> {
                 out.push(report(
                     c,
                     s,
-                    fix(0.0, 10.0),
+                    Some(fix(0.0, 10.0)),
                     &["02:00:5e:10:00:01"],
                     &[DOOR],
                 ));
@@ -132,11 +138,11 @@ fn log(left: &str, stayed: &str, range: std::ops::Range<i64>) -> Vec<Record> {
             out.push(report(
                 left,
                 s,
-                fix(3000.0, 10.0),
+                Some(fix(3000.0, 10.0)),
                 &["0a:11:22:33:44:55"],
                 &[OTHER],
             ));
-            out.push(report(stayed, s, fix(110.0, 30.0), &[], &[]));
+            out.push(report(stayed, s, Some(fix(110.0, 30.0)), &[], &[]));
         }
         out.push(Record::Tick {
             received: ts((T0_S + s) * 1000),
@@ -206,21 +212,51 @@ fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
     assert_eq!(exits(&again, &stayed), exits(&store, &stayed));
 }
 
+/// A report that is only a list of other beacons: outside the door by the beacon rule, and
+/// with it the store and every zone of it (the list says nothing of the Wi-Fi and the plaza);
+/// with the rule off, nothing.
 #[test]
-fn a_beacon_list_is_no_outside_evidence_when_the_rule_is_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, mut inputs, [left, stayed]) = setup(dir.path());
-    inputs.params.beacon_outside_min_others = 0;
-    append(&store, &log(&left, &stayed, 0..1500));
-    let mut stage = VisitStage::open(&store, &inputs).unwrap();
-    while stage.step(&store, &inputs).unwrap() > 0 {}
-    let exits = exits(&store, &left);
-    let grace = i64::from(inputs.params.exit_grace_s);
-    let timeout = i64::from(inputs.params.exit_timeout_s);
-    assert_eq!(exits[&Scope::Zone("door".into())], 600 + timeout);
-    assert_eq!(exits[&Scope::Zone("wifi".into())], 660 + grace);
-    // The list says nothing of the door then, which does not hold the store.
-    assert_eq!(exits[&Scope::Store("s1".into())], 660 + grace);
+fn a_beacon_list_alone_leaves_the_store_by_the_beacon_rule() {
+    for min_others in [1, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut inputs, [moved, _]) = setup(dir.path());
+        inputs.params.beacon_outside_min_others = min_others;
+        let mut records = Vec::new();
+        for s in 0..1500 {
+            if s <= 600 && s % 30 == 0 {
+                records.push(report(
+                    &moved,
+                    s,
+                    Some(fix(0.0, 10.0)),
+                    &["02:00:5e:10:00:01"],
+                    &[DOOR],
+                ));
+            }
+            if s == 660 {
+                records.push(report(&moved, s, None, &[], &[OTHER]));
+            }
+            records.push(Record::Tick {
+                received: ts((T0_S + s) * 1000),
+            });
+        }
+        append(&store, &records);
+        let mut stage = VisitStage::open(&store, &inputs).unwrap();
+        while stage.step(&store, &inputs).unwrap() > 0 {}
+        let exit = if min_others == 1 {
+            660 + i64::from(inputs.params.exit_grace_s)
+        } else {
+            600 + i64::from(inputs.params.exit_timeout_s)
+        };
+        let all = ["door", "wifi", "plaza"]
+            .map(|z| Scope::Zone(z.into()))
+            .into_iter()
+            .chain([Scope::Store("s1".into())]);
+        assert_eq!(
+            exits(&store, &moved),
+            all.map(|s| (s, exit)).collect(),
+            "{min_others}"
+        );
+    }
 }
 
 #[test]
@@ -233,7 +269,7 @@ fn a_report_inside_another_zone_of_the_store_holds_the_store() {
             records.push(report(
                 &moved,
                 s,
-                fix(0.0, 10.0),
+                Some(fix(0.0, 10.0)),
                 &["02:00:5e:10:00:01"],
                 &[DOOR],
             ));
@@ -243,7 +279,7 @@ fn a_report_inside_another_zone_of_the_store_holds_the_store() {
             records.push(report(
                 &moved,
                 s,
-                fix(0.0, 10.0),
+                Some(fix(0.0, 10.0)),
                 &["0a:11:22:33:44:55"],
                 &[DOOR],
             ));
