@@ -366,7 +366,8 @@ fn gps_fix(store: &crate::scenario::Store, at: Xy, accuracy: f64, rng: &mut StdR
 /// The app's location reports around `visit`, one every `interval_ms`. Outdoors on the way
 /// in (the last 2.5 minutes, walking straight at the store from a random direction): a GPS fix
 /// of 5–30 m accuracy. Inside: the fixed beacons it senses (not LINE Beacons: only the LINE app
-/// reads those), the Wi-Fi APs it sees, and a GPS fix of 20–60 m.
+/// reads those), the Wi-Fi APs it sees, and a GPS fix of 20–60 m. Outdoors on the way out
+/// (5 minutes, walking away): a fix of 5–30 m and a Wi-Fi scan of the street.
 pub fn app_reports(
     s: &Scenario,
     shopper: &Shopper,
@@ -379,8 +380,8 @@ pub fn app_reports(
         return Vec::new();
     }
     let store = &s.stores[visit.store];
-    let mut out = Vec::new();
-    let mut n = 0;
+    let mut out: Vec<Value> = Vec::new();
+    let key = format!("{}-{}", shopper.member_id, visit.start_ms());
     let centre = [store.size_m[0] / 2.0, store.size_m[1] / 2.0];
     let edge = centre[0].hypot(centre[1]);
     let bearing: f64 = rng.random_range(0.0..std::f64::consts::TAU);
@@ -388,12 +389,7 @@ pub fn app_reports(
     while t < visit.start_ms() {
         let at = outdoors(centre, edge, bearing, visit.start_ms() - t);
         let accuracy: f64 = rng.random_range(5.0..=30.0);
-        n += 1;
-        out.push(json!({
-            "ts": ts_text(t),
-            "idempotency_key": format!("{}-{}-{n}", shopper.member_id, visit.start_ms()),
-            "gps": gps_fix(store, at, accuracy, rng),
-        }));
+        push_report(&mut out, &key, t, gps_fix(store, at, accuracy, rng));
         t += interval_ms;
     }
     while t < visit.end_ms() {
@@ -411,14 +407,9 @@ pub fn app_reports(
             .collect();
         let wifi = store_aps(store, at, radio);
         let accuracy: f64 = rng.random_range(20.0..=60.0);
-        n += 1;
-        out.push(json!({
-            "ts": ts_text(t),
-            "idempotency_key": format!("{}-{}-{n}", shopper.member_id, visit.start_ms()),
-            "gps": gps_fix(store, at, accuracy, rng),
-            "wifi": wifi,
-            "beacons": beacons,
-        }));
+        let r = push_report(&mut out, &key, t, gps_fix(store, at, accuracy, rng));
+        r["wifi"] = json!(wifi);
+        r["beacons"] = json!(beacons);
         t += interval_ms;
     }
     // Outdoors on the way out (5 minutes, walking straight away in another direction): a
@@ -435,16 +426,18 @@ pub fn app_reports(
                 .map(|b| json!({"bssid": b, "rssi": rng.random_range(-85..=-55)})),
         );
         let accuracy: f64 = rng.random_range(5.0..=30.0);
-        n += 1;
-        out.push(json!({
-            "ts": ts_text(t),
-            "idempotency_key": format!("{}-{}-{n}", shopper.member_id, visit.start_ms()),
-            "gps": gps_fix(store, at, accuracy, rng),
-            "wifi": wifi,
-        }));
+        push_report(&mut out, &key, t, gps_fix(store, at, accuracy, rng))["wifi"] = json!(wifi);
         t += interval_ms;
     }
     out
+}
+
+/// Appends the visit's next app report, at `t` with its fix, numbered after `key` for its
+/// idempotency key; returns it for the rest of what it says.
+fn push_report<'a>(out: &'a mut Vec<Value>, key: &str, t: i64, gps: Value) -> &'a mut Value {
+    let n = out.len() + 1;
+    out.push(json!({"ts": ts_text(t), "idempotency_key": format!("{key}-{n}"), "gps": gps}));
+    out.last_mut().expect("just pushed")
 }
 
 /// Where a shopper walking straight at (or away from) the store along `bearing` is, `ms`

@@ -201,12 +201,16 @@ pub fn drained(seen: &Seen, gateway: &str) -> bool {
         .is_some_and(|v| v.len() >= 2 && v[v.len() - 2..].iter().all(|s| s.outbox_depth == 0))
 }
 
+/// The line a gateway logged when it last stopped (epoch, last seq, outbox depth).
+pub fn stop_line(log: &str) -> Option<&str> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("stopped") && l.contains("last_seq="))
+}
+
 /// The (epoch, last seq) a gateway logged when it stopped.
 pub fn stopped_at(log: &str) -> Option<(String, u64)> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("stopped") && l.contains("last_seq="))?;
+    let line = stop_line(log)?;
     let field = |name: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name))

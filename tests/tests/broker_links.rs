@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use omo_tests::cloud::metric;
+use omo_tests::scenario::stop_line;
 use omo_tests::system::{gateway_zones, strip_ansi, visits, Layout, System};
 use serde_json::json;
 
@@ -20,15 +21,9 @@ use serde_json::json;
 async fn clean_stop_then_new_disk(sys: &mut System, gw: &str) -> anyhow::Result<()> {
     sys.wait_settled(Duration::from_secs(90)).await?;
     let (epoch, last) = sys.gateway(gw).stop()?;
-    let stop_line = sys
-        .gateway(gw)
-        .log()
-        .lines()
-        .rev()
-        .find(|l| l.contains("stopped") && l.contains("last_seq="))
-        .map(str::to_owned)
-        .unwrap_or_default();
-    assert!(stop_line.contains("outbox_depth=0"), "{stop_line}");
+    let log = sys.gateway(gw).log();
+    let stopped = stop_line(&log).unwrap_or_default();
+    assert!(stopped.contains("outbox_depth=0"), "{stopped}");
     sys.check_epoch_complete(gw, &epoch, last).await?;
     // What the broker saw until a while after the process ended: a reconnect would be in it.
     tokio::time::sleep(Duration::from_secs(1)).await;

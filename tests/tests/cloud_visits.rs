@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
 use omo_device_config::SeqRanges;
 use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, Outbound, ADMIN_TOKEN};
@@ -63,17 +65,17 @@ impl Shopper {
             .ok_or_else(|| anyhow::anyhow!("no ack"))?;
         anyhow::ensure!(ack.seqs.contains(self.seq), "not acked: {ack:?}");
         let fix = json!({"ts": now, "idempotency_key": format!("fix-{}", self.seq), "gps": {"lat": 35.6001, "lon": 139.7001, "accuracy_m": 10.0}});
-        let (status, body) = cloud
-            .call(
-                Method::POST,
-                "/v1/app/locations",
-                Some(fix),
-                Some(&self.token),
-            )
-            .await?;
-        anyhow::ensure!(status == 202, "{status} {body}");
-        Ok(())
+        post_report(cloud, &self.token, fix).await
     }
+}
+
+/// Posts an app location report with an install's token; it must be accepted.
+async fn post_report(cloud: &CloudUnderTest, token: &str, report: Value) -> anyhow::Result<()> {
+    let (status, body) = cloud
+        .call(Method::POST, "/v1/app/locations", Some(report), Some(token))
+        .await?;
+    anyhow::ensure!(status == 202, "{status} {body}");
+    Ok(())
 }
 
 async fn setup(cloud: &CloudUnderTest) -> anyhow::Result<(String, String, String)> {
@@ -86,20 +88,8 @@ async fn setup(cloud: &CloudUnderTest) -> anyhow::Result<(String, String, String
         )
         .await?;
     anyhow::ensure!(status == 201, "{a}");
-    let (status, b) = cloud
-        .call(
-            Method::POST,
-            "/v1/app/installs",
-            Some(CloudUnderTest::install_for_member("ios", "m-b")),
-            None,
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "{b}");
-    Ok((
-        a["id"].as_str().unwrap().to_owned(),
-        b["customer_id"].as_str().unwrap().to_owned(),
-        b["token"].as_str().unwrap().to_owned(),
-    ))
+    let b = AppShopper::install(cloud, "m-b").await?;
+    Ok((a["id"].as_str().unwrap().to_owned(), b.customer, b.token))
 }
 
 async fn visits(cloud: &CloudUnderTest, customer: &str) -> anyhow::Result<BTreeMap<String, Value>> {
@@ -449,9 +439,15 @@ impl AppShopper {
             )
             .await?;
         anyhow::ensure!(status == 201, "{b}");
+        let field = |name: &str| {
+            b[name]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no {name} in the install's answer: {b}"))
+        };
         Ok(AppShopper {
-            customer: b["customer_id"].as_str().unwrap_or_default().to_owned(),
-            token: b["token"].as_str().unwrap_or_default().to_owned(),
+            customer: field("customer_id")?,
+            token: field("token")?,
             sent: 0,
         })
     }
@@ -467,16 +463,7 @@ impl AppShopper {
         let mut body = what;
         body["ts"] = json!(at);
         body["idempotency_key"] = json!(format!("{}-{}", self.customer, self.sent));
-        let (status, answer) = cloud
-            .call(
-                Method::POST,
-                "/v1/app/locations",
-                Some(body),
-                Some(&self.token),
-            )
-            .await?;
-        anyhow::ensure!(status == 202, "{status} {answer}");
-        Ok(())
+        post_report(cloud, &self.token, body).await
     }
 }
 

@@ -15,6 +15,9 @@ use crate::ingest::record::BeaconSighting;
 pub struct BeaconZone {
     beacons: HashSet<BeaconId>,
     min_rssi_dbm: Option<f64>,
+    /// Whether a phone's app can list any of its beacons (only the LINE app reads LINE
+    /// Beacons).
+    app_listable: bool,
 }
 
 impl BeaconZone {
@@ -22,11 +25,13 @@ impl BeaconZone {
         BeaconZone {
             beacons: z.beacons.iter().copied().collect(),
             min_rssi_dbm: z.min_rssi_dbm,
+            app_listable: z
+                .beacons
+                .iter()
+                .any(|b| !matches!(b, BeaconId::Line { .. })),
         }
     }
-}
 
-impl BeaconZone {
     /// One of the zone's beacons heard at `rssi` (LINE's reports carry none): inside unless
     /// weaker than the zone's floor.
     fn heard_at(&self, rssi: Option<f64>) -> Match {
@@ -47,12 +52,8 @@ impl BeaconZone {
         if let Some(best) = mine.map(|b| b.rssi).reduce(f64::max) {
             return self.heard_at(Some(best));
         }
-        let reportable = self
-            .beacons
-            .iter()
-            .any(|b| !matches!(b, BeaconId::Line { .. }));
         let enough = u32::try_from(listed.len()).unwrap_or(u32::MAX) >= min_others;
-        if min_others > 0 && enough && reportable {
+        if min_others > 0 && enough && self.app_listable {
             Match::Outside
         } else {
             Match::Unknown

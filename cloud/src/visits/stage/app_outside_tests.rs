@@ -117,38 +117,57 @@ fn setup(dir: &std::path::Path) -> (SledStore, Inputs, [String; 2]) {
     (store, inputs, ids)
 }
 
-/// The day's log, cut at `cut_s`: both customers inside (Wi-Fi, fix, door beacon) every 30 s
-/// for 10 minutes; at 660 s `left` reports from outside and `stayed` a fix straddling the
-/// fence's edge (and nothing else); ticks every second to 1,500 s.
-fn log(left: &str, stayed: &str, range: std::ops::Range<i64>) -> Vec<Record> {
+/// The day's log over `range` (seconds from its start): `customers` inside (Wi-Fi, fix, door
+/// beacon) every 30 s for 10 minutes; at 660 s the reports `then`; ticks every second.
+fn day(customers: &[&str], then: &[Record], range: std::ops::Range<i64>) -> Vec<Record> {
     let mut out = Vec::new();
     for s in range {
         if s <= 600 && s % 30 == 0 {
-            for c in [left, stayed] {
-                out.push(report(
-                    c,
-                    s,
-                    Some(fix(0.0, 10.0)),
-                    &["02:00:5e:10:00:01"],
-                    &[DOOR],
-                ));
+            for c in customers {
+                let inside = Some(fix(0.0, 10.0));
+                out.push(report(c, s, inside, &["02:00:5e:10:00:01"], &[DOOR]));
             }
         }
         if s == 660 {
-            out.push(report(
-                left,
-                s,
-                Some(fix(3000.0, 10.0)),
-                &["0a:11:22:33:44:55"],
-                &[OTHER],
-            ));
-            out.push(report(stayed, s, Some(fix(110.0, 30.0)), &[], &[]));
+            out.extend(then.iter().cloned());
         }
         out.push(Record::Tick {
             received: ts((T0_S + s) * 1000),
         });
     }
     out
+}
+
+/// The main day, to 1,500 s: at 660 s `left` reports from outside (a far fix, a street scan,
+/// another beacon) and `stayed` a fix straddling the fence's edge (and nothing else).
+fn log(left: &str, stayed: &str, range: std::ops::Range<i64>) -> Vec<Record> {
+    let then = [
+        report(
+            left,
+            660,
+            Some(fix(3000.0, 10.0)),
+            &["0a:11:22:33:44:55"],
+            &[OTHER],
+        ),
+        report(stayed, 660, Some(fix(110.0, 30.0)), &[], &[]),
+    ];
+    day(&[left, stayed], &then, range)
+}
+
+/// Runs the stage over everything logged.
+fn run(store: &SledStore, inputs: &Inputs) {
+    let mut stage = VisitStage::open(store, inputs).unwrap();
+    while stage.step(store, inputs).unwrap() > 0 {}
+}
+
+/// Every scope of the day: the three zones and their store, each with `exit`.
+fn all_exit_at(exit: i64) -> BTreeMap<Scope, i64> {
+    ["door", "wifi", "plaza"]
+        .map(|z| Scope::Zone(z.into()))
+        .into_iter()
+        .chain([Scope::Store("s1".into())])
+        .map(|s| (s, exit))
+        .collect()
 }
 
 fn append(store: &SledStore, records: &[Record]) {
@@ -177,19 +196,12 @@ fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let (store, inputs, [left, stayed]) = setup(dir.path());
     append(&store, &log(&left, &stayed, 0..1500));
-    let mut stage = VisitStage::open(&store, &inputs).unwrap();
-    while stage.step(&store, &inputs).unwrap() > 0 {}
+    run(&store, &inputs);
     let grace = i64::from(inputs.params.exit_grace_s);
     let timeout = i64::from(inputs.params.exit_timeout_s);
-    let scopes = ["door", "wifi", "plaza"]
-        .map(|z| Scope::Zone(z.into()))
-        .into_iter()
-        .chain([Scope::Store("s1".into())]);
-    let early: BTreeMap<Scope, i64> = scopes.clone().map(|s| (s, 660 + grace)).collect();
-    assert_eq!(exits(&store, &left), early);
+    assert_eq!(exits(&store, &left), all_exit_at(660 + grace));
     // A fix across the fence's edge is no evidence: every visit runs to its timeout.
-    let late: BTreeMap<Scope, i64> = scopes.map(|s| (s, 600 + timeout)).collect();
-    assert_eq!(exits(&store, &stayed), late);
+    assert_eq!(exits(&store, &stayed), all_exit_at(600 + timeout));
 
     // Restored from its commit just before the report and run on, the stage judges the
     // report against the same open visits (its live scopes come back with the states).
@@ -202,12 +214,9 @@ fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
     }
     again.commit(c).unwrap();
     append(&again, &log(&left, &stayed, 0..655));
-    let mut first = VisitStage::open(&again, &inputs).unwrap();
-    while first.step(&again, &inputs).unwrap() > 0 {}
-    drop(first);
+    run(&again, &inputs);
     append(&again, &log(&left, &stayed, 655..1500));
-    let mut restored = VisitStage::open(&again, &inputs).unwrap();
-    while restored.step(&again, &inputs).unwrap() > 0 {}
+    run(&again, &inputs);
     assert_eq!(exits(&again, &left), exits(&store, &left));
     assert_eq!(exits(&again, &stayed), exits(&store, &stayed));
 }
@@ -221,41 +230,15 @@ fn a_beacon_list_alone_leaves_the_store_by_the_beacon_rule() {
         let dir = tempfile::tempdir().unwrap();
         let (store, mut inputs, [moved, _]) = setup(dir.path());
         inputs.params.beacon_outside_min_others = min_others;
-        let mut records = Vec::new();
-        for s in 0..1500 {
-            if s <= 600 && s % 30 == 0 {
-                records.push(report(
-                    &moved,
-                    s,
-                    Some(fix(0.0, 10.0)),
-                    &["02:00:5e:10:00:01"],
-                    &[DOOR],
-                ));
-            }
-            if s == 660 {
-                records.push(report(&moved, s, None, &[], &[OTHER]));
-            }
-            records.push(Record::Tick {
-                received: ts((T0_S + s) * 1000),
-            });
-        }
-        append(&store, &records);
-        let mut stage = VisitStage::open(&store, &inputs).unwrap();
-        while stage.step(&store, &inputs).unwrap() > 0 {}
+        let then = [report(&moved, 660, None, &[], &[OTHER])];
+        append(&store, &day(&[&moved], &then, 0..1500));
+        run(&store, &inputs);
         let exit = if min_others == 1 {
             660 + i64::from(inputs.params.exit_grace_s)
         } else {
             600 + i64::from(inputs.params.exit_timeout_s)
         };
-        let all = ["door", "wifi", "plaza"]
-            .map(|z| Scope::Zone(z.into()))
-            .into_iter()
-            .chain([Scope::Store("s1".into())]);
-        assert_eq!(
-            exits(&store, &moved),
-            all.map(|s| (s, exit)).collect(),
-            "{min_others}"
-        );
+        assert_eq!(exits(&store, &moved), all_exit_at(exit), "{min_others}");
     }
 }
 
@@ -263,43 +246,14 @@ fn a_beacon_list_alone_leaves_the_store_by_the_beacon_rule() {
 fn a_report_inside_another_zone_of_the_store_holds_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (store, inputs, [moved, _]) = setup(dir.path());
-    let mut records = Vec::new();
-    for s in 0..1500 {
-        if s <= 600 && s % 30 == 0 {
-            records.push(report(
-                &moved,
-                s,
-                Some(fix(0.0, 10.0)),
-                &["02:00:5e:10:00:01"],
-                &[DOOR],
-            ));
-        }
-        if s == 660 {
-            // Out of the Wi-Fi's reach, still at the door and in the plaza.
-            records.push(report(
-                &moved,
-                s,
-                Some(fix(0.0, 10.0)),
-                &["0a:11:22:33:44:55"],
-                &[DOOR],
-            ));
-        }
-        records.push(Record::Tick {
-            received: ts((T0_S + s) * 1000),
-        });
-    }
-    append(&store, &records);
-    let mut stage = VisitStage::open(&store, &inputs).unwrap();
-    while stage.step(&store, &inputs).unwrap() > 0 {}
+    // Out of the Wi-Fi's reach, still at the door and in the plaza.
+    let street = &["0a:11:22:33:44:55"];
+    let then = [report(&moved, 660, Some(fix(0.0, 10.0)), street, &[DOOR])];
+    append(&store, &day(&[&moved], &then, 0..1500));
+    run(&store, &inputs);
     let grace = i64::from(inputs.params.exit_grace_s);
     let timeout = i64::from(inputs.params.exit_timeout_s);
-    let exits = exits(&store, &moved);
-    assert_eq!(exits[&Scope::Zone("wifi".into())], 660 + grace);
-    for held in [
-        Scope::Zone("door".into()),
-        Scope::Zone("plaza".into()),
-        Scope::Store("s1".into()),
-    ] {
-        assert_eq!(exits[&held], 660 + timeout, "{held:?}");
-    }
+    let mut held = all_exit_at(660 + timeout);
+    held.insert(Scope::Zone("wifi".into()), 660 + grace);
+    assert_eq!(exits(&store, &moved), held);
 }
