@@ -681,16 +681,20 @@ mod tests {
                 );
                 assert!(parsed.is_ok(), "{x}: {:?}", parsed.err());
             }
+            // How far a report's fix is from the store's centre, metres.
+            let from_centre = |x: &Value| {
+                let (north, east) = metres_to_degrees(st.anchor.lat);
+                let dy = (x["gps"]["lat"].as_f64().unwrap() - st.anchor.lat) / north - centre[1];
+                let dx = (x["gps"]["lon"].as_f64().unwrap() - st.anchor.lon) / east - centre[0];
+                dx.hypot(dy)
+            };
             for x in &rep[..outdoor] {
                 let at: omo_device_config::Timestamp = x["ts"].as_str().unwrap().parse().unwrap();
                 assert!(at.millis() < v.start_ms());
                 let acc = x["gps"]["accuracy_m"].as_f64().unwrap();
                 assert!((5.0..=30.0).contains(&acc), "{x}");
                 // Nearer the store with every fix (the true position; the fix errs by ~acc).
-                let (north, east) = metres_to_degrees(st.anchor.lat);
-                let dy = (x["gps"]["lat"].as_f64().unwrap() - st.anchor.lat) / north - centre[1];
-                let dx = (x["gps"]["lon"].as_f64().unwrap() - st.anchor.lon) / east - centre[0];
-                let away = dx.hypot(dy);
+                let away = from_centre(x);
                 assert!(away < last_away + 3.0 * 30.0, "{away} after {last_away}");
                 assert!(away > centre[0].hypot(centre[1]) - 3.0 * 30.0);
                 last_away = away;
@@ -720,10 +724,7 @@ mod tests {
                 assert!(at.millis() >= v.end_ms(), "{x}");
                 let acc = x["gps"]["accuracy_m"].as_f64().unwrap();
                 assert!((5.0..=30.0).contains(&acc), "{x}");
-                let (north, east) = metres_to_degrees(st.anchor.lat);
-                let dy = (x["gps"]["lat"].as_f64().unwrap() - st.anchor.lat) / north - centre[1];
-                let dx = (x["gps"]["lon"].as_f64().unwrap() - st.anchor.lon) / east - centre[0];
-                let away = dx.hypot(dy);
+                let away = from_centre(x);
                 assert!(away > last_away - 3.0 * 30.0, "{away} after {last_away}");
                 last_away = away;
                 // The street's APs, and the store's while still near.
