@@ -262,7 +262,15 @@ pub struct VisitEngine {
     watermark_ms: i64,
     /// Keys whose state changed since [`VisitEngine::take_changes`].
     dirty: std::collections::HashSet<Key>,
+    /// Buffered evidence the stage has not stored yet (indexes into `pending`), and what it
+    /// stored that has left the buffer since: [`VisitEngine::take_buffer_changes`].
+    unstored: std::collections::HashSet<usize>,
+    left_buffer: Vec<EvidenceId>,
 }
+
+/// A buffered evidence's identity: one record's evidence is about one customer, once per
+/// scope, so its log offset and scope name it.
+pub type EvidenceId = (u64, Scope);
 
 /// What the stage stores besides the per-key states: the watermark and the evidence still in
 /// the reorder buffer.
@@ -361,26 +369,73 @@ impl VisitEngine {
         out
     }
 
+    /// Evidence at or before this event time is applied (or late); later evidence waits.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// Every state and the reorder buffer, in a stable order (tests compare engines).
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> (Vec<(Key, State)>, Buffered) {
+        let mut states: Vec<(Key, State)> = self
+            .states
+            .iter()
+            .map(|(k, t)| (k.clone(), t.state.clone()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        (states, self.buffered())
+    }
+
+    /// A key's state now.
+    pub fn state(&self, key: &Key) -> Option<&State> {
+        self.states.get(key).map(|t| &t.state)
+    }
+
+    /// The evidence buffered since the last call and still buffered, and the ids of evidence
+    /// stored before that has left the buffer since (applied or forgotten), for the stage to
+    /// commit; ordered as [`VisitEngine::buffered`] orders them.
+    pub fn take_buffer_changes(&mut self) -> (Vec<Evidence>, Vec<EvidenceId>) {
+        let mut added: Vec<Evidence> = std::mem::take(&mut self.unstored)
+            .into_iter()
+            .filter_map(|i| self.pending.get(&i).cloned())
+            .collect();
+        added.sort_by(Self::buffer_order);
+        (added, std::mem::take(&mut self.left_buffer))
+    }
+
+    /// Treats the whole buffer as not stored yet (restored from a format the stage replaces).
+    pub fn unstore_buffer(&mut self) {
+        self.unstored = self.pending.keys().copied().collect();
+        self.left_buffer.clear();
+    }
+
+    /// Takes evidence `i` out of the buffer, noting it for the stage if it was stored.
+    fn unbuffer(&mut self, i: usize) -> Option<Evidence> {
+        let e = self.pending.remove(&i)?;
+        if !self.unstored.remove(&i) {
+            self.left_buffer.push((e.offset, e.scope.clone()));
+        }
+        Some(e)
+    }
+
+    /// The order evidence tied on time and offset (one record's evidence for a zone and its
+    /// store) is applied in: customer, then scope, as it was buffered.
+    fn buffer_order(a: &Evidence, b: &Evidence) -> std::cmp::Ordering {
+        (a.at_ms, a.offset, &a.customer, &a.scope).cmp(&(b.at_ms, b.offset, &b.customer, &b.scope))
+    }
+
     /// The reorder buffer and watermark, for the stage to commit.
     pub fn buffered(&self) -> Buffered {
         let mut evidence: Vec<Evidence> = self.pending.values().cloned().collect();
-        // The order they are applied in when they tie on time and offset (one record's evidence
-        // for a zone and its store): customer, then scope, as they were buffered.
-        evidence.sort_by(|a, b| {
-            (a.at_ms, a.offset, &a.customer, &a.scope).cmp(&(
-                b.at_ms,
-                b.offset,
-                &b.customer,
-                &b.scope,
-            ))
-        });
+        evidence.sort_by(Self::buffer_order);
         Buffered {
             watermark_ms: self.watermark_ms,
             evidence,
         }
     }
 
-    /// An engine as a stage committed it: its states and buffer.
+    /// An engine as a stage committed it: its states and buffer (the buffer in any order;
+    /// all of it counts as stored).
     pub fn restore(
         params: VisitParams,
         id_key: [u8; 32],
@@ -400,7 +455,9 @@ impl VisitEngine {
                 },
             );
         }
-        for e in buffered.evidence {
+        let mut evidence = buffered.evidence;
+        evidence.sort_by(Self::buffer_order);
+        for e in evidence {
             let i = engine.next_pending;
             engine.next_pending += 1;
             engine.buffer.push(Reverse((e.at_ms, e.offset, i)));
@@ -425,12 +482,19 @@ impl VisitEngine {
             self.dirty.insert(k.clone());
         }
         self.deadlines.retain(|Reverse((_, (c, _)))| c != customer);
-        let before = self.pending.len();
-        self.pending.retain(|_, e| e.customer != customer);
+        let theirs: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| e.customer == customer)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in &theirs {
+            self.unbuffer(*i);
+        }
         let pending = &self.pending;
         self.buffer
             .retain(|Reverse((_, _, i))| pending.contains_key(i));
-        (keys.len(), before - self.pending.len())
+        (keys.len(), theirs.len())
     }
 
     /// Takes evidence seen in the log at `log_ms`; returns what it decided at once (only
@@ -448,6 +512,7 @@ impl VisitEngine {
             self.buffer
                 .push(Reverse((evidence.at_ms, evidence.offset, i)));
             self.pending.insert(i, evidence);
+            self.unstored.insert(i);
         }
         out
     }
@@ -480,10 +545,7 @@ impl VisitEngine {
             match (next_evidence, next_deadline) {
                 (Some(e), d) if d.is_none_or(|d| e <= d) => {
                     let Reverse((_, _, i)) = self.buffer.pop().expect("peeked");
-                    let evidence = self
-                        .pending
-                        .remove(&i)
-                        .expect("every buffered index is pending");
+                    let evidence = self.unbuffer(i).expect("every buffered index is pending");
                     self.watermark_ms = self.watermark_ms.max(evidence.at_ms);
                     self.apply(evidence, log_ms, out);
                 }

@@ -13,26 +13,24 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::engine::{
-    Buffered, Evidence, Key, Scope, Source, State, Transition, TransitionKind, VisitEngine,
-    VisitParams,
+    Evidence, Scope, Source, Transition, TransitionKind, VisitEngine, VisitParams,
 };
 use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::record::{GatewayEvent, Record};
 use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
 use crate::registry::Registry;
 use crate::reports::tally::{self, VisitHours};
-use crate::store::barrier::scan_all;
 use crate::store::event_log::{self, advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::zones::{Match, Observation, Report, ZoneSet};
+
+mod journal;
+use journal::Journal;
 
 /// This stage's name in the offsets space.
 pub const CONSUMER: &str = "visits";
 /// Records folded per commit at most.
 const BATCH: usize = 2000;
-
-const STATE: &str = "state/";
-const BUFFER: &[u8] = b"buffer";
 
 /// A visit as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,21 +83,16 @@ pub struct Inputs {
     pub profiles: ProfileParams,
 }
 
-/// The stage's in-memory part: the engine and the zones it was built with.
+/// The stage's in-memory part: the engine, how it is stored, and the zones it was built with.
 pub struct VisitStage {
     engine: VisitEngine,
+    journal: Journal,
     zones: ZoneSet,
     zone_generation: u64,
 }
 
 fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_millis(0).expect("epoch"))
-}
-
-fn state_key(key: &Key) -> Vec<u8> {
-    let mut k = STATE.as_bytes().to_vec();
-    k.extend(serde_json::to_vec(key).expect("keys serialise"));
-    k
 }
 
 fn scope_text(scope: &Scope) -> String {
@@ -117,30 +110,15 @@ fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl VisitStage {
     /// Restores the engine as last committed.
     pub fn open(store: &dyn Store, inputs: &Inputs) -> Result<VisitStage, StoreError> {
-        let mut states = Vec::new();
-        for (k, v) in scan_all(store, Space::Visits)? {
-            let Some(json) = k.strip_prefix(STATE.as_bytes()) else {
-                continue;
-            };
-            let key: Key =
-                serde_json::from_slice(json).map_err(|e| backend("visit state key", e))?;
-            let state: State = serde_json::from_slice(&v).map_err(|e| backend("visit state", e))?;
-            states.push((key, state));
-        }
-        let buffered: Buffered = match store.get(Space::Visits, BUFFER)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| backend("visit buffer", e))?,
-            None => Buffered {
-                watermark_ms: i64::MIN,
-                evidence: Vec::new(),
-            },
-        };
+        let (journal, engine) = Journal::open(store, inputs.params, inputs.id_key)?;
         let registry = inputs.registry.read().expect("registry lock");
         let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
         for p in problems {
             tracing::error!(problem = %p, "zone skipped");
         }
         Ok(VisitStage {
-            engine: VisitEngine::restore(inputs.params, inputs.id_key, states, buffered),
+            engine,
+            journal,
             zones,
             zone_generation: registry.generation,
         })
@@ -291,7 +269,7 @@ impl VisitStage {
                 serde_json::to_vec(&total).expect("footfall serialises"),
             );
         }
-        self.stage_engine(&mut c);
+        self.journal.stage(&mut self.engine, log_ms, false, &mut c);
         advance(&mut c, CONSUMER, from, last + 1);
         crate::crash_point!("visits.before_commit");
         if app_left {
@@ -303,25 +281,6 @@ impl VisitStage {
             return Err(e);
         }
         Ok(records.len())
-    }
-
-    /// Adds the engine's changed states and its reorder buffer to `c`.
-    fn stage_engine(&mut self, c: &mut Commit) {
-        for (key, state) in self.engine.take_changes() {
-            match state {
-                Some(s) => c.put(
-                    Space::Visits,
-                    state_key(&key),
-                    serde_json::to_vec(&s).expect("states serialise"),
-                ),
-                None => c.delete(Space::Visits, state_key(&key)),
-            }
-        }
-        c.put(
-            Space::Visits,
-            BUFFER.to_vec(),
-            serde_json::to_vec(&self.engine.buffered()).expect("buffer serialises"),
-        );
     }
 
     /// Erases a customer's part of the visit stage (DESIGN.md, "Privacy by design"): the
@@ -353,7 +312,9 @@ impl VisitStage {
     ) -> Result<VisitsErased, StoreError> {
         let (visit_states, buffered_evidence) = self.engine.forget(customer);
         let mut c = Commit::new();
-        self.stage_engine(&mut c);
+        // The whole journal is folded into the base, so no entry about them stays.
+        let log_ms = self.engine.watermark_ms();
+        self.journal.stage(&mut self.engine, log_ms, true, &mut c);
         // Their profile goes in the same commit (the stage is its only writer).
         c.delete(Space::Profiles, profiles::profile_key(customer));
         let folded = format!("folded/{customer}/");
@@ -1023,6 +984,7 @@ mod tests {
     use crate::identity::{new_customer, save_customer, ConsentSource, EidKey};
     use crate::ingest::record::GatewayEvent;
     use crate::registry::replace_site;
+    use crate::store::barrier::scan_all;
     use crate::store::event_log::EventLog;
     use crate::store::sled_store::SledStore;
     use omo_device_config::eid::{eid, EidIdentity};

@@ -7,6 +7,7 @@ use super::*;
 use crate::identity::{new_customer, save_customer, ConsentSource};
 use crate::ingest::record::{AppReport, BeaconSighting, GpsFix, WifiSighting};
 use crate::registry::replace_site;
+use crate::store::barrier::scan_all;
 use crate::store::event_log::EventLog;
 use crate::store::sled_store::SledStore;
 use omo_device_config::site::Site;
