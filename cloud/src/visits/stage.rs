@@ -110,18 +110,59 @@ fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl VisitStage {
     /// Restores the engine as last committed.
     pub fn open(store: &dyn Store, inputs: &Inputs) -> Result<VisitStage, StoreError> {
-        let (journal, engine) = Journal::open(store, inputs.params, inputs.id_key)?;
-        let registry = inputs.registry.read().expect("registry lock");
-        let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
-        for p in problems {
-            tracing::error!(problem = %p, "zone skipped");
+        let (journal, engine, buffered_from) = Journal::open(store, inputs.params, inputs.id_key)?;
+        let mut stage = {
+            let registry = inputs.registry.read().expect("registry lock");
+            let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
+            for p in problems {
+                tracing::error!(problem = %p, "zone skipped");
+            }
+            VisitStage {
+                engine,
+                journal,
+                zones,
+                zone_generation: registry.generation,
+            }
+        };
+        if let Some(from) = buffered_from {
+            stage.rebuffer(store, inputs, from)?;
         }
-        Ok(VisitStage {
-            engine,
-            journal,
-            zones,
-            zone_generation: registry.generation,
-        })
+        Ok(stage)
+    }
+
+    /// Derives the reorder buffer the stage committed again: the evidence newer than the
+    /// watermark of the records from `from` up to the stage's offset (every such evidence was
+    /// buffered when it was read, and is still). It is derived as the records after the offset
+    /// are, from the identities and the engine as they are now.
+    fn rebuffer(
+        &mut self,
+        store: &dyn Store,
+        inputs: &Inputs,
+        from: u64,
+    ) -> Result<(), StoreError> {
+        let end = position(store, CONSUMER)?;
+        let mut located = Located::default();
+        let mut at = from;
+        while at < end {
+            let records = event_log::read(store, at, BATCH)?;
+            let Some(&(last, _)) = records.last() else {
+                break;
+            };
+            for (offset, bytes) in records.iter().take_while(|(o, _)| *o < end) {
+                let Ok(record) = Record::decode(bytes) else {
+                    continue;
+                };
+                let log_ms = record.received().millis();
+                for e in self.evidence(&record, *offset, store, &inputs.eids)? {
+                    if e.at_ms > self.engine.watermark_ms() && located.allows(store, &e.customer)? {
+                        // Newer than the watermark: buffered, nothing decided.
+                        self.engine.observe(e, log_ms);
+                    }
+                }
+            }
+            at = last + 1;
+        }
+        Ok(())
     }
 
     /// Folds the next records after this stage's offset and commits; returns how many it read.
@@ -145,9 +186,7 @@ impl VisitStage {
         };
         let mut transitions = Vec::new();
         let mut footfall: BTreeMap<(String, i64), Footfall> = BTreeMap::new();
-        // Whether each customer is known and consents to location tracking, read once per batch.
-        let mut located: HashMap<String, Option<bool>> = HashMap::new();
-        let (mut unconsented, mut unknown) = (0u64, 0u64);
+        let mut located = Located::default();
         // Whether an app report in this batch said its customer left somewhere (a crash test
         // stops the stage there).
         let mut app_left = false;
@@ -166,16 +205,8 @@ impl VisitStage {
             }
             if let Record::Purchase(p) = record {
                 // Only about a customer still known (not erased since it was logged).
-                let known = match located.get(&p.customer) {
-                    Some(a) => a.is_some(),
-                    None => {
-                        let a = identity::customer(store, &p.customer)?.map(|c| c.consent.location);
-                        located.insert(p.customer.clone(), a);
-                        a.is_some()
-                    }
-                };
-                if !known {
-                    unknown += 1;
+                if located.consents(store, &p.customer)?.is_none() {
+                    located.unknown += 1;
                     continue;
                 }
                 let at_ms = p.event_ts.millis();
@@ -217,35 +248,15 @@ impl VisitStage {
             let evidence = self.evidence(&record, *offset, store, &inputs.eids)?;
             app_left |= matches!(record, Record::App(_)) && evidence.iter().any(|e| !e.inside);
             for evidence in evidence {
-                let allowed = match located.get(&evidence.customer) {
-                    Some(a) => *a,
-                    None => {
-                        let a = crate::identity::customer(store, &evidence.customer)?
-                            .map(|c| c.consent.location);
-                        located.insert(evidence.customer.clone(), a);
-                        a
-                    }
-                };
-                // Without location consent an observation never becomes part of a visit; nor
-                // does one about a customer erased since it was logged.
-                match allowed {
-                    Some(true) => {}
-                    Some(false) => {
-                        unconsented += 1;
-                        continue;
-                    }
-                    None => {
-                        unknown += 1;
-                        continue;
-                    }
+                if located.allows(store, &evidence.customer)? {
+                    transitions.extend(self.engine.observe(evidence, log_ms));
                 }
-                transitions.extend(self.engine.observe(evidence, log_ms));
             }
         }
         metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "no_location_consent")
-            .increment(unconsented);
+            .increment(located.unconsented);
         metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "unknown_customer")
-            .increment(unknown);
+            .increment(located.unknown);
         let mut c = Commit::new();
         self.write_transitions(store, &transitions, &inputs.id_key, &mut c)?;
         let log_ms = records
@@ -653,6 +664,43 @@ impl VisitStage {
     }
 }
 
+/// Whether each customer is known and consents to location tracking, read once per step, and
+/// how much evidence was skipped for want of either.
+#[derive(Default)]
+struct Located {
+    of: HashMap<String, Option<bool>>,
+    unconsented: u64,
+    unknown: u64,
+}
+
+impl Located {
+    /// Whether `customer` consents to location tracking (`None`: not known, or erased).
+    fn consents(&mut self, store: &dyn Store, customer: &str) -> Result<Option<bool>, StoreError> {
+        if let Some(a) = self.of.get(customer) {
+            return Ok(*a);
+        }
+        let a = identity::customer(store, customer)?.map(|c| c.consent.location);
+        self.of.insert(customer.to_owned(), a);
+        Ok(a)
+    }
+
+    /// Whether evidence about `customer` may become part of a visit: without location consent
+    /// an observation never does, nor one about a customer erased since it was logged.
+    fn allows(&mut self, store: &dyn Store, customer: &str) -> Result<bool, StoreError> {
+        match self.consents(store, customer)? {
+            Some(true) => Ok(true),
+            Some(false) => {
+                self.unconsented += 1;
+                Ok(false)
+            }
+            None => {
+                self.unknown += 1;
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// A store visit's index entry written by a step: what it held before the step and holds now.
 struct IndexChange {
     store: String,
@@ -1025,6 +1073,117 @@ max_distance_m = 10.0
             copy.commit(c).unwrap();
         }
         (dir, copy)
+    }
+
+    /// A store with `SITE` and customers c0..c3 carrying static beacons, with location consent.
+    fn store_of_three(dir: &std::path::Path) -> (SledStore, Inputs, Vec<BeaconId>) {
+        let store = SledStore::open(dir, 1 << 20).unwrap();
+        let site = Site::parse(SITE, false).unwrap();
+        store
+            .commit(replace_site(&Registry::default(), &site).unwrap())
+            .unwrap();
+        let t = Timestamp::from_millis(1_790_000_000_000).unwrap();
+        let mut beacons = Vec::new();
+        for i in 0..3 {
+            let mut customer = new_customer(t);
+            customer.id = format!("c{i}");
+            let beacon: BeaconId = format!("ibeacon:0A0D0000-0000-4000-8000-00000000000A:1:{i}")
+                .parse()
+                .unwrap();
+            customer.beacons.push(beacon);
+            let located = crate::identity::Consent {
+                location: true,
+                ..Default::default()
+            };
+            customer.set_consent(located, ConsentSource::Admin, None, t);
+            store
+                .commit(save_customer(&store, None, &customer).unwrap())
+                .unwrap();
+            beacons.push(beacon);
+        }
+        let inputs = Inputs {
+            registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
+            eids: Arc::new(Mutex::new(EidResolver::new(Vec::new(), 300))),
+            params: VisitParams {
+                enter_after_s: 4,
+                exit_timeout_s: 8,
+                exit_grace_s: 2,
+                reorder_window_s: 3,
+                max_lateness_s: 20,
+                ..VisitParams::default()
+            },
+            profiles: Default::default(),
+            id_key: [9; 32],
+        };
+        (store, inputs, beacons)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// A stage opened again after any commit holds the engine that committed — its reorder
+        /// buffer derived again from the log — and decides what a stage that never stopped
+        /// decides.
+        #[test]
+        fn a_stage_opened_again_after_any_commit_goes_on_as_if_it_never_stopped(
+            seconds in proptest::collection::vec(
+                (proptest::option::of((0usize..3, 0i64..5000, 0u8..3)), proptest::prelude::any::<bool>()),
+                1..80,
+            ),
+        ) {
+            let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (a, inputs_a, beacons) = store_of_three(dir_a.path());
+            let (b, inputs_b, _) = store_of_three(dir_b.path());
+            let mut log_a = EventLog::open(&a).unwrap();
+            let mut log_b = EventLog::open(&b).unwrap();
+            let mut stage_a = VisitStage::open(&a, &inputs_a).unwrap();
+            let mut stage_b = VisitStage::open(&b, &inputs_b).unwrap();
+            let t0 = 1_790_000_000_000i64;
+            for (s, (event, reopen)) in seconds.into_iter().enumerate() {
+                let received = ts(t0 + s as i64 * 1000);
+                let mut records = vec![Record::Tick { received }];
+                if let Some((who, delay_ms, kind)) = event {
+                    let at = ts(received.millis() - delay_ms);
+                    let sighting = Sighting {
+                        seq: s as u64 + 1,
+                        ts: at,
+                        beacon: beacons[who],
+                        rssi: -60.0,
+                        distance_m: 3.0,
+                        seen_s: 0.0,
+                    };
+                    records.push(Record::Gateway(GatewayEvent {
+                        gateway: GatewayId::new("g1").unwrap(),
+                        store: StoreId::new("s1").unwrap(),
+                        epoch: Epoch(1),
+                        event: match kind {
+                            0 => PresenceEvent::Enter(sighting),
+                            1 => PresenceEvent::Stay(sighting),
+                            _ => PresenceEvent::Exit(sighting),
+                        },
+                        event_ts: at,
+                        received,
+                    }));
+                }
+                for (store, log) in [(&a, &mut log_a), (&b, &mut log_b)] {
+                    let mut c = Commit::new();
+                    for r in &records {
+                        log.append(&mut c, &r.encode());
+                    }
+                    store.commit(c).unwrap();
+                }
+                while stage_a.step(&a, &inputs_a).unwrap() > 0 {}
+                while stage_b.step(&b, &inputs_b).unwrap() > 0 {}
+                if reopen {
+                    let reopened = VisitStage::open(&b, &inputs_b).unwrap();
+                    proptest::prop_assert_eq!(reopened.engine.snapshot(), stage_b.engine.snapshot());
+                    stage_b = reopened;
+                }
+            }
+            proptest::prop_assert_eq!(
+                scan_all(&a, Space::Transitions).unwrap(),
+                scan_all(&b, Space::Transitions).unwrap()
+            );
+        }
     }
 
     /// A purchase sent again (its ingest key long expired) is a second log record: its
