@@ -251,6 +251,9 @@ pub struct VisitEngine {
     /// Keys the visit ids.
     id_key: [u8; 32],
     states: HashMap<Key, Tracked>,
+    /// How many of `states` are open visits (kept by [`VisitEngine::put`] and
+    /// [`VisitEngine::take`], so counting them is no scan).
+    open: usize,
     /// The scopes each customer has a candidate or an open visit in (a view of `states`, so
     /// restored with them): what an app report is also judged against, since a report from
     /// outside names none of the zones it left.
@@ -304,10 +307,16 @@ impl VisitEngine {
 
     /// Visits open now (entered, not exited).
     pub fn open(&self) -> usize {
-        self.states
-            .values()
-            .filter(|t| matches!(t.state, State::Open { .. }))
-            .count()
+        self.open
+    }
+
+    /// Removes a key's state (without unlisting it: see [`VisitEngine::put`]).
+    fn take(&mut self, key: &Key) -> Option<Tracked> {
+        let t = self.states.remove(key)?;
+        if matches!(t.state, State::Open { .. }) {
+            self.open -= 1;
+        }
+        Some(t)
     }
 
     /// The scopes `customer` has a candidate or an open visit in now (evidence still in the
@@ -334,7 +343,14 @@ impl VisitEngine {
                 }
             }
         }
-        self.states.insert(key, tracked);
+        if matches!(tracked.state, State::Open { .. }) {
+            self.open += 1;
+        }
+        if let Some(old) = self.states.insert(key, tracked) {
+            if matches!(old.state, State::Open { .. }) {
+                self.open -= 1;
+            }
+        }
     }
 
     fn unlist(&mut self, (customer, scope): &Key) {
@@ -448,7 +464,7 @@ impl VisitEngine {
             .cloned()
             .collect();
         for k in &keys {
-            self.states.remove(k);
+            self.take(k);
             self.unlist(k);
             self.dirty.insert(k.clone());
         }
@@ -552,7 +568,7 @@ impl VisitEngine {
         let key: Key = (e.customer, e.scope);
         let timeout = i64::from(p.exit_timeout_s) * 1000;
         self.dirty.insert(key.clone());
-        let tracked = self.states.remove(&key);
+        let tracked = self.take(&key);
         let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
         let next = match (tracked.map(|t| t.state), e.inside) {
             (None, false) => None,
@@ -746,7 +762,7 @@ impl VisitEngine {
             _ => return,
         }
         self.dirty.insert(key.clone());
-        let state = self.states.remove(key).expect("checked above").state;
+        let state = self.take(key).expect("checked above").state;
         let next = match state {
             State::Candidate { last_ms, .. }
                 if last_ms + i64::from(self.params.exit_timeout_s) * 1000 <= due_ms =>

@@ -440,7 +440,8 @@ fn live_from_states(engine: &VisitEngine) -> HashMap<String, BTreeSet<Scope>> {
 
 proptest! {
     /// Whatever evidence arrives (three customers, two scopes, inside and outside, at any
-    /// time), the live scopes are at every tick exactly the candidates and open visits.
+    /// time), the live scopes are at every tick exactly the candidates and open visits, and
+    /// the open count is the open visits.
     #[test]
     fn live_scopes_are_always_the_candidates_and_open_visits(
         evidence in proptest::collection::vec((0usize..3, 0usize..2, 0i64..1500, any::<bool>()), 1..60),
@@ -465,6 +466,8 @@ proptest! {
             }
             engine.tick(now);
             prop_assert_eq!(&engine.live, &live_from_states(&engine));
+            let open = engine.states.values().filter(|t| matches!(t.state, State::Open { .. })).count();
+            prop_assert_eq!(engine.open(), open);
         }
     }
 }
