@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use omo_device_config::Clock;
 use tokio::sync::mpsc;
 
@@ -47,6 +47,11 @@ pub fn open_store(config: &CloudConfig) -> anyhow::Result<SledStore> {
 /// Runs the service until a shutdown signal.
 pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("omo_event_to_offer_seconds".into()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )
+        .context("the offer latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     let store = Arc::new(BarrierStore::new(Arc::new(open_store(&config)?)));

@@ -160,7 +160,11 @@ pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
         let s = store.clone();
         let stepped = tokio::task::spawn_blocking(move || step(s.as_ref())).await;
         let end = *log_end.borrow();
-        crate::store::event_log::report_lag(store.as_ref(), CONSUMER, end);
+        let read = match &stepped {
+            Ok(Ok(n)) => *n,
+            _ => 0,
+        };
+        crate::store::event_log::report_progress(store.as_ref(), CONSUMER, end, read);
         match stepped {
             Ok(Ok(n)) if n > 0 => continue,
             Ok(Ok(_)) => {}

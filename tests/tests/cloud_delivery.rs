@@ -316,9 +316,10 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
         metric(&metrics, "omo_deliveries_total", &["result=\"delivered\""]),
         18.0
     );
-    // Each log consumer publishes how far behind the log it is; with the day settled, the
-    // visit and statistics stages are at most a few ticks behind.
-    for stage in ["visits", "stats"] {
+    // Each stage publishes how far behind its input it is and how much it read; with the day
+    // settled, the visit and statistics stages are at most a few ticks behind the log, and the
+    // decision stage has read every transition.
+    for stage in ["visits", "stats", "decide"] {
         let label = format!("stage=\"{stage}\"");
         assert!(
             metrics.contains(&format!("omo_stage_lag_records{{{label}}}")),
@@ -326,7 +327,23 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
         );
         let lag = metric(&metrics, "omo_stage_lag_records", &[label.as_str()]);
         assert!((0.0..1000.0).contains(&lag), "{stage} lag {lag}");
+        let read = metric(&metrics, "omo_stage_records_total", &[label.as_str()]);
+        assert!(read > 0.0, "{stage} read {read}: {metrics}");
     }
+    assert_eq!(
+        metric(&metrics, "omo_stage_lag_records", &["stage=\"decide\""]),
+        0.0
+    );
+    // The pipeline's delay is recorded once per offer, at its first request, by channel.
+    assert_eq!(
+        metric(&metrics, "omo_event_to_offer_seconds_count", &[]),
+        18.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("omo_event_to_offer_seconds_bucket{channel=\"line\",le=\"1\"}"),
+        "{metrics}"
+    );
     // The list pages: five rows at a time, each page after the last, give the same 18 rows.
     let mut paged = Vec::new();
     let mut after: Option<String> = None;

@@ -612,7 +612,12 @@ pub async fn run(
 ) {
     loop {
         let (s, i) = (store.clone(), inputs.clone());
-        match tokio::task::spawn_blocking(move || step(s.as_ref(), &i)).await {
+        let stepped = tokio::task::spawn_blocking(move || step(s.as_ref(), &i)).await;
+        report_progress(
+            store.as_ref(),
+            stepped.as_ref().map_or(0, |r| *r.as_ref().unwrap_or(&0)),
+        );
+        match stepped {
             Ok(Ok(n)) if n > 0 => continue,
             Ok(Ok(_)) => {}
             Ok(Err(StoreError::Conflict { .. })) => {
@@ -629,6 +634,21 @@ pub async fn run(
         if log_end.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Publishes the stage's throughput (`omo_stage_records_total{stage="decide"}`, transitions)
+/// and how many transitions it has still to read (`omo_stage_lag_records`).
+fn report_progress(store: &dyn Store, read: usize) {
+    metrics::counter!("omo_stage_records_total", "stage" => CONSUMER).increment(read as u64);
+    let end = match store.last(Space::Transitions) {
+        Ok(Some((k, _))) => k.as_slice().try_into().map_or(0, u64::from_be_bytes) + 1,
+        Ok(None) => 1,
+        Err(_) => return,
+    };
+    if let Ok(at) = position(store, CONSUMER) {
+        metrics::gauge!("omo_stage_lag_records", "stage" => CONSUMER)
+            .set(end.saturating_sub(at) as f64);
     }
 }
 

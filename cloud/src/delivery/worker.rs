@@ -639,6 +639,13 @@ impl Worker {
                 expired_unsent: true,
             };
         }
+        if d.attempts == 1 {
+            // The pipeline's own delay: from the log time the visit stage decided the trigger
+            // at (its rules' waits, enter_after_s and the reorder window, are before it) to the
+            // first request, on the service clock.
+            metrics::histogram!("omo_event_to_offer_seconds", "channel" => channel_name(d.channel))
+                .record((self.now_ms() - d.decided_ms).max(0) as f64 / 1000.0);
+        }
         let (answer, unregistered) = match (&s.target, self.senders.as_ref()) {
             (
                 Target::Line(to),

@@ -78,8 +78,11 @@ pub fn position(store: &dyn Store, consumer: &str) -> Result<u64, StoreError> {
 }
 
 /// Publishes how many log records `consumer` has still to read (`omo_stage_lag_records`), with
-/// `log_end` the log's next offset: a stage falling behind shows before its outputs are late.
-pub fn report_lag(store: &dyn Store, consumer: &'static str, log_end: u64) {
+/// `log_end` the log's next offset: a stage falling behind shows before its outputs are late;
+/// and counts the `read` records its last step read (`omo_stage_records_total`: its
+/// throughput).
+pub fn report_progress(store: &dyn Store, consumer: &'static str, log_end: u64, read: usize) {
+    metrics::counter!("omo_stage_records_total", "stage" => consumer).increment(read as u64);
     if let Ok(at) = position(store, consumer) {
         metrics::gauge!("omo_stage_lag_records", "stage" => consumer)
             .set(log_end.saturating_sub(at) as f64);

@@ -1007,7 +1007,8 @@ pub async fn run(
         };
         live.set_open_visits(stage.engine.open() as u64);
         let end = *log_end.borrow();
-        event_log::report_lag(store.as_ref(), CONSUMER, end);
+        let read = *n.as_ref().unwrap_or(&0);
+        event_log::report_progress(store.as_ref(), CONSUMER, end, read);
         match n {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
