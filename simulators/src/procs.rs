@@ -226,11 +226,20 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// Peak resident set size of a process, kB.
 pub fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+/// A process's resident set now, KiB.
+pub fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM")?;
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(line
         .split_whitespace()
         .nth(1)

@@ -1,6 +1,7 @@
 //! `omo-sim load`, small: twenty gateways and 2,000 customers against the real cloud and its
 //! embedded broker. Every event is stored and acknowledged, every first visit the cloud could
-//! enter gets exactly one offer at the fake LINE server, and the figures are printed. (The
+//! enter gets exactly one offer at the fake LINE server, and the figures and curves are
+//! printed. (The
 //! rate it sustains is a benchmark: `omo-sim load` with its defaults, not this test.)
 
 use std::time::Duration;
@@ -56,5 +57,18 @@ fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow:
         stdout.contains("CPU, cores over the window: load generator"),
         "{stdout}"
     );
+    // The pipeline's own delay, and the curves sampled every 10 s: the stages' lag and the
+    // cloud's memory.
+    assert!(
+        stdout.contains("less the 2 s reorder window (the pipeline's own delay"),
+        "{stdout}"
+    );
+    for curve in [
+        "visit stage lag, records: 10s ",
+        "decision stage lag, transitions: 10s ",
+        "omo-cloud RSS, MB: 10s ",
+    ] {
+        assert!(stdout.contains(curve), "no {curve:?} in:\n{stdout}");
+    }
     Ok(())
 }
