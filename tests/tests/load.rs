@@ -1,8 +1,8 @@
 //! `omo-sim load`, small: twenty gateways and 2,000 customers against the real cloud and its
 //! embedded broker. Every event is stored and acknowledged, every first visit the cloud could
 //! enter gets exactly one offer at the fake LINE server, and the figures and curves are
-//! printed. (The
-//! rate it sustains is a benchmark: `omo-sim load` with its defaults, not this test.)
+//! printed. (The rate it sustains is a benchmark: `omo-sim load` with its defaults, not this
+//! test.)
 
 use std::time::Duration;
 
