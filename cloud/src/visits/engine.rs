@@ -265,7 +265,15 @@ pub struct VisitEngine {
     watermark_ms: i64,
     /// Keys whose state changed since [`VisitEngine::take_changes`].
     dirty: std::collections::HashSet<Key>,
+    /// Buffered evidence the stage has not stored yet (indexes into `pending`), and what it
+    /// stored that has left the buffer since: [`VisitEngine::take_buffer_changes`].
+    unstored: std::collections::HashSet<usize>,
+    left_buffer: Vec<EvidenceId>,
 }
+
+/// A buffered evidence's identity: one record's evidence is about one customer, once per
+/// scope, so its log offset and scope name it.
+pub type EvidenceId = (u64, Scope);
 
 /// What the stage stores besides the per-key states: the watermark and the evidence still in
 /// the reorder buffer.
@@ -399,10 +407,31 @@ impl VisitEngine {
         self.states.get(key).map(|t| &t.state)
     }
 
-    /// The log offset of the oldest record with evidence still in the reorder buffer: the
-    /// buffer is that record's and later records' evidence newer than the watermark.
-    pub fn buffered_from(&self) -> Option<u64> {
-        self.pending.values().map(|e| e.offset).min()
+    /// The evidence buffered since the last call and still buffered, and the ids of evidence
+    /// stored before that has left the buffer since (applied or forgotten), for the stage to
+    /// commit; ordered as [`VisitEngine::buffered`] orders them.
+    pub fn take_buffer_changes(&mut self) -> (Vec<Evidence>, Vec<EvidenceId>) {
+        let mut added: Vec<Evidence> = std::mem::take(&mut self.unstored)
+            .into_iter()
+            .filter_map(|i| self.pending.get(&i).cloned())
+            .collect();
+        added.sort_by(Self::buffer_order);
+        (added, std::mem::take(&mut self.left_buffer))
+    }
+
+    /// Treats the whole buffer as not stored yet (restored from a format the stage replaces).
+    pub fn unstore_buffer(&mut self) {
+        self.unstored = self.pending.keys().copied().collect();
+        self.left_buffer.clear();
+    }
+
+    /// Takes evidence `i` out of the buffer, noting it for the stage if it was stored.
+    fn unbuffer(&mut self, i: usize) -> Option<Evidence> {
+        let e = self.pending.remove(&i)?;
+        if !self.unstored.remove(&i) {
+            self.left_buffer.push((e.offset, e.scope.clone()));
+        }
+        Some(e)
     }
 
     /// The order evidence tied on time and offset (one record's evidence for a zone and its
@@ -469,12 +498,19 @@ impl VisitEngine {
             self.dirty.insert(k.clone());
         }
         self.deadlines.retain(|Reverse((_, (c, _)))| c != customer);
-        let before = self.pending.len();
-        self.pending.retain(|_, e| e.customer != customer);
+        let theirs: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| e.customer == customer)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in &theirs {
+            self.unbuffer(*i);
+        }
         let pending = &self.pending;
         self.buffer
             .retain(|Reverse((_, _, i))| pending.contains_key(i));
-        (keys.len(), before - self.pending.len())
+        (keys.len(), theirs.len())
     }
 
     /// Takes evidence seen in the log at `log_ms`; returns what it decided at once (only
@@ -492,6 +528,7 @@ impl VisitEngine {
             self.buffer
                 .push(Reverse((evidence.at_ms, evidence.offset, i)));
             self.pending.insert(i, evidence);
+            self.unstored.insert(i);
         }
         out
     }
@@ -524,10 +561,7 @@ impl VisitEngine {
             match (next_evidence, next_deadline) {
                 (Some(e), d) if d.is_none_or(|d| e <= d) => {
                     let Reverse((_, _, i)) = self.buffer.pop().expect("peeked");
-                    let evidence = self
-                        .pending
-                        .remove(&i)
-                        .expect("every buffered index is pending");
+                    let evidence = self.unbuffer(i).expect("every buffered index is pending");
                     self.watermark_ms = self.watermark_ms.max(evidence.at_ms);
                     self.apply(evidence, log_ms, out);
                 }

@@ -89,6 +89,8 @@ pub struct VisitStage {
     journal: Journal,
     zones: ZoneSet,
     zone_generation: u64,
+    /// A commit failed and opening again failed too: open before anything else.
+    stale: bool,
 }
 
 fn ts(ms: i64) -> Timestamp {
@@ -110,63 +112,34 @@ fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl VisitStage {
     /// Restores the engine as last committed.
     pub fn open(store: &dyn Store, inputs: &Inputs) -> Result<VisitStage, StoreError> {
-        let (journal, engine, buffered_from) = Journal::open(store, inputs.params, inputs.id_key)?;
-        let mut stage = {
-            let registry = inputs.registry.read().expect("registry lock");
-            let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
-            for p in problems {
-                tracing::error!(problem = %p, "zone skipped");
-            }
-            VisitStage {
-                engine,
-                journal,
-                zones,
-                zone_generation: registry.generation,
-            }
-        };
-        if let Some(from) = buffered_from {
-            stage.rebuffer(store, inputs, from)?;
+        let (journal, engine) = Journal::open(store, inputs.params, inputs.id_key)?;
+        let registry = inputs.registry.read().expect("registry lock");
+        let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
+        for p in problems {
+            tracing::error!(problem = %p, "zone skipped");
         }
-        Ok(stage)
+        Ok(VisitStage {
+            engine,
+            journal,
+            zones,
+            zone_generation: registry.generation,
+            stale: false,
+        })
     }
 
-    /// Derives the reorder buffer the stage committed again: the evidence newer than the
-    /// watermark of the records from `from` up to the stage's offset (every such evidence was
-    /// buffered when it was read, and is still). It is derived as the records after the offset
-    /// are, from the identities and the engine as they are now.
-    fn rebuffer(
-        &mut self,
-        store: &dyn Store,
-        inputs: &Inputs,
-        from: u64,
-    ) -> Result<(), StoreError> {
-        let end = position(store, CONSUMER)?;
-        let mut located = Located::default();
-        let mut at = from;
-        while at < end {
-            let records = event_log::read(store, at, BATCH)?;
-            let Some(&(last, _)) = records.last() else {
-                break;
-            };
-            for (offset, bytes) in records.iter().take_while(|(o, _)| *o < end) {
-                let Ok(record) = Record::decode(bytes) else {
-                    continue;
-                };
-                let log_ms = record.received().millis();
-                for e in self.evidence(&record, *offset, store, &inputs.eids)? {
-                    if e.at_ms > self.engine.watermark_ms() && located.allows(store, &e.customer)? {
-                        // Newer than the watermark: buffered, nothing decided.
-                        self.engine.observe(e, log_ms);
-                    }
-                }
-            }
-            at = last + 1;
-        }
+    /// After a commit that failed, the engine and journal are ahead of the store: starts again
+    /// from what was committed (now, or before the next step if that fails too).
+    fn reopen(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<(), StoreError> {
+        self.stale = true;
+        *self = VisitStage::open(store, inputs)?;
         Ok(())
     }
 
     /// Folds the next records after this stage's offset and commits; returns how many it read.
     pub fn step(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
+        if self.stale {
+            self.reopen(store, inputs)?;
+        }
         {
             let registry = inputs.registry.read().expect("registry lock");
             if registry.generation != self.zone_generation {
@@ -288,7 +261,7 @@ impl VisitStage {
         }
         if let Err(e) = store.commit(c) {
             // The engine moved on without the store: start again from what was committed.
-            *self = VisitStage::open(store, inputs)?;
+            self.reopen(store, inputs)?;
             return Err(e);
         }
         Ok(records.len())
@@ -306,11 +279,14 @@ impl VisitStage {
         inputs: &Inputs,
         customer: &str,
     ) -> Result<VisitsErased, StoreError> {
+        if self.stale {
+            self.reopen(store, inputs)?;
+        }
         let erased = self.try_erase(store, customer, &inputs.id_key);
         if erased.is_err() {
             // The engine forgot without the store: start again from what was committed (an
             // erasure asked again then finds the states still there).
-            *self = VisitStage::open(store, inputs)?;
+            self.reopen(store, inputs)?;
         }
         erased
     }
@@ -1185,6 +1161,135 @@ max_distance_m = 10.0
                 scan_all(&b, Space::Transitions).unwrap()
             );
         }
+    }
+
+    /// A store whose commits can be made to fail, and its reads with them.
+    struct Flaky<'a> {
+        inner: &'a SledStore,
+        commits_fail: std::sync::atomic::AtomicBool,
+        reads_fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky<'_> {
+        fn check(&self, failing: &std::sync::atomic::AtomicBool) -> Result<(), StoreError> {
+            if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Backend("injected".into()));
+            }
+            Ok(())
+        }
+    }
+
+    impl Store for Flaky<'_> {
+        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.check(&self.reads_fail)?;
+            self.inner.get(space, key)
+        }
+        fn scan(
+            &self,
+            space: Space,
+            from: &[u8],
+            limit: usize,
+        ) -> Result<Vec<crate::store::Entry>, StoreError> {
+            self.check(&self.reads_fail)?;
+            self.inner.scan(space, from, limit)
+        }
+        fn scan_range(
+            &self,
+            space: Space,
+            from: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> Result<Vec<crate::store::Entry>, StoreError> {
+            self.check(&self.reads_fail)?;
+            self.inner.scan_range(space, from, end, limit)
+        }
+        fn last(&self, space: Space) -> Result<Option<crate::store::Entry>, StoreError> {
+            self.check(&self.reads_fail)?;
+            self.inner.last(space)
+        }
+        fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+            if self.commits_fail.load(std::sync::atomic::Ordering::SeqCst) {
+                // The store goes away with the commit: reads fail from now on too.
+                self.reads_fail
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.check(&self.commits_fail)?;
+            self.inner.commit(commit)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+    }
+
+    /// A commit that fails, then an open again that fails too: the stage opens before its
+    /// next step and decides what a stage whose store never failed decides.
+    #[test]
+    fn a_failed_commit_and_a_failed_reopen_are_followed_by_an_open() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, inputs_a, beacons) = store_of_three(dir_a.path());
+        let (b, inputs_b, _) = store_of_three(dir_b.path());
+        let flaky = Flaky {
+            inner: &b,
+            commits_fail: false.into(),
+            reads_fail: false.into(),
+        };
+        let mut stage_a = VisitStage::open(&a, &inputs_a).unwrap();
+        let mut stage_b = VisitStage::open(&flaky, &inputs_b).unwrap();
+        let (mut log_a, mut log_b) = (EventLog::open(&a).unwrap(), EventLog::open(&b).unwrap());
+        let t0 = 1_790_000_000_000i64;
+        for s in 0..120i64 {
+            let received = ts(t0 + s * 1000);
+            let at = ts(received.millis() - 500);
+            let sighting = Sighting {
+                seq: s as u64 + 1,
+                ts: at,
+                beacon: beacons[(s % 2) as usize],
+                rssi: -60.0,
+                distance_m: 3.0,
+                seen_s: 0.0,
+            };
+            let records = [
+                Record::Tick { received },
+                Record::Gateway(GatewayEvent {
+                    gateway: GatewayId::new("g1").unwrap(),
+                    store: StoreId::new("s1").unwrap(),
+                    epoch: Epoch(1),
+                    event: PresenceEvent::Stay(sighting),
+                    event_ts: at,
+                    received,
+                }),
+            ];
+            for (store, log) in [(&a, &mut log_a), (&b, &mut log_b)] {
+                let mut c = Commit::new();
+                for r in &records {
+                    log.append(&mut c, &r.encode());
+                }
+                store.commit(c).unwrap();
+            }
+            while stage_a.step(&a, &inputs_a).unwrap() > 0 {}
+            if s == 40 {
+                // The step's commit fails and so does the open after it.
+                flaky
+                    .commits_fail
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                assert!(stage_b.step(&flaky, &inputs_b).is_err());
+                assert!(stage_b.stale);
+                flaky
+                    .commits_fail
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                flaky
+                    .reads_fail
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            while stage_b.step(&flaky, &inputs_b).unwrap() > 0 {}
+        }
+        let transitions = scan_all(&a, Space::Transitions).unwrap();
+        assert!(transitions.len() >= 4, "{} transitions", transitions.len());
+        assert_eq!(transitions, scan_all(&b, Space::Transitions).unwrap());
+        assert_eq!(stage_a.engine.snapshot(), stage_b.engine.snapshot());
+        // And what it committed opens as that engine.
+        let reopened = VisitStage::open(&b, &inputs_b).unwrap();
+        assert_eq!(reopened.engine.snapshot(), stage_a.engine.snapshot());
     }
 
     /// A purchase sent again (its ingest key long expired) is a second log record: its

@@ -1,17 +1,16 @@
 //! How the visit stage stores its engine: every commit adds one journal entry — the states
-//! the step changed — instead of one write per changed key, and the journal's oldest entries
-//! are folded into the per-key base as they age out. A customer present for an hour sends
-//! evidence every few seconds; their state is rewritten in the base once they go quiet, not at
-//! every step. The reorder buffer is not stored: it is the evidence, newer than the watermark,
-//! of the log's records from the oldest one still buffered, and the stage derives it again
-//! from there when it opens (as it derives every record after its offset). The journal and
-//! that position are committed with the stage's offset, so a replay starts from exactly the
-//! engine that was committed.
+//! and buffered evidence the step changed — instead of one write per changed key, and the
+//! journal's oldest entries are folded into the per-key base as they age out. A customer
+//! present for an hour sends evidence every few seconds; their state is rewritten in the base
+//! once they go quiet, not at every step. The journal is committed with the stage's offset,
+//! so a replay starts from exactly the engine that was committed.
 //!
 //! Keys in [`Space::Visits`] (this module owns them):
 //! - `state/{key as JSON}` → a [`State`] as JSON: the base of each customer × scope;
-//! - `journal/{seq:016x}` → an [`Entry`] as JSON, applied over the base in seq order;
-//! - `engine` → a [`Position`] as JSON: the watermark and where the buffer starts;
+//! - `buffered/{offset:016x}/{scope as JSON}` → an [`Evidence`] as JSON: the base of the
+//!   reorder buffer;
+//! - `watermark` → the engine's watermark, 8 bytes big-endian (two's complement);
+//! - `journal/{seq:016x}` → a [`Entry`] as JSON, applied over the base in seq order;
 //! - `buffer` → the whole reorder buffer in one value (the format before the journal): read
 //!   at open and deleted by the first commit.
 
@@ -21,11 +20,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::barrier::scan_prefix;
 use crate::store::{Commit, Space, Store, StoreError};
-use crate::visits::engine::{Buffered, Key, State, VisitEngine, VisitParams};
+use crate::visits::engine::{Buffered, Evidence, EvidenceId, Key, State, VisitEngine, VisitParams};
+
+/// Where a buffered evidence is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Base,
+    Journal,
+}
 
 const STATE: &[u8] = b"state/";
+const BUFFERED: &[u8] = b"buffered/";
 const JOURNAL: &[u8] = b"journal/";
-const POSITION: &[u8] = b"engine";
+const WATERMARK: &[u8] = b"watermark";
 const LEGACY_BUFFER: &[u8] = b"buffer";
 
 /// An entry ages out of the journal when it is this much log time older than the newest…
@@ -35,23 +42,20 @@ const MAX_ENTRIES: usize = 512;
 
 /// What one commit changed.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Entry {
+pub struct Entry {
     /// The log time of the step that wrote it.
     log_ms: i64,
     /// Each changed key's state after the commit (`None`: gone).
     states: Vec<(Key, Option<State>)>,
+    /// Evidence that entered the reorder buffer and was still in it.
+    added: Vec<Evidence>,
+    /// Evidence stored earlier in the journal that left the buffer.
+    removed: Vec<EvidenceId>,
 }
 
-/// The engine's place in time and in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub watermark_ms: i64,
-    /// The log offset of the oldest record with evidence in the reorder buffer (none: empty).
-    pub buffered_from: Option<u64>,
-}
-
-/// The journal's bookkeeping, rebuilt at open. Each key is held once, under the entry that
-/// last wrote it, so folding an entry writes exactly what no newer entry overrides.
+/// The journal's bookkeeping, rebuilt at open. Each key and each buffered evidence is held
+/// once, under the entry that last wrote it, so folding an entry writes exactly what no
+/// newer entry overrides.
 #[derive(Debug, Default)]
 pub struct Journal {
     /// The entries in the store, oldest first: (seq, log time).
@@ -61,6 +65,11 @@ pub struct Journal {
     newest: HashMap<Key, u64>,
     /// …and for each entry, the keys it is the newest writer of.
     keys_of: BTreeMap<u64, HashSet<Key>>,
+    /// Buffered evidence stored in the base.
+    in_base: HashSet<EvidenceId>,
+    /// Buffered evidence stored in the journal, by the entry that added it.
+    in_journal: HashMap<EvidenceId, u64>,
+    evidence_of: BTreeMap<u64, HashMap<EvidenceId, Evidence>>,
     /// The old whole-buffer value is still in the store.
     legacy_buffer: bool,
     /// [`KEEP_LOG_MS`] and [`MAX_ENTRIES`] (tests fold sooner).
@@ -78,20 +87,30 @@ fn state_key(key: &Key) -> Vec<u8> {
     k
 }
 
+fn buffered_key((offset, scope): &EvidenceId) -> Vec<u8> {
+    let mut k = BUFFERED.to_vec();
+    k.extend(format!("{offset:016x}/").as_bytes());
+    k.extend(serde_json::to_vec(scope).expect("scopes serialise"));
+    k
+}
+
 fn journal_key(seq: u64) -> Vec<u8> {
     let mut k = JOURNAL.to_vec();
     k.extend(format!("{seq:016x}").as_bytes());
     k
 }
 
+fn id_of(e: &Evidence) -> EvidenceId {
+    (e.offset, e.scope.clone())
+}
+
 impl Journal {
-    /// Reads the engine as last committed — the base, then every journal entry over it — and
-    /// where its reorder buffer starts in the log (for the stage to derive it again).
+    /// Reads the engine as last committed: the base, then every journal entry over it.
     pub fn open(
         store: &dyn Store,
         params: VisitParams,
         id_key: [u8; 32],
-    ) -> Result<(Journal, VisitEngine, Option<u64>), StoreError> {
+    ) -> Result<(Journal, VisitEngine), StoreError> {
         let mut states: HashMap<Key, State> = HashMap::new();
         for (k, v) in scan_prefix(store, Space::Visits, STATE, usize::MAX)? {
             let key: Key = serde_json::from_slice(&k[STATE.len()..])
@@ -103,6 +122,21 @@ impl Journal {
             keep_log_ms: KEEP_LOG_MS,
             max_entries: MAX_ENTRIES,
             ..Journal::default()
+        };
+        let mut evidence: HashMap<EvidenceId, Evidence> = HashMap::new();
+        for (_, v) in scan_prefix(store, Space::Visits, BUFFERED, usize::MAX)? {
+            let e: Evidence =
+                serde_json::from_slice(&v).map_err(|e| backend("buffered evidence", e))?;
+            j.in_base.insert(id_of(&e));
+            evidence.insert(id_of(&e), e);
+        }
+        let mut watermark_ms = match store.get(Space::Visits, WATERMARK)? {
+            Some(v) => i64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| backend("visit watermark", "not 8 bytes"))?,
+            ),
+            None => i64::MIN,
         };
         for (k, v) in scan_prefix(store, Space::Visits, JOURNAL, usize::MAX)? {
             let seq = std::str::from_utf8(&k[JOURNAL.len()..])
@@ -118,25 +152,43 @@ impl Journal {
                 };
                 j.note_key(key, seq);
             }
-            j.entries.push_back((seq, entry.log_ms));
-            j.next_seq = seq + 1;
-        }
-        let position: Option<Position> = match store.get(Space::Visits, POSITION)? {
-            Some(v) => Some(serde_json::from_slice(&v).map_err(|e| backend("visit engine", e))?),
-            None => None,
-        };
-        let buffered = match store.get(Space::Visits, LEGACY_BUFFER)? {
-            Some(v) => {
-                j.legacy_buffer = true;
-                serde_json::from_slice(&v).map_err(|e| backend("visit buffer", e))?
+            for id in entry.removed {
+                evidence.remove(&id);
+                j.forget_evidence(&id);
             }
-            None => Buffered {
-                watermark_ms: position.map_or(i64::MIN, |p| p.watermark_ms),
-                evidence: Vec::new(),
+            for e in entry.added {
+                j.note_evidence(&e, seq);
+                evidence.insert(id_of(&e), e);
+            }
+            j.entries.push_back((seq, entry.log_ms));
+            j.next_seq = seq
+                .checked_add(1)
+                .ok_or_else(|| backend("visit journal key", "the last seq"))?;
+        }
+        let mut buffered: Vec<Evidence> = evidence.into_values().collect();
+        if let Some(v) = store.get(Space::Visits, LEGACY_BUFFER)? {
+            let legacy: Buffered =
+                serde_json::from_slice(&v).map_err(|e| backend("visit buffer", e))?;
+            j.legacy_buffer = true;
+            if watermark_ms == i64::MIN {
+                watermark_ms = legacy.watermark_ms;
+            }
+            buffered.extend(legacy.evidence);
+        }
+        let mut engine = VisitEngine::restore(
+            params,
+            id_key,
+            states.into_iter().collect(),
+            Buffered {
+                watermark_ms,
+                evidence: buffered,
             },
-        };
-        let engine = VisitEngine::restore(params, id_key, states.into_iter().collect(), buffered);
-        Ok((j, engine, position.and_then(|p| p.buffered_from)))
+        );
+        if j.legacy_buffer {
+            // Stored again, one key each, by the first commit.
+            engine.unstore_buffer();
+        }
+        Ok((j, engine))
     }
 
     fn note_key(&mut self, key: Key, seq: u64) {
@@ -148,28 +200,56 @@ impl Journal {
         self.keys_of.entry(seq).or_default().insert(key);
     }
 
-    /// Adds what the engine changed since the last commit to `c` as one journal entry, with
-    /// its position, and folds the entries that aged out (as of log time `log_ms`) into the
-    /// base. With `all`, folds the whole journal instead (an erasure: nothing about the erased
-    /// stays in it).
+    fn note_evidence(&mut self, e: &Evidence, seq: u64) {
+        self.in_journal.insert(id_of(e), seq);
+        self.evidence_of
+            .entry(seq)
+            .or_default()
+            .insert(id_of(e), e.clone());
+    }
+
+    /// Forgets a buffered evidence; says where it was stored.
+    fn forget_evidence(&mut self, id: &EvidenceId) -> Option<Stored> {
+        if self.in_base.remove(id) {
+            return Some(Stored::Base);
+        }
+        let seq = self.in_journal.remove(id)?;
+        if let Some(held) = self.evidence_of.get_mut(&seq) {
+            held.remove(id);
+        }
+        Some(Stored::Journal)
+    }
+
+    /// Adds what the engine changed since the last commit to `c` as one journal entry, and
+    /// folds the entries that aged out (as of log time `log_ms`) into the base. With `all`,
+    /// folds the whole journal instead (an erasure: nothing about the erased stays in it).
     pub fn stage(&mut self, engine: &mut VisitEngine, log_ms: i64, all: bool, c: &mut Commit) {
         let states = engine.take_changes();
+        let (added, removed) = engine.take_buffer_changes();
+        let seq = self.next_seq;
+        let mut entry = Entry {
+            log_ms,
+            states,
+            added,
+            removed: Vec::new(),
+        };
+        for id in removed {
+            match self.forget_evidence(&id) {
+                Some(Stored::Base) => c.delete(Space::Visits, buffered_key(&id)),
+                Some(Stored::Journal) => entry.removed.push(id),
+                None => {}
+            }
+        }
         if self.legacy_buffer {
             c.delete(Space::Visits, LEGACY_BUFFER.to_vec());
             self.legacy_buffer = false;
         }
-        let position = Position {
-            watermark_ms: engine.watermark_ms(),
-            buffered_from: engine.buffered_from(),
-        };
         c.put(
             Space::Visits,
-            POSITION.to_vec(),
-            serde_json::to_vec(&position).expect("positions serialise"),
+            WATERMARK.to_vec(),
+            engine.watermark_ms().to_be_bytes().to_vec(),
         );
-        if !states.is_empty() {
-            let seq = self.next_seq;
-            let entry = Entry { log_ms, states };
+        if !(entry.states.is_empty() && entry.added.is_empty() && entry.removed.is_empty()) {
             c.put(
                 Space::Visits,
                 journal_key(seq),
@@ -177,6 +257,9 @@ impl Journal {
             );
             for (key, _) in entry.states {
                 self.note_key(key, seq);
+            }
+            for e in &entry.added {
+                self.note_evidence(e, seq);
             }
             self.entries.push_back((seq, log_ms));
             self.next_seq += 1;
@@ -205,6 +288,15 @@ impl Journal {
                 None => c.delete(Space::Visits, state_key(&key)),
             }
         }
+        for (id, e) in self.evidence_of.remove(&seq).unwrap_or_default() {
+            c.put(
+                Space::Visits,
+                buffered_key(&id),
+                serde_json::to_vec(&e).expect("evidence serialises"),
+            );
+            self.in_journal.remove(&id);
+            self.in_base.insert(id);
+        }
         c.delete(Space::Visits, journal_key(seq));
     }
 }
@@ -213,7 +305,7 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::store::sled_store::SledStore;
-    use crate::visits::engine::{Evidence, Scope, Source};
+    use crate::visits::engine::{Scope, Source};
     use proptest::prelude::*;
 
     const T0: i64 = 1_790_000_000_000;
@@ -256,20 +348,15 @@ mod tests {
         store.commit(c).unwrap();
     }
 
-    /// The journal and engine as committed, and where the buffer starts.
-    fn reopen(
-        store: &SledStore,
-        keep_log_ms: i64,
-        max_entries: usize,
-    ) -> (Journal, VisitEngine, Option<u64>) {
-        let (mut j, engine, from) = Journal::open(store, params(), [7; 32]).unwrap();
+    fn reopen(store: &SledStore, keep_log_ms: i64, max_entries: usize) -> (Journal, VisitEngine) {
+        let (mut j, engine) = Journal::open(store, params(), [7; 32]).unwrap();
         j.keep_log_ms = keep_log_ms;
         j.max_entries = max_entries;
-        (j, engine, from)
+        (j, engine)
     }
 
-    fn journal_entries(store: &SledStore) -> usize {
-        scan_prefix(store, Space::Visits, JOURNAL, usize::MAX)
+    fn keys_with(store: &SledStore, prefix: &[u8]) -> usize {
+        scan_prefix(store, Space::Visits, prefix, usize::MAX)
             .unwrap()
             .len()
     }
@@ -277,8 +364,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Whatever was committed — journal entries, folded entries, an erasure folding all —
-        /// opens as the states and watermark that committed it, with where the buffer starts;
-        /// the stage's own tests show the buffer derived again from there.
+        /// opens as the engine that committed it, and the reopened engine goes on alike.
         #[test]
         fn the_engine_opens_as_it_was_committed(
             steps in proptest::collection::vec((0u8..4, 0u8..3, any::<bool>(), 0i64..4000, 0u8..6), 1..120),
@@ -288,7 +374,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-            let (mut j, mut engine, _) = reopen(&store, keep_s * 1000, max_entries);
+            let (mut j, mut engine) = reopen(&store, keep_s * 1000, max_entries);
             for (i, (customer, scope, inside, delay, commit_now)) in steps.into_iter().enumerate() {
                 let log_ms = T0 + i as i64 * 1000;
                 engine.observe(evidence(customer, scope, log_ms - delay, i as u64 + 1, inside), log_ms);
@@ -296,23 +382,18 @@ mod tests {
                 if erase_at == Some(i) {
                     engine.forget("c1");
                     commit(&mut j, &mut engine, &store, log_ms, true);
-                    prop_assert_eq!(journal_entries(&store), 0);
-                    let (_, reopened, _) = reopen(&store, keep_s * 1000, max_entries);
-                    prop_assert!(reopened.snapshot().0.iter().all(|((c, _), _)| c != "c1"));
+                    prop_assert_eq!(keys_with(&store, JOURNAL), 0);
+                    let (_, reopened) = reopen(&store, keep_s * 1000, max_entries);
+                    let (states, buffered) = reopened.snapshot();
+                    prop_assert!(states.iter().all(|((c, _), _)| c != "c1"));
+                    prop_assert!(buffered.evidence.iter().all(|e| e.customer != "c1"));
                 }
                 if commit_now == 0 {
                     commit(&mut j, &mut engine, &store, log_ms, false);
-                    let (j2, mut reopened, from) = reopen(&store, keep_s * 1000, max_entries);
-                    prop_assert_eq!(reopened.snapshot().0, engine.snapshot().0);
-                    prop_assert_eq!(reopened.watermark_ms(), engine.watermark_ms());
-                    prop_assert_eq!(from, engine.buffered_from());
-                    prop_assert!(journal_entries(&store) <= max_entries);
-                    // Go on from what was read back (the bookkeeping open rebuilt), with the
-                    // buffer the stage would derive again.
-                    for e in engine.buffered().evidence {
-                        reopened.observe(e, log_ms);
-                    }
+                    let (j2, reopened) = reopen(&store, keep_s * 1000, max_entries);
                     prop_assert_eq!(reopened.snapshot(), engine.snapshot());
+                    prop_assert!(keys_with(&store, JOURNAL) <= max_entries);
+                    // Go on from what was read back: the bookkeeping open rebuilt is used.
                     (j, engine) = (j2, reopened);
                 }
             }
@@ -348,13 +429,11 @@ mod tests {
         );
         store.commit(c).unwrap();
 
-        let (mut j, mut opened, from) = Journal::open(&store, params(), [7; 32]).unwrap();
+        let (mut j, mut opened) = Journal::open(&store, params(), [7; 32]).unwrap();
         assert_eq!(opened.snapshot(), engine.snapshot());
-        assert_eq!(from, None);
         commit(&mut j, &mut opened, &store, T0 + 8000, false);
         assert_eq!(store.get(Space::Visits, LEGACY_BUFFER).unwrap(), None);
-        let (_, again, from) = Journal::open(&store, params(), [7; 32]).unwrap();
-        assert_eq!(again.snapshot().0, engine.snapshot().0);
-        assert_eq!(from, engine.buffered_from());
+        let (_, again) = Journal::open(&store, params(), [7; 32]).unwrap();
+        assert_eq!(again.snapshot(), engine.snapshot());
     }
 }
