@@ -1095,6 +1095,29 @@ max_distance_m = 10.0
         (store, inputs, beacons)
     }
 
+    /// Gateway g1's event, received at `received`.
+    fn g1_event(event: PresenceEvent, at: Timestamp, received: Timestamp) -> Record {
+        Record::Gateway(GatewayEvent {
+            gateway: GatewayId::new("g1").unwrap(),
+            store: StoreId::new("s1").unwrap(),
+            epoch: Epoch(1),
+            event,
+            event_ts: at,
+            received,
+        })
+    }
+
+    /// Appends `records` to each store's log, one commit each.
+    fn append_to_each(logs: [(&SledStore, &mut EventLog); 2], records: &[Record]) {
+        for (store, log) in logs {
+            let mut c = Commit::new();
+            for r in records {
+                log.append(&mut c, &r.encode());
+            }
+            store.commit(c).unwrap();
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
         /// A stage opened again after any commit holds the engine that committed — its reorder
@@ -1128,26 +1151,14 @@ max_distance_m = 10.0
                         distance_m: 3.0,
                         seen_s: 0.0,
                     };
-                    records.push(Record::Gateway(GatewayEvent {
-                        gateway: GatewayId::new("g1").unwrap(),
-                        store: StoreId::new("s1").unwrap(),
-                        epoch: Epoch(1),
-                        event: match kind {
-                            0 => PresenceEvent::Enter(sighting),
-                            1 => PresenceEvent::Stay(sighting),
-                            _ => PresenceEvent::Exit(sighting),
-                        },
-                        event_ts: at,
-                        received,
-                    }));
+                    let event = match kind {
+                        0 => PresenceEvent::Enter(sighting),
+                        1 => PresenceEvent::Stay(sighting),
+                        _ => PresenceEvent::Exit(sighting),
+                    };
+                    records.push(g1_event(event, at, received));
                 }
-                for (store, log) in [(&a, &mut log_a), (&b, &mut log_b)] {
-                    let mut c = Commit::new();
-                    for r in &records {
-                        log.append(&mut c, &r.encode());
-                    }
-                    store.commit(c).unwrap();
-                }
+                append_to_each([(&a, &mut log_a), (&b, &mut log_b)], &records);
                 while stage_a.step(&a, &inputs_a).unwrap() > 0 {}
                 while stage_b.step(&b, &inputs_b).unwrap() > 0 {}
                 if reopen {
@@ -1250,22 +1261,9 @@ max_distance_m = 10.0
             };
             let records = [
                 Record::Tick { received },
-                Record::Gateway(GatewayEvent {
-                    gateway: GatewayId::new("g1").unwrap(),
-                    store: StoreId::new("s1").unwrap(),
-                    epoch: Epoch(1),
-                    event: PresenceEvent::Stay(sighting),
-                    event_ts: at,
-                    received,
-                }),
+                g1_event(PresenceEvent::Stay(sighting), at, received),
             ];
-            for (store, log) in [(&a, &mut log_a), (&b, &mut log_b)] {
-                let mut c = Commit::new();
-                for r in &records {
-                    log.append(&mut c, &r.encode());
-                }
-                store.commit(c).unwrap();
-            }
+            append_to_each([(&a, &mut log_a), (&b, &mut log_b)], &records);
             while stage_a.step(&a, &inputs_a).unwrap() > 0 {}
             if s == 40 {
                 // The step's commit fails and so does the open after it.
