@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{arg, ts};
+use common::{arg, ts, until_caught_up};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -140,14 +140,7 @@ fn main() -> anyhow::Result<()> {
     };
     let mut stage = VisitStage::open(&store, &inputs)?;
     let folding = Instant::now();
-    let mut folded = 0;
-    loop {
-        let n = stage.step(&store, &inputs)?;
-        if n == 0 {
-            break;
-        }
-        folded += n;
-    }
+    let folded = until_caught_up(|| stage.step(&store, &inputs))?;
     let took = folding.elapsed().as_secs_f64();
     let all = profiles::all(&store)?;
     let profiles_written = all.len();

@@ -12,7 +12,7 @@ mod common;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use common::{arg, ts};
+use common::{arg, ts, until_caught_up};
 use omo_cloud::campaigns::{stage as decisions, stored};
 use omo_cloud::identity::eid_resolver::EidResolver;
 use omo_cloud::identity::{new_customer, save_customer};
@@ -145,9 +145,9 @@ fn main() -> anyhow::Result<()> {
     let store = SledStore::open(dir.path(), 256 << 20)?;
     let site = Site::parse(&site(), false).map_err(|p| anyhow::anyhow!("{p:?}"))?;
     store.commit(replace_site(&Registry::default(), &site)?)?;
-    for chunk in (0..customers).collect::<Vec<_>>().chunks(1000) {
+    for from in (0..customers).step_by(1000) {
         let mut c = Commit::new();
-        for &i in chunk {
+        for i in from..(from + 1000).min(customers) {
             let mut customer = new_customer(ts(T0 - 86_400_000));
             customer.line_user = Some(format!("U{i:032x}"));
             customer.beacons = vec![beacon_of(i)];
@@ -197,14 +197,7 @@ fn main() -> anyhow::Result<()> {
     };
     let mut stage = VisitStage::open(&store, &inputs)?;
     let started = Instant::now();
-    let mut read = 0usize;
-    loop {
-        let n = stage.step(&store, &inputs)?;
-        if n == 0 {
-            break;
-        }
-        read += n;
-    }
+    let read = until_caught_up(|| stage.step(&store, &inputs))?;
     let visits_s = started.elapsed().as_secs_f64();
     let transitions = store.scan(Space::Transitions, &[], usize::MAX)?.len();
     println!(
@@ -220,14 +213,7 @@ fn main() -> anyhow::Result<()> {
         profiles: Default::default(),
     };
     let started = Instant::now();
-    let mut decided = 0usize;
-    loop {
-        let n = decisions::step(&store, &inputs)?;
-        if n == 0 {
-            break;
-        }
-        decided += n;
-    }
+    let decided = until_caught_up(|| decisions::step(&store, &inputs))?;
     let decide_s = started.elapsed().as_secs_f64();
     let deliveries =
         omo_cloud::store::barrier::scan_prefix(&store, Space::Campaigns, b"delivery/", usize::MAX)?

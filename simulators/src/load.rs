@@ -539,6 +539,16 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i]
 }
 
+/// p50, p90, p99 and the maximum of `sorted` (0 when empty).
+fn summary(sorted: &[i64]) -> [i64; 4] {
+    [
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.90),
+        percentile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(0),
+    ]
+}
+
 async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outcome> {
     let plan = Plan::new(opts);
     let bin_dir = bin_dir(opts.bin_dir.as_deref())?;
@@ -732,10 +742,11 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         }
         if now >= next_report {
             seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
+            let metrics = cloud_metrics(&api).await?;
             let sample = Sample {
                 at_s: now.duration_since(start).as_secs(),
-                visit_lag: stage_lag(&api, "visits").await?,
-                decide_lag: stage_lag(&api, "decide").await?,
+                visit_lag: stage_lag(&metrics, "visits"),
+                decide_lag: stage_lag(&metrics, "decide"),
                 cloud_rss_mb: rss_kb(cloud_pid)? as f64 / 1024.0,
             };
             eprintln!(
@@ -763,7 +774,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let Some((p0, a0, c0, t0)) = window_start else {
         bail!("the measured window never started");
     };
-    let visit_lag = stage_lag(&api, "visits").await?;
+    let visit_lag = stage_lag(&cloud_metrics(&api).await?, "visits");
     eprintln!("omo-sim load: draining…");
     let mut deciding: HashMap<u32, (i64, i64)> = HashMap::new();
     let (mut unacked, mut unsent) = (0, 0);
@@ -850,19 +861,9 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         offers_received,
         offers_missing,
         offers_twice,
-        latency_ms: [
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.90),
-            percentile(&latencies, 0.99),
-            latencies.last().copied().unwrap_or(0),
-        ],
+        latency_ms: summary(&latencies),
         latency_samples: latencies.len(),
-        pipeline_ms: [
-            percentile(&own, 0.50),
-            percentile(&own, 0.90),
-            percentile(&own, 0.99),
-            own.last().copied().unwrap_or(0),
-        ],
+        pipeline_ms: summary(&own),
         curve,
         cpu_generator: (c1[0] - c0[0]) / seconds,
         cpu_cloud: (c1[1] - c0[1]) / seconds,
@@ -932,20 +933,24 @@ async fn stored_events(api: &Api) -> anyhow::Result<(u64, bool)> {
     }
 }
 
-/// The cloud's `omo_stage_lag_records` of `stage`: log records it has still to read.
-async fn stage_lag(api: &Api, stage: &str) -> anyhow::Result<Option<f64>> {
-    let text = api
+/// The cloud's `/metrics` text.
+async fn cloud_metrics(api: &Api) -> anyhow::Result<String> {
+    Ok(api
         .http
         .get(format!("{}/metrics", api.base))
         .send()
         .await?
         .error_for_status()?
         .text()
-        .await?;
+        .await?)
+}
+
+/// `omo_stage_lag_records` of `stage` in the cloud's `metrics`: what it has still to read.
+fn stage_lag(metrics: &str, stage: &str) -> Option<f64> {
     let series = format!("omo_stage_lag_records{{stage=\"{stage}\"}} ");
-    Ok(text
+    metrics
         .lines()
-        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok()))
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
 }
 
 fn lag_text(lag: Option<f64>) -> String {

@@ -67,6 +67,17 @@ async fn clean_stop_then_new_disk(sys: &mut System, gw: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// Gateway g1 in store s1 (its gateway zone) at ×60, with customers 1-3 in the store for the
+/// first `until_s` clock seconds; behind Mosquitto or the cloud's embedded broker.
+fn one_gateway(until_s: i64, mosquitto: bool) -> Layout {
+    Layout {
+        gateways: vec![("s1", "g1", 0, visits(1..=3, 0, until_s))],
+        site: gateway_zones(&[("s1", "g1")]),
+        mosquitto,
+        speed: 60,
+    }
+}
+
 /// Behind Mosquitto at ×60: the broker stops for 20 s while a gateway has customers in the
 /// store; the cloud subscribes again within 3 s of its return (read from the broker's log),
 /// logs the outage once with its length, counts its attempts, and loses nothing. Then the
@@ -74,13 +85,7 @@ async fn clean_stop_then_new_disk(sys: &mut System, gw: &str) -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_broker_is_read_again_at_once_and_a_clean_stop_ends_clean() -> anyhow::Result<()>
 {
-    let layout = Layout {
-        gateways: vec![("s1", "g1", 0, visits(1..=3, 0, 1800))],
-        site: gateway_zones(&[("s1", "g1")]),
-        mosquitto: true,
-        speed: 60,
-    };
-    let mut sys = System::build(layout).await?;
+    let mut sys = System::build(one_gateway(1800, true)).await?;
     sys.start_gateways()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let broker = sys.broker.as_mut().expect("mosquitto");
@@ -132,13 +137,7 @@ async fn a_returning_broker_is_read_again_at_once_and_a_clean_stop_ends_clean() 
 /// The same clean stop and new disk on the cloud's embedded broker at ×60.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_on_the_embedded_broker_ends_clean() -> anyhow::Result<()> {
-    let layout = Layout {
-        gateways: vec![("s1", "g1", 0, visits(1..=3, 0, 300))],
-        site: gateway_zones(&[("s1", "g1")]),
-        mosquitto: false,
-        speed: 60,
-    };
-    let mut sys = System::build(layout).await?;
+    let mut sys = System::build(one_gateway(300, false)).await?;
     sys.start_gateways()?;
     clean_stop_then_new_disk(&mut sys, "g1").await
 }

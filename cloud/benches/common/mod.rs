@@ -21,6 +21,17 @@ pub fn arg_text(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// Runs a stage's `step` until it reads nothing; returns how many records it read in all.
+pub fn until_caught_up<E>(mut step: impl FnMut() -> Result<usize, E>) -> Result<usize, E> {
+    let mut read = 0;
+    loop {
+        match step()? {
+            0 => return Ok(read),
+            n => read += n,
+        }
+    }
+}
+
 /// A time from ms since the epoch.
 pub fn ts(ms: i64) -> omo_device_config::Timestamp {
     omo_device_config::Timestamp::from_millis(ms).expect("a time")

@@ -21,7 +21,7 @@ use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
 use crate::reports::tally as report_tally;
 use crate::secrets::keyed;
-use crate::store::event_log::{advance, position};
+use crate::store::event_log::{advance, position, report_progress};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 
@@ -613,10 +613,14 @@ pub async fn run(
     loop {
         let (s, i) = (store.clone(), inputs.clone());
         let stepped = tokio::task::spawn_blocking(move || step(s.as_ref(), &i)).await;
-        report_progress(
-            store.as_ref(),
-            stepped.as_ref().map_or(0, |r| *r.as_ref().unwrap_or(&0)),
-        );
+        // Its input is the visit stage's transitions, not the log: its lag is in transitions.
+        if let Ok(end) = crate::visits::stage::transitions_end(store.as_ref()) {
+            let read = match &stepped {
+                Ok(Ok(n)) => *n,
+                _ => 0,
+            };
+            report_progress(store.as_ref(), CONSUMER, end, read);
+        }
         match stepped {
             Ok(Ok(n)) if n > 0 => continue,
             Ok(Ok(_)) => {}
@@ -634,21 +638,6 @@ pub async fn run(
         if log_end.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Publishes the stage's throughput (`omo_stage_records_total{stage="decide"}`, transitions)
-/// and how many transitions it has still to read (`omo_stage_lag_records`).
-fn report_progress(store: &dyn Store, read: usize) {
-    metrics::counter!("omo_stage_records_total", "stage" => CONSUMER).increment(read as u64);
-    let end = match store.last(Space::Transitions) {
-        Ok(Some((k, _))) => k.as_slice().try_into().map_or(0, u64::from_be_bytes) + 1,
-        Ok(None) => 1,
-        Err(_) => return,
-    };
-    if let Ok(at) = position(store, CONSUMER) {
-        metrics::gauge!("omo_stage_lag_records", "stage" => CONSUMER)
-            .set(end.saturating_sub(at) as f64);
     }
 }
 

@@ -77,15 +77,15 @@ pub fn position(store: &dyn Store, consumer: &str) -> Result<u64, StoreError> {
     }
 }
 
-/// Publishes how many log records `consumer` has still to read (`omo_stage_lag_records`), with
-/// `log_end` the log's next offset: a stage falling behind shows before its outputs are late;
-/// and counts the `read` records its last step read (`omo_stage_records_total`: its
-/// throughput).
-pub fn report_progress(store: &dyn Store, consumer: &'static str, log_end: u64, read: usize) {
+/// Publishes how many records `consumer` has still to read (`omo_stage_lag_records`), with
+/// `end` the next offset of its input (the log, or another stage's numbered output): a stage
+/// falling behind shows before its outputs are late; and counts the `read` records its last
+/// step read (`omo_stage_records_total`: its throughput).
+pub fn report_progress(store: &dyn Store, consumer: &'static str, end: u64, read: usize) {
     metrics::counter!("omo_stage_records_total", "stage" => consumer).increment(read as u64);
     if let Ok(at) = position(store, consumer) {
         metrics::gauge!("omo_stage_lag_records", "stage" => consumer)
-            .set(log_end.saturating_sub(at) as f64);
+            .set(end.saturating_sub(at) as f64);
     }
 }
 

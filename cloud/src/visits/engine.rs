@@ -275,6 +275,12 @@ pub struct VisitEngine {
 /// scope, so its log offset and scope name it.
 pub type EvidenceId = (u64, Scope);
 
+impl Evidence {
+    pub fn id(&self) -> EvidenceId {
+        (self.offset, self.scope.clone())
+    }
+}
+
 /// What the stage stores besides the per-key states: the watermark and the evidence still in
 /// the reorder buffer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -429,7 +435,7 @@ impl VisitEngine {
     fn unbuffer(&mut self, i: usize) -> Option<Evidence> {
         let e = self.pending.remove(&i)?;
         if !self.unstored.remove(&i) {
-            self.left_buffer.push((e.offset, e.scope.clone()));
+            self.left_buffer.push(e.id());
         }
         Some(e)
     }

@@ -534,16 +534,7 @@ impl VisitStage {
         secret: &[u8; 32],
         c: &mut Commit,
     ) -> Result<(), StoreError> {
-        let next = match store.last(Space::Transitions)? {
-            Some((k, _)) => {
-                u64::from_be_bytes(
-                    k.as_slice()
-                        .try_into()
-                        .map_err(|_| backend("transition key", "not 8 bytes"))?,
-                ) + 1
-            }
-            None => 1,
-        };
+        let next = transitions_end(store)?;
         let mut visits: BTreeMap<String, VisitRecord> = BTreeMap::new();
         let mut indexed: BTreeMap<String, IndexChange> = BTreeMap::new();
         for (seq, t) in (next..).zip(transitions) {
@@ -637,6 +628,21 @@ impl VisitStage {
         }
         hours.write(c);
         Ok(())
+    }
+}
+
+/// The seq the next transition will get (transitions are numbered from 1 in the order this
+/// stage decided them).
+pub fn transitions_end(store: &dyn Store) -> Result<u64, StoreError> {
+    match store.last(Space::Transitions)? {
+        Some((k, _)) => {
+            let seq: [u8; 8] = k
+                .as_slice()
+                .try_into()
+                .map_err(|_| backend("transition key", format!("{} bytes, not 8", k.len())))?;
+            Ok(u64::from_be_bytes(seq) + 1)
+        }
+        None => Ok(1),
     }
 }
 
@@ -983,7 +989,7 @@ pub async fn run(
         };
         live.set_open_visits(stage.engine.open() as u64);
         let end = *log_end.borrow();
-        let read = *n.as_ref().unwrap_or(&0);
+        let read = n.as_ref().map_or(0, |n| *n);
         event_log::report_progress(store.as_ref(), CONSUMER, end, read);
         match n {
             Ok(n) if n > 0 => continue,
@@ -1052,6 +1058,23 @@ max_distance_m = 10.0
         (dir, copy)
     }
 
+    /// Saves `customer` as new, with location consent given at `t`.
+    pub(super) fn save_located(
+        store: &SledStore,
+        mut customer: crate::identity::Customer,
+        t: Timestamp,
+    ) -> crate::identity::Customer {
+        let located = crate::identity::Consent {
+            location: true,
+            ..Default::default()
+        };
+        customer.set_consent(located, ConsentSource::Admin, None, t);
+        store
+            .commit(save_customer(store, None, &customer).unwrap())
+            .unwrap();
+        customer
+    }
+
     /// A store with `SITE` and customers c0..c3 carrying static beacons, with location consent.
     fn store_of_three(dir: &std::path::Path) -> (SledStore, Inputs, Vec<BeaconId>) {
         let store = SledStore::open(dir, 1 << 20).unwrap();
@@ -1068,14 +1091,7 @@ max_distance_m = 10.0
                 .parse()
                 .unwrap();
             customer.beacons.push(beacon);
-            let located = crate::identity::Consent {
-                location: true,
-                ..Default::default()
-            };
-            customer.set_consent(located, ConsentSource::Admin, None, t);
-            store
-                .commit(save_customer(&store, None, &customer).unwrap())
-                .unwrap();
+            save_located(&store, customer, t);
             beacons.push(beacon);
         }
         let inputs = Inputs {
@@ -1120,9 +1136,8 @@ max_distance_m = 10.0
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-        /// A stage opened again after any commit holds the engine that committed — its reorder
-        /// buffer derived again from the log — and decides what a stage that never stopped
-        /// decides.
+        /// A stage opened again after any commit holds the engine that committed — its states
+        /// and its reorder buffer — and decides what a stage that never stopped decides.
         #[test]
         fn a_stage_opened_again_after_any_commit_goes_on_as_if_it_never_stopped(
             seconds in proptest::collection::vec(
@@ -1364,15 +1379,8 @@ max_distance_m = 10.0
         let identity: EidIdentity = key.identity().unwrap();
         let mut customer = new_customer(Timestamp::from_millis(t0 * 1000).unwrap());
         customer.eid_keys.push(key);
-        let located = crate::identity::Consent {
-            location: true,
-            ..Default::default()
-        };
         let t = Timestamp::from_millis(t0 * 1000).unwrap();
-        customer.set_consent(located, ConsentSource::Admin, None, t);
-        store
-            .commit(save_customer(&store, None, &customer).unwrap())
-            .unwrap();
+        let customer = save_located(&store, customer, t);
         let inputs = Inputs {
             registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
             eids: Arc::new(Mutex::new(EidResolver::new(

@@ -3,8 +3,9 @@
 //! zone's visit and its store's `exit_grace_s` after the report; a straddling or vague fix
 //! ends nothing early; and the stage restored mid-day judges the report alike.
 
+use super::tests::save_located;
 use super::*;
-use crate::identity::{new_customer, save_customer, ConsentSource};
+use crate::identity::new_customer;
 use crate::ingest::record::{AppReport, BeaconSighting, GpsFix, WifiSighting};
 use crate::registry::replace_site;
 use crate::store::barrier::scan_all;
@@ -96,18 +97,7 @@ fn setup(dir: &std::path::Path) -> (SledStore, Inputs, [String; 2]) {
         .commit(replace_site(&Registry::default(), &site).unwrap())
         .unwrap();
     let t = ts(T0_S * 1000);
-    let ids = [0, 1].map(|_| {
-        let mut c = new_customer(t);
-        let located = crate::identity::Consent {
-            location: true,
-            ..Default::default()
-        };
-        c.set_consent(located, ConsentSource::Admin, None, t);
-        store
-            .commit(save_customer(&store, None, &c).unwrap())
-            .unwrap();
-        c.id
-    });
+    let ids = [0, 1].map(|_| save_located(&store, new_customer(t), t).id);
     let inputs = Inputs {
         registry: Arc::new(RwLock::new(Registry::load(&store).unwrap())),
         eids: Arc::new(Mutex::new(EidResolver::new(Vec::new(), 300))),

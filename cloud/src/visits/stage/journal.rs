@@ -10,7 +10,7 @@
 //! - `buffered/{offset:016x}/{scope as JSON}` → an [`Evidence`] as JSON: the base of the
 //!   reorder buffer;
 //! - `watermark` → the engine's watermark, 8 bytes big-endian (two's complement);
-//! - `journal/{seq:016x}` → a [`Entry`] as JSON, applied over the base in seq order;
+//! - `journal/{seq:016x}` → an `Entry` as JSON, applied over the base in seq order;
 //! - `buffer` → the whole reorder buffer in one value (the format before the journal): read
 //!   at open and deleted by the first commit.
 
@@ -42,7 +42,7 @@ const MAX_ENTRIES: usize = 512;
 
 /// What one commit changed.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Entry {
+struct Entry {
     /// The log time of the step that wrote it.
     log_ms: i64,
     /// Each changed key's state after the commit (`None`: gone).
@@ -77,8 +77,9 @@ pub struct Journal {
     max_entries: usize,
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
+/// A stored value of this module that cannot be read, named by its key.
+fn unreadable(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("visits key {}: {e}", String::from_utf8_lossy(key)))
 }
 
 fn state_key(key: &Key) -> Vec<u8> {
@@ -100,10 +101,6 @@ fn journal_key(seq: u64) -> Vec<u8> {
     k
 }
 
-fn id_of(e: &Evidence) -> EvidenceId {
-    (e.offset, e.scope.clone())
-}
-
 impl Journal {
     /// Reads the engine as last committed: the base, then every journal entry over it.
     pub fn open(
@@ -113,9 +110,9 @@ impl Journal {
     ) -> Result<(Journal, VisitEngine), StoreError> {
         let mut states: HashMap<Key, State> = HashMap::new();
         for (k, v) in scan_prefix(store, Space::Visits, STATE, usize::MAX)? {
-            let key: Key = serde_json::from_slice(&k[STATE.len()..])
-                .map_err(|e| backend("visit state key", e))?;
-            let state = serde_json::from_slice(&v).map_err(|e| backend("visit state", e))?;
+            let key: Key =
+                serde_json::from_slice(&k[STATE.len()..]).map_err(|e| unreadable(&k, e))?;
+            let state = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
             states.insert(key, state);
         }
         let mut j = Journal {
@@ -124,17 +121,16 @@ impl Journal {
             ..Journal::default()
         };
         let mut evidence: HashMap<EvidenceId, Evidence> = HashMap::new();
-        for (_, v) in scan_prefix(store, Space::Visits, BUFFERED, usize::MAX)? {
-            let e: Evidence =
-                serde_json::from_slice(&v).map_err(|e| backend("buffered evidence", e))?;
-            j.in_base.insert(id_of(&e));
-            evidence.insert(id_of(&e), e);
+        for (k, v) in scan_prefix(store, Space::Visits, BUFFERED, usize::MAX)? {
+            let e: Evidence = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
+            j.in_base.insert(e.id());
+            evidence.insert(e.id(), e);
         }
         let mut watermark_ms = match store.get(Space::Visits, WATERMARK)? {
             Some(v) => i64::from_be_bytes(
                 v.as_slice()
                     .try_into()
-                    .map_err(|_| backend("visit watermark", "not 8 bytes"))?,
+                    .map_err(|_| unreadable(WATERMARK, format!("{} bytes, not 8", v.len())))?,
             ),
             None => i64::MIN,
         };
@@ -142,9 +138,8 @@ impl Journal {
             let seq = std::str::from_utf8(&k[JOURNAL.len()..])
                 .ok()
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .ok_or_else(|| backend("visit journal key", String::from_utf8_lossy(&k)))?;
-            let entry: Entry =
-                serde_json::from_slice(&v).map_err(|e| backend("visit journal entry", e))?;
+                .ok_or_else(|| unreadable(&k, "not a hexadecimal seq"))?;
+            let entry: Entry = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
             for (key, state) in entry.states {
                 match state {
                     Some(s) => states.insert(key.clone(), s),
@@ -158,17 +153,17 @@ impl Journal {
             }
             for e in entry.added {
                 j.note_evidence(&e, seq);
-                evidence.insert(id_of(&e), e);
+                evidence.insert(e.id(), e);
             }
             j.entries.push_back((seq, entry.log_ms));
             j.next_seq = seq
                 .checked_add(1)
-                .ok_or_else(|| backend("visit journal key", "the last seq"))?;
+                .ok_or_else(|| unreadable(&k, "the last seq there is"))?;
         }
         let mut buffered: Vec<Evidence> = evidence.into_values().collect();
         if let Some(v) = store.get(Space::Visits, LEGACY_BUFFER)? {
             let legacy: Buffered =
-                serde_json::from_slice(&v).map_err(|e| backend("visit buffer", e))?;
+                serde_json::from_slice(&v).map_err(|e| unreadable(LEGACY_BUFFER, e))?;
             j.legacy_buffer = true;
             if watermark_ms == i64::MIN {
                 watermark_ms = legacy.watermark_ms;
@@ -201,11 +196,11 @@ impl Journal {
     }
 
     fn note_evidence(&mut self, e: &Evidence, seq: u64) {
-        self.in_journal.insert(id_of(e), seq);
+        self.in_journal.insert(e.id(), seq);
         self.evidence_of
             .entry(seq)
             .or_default()
-            .insert(id_of(e), e.clone());
+            .insert(e.id(), e.clone());
     }
 
     /// Forgets a buffered evidence; says where it was stored.
