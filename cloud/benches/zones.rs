@@ -12,8 +12,8 @@ const ZONES: usize = 100_000;
 const POINTS: usize = 100_000;
 
 fn bench(c: &mut Criterion) {
-    let fences =
-        load_fences(&synthetic::fences(ZONES, 42).to_string()).expect("synthetic fences load");
+    let fences = load_fences(synthetic::fences(ZONES, 42).to_string().as_bytes())
+        .expect("synthetic fences load");
     let index = FenceIndex::new(fences);
     let points = synthetic::points(POINTS, 42);
     let hits: usize = points

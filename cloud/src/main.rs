@@ -178,13 +178,13 @@ fn backup(dir: &Path, url: &str, token: Option<String>) -> anyhow::Result<()> {
 }
 
 fn zones_match(zones: &Path, points: &Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(zones).with_context(|| format!("reading {}", zones.display()))?;
+    let zones_file =
+        std::fs::read(zones).with_context(|| format!("reading {}", zones.display()))?;
     let file =
         std::fs::File::open(points).with_context(|| format!("reading {}", points.display()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let s = omo_cloud::zones::match_file::run(
-        &text,
+        &zones_file[..],
         std::io::BufReader::new(file),
         &points.display().to_string(),
         &mut out,
@@ -201,10 +201,12 @@ fn zones_match(zones: &Path, points: &Path) -> anyhow::Result<()> {
         other => other.into(),
     })?;
     eprintln!(
-        "zones {} points {} index_build_s {:.3} match_s {:.3} points_per_s {:.0}",
+        "zones {} points {} read_zones_s {:.3} index_build_s {:.3} read_points_s {:.3} match_s {:.3} points_per_s {:.0}",
         s.zones,
         s.points,
+        s.read_zones_s,
         s.build_s,
+        s.read_points_s,
         s.match_s,
         s.points_per_s()
     );

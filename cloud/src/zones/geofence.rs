@@ -182,22 +182,31 @@ pub fn circle_boxes(lon: f64, lat: f64, radius_m: f64) -> Vec<[f64; 4]> {
     }
 }
 
-/// Distance in metres from `p` to the nearest ring of `mp` (exterior or hole), on a local
-/// equirectangular projection around `p` — exact enough at the scale of GPS accuracy. Stops
-/// early once a ring is nearer than `enough`.
+/// Distance in metres from `p` to the nearest ring of `mp` (exterior or hole).
 fn distance_to_boundary_m(mp: &MultiPolygon, p: Point, enough: f64) -> f64 {
+    let segments = mp.0.iter().flat_map(|polygon| {
+        std::iter::once(polygon.exterior())
+            .chain(polygon.interiors())
+            .flat_map(|ring| ring.0.windows(2).map(|w| (w[0], w[1])))
+    });
+    distance_to_segments_m(segments, p, enough)
+}
+
+/// Distance in metres from `p` to the nearest of `segments`, on a local equirectangular
+/// projection around `p` — exact enough at the scale of GPS accuracy. Stops early once a
+/// segment is nearer than `enough`.
+pub(super) fn distance_to_segments_m(
+    segments: impl Iterator<Item = (Coord, Coord)>,
+    p: Point,
+    enough: f64,
+) -> f64 {
     let kx = p.y().to_radians().cos() * M_PER_DEG;
     let local = |c: &Coord| ((c.x - p.x()) * kx, (c.y - p.y()) * M_PER_DEG);
     let mut best = f64::INFINITY;
-    for polygon in &mp.0 {
-        for ring in std::iter::once(polygon.exterior()).chain(polygon.interiors()) {
-            for w in ring.0.windows(2) {
-                let (a, b) = (local(&w[0]), local(&w[1]));
-                best = best.min(segment_distance(a, b));
-                if best < enough {
-                    return best;
-                }
-            }
+    for (a, b) in segments {
+        best = best.min(segment_distance(local(&a), local(&b)));
+        if best < enough {
+            return best;
         }
     }
     best

@@ -3,38 +3,117 @@
 //! holes) are fences; a Point with `properties.radius_m` is a circle. A bad feature is
 //! reported by its index and id.
 
+use std::fmt;
+
 use omo_device_config::site::Geometry;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::geofence::Shape;
 use super::index::Fence;
 
-/// Every problem of a FeatureCollection, or its fences.
-pub fn load_fences(text: &str) -> Result<Vec<Fence>, Vec<String>> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| vec![format!("not JSON: {e}")])?;
-    if doc.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
-        return Err(vec!["type: must be \"FeatureCollection\"".into()]);
+/// Every problem of a FeatureCollection, or its fences. The document is parsed one feature at
+/// a time: memory is its bytes, the fences built and one feature's tree, never the whole
+/// document's tree. (Coordinates are read exactly: the workspace's serde_json has
+/// `float_roundtrip`, so a vertex is the number its digits say, and a point written with the
+/// same digits lies on it.)
+pub fn load_fences(text: &[u8]) -> Result<Vec<Fence>, Vec<String>> {
+    fences_from(serde_json::Deserializer::from_slice(text))
+}
+
+fn fences_from<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<Vec<Fence>, Vec<String>> {
+    let mut loaded = Loaded::default();
+    let read = (&mut de)
+        .deserialize_map(CollectionVisitor(&mut loaded))
+        .and_then(|()| de.end());
+    if let Err(e) = read {
+        return Err(vec![format!("not a GeoJSON FeatureCollection: {e}")]);
     }
-    let features = doc
-        .get("features")
-        .and_then(Value::as_array)
-        .ok_or_else(|| vec!["features: must be an array".to_owned()])?;
-    let mut fences = Vec::with_capacity(features.len());
-    let mut problems = Vec::new();
-    for (i, f) in features.iter().enumerate() {
-        match fence(f, i) {
-            Ok(fence) => fences.push(fence),
-            Err(e) => problems.push(e),
-        }
+    if loaded.kind.as_deref() != Some("FeatureCollection") {
+        loaded
+            .problems
+            .insert(0, "type: must be \"FeatureCollection\"".into());
     }
-    if problems.is_empty() {
-        Ok(fences)
+    if !loaded.features {
+        loaded.problems.push("features: must be an array".into());
+    }
+    if loaded.problems.is_empty() {
+        Ok(loaded.fences)
     } else {
-        Err(problems)
+        Err(loaded.problems)
     }
 }
 
-fn fence(f: &Value, i: usize) -> Result<Fence, String> {
+#[derive(Default)]
+struct Loaded {
+    kind: Option<String>,
+    features: bool,
+    fences: Vec<Fence>,
+    problems: Vec<String>,
+}
+
+/// The top-level object: `type`, `features` (read one feature at a time), anything else
+/// skipped.
+struct CollectionVisitor<'a>(&'a mut Loaded);
+
+impl<'de> Visitor<'de> for CollectionVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a GeoJSON FeatureCollection object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "type" => self.0.kind = map.next_value::<Value>()?.as_str().map(str::to_owned),
+                "features" => {
+                    map.next_value_seed(FeaturesSeed(&mut *self.0))?;
+                    self.0.features = true;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `features` array: each feature becomes a fence or a problem as it is read.
+struct FeaturesSeed<'a>(&'a mut Loaded);
+
+impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeaturesSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of features")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while let Some(feature) = seq.next_element::<Value>()? {
+            match fence(feature, i) {
+                Ok(fence) => self.0.fences.push(fence),
+                Err(e) => self.0.problems.push(e),
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+fn fence(mut f: Value, i: usize) -> Result<Fence, String> {
     let id = match f
         .get("id")
         .or_else(|| f.get("properties").and_then(|p| p.get("id")))
@@ -48,21 +127,26 @@ fn fence(f: &Value, i: usize) -> Result<Fence, String> {
         }
     };
     let at = format!("feature {i} ({id})");
-    let geometry = f
-        .get("geometry")
+    let radius = f
+        .get("properties")
+        .and_then(|p| p.get("radius_m"))
+        .and_then(Value::as_f64);
+    let mut geometry = f
+        .get_mut("geometry")
+        .map(Value::take)
         .filter(|g| !g.is_null())
         .ok_or_else(|| format!("{at}: no geometry"))?;
     let kind = geometry
         .get("type")
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    let coordinates = geometry.get("coordinates").cloned().unwrap_or(Value::Null);
+        .unwrap_or_default()
+        .to_owned();
+    let coordinates = geometry
+        .get_mut("coordinates")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
     let shape = if kind == "Point" {
-        let radius = f
-            .get("properties")
-            .and_then(|p| p.get("radius_m"))
-            .and_then(Value::as_f64)
-            .ok_or_else(|| format!("{at}: a Point needs properties.radius_m"))?;
+        let radius = radius.ok_or_else(|| format!("{at}: a Point needs properties.radius_m"))?;
         let (lon, lat) = match coordinates.as_array().map(Vec::as_slice) {
             Some([lon, lat, ..]) => (lon.as_f64(), lat.as_f64()),
             _ => (None, None),
@@ -72,13 +156,7 @@ fn fence(f: &Value, i: usize) -> Result<Fence, String> {
         };
         Shape::circle(lon, lat, radius, "geometry")
     } else {
-        Shape::area(
-            &Geometry {
-                kind: kind.to_owned(),
-                coordinates,
-            },
-            "geometry",
-        )
+        Shape::area(&Geometry { kind, coordinates }, "geometry")
     };
     shape
         .map(|shape| Fence { id, shape })
@@ -98,7 +176,7 @@ mod tests {
             {"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":[]}},
             {"type":"Feature","id":"e","properties":{},"geometry":{"type":"LineString","coordinates":[[0,0],[1,1]]}}
         ]}"#;
-        let problems = load_fences(text).unwrap_err();
+        let problems = load_fences(text.as_bytes()).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             problems[0].starts_with("feature 2 (c): geometry.coordinates")
@@ -110,7 +188,45 @@ mod tests {
             problems[2].starts_with("feature 4 (e): geometry.type"),
             "{problems:?}"
         );
-        let good = r#"{"type":"FeatureCollection","features":[{"type":"Feature","id":7,"properties":{"radius_m":10},"geometry":{"type":"Point","coordinates":[1,2]}}]}"#;
-        assert_eq!(load_fences(good).unwrap()[0].id, "7");
+        let good = r#"{"type":"FeatureCollection","bbox":[0,0,3,3],"features":[{"type":"Feature","id":7,"properties":{"radius_m":10},"geometry":{"type":"Point","coordinates":[1,2]}}]}"#;
+        assert_eq!(load_fences(good.as_bytes()).unwrap()[0].id, "7");
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_collection_is_named_with_its_position() {
+        let e = load_fences(b"[1, 2]").unwrap_err();
+        assert!(
+            e[0].contains("expected a GeoJSON FeatureCollection object"),
+            "{e:?}"
+        );
+        let e = load_fences(b"{\"type\":\"FeatureCollection\",\n\"features\":[{]}").unwrap_err();
+        assert!(e[0].contains("line 2 column"), "{e:?}");
+        let e = load_fences(br#"{"type":"Feature","features":[]}"#).unwrap_err();
+        assert_eq!(e, vec!["type: must be \"FeatureCollection\"".to_owned()]);
+        let e = load_fences(br#"{"type":"FeatureCollection"}"#).unwrap_err();
+        assert_eq!(e, vec!["features: must be an array".to_owned()]);
+        let e = load_fences(br#"{"type":"FeatureCollection","features":{}}"#).unwrap_err();
+        assert!(e[0].contains("expected an array of features"), "{e:?}");
+    }
+
+    #[test]
+    fn coordinates_are_read_exactly() {
+        // 17 significant digits that serde_json without `float_roundtrip` reads one ulp off.
+        let digits = [
+            "139.70123456789012",
+            "35.658765432109876",
+            "139.71987654321098",
+        ];
+        let text = format!(
+            r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","id":"a","geometry":{{"type":"Polygon","coordinates":[[[{0},{1}],[{2},{1}],[{2},35.67],[{0},{1}]]]}}}}]}}"#,
+            digits[0], digits[1], digits[2]
+        );
+        let fences = load_fences(text.as_bytes()).unwrap();
+        let Shape::Area(mp) = &fences[0].shape else {
+            panic!("a polygon")
+        };
+        let first = mp.0[0].exterior().0[0];
+        assert_eq!(first.x, digits[0].parse::<f64>().unwrap());
+        assert_eq!(first.y, digits[1].parse::<f64>().unwrap());
     }
 }

@@ -1,12 +1,11 @@
-//! The geofence index: every fence's bounding boxes in an R-tree (rstar, the version geo uses),
-//! so a fix is tested exactly only against the few fences whose boxes it falls in. The service
+//! The geofence index: every fence's bounding boxes in a packed R-tree, so a fix is tested
+//! only against the few fences whose boxes it falls in, and then by the fence prepared for
+//! point tests. The service
 //! and `omo-cloud zones match` build the same index.
 
-use geo::Point;
-use rstar::primitives::{GeomWithData, Rectangle};
-use rstar::{RTree, AABB};
-
 use super::geofence::{metres_per_degree, Shape};
+use super::packed::PackedTree;
+use super::prepared::Prepared;
 use super::Match;
 
 /// One geofence: its zone id and shape.
@@ -16,29 +15,25 @@ pub struct Fence {
     pub shape: Shape,
 }
 
-type Entry = GeomWithData<Rectangle<[f64; 2]>, u32>;
-
-/// Fences and their R-tree.
+/// Fences, prepared for point tests, and their R-tree.
 pub struct FenceIndex {
     fences: Vec<Fence>,
-    tree: RTree<Entry>,
+    prepared: Vec<Prepared>,
+    tree: PackedTree,
 }
 
 impl FenceIndex {
     /// Bulk-loads the index.
     pub fn new(fences: Vec<Fence>) -> FenceIndex {
-        let entries: Vec<Entry> = fences
+        let entries: Vec<([f64; 4], u32)> = fences
             .iter()
             .enumerate()
-            .flat_map(|(i, f)| {
-                f.shape.boxes().into_iter().map(move |[x0, y0, x1, y1]| {
-                    GeomWithData::new(Rectangle::from_corners([x0, y0], [x1, y1]), i as u32)
-                })
-            })
+            .flat_map(|(i, f)| f.shape.boxes().into_iter().map(move |b| (b, i as u32)))
             .collect();
         FenceIndex {
+            prepared: fences.iter().map(|f| Prepared::new(&f.shape)).collect(),
             fences,
-            tree: RTree::bulk_load(entries),
+            tree: PackedTree::new(entries),
         }
     }
 
@@ -56,35 +51,43 @@ impl FenceIndex {
 
     /// Indexes of the fences covering the point exactly (accuracy 0), ascending.
     pub fn covering(&self, lon: f64, lat: f64) -> Vec<usize> {
-        let p = Point::new(lon, lat);
-        let mut out: Vec<usize> = self
-            .tree
-            .locate_all_at_point(&[lon, lat])
-            .map(|e| e.data as usize)
-            .filter(|&i| self.fences[i].shape.relate(p, 0.0) == Match::Inside)
-            .collect();
+        let mut out = Vec::new();
+        self.covering_into(lon, lat, &mut out);
+        out
+    }
+
+    /// [`FenceIndex::covering`] into `out` (cleared first), for callers matching many points.
+    pub fn covering_into(&self, lon: f64, lat: f64, out: &mut Vec<usize>) {
+        out.clear();
+        self.tree.at_point(lon, lat, |i| {
+            if self.prepared[i as usize].covers(lon, lat) {
+                out.push(i as usize);
+            }
+        });
         out.sort_unstable();
         out.dedup();
-        out
+    }
+
+    /// How a fix with accuracy `accuracy_m` relates to fence `i`.
+    pub fn relate_one(&self, i: usize, lon: f64, lat: f64, accuracy_m: f64) -> Match {
+        self.prepared[i].relate(lon, lat, accuracy_m)
     }
 
     /// Every fence a fix with accuracy `accuracy_m` could be inside or at the edge of, with how
     /// it relates (fences not returned are certainly [`Match::Outside`]).
     pub fn relate(&self, lon: f64, lat: f64, accuracy_m: f64) -> Vec<(usize, Match)> {
-        let p = Point::new(lon, lat);
         let dlat = accuracy_m / metres_per_degree();
         let dlon = dlat / lat.to_radians().cos().max(1e-6);
-        let envelope = AABB::from_corners([lon - dlon, lat - dlat], [lon + dlon, lat + dlat]);
-        let mut candidates: Vec<usize> = self
-            .tree
-            .locate_in_envelope_intersecting(&envelope)
-            .map(|e| e.data as usize)
-            .collect();
+        let mut candidates: Vec<usize> = Vec::new();
+        self.tree
+            .meeting([lon - dlon, lat - dlat, lon + dlon, lat + dlat], |i| {
+                candidates.push(i as usize)
+            });
         candidates.sort_unstable();
         candidates.dedup();
         candidates
             .into_iter()
-            .map(|i| (i, self.fences[i].shape.relate(p, accuracy_m)))
+            .map(|i| (i, self.prepared[i].relate(lon, lat, accuracy_m)))
             .filter(|(_, m)| *m != Match::Outside)
             .collect()
     }
@@ -93,6 +96,7 @@ impl FenceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geo::Point;
     use omo_device_config::site::Geometry;
     use proptest::prelude::*;
     use serde_json::json;

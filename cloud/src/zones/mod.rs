@@ -10,6 +10,8 @@ pub mod geojson;
 pub mod index;
 pub mod kinds;
 pub mod match_file;
+pub mod packed;
+pub mod prepared;
 pub mod synthetic;
 
 use std::collections::HashMap;
@@ -212,10 +214,7 @@ impl ZoneSet {
                 if fix.accuracy_m > self.rules.max_gps_accuracy_m {
                     Match::Unknown
                 } else {
-                    self.fences
-                        .fence(*f)
-                        .shape
-                        .relate(geo::Point::new(fix.lon, fix.lat), fix.accuracy_m)
+                    self.fences.relate_one(*f, fix.lon, fix.lat, fix.accuracy_m)
                 }
             }
             (Rule::Fence(_), _) => Match::Unknown,

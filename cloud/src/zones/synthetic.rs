@@ -67,7 +67,7 @@ mod tests {
         let a = fences(50, 1);
         assert_eq!(a, fences(50, 1));
         assert_ne!(a, fences(50, 2));
-        let loaded = super::super::geojson::load_fences(&a.to_string()).unwrap();
+        let loaded = super::super::geojson::load_fences(a.to_string().as_bytes()).unwrap();
         assert_eq!(loaded.len(), 50);
         assert_eq!(points(10, 3), points(10, 3));
     }
