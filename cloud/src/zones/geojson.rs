@@ -29,7 +29,14 @@ fn fences_from<'de, R: serde_json::de::Read<'de>>(
         .deserialize_map(CollectionVisitor(&mut loaded))
         .and_then(|()| de.end());
     if let Err(e) = read {
-        return Err(vec![format!("not a GeoJSON FeatureCollection: {e}")]);
+        // The features read before the fault keep their problems.
+        let what = if e.is_syntax() || e.is_eof() {
+            "not JSON"
+        } else {
+            "not a GeoJSON FeatureCollection"
+        };
+        loaded.problems.push(format!("{what}: {e}"));
+        return Err(loaded.problems);
     }
     if loaded.kind.as_deref() != Some("FeatureCollection") {
         loaded
@@ -69,6 +76,9 @@ impl<'de> Visitor<'de> for CollectionVisitor<'_> {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "type" => self.0.kind = map.next_value::<Value>()?.as_str().map(str::to_owned),
+                "features" if self.0.features => {
+                    return Err(serde::de::Error::duplicate_field("features"));
+                }
                 "features" => {
                     map.next_value_seed(FeaturesSeed(&mut *self.0))?;
                     self.0.features = true;
@@ -200,7 +210,23 @@ mod tests {
             "{e:?}"
         );
         let e = load_fences(b"{\"type\":\"FeatureCollection\",\n\"features\":[{]}").unwrap_err();
-        assert!(e[0].contains("line 2 column"), "{e:?}");
+        assert!(
+            e[0].starts_with("not JSON") && e[0].contains("line 2 column"),
+            "{e:?}"
+        );
+        // Problems found before a syntax error are kept.
+        let e = load_fences(
+            br#"{"type":"FeatureCollection","features":[{"type":"Feature","geometry":null},"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("feature 0: no id") && e[1].starts_with("not JSON"),
+            "{e:?}"
+        );
+        let e = load_fences(br#"{"type":"FeatureCollection","features":[],"features":[]}"#)
+            .unwrap_err();
+        assert!(e[0].contains("duplicate field `features`"), "{e:?}");
         let e = load_fences(br#"{"type":"Feature","features":[]}"#).unwrap_err();
         assert_eq!(e, vec!["type: must be \"FeatureCollection\"".to_owned()]);
         let e = load_fences(br#"{"type":"FeatureCollection"}"#).unwrap_err();

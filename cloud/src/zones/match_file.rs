@@ -100,7 +100,8 @@ pub fn run(
     }
     let read_points_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    // Each fence's place in id order, so a point's fences sort by number, not by string.
+    // Each fence's place in id order: a point's fences sort by these numbers, in id order,
+    // without comparing strings.
     let mut by_id: Vec<usize> = (0..index.len()).collect();
     by_id.sort_unstable_by(|&a, &b| index.fence(a).id.cmp(&index.fence(b).id));
     let mut rank = vec![0u32; index.len()];

@@ -2,9 +2,10 @@
 //!
 //! - **Polygons**: every ring's edges in one flat list, and for polygons with more than a few
 //!   edges a band index: the polygon's latitude range cut into bands, each listing the edges
-//!   that reach into it, so a point tests only the edges of its band. The test counts ray
-//!   crossings with the exact orientation predicate (robust's `orient2d`, the one geo's
-//!   `covers` uses), and a point on an edge or a vertex is covered.
+//!   that reach into it, so a point tests only the edges of its band. Each ring's winding
+//!   number is counted with geo's edge rules and the exact orientation predicate geo's `covers`
+//!   uses (robust's `orient2d`), so a self-intersecting ring answers as geo does too; a point on
+//!   an edge or a vertex is covered.
 //! - **Circles**: the distance in a local projection around the centre decides a point that is
 //!   clearly inside or clearly outside; only a point within the projection's error of the rim
 //!   (a band bounded at preparation from the radius and the latitude) gets the exact
@@ -18,6 +19,9 @@ use super::Match;
 
 /// A polygon with more edges than this gets a band index.
 const BAND_ABOVE_EDGES: usize = 12;
+/// A band index may list this many entries per edge (edges reaching across many bands, as in
+/// a sawtooth, would otherwise make it quadratic); past it the polygon scans its edges.
+const MAX_BAND_ENTRIES_PER_EDGE: usize = 8;
 /// Beyond this latitude (centre plus radius) a circle is always tested exactly.
 const LOCAL_CIRCLE_MAX_LAT: f64 = 80.0;
 
@@ -52,8 +56,8 @@ pub struct Polygon {
     exact: Option<geo::Polygon>,
 }
 
-/// Rings per polygon the prepared test tracks (one bit each).
-const MAX_RINGS: usize = 64;
+/// Rings per polygon the prepared test tracks (a winding number and a bit each).
+const MAX_RINGS: usize = 8;
 
 #[derive(Debug, Clone)]
 struct Bands {
@@ -73,7 +77,9 @@ impl Bands {
         (((y - self.y0) * self.scale) as usize).min(self.count - 1)
     }
 
-    fn new(bbox: [f64; 4], edges: &[[f64; 4]]) -> Bands {
+    /// The index, or `None` when it would list more than [`MAX_BAND_ENTRIES_PER_EDGE`] entries
+    /// per edge.
+    fn new(bbox: [f64; 4], edges: &[[f64; 4]]) -> Option<Bands> {
         let count = (edges.len() / 2).max(1);
         let height = bbox[3] - bbox[1];
         let scale = if height > 0.0 {
@@ -88,6 +94,11 @@ impl Bands {
             starts: Vec::new(),
             edges: Vec::new(),
         };
+        let span = |e: &[f64; 4]| (bands.of(e[1].min(e[3])), bands.of(e[1].max(e[3])));
+        let entries: usize = edges.iter().map(|e| span(e).1 - span(e).0 + 1).sum();
+        if entries > edges.len() * MAX_BAND_ENTRIES_PER_EDGE {
+            return None;
+        }
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); count];
         for (i, e) in edges.iter().enumerate() {
             let (lo, hi) = (e[1].min(e[3]), e[1].max(e[3]));
@@ -100,7 +111,7 @@ impl Bands {
             bands.edges.extend(list);
             bands.starts.push(bands.edges.len() as u32);
         }
-        bands
+        Some(bands)
     }
 }
 
@@ -136,8 +147,11 @@ impl Prepared {
                                 bbox[3].max(e[1]),
                             ];
                         }
-                        let bands =
-                            (edges.len() > BAND_ABOVE_EDGES).then(|| Bands::new(bbox, &edges));
+                        let bands = if edges.len() > BAND_ABOVE_EDGES {
+                            Bands::new(bbox, &edges)
+                        } else {
+                            None
+                        };
                         Polygon {
                             bbox,
                             edges,
@@ -162,7 +176,7 @@ impl Prepared {
     /// How a fix relates to the fence, as [`Shape::relate`] answers.
     pub fn relate(&self, lon: f64, lat: f64, accuracy_m: f64) -> Match {
         match self {
-            Prepared::Circle(c) if accuracy_m <= 0.0 => inside_or_outside(c.covers(lon, lat)),
+            Prepared::Circle(c) if accuracy_m == 0.0 => inside_or_outside(c.covers(lon, lat)),
             Prepared::Circle(c) => {
                 let d = Haversine.distance(c.centre, Point::new(lon, lat));
                 if d + accuracy_m <= c.radius_m {
@@ -210,13 +224,15 @@ impl Circle {
         let kx = lat.to_radians().cos() * m;
         // The local projection scales longitude by the centre's cosine; within 1.1 radii of
         // the centre the true scale differs by at most tan(|lat| + reach) · reach (in radians),
-        // and the sphere's curvature adds (r / R)². The band is twice that, plus 1e-9.
+        // and the sphere's curvature adds (r / R)². The band is twice that, plus a micrometre
+        // for rounding (geo's haversine across the ±180° meridian, where the longitude
+        // difference is near 360°, rounds to about 1e-8 m; ours to less).
         let band = (lat.abs() + reach < LOCAL_CIRCLE_MAX_LAT).then(|| {
             let reach_rad = reach.to_radians();
             let error = (lat.abs() + reach).to_radians().tan() * reach_rad + reach_rad * reach_rad;
-            let margin = 2.0 * error + 1e-9;
-            let inside = radius_m * (1.0 - margin);
-            let outside = radius_m * (1.0 + margin);
+            let margin_m = radius_m * 2.0 * error + 1e-6;
+            let inside = (radius_m - margin_m).max(0.0);
+            let outside = radius_m + margin_m;
             (inside * inside, outside * outside)
         });
         Circle {
@@ -260,22 +276,24 @@ impl Polygon {
         if let Some(polygon) = &self.exact {
             return polygon.covers(&Point::new(x, y));
         }
-        // Per ring: whether the ray to the east crossed it an odd number of times, and
-        // whether the point lies on it.
-        let (mut odd, mut on) = (0u64, 0u64);
+        // Per ring: its winding number around the point (geo's edge rules: an upward edge
+        // counts from its start up to but not including its end, a downward one the other
+        // way, a horizontal one never), and whether the point lies on it.
+        let mut winding = [0i32; MAX_RINGS];
+        let mut on = 0u32;
         let mut test = |i: usize| {
             let [ax, ay, bx, by] = self.edges[i];
             if (y < ay && y < by) || (y > ay && y > by) || (x > ax && x > bx) {
                 // Wholly above, below or to the left of the point: neither on it nor crossed.
                 return;
             }
-            let bit = 1u64 << self.ring[i];
-            let straddles = (ay > y) != (by > y);
+            let ring = self.ring[i] as usize;
+            let up = ay <= y && y < by;
+            let down = by <= y && y < ay;
             if x < ax && x < bx {
-                // Wholly to the right: crossed exactly when it straddles the point's latitude.
-                if straddles {
-                    odd ^= bit;
-                }
+                // Wholly to the right: the point is left of an upward edge, right of a
+                // downward one.
+                winding[ring] += i32::from(up) - i32::from(down);
                 return;
             }
             let o = orient2d(
@@ -285,11 +303,11 @@ impl Polygon {
             );
             if o == 0.0 {
                 // Collinear and within the edge's box: on the edge.
-                on |= bit;
-            } else if straddles && ((o > 0.0) == (by > ay)) {
-                // The crossing is east of the point: the point is left of an upward edge or
-                // right of a downward one.
-                odd ^= bit;
+                on |= 1 << ring;
+            } else if up && o > 0.0 {
+                winding[ring] += 1;
+            } else if down && o < 0.0 {
+                winding[ring] -= 1;
             }
         };
         match &self.bands {
@@ -304,16 +322,19 @@ impl Polygon {
         if on & 1 != 0 {
             return true;
         }
-        if odd & 1 == 0 {
+        if winding[0] == 0 {
             return false;
         }
         // Inside the exterior: the first hole the point is on or in decides.
-        let holes = (on | odd) & !1;
-        if holes == 0 {
-            return true;
+        for (hole, w) in winding.iter().enumerate().skip(1) {
+            if on & (1 << hole) != 0 {
+                return true;
+            }
+            if *w != 0 {
+                return false;
+            }
         }
-        let first = 1u64 << holes.trailing_zeros();
-        on & first != 0
+        true
     }
 }
 
@@ -473,6 +494,120 @@ mod tests {
                 .collect();
             agree(&shape, &points, accuracy)?;
         }
+    }
+
+    proptest! {
+        /// Rings on a small grid cross themselves, trace edges twice and wind around points
+        /// twice: the winding number decides as geo's does, at grid points and between them.
+        #[test]
+        fn self_intersecting_rings_answer_as_geo_does(
+            ring in proptest::collection::vec((0u8..6, 0u8..6), 4..14),
+            hole in proptest::collection::vec((0u8..6, 0u8..6), 0..7),
+        ) {
+            let to = |v: &[(u8, u8)]| -> Vec<[f64; 2]> {
+                let mut r: Vec<[f64; 2]> = v.iter().map(|&(x, y)| [139.0 + f64::from(x) * 0.001, 35.0 + f64::from(y) * 0.001]).collect();
+                r.push(r[0]);
+                r
+            };
+            let mut rings = vec![to(&ring)];
+            if hole.len() >= 3 {
+                rings.push(to(&hole));
+            }
+            let Some(shape) = area(json!(rings), "Polygon") else { return Ok(()) };
+            let grid: Vec<(f64, f64)> = (0..=12)
+                .flat_map(|i| (0..=12).map(move |j| (139.0 + f64::from(i) * 0.0005, 35.0 + f64::from(j) * 0.0005)))
+                .collect();
+            agree(&shape, &grid, 0.0)?;
+        }
+    }
+
+    #[test]
+    fn a_pentagram_and_a_doubly_traced_square_are_inside_at_their_centres() {
+        let star: Vec<[f64; 2]> = (0..=5)
+            .map(|k| {
+                let a =
+                    std::f64::consts::FRAC_PI_2 + (k * 2 % 5) as f64 * std::f64::consts::TAU / 5.0;
+                [139.7 + 0.01 * a.cos(), 35.6 + 0.01 * a.sin()]
+            })
+            .collect();
+        let square = json!([[
+            [0, 0],
+            [1, 0],
+            [1, 1],
+            [0, 1],
+            [0, 0],
+            [1, 0],
+            [1, 1],
+            [0, 1],
+            [0, 0]
+        ]]);
+        for shape in [
+            area(json!([star]), "Polygon").unwrap(),
+            area(square, "Polygon").unwrap(),
+        ] {
+            let Shape::Area(mp) = &shape else {
+                unreachable!()
+            };
+            let c = mp.0[0]
+                .exterior()
+                .0
+                .iter()
+                .fold((0.0, 0.0), |(x, y), p| (x + p.x, y + p.y));
+            let n = mp.0[0].exterior().0.len() as f64 - 1.0;
+            let first = mp.0[0].exterior().0[0];
+            let centre = ((c.0 - first.x) / n, (c.1 - first.y) / n);
+            assert_eq!(
+                shape.relate(Point::new(centre.0, centre.1), 0.0),
+                Match::Inside
+            );
+            assert!(Prepared::new(&shape).covers(centre.0, centre.1));
+        }
+    }
+
+    #[test]
+    fn many_holes_and_a_sawtooth_fall_back_and_still_agree() {
+        // Ten holes: more rings than the prepared test tracks, so geo answers.
+        let mut rings = vec![vec![
+            [0.0, 0.0],
+            [11.0, 0.0],
+            [11.0, 2.0],
+            [0.0, 2.0],
+            [0.0, 0.0],
+        ]];
+        for k in 0..10 {
+            let x = f64::from(k) + 0.5;
+            rings.push(vec![
+                [x, 0.5],
+                [x + 0.5, 0.5],
+                [x + 0.5, 1.5],
+                [x, 1.5],
+                [x, 0.5],
+            ]);
+        }
+        let holes = area(json!(rings), "Polygon").unwrap();
+        let Prepared::Area(parts) = Prepared::new(&holes) else {
+            unreachable!()
+        };
+        assert!(parts[0].exact.is_some());
+        let points: Vec<(f64, f64)> = (0..=44)
+            .flat_map(|i| (0..=8).map(move |j| (f64::from(i) * 0.25, f64::from(j) * 0.25)))
+            .collect();
+        agree(&holes, &points, 0.0).unwrap();
+        // A sawtooth whose 200 teeth span the whole height: the band index would be
+        // quadratic, so the polygon scans its edges.
+        let mut ring: Vec<[f64; 2]> = (0..200)
+            .flat_map(|k| [[f64::from(k) * 0.5, 0.0], [f64::from(k) * 0.5 + 0.25, 10.0]])
+            .collect();
+        ring.extend([[100.0, 0.0], [100.0, -1.0], [0.0, -1.0], [0.0, 0.0]]);
+        let saw = area(json!([ring]), "Polygon").unwrap();
+        let Prepared::Area(parts) = Prepared::new(&saw) else {
+            unreachable!()
+        };
+        assert!(parts[0].bands.is_none());
+        let points: Vec<(f64, f64)> = (0..400)
+            .flat_map(|i| (0..12).map(move |j| (f64::from(i) * 0.25 + 0.05, f64::from(j) - 1.0)))
+            .collect();
+        agree(&saw, &points, 0.0).unwrap();
     }
 
     #[test]
