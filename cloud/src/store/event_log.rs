@@ -44,10 +44,18 @@ impl EventLog {
 
     /// Adds `record` at the next offset to `commit`, so it lands atomically with whatever else
     /// the commit writes; returns the offset. The commit fails with a conflict if another
-    /// writer took the offset. If the commit fails, call [`EventLog::reset`].
+    /// writer took any of its offsets. If the commit fails, call [`EventLog::reset`].
+    ///
+    /// One expectation covers all of a commit's records: the first's offset must be free. A
+    /// writer appends from the offset after the last record it saw, so another writer's
+    /// committed range that overlaps ours either starts at our first offset or before it (and
+    /// then holds our first offset too): either way our first offset is taken. (A sled get per
+    /// record was a tenth of ingest's cost.) One event log writer per commit.
     pub fn append(&mut self, commit: &mut Commit, record: &[u8]) -> u64 {
         let offset = self.next;
-        commit.expect(Space::EventLog, key(offset), None);
+        if !commit.expects_an_absent_key(Space::EventLog) {
+            commit.expect(Space::EventLog, key(offset), None);
+        }
         commit.put(Space::EventLog, key(offset), record);
         self.next += 1;
         offset
@@ -145,6 +153,40 @@ mod tests {
         assert!(matches!(s.commit(cb), Err(StoreError::Conflict { .. })));
         b.reset(&s).unwrap();
         assert_eq!(b.next_offset(), 2);
+    }
+
+    #[test]
+    fn a_writer_that_saw_less_cannot_write_over_a_longer_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut first = EventLog::open(&s).unwrap();
+        let mut c = Commit::new();
+        first.append(&mut c, b"1");
+        s.commit(c).unwrap();
+        // Both saw offset 1; a commits 2..=6, then b tries 2..=3 and a stale c tries 4.
+        let (mut a, mut b) = (EventLog::open(&s).unwrap(), EventLog::open(&s).unwrap());
+        let (mut ca, mut cb) = (Commit::new(), Commit::new());
+        for r in [b"a", b"b", b"c", b"d", b"e"] {
+            a.append(&mut ca, r);
+        }
+        b.append(&mut cb, b"x");
+        b.append(&mut cb, b"y");
+        s.commit(ca).unwrap();
+        assert!(matches!(s.commit(cb), Err(StoreError::Conflict { .. })));
+        let mut stale = EventLog { next: 4 };
+        let mut cs = Commit::new();
+        stale.append(&mut cs, b"z");
+        stale.append(&mut cs, b"w");
+        assert!(matches!(s.commit(cs), Err(StoreError::Conflict { .. })));
+        let all: Vec<Vec<u8>> = read(&s, 1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            all,
+            [b"1", b"a", b"b", b"c", b"d", b"e"].map(|r| r.to_vec())
+        );
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl Commit {
         self.writes.is_empty() && self.expects.is_empty()
     }
 
+    /// Whether the commit already expects some key of `space` to be absent.
+    pub fn expects_an_absent_key(&self, space: Space) -> bool {
+        self.expects
+            .iter()
+            .any(|(s, _, value)| *s == space && value.is_none())
+    }
+
     /// Adds `other`'s expectations and writes to this commit (its writes after ours).
     pub fn extend(&mut self, other: Commit) {
         self.expects.extend(other.expects);
