@@ -79,6 +79,17 @@ impl Shape {
         let polygons = geometry
             .polygons(key)
             .map_err(|p| fence_error(&p.key, p.message))?;
+        Shape::from_rings(polygons, geometry.kind == "MultiPolygon", key)
+    }
+
+    /// Polygons from rings already checked as [`site::Geometry::polygons`] checks them
+    /// (closed, at least four positions, coordinates in range); refused only when a polygon
+    /// encloses no area. `multi`: they came from a MultiPolygon (for the error's key).
+    pub fn from_rings(
+        polygons: Vec<site::Polygon>,
+        multi: bool,
+        key: &str,
+    ) -> Result<Shape, FenceError> {
         let mut out = Vec::with_capacity(polygons.len());
         for (i, rings) in polygons.into_iter().enumerate() {
             let mut rings = rings.into_iter().map(|r| {
@@ -93,7 +104,7 @@ impl Shape {
                 .ok_or_else(|| fence_error(key, "has no exterior ring"))?;
             let polygon = Polygon::new(exterior, rings.collect());
             if Polygon::new(polygon.exterior().clone(), vec![]).unsigned_area() == 0.0 {
-                let at = if geometry.kind == "MultiPolygon" {
+                let at = if multi {
                     format!("{key}.coordinates[{i}]")
                 } else {
                     format!("{key}.coordinates")

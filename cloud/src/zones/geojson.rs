@@ -7,6 +7,8 @@ use std::fmt;
 
 use omo_device_config::site::Geometry;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::geofence::Shape;
@@ -17,13 +19,12 @@ use super::index::Fence;
 /// document's tree. (Coordinates are read exactly: the workspace's serde_json has
 /// `float_roundtrip`, so a vertex is the number its digits say, and a point written with the
 /// same digits lies on it.)
+///
+/// Each feature is first read by a typed fast path straight into positions (no JSON tree);
+/// anything it does not take as a well-formed fence (a problem, an altitude, an escaped string)
+/// is read again as a tree by the path that names every problem, which decides.
 pub fn load_fences(text: &[u8]) -> Result<Vec<Fence>, Vec<String>> {
-    fences_from(serde_json::Deserializer::from_slice(text))
-}
-
-fn fences_from<'de, R: serde_json::de::Read<'de>>(
-    mut de: serde_json::Deserializer<R>,
-) -> Result<Vec<Fence>, Vec<String>> {
+    let mut de = serde_json::Deserializer::from_slice(text);
     let mut loaded = Loaded::default();
     let read = (&mut de)
         .deserialize_map(CollectionVisitor(&mut loaded))
@@ -112,8 +113,14 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
-        while let Some(feature) = seq.next_element::<Value>()? {
-            match fence(feature, i) {
+        while let Some(feature) = seq.next_element::<&'de RawValue>()? {
+            let read = match fast_fence(feature.get()) {
+                Some(fence) => Ok(fence),
+                None => serde_json::from_str(feature.get())
+                    .map_err(|e| format!("feature {i}: {e}"))
+                    .and_then(|f| fence(f, i)),
+            };
+            match read {
                 Ok(fence) => self.0.fences.push(fence),
                 Err(e) => self.0.problems.push(e),
             }
@@ -123,18 +130,105 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_> {
     }
 }
 
+/// A feature's zone id: a string, or a number as its digits.
+fn id_text(id: &Value) -> Option<String> {
+    match id {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// What the fast path reads of a feature (unknown members are skipped).
+#[derive(Deserialize)]
+struct FastFeature<'a> {
+    /// Raw, so an explicit `null` stays present (it hides `properties.id`, as in [`fence`]).
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    properties: Option<FastProperties<'a>>,
+    #[serde(borrow, default)]
+    geometry: Option<FastGeometry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastProperties<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    radius_m: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct FastGeometry<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    coordinates: &'a RawValue,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Rings as [`omo_device_config::site::Geometry::polygons`] accepts them: at least one, each
+/// closed with at least four positions, every coordinate in range.
+fn rings_ok(polygon: &[Vec<[f64; 2]>]) -> bool {
+    !polygon.is_empty()
+        && polygon.iter().all(|ring| {
+            ring.len() >= 4
+                && ring.first() == ring.last()
+                && ring
+                    .iter()
+                    .all(|&[x, y]| (-180.0..=180.0).contains(&x) && (-90.0..=90.0).contains(&y))
+        })
+}
+
+/// The fence a well-formed feature describes, read without a JSON tree; `None` for anything
+/// else, which [`fence`] then reads and names.
+fn fast_fence(text: &str) -> Option<Fence> {
+    let f: FastFeature = serde_json::from_str(text).ok()?;
+    let id = match f.id {
+        Some(raw) => raw,
+        None => f.properties.as_ref()?.id?,
+    };
+    let id = id_text(&serde_json::from_str(id.get()).ok()?)?;
+    let geometry = f.geometry?;
+    let coordinates = geometry.coordinates.get();
+    let shape = match geometry.kind {
+        "Point" => {
+            let radius: Value = serde_json::from_str(f.properties?.radius_m?.get()).ok()?;
+            let [lon, lat]: [f64; 2] = serde_json::from_str(coordinates).ok()?;
+            Shape::circle(lon, lat, radius.as_f64()?, "geometry").ok()?
+        }
+        "Polygon" => {
+            let polygon: Vec<Vec<[f64; 2]>> = serde_json::from_str(coordinates).ok()?;
+            if !rings_ok(&polygon) {
+                return None;
+            }
+            Shape::from_rings(vec![polygon], false, "geometry").ok()?
+        }
+        "MultiPolygon" => {
+            let polygons: Vec<Vec<Vec<[f64; 2]>>> = serde_json::from_str(coordinates).ok()?;
+            if polygons.is_empty() || !polygons.iter().all(|p| rings_ok(p)) {
+                return None;
+            }
+            Shape::from_rings(polygons, true, "geometry").ok()?
+        }
+        _ => return None,
+    };
+    Some(Fence { id, shape })
+}
+
 fn fence(mut f: Value, i: usize) -> Result<Fence, String> {
-    let id = match f
+    let Some(id) = f
         .get("id")
         .or_else(|| f.get("properties").and_then(|p| p.get("id")))
-    {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(format!(
-                "feature {i}: no id (neither `id` nor `properties.id`)"
-            ))
-        }
+        .and_then(id_text)
+    else {
+        return Err(format!(
+            "feature {i}: no id (neither `id` nor `properties.id`)"
+        ));
     };
     let at = format!("feature {i} ({id})");
     let radius = f
@@ -254,5 +348,42 @@ mod tests {
         let first = mp.0[0].exterior().0[0];
         assert_eq!(first.x, digits[0].parse::<f64>().unwrap());
         assert_eq!(first.y, digits[1].parse::<f64>().unwrap());
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast path takes, it reads as the path that names problems does; and it
+        /// takes the well-formed features (it is not skipped).
+        #[test]
+        fn the_fast_path_agrees_with_the_tree(
+            id in proptest::sample::select(vec![r#""id":"z1","#, r#""id":7,"#, r#""id":null,"#, r#""id":"a\u0062","#, "", r#""id":[1],"#]),
+            props in proptest::sample::select(vec![r#""properties":{}"#, r#""properties":{"id":"p","radius_m":40}"#, r#""properties":{"radius_m":"40"}"#, r#""properties":null"#, r#""properties":"x""#, r#""properties":{"radius_m":0}"#]),
+            geometry in proptest::sample::select(vec![
+                r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}"#,
+                r#"{"coordinates":[[[0,0],[1,0],[1,1],[0,0]],[[0.2,0.1],[0.5,0.1],[0.5,0.3],[0.2,0.1]]],"type":"Polygon"}"#,
+                r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}"#,
+                r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[0,0]]]}"#,
+                r#"{"type":"Polygon","coordinates":[[[0,0],[1,1],[2,2],[0,0]]]}"#,
+                r#"{"type":"Polygon","coordinates":[[[0,0,5],[1,0,5],[1,1,5],[0,0,5]]]}"#,
+                r#"{"type":"Polygon","coordinates":[[[0,0],[181,0],[1,1],[0,0]]]}"#,
+                r#"{"type":"Polygon","coordinates":[]}"#,
+                r#"{"type":"MultiPolygon","coordinates":[[[[0,0],[1,0],[1,1],[0,0]]],[[[5,5],[6,5],[6,6],[5,5]]]]}"#,
+                r#"{"type":"MultiPolygon","coordinates":[]}"#,
+                r#"{"type":"Point","coordinates":[139.7,35.6]}"#,
+                r#"{"type":"Point","coordinates":[139.7,35.6,3]}"#,
+                r#"{"type":"Point","coordinates":[200,35.6]}"#,
+                r#"{"type":"LineString","coordinates":[[0,0],[1,1]]}"#,
+                "null",
+            ]),
+        ) {
+            let text = format!(r#"{{"type":"Feature",{id}"geometry":{geometry},{props}}}"#);
+            let tree = fence(serde_json::from_str(&text).unwrap(), 0);
+            match fast_fence(&text) {
+                Some(fast) => proptest::prop_assert_eq!(Ok(fast), tree, "{}", text),
+                None => proptest::prop_assert!(
+                    tree.is_err() || geometry.contains(",5]") || geometry.contains(",3]") || props.contains(r#""x""#),
+                    "the fast path skipped a good feature: {}", text
+                ),
+            }
+        }
     }
 }
