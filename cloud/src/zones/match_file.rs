@@ -64,7 +64,7 @@ fn parse_point(line: &str) -> Result<(f64, f64), String> {
     Ok((lon, lat))
 }
 
-/// Runs the match of `zones` (GeoJSON, read as it streams) over `points` (named
+/// Runs the match of `zones` (GeoJSON, read one feature at a time) over `points` (named
 /// `points_name` in errors), writing one line per point.
 pub fn run(
     zones: &[u8],
