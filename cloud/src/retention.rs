@@ -252,10 +252,11 @@ impl Sweep<'_> {
     /// position nor the newest record.
     fn event_log(&mut self, s: &mut Swept) -> Result<(), StoreError> {
         let cutoff = self.cutoff(self.config.observations_days);
-        let Some((last, _)) = self.store.last(Space::EventLog)? else {
+        let next = event_log::EventLog::open(self.store)?.next_offset();
+        if next == event_log::FIRST_OFFSET {
             return Ok(());
-        };
-        let newest = u64::from_be_bytes(last.as_slice().try_into().unwrap_or([0; 8]));
+        }
+        let newest = next - 1;
         let upper = [crate::visits::stage::CONSUMER, crate::stats::CONSUMER]
             .into_iter()
             .map(|c| event_log::position(self.store, c))
@@ -306,10 +307,11 @@ impl Sweep<'_> {
     /// stage's position nor the newest one.
     fn transitions(&mut self, s: &mut Swept) -> Result<(), StoreError> {
         let cutoff = self.cutoff(self.config.visits_days);
-        let Some((last, _)) = self.store.last(Space::Transitions)? else {
+        // Transitions are numbered from 1; a malformed key is an error, not seq 0.
+        let newest = crate::visits::stage::transitions_end(self.store)? - 1;
+        if newest == 0 {
             return Ok(());
-        };
-        let newest = u64::from_be_bytes(last.as_slice().try_into().unwrap_or([0; 8]));
+        }
         let upper = event_log::position(self.store, crate::campaigns::stage::CONSUMER)?.min(newest);
         loop {
             let page = self

@@ -204,24 +204,30 @@ fn polygon(value: &Value, key: &str) -> Result<Polygon, Problem> {
                 .enumerate()
                 .map(|(i, pos)| position(pos, &format!("{rkey}[{i}]")))
                 .collect::<Result<_, _>>()?;
-            if ring.len() < 4 {
-                return Err(Problem::new(
-                    &rkey,
-                    format!(
-                        "has {} positions; a closed ring needs at least 4",
-                        ring.len()
-                    ),
-                ));
-            }
-            if ring.first() != ring.last() {
-                return Err(Problem::new(
-                    &rkey,
-                    "is not closed: the last position must equal the first",
-                ));
-            }
+            check_ring(&ring, &rkey)?;
             Ok(ring)
         })
         .collect()
+}
+
+/// A linear ring's own rules, its positions already in range: at least four, and closed.
+pub fn check_ring(ring: &[[f64; 2]], key: &str) -> Result<(), Problem> {
+    if ring.len() < 4 {
+        return Err(Problem::new(
+            key,
+            format!(
+                "has {} positions; a closed ring needs at least 4",
+                ring.len()
+            ),
+        ));
+    }
+    if ring.first() != ring.last() {
+        return Err(Problem::new(
+            key,
+            "is not closed: the last position must equal the first",
+        ));
+    }
+    Ok(())
 }
 
 fn position(value: &Value, key: &str) -> Result<[f64; 2], Problem> {
@@ -236,7 +242,8 @@ fn position(value: &Value, key: &str) -> Result<[f64; 2], Problem> {
     Ok([lon, lat])
 }
 
-fn check_lon_lat(lon: f64, lat: f64) -> Result<(), String> {
+/// A position's longitude in -180..=180 and latitude in -90..=90.
+pub fn check_lon_lat(lon: f64, lat: f64) -> Result<(), String> {
     if !(-180.0..=180.0).contains(&lon) {
         return Err(format!("longitude {lon} is not in -180..=180"));
     }

@@ -1189,16 +1189,18 @@ max_distance_m = 10.0
         }
     }
 
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
     /// A store whose commits can be made to fail, and its reads with them.
     struct Flaky<'a> {
         inner: &'a SledStore,
-        commits_fail: std::sync::atomic::AtomicBool,
-        reads_fail: std::sync::atomic::AtomicBool,
+        commits_fail: AtomicBool,
+        reads_fail: AtomicBool,
     }
 
     impl Flaky<'_> {
-        fn check(&self, failing: &std::sync::atomic::AtomicBool) -> Result<(), StoreError> {
-            if failing.load(std::sync::atomic::Ordering::SeqCst) {
+        fn check(&self, failing: &AtomicBool) -> Result<(), StoreError> {
+            if failing.load(SeqCst) {
                 return Err(StoreError::Backend("injected".into()));
             }
             Ok(())
@@ -1234,10 +1236,9 @@ max_distance_m = 10.0
             self.inner.last(space)
         }
         fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-            if self.commits_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.commits_fail.load(SeqCst) {
                 // The store goes away with the commit: reads fail from now on too.
-                self.reads_fail
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.reads_fail.store(true, SeqCst);
             }
             self.check(&self.commits_fail)?;
             self.inner.commit(commit)
@@ -1282,17 +1283,11 @@ max_distance_m = 10.0
             while stage_a.step(&a, &inputs_a).unwrap() > 0 {}
             if s == 40 {
                 // The step's commit fails and so does the open after it.
-                flaky
-                    .commits_fail
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                flaky.commits_fail.store(true, SeqCst);
                 assert!(stage_b.step(&flaky, &inputs_b).is_err());
                 assert!(stage_b.stale);
-                flaky
-                    .commits_fail
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                flaky
-                    .reads_fail
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                flaky.commits_fail.store(false, SeqCst);
+                flaky.reads_fail.store(false, SeqCst);
             }
             while stage_b.step(&flaky, &inputs_b).unwrap() > 0 {}
         }

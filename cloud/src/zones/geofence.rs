@@ -135,32 +135,50 @@ impl Shape {
     pub fn relate(&self, p: Point, accuracy_m: f64) -> Match {
         match self {
             Shape::Circle { centre, radius_m } => {
-                let d = Haversine.distance(*centre, p);
-                if d + accuracy_m <= *radius_m {
-                    Match::Inside
-                } else if d - accuracy_m > *radius_m {
-                    Match::Outside
-                } else {
-                    Match::Unknown
-                }
+                circle_match(Haversine.distance(*centre, p), *radius_m, accuracy_m)
             }
-            Shape::Area(mp) => {
-                let covered = mp.covers(&p);
-                if accuracy_m <= 0.0 {
-                    return if covered {
-                        Match::Inside
-                    } else {
-                        Match::Outside
-                    };
-                }
-                let to_edge = distance_to_boundary_m(mp, p, accuracy_m);
-                match (covered, to_edge >= accuracy_m) {
-                    (true, true) => Match::Inside,
-                    (false, true) => Match::Outside,
-                    _ => Match::Unknown,
-                }
-            }
+            Shape::Area(mp) => area_match(mp.covers(&p), accuracy_m, |enough| {
+                distance_to_boundary_m(mp, p, enough)
+            }),
         }
+    }
+}
+
+/// The accuracy rule for a circle, with `d` the fix's great-circle distance from its centre.
+pub(super) fn circle_match(d: f64, radius_m: f64, accuracy_m: f64) -> Match {
+    if d + accuracy_m <= radius_m {
+        Match::Inside
+    } else if d - accuracy_m > radius_m {
+        Match::Outside
+    } else {
+        Match::Unknown
+    }
+}
+
+/// Exact covers semantics: [`Match::Inside`] when covered, else [`Match::Outside`].
+pub(super) fn inside_or_outside(covered: bool) -> Match {
+    if covered {
+        Match::Inside
+    } else {
+        Match::Outside
+    }
+}
+
+/// The accuracy rule for polygons, with `covered` whether they cover the fix and
+/// `to_boundary(enough)` its distance in metres to their nearest ring (it may stop early once
+/// below `enough`); exact covers semantics at accuracy 0 or less.
+pub(super) fn area_match(
+    covered: bool,
+    accuracy_m: f64,
+    to_boundary: impl FnOnce(f64) -> f64,
+) -> Match {
+    if accuracy_m <= 0.0 {
+        return inside_or_outside(covered);
+    }
+    match (covered, to_boundary(accuracy_m) >= accuracy_m) {
+        (true, true) => Match::Inside,
+        (false, true) => Match::Outside,
+        _ => Match::Unknown,
     }
 }
 

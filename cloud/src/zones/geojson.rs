@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use omo_device_config::site::Geometry;
+use omo_device_config::site::{self, Geometry};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -171,16 +171,13 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Rings as [`omo_device_config::site::Geometry::polygons`] accepts them: at least one, each
-/// closed with at least four positions, every coordinate in range.
+/// Rings as [`site::Geometry::polygons`] accepts them: at least one, each closed with at least
+/// four positions, every coordinate in range.
 fn rings_ok(polygon: &[Vec<[f64; 2]>]) -> bool {
     !polygon.is_empty()
         && polygon.iter().all(|ring| {
-            ring.len() >= 4
-                && ring.first() == ring.last()
-                && ring
-                    .iter()
-                    .all(|&[x, y]| (-180.0..=180.0).contains(&x) && (-90.0..=90.0).contains(&y))
+            ring.iter().all(|&[x, y]| site::check_lon_lat(x, y).is_ok())
+                && site::check_ring(ring, "").is_ok()
         })
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::geojson::load_fences;
 use super::index::FenceIndex;
-use super::packed::hilbert_key;
+use super::packed::{hilbert_key, union, EMPTY};
 
 /// What a run measured: the time to read the zones (parse and build every fence), to build
 /// the index, to read the points, and to match them (writing the answer included).
@@ -111,15 +111,9 @@ pub fn run(
     // Points are matched in the order of a Hilbert curve, so neighbours on the map follow
     // each other and find the index's nodes and fences still in the CPU's cache; the answers
     // are written in the file's order.
-    let extent = coords.iter().fold(
-        [
-            f64::INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NEG_INFINITY,
-        ],
-        |e, &(x, y)| [e[0].min(x), e[1].min(y), e[2].max(x), e[3].max(y)],
-    );
+    let extent = coords
+        .iter()
+        .fold(EMPTY, |e, &(x, y)| union(e, [x, y, x, y]));
     let mut order: Vec<u32> = (0..coords.len() as u32).collect();
     order.sort_by_cached_key(|&i| {
         let (x, y) = coords[i as usize];

@@ -110,14 +110,16 @@ impl PackedTree {
     }
 }
 
-const EMPTY: Bbox = [
+/// The box of nothing: the start of a [`union`] fold.
+pub const EMPTY: Bbox = [
     f64::INFINITY,
     f64::INFINITY,
     f64::NEG_INFINITY,
     f64::NEG_INFINITY,
 ];
 
-fn union(a: Bbox, b: Bbox) -> Bbox {
+/// The smallest box holding both.
+pub fn union(a: Bbox, b: Bbox) -> Bbox {
     [
         a[0].min(b[0]),
         a[1].min(b[1]),

@@ -14,7 +14,10 @@
 use geo::{Coord, Covers, Distance, Haversine, Point};
 use robust::orient2d;
 
-use super::geofence::{distance_to_segments_m, metres_per_degree, Shape};
+use super::geofence::{
+    area_match, circle_match, distance_to_segments_m, inside_or_outside, metres_per_degree, Shape,
+};
+use super::packed::{union, EMPTY};
 use super::Match;
 
 /// A polygon with more edges than this gets a band index.
@@ -119,49 +122,7 @@ impl Prepared {
     pub fn new(shape: &Shape) -> Prepared {
         match shape {
             Shape::Circle { centre, radius_m } => Prepared::Circle(Circle::new(*centre, *radius_m)),
-            Shape::Area(mp) => Prepared::Area(
-                mp.0.iter()
-                    .map(|polygon| {
-                        let rings = std::iter::once(polygon.exterior()).chain(polygon.interiors());
-                        let mut edges: Vec<[f64; 4]> = Vec::new();
-                        let mut ring = Vec::new();
-                        for (r, line) in rings.enumerate() {
-                            for w in line.0.windows(2) {
-                                edges.push([w[0].x, w[0].y, w[1].x, w[1].y]);
-                                ring.push(r.min(MAX_RINGS - 1) as u8);
-                            }
-                        }
-                        let exact =
-                            (polygon.interiors().len() >= MAX_RINGS).then(|| polygon.clone());
-                        let mut bbox = [
-                            f64::INFINITY,
-                            f64::INFINITY,
-                            f64::NEG_INFINITY,
-                            f64::NEG_INFINITY,
-                        ];
-                        for e in &edges {
-                            bbox = [
-                                bbox[0].min(e[0]),
-                                bbox[1].min(e[1]),
-                                bbox[2].max(e[0]),
-                                bbox[3].max(e[1]),
-                            ];
-                        }
-                        let bands = if edges.len() > BAND_ABOVE_EDGES {
-                            Bands::new(bbox, &edges)
-                        } else {
-                            None
-                        };
-                        Polygon {
-                            bbox,
-                            edges,
-                            ring,
-                            bands,
-                            exact,
-                        }
-                    })
-                    .collect(),
-            ),
+            Shape::Area(mp) => Prepared::Area(mp.0.iter().map(Polygon::new).collect()),
         }
     }
 
@@ -177,42 +138,23 @@ impl Prepared {
     pub fn relate(&self, lon: f64, lat: f64, accuracy_m: f64) -> Match {
         match self {
             Prepared::Circle(c) if accuracy_m == 0.0 => inside_or_outside(c.covers(lon, lat)),
-            Prepared::Circle(c) => {
-                let d = Haversine.distance(c.centre, Point::new(lon, lat));
-                if d + accuracy_m <= c.radius_m {
-                    Match::Inside
-                } else if d - accuracy_m > c.radius_m {
-                    Match::Outside
-                } else {
-                    Match::Unknown
-                }
-            }
+            Prepared::Circle(c) => circle_match(
+                Haversine.distance(c.centre, Point::new(lon, lat)),
+                c.radius_m,
+                accuracy_m,
+            ),
             Prepared::Area(polygons) => {
                 let covered = polygons.iter().any(|p| p.covers(lon, lat));
-                if accuracy_m <= 0.0 {
-                    return inside_or_outside(covered);
-                }
-                let segments = polygons.iter().flat_map(|p| {
-                    p.edges
-                        .iter()
-                        .map(|e| (Coord { x: e[0], y: e[1] }, Coord { x: e[2], y: e[3] }))
-                });
-                let to_edge = distance_to_segments_m(segments, Point::new(lon, lat), accuracy_m);
-                match (covered, to_edge >= accuracy_m) {
-                    (true, true) => Match::Inside,
-                    (false, true) => Match::Outside,
-                    _ => Match::Unknown,
-                }
+                area_match(covered, accuracy_m, |enough| {
+                    let segments = polygons.iter().flat_map(|p| {
+                        p.edges
+                            .iter()
+                            .map(|e| (Coord { x: e[0], y: e[1] }, Coord { x: e[2], y: e[3] }))
+                    });
+                    distance_to_segments_m(segments, Point::new(lon, lat), enough)
+                })
             }
         }
-    }
-}
-
-fn inside_or_outside(covered: bool) -> Match {
-    if covered {
-        Match::Inside
-    } else {
-        Match::Outside
     }
 }
 
@@ -266,6 +208,33 @@ impl Circle {
 }
 
 impl Polygon {
+    fn new(polygon: &geo::Polygon) -> Polygon {
+        let rings = std::iter::once(polygon.exterior()).chain(polygon.interiors());
+        let mut edges: Vec<[f64; 4]> = Vec::new();
+        let mut ring = Vec::new();
+        for (r, line) in rings.enumerate() {
+            for w in line.0.windows(2) {
+                edges.push([w[0].x, w[0].y, w[1].x, w[1].y]);
+                ring.push(r.min(MAX_RINGS - 1) as u8);
+            }
+        }
+        let bbox = edges
+            .iter()
+            .fold(EMPTY, |b, e| union(b, [e[0], e[1], e[0], e[1]]));
+        let bands = if edges.len() > BAND_ABOVE_EDGES {
+            Bands::new(bbox, &edges)
+        } else {
+            None
+        };
+        Polygon {
+            bbox,
+            edges,
+            ring,
+            bands,
+            exact: (polygon.interiors().len() >= MAX_RINGS).then(|| polygon.clone()),
+        }
+    }
+
     /// Covers semantics as geo's: on the exterior's edge inside; else inside the exterior and,
     /// taking the holes in order, on a hole's edge inside, in a hole outside.
     fn covers(&self, x: f64, y: f64) -> bool {
