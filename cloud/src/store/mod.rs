@@ -7,6 +7,7 @@
 //! Nothing here knows what the bytes mean: the event log, offsets and registry build on it.
 
 pub mod barrier;
+pub mod compact;
 pub mod event_log;
 pub mod sled_store;
 

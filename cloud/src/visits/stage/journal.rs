@@ -10,13 +10,16 @@
 //! - `buffered/{offset:016x}/{scope as JSON}` → an [`Evidence`] as JSON: the base of the
 //!   reorder buffer;
 //! - `watermark` → the engine's watermark, 8 bytes big-endian (two's complement);
-//! - `journal/{seq:016x}` → an `Entry` as JSON, applied over the base in seq order;
+//! - `journal/{seq:016x}` → an `Entry` in the binary form of [`codec`] (entries written
+//!   before it are JSON and still read), applied over the base in seq order;
 //! - `buffer` → the whole reorder buffer in one value (the format before the journal): read
 //!   at open and deleted by the first commit.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
+
+mod codec;
 
 use crate::store::barrier::scan_prefix;
 use crate::store::{Commit, Space, Store, StoreError};
@@ -139,7 +142,11 @@ impl Journal {
                 .ok()
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
                 .ok_or_else(|| unreadable(&k, "not a hexadecimal seq"))?;
-            let entry: Entry = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
+            let entry: Entry = if v.first() == Some(&codec::FORMAT) {
+                codec::decode(&v).map_err(|e| unreadable(&k, e))?
+            } else {
+                serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?
+            };
             for (key, state) in entry.states {
                 match state {
                     Some(s) => states.insert(key.clone(), s),
@@ -245,11 +252,7 @@ impl Journal {
             engine.watermark_ms().to_be_bytes().to_vec(),
         );
         if !(entry.states.is_empty() && entry.added.is_empty() && entry.removed.is_empty()) {
-            c.put(
-                Space::Visits,
-                journal_key(seq),
-                serde_json::to_vec(&entry).expect("journal entries serialise"),
-            );
+            c.put(Space::Visits, journal_key(seq), codec::encode(&entry));
             for (key, _) in entry.states {
                 self.note_key(key, seq);
             }
@@ -393,6 +396,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn journal_entries_written_as_json_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut engine = VisitEngine::new(params(), [7; 32]);
+        for i in 0..6 {
+            let log_ms = T0 + i * 1000;
+            engine.observe(
+                evidence(1, i as u8 % 2, log_ms - 500, i as u64 + 1, true),
+                log_ms,
+            );
+            engine.tick(log_ms);
+        }
+        // One entry as the stage wrote it before the binary form.
+        let (added, _) = engine.take_buffer_changes();
+        let entry = Entry {
+            log_ms: T0 + 5000,
+            states: engine.take_changes(),
+            added,
+            removed: Vec::new(),
+        };
+        assert!(!entry.states.is_empty() && !entry.added.is_empty());
+        let mut c = Commit::new();
+        c.put(
+            Space::Visits,
+            journal_key(0),
+            serde_json::to_vec(&entry).unwrap(),
+        );
+        c.put(
+            Space::Visits,
+            WATERMARK.to_vec(),
+            engine.watermark_ms().to_be_bytes().to_vec(),
+        );
+        store.commit(c).unwrap();
+        let (mut j, mut opened) = Journal::open(&store, params(), [7; 32]).unwrap();
+        assert_eq!(opened.snapshot(), engine.snapshot());
+        // The next entry is binary, after the JSON one.
+        opened.observe(evidence(2, 0, T0 + 5500, 7, true), T0 + 6000);
+        commit(&mut j, &mut opened, &store, T0 + 6000, false);
+        let next = store.get(Space::Visits, &journal_key(1)).unwrap().unwrap();
+        assert_eq!(next[0], codec::FORMAT);
+        let (_, again) = Journal::open(&store, params(), [7; 32]).unwrap();
+        assert_eq!(again.snapshot(), opened.snapshot());
     }
 
     #[test]
