@@ -94,6 +94,10 @@ impl Store for BarrierStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }
+
+    fn commits_to(&self, space: Space) -> u64 {
+        self.inner.commits_to(space)
+    }
 }
 
 #[cfg(test)]

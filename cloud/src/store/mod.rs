@@ -85,7 +85,7 @@ impl Space {
         Space::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         Space::ALL
             .iter()
             .position(|s| *s == self)
@@ -233,4 +233,10 @@ pub trait Store: Send + Sync {
 
     /// Makes every commit so far durable. Blocks: call it off the async executor.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// How many commits have written to `space` since the store was opened, counted once each
+    /// is applied. What is read from `space` after taking this count stays current while the
+    /// count stays the same, so a stage may keep what it read until the count moves. (An
+    /// engine shared by several instances must count the others' commits too.)
+    fn commits_to(&self, space: Space) -> u64;
 }

@@ -1,6 +1,7 @@
 //! [`Store`] on sled: one tree per [`Space`], commits as multi-tree sled transactions.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -9,6 +10,8 @@ use super::{Commit, Entry, Hex, Space, Store, StoreError};
 pub struct SledStore {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Per space, the commits applied that wrote to it ([`Store::commits_to`]).
+    commits: [AtomicU64; Space::ALL.len()],
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -45,7 +48,11 @@ impl SledStore {
             .map(|s| db.open_tree(s.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
-        Ok(SledStore { db, trees })
+        Ok(SledStore {
+            db,
+            trees,
+            commits: Default::default(),
+        })
     }
 
     fn tree(&self, space: Space) -> &sled::Tree {
@@ -115,7 +122,17 @@ impl Store for SledStore {
             Ok(())
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Counted once applied, so a count taken before a read never hides this one.
+                let mut written = [false; Space::ALL.len()];
+                for (space, _, _) in &commit.writes {
+                    written[space.index()] = true;
+                }
+                for (n, _) in self.commits.iter().zip(written).filter(|(_, w)| *w) {
+                    n.fetch_add(1, Ordering::Release);
+                }
+                Ok(())
+            }
             Err(TransactionError::Abort((space, key))) => Err(StoreError::Conflict {
                 space,
                 key: Hex(key),
@@ -127,6 +144,10 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(backend)?;
         Ok(())
+    }
+
+    fn commits_to(&self, space: Space) -> u64 {
+        self.commits[space.index()].load(Ordering::Acquire)
     }
 }
 
@@ -175,6 +196,35 @@ mod tests {
         c.expect(Space::Offsets, b"stage".to_vec(), Some(b"1".to_vec()));
         s.commit(c).unwrap();
         assert_eq!(s.get(Space::EventLog, b"k1").unwrap(), None);
+    }
+
+    #[test]
+    fn commits_are_counted_per_space_they_write_once_applied() {
+        let (_dir, s) = store();
+        let mut c = Commit::new();
+        c.put(Space::Identity, b"a".to_vec(), b"1".to_vec());
+        c.put(Space::Identity, b"b".to_vec(), b"2".to_vec());
+        c.expect(Space::Visits, b"v".to_vec(), None);
+        s.commit(c).unwrap();
+        assert_eq!(s.commits_to(Space::Identity), 1);
+        assert_eq!(
+            s.commits_to(Space::Visits),
+            0,
+            "an expectation writes nothing"
+        );
+        let mut c = Commit::new();
+        c.delete(Space::Identity, b"a".to_vec());
+        c.expect(Space::Identity, b"b".to_vec(), None);
+        assert!(s.commit(c).is_err());
+        assert_eq!(
+            s.commits_to(Space::Identity),
+            1,
+            "a refused commit wrote nothing"
+        );
+        let mut c = Commit::new();
+        c.delete(Space::Identity, b"a".to_vec());
+        s.commit(c).unwrap();
+        assert_eq!(s.commits_to(Space::Identity), 2);
     }
 
     #[test]

@@ -26,7 +26,9 @@
 //!   `max_lateness_s` after its own time; campaigns skip late transitions.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -264,10 +266,10 @@ pub struct VisitEngine {
     deadlines: BinaryHeap<Reverse<(i64, Key)>>,
     watermark_ms: i64,
     /// Keys whose state changed since [`VisitEngine::take_changes`].
-    dirty: std::collections::HashSet<Key>,
+    dirty: HashSet<Key>,
     /// Buffered evidence the stage has not stored yet (indexes into `pending`), and what it
     /// stored that has left the buffer since: [`VisitEngine::take_buffer_changes`].
-    unstored: std::collections::HashSet<usize>,
+    unstored: HashSet<usize>,
     left_buffer: Vec<EvidenceId>,
 }
 

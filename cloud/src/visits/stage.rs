@@ -4,7 +4,7 @@
 //! visits they change, footfall, the engine's changed states and its new offset in one
 //! transaction. A crash replays from the last commit to the same visits and ids.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use omo_device_config::payload::PresenceEvent;
@@ -89,6 +89,8 @@ pub struct VisitStage {
     journal: Journal,
     zones: ZoneSet,
     zone_generation: u64,
+    /// Identity read in earlier steps.
+    located: Located,
     /// A commit failed and opening again failed too: open before anything else.
     stale: bool,
 }
@@ -123,6 +125,7 @@ impl VisitStage {
             journal,
             zones,
             zone_generation: registry.generation,
+            located: Located::default(),
             stale: false,
         })
     }
@@ -159,7 +162,8 @@ impl VisitStage {
         };
         let mut transitions = Vec::new();
         let mut footfall: BTreeMap<(String, i64), Footfall> = BTreeMap::new();
-        let mut located = Located::default();
+        let mut located = std::mem::take(&mut self.located);
+        located.start_step(store);
         // Whether an app report in this batch said its customer left somewhere (a crash test
         // stops the stage there).
         let mut app_left = false;
@@ -218,7 +222,7 @@ impl VisitStage {
                 }
                 continue;
             }
-            let evidence = self.evidence(&record, *offset, store, &inputs.eids)?;
+            let evidence = self.evidence(&record, *offset, store, &inputs.eids, &mut located)?;
             app_left |= matches!(record, Record::App(_)) && evidence.iter().any(|e| !e.inside);
             for evidence in evidence {
                 if located.allows(store, &evidence.customer)? {
@@ -230,6 +234,7 @@ impl VisitStage {
             .increment(located.unconsented);
         metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "unknown_customer")
             .increment(located.unknown);
+        self.located = located;
         let mut c = Commit::new();
         self.write_transitions(store, &transitions, &inputs.id_key, &mut c)?;
         let log_ms = records
@@ -424,6 +429,7 @@ impl VisitStage {
         offset: u64,
         store: &dyn Store,
         eids: &Mutex<EidResolver>,
+        located: &mut Located,
     ) -> Result<Vec<Evidence>, StoreError> {
         let mut out: BTreeMap<Scope, bool> = BTreeMap::new();
         let mut add = |zones: &ZoneSet, found: Vec<(usize, Match)>| {
@@ -440,7 +446,7 @@ impl VisitStage {
                 let Some((kind, s)) = e.event.as_sighting() else {
                     return Ok(Vec::new());
                 };
-                let Some(customer) = resolve(&s.beacon, e.event_ts, store, eids)? else {
+                let Some(customer) = resolve(&s.beacon, e.event_ts, store, eids, located)? else {
                     return Ok(Vec::new());
                 };
                 let obs = Observation::Gateway {
@@ -646,22 +652,63 @@ pub fn transitions_end(store: &dyn Store) -> Result<u64, StoreError> {
     }
 }
 
-/// Whether each customer is known and consents to location tracking, read once per step, and
-/// how much evidence was skipped for want of either.
+/// What the stage has read of its customers' identity — whether each is known and consents
+/// to location tracking, and whom each beacon id names — kept across steps until a commit
+/// writes the identity space (a registration, a consent changed, an erasure: then it is read
+/// afresh), at most [`KNOWN_MAX`] of each; and how much evidence a step skipped for want of a
+/// known, consenting customer.
 #[derive(Default)]
 struct Located {
-    of: HashMap<String, Option<bool>>,
+    /// [`Store::commits_to`] the identity space when what is held was read.
+    identity_commits: u64,
+    of: rustc_hash::FxHashMap<String, Option<bool>>,
+    beacons: rustc_hash::FxHashMap<BeaconId, Option<String>>,
     unconsented: u64,
     unknown: u64,
 }
 
+/// Customers (and beacon ids) the stage keeps what it read of, at most: about 30 MB.
+const KNOWN_MAX: usize = 1 << 17;
+
 impl Located {
+    /// Starts a step: forgets what identity commits since may have changed, and the counts.
+    fn start_step(&mut self, store: &dyn Store) {
+        let commits = store.commits_to(Space::Identity);
+        if commits != self.identity_commits {
+            self.of.clear();
+            self.beacons.clear();
+            self.identity_commits = commits;
+        }
+        self.unconsented = 0;
+        self.unknown = 0;
+    }
+
+    /// The customer carrying a (non-rotating) beacon id, if any.
+    fn carrier(
+        &mut self,
+        store: &dyn Store,
+        beacon: &BeaconId,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(c) = self.beacons.get(beacon) {
+            return Ok(c.clone());
+        }
+        let c = identity::lookup(store, &format!("beacon/{beacon}"))?;
+        if self.beacons.len() >= KNOWN_MAX {
+            self.beacons.clear();
+        }
+        self.beacons.insert(*beacon, c.clone());
+        Ok(c)
+    }
+
     /// Whether `customer` consents to location tracking (`None`: not known, or erased).
     fn consents(&mut self, store: &dyn Store, customer: &str) -> Result<Option<bool>, StoreError> {
         if let Some(a) = self.of.get(customer) {
             return Ok(*a);
         }
         let a = identity::customer(store, customer)?.map(|c| c.consent.location);
+        if self.of.len() >= KNOWN_MAX {
+            self.of.clear();
+        }
         self.of.insert(customer.to_owned(), a);
         Ok(a)
     }
@@ -830,6 +877,7 @@ fn resolve(
     at: Timestamp,
     store: &dyn Store,
     eids: &Mutex<EidResolver>,
+    located: &mut Located,
 ) -> Result<Option<String>, StoreError> {
     if let BeaconId::EddystoneEid { eid } = beacon {
         let mut r = eids.lock().expect("eid resolver lock");
@@ -837,7 +885,7 @@ fn resolve(
             .resolve(*eid, at.millis().div_euclid(1000))
             .map(str::to_owned));
     }
-    identity::lookup(store, &format!("beacon/{beacon}"))
+    located.carrier(store, beacon)
 }
 
 /// Visits of a customer.
@@ -1189,6 +1237,75 @@ max_distance_m = 10.0
         }
     }
 
+    /// What a running stage read of identity is read again after a commit changes it: a
+    /// consent withdrawn between two steps keeps the later sightings out of any visit, and a
+    /// beacon handed to another customer places that customer from then on.
+    #[test]
+    fn a_running_stage_sees_identity_changed_between_its_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, inputs, beacons) = store_of_three(dir.path());
+        let mut log = EventLog::open(&store).unwrap();
+        let mut stage = VisitStage::open(&store, &inputs).unwrap();
+        let t0 = 1_790_000_000_000i64;
+        let mut seq = 0;
+        let mut second = |from: i64, to: i64, who: &[usize], stage: &mut VisitStage| {
+            for s in from..to {
+                let received = ts(t0 + s * 1000);
+                let mut c = Commit::new();
+                log.append(&mut c, &Record::Tick { received }.encode());
+                for w in who {
+                    seq += 1;
+                    let sighting = Sighting {
+                        seq,
+                        ts: received,
+                        beacon: beacons[*w],
+                        rssi: -60.0,
+                        distance_m: 3.0,
+                        seen_s: 0.0,
+                    };
+                    let e = g1_event(PresenceEvent::Stay(sighting), received, received);
+                    log.append(&mut c, &e.encode());
+                }
+                store.commit(c).unwrap();
+                while stage.step(&store, &inputs).unwrap() > 0 {}
+            }
+        };
+        // c0 and c1 are seen for two seconds: candidates, not yet entered (4 s).
+        second(0, 2, &[0, 1], &mut stage);
+        assert!(stage.located.of.contains_key("c0"));
+        // c0 withdraws location consent; c1's beacon now belongs to c2.
+        let t = ts(t0);
+        let (old, bytes) = crate::identity::customer_for_update(&store, "c0").unwrap();
+        let mut now_not = old.clone();
+        now_not.set_consent(Default::default(), ConsentSource::App, Some("v2"), t);
+        store
+            .commit(save_customer(&store, Some((&old, &bytes)), &now_not).unwrap())
+            .unwrap();
+        let (old, bytes) = crate::identity::customer_for_update(&store, "c1").unwrap();
+        let mut without = old.clone();
+        without.beacons.clear();
+        store
+            .commit(save_customer(&store, Some((&old, &bytes)), &without).unwrap())
+            .unwrap();
+        let (old, bytes) = crate::identity::customer_for_update(&store, "c2").unwrap();
+        let mut with = old.clone();
+        with.beacons = vec![beacons[1]];
+        store
+            .commit(save_customer(&store, Some((&old, &bytes)), &with).unwrap())
+            .unwrap();
+        second(2, 20, &[0, 1], &mut stage);
+        let scopes = |c: &str| -> Vec<Scope> {
+            visits_of_customer(&store, c, 10)
+                .unwrap()
+                .into_iter()
+                .map(|v| v.scope)
+                .collect()
+        };
+        assert_eq!(scopes("c0"), Vec::<Scope>::new());
+        assert_eq!(scopes("c1"), Vec::<Scope>::new());
+        assert_eq!(scopes("c2").len(), 2, "c2 entered the zone and the store");
+    }
+
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
     /// A store whose commits can be made to fail, and its reads with them.
@@ -1245,6 +1362,9 @@ max_distance_m = 10.0
         }
         fn flush(&self) -> Result<(), StoreError> {
             self.inner.flush()
+        }
+        fn commits_to(&self, space: Space) -> u64 {
+            self.inner.commits_to(space)
         }
     }
 

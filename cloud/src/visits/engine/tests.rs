@@ -427,7 +427,7 @@ fn live_scopes_follow_candidates_and_open_visits() {
 
 /// What `live` must always be: the keys whose state is a candidate or an open visit.
 fn live_from_states(engine: &VisitEngine) -> HashMap<String, BTreeSet<Scope>> {
-    let mut out: HashMap<String, BTreeSet<Scope>> = HashMap::new();
+    let mut out: HashMap<String, BTreeSet<Scope>> = HashMap::default();
     for ((customer, scope), t) in &engine.states {
         if !matches!(t.state, State::Closed { .. }) {
             out.entry(customer.clone())

@@ -15,7 +15,9 @@
 //! - `buffer` → the whole reorder buffer in one value (the format before the journal): read
 //!   at open and deleted by the first commit.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +113,7 @@ impl Journal {
         params: VisitParams,
         id_key: [u8; 32],
     ) -> Result<(Journal, VisitEngine), StoreError> {
-        let mut states: HashMap<Key, State> = HashMap::new();
+        let mut states: HashMap<Key, State> = HashMap::default();
         for (k, v) in scan_prefix(store, Space::Visits, STATE, usize::MAX)? {
             let key: Key =
                 serde_json::from_slice(&k[STATE.len()..]).map_err(|e| unreadable(&k, e))?;
@@ -123,7 +125,7 @@ impl Journal {
             max_entries: MAX_ENTRIES,
             ..Journal::default()
         };
-        let mut evidence: HashMap<EvidenceId, Evidence> = HashMap::new();
+        let mut evidence: HashMap<EvidenceId, Evidence> = HashMap::default();
         for (k, v) in scan_prefix(store, Space::Visits, BUFFERED, usize::MAX)? {
             let e: Evidence = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
             j.in_base.insert(e.id());
