@@ -460,7 +460,7 @@ fn blank_observations(
         let Some(&(last, _)) = page.last() else {
             return Ok(from);
         };
-        let mut c = Commit::new();
+        let mut changes = Vec::new();
         for (offset, bytes) in &page {
             let Ok(record) = Record::decode(bytes) else {
                 continue;
@@ -469,14 +469,12 @@ fn blank_observations(
                 let erased = Record::Erased {
                     received: record.received(),
                 };
-                c.put(
-                    Space::EventLog,
-                    offset.to_be_bytes().to_vec(),
-                    erased.encode(),
-                );
+                changes.push((*offset, erased.encode()));
                 done.observations += 1;
             }
         }
+        let mut c = Commit::new();
+        event_log::replace(store, &mut c, &changes)?;
         commit(store, c)?;
         from = last + 1;
         if page.len() < PAGE {

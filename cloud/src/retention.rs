@@ -266,28 +266,35 @@ impl Sweep<'_> {
             .unwrap_or(0)
             .min(newest);
         loop {
-            let page = event_log::read(self.store, 0, self.config.batch)?;
+            let page = event_log::read_entries(self.store, 0, self.config.batch)?;
             let (ticks, observations) = (s.ticks, s.observations);
             let mut c = Commit::new();
-            let mut done = page.len() < self.config.batch;
-            for (offset, bytes) in &page {
-                if *offset >= upper {
-                    done = true;
-                    break;
+            let records: usize = page.iter().map(|(_, r)| r.len()).sum();
+            let mut done = records < self.config.batch;
+            // An entry (the records one commit appended) goes once all of its records may.
+            'entries: for (first, records) in &page {
+                let (mut entry_ticks, mut entry_observations) = (0, 0);
+                for (offset, bytes) in records {
+                    if *offset >= upper {
+                        done = true;
+                        break 'entries;
+                    }
+                    // Every record has its log time; one that cannot be read holds nothing a
+                    // consumer could use and is older than the records after it.
+                    let head: Option<RecordHead> = serde_json::from_slice(bytes).ok();
+                    if head.as_ref().is_some_and(|h| h.received.millis() >= cutoff) {
+                        done = true;
+                        break 'entries;
+                    }
+                    if head.is_some_and(|h| h.source == "tick") {
+                        entry_ticks += 1;
+                    } else {
+                        entry_observations += 1;
+                    }
                 }
-                // Every record has its log time; one that cannot be read holds nothing a
-                // consumer could use and is older than the records after it.
-                let head: Option<RecordHead> = serde_json::from_slice(bytes).ok();
-                if head.as_ref().is_some_and(|h| h.received.millis() >= cutoff) {
-                    done = true;
-                    break;
-                }
-                if head.is_some_and(|h| h.source == "tick") {
-                    s.ticks += 1;
-                } else {
-                    s.observations += 1;
-                }
-                c.delete(Space::EventLog, offset.to_be_bytes().to_vec());
+                s.ticks += entry_ticks;
+                s.observations += entry_observations;
+                c.delete(Space::EventLog, first.to_be_bytes().to_vec());
             }
             let empty = c.is_empty();
             self.commit(
@@ -832,28 +839,32 @@ mod tests {
             .collect()
     }
 
-    /// Event-log records 40 days old (offsets 1..=6: ticks and app reports), then 2 of today;
-    /// both log consumers have read up to offset 5.
+    /// Event-log records 40 days old (offsets 1..=6: ticks and app reports), then 2 of today,
+    /// each appended by a commit of its own; both log consumers have read up to offset 5.
     fn log_store(dir: &std::path::Path) -> SledStore {
         let store = SledStore::open(dir, 1 << 20).unwrap();
         let mut log = EventLog::open(&store).unwrap();
-        let mut c = Commit::new();
         let old = NOW - 40 * DAY_MS;
-        for i in 0..6 {
-            if i % 2 == 0 {
-                log.append(
-                    &mut c,
-                    &Record::Tick {
+        let mut records: Vec<Vec<u8>> = (0..6)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Record::Tick {
                         received: ts(old + i),
                     }
-                    .encode(),
-                );
-            } else {
-                log.append(&mut c, &app(old + i));
-            }
+                    .encode()
+                } else {
+                    app(old + i)
+                }
+            })
+            .collect();
+        records.push(app(NOW - 1000));
+        records.push(app(NOW - 500));
+        for r in records {
+            let mut c = Commit::new();
+            log.append(&mut c, &r);
+            store.commit(c).unwrap();
         }
-        log.append(&mut c, &app(NOW - 1000));
-        log.append(&mut c, &app(NOW - 500));
+        let mut c = Commit::new();
         for consumer in [crate::visits::stage::CONSUMER, crate::stats::CONSUMER] {
             advance(&mut c, consumer, event_log::FIRST_OFFSET, 5);
         }
@@ -891,6 +902,41 @@ mod tests {
         assert_eq!(EventLog::open(&store).unwrap().next_offset(), 9);
     }
 
+    /// The records one commit appended share an entry: it goes once all of them are old and
+    /// read, and stays whole until then.
+    #[test]
+    fn an_entry_of_several_records_goes_once_all_of_them_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut log = EventLog::open(&store).unwrap();
+        let old = NOW - 40 * DAY_MS;
+        for records in [
+            vec![app(old), app(old + 1), app(old + 2)],
+            vec![app(old + 3), app(NOW - 10)],
+            vec![app(NOW - 5)],
+        ] {
+            let mut c = Commit::new();
+            for r in &records {
+                log.append(&mut c, r);
+            }
+            store.commit(c).unwrap();
+        }
+        let mut c = Commit::new();
+        for consumer in [crate::visits::stage::CONSUMER, crate::stats::CONSUMER] {
+            advance(&mut c, consumer, event_log::FIRST_OFFSET, 7);
+        }
+        store.commit(c).unwrap();
+        let s = sweep(&store, Retention::default(), &mut Cursors::default());
+        // The first entry went; the second holds a record of today, so it stays whole.
+        assert_eq!(s.observations, 3);
+        let left: Vec<u64> = event_log::read(&store, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(left, [4, 5, 6]);
+    }
+
     #[test]
     fn the_newest_record_and_transition_stay_however_old() {
         let dir = tempfile::tempdir().unwrap();
@@ -899,6 +945,8 @@ mod tests {
         let mut c = Commit::new();
         let old = NOW - 400 * DAY_MS;
         log.append(&mut c, &app(old));
+        store.commit(c).unwrap();
+        let mut c = Commit::new();
         log.append(&mut c, &app(old + 1));
         for consumer in [crate::visits::stage::CONSUMER, crate::stats::CONSUMER] {
             advance(&mut c, consumer, event_log::FIRST_OFFSET, 3);

@@ -23,6 +23,15 @@ impl fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
+/// Appends `v` as a varint to `bytes`.
+pub fn push_u64(bytes: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        bytes.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    bytes.push(v as u8);
+}
+
 /// Appends values to a byte buffer.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -44,12 +53,8 @@ impl Writer {
         self.bytes.push(u8::from(v));
     }
 
-    pub fn u64(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.bytes.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.bytes.push(v as u8);
+    pub fn u64(&mut self, v: u64) {
+        push_u64(&mut self.bytes, v);
     }
 
     pub fn i64(&mut self, v: i64) {

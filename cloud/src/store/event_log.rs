@@ -4,11 +4,28 @@
 //! crash anywhere replays from the last commit and produces the same outputs.
 //!
 //! Records are opaque bytes here; their meaning belongs to ingest and the stages.
+//!
+//! Keys in [`Space::EventLog`] are the offset of an entry's first record (8 bytes big-endian).
+//! An entry is the records one commit appended, up to [`GROUP_MAX`] of them, at consecutive
+//! offsets: [`GROUP`] then each record as a varint length and its bytes. (One sled write per
+//! record was most of ingest's cost.) A value without that mark is one record: logs written
+//! before groups still read. `log-end` in [`Space::Offsets`] holds the next offset, checked
+//! and moved by every commit that appends, so two writers never take the same offsets.
 
+use super::compact::{push_u64, Reader};
 use super::{Commit, Space, Store, StoreError};
 
 /// The first offset of every log.
 pub const FIRST_OFFSET: u64 = 1;
+
+/// The most records one entry holds.
+pub const GROUP_MAX: u64 = 256;
+
+/// How an entry of several records starts (a record is JSON: it never starts with NUL).
+const GROUP: [u8; 2] = [0, 1];
+
+/// The next offset, in [`Space::Offsets`].
+const END: &[u8] = b"log-end";
 
 fn key(offset: u64) -> [u8; 8] {
     offset.to_be_bytes()
@@ -21,20 +38,73 @@ fn offset_of(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// The records of the entry at `first`, with their offsets.
+fn records_of(first: u64, value: &[u8]) -> Result<Vec<(u64, &[u8])>, StoreError> {
+    let Some(body) = value.strip_prefix(&GROUP) else {
+        return Ok(vec![(first, value)]);
+    };
+    let mut r = Reader::new(body);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let record = r.bytes("a record's length and bytes").map_err(|e| {
+            StoreError::Backend(format!(
+                "event log entry {first}: byte {}: expected {}",
+                e.at + GROUP.len(),
+                e.expected
+            ))
+        })?;
+        out.push((first + out.len() as u64, record));
+    }
+    Ok(out)
+}
+
+/// Where a commit's appends go on: the entry being filled and the `log-end` write, by their
+/// index among the commit's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appending {
+    entry: usize,
+    first: u64,
+    end: usize,
+}
+
+impl Appending {
+    /// The same places once `by` writes come before them.
+    pub(super) fn shifted(self, by: usize) -> Appending {
+        Appending {
+            entry: self.entry + by,
+            end: self.end + by,
+            ..self
+        }
+    }
+}
+
 /// The writer's handle: where the next record goes.
 #[derive(Debug)]
 pub struct EventLog {
     next: u64,
+    /// `log-end` was absent when the log was opened (a new log, or one written before it) and
+    /// this writer has not appended since.
+    end_absent: bool,
 }
 
 impl EventLog {
     /// Picks up after the last record in the store.
     pub fn open(store: &dyn Store) -> Result<EventLog, StoreError> {
-        let next = match store.last(Space::EventLog)? {
-            Some((k, _)) => offset_of(&k)? + 1,
-            None => FIRST_OFFSET,
+        let end = store.get(Space::Offsets, END)?;
+        let next = match &end {
+            Some(v) => offset_of(v)?,
+            None => match store.last(Space::EventLog)? {
+                Some((k, v)) => {
+                    let first = offset_of(&k)?;
+                    first + records_of(first, &v)?.len() as u64
+                }
+                None => FIRST_OFFSET,
+            },
         };
-        Ok(EventLog { next })
+        Ok(EventLog {
+            next,
+            end_absent: end.is_none(),
+        })
     }
 
     /// The offset the next record will get.
@@ -43,21 +113,52 @@ impl EventLog {
     }
 
     /// Adds `record` at the next offset to `commit`, so it lands atomically with whatever else
-    /// the commit writes; returns the offset. The commit fails with a conflict if another
-    /// writer took any of its offsets. If the commit fails, call [`EventLog::reset`].
-    ///
-    /// One expectation covers all of a commit's records: the first's offset must be free. A
-    /// writer appends from the offset after the last record it saw, so another writer's
-    /// committed range that overlaps ours either starts at our first offset or before it (and
-    /// then holds our first offset too): either way our first offset is taken. (A sled get per
-    /// record was a tenth of ingest's cost.) One event log writer per commit.
+    /// the commit writes; returns the offset. The commit's records share entries (up to
+    /// [`GROUP_MAX`] each), and the commit fails with a conflict if another writer appended
+    /// since this one last read the log's end. If the commit fails, call [`EventLog::reset`].
+    /// One event log writer per commit.
     pub fn append(&mut self, commit: &mut Commit, record: &[u8]) -> u64 {
         let offset = self.next;
-        if !commit.expects_an_absent_key(Space::EventLog) {
-            commit.expect(Space::EventLog, key(offset), None);
-        }
-        commit.put(Space::EventLog, key(offset), record);
         self.next += 1;
+        match commit.log {
+            Some(a) if offset - a.first < GROUP_MAX => {
+                let entry = commit.writes[a.entry]
+                    .2
+                    .as_mut()
+                    .expect("an entry is a put");
+                push_u64(entry, record.len() as u64);
+                entry.extend_from_slice(record);
+                commit.writes[a.end].2 = Some(key(self.next).to_vec());
+            }
+            Some(a) => {
+                let mut entry = GROUP.to_vec();
+                push_u64(&mut entry, record.len() as u64);
+                entry.extend_from_slice(record);
+                commit.put(Space::EventLog, key(offset), entry);
+                commit.writes[a.end].2 = Some(key(self.next).to_vec());
+                commit.log = Some(Appending {
+                    entry: commit.writes.len() - 1,
+                    first: offset,
+                    end: a.end,
+                });
+            }
+            None => {
+                // The end this writer left (or found): another writer's commit moved it.
+                let expected = (!self.end_absent).then(|| key(offset).to_vec());
+                self.end_absent = false;
+                commit.expect(Space::Offsets, END, expected);
+                let mut entry = GROUP.to_vec();
+                push_u64(&mut entry, record.len() as u64);
+                entry.extend_from_slice(record);
+                commit.put(Space::EventLog, key(offset), entry);
+                commit.put(Space::Offsets, END, key(self.next));
+                commit.log = Some(Appending {
+                    entry: commit.writes.len() - 2,
+                    first: offset,
+                    end: commit.writes.len() - 1,
+                });
+            }
+        }
         offset
     }
 
@@ -68,13 +169,114 @@ impl EventLog {
     }
 }
 
-/// Up to `limit` records from `from` on, in log order.
+/// An entry's first offset and its records with their offsets.
+pub type LogEntry = (u64, Vec<(u64, Vec<u8>)>);
+
+/// The first offset of the entry holding `offset` (`offset` itself when none holds it).
+fn entry_start(store: &dyn Store, offset: u64) -> Result<u64, StoreError> {
+    if offset <= FIRST_OFFSET || store.get(Space::EventLog, &key(offset))?.is_some() {
+        return Ok(offset);
+    }
+    let from = offset.saturating_sub(GROUP_MAX - 1);
+    let before = store.scan_range(
+        Space::EventLog,
+        &key(from),
+        &key(offset),
+        GROUP_MAX as usize,
+    )?;
+    if let Some((k, v)) = before.last() {
+        let first = offset_of(k)?;
+        if first + records_of(first, v)?.len() as u64 > offset {
+            return Ok(first);
+        }
+    }
+    Ok(offset)
+}
+
+/// The log's entries holding records from `from` on, in log order, each as its first offset
+/// and its records, until they hold `limit` records (whole entries: up to [`GROUP_MAX`] - 1
+/// more) or the log ends. Records before `from` in the first entry are left out.
+pub fn read_entries(
+    store: &dyn Store,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<LogEntry>, StoreError> {
+    const PAGE: usize = 64;
+    let mut out: Vec<LogEntry> = Vec::new();
+    let mut count = 0;
+    let mut at = entry_start(store, from)?;
+    loop {
+        let page = store.scan(Space::EventLog, &key(at), PAGE)?;
+        for (k, v) in &page {
+            let first = offset_of(k)?;
+            let records: Vec<(u64, Vec<u8>)> = records_of(first, v)?
+                .into_iter()
+                .filter(|(o, _)| *o >= from)
+                .map(|(o, r)| (o, r.to_vec()))
+                .collect();
+            count += records.len();
+            out.push((first, records));
+            at = first + 1;
+            if count >= limit {
+                return Ok(out);
+            }
+        }
+        if page.len() < PAGE {
+            return Ok(out);
+        }
+    }
+}
+
+/// Records from `from` on, in log order: at least `limit` unless the log ends first (whole
+/// entries, so up to [`GROUP_MAX`] - 1 more).
 pub fn read(store: &dyn Store, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-    store
-        .scan(Space::EventLog, &key(from), limit)?
+    Ok(read_entries(store, from, limit)?
         .into_iter()
-        .map(|(k, v)| Ok((offset_of(&k)?, v)))
-        .collect()
+        .flat_map(|(_, records)| records)
+        .collect())
+}
+
+/// Adds to `commit` the rewrite of each record named in `changes` (offset, new bytes; in
+/// ascending offsets), each entry holding them written once. An offset the log does not hold
+/// is left alone.
+pub fn replace(
+    store: &dyn Store,
+    commit: &mut Commit,
+    changes: &[(u64, Vec<u8>)],
+) -> Result<(), StoreError> {
+    let mut i = 0;
+    while i < changes.len() {
+        let first = entry_start(store, changes[i].0)?;
+        let Some(value) = store.get(Space::EventLog, &key(first))? else {
+            i += 1;
+            continue;
+        };
+        let mut records: Vec<(u64, &[u8])> = records_of(first, &value)?;
+        let end = first + records.len() as u64;
+        let mut j = i;
+        while j < changes.len() && (first..end).contains(&changes[j].0) {
+            let (offset, bytes) = &changes[j];
+            records[(offset - first) as usize].1 = bytes;
+            j += 1;
+        }
+        if j == i {
+            i += 1;
+            continue;
+        }
+        let new = if value.starts_with(&GROUP) {
+            let mut v = GROUP.to_vec();
+            for (_, r) in &records {
+                push_u64(&mut v, r.len() as u64);
+                v.extend_from_slice(r);
+            }
+            v
+        } else {
+            records[0].1.to_vec()
+        };
+        commit.put(Space::EventLog, key(first).to_vec(), new);
+        i = j;
+    }
+    Ok(())
 }
 
 /// The next offset `consumer` will read (where it resumes after a restart).
@@ -173,7 +375,10 @@ mod tests {
         b.append(&mut cb, b"y");
         s.commit(ca).unwrap();
         assert!(matches!(s.commit(cb), Err(StoreError::Conflict { .. })));
-        let mut stale = EventLog { next: 4 };
+        let mut stale = EventLog {
+            next: 4,
+            end_absent: false,
+        };
         let mut cs = Commit::new();
         stale.append(&mut cs, b"z");
         stale.append(&mut cs, b"w");
@@ -187,6 +392,98 @@ mod tests {
             all,
             [b"1", b"a", b"b", b"c", b"d", b"e"].map(|r| r.to_vec())
         );
+    }
+
+    #[test]
+    fn a_log_written_one_record_per_key_still_reads_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        // As the writer stored records before entries and `log-end`.
+        let mut c = Commit::new();
+        for (o, r) in [(1u64, b"{\"a\":1}"), (2, b"{\"a\":2}"), (3, b"{\"a\":3}")] {
+            c.put(Space::EventLog, key(o), r.to_vec());
+        }
+        s.commit(c).unwrap();
+        let mut log = EventLog::open(&s).unwrap();
+        assert_eq!(log.next_offset(), 4);
+        let mut c = Commit::new();
+        log.append(&mut c, b"d");
+        log.append(&mut c, b"e");
+        s.commit(c).unwrap();
+        let all = read(&s, 2, 10).unwrap();
+        let offsets: Vec<u64> = all.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, [2, 3, 4, 5]);
+        assert_eq!(all[0].1, b"{\"a\":2}");
+        assert_eq!(all[3].1, b"e");
+        assert_eq!(EventLog::open(&s).unwrap().next_offset(), 6);
+        // A writer that opened before `log-end` existed cannot append over it.
+        let mut c = Commit::new();
+        EventLog {
+            next: 6,
+            end_absent: true,
+        }
+        .append(&mut c, b"late");
+        assert!(matches!(s.commit(c), Err(StoreError::Conflict { .. })));
+        // A legacy record is rewritten as it was stored: one record, no entry mark.
+        let mut c = Commit::new();
+        replace(&s, &mut c, &[(3, b"{}".to_vec()), (5, b"E".to_vec())]).unwrap();
+        s.commit(c).unwrap();
+        assert_eq!(s.get(Space::EventLog, &key(3)).unwrap().unwrap(), b"{}");
+        let all: Vec<Vec<u8>> = read(&s, 1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(all[2], b"{}");
+        assert_eq!(all[3], b"d");
+        assert_eq!(all[4], b"E");
+    }
+
+    #[test]
+    fn one_commit_fills_entries_of_at_most_group_max_and_reads_from_inside_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut log = EventLog::open(&s).unwrap();
+        let n = GROUP_MAX * 2 + 10;
+        let mut c = Commit::new();
+        for i in 0..n {
+            log.append(&mut c, format!("r{i}").as_bytes());
+        }
+        s.commit(c).unwrap();
+        assert_eq!(s.scan(Space::EventLog, &[], 100).unwrap().len(), 3);
+        // From the middle of the second entry: exactly the records from there on.
+        let from = GROUP_MAX + 7;
+        let got = read(&s, from, 5).unwrap();
+        assert_eq!(got[0], (from, format!("r{}", from - 1).into_bytes()));
+        // Whole entries: the rest of the second one.
+        assert_eq!(got.len() as u64, 2 * GROUP_MAX - from + 1);
+        let all = read(&s, 1, usize::MAX).unwrap();
+        assert_eq!(all.len() as u64, n);
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, (o, r))| *o == i as u64 + 1 && *r == format!("r{i}").into_bytes()));
+        // A record inside an entry is rewritten with the entry; the others stay.
+        let mut c = Commit::new();
+        replace(&s, &mut c, &[(2, b"x".to_vec()), (from, b"y".to_vec())]).unwrap();
+        s.commit(c).unwrap();
+        let after = read(&s, 1, usize::MAX).unwrap();
+        assert_eq!(after.len() as u64, n);
+        assert_eq!(after[1].1, b"x");
+        assert_eq!(after[from as usize - 1].1, b"y");
+        assert_eq!(after[2].1, b"r2");
+        assert_eq!(EventLog::open(&s).unwrap().next_offset(), n + 1);
+    }
+
+    #[test]
+    fn a_damaged_entry_is_an_error_naming_it_and_its_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut c = Commit::new();
+        c.put(Space::EventLog, key(1), vec![0, 1, 2, b'a', b'b', 9, b'c']);
+        s.commit(c).unwrap();
+        let e = read(&s, 1, 10).unwrap_err().to_string();
+        assert!(e.contains("event log entry 1: byte 5"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,8 @@ impl Space {
 pub struct Commit {
     expects: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
     writes: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+    /// Where this commit's event-log records go on ([`event_log::EventLog::append`]).
+    log: Option<event_log::Appending>,
 }
 
 impl Commit {
@@ -124,15 +126,11 @@ impl Commit {
         self.writes.is_empty() && self.expects.is_empty()
     }
 
-    /// Whether the commit already expects some key of `space` to be absent.
-    pub fn expects_an_absent_key(&self, space: Space) -> bool {
-        self.expects
-            .iter()
-            .any(|(s, _, value)| *s == space && value.is_none())
-    }
-
     /// Adds `other`'s expectations and writes to this commit (its writes after ours).
     pub fn extend(&mut self, other: Commit) {
+        if let Some(log) = other.log {
+            self.log = Some(log.shifted(self.writes.len()));
+        }
         self.expects.extend(other.expects);
         self.writes.extend(other.writes);
     }
