@@ -455,6 +455,7 @@ fn blank_observations(
     mut from: u64,
     done: &mut Finished,
 ) -> Result<u64, StoreError> {
+    let mut conflicts = 0;
     loop {
         let page = event_log::read(store, from, PAGE)?;
         let Some(&(last, _)) = page.last() else {
@@ -470,12 +471,20 @@ fn blank_observations(
                     received: record.received(),
                 };
                 changes.push((*offset, erased.encode()));
-                done.observations += 1;
             }
         }
         let mut c = Commit::new();
         event_log::replace(store, &mut c, &changes)?;
-        commit(store, c)?;
+        match commit(store, c) {
+            // Another erasure (or retention) rewrote an entry of this page meanwhile: read
+            // the page again, so neither undoes the other.
+            Err(StoreError::Conflict { .. }) if conflicts < 16 => {
+                conflicts += 1;
+                continue;
+            }
+            r => r?,
+        }
+        done.observations += changes.len();
         from = last + 1;
         if page.len() < PAGE {
             return Ok(from);

@@ -39,23 +39,29 @@ fn offset_of(key: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// The records of the entry at `first`, with their offsets.
-fn records_of(first: u64, value: &[u8]) -> Result<Vec<(u64, &[u8])>, StoreError> {
+fn records_of(first: u64, value: &[u8]) -> Vec<(u64, &[u8])> {
     let Some(body) = value.strip_prefix(&GROUP) else {
-        return Ok(vec![(first, value)]);
+        return vec![(first, value)];
     };
     let mut r = Reader::new(body);
     let mut out = Vec::new();
     while !r.is_empty() {
-        let record = r.bytes("a record's length and bytes").map_err(|e| {
-            StoreError::Backend(format!(
-                "event log entry {first}: byte {}: expected {}",
-                e.at + GROUP.len(),
-                e.expected
-            ))
-        })?;
-        out.push((first + out.len() as u64, record));
+        match r.bytes("a record's length and bytes") {
+            Ok(record) => out.push((first + out.len() as u64, record)),
+            Err(e) => {
+                // One unreadable record, as a damaged record always was: consumers skip it
+                // and move on rather than stop at it.
+                tracing::error!(
+                    entry = first,
+                    "event log entry: byte {}: expected {}",
+                    e.at + GROUP.len(),
+                    e.expected
+                );
+                return vec![(first, value)];
+            }
+        }
     }
-    Ok(out)
+    out
 }
 
 /// Where a commit's appends go on: the entry being filled and the `log-end` write, by their
@@ -96,7 +102,7 @@ impl EventLog {
             None => match store.last(Space::EventLog)? {
                 Some((k, v)) => {
                     let first = offset_of(&k)?;
-                    first + records_of(first, &v)?.len() as u64
+                    first + records_of(first, &v).len() as u64
                 }
                 None => FIRST_OFFSET,
             },
@@ -147,6 +153,9 @@ impl EventLog {
                 let expected = (!self.end_absent).then(|| key(offset).to_vec());
                 self.end_absent = false;
                 commit.expect(Space::Offsets, END, expected);
+                // And the offset free (a writer that does not keep log-end cannot be written
+                // over unnoticed).
+                commit.expect(Space::EventLog, key(offset), None);
                 let mut entry = GROUP.to_vec();
                 push_u64(&mut entry, record.len() as u64);
                 entry.extend_from_slice(record);
@@ -186,7 +195,7 @@ fn entry_start(store: &dyn Store, offset: u64) -> Result<u64, StoreError> {
     )?;
     if let Some((k, v)) = before.last() {
         let first = offset_of(k)?;
-        if first + records_of(first, v)?.len() as u64 > offset {
+        if first + records_of(first, v).len() as u64 > offset {
             return Ok(first);
         }
     }
@@ -206,10 +215,12 @@ pub fn read_entries(
     let mut count = 0;
     let mut at = entry_start(store, from)?;
     loop {
-        let page = store.scan(Space::EventLog, &key(at), PAGE)?;
+        // Each entry holds a record at least: no more entries than records still wanted.
+        let want = PAGE.min(limit - count).max(1);
+        let page = store.scan(Space::EventLog, &key(at), want)?;
         for (k, v) in &page {
             let first = offset_of(k)?;
-            let records: Vec<(u64, Vec<u8>)> = records_of(first, v)?
+            let records: Vec<(u64, Vec<u8>)> = records_of(first, v)
                 .into_iter()
                 .filter(|(o, _)| *o >= from)
                 .map(|(o, r)| (o, r.to_vec()))
@@ -221,7 +232,7 @@ pub fn read_entries(
                 return Ok(out);
             }
         }
-        if page.len() < PAGE {
+        if page.len() < want {
             return Ok(out);
         }
     }
@@ -238,7 +249,8 @@ pub fn read(store: &dyn Store, from: u64, limit: usize) -> Result<Vec<(u64, Vec<
 
 /// Adds to `commit` the rewrite of each record named in `changes` (offset, new bytes; in
 /// ascending offsets), each entry holding them written once. An offset the log does not hold
-/// is left alone.
+/// is left alone. The commit conflicts if any entry it rewrites changed since: read again and
+/// retry.
 pub fn replace(
     store: &dyn Store,
     commit: &mut Commit,
@@ -251,7 +263,7 @@ pub fn replace(
             i += 1;
             continue;
         };
-        let mut records: Vec<(u64, &[u8])> = records_of(first, &value)?;
+        let mut records: Vec<(u64, &[u8])> = records_of(first, &value);
         let end = first + records.len() as u64;
         let mut j = i;
         while j < changes.len() && (first..end).contains(&changes[j].0) {
@@ -273,6 +285,8 @@ pub fn replace(
         } else {
             records[0].1.to_vec()
         };
+        // Written over only as read: another erasure (or retention) may have changed it.
+        commit.expect(Space::EventLog, key(first).to_vec(), Some(value.clone()));
         commit.put(Space::EventLog, key(first).to_vec(), new);
         i = j;
     }
@@ -476,14 +490,49 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_entry_is_an_error_naming_it_and_its_byte() {
+    fn a_damaged_entry_reads_as_one_unreadable_record_and_the_log_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
+        let damaged = vec![0, 1, 2, b'a', b'b', 9, b'c'];
         let mut c = Commit::new();
-        c.put(Space::EventLog, key(1), vec![0, 1, 2, b'a', b'b', 9, b'c']);
+        c.put(Space::EventLog, key(1), damaged.clone());
         s.commit(c).unwrap();
-        let e = read(&s, 1, 10).unwrap_err().to_string();
-        assert!(e.contains("event log entry 1: byte 5"), "{e}");
+        let mut log = EventLog::open(&s).unwrap();
+        assert_eq!(log.next_offset(), 2);
+        let mut c = Commit::new();
+        log.append(&mut c, b"next");
+        s.commit(c).unwrap();
+        assert_eq!(
+            read(&s, 1, 10).unwrap(),
+            [(1, damaged), (2, b"next".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_rewrite_of_an_entry_changed_since_it_was_read_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut log = EventLog::open(&s).unwrap();
+        let mut c = Commit::new();
+        for r in [b"a", b"b", b"c"] {
+            log.append(&mut c, r);
+        }
+        s.commit(c).unwrap();
+        // Two erasures read the entry; the first to commit wins, the second must read again.
+        let (mut first, mut second) = (Commit::new(), Commit::new());
+        replace(&s, &mut first, &[(1, b"x".to_vec())]).unwrap();
+        replace(&s, &mut second, &[(3, b"z".to_vec())]).unwrap();
+        s.commit(first).unwrap();
+        assert!(matches!(s.commit(second), Err(StoreError::Conflict { .. })));
+        let mut again = Commit::new();
+        replace(&s, &mut again, &[(3, b"z".to_vec())]).unwrap();
+        s.commit(again).unwrap();
+        let all: Vec<Vec<u8>> = read(&s, 1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(all, [b"x".to_vec(), b"b".to_vec(), b"z".to_vec()]);
     }
 
     #[test]
