@@ -292,6 +292,11 @@ pub fn lookup(store: &dyn Store, index: &str) -> Result<Option<String>, StoreErr
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
+/// The customer carrying a (non-rotating) beacon id, if any.
+pub fn beacon_carrier(store: &dyn Store, beacon: &BeaconId) -> Result<Option<String>, StoreError> {
+    lookup(store, &format!("beacon/{beacon}"))
+}
+
 pub fn customer(store: &dyn Store, id: &str) -> Result<Option<Customer>, StoreError> {
     Ok(read(store, &customer_key(id))?.map(|(c, _)| c))
 }

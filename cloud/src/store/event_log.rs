@@ -38,6 +38,12 @@ fn offset_of(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// Adds `record` to an entry's value.
+fn push_record(entry: &mut Vec<u8>, record: &[u8]) {
+    push_u64(entry, record.len() as u64);
+    entry.extend_from_slice(record);
+}
+
 /// The records of the entry at `first`, with their offsets.
 fn records_of(first: u64, value: &[u8]) -> Vec<(u64, &[u8])> {
     let Some(body) = value.strip_prefix(&GROUP) else {
@@ -126,48 +132,40 @@ impl EventLog {
     pub fn append(&mut self, commit: &mut Commit, record: &[u8]) -> u64 {
         let offset = self.next;
         self.next += 1;
-        match commit.log {
+        let end = match commit.log {
             Some(a) if offset - a.first < GROUP_MAX => {
                 let entry = commit.writes[a.entry]
                     .2
                     .as_mut()
                     .expect("an entry is a put");
-                push_u64(entry, record.len() as u64);
-                entry.extend_from_slice(record);
-                commit.writes[a.end].2 = Some(key(self.next).to_vec());
+                push_record(entry, record);
+                a.end
             }
-            Some(a) => {
-                let mut entry = GROUP.to_vec();
-                push_u64(&mut entry, record.len() as u64);
-                entry.extend_from_slice(record);
-                commit.put(Space::EventLog, key(offset), entry);
-                commit.writes[a.end].2 = Some(key(self.next).to_vec());
-                commit.log = Some(Appending {
-                    entry: commit.writes.len() - 1,
-                    first: offset,
-                    end: a.end,
-                });
-            }
+            // The entry is full: the next one starts here.
+            Some(a) => a.end,
             None => {
-                // The end this writer left (or found): another writer's commit moved it.
+                // The end this writer left (or found): another writer's commit moved it…
                 let expected = (!self.end_absent).then(|| key(offset).to_vec());
                 self.end_absent = false;
                 commit.expect(Space::Offsets, END, expected);
-                // And the offset free (a writer that does not keep log-end cannot be written
+                // …and the offset free (a writer that does not keep log-end cannot be written
                 // over unnoticed).
                 commit.expect(Space::EventLog, key(offset), None);
-                let mut entry = GROUP.to_vec();
-                push_u64(&mut entry, record.len() as u64);
-                entry.extend_from_slice(record);
-                commit.put(Space::EventLog, key(offset), entry);
-                commit.put(Space::Offsets, END, key(self.next));
-                commit.log = Some(Appending {
-                    entry: commit.writes.len() - 2,
-                    first: offset,
-                    end: commit.writes.len() - 1,
-                });
+                commit.put(Space::Offsets, END, Vec::new());
+                commit.writes.len() - 1
             }
+        };
+        if commit.log.is_none_or(|a| a.first + GROUP_MAX <= offset) {
+            let mut entry = GROUP.to_vec();
+            push_record(&mut entry, record);
+            commit.put(Space::EventLog, key(offset), entry);
+            commit.log = Some(Appending {
+                entry: commit.writes.len() - 1,
+                first: offset,
+                end,
+            });
         }
+        commit.writes[end].2 = Some(key(self.next).to_vec());
         offset
     }
 
@@ -181,10 +179,10 @@ impl EventLog {
 /// An entry's first offset and its records with their offsets.
 pub type LogEntry = (u64, Vec<(u64, Vec<u8>)>);
 
-/// The first offset of the entry holding `offset` (`offset` itself when none holds it).
-fn entry_start(store: &dyn Store, offset: u64) -> Result<u64, StoreError> {
-    if offset <= FIRST_OFFSET || store.get(Space::EventLog, &key(offset))?.is_some() {
-        return Ok(offset);
+/// The entry holding `offset`, as its first offset and its value, if the log holds it.
+fn holding(store: &dyn Store, offset: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    if let Some(v) = store.get(Space::EventLog, &key(offset))? {
+        return Ok(Some((offset, v)));
     }
     let from = offset.saturating_sub(GROUP_MAX - 1);
     let before = store.scan_range(
@@ -193,13 +191,20 @@ fn entry_start(store: &dyn Store, offset: u64) -> Result<u64, StoreError> {
         &key(offset),
         GROUP_MAX as usize,
     )?;
-    if let Some((k, v)) = before.last() {
-        let first = offset_of(k)?;
-        if first + records_of(first, v).len() as u64 > offset {
-            return Ok(first);
-        }
-    }
-    Ok(offset)
+    let Some((k, v)) = before.into_iter().last() else {
+        return Ok(None);
+    };
+    let first = offset_of(&k)?;
+    Ok((first + records_of(first, &v).len() as u64 > offset).then_some((first, v)))
+}
+
+/// The records of entry `(first, value)` from offset `from` on.
+fn owned_records_from(first: u64, value: &[u8], from: u64) -> Vec<(u64, Vec<u8>)> {
+    records_of(first, value)
+        .into_iter()
+        .filter(|(o, _)| *o >= from)
+        .map(|(o, r)| (o, r.to_vec()))
+        .collect()
 }
 
 /// The log's entries holding records from `from` on, in log order, each as its first offset
@@ -213,18 +218,23 @@ pub fn read_entries(
     const PAGE: usize = 64;
     let mut out: Vec<LogEntry> = Vec::new();
     let mut count = 0;
-    let mut at = entry_start(store, from)?;
+    let mut at = from;
+    if let Some((first, value)) = holding(store, from)? {
+        let records = owned_records_from(first, &value, from);
+        count = records.len();
+        out.push((first, records));
+        at = first + 1;
+        if count >= limit {
+            return Ok(out);
+        }
+    }
     loop {
         // Each entry holds a record at least: no more entries than records still wanted.
         let want = PAGE.min(limit - count).max(1);
         let page = store.scan(Space::EventLog, &key(at), want)?;
         for (k, v) in &page {
             let first = offset_of(k)?;
-            let records: Vec<(u64, Vec<u8>)> = records_of(first, v)
-                .into_iter()
-                .filter(|(o, _)| *o >= from)
-                .map(|(o, r)| (o, r.to_vec()))
-                .collect();
+            let records = owned_records_from(first, v, from);
             count += records.len();
             out.push((first, records));
             at = first + 1;
@@ -258,8 +268,7 @@ pub fn replace(
 ) -> Result<(), StoreError> {
     let mut i = 0;
     while i < changes.len() {
-        let first = entry_start(store, changes[i].0)?;
-        let Some(value) = store.get(Space::EventLog, &key(first))? else {
+        let Some((first, value)) = holding(store, changes[i].0)? else {
             i += 1;
             continue;
         };
@@ -278,8 +287,7 @@ pub fn replace(
         let new = if value.starts_with(&GROUP) {
             let mut v = GROUP.to_vec();
             for (_, r) in &records {
-                push_u64(&mut v, r.len() as u64);
-                v.extend_from_slice(r);
+                push_record(&mut v, r);
             }
             v
         } else {

@@ -670,6 +670,14 @@ struct Located {
 /// Customers (and beacon ids) the stage keeps what it read of, at most: about 30 MB.
 const KNOWN_MAX: usize = 1 << 17;
 
+/// Adds to a map of [`Located`], emptying it first when it holds [`KNOWN_MAX`].
+fn keep<K: std::hash::Hash + Eq, V>(map: &mut rustc_hash::FxHashMap<K, V>, k: K, v: V) {
+    if map.len() >= KNOWN_MAX {
+        map.clear();
+    }
+    map.insert(k, v);
+}
+
 impl Located {
     /// Starts a step: forgets what identity commits since may have changed, and the counts.
     fn start_step(&mut self, store: &dyn Store) {
@@ -692,11 +700,8 @@ impl Located {
         if let Some(c) = self.beacons.get(beacon) {
             return Ok(c.clone());
         }
-        let c = identity::lookup(store, &format!("beacon/{beacon}"))?;
-        if self.beacons.len() >= KNOWN_MAX {
-            self.beacons.clear();
-        }
-        self.beacons.insert(*beacon, c.clone());
+        let c = identity::beacon_carrier(store, beacon)?;
+        keep(&mut self.beacons, *beacon, c.clone());
         Ok(c)
     }
 
@@ -706,10 +711,7 @@ impl Located {
             return Ok(*a);
         }
         let a = identity::customer(store, customer)?.map(|c| c.consent.location);
-        if self.of.len() >= KNOWN_MAX {
-            self.of.clear();
-        }
-        self.of.insert(customer.to_owned(), a);
+        keep(&mut self.of, customer.to_owned(), a);
         Ok(a)
     }
 
