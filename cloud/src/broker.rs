@@ -15,9 +15,12 @@ use anyhow::Context;
 use omo_device_config::broker_url::{tls_client_config, BrokerUrl};
 use omo_device_config::envelope::MAX_PACKET_BYTES;
 use omo_device_config::reconnect::ReconnectBackoff;
+use omo_device_config::topics::{all_gateways_filter, Direction};
 use omo_device_config::Channel;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use rumqttd::{
+    Broker, Config, ConnectionSettings, Notification, RouterConfig, SegmentConfig, ServerSettings,
+};
 use tokio::sync::mpsc;
 
 use crate::config::Mqtt;
@@ -83,6 +86,31 @@ pub fn filters(share_group: &str) -> Vec<String> {
         .collect()
 }
 
+/// The router keeps one log per subscription, and every gateway subscribes to its own acks
+/// and configs: with the default segments each of those logs would keep everything sent to its
+/// gateway up to 64 MiB, and the broker's memory would grow by every ack for as long as it
+/// runs. A gateway needs only what it has not read yet: an ack it missed is made good by
+/// resending the batch, a config by the retained copy. So the cloud → gateway channels keep
+/// two small segments each (a segment can overrun its size by one message).
+fn gateway_bound_segments() -> HashMap<String, SegmentConfig> {
+    Channel::ALL
+        .into_iter()
+        .filter(|c| c.direction() == Direction::CloudToGateway)
+        .map(|c| {
+            (
+                all_gateways_filter(c),
+                SegmentConfig {
+                    max_segment_size: GATEWAY_BOUND_SEGMENT_BYTES,
+                    max_segment_count: 2,
+                },
+            )
+        })
+        .collect()
+}
+
+/// A cloud → gateway segment: about 30 presence acks.
+const GATEWAY_BOUND_SEGMENT_BYTES: usize = 4 * 1024;
+
 /// Starts the embedded broker on `listen`, checking logins against `registry`; returns the
 /// cloud's link to it.
 pub fn start_embedded(
@@ -129,9 +157,10 @@ pub fn start_embedded(
             max_connections: 20_000,
             max_outgoing_packet_count: 1000,
             // The router keeps what it forwards in memory segments; gateways resend anything
-            // unacknowledged, so a small log is enough (4 × 16 MiB).
+            // unacknowledged, so a small log is enough (4 × 16 MiB for what the cloud reads).
             max_segment_size: 16 * 1024 * 1024,
             max_segment_count: 4,
+            custom_segment: Some(gateway_bound_segments()),
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("gateways".to_owned(), server)])),
@@ -313,6 +342,33 @@ impl Outage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omo_device_config::{GatewayId, StoreId, Topic};
+
+    /// MQTT's single-level wildcard, all these filters use.
+    fn filter_matches(filter: &str, topic: &str) -> bool {
+        let (f, t): (Vec<&str>, Vec<&str>) =
+            (filter.split('/').collect(), topic.split('/').collect());
+        f.len() == t.len() && f.iter().zip(&t).all(|(f, t)| *f == "+" || f == t)
+    }
+
+    #[test]
+    fn what_a_gateway_subscribes_to_keeps_small_segments_and_nothing_else_does() {
+        let segments = gateway_bound_segments();
+        let store: StoreId = "s-1".parse().unwrap();
+        let gateway: GatewayId = "gw-1".parse().unwrap();
+        for c in Channel::ALL {
+            let topic = Topic::new(store.clone(), gateway.clone(), c).to_string();
+            let small = segments
+                .keys()
+                .filter(|f| filter_matches(f, &topic))
+                .count();
+            let to_gateway = c.direction() == Direction::CloudToGateway;
+            assert_eq!(small, usize::from(to_gateway), "{topic}");
+        }
+        for s in segments.values() {
+            assert!(s.max_segment_size * s.max_segment_count <= 16 * 1024);
+        }
+    }
 
     #[test]
     fn presence_alone_is_shared() {
