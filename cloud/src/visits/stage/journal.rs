@@ -199,6 +199,9 @@ impl Journal {
         if let Some(old) = self.newest.insert(key.clone(), seq) {
             if let Some(keys) = self.keys_of.get_mut(&old) {
                 keys.remove(&key);
+                if keys.is_empty() {
+                    self.keys_of.remove(&old);
+                }
             }
         }
         self.keys_of.entry(seq).or_default().insert(key);
@@ -220,6 +223,11 @@ impl Journal {
         let seq = self.in_journal.remove(id)?;
         if let Some(held) = self.evidence_of.get_mut(&seq) {
             held.remove(id);
+            // Evidence leaves the buffer within the reorder window, long before its entry is
+            // folded: a drained map goes at once rather than holding its room until then.
+            if held.is_empty() {
+                self.evidence_of.remove(&seq);
+            }
         }
         Some(Stored::Journal)
     }
