@@ -15,6 +15,12 @@ use omo_device_config::gateway_config::LogFormat;
 use omo_device_config::site::Site;
 use omo_device_config::{Clock, ClockSpec};
 
+/// jemalloc rather than glibc's malloc: under `omo-sim load` glibc's arenas kept freed memory
+/// from the stages' churn (the store's node copies, the journal's maps) and the cloud levelled
+/// off at 2.4 GB; with jemalloc at 1.1 GB, and the stages kept up on less CPU.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "omo-cloud", version, about = "omo cloud service")]
 struct Cli {
