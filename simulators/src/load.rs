@@ -567,7 +567,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     std::fs::write(
         path("cloud.toml"),
         format!(
-            "[data]\ndir = {data:?}\ncache_mb = 512\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+            "[data]\ndir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
              [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 20000\n\
              [delivery]\nconcurrency = 64\nbatch = 512\n\
              [visits]\nenter_after_s = {ENTER_AFTER_S}\nreorder_window_s = {REORDER_WINDOW_S}\n\
