@@ -90,7 +90,8 @@ pub fn filters(share_group: &str) -> Vec<String> {
 /// and configs: with the default segments each of those logs would keep everything sent to its
 /// gateway up to 64 MiB, and the broker's memory would grow by every ack for as long as it
 /// runs. A gateway needs only what it has not read yet: an ack it missed is made good by
-/// resending the batch, a config by the retained copy. So the cloud → gateway channels keep
+/// resending the batch, a config by the cloud sending it again at the gateway's next heartbeat
+/// while the version it reports differs. So the cloud → gateway channels keep
 /// two small segments each (a segment can overrun its size by one message).
 fn gateway_bound_segments() -> HashMap<String, SegmentConfig> {
     Channel::ALL

@@ -60,7 +60,7 @@ fn a_small_load_loses_nothing_and_offers_each_entered_customer_once() -> anyhow:
     // The pipeline's own delay, and the curves sampled every 10 s: the stages' lag and the
     // cloud's memory.
     assert!(
-        stdout.contains("less the 2 s reorder window (the pipeline's own delay"),
+        stdout.contains("the pipeline's own delay: from the later of the sighting's arrival"),
         "{stdout}"
     );
     for curve in [
