@@ -16,7 +16,11 @@
 //! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
 //!   or last + `exit_grace_s` after *outside* evidence newer than the last inside one.
 //!   Outside evidence drops a candidate at once (unless older than its last inside evidence).
-//! - Deadlines fire only on ticks. A backlog received over several ticks (a gateway's outbox
+//! - Buffered evidence is released record by record: each record's log time less the window
+//!   releases what it passed, so an enter is decided by the record that lets it, not by the
+//!   next tick. Before evidence is applied, its own key's deadlines up to its time fire, so
+//!   every key sees its evidence and deadlines in event-time order as a tick would give them.
+//! - Other deadlines fire only on ticks. A backlog received over several ticks (a gateway's outbox
 //!   after an outage, sent batch by batch) can therefore exit a visit before the evidence that
 //!   would have kept it open arrives. An exited visit is remembered until `max_lateness_s`
 //!   of log time after its exit was decided: inside evidence from before the exit that
@@ -264,7 +268,12 @@ pub struct VisitEngine {
     pending: HashMap<usize, Evidence>,
     next_pending: usize,
     deadlines: BinaryHeap<Reverse<(i64, Key)>>,
+    /// Deadlines up to this event time have fired: the last tick's log time less the window.
     watermark_ms: i64,
+    /// Buffered evidence up to this event time has been applied: the latest record's log time
+    /// less the window (never behind `watermark_ms`; not stored: a restored engine starts from
+    /// the watermark and the next record moves it on).
+    released_ms: i64,
     /// Keys whose state changed since [`VisitEngine::take_changes`].
     dirty: HashSet<Key>,
     /// Buffered evidence the stage has not stored yet (indexes into `pending`), and what it
@@ -309,6 +318,7 @@ impl VisitEngine {
             params,
             id_key,
             watermark_ms: i64::MIN,
+            released_ms: i64::MIN,
             ..VisitEngine::default()
         }
     }
@@ -468,6 +478,7 @@ impl VisitEngine {
     ) -> VisitEngine {
         let mut engine = VisitEngine::new(params, id_key);
         engine.watermark_ms = buffered.watermark_ms;
+        engine.released_ms = buffered.watermark_ms;
         for (key, state) in states {
             let d = engine.deadline(&state);
             engine.deadlines.push(Reverse((d, key.clone())));
@@ -521,15 +532,16 @@ impl VisitEngine {
         (keys.len(), theirs.len())
     }
 
-    /// Takes evidence seen in the log at `log_ms`; returns what it decided at once (only
-    /// evidence older than the reorder window is applied at once; the rest waits for ticks).
+    /// Takes evidence seen in the log at `log_ms`; returns what it decided at once: buffered
+    /// evidence the window has now passed, then this evidence if the window has passed it too.
     pub fn observe(&mut self, evidence: Evidence, log_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
-        if evidence.at_ms <= self.watermark_ms {
+        self.release(log_ms, &mut out);
+        if evidence.at_ms <= self.released_ms {
             // Beyond the reorder window (a replayed backlog): apply it now, in log order.
-            // Deadlines wait for the next tick, so a backlog received between two ticks
-            // extends its visits before any of them can time out.
-            self.apply(evidence, log_ms, &mut out);
+            // Deadlines before the last tick's watermark wait for the next tick, so a backlog
+            // received between two ticks extends its visits before any of them can time out.
+            self.apply_in_order(evidence, log_ms, &mut out);
         } else {
             let i = self.next_pending;
             self.next_pending += 1;
@@ -546,7 +558,44 @@ impl VisitEngine {
     pub fn tick(&mut self, log_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         self.advance(log_ms, &mut out);
+        self.released_ms = self.released_ms.max(self.watermark_ms);
         out
+    }
+
+    /// A record at `log_ms`: applies the buffered evidence the reorder window has passed.
+    fn release(&mut self, log_ms: i64, out: &mut Vec<Transition>) {
+        let to = log_ms - i64::from(self.params.reorder_window_s) * 1000;
+        if to <= self.released_ms {
+            return;
+        }
+        while let Some(&Reverse((at_ms, _, i))) = self.buffer.peek() {
+            if at_ms > to {
+                break;
+            }
+            self.buffer.pop();
+            let evidence = self.unbuffer(i).expect("every buffered index is pending");
+            self.apply_in_order(evidence, log_ms, out);
+        }
+        self.released_ms = to;
+    }
+
+    /// Applies evidence ahead of the tick watermark after its own key's deadlines up to its
+    /// time (keys are independent, so each still sees its evidence and deadlines in
+    /// event-time order; the other keys' deadlines wait for the tick). Evidence behind the
+    /// watermark (a backlog) is applied as it comes.
+    fn apply_in_order(&mut self, e: Evidence, log_ms: i64, out: &mut Vec<Transition>) {
+        if e.at_ms > self.watermark_ms {
+            let key: Key = (e.customer.clone(), e.scope.clone());
+            while let Some(due) = self
+                .states
+                .get(&key)
+                .map(|t| t.scheduled_ms)
+                .filter(|d| *d <= e.at_ms)
+            {
+                self.fire(&key, due, log_ms, out);
+            }
+        }
+        self.apply(e, log_ms, out);
     }
 
     fn advance(&mut self, log_ms: i64, out: &mut Vec<Transition>) {

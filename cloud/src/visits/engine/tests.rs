@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 const S: i64 = 1000;
 const T0: i64 = 1_790_000_000_000;
@@ -494,4 +495,129 @@ fn old_outside_evidence_does_not_drop_a_newer_candidate() {
     dropped.extend(stream("c1", &z, 1020, 1030, 10, Source::App, 10));
     let out = run(&mut VisitEngine::new(p, [7; 32]), dropped, 1100);
     assert!(out.is_empty(), "{out:?}");
+}
+
+/// An enter is decided by the first record whose log time is the reorder window past the
+/// evidence that completes `enter_after_s`, not by the next tick.
+#[test]
+fn the_record_that_passes_the_window_decides_the_enter() {
+    let z = zone("floor");
+    let p = VisitParams::default();
+    let window = i64::from(p.reorder_window_s) * S;
+    let mut engine = VisitEngine::new(p, [7; 32]);
+    assert!(engine.tick(T0).is_empty());
+    // Inside evidence at 0 s and 20 s (enter_after_s), received at once.
+    assert!(engine
+        .observe(ev("c1", &z, 0, 1, Source::Gateway, true), T0)
+        .is_empty());
+    assert!(engine
+        .observe(ev("c1", &z, 20, 2, Source::Gateway, true), T0 + 20 * S)
+        .is_empty());
+    // Another customer's record 300 ms after the window passed 20 s: no tick since 0 s.
+    let decided_ms = T0 + 20 * S + window + 300;
+    let out = engine.observe(ev("c2", &z, 30, 3, Source::Gateway, true), decided_ms);
+    assert_eq!(kinds(&out), [(format!("{z:?}"), TransitionKind::Enter)]);
+    assert_eq!((out[0].at_ms, out[0].decided_ms), (T0, decided_ms));
+    assert!(!out[0].late);
+}
+
+/// A key's own deadline fires before its newer evidence, however long since the last tick:
+/// a silence longer than `exit_timeout_s` ends the visit and the next evidence starts a
+/// candidate for a new one.
+#[test]
+fn evidence_after_a_due_exit_waits_for_that_exit_without_a_tick() {
+    let z = zone("floor");
+    let p = VisitParams::default();
+    let mut engine = VisitEngine::new(p, [7; 32]);
+    let mut out = run(
+        &mut engine,
+        stream("c1", &z, 0, 60, 10, Source::Gateway, 1),
+        100,
+    );
+    // No tick after 100 s; the shopper comes back at 1000 s (exit due at 60 + 300 s).
+    let back = T0 + 1000 * S;
+    let window = i64::from(p.reorder_window_s) * S;
+    out.extend(engine.observe(ev("c1", &z, 1000, 50, Source::Gateway, true), back));
+    out.extend(engine.observe(ev("c2", &z, 1000, 51, Source::Gateway, true), back + window));
+    assert_eq!(
+        kinds(&out),
+        [
+            (format!("{z:?}"), TransitionKind::Enter),
+            (format!("{z:?}"), TransitionKind::Dwell { minutes: 5 }),
+            (format!("{z:?}"), TransitionKind::Exit { dwell_s: 60 }),
+        ],
+        "{out:?}"
+    );
+    assert_eq!(out[2].at_ms, T0 + 360 * S);
+    assert!(matches!(
+        engine.state(&("c1".into(), z.clone())),
+        Some(State::Candidate { first_ms, .. }) if *first_ms == back
+    ));
+}
+
+/// A transition as one key sees it: visit, kind and time.
+type KeyTransition = (String, TransitionKind, i64);
+
+/// Feeds records in received order, ticking every `tick_s`; `per_record` false holds evidence
+/// back until the tick (as if released only there): the schedule before records moved the
+/// engine's time.
+fn run_records(
+    evidence: &[(i64, Evidence)],
+    until_s: i64,
+    tick_s: i64,
+    per_record: bool,
+) -> Vec<Transition> {
+    let mut engine = VisitEngine::new(VisitParams::default(), [7; 32]);
+    let mut out = Vec::new();
+    let mut it = evidence.iter().peekable();
+    let mut last_tick = T0 - S;
+    for s in (0..=until_s).step_by(usize::try_from(tick_s).expect("positive")) {
+        let now = T0 + s * S;
+        while let Some((received, e)) = it.next_if(|(r, _)| *r <= now) {
+            let log_ms = if per_record { *received } else { last_tick };
+            out.extend(engine.observe(e.clone(), log_ms));
+        }
+        out.extend(engine.tick(now));
+        last_tick = now;
+    }
+    out
+}
+
+proptest! {
+    /// Releasing evidence record by record gives every key the transitions (visit, kind, time)
+    /// it would get with evidence released only on ticks, and as with no reordering at all:
+    /// three customers, two scopes, inside and outside evidence with silences past the exit
+    /// timeout, each received up to 9.9 s after its time at any millisecond; ticks every
+    /// second or, as when the log's writer lags, up to a minute apart.
+    #[test]
+    fn releasing_on_records_decides_what_ticks_alone_would(
+        evidence in proptest::collection::vec((0usize..3, 0usize..2, 1i64..120, 0u8..10, 0i64..9_900), 1..80),
+        tick_s in prop_oneof![Just(1i64), 2i64..60],
+    ) {
+        let customers = ["c1", "c2", "c3"];
+        let scopes = [zone("a"), Scope::Store("s1".into())];
+        let mut at = [0i64; 3];
+        let mut records = Vec::new();
+        let mut in_order = Vec::new();
+        for (i, (c, z, gap_s, kind, delay_ms)) in evidence.into_iter().enumerate() {
+            // Mostly short gaps; one in ten a silence past exit_timeout_s; one in five outside.
+            at[c] += if kind == 0 { 400 + gap_s } else { gap_s / 4 + 1 };
+            let e = ev(customers[c], &scopes[z], at[c], i as u64, Source::App, kind % 5 != 1);
+            in_order.push((e.at_ms, e.clone()));
+            records.push((e.at_ms + delay_ms, e));
+        }
+        records.sort_by_key(|(r, e)| (*r, e.offset));
+        in_order.sort_by_key(|(r, e)| (*r, e.offset));
+        let until = at.iter().max().copied().unwrap_or(0) + 2000;
+        let by_key = |v: Vec<Transition>| {
+            let mut m: BTreeMap<(String, String), Vec<KeyTransition>> = BTreeMap::new();
+            for t in v {
+                m.entry((t.customer, format!("{:?}", t.scope))).or_default().push((t.visit, t.kind, t.at_ms));
+            }
+            m
+        };
+        let on_records = by_key(run_records(&records, until, tick_s, true));
+        prop_assert_eq!(&on_records, &by_key(run_records(&records, until, tick_s, false)));
+        prop_assert_eq!(&on_records, &by_key(run_records(&in_order, until, 1, true)));
+    }
 }
