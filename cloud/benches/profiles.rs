@@ -17,13 +17,13 @@ use omo_cloud::identity::eid_resolver::EidResolver;
 use omo_cloud::identity::{new_customer, save_customer};
 use omo_cloud::ingest::record::{Checkin, PurchaseEvent, Record};
 use omo_cloud::profiles::{self, ProfileParams, Rule};
-use omo_cloud::purchases::Channel;
 use omo_cloud::registry::Registry;
 use omo_cloud::store::event_log::EventLog;
 use omo_cloud::store::sled_store::SledStore;
 use omo_cloud::store::{Commit, Store};
 use omo_cloud::visits::engine::VisitParams;
 use omo_cloud::visits::stage::{Inputs, VisitStage};
+use omo_cloud::vocab::SaleChannel;
 use omo_device_config::StoreId;
 use rand::{Rng, SeedableRng};
 
@@ -98,9 +98,9 @@ fn main() -> anyhow::Result<()> {
                 purchase: format!("p_{n:020}"),
                 customer: ids[rng.random_range(0..ids.len())].clone(),
                 channel: if online {
-                    Channel::Online
+                    SaleChannel::Online
                 } else {
-                    Channel::Store
+                    SaleChannel::Store
                 },
                 store: (!online).then(|| stores[rng.random_range(0..stores.len())].clone()),
                 event_ts: ts(at + (i as i64 * 1000) / purchases_per_s as i64 - 2000),

@@ -19,12 +19,13 @@ use omo_cloud::campaigns::report::{row_key, AnalysisRow};
 use omo_cloud::campaigns::stored;
 use omo_cloud::delivery::{self, Delivery, Status};
 use omo_cloud::profiles::{Profile, ProfileParams, PurchaseMark};
-use omo_cloud::purchases::{Attribution, Channel, Purchase, PurchaseIn};
+use omo_cloud::purchases::{Attribution, Purchase, PurchaseIn};
 use omo_cloud::reports::{self, tally, Range};
 use omo_cloud::store::sled_store::SledStore;
 use omo_cloud::store::{Commit, Space, Store};
 use omo_cloud::visits::engine::Scope;
 use omo_cloud::visits::stage::VisitRecord;
+use omo_cloud::vocab::SaleChannel;
 use rand::{Rng, SeedableRng};
 
 const DAY_MS: i64 = 86_400_000;
@@ -114,7 +115,7 @@ fn main() -> anyhow::Result<()> {
                     retry_key: "r".into(),
                     campaign: "welcome".into(),
                     variant: "a".into(),
-                    channel: omo_cloud::campaigns::definition::Channel::Line,
+                    channel: omo_cloud::delivery::DeliveryChannel::Line,
                     customer: customer.clone(),
                     store: s.clone(),
                     text: "Welcome: {coupon}".into(),
@@ -212,7 +213,7 @@ fn main() -> anyhow::Result<()> {
                     PurchaseMark {
                         id,
                         at_ms: at,
-                        channel: Channel::Store,
+                        channel: SaleChannel::Store,
                         store: Some(s),
                         currency: "JPY".into(),
                         total,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,45 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use rumqttd::{
     Broker, Config, ConnectionSettings, Notification, RouterConfig, SegmentConfig, ServerSettings,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::Mqtt;
 use crate::registry::Registry;
+
+/// The broker: embedded (`listen`) unless `url` names an external one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mqtt {
+    /// Where the embedded broker listens for gateways.
+    pub listen: SocketAddr,
+    /// An external broker (`mqtt://` or `mqtts://`); when set, nothing is embedded.
+    pub url: Option<String>,
+    /// External broker: the cloud's client id (its persistent session) and username.
+    pub client_id: String,
+    pub username: String,
+    pub password: Option<String>,
+    /// External broker over mqtts: PEM CA file (default: system roots).
+    pub ca_file: Option<PathBuf>,
+    /// External broker: subscribe to presence through this shared-subscription group
+    /// (`$share/GROUP/…`) so several cloud instances split the stream; empty: no sharing.
+    pub share_group: String,
+    pub keep_alive_s: u16,
+}
+
+impl Default for Mqtt {
+    fn default() -> Mqtt {
+        Mqtt {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            url: None,
+            client_id: "omo-cloud".into(),
+            username: "omo-cloud".into(),
+            password: None,
+            ca_file: None,
+            share_group: String::new(),
+            keep_alive_s: 30,
+        }
+    }
+}
 
 /// A message from a gateway.
 #[derive(Debug)]

@@ -5,11 +5,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use omo_device_config::broker_url::BrokerUrl;
 use omo_device_config::gateway_config::LogFormat;
 use omo_device_config::problems::{parse_document, Format, Problem, Reader, UnknownKeys};
+use omo_device_config::Clock;
 use serde::{Deserialize, Serialize};
+
+use crate::broker::Mqtt;
+use crate::delivery::fcm::FcmSender;
+use crate::delivery::line::LineSender;
+use crate::delivery::retry::Backoff;
+use crate::delivery::webhook::WebhookSender;
+use crate::delivery::worker::{Senders, Settings};
 
 /// Overrides `mqtt.password` (external broker).
 pub const MQTT_PASSWORD_ENV: &str = "OMO_CLOUD_MQTT_PASSWORD";
@@ -54,6 +63,59 @@ pub struct CloudConfig {
     pub dashboard: Dashboard,
     #[serde(default)]
     pub log: Log,
+}
+
+/// The delivery worker's parts, as this configuration sets them.
+impl CloudConfig {
+    /// The delivery senders this configures (an unreadable FCM key file is an error).
+    pub fn delivery_senders(&self) -> anyhow::Result<Senders> {
+        let config = self;
+        let client = crate::tls::http_client_builder()
+            .timeout(Duration::from_secs(config.delivery.request_timeout_s))
+            .pool_max_idle_per_host(config.delivery.concurrency)
+            .build()?;
+        let line = config
+            .line
+            .channel_access_token
+            .as_ref()
+            .map(|t| LineSender::new(client.clone(), &config.line.api_base, t));
+        let fcm = match &config.app.fcm_service_account_file {
+            Some(file) => Some(FcmSender::from_file(
+                client.clone(),
+                &config.app.fcm_base,
+                file,
+                config.app.fcm_token_url.as_deref(),
+            )?),
+            None => None,
+        };
+        let webhook = match (&config.webhook.url, &config.webhook.secret) {
+            (Some(url), Some(secret)) => Some(WebhookSender::new(client, url, secret)),
+            _ => None,
+        };
+        Ok(Senders { line, fcm, webhook })
+    }
+
+    /// How the delivery worker runs, on `clock`.
+    pub fn delivery_settings(&self, clock: &Clock) -> Settings {
+        let config = self;
+        // The lease covers a request's wall-time limit, expressed on the service clock.
+        let timeout = Duration::from_secs(config.delivery.request_timeout_s * 2 + 5);
+        let speed = clock.speed().max(1.0);
+        Settings {
+            concurrency: config.delivery.concurrency,
+            batch: config.delivery.batch,
+            backoff: Backoff {
+                first_ms: config.delivery.first_backoff_ms,
+                max_ms: config.delivery.max_backoff_ms,
+            },
+            rates: [
+                config.line.rate_per_s,
+                config.app.push_rate_per_s,
+                config.webhook.rate_per_s,
+            ],
+            lease_ms: (timeout.as_secs_f64() * 1000.0 * speed) as i64,
+        }
+    }
 }
 
 /// The operator dashboard (`GET /`).
@@ -101,41 +163,6 @@ impl Default for Http {
         Http {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// The broker: embedded (`listen`) unless `url` names an external one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Mqtt {
-    /// Where the embedded broker listens for gateways.
-    pub listen: SocketAddr,
-    /// An external broker (`mqtt://` or `mqtts://`); when set, nothing is embedded.
-    pub url: Option<String>,
-    /// External broker: the cloud's client id (its persistent session) and username.
-    pub client_id: String,
-    pub username: String,
-    pub password: Option<String>,
-    /// External broker over mqtts: PEM CA file (default: system roots).
-    pub ca_file: Option<PathBuf>,
-    /// External broker: subscribe to presence through this shared-subscription group
-    /// (`$share/GROUP/…`) so several cloud instances split the stream; empty: no sharing.
-    pub share_group: String,
-    pub keep_alive_s: u16,
-}
-
-impl Default for Mqtt {
-    fn default() -> Mqtt {
-        Mqtt {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            url: None,
-            client_id: "omo-cloud".into(),
-            username: "omo-cloud".into(),
-            password: None,
-            ca_file: None,
-            share_group: String::new(),
-            keep_alive_s: 30,
         }
     }
 }

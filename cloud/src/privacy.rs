@@ -24,12 +24,12 @@ use omo_device_config::BeaconId;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::campaigns::report::Counts;
 use crate::delivery::{self, Delivery, Status};
 use crate::identity::{self, eid_resolver::EidResolver, Customer, Erasing};
 use crate::ingest::record::Record;
 use crate::store::event_log;
 use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
+use crate::tallies::funnel::Counts;
 
 /// Rows read per page while scanning.
 const PAGE: usize = 4096;
@@ -189,7 +189,8 @@ impl About {
         About {
             id: c.id.clone(),
             carried: c.beacons.iter().cloned().collect(),
-            eids: (!keys.is_empty()).then(|| EidResolver::new(keys, crate::service::EID_SKEW_S)),
+            eids: (!keys.is_empty())
+                .then(|| EidResolver::new(keys, crate::identity::eid_resolver::EID_SKEW_S)),
         }
     }
 

@@ -20,8 +20,8 @@ use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::purchases::Channel;
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::vocab::SaleChannel;
 
 const DAY_MS: i64 = 86_400_000;
 /// The most recent visits and purchases a profile keeps in detail (older ones stay counted).
@@ -184,7 +184,7 @@ pub struct VisitMark {
 pub struct PurchaseMark {
     pub id: String,
     pub at_ms: i64,
-    pub channel: Channel,
+    pub channel: SaleChannel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
     pub currency: String,
@@ -285,13 +285,13 @@ impl Profile {
             return;
         }
         match p.channel {
-            Channel::Store => self.store_purchases += 1,
-            Channel::Online => self.online_purchases += 1,
+            SaleChannel::Store => self.store_purchases += 1,
+            SaleChannel::Online => self.online_purchases += 1,
         }
         let spend = self.spend.entry(p.currency.clone()).or_default();
         match p.channel {
-            Channel::Store => spend.store += p.total,
-            Channel::Online => spend.online += p.total,
+            SaleChannel::Store => spend.store += p.total,
+            SaleChannel::Online => spend.online += p.total,
         }
         for c in &p.categories {
             let s = self.categories.entry(c.clone()).or_default();
@@ -310,15 +310,17 @@ impl Profile {
     /// Store and online purchases made by `now_ms` (all time: the counts, less what the kept
     /// detail shows came later).
     pub fn purchases_by_channel(&self, now_ms: i64) -> (u64, u64) {
-        let later = |c: Channel| {
+        let later = |c: SaleChannel| {
             self.recent_purchases
                 .iter()
                 .filter(|p| p.at_ms > now_ms && p.channel == c)
                 .count() as u64
         };
         (
-            self.store_purchases.saturating_sub(later(Channel::Store)),
-            self.online_purchases.saturating_sub(later(Channel::Online)),
+            self.store_purchases
+                .saturating_sub(later(SaleChannel::Store)),
+            self.online_purchases
+                .saturating_sub(later(SaleChannel::Online)),
         )
     }
 

@@ -11,7 +11,7 @@
 //!
 //! Keys in the purchases space: `purchase/{id}` the row; `by-customer/{customer}/{ms:016x}/{id}`,
 //! `by-store/{store}/{ms:016x}/{id}` and `online/{ms:016x}/{id}` its indexes;
-//! `tally/{place}/{hour:016x}` the store reports' tallies ([`crate::reports::tally`]).
+//! `tally/{place}/{hour:016x}` the store reports' tallies ([`crate::tallies::hours`]).
 
 use omo_device_config::{BeaconId, StoreId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::delivery::{self, Status};
 use crate::identity;
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::vocab::SaleChannel;
 
 /// The largest line amount and quantity accepted (keeps sums finite and typos visible).
 pub const MAX_AMOUNT: f64 = 1e9;
@@ -27,14 +28,6 @@ pub const MAX_QUANTITY: u32 = 100_000;
 pub const MAX_LINES: usize = 1000;
 /// How far ahead of the service's clock a purchase may be stamped.
 pub const MAX_FUTURE_MS: i64 = 5 * 60_000;
-
-/// Where it was bought.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Store,
-    Online,
-}
 
 /// Who bought it, as the sender knows them: exactly one of these.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,7 +61,7 @@ pub struct Line {
 #[serde(deny_unknown_fields)]
 pub struct PurchaseIn {
     pub order_id: String,
-    pub channel: Channel,
+    pub channel: SaleChannel,
     /// The store it was bought in (store purchases only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
@@ -152,14 +145,16 @@ pub fn validate(p: &PurchaseIn, now_ms: i64) -> Result<(), PurchaseError> {
         ));
     }
     match (p.channel, &p.store) {
-        (Channel::Store, None) => return Err(invalid("store", "a store purchase names its store")),
-        (Channel::Store, Some(s)) => {
+        (SaleChannel::Store, None) => {
+            return Err(invalid("store", "a store purchase names its store"))
+        }
+        (SaleChannel::Store, Some(s)) => {
             StoreId::new(s).map_err(|e| invalid("store", e.to_string()))?;
         }
-        (Channel::Online, Some(_)) => {
+        (SaleChannel::Online, Some(_)) => {
             return Err(invalid("store", "an online purchase has no store"))
         }
-        (Channel::Online, None) => {}
+        (SaleChannel::Online, None) => {}
     }
     let c = &p.customer;
     let given = [&c.member_id, &c.device, &c.line_user, &c.coupon]
@@ -227,8 +222,8 @@ pub fn validate(p: &PurchaseIn, now_ms: i64) -> Result<(), PurchaseError> {
 /// same row.
 pub fn purchase_id(p: &PurchaseIn) -> String {
     let who = match p.channel {
-        Channel::Store => format!("store\0{}", p.store.as_deref().unwrap_or_default()),
-        Channel::Online => "online".into(),
+        SaleChannel::Store => format!("store\0{}", p.store.as_deref().unwrap_or_default()),
+        SaleChannel::Online => "online".into(),
     };
     let h = crate::secrets::sha256_hex(format!("{who}\0{}", p.order_id).as_bytes());
     format!("p_{}", &h[..20])
@@ -390,7 +385,7 @@ pub fn prepare(
         .store
         .as_ref()
         .map_or_else(|| "online".to_owned(), |s| s.to_string());
-    crate::reports::tally::add_purchase(
+    crate::tallies::hours::add_purchase(
         store,
         &mut c,
         (&place, at_ms),
@@ -532,7 +527,7 @@ mod tests {
     fn purchase() -> PurchaseIn {
         PurchaseIn {
             order_id: "o-1".into(),
-            channel: Channel::Store,
+            channel: SaleChannel::Store,
             store: Some("s1".into()),
             customer: CustomerRef {
                 member_id: Some("m1".into()),
@@ -593,7 +588,7 @@ mod tests {
         let cases: Vec<(&str, Change)> = vec![
             ("order_id", Box::new(|p| p.order_id = String::new())),
             ("store", Box::new(|p| p.store = None)),
-            ("store", Box::new(|p| p.channel = Channel::Online)),
+            ("store", Box::new(|p| p.channel = SaleChannel::Online)),
             (
                 "customer",
                 Box::new(|p| p.customer.line_user = Some("U1".into())),

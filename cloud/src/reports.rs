@@ -10,14 +10,17 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::campaigns::report::{lift, Lift, HOLDOUT};
 use crate::campaigns::stored;
 use crate::profiles::{Profile, ProfileParams};
-use crate::purchases::Channel;
 use crate::store::{Store, StoreError};
+use crate::tallies::hours::{self, Purchases};
+use crate::vocab::SaleChannel;
 
+pub mod activity;
+pub mod overview;
 pub mod tally;
 use tally::Tally;
 
@@ -112,19 +115,6 @@ impl Offers {
     }
 }
 
-/// Purchases at a store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Purchases {
-    pub count: u64,
-    /// Purchases by an identified customer.
-    pub identified: u64,
-    /// Revenue by currency.
-    pub revenue: BTreeMap<String, f64>,
-    /// Purchases paid with an offer's coupon, and their revenue by currency.
-    pub attributed: u64,
-    pub revenue_attributed: BTreeMap<String, f64>,
-}
-
 /// One campaign at a store.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CampaignAtStore {
@@ -178,8 +168,8 @@ pub fn store_report(
 ) -> Result<StoreReport, StoreError> {
     let (start, end) = range.bounds_ms();
     let (first, last) = (
-        tally::hour_of(start + tally::HOUR_MS - 1),
-        tally::hour_of(end),
+        hours::hour_of(start + hours::HOUR_MS - 1),
+        hours::hour_of(end),
     );
     let mut t = Tally::read(store, id, (first, last))?;
     let parts: Vec<(i64, i64)> = [(start, first), (last, end)]
@@ -385,8 +375,8 @@ pub fn tier_report(
                 .any(|v| v.store == s && (start..end).contains(&v.at_ms))
                 || p.recent_purchases.iter().any(|x| {
                     let there = match x.channel {
-                        Channel::Online => s == "online",
-                        Channel::Store => x.store.as_deref() == Some(s),
+                        SaleChannel::Online => s == "online",
+                        SaleChannel::Store => x.store.as_deref() == Some(s),
                     };
                     there && (start..end).contains(&x.at_ms)
                 });

@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{self, Delivery};
-use crate::reports::tally;
 use crate::store::event_log;
 use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
+use crate::tallies::hours as tally;
 use omo_device_config::Clock;
 
 const DAY_MS: i64 = 86_400_000;
@@ -1047,7 +1047,7 @@ mod tests {
                 retry_key: "r".into(),
                 campaign: "welcome".into(),
                 variant: "a".into(),
-                channel: crate::campaigns::definition::Channel::Line,
+                channel: crate::delivery::DeliveryChannel::Line,
                 customer: "c_1".into(),
                 store: "s1".into(),
                 text: "hi".into(),
@@ -1186,7 +1186,7 @@ mod tests {
 
     #[test]
     fn store_report_tallies_lose_their_visitors_past_the_visits_period_but_keep_their_counts() {
-        use crate::reports::tally::{self, VisitHour};
+        use crate::tallies::hours::{self as tally, VisitHour};
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         let hour = |visitor: u32| {

@@ -13,6 +13,7 @@ use crate::broker;
 use crate::config::CloudConfig;
 use crate::delivery;
 use crate::http::{self, AppState};
+use crate::identity::eid_resolver::EID_SKEW_S;
 use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::presence::TimeLimits;
 use crate::ingest::{Limits, Writer};
@@ -22,9 +23,6 @@ use crate::store::barrier::BarrierStore;
 use crate::store::sled_store::SledStore;
 use crate::store::Store;
 use crate::visits;
-
-/// How far an EID advertiser's clock may be off, seconds.
-pub const EID_SKEW_S: u32 = 300;
 
 /// Opens the data dir, saying clearly when another process holds it.
 pub fn open_store(config: &CloudConfig) -> anyhow::Result<SledStore> {
@@ -141,8 +139,8 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         delivery::worker::Worker::new(
             dyn_store,
             clock.clone(),
-            delivery::worker::Senders::from_config(&config)?,
-            delivery::worker::Settings::from_config(&config, &clock),
+            config.delivery_senders()?,
+            config.delivery_settings(&clock),
         )
         .with_live(shared.live.clone()),
     );

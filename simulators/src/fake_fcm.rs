@@ -426,9 +426,9 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omo_cloud::campaigns::definition::Channel;
     use omo_cloud::delivery::fcm::{FcmSender, ServiceAccount};
     use omo_cloud::delivery::retry::Answer;
+    use omo_cloud::delivery::DeliveryChannel;
     use omo_cloud::delivery::{Delivery, Status};
     use std::time::Duration;
 
@@ -444,7 +444,7 @@ mod tests {
             retry_key: "r".into(),
             campaign: "c".into(),
             variant: "a".into(),
-            channel: Channel::Push,
+            channel: DeliveryChannel::Push,
             customer: "c_1".into(),
             store: "s1".into(),
             text: "A coffee on us".into(),

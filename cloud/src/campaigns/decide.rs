@@ -15,7 +15,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::definition::{Campaign, Channel};
+use super::definition::Campaign;
+use crate::delivery::DeliveryChannel;
 
 /// Why a trigger did not send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,12 +40,12 @@ pub enum Reason {
 pub enum Outcome {
     Send {
         variant: String,
-        channel: Channel,
+        channel: DeliveryChannel,
     },
     /// A holdout customer: everything a send needs held, nothing is sent.
     WouldSend {
         variant: String,
-        channel: Channel,
+        channel: DeliveryChannel,
     },
     Suppressed {
         reason: Reason,
@@ -74,7 +75,7 @@ pub struct CustomerView {
     /// The loyalty tier at the trigger's time.
     pub tier: Option<String>,
     /// Channels the customer consented to and can be reached on (LINE id, push token, …).
-    pub reachable: BTreeSet<Channel>,
+    pub reachable: BTreeSet<DeliveryChannel>,
 }
 
 /// One trigger to decide.

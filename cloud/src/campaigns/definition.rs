@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{NaiveDate, NaiveTime, Weekday};
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::DeliveryChannel;
+
 /// What fires a campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -28,7 +30,7 @@ pub enum Trigger {
     /// with a line of `category` or a total of at least `min_total`.
     Purchase {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        channel: Option<crate::purchases::Channel>,
+        channel: Option<crate::vocab::SaleChannel>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         category: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,15 +141,6 @@ pub struct Caps {
     /// No send to a customer within this many minutes of their last send from this campaign.
     #[serde(default)]
     pub cooldown_minutes: u32,
-}
-
-/// A delivery channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Line,
-    Push,
-    Webhook,
 }
 
 /// The message; `{name}`, `{store}`, `{coupon}` and `{link}` are filled per send.
@@ -295,7 +288,7 @@ pub struct Campaign {
     /// How long an offer stays worth delivering, minutes.
     pub offer_ttl_minutes: u32,
     /// Channels in order of preference: the first the customer can be reached on is used.
-    pub channels: Vec<Channel>,
+    pub channels: Vec<DeliveryChannel>,
     pub variants: Vec<Variant>,
     /// Per cent of customers held out (shadow decisions, no message), 0..=50.
     #[serde(default)]
@@ -383,7 +376,7 @@ impl Campaign {
                         "a purchase happens at a store or online, not in a zone".into(),
                     );
                 }
-                use crate::purchases::Channel as Bought;
+                use crate::vocab::SaleChannel as Bought;
                 if channel == Some(Bought::Store) && self.places.stores.is_empty() {
                     bad(
                         "places.stores",

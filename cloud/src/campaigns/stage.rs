@@ -12,17 +12,19 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::decide::{assign, decide, CustomerView, Outcome, PastSend, Trigger};
-use super::definition::{Campaign, Channel, Trigger as CampaignTrigger};
-use super::report::{self, AnalysisRow, Counts};
+use super::definition::{Campaign, Trigger as CampaignTrigger};
+use super::report::{self, AnalysisRow};
 use super::stored::{self, Versioned};
+use crate::delivery::DeliveryChannel;
 use crate::delivery::{self, Delivery, Status};
 use crate::identity;
 use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
-use crate::reports::tally as report_tally;
 use crate::secrets::keyed;
 use crate::store::event_log::{advance, position, report_progress};
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::funnel::Counts;
+use crate::tallies::hours as report_tally;
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 
 /// This stage's name in the offsets space (its offsets count transitions, not log records).
@@ -212,18 +214,18 @@ fn customer_view(
     let tier = profile.tier(segments.params, at_ms);
     let mut reachable = BTreeSet::new();
     if c.consent.line && c.line_user.is_some() {
-        reachable.insert(Channel::Line);
+        reachable.insert(DeliveryChannel::Line);
     }
     if c.consent.push {
         for i in &c.installs {
             if identity::install(store, i)?.is_some_and(|i| i.push_token.is_some()) {
-                reachable.insert(Channel::Push);
+                reachable.insert(DeliveryChannel::Push);
             }
         }
     }
     // The brand's webhook addresses the customer by the brand's own member id.
     if c.consent.webhook && c.member_id.is_some() {
-        reachable.insert(Channel::Webhook);
+        reachable.insert(DeliveryChannel::Webhook);
     }
     let view = CustomerView {
         id: c.id.clone(),

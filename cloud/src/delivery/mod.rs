@@ -9,7 +9,7 @@
 //! `clicked/{id}` when that link was first followed; `by-store/{store}/{ms:016x}/{id}` the
 //! deliveries of a store by the time they were decided (reports);
 //! `hourly/{hour_ms:016x}/{channel}/{status}` how many ended so each hour (the overview);
-//! `at-store/…` the store reports' counters ([`crate::reports::tally`]).
+//! `at-store/…` the store reports' counters ([`crate::tallies::hours`]).
 
 pub mod fcm;
 pub mod line;
@@ -20,8 +20,16 @@ pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
-use crate::campaigns::definition::Channel;
 use crate::store::{Commit, Space, Store, StoreError};
+
+/// How an offer reaches a customer: a LINE push, an app push (FCM), or the brand's webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryChannel {
+    Line,
+    Push,
+    Webhook,
+}
 
 /// LINE keeps a retry key for 24 h: a delivery is never attempted later than this after its
 /// first attempt.
@@ -60,7 +68,7 @@ pub struct Delivery {
     pub retry_key: String,
     pub campaign: String,
     pub variant: String,
-    pub channel: Channel,
+    pub channel: DeliveryChannel,
     pub customer: String,
     /// The store whose visit triggered it.
     pub store: String,
@@ -135,7 +143,7 @@ pub fn clicked_key(id: &str) -> String {
 impl Delivery {
     /// Its counter of `metric` in its store's report tallies (by the hour it was decided).
     pub fn store_counter(&self, metric: &str) -> String {
-        crate::reports::tally::counter_key(&self.store, self.decided_ms, &self.campaign, metric)
+        crate::tallies::hours::counter_key(&self.store, self.decided_ms, &self.campaign, metric)
     }
 }
 

@@ -25,11 +25,10 @@ use super::rate::RateLimit;
 use super::retry::{after_attempt, Answer, Backoff, Conflict, Next};
 use super::webhook::WebhookSender;
 use super::{due_key, Delivery, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
-use crate::campaigns::definition::Channel;
-use crate::campaigns::report::{self, Counts};
-use crate::config::CloudConfig;
+use crate::delivery::DeliveryChannel;
 use crate::identity;
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::funnel::{self, Counts};
 
 /// The rate window: a little over a second, so the network's jitter between our send and the
 /// server's count never shows the server more than the rate in its own one-second windows.
@@ -46,38 +45,11 @@ pub struct Senders {
 }
 
 impl Senders {
-    /// The senders `config` configures (an unreadable FCM key file is an error).
-    pub fn from_config(config: &CloudConfig) -> anyhow::Result<Senders> {
-        let client = crate::tls::http_client_builder()
-            .timeout(Duration::from_secs(config.delivery.request_timeout_s))
-            .pool_max_idle_per_host(config.delivery.concurrency)
-            .build()?;
-        let line = config
-            .line
-            .channel_access_token
-            .as_ref()
-            .map(|t| LineSender::new(client.clone(), &config.line.api_base, t));
-        let fcm = match &config.app.fcm_service_account_file {
-            Some(file) => Some(FcmSender::from_file(
-                client.clone(),
-                &config.app.fcm_base,
-                file,
-                config.app.fcm_token_url.as_deref(),
-            )?),
-            None => None,
-        };
-        let webhook = match (&config.webhook.url, &config.webhook.secret) {
-            (Some(url), Some(secret)) => Some(WebhookSender::new(client, url, secret)),
-            _ => None,
-        };
-        Ok(Senders { line, fcm, webhook })
-    }
-
-    fn has(&self, channel: Channel) -> bool {
+    fn has(&self, channel: DeliveryChannel) -> bool {
         match channel {
-            Channel::Line => self.line.is_some(),
-            Channel::Push => self.fcm.is_some(),
-            Channel::Webhook => self.webhook.is_some(),
+            DeliveryChannel::Line => self.line.is_some(),
+            DeliveryChannel::Push => self.fcm.is_some(),
+            DeliveryChannel::Webhook => self.webhook.is_some(),
         }
     }
 }
@@ -95,33 +67,11 @@ pub struct Settings {
     pub lease_ms: i64,
 }
 
-impl Settings {
-    pub fn from_config(config: &CloudConfig, clock: &Clock) -> Settings {
-        // The lease covers a request's wall-time limit, expressed on the service clock.
-        let timeout = Duration::from_secs(config.delivery.request_timeout_s * 2 + 5);
-        let speed = clock.speed().max(1.0);
-        Settings {
-            concurrency: config.delivery.concurrency,
-            batch: config.delivery.batch,
-            backoff: Backoff {
-                first_ms: config.delivery.first_backoff_ms,
-                max_ms: config.delivery.max_backoff_ms,
-            },
-            rates: [
-                config.line.rate_per_s,
-                config.app.push_rate_per_s,
-                config.webhook.rate_per_s,
-            ],
-            lease_ms: (timeout.as_secs_f64() * 1000.0 * speed) as i64,
-        }
-    }
-}
-
-fn channel_index(c: Channel) -> usize {
+fn channel_index(c: DeliveryChannel) -> usize {
     match c {
-        Channel::Line => 0,
-        Channel::Push => 1,
-        Channel::Webhook => 2,
+        DeliveryChannel::Line => 0,
+        DeliveryChannel::Push => 1,
+        DeliveryChannel::Webhook => 2,
     }
 }
 
@@ -160,23 +110,23 @@ fn target_of(
         return Ok(Err((Status::Cancelled, "the customer was erased".into())));
     };
     let consented = match d.channel {
-        Channel::Line => c.consent.line,
-        Channel::Push => c.consent.push,
-        Channel::Webhook => c.consent.webhook,
+        DeliveryChannel::Line => c.consent.line,
+        DeliveryChannel::Push => c.consent.push,
+        DeliveryChannel::Webhook => c.consent.webhook,
     };
     if !consented {
         return Ok(Err((Status::Cancelled, withdrawn(d.channel))));
     }
     Ok(match d.channel {
-        Channel::Line => c
+        DeliveryChannel::Line => c
             .line_user
             .map(Target::Line)
             .ok_or((Status::Failed, "the customer has no LINE user id".into())),
-        Channel::Webhook => c
+        DeliveryChannel::Webhook => c
             .member_id
             .map(Target::Webhook)
             .ok_or((Status::Failed, "the customer has no member id".into())),
-        Channel::Push => {
+        DeliveryChannel::Push => {
             // The newest install that still has a push token.
             let mut best: Option<identity::Install> = None;
             for id in &c.installs {
@@ -200,7 +150,7 @@ fn target_of(
 }
 
 /// The reason a delivery on `channel` is cancelled after the customer withdrew consent.
-fn withdrawn(channel: Channel) -> String {
+fn withdrawn(channel: DeliveryChannel) -> String {
     format!("consent for {channel:?} withdrawn").to_lowercase()
 }
 
@@ -213,14 +163,18 @@ pub fn cancel_withdrawn(
     customer: &identity::Customer,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    let consented = |ch: Channel| match ch {
-        Channel::Line => customer.consent.line,
-        Channel::Push => customer.consent.push,
-        Channel::Webhook => customer.consent.webhook,
+    let consented = |ch: DeliveryChannel| match ch {
+        DeliveryChannel::Line => customer.consent.line,
+        DeliveryChannel::Push => customer.consent.push,
+        DeliveryChannel::Webhook => customer.consent.webhook,
     };
-    if [Channel::Line, Channel::Push, Channel::Webhook]
-        .into_iter()
-        .all(consented)
+    if [
+        DeliveryChannel::Line,
+        DeliveryChannel::Push,
+        DeliveryChannel::Webhook,
+    ]
+    .into_iter()
+    .all(consented)
     {
         return Ok(0);
     }
@@ -285,7 +239,7 @@ pub(crate) fn settle(
     now_ms: i64,
 ) {
     let metric = match (status, &reason) {
-        (Status::Failed, Some(r)) => format!("failed:{}", report::reason_class(r)),
+        (Status::Failed, Some(r)) => format!("failed:{}", funnel::reason_class(r)),
         _ => status_name(status).to_owned(),
     };
     counts.add(&d.campaign, &d.variant, &metric);
@@ -304,11 +258,11 @@ pub(crate) fn settle(
     super::put(c, &d, Some(bytes));
 }
 
-pub(crate) fn channel_name(c: Channel) -> &'static str {
+pub(crate) fn channel_name(c: DeliveryChannel) -> &'static str {
     match c {
-        Channel::Line => "line",
-        Channel::Push => "push",
-        Channel::Webhook => "webhook",
+        DeliveryChannel::Line => "line",
+        DeliveryChannel::Push => "push",
+        DeliveryChannel::Webhook => "webhook",
     }
 }
 
@@ -482,8 +436,8 @@ pub fn record(
             }
         }
         let conflict = match d.channel {
-            Channel::Line => Conflict::MeansAccepted,
-            Channel::Push | Channel::Webhook => Conflict::MeansBusy,
+            DeliveryChannel::Line => Conflict::MeansAccepted,
+            DeliveryChannel::Push | DeliveryChannel::Webhook => Conflict::MeansBusy,
         };
         match after_attempt(
             &d.id,
@@ -599,7 +553,7 @@ impl Worker {
     fn alert(&self, answers: &[Answered], now_ms: i64) {
         let Some(live) = &self.live else { return };
         for a in answers {
-            if let (Channel::Line, Answer::Status { code: 429, .. }) =
+            if let (DeliveryChannel::Line, Answer::Status { code: 429, .. }) =
                 (a.started.delivery.channel, &a.answer)
             {
                 live.line_429(now_ms);
@@ -810,7 +764,7 @@ mod tests {
             retry_key: "123e4567-e89b-42d3-a456-426614174000".into(),
             campaign: "c".into(),
             variant: "a".into(),
-            channel: Channel::Line,
+            channel: DeliveryChannel::Line,
             customer: customer.id.clone(),
             store: "s1".into(),
             text: "hi".into(),
@@ -874,7 +828,7 @@ mod tests {
             store
                 .get(
                     Space::Campaigns,
-                    report::funnel_key("c", "a", "cancelled").as_bytes()
+                    funnel::funnel_key("c", "a", "cancelled").as_bytes()
                 )
                 .unwrap(),
             Some(1u64.to_be_bytes().to_vec())

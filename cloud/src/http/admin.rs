@@ -479,13 +479,13 @@ pub(crate) async fn gateway_document(state: &AppState, id: &str) -> Result<Value
     Ok(detail)
 }
 
-/// The live overview (`crate::dashboard::overview`).
+/// The live overview (`crate::reports::overview`).
 async fn get_overview(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Analyst)?;
-    Ok(Json(crate::dashboard::overview_now(&state).await?).into_response())
+    Ok(Json(super::documents::overview_now(&state).await?).into_response())
 }
 
 /// A store's zones with their visitors now and its visits per hour for 7 days.
@@ -495,7 +495,7 @@ async fn get_store_activity(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_auth(&state, &headers, Role::Analyst)?;
-    Ok(Json(crate::dashboard::store_activity(&state, &id).await?).into_response())
+    Ok(Json(super::documents::store_activity(&state, &id).await?).into_response())
 }
 
 /// Registers (or replaces) a provisioned gateway: store, password hash, signing key.

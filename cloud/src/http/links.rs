@@ -10,9 +10,9 @@ use axum::routing::get;
 use axum::Router;
 
 use super::{ApiError, AppState};
-use crate::campaigns::report::Counts;
 use crate::delivery::{self, click_key, clicked_key};
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::funnel::Counts;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/r/:token", get(follow))

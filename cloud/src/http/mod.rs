@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod app;
 pub mod campaigns;
+pub mod dashboard;
+pub mod documents;
 pub mod line;
 pub mod line_link;
 pub mod links;
@@ -162,16 +164,18 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks an admin bearer token, or else a dashboard session cookie (whose unsafe requests
-/// [`crate::dashboard::csrf_guard`] checks for the CSRF token): 401 without a valid one, 403
+/// [`crate::http::dashboard::csrf_guard`] checks for the CSRF token): 401 without a valid one, 403
 /// when its role may not `need`.
 pub fn admin_auth(state: &AppState, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
     let role = match bearer(headers) {
         // Every configured token is compared, so the time taken does not say which one matched.
-        Some(token) => crate::dashboard::session::token_entry(&state.config.admin.tokens, token)
-            .map(|t| t.role)
-            .ok_or_else(|| ApiError::unauthorized("unknown admin token"))?,
-        None if crate::dashboard::session::cookie_value(headers).is_some() => {
-            crate::dashboard::session_of(state, headers)
+        Some(token) => {
+            crate::http::dashboard::session::token_entry(&state.config.admin.tokens, token)
+                .map(|t| t.role)
+                .ok_or_else(|| ApiError::unauthorized("unknown admin token"))?
+        }
+        None if crate::http::dashboard::session::cookie_value(headers).is_some() => {
+            crate::http::dashboard::session_of(state, headers)
                 .map(|s| s.role)
                 .ok_or_else(|| {
                     ApiError::unauthorized(
@@ -256,11 +260,11 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(qr::routes())
         .merge(line_link::routes())
-        .merge(crate::dashboard::routes())
+        .merge(crate::http::dashboard::routes())
         .fallback(|| async { ApiError::not_found("this path") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::dashboard::csrf_guard,
+            crate::http::dashboard::csrf_guard,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -25,8 +25,9 @@ use super::{admin_auth, bearer, parse_json, ApiError, AppState};
 use crate::config::Role;
 use crate::ingest::record::{PurchaseEvent, Record};
 use crate::ingest::AppendRequest;
-use crate::purchases::{self, Channel, PurchaseError, PurchaseIn, Recorded};
+use crate::purchases::{self, PurchaseError, PurchaseIn, Recorded};
 use crate::store::{Commit, Space, Store};
+use crate::vocab::SaleChannel;
 
 /// An import body may be this large (a history file); other requests keep `http.max_body_bytes`.
 const MAX_IMPORT_BYTES: usize = 64 << 20;
@@ -104,15 +105,15 @@ fn sender(state: &AppState, headers: &HeaderMap) -> Result<Sender, ApiError> {
 fn allowed(sender: &Sender, p: &PurchaseIn) -> Result<(), ApiError> {
     let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m);
     match (sender, p.channel) {
-        (Sender::Operator, _) | (Sender::Shop, Channel::Online) => Ok(()),
-        (Sender::Pos(s), Channel::Store) if p.store.as_deref() == Some(s.as_str()) => Ok(()),
-        (Sender::Pos(_), Channel::Store) => {
+        (Sender::Operator, _) | (Sender::Shop, SaleChannel::Online) => Ok(()),
+        (Sender::Pos(s), SaleChannel::Store) if p.store.as_deref() == Some(s.as_str()) => Ok(()),
+        (Sender::Pos(_), SaleChannel::Store) => {
             Err(forbidden("a POS key records its own store's purchases"))
         }
-        (Sender::Pos(_), Channel::Online) => {
+        (Sender::Pos(_), SaleChannel::Online) => {
             Err(forbidden("online purchases come with an e-commerce key"))
         }
-        (Sender::Shop, Channel::Store) => {
+        (Sender::Shop, SaleChannel::Store) => {
             Err(forbidden("store purchases come with the store's POS key"))
         }
     }
@@ -151,10 +152,10 @@ fn store_one(
     Err(ApiError::conflict("the purchase kept conflicting; retry"))
 }
 
-fn channel_name(c: Channel) -> &'static str {
+fn channel_name(c: SaleChannel) -> &'static str {
     match c {
-        Channel::Store => "store",
-        Channel::Online => "online",
+        SaleChannel::Store => "store",
+        SaleChannel::Online => "online",
     }
 }
 

@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{parse_json, ApiError, AppState};
-use crate::campaigns::report::{self, Counts};
+use crate::campaigns::report;
 use crate::campaigns::stored;
 use crate::delivery::{self, Status};
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::funnel::Counts;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/redemptions", post(redeem))

@@ -33,6 +33,9 @@ pub struct EidResolver {
     builds: u64,
 }
 
+/// How far an EID advertiser's clock may be off, seconds.
+pub const EID_SKEW_S: u32 = 300;
+
 impl EidResolver {
     /// `keys`: (customer id, identity) pairs. `skew_s`: how far an advertiser's clock may be off.
     pub fn new(keys: Vec<(String, EidIdentity)>, skew_s: u32) -> EidResolver {

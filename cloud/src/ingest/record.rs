@@ -127,7 +127,7 @@ pub struct PurchaseEvent {
     /// The purchase's id (`p_…`).
     pub purchase: String,
     pub customer: String,
-    pub channel: crate::purchases::Channel,
+    pub channel: crate::vocab::SaleChannel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreId>,
     /// When it was bought.

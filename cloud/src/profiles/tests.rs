@@ -4,12 +4,18 @@ use proptest::prelude::*;
 const NOW: i64 = 1_795_000_000_000; // 2026-11-18
 const DAY: i64 = DAY_MS;
 
-fn purchase(id: &str, at_ms: i64, channel: Channel, total: f64, category: &str) -> PurchaseMark {
+fn purchase(
+    id: &str,
+    at_ms: i64,
+    channel: SaleChannel,
+    total: f64,
+    category: &str,
+) -> PurchaseMark {
     PurchaseMark {
         id: id.into(),
         at_ms,
         channel,
-        store: (channel == Channel::Store).then(|| "s1".into()),
+        store: (channel == SaleChannel::Store).then(|| "s1".into()),
         currency: "JPY".into(),
         total,
         categories: BTreeSet::from([category.to_owned()]),
@@ -25,15 +31,15 @@ fn purchases_fold_once_each_with_counts_spend_and_categories() {
     let params = ProfileParams::default();
     let mut p = Profile::new("c1");
     p.add_purchase(
-        purchase("p1", NOW - 10 * DAY, Channel::Store, 3000.0, "shoes"),
+        purchase("p1", NOW - 10 * DAY, SaleChannel::Store, 3000.0, "shoes"),
         400,
     );
     p.add_purchase(
-        purchase("p2", NOW - DAY, Channel::Online, 1000.0, "bags"),
+        purchase("p2", NOW - DAY, SaleChannel::Online, 1000.0, "bags"),
         400,
     );
     p.add_purchase(
-        purchase("p1", NOW - 10 * DAY, Channel::Store, 3000.0, "shoes"),
+        purchase("p1", NOW - 10 * DAY, SaleChannel::Store, 3000.0, "shoes"),
         400,
     );
     assert_eq!(p.purchases(), 2);
@@ -61,7 +67,7 @@ fn scores_and_tiers_follow_the_thresholds_as_of_a_time() {
     assert_eq!(p.scores(&params, NOW).total(), 3);
     assert_eq!(p.tier(&params, NOW), "new");
     p.add_purchase(
-        purchase("p1", NOW - 2 * DAY, Channel::Store, 30_000.0, "shoes"),
+        purchase("p1", NOW - 2 * DAY, SaleChannel::Store, 30_000.0, "shoes"),
         400,
     );
     // Recency 5 (within 30 days), frequency 1 (one purchase), monetary 3 (≥ 20,000).
@@ -83,7 +89,7 @@ fn scores_and_tiers_follow_the_thresholds_as_of_a_time() {
             purchase(
                 &format!("q{i}"),
                 NOW - DAY + i,
-                Channel::Online,
+                SaleChannel::Online,
                 10_000.0,
                 "bags",
             ),
@@ -99,7 +105,7 @@ fn rules_hold_within_their_windows() {
     let params = ProfileParams::default();
     let mut p = Profile::new("c1");
     p.add_purchase(
-        purchase("p1", NOW - 20 * DAY, Channel::Online, 8000.0, "shoes"),
+        purchase("p1", NOW - 20 * DAY, SaleChannel::Online, 8000.0, "shoes"),
         400,
     );
     let rule = |v: serde_json::Value| -> Rule { serde_json::from_value(v).unwrap() };
@@ -124,7 +130,7 @@ fn rules_hold_within_their_windows() {
     let spent = rule(serde_json::json!({"kind": "spent", "at_least": 8000, "within_days": 30}));
     assert!(spent.holds(&p, &params, NOW, &no_tz));
     p.add_purchase(
-        purchase("p2", NOW - DAY, Channel::Store, 10.0, "socks"),
+        purchase("p2", NOW - DAY, SaleChannel::Store, 10.0, "socks"),
         400,
     );
     assert!(!Rule::OnlineOnly.holds(&p, &params, NOW, &no_tz));
@@ -232,11 +238,11 @@ proptest! {
         let params = ProfileParams::default();
         let mut p = Profile::new("c1");
         for (i, (days_ago, amount, online)) in old.iter().enumerate() {
-            let channel = if *online { Channel::Online } else { Channel::Store };
+            let channel = if *online { SaleChannel::Online } else { SaleChannel::Store };
             p.add_purchase(purchase(&format!("p{i}"), NOW - days_ago * DAY, channel, f64::from(*amount), "x"), 400);
         }
         let before = p.scores(&params, NOW).total();
-        p.add_purchase(purchase("new", NOW, Channel::Store, f64::from(total), "x"), 400);
+        p.add_purchase(purchase("new", NOW, SaleChannel::Store, f64::from(total), "x"), 400);
         prop_assert!(p.scores(&params, NOW).total() >= before);
     }
 }

@@ -1,15 +1,16 @@
 use super::*;
-use crate::campaigns::definition::{Campaign, Channel as Via};
+use crate::campaigns::definition::Campaign;
 use crate::campaigns::report::AnalysisRow;
+use crate::delivery::DeliveryChannel;
 use crate::delivery::{self, Delivery, Status};
 use crate::profiles::PurchaseMark;
-use crate::purchases::Channel;
 use crate::purchases::{Attribution, Purchase, PurchaseIn};
 use crate::store::sled_store::SledStore;
 use crate::store::Commit;
 use crate::store::Space;
 use crate::visits::engine::Scope;
 use crate::visits::stage::VisitRecord;
+use crate::vocab::SaleChannel;
 
 const SECRET: [u8; 32] = [7; 32];
 
@@ -69,7 +70,7 @@ fn offer(c: &mut Commit, id: &str, store: &str, at: &str, status: Status) {
         retry_key: "r".into(),
         campaign: "welcome-coffee".into(),
         variant: "a".into(),
-        channel: Via::Line,
+        channel: DeliveryChannel::Line,
         customer: "c1".into(),
         store: store.into(),
         text: String::new(),
@@ -315,7 +316,7 @@ fn tiers_count_customers_at_the_range_end_with_spend_and_projection() {
             PurchaseMark {
                 id: id.into(),
                 at_ms,
-                channel: Channel::Store,
+                channel: SaleChannel::Store,
                 store: Some(store.into()),
                 currency: "JPY".into(),
                 total,

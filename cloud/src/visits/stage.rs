@@ -19,9 +19,9 @@ use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::record::{GatewayEvent, Record};
 use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
 use crate::registry::Registry;
-use crate::reports::tally::{self, VisitHours};
 use crate::store::event_log::{self, advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::hours::{self as tally, VisitHours};
 use crate::zones::{Match, Observation, Report, ZoneSet};
 
 mod journal;
@@ -813,8 +813,8 @@ fn update_profiles(
                     id: t.visit.clone(),
                     at_ms: t.at_ms,
                     channel: match scope {
-                        Scope::Online => crate::purchases::Channel::Online,
-                        _ => crate::purchases::Channel::Store,
+                        Scope::Online => crate::vocab::SaleChannel::Online,
+                        _ => crate::vocab::SaleChannel::Store,
                     },
                     store: match scope {
                         Scope::Store(s) => Some(s.clone()),
@@ -1444,7 +1444,7 @@ max_distance_m = 10.0
             Record::Purchase(crate::ingest::record::PurchaseEvent {
                 purchase: "p_1".into(),
                 customer: customer.id.clone(),
-                channel: crate::purchases::Channel::Online,
+                channel: crate::vocab::SaleChannel::Online,
                 store: None,
                 event_ts: t0,
                 received: ts(received_ms),

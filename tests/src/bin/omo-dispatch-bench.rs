@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omo_cloud::campaigns::definition::Channel;
 use omo_cloud::delivery::line::LineSender;
 use omo_cloud::delivery::retry::Backoff;
 use omo_cloud::delivery::worker::{Senders, Settings, Worker};
+use omo_cloud::delivery::DeliveryChannel;
 use omo_cloud::delivery::{due_key, Delivery, Status};
 use omo_cloud::identity::{new_customer, save_customer};
 use omo_cloud::store::sled_store::SledStore;
@@ -65,7 +65,7 @@ async fn run(rate: u32, seconds: u64) -> anyhow::Result<()> {
                 trigger_key: id.clone(),
                 campaign: "bench".into(),
                 variant: "a".into(),
-                channel: Channel::Line,
+                channel: DeliveryChannel::Line,
                 customer: customers[i as usize % customers.len()].clone(),
                 store: "s1".into(),
                 text: "A coffee on us today".into(),

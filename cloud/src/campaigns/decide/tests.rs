@@ -21,7 +21,7 @@ fn utc(s: &str) -> i64 {
         .timestamp_millis()
 }
 
-fn customer(reachable: &[Channel]) -> CustomerView {
+fn customer(reachable: &[DeliveryChannel]) -> CustomerView {
     CustomerView {
         id: "c_1".into(),
         reachable: reachable.iter().copied().collect(),
@@ -54,7 +54,7 @@ fn quiet_hours_follow_the_store_across_a_dst_change() {
         v["quiet_hours"] = serde_json::json!({"from": "22:00:00", "to": "08:00:00"});
         v["schedule"]["from"] = serde_json::json!("2026-10-01");
     });
-    let who = customer(&[Channel::Line]);
+    let who = customer(&[DeliveryChannel::Line]);
     assert!(matches!(
         decide(
             &c,
@@ -93,7 +93,7 @@ fn quiet_hours_follow_the_store_across_a_dst_change() {
 fn a_store_in_another_time_zone_than_the_server_uses_its_own_day() {
     // 23:30 UTC on Sunday is 08:30 on Monday in Tokyo.
     let mondays = campaign(|v| v["schedule"]["days"] = serde_json::json!(["mon"]));
-    let who = customer(&[Channel::Line]);
+    let who = customer(&[DeliveryChannel::Line]);
     assert!(matches!(
         decide(
             &mondays,
@@ -128,7 +128,7 @@ fn daily_caps_turn_over_at_local_midnight() {
         v["caps"] =
             serde_json::json!({"per_customer": 5, "period_days": 1, "per_customer_daily_all": 1});
     });
-    let who = customer(&[Channel::Line]);
+    let who = customer(&[DeliveryChannel::Line]);
     // 23:59 in Tokyo (14:59 UTC), then 00:01 the next local day (15:01 UTC).
     let sent = [PastSend {
         campaign: "other".into(),
@@ -157,7 +157,7 @@ fn two_campaigns_compete_for_the_daily_cap() {
         v["id"] = serde_json::json!("b");
         v["caps"]["per_customer_daily_all"] = serde_json::json!(1);
     });
-    let who = customer(&[Channel::Line]);
+    let who = customer(&[DeliveryChannel::Line]);
     let mut history = Vec::new();
     let first = decide(
         &a,
@@ -182,7 +182,7 @@ fn caps_cooldown_budget_consent_and_lateness_say_why() {
     let c = campaign(|v| {
         v["caps"] = serde_json::json!({"per_customer": 2, "period_days": 7, "cooldown_minutes": 60})
     });
-    let who = customer(&[Channel::Line]);
+    let who = customer(&[DeliveryChannel::Line]);
     let one = [PastSend {
         campaign: c.id.clone(),
         at_ms: utc("2026-11-20 03:00"),
@@ -232,7 +232,7 @@ fn caps_cooldown_budget_consent_and_lateness_say_why() {
         )),
         Some(Reason::Consent)
     );
-    let app_only = customer(&[Channel::Push]);
+    let app_only = customer(&[DeliveryChannel::Push]);
     assert_eq!(
         decide(
             &c,
@@ -240,7 +240,7 @@ fn caps_cooldown_budget_consent_and_lateness_say_why() {
         ),
         Outcome::Send {
             variant: "a".into(),
-            channel: Channel::Push
+            channel: DeliveryChannel::Push
         },
         "LINE first, then app push"
     );
@@ -249,7 +249,7 @@ fn caps_cooldown_budget_consent_and_lateness_say_why() {
     assert_eq!(reason(decide(&c, &late)), Some(Reason::Late));
     let staff = CustomerView {
         tags: BTreeSet::from(["staff".to_owned()]),
-        ..customer(&[Channel::Line])
+        ..customer(&[DeliveryChannel::Line])
     };
     let members_only = campaign(|v| v["audience"] = serde_json::json!({"exclude_tags": ["staff"]}));
     assert_eq!(
@@ -287,7 +287,7 @@ fn holdout_is_stable_sized_and_uses_shadow_caps() {
         .unwrap();
     let who = CustomerView {
         id: held,
-        ..customer(&[Channel::Line])
+        ..customer(&[DeliveryChannel::Line])
     };
     assert!(matches!(
         decide(&c, &trigger(&who, "2026-11-23 03:00", "Asia/Tokyo", &[])),

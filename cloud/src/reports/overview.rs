@@ -142,9 +142,9 @@ pub fn overview(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaigns::report::Counts;
     use crate::store::sled_store::SledStore;
     use crate::store::Commit;
+    use crate::tallies::funnel::Counts;
 
     #[test]
     fn today_counts_the_hours_since_local_midnight_per_channel() {

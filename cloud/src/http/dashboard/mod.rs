@@ -6,9 +6,7 @@
 //! session's CSRF token. No asset comes from anywhere but this binary.
 
 pub mod charts;
-pub mod overview;
 pub mod session;
-pub mod stores;
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
@@ -21,7 +19,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Role;
+use crate::http::documents::{overview_now, store_activity};
 use crate::http::{ApiError, AppState};
+use crate::reports::{activity, overview};
 use session::Session;
 
 /// The pages and assets.
@@ -231,7 +231,7 @@ async fn css(State(state): State<AppState>, headers: HeaderMap) -> Response {
         &state,
         &headers,
         "text/css; charset=utf-8",
-        include_str!("../../assets/app.css"),
+        include_str!("../../../assets/app.css"),
     )
 }
 
@@ -240,7 +240,7 @@ async fn js(State(state): State<AppState>, headers: HeaderMap) -> Response {
         &state,
         &headers,
         "text/javascript; charset=utf-8",
-        include_str!("../../assets/app.js"),
+        include_str!("../../../assets/app.js"),
     )
 }
 
@@ -253,33 +253,6 @@ struct OverviewPage {
     events: Vec<(&'static str, String)>,
     delivered: Vec<(&'static str, u64)>,
     alerts: Vec<(String, String, String, String)>,
-}
-
-/// The overview document at the cloud's current time (`GET /v1/admin/overview` answers it).
-pub async fn overview_now(state: &AppState) -> Result<overview::Overview, ApiError> {
-    let tz: chrono_tz::Tz = state
-        .config
-        .dashboard
-        .time_zone
-        .parse()
-        .map_err(|e| ApiError::internal(format!("dashboard.time_zone: {e}")))?;
-    let now_ms = state.clock.now().timestamp_millis();
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let registry = st.registry.read().expect("registry lock");
-        let gateways = st.gateways.lock().expect("gateway states lock");
-        overview::overview(
-            st.store.as_ref(),
-            &registry,
-            &gateways,
-            &st.live,
-            tz,
-            now_ms,
-        )
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from)
 }
 
 async fn overview_page(
@@ -705,25 +678,12 @@ async fn stores_page(
     }))
 }
 
-/// `GET /v1/admin/stores/{id}/activity`'s document at the cloud's current time.
-pub async fn store_activity(state: &AppState, id: &str) -> Result<stores::Activity, ApiError> {
-    let now_ms = state.clock.now().timestamp_millis();
-    let (st, id) = (state.clone(), id.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let registry = st.registry.read().expect("registry lock").clone();
-        stores::activity(st.store.as_ref(), &registry, &id, now_ms)?
-            .ok_or_else(|| ApiError::not_found(format!("store {id}")))
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
 #[derive(Template)]
 #[template(path = "store.html")]
 struct StorePage {
     nav: Nav,
     name: String,
-    a: stores::Activity,
+    a: activity::Activity,
     visitors_now: u64,
     plan_svg: String,
     bars_svg: String,

@@ -1,0 +1,268 @@
+//! What a store's report adds up, kept per store (or `online`) and UTC hour as the data
+//! arrive, so a report reads a few thousand small rows, not every visit, delivery and purchase
+//! of its range. Each writer adds to them in the commit that stores what they count:
+//!
+//! - the visit stage: `tally/{store}/{hour:016x}` in the visits space, a [`VisitHour`] (visits
+//!   entered in the hour, those still open, finished ones by dwell minute, the visitors);
+//! - purchases: `tally/{place}/{hour:016x}` in the purchases space, a [`PurchaseHour`];
+//! - the campaign stage (decisions and analysis rows), the delivery worker, tracked links and
+//!   redemptions: counters `at-store/{store}/{hour:016x}/{campaign}/{metric}` in the campaigns
+//!   space, big-endian u64s like the funnel's, with the metrics `decided`, `delivered`,
+//!   `clicked`, `redeemed` (by the hour the offer was decided) and `customers/{group}`,
+//!   `returned/{group}` (by the hour of the customer's first trigger).
+//!
+//! A report reads them back (`crate::reports::tally`), and where the time zone's midnight is
+//! not on a UTC hour, or for a store written before the tallies existed, it reads the stored
+//! rows themselves.
+//!
+//! Tallies are aggregates: an erasure or the retention sweep deletes rows but leaves the
+//! tallies, as it leaves the campaign funnels. A visitor is held as a 32-bit hash keyed with
+//! the server secret ([`visitor`]), never as an id: a report counts the distinct hashes of its
+//! range and corrects for the few that collide.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Commit, Space, Store, StoreError};
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The UTC hour `ms` falls in.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// The key of `place`'s row under `prefix` for the hour of `at_ms`.
+pub fn hour_key(prefix: &str, place: &str, at_ms: i64) -> String {
+    format!("{prefix}/{place}/{:016x}", hour_of(at_ms).max(0))
+}
+
+/// The visits space's tally of `store` for the hour of `at_ms`.
+pub fn visits_key(store: &str, at_ms: i64) -> String {
+    hour_key("tally", store, at_ms)
+}
+
+/// The purchases space's tally of `place` (a store, or `online`) for the hour of `at_ms`.
+pub fn purchases_key(place: &str, at_ms: i64) -> String {
+    hour_key("tally", place, at_ms)
+}
+
+/// The campaigns space's counter of `metric` for `campaign` at `store` in the hour of `at_ms`.
+pub fn counter_key(store: &str, at_ms: i64, campaign: &str, metric: &str) -> String {
+    format!("{}/{campaign}/{metric}", hour_key("at-store", store, at_ms))
+}
+
+/// The 32-bit hash a customer is counted by among a store's visitors.
+pub fn visitor(secret: &[u8; 32], customer: &str) -> u32 {
+    let h = crate::secrets::keyed(secret, &["report-visitor", customer]);
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
+
+/// A store's visits entered in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VisitHour {
+    pub visits: u64,
+    /// Of them, those not ended yet.
+    pub open: u64,
+    /// The ended ones by their dwell in whole minutes.
+    pub dwell_min: BTreeMap<u64, u64>,
+    /// The visitors' [`visitor`] hashes, sorted, each once.
+    pub visitors: Vec<u32>,
+}
+
+impl VisitHour {
+    /// A visit's index entry went from `was` (absent, or the visit's dwell: `None` while
+    /// open) to `now`.
+    pub fn change(&mut self, visitor: u32, was: Option<Option<u64>>, now: Option<u64>) {
+        match was {
+            None => {
+                self.visits += 1;
+                if let Err(i) = self.visitors.binary_search(&visitor) {
+                    self.visitors.insert(i, visitor);
+                }
+            }
+            Some(dwell_s) => self.count(dwell_s, false),
+        }
+        self.count(now, true);
+    }
+
+    /// Forgets a visitor (an erased customer); their visits stay counted.
+    pub fn forget(&mut self, visitor: u32) {
+        if let Ok(i) = self.visitors.binary_search(&visitor) {
+            self.visitors.remove(i);
+        }
+    }
+
+    /// Counts a visit open (`None`) or ended after `dwell_s`, or takes it back.
+    pub fn count(&mut self, dwell_s: Option<u64>, add: bool) {
+        let step = |n: &mut u64| {
+            *n = if add {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        match dwell_s {
+            None => step(&mut self.open),
+            Some(d) => {
+                let n = self.dwell_min.entry(d / 60).or_default();
+                step(n);
+                if *n == 0 {
+                    self.dwell_min.remove(&(d / 60));
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s visits; the visitors are sorted again by [`VisitHour::normalize`].
+    pub fn merge(&mut self, other: VisitHour) {
+        self.visits += other.visits;
+        self.open += other.open;
+        for (m, n) in other.dwell_min {
+            *self.dwell_min.entry(m).or_default() += n;
+        }
+        self.visitors.extend(other.visitors);
+    }
+
+    /// Sorts the visitors and keeps each once.
+    pub fn normalize(&mut self) {
+        self.visitors.sort_unstable();
+        self.visitors.dedup();
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        *self == VisitHour::default()
+    }
+}
+
+/// The tally stored under `key` (`None`: none yet). One that cannot be read is logged and
+/// started afresh: counting goes on.
+pub fn read_tally<T: DeserializeOwned + Default>(key: &str, stored: Option<&[u8]>) -> T {
+    stored.map_or_else(T::default, |b| {
+        serde_json::from_slice(b).unwrap_or_else(|e| {
+            tracing::error!(key, error = %e, "unreadable report tally started afresh");
+            T::default()
+        })
+    })
+}
+
+/// The visit tallies a step changes, each with the bytes it was read as: the step's commit
+/// expects them unchanged (the retention sweep may drop their visitors meanwhile).
+#[derive(Default)]
+pub struct VisitHours(BTreeMap<String, (VisitHour, Option<Vec<u8>>)>);
+
+impl VisitHours {
+    /// The tally of `store` for the hour of `at_ms`, read on first use.
+    pub fn get(
+        &mut self,
+        store: &dyn Store,
+        place: &str,
+        at_ms: i64,
+    ) -> Result<&mut VisitHour, StoreError> {
+        let (hour, _) = match self.0.entry(visits_key(place, at_ms)) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let stored = store.get(Space::Visits, v.key().as_bytes())?;
+                let hour = read_tally(v.key(), stored.as_deref());
+                v.insert((hour, stored))
+            }
+        };
+        Ok(hour)
+    }
+
+    /// Adds the changed tallies to `c`, each expecting what it was read as.
+    pub fn write(self, c: &mut Commit) {
+        for (key, (hour, stored)) in self.0 {
+            c.expect(Space::Visits, key.clone(), stored);
+            c.put(
+                Space::Visits,
+                key,
+                serde_json::to_vec(&hour).expect("tallies serialise"),
+            );
+        }
+    }
+}
+
+/// Purchases at a store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Purchases {
+    pub count: u64,
+    /// Purchases by an identified customer.
+    pub identified: u64,
+    /// Revenue by currency.
+    pub revenue: BTreeMap<String, f64>,
+    /// Purchases paid with an offer's coupon, and their revenue by currency.
+    pub attributed: u64,
+    pub revenue_attributed: BTreeMap<String, f64>,
+}
+
+/// A place's purchases made in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PurchaseHour {
+    pub totals: Purchases,
+    /// The revenue each campaign's coupons brought, by currency.
+    pub campaigns: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl PurchaseHour {
+    /// One purchase of `total` in `currency`; `campaign`: the one whose coupon paid it.
+    pub fn add(&mut self, currency: &str, total: f64, identified: bool, campaign: Option<&str>) {
+        let t = &mut self.totals;
+        t.count += 1;
+        t.identified += u64::from(identified);
+        *t.revenue.entry(currency.to_owned()).or_default() += total;
+        if let Some(c) = campaign {
+            t.attributed += 1;
+            *t.revenue_attributed.entry(currency.to_owned()).or_default() += total;
+            *self
+                .campaigns
+                .entry(c.to_owned())
+                .or_default()
+                .entry(currency.to_owned())
+                .or_default() += total;
+        }
+    }
+
+    /// Adds `other`'s purchases.
+    pub fn merge(&mut self, other: PurchaseHour) {
+        let (t, o) = (&mut self.totals, other.totals);
+        t.count += o.count;
+        t.identified += o.identified;
+        t.attributed += o.attributed;
+        add_money(&mut t.revenue, o.revenue);
+        add_money(&mut t.revenue_attributed, o.revenue_attributed);
+        for (c, m) in other.campaigns {
+            add_money(self.campaigns.entry(c).or_default(), m);
+        }
+    }
+}
+
+fn add_money(to: &mut BTreeMap<String, f64>, from: BTreeMap<String, f64>) {
+    for (currency, v) in from {
+        *to.entry(currency).or_default() += v;
+    }
+}
+
+/// Adds `row` (a [`PurchaseHour`] as stored) to `c`, expecting the row it read: one more
+/// purchase of `place` at `at_ms`.
+pub fn add_purchase(
+    store: &dyn Store,
+    c: &mut Commit,
+    (place, at_ms): (&str, i64),
+    (currency, total, identified, campaign): (&str, f64, bool, Option<&str>),
+) -> Result<(), StoreError> {
+    let key = purchases_key(place, at_ms);
+    let old = store.get(Space::Purchases, key.as_bytes())?;
+    let mut row: PurchaseHour = read_tally(&key, old.as_deref());
+    row.add(currency, total, identified, campaign);
+    c.expect(Space::Purchases, key.clone(), old);
+    c.put(
+        Space::Purchases,
+        key,
+        serde_json::to_vec(&row).expect("tallies serialise"),
+    );
+    Ok(())
+}
