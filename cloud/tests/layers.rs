@@ -1,0 +1,318 @@
+//! The cloud's modules import only downward, along the layers ARCHITECTURE.md draws. The
+//! table is read from ARCHITECTURE.md itself, so the picture and the code cannot drift apart:
+//! an upward import, a circle inside a layer, or a module the table does not place fails here
+//! with the file and line to look at.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module of `cloud/src` and its layer (1 is the bottom).
+type Layers = BTreeMap<String, u32>;
+
+/// One `crate::…` reference from one module to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Import {
+    file: String,
+    line: usize,
+    from: String,
+    to: String,
+}
+
+/// The layer table: rows whose first cell starts with the layer's number, modules in
+/// backticks in the second cell.
+fn layers_from(architecture: &str) -> Result<Layers, String> {
+    let mut layers = Layers::new();
+    for (i, line) in architecture.lines().enumerate() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || !cells[0].is_empty() {
+            continue;
+        }
+        let Some(Ok(layer)) = cells[1].split_whitespace().next().map(str::parse::<u32>) else {
+            continue;
+        };
+        for module in cells[2].split('`').skip(1).step_by(2) {
+            if let Some(before) = layers.insert(module.to_owned(), layer) {
+                return Err(format!(
+                    "ARCHITECTURE.md line {}: `{module}` is in layer {layer} and in layer {before}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    if layers.is_empty() {
+        return Err("ARCHITECTURE.md has no layer table".into());
+    }
+    Ok(layers)
+}
+
+/// The source without its comments' text and without its test module (what the product
+/// itself imports), line breaks kept so offsets still give line numbers.
+fn product_code(source: &str) -> String {
+    let end = source
+        .find("#[cfg(test)]\nmod tests {")
+        .unwrap_or(source.len());
+    source[..end]
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("//") {
+                ""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ident(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The top-level modules `source` (a file of `module`) names after `crate::`, with their
+/// lines: in paths, in `use crate::{a, b::c}` groups; not macros (`crate::name!`).
+fn imports(file: &str, module: &str, source: &str) -> Vec<Import> {
+    let code = product_code(source);
+    let mut out = Vec::new();
+    let mut push = |at: usize, to: &str| {
+        if !to.is_empty() && to != module && to != "self" {
+            out.push(Import {
+                file: file.to_owned(),
+                line: code[..at].matches('\n').count() + 1,
+                from: module.to_owned(),
+                to: to.to_owned(),
+            });
+        }
+    };
+    for (at, _) in code.match_indices("crate::") {
+        if at > 0 && code[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            continue; // `omo_cloud::crate::` cannot occur; `foocrate::` is another name
+        }
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Top-level items of the group: split on commas outside nested braces.
+            let mut depth = 0;
+            let mut item_start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        push(at, ident(group[item_start..].trim_start()));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        push(at, ident(group[item_start..].trim_start()));
+                        item_start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        let name = ident(rest);
+        if rest[name.len()..].starts_with('!') {
+            continue;
+        }
+        push(at, name);
+    }
+    out
+}
+
+/// Every import that points up, or at a module the table does not place.
+fn violations(layers: &Layers, imports: &[Import]) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in imports {
+        match (layers.get(&i.from), layers.get(&i.to)) {
+            (Some(from), Some(to)) if to > from => out.push(format!(
+                "{}:{}: `{}` (layer {from}) imports `{}` (layer {to}), which is above it",
+                i.file, i.line, i.from, i.to
+            )),
+            (Some(_), Some(_)) => {}
+            (None, _) => out.push(format!(
+                "{}:{}: module `{}` is in no layer of ARCHITECTURE.md",
+                i.file, i.line, i.from
+            )),
+            (_, None) => out.push(format!(
+                "{}:{}: `{}` imports `{}`, which is in no layer of ARCHITECTURE.md",
+                i.file, i.line, i.from, i.to
+            )),
+        }
+    }
+    out
+}
+
+/// The pairs of modules that reach each other through imports (each pair once), with an
+/// import of each direction's first step.
+fn circles(imports: &[Import]) -> Vec<String> {
+    let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for i in imports {
+        edges.entry(&i.from).or_default().insert(&i.to);
+    }
+    let reach = |from: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from];
+        while let Some(m) = todo.pop() {
+            for next in edges.get(m).into_iter().flatten() {
+                if seen.insert(*next) {
+                    todo.push(next);
+                }
+            }
+        }
+        seen
+    };
+    let modules: BTreeSet<&str> = edges.keys().copied().collect();
+    let mut out = Vec::new();
+    for a in &modules {
+        let from_a = reach(a);
+        for b in modules.iter().filter(|b| a < *b && from_a.contains(**b)) {
+            if reach(b).contains(a) {
+                out.push(format!(
+                    "`{a}` and `{b}` import each other (through some path)"
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn cloud_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Whether a file holds only tests (`tests.rs`, `*_tests.rs`).
+fn is_test_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name == "tests.rs" || name.ends_with("_tests.rs")
+}
+
+fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a readable directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            source_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") && !is_test_file(&path) {
+            out.push(path);
+        }
+    }
+}
+
+/// Every import of the product's code under `cloud/src` (not lib.rs, which declares the
+/// modules, nor main.rs, the binary, which imports through `omo_cloud::`).
+fn all_imports() -> Vec<Import> {
+    let src = cloud_src();
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut out = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).expect("under src");
+        let first = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .expect("a path inside src");
+        let module = first.strip_suffix(".rs").unwrap_or(first);
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("a readable source file");
+        out.extend(imports(
+            &format!("cloud/src/{}", rel.display()),
+            module,
+            &source,
+        ));
+    }
+    out
+}
+
+/// The modules lib.rs declares.
+fn declared_modules() -> BTreeSet<String> {
+    let lib = std::fs::read_to_string(cloud_src().join("lib.rs")).expect("lib.rs");
+    lib.lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+        .filter_map(|l| l.strip_suffix(';'))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn architecture() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_module_imports_only_its_layer_and_those_below_without_circles() {
+    let layers = layers_from(&architecture()).unwrap_or_else(|e| panic!("{e}"));
+    let declared = declared_modules();
+    let placed: BTreeSet<String> = layers.keys().cloned().collect();
+    let unplaced: Vec<&String> = declared.difference(&placed).collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules of cloud/src/lib.rs in no layer of ARCHITECTURE.md: {unplaced:?}"
+    );
+    let gone: Vec<&String> = placed.difference(&declared).collect();
+    assert!(
+        gone.is_empty(),
+        "ARCHITECTURE.md places modules cloud/src/lib.rs does not declare: {gone:?}"
+    );
+    let imports = all_imports();
+    assert!(imports.len() > 100, "found only {} imports", imports.len());
+    let wrong = violations(&layers, &imports);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let circles = circles(&imports);
+    assert!(circles.is_empty(), "{}", circles.join("\n"));
+}
+
+#[test]
+fn a_planted_upward_import_is_caught_with_its_file_and_line() {
+    let layers = layers_from(
+        "| layer | modules | what |\n| --- | --- | --- |\n\
+         | 2 top | `http` | surfaces |\n| 1 bottom | `store`, `tls` | storage |\n",
+    )
+    .unwrap();
+    let source = "//! The store.\n\
+                  use crate::tls;\n\
+                  // crate::http in a comment is no import\n\
+                  fn f() { crate::crash_point!(\"x\"); }\n\
+                  use crate::{tls::install, http::AppState};\n\
+                  fn g() -> crate::http::ApiError { todo!() }\n\
+                  #[cfg(test)]\nmod tests {\n    use crate::http::AppState;\n}\n";
+    let found = imports("cloud/src/store/mod.rs", "store", source);
+    let to: Vec<(usize, &str)> = found.iter().map(|i| (i.line, i.to.as_str())).collect();
+    assert_eq!(to, [(2, "tls"), (5, "tls"), (5, "http"), (6, "http")]);
+    assert_eq!(
+        violations(&layers, &found),
+        [
+            "cloud/src/store/mod.rs:5: `store` (layer 1) imports `http` (layer 2), which is above it",
+            "cloud/src/store/mod.rs:6: `store` (layer 1) imports `http` (layer 2), which is above it",
+        ]
+    );
+    // A module the table does not place is named too.
+    let stray = imports("cloud/src/new.rs", "new", "use crate::store::Store;\n");
+    assert_eq!(
+        violations(&layers, &stray),
+        ["cloud/src/new.rs:1: module `new` is in no layer of ARCHITECTURE.md"]
+    );
+}
+
+#[test]
+fn a_circle_inside_a_layer_is_caught() {
+    let a = imports("cloud/src/a.rs", "a", "use crate::b::X;\n");
+    let b = imports("cloud/src/b/mod.rs", "b", "use crate::c::Y;\n");
+    let c = imports("cloud/src/c.rs", "c", "use crate::a::Z;\n");
+    let all: Vec<Import> = [a, b, c].concat();
+    assert_eq!(circles(&all).len(), 3, "{:?}", circles(&all));
+    assert!(circles(&all[..2]).is_empty());
+}
+
+#[test]
+fn a_module_in_two_layers_is_an_error() {
+    let e = layers_from("| 2 top | `http` | x |\n| 1 bottom | `http` | y |\n").unwrap_err();
+    assert!(e.contains("`http` is in layer 1 and in layer 2"), "{e}");
+}
