@@ -42,6 +42,21 @@ pub fn open_store(config: &CloudConfig) -> anyhow::Result<SledStore> {
     })
 }
 
+/// The visit rule that `exit_timeout_s` outlasts every gateway's stay interval, checked
+/// against the configs stored for the gateways (the config file alone knows only the default
+/// interval; a config pushed later is checked when it is pushed).
+fn check_stay_intervals(
+    visits: &visits::engine::VisitParams,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let problems = visits.problems("visits", registry.max_stay_interval_s());
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let text: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+    anyhow::bail!("{}", text.join("; "))
+}
+
 /// Runs the service until a shutdown signal.
 pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
@@ -56,6 +71,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let registry = Arc::new(RwLock::new(
         Registry::load(store.as_ref()).context("loading the registry")?,
     ));
+    check_stay_intervals(&config.visits, &registry.read().expect("registry lock"))?;
     let secret = crate::secrets::server_secret(store.as_ref())?;
     // Before any writer starts: the tallies of what was stored before they existed.
     let started = std::time::Instant::now();
@@ -184,5 +200,46 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry;
+    use crate::visits::engine::VisitParams;
+    use omo_device_config::site::Site;
+
+    /// A gateway config stored with a stay interval longer than the visit exit timeout (the
+    /// timeout lowered in cloud.toml since) stops the start, naming the key.
+    #[test]
+    fn a_stored_stay_interval_the_exit_timeout_would_cut_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let site = Site::parse(
+            include_str!("../../device-config/examples/site.toml"),
+            false,
+        )
+        .unwrap();
+        store
+            .commit(registry::replace_site(&Registry::default(), &site).unwrap())
+            .unwrap();
+        let reg = Registry::load(&store).unwrap();
+        let params = VisitParams::default();
+        check_stay_intervals(&params, &reg).unwrap();
+        let gw = site.gateways[0].id.clone();
+        let config = r#"{"version":2,"presence":{"stay_interval_s":400}}"#;
+        let (c, _) = registry::set_desired_config(&reg, &gw, config, 900).unwrap();
+        store.commit(c).unwrap();
+        let reg = Registry::load(&store).unwrap();
+        assert_eq!(reg.max_stay_interval_s(), 400);
+        let err = check_stay_intervals(&params, &reg).unwrap_err().to_string();
+        assert!(err.contains("visits.exit_timeout_s"), "{err}");
+        assert!(err.contains("(400 s)"), "{err}");
+        let longer = VisitParams {
+            exit_timeout_s: 900,
+            ..params
+        };
+        check_stay_intervals(&longer, &reg).unwrap();
     }
 }
