@@ -18,7 +18,7 @@
 //!   Outside evidence drops a candidate at once (unless older than its last inside evidence).
 //! - Buffered evidence is released record by record: each record's log time less the window
 //!   releases what it passed, so an enter is decided by the record that lets it, not by the
-//!   next tick. Before evidence is applied, its own key's deadlines up to its time fire, so
+//!   next tick. Before evidence is applied, its own key's deadlines before its time fire, so
 //!   every key sees its evidence and deadlines in event-time order as a tick would give them.
 //! - Other deadlines fire only on ticks. A backlog received over several ticks (a gateway's outbox
 //!   after an outage, sent batch by batch) can therefore exit a visit before the evidence that
@@ -579,10 +579,10 @@ impl VisitEngine {
         self.released_ms = to;
     }
 
-    /// Applies evidence ahead of the tick watermark after its own key's deadlines up to its
+    /// Applies evidence ahead of the tick watermark after its own key's deadlines before its
     /// time (keys are independent, so each still sees its evidence and deadlines in
-    /// event-time order; the other keys' deadlines wait for the tick). Evidence behind the
-    /// watermark (a backlog) is applied as it comes.
+    /// event-time order, evidence first on a tie as on a tick; the other keys' deadlines wait
+    /// for the tick). Evidence behind the watermark (a backlog) is applied as it comes.
     fn apply_in_order(&mut self, e: Evidence, log_ms: i64, out: &mut Vec<Transition>) {
         if e.at_ms > self.watermark_ms {
             let key: Key = (e.customer.clone(), e.scope.clone());
@@ -590,7 +590,7 @@ impl VisitEngine {
                 .states
                 .get(&key)
                 .map(|t| t.scheduled_ms)
-                .filter(|d| *d <= e.at_ms)
+                .filter(|d| *d < e.at_ms)
             {
                 self.fire(&key, due, log_ms, out);
             }
