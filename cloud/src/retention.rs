@@ -359,11 +359,11 @@ impl Sweep<'_> {
         let store = self.store;
         // by-scope/{kind}/{id}/{ms:016x}/{visit}
         self.time_ordered(
-            ("visits", Space::Visits, "by-scope/"),
+            ("visits", Space::Visits, crate::visits::keys::SCOPE_INDEX),
             2,
             cutoff,
             |visit, c| {
-                let row = format!("visit/{visit}");
+                let row = crate::visits::keys::visit(visit);
                 if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
                     // One that cannot be read goes with its index: nothing could show it.
                     if let Ok(v) = serde_json::from_slice::<crate::visits::stage::VisitRecord>(&b) {
@@ -371,7 +371,10 @@ impl Sweep<'_> {
                             // Still open (its stage may yet extend it): a later sweep.
                             return Ok(false);
                         }
-                        c.delete(Space::Visits, format!("by-customer/{}/{visit}", v.customer));
+                        c.delete(
+                            Space::Visits,
+                            crate::visits::keys::of_customer(&v.customer, visit),
+                        );
                     }
                     c.delete(Space::Visits, row);
                 }

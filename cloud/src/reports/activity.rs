@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::registry::{Registry, Zone};
 use crate::store::{Space, Store, StoreError};
 use crate::visits::engine::Scope;
+use crate::visits::keys;
 
 const HOUR_MS: i64 = 3_600_000;
 /// Visits are looked for this far back for "in the zone now" (longer stays are rare and
@@ -94,7 +95,7 @@ pub fn activity(
     let last = hour_start(now_ms);
     let first = last - (7 * 24 - 1) * HOUR_MS;
     let mut counts = vec![0u64; 7 * 24];
-    let prefix = "by-scope/store/".to_owned() + id + "/";
+    let prefix = keys::scope_prefix(&Scope::Store(id.to_owned()));
     let from = format!("{prefix}{:016x}", first.max(0));
     let to = format!("{prefix}{:016x}", (last + HOUR_MS).max(0));
     for (k, _) in store.scan_range(Space::Visits, from.as_bytes(), to.as_bytes(), usize::MAX)? {

@@ -16,6 +16,7 @@ use crate::store::{prefix_end, Commit, Space, Store, StoreError};
 use crate::tallies::hours::{
     counter_key, hour_key, hour_of, purchases_key, visitor, visits_key, PurchaseHour, VisitHour,
 };
+use crate::visits::keys;
 
 /// Set in the meta space once the tallies hold everything stored before they existed.
 const FILLED: &[u8] = b"report-tallies";
@@ -388,12 +389,12 @@ fn each_indexed_fact(
     f: &mut dyn FnMut(&str, i64, Fact),
 ) -> Result<(), StoreError> {
     // Store visits, from their scope index.
-    let visits = (Space::Visits, "by-scope/store/");
+    let visits = (Space::Visits, keys::STORE_SCOPE_INDEX);
     each_index_entry(store, visits, place, span, |s, at, id, value| {
-        let visit = match crate::visits::stage::parse_scope_index_value(value) {
+        let visit = match keys::parse_scope_index_value(value) {
             Some((customer, dwell_s)) => VisitHead { customer, dwell_s },
             // An older entry without its figures: the visit row has them.
-            None => match read_row(store, Space::Visits, &format!("visit/{id}"), "visit")? {
+            None => match read_row(store, Space::Visits, &keys::visit(id), "visit")? {
                 Some(v) => v,
                 None => return Ok(()),
             },

@@ -1,6 +1,7 @@
 //! Visits: the pipeline stage that turns observations into visits (DESIGN.md, "The cloud's
 //! pipeline" and "Presence is evidence; visits are decided once"). [`engine`] is the pure state
-//! machine.
+//! machine; [`keys`] spells the visits space's keys.
 
 pub mod engine;
+pub mod keys;
 pub mod stage;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::engine::{
     Evidence, Scope, Source, Transition, TransitionKind, VisitEngine, VisitParams,
 };
+use super::keys;
 use crate::identity::{self, eid_resolver::EidResolver};
 use crate::ingest::record::{GatewayEvent, Record};
 use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
@@ -97,14 +98,6 @@ pub struct VisitStage {
 
 fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_millis(0).expect("epoch"))
-}
-
-fn scope_text(scope: &Scope) -> String {
-    match scope {
-        Scope::Zone(z) => format!("zone/{z}"),
-        Scope::Store(s) => format!("store/{s}"),
-        Scope::Online => "online".into(),
-    }
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -215,7 +208,9 @@ impl VisitStage {
             {
                 let hour = f.ts.millis().div_euclid(3_600_000) * 3_600_000;
                 for scope in self.gateway_scopes(gateway, s) {
-                    let e = footfall.entry((scope_text(&scope), hour)).or_default();
+                    let e = footfall
+                        .entry((keys::scope_text(&scope), hour))
+                        .or_default();
                     e.device_minutes = e.device_minutes.saturating_add(u64::from(f.devices));
                     e.minutes = e.minutes.saturating_add(1);
                     e.peak = e.peak.max(f.devices);
@@ -244,7 +239,7 @@ impl VisitStage {
             .map_or(0, |r| r.received().millis());
         update_profiles(store, inputs, &transitions, log_ms, &mut c)?;
         for ((scope, hour), add) in &footfall {
-            let key = format!("footfall/{scope}/{hour:016x}");
+            let key = keys::footfall(scope, *hour);
             let mut total: Footfall = match store.get(Space::Visits, key.as_bytes())? {
                 Some(v) => serde_json::from_slice(&v).map_err(|e| backend("footfall", e))?,
                 None => Footfall::default(),
@@ -318,7 +313,7 @@ impl VisitStage {
         )? {
             c.delete(Space::Profiles, k);
         }
-        let prefix = format!("by-customer/{customer}/");
+        let prefix = keys::customer_prefix(customer);
         let mut visits = 0;
         // The store report tallies of the hours they visited in forget them as a visitor.
         let mut hours = VisitHours::default();
@@ -327,13 +322,13 @@ impl VisitStage {
             crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), usize::MAX)?
         {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let row = format!("visit/{id}");
+            let row = keys::visit(&id);
             if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
                 match serde_json::from_slice::<VisitRecord>(&b) {
                     Ok(v) => {
                         c.delete(
                             Space::Visits,
-                            scope_index_key(&v.scope, v.entered.millis(), &id),
+                            keys::in_scope(&v.scope, v.entered.millis(), &id),
                         );
                         if let Scope::Store(s) = &v.scope {
                             hours.get(store, s, v.entered.millis())?.forget(visitor);
@@ -552,7 +547,7 @@ impl VisitStage {
             if matches!(t.kind, TransitionKind::Purchase { .. }) {
                 continue;
             }
-            let key = format!("visit/{}", t.visit);
+            let key = keys::visit(&t.visit);
             let mut v = match visits.remove(&t.visit) {
                 Some(v) => v,
                 None => match store.get(Space::Visits, key.as_bytes())? {
@@ -575,10 +570,10 @@ impl VisitStage {
                 TransitionKind::Enter => {
                     c.put(
                         Space::Visits,
-                        format!("by-customer/{}/{}", t.customer, t.visit),
+                        keys::of_customer(&t.customer, &t.visit),
                         Vec::new(),
                     );
-                    let key = scope_index_key(&t.scope, t.at_ms, &t.visit);
+                    let key = keys::in_scope(&t.scope, t.at_ms, &t.visit);
                     if let Scope::Store(s) = &t.scope {
                         IndexChange::note(
                             store,
@@ -589,11 +584,15 @@ impl VisitStage {
                             None,
                         )?;
                     }
-                    c.put(Space::Visits, key, scope_index_value(&t.customer, None));
+                    c.put(
+                        Space::Visits,
+                        key,
+                        keys::scope_index_value(&t.customer, None),
+                    );
                 }
                 TransitionKind::Dwell { minutes } => v.milestones_min.push(*minutes),
                 TransitionKind::Exit { dwell_s } => {
-                    let key = scope_index_key(&v.scope, v.entered.millis(), &v.id);
+                    let key = keys::in_scope(&v.scope, v.entered.millis(), &v.id);
                     if let Scope::Store(s) = &v.scope {
                         let visit = (s.as_str(), v.entered.millis(), v.customer.as_str());
                         IndexChange::note(
@@ -610,7 +609,7 @@ impl VisitStage {
                     c.put(
                         Space::Visits,
                         key,
-                        scope_index_value(&v.customer, Some(*dwell_s)),
+                        keys::scope_index_value(&v.customer, Some(*dwell_s)),
                     );
                 }
                 TransitionKind::Purchase { .. } => {}
@@ -620,7 +619,7 @@ impl VisitStage {
         for (id, v) in visits {
             c.put(
                 Space::Visits,
-                format!("visit/{id}"),
+                keys::visit(&id),
                 serde_json::to_vec(&v).expect("visits serialise"),
             );
         }
@@ -760,7 +759,7 @@ impl IndexChange {
         }
         let was = store
             .get(Space::Visits, key.as_bytes())?
-            .map(|v| parse_scope_index_value(&v).map_or(row_dwell, |(_, d)| d));
+            .map(|v| keys::parse_scope_index_value(&v).map_or(row_dwell, |(_, d)| d));
         indexed.insert(
             key.to_owned(),
             IndexChange {
@@ -896,40 +895,13 @@ pub fn visits_of_customer(
     customer: &str,
     limit: usize,
 ) -> Result<Vec<VisitRecord>, StoreError> {
-    let prefix = format!("by-customer/{customer}/");
+    let prefix = keys::customer_prefix(customer);
     let ids: Vec<String> =
         crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), limit)?
             .into_iter()
             .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             .collect();
     load_visits(store, ids)
-}
-
-/// A visit in its scope's index, by the time it began.
-fn scope_index_key(scope: &Scope, entered_ms: i64, visit: &str) -> String {
-    format!("by-scope/{}/{entered_ms:016x}/{visit}", scope_text(scope))
-}
-
-/// What a scope index entry holds, so counting visits needs no visit row: the customer, and
-/// the dwell once the visit ended (`customer` or `customer\tdwell_s`; empty in entries
-/// written before it held anything).
-fn scope_index_value(customer: &str, dwell_s: Option<u64>) -> Vec<u8> {
-    match dwell_s {
-        Some(d) => format!("{customer}\t{d}").into_bytes(),
-        None => customer.as_bytes().to_vec(),
-    }
-}
-
-/// The customer and dwell a scope index entry holds (`None`: an empty, older entry).
-pub fn parse_scope_index_value(value: &[u8]) -> Option<(String, Option<u64>)> {
-    if value.is_empty() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(value);
-    Some(match text.split_once('\t') {
-        Some((customer, d)) => (customer.to_owned(), d.parse().ok()),
-        None => (text.into_owned(), None),
-    })
 }
 
 /// Visits of a scope entered in `[from_ms, to_ms)`.
@@ -940,7 +912,7 @@ pub fn visits_in_scope(
     to_ms: i64,
     limit: usize,
 ) -> Result<Vec<VisitRecord>, StoreError> {
-    let prefix = format!("by-scope/{}/", scope_text(scope));
+    let prefix = keys::scope_prefix(scope);
     let start = format!("{prefix}{:016x}", from_ms.max(0));
     let end = format!("{prefix}{:016x}", to_ms.max(0));
     let ids = crate::store::ids_in_range(
@@ -956,7 +928,7 @@ fn load_visits(store: &dyn Store, ids: Vec<String>) -> Result<Vec<VisitRecord>, 
     ids.into_iter()
         .filter_map(|id| {
             store
-                .get(Space::Visits, format!("visit/{id}").as_bytes())
+                .get(Space::Visits, keys::visit(&id).as_bytes())
                 .transpose()
         })
         .map(|r| r.and_then(|b| serde_json::from_slice(&b).map_err(|e| backend("visit", e))))
@@ -970,7 +942,7 @@ pub fn footfall(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<(Timestamp, Footfall)>, StoreError> {
-    let prefix = format!("footfall/{}/", scope_text(scope));
+    let prefix = keys::footfall_prefix(&keys::scope_text(scope));
     let start = format!("{prefix}{:016x}", from_ms.max(0));
     let end = format!("{prefix}{:016x}", to_ms.max(0));
     store
@@ -1556,7 +1528,7 @@ max_distance_m = 10.0
                 .unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(
-            parse_scope_index_value(&entries[0].1),
+            keys::parse_scope_index_value(&entries[0].1),
             Some((customer.id.clone(), Some(2400)))
         );
         let scopes: BTreeSet<Scope> = visits.iter().map(|v| v.scope.clone()).collect();

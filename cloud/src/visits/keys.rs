@@ -1,0 +1,109 @@
+//! The visits space's key layouts (the only place they are spelled; the hour tallies
+//! `tally/{store}/{hour}` are `crate::tallies::hours`'s):
+//!
+//! - `visit/{id}` → the visit's row (`VisitRecord`);
+//! - `by-customer/{customer}/{id}` → empty: a customer's visits;
+//! - `by-scope/{zone/Z | store/S}/{entered_ms:016x}/{id}` → `customer` or `customer\tdwell_s`
+//!   ([`scope_index_value`]): a scope's visits in time order, countable without their rows;
+//! - `footfall/{zone/Z | store/S}/{hour_ms:016x}` → anonymous device minutes in the hour.
+
+use super::engine::Scope;
+
+/// Every scope index entry starts so.
+pub const SCOPE_INDEX: &str = "by-scope/";
+/// Every store's scope index entry starts so.
+pub const STORE_SCOPE_INDEX: &str = "by-scope/store/";
+
+/// A scope as key segments: `zone/{id}`, `store/{id}` or `online`.
+pub fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Zone(z) => format!("zone/{z}"),
+        Scope::Store(s) => format!("store/{s}"),
+        Scope::Online => "online".into(),
+    }
+}
+
+/// The visit's row.
+pub fn visit(id: &str) -> String {
+    format!("visit/{id}")
+}
+
+/// The start of a customer's visit list.
+pub fn customer_prefix(customer: &str) -> String {
+    format!("by-customer/{customer}/")
+}
+
+/// A visit in its customer's list.
+pub fn of_customer(customer: &str, visit: &str) -> String {
+    format!("{}{visit}", customer_prefix(customer))
+}
+
+/// The start of a scope's index.
+pub fn scope_prefix(scope: &Scope) -> String {
+    format!("{SCOPE_INDEX}{}/", scope_text(scope))
+}
+
+/// A visit in its scope's index, by the time it began.
+pub fn in_scope(scope: &Scope, entered_ms: i64, visit: &str) -> String {
+    format!("{}{entered_ms:016x}/{visit}", scope_prefix(scope))
+}
+
+/// What a scope index entry holds, so counting visits needs no visit row: the customer, and
+/// the dwell once the visit ended (`customer` or `customer\tdwell_s`; empty in entries
+/// written before it held anything).
+pub fn scope_index_value(customer: &str, dwell_s: Option<u64>) -> Vec<u8> {
+    match dwell_s {
+        Some(d) => format!("{customer}\t{d}").into_bytes(),
+        None => customer.as_bytes().to_vec(),
+    }
+}
+
+/// The customer and dwell a scope index entry holds (`None`: an empty, older entry).
+pub fn parse_scope_index_value(value: &[u8]) -> Option<(String, Option<u64>)> {
+    if value.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(value);
+    Some(match text.split_once('\t') {
+        Some((customer, d)) => (customer.to_owned(), d.parse().ok()),
+        None => (text.into_owned(), None),
+    })
+}
+
+/// The start of a scope's footfall hours (`scope`: [`scope_text`]).
+pub fn footfall_prefix(scope: &str) -> String {
+    format!("footfall/{scope}/")
+}
+
+/// A scope's footfall in the hour beginning at `hour_ms`.
+pub fn footfall(scope: &str, hour_ms: i64) -> String {
+    format!("{}{hour_ms:016x}", footfall_prefix(scope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts stored data dirs hold: a change here is a format change.
+    #[test]
+    fn the_layouts_are_the_stored_ones() {
+        let store = Scope::Store("s1".into());
+        assert_eq!(visit("v_1"), "visit/v_1");
+        assert_eq!(of_customer("c_1", "v_1"), "by-customer/c_1/v_1");
+        assert_eq!(
+            in_scope(&store, 0x10, "v_1"),
+            "by-scope/store/s1/0000000000000010/v_1"
+        );
+        assert!(in_scope(&store, 1, "v").starts_with(STORE_SCOPE_INDEX));
+        assert_eq!(scope_prefix(&Scope::Zone("z".into())), "by-scope/zone/z/");
+        assert_eq!(
+            footfall("store/s1", 0x20),
+            "footfall/store/s1/0000000000000020"
+        );
+        assert_eq!(
+            parse_scope_index_value(&scope_index_value("c_1", Some(90))),
+            Some(("c_1".into(), Some(90)))
+        );
+        assert_eq!(parse_scope_index_value(b""), None);
+    }
+}
