@@ -16,11 +16,15 @@
 //! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
 //!   or last + `exit_grace_s` after *outside* evidence newer than the last inside one.
 //!   Outside evidence drops a candidate at once (unless older than its last inside evidence).
-//! - Buffered evidence is released record by record: each record's log time less the window
+//! - Buffered evidence is also released by each evidence record: its log time less the window
 //!   releases what it passed, so an enter is decided by the record that lets it, not by the
 //!   next tick. Before evidence is applied, its own key's deadlines before its time fire, so
 //!   every key sees its evidence and deadlines in event-time order as a tick would give them.
-//! - Other deadlines fire only on ticks. A backlog received over several ticks (a gateway's outbox
+//!   Evidence that comes later than the window but after the last tick is applied as it
+//!   comes, in log order.
+//! - Other deadlines fire only on ticks. A backlog received between two ticks extends its
+//!   visits before any of them can time out, unless newer evidence of the same visit, released
+//!   first, found its deadline due. A backlog received over several ticks (a gateway's outbox
 //!   after an outage, sent batch by batch) can therefore exit a visit before the evidence that
 //!   would have kept it open arrives. An exited visit is remembered until `max_lateness_s`
 //!   of log time after its exit was decided: inside evidence from before the exit that
@@ -270,10 +274,6 @@ pub struct VisitEngine {
     deadlines: BinaryHeap<Reverse<(i64, Key)>>,
     /// Deadlines up to this event time have fired: the last tick's log time less the window.
     watermark_ms: i64,
-    /// Buffered evidence up to this event time has been applied: the latest record's log time
-    /// less the window (never behind `watermark_ms`; not stored: a restored engine starts from
-    /// the watermark and the next record moves it on).
-    released_ms: i64,
     /// Keys whose state changed since [`VisitEngine::take_changes`].
     dirty: HashSet<Key>,
     /// Buffered evidence the stage has not stored yet (indexes into `pending`), and what it
@@ -318,7 +318,6 @@ impl VisitEngine {
             params,
             id_key,
             watermark_ms: i64::MIN,
-            released_ms: i64::MIN,
             ..VisitEngine::default()
         }
     }
@@ -403,7 +402,8 @@ impl VisitEngine {
         out
     }
 
-    /// Evidence at or before this event time is applied (or late); later evidence waits.
+    /// Deadlines up to this event time have fired, and evidence at or before it is late (a
+    /// backlog); the last tick's log time less the reorder window.
     pub fn watermark_ms(&self) -> i64 {
         self.watermark_ms
     }
@@ -478,7 +478,6 @@ impl VisitEngine {
     ) -> VisitEngine {
         let mut engine = VisitEngine::new(params, id_key);
         engine.watermark_ms = buffered.watermark_ms;
-        engine.released_ms = buffered.watermark_ms;
         for (key, state) in states {
             let d = engine.deadline(&state);
             engine.deadlines.push(Reverse((d, key.clone())));
@@ -533,14 +532,18 @@ impl VisitEngine {
     }
 
     /// Takes evidence seen in the log at `log_ms`; returns what it decided at once: buffered
-    /// evidence the window has now passed, then this evidence if the window has passed it too.
+    /// evidence the window has now passed, then this evidence if the window (or the last
+    /// tick) has passed it too. What is applied depends only on this record, the buffer and
+    /// the tick watermark, all of which the stage commits, so a replay after a crash decides
+    /// the same even where log times step back (records stamped before they were queued).
     pub fn observe(&mut self, evidence: Evidence, log_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
-        self.release(log_ms, &mut out);
-        if evidence.at_ms <= self.released_ms {
-            // Beyond the reorder window (a replayed backlog): apply it now, in log order.
-            // Deadlines before the last tick's watermark wait for the next tick, so a backlog
-            // received between two ticks extends its visits before any of them can time out.
+        let passed = log_ms - i64::from(self.params.reorder_window_s) * 1000;
+        self.release(passed, log_ms, &mut out);
+        if evidence.at_ms <= passed.max(self.watermark_ms) {
+            // The window has passed it: everything buffered before it was released above, so
+            // it comes in event-time order. Behind the last tick (a replayed backlog), it is
+            // applied in log order and its visit's overdue deadline waits for the next tick.
             self.apply_in_order(evidence, log_ms, &mut out);
         } else {
             let i = self.next_pending;
@@ -558,16 +561,12 @@ impl VisitEngine {
     pub fn tick(&mut self, log_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         self.advance(log_ms, &mut out);
-        self.released_ms = self.released_ms.max(self.watermark_ms);
         out
     }
 
-    /// A record at `log_ms`: applies the buffered evidence the reorder window has passed.
-    fn release(&mut self, log_ms: i64, out: &mut Vec<Transition>) {
-        let to = log_ms - i64::from(self.params.reorder_window_s) * 1000;
-        if to <= self.released_ms {
-            return;
-        }
+    /// A record at `log_ms`: applies the buffered evidence up to `to` (its log time less the
+    /// reorder window), in event-time order.
+    fn release(&mut self, to: i64, log_ms: i64, out: &mut Vec<Transition>) {
         while let Some(&Reverse((at_ms, _, i))) = self.buffer.peek() {
             if at_ms > to {
                 break;
@@ -576,7 +575,6 @@ impl VisitEngine {
             let evidence = self.unbuffer(i).expect("every buffered index is pending");
             self.apply_in_order(evidence, log_ms, out);
         }
-        self.released_ms = to;
     }
 
     /// Applies evidence ahead of the tick watermark after its own key's deadlines before its
