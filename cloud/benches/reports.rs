@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use omo_cloud::campaigns::definition::Campaign;
-use omo_cloud::campaigns::report::{row_key, AnalysisRow};
+use omo_cloud::campaigns::keys;
+use omo_cloud::campaigns::report::AnalysisRow;
 use omo_cloud::campaigns::stored;
 use omo_cloud::delivery::{self, Delivery, Status};
 use omo_cloud::profiles::{Profile, ProfileParams, PurchaseMark};
@@ -165,7 +166,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 c.put(
                     Space::Campaigns,
-                    row_key("welcome", &format!("{i:024x}")),
+                    keys::analysis("welcome", &format!("{i:024x}")),
                     serde_json::to_vec(&row)?,
                 );
                 offers += 1;

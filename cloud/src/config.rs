@@ -570,7 +570,8 @@ impl CloudConfig {
             }
         }
         // Gateways without a remote config use the default stay interval; the service checks
-        // the registry's configs against the same rule when it starts and on every change.
+        // the stored configs against the same rule when it starts, and a config pushed later
+        // must be shorter than both exit_timeout_s and exit_grace_s.
         let default_stay = omo_device_config::params::PresenceParams::default().stay_interval_s;
         for (key, message) in self.visits.problems("visits", default_stay) {
             p.push(Problem::new(key, message));

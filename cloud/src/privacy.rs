@@ -86,28 +86,41 @@ pub fn export(
     let visits = crate::visits::stage::visits_of_customer(store, id, MAX_VISITS)?;
 
     let mut decisions = Vec::new();
-    each_row(store, Space::Campaigns, "decision/", |_, v| {
-        let d = parse("decision", v)?;
-        if d["customer"] == id {
-            decisions.push(d);
-        }
-        Ok(())
-    })?;
+    each_row(
+        store,
+        Space::Campaigns,
+        crate::campaigns::keys::DECISIONS,
+        |_, v| {
+            let d = parse("decision", v)?;
+            if d["customer"] == id {
+                decisions.push(d);
+            }
+            Ok(())
+        },
+    )?;
     let mut deliveries = Vec::new();
     let mut coupons = BTreeSet::new();
-    each_row(store, Space::Campaigns, "delivery/", |_, v| {
-        let d = parse("delivery", v)?;
-        if d["customer"] == id {
-            if let Some(c) = d["coupon"].as_str() {
-                coupons.insert(c.to_owned());
+    each_row(
+        store,
+        Space::Campaigns,
+        delivery::keys::DELIVERIES,
+        |_, v| {
+            let d = parse("delivery", v)?;
+            if d["customer"] == id {
+                if let Some(c) = d["coupon"].as_str() {
+                    coupons.insert(c.to_owned());
+                }
+                deliveries.push(d);
             }
-            deliveries.push(d);
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let mut redemptions = Vec::new();
     for code in &coupons {
-        if let Some(v) = store.get(Space::Campaigns, format!("redemption/{code}").as_bytes())? {
+        if let Some(v) = store.get(
+            Space::Campaigns,
+            delivery::keys::redemption_key(code).as_bytes(),
+        )? {
             redemptions.push(parse("redemption", &v)?);
         }
     }
@@ -319,12 +332,17 @@ pub fn finish_erasure(
 
     // Decisions about them.
     let mut decisions = Vec::new();
-    each_row(store, Space::Campaigns, "decision/", |k, v| {
-        if customer_of("decision", v).as_deref() == Some(id) {
-            decisions.push(k.to_vec());
-        }
-        Ok(())
-    })?;
+    each_row(
+        store,
+        Space::Campaigns,
+        crate::campaigns::keys::DECISIONS,
+        |k, v| {
+            if customer_of("decision", v).as_deref() == Some(id) {
+                decisions.push(k.to_vec());
+            }
+            Ok(())
+        },
+    )?;
     for keys in decisions.chunks(PAGE) {
         let mut c = Commit::new();
         for k in keys {
@@ -339,16 +357,21 @@ pub fn finish_erasure(
     // the deliveries' personal fields; the unsent ones are cancelled (counted in the funnel
     // as the worker would).
     let mut theirs = Vec::new();
-    each_row(store, Space::Campaigns, "delivery/", |_, v| {
-        if customer_of("delivery", v).as_deref() == Some(id) {
-            if let Ok(d) = serde_json::from_slice::<Delivery>(v) {
-                theirs.push((d.id, d.coupon));
+    each_row(
+        store,
+        Space::Campaigns,
+        delivery::keys::DELIVERIES,
+        |_, v| {
+            if customer_of("delivery", v).as_deref() == Some(id) {
+                if let Ok(d) = serde_json::from_slice::<Delivery>(v) {
+                    theirs.push((d.id, d.coupon));
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     for (_, code) in &theirs {
-        let key = format!("redemption/{code}");
+        let key = delivery::keys::redemption_key(code);
         while let Some(bytes) = store.get(Space::Campaigns, key.as_bytes())? {
             let Ok(mut r) = serde_json::from_slice::<Value>(&bytes) else {
                 tracing::warn!("unreadable redemption skipped by an erasure");
@@ -416,10 +439,14 @@ pub fn finish_erasure(
         }
     }
 
-    done.caps_history = delete_prefix(store, Space::Campaigns, &format!("history/{id}/"))?;
+    done.caps_history = delete_prefix(
+        store,
+        Space::Campaigns,
+        &crate::campaigns::keys::history_prefix(id),
+    )?;
     let mut c = Commit::new();
     for k in crate::campaigns::stored::all(store)? {
-        let link = crate::campaigns::report::link_key(&k.campaign.id, id);
+        let link = crate::campaigns::keys::analysis_link(&k.campaign.id, id);
         if store.get(Space::Campaigns, link.as_bytes())?.is_some() {
             c.delete(Space::Campaigns, link);
             done.analysis_links += 1;
@@ -427,7 +454,11 @@ pub fn finish_erasure(
     }
     commit(store, c)?;
     for install in &erasing.installs {
-        done.dedup_keys += delete_prefix(store, Space::Dedup, &format!("app/{}/", install.id))?;
+        done.dedup_keys += delete_prefix(
+            store,
+            Space::Dedup,
+            &crate::ingest::keys::app_prefix(&install.id),
+        )?;
     }
     let c = &erasing.customer;
     let refs: Vec<String> = c

@@ -574,18 +574,8 @@ fn month_start_ms(tz: Tz, at_ms: i64) -> i64 {
         .map_or(at_ms, |d| d.timestamp_millis())
 }
 
-/// Present once a purchase was folded into its customer's profile.
-pub fn folded_key(customer: &str, purchase: &str) -> String {
-    format!("folded/{customer}/{purchase}")
-}
-
-pub fn profile_key(customer: &str) -> String {
-    format!("profile/{customer}")
-}
-
-fn rule_key(tag: &str) -> String {
-    format!("rule/{tag}")
-}
+use keys::rule_key;
+pub use keys::{folded_key, profile_key};
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {e}"))
@@ -602,9 +592,13 @@ pub fn read(store: &dyn Store, customer: &str) -> Result<Option<Profile>, StoreE
 /// Every tag rule, by tag.
 pub fn rules(store: &dyn Store) -> Result<BTreeMap<String, Rule>, StoreError> {
     let mut out = BTreeMap::new();
-    for (k, v) in crate::store::barrier::scan_prefix(store, Space::Profiles, b"rule/", usize::MAX)?
-    {
-        let tag = String::from_utf8_lossy(&k[b"rule/".len()..]).into_owned();
+    for (k, v) in crate::store::barrier::scan_prefix(
+        store,
+        Space::Profiles,
+        keys::RULES.as_bytes(),
+        usize::MAX,
+    )? {
+        let tag = String::from_utf8_lossy(&k[keys::RULES.len()..]).into_owned();
         match serde_json::from_slice(&v) {
             Ok(r) => {
                 out.insert(tag, r);
@@ -642,9 +636,12 @@ pub fn delete_rule(store: &dyn Store, tag: &str) -> Result<bool, StoreError> {
 /// Every profile (for reports), in customer order.
 pub fn all(store: &dyn Store) -> Result<Vec<Profile>, StoreError> {
     let mut out = Vec::new();
-    for (_, v) in
-        crate::store::barrier::scan_prefix(store, Space::Profiles, b"profile/", usize::MAX)?
-    {
+    for (_, v) in crate::store::barrier::scan_prefix(
+        store,
+        Space::Profiles,
+        keys::PROFILES.as_bytes(),
+        usize::MAX,
+    )? {
         match serde_json::from_slice(&v) {
             Ok(p) => out.push(p),
             Err(e) => tracing::error!(error = %e, "unreadable profile skipped"),
@@ -652,6 +649,8 @@ pub fn all(store: &dyn Store) -> Result<Vec<Profile>, StoreError> {
     }
     Ok(out)
 }
+
+pub mod keys;
 
 #[cfg(test)]
 mod tests;

@@ -229,14 +229,6 @@ pub fn purchase_id(p: &PurchaseIn) -> String {
     format!("p_{}", &h[..20])
 }
 
-fn row_key(id: &str) -> String {
-    format!("purchase/{id}")
-}
-
-fn customer_index(customer: &str, at_ms: i64, id: &str) -> String {
-    format!("by-customer/{customer}/{:016x}/{id}", at_ms.max(0))
-}
-
 /// A customer id and the reference that named it.
 type Resolved = Option<(String, &'static str)>;
 
@@ -258,16 +250,16 @@ fn resolve(
     c: &CustomerRef,
 ) -> Result<(Resolved, Option<Attribution>, Read), PurchaseError> {
     if let Some(m) = &c.member_id {
-        let (id, read) = index(store, format!("member/{m}"))?;
+        let (id, read) = index(store, identity::keys::member(m))?;
         return Ok((id.map(|id| (id, "member_id")), None, read));
     }
     if let Some(u) = &c.line_user {
-        let (id, read) = index(store, format!("line/{u}"))?;
+        let (id, read) = index(store, identity::keys::line_user(u))?;
         return Ok((id.map(|id| (id, "line_user")), None, read));
     }
     if let Some(d) = &c.device {
         let (id, read) = if d.starts_with("i_") {
-            let key = format!("install/{d}");
+            let key = identity::keys::install(d);
             let held = store.get(Space::Identity, key.as_bytes())?;
             let id = identity::install(store, d)?.map(|i| i.customer);
             (id, Some((key, held)))
@@ -278,7 +270,7 @@ fn resolve(
                     format!("neither an install id nor a beacon id: {e}"),
                 )
             })?;
-            index(store, format!("beacon/{beacon}"))?
+            index(store, identity::keys::beacon(&beacon.to_string()))?
         };
         return Ok((id.map(|id| (id, "device")), None, read));
     }
@@ -324,7 +316,7 @@ pub fn prepare(
 ) -> Result<Recorded, PurchaseError> {
     validate(&p, now.millis())?;
     let id = purchase_id(&p);
-    if let Some(bytes) = store.get(Space::Purchases, row_key(&id).as_bytes())? {
+    if let Some(bytes) = store.get(Space::Purchases, keys::row(&id).as_bytes())? {
         let earlier: Purchase = serde_json::from_slice(&bytes)
             .map_err(|e| PurchaseError::Store(StoreErrorText(format!("purchase {id}: {e}"))))?;
         // An erasure since cleared the customer reference: the same order otherwise.
@@ -352,34 +344,27 @@ pub fn prepare(
         sent: p,
     };
     let mut c = Commit::new();
-    c.expect(Space::Purchases, row_key(&id), None);
+    c.expect(Space::Purchases, keys::row(&id), None);
     if let Some((key, held)) = read {
         c.expect(Space::Identity, key, held);
     }
     c.put(
         Space::Purchases,
-        row_key(&id),
+        keys::row(&id),
         serde_json::to_vec(&purchase).expect("purchases serialise"),
     );
     if let Some(customer) = &purchase.customer_id {
         c.put(
             Space::Purchases,
-            customer_index(customer, at_ms, &id),
+            keys::of_customer(customer, at_ms, &id),
             Vec::new(),
         );
     }
-    match &purchase.sent.store {
-        Some(s) => c.put(
-            Space::Purchases,
-            format!("by-store/{s}/{:016x}/{id}", at_ms.max(0)),
-            Vec::new(),
-        ),
-        None => c.put(
-            Space::Purchases,
-            format!("online/{:016x}/{id}", at_ms.max(0)),
-            Vec::new(),
-        ),
-    }
+    c.put(
+        Space::Purchases,
+        keys::at_place(purchase.sent.store.as_deref(), at_ms, &id),
+        Vec::new(),
+    );
     let place = purchase
         .sent
         .store
@@ -405,7 +390,7 @@ fn load(
 ) -> Result<Vec<Purchase>, StoreError> {
     let mut out = Vec::new();
     for id in ids {
-        if let Some(b) = store.get(Space::Purchases, row_key(&id).as_bytes())? {
+        if let Some(b) = store.get(Space::Purchases, keys::row(&id).as_bytes())? {
             out.push(
                 serde_json::from_slice(&b)
                     .map_err(|e| StoreError::Backend(format!("purchase {id}: {e}")))?,
@@ -435,8 +420,8 @@ pub fn of_customer(
     customer: &str,
     limit: usize,
 ) -> Result<Vec<Purchase>, StoreError> {
-    let prefix = format!("by-customer/{customer}/");
-    let end = format!("by-customer/{customer}0");
+    let prefix = keys::customer_prefix(customer);
+    let end = keys::customer_end(customer);
     load(store, ids_under(store, &prefix, &end, limit)?)
 }
 
@@ -447,10 +432,7 @@ pub fn in_range(
     (from_ms, to_ms): (i64, i64),
     limit: usize,
 ) -> Result<Vec<Purchase>, StoreError> {
-    let prefix = match place {
-        Some(s) => format!("by-store/{s}/"),
-        None => "online/".into(),
-    };
+    let prefix = keys::place_prefix(place);
     let from = format!("{prefix}{:016x}", from_ms.max(0));
     let to = format!("{prefix}{:016x}", to_ms.max(0));
     load(store, ids_under(store, &from, &to, limit)?)
@@ -473,10 +455,15 @@ pub fn unlink_customer(
                 .any(|r| refs.contains(r))
     };
     let mut n = 0;
-    let mut from = b"purchase/".to_vec();
+    let mut from = keys::PURCHASES.as_bytes().to_vec();
     loop {
-        let page =
-            crate::store::scan_prefix_from(store, Space::Purchases, b"purchase/", &from, 1000)?;
+        let page = crate::store::scan_prefix_from(
+            store,
+            Space::Purchases,
+            keys::PURCHASES.as_bytes(),
+            &from,
+            1000,
+        )?;
         let Some((last, _)) = page.last() else {
             return Ok(n);
         };
@@ -493,7 +480,7 @@ pub fn unlink_customer(
             if let Some(linked) = &p.customer_id {
                 c.delete(
                     Space::Purchases,
-                    customer_index(linked, p.sent.at.millis(), &p.id),
+                    keys::of_customer(linked, p.sent.at.millis(), &p.id),
                 );
             }
             p.customer_id = None;
@@ -512,6 +499,8 @@ pub fn unlink_customer(
         }
     }
 }
+
+pub mod keys;
 
 #[cfg(test)]
 mod tests {

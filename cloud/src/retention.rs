@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{self, Delivery};
+use crate::ingest::keys::processed_id_value;
 use crate::store::event_log;
 use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 use crate::tallies::hours as tally;
@@ -185,13 +186,6 @@ pub struct Cursors {
     profiles: Vec<u8>,
 }
 
-/// A value of the dedup space with the time it was written (`at`, ms): what ingest stores for
-/// a processed event id.
-pub fn processed_id_value(mut answer: serde_json::Value, now_ms: i64) -> Vec<u8> {
-    answer["at"] = serde_json::json!(now_ms);
-    serde_json::to_vec(&answer).expect("json values serialise")
-}
-
 /// The sweeper's limits and what it calls between batches.
 pub struct Sweep<'a> {
     pub store: &'a dyn Store,
@@ -228,14 +222,18 @@ impl Sweep<'_> {
         s.tally_visitors = self.tally_visitors()?;
         // history/{customer}/{ms:016x}/{campaign}
         s.caps_history = self.time_ordered(
-            ("caps_history", Space::Campaigns, "history/"),
+            (
+                "caps_history",
+                Space::Campaigns,
+                crate::campaigns::keys::HISTORY,
+            ),
             1,
             self.cutoff(self.config.deliveries_days.max(CAPS_HISTORY_DAYS)),
             |_, _| Ok(true),
         )?;
         // hourly/{hour_ms:016x}/{channel}/{status}: kept as long as deliveries.
         s.delivery_hours = self.time_ordered(
-            ("delivery_hours", Space::Campaigns, "hourly/"),
+            ("delivery_hours", Space::Campaigns, delivery::keys::HOURLY),
             0,
             self.cutoff(self.config.deliveries_days),
             |_, _| Ok(true),
@@ -389,18 +387,24 @@ impl Sweep<'_> {
     fn tally_visitors(&mut self) -> Result<u64, StoreError> {
         let cutoff = tally::hour_of(self.cutoff(self.config.visits_days));
         let mut n = 0;
-        let mut next = b"tally/".to_vec();
+        let mut next = tally::TALLIES.as_bytes().to_vec();
         // Each store with tallies, from its first key.
-        while let Some((first, _)) =
-            scan_prefix_from(self.store, Space::Visits, b"tally/", &next, 1)?.pop()
+        while let Some((first, _)) = scan_prefix_from(
+            self.store,
+            Space::Visits,
+            tally::TALLIES.as_bytes(),
+            &next,
+            1,
+        )?
+        .pop()
         {
-            let text = String::from_utf8_lossy(&first["tally/".len()..]).into_owned();
+            let text = String::from_utf8_lossy(&first[tally::TALLIES.len()..]).into_owned();
             let Some((place, _)) = text.split_once('/') else {
                 break;
             };
-            next = format!("tally/{place}/").into_bytes();
+            next = tally::place_prefix(place).into_bytes();
             next.push(0xff);
-            let done_key = format!("tally-visitors-dropped/{place}");
+            let done_key = tally::visitors_dropped_key(place);
             let done = match self.store.get(Space::Visits, done_key.as_bytes())? {
                 Some(b) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, i64::from_be_bytes),
                 None => 0,
@@ -568,7 +572,11 @@ impl Sweep<'_> {
     fn decisions(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
         let cutoff = self.cutoff(self.config.deliveries_days);
         s.decisions = self.rolling(
-            ("decisions", Space::Campaigns, "decision/"),
+            (
+                "decisions",
+                Space::Campaigns,
+                crate::campaigns::keys::DECISIONS,
+            ),
             cursor,
             |_, v| {
                 let at = serde_json::from_slice::<DecisionHead>(v).ok()?.at_ms;
@@ -583,7 +591,7 @@ impl Sweep<'_> {
     fn deliveries(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
         let cutoff = self.cutoff(self.config.deliveries_days);
         s.deliveries = self.rolling(
-            ("deliveries", Space::Campaigns, "delivery/"),
+            ("deliveries", Space::Campaigns, delivery::keys::DELIVERIES),
             cursor,
             |_, v| {
                 let d: Delivery = serde_json::from_slice(v).ok()?;
@@ -610,7 +618,7 @@ impl Sweep<'_> {
     /// writes profiles too; a page it changed meanwhile conflicts and waits for the next sweep.
     fn profile_details(&mut self, cursor: &mut Vec<u8>) -> Result<u64, StoreError> {
         let cutoff = self.cutoff(self.config.visits_days);
-        let prefix = b"profile/";
+        let prefix = crate::profiles::keys::PROFILES.as_bytes();
         if !cursor.starts_with(prefix) {
             *cursor = prefix.to_vec();
         }
@@ -667,7 +675,11 @@ impl Sweep<'_> {
     fn line_nonces(&mut self, cursor: &mut Vec<u8>) -> Result<u64, StoreError> {
         let now_ms = self.now_ms;
         self.rolling(
-            ("line_nonces", Space::Identity, "line-nonce/"),
+            (
+                "line_nonces",
+                Space::Identity,
+                crate::identity::keys::LINE_NONCES,
+            ),
             cursor,
             |_, v| {
                 let expires = serde_json::from_slice::<serde_json::Value>(v)

@@ -47,7 +47,7 @@ pub type Folded = BTreeMap<String, GatewayStats>;
 pub fn fold(stats: &mut Folded, record: &Record) {
     match record {
         Record::Gateway(e) => {
-            let s = stats.entry(format!("gateway/{}", e.gateway)).or_default();
+            let s = stats.entry(keys::gateway(e.gateway.as_str())).or_default();
             match &e.event {
                 PresenceEvent::Enter(_) => s.enter = s.enter.saturating_add(1),
                 PresenceEvent::Stay(_) => s.stay = s.stay.saturating_add(1),
@@ -63,7 +63,7 @@ pub fn fold(stats: &mut Folded, record: &Record) {
             received,
             ..
         } => {
-            let s = stats.entry(format!("gateway/{gateway}")).or_default();
+            let s = stats.entry(keys::gateway(gateway.as_str())).or_default();
             s.dropped = s
                 .dropped
                 .saturating_add(u64::try_from(seqs.count()).unwrap_or(u64::MAX));
@@ -76,7 +76,7 @@ pub fn fold(stats: &mut Folded, record: &Record) {
                 Record::Purchase(_) => "purchase",
                 _ => "qr",
             };
-            let s = stats.entry(format!("source/{name}")).or_default();
+            let s = stats.entry(keys::source(name)).or_default();
             s.stay += 1;
             s.last_received = Some(record.received());
         }
@@ -122,12 +122,12 @@ pub fn step(store: &dyn Store) -> Result<usize, StoreError> {
 
 fn stats_key(record: &Record) -> Option<String> {
     match record {
-        Record::Gateway(e) => Some(format!("gateway/{}", e.gateway)),
-        Record::GatewayDropped { gateway, .. } => Some(format!("gateway/{gateway}")),
-        Record::App(_) => Some("source/app".into()),
-        Record::Line(_) => Some("source/line".into()),
-        Record::Checkin(_) => Some("source/qr".into()),
-        Record::Purchase(_) => Some("source/purchase".into()),
+        Record::Gateway(e) => Some(keys::gateway(e.gateway.as_str())),
+        Record::GatewayDropped { gateway, .. } => Some(keys::gateway(gateway.as_str())),
+        Record::App(_) => Some(keys::source("app")),
+        Record::Line(_) => Some(keys::source("line")),
+        Record::Checkin(_) => Some(keys::source("qr")),
+        Record::Purchase(_) => Some(keys::source("purchase")),
         Record::Tick { .. } | Record::Erased { .. } => None,
     }
 }
@@ -179,6 +179,8 @@ pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
         }
     }
 }
+
+pub mod keys;
 
 #[cfg(test)]
 mod tests {

@@ -64,6 +64,32 @@ fn product_code(source: &str) -> String {
         .join("\n")
 }
 
+/// `code` with every `super::` chain that reaches the crate root from a module `depth` deep
+/// written as `crate::` (chains that stay inside the module are left alone).
+fn climb_to_root(code: &str, depth: usize) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("super::") {
+        let starts_path =
+            !rest[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        let mut chain = 0;
+        let mut after = &rest[at..];
+        while let Some(next) = after.strip_prefix("super::") {
+            chain += 1;
+            after = next;
+        }
+        out.push_str(&rest[..at]);
+        if starts_path && chain >= depth {
+            out.push_str("crate::");
+        } else {
+            out.push_str(&rest[at..rest.len() - after.len()]);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 fn ident(s: &str) -> &str {
     let end = s
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -72,9 +98,11 @@ fn ident(s: &str) -> &str {
 }
 
 /// The top-level modules `source` (a file of `module`) names after `crate::`, with their
-/// lines: in paths, in `use crate::{a, b::c}` groups; not macros (`crate::name!`).
-fn imports(file: &str, module: &str, source: &str) -> Vec<Import> {
-    let code = product_code(source);
+/// lines: in paths, in `use crate::{a, b::c}` groups; not macros (`crate::name!`). `depth` is
+/// how deep the file's module is (`service.rs`, `visits/mod.rs`: 1; `visits/stage.rs`: 2),
+/// so a `super::` chain that climbs to the crate root counts as `crate::`.
+fn imports(file: &str, module: &str, depth: usize, source: &str) -> Vec<Import> {
+    let code = climb_to_root(&product_code(source), depth);
     let mut out = Vec::new();
     let mut push = |at: usize, to: &str| {
         if !to.is_empty() && to != module && to != "self" {
@@ -221,10 +249,18 @@ fn all_imports() -> Vec<Import> {
         if module == "lib" || module == "main" {
             continue;
         }
+        // `a.rs` and `a/mod.rs` are one deep, `a/b.rs` two, …
+        let parts = rel.components().count();
+        let depth = if rel.ends_with("mod.rs") {
+            parts - 1
+        } else {
+            parts
+        };
         let source = std::fs::read_to_string(&path).expect("a readable source file");
         out.extend(imports(
             &format!("cloud/src/{}", rel.display()),
             module,
+            depth,
             &source,
         ));
     }
@@ -283,7 +319,7 @@ fn a_planted_upward_import_is_caught_with_its_file_and_line() {
                   use crate::{tls::install, http::AppState};\n\
                   fn g() -> crate::http::ApiError { todo!() }\n\
                   #[cfg(test)]\nmod tests {\n    use crate::http::AppState;\n}\n";
-    let found = imports("cloud/src/store/mod.rs", "store", source);
+    let found = imports("cloud/src/store/mod.rs", "store", 1, source);
     let to: Vec<(usize, &str)> = found.iter().map(|i| (i.line, i.to.as_str())).collect();
     assert_eq!(to, [(2, "tls"), (5, "tls"), (5, "http"), (6, "http")]);
     assert_eq!(
@@ -294,7 +330,7 @@ fn a_planted_upward_import_is_caught_with_its_file_and_line() {
         ]
     );
     // A module the table does not place is named too.
-    let stray = imports("cloud/src/new.rs", "new", "use crate::store::Store;\n");
+    let stray = imports("cloud/src/new.rs", "new", 1, "use crate::store::Store;\n");
     assert_eq!(
         violations(&layers, &stray),
         ["cloud/src/new.rs:1: module `new` is in no layer of ARCHITECTURE.md"]
@@ -303,9 +339,9 @@ fn a_planted_upward_import_is_caught_with_its_file_and_line() {
 
 #[test]
 fn a_circle_inside_a_layer_is_caught() {
-    let a = imports("cloud/src/a.rs", "a", "use crate::b::X;\n");
-    let b = imports("cloud/src/b/mod.rs", "b", "use crate::c::Y;\n");
-    let c = imports("cloud/src/c.rs", "c", "use crate::a::Z;\n");
+    let a = imports("cloud/src/a.rs", "a", 1, "use crate::b::X;\n");
+    let b = imports("cloud/src/b/mod.rs", "b", 1, "use crate::c::Y;\n");
+    let c = imports("cloud/src/c.rs", "c", 1, "use crate::a::Z;\n");
     let all: Vec<Import> = [a, b, c].concat();
     assert_eq!(circles(&all).len(), 3, "{:?}", circles(&all));
     assert!(circles(&all[..2]).is_empty());
@@ -315,4 +351,33 @@ fn a_circle_inside_a_layer_is_caught() {
 fn a_module_in_two_layers_is_an_error() {
     let e = layers_from("| 2 top | `http` | x |\n| 1 bottom | `http` | y |\n").unwrap_err();
     assert!(e.contains("`http` is in layer 1 and in layer 2"), "{e}");
+}
+
+#[test]
+fn a_super_chain_that_climbs_to_the_root_is_an_import_too() {
+    // In store/mod.rs (one deep) `super::http` is the crate's `http`; in store/barrier.rs
+    // (two deep) `super::Store` stays in `store` and `super::super::http` leaves it.
+    let top = imports(
+        "cloud/src/store/mod.rs",
+        "store",
+        1,
+        "use super::http::X;\n",
+    );
+    assert_eq!(
+        top.iter().map(|i| i.to.as_str()).collect::<Vec<_>>(),
+        ["http"]
+    );
+    let nested = imports(
+        "cloud/src/store/barrier.rs",
+        "store",
+        2,
+        "use super::Store;\nfn f() { super::super::http::g(); }\n",
+    );
+    assert_eq!(
+        nested
+            .iter()
+            .map(|i| (i.line, i.to.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "http")]
+    );
 }

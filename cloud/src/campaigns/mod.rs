@@ -3,6 +3,7 @@
 
 pub mod decide;
 pub mod definition;
+pub mod keys;
 pub mod report;
 pub mod stage;
 pub mod stored;

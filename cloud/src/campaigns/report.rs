@@ -56,13 +56,7 @@ pub struct AnalysisRow {
     pub store: String,
 }
 
-pub fn link_key(campaign: &str, customer: &str) -> String {
-    format!("analysis-link/{campaign}/{customer}")
-}
-
-pub fn row_key(campaign: &str, analysis: &str) -> String {
-    format!("analysis/{campaign}/{analysis}")
-}
+use super::keys;
 
 /// A customer's link to their analysis row in a campaign.
 pub enum Linked {
@@ -76,10 +70,14 @@ pub enum Linked {
 
 /// A customer's analysis row in a campaign.
 pub fn row_of(store: &dyn Store, campaign: &str, customer: &str) -> Result<Linked, StoreError> {
-    let Some(id) = store.get(Space::Campaigns, link_key(campaign, customer).as_bytes())? else {
+    let Some(id) = store.get(
+        Space::Campaigns,
+        keys::analysis_link(campaign, customer).as_bytes(),
+    )?
+    else {
         return Ok(Linked::No);
     };
-    let key = row_key(campaign, &String::from_utf8_lossy(&id));
+    let key = keys::analysis(campaign, &String::from_utf8_lossy(&id));
     let Some(bytes) = store.get(Space::Campaigns, key.as_bytes())? else {
         tracing::error!(campaign, row = %key, "analysis link without its row");
         return Ok(Linked::Unusable);
@@ -210,7 +208,7 @@ pub fn build(
             )
         })
         .collect();
-    let prefix = format!("analysis/{campaign}/");
+    let prefix = super::keys::analysis_prefix(campaign);
     for (key, bytes) in scan_prefix(store, Space::Campaigns, prefix.as_bytes(), usize::MAX)? {
         let row: AnalysisRow = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", String::from_utf8_lossy(&key))))?;
@@ -229,7 +227,7 @@ pub fn build(
         g.redeemed_customers += u64::from(row.redeemed > 0);
         g.spend += row.spend;
     }
-    let prefix = format!("funnel/{campaign}/");
+    let prefix = crate::tallies::funnel::funnel_prefix(campaign);
     for (key, bytes) in scan_prefix(store, Space::Campaigns, prefix.as_bytes(), usize::MAX)? {
         let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
         let Some((group, metric)) = rest.split_once('/') else {
@@ -393,7 +391,7 @@ mod tests {
             };
             c.put(
                 Space::Campaigns,
-                row_key("c", &format!("{i:08}")),
+                keys::analysis("c", &format!("{i:08}")),
                 serde_json::to_vec(&row).unwrap(),
             );
         }

@@ -244,7 +244,7 @@ pub fn history(
     customer: &str,
     since_ms: i64,
 ) -> Result<Vec<PastSend>, StoreError> {
-    let prefix = format!("history/{customer}/");
+    let prefix = super::keys::history_prefix(customer);
     let from = format!("{prefix}{:016x}", since_ms.max(0));
     crate::store::scan_prefix_from(
         store,
@@ -367,7 +367,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
                     &transition_label(&t.kind),
                 ],
             ));
-            let decision_key = format!("decision/{key}");
+            let decision_key = super::keys::decision(&key);
             if decided.contains(&key)
                 || store
                     .get(Space::Campaigns, decision_key.as_bytes())?
@@ -400,7 +400,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             read_customers.entry(t.customer.clone()).or_insert(bytes);
             let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
             past.extend(sent_now.get(&t.customer).cloned().unwrap_or_default());
-            let budget_key = format!("budget/{}", campaign.campaign.id);
+            let budget_key = super::keys::budget(&campaign.campaign.id);
             let used = match budgets.get(&budget_key) {
                 Some(u) => *u,
                 None => counter(store, &budget_key)?,
@@ -462,12 +462,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             if outcome.uses_caps() {
                 c.put(
                     Space::Campaigns,
-                    format!(
-                        "history/{}/{:016x}/{}",
-                        t.customer,
-                        t.at_ms.max(0),
-                        campaign.campaign.id
-                    ),
+                    super::keys::history(&t.customer, t.at_ms, &campaign.campaign.id),
                     Vec::new(),
                 );
                 sent_now
@@ -687,7 +682,7 @@ impl Analysis {
         campaign: &str,
         customer: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
-        let link = report::link_key(campaign, customer);
+        let link = super::keys::analysis_link(campaign, customer);
         if let Some(k) = self.links.get(&link) {
             return Ok(k.clone());
         }
@@ -716,7 +711,7 @@ impl Analysis {
         }
         let mut id = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
-        let key = report::row_key(&campaign.id, &hex::encode(id));
+        let key = super::keys::analysis(&campaign.id, &hex::encode(id));
         let mut platforms = BTreeSet::new();
         if customer.line_user.is_some() {
             platforms.insert("line".to_owned());
@@ -744,7 +739,7 @@ impl Analysis {
             store: place.to_owned(),
         };
         self.links.insert(
-            report::link_key(&campaign.id, &customer.id),
+            super::keys::analysis_link(&campaign.id, &customer.id),
             Some(Some(key.clone())),
         );
         self.rows.insert(key, (row, None));

@@ -16,21 +16,13 @@ pub struct Versioned {
     pub campaign: Campaign,
 }
 
-fn current_key(id: &str) -> Vec<u8> {
-    format!("campaign/{id}").into_bytes()
-}
-
-fn version_key(id: &str, version: u32) -> Vec<u8> {
-    format!("version/{id}/{version:08}").into_bytes()
-}
-
 fn decode(bytes: &[u8]) -> Result<Versioned, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("campaign record: {e}")))
 }
 
 /// The current version of a campaign, with the bytes a change must expect.
 pub fn current(store: &dyn Store, id: &str) -> Result<Option<(Versioned, Vec<u8>)>, StoreError> {
-    match store.get(Space::Campaigns, &current_key(id))? {
+    match store.get(Space::Campaigns, &super::keys::current(id))? {
         None => Ok(None),
         Some(bytes) => Ok(Some((decode(&bytes)?, bytes))),
     }
@@ -39,17 +31,22 @@ pub fn current(store: &dyn Store, id: &str) -> Result<Option<(Versioned, Vec<u8>
 /// A given version.
 pub fn version(store: &dyn Store, id: &str, version: u32) -> Result<Option<Versioned>, StoreError> {
     store
-        .get(Space::Campaigns, &version_key(id, version))?
+        .get(Space::Campaigns, &super::keys::version(id, version))?
         .map(|b| decode(&b))
         .transpose()
 }
 
 /// Every campaign's current version, by id.
 pub fn all(store: &dyn Store) -> Result<Vec<Versioned>, StoreError> {
-    crate::store::barrier::scan_prefix(store, Space::Campaigns, b"campaign/", usize::MAX)?
-        .iter()
-        .map(|(_, v)| decode(v))
-        .collect()
+    crate::store::barrier::scan_prefix(
+        store,
+        Space::Campaigns,
+        super::keys::CAMPAIGNS.as_bytes(),
+        usize::MAX,
+    )?
+    .iter()
+    .map(|(_, v)| decode(v))
+    .collect()
 }
 
 /// A commit that makes `campaign` the next version after `previous` (None: a new campaign).
@@ -69,11 +66,11 @@ pub fn save(
     let mut c = Commit::new();
     c.expect(
         Space::Campaigns,
-        current_key(&id),
+        super::keys::current(&id),
         previous.map(|(_, b)| b.to_vec()),
     );
-    c.put(Space::Campaigns, current_key(&id), bytes.clone());
-    c.put(Space::Campaigns, version_key(&id, version), bytes);
+    c.put(Space::Campaigns, super::keys::current(&id), bytes.clone());
+    c.put(Space::Campaigns, super::keys::version(&id, version), bytes);
     (c, record)
 }
 

@@ -12,6 +12,7 @@
 //! `at-store/…` the store reports' counters ([`crate::tallies::hours`]).
 
 pub mod fcm;
+pub mod keys;
 pub mod line;
 pub mod rate;
 pub mod retry;
@@ -21,6 +22,7 @@ pub mod worker;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Commit, Space, Store, StoreError};
+pub use keys::{click_key, clicked_key, coupon_key, due_key, hourly_key, row_key, store_index_key};
 
 /// How an offer reaches a customer: a LINE push, an app push (FCM), or the brand's webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -101,43 +103,9 @@ pub struct Delivery {
     pub click: Option<String>,
 }
 
-pub fn row_key(id: &str) -> String {
-    format!("delivery/{id}")
-}
-
-pub fn due_key(at_ms: i64, id: &str) -> String {
-    format!("due/{:016x}/{id}", at_ms.max(0))
-}
-
-pub fn coupon_key(code: &str) -> String {
-    format!("coupon/{code}")
-}
-
-/// The delivery a tracked link's token belongs to.
-pub fn click_key(token: &str) -> String {
-    format!("click/{token}")
-}
-
-/// A delivery in its store's index, by the time it was decided (`online` for online
-/// purchases).
-pub fn store_index_key(store: &str, decided_ms: i64, id: &str) -> String {
-    format!("by-store/{store}/{:016x}/{id}", decided_ms.max(0))
-}
-
-/// How many deliveries on `channel` ended with `status` in the hour starting at `hour_ms` (a
-/// counter: the overview's offers and failures today).
-pub fn hourly_key(hour_ms: i64, channel: &str, status: &str) -> String {
-    format!("hourly/{:016x}/{channel}/{status}", hour_ms.max(0))
-}
-
 /// The hour `ms` falls in.
 pub fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000) * 3_600_000
-}
-
-/// When a delivery's link was first followed (present once it was).
-pub fn clicked_key(id: &str) -> String {
-    format!("clicked/{id}")
 }
 
 impl Delivery {

@@ -179,9 +179,15 @@ pub fn cancel_withdrawn(
         return Ok(0);
     }
     let mut cancelled = 0;
-    let mut from = b"due/".to_vec();
+    let mut from = super::keys::DUE.as_bytes().to_vec();
     loop {
-        let page = crate::store::scan_prefix_from(store, Space::Campaigns, b"due/", &from, 1000)?;
+        let page = crate::store::scan_prefix_from(
+            store,
+            Space::Campaigns,
+            super::keys::DUE.as_bytes(),
+            &from,
+            1000,
+        )?;
         let Some((last, _)) = page.last() else {
             return Ok(cancelled);
         };
@@ -224,7 +230,9 @@ pub fn cancel_withdrawn(
 }
 
 fn parse_due(key: &[u8]) -> Option<(i64, String)> {
-    let rest = std::str::from_utf8(key).ok()?.strip_prefix("due/")?;
+    let rest = std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(super::keys::DUE)?;
     let (ms, id) = rest.split_once('/')?;
     Some((i64::from_str_radix(ms, 16).ok()?, id.to_owned()))
 }
@@ -289,10 +297,14 @@ pub fn take_due(
     let mut counts = Counts::default();
     let mut taken = Taken::default();
     // Due now: keys below `due/{now + 1}`; the first one after tells when to look again.
-    let now_end = format!("due/{:016x}", now_ms.saturating_add(1).max(0));
+    let now_end = format!(
+        "{}{:016x}",
+        super::keys::DUE,
+        now_ms.saturating_add(1).max(0)
+    );
     let page = store.scan_range(
         Space::Campaigns,
-        b"due/",
+        super::keys::DUE.as_bytes(),
         now_end.as_bytes(),
         settings.batch,
     )?;
@@ -300,7 +312,7 @@ pub fn take_due(
         taken.next_due_ms = crate::store::scan_prefix_from(
             store,
             Space::Campaigns,
-            b"due/",
+            super::keys::DUE.as_bytes(),
             now_end.as_bytes(),
             1,
         )?

@@ -19,8 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::app::identity_error;
-use super::{admin_auth, parse_json, ApiError, AppState};
-use crate::config::Role;
+use super::{parse_json, Analyst, ApiError, AppState, Operator};
 use crate::identity::{self, Consent, Customer, EidKey};
 use crate::registry::{self, PosKey, Registry, RegistryError, Zone};
 use crate::store::{Space, Store};
@@ -171,17 +170,16 @@ fn current_site(state: &AppState) -> Site {
     state.registry.read().expect("registry lock").site().clone()
 }
 
-async fn get_site(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
+async fn get_site(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(site_json(&current_site(&state))).into_response())
 }
 
 async fn put_site(
+    _: Operator,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::field("", format!("body is not UTF-8: {e}")))?;
     let json = headers
@@ -227,11 +225,10 @@ fn record_for<T: serde::de::DeserializeOwned + serde::Serialize>(
 }
 
 async fn list_stores(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let items = current_site(&state)
         .stores
         .iter()
@@ -241,11 +238,10 @@ async fn list_stores(
 }
 
 async fn get_store(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let registry = state.registry.read().expect("registry lock");
     let s = registry
         .site()
@@ -264,12 +260,11 @@ async fn get_store(
 }
 
 async fn put_store(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let record: site::Store = record_for(&body, &id)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
@@ -279,11 +274,10 @@ async fn put_store(
 }
 
 async fn delete_store(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     remove(
@@ -296,11 +290,10 @@ async fn delete_store(
 }
 
 async fn add_pos_key(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let store_id = StoreId::new(&id).map_err(|e| ApiError::field("store", e))?;
     if state
         .registry
@@ -330,11 +323,10 @@ async fn add_pos_key(
 
 /// Revokes a POS key: from the next request on, it records nothing.
 async fn remove_pos_key(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let store_id = StoreId::new(&id).map_err(|e| ApiError::field("store", e))?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let known = state
@@ -401,11 +393,10 @@ fn gateway_detail(state: &AppState, g: &registry::GatewayEntry, stats: Option<Va
 }
 
 async fn list_gateways(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let store = state.store.clone();
     let stats = tokio::task::spawn_blocking(move || crate::stats::load(store.as_ref()))
         .await
@@ -415,7 +406,7 @@ async fn list_gateways(
         .gateways()
         .map(|g| {
             let s = stats
-                .get(&format!("gateway/{}", g.record.id))
+                .get(&crate::stats::keys::gateway(g.record.id.as_str()))
                 .map(|s| json!(s));
             (g.record.id.to_string(), gateway_detail(&state, g, s))
         })
@@ -424,11 +415,10 @@ async fn list_gateways(
 }
 
 async fn get_gateway(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     Ok(Json(gateway_document(&state, &id).await?).into_response())
 }
 
@@ -440,11 +430,10 @@ pub(crate) fn desired_config_text(state: &AppState, id: &str) -> Option<String> 
 }
 
 async fn get_gateway_config(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let text = desired_config_text(&state, &id)
         .ok_or_else(|| ApiError::not_found(format!("a pushed config of gateway {id}")))?;
     Ok((
@@ -466,7 +455,7 @@ pub(crate) async fn gateway_document(state: &AppState, id: &str) -> Result<Value
         .ok_or_else(|| ApiError::not_found(format!("gateway {id}")))?;
     let stats = state
         .store
-        .get(Space::Stats, format!("gateway/{id}").as_bytes())?;
+        .get(Space::Stats, crate::stats::keys::gateway(id).as_bytes())?;
     let stats = stats.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
     let store = state.store.clone();
     let gw = g.record.id.clone();
@@ -480,32 +469,26 @@ pub(crate) async fn gateway_document(state: &AppState, id: &str) -> Result<Value
 }
 
 /// The live overview (`crate::reports::overview`).
-async fn get_overview(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
+async fn get_overview(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(super::documents::overview_now(&state).await?).into_response())
 }
 
 /// A store's zones with their visitors now and its visits per hour for 7 days.
 async fn get_store_activity(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     Ok(Json(super::documents::store_activity(&state, &id).await?).into_response())
 }
 
 /// Registers (or replaces) a provisioned gateway: store, password hash, signing key.
 async fn put_gateway(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let record: site::Gateway = record_for(&body, &id)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
@@ -515,11 +498,10 @@ async fn put_gateway(
 }
 
 async fn delete_gateway(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     remove(
@@ -546,32 +528,29 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Respon
 }
 
 async fn disable_gateway(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     set_enabled(&state, &id, false).await
 }
 
 async fn enable_gateway(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     set_enabled(&state, &id, true).await
 }
 
 /// Sets a gateway's desired remote config and publishes it at once (it is published again
 /// whenever the gateway comes online with another version).
 async fn put_gateway_config(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let gw = GatewayId::new(&id).map_err(|e| ApiError::field("gateway", e))?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::field("", format!("body is not UTF-8: {e}")))?
@@ -608,11 +587,10 @@ async fn put_gateway_config(
 }
 
 async fn list_beacons(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let items = current_site(&state)
         .beacons
         .iter()
@@ -622,11 +600,10 @@ async fn list_beacons(
 }
 
 async fn get_beacon(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let site = current_site(&state);
     let b = site
         .beacons
@@ -637,12 +614,11 @@ async fn get_beacon(
 }
 
 async fn put_beacon(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let record: site::Beacon = record_for(&body, &id)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
@@ -652,11 +628,10 @@ async fn put_beacon(
 }
 
 async fn delete_beacon(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     remove(
@@ -669,11 +644,10 @@ async fn delete_beacon(
 }
 
 async fn list_zones(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let zones = state.registry.read().expect("registry lock").zones();
     let items = zones
         .iter()
@@ -683,11 +657,10 @@ async fn list_zones(
 }
 
 async fn get_zone(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let zones = state.registry.read().expect("registry lock").zones();
     let z = zones
         .iter()
@@ -715,12 +688,11 @@ fn without_zone(site: &mut Site, id: &str) -> bool {
 /// A zone of any kind (`kind`: beacon, gateway, wifi, geofence); a geofence may also come as
 /// a GeoJSON Feature (Polygon/MultiPolygon, or a Point with `properties.radius_m`).
 async fn put_zone(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let v: Value = parse_json(&body)?;
     let zone = if v.get("type").and_then(Value::as_str) == Some("Feature") {
         Zone::Geofence(geofence_from_feature(&v, &id)?)
@@ -741,11 +713,10 @@ async fn put_zone(
 }
 
 async fn delete_zone(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     if !without_zone(&mut site, &id) {
@@ -791,10 +762,9 @@ fn geofence_from_feature(v: &Value, id: &str) -> Result<site::Geofence, ApiError
 
 /// Every geofence as an RFC 7946 FeatureCollection.
 async fn geofences_geojson(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let site = current_site(&state);
     let features: Vec<Value> = site
         .geofences
@@ -958,11 +928,10 @@ fn customer_json(state: &AppState, c: &Customer) -> Result<Value, ApiError> {
 }
 
 async fn create_customer(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let patch: CustomerPatch = parse_json(&body)?;
     let now = Timestamp::new(state.clock.now());
     let mut c = identity::new_customer(now);
@@ -976,24 +945,26 @@ async fn create_customer(
 }
 
 async fn list_customers(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let from = match &page.after {
-        Some(a) => format!("customer/{a}\u{0}"),
-        None => "customer/".to_owned(),
+        Some(a) => format!("{}\u{0}", identity::keys::customer(a)),
+        None => identity::keys::CUSTOMERS.to_owned(),
     };
     let entries = state
         .store
         .scan(Space::Identity, from.as_bytes(), limit + 1)?;
     let mut items = Vec::new();
-    for (k, v) in entries.iter().filter(|(k, _)| k.starts_with(b"customer/")) {
+    for (k, v) in entries
+        .iter()
+        .filter(|(k, _)| k.starts_with(identity::keys::CUSTOMERS.as_bytes()))
+    {
         let c: Customer = serde_json::from_slice(v).map_err(ApiError::internal)?;
         items.push((
-            String::from_utf8_lossy(&k[9..]).into_owned(),
+            String::from_utf8_lossy(&k[identity::keys::CUSTOMERS.len()..]).into_owned(),
             customer_json(&state, &c)?,
         ));
     }
@@ -1008,11 +979,10 @@ async fn list_customers(
 }
 
 async fn get_customer(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let c = identity::customer(state.store.as_ref(), &id)?
         .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
     Ok(Json(customer_json(&state, &c)?).into_response())
@@ -1020,11 +990,10 @@ async fn get_customer(
 
 /// The offers sent to a customer (campaign and time), newest first.
 async fn customer_offers(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     Ok(Json(json!({"items": offers_of(&state, &id)?})).into_response())
 }
 
@@ -1047,12 +1016,11 @@ pub(crate) fn customer_document(state: &AppState, id: &str) -> Result<Value, Api
 }
 
 async fn patch_customer(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let patch: CustomerPatch = parse_json(&body)?;
     let (old, bytes) =
         identity::customer_for_update(state.store.as_ref(), &id).map_err(identity_error)?;
@@ -1086,11 +1054,10 @@ async fn update_customer(
 /// redemptions. Answers with a receipt of what was removed; asking again finishes an erasure
 /// that was cut short (its receipt then counts what that call removed).
 async fn erase_customer(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let store = state.store.clone();
     let who = id.clone();
     let begun = tokio::task::spawn_blocking(move || identity::begin_erasure(store.as_ref(), &who))
@@ -1161,11 +1128,10 @@ async fn erase_customer(
 
 /// Everything held about a customer, as one JSON document (a disclosure request).
 async fn export_customer(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let store = state.store.clone();
     let now = Timestamp::new(state.clock.now());
     let who = id.clone();
@@ -1196,12 +1162,11 @@ struct ConsentIn {
 
 /// Records a consent change for a customer; the customer with its derived consent.
 async fn record_consent(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let req: ConsentIn = parse_json(&body)?;
     let now = Timestamp::new(state.clock.now());
     let source = req.source.unwrap_or(identity::ConsentSource::Admin);
@@ -1238,11 +1203,10 @@ async fn record_consent(
 /// Revokes an app install (a lost or compromised phone): its token stops authenticating
 /// reports and it gets no more pushes.
 async fn revoke_install(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let now = Timestamp::new(state.clock.now());
     let (install, commit) = match identity::revoke_install(state.store.as_ref(), &id, now) {
         Ok(v) => v,
@@ -1260,11 +1224,7 @@ async fn revoke_install(
     )
 }
 
-async fn ingest_stats(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
+async fn ingest_stats(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let stats = tokio::task::spawn_blocking(move || crate::stats::load(store.as_ref()))
         .await
@@ -1279,8 +1239,7 @@ async fn ingest_stats(
 
 /// A consistent snapshot of every space, as NDJSON: a header line, then one line per entry
 /// with base64 key and value (`omo-cloud backup DIR` writes it to files).
-async fn backup(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
+async fn backup(_: Operator, State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let snapshot = tokio::task::spawn_blocking(move || store.snapshot())
         .await
@@ -1335,11 +1294,10 @@ impl VisitQuery {
 
 /// Visits by customer, or by zone or store entered within `[from, to)`.
 async fn list_visits(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<VisitQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let (from, to) = q.range();
     let items = match (&q.customer, q.scope()?) {
@@ -1361,11 +1319,10 @@ async fn list_visits(
 
 /// Anonymous footfall per hour of a zone or store within `[from, to)`.
 async fn get_footfall(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<VisitQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let scope = q
         .scope()?
         .ok_or_else(|| ApiError::field("zone", "give a zone or a store"))?;
@@ -1385,11 +1342,10 @@ struct SeqPage {
 
 /// Visit transitions in the order the visit stage decided them, with their sequence numbers.
 async fn list_transitions(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(page): Query<SeqPage>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let from = page.after.map_or(1, |a| a.saturating_add(1));
     let mut items = Vec::new();

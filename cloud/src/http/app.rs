@@ -285,8 +285,8 @@ pub(super) async fn append_once(
     record: Record,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
-    let dedup_key = format!("app/{}/{key}", install.id).into_bytes();
-    let answer = crate::retention::processed_id_value(json!({"accepted": true}), now.millis());
+    let dedup_key = crate::ingest::keys::app_request(&install.id, key);
+    let answer = crate::ingest::keys::processed_id_value(json!({"accepted": true}), now.millis());
     match append(state, vec![record], Some((dedup_key, answer))).await? {
         Appended::Stored { .. } => Ok((
             StatusCode::ACCEPTED,

@@ -10,10 +10,9 @@ use axum::{Json, Router};
 use omo_device_config::Timestamp;
 use serde_json::{json, Value};
 
-use super::{admin_auth, parse_json, ApiError, AppState};
+use super::{parse_json, Analyst, ApiError, AppState, Operator};
 use crate::campaigns::definition::Campaign;
 use crate::campaigns::stored;
-use crate::config::Role;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -74,18 +73,16 @@ fn check(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
     }
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
+async fn list(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
     let items = stored::all(state.store.as_ref())?;
     Ok(Json(json!({"items": items})).into_response())
 }
 
 async fn get_one(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let (current, _) = stored::current(state.store.as_ref(), &id)?
         .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
     Ok(Json(json!(current)).into_response())
@@ -115,12 +112,11 @@ async fn save(
 }
 
 async fn put(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let mut v: Value = parse_json(&body)?;
     match v.get("id") {
         None => {
@@ -145,20 +141,18 @@ async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response
 }
 
 async fn pause(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     set_paused(&state, &id, true).await
 }
 
 async fn resume(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     set_paused(&state, &id, false).await
 }
 
@@ -200,22 +194,20 @@ fn rows(state: &AppState, prefix: &str, page: &RowPage) -> Result<Value, ApiErro
 
 /// Decisions (sent, would have sent, suppressed with the reason), for the funnel.
 async fn decisions(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     axum::extract::Query(page): axum::extract::Query<RowPage>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
-    Ok(Json(rows(&state, "decision/", &page)?).into_response())
+    Ok(Json(rows(&state, crate::campaigns::keys::DECISIONS, &page)?).into_response())
 }
 
 /// Delivery rows written by decisions.
 async fn deliveries(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     axum::extract::Query(page): axum::extract::Query<RowPage>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
-    Ok(Json(rows(&state, "delivery/", &page)?).into_response())
+    Ok(Json(rows(&state, crate::delivery::keys::DELIVERIES, &page)?).into_response())
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -229,12 +221,12 @@ struct ReportQuery {
 /// only (no personal data: analysts may read it). JSON, or CSV with `?format=csv` or
 /// `Accept: text/csv`.
 async fn report(
+    _: Analyst,
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let report = campaign_report(&state, &id).await?;
     if wants_csv(q.format.as_deref(), &headers)? {
         Ok(csv(crate::campaigns::report::to_csv(&report)))

@@ -272,8 +272,8 @@ async fn webhook(
             kind,
         });
         let dedup = (
-            format!("line/{event_id}").into_bytes(),
-            crate::retention::processed_id_value(json!({}), now.millis()),
+            crate::ingest::keys::line_event(&event_id),
+            crate::ingest::keys::processed_id_value(json!({}), now.millis()),
         );
         if let Appended::Stored { .. } = append(&state, vec![record], Some(dedup)).await? {
             stored += 1;

@@ -13,7 +13,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::app::identity_error;
-use super::{admin_auth, parse_json, ApiError, AppState};
-use crate::config::Role;
+use super::{parse_json, ApiError, AppState, Operator};
 use crate::identity;
 use crate::store::{Commit, Space, Store, StoreError};
 
@@ -37,7 +36,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn nonce_key(nonce: &str) -> String {
-    format!("line-nonce/{nonce}")
+    crate::identity::keys::line_nonce(nonce)
 }
 
 /// A nonce waiting for its `accountLink` event.
@@ -54,11 +53,10 @@ struct TokenIn {
 }
 
 async fn link_token(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let req: TokenIn = parse_json(&body)?;
     if req.line_user.is_empty()
         || req.line_user.len() > 128
@@ -113,11 +111,10 @@ struct NonceIn {
 }
 
 async fn nonce(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let req: NonceIn = parse_json(&body)?;
     if req.member_id.is_empty() || req.member_id.len() > 128 || req.member_id.contains(['/', '\n'])
     {
@@ -177,7 +174,7 @@ fn account_link(
     (ok, nonce): (bool, &str),
     now: Timestamp,
 ) -> Result<Linked, identity::IdentityError> {
-    let dedup = format!("line/{event_id}").into_bytes();
+    let dedup = crate::ingest::keys::line_event(event_id);
     if store.get(Space::Dedup, &dedup)?.is_some() {
         return Ok(Linked::Again);
     }
@@ -193,7 +190,7 @@ fn account_link(
     c.put(
         Space::Dedup,
         dedup,
-        crate::retention::processed_id_value(json!({}), now.millis()),
+        crate::ingest::keys::processed_id_value(json!({}), now.millis()),
     );
     let linked = if pending.expires_ms < now.millis() {
         Linked::Refused("expired nonce")

@@ -19,7 +19,8 @@ pub mod reports;
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -193,6 +194,32 @@ pub fn admin_auth(state: &AppState, headers: &HeaderMap, need: Role) -> Result<R
         ));
     }
     Ok(role)
+}
+
+/// Who may call an operator's endpoint: in a handler's signature (`_: Operator`), it answers
+/// 401 without a valid admin token or dashboard session and 403 for an analyst's.
+pub struct Operator;
+
+/// Who may call a read-only endpoint: any valid admin token or dashboard session (an analyst's
+/// or an operator's); holds the caller's role.
+pub struct Analyst(pub Role);
+
+#[axum::async_trait]
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        admin_auth(state, &parts.headers, Role::Operator).map(|_| Operator)
+    }
+}
+
+#[axum::async_trait]
+impl FromRequestParts<AppState> for Analyst {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        admin_auth(state, &parts.headers, Role::Analyst).map(Analyst)
+    }
 }
 
 /// Appends records through ingest; resolves once they are durable.

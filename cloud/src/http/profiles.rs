@@ -10,15 +10,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use omo_device_config::Timestamp;
 use serde_json::{json, Value};
 
-use super::{admin_auth, parse_json, ApiError, AppState};
-use crate::config::Role;
+use super::{parse_json, Analyst, ApiError, AppState, Operator};
 use crate::profiles::{self, is_name, Profile, ProfileParams, Rule};
 use crate::store::Store;
 
@@ -69,11 +68,10 @@ pub fn view(
 }
 
 async fn profile(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let store = state.store.as_ref();
     if crate::identity::customer(store, &id)?.is_none() {
         return Err(ApiError::not_found(format!("customer {id}")));
@@ -86,22 +84,17 @@ async fn profile(
     Ok(Json(view(&p, &state.config.profiles, &rules, now, &tz_of)).into_response())
 }
 
-async fn list_rules(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
+async fn list_rules(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
     let rules = profiles::rules(state.store.as_ref())?;
     Ok(Json(json!({"rules": rules})).into_response())
 }
 
 async fn put_rule(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(tag): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     if !is_name(&tag) {
         return Err(ApiError::field(
             "tag",
@@ -138,11 +131,10 @@ async fn put_rule(
 }
 
 async fn delete_rule(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(tag): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let store = state.store.clone();
     let t = tag.clone();
     let existed = tokio::task::spawn_blocking(move || {

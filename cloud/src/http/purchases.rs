@@ -21,7 +21,7 @@ use omo_device_config::{StoreId, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{admin_auth, bearer, parse_json, ApiError, AppState};
+use super::{admin_auth, bearer, parse_json, ApiError, AppState, Operator};
 use crate::config::Role;
 use crate::ingest::record::{PurchaseEvent, Record};
 use crate::ingest::AppendRequest;
@@ -296,8 +296,8 @@ async fn to_pipeline(state: &AppState, stored: &[purchases::Purchase]) -> Result
             total: p.total,
             categories: p.sent.lines.iter().map(|l| l.category.clone()).collect(),
         });
-        let key = format!("purchase/{}", p.id).into_bytes();
-        let value = crate::retention::processed_id_value(json!({}), now.millis());
+        let key = crate::ingest::keys::purchase(&p.id);
+        let value = crate::ingest::keys::processed_id_value(json!({}), now.millis());
         let (reply, answer) = tokio::sync::oneshot::channel();
         state
             .ingest
@@ -320,10 +320,9 @@ async fn to_pipeline(state: &AppState, stored: &[purchases::Purchase]) -> Result
 }
 
 async fn add_ecommerce_key(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let secret = crate::secrets::new_token();
     let hash = crate::secrets::sha256_hex(secret.as_bytes());
     let id = format!("ek_{}", &hash[..12]);
@@ -338,10 +337,9 @@ async fn add_ecommerce_key(
 }
 
 async fn list_ecommerce_keys(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let ids: Vec<String> = crate::store::barrier::scan_prefix(
         state.store.as_ref(),
         Space::Meta,
@@ -356,11 +354,10 @@ async fn list_ecommerce_keys(
 
 /// Revokes an e-commerce key: from the next request on, it records nothing.
 async fn remove_ecommerce_key(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let key = ecommerce_key(&id);
     let Some(stored) = state.store.get(Space::Meta, key.as_bytes())? else {
         return Err(ApiError::not_found(format!("e-commerce key {id}")));
@@ -385,11 +382,10 @@ struct ListQuery {
 }
 
 async fn list(
+    _: Operator,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Operator)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let range = (
         q.from.map_or(0, Timestamp::millis),

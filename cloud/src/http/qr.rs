@@ -20,8 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::app::{append_once, authenticated_install, idempotency_key};
-use super::{admin_auth, parse_json, ApiError, AppState};
-use crate::config::Role;
+use super::{parse_json, Analyst, ApiError, AppState};
 use crate::ingest::record::{Checkin, Record};
 use crate::qr;
 
@@ -79,12 +78,11 @@ fn code_and_url(
 }
 
 async fn poster(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ZoneQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let (code, url) = code_and_url(&state, &id, q.zone.as_deref())?;
     Ok(Json(json!({"store": id, "zone": q.zone, "code": code, "url": url})).into_response())
 }
@@ -95,34 +93,32 @@ type Render = fn(&str) -> Result<Vec<u8>, String>;
 /// A poster's QR code as an image: `{id}/qr.svg` or `{id}/qr.png`.
 async fn poster_image(
     state: AppState,
-    headers: HeaderMap,
     id: String,
     zone: Option<String>,
     (content_type, render): (&'static str, Render),
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     let (_, url) = code_and_url(&state, &id, zone.as_deref())?;
     let image = render(&url).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, content_type)], image).into_response())
 }
 
 async fn poster_svg(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ZoneQuery>,
 ) -> Result<Response, ApiError> {
     let svg = |url: &str| qr::svg(url).map(String::into_bytes);
-    poster_image(state, headers, id, q.zone, ("image/svg+xml", svg)).await
+    poster_image(state, id, q.zone, ("image/svg+xml", svg)).await
 }
 
 async fn poster_png(
+    _: Analyst,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ZoneQuery>,
 ) -> Result<Response, ApiError> {
-    poster_image(state, headers, id, q.zone, ("image/png", qr::png)).await
+    poster_image(state, id, q.zone, ("image/png", qr::png)).await
 }
 
 /// The place a code stands for, or 404.

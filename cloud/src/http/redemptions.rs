@@ -63,10 +63,6 @@ pub struct Redemption {
     pub order_id: Option<String>,
 }
 
-fn redemption_key(code: &str) -> String {
-    format!("redemption/{code}")
-}
-
 /// The store a POS key belongs to must be `store`.
 fn pos_auth(state: &AppState, headers: &HeaderMap, store: &StoreId) -> Result<(), ApiError> {
     let unauthorized = || {
@@ -125,7 +121,10 @@ enum Prepared {
 /// Checks the code and builds the commit that records its redemption.
 fn prepare(state: &AppState, req: &Request, at: Timestamp) -> Result<Prepared, ApiError> {
     let store: &dyn Store = state.store.as_ref();
-    if let Some(bytes) = store.get(Space::Campaigns, redemption_key(&req.code).as_bytes())? {
+    if let Some(bytes) = store.get(
+        Space::Campaigns,
+        delivery::keys::redemption_key(&req.code).as_bytes(),
+    )? {
         let earlier: Redemption = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
         if earlier.store == req.store {
             return Ok(Prepared::Again(earlier));
@@ -168,10 +167,14 @@ fn prepare(state: &AppState, req: &Request, at: Timestamp) -> Result<Prepared, A
         order_id: req.order_id.clone(),
     };
     let mut c = Commit::new();
-    c.expect(Space::Campaigns, redemption_key(&req.code), None);
+    c.expect(
+        Space::Campaigns,
+        delivery::keys::redemption_key(&req.code),
+        None,
+    );
     c.put(
         Space::Campaigns,
-        redemption_key(&req.code),
+        delivery::keys::redemption_key(&req.code),
         serde_json::to_vec(&redemption).map_err(ApiError::internal)?,
     );
     if let report::Linked::Row(key, mut row, bytes) =

@@ -21,8 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::campaigns::{csv, wants_csv};
-use super::{admin_auth, ApiError, AppState};
-use crate::config::Role;
+use super::{Analyst, ApiError, AppState};
 use crate::reports::{self, Range};
 
 pub fn routes() -> Router<AppState> {
@@ -72,12 +71,12 @@ fn store_tz(state: &AppState, id: &str) -> Result<Option<Tz>, ApiError> {
 }
 
 async fn store_report(
+    _: Analyst,
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     if q.store.is_some() {
         return Err(ApiError::field("store", "the store is in the path"));
     }
@@ -106,11 +105,11 @@ async fn store_report(
 }
 
 async fn tier_report(
+    _: Analyst,
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
-    admin_auth(&state, &headers, Role::Analyst)?;
     if q.source.is_some() {
         return Err(ApiError::field("source", "tier reports read the profiles"));
     }

@@ -7,6 +7,7 @@
 //! read to be unchanged, so two requests cannot create the same member twice.
 
 pub mod eid_resolver;
+pub mod keys;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -248,19 +249,15 @@ pub enum IdentityError {
 
 /// The ids of every customer, in order.
 pub fn customer_ids(store: &dyn Store) -> Result<Vec<String>, StoreError> {
-    Ok(
-        crate::store::barrier::scan_prefix(store, Space::Identity, b"customer/", usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[b"customer/".len()..]).into_owned())
-            .collect(),
-    )
-}
-
-fn customer_key(id: &str) -> String {
-    format!("customer/{id}")
-}
-fn install_key(id: &str) -> String {
-    format!("install/{id}")
+    Ok(crate::store::barrier::scan_prefix(
+        store,
+        Space::Identity,
+        keys::CUSTOMERS.as_bytes(),
+        usize::MAX,
+    )?
+    .into_iter()
+    .map(|(k, _)| String::from_utf8_lossy(&k[keys::CUSTOMERS.len()..]).into_owned())
+    .collect())
 }
 
 fn random_id(prefix: &str) -> String {
@@ -294,15 +291,15 @@ pub fn lookup(store: &dyn Store, index: &str) -> Result<Option<String>, StoreErr
 
 /// The customer carrying a (non-rotating) beacon id, if any.
 pub fn beacon_carrier(store: &dyn Store, beacon: &BeaconId) -> Result<Option<String>, StoreError> {
-    lookup(store, &format!("beacon/{beacon}"))
+    lookup(store, &keys::beacon(&beacon.to_string()))
 }
 
 pub fn customer(store: &dyn Store, id: &str) -> Result<Option<Customer>, StoreError> {
-    Ok(read(store, &customer_key(id))?.map(|(c, _)| c))
+    Ok(read(store, &keys::customer(id))?.map(|(c, _)| c))
 }
 
 pub fn install(store: &dyn Store, id: &str) -> Result<Option<Install>, StoreError> {
-    Ok(read(store, &install_key(id))?.map(|(i, _)| i))
+    Ok(read(store, &keys::install(id))?.map(|(i, _)| i))
 }
 
 /// A fresh customer with no links.
@@ -326,17 +323,17 @@ pub fn new_customer(now: Timestamp) -> Customer {
 fn index_keys(c: &Customer) -> Vec<(String, &'static str, String)> {
     let mut keys = Vec::new();
     if let Some(m) = &c.member_id {
-        keys.push((format!("member/{m}"), "member_id", m.clone()));
+        keys.push((self::keys::member(m), "member_id", m.clone()));
     }
     if let Some(u) = &c.line_user {
-        keys.push((format!("line/{u}"), "line_user", u.clone()));
+        keys.push((self::keys::line_user(u), "line_user", u.clone()));
     }
     for b in &c.beacons {
-        keys.push((format!("beacon/{b}"), "beacons", b.to_string()));
+        keys.push((self::keys::beacon(&b.to_string()), "beacons", b.to_string()));
     }
     for k in &c.eid_keys {
         keys.push((
-            format!("eid/{}", k.identity_key),
+            self::keys::eid(&k.identity_key),
             "eid_keys",
             k.identity_key.clone(),
         ));
@@ -400,7 +397,7 @@ fn save_customer_taking(
     let mut c = Commit::new();
     c.expect(
         Space::Identity,
-        customer_key(&new.id),
+        keys::customer(&new.id),
         old.map(|(_, bytes)| bytes.to_vec()),
     );
     let old_keys: BTreeSet<String> = old
@@ -435,7 +432,7 @@ fn save_customer_taking(
             c.delete(Space::Identity, k);
         }
     }
-    c.put(Space::Identity, customer_key(&new.id), json(new));
+    c.put(Space::Identity, keys::customer(&new.id), json(new));
     Ok(c)
 }
 
@@ -444,7 +441,7 @@ pub fn customer_for_update(
     store: &dyn Store,
     id: &str,
 ) -> Result<(Customer, Vec<u8>), IdentityError> {
-    read(store, &customer_key(id))?.ok_or_else(|| IdentityError::NotFound(id.to_owned()))
+    read(store, &keys::customer(id))?.ok_or_else(|| IdentityError::NotFound(id.to_owned()))
 }
 
 /// Forgets an install's push token that FCM answered `UNREGISTERED` for (the app was removed
@@ -455,11 +452,11 @@ pub fn invalidate_push_token(
     token: &str,
 ) -> Result<Commit, StoreError> {
     let mut c = Commit::new();
-    if let Some((mut install, bytes)) = read::<Install>(store, &install_key(install_id))? {
+    if let Some((mut install, bytes)) = read::<Install>(store, &keys::install(install_id))? {
         if install.push_token.as_deref() == Some(token) {
             install.push_token = None;
-            c.expect(Space::Identity, install_key(install_id), Some(bytes));
-            c.put(Space::Identity, install_key(install_id), json(&install));
+            c.expect(Space::Identity, keys::install(install_id), Some(bytes));
+            c.put(Space::Identity, keys::install(install_id), json(&install));
         }
     }
     Ok(c)
@@ -512,7 +509,7 @@ pub fn register_install(
         }
     }
     let existing = match &req.member_id {
-        Some(m) => lookup(store, &format!("member/{m}"))?,
+        Some(m) => lookup(store, &keys::member(m))?,
         None => None,
     };
     let (old, mut customer) = match existing {
@@ -564,8 +561,8 @@ pub fn register_install(
         }
         other => other,
     })?;
-    commit.expect(Space::Identity, install_key(&install.id), None);
-    commit.put(Space::Identity, install_key(&install.id), json(&install));
+    commit.expect(Space::Identity, keys::install(&install.id), None);
+    commit.put(Space::Identity, keys::install(&install.id), json(&install));
     let bearer = format!("{}.{token}", install.id);
     Ok((install, bearer, commit))
 }
@@ -593,14 +590,14 @@ pub fn revoke_install(
     install_id: &str,
     now: Timestamp,
 ) -> Result<(Install, Commit), IdentityError> {
-    let (mut install, bytes) = read::<Install>(store, &install_key(install_id))?
+    let (mut install, bytes) = read::<Install>(store, &keys::install(install_id))?
         .ok_or_else(|| IdentityError::NotFound(install_id.to_owned()))?;
     let mut c = Commit::new();
     if install.revoked.is_none() {
         install.revoked = Some(now);
         install.push_token = None;
-        c.expect(Space::Identity, install_key(install_id), Some(bytes));
-        c.put(Space::Identity, install_key(install_id), json(&install));
+        c.expect(Space::Identity, keys::install(install_id), Some(bytes));
+        c.put(Space::Identity, keys::install(install_id), json(&install));
     }
     Ok((install, c))
 }
@@ -611,7 +608,7 @@ pub fn customer_for_line(
     user: &str,
     now: Timestamp,
 ) -> Result<(Customer, Option<Commit>), IdentityError> {
-    if let Some(id) = lookup(store, &format!("line/{user}"))? {
+    if let Some(id) = lookup(store, &keys::line_user(user))? {
         let (c, _) = customer_for_update(store, &id)?;
         return Ok((c, None));
     }
@@ -626,13 +623,13 @@ pub fn customer_record(
     store: &dyn Store,
     id: &str,
 ) -> Result<Option<(Customer, Vec<u8>)>, StoreError> {
-    read(store, &customer_key(id))
+    read(store, &keys::customer(id))
 }
 
 /// Makes `c` apply only if customer `id` still holds `bytes` (a decision made on what it read
 /// of the customer is not committed over a consent change or an erasure).
 pub fn expect_customer(c: &mut Commit, id: &str, bytes: Vec<u8>) {
-    c.expect(Space::Identity, customer_key(id), Some(bytes));
+    c.expect(Space::Identity, keys::customer(id), Some(bytes));
 }
 
 /// What an erasure removes from the identity space, kept under `erasing/{id}` until the rest
@@ -644,7 +641,7 @@ pub struct Erasing {
 }
 
 pub fn erasing_key(id: &str) -> String {
-    format!("erasing/{id}")
+    keys::erasing(id)
 }
 
 /// An erasure under way (its first step committed, the rest not finished).
@@ -657,12 +654,12 @@ pub fn erasing(store: &dyn Store, id: &str) -> Result<Option<Erasing>, StoreErro
 /// push tokens and token hashes), and keeps what the rest of the erasure needs under
 /// [`erasing_key`]. `None`: no such customer.
 pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Commit)>, StoreError> {
-    let Some((customer, bytes)) = read::<Customer>(store, &customer_key(id))? else {
+    let Some((customer, bytes)) = read::<Customer>(store, &keys::customer(id))? else {
         return Ok(None);
     };
     let mut c = Commit::new();
-    c.expect(Space::Identity, customer_key(id), Some(bytes));
-    c.delete(Space::Identity, customer_key(id));
+    c.expect(Space::Identity, keys::customer(id), Some(bytes));
+    c.delete(Space::Identity, keys::customer(id));
     for (key, _, _) in index_keys(&customer) {
         if lookup(store, &key)?.as_deref() == Some(id) {
             c.delete(Space::Identity, key);
@@ -673,17 +670,17 @@ pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Com
         if let Some(install) = install(store, i)? {
             installs.push(install);
         }
-        c.delete(Space::Identity, install_key(i));
+        c.delete(Space::Identity, keys::install(i));
     }
     // LINE account-link nonces waiting for the member: an accountLink event after this
     // commit must not bring the member back.
     if let Some(member) = &customer.member_id {
-        let mut from = b"line-nonce/".to_vec();
+        let mut from = keys::LINE_NONCES.as_bytes().to_vec();
         loop {
             let page = crate::store::scan_prefix_from(
                 store,
                 Space::Identity,
-                b"line-nonce/",
+                keys::LINE_NONCES.as_bytes(),
                 &from,
                 1000,
             )?;
@@ -717,7 +714,7 @@ pub fn join_line_user(
     user: &str,
     now: Timestamp,
 ) -> Result<(Customer, Commit), IdentityError> {
-    let (old_member, mut member) = match lookup(store, &format!("member/{member_id}"))? {
+    let (old_member, mut member) = match lookup(store, &keys::member(member_id))? {
         Some(id) => {
             let (c, bytes) = customer_for_update(store, &id)?;
             (Some((c.clone(), bytes)), c)
@@ -736,7 +733,7 @@ pub fn join_line_user(
             .retain(|r| r.channel != ConsentChannel::Line);
         member.consent.line = false;
     }
-    let apart = lookup(store, &format!("line/{user}"))?.filter(|id| *id != member.id);
+    let apart = lookup(store, &keys::line_user(user))?.filter(|id| *id != member.id);
     if let Some(id) = &apart {
         let (old, bytes) = customer_for_update(store, id)?;
         let mut unlinked = old.clone();
@@ -764,7 +761,12 @@ pub fn join_line_user(
 pub fn all_eid_keys(store: &dyn Store) -> Result<Vec<(String, EidIdentity)>, StoreError> {
     // Through the `eid/` index: only the customers with keys are read, however many there are.
     let mut ids = BTreeSet::new();
-    for (_, v) in crate::store::barrier::scan_prefix(store, Space::Identity, b"eid/", usize::MAX)? {
+    for (_, v) in crate::store::barrier::scan_prefix(
+        store,
+        Space::Identity,
+        keys::EIDS.as_bytes(),
+        usize::MAX,
+    )? {
         ids.insert(String::from_utf8_lossy(&v).into_owned());
     }
     let mut out = Vec::new();

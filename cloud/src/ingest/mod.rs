@@ -9,6 +9,7 @@
 
 pub mod epochs;
 pub mod gateways;
+pub mod keys;
 pub mod presence;
 pub mod record;
 

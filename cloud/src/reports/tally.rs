@@ -12,9 +12,11 @@ use serde::Deserialize;
 
 use super::Offers;
 use crate::delivery::{self, Delivery, Status};
+use crate::purchases;
 use crate::store::{prefix_end, Commit, Space, Store, StoreError};
 use crate::tallies::hours::{
-    counter_key, hour_key, hour_of, purchases_key, visitor, visits_key, PurchaseHour, VisitHour,
+    self, counter_key, hour_key, hour_of, purchases_key, visitor, visits_key, PurchaseHour,
+    VisitHour,
 };
 use crate::visits::keys;
 
@@ -208,7 +210,7 @@ impl Tally {
                 hour_key(prefix, place, to_hour),
             )
         };
-        let (from, to) = bounds("tally");
+        let (from, to) = bounds(hours::TALLY);
         let (from, to) = (from.as_bytes(), to.as_bytes());
         let unreadable = |k: &[u8], e: serde_json::Error| {
             let key = String::from_utf8_lossy(k);
@@ -228,8 +230,8 @@ impl Tally {
             }
             Ok(())
         })?;
-        let (from, to) = bounds("at-store");
-        let prefix_len = format!("at-store/{place}/").len();
+        let (from, to) = bounds(hours::AT_STORE);
+        let prefix_len = hour_key(hours::AT_STORE, place, 0).len() - 16;
         each_entry(
             store,
             Space::Campaigns,
@@ -412,7 +414,7 @@ fn each_indexed_fact(
     })?;
 
     // Offers, from the deliveries' store index.
-    let deliveries = (Space::Campaigns, "by-store/");
+    let deliveries = (Space::Campaigns, delivery::keys::STORE_INDEX);
     each_index_entry(store, deliveries, place, span, |s, at, id, _| {
         let key = delivery::row_key(id);
         let Some(d) = read_row::<Delivery>(store, Space::Campaigns, &key, "delivery")? else {
@@ -424,7 +426,7 @@ fn each_indexed_fact(
         let fact = Fact::Offer {
             delivered: d.status == Status::Delivered,
             clicked: exists(delivery::clicked_key(&d.id))?,
-            redeemed: exists(format!("redemption/{}", d.coupon))?,
+            redeemed: exists(delivery::keys::redemption_key(&d.coupon))?,
             campaign: d.campaign,
         };
         f(s, at, fact);
@@ -435,14 +437,14 @@ fn each_indexed_fact(
     // place is its prefix).
     let mut indexes = Vec::new();
     if place.is_none_or(|p| p != "online") {
-        indexes.push(((Space::Purchases, "by-store/"), place));
+        indexes.push(((Space::Purchases, purchases::keys::STORE_INDEX), place));
     }
     if place.is_none_or(|p| p == "online") {
         indexes.push(((Space::Purchases, ""), Some("online")));
     }
     for (index, place) in indexes {
         each_index_entry(store, index, place, span, |s, at, id, _| {
-            let key = format!("purchase/{id}");
+            let key = purchases::keys::row(id);
             let Some(p) = read_row::<PurchaseHead>(store, Space::Purchases, &key, "purchase")?
             else {
                 return Ok(());
@@ -475,8 +477,8 @@ fn each_customer_fact(
             .any(|(start, end)| (*start..*end).contains(&ms))
     };
     // Customers first triggered, from every campaign's analysis rows.
-    let prefix = "analysis/";
-    let to = "analysis0";
+    let prefix = crate::campaigns::keys::ANALYSES;
+    let to = "analysis0"; // `0` follows `/`
     each_entry(
         store,
         Space::Campaigns,

@@ -145,7 +145,7 @@ fn row(c: &mut Commit, n: usize, group: &str, store: &str, returned: bool) {
     };
     c.put(
         Space::Campaigns,
-        crate::campaigns::report::row_key("welcome-coffee", &format!("{group}-{store}-{n:04}")),
+        crate::campaigns::keys::analysis("welcome-coffee", &format!("{group}-{store}-{n:04}")),
         serde_json::to_vec(&r).unwrap(),
     );
 }

@@ -9,7 +9,12 @@ use crate::store::{Commit, Space, Store, StoreError};
 
 /// The counter of `metric` (`decided`, `delivered`, `failed:…`, …) for `group` in `campaign`.
 pub fn funnel_key(campaign: &str, group: &str, metric: &str) -> String {
-    format!("funnel/{campaign}/{group}/{metric}")
+    format!("{}{group}/{metric}", funnel_prefix(campaign))
+}
+
+/// The start of a campaign's counters.
+pub fn funnel_prefix(campaign: &str) -> String {
+    format!("funnel/{campaign}/")
 }
 
 /// Counter increments gathered over a step, written at its end.
@@ -75,6 +80,13 @@ pub fn reason_class(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layout stored data dirs hold: a change here is a format change.
+    #[test]
+    fn the_layout_is_the_stored_one() {
+        assert_eq!(funnel_key("w", "a", "decided"), "funnel/w/a/decided");
+        assert!(funnel_key("w", "a", "decided").starts_with(&funnel_prefix("w")));
+    }
 
     #[test]
     fn reasons_are_counted_by_class_without_free_text() {

@@ -39,19 +39,36 @@ pub fn hour_key(prefix: &str, place: &str, at_ms: i64) -> String {
     format!("{prefix}/{place}/{:016x}", hour_of(at_ms).max(0))
 }
 
+/// The hour tallies' key prefix (in the visits and the purchases space).
+pub const TALLY: &str = "tally";
+/// Every hour tally's key starts so.
+pub const TALLIES: &str = "tally/";
+/// The campaigns space's per-store hour counters' key prefix.
+pub const AT_STORE: &str = "at-store";
+
 /// The visits space's tally of `store` for the hour of `at_ms`.
 pub fn visits_key(store: &str, at_ms: i64) -> String {
-    hour_key("tally", store, at_ms)
+    hour_key(TALLY, store, at_ms)
+}
+
+/// The start of a place's hour tallies.
+pub fn place_prefix(place: &str) -> String {
+    format!("{TALLIES}{place}/")
+}
+
+/// The hour before which the retention sweep has dropped a store's visitor hashes.
+pub fn visitors_dropped_key(store: &str) -> String {
+    format!("tally-visitors-dropped/{store}")
 }
 
 /// The purchases space's tally of `place` (a store, or `online`) for the hour of `at_ms`.
 pub fn purchases_key(place: &str, at_ms: i64) -> String {
-    hour_key("tally", place, at_ms)
+    hour_key(TALLY, place, at_ms)
 }
 
 /// The campaigns space's counter of `metric` for `campaign` at `store` in the hour of `at_ms`.
 pub fn counter_key(store: &str, at_ms: i64, campaign: &str, metric: &str) -> String {
-    format!("{}/{campaign}/{metric}", hour_key("at-store", store, at_ms))
+    format!("{}/{campaign}/{metric}", hour_key(AT_STORE, store, at_ms))
 }
 
 /// The 32-bit hash a customer is counted by among a store's visitors.

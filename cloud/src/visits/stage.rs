@@ -304,7 +304,7 @@ impl VisitStage {
         self.journal.stage(&mut self.engine, log_ms, true, &mut c);
         // Their profile goes in the same commit (the stage is its only writer).
         c.delete(Space::Profiles, profiles::profile_key(customer));
-        let folded = format!("folded/{customer}/");
+        let folded = profiles::keys::folded_prefix(customer);
         for (k, _) in crate::store::barrier::scan_prefix(
             store,
             Space::Profiles,

@@ -9,7 +9,8 @@ pub mod charts;
 pub mod session;
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -89,6 +90,17 @@ pub fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Session> {
 /// Where a page sends a request without a session.
 fn to_login() -> Response {
     Redirect::to("/login").into_response()
+}
+
+/// A page's signed-in user: in a page handler's signature, a request without a valid session
+/// is sent to the login page instead.
+#[axum::async_trait]
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        session_of(state, &parts.headers).ok_or_else(to_login)
+    }
 }
 
 /// What every page's frame shows.
@@ -185,14 +197,7 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let Some(s) = session_of(&state, &headers) else {
-        return Redirect::to("/login").into_response();
-    };
+async fn logout(s: Session, State(state): State<AppState>, Form(f): Form<CsrfForm>) -> Response {
     if !session::csrf_ok(&state.secret, &s, &f.csrf) {
         return ApiError::new(StatusCode::FORBIDDEN, "csrf", "csrf: not this session's")
             .into_response();
@@ -255,13 +260,7 @@ struct OverviewPage {
     alerts: Vec<(String, String, String, String)>,
 }
 
-async fn overview_page(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
+async fn overview_page(s: Session, State(state): State<AppState>) -> Result<Response, ApiError> {
     let o = overview_now(&state).await?;
     Ok(html(&overview_template(
         Nav::new(&state, &s, "Overview"),
@@ -405,13 +404,10 @@ struct After {
 const GATEWAYS_PER_PAGE: usize = 100;
 
 async fn gateways_page(
+    s: Session,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<After>,
 ) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
     let mut ids: Vec<String> = state
         .registry
         .read()
@@ -447,13 +443,10 @@ struct GatewayPage {
 }
 
 async fn gateway_page(
+    s: Session,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
     let v = crate::http::admin::gateway_document(&state, &id).await?;
     let config_text = crate::http::admin::desired_config_text(&state, &id).unwrap_or_default();
     Ok(html(&GatewayPage {
@@ -506,13 +499,7 @@ struct CampaignsPage {
     rows: Vec<CampaignRow>,
 }
 
-async fn campaigns_page(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
+async fn campaigns_page(s: Session, State(state): State<AppState>) -> Result<Response, ApiError> {
     let all = crate::campaigns::stored::all(state.store.as_ref())?;
     Ok(html(&CampaignsPage {
         nav: Nav::new(&state, &s, "Campaigns"),
@@ -553,13 +540,10 @@ struct CampaignPage {
 }
 
 async fn campaign_page(
+    s: Session,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
     let (current, _) = crate::campaigns::stored::current(state.store.as_ref(), &id)?
         .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
     let report = crate::http::campaigns::campaign_report(&state, &id).await?;
@@ -644,13 +628,7 @@ struct StoresPage {
     rows: Vec<(String, String, String, usize, usize)>,
 }
 
-async fn stores_page(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
+async fn stores_page(s: Session, State(state): State<AppState>) -> Result<Response, ApiError> {
     let rows = {
         let registry = state.registry.read().expect("registry lock");
         let zones = registry.zones();
@@ -691,13 +669,10 @@ struct StorePage {
 }
 
 async fn store_page(
+    s: Session,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
     let a = store_activity(&state, &id).await?;
     let (name, anchor, shapes) = {
         let registry = state.registry.read().expect("registry lock");
@@ -860,13 +835,10 @@ fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
 }
 
 async fn customers_page(
+    s: Session,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<Lookup>,
 ) -> Result<Response, ApiError> {
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(to_login());
-    };
     if s.role != Role::Operator {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
