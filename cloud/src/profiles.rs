@@ -577,15 +577,11 @@ fn month_start_ms(tz: Tz, at_ms: i64) -> i64 {
 use keys::rule_key;
 pub use keys::{folded_key, profile_key};
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
-}
-
 /// A customer's profile, if they have one.
 pub fn read(store: &dyn Store, customer: &str) -> Result<Option<Profile>, StoreError> {
     store
         .get(Space::Profiles, profile_key(customer).as_bytes())?
-        .map(|b| serde_json::from_slice(&b).map_err(|e| backend("profile", e)))
+        .map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::backend("profile", e)))
         .transpose()
 }
 

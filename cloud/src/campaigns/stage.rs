@@ -94,10 +94,6 @@ fn transition_label(kind: &TransitionKind) -> String {
     }
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
-}
-
 /// A scope's store as decisions need it.
 struct Place {
     id: String,
@@ -258,8 +254,9 @@ pub fn history(
         let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
         let (at, campaign) = rest
             .split_once('/')
-            .ok_or_else(|| backend("history key", &rest))?;
-        let at_ms = i64::from_str_radix(at, 16).map_err(|e| backend("history key", e))?;
+            .ok_or_else(|| StoreError::backend("history key", &rest))?;
+        let at_ms =
+            i64::from_str_radix(at, 16).map_err(|e| StoreError::backend("history key", e))?;
         Ok(PastSend {
             campaign: campaign.to_owned(),
             at_ms,
@@ -273,7 +270,7 @@ fn counter(store: &dyn Store, key: &str) -> Result<u64, StoreError> {
         Some(v) => u64::from_be_bytes(
             v.as_slice()
                 .try_into()
-                .map_err(|_| backend(key, "not 8 bytes"))?,
+                .map_err(|_| StoreError::backend(key, "not 8 bytes"))?,
         ),
         None => 0,
     })
@@ -290,7 +287,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         last_key
             .as_slice()
             .try_into()
-            .map_err(|_| backend("transition key", "not 8 bytes"))?,
+            .map_err(|_| StoreError::backend("transition key", "not 8 bytes"))?,
     );
     let campaigns: Vec<Versioned> = stored::all(store)?;
     tracing::debug!(

@@ -146,6 +146,13 @@ pub enum StoreError {
     Conflict { space: Space, key: Hex },
 }
 
+impl StoreError {
+    /// Stored bytes that cannot be read as `what` (a record, a key), with the reason.
+    pub fn backend(what: &str, e: impl fmt::Display) -> StoreError {
+        StoreError::Backend(format!("{what}: {e}"))
+    }
+}
+
 /// Bytes shown as hex in messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hex(pub Vec<u8>);

@@ -100,10 +100,6 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_millis(0).expect("epoch"))
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {e}"))
-}
-
 impl VisitStage {
     /// Restores the engine as last committed.
     pub fn open(store: &dyn Store, inputs: &Inputs) -> Result<VisitStage, StoreError> {
@@ -241,7 +237,9 @@ impl VisitStage {
         for ((scope, hour), add) in &footfall {
             let key = keys::footfall(scope, *hour);
             let mut total: Footfall = match store.get(Space::Visits, key.as_bytes())? {
-                Some(v) => serde_json::from_slice(&v).map_err(|e| backend("footfall", e))?,
+                Some(v) => {
+                    serde_json::from_slice(&v).map_err(|e| StoreError::backend("footfall", e))?
+                }
                 None => Footfall::default(),
             };
             total.device_minutes = total.device_minutes.saturating_add(add.device_minutes);
@@ -551,7 +549,9 @@ impl VisitStage {
             let mut v = match visits.remove(&t.visit) {
                 Some(v) => v,
                 None => match store.get(Space::Visits, key.as_bytes())? {
-                    Some(b) => serde_json::from_slice(&b).map_err(|e| backend("visit", e))?,
+                    Some(b) => {
+                        serde_json::from_slice(&b).map_err(|e| StoreError::backend("visit", e))?
+                    }
                     None => VisitRecord {
                         id: t.visit.clone(),
                         customer: t.customer.clone(),
@@ -641,10 +641,9 @@ impl VisitStage {
 pub fn transitions_end(store: &dyn Store) -> Result<u64, StoreError> {
     match store.last(Space::Transitions)? {
         Some((k, _)) => {
-            let seq: [u8; 8] = k
-                .as_slice()
-                .try_into()
-                .map_err(|_| backend("transition key", format!("{} bytes, not 8", k.len())))?;
+            let seq: [u8; 8] = k.as_slice().try_into().map_err(|_| {
+                StoreError::backend("transition key", format!("{} bytes, not 8", k.len()))
+            })?;
             Ok(u64::from_be_bytes(seq) + 1)
         }
         None => Ok(1),
@@ -931,7 +930,9 @@ fn load_visits(store: &dyn Store, ids: Vec<String>) -> Result<Vec<VisitRecord>, 
                 .get(Space::Visits, keys::visit(&id).as_bytes())
                 .transpose()
         })
-        .map(|r| r.and_then(|b| serde_json::from_slice(&b).map_err(|e| backend("visit", e))))
+        .map(|r| {
+            r.and_then(|b| serde_json::from_slice(&b).map_err(|e| StoreError::backend("visit", e)))
+        })
         .collect()
 }
 
@@ -951,8 +952,9 @@ pub fn footfall(
         .map(|(k, v)| {
             let hour =
                 i64::from_str_radix(String::from_utf8_lossy(&k[prefix.len()..]).as_ref(), 16)
-                    .map_err(|e| backend("footfall key", e))?;
-            let f: Footfall = serde_json::from_slice(&v).map_err(|e| backend("footfall", e))?;
+                    .map_err(|e| StoreError::backend("footfall key", e))?;
+            let f: Footfall =
+                serde_json::from_slice(&v).map_err(|e| StoreError::backend("footfall", e))?;
             Ok((ts(hour), f))
         })
         .collect()
