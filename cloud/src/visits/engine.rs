@@ -544,7 +544,7 @@ impl VisitEngine {
             // The window has passed it: everything buffered before it was released above, so
             // it comes in event-time order. Behind the last tick (a replayed backlog), it is
             // applied in log order and its visit's overdue deadline waits for the next tick.
-            self.apply_in_order(evidence, log_ms, &mut out);
+            self.apply(evidence, log_ms, &mut out);
         } else {
             let i = self.next_pending;
             self.next_pending += 1;
@@ -573,27 +573,8 @@ impl VisitEngine {
             }
             self.buffer.pop();
             let evidence = self.unbuffer(i).expect("every buffered index is pending");
-            self.apply_in_order(evidence, log_ms, out);
+            self.apply(evidence, log_ms, out);
         }
-    }
-
-    /// Applies evidence ahead of the tick watermark after its own key's deadlines before its
-    /// time (keys are independent, so each still sees its evidence and deadlines in
-    /// event-time order, evidence first on a tie as on a tick; the other keys' deadlines wait
-    /// for the tick). Evidence behind the watermark (a backlog) is applied as it comes.
-    fn apply_in_order(&mut self, e: Evidence, log_ms: i64, out: &mut Vec<Transition>) {
-        if e.at_ms > self.watermark_ms {
-            let key: Key = (e.customer.clone(), e.scope.clone());
-            while let Some(due) = self
-                .states
-                .get(&key)
-                .map(|t| t.scheduled_ms)
-                .filter(|d| *d < e.at_ms)
-            {
-                self.fire(&key, due, log_ms, out);
-            }
-        }
-        self.apply(e, log_ms, out);
     }
 
     fn advance(&mut self, log_ms: i64, out: &mut Vec<Transition>) {
@@ -652,12 +633,28 @@ impl VisitEngine {
         }
     }
 
+    /// Applies one evidence. Ahead of the tick watermark, its own key's deadlines before its
+    /// time fire first (keys are independent, so each still sees its evidence and deadlines
+    /// in event-time order, evidence first on a tie as on a tick; the other keys' deadlines
+    /// wait for the tick). Behind it (a backlog, or a tick's own interleaving), it is applied
+    /// as it comes.
     fn apply(&mut self, e: Evidence, log_ms: i64, out: &mut Vec<Transition>) {
         let p = self.params;
         let key: Key = (e.customer, e.scope);
         let timeout = i64::from(p.exit_timeout_s) * 1000;
         self.dirty.insert(key.clone());
-        let tracked = self.take(&key);
+        let mut tracked = self.take(&key);
+        // Rarely due: put back, fired where it lives, taken again.
+        while let Some(due) = tracked
+            .as_ref()
+            .map(|t| t.scheduled_ms)
+            .filter(|d| *d < e.at_ms && e.at_ms > self.watermark_ms)
+        {
+            let t = tracked.take().expect("checked above");
+            self.put(key.clone(), t);
+            self.fire(&key, due, log_ms, out);
+            tracked = self.take(&key);
+        }
         let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
         let next = match (tracked.map(|t| t.state), e.inside) {
             (None, false) => None,
