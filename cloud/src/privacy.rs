@@ -474,7 +474,7 @@ pub fn finish_erasure(
     // after the first pass: a second pass over what was appended since.
     blank_observations(store, &mut about, log_end, &mut done)?;
     let mut c = Commit::new();
-    c.delete(Space::Identity, identity::erasing_key(id));
+    c.delete(Space::Identity, identity::keys::erasing(id));
     store.commit(c)?;
     Ok(done)
 }

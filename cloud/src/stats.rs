@@ -4,6 +4,8 @@
 //! the new offset in one transaction. A crash replays from the last commit and counts nothing
 //! twice.
 
+pub mod keys;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -179,8 +181,6 @@ pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
         }
     }
 }
-
-pub mod keys;
 
 #[cfg(test)]
 mod tests {

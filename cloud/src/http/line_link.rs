@@ -35,10 +35,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/line-links", post(nonce))
 }
 
-fn nonce_key(nonce: &str) -> String {
-    crate::identity::keys::line_nonce(nonce)
-}
-
 /// A nonce waiting for its `accountLink` event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
@@ -136,10 +132,14 @@ async fn nonce(
         expires_ms,
     };
     let mut c = Commit::new();
-    c.expect(Space::Identity, nonce_key(&nonce), None);
+    c.expect(
+        Space::Identity,
+        crate::identity::keys::line_nonce(&nonce),
+        None,
+    );
     c.put(
         Space::Identity,
-        nonce_key(&nonce),
+        crate::identity::keys::line_nonce(&nonce),
         serde_json::to_vec(&pending).expect("nonces serialise"),
     );
     super::commit_durably(&state, c).await?;
@@ -178,14 +178,22 @@ fn account_link(
     if store.get(Space::Dedup, &dedup)?.is_some() {
         return Ok(Linked::Again);
     }
-    let Some(bytes) = store.get(Space::Identity, nonce_key(nonce).as_bytes())? else {
+    let Some(bytes) = store.get(
+        Space::Identity,
+        crate::identity::keys::line_nonce(nonce).as_bytes(),
+    )?
+    else {
         return Ok(Linked::Refused("unknown or used nonce"));
     };
     let pending: Pending = serde_json::from_slice(&bytes)
         .map_err(|e| StoreError::Backend(format!("LINE link nonce: {e}")))?;
     let mut c = Commit::new();
-    c.expect(Space::Identity, nonce_key(nonce), Some(bytes));
-    c.delete(Space::Identity, nonce_key(nonce));
+    c.expect(
+        Space::Identity,
+        crate::identity::keys::line_nonce(nonce),
+        Some(bytes),
+    );
+    c.delete(Space::Identity, crate::identity::keys::line_nonce(nonce));
     c.expect(Space::Dedup, dedup.clone(), None);
     c.put(
         Space::Dedup,

@@ -640,19 +640,15 @@ pub struct Erasing {
     pub installs: Vec<Install>,
 }
 
-pub fn erasing_key(id: &str) -> String {
-    keys::erasing(id)
-}
-
 /// An erasure under way (its first step committed, the rest not finished).
 pub fn erasing(store: &dyn Store, id: &str) -> Result<Option<Erasing>, StoreError> {
-    Ok(read(store, &erasing_key(id))?.map(|(e, _)| e))
+    Ok(read(store, &keys::erasing(id))?.map(|(e, _)| e))
 }
 
 /// The first step of erasing customer `id`: one commit that removes the record, every index
 /// key that points at it (member id, LINE user, beacons, EID keys) and its installs (with their
 /// push tokens and token hashes), and keeps what the rest of the erasure needs under
-/// [`erasing_key`]. `None`: no such customer.
+/// [`keys::erasing`]. `None`: no such customer.
 pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Commit)>, StoreError> {
     let Some((customer, bytes)) = read::<Customer>(store, &keys::customer(id))? else {
         return Ok(None);
@@ -700,7 +696,7 @@ pub fn begin_erasure(store: &dyn Store, id: &str) -> Result<Option<(Erasing, Com
         }
     }
     let erasing = Erasing { customer, installs };
-    c.put(Space::Identity, erasing_key(id), json(&erasing));
+    c.put(Space::Identity, keys::erasing(id), json(&erasing));
     Ok(Some((erasing, c)))
 }
 

@@ -231,7 +231,7 @@ impl Tally {
             Ok(())
         })?;
         let (from, to) = bounds(hours::AT_STORE);
-        let prefix_len = hour_key(hours::AT_STORE, place, 0).len() - 16;
+        let prefix_len = hours::hour_prefix(hours::AT_STORE, place).len();
         each_entry(
             store,
             Space::Campaigns,
@@ -240,7 +240,7 @@ impl Tally {
                 let key = String::from_utf8_lossy(k);
                 // {hour:016x}/{campaign}/{metric}
                 let parsed = key
-                    .get(prefix_len + 17..)
+                    .get(prefix_len + 16 + 1..)
                     .and_then(|rest| rest.split_once('/'))
                     .zip(<[u8; 8]>::try_from(v).ok());
                 let counted = parsed.is_some_and(|((campaign, metric), n)| {
@@ -478,39 +478,34 @@ fn each_customer_fact(
     };
     // Customers first triggered, from every campaign's analysis rows.
     let prefix = crate::campaigns::keys::ANALYSES;
-    let to = "analysis0"; // `0` follows `/`
-    each_entry(
-        store,
-        Space::Campaigns,
-        (prefix.as_bytes(), to.as_bytes()),
-        |k, v| {
-            let key = String::from_utf8_lossy(k);
-            let Some((campaign, _)) = key[prefix.len()..].split_once('/') else {
-                return Ok(());
-            };
-            let row: crate::campaigns::report::AnalysisRow = match serde_json::from_slice(v) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(row = %key, error = %e, "unreadable analysis row left out of a report");
-                    return Ok(());
-                }
-            };
-            let here = place.is_none_or(|p| p == row.store);
-            if row.store.is_empty() || !here || !within(row.first_trigger_ms) {
+    let to = prefix_end(prefix.as_bytes()).expect("a key prefix below 0xff");
+    each_entry(store, Space::Campaigns, (prefix.as_bytes(), &to), |k, v| {
+        let key = String::from_utf8_lossy(k);
+        let Some((campaign, _)) = key[prefix.len()..].split_once('/') else {
+            return Ok(());
+        };
+        let row: crate::campaigns::report::AnalysisRow = match serde_json::from_slice(v) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(row = %key, error = %e, "unreadable analysis row left out of a report");
                 return Ok(());
             }
-            f(
-                &row.store,
-                row.first_trigger_ms,
-                Fact::Customer {
-                    campaign: campaign.to_owned(),
-                    group: row.group,
-                    returned: row.returned_ms.is_some(),
-                },
-            );
-            Ok(())
-        },
-    )?;
+        };
+        let here = place.is_none_or(|p| p == row.store);
+        if row.store.is_empty() || !here || !within(row.first_trigger_ms) {
+            return Ok(());
+        }
+        f(
+            &row.store,
+            row.first_trigger_ms,
+            Fact::Customer {
+                campaign: campaign.to_owned(),
+                group: row.group,
+                returned: row.returned_ms.is_some(),
+            },
+        );
+        Ok(())
+    })?;
     Ok(())
 }
 

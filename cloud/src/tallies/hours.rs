@@ -34,9 +34,18 @@ pub fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
+/// The start of `place`'s rows under `prefix`.
+pub fn hour_prefix(prefix: &str, place: &str) -> String {
+    format!("{prefix}/{place}/")
+}
+
 /// The key of `place`'s row under `prefix` for the hour of `at_ms`.
 pub fn hour_key(prefix: &str, place: &str, at_ms: i64) -> String {
-    format!("{prefix}/{place}/{:016x}", hour_of(at_ms).max(0))
+    format!(
+        "{}{:016x}",
+        hour_prefix(prefix, place),
+        hour_of(at_ms).max(0)
+    )
 }
 
 /// The hour tallies' key prefix (in the visits and the purchases space).
@@ -53,7 +62,7 @@ pub fn visits_key(store: &str, at_ms: i64) -> String {
 
 /// The start of a place's hour tallies.
 pub fn place_prefix(place: &str) -> String {
-    format!("{TALLIES}{place}/")
+    hour_prefix(TALLY, place)
 }
 
 /// The hour before which the retention sweep has dropped a store's visitor hashes.
