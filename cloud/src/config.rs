@@ -56,7 +56,7 @@ pub struct CloudConfig {
     #[serde(default)]
     pub visits: crate::visits::engine::VisitParams,
     #[serde(default)]
-    pub retention: crate::retention::Retention,
+    pub retention: crate::privacy::retention::Retention,
     #[serde(default)]
     pub profiles: crate::profiles::ProfileParams,
     #[serde(default)]
@@ -416,7 +416,7 @@ impl CloudConfig {
         });
         let delivery = r.optional::<Delivery>(&doc, "delivery");
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
-        let retention = r.optional::<crate::retention::Retention>(&doc, "retention");
+        let retention = r.optional::<crate::privacy::retention::Retention>(&doc, "retention");
         let profiles = r.optional::<crate::profiles::ProfileParams>(&doc, "profiles");
         let dashboard = r.optional::<Dashboard>(&doc, "dashboard");
         let log = r.optional::<Log>(&doc, "log");

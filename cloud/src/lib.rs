@@ -19,7 +19,6 @@ pub mod purchases;
 pub mod qr;
 pub mod registry;
 pub mod reports;
-pub mod retention;
 pub mod secrets;
 pub mod seq_ledger;
 pub mod service;

@@ -20,7 +20,6 @@ use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Commit, Space, Store, StoreError};
 use crate::vocab::SaleChannel;
 
 const DAY_MS: i64 = 86_400_000;
@@ -574,79 +573,11 @@ fn month_start_ms(tz: Tz, at_ms: i64) -> i64 {
         .map_or(at_ms, |d| d.timestamp_millis())
 }
 
-use keys::rule_key;
-pub use keys::{folded_key, profile_key};
-
-/// A customer's profile, if they have one.
-pub fn read(store: &dyn Store, customer: &str) -> Result<Option<Profile>, StoreError> {
-    store
-        .get(Space::Profiles, profile_key(customer).as_bytes())?
-        .map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::backend("profile", e)))
-        .transpose()
-}
-
-/// Every tag rule, by tag.
-pub fn rules(store: &dyn Store) -> Result<BTreeMap<String, Rule>, StoreError> {
-    let mut out = BTreeMap::new();
-    for (k, v) in crate::store::barrier::scan_prefix(
-        store,
-        Space::Profiles,
-        keys::RULES.as_bytes(),
-        usize::MAX,
-    )? {
-        let tag = String::from_utf8_lossy(&k[keys::RULES.len()..]).into_owned();
-        match serde_json::from_slice(&v) {
-            Ok(r) => {
-                out.insert(tag, r);
-            }
-            Err(e) => tracing::error!(tag, error = %e, "unreadable tag rule skipped"),
-        }
-    }
-    Ok(out)
-}
-
-/// Stores (or replaces) the rule of `tag`.
-pub fn put_rule(store: &dyn Store, tag: &str, rule: &Rule) -> Result<(), StoreError> {
-    let mut c = Commit::new();
-    c.put(
-        Space::Profiles,
-        rule_key(tag),
-        serde_json::to_vec(rule).expect("rules serialise"),
-    );
-    store.commit(c)
-}
-
-/// Deletes the rule of `tag`; whether there was one.
-pub fn delete_rule(store: &dyn Store, tag: &str) -> Result<bool, StoreError> {
-    let key = rule_key(tag);
-    let Some(held) = store.get(Space::Profiles, key.as_bytes())? else {
-        return Ok(false);
-    };
-    let mut c = Commit::new();
-    c.expect(Space::Profiles, key.clone(), Some(held));
-    c.delete(Space::Profiles, key);
-    store.commit(c)?;
-    Ok(true)
-}
-
-/// Every profile (for reports), in customer order.
-pub fn all(store: &dyn Store) -> Result<Vec<Profile>, StoreError> {
-    let mut out = Vec::new();
-    for (_, v) in crate::store::barrier::scan_prefix(
-        store,
-        Space::Profiles,
-        keys::PROFILES.as_bytes(),
-        usize::MAX,
-    )? {
-        match serde_json::from_slice(&v) {
-            Ok(p) => out.push(p),
-            Err(e) => tracing::error!(error = %e, "unreadable profile skipped"),
-        }
-    }
-    Ok(out)
-}
-
 pub mod keys;
+mod stored;
+
+pub use keys::{folded_key, profile_key};
+pub use stored::{all, delete_rule, put_rule, read, rules, trim_details};
 
 #[cfg(test)]
 mod tests;

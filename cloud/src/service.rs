@@ -161,7 +161,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         .with_live(shared.live.clone()),
     );
     tokio::spawn(worker.run(sent));
-    tokio::spawn(crate::retention::run(
+    tokio::spawn(crate::privacy::retention::run(
         store.clone(),
         clock.clone(),
         config.retention,

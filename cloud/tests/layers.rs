@@ -381,3 +381,160 @@ fn a_super_chain_that_climbs_to_the_root_is_an_import_too() {
         [(2, "http")]
     );
 }
+
+/// Each space and the modules that may write it, as paths under `cloud/src` without `.rs`
+/// (`visits`, `tallies/hours`, `http/purchases`): from the owner table of ARCHITECTURE.md,
+/// every name in backticks in a row's owner cell (the owner and, in parentheses, the parts
+/// that keep their own rows in the space).
+type Owners = BTreeMap<String, Vec<String>>;
+
+fn owners_from(architecture: &str) -> Result<Owners, String> {
+    let mut owners = Owners::new();
+    for line in architecture.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || !cells[0].is_empty() || !cells[1].starts_with('`') {
+            continue;
+        }
+        let writers: Vec<String> = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|w| w.replace("::", "/").trim_end_matches(".rs").to_owned())
+            .collect();
+        for space in cells[1].split('`').skip(1).step_by(2) {
+            owners.insert(space.to_owned(), writers.clone());
+        }
+    }
+    if owners.is_empty() {
+        return Err("ARCHITECTURE.md has no owner table".into());
+    }
+    Ok(owners)
+}
+
+/// A write of a space named in the source: `.put(Space::X` or `.delete(Space::X`, the
+/// arguments on one line or several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Write {
+    file: String,
+    line: usize,
+    space: String,
+}
+
+fn writes(file: &str, source: &str) -> Vec<Write> {
+    let code = product_code(source);
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("Space::") {
+        let before = code[..at].trim_end();
+        if before.ends_with(".put(") || before.ends_with(".delete(") {
+            out.push(Write {
+                file: file.to_owned(),
+                line: code[..at].matches('\n').count() + 1,
+                space: ident(&code[at + "Space::".len()..]).to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// The module path of a file under `cloud/src` (`visits/stage.rs` → `visits/stage`,
+/// `visits/mod.rs` → `visits`).
+fn module_path(rel: &str) -> String {
+    let path = rel.trim_end_matches(".rs");
+    path.strip_suffix("/mod").unwrap_or(path).to_owned()
+}
+
+/// Every write whose file is not among its space's writers. The storage itself
+/// (`store/`) writes what it is handed and is not checked.
+fn foreign_writes(owners: &Owners, writes: &[Write]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in writes {
+        let rel = w.file.trim_start_matches("cloud/src/");
+        let module = module_path(rel);
+        if module == "store" || module.starts_with("store/") {
+            continue;
+        }
+        let Some(writers) = owners.get(&w.space) else {
+            out.push(format!(
+                "{}:{}: writes `{}`, a space the owner table does not name",
+                w.file, w.line, w.space
+            ));
+            continue;
+        };
+        let allowed = writers
+            .iter()
+            .any(|o| module == *o || module.starts_with(&format!("{o}/")));
+        if !allowed {
+            out.push(format!(
+                "{}:{}: writes the `{}` space, owned by {}: call an operation of its owner",
+                w.file,
+                w.line,
+                w.space,
+                writers.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+fn all_writes() -> Vec<Write> {
+    let src = cloud_src();
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut out = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).expect("under src");
+        let source = std::fs::read_to_string(&path).expect("a readable source file");
+        out.extend(writes(&format!("cloud/src/{}", rel.display()), &source));
+    }
+    out
+}
+
+#[test]
+fn every_space_is_written_only_by_its_owners() {
+    let owners = owners_from(&architecture()).unwrap_or_else(|e| panic!("{e}"));
+    let writes = all_writes();
+    assert!(writes.len() > 50, "found only {} writes", writes.len());
+    let wrong = foreign_writes(&owners, &writes);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_planted_foreign_write_is_caught_with_its_file_and_line() {
+    let owners = owners_from(
+        "| space | owner | what |\n| --- | --- | --- |\n\
+         | `Visits` | `visits` (hour tallies: `tallies::hours`) | visits |\n\
+         | `Meta` | `secrets` (e-commerce keys: `http/purchases.rs`) | markers |\n",
+    )
+    .unwrap();
+    let source = "fn f(c: &mut Commit) {\n\
+                  c.put(Space::Visits, k, v);\n\
+                  c.delete(\n    Space::Meta,\n    k,\n);\n\
+                  store.get(Space::Visits, k);\n\
+                  c.expect(Space::Visits, k, None);\n}\n";
+    let found = writes("cloud/src/privacy/retention.rs", source);
+    assert_eq!(
+        found
+            .iter()
+            .map(|w| (w.line, w.space.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "Visits"), (4, "Meta")]
+    );
+    assert_eq!(
+        foreign_writes(&owners, &found),
+        [
+            "cloud/src/privacy/retention.rs:2: writes the `Visits` space, owned by visits, tallies/hours: call an operation of its owner",
+            "cloud/src/privacy/retention.rs:4: writes the `Meta` space, owned by secrets, http/purchases: call an operation of its owner",
+        ]
+    );
+    // The owners write their own: the module, its files, the named parts.
+    for file in [
+        "cloud/src/visits/mod.rs",
+        "cloud/src/visits/stage/journal.rs",
+        "cloud/src/tallies/hours.rs",
+    ] {
+        let own = writes(file, "c.put(Space::Visits, k, v);\n");
+        assert!(foreign_writes(&owners, &own).is_empty(), "{file}");
+    }
+    let meta = writes("cloud/src/http/purchases.rs", "c.put(Space::Meta, k, v);\n");
+    assert!(foreign_writes(&owners, &meta).is_empty());
+}

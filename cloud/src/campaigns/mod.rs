@@ -3,7 +3,11 @@
 
 pub mod decide;
 pub mod definition;
+mod forget;
 pub mod keys;
+pub mod redemptions;
 pub mod report;
 pub mod stage;
 pub mod stored;
+
+pub use forget::{decisions_of, expire_caps_history, expire_decisions, forget, Forgotten};

@@ -11,7 +11,9 @@
 //! `hourly/{hour_ms:016x}/{channel}/{status}` how many ended so each hour (the overview);
 //! `at-store/…` the store reports' counters ([`crate::tallies::hours`]).
 
+mod clicks;
 pub mod fcm;
+mod forget;
 pub mod keys;
 pub mod line;
 pub mod rate;
@@ -22,6 +24,8 @@ pub mod worker;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Commit, Space, Store, StoreError};
+pub use clicks::click;
+pub use forget::{expire, expire_hours, forget, of_customer, Forgotten};
 pub use keys::{click_key, clicked_key, coupon_key, due_key, hourly_key, row_key, store_index_key};
 
 /// How an offer reaches a customer: a LINE push, an app push (FCM), or the brand's webhook.

@@ -18,28 +18,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use omo_device_config::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::app::identity_error;
 use super::{parse_json, ApiError, AppState, Operator};
-use crate::identity;
-use crate::store::{Commit, Space, Store, StoreError};
-
-/// How long a nonce may wait for LINE's `accountLink` event.
-const NONCE_TTL_MS: i64 = 10 * 60_000;
+use crate::identity::{self, Linked};
+use crate::store::{Store, StoreError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/line-links/token", post(link_token))
         .route("/v1/admin/line-links", post(nonce))
-}
-
-/// A nonce waiting for its `accountLink` event.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
-    member_id: String,
-    expires_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,23 +115,8 @@ async fn nonce(
     {
         return Err(ApiError::field("link_token", "must be LINE's link token"));
     }
-    let nonce = crate::secrets::new_token();
-    let expires_ms = state.clock.now().timestamp_millis() + NONCE_TTL_MS;
-    let pending = Pending {
-        member_id: req.member_id,
-        expires_ms,
-    };
-    let mut c = Commit::new();
-    c.expect(
-        Space::Identity,
-        crate::identity::keys::line_nonce(&nonce),
-        None,
-    );
-    c.put(
-        Space::Identity,
-        crate::identity::keys::line_nonce(&nonce),
-        serde_json::to_vec(&pending).expect("nonces serialise"),
-    );
+    let now_ms = state.clock.now().timestamp_millis();
+    let (nonce, expires_ms, c) = identity::new_link_nonce(&req.member_id, now_ms);
     super::commit_durably(&state, c).await?;
     let url = format!(
         "https://access.line.me/dialog/bot/accountLink?linkToken={}&nonce={nonce}",
@@ -152,65 +127,6 @@ async fn nonce(
         Json(json!({"nonce": nonce, "url": url, "expires": Timestamp::from_millis(expires_ms)})),
     )
         .into_response())
-}
-
-/// What an `accountLink` event came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Linked {
-    Joined,
-    /// LINE reported the link failed (the nonce is spent).
-    Failed,
-    /// The nonce is unknown, used or expired: nothing changed.
-    Refused(&'static str),
-    /// This event was handled before (a redelivery).
-    Again,
-}
-
-/// Handles an `accountLink` event: one commit consumes the nonce, records the event id and,
-/// when LINE says ok, joins the LINE user to the nonce's member.
-fn account_link(
-    store: &dyn Store,
-    (event_id, user): (&str, &str),
-    (ok, nonce): (bool, &str),
-    now: Timestamp,
-) -> Result<Linked, identity::IdentityError> {
-    let dedup = crate::ingest::keys::line_event(event_id);
-    if store.get(Space::Dedup, &dedup)?.is_some() {
-        return Ok(Linked::Again);
-    }
-    let Some(bytes) = store.get(
-        Space::Identity,
-        crate::identity::keys::line_nonce(nonce).as_bytes(),
-    )?
-    else {
-        return Ok(Linked::Refused("unknown or used nonce"));
-    };
-    let pending: Pending = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::Backend(format!("LINE link nonce: {e}")))?;
-    let mut c = Commit::new();
-    c.expect(
-        Space::Identity,
-        crate::identity::keys::line_nonce(nonce),
-        Some(bytes),
-    );
-    c.delete(Space::Identity, crate::identity::keys::line_nonce(nonce));
-    c.expect(Space::Dedup, dedup.clone(), None);
-    c.put(
-        Space::Dedup,
-        dedup,
-        crate::ingest::keys::processed_id_value(json!({}), now.millis()),
-    );
-    let linked = if pending.expires_ms < now.millis() {
-        Linked::Refused("expired nonce")
-    } else if !ok {
-        Linked::Failed
-    } else {
-        let (_, join) = identity::join_line_user(store, &pending.member_id, user, now)?;
-        c.extend(join);
-        Linked::Joined
-    };
-    store.commit(c)?;
-    Ok(linked)
 }
 
 /// The webhook's `accountLink` event: handled, logged (without ids) and counted.
@@ -227,7 +143,7 @@ pub async fn handle_account_link(
         let (store, event_id, user, nonce) =
             (store.clone(), event_id.clone(), user.clone(), nonce.clone());
         let result = tokio::task::spawn_blocking(move || {
-            account_link(store.as_ref(), (&event_id, &user), (ok, &nonce), now)
+            crate::ingest::account_link(store.as_ref(), (&event_id, &user), (ok, &nonce), now)
         })
         .await
         .map_err(ApiError::internal)?;

@@ -7,7 +7,12 @@
 //! read to be unchanged, so two requests cannot create the same member twice.
 
 pub mod eid_resolver;
+mod forget;
 pub mod keys;
+mod line_link;
+
+pub use forget::{end_erasure, expire_line_nonces};
+pub use line_link::{new_link_nonce, use_link_nonce, Linked, NONCE_TTL_MS};
 
 use std::collections::{BTreeMap, BTreeSet};
 

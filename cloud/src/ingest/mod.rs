@@ -8,10 +8,15 @@
 //! the next flush covers all of them.
 
 pub mod epochs;
+mod forget;
 pub mod gateways;
 pub mod keys;
+mod line_link;
 pub mod presence;
 pub mod record;
+
+pub use forget::{expire_log, expire_processed_ids, forget_installs, ExpiredLog};
+pub use line_link::account_link;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};

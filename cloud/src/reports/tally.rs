@@ -14,10 +14,7 @@ use super::Offers;
 use crate::delivery::{self, Delivery, Status};
 use crate::purchases;
 use crate::store::{prefix_end, Commit, Space, Store, StoreError};
-use crate::tallies::hours::{
-    self, counter_key, hour_key, hour_of, purchases_key, visitor, visits_key, PurchaseHour,
-    VisitHour,
-};
+use crate::tallies::hours::{self, hour_key, hour_of, visitor, PurchaseHour, VisitHour};
 use crate::visits::keys;
 
 /// Set in the meta space once the tallies hold everything stored before they existed.
@@ -531,25 +528,13 @@ pub fn backfill(store: &dyn Store, secret: &[u8; 32]) -> Result<Option<usize>, S
     for (n, ((place, hour), mut t)) in hours.into_iter().enumerate() {
         if !t.visits.is_empty() {
             t.visits.normalize();
-            c.put(
-                Space::Visits,
-                visits_key(&place, hour),
-                serde_json::to_vec(&t.visits).expect("tallies serialise"),
-            );
+            hours::put_visits(&mut c, &place, hour, &t.visits);
         }
         if t.purchases.totals.count > 0 {
-            c.put(
-                Space::Purchases,
-                purchases_key(&place, hour),
-                serde_json::to_vec(&t.purchases).expect("tallies serialise"),
-            );
+            hours::put_purchases(&mut c, &place, hour, &t.purchases);
         }
         for (campaign, metric, value) in t.counters() {
-            c.put(
-                Space::Campaigns,
-                counter_key(&place, hour, &campaign, &metric),
-                value.to_be_bytes().to_vec(),
-            );
+            hours::put_counter(&mut c, (&place, hour), &campaign, &metric, value);
         }
         if (n + 1) % HOURS_PER_COMMIT == 0 {
             store.commit(std::mem::take(&mut c))?;
@@ -565,7 +550,7 @@ pub fn backfill(store: &dyn Store, secret: &[u8; 32]) -> Result<Option<usize>, S
 mod tests {
     use super::*;
     use crate::store::sled_store::SledStore;
-    use crate::tallies::hours::{add_purchase, HOUR_MS};
+    use crate::tallies::hours::{add_purchase, counter_key, HOUR_MS};
 
     #[test]
     fn a_visit_is_counted_once_open_then_by_its_dwell() {

@@ -301,6 +301,12 @@ pub fn replace(
     Ok(())
 }
 
+/// Adds to `commit` the deletion of the entry whose first record is at `first` (an entry goes
+/// whole: the records one commit appended).
+pub fn delete_entry(commit: &mut Commit, first: u64) {
+    commit.delete(Space::EventLog, key(first).to_vec());
+}
+
 /// The next offset `consumer` will read (where it resumes after a restart).
 pub fn position(store: &dyn Store, consumer: &str) -> Result<u64, StoreError> {
     match store.get(Space::Offsets, consumer.as_bytes())? {

@@ -10,6 +10,7 @@ pub mod barrier;
 pub mod compact;
 pub mod event_log;
 pub mod sled_store;
+pub mod sweep;
 
 use std::fmt;
 

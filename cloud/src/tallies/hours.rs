@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Commit, Space, Store, StoreError};
+use crate::store::sweep::Sweeper;
+use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 
 pub const HOUR_MS: i64 = 3_600_000;
 
@@ -291,4 +292,110 @@ pub fn add_purchase(
         serde_json::to_vec(&row).expect("tallies serialise"),
     );
     Ok(())
+}
+
+/// Drops the visitor hashes of the store tallies of hours before `cutoff_hour` (their counts
+/// stay), store by store from where the last sweep stopped (`tally-visitors-dropped/{store}`:
+/// the hour before which they are gone). Answers how many tallies lost theirs.
+pub fn drop_visitors(sw: &mut Sweeper, cutoff_hour: i64) -> Result<u64, StoreError> {
+    let mut n = 0;
+    let mut next = TALLIES.as_bytes().to_vec();
+    // Each store with tallies, from its first key.
+    while let Some((first, _)) =
+        scan_prefix_from(sw.store, Space::Visits, TALLIES.as_bytes(), &next, 1)?.pop()
+    {
+        let text = String::from_utf8_lossy(&first[TALLIES.len()..]).into_owned();
+        let Some((place, _)) = text.split_once('/') else {
+            break;
+        };
+        next = place_prefix(place).into_bytes();
+        next.push(0xff);
+        n += drop_visitors_of(sw, place, cutoff_hour)?;
+    }
+    Ok(n)
+}
+
+/// [`drop_visitors`] for the tallies of one store.
+fn drop_visitors_of(sw: &mut Sweeper, place: &str, cutoff: i64) -> Result<u64, StoreError> {
+    let done_key = visitors_dropped_key(place);
+    let done = match sw.store.get(Space::Visits, done_key.as_bytes())? {
+        Some(b) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, i64::from_be_bytes),
+        None => 0,
+    };
+    if done >= cutoff {
+        return Ok(0);
+    }
+    let mut n = 0;
+    let mut from = visits_key(place, done).into_bytes();
+    let to = visits_key(place, cutoff).into_bytes();
+    loop {
+        let page = sw.store.scan_range(Space::Visits, &from, &to, sw.batch)?;
+        let before = n;
+        let mut c = Commit::new();
+        for (k, v) in &page {
+            let key = String::from_utf8_lossy(k);
+            let mut hour: VisitHour = read_tally(&key, Some(v));
+            if hour.visitors.is_empty() {
+                continue;
+            }
+            hour.visitors.clear();
+            c.expect(Space::Visits, k.clone(), Some(v.clone()));
+            c.put(
+                Space::Visits,
+                k.clone(),
+                serde_json::to_vec(&hour).expect("tallies serialise"),
+            );
+            n += 1;
+        }
+        let full = page.len() == sw.batch;
+        if !full {
+            c.put(
+                Space::Visits,
+                done_key.clone(),
+                cutoff.to_be_bytes().to_vec(),
+            );
+        }
+        sw.commit(c, &[("tally_visitors", n - before)])?;
+        match page.last() {
+            Some((k, _)) if full => {
+                from = k.clone();
+                from.push(0);
+            }
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Adds to `c` the store tally of `place`'s hour `hour` as a whole (the backfill writes them
+/// so, from the stored rows).
+pub fn put_visits(c: &mut Commit, place: &str, hour: i64, tally: &VisitHour) {
+    c.put(
+        Space::Visits,
+        visits_key(place, hour),
+        serde_json::to_vec(tally).expect("tallies serialise"),
+    );
+}
+
+/// Adds to `c` the purchase tally of `place`'s hour `hour` as a whole.
+pub fn put_purchases(c: &mut Commit, place: &str, hour: i64, tally: &PurchaseHour) {
+    c.put(
+        Space::Purchases,
+        purchases_key(place, hour),
+        serde_json::to_vec(tally).expect("tallies serialise"),
+    );
+}
+
+/// Adds to `c` the value of the counter `metric` of `campaign` at `store` in hour `hour`.
+pub fn put_counter(
+    c: &mut Commit,
+    (store, hour): (&str, i64),
+    campaign: &str,
+    metric: &str,
+    value: u64,
+) {
+    c.put(
+        Space::Campaigns,
+        counter_key(store, hour, campaign, metric),
+        value.to_be_bytes().to_vec(),
+    );
 }

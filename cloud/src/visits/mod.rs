@@ -3,5 +3,8 @@
 //! machine; [`keys`] spells the visits space's keys.
 
 pub mod engine;
+mod forget;
 pub mod keys;
 pub mod stage;
+
+pub use forget::{expire, expire_transitions, forget_transitions};

@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::{self, Delivery};
-use crate::ingest::keys::processed_id_value;
 use crate::store::event_log;
-use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
-use crate::tallies::hours as tally;
+use crate::store::sweep::Sweeper;
+use crate::store::{Store, StoreError};
+use crate::{campaigns, delivery, identity, ingest, profiles, tallies, visits};
 use omo_device_config::Clock;
 
 const DAY_MS: i64 = 86_400_000;
@@ -196,552 +195,70 @@ pub struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    /// Commits one batch, counts what it deleted at `/metrics` (so a long sweep shows its
-    /// progress), and pauses.
-    fn commit(&mut self, c: Commit, deleted: &[(&'static str, u64)]) -> Result<(), StoreError> {
-        if !c.is_empty() {
-            self.store.commit(c)?;
-            for (kind, n) in deleted {
-                metrics::counter!("omo_retention_deleted_total", "kind" => *kind).increment(*n);
-            }
-            (self.pause)();
-        }
-        Ok(())
-    }
-
     fn cutoff(&self, days: u32) -> i64 {
         self.now_ms.saturating_sub(i64::from(days) * DAY_MS)
     }
 
-    /// Runs every kind once; `cursors` carries the unordered scans over to the next sweep.
+    /// Runs every kind once, each by the operation of the module that owns it; `cursors`
+    /// carries the unordered walks over to the next sweep.
     pub fn run(&mut self, cursors: &mut Cursors) -> Result<Swept, StoreError> {
+        let config = self.config;
+        let observations = self.cutoff(config.observations_days);
+        let visits = self.cutoff(config.visits_days);
+        let caps = self.cutoff(config.deliveries_days.max(CAPS_HISTORY_DAYS));
+        let deliveries = self.cutoff(config.deliveries_days);
+        let processed_ids = self.cutoff(config.processed_ids_days);
+        let (store, now_ms) = (self.store, self.now_ms);
+        let pause = &mut *self.pause;
+        // Each commit is counted at `/metrics` (so a long sweep shows its progress), then
+        // the sweeper pauses.
+        let mut after_commit = |done: &[(&'static str, u64)]| {
+            for (kind, n) in done {
+                metrics::counter!("omo_retention_deleted_total", "kind" => *kind).increment(*n);
+            }
+            pause();
+        };
+        let sw = &mut Sweeper {
+            store,
+            batch: config.batch,
+            scan_per_sweep: config.scan_per_sweep,
+            after_commit: &mut after_commit,
+        };
         let mut s = Swept::default();
-        self.event_log(&mut s)?;
-        self.transitions(&mut s)?;
-        s.visits = self.visits()?;
-        s.tally_visitors = self.tally_visitors()?;
-        // history/{customer}/{ms:016x}/{campaign}
-        s.caps_history = self.time_ordered(
-            (
-                "caps_history",
-                Space::Campaigns,
-                crate::campaigns::keys::HISTORY,
-            ),
-            1,
-            self.cutoff(self.config.deliveries_days.max(CAPS_HISTORY_DAYS)),
-            |_, _| Ok(true),
-        )?;
-        // hourly/{hour_ms:016x}/{channel}/{status}: kept as long as deliveries.
-        s.delivery_hours = self.time_ordered(
-            ("delivery_hours", Space::Campaigns, delivery::keys::HOURLY),
-            0,
-            self.cutoff(self.config.deliveries_days),
-            |_, _| Ok(true),
-        )?;
-        self.decisions(&mut s, &mut cursors.decisions)?;
-        self.deliveries(&mut s, &mut cursors.deliveries)?;
-        self.processed_ids(&mut s, &mut cursors.processed_ids)?;
-        s.line_nonces = self.line_nonces(&mut cursors.line_nonces)?;
-        s.profile_details = self.profile_details(&mut cursors.profiles)?;
+        if let Some(upper) = log_upper(store)? {
+            let log = ingest::expire_log(sw, observations, upper)?;
+            (s.ticks, s.observations) = (log.ticks, log.observations);
+        }
+        let decided = event_log::position(store, campaigns::stage::CONSUMER)?;
+        s.transitions = visits::expire_transitions(sw, visits, decided)?;
+        s.visits = visits::expire(sw, visits)?;
+        s.tally_visitors = tallies::hours::drop_visitors(sw, tallies::hours::hour_of(visits))?;
+        s.caps_history = campaigns::expire_caps_history(sw, caps)?;
+        // Kept as long as deliveries.
+        s.delivery_hours = delivery::expire_hours(sw, deliveries)?;
+        s.decisions = campaigns::expire_decisions(sw, &mut cursors.decisions, deliveries)?;
+        s.deliveries = delivery::expire(sw, &mut cursors.deliveries, deliveries)?;
+        (s.processed_ids, s.stamped_ids) =
+            ingest::expire_processed_ids(sw, &mut cursors.processed_ids, processed_ids, now_ms)?;
+        s.line_nonces = identity::expire_line_nonces(sw, &mut cursors.line_nonces, now_ms)?;
+        s.profile_details = profiles::trim_details(sw, &mut cursors.profiles, visits)?;
         Ok(s)
     }
-
-    /// Event-log records received before the cutoff, oldest first, never past a consumer's
-    /// position nor the newest record.
-    fn event_log(&mut self, s: &mut Swept) -> Result<(), StoreError> {
-        let cutoff = self.cutoff(self.config.observations_days);
-        let next = event_log::EventLog::open(self.store)?.next_offset();
-        if next == event_log::FIRST_OFFSET {
-            return Ok(());
-        }
-        let newest = next - 1;
-        let upper = [crate::visits::stage::CONSUMER, crate::stats::CONSUMER]
-            .into_iter()
-            .map(|c| event_log::position(self.store, c))
-            .collect::<Result<Vec<u64>, _>>()?
-            .into_iter()
-            .min()
-            .unwrap_or(0)
-            .min(newest);
-        loop {
-            let page = event_log::read_entries(self.store, 0, self.config.batch)?;
-            let (ticks, observations) = (s.ticks, s.observations);
-            let mut c = Commit::new();
-            let records: usize = page.iter().map(|(_, r)| r.len()).sum();
-            let mut done = records < self.config.batch;
-            // An entry (the records one commit appended) goes once all of its records may.
-            'entries: for (first, records) in &page {
-                let (mut entry_ticks, mut entry_observations) = (0, 0);
-                for (offset, bytes) in records {
-                    if *offset >= upper {
-                        done = true;
-                        break 'entries;
-                    }
-                    // Every record has its log time; one that cannot be read holds nothing a
-                    // consumer could use and is older than the records after it.
-                    let head: Option<RecordHead> = serde_json::from_slice(bytes).ok();
-                    if head.as_ref().is_some_and(|h| h.received.millis() >= cutoff) {
-                        done = true;
-                        break 'entries;
-                    }
-                    if head.is_some_and(|h| h.source == "tick") {
-                        entry_ticks += 1;
-                    } else {
-                        entry_observations += 1;
-                    }
-                }
-                s.ticks += entry_ticks;
-                s.observations += entry_observations;
-                c.delete(Space::EventLog, first.to_be_bytes().to_vec());
-            }
-            let empty = c.is_empty();
-            self.commit(
-                c,
-                &[
-                    ("ticks", s.ticks - ticks),
-                    ("observations", s.observations - observations),
-                ],
-            )?;
-            if done || empty {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Transitions decided before the visits' cutoff, in order, never past the decision
-    /// stage's position nor the newest one.
-    fn transitions(&mut self, s: &mut Swept) -> Result<(), StoreError> {
-        let cutoff = self.cutoff(self.config.visits_days);
-        // Transitions are numbered from 1; a malformed key is an error, not seq 0.
-        let newest = crate::visits::stage::transitions_end(self.store)? - 1;
-        if newest == 0 {
-            return Ok(());
-        }
-        let upper = event_log::position(self.store, crate::campaigns::stage::CONSUMER)?.min(newest);
-        loop {
-            let page = self
-                .store
-                .scan(Space::Transitions, &[], self.config.batch)?;
-            let before = s.transitions;
-            let mut c = Commit::new();
-            let mut done = page.len() < self.config.batch;
-            for (k, v) in &page {
-                let seq = u64::from_be_bytes(k.as_slice().try_into().unwrap_or([0xff; 8]));
-                if seq >= upper {
-                    done = true;
-                    break;
-                }
-                // An erased one is empty: nothing to keep.
-                let decided = serde_json::from_slice::<TransitionHead>(v)
-                    .map(|t| t.decided_ms)
-                    .unwrap_or(i64::MIN);
-                if decided >= cutoff {
-                    done = true;
-                    break;
-                }
-                c.delete(Space::Transitions, k.clone());
-                s.transitions += 1;
-            }
-            let empty = c.is_empty();
-            self.commit(c, &[("transitions", s.transitions - before)])?;
-            if done || empty {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Finished visits that began before the cutoff, with their indexes (the scope index is in
-    /// time order per scope).
-    fn visits(&mut self) -> Result<u64, StoreError> {
-        let cutoff = self.cutoff(self.config.visits_days);
-        let store = self.store;
-        // by-scope/{kind}/{id}/{ms:016x}/{visit}
-        self.time_ordered(
-            ("visits", Space::Visits, crate::visits::keys::SCOPE_INDEX),
-            2,
-            cutoff,
-            |visit, c| {
-                let row = crate::visits::keys::visit(visit);
-                if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
-                    // One that cannot be read goes with its index: nothing could show it.
-                    if let Ok(v) = serde_json::from_slice::<crate::visits::stage::VisitRecord>(&b) {
-                        if v.exited.is_none() {
-                            // Still open (its stage may yet extend it): a later sweep.
-                            return Ok(false);
-                        }
-                        c.delete(
-                            Space::Visits,
-                            crate::visits::keys::of_customer(&v.customer, visit),
-                        );
-                    }
-                    c.delete(Space::Visits, row);
-                }
-                Ok(true)
-            },
-        )
-    }
-
-    /// Drops the visitor hashes of the store report tallies of hours that ended before the
-    /// visits' cutoff, store by store from where the last sweep stopped
-    /// (`tally-visitors-dropped/{store}`: the hour before which they are gone).
-    fn tally_visitors(&mut self) -> Result<u64, StoreError> {
-        let cutoff = tally::hour_of(self.cutoff(self.config.visits_days));
-        let mut n = 0;
-        let mut next = tally::TALLIES.as_bytes().to_vec();
-        // Each store with tallies, from its first key.
-        while let Some((first, _)) = scan_prefix_from(
-            self.store,
-            Space::Visits,
-            tally::TALLIES.as_bytes(),
-            &next,
-            1,
-        )?
-        .pop()
-        {
-            let text = String::from_utf8_lossy(&first[tally::TALLIES.len()..]).into_owned();
-            let Some((place, _)) = text.split_once('/') else {
-                break;
-            };
-            next = tally::place_prefix(place).into_bytes();
-            next.push(0xff);
-            let done_key = tally::visitors_dropped_key(place);
-            let done = match self.store.get(Space::Visits, done_key.as_bytes())? {
-                Some(b) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, i64::from_be_bytes),
-                None => 0,
-            };
-            if done >= cutoff {
-                continue;
-            }
-            let mut from = tally::visits_key(place, done).into_bytes();
-            let to = tally::visits_key(place, cutoff).into_bytes();
-            loop {
-                let page = self
-                    .store
-                    .scan_range(Space::Visits, &from, &to, self.config.batch)?;
-                let before = n;
-                let mut c = Commit::new();
-                for (k, v) in &page {
-                    let key = String::from_utf8_lossy(k);
-                    let mut hour: tally::VisitHour = tally::read_tally(&key, Some(v));
-                    if hour.visitors.is_empty() {
-                        continue;
-                    }
-                    hour.visitors.clear();
-                    c.expect(Space::Visits, k.clone(), Some(v.clone()));
-                    c.put(
-                        Space::Visits,
-                        k.clone(),
-                        serde_json::to_vec(&hour).expect("tallies serialise"),
-                    );
-                    n += 1;
-                }
-                let full = page.len() == self.config.batch;
-                if !full {
-                    c.put(
-                        Space::Visits,
-                        done_key.clone(),
-                        cutoff.to_be_bytes().to_vec(),
-                    );
-                }
-                self.commit(c, &[("tally_visitors", n - before)])?;
-                match page.last() {
-                    Some((k, _)) if full => {
-                        from = k.clone();
-                        from.push(0);
-                    }
-                    _ => break,
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    /// Deletes the keys `{prefix}{group}/{ms:016x}/{rest}` of `space` (a group is
-    /// `group_parts` `/`-separated parts) whose time is before `cutoff`. Each group is in time
-    /// order, so it is read up to the cutoff and then skipped. `with(rest, commit)` adds what
-    /// goes with a key, or answers `false` to keep it.
-    fn time_ordered(
-        &mut self,
-        (kind, space, prefix): (&'static str, Space, &str),
-        group_parts: usize,
-        cutoff: i64,
-        mut with: impl FnMut(&str, &mut Commit) -> Result<bool, StoreError>,
-    ) -> Result<u64, StoreError> {
-        let mut n = 0;
-        let mut from = prefix.as_bytes().to_vec();
-        loop {
-            let page = scan_prefix_from(
-                self.store,
-                space,
-                prefix.as_bytes(),
-                &from,
-                self.config.batch,
-            )?;
-            let Some((last, _)) = page.last() else {
-                return Ok(n);
-            };
-            let full = page.len() == self.config.batch;
-            from = last.clone();
-            from.push(0);
-            let mut skipped = false;
-            let before = n;
-            let mut c = Commit::new();
-            for (k, _) in &page {
-                let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                let parts: Vec<&str> = text.splitn(group_parts + 2, '/').collect();
-                let (Some(ms), Some(rest)) = (parts.get(group_parts), parts.get(group_parts + 1))
-                else {
-                    continue;
-                };
-                let Ok(at) = i64::from_str_radix(ms, 16) else {
-                    continue;
-                };
-                if at >= cutoff && group_parts == 0 {
-                    // One time order under the whole prefix: everything after is newer.
-                    self.commit(c, &[(kind, n - before)])?;
-                    return Ok(n);
-                }
-                if at >= cutoff {
-                    // The rest of this group is newer: on to the next group.
-                    from = format!("{prefix}{}/", parts[..group_parts].join("/")).into_bytes();
-                    from.push(0xff);
-                    skipped = true;
-                    break;
-                }
-                if with(rest, &mut c)? {
-                    c.delete(space, k.clone());
-                    n += 1;
-                }
-            }
-            self.commit(c, &[(kind, n - before)])?;
-            if !full && !skipped {
-                return Ok(n);
-            }
-        }
-    }
-
-    /// Reads up to `scan_per_sweep` rows of `space` under `prefix` from `cursor` (wrapping to
-    /// the start at the end) and deletes, batch by batch, those `expired` picks; `expired`
-    /// gives the extra keys to delete with a row.
-    fn rolling(
-        &mut self,
-        (kind, space, prefix): (&'static str, Space, &str),
-        cursor: &mut Vec<u8>,
-        mut expired: impl FnMut(&[u8], &[u8]) -> Option<Vec<Vec<u8>>>,
-    ) -> Result<u64, StoreError> {
-        let mut n = 0;
-        let mut read = 0;
-        if !cursor.starts_with(prefix.as_bytes()) {
-            *cursor = prefix.as_bytes().to_vec();
-        }
-        while read < self.config.scan_per_sweep {
-            let page = scan_prefix_from(
-                self.store,
-                space,
-                prefix.as_bytes(),
-                cursor,
-                self.config.batch,
-            )?;
-            read += page.len().max(1);
-            let Some((last, _)) = page.last() else {
-                *cursor = prefix.as_bytes().to_vec();
-                return Ok(n);
-            };
-            *cursor = last.clone();
-            cursor.push(0);
-            let before = n;
-            let mut c = Commit::new();
-            for (k, v) in &page {
-                if let Some(extra) = expired(k, v) {
-                    c.delete(space, k.clone());
-                    for e in extra {
-                        c.delete(space, e);
-                    }
-                    n += 1;
-                }
-            }
-            self.commit(c, &[(kind, n - before)])?;
-            if page.len() < self.config.batch {
-                *cursor = prefix.as_bytes().to_vec();
-                return Ok(n);
-            }
-        }
-        Ok(n)
-    }
-
-    fn decisions(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
-        let cutoff = self.cutoff(self.config.deliveries_days);
-        s.decisions = self.rolling(
-            (
-                "decisions",
-                Space::Campaigns,
-                crate::campaigns::keys::DECISIONS,
-            ),
-            cursor,
-            |_, v| {
-                let at = serde_json::from_slice::<DecisionHead>(v).ok()?.at_ms;
-                (at < cutoff).then(Vec::new)
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Finished deliveries decided before the cutoff, with their coupon keys (a pending one
-    /// stays until the worker settles it).
-    fn deliveries(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
-        let cutoff = self.cutoff(self.config.deliveries_days);
-        s.deliveries = self.rolling(
-            ("deliveries", Space::Campaigns, delivery::keys::DELIVERIES),
-            cursor,
-            |_, v| {
-                let d: Delivery = serde_json::from_slice(v).ok()?;
-                (d.status.is_final() && d.decided_ms < cutoff).then(|| {
-                    let mut with = vec![
-                        delivery::coupon_key(&d.coupon).into_bytes(),
-                        delivery::clicked_key(&d.id).into_bytes(),
-                        delivery::store_index_key(&d.store, d.decided_ms, &d.id).into_bytes(),
-                    ];
-                    with.extend(
-                        d.click
-                            .as_deref()
-                            .map(|t| delivery::click_key(t).into_bytes()),
-                    );
-                    with
-                })
-            },
-        )?;
-        Ok(())
-    }
-
-    /// The detail profiles keep (each visit's and purchase's store and time) older than the
-    /// visits' period: a profile no new data trimmed is rewritten without it. The visit stage
-    /// writes profiles too; a page it changed meanwhile conflicts and waits for the next sweep.
-    fn profile_details(&mut self, cursor: &mut Vec<u8>) -> Result<u64, StoreError> {
-        let cutoff = self.cutoff(self.config.visits_days);
-        let prefix = crate::profiles::keys::PROFILES.as_bytes();
-        if !cursor.starts_with(prefix) {
-            *cursor = prefix.to_vec();
-        }
-        let (mut n, mut read) = (0, 0);
-        while read < self.config.scan_per_sweep {
-            let page = scan_prefix_from(
-                self.store,
-                Space::Profiles,
-                prefix,
-                cursor,
-                self.config.batch,
-            )?;
-            read += page.len().max(1);
-            let Some((last, _)) = page.last() else {
-                *cursor = prefix.to_vec();
-                return Ok(n);
-            };
-            *cursor = last.clone();
-            cursor.push(0);
-            let mut c = Commit::new();
-            let mut dropped = 0;
-            for (k, v) in &page {
-                let Ok(mut p) = serde_json::from_slice::<crate::profiles::Profile>(v) else {
-                    continue;
-                };
-                let before = p.recent_visits.len() + p.recent_purchases.len();
-                p.recent_visits.retain(|x| x.at_ms >= cutoff);
-                p.recent_purchases.retain(|x| x.at_ms >= cutoff);
-                let gone = before - p.recent_visits.len() - p.recent_purchases.len();
-                if gone > 0 {
-                    c.expect(Space::Profiles, k.clone(), Some(v.clone()));
-                    c.put(
-                        Space::Profiles,
-                        k.clone(),
-                        serde_json::to_vec(&p).expect("profiles serialise"),
-                    );
-                    dropped += gone as u64;
-                }
-            }
-            match self.commit(c, &[("profile_details", dropped)]) {
-                Ok(()) => n += dropped,
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            if page.len() < self.config.batch {
-                *cursor = prefix.to_vec();
-                return Ok(n);
-            }
-        }
-        Ok(n)
-    }
-
-    /// LINE account-link nonces past their expiry.
-    fn line_nonces(&mut self, cursor: &mut Vec<u8>) -> Result<u64, StoreError> {
-        let now_ms = self.now_ms;
-        self.rolling(
-            (
-                "line_nonces",
-                Space::Identity,
-                crate::identity::keys::LINE_NONCES,
-            ),
-            cursor,
-            |_, v| {
-                let expires = serde_json::from_slice::<serde_json::Value>(v)
-                    .ok()?
-                    .get("expires_ms")?
-                    .as_i64()?;
-                (expires < now_ms).then(Vec::new)
-            },
-        )
-    }
-
-    /// Processed-event ids written before the cutoff; ids without a time get one now.
-    fn processed_ids(&mut self, s: &mut Swept, cursor: &mut Vec<u8>) -> Result<(), StoreError> {
-        let cutoff = self.cutoff(self.config.processed_ids_days);
-        let now_ms = self.now_ms;
-        let mut unstamped = Vec::new();
-        s.processed_ids = self.rolling(("processed_ids", Space::Dedup, ""), cursor, |k, v| {
-            let value: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
-            match value.get("at").and_then(serde_json::Value::as_i64) {
-                Some(at) => (at < cutoff).then(Vec::new),
-                None => {
-                    unstamped.push((k.to_vec(), v.to_vec(), value));
-                    None
-                }
-            }
-        })?;
-        for chunk in unstamped.chunks(self.config.batch) {
-            let mut c = Commit::new();
-            for (k, old, value) in chunk {
-                let value = if value.is_object() {
-                    value.clone()
-                } else {
-                    serde_json::json!({})
-                };
-                c.expect(Space::Dedup, k.clone(), Some(old.clone()));
-                c.put(Space::Dedup, k.clone(), processed_id_value(value, now_ms));
-            }
-            match self.commit(c, &[]) {
-                Ok(()) => s.stamped_ids += chunk.len() as u64,
-                // Taken again meanwhile: stamped on a later sweep.
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
 }
 
-#[derive(Deserialize)]
-struct RecordHead {
-    source: String,
-    received: omo_device_config::Timestamp,
-}
-
-#[derive(Deserialize)]
-struct TransitionHead {
-    decided_ms: i64,
-}
-
-#[derive(Deserialize)]
-struct DecisionHead {
-    at_ms: i64,
+/// Where the event log's expiry stops (`None`: the log is empty): no record the log's
+/// consumers (the visit and statistics stages) have still to read, nor the newest one (its
+/// writer takes the next offset from it).
+fn log_upper(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+    let next = event_log::EventLog::open(store)?.next_offset();
+    if next == event_log::FIRST_OFFSET {
+        return Ok(None);
+    }
+    let read = [visits::stage::CONSUMER, crate::stats::CONSUMER]
+        .into_iter()
+        .map(|c| event_log::position(store, c))
+        .collect::<Result<Vec<u64>, _>>()?;
+    Ok(Some(read.into_iter().min().unwrap_or(0).min(next - 1)))
 }
 
 /// Runs the sweeper every `sweep_interval_s` (the first one an interval after the start, once
@@ -801,10 +318,13 @@ pub async fn run(store: std::sync::Arc<dyn Store>, clock: Clock, config: Retenti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Delivery;
     use crate::delivery::Status;
+    use crate::ingest::keys::processed_id_value;
     use crate::ingest::record::{AppReport, GpsFix, Record};
     use crate::store::event_log::{advance, EventLog};
     use crate::store::sled_store::SledStore;
+    use crate::store::{Commit, Space};
     use omo_device_config::Timestamp;
     use serde_json::json;
 
