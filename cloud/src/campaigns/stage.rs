@@ -13,10 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::decide::{assign, decide, CustomerView, Outcome, PastSend, Trigger};
 use super::definition::{Campaign, Trigger as CampaignTrigger};
-use super::report::{self, AnalysisRow};
+use super::report;
 use super::stored::{self, Versioned};
-use crate::delivery::DeliveryChannel;
-use crate::delivery::{self, Delivery, Status};
+use crate::delivery::{self, DeliveryChannel};
 use crate::identity;
 use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
@@ -24,8 +23,11 @@ use crate::secrets::keyed;
 use crate::store::event_log::{advance, position, report_progress};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::funnel::Counts;
-use crate::tallies::hours as report_tally;
 use crate::visits::engine::{Scope, Transition, TransitionKind};
+use analysis::Analysis;
+
+mod analysis;
+mod offer;
 
 /// This stage's name in the offsets space (its offsets count transitions, not log records).
 pub const CONSUMER: &str = "decide";
@@ -57,32 +59,6 @@ pub struct Inputs {
     pub link_base: Option<String>,
     /// How tiers are scored (`[profiles]`).
     pub profiles: ProfileParams,
-}
-
-/// A UUID-shaped key (LINE's `X-Line-Retry-Key` must be a UUID).
-fn uuid_from(bytes: &[u8; 32]) -> String {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&bytes[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-/// A coupon code: ten characters from an alphabet without look-alikes.
-fn coupon(bytes: &[u8; 32]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    bytes[..10]
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
 }
 
 fn transition_label(kind: &TransitionKind) -> String {
@@ -276,6 +252,53 @@ fn counter(store: &dyn Store, key: &str) -> Result<u64, StoreError> {
     })
 }
 
+/// What a step reads besides the transitions: the campaigns, where they run, and what
+/// decisions need to know of places and customers.
+struct Context<'a> {
+    store: &'a dyn Store,
+    inputs: &'a Inputs,
+    campaigns: &'a [Versioned],
+    /// Where each campaign runs: a new visit to one of these stores is its measured outcome.
+    campaign_stores: Vec<(String, BTreeSet<String>)>,
+    places: &'a Places,
+    segments: Segments<'a>,
+}
+
+/// Each campaign's stores: its own and its zones' stores.
+fn campaign_stores(campaigns: &[Versioned], places: &Places) -> Vec<(String, BTreeSet<String>)> {
+    campaigns
+        .iter()
+        .map(|k| {
+            let p = &k.campaign.places;
+            let zone_stores = p
+                .zones
+                .iter()
+                .filter_map(|z| places.zone_store.get(z).cloned());
+            let stores = p.stores.iter().cloned().chain(zone_stores).collect();
+            (k.campaign.id.clone(), stores)
+        })
+        .collect()
+}
+
+/// What a step has decided so far, committed at its end.
+#[derive(Default)]
+struct Step {
+    c: Commit,
+    /// Trigger keys decided in this step.
+    decided: BTreeSet<String>,
+    /// Sends of this step by customer (the caps of their next triggers count them).
+    sent_now: HashMap<String, Vec<PastSend>>,
+    /// Budget key → sends used.
+    budgets: BTreeMap<String, u64>,
+    analysis: Analysis,
+    counts: Counts,
+    /// Coupon codes given in this step.
+    taken: BTreeSet<String>,
+    sends: usize,
+    /// Customers whose record a decision of this step read: the commit expects each unchanged.
+    read_customers: BTreeMap<String, Vec<u8>>,
+}
+
 /// Decides the next transitions after this stage's offset and commits; returns how many it read.
 pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     let from = position(store, CONSUMER)?;
@@ -296,301 +319,31 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         "deciding"
     );
     let places = Places::new(&inputs.registry.read().expect("registry lock"));
-    let places_by_scope = &places;
-    let segments = Segments {
-        params: &inputs.profiles,
-        rules: profiles::rules(store)?,
+    let cx = Context {
+        store,
+        inputs,
+        campaigns: &campaigns,
+        campaign_stores: campaign_stores(&campaigns, &places),
         places: &places,
+        segments: Segments {
+            params: &inputs.profiles,
+            rules: profiles::rules(store)?,
+            places: &places,
+        },
     };
-    let mut c = Commit::new();
-    let mut decided: BTreeSet<String> = BTreeSet::new();
-    let mut sent_now: HashMap<String, Vec<PastSend>> = HashMap::new();
-    let mut budgets: BTreeMap<String, u64> = BTreeMap::new();
-    // Where each campaign runs: a new visit to one of these stores is its measured outcome.
-    let campaign_stores: Vec<(String, BTreeSet<String>)> = campaigns
-        .iter()
-        .map(|k| {
-            let places = &k.campaign.places;
-            let stores = places
-                .stores
-                .iter()
-                .cloned()
-                .chain(
-                    places
-                        .zones
-                        .iter()
-                        .filter_map(|z| places_by_scope.zone_store.get(z).cloned()),
-                )
-                .collect();
-            (k.campaign.id.clone(), stores)
-        })
-        .collect();
-    let mut analysis = Analysis::default();
-    let mut counts = Counts::default();
-    let mut taken: BTreeSet<String> = BTreeSet::new();
-    let mut sends = 0usize;
-    // Customers whose record a decision of this step read: the commit expects each unchanged.
-    let mut read_customers: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut s = Step::default();
     for (_, bytes) in &page {
         if bytes.is_empty() {
             // A transition about an erased customer.
             continue;
         }
-        let t: Transition = match serde_json::from_slice(bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable transition skipped");
-                continue;
-            }
-        };
-        if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
-            for (campaign, stores) in &campaign_stores {
-                if stores.contains(s) {
-                    analysis.visit(store, campaign, &t)?;
-                }
-            }
-        }
-        for campaign in campaigns
-            .iter()
-            .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
-        {
-            let key = hex::encode(keyed(
-                &inputs.secret,
-                &[
-                    "trigger",
-                    &t.customer,
-                    &campaign.campaign.id,
-                    &t.visit,
-                    &transition_label(&t.kind),
-                ],
-            ));
-            let decision_key = super::keys::decision(&key);
-            if decided.contains(&key)
-                || store
-                    .get(Space::Campaigns, decision_key.as_bytes())?
-                    .is_some()
-            {
-                continue;
-            }
-            if let CampaignTrigger::NthVisit { n, within_days } = campaign.campaign.trigger {
-                let since = t.at_ms - i64::from(within_days) * 86_400_000;
-                let count = crate::visits::stage::visits_of_customer(store, &t.customer, 10_000)?
-                    .iter()
-                    .filter(|v| {
-                        v.scope == t.scope
-                            && v.entered.millis() >= since
-                            && v.entered.millis() <= t.at_ms
-                    })
-                    .count();
-                if count != n as usize {
-                    continue;
-                }
-            }
-            let Some(place) = places.store_of(&t.scope) else {
-                continue;
-            };
-            let Some((view, customer, bytes)) =
-                customer_view(store, &t.customer, &segments, t.at_ms)?
-            else {
-                continue;
-            };
-            read_customers.entry(t.customer.clone()).or_insert(bytes);
-            let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
-            past.extend(sent_now.get(&t.customer).cloned().unwrap_or_default());
-            let budget_key = super::keys::budget(&campaign.campaign.id);
-            let used = match budgets.get(&budget_key) {
-                Some(u) => *u,
-                None => counter(store, &budget_key)?,
-            };
-            let outcome = decide(
-                &campaign.campaign,
-                &Trigger {
-                    customer: &view,
-                    at_ms: t.at_ms,
-                    late: t.late,
-                    store_tz: place.tz,
-                    history: &past,
-                    budget_used: used,
-                },
-            );
-            let decision = Decision {
-                trigger_key: key.clone(),
-                campaign: campaign.campaign.id.clone(),
-                campaign_version: campaign.version,
-                customer: t.customer.clone(),
-                visit: t.visit.clone(),
-                at_ms: t.at_ms,
-                outcome: outcome.clone(),
-            };
-            c.expect(Space::Campaigns, decision_key.clone(), None);
-            c.put(
-                Space::Campaigns,
-                decision_key,
-                serde_json::to_vec(&decision).expect("decisions serialise"),
-            );
-            decided.insert(key.clone());
-            let group = match &outcome {
-                Outcome::Send { variant, .. } => variant.clone(),
-                Outcome::WouldSend { .. } => report::HOLDOUT.to_owned(),
-                Outcome::Suppressed { .. } => assign(&campaign.campaign, &t.customer)
-                    .unwrap_or(report::HOLDOUT)
-                    .to_owned(),
-            };
-            let id = &campaign.campaign.id;
-            counts.add(id, &group, "triggers");
-            match &outcome {
-                Outcome::Suppressed { reason } => {
-                    let reason = serde_json::to_value(reason).expect("reasons serialise");
-                    counts.add(
-                        id,
-                        &group,
-                        &format!("suppressed:{}", reason.as_str().unwrap_or("")),
-                    );
-                }
-                Outcome::Send { .. } => {
-                    counts.add(id, &group, "eligible");
-                    counts.add(id, &group, "sent");
-                }
-                Outcome::WouldSend { .. } => {
-                    counts.add(id, &group, "eligible");
-                    counts.add(id, &group, "would_send");
-                }
-            }
-            if outcome.uses_caps() {
-                c.put(
-                    Space::Campaigns,
-                    super::keys::history(&t.customer, t.at_ms, &campaign.campaign.id),
-                    Vec::new(),
-                );
-                sent_now
-                    .entry(t.customer.clone())
-                    .or_default()
-                    .push(PastSend {
-                        campaign: campaign.campaign.id.clone(),
-                        at_ms: t.at_ms,
-                    });
-                let group = match &outcome {
-                    Outcome::Send { variant, .. } => variant.as_str(),
-                    _ => report::HOLDOUT,
-                };
-                analysis.first_trigger(
-                    store,
-                    (&campaign.campaign, &customer),
-                    (group, &place.id),
-                    &t,
-                )?;
-            }
-            if let Outcome::Send { variant, channel } = &outcome {
-                budgets.insert(budget_key.clone(), used + 1);
-                let id_bytes = keyed(&inputs.secret, &["delivery", &key, &format!("{channel:?}")]);
-                let template = campaign
-                    .campaign
-                    .variants
-                    .iter()
-                    .find(|v| &v.id == variant)
-                    .map(|v| v.template.clone());
-                let code = unused_coupon(store, &taken, &inputs.secret, &id_bytes)?;
-                taken.insert(code.clone());
-                let name = customer
-                    .attributes
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                // A tracked link, unique per delivery and unguessable (128 keyed bits).
-                let link = template.as_ref().and_then(|tpl| tpl.link.clone());
-                let click = link.as_ref().map(|_| {
-                    hex::encode(&keyed(&inputs.secret, &["click", &hex::encode(id_bytes)])[..16])
-                });
-                let tracked = match (&click, &inputs.link_base) {
-                    (Some(token), Some(base)) => {
-                        format!("{}/r/{token}", base.trim_end_matches('/'))
-                    }
-                    _ => String::new(),
-                };
-                let values = BTreeMap::from([
-                    ("name", name),
-                    ("store", place.name.clone()),
-                    ("coupon", code.clone()),
-                    ("link", tracked),
-                ]);
-                let delivery = Delivery {
-                    id: hex::encode(&id_bytes[..16]),
-                    trigger_key: key.clone(),
-                    retry_key: uuid_from(&id_bytes),
-                    campaign: campaign.campaign.id.clone(),
-                    variant: variant.clone(),
-                    channel: *channel,
-                    customer: t.customer.clone(),
-                    store: place.id.clone(),
-                    text: template
-                        .as_ref()
-                        .map(|tpl| tpl.render(&values))
-                        .unwrap_or_default(),
-                    flex: template.and_then(|tpl| tpl.render_flex(&values)),
-                    coupon: code,
-                    decided_ms: t.decided_ms,
-                    expires_ms: t.at_ms + i64::from(campaign.campaign.offer_ttl_minutes) * 60_000,
-                    status: Status::Pending,
-                    attempts: 0,
-                    first_attempt_ms: None,
-                    last_attempt_ms: None,
-                    done_ms: None,
-                    reason: None,
-                    link,
-                    click: click.clone(),
-                };
-                if let Some(token) = &click {
-                    c.put(
-                        Space::Campaigns,
-                        delivery::click_key(token),
-                        delivery.id.clone(),
-                    );
-                }
-                // Its id and coupon derive from the trigger key, whose absence is expected above.
-                c.put(
-                    Space::Campaigns,
-                    delivery::row_key(&delivery.id),
-                    serde_json::to_vec(&delivery).expect("deliveries serialise"),
-                );
-                c.put(
-                    Space::Campaigns,
-                    delivery::due_key(t.decided_ms, &delivery.id),
-                    Vec::new(),
-                );
-                c.put(
-                    Space::Campaigns,
-                    delivery::store_index_key(&delivery.store, t.decided_ms, &delivery.id),
-                    Vec::new(),
-                );
-                counts.add_key(delivery.store_counter("decided"));
-                c.expect(
-                    Space::Campaigns,
-                    delivery::coupon_key(&delivery.coupon),
-                    None,
-                );
-                c.put(
-                    Space::Campaigns,
-                    delivery::coupon_key(&delivery.coupon),
-                    delivery.id.clone(),
-                );
-                sends += 1;
-            }
+        match serde_json::from_slice::<Transition>(bytes) {
+            Ok(t) => s.transition(&cx, &t)?,
+            Err(e) => tracing::error!(error = %e, "unreadable transition skipped"),
         }
     }
-    analysis.write(&mut c, &mut counts);
-    counts.write(store, &mut c)?;
-    for (key, used) in budgets {
-        c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
-    }
-    // A consent change or an erasure since the customer was read: the step runs again on
-    // what the record says now.
-    for (id, bytes) in read_customers {
-        identity::expect_customer(&mut c, &id, bytes);
-    }
-    advance(&mut c, CONSUMER, from, last + 1);
-    store.commit(c)?;
-
+    let sends = s.sends;
+    store.commit(s.into_commit(store, (from, last + 1))?)?;
     if sends > 0 {
         crate::crash_point!("decide.after_commit_before_send");
         inputs.sent.notify_one();
@@ -635,175 +388,232 @@ pub async fn run(
     }
 }
 
-/// The delivery's coupon code: derived from its id, with a counter when (rarely: 50 bits) the
-/// code is already taken by another delivery.
-fn unused_coupon(
+/// The trigger key of `campaign` for transition `t`: one decision per customer, campaign,
+/// visit and transition (or milestone).
+fn trigger_key(secret: &[u8; 32], t: &Transition, campaign: &str) -> String {
+    hex::encode(keyed(
+        secret,
+        &[
+            "trigger",
+            &t.customer,
+            campaign,
+            &t.visit,
+            &transition_label(&t.kind),
+        ],
+    ))
+}
+
+/// Whether an Nth-visit trigger's count holds for `t` (any other trigger: yes).
+fn nth_visit_holds(
     store: &dyn Store,
-    taken: &BTreeSet<String>,
-    secret: &[u8; 32],
-    id_bytes: &[u8; 32],
-) -> Result<String, StoreError> {
-    let id = hex::encode(id_bytes);
-    for n in 0u32.. {
-        let code = coupon(&keyed(secret, &["coupon", &id, &n.to_string()]));
-        if !taken.contains(&code)
-            && store
-                .get(Space::Campaigns, delivery::coupon_key(&code).as_bytes())?
-                .is_none()
-        {
-            return Ok(code);
+    trigger: &CampaignTrigger,
+    t: &Transition,
+) -> Result<bool, StoreError> {
+    let CampaignTrigger::NthVisit { n, within_days } = *trigger else {
+        return Ok(true);
+    };
+    let since = t.at_ms - i64::from(within_days) * 86_400_000;
+    let count = crate::visits::stage::visits_of_customer(store, &t.customer, 10_000)?
+        .iter()
+        .filter(|v| {
+            v.scope == t.scope && v.entered.millis() >= since && v.entered.millis() <= t.at_ms
+        })
+        .count();
+    Ok(count == n as usize)
+}
+
+/// The group a decision counts in: the variant sent, the holdout for a would-send, and for a
+/// suppressed one the group the customer is assigned to.
+fn group_of(campaign: &Campaign, customer: &str, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Send { variant, .. } => variant.clone(),
+        Outcome::WouldSend { .. } => report::HOLDOUT.to_owned(),
+        Outcome::Suppressed { .. } => assign(campaign, customer)
+            .unwrap_or(report::HOLDOUT)
+            .to_owned(),
+    }
+}
+
+/// Counts a decision in its campaign's funnel.
+fn count_outcome(counts: &mut Counts, campaign: &str, group: &str, outcome: &Outcome) {
+    counts.add(campaign, group, "triggers");
+    match outcome {
+        Outcome::Suppressed { reason } => {
+            let reason = serde_json::to_value(reason).expect("reasons serialise");
+            counts.add(
+                campaign,
+                group,
+                &format!("suppressed:{}", reason.as_str().unwrap_or("")),
+            );
+        }
+        Outcome::Send { .. } => {
+            counts.add(campaign, group, "eligible");
+            counts.add(campaign, group, "sent");
+        }
+        Outcome::WouldSend { .. } => {
+            counts.add(campaign, group, "eligible");
+            counts.add(campaign, group, "would_send");
         }
     }
-    unreachable!("some counter gives an unused code")
 }
 
-/// The analysis rows a step reads and changes, written at its end: a customer's row created at
-/// their first eligible trigger in a campaign — under a random pseudonym (the analysis id), so
-/// erasing the customer deletes only the link and every report keeps its totals — and marked
-/// when they come back.
-#[derive(Default)]
-struct Analysis {
-    /// Row key → the row and its stored bytes (None: created in this step).
-    rows: BTreeMap<String, (AnalysisRow, Option<Vec<u8>>)>,
-    /// Link key → its state (see [`Analysis::row_key`]), for links read or created in this
-    /// step.
-    links: BTreeMap<String, Option<Option<String>>>,
-}
-
-impl Analysis {
-    /// The customer's link in `campaign`: Some(row key) when linked, Some(None) when linked
-    /// to a row that cannot be used, None when not linked.
-    fn row_key(
-        &mut self,
-        store: &dyn Store,
-        campaign: &str,
-        customer: &str,
-    ) -> Result<Option<Option<String>>, StoreError> {
-        let link = super::keys::analysis_link(campaign, customer);
-        if let Some(k) = self.links.get(&link) {
-            return Ok(k.clone());
-        }
-        let found = match report::row_of(store, campaign, customer)? {
-            report::Linked::No => None,
-            report::Linked::Unusable => Some(None),
-            report::Linked::Row(key, row, bytes) => {
-                self.rows.insert(key.clone(), (row, Some(bytes)));
-                Some(Some(key))
+impl Step {
+    /// Decides every campaign transition `t` fires, and marks the returns it measures.
+    fn transition(&mut self, cx: &Context, t: &Transition) -> Result<(), StoreError> {
+        if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
+            for (campaign, stores) in &cx.campaign_stores {
+                if stores.contains(s) {
+                    self.analysis.visit(cx.store, campaign, t)?;
+                }
             }
-        };
-        self.links.insert(link, found.clone());
-        Ok(found)
+        }
+        for campaign in cx
+            .campaigns
+            .iter()
+            .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
+        {
+            self.trigger(cx, campaign, t)?;
+        }
+        Ok(())
     }
 
-    /// Creates the row of a customer's first eligible trigger (nothing if they have one).
-    fn first_trigger(
+    /// Decides `campaign` for `t` unless its trigger key was decided before.
+    fn trigger(
         &mut self,
-        store: &dyn Store,
-        (campaign, customer): (&Campaign, &identity::Customer),
-        (group, place): (&str, &str),
+        cx: &Context,
+        campaign: &Versioned,
         t: &Transition,
     ) -> Result<(), StoreError> {
-        if self.row_key(store, &campaign.id, &customer.id)?.is_some() {
+        let store = cx.store;
+        let key = trigger_key(&cx.inputs.secret, t, &campaign.campaign.id);
+        let decision_key = super::keys::decision(&key);
+        if self.decided.contains(&key)
+            || store
+                .get(Space::Campaigns, decision_key.as_bytes())?
+                .is_some()
+            || !nth_visit_holds(store, &campaign.campaign.trigger, t)?
+        {
             return Ok(());
         }
-        let mut id = [0u8; 12];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
-        let key = super::keys::analysis(&campaign.id, &hex::encode(id));
-        let mut platforms = BTreeSet::new();
-        if customer.line_user.is_some() {
-            platforms.insert("line".to_owned());
-        }
-        for i in &customer.installs {
-            if let Some(install) = identity::install(store, i)? {
-                platforms.insert(
-                    match install.platform {
-                        identity::Platform::Ios => "ios",
-                        identity::Platform::Android => "android",
-                    }
-                    .to_owned(),
-                );
-            }
-        }
-        let row = AnalysisRow {
-            group: group.to_owned(),
-            first_trigger_ms: t.at_ms,
-            visit: t.visit.clone(),
-            window_end_ms: t.at_ms + i64::from(campaign.attribution_days) * 86_400_000,
-            platforms,
-            returned_ms: None,
-            redeemed: 0,
-            spend: 0.0,
-            store: place.to_owned(),
+        let Some(place) = cx.places.store_of(&t.scope) else {
+            return Ok(());
         };
-        self.links.insert(
-            super::keys::analysis_link(&campaign.id, &customer.id),
-            Some(Some(key.clone())),
+        let Some((view, customer, bytes)) =
+            customer_view(store, &t.customer, &cx.segments, t.at_ms)?
+        else {
+            return Ok(());
+        };
+        self.read_customers
+            .entry(t.customer.clone())
+            .or_insert(bytes);
+        let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
+        past.extend(self.sent_now.get(&t.customer).cloned().unwrap_or_default());
+        let budget_key = super::keys::budget(&campaign.campaign.id);
+        let used = match self.budgets.get(&budget_key) {
+            Some(u) => *u,
+            None => counter(store, &budget_key)?,
+        };
+        let outcome = decide(
+            &campaign.campaign,
+            &Trigger {
+                customer: &view,
+                at_ms: t.at_ms,
+                late: t.late,
+                store_tz: place.tz,
+                history: &past,
+                budget_used: used,
+            },
         );
-        self.rows.insert(key, (row, None));
+        let decision = Decision {
+            trigger_key: key.clone(),
+            campaign: campaign.campaign.id.clone(),
+            campaign_version: campaign.version,
+            customer: t.customer.clone(),
+            visit: t.visit.clone(),
+            at_ms: t.at_ms,
+            outcome: outcome.clone(),
+        };
+        self.c.expect(Space::Campaigns, decision_key.clone(), None);
+        self.c.put(
+            Space::Campaigns,
+            decision_key,
+            serde_json::to_vec(&decision).expect("decisions serialise"),
+        );
+        self.decided.insert(key.clone());
+        let group = group_of(&campaign.campaign, &t.customer, &outcome);
+        count_outcome(&mut self.counts, &campaign.campaign.id, &group, &outcome);
+        if outcome.uses_caps() {
+            self.capped(cx, (&campaign.campaign, &customer), place, t, &outcome)?;
+        }
+        if let Outcome::Send { variant, channel } = &outcome {
+            self.budgets.insert(budget_key, used + 1);
+            let d = offer::delivery(
+                (store, cx.inputs, &self.taken),
+                (&key, &campaign.campaign, variant, *channel),
+                (&customer, place),
+                t,
+            )?;
+            self.taken.insert(d.coupon.clone());
+            self.counts.add_key(d.store_counter("decided"));
+            // Its id and coupon derive from the trigger key, whose absence is expected above.
+            delivery::enqueue(&mut self.c, &d);
+            self.sends += 1;
+        }
         Ok(())
     }
 
-    /// Marks the customer's row in `campaign` returned if `t` is a new visit in its window.
-    fn visit(
+    /// A decision that counts against the caps: its history entry, and the customer's
+    /// analysis row if this is their first eligible trigger in the campaign.
+    fn capped(
         &mut self,
-        store: &dyn Store,
-        campaign: &str,
+        cx: &Context,
+        (campaign, customer): (&Campaign, &identity::Customer),
+        place: &Place,
         t: &Transition,
+        outcome: &Outcome,
     ) -> Result<(), StoreError> {
-        let Some(Some(key)) = self.row_key(store, campaign, &t.customer)? else {
-            return Ok(());
+        self.c.put(
+            Space::Campaigns,
+            super::keys::history(&t.customer, t.at_ms, &campaign.id),
+            Vec::new(),
+        );
+        self.sent_now
+            .entry(t.customer.clone())
+            .or_default()
+            .push(PastSend {
+                campaign: campaign.id.clone(),
+                at_ms: t.at_ms,
+            });
+        let group = match outcome {
+            Outcome::Send { variant, .. } => variant.as_str(),
+            _ => report::HOLDOUT,
         };
-        let Some((row, _)) = self.rows.get_mut(&key) else {
-            return Ok(());
-        };
-        if row.returned_ms.is_none()
-            && t.visit != row.visit
-            && t.at_ms > row.first_trigger_ms + report::SAME_TRIP_MS
-            && t.at_ms <= row.window_end_ms
-        {
-            row.returned_ms = Some(t.at_ms);
-        }
-        Ok(())
+        self.analysis
+            .first_trigger(cx.store, (campaign, customer), (group, &place.id), t)
     }
 
-    /// Adds the links and rows to `c`, and counts the customers first triggered and those
-    /// who came back in the stores' report tallies.
-    fn write(self, c: &mut Commit, counts: &mut Counts) {
-        for (link, key) in &self.links {
-            let Some(Some(key)) = key else { continue };
-            if self.rows.get(key).is_some_and(|(_, old)| old.is_none()) {
-                let analysis = key.rsplit('/').next().unwrap_or_default();
-                c.expect(Space::Campaigns, link.clone(), None);
-                c.put(Space::Campaigns, link.clone(), analysis.as_bytes().to_vec());
-            }
+    /// The step's commit: its decisions and sends, the analysis rows and counters, the budgets,
+    /// the customers it read expected unchanged (a consent change or an erasure since: the
+    /// step runs again on what the record says now), and the offset moved `from` → `to`.
+    fn into_commit(self, store: &dyn Store, (from, to): (u64, u64)) -> Result<Commit, StoreError> {
+        let Step {
+            mut c,
+            mut counts,
+            analysis,
+            budgets,
+            read_customers,
+            ..
+        } = self;
+        analysis.write(&mut c, &mut counts);
+        counts.write(store, &mut c)?;
+        for (key, used) in budgets {
+            c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
         }
-        for (key, (row, old)) in self.rows {
-            let new = serde_json::to_vec(&row).expect("analysis rows serialise");
-            let campaign = key.split('/').nth(1).unwrap_or_default();
-            let counter = |metric: &str| {
-                report_tally::counter_key(
-                    &row.store,
-                    row.first_trigger_ms,
-                    campaign,
-                    &format!("{metric}/{}", row.group),
-                )
-            };
-            let returned_before = old
-                .as_ref()
-                .and_then(|b| serde_json::from_slice::<AnalysisRow>(b).ok())
-                .is_some_and(|r| r.returned_ms.is_some());
-            // (Rows from before stores were recorded have none to count at.)
-            if old.is_none() && !row.store.is_empty() {
-                counts.add_key(counter("customers"));
-            }
-            if row.returned_ms.is_some() && !returned_before && !row.store.is_empty() {
-                counts.add_key(counter("returned"));
-            }
-            if old.as_ref() != Some(&new) {
-                c.expect(Space::Campaigns, key.clone(), old);
-                c.put(Space::Campaigns, key, new);
-            }
+        for (id, bytes) in read_customers {
+            identity::expect_customer(&mut c, &id, bytes);
         }
+        advance(&mut c, CONSUMER, from, to);
+        Ok(c)
     }
 }
 

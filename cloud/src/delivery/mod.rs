@@ -129,6 +129,28 @@ pub fn read(store: &dyn Store, id: &str) -> Result<Option<(Delivery, Vec<u8>)>, 
     }
 }
 
+/// Adds to `c` a new delivery for the worker: its row, its due entry (at its decision), its
+/// place in its store's index, its coupon code (expected unused: the commit conflicts if
+/// another delivery took it) and its tracked link's token.
+pub fn enqueue(c: &mut Commit, d: &Delivery) {
+    if let Some(token) = &d.click {
+        c.put(Space::Campaigns, click_key(token), d.id.clone());
+    }
+    c.put(
+        Space::Campaigns,
+        row_key(&d.id),
+        serde_json::to_vec(d).expect("deliveries serialise"),
+    );
+    c.put(Space::Campaigns, due_key(d.decided_ms, &d.id), Vec::new());
+    c.put(
+        Space::Campaigns,
+        store_index_key(&d.store, d.decided_ms, &d.id),
+        Vec::new(),
+    );
+    c.expect(Space::Campaigns, coupon_key(&d.coupon), None);
+    c.put(Space::Campaigns, coupon_key(&d.coupon), d.id.clone());
+}
+
 /// Writes `d` (a new row, or a change expected over `previous`).
 pub fn put(c: &mut Commit, d: &Delivery, previous: Option<Vec<u8>>) {
     let key = row_key(&d.id);

@@ -1,0 +1,125 @@
+//! A send's delivery row as the decision stage builds it: its id, retry key, coupon code and
+//! tracked link all derive from the trigger key (keyed by the server secret), so a replay
+//! builds the same row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::super::definition::Campaign;
+use super::{Inputs, Place};
+use crate::delivery::{self, Delivery, DeliveryChannel, Status};
+use crate::identity;
+use crate::secrets::keyed;
+use crate::store::{Space, Store, StoreError};
+use crate::visits::engine::Transition;
+
+/// A UUID-shaped key (LINE's `X-Line-Retry-Key` must be a UUID).
+fn uuid_from(bytes: &[u8; 32]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&bytes[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A coupon code: ten characters from an alphabet without look-alikes.
+fn coupon(bytes: &[u8; 32]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    bytes[..10]
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The delivery's coupon code: derived from its id, with a counter when (rarely: 50 bits) the
+/// code is already taken by another delivery.
+fn unused_coupon(
+    store: &dyn Store,
+    taken: &BTreeSet<String>,
+    secret: &[u8; 32],
+    id_bytes: &[u8; 32],
+) -> Result<String, StoreError> {
+    let id = hex::encode(id_bytes);
+    for n in 0u32.. {
+        let code = coupon(&keyed(secret, &["coupon", &id, &n.to_string()]));
+        if !taken.contains(&code)
+            && store
+                .get(Space::Campaigns, delivery::coupon_key(&code).as_bytes())?
+                .is_none()
+        {
+            return Ok(code);
+        }
+    }
+    unreachable!("some counter gives an unused code")
+}
+
+/// The delivery of a send of `campaign`'s `variant` on `channel` for trigger `key`, to
+/// `customer` at `place`, its coupon none of `taken` (the codes this step gave already).
+pub(super) fn delivery(
+    (store, inputs, taken): (&dyn Store, &Inputs, &BTreeSet<String>),
+    (key, campaign, variant, channel): (&str, &Campaign, &str, DeliveryChannel),
+    (customer, place): (&identity::Customer, &Place),
+    t: &Transition,
+) -> Result<Delivery, StoreError> {
+    let id_bytes = keyed(&inputs.secret, &["delivery", key, &format!("{channel:?}")]);
+    let template = campaign
+        .variants
+        .iter()
+        .find(|v| v.id == variant)
+        .map(|v| v.template.clone());
+    let code = unused_coupon(store, taken, &inputs.secret, &id_bytes)?;
+    let name = customer
+        .attributes
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    // A tracked link, unique per delivery and unguessable (128 keyed bits).
+    let link = template.as_ref().and_then(|tpl| tpl.link.clone());
+    let click = link
+        .as_ref()
+        .map(|_| hex::encode(&keyed(&inputs.secret, &["click", &hex::encode(id_bytes)])[..16]));
+    let tracked = match (&click, &inputs.link_base) {
+        (Some(token), Some(base)) => format!("{}/r/{token}", base.trim_end_matches('/')),
+        _ => String::new(),
+    };
+    let values = BTreeMap::from([
+        ("name", name),
+        ("store", place.name.clone()),
+        ("coupon", code.clone()),
+        ("link", tracked),
+    ]);
+    Ok(Delivery {
+        id: hex::encode(&id_bytes[..16]),
+        trigger_key: key.to_owned(),
+        retry_key: uuid_from(&id_bytes),
+        campaign: campaign.id.clone(),
+        variant: variant.to_owned(),
+        channel,
+        customer: t.customer.clone(),
+        store: place.id.clone(),
+        text: template
+            .as_ref()
+            .map(|tpl| tpl.render(&values))
+            .unwrap_or_default(),
+        flex: template.and_then(|tpl| tpl.render_flex(&values)),
+        coupon: code,
+        decided_ms: t.decided_ms,
+        expires_ms: t.at_ms + i64::from(campaign.offer_ttl_minutes) * 60_000,
+        status: Status::Pending,
+        attempts: 0,
+        first_attempt_ms: None,
+        last_attempt_ms: None,
+        done_ms: None,
+        reason: None,
+        link,
+        click,
+    })
+}
