@@ -49,18 +49,19 @@ pub fn finish_erasure(
     let mut about = About::new(&erasing.customer);
     let log_end = blank_observations(store, &mut about, 0, &mut done)?;
     done.transitions = visits::forget_transitions(store, id)?;
-    let decided = campaigns::forget(store, id)?;
-    (done.decisions, done.caps_history, done.analysis_links) = (
-        decided.decisions,
-        decided.caps_history,
-        decided.analysis_links,
-    );
+    // The deliveries first: a redemption taken meanwhile still finds its analysis row.
     let sent = delivery::forget(store, id, now_ms)?;
     (
         done.deliveries_scrubbed,
         done.deliveries_cancelled,
         done.redemptions_scrubbed,
     ) = (sent.scrubbed, sent.cancelled, sent.redemptions_scrubbed);
+    let decided = campaigns::forget(store, id)?;
+    (done.decisions, done.caps_history, done.analysis_links) = (
+        decided.decisions,
+        decided.caps_history,
+        decided.analysis_links,
+    );
     done.dedup_keys =
         ingest::forget_installs(store, erasing.installs.iter().map(|i| i.id.as_str()))?;
     done.purchases_unlinked = purchases::unlink_customer(store, id, &references(erasing))?;

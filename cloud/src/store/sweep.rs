@@ -1,5 +1,5 @@
 //! Walking a space in bounded batches, for the owners' data duties: retention's expiry
-//! ([`crate::privacy::retention`]) and an erasure's forgetting ([`crate::privacy::erasure`]).
+//! ([`crate::privacy::retention`]) and an erasure's forgetting ([`crate::privacy::finish_erasure`]).
 //! The owners decide which rows go; this walks their keys and commits, each batch its own
 //! commit, reporting what it did after each so the caller can count it and pause (retention's
 //! commits take turns with ingest's).
