@@ -413,7 +413,7 @@ fn nth_visit_holds(
         return Ok(true);
     };
     let since = t.at_ms - i64::from(within_days) * 86_400_000;
-    let count = crate::visits::stage::visits_of_customer(store, &t.customer, 10_000)?
+    let count = crate::visits::visits_of_customer(store, &t.customer, 10_000)?
         .iter()
         .filter(|v| {
             v.scope == t.scope && v.entered.millis() >= since && v.entered.millis() <= t.at_ms

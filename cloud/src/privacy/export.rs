@@ -30,7 +30,7 @@ pub fn export(
             }));
         }
     }
-    let visits = crate::visits::stage::visits_of_customer(store, id, MAX_VISITS)?;
+    let visits = crate::visits::visits_of_customer(store, id, MAX_VISITS)?;
 
     let decisions = crate::campaigns::decisions_of(store, id)?;
     let (deliveries, redemptions) = crate::delivery::of_customer(store, id)?;

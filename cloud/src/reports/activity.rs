@@ -63,10 +63,10 @@ pub fn activity(
         return Ok(None);
     }
     // The site import checks every store's zone; UTC only if one were unreadable.
-    let tz: Tz = crate::visits::stage::store_tz(registry, id).unwrap_or(chrono_tz::UTC);
+    let tz: Tz = crate::visits::store_tz(registry, id).unwrap_or(chrono_tz::UTC);
     let mut zones = Vec::new();
     for z in registry.zones().iter().filter(|z| z.store().as_str() == id) {
-        let open = crate::visits::stage::visits_in_scope(
+        let open = crate::visits::visits_in_scope(
             store,
             &Scope::Zone(z.id().to_owned()),
             now_ms - OPEN_LOOKBACK_MS,

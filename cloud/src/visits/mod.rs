@@ -5,6 +5,8 @@
 pub mod engine;
 mod forget;
 pub mod keys;
+mod read;
 pub mod stage;
 
 pub use forget::{expire, expire_transitions, forget_transitions};
+pub use read::{footfall, store_tz, visits_in_scope, visits_of_customer};

@@ -8,25 +8,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use omo_device_config::payload::PresenceEvent;
-use omo_device_config::{BeaconId, GatewayId, StoreId, Timestamp};
+use omo_device_config::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::engine::{
-    Evidence, Scope, Source, Transition, TransitionKind, VisitEngine, VisitParams,
-};
+use super::engine::{Scope, Source, Transition, TransitionKind, VisitEngine, VisitParams};
 use super::keys;
-use crate::identity::{self, eid_resolver::EidResolver};
-use crate::ingest::record::{GatewayEvent, Record};
-use crate::profiles::{self, Profile, ProfileParams, PurchaseMark};
+use crate::identity::eid_resolver::EidResolver;
+use crate::ingest::record::{GatewayEvent, PurchaseEvent, Record};
+use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
 use crate::store::event_log::{self, advance, position};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::hours::{self as tally, VisitHours};
-use crate::zones::{Match, Observation, Report, ZoneSet};
+use crate::zones::ZoneSet;
 
+mod evidence;
 mod journal;
+mod located;
+mod write;
+
 use journal::Journal;
+use located::Located;
 
 /// This stage's name in the offsets space.
 pub const CONSUMER: &str = "visits";
@@ -96,7 +99,7 @@ pub struct VisitStage {
     stale: bool,
 }
 
-fn ts(ms: i64) -> Timestamp {
+pub(super) fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_millis(0).expect("epoch"))
 }
 
@@ -126,135 +129,45 @@ impl VisitStage {
         *self = VisitStage::open(store, inputs)?;
         Ok(())
     }
-
     /// Folds the next records after this stage's offset and commits; returns how many it read.
     pub fn step(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         if self.stale {
             self.reopen(store, inputs)?;
         }
-        {
-            let registry = inputs.registry.read().expect("registry lock");
-            if registry.generation != self.zone_generation {
-                let (zones, problems) =
-                    ZoneSet::new(&registry.zones(), inputs.params.match_rules());
-                for p in problems {
-                    tracing::error!(problem = %p, "zone skipped");
-                }
-                self.zones = zones;
-                self.zone_generation = registry.generation;
-            }
-        }
+        self.refresh_zones(inputs);
         let from = position(store, CONSUMER)?;
         let records = event_log::read(store, from, BATCH)?;
         let Some(&(last, _)) = records.last() else {
             return Ok(0);
         };
-        let mut transitions = Vec::new();
-        let mut footfall: BTreeMap<(String, i64), Footfall> = BTreeMap::new();
+        let mut folded = Folded::default();
         let mut located = std::mem::take(&mut self.located);
         located.start_step(store);
-        // Whether an app report in this batch said its customer left somewhere (a crash test
-        // stops the stage there).
-        let mut app_left = false;
         for (offset, bytes) in &records {
-            let record = match Record::decode(bytes) {
-                Ok(r) => r,
+            match Record::decode(bytes) {
+                Ok(record) => {
+                    self.fold(record, *offset, (store, inputs), &mut located, &mut folded)?
+                }
                 Err(e) => {
-                    tracing::error!(offset, error = %e, "unreadable event-log record skipped");
-                    continue;
-                }
-            };
-            let log_ms = record.received().millis();
-            if let Record::Tick { .. } = record {
-                transitions.extend(self.engine.tick(log_ms));
-                continue;
-            }
-            if let Record::Purchase(p) = record {
-                // Only about a customer still known (not erased since it was logged).
-                if located.consents(store, &p.customer)?.is_none() {
-                    located.unknown += 1;
-                    continue;
-                }
-                let at_ms = p.event_ts.millis();
-                transitions.push(Transition {
-                    visit: p.purchase,
-                    customer: p.customer,
-                    scope: p
-                        .store
-                        .map_or(Scope::Online, |s| Scope::Store(s.to_string())),
-                    kind: TransitionKind::Purchase {
-                        total: p.total,
-                        currency: p.currency,
-                        categories: p.categories,
-                    },
-                    at_ms,
-                    decided_ms: log_ms,
-                    late: p.received.millis() - at_ms
-                        > i64::from(inputs.params.max_lateness_s) * 1000,
-                    sources: BTreeSet::new(),
-                });
-                continue;
-            }
-            if let Record::Gateway(GatewayEvent {
-                event: PresenceEvent::Footfall(f),
-                gateway,
-                store: s,
-                ..
-            }) = &record
-            {
-                let hour = f.ts.millis().div_euclid(3_600_000) * 3_600_000;
-                for scope in self.gateway_scopes(gateway, s) {
-                    let e = footfall
-                        .entry((keys::scope_text(&scope), hour))
-                        .or_default();
-                    e.device_minutes = e.device_minutes.saturating_add(u64::from(f.devices));
-                    e.minutes = e.minutes.saturating_add(1);
-                    e.peak = e.peak.max(f.devices);
-                }
-                continue;
-            }
-            let evidence = self.evidence(&record, *offset, store, &inputs.eids, &mut located)?;
-            app_left |= matches!(record, Record::App(_)) && evidence.iter().any(|e| !e.inside);
-            for evidence in evidence {
-                if located.allows(store, &evidence.customer)? {
-                    transitions.extend(self.engine.observe(evidence, log_ms));
+                    tracing::error!(offset, error = %e, "unreadable event-log record skipped")
                 }
             }
         }
-        metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "no_location_consent")
-            .increment(located.unconsented);
-        metrics::counter!("omo_visit_evidence_skipped_total", "reason" => "unknown_customer")
-            .increment(located.unknown);
+        located.count_skipped();
         self.located = located;
-        let mut c = Commit::new();
-        self.write_transitions(store, &transitions, &inputs.id_key, &mut c)?;
         let log_ms = records
             .iter()
             .rev()
             .find_map(|(_, b)| Record::decode(b).ok())
             .map_or(0, |r| r.received().millis());
-        update_profiles(store, inputs, &transitions, log_ms, &mut c)?;
-        for ((scope, hour), add) in &footfall {
-            let key = keys::footfall(scope, *hour);
-            let mut total: Footfall = match store.get(Space::Visits, key.as_bytes())? {
-                Some(v) => {
-                    serde_json::from_slice(&v).map_err(|e| StoreError::backend("footfall", e))?
-                }
-                None => Footfall::default(),
-            };
-            total.device_minutes = total.device_minutes.saturating_add(add.device_minutes);
-            total.minutes = total.minutes.saturating_add(add.minutes);
-            total.peak = total.peak.max(add.peak);
-            c.put(
-                Space::Visits,
-                key,
-                serde_json::to_vec(&total).expect("footfall serialises"),
-            );
-        }
+        let mut c = Commit::new();
+        write::transitions(store, &folded.transitions, &inputs.id_key, &mut c)?;
+        write::profiles(store, inputs, &folded.transitions, log_ms, &mut c)?;
+        write::footfall(store, &folded.footfall, &mut c)?;
         self.journal.stage(&mut self.engine, log_ms, false, &mut c);
         advance(&mut c, CONSUMER, from, last + 1);
         crate::crash_point!("visits.before_commit");
-        if app_left {
+        if folded.app_left {
             crate::crash_point!("visits.app_left_before_commit");
         }
         if let Err(e) = store.commit(c) {
@@ -263,6 +176,77 @@ impl VisitStage {
             return Err(e);
         }
         Ok(records.len())
+    }
+
+    /// Builds the zones again if the registry changed them since.
+    fn refresh_zones(&mut self, inputs: &Inputs) {
+        let registry = inputs.registry.read().expect("registry lock");
+        if registry.generation != self.zone_generation {
+            let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
+            for p in problems {
+                tracing::error!(problem = %p, "zone skipped");
+            }
+            self.zones = zones;
+            self.zone_generation = registry.generation;
+        }
+    }
+
+    /// Folds one record at `offset` of the log: a tick moves the engine's time, a purchase is
+    /// a transition of its own, a gateway's footfall is counted, any other observation is
+    /// evidence for the engine (if its customer is known and consents).
+    fn fold(
+        &mut self,
+        record: Record,
+        offset: u64,
+        (store, inputs): (&dyn Store, &Inputs),
+        located: &mut Located,
+        folded: &mut Folded,
+    ) -> Result<(), StoreError> {
+        let log_ms = record.received().millis();
+        match record {
+            Record::Tick { .. } => folded.transitions.extend(self.engine.tick(log_ms)),
+            Record::Purchase(p) => {
+                // Only about a customer still known (not erased since it was logged).
+                if located.consents(store, &p.customer)?.is_none() {
+                    located.unknown += 1;
+                } else {
+                    let max_lateness_ms = i64::from(inputs.params.max_lateness_s) * 1000;
+                    folded
+                        .transitions
+                        .push(purchase_transition(p, log_ms, max_lateness_ms));
+                }
+            }
+            Record::Gateway(GatewayEvent {
+                event: PresenceEvent::Footfall(f),
+                gateway,
+                store: s,
+                ..
+            }) => {
+                let hour = f.ts.millis().div_euclid(3_600_000) * 3_600_000;
+                for scope in self.gateway_scopes(&gateway, &s) {
+                    let e = folded
+                        .footfall
+                        .entry((keys::scope_text(&scope), hour))
+                        .or_default();
+                    e.device_minutes = e.device_minutes.saturating_add(u64::from(f.devices));
+                    e.minutes = e.minutes.saturating_add(1);
+                    e.peak = e.peak.max(f.devices);
+                }
+            }
+            record => {
+                let evidence = self.evidence(&record, offset, store, &inputs.eids, located)?;
+                folded.app_left |=
+                    matches!(record, Record::App(_)) && evidence.iter().any(|e| !e.inside);
+                for evidence in evidence {
+                    if located.allows(store, &evidence.customer)? {
+                        folded
+                            .transitions
+                            .extend(self.engine.observe(evidence, log_ms));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Erases a customer's part of the visit stage (DESIGN.md, "Privacy by design"): the
@@ -350,290 +334,6 @@ impl VisitStage {
             visits,
         })
     }
-
-    /// The scopes a gateway's own hearing places a device in: its gateway zones and its store.
-    fn gateway_scopes(&self, gateway: &GatewayId, store: &StoreId) -> Vec<Scope> {
-        let probe = Observation::Gateway {
-            gateway,
-            rssi: 0.0,
-            distance_m: 0.0,
-        };
-        let mut scopes: Vec<Scope> = self
-            .zones
-            .candidates(&probe)
-            .into_iter()
-            .map(|(i, _)| Scope::Zone(self.zones.zone(i).id.to_string()))
-            .collect();
-        scopes.push(Scope::Store(store.to_string()));
-        scopes
-    }
-
-    /// The scopes an app report says `customer` has left. A report from outside names none of
-    /// the zones it left, so it is judged against the zones the customer has a visit (or a
-    /// candidate) in — the engine's live scopes, state committed with this stage's offset, so
-    /// a replay with the same zones judges alike: each such zone the report is outside of (by
-    /// its fix, scan or beacon list: [`ZoneSet::relate_report`]); and the store of such a
-    /// zone, when the customer has a visit there and the report is inside or at the edge of
-    /// none of its zones (`near`), with every other zone of that store they are in: a zone
-    /// the report carries nothing about (a beacon zone when it lists no beacon, a gateway
-    /// zone) does not hold the store, the grace does, for evidence still coming from there.
-    fn left(&self, customer: &str, report: &Report<'_>, near: &[(usize, Match)]) -> Vec<Scope> {
-        let live: Vec<(&Scope, Option<usize>)> = self
-            .engine
-            .live_scopes(customer)
-            .map(|scope| match scope {
-                // A zone removed from the registry since has no index: it ends by timeout.
-                Scope::Zone(z) => (scope, self.zones.index_of(z)),
-                _ => (scope, None),
-            })
-            .collect();
-        let mut left = BTreeSet::new();
-        let mut stores: BTreeSet<&StoreId> = BTreeSet::new();
-        for (scope, i) in &live {
-            if let Some(i) = i {
-                if self.zones.relate_report(*i, report) == Match::Outside {
-                    left.insert((*scope).clone());
-                    stores.insert(&self.zones.zone(*i).store);
-                }
-            }
-        }
-        for (i, _) in near {
-            stores.remove(&self.zones.zone(*i).store);
-        }
-        for store in stores {
-            let scope = Scope::Store(store.to_string());
-            if !live.iter().any(|(s, _)| **s == scope) {
-                continue;
-            }
-            left.insert(scope);
-            for (scope, i) in &live {
-                if i.is_some_and(|i| self.zones.zone(i).store == *store) {
-                    left.insert((*scope).clone());
-                }
-            }
-        }
-        left.into_iter().collect()
-    }
-
-    /// Who a record is about, and what it says about which scopes.
-    fn evidence(
-        &self,
-        record: &Record,
-        offset: u64,
-        store: &dyn Store,
-        eids: &Mutex<EidResolver>,
-        located: &mut Located,
-    ) -> Result<Vec<Evidence>, StoreError> {
-        let mut out: BTreeMap<Scope, bool> = BTreeMap::new();
-        let mut add = |zones: &ZoneSet, found: Vec<(usize, Match)>| {
-            for (i, m) in found {
-                if m == Match::Inside {
-                    let z = zones.zone(i);
-                    out.insert(Scope::Zone(z.id.to_string()), true);
-                    out.insert(Scope::Store(z.store.to_string()), true);
-                }
-            }
-        };
-        let (customer, at_ms, source) = match record {
-            Record::Gateway(e) => {
-                let Some((kind, s)) = e.event.as_sighting() else {
-                    return Ok(Vec::new());
-                };
-                let Some(customer) = resolve(&s.beacon, e.event_ts, store, eids, located)? else {
-                    return Ok(Vec::new());
-                };
-                let obs = Observation::Gateway {
-                    gateway: &e.gateway,
-                    rssi: s.rssi,
-                    distance_m: s.distance_m,
-                };
-                if kind == omo_device_config::payload::SightingKind::Exit {
-                    // The gateway stopped hearing the device: evidence against its zones only
-                    // (another gateway of the store may still hear it).
-                    for scope in self.gateway_scopes(&e.gateway, &e.store) {
-                        if matches!(scope, Scope::Zone(_)) {
-                            out.insert(scope, false);
-                        }
-                    }
-                } else {
-                    add(&self.zones, self.zones.candidates(&obs));
-                    out.insert(Scope::Store(e.store.to_string()), true);
-                }
-                (customer, e.event_ts.millis(), Source::Gateway)
-            }
-            Record::App(r) => {
-                let mut near = Vec::new();
-                if let Some(fix) = r.gps {
-                    near.extend(self.zones.candidates(&Observation::Gps(fix)));
-                }
-                if !r.wifi.is_empty() {
-                    near.extend(self.zones.candidates(&Observation::Wifi(&r.wifi)));
-                }
-                for b in &r.beacons {
-                    near.extend(self.zones.candidates(&Observation::Beacon {
-                        id: &b.id,
-                        rssi: Some(b.rssi),
-                    }));
-                }
-                let report = Report {
-                    gps: r.gps,
-                    wifi: &r.wifi,
-                    beacons: &r.beacons,
-                };
-                let left = self.left(&r.customer, &report, &near);
-                add(&self.zones, near);
-                for scope in left {
-                    // Inside evidence from the same report wins (two zones of one store).
-                    out.entry(scope).or_insert(false);
-                }
-                (r.customer.clone(), r.event_ts.millis(), Source::App)
-            }
-            Record::Checkin(q) => {
-                // The place itself: its store, and its zone if the code was a zone's.
-                out.insert(Scope::Store(q.store.to_string()), true);
-                if let Some(z) = &q.zone {
-                    out.insert(Scope::Zone(z.clone()), true);
-                }
-                (q.customer.clone(), q.event_ts.millis(), Source::Qr)
-            }
-            Record::Line(l) => {
-                let crate::ingest::record::LineKind::Beacon { beacon, .. } = &l.kind else {
-                    return Ok(Vec::new());
-                };
-                add(
-                    &self.zones,
-                    self.zones.candidates(&Observation::Beacon {
-                        id: beacon,
-                        rssi: None,
-                    }),
-                );
-                (l.customer.clone(), l.event_ts.millis(), Source::Line)
-            }
-            _ => return Ok(Vec::new()),
-        };
-        Ok(out
-            .into_iter()
-            .map(|(scope, inside)| Evidence {
-                customer: customer.clone(),
-                scope,
-                at_ms,
-                offset,
-                source,
-                inside,
-            })
-            .collect())
-    }
-
-    /// Stores each transition, updates the visit it belongs to, the visit indexes and the
-    /// stores' report tallies.
-    fn write_transitions(
-        &self,
-        store: &dyn Store,
-        transitions: &[Transition],
-        secret: &[u8; 32],
-        c: &mut Commit,
-    ) -> Result<(), StoreError> {
-        let next = transitions_end(store)?;
-        let mut visits: BTreeMap<String, VisitRecord> = BTreeMap::new();
-        let mut indexed: BTreeMap<String, IndexChange> = BTreeMap::new();
-        for (seq, t) in (next..).zip(transitions) {
-            c.put(
-                Space::Transitions,
-                seq.to_be_bytes().to_vec(),
-                serde_json::to_vec(t).expect("transitions serialise"),
-            );
-            if matches!(t.kind, TransitionKind::Purchase { .. }) {
-                continue;
-            }
-            let key = keys::visit(&t.visit);
-            let mut v = match visits.remove(&t.visit) {
-                Some(v) => v,
-                None => match store.get(Space::Visits, key.as_bytes())? {
-                    Some(b) => {
-                        serde_json::from_slice(&b).map_err(|e| StoreError::backend("visit", e))?
-                    }
-                    None => VisitRecord {
-                        id: t.visit.clone(),
-                        customer: t.customer.clone(),
-                        scope: t.scope.clone(),
-                        entered: ts(t.at_ms),
-                        exited: None,
-                        dwell_s: None,
-                        milestones_min: Vec::new(),
-                        sources: BTreeSet::new(),
-                        late: t.late,
-                    },
-                },
-            };
-            v.sources.extend(t.sources.iter().copied());
-            match &t.kind {
-                TransitionKind::Enter => {
-                    c.put(
-                        Space::Visits,
-                        keys::of_customer(&t.customer, &t.visit),
-                        Vec::new(),
-                    );
-                    let key = keys::in_scope(&t.scope, t.at_ms, &t.visit);
-                    if let Scope::Store(s) = &t.scope {
-                        IndexChange::note(
-                            store,
-                            &mut indexed,
-                            &key,
-                            (s, t.at_ms, &t.customer),
-                            v.dwell_s,
-                            None,
-                        )?;
-                    }
-                    c.put(
-                        Space::Visits,
-                        key,
-                        keys::scope_index_value(&t.customer, None),
-                    );
-                }
-                TransitionKind::Dwell { minutes } => v.milestones_min.push(*minutes),
-                TransitionKind::Exit { dwell_s } => {
-                    let key = keys::in_scope(&v.scope, v.entered.millis(), &v.id);
-                    if let Scope::Store(s) = &v.scope {
-                        let visit = (s.as_str(), v.entered.millis(), v.customer.as_str());
-                        IndexChange::note(
-                            store,
-                            &mut indexed,
-                            &key,
-                            visit,
-                            v.dwell_s,
-                            Some(*dwell_s),
-                        )?;
-                    }
-                    v.exited = Some(ts(t.at_ms));
-                    v.dwell_s = Some(*dwell_s);
-                    c.put(
-                        Space::Visits,
-                        key,
-                        keys::scope_index_value(&v.customer, Some(*dwell_s)),
-                    );
-                }
-                TransitionKind::Purchase { .. } => {}
-            }
-            visits.insert(t.visit.clone(), v);
-        }
-        for (id, v) in visits {
-            c.put(
-                Space::Visits,
-                keys::visit(&id),
-                serde_json::to_vec(&v).expect("visits serialise"),
-            );
-        }
-        // The stores' tallies count what their visit index entries now hold.
-        let mut hours = VisitHours::default();
-        for e in indexed.into_values().filter(|e| e.was != Some(e.now)) {
-            let visitor = tally::visitor(secret, &e.customer);
-            hours
-                .get(store, &e.store, e.entered_ms)?
-                .change(visitor, e.was, e.now);
-        }
-        hours.write(c);
-        Ok(())
-    }
 }
 
 /// The seq the next transition will get (transitions are numbered from 1 in the order this
@@ -650,314 +350,37 @@ pub fn transitions_end(store: &dyn Store) -> Result<u64, StoreError> {
     }
 }
 
-/// What the stage has read of its customers' identity — whether each is known and consents
-/// to location tracking, and whom each beacon id names — kept across steps until a commit
-/// writes the identity space (a registration, a consent changed, an erasure: then it is read
-/// afresh), at most [`KNOWN_MAX`] of each; and how much evidence a step skipped for want of a
-/// known, consenting customer.
+/// What a step folded from its records, before it is written.
 #[derive(Default)]
-struct Located {
-    /// [`Store::commits_to`] the identity space when what is held was read.
-    identity_commits: u64,
-    of: rustc_hash::FxHashMap<String, Option<bool>>,
-    beacons: rustc_hash::FxHashMap<BeaconId, Option<String>>,
-    unconsented: u64,
-    unknown: u64,
+struct Folded {
+    transitions: Vec<Transition>,
+    /// Footfall added per (scope, hour).
+    footfall: BTreeMap<(String, i64), Footfall>,
+    /// Whether an app report said its customer left somewhere (a crash test stops the stage
+    /// there).
+    app_left: bool,
 }
 
-/// Customers (and beacon ids) the stage keeps what it read of, at most: about 30 MB.
-const KNOWN_MAX: usize = 1 << 17;
-
-/// Adds to a map of [`Located`], emptying it first when it holds [`KNOWN_MAX`].
-fn keep<K: std::hash::Hash + Eq, V>(map: &mut rustc_hash::FxHashMap<K, V>, k: K, v: V) {
-    if map.len() >= KNOWN_MAX {
-        map.clear();
+/// A purchase as a transition of its own (its id in place of a visit's), logged at `log_ms`;
+/// late if it reached the cloud more than `max_lateness_ms` after it was made.
+fn purchase_transition(p: PurchaseEvent, log_ms: i64, max_lateness_ms: i64) -> Transition {
+    let at_ms = p.event_ts.millis();
+    Transition {
+        visit: p.purchase,
+        customer: p.customer,
+        scope: p
+            .store
+            .map_or(Scope::Online, |s| Scope::Store(s.to_string())),
+        kind: TransitionKind::Purchase {
+            total: p.total,
+            currency: p.currency,
+            categories: p.categories,
+        },
+        at_ms,
+        decided_ms: log_ms,
+        late: p.received.millis() - at_ms > max_lateness_ms,
+        sources: BTreeSet::new(),
     }
-    map.insert(k, v);
-}
-
-impl Located {
-    /// Starts a step: forgets what identity commits since may have changed, and the counts.
-    fn start_step(&mut self, store: &dyn Store) {
-        let commits = store.commits_to(Space::Identity);
-        if commits != self.identity_commits {
-            self.of.clear();
-            self.beacons.clear();
-            self.identity_commits = commits;
-        }
-        self.unconsented = 0;
-        self.unknown = 0;
-    }
-
-    /// The customer carrying a (non-rotating) beacon id, if any.
-    fn carrier(
-        &mut self,
-        store: &dyn Store,
-        beacon: &BeaconId,
-    ) -> Result<Option<String>, StoreError> {
-        if let Some(c) = self.beacons.get(beacon) {
-            return Ok(c.clone());
-        }
-        let c = identity::beacon_carrier(store, beacon)?;
-        keep(&mut self.beacons, *beacon, c.clone());
-        Ok(c)
-    }
-
-    /// Whether `customer` consents to location tracking (`None`: not known, or erased).
-    fn consents(&mut self, store: &dyn Store, customer: &str) -> Result<Option<bool>, StoreError> {
-        if let Some(a) = self.of.get(customer) {
-            return Ok(*a);
-        }
-        let a = identity::customer(store, customer)?.map(|c| c.consent.location);
-        keep(&mut self.of, customer.to_owned(), a);
-        Ok(a)
-    }
-
-    /// Whether evidence about `customer` may become part of a visit: without location consent
-    /// an observation never does, nor one about a customer erased since it was logged.
-    fn allows(&mut self, store: &dyn Store, customer: &str) -> Result<bool, StoreError> {
-        match self.consents(store, customer)? {
-            Some(true) => Ok(true),
-            Some(false) => {
-                self.unconsented += 1;
-                Ok(false)
-            }
-            None => {
-                self.unknown += 1;
-                Ok(false)
-            }
-        }
-    }
-}
-
-/// A store visit's index entry written by a step: what it held before the step and holds now.
-struct IndexChange {
-    store: String,
-    entered_ms: i64,
-    customer: String,
-    /// Absent, or the visit's dwell (`None` while open).
-    was: Option<Option<u64>>,
-    now: Option<u64>,
-}
-
-impl IndexChange {
-    /// Notes that the step sets entry `key` of visit `(store, entered_ms, customer)` to the
-    /// dwell `now`; `row_dwell`: the dwell its visit row holds before this write (for an
-    /// older entry that holds nothing itself).
-    fn note(
-        store: &dyn Store,
-        indexed: &mut BTreeMap<String, IndexChange>,
-        key: &str,
-        (s, entered_ms, customer): (&str, i64, &str),
-        row_dwell: Option<u64>,
-        now: Option<u64>,
-    ) -> Result<(), StoreError> {
-        if let Some(e) = indexed.get_mut(key) {
-            e.now = now;
-            return Ok(());
-        }
-        let was = store
-            .get(Space::Visits, key.as_bytes())?
-            .map(|v| keys::parse_scope_index_value(&v).map_or(row_dwell, |(_, d)| d));
-        indexed.insert(
-            key.to_owned(),
-            IndexChange {
-                store: s.to_owned(),
-                entered_ms,
-                customer: customer.to_owned(),
-                was,
-                now,
-            },
-        );
-        Ok(())
-    }
-}
-
-/// Folds the step's store visits and purchases into their customers' profiles and recomputes
-/// their tiers and tags as of `log_ms` (the step's last log time).
-fn update_profiles(
-    store: &dyn Store,
-    inputs: &Inputs,
-    transitions: &[Transition],
-    log_ms: i64,
-    c: &mut Commit,
-) -> Result<(), StoreError> {
-    let params = &inputs.profiles;
-    let mut changed: BTreeMap<&str, Profile> = BTreeMap::new();
-    let mut folded: BTreeSet<String> = BTreeSet::new();
-    for t in transitions {
-        if let TransitionKind::Purchase { .. } = t.kind {
-            // Each purchase once, however often it is sent again (its ingest key expires).
-            let key = profiles::folded_key(&t.customer, &t.visit);
-            if folded.contains(&key) || store.get(Space::Profiles, key.as_bytes())?.is_some() {
-                continue;
-            }
-            c.put(Space::Profiles, key.clone(), Vec::new());
-            folded.insert(key);
-        }
-        let mark = |p: &mut Profile| match (&t.kind, &t.scope) {
-            (TransitionKind::Enter, Scope::Store(s)) => {
-                p.add_visit(s, t.at_ms, params.keep_days);
-            }
-            (
-                TransitionKind::Purchase {
-                    total,
-                    currency,
-                    categories,
-                },
-                scope,
-            ) => p.add_purchase(
-                PurchaseMark {
-                    id: t.visit.clone(),
-                    at_ms: t.at_ms,
-                    channel: match scope {
-                        Scope::Online => crate::vocab::SaleChannel::Online,
-                        _ => crate::vocab::SaleChannel::Store,
-                    },
-                    store: match scope {
-                        Scope::Store(s) => Some(s.clone()),
-                        _ => None,
-                    },
-                    currency: currency.clone(),
-                    total: *total,
-                    categories: categories.clone(),
-                },
-                params.keep_days,
-            ),
-            _ => {}
-        };
-        let relevant = matches!(
-            (&t.kind, &t.scope),
-            (TransitionKind::Enter, Scope::Store(_)) | (TransitionKind::Purchase { .. }, _)
-        );
-        if !relevant {
-            continue;
-        }
-        let p = match changed.entry(t.customer.as_str()) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let p = profiles::read(store, &t.customer)?
-                    .unwrap_or_else(|| Profile::new(&t.customer));
-                e.insert(p)
-            }
-        };
-        mark(p);
-    }
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let rules = profiles::rules(store)?;
-    let registry = inputs.registry.read().expect("registry lock");
-    let tz_of = |s: &str| store_tz(&registry, s);
-    for (customer, mut p) in changed {
-        p.refresh(&rules, params, log_ms, &tz_of);
-        c.put(
-            Space::Profiles,
-            profiles::profile_key(customer),
-            serde_json::to_vec(&p).expect("profiles serialise"),
-        );
-    }
-    Ok(())
-}
-
-/// A store's time zone, from the registry.
-pub fn store_tz(registry: &Registry, store: &str) -> Option<chrono_tz::Tz> {
-    registry
-        .site()
-        .stores
-        .iter()
-        .find(|s| s.id.as_str() == store)
-        .and_then(|s| s.time_zone.parse().ok())
-}
-
-/// The customer behind a beacon id a gateway heard: a rotating EID through the resolver at the
-/// event's time, any other id through the ids customers carry. `None`: anonymous.
-fn resolve(
-    beacon: &BeaconId,
-    at: Timestamp,
-    store: &dyn Store,
-    eids: &Mutex<EidResolver>,
-    located: &mut Located,
-) -> Result<Option<String>, StoreError> {
-    if let BeaconId::EddystoneEid { eid } = beacon {
-        let mut r = eids.lock().expect("eid resolver lock");
-        return Ok(r
-            .resolve(*eid, at.millis().div_euclid(1000))
-            .map(str::to_owned));
-    }
-    located.carrier(store, beacon)
-}
-
-/// Visits of a customer.
-pub fn visits_of_customer(
-    store: &dyn Store,
-    customer: &str,
-    limit: usize,
-) -> Result<Vec<VisitRecord>, StoreError> {
-    let prefix = keys::customer_prefix(customer);
-    let ids: Vec<String> =
-        crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), limit)?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-            .collect();
-    load_visits(store, ids)
-}
-
-/// Visits of a scope entered in `[from_ms, to_ms)`.
-pub fn visits_in_scope(
-    store: &dyn Store,
-    scope: &Scope,
-    from_ms: i64,
-    to_ms: i64,
-    limit: usize,
-) -> Result<Vec<VisitRecord>, StoreError> {
-    let prefix = keys::scope_prefix(scope);
-    let start = format!("{prefix}{:016x}", from_ms.max(0));
-    let end = format!("{prefix}{:016x}", to_ms.max(0));
-    let ids = crate::store::ids_in_range(
-        store,
-        Space::Visits,
-        (start.as_bytes(), end.as_bytes()),
-        limit,
-    )?;
-    load_visits(store, ids)
-}
-
-fn load_visits(store: &dyn Store, ids: Vec<String>) -> Result<Vec<VisitRecord>, StoreError> {
-    ids.into_iter()
-        .filter_map(|id| {
-            store
-                .get(Space::Visits, keys::visit(&id).as_bytes())
-                .transpose()
-        })
-        .map(|r| {
-            r.and_then(|b| serde_json::from_slice(&b).map_err(|e| StoreError::backend("visit", e)))
-        })
-        .collect()
-}
-
-/// Footfall of a scope per hour in `[from_ms, to_ms)`.
-pub fn footfall(
-    store: &dyn Store,
-    scope: &Scope,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<(Timestamp, Footfall)>, StoreError> {
-    let prefix = keys::footfall_prefix(&keys::scope_text(scope));
-    let start = format!("{prefix}{:016x}", from_ms.max(0));
-    let end = format!("{prefix}{:016x}", to_ms.max(0));
-    store
-        .scan_range(Space::Visits, start.as_bytes(), end.as_bytes(), 10_000)?
-        .into_iter()
-        .map(|(k, v)| {
-            let hour =
-                i64::from_str_radix(String::from_utf8_lossy(&k[prefix.len()..]).as_ref(), 16)
-                    .map_err(|e| StoreError::backend("footfall key", e))?;
-            let f: Footfall =
-                serde_json::from_slice(&v).map_err(|e| StoreError::backend("footfall", e))?;
-            Ok((ts(hour), f))
-        })
-        .collect()
 }
 
 /// Runs the stage: folds whenever the log grows.
@@ -1036,15 +459,18 @@ mod app_outside_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity;
     use crate::identity::{new_customer, save_customer, ConsentSource, EidKey};
     use crate::ingest::record::GatewayEvent;
     use crate::registry::replace_site;
     use crate::store::barrier::scan_all;
     use crate::store::event_log::EventLog;
     use crate::store::sled_store::SledStore;
+    use crate::visits::visits_of_customer;
     use omo_device_config::eid::{eid, EidIdentity};
     use omo_device_config::payload::{Epoch, Sighting};
     use omo_device_config::site::Site;
+    use omo_device_config::{BeaconId, GatewayId, StoreId};
 
     const SITE: &str = r#"
 [[stores]]

@@ -103,11 +103,9 @@ pub(super) async fn list_visits(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let (from, to) = q.range();
     let items = match (&q.customer, q.scope()?) {
-        (Some(c), None) => {
-            crate::visits::stage::visits_of_customer(state.store.as_ref(), c, limit)?
-        }
+        (Some(c), None) => crate::visits::visits_of_customer(state.store.as_ref(), c, limit)?,
         (None, Some(scope)) => {
-            crate::visits::stage::visits_in_scope(state.store.as_ref(), &scope, from, to, limit)?
+            crate::visits::visits_in_scope(state.store.as_ref(), &scope, from, to, limit)?
         }
         _ => {
             return Err(ApiError::field(
@@ -129,7 +127,7 @@ pub(super) async fn get_footfall(
         .scope()?
         .ok_or_else(|| ApiError::field("zone", "give a zone or a store"))?;
     let (from, to) = q.range();
-    let hours: Vec<Value> = crate::visits::stage::footfall(state.store.as_ref(), &scope, from, to)?
+    let hours: Vec<Value> = crate::visits::footfall(state.store.as_ref(), &scope, from, to)?
         .into_iter()
         .map(|(hour, f)| json!({"hour": hour, "device_minutes": f.device_minutes, "minutes": f.minutes, "peak": f.peak}))
         .collect();

@@ -796,7 +796,7 @@ fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
             )
         })
         .collect();
-    let visits = crate::visits::stage::visits_of_customer(state.store.as_ref(), id, CUSTOMER_ROWS)?
+    let visits = crate::visits::visits_of_customer(state.store.as_ref(), id, CUSTOMER_ROWS)?
         .into_iter()
         .map(|v| {
             let scope = serde_json::to_value(&v.scope).unwrap_or(Value::Null);
