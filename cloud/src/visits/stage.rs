@@ -129,6 +129,7 @@ impl VisitStage {
         *self = VisitStage::open(store, inputs)?;
         Ok(())
     }
+
     /// Folds the next records after this stage's offset and commits; returns how many it read.
     pub fn step(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         if self.stale {
@@ -207,9 +208,7 @@ impl VisitStage {
             Record::Tick { .. } => folded.transitions.extend(self.engine.tick(log_ms)),
             Record::Purchase(p) => {
                 // Only about a customer still known (not erased since it was logged).
-                if located.consents(store, &p.customer)?.is_none() {
-                    located.unknown += 1;
-                } else {
+                if located.known(store, &p.customer)? {
                     let max_lateness_ms = i64::from(inputs.params.max_lateness_s) * 1000;
                     folded
                         .transitions

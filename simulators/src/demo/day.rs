@@ -77,8 +77,10 @@ pub(super) struct Day<'a> {
     /// The day's first and last ms.
     window: (i64, i64),
     queue: Queue,
-    /// Tie-breakers of the visits' actions, and apart from them of the shoppers' choices.
+    /// Tie-breakers of the actions at one time: of the faults and the visits' actions (in
+    /// the order they were pushed)…
     seq: u64,
+    /// …and, counted apart from 1 << 62 on, of the shoppers' choices.
     decision_seq: u64,
     radio: crate::radio::Radio,
     sense: rand::rngs::StdRng,

@@ -333,7 +333,6 @@ async fn rows_agree(
     path: &str,
     failures: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    // so a figure still moving is read again).
     let mut agreed = false;
     for _ in 0..10 {
         let rows_path = format!("{path}&source=rows");

@@ -17,7 +17,7 @@ pub(super) struct Located {
     pub(super) of: rustc_hash::FxHashMap<String, Option<bool>>,
     beacons: rustc_hash::FxHashMap<BeaconId, Option<String>>,
     unconsented: u64,
-    pub(super) unknown: u64,
+    unknown: u64,
 }
 
 /// Customers (and beacon ids) the stage keeps what it read of, at most: about 30 MB.
@@ -70,6 +70,16 @@ impl Located {
         let a = identity::customer(store, customer)?.map(|c| c.consent.location);
         keep(&mut self.of, customer.to_owned(), a);
         Ok(a)
+    }
+
+    /// Whether `customer` is known (not erased since): a record about one who is not is
+    /// counted and skipped.
+    pub(super) fn known(&mut self, store: &dyn Store, customer: &str) -> Result<bool, StoreError> {
+        let known = self.consents(store, customer)?.is_some();
+        if !known {
+            self.unknown += 1;
+        }
+        Ok(known)
     }
 
     /// Whether evidence about `customer` may become part of a visit: without location consent
