@@ -588,7 +588,7 @@ impl CloudConfig {
                 "must be at most retention.visits_days: a profile keeps visits no longer than they are kept",
             ));
         }
-        if self.dashboard.time_zone.parse::<chrono_tz::Tz>().is_err() {
+        if crate::vocab::time_zone(&self.dashboard.time_zone).is_none() {
             p.push(Problem::new(
                 "dashboard.time_zone",
                 "not an IANA time zone such as `Asia/Tokyo`",

@@ -141,7 +141,7 @@ impl ProfileParams {
                 "one tier must take everyone (a min_score of 3 or less)",
             );
         }
-        if self.time_zone.parse::<Tz>().is_err() {
+        if crate::vocab::time_zone(&self.time_zone).is_none() {
             bad("time_zone", "must be an IANA time zone such as Asia/Tokyo");
         }
         if self.keep_days < self.window_days || self.keep_days < self.recency_days[0] {
@@ -533,7 +533,7 @@ impl Rule {
                         let tz = store
                             .as_deref()
                             .and_then(tz_of)
-                            .or_else(|| params.time_zone.parse().ok())
+                            .or_else(|| crate::vocab::time_zone(&params.time_zone))
                             .unwrap_or(Tz::UTC);
                         month_start_ms(tz, now_ms)
                     }

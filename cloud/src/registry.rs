@@ -211,6 +211,15 @@ impl Registry {
     }
 
     /// The registry as a site document.
+    /// The time zone of store `id` (`None`: no such store, or its zone is not one).
+    pub fn store_tz(&self, id: &str) -> Option<chrono_tz::Tz> {
+        self.site()
+            .stores
+            .iter()
+            .find(|s| s.id.as_str() == id)
+            .and_then(|s| crate::vocab::time_zone(&s.time_zone))
+    }
+
     pub fn site(&self) -> &Site {
         &self.site
     }

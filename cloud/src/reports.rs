@@ -584,7 +584,7 @@ pub fn known_store(registry: &crate::registry::Registry, id: &str) -> Option<Opt
         .stores
         .iter()
         .find(|s| s.id.as_str() == id)?;
-    Some(s.time_zone.parse().ok())
+    Some(crate::vocab::time_zone(&s.time_zone))
 }
 
 #[cfg(test)]

@@ -23,3 +23,9 @@ pub fn customer_of(what: &str, row: &[u8]) -> Option<String> {
         }
     }
 }
+
+/// The time zone an IANA name (`Asia/Tokyo`) names, if it names one: stores, the dashboard,
+/// profiles and campaign schedules all name theirs so.
+pub fn time_zone(name: &str) -> Option<chrono_tz::Tz> {
+    name.parse().ok()
+}

@@ -144,7 +144,7 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
         .schedule
         .time_zone
         .as_deref()
-        .and_then(|z| z.parse().ok())
+        .and_then(crate::vocab::time_zone)
         .unwrap_or(t.store_tz);
     let now = local(&tz, t.at_ms);
     let s = &campaign.schedule;

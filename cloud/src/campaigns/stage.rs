@@ -102,7 +102,7 @@ impl Places {
                         s.id.to_string(),
                         Place {
                             id: s.id.to_string(),
-                            tz: s.time_zone.parse().ok()?,
+                            tz: crate::vocab::time_zone(&s.time_zone)?,
                             name: s.name.clone(),
                         },
                     ))

@@ -6,12 +6,11 @@ use crate::reports::{activity, overview};
 
 /// The overview document at the cloud's current time (`GET /v1/admin/overview` answers it).
 pub async fn overview_now(state: &AppState) -> Result<overview::Overview, ApiError> {
-    let tz: chrono_tz::Tz = state
-        .config
-        .dashboard
-        .time_zone
-        .parse()
-        .map_err(|e| ApiError::internal(format!("dashboard.time_zone: {e}")))?;
+    // Checked when the configuration was read.
+    let zone = &state.config.dashboard.time_zone;
+    let tz = crate::vocab::time_zone(zone).ok_or_else(|| {
+        ApiError::internal(format!("dashboard.time_zone: {zone:?} is not a time zone"))
+    })?;
     let now_ms = state.clock.now().timestamp_millis();
     let st = state.clone();
     tokio::task::spawn_blocking(move || {

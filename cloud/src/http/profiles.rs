@@ -79,7 +79,7 @@ async fn profile(
     let p = profiles::read(store, &id)?.unwrap_or_else(|| Profile::new(&id));
     let rules = profiles::rules(store)?;
     let registry = state.registry.read().expect("registry lock");
-    let tz_of = |s: &str| crate::visits::store_tz(&registry, s);
+    let tz_of = |s: &str| registry.store_tz(s);
     let now = state.clock.now().timestamp_millis();
     Ok(Json(view(&p, &state.config.profiles, &rules, now, &tz_of)).into_response())
 }

@@ -65,7 +65,7 @@ fn range(state: &AppState, q: &RangeQuery, tz: Tz) -> Result<Range, ApiError> {
 fn store_tz(state: &AppState, id: &str) -> Result<Option<Tz>, ApiError> {
     let registry = state.registry.read().expect("registry lock");
     Ok(reports::known_store(&registry, id).map(|tz| {
-        tz.or_else(|| state.config.profiles.time_zone.parse().ok())
+        tz.or_else(|| crate::vocab::time_zone(&state.config.profiles.time_zone))
             .unwrap_or(Tz::UTC)
     }))
 }
@@ -117,7 +117,7 @@ async fn tier_report(
     let tz = match &q.store {
         Some(s) => store_tz(&state, s)?
             .ok_or_else(|| ApiError::field("store", format!("{s:?} is not a store")))?,
-        None => state.config.profiles.time_zone.parse().unwrap_or(Tz::UTC),
+        None => crate::vocab::time_zone(&state.config.profiles.time_zone).unwrap_or(Tz::UTC),
     };
     let range = range(&state, &q, tz)?;
     let store = state.store.clone();

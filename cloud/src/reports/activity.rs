@@ -63,7 +63,7 @@ pub fn activity(
         return Ok(None);
     }
     // The site import checks every store's zone; UTC only if one were unreadable.
-    let tz: Tz = crate::visits::store_tz(registry, id).unwrap_or(chrono_tz::UTC);
+    let tz: Tz = registry.store_tz(id).unwrap_or(chrono_tz::UTC);
     let mut zones = Vec::new();
     for z in registry.zones().iter().filter(|z| z.store().as_str() == id) {
         let open = crate::visits::visits_in_scope(

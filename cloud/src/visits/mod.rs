@@ -9,4 +9,4 @@ mod read;
 pub mod stage;
 
 pub use forget::{expire, expire_transitions, forget_transitions};
-pub use read::{footfall, store_tz, visits_in_scope, visits_of_customer};
+pub use read::{footfall, visits_in_scope, visits_of_customer};

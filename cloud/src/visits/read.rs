@@ -1,12 +1,10 @@
-//! Visits read back: a customer's visits, a scope's visits and footfall in a time range, a
-//! store's time zone.
+//! Visits read back: a customer's visits, a scope's visits and footfall in a time range.
 
 use omo_device_config::Timestamp;
 
 use super::engine::Scope;
 use super::keys;
 use super::stage::{ts, Footfall, VisitRecord};
-use crate::registry::Registry;
 use crate::store::{Space, Store, StoreError};
 
 /// Visits of a customer.
@@ -79,14 +77,4 @@ pub fn footfall(
             Ok((ts(hour), f))
         })
         .collect()
-}
-
-/// A store's time zone, from the registry.
-pub fn store_tz(registry: &Registry, store: &str) -> Option<chrono_tz::Tz> {
-    registry
-        .site()
-        .stores
-        .iter()
-        .find(|s| s.id.as_str() == store)
-        .and_then(|s| s.time_zone.parse().ok())
 }

@@ -227,7 +227,7 @@ impl Schedule {
             }
         }
         if let Some(tz) = &s.time_zone {
-            if tz.parse::<chrono_tz::Tz>().is_err() {
+            if crate::vocab::time_zone(tz).is_none() {
                 p.bad(
                     "schedule.time_zone",
                     format!("{tz:?} is not an IANA time zone such as Asia/Tokyo"),

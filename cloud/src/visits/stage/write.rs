@@ -10,7 +10,6 @@ use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::hours::{self as tally, VisitHours};
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 use crate::visits::keys;
-use crate::visits::read::store_tz;
 
 /// Stores each transition (numbered on from the last stored), updates the visit it belongs to,
 /// the visit indexes and the stores' report tallies.
@@ -213,7 +212,7 @@ pub(super) fn profiles(
     }
     let rules = profiles::rules(store)?;
     let registry = inputs.registry.read().expect("registry lock");
-    let tz_of = |s: &str| store_tz(&registry, s);
+    let tz_of = |s: &str| registry.store_tz(s);
     for (customer, mut p) in changed {
         p.refresh(&rules, params, log_ms, &tz_of);
         c.put(
