@@ -501,6 +501,9 @@ pub fn unlink_customer(
 }
 
 pub mod keys;
+mod shop_keys;
+
+pub use shop_keys::{is_shop_key, new_shop_key, revoke_shop_key, shop_key_ids};
 
 #[cfg(test)]
 mod tests {

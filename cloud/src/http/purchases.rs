@@ -26,7 +26,7 @@ use crate::config::Role;
 use crate::ingest::record::{PurchaseEvent, Record};
 use crate::ingest::AppendRequest;
 use crate::purchases::{self, PurchaseError, PurchaseIn, Recorded};
-use crate::store::{Commit, Space, Store};
+use crate::store::Store;
 use crate::vocab::SaleChannel;
 
 /// An import body may be this large (a history file); other requests keep `http.max_body_bytes`.
@@ -59,10 +59,6 @@ enum Sender {
     Operator,
 }
 
-fn ecommerce_key(id: &str) -> String {
-    format!("ecommerce-key/{id}")
-}
-
 /// The sender a request's bearer token names.
 fn sender(state: &AppState, headers: &HeaderMap) -> Result<Sender, ApiError> {
     let unauthorized = || {
@@ -86,12 +82,7 @@ fn sender(state: &AppState, headers: &HeaderMap) -> Result<Sender, ApiError> {
             .ok_or_else(unauthorized);
     }
     if token.starts_with("ek_") {
-        let (id, secret) = token.split_once('.').ok_or_else(unauthorized)?;
-        let stored = state
-            .store
-            .get(Space::Meta, ecommerce_key(id).as_bytes())?
-            .ok_or_else(unauthorized)?;
-        return if crate::secrets::token_matches(secret, &String::from_utf8_lossy(&stored)) {
+        return if purchases::is_shop_key(state.store.as_ref(), token)? {
             Ok(Sender::Shop)
         } else {
             Err(unauthorized())
@@ -323,32 +314,16 @@ async fn add_ecommerce_key(
     _: Operator,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
-    let secret = crate::secrets::new_token();
-    let hash = crate::secrets::sha256_hex(secret.as_bytes());
-    let id = format!("ek_{}", &hash[..12]);
-    let mut c = Commit::new();
-    c.put(Space::Meta, ecommerce_key(&id), hash);
+    let (id, key, c) = purchases::new_shop_key();
     super::commit_durably(&state, c).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": id, "key": format!("{id}.{secret}")})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))).into_response())
 }
 
 async fn list_ecommerce_keys(
     _: Operator,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
-    let ids: Vec<String> = crate::store::barrier::scan_prefix(
-        state.store.as_ref(),
-        Space::Meta,
-        ecommerce_key("").as_bytes(),
-        usize::MAX,
-    )?
-    .into_iter()
-    .map(|(k, _)| String::from_utf8_lossy(&k[ecommerce_key("").len()..]).into_owned())
-    .collect();
+    let ids = purchases::shop_key_ids(state.store.as_ref())?;
     Ok(Json(json!({"items": ids})).into_response())
 }
 
@@ -358,13 +333,8 @@ async fn remove_ecommerce_key(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = ecommerce_key(&id);
-    let Some(stored) = state.store.get(Space::Meta, key.as_bytes())? else {
-        return Err(ApiError::not_found(format!("e-commerce key {id}")));
-    };
-    let mut c = Commit::new();
-    c.expect(Space::Meta, key.clone(), Some(stored));
-    c.delete(Space::Meta, key);
+    let c = purchases::revoke_shop_key(state.store.as_ref(), &id)?
+        .ok_or_else(|| ApiError::not_found(format!("e-commerce key {id}")))?;
     super::commit_durably(&state, c).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

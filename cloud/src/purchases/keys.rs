@@ -4,7 +4,9 @@
 //! - `purchase/{id}` → a purchase;
 //! - `by-customer/{customer}/{at_ms:016x}/{id}` → empty: a customer's purchases;
 //! - `by-store/{store}/{at_ms:016x}/{id}` and `online/{at_ms:016x}/{id}` → empty: a store's
-//!   purchases, and the online shop's, in time order.
+//!   purchases, and the online shop's, in time order;
+//!
+//! and in the meta space `ecommerce-key/{id}` → the SHA-256 of an e-commerce key's secret.
 
 /// Every purchase row's key starts so.
 pub const PURCHASES: &str = "purchase/";
@@ -44,6 +46,14 @@ pub fn at_place(store: Option<&str>, at_ms: i64, id: &str) -> String {
     format!("{}{:016x}/{id}", place_prefix(store), at_ms.max(0))
 }
 
+/// Every e-commerce key's entry (in the meta space) starts so.
+pub const SHOP_KEYS: &str = "ecommerce-key/";
+
+/// An e-commerce key's entry in the meta space.
+pub fn shop_key(id: &str) -> String {
+    format!("{SHOP_KEYS}{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +73,6 @@ mod tests {
             "by-store/s1/0000000000000010/p_1"
         );
         assert_eq!(at_place(None, 16, "p_1"), "online/0000000000000010/p_1");
+        assert_eq!(shop_key("ek_1"), "ecommerce-key/ek_1");
     }
 }
