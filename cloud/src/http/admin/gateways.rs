@@ -99,37 +99,6 @@ pub(crate) async fn gateway_document(state: &AppState, id: &str) -> Result<Value
     Ok(detail)
 }
 
-/// Registers (or replaces) a provisioned gateway: store, password hash, signing key.
-pub(super) async fn put_gateway(
-    _: Operator,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let record: site::Gateway = record_for(&body, &id)?;
-    let _one_at_a_time = state.registry_writes.lock().await;
-    let mut site = current_site(&state);
-    let created = upsert(&mut site.gateways, record.clone(), |g| g.id == record.id);
-    apply_site(&state, site, false).await?;
-    Ok(saved(created, gateway_json(&record)))
-}
-
-pub(super) async fn delete_gateway(
-    _: Operator,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let _one_at_a_time = state.registry_writes.lock().await;
-    let mut site = current_site(&state);
-    remove(
-        &mut site.gateways,
-        |g| g.id.as_str() == id,
-        &format!("gateway {id}"),
-    )?;
-    apply_site(&state, site, true).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
 pub(super) async fn set_enabled(
     state: &AppState,
     id: &str,

@@ -30,6 +30,8 @@ mod gateways;
 mod ops;
 mod records;
 
+use records::{delete_record, get_record, list_records, put_record};
+
 pub use customers::cancel_withdrawn_sends;
 pub(crate) use customers::{customer_document, offers_of};
 pub(crate) use gateways::{desired_config_text, gateway_document};
@@ -40,12 +42,12 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/site",
             get(records::get_site).put(records::put_site),
         )
-        .route("/v1/admin/stores", get(records::list_stores))
+        .route("/v1/admin/stores", get(list_records::<site::Store>))
         .route(
             "/v1/admin/stores/:id",
             get(records::get_store)
-                .put(records::put_store)
-                .delete(records::delete_store),
+                .put(put_record::<site::Store>)
+                .delete(delete_record::<site::Store>),
         )
         .route("/v1/admin/stores/:id/pos-keys", post(records::add_pos_key))
         .route(
@@ -56,8 +58,8 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/admin/gateways/:id",
             get(gateways::get_gateway)
-                .put(gateways::put_gateway)
-                .delete(gateways::delete_gateway),
+                .put(put_record::<site::Gateway>)
+                .delete(delete_record::<site::Gateway>),
         )
         .route(
             "/v1/admin/gateways/:id/config",
@@ -76,12 +78,12 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/gateways/:id/enable",
             post(gateways::enable_gateway),
         )
-        .route("/v1/admin/beacons", get(records::list_beacons))
+        .route("/v1/admin/beacons", get(list_records::<site::Beacon>))
         .route(
             "/v1/admin/beacons/:id",
-            get(records::get_beacon)
-                .put(records::put_beacon)
-                .delete(records::delete_beacon),
+            get(get_record::<site::Beacon>)
+                .put(put_record::<site::Beacon>)
+                .delete(delete_record::<site::Beacon>),
         )
         .route("/v1/admin/zones", get(records::list_zones))
         .route(

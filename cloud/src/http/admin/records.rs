@@ -1,7 +1,122 @@
-//! `/v1/admin/site`, stores (with their POS keys), beacons and zones (geofences also as
-//! GeoJSON): the site's records, each read and written whole.
+//! `/v1/admin/site`, stores (with their POS keys), gateways, beacons and zones (geofences
+//! also as GeoJSON): the site's records, each read and written whole. Stores, gateways and
+//! beacons share one list, read, replace and delete ([`SiteRecord`]).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::*;
+
+/// A kind of the site's records the API lists, reads, replaces and deletes one at a time
+/// (`/v1/admin/{kind}s/{id}`).
+pub(super) trait SiteRecord: Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// What messages call one (`store`, `beacon`).
+    const KIND: &'static str;
+    /// The site's records of this kind.
+    fn all(site: &mut Site) -> &mut Vec<Self>;
+    /// Its id as the path names it.
+    fn id_text(&self) -> String;
+    /// The record as the API shows it.
+    fn shown(&self) -> Value {
+        json!(self)
+    }
+}
+
+impl SiteRecord for site::Store {
+    const KIND: &'static str = "store";
+    fn all(site: &mut Site) -> &mut Vec<Self> {
+        &mut site.stores
+    }
+    fn id_text(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl SiteRecord for site::Beacon {
+    const KIND: &'static str = "beacon";
+    fn all(site: &mut Site) -> &mut Vec<Self> {
+        &mut site.beacons
+    }
+    fn id_text(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl SiteRecord for site::Gateway {
+    const KIND: &'static str = "gateway";
+    fn all(site: &mut Site) -> &mut Vec<Self> {
+        &mut site.gateways
+    }
+    fn id_text(&self) -> String {
+        self.id.to_string()
+    }
+    /// Never its signing key or password hash.
+    fn shown(&self) -> Value {
+        gateway_json(self)
+    }
+}
+
+/// The records of kind `R`, paginated.
+pub(super) async fn list_records<R: SiteRecord>(
+    _: Analyst,
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let mut site = current_site(&state);
+    let items = R::all(&mut site)
+        .iter()
+        .map(|r| (r.id_text(), r.shown()))
+        .collect();
+    Ok(Json(paginate(items, &page)).into_response())
+}
+
+/// The record of kind `R` with `id`.
+pub(super) async fn get_record<R: SiteRecord>(
+    _: Analyst,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut site = current_site(&state);
+    let r = R::all(&mut site)
+        .iter()
+        .find(|r| r.id_text() == id)
+        .ok_or_else(|| ApiError::not_found(format!("{} {id}", R::KIND)))?;
+    Ok(Json(r.shown()).into_response())
+}
+
+/// Creates (201) or replaces (200) the record of kind `R` with `id`.
+pub(super) async fn put_record<R: SiteRecord>(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let record: R = record_for(&body, &id)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let mut site = current_site(&state);
+    let created = upsert(R::all(&mut site), record.clone(), |r| {
+        r.id_text() == record.id_text()
+    });
+    apply_site(&state, site, false).await?;
+    Ok(saved(created, record.shown()))
+}
+
+/// Deletes the record of kind `R` with `id` (refused while others name it).
+pub(super) async fn delete_record<R: SiteRecord>(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let mut site = current_site(&state);
+    remove(
+        R::all(&mut site),
+        |r| r.id_text() == id,
+        &format!("{} {id}", R::KIND),
+    )?;
+    apply_site(&state, site, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
 
 pub(super) async fn get_site(
     _: Analyst,
@@ -42,19 +157,6 @@ pub(super) async fn put_site(
     Ok(Json(counts).into_response())
 }
 
-pub(super) async fn list_stores(
-    _: Analyst,
-    State(state): State<AppState>,
-    Query(page): Query<Page>,
-) -> Result<Response, ApiError> {
-    let items = current_site(&state)
-        .stores
-        .iter()
-        .map(|s| (s.id.to_string(), json!(s)))
-        .collect();
-    Ok(Json(paginate(items, &page)).into_response())
-}
-
 pub(super) async fn get_store(
     _: Analyst,
     State(state): State<AppState>,
@@ -75,36 +177,6 @@ pub(super) async fn get_store(
     let mut v = json!(s);
     v["pos_keys"] = json!(keys);
     Ok(Json(v).into_response())
-}
-
-pub(super) async fn put_store(
-    _: Operator,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let record: site::Store = record_for(&body, &id)?;
-    let _one_at_a_time = state.registry_writes.lock().await;
-    let mut site = current_site(&state);
-    let created = upsert(&mut site.stores, record.clone(), |s| s.id == record.id);
-    apply_site(&state, site, false).await?;
-    Ok(saved(created, json!(record)))
-}
-
-pub(super) async fn delete_store(
-    _: Operator,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let _one_at_a_time = state.registry_writes.lock().await;
-    let mut site = current_site(&state);
-    remove(
-        &mut site.stores,
-        |s| s.id.as_str() == id,
-        &format!("store {id}"),
-    )?;
-    apply_site(&state, site, true).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(super) async fn add_pos_key(
@@ -158,63 +230,6 @@ pub(super) async fn remove_pos_key(
         return Err(ApiError::not_found(format!("POS key {key} of store {id}")));
     }
     commit_and_reload(&state, registry::remove_pos_key(&store_id, &key), false).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub(super) async fn list_beacons(
-    _: Analyst,
-    State(state): State<AppState>,
-    Query(page): Query<Page>,
-) -> Result<Response, ApiError> {
-    let items = current_site(&state)
-        .beacons
-        .iter()
-        .map(|b| (b.id.to_string(), json!(b)))
-        .collect();
-    Ok(Json(paginate(items, &page)).into_response())
-}
-
-pub(super) async fn get_beacon(
-    _: Analyst,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let site = current_site(&state);
-    let b = site
-        .beacons
-        .iter()
-        .find(|b| b.id.to_string() == id)
-        .ok_or_else(|| ApiError::not_found(format!("beacon {id}")))?;
-    Ok(Json(json!(b)).into_response())
-}
-
-pub(super) async fn put_beacon(
-    _: Operator,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let record: site::Beacon = record_for(&body, &id)?;
-    let _one_at_a_time = state.registry_writes.lock().await;
-    let mut site = current_site(&state);
-    let created = upsert(&mut site.beacons, record.clone(), |b| b.id == record.id);
-    apply_site(&state, site, false).await?;
-    Ok(saved(created, json!(record)))
-}
-
-pub(super) async fn delete_beacon(
-    _: Operator,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let _one_at_a_time = state.registry_writes.lock().await;
-    let mut site = current_site(&state);
-    remove(
-        &mut site.beacons,
-        |b| b.id.to_string() == id,
-        &format!("beacon {id}"),
-    )?;
-    apply_site(&state, site, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
