@@ -8,14 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::decide::{assign, decide, CustomerView, Outcome, PastSend, Trigger};
+use super::decide::{assign, decide, Outcome, PastSend, Trigger};
 use super::definition::{Campaign, Trigger as CampaignTrigger};
 use super::report;
 use super::stored::{self, Versioned};
-use crate::delivery::{self, DeliveryChannel};
+use crate::delivery;
 use crate::identity;
 use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
@@ -28,6 +27,10 @@ use analysis::Analysis;
 
 mod analysis;
 mod offer;
+mod reads;
+
+pub use reads::history;
+use reads::{counter, customer_view, fires, in_places, Place, Places, Segments};
 
 /// This stage's name in the offsets space (its offsets count transitions, not log records).
 pub const CONSUMER: &str = "decide";
@@ -68,188 +71,6 @@ fn transition_label(kind: &TransitionKind) -> String {
         TransitionKind::Exit { .. } => "exit".into(),
         TransitionKind::Purchase { .. } => "purchase".into(),
     }
-}
-
-/// A scope's store as decisions need it.
-struct Place {
-    id: String,
-    tz: Tz,
-    name: String,
-}
-
-/// Each scope's store. Built once per step.
-struct Places {
-    zone_store: HashMap<String, String>,
-    stores: HashMap<String, Place>,
-    /// The online shop (campaigns on online purchases name their time zone).
-    online: Place,
-}
-
-impl Places {
-    fn new(registry: &Registry) -> Places {
-        Places {
-            zone_store: registry
-                .zones()
-                .iter()
-                .map(|z| (z.id().to_owned(), z.store().to_string()))
-                .collect(),
-            stores: registry
-                .site()
-                .stores
-                .iter()
-                .filter_map(|s| {
-                    Some((
-                        s.id.to_string(),
-                        Place {
-                            id: s.id.to_string(),
-                            tz: crate::vocab::time_zone(&s.time_zone)?,
-                            name: s.name.clone(),
-                        },
-                    ))
-                })
-                .collect(),
-            online: Place {
-                id: "online".into(),
-                tz: Tz::UTC,
-                name: "online".into(),
-            },
-        }
-    }
-
-    fn store_of(&self, scope: &Scope) -> Option<&Place> {
-        let store = match scope {
-            Scope::Store(s) => s,
-            Scope::Zone(z) => self.zone_store.get(z)?,
-            Scope::Online => return Some(&self.online),
-        };
-        self.stores.get(store)
-    }
-}
-
-fn in_places(c: &Versioned, scope: &Scope) -> bool {
-    match scope {
-        Scope::Zone(z) => c.campaign.places.zones.contains(z),
-        Scope::Store(s) => c.campaign.places.stores.contains(s),
-        Scope::Online => c.campaign.places.online,
-    }
-}
-
-/// Whether a transition fires a campaign's trigger (the Nth-visit count is checked apart).
-fn fires(trigger: &CampaignTrigger, kind: &TransitionKind) -> bool {
-    matches!(
-        (trigger, kind),
-        (CampaignTrigger::Enter, TransitionKind::Enter)
-            | (CampaignTrigger::Exit, TransitionKind::Exit { .. })
-            | (CampaignTrigger::NthVisit { .. }, TransitionKind::Enter)
-    ) || matches!((trigger, kind), (CampaignTrigger::Dwell { minutes: a }, TransitionKind::Dwell { minutes: b }) if a == b)
-        || match (trigger, kind) {
-            (
-                CampaignTrigger::Purchase {
-                    category,
-                    min_total,
-                    ..
-                },
-                TransitionKind::Purchase {
-                    total, categories, ..
-                },
-            ) => {
-                category.as_ref().is_none_or(|c| categories.contains(c))
-                    && min_total.is_none_or(|m| *total >= m)
-            }
-            _ => false,
-        }
-}
-
-/// What a step knows to evaluate profiles: the tiers, the tag rules and the stores' zones.
-struct Segments<'a> {
-    params: &'a ProfileParams,
-    rules: BTreeMap<String, profiles::Rule>,
-    places: &'a Places,
-}
-
-/// The customer as decisions see it at `at_ms`: their tags (their own and the rules'), tier,
-/// attributes, and the channels they consented to and can be reached on; with the record and
-/// its stored bytes.
-fn customer_view(
-    store: &dyn Store,
-    id: &str,
-    segments: &Segments<'_>,
-    at_ms: i64,
-) -> Result<Option<(CustomerView, identity::Customer, Vec<u8>)>, StoreError> {
-    let Some((c, bytes)) = identity::customer_record(store, id)? else {
-        return Ok(None);
-    };
-    let profile = profiles::read(store, id)?.unwrap_or_else(|| profiles::Profile::new(id));
-    let tz_of = |s: &str| segments.places.stores.get(s).map(|p| p.tz);
-    let mut tags = c.tags.clone();
-    tags.extend(profile.tags(&segments.rules, segments.params, at_ms, &tz_of));
-    let tier = profile.tier(segments.params, at_ms);
-    let mut reachable = BTreeSet::new();
-    if c.consent.line && c.line_user.is_some() {
-        reachable.insert(DeliveryChannel::Line);
-    }
-    if c.consent.push {
-        for i in &c.installs {
-            if identity::install(store, i)?.is_some_and(|i| i.push_token.is_some()) {
-                reachable.insert(DeliveryChannel::Push);
-            }
-        }
-    }
-    // The brand's webhook addresses the customer by the brand's own member id.
-    if c.consent.webhook && c.member_id.is_some() {
-        reachable.insert(DeliveryChannel::Webhook);
-    }
-    let view = CustomerView {
-        id: c.id.clone(),
-        tags,
-        attributes: c.attributes.clone(),
-        tier: Some(tier),
-        reachable,
-    };
-    Ok(Some((view, c, bytes)))
-}
-
-/// The sends to `customer` since `since_ms` (its caps history: campaign and time), oldest
-/// first, 10,000 at most.
-pub fn history(
-    store: &dyn Store,
-    customer: &str,
-    since_ms: i64,
-) -> Result<Vec<PastSend>, StoreError> {
-    let prefix = super::keys::history_prefix(customer);
-    let from = format!("{prefix}{:016x}", since_ms.max(0));
-    crate::store::scan_prefix_from(
-        store,
-        Space::Campaigns,
-        prefix.as_bytes(),
-        from.as_bytes(),
-        10_000,
-    )?
-    .into_iter()
-    .map(|(k, _)| {
-        let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-        let (at, campaign) = rest
-            .split_once('/')
-            .ok_or_else(|| StoreError::backend("history key", &rest))?;
-        let at_ms =
-            i64::from_str_radix(at, 16).map_err(|e| StoreError::backend("history key", e))?;
-        Ok(PastSend {
-            campaign: campaign.to_owned(),
-            at_ms,
-        })
-    })
-    .collect()
-}
-
-fn counter(store: &dyn Store, key: &str) -> Result<u64, StoreError> {
-    Ok(match store.get(Space::Campaigns, key.as_bytes())? {
-        Some(v) => u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| StoreError::backend(key, "not 8 bytes"))?,
-        ),
-        None => 0,
-    })
 }
 
 /// What a step reads besides the transitions: the campaigns, where they run, and what
