@@ -38,220 +38,29 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+mod kept;
+mod params;
+mod values;
 
-/// Where a visit is: a zone, or the store the zone belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
-pub enum Scope {
-    Zone(String),
-    Store(String),
-    /// The brand's online shop (purchase transitions only: no visit is ever online).
-    Online,
-}
-
-/// Which kind of source saw the customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    Gateway,
-    App,
-    Line,
-    /// A check-in: the customer's app scanned the store's (or zone's) QR code. Certain on its
-    /// own: it opens a visit at once.
-    Qr,
-}
-
-/// What one observation says about one customer in one scope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    pub customer: String,
-    pub scope: Scope,
-    /// Corrected event time, ms.
-    pub at_ms: i64,
-    /// The log offset of the record it came from (orders ties; derives visit ids).
-    pub offset: u64,
-    pub source: Source,
-    pub inside: bool,
-}
-
-/// The engine's timing (the `[visits]` section of `cloud.toml`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct VisitParams {
-    /// Inside evidence must span this long before a visit is entered (walk-bys never are).
-    pub enter_after_s: u32,
-    /// A visit exits this long after its last inside evidence; longer than every gateway's
-    /// stay interval, or a present customer would be exited between two stays.
-    pub exit_timeout_s: u32,
-    /// After evidence of being outside, the visit exits unless inside evidence comes within this.
-    pub exit_grace_s: u32,
-    /// Evidence is applied in event-time order once the log is this far past it.
-    pub reorder_window_s: u32,
-    /// A transition decided more than this after it happened is late (campaigns skip it).
-    pub max_lateness_s: u32,
-    /// Dwell milestones fired once each, minutes, ascending.
-    pub dwell_milestones_min: [u32; 4],
-    /// GPS fixes less accurate than this decide nothing (zone matching).
-    pub max_gps_accuracy_m: f64,
-    /// An app report listing at least this many beacons, none of a beacon zone's, is evidence
-    /// of being outside that zone (0: an app's beacon list is never outside evidence).
-    pub beacon_outside_min_others: u32,
-}
-
-impl VisitParams {
-    /// Every problem, by key under `prefix`; `max_stay_interval_s` is the longest stay interval
-    /// any gateway uses.
-    pub fn problems(&self, prefix: &str, max_stay_interval_s: u32) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        let mut check = |ok: bool, key: &str, message: String| {
-            if !ok {
-                p.push((format!("{prefix}.{key}"), message));
-            }
-        };
-        check(
-            self.exit_timeout_s > max_stay_interval_s,
-            "exit_timeout_s",
-            format!(
-                "{} s must be longer than the gateways' stay interval ({max_stay_interval_s} s)",
-                self.exit_timeout_s
-            ),
-        );
-        check(
-            self.enter_after_s < self.exit_timeout_s,
-            "enter_after_s",
-            "must be shorter than exit_timeout_s".into(),
-        );
-        check(
-            (1..=300).contains(&self.reorder_window_s),
-            "reorder_window_s",
-            "must be within 1..=300".into(),
-        );
-        check(
-            self.max_lateness_s > 0,
-            "max_lateness_s",
-            "must be at least 1".into(),
-        );
-        check(
-            self.dwell_milestones_min.windows(2).all(|w| w[0] < w[1])
-                && self.dwell_milestones_min[0] > 0,
-            "dwell_milestones_min",
-            "must be four ascending numbers of minutes".into(),
-        );
-        check(
-            self.max_gps_accuracy_m.is_finite() && self.max_gps_accuracy_m > 0.0,
-            "max_gps_accuracy_m",
-            "must be a positive number of metres".into(),
-        );
-        p
-    }
-}
-
-impl VisitParams {
-    /// What zone matching takes from these.
-    pub fn match_rules(&self) -> crate::zones::MatchRules {
-        crate::zones::MatchRules {
-            max_gps_accuracy_m: self.max_gps_accuracy_m,
-            beacon_outside_min_others: self.beacon_outside_min_others,
-        }
-    }
-}
-
-impl Default for VisitParams {
-    fn default() -> VisitParams {
-        VisitParams {
-            enter_after_s: 20,
-            exit_timeout_s: 300,
-            exit_grace_s: 90,
-            reorder_window_s: 10,
-            max_lateness_s: 600,
-            dwell_milestones_min: [5, 10, 20, 30],
-            max_gps_accuracy_m: 100.0,
-            beacon_outside_min_others: 1,
-        }
-    }
-}
-
-/// A decided change of a visit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    pub visit: String,
-    pub customer: String,
-    pub scope: Scope,
-    pub kind: TransitionKind,
-    /// The transition's own time (event time), ms.
-    pub at_ms: i64,
-    /// The log time it was decided at, ms.
-    pub decided_ms: i64,
-    pub late: bool,
-    pub sources: BTreeSet<Source>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TransitionKind {
-    Enter,
-    Dwell {
-        minutes: u32,
-    },
-    Exit {
-        dwell_s: u64,
-    },
-    /// A purchase by the customer (the transition's `visit` is the purchase id, its scope the
-    /// store or [`Scope::Online`]); not part of any visit.
-    Purchase {
-        total: f64,
-        currency: String,
-        categories: BTreeSet<String>,
-    },
-}
-
-impl Transition {
-    /// Late as well when it belongs to a resumed visit (see the module's rules).
-    fn resumed(mut self, resumed: bool) -> Transition {
-        self.late |= resumed;
-        self
-    }
-}
-
-/// One customer × scope's state (opaque outside the engine; stored by the stage).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum State {
-    Candidate {
-        first_ms: i64,
-        last_ms: i64,
-        opener: u64,
-        sources: BTreeSet<Source>,
-        /// It continues a visit exited before this evidence arrived (see the module's rules).
-        #[serde(default)]
-        resumed: bool,
-    },
-    Open {
-        visit: String,
-        entered_ms: i64,
-        last_ms: i64,
-        outside_ms: Option<i64>,
-        milestones: u8,
-        sources: BTreeSet<Source>,
-        /// Every transition of a resumed visit is late.
-        #[serde(default)]
-        resumed: bool,
-    },
-    /// A visit exited at `exit_ms`, remembered until the watermark reaches `until_ms`
-    /// (`max_lateness_s` after the log time the exit was decided at).
-    Closed { exit_ms: i64, until_ms: i64 },
-}
-
-/// A customer and a scope.
-pub type Key = (String, Scope);
+pub use params::VisitParams;
+pub use values::{
+    visit_id, Buffered, Evidence, EvidenceId, Key, Scope, Source, State, Transition, TransitionKind,
+};
 
 /// A state and the deadline queued for it (later queue entries for the key are stale).
 #[derive(Debug, Clone)]
 struct Tracked {
     state: State,
     scheduled_ms: i64,
+}
+
+/// What an evidence says once its key is taken from it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at_ms: i64,
+    inside: bool,
+    source: Source,
+    offset: u64,
 }
 
 /// The engine: every customer × scope state, the reorder buffer and the deadlines.
@@ -280,36 +89,6 @@ pub struct VisitEngine {
     /// stored that has left the buffer since: [`VisitEngine::take_buffer_changes`].
     unstored: HashSet<usize>,
     left_buffer: Vec<EvidenceId>,
-}
-
-/// A buffered evidence's identity: one record's evidence is about one customer, once per
-/// scope, so its log offset and scope name it.
-pub type EvidenceId = (u64, Scope);
-
-impl Evidence {
-    pub fn id(&self) -> EvidenceId {
-        (self.offset, self.scope.clone())
-    }
-}
-
-/// What the stage stores besides the per-key states: the watermark and the evidence still in
-/// the reorder buffer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Buffered {
-    pub watermark_ms: i64,
-    pub evidence: Vec<Evidence>,
-}
-
-/// A visit id: a keyed hash (HMAC-SHA256 with the server's secret) of the opening evidence
-/// (customer, scope, log offset), so it is the same on every replay and does not lead back
-/// to the customer without the secret (DESIGN.md, "Derived ids").
-pub fn visit_id(key: &[u8; 32], customer: &str, scope: &Scope, offset: u64) -> String {
-    let mut h = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
-    h.update(customer.as_bytes());
-    h.update(&[0]);
-    h.update(&serde_json::to_vec(scope).expect("scopes serialise"));
-    h.update(&offset.to_be_bytes());
-    format!("v_{}", hex::encode(&h.finalize().into_bytes()[..10]))
 }
 
 impl VisitEngine {
@@ -385,150 +164,6 @@ impl VisitEngine {
                 self.live.remove(customer);
             }
         }
-    }
-
-    /// The states changed since the last call (`None`: the key is gone), for the stage to
-    /// commit with its offset.
-    pub fn take_changes(&mut self) -> Vec<(Key, Option<State>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut out: Vec<(Key, Option<State>)> = dirty
-            .into_iter()
-            .map(|k| {
-                let state = self.states.get(&k).map(|t| t.state.clone());
-                (k, state)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    /// Deadlines up to this event time have fired, and evidence at or before it is late (a
-    /// backlog); the last tick's log time less the reorder window.
-    pub fn watermark_ms(&self) -> i64 {
-        self.watermark_ms
-    }
-
-    /// Every state and the reorder buffer, in a stable order (tests compare engines).
-    #[cfg(test)]
-    pub(crate) fn snapshot(&self) -> (Vec<(Key, State)>, Buffered) {
-        let mut states: Vec<(Key, State)> = self
-            .states
-            .iter()
-            .map(|(k, t)| (k.clone(), t.state.clone()))
-            .collect();
-        states.sort_by(|a, b| a.0.cmp(&b.0));
-        (states, self.buffered())
-    }
-
-    /// A key's state now.
-    pub fn state(&self, key: &Key) -> Option<&State> {
-        self.states.get(key).map(|t| &t.state)
-    }
-
-    /// The evidence buffered since the last call and still buffered, and the ids of evidence
-    /// stored before that has left the buffer since (applied or forgotten), for the stage to
-    /// commit; ordered as [`VisitEngine::buffered`] orders them.
-    pub fn take_buffer_changes(&mut self) -> (Vec<Evidence>, Vec<EvidenceId>) {
-        let mut added: Vec<Evidence> = std::mem::take(&mut self.unstored)
-            .into_iter()
-            .filter_map(|i| self.pending.get(&i).cloned())
-            .collect();
-        added.sort_by(Self::buffer_order);
-        (added, std::mem::take(&mut self.left_buffer))
-    }
-
-    /// Treats the whole buffer as not stored yet (restored from a format the stage replaces).
-    pub fn unstore_buffer(&mut self) {
-        self.unstored = self.pending.keys().copied().collect();
-        self.left_buffer.clear();
-    }
-
-    /// Takes evidence `i` out of the buffer, noting it for the stage if it was stored.
-    fn unbuffer(&mut self, i: usize) -> Option<Evidence> {
-        let e = self.pending.remove(&i)?;
-        if !self.unstored.remove(&i) {
-            self.left_buffer.push(e.id());
-        }
-        Some(e)
-    }
-
-    /// The order evidence tied on time and offset (one record's evidence for a zone and its
-    /// store) is applied in: customer, then scope, as it was buffered.
-    fn buffer_order(a: &Evidence, b: &Evidence) -> std::cmp::Ordering {
-        (a.at_ms, a.offset, &a.customer, &a.scope).cmp(&(b.at_ms, b.offset, &b.customer, &b.scope))
-    }
-
-    /// The reorder buffer and watermark, for the stage to commit.
-    pub fn buffered(&self) -> Buffered {
-        let mut evidence: Vec<Evidence> = self.pending.values().cloned().collect();
-        evidence.sort_by(Self::buffer_order);
-        Buffered {
-            watermark_ms: self.watermark_ms,
-            evidence,
-        }
-    }
-
-    /// An engine as a stage committed it: its states and buffer (the buffer in any order;
-    /// all of it counts as stored).
-    pub fn restore(
-        params: VisitParams,
-        id_key: [u8; 32],
-        states: Vec<(Key, State)>,
-        buffered: Buffered,
-    ) -> VisitEngine {
-        let mut engine = VisitEngine::new(params, id_key);
-        engine.watermark_ms = buffered.watermark_ms;
-        for (key, state) in states {
-            let d = engine.deadline(&state);
-            engine.deadlines.push(Reverse((d, key.clone())));
-            engine.put(
-                key,
-                Tracked {
-                    state,
-                    scheduled_ms: d,
-                },
-            );
-        }
-        let mut evidence = buffered.evidence;
-        evidence.sort_by(Self::buffer_order);
-        for e in evidence {
-            let i = engine.next_pending;
-            engine.next_pending += 1;
-            engine.buffer.push(Reverse((e.at_ms, e.offset, i)));
-            engine.pending.insert(i, e);
-        }
-        engine
-    }
-
-    /// Forgets a customer (an erasure): their states and the evidence about them still in the
-    /// reorder buffer; returns how many of each. The states' removal shows in the next
-    /// [`VisitEngine::take_changes`].
-    pub fn forget(&mut self, customer: &str) -> (usize, usize) {
-        let keys: Vec<Key> = self
-            .states
-            .keys()
-            .filter(|(c, _)| c == customer)
-            .cloned()
-            .collect();
-        for k in &keys {
-            self.take(k);
-            self.unlist(k);
-            self.dirty.insert(k.clone());
-        }
-        self.deadlines.retain(|Reverse((_, (c, _)))| c != customer);
-        let theirs: Vec<usize> = self
-            .pending
-            .iter()
-            .filter(|(_, e)| e.customer == customer)
-            .map(|(i, _)| *i)
-            .collect();
-        for i in &theirs {
-            self.unbuffer(*i);
-        }
-        let pending = &self.pending;
-        self.buffer
-            .retain(|Reverse((_, _, i))| pending.contains_key(i));
-        (keys.len(), theirs.len())
     }
 
     /// Takes evidence seen in the log at `log_ms`; returns what it decided at once: buffered
@@ -639,24 +274,58 @@ impl VisitEngine {
     /// wait for the tick). Behind it (a backlog, or a tick's own interleaving), it is applied
     /// as it comes.
     fn apply(&mut self, e: Evidence, log_ms: i64, out: &mut Vec<Transition>) {
-        let p = self.params;
+        let seen = Seen {
+            at_ms: e.at_ms,
+            inside: e.inside,
+            source: e.source,
+            offset: e.offset,
+        };
         let key: Key = (e.customer, e.scope);
-        let timeout = i64::from(p.exit_timeout_s) * 1000;
         self.dirty.insert(key.clone());
-        let mut tracked = self.take(&key);
-        // Rarely due: put back, fired where it lives, taken again.
+        let tracked = self.take_firing_own(&key, seen.at_ms, log_ms, out);
+        let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
+        match self.on_evidence(&key, tracked.map(|t| t.state), seen, log_ms, out) {
+            Some(state) => self.keep(key, state, scheduled),
+            None => self.unlist(&key),
+        }
+    }
+
+    /// Takes `key`'s state, first firing its own deadlines before `at_ms` when that is ahead
+    /// of the tick watermark (rarely due: put back, fired where it lives, taken again).
+    fn take_firing_own(
+        &mut self,
+        key: &Key,
+        at_ms: i64,
+        log_ms: i64,
+        out: &mut Vec<Transition>,
+    ) -> Option<Tracked> {
+        let mut tracked = self.take(key);
         while let Some(due) = tracked
             .as_ref()
             .map(|t| t.scheduled_ms)
-            .filter(|d| *d < e.at_ms && e.at_ms > self.watermark_ms)
+            .filter(|d| *d < at_ms && at_ms > self.watermark_ms)
         {
             let t = tracked.take().expect("checked above");
             self.put(key.clone(), t);
-            self.fire(&key, due, log_ms, out);
-            tracked = self.take(&key);
+            self.fire(key, due, log_ms, out);
+            tracked = self.take(key);
         }
-        let scheduled = tracked.as_ref().map(|t| t.scheduled_ms);
-        let next = match (tracked.map(|t| t.state), e.inside) {
+        tracked
+    }
+
+    /// The state after evidence `e` on `previous` (`None`: nothing is tracked), with the
+    /// transition it decides.
+    fn on_evidence(
+        &self,
+        key: &Key,
+        previous: Option<State>,
+        e: Seen,
+        log_ms: i64,
+        out: &mut Vec<Transition>,
+    ) -> Option<State> {
+        let p = self.params;
+        let timeout = i64::from(p.exit_timeout_s) * 1000;
+        match (previous, e.inside) {
             (None, false) => None,
             (Some(closed @ State::Closed { .. }), false) => Some(closed),
             (previous @ (None | Some(State::Closed { .. })), true) => {
@@ -667,27 +336,8 @@ impl VisitEngine {
                 );
                 let sources = BTreeSet::from([e.source]);
                 if e.source == Source::Qr {
-                    let visit = visit_id(&self.id_key, &key.0, &key.1, e.offset);
-                    out.push(
-                        self.transition(
-                            &key,
-                            &visit,
-                            TransitionKind::Enter,
-                            e.at_ms,
-                            log_ms,
-                            &sources,
-                        )
-                        .resumed(resumed),
-                    );
-                    Some(State::Open {
-                        visit,
-                        entered_ms: e.at_ms,
-                        last_ms: e.at_ms,
-                        outside_ms: None,
-                        milestones: 0,
-                        sources,
-                        resumed,
-                    })
+                    let opened = (e.offset, e.at_ms, e.at_ms);
+                    Some(self.enter(key, opened, (sources, resumed), log_ms, out))
                 } else {
                     Some(State::Candidate {
                         first_ms: e.at_ms,
@@ -721,27 +371,8 @@ impl VisitEngine {
                 sources.insert(e.source);
                 if last_ms - first_ms >= i64::from(p.enter_after_s) * 1000 || e.source == Source::Qr
                 {
-                    let visit = visit_id(&self.id_key, &key.0, &key.1, opener);
-                    out.push(
-                        self.transition(
-                            &key,
-                            &visit,
-                            TransitionKind::Enter,
-                            first_ms,
-                            log_ms,
-                            &sources,
-                        )
-                        .resumed(resumed),
-                    );
-                    Some(State::Open {
-                        visit,
-                        entered_ms: first_ms,
-                        last_ms,
-                        outside_ms: None,
-                        milestones: 0,
-                        sources,
-                        resumed,
-                    })
+                    let opened = (opener, first_ms, last_ms);
+                    Some(self.enter(key, opened, (sources, resumed), log_ms, out))
                 } else {
                     Some(State::Candidate {
                         first_ms,
@@ -752,61 +383,60 @@ impl VisitEngine {
                     })
                 }
             }
-            (
-                Some(State::Open {
-                    visit,
-                    entered_ms,
-                    last_ms,
-                    outside_ms,
-                    milestones,
-                    mut sources,
-                    resumed,
-                }),
-                inside,
-            ) => {
-                sources.insert(e.source);
-                let (last_ms, outside_ms) = if inside {
-                    (last_ms.max(e.at_ms), outside_ms.filter(|o| *o > e.at_ms))
-                } else if e.at_ms >= last_ms {
-                    (
-                        last_ms,
-                        Some(outside_ms.map_or(e.at_ms, |o| o.min(e.at_ms))),
-                    )
-                } else {
-                    (last_ms, outside_ms)
-                };
-                Some(State::Open {
-                    visit,
-                    entered_ms,
-                    last_ms,
-                    outside_ms,
-                    milestones,
-                    sources,
-                    resumed,
-                })
+            (Some(open @ State::Open { .. }), _) => Some(open_seen(open, e)),
+        }
+    }
+
+    /// Opens a visit entered at `entered_ms` with its last inside evidence at `last_ms` (its
+    /// id from the evidence at log offset `opener`), deciding its enter.
+    fn enter(
+        &self,
+        key: &Key,
+        (opener, entered_ms, last_ms): (u64, i64, i64),
+        (sources, resumed): (BTreeSet<Source>, bool),
+        log_ms: i64,
+        out: &mut Vec<Transition>,
+    ) -> State {
+        let visit = visit_id(&self.id_key, &key.0, &key.1, opener);
+        let enter = self.transition(
+            key,
+            &visit,
+            TransitionKind::Enter,
+            entered_ms,
+            log_ms,
+            &sources,
+        );
+        out.push(enter.resumed(resumed));
+        State::Open {
+            visit,
+            entered_ms,
+            last_ms,
+            outside_ms: None,
+            milestones: 0,
+            sources,
+            resumed,
+        }
+    }
+
+    /// Keeps `state` for `key`, queueing its deadline unless the one already queued
+    /// (`scheduled`) comes first: an earlier queued deadline re-checks the state when it
+    /// fires.
+    fn keep(&mut self, key: Key, state: State, scheduled: Option<i64>) {
+        let d = self.deadline(&state);
+        let scheduled_ms = match scheduled {
+            Some(s) if s <= d => s,
+            _ => {
+                self.deadlines.push(Reverse((d, key.clone())));
+                d
             }
         };
-        if let Some(state) = next {
-            let d = self.deadline(&state);
-            // An earlier queued deadline re-checks the state when it fires; only an earlier
-            // one than that needs queueing.
-            let scheduled_ms = match scheduled {
-                Some(s) if s <= d => s,
-                _ => {
-                    self.deadlines.push(Reverse((d, key.clone())));
-                    d
-                }
-            };
-            self.put(
-                key,
-                Tracked {
-                    state,
-                    scheduled_ms,
-                },
-            );
-        } else {
-            self.unlist(&key);
-        }
+        self.put(
+            key,
+            Tracked {
+                state,
+                scheduled_ms,
+            },
+        );
     }
 
     /// When this state next needs the clock: its exit or next milestone, or a candidate's expiry.
@@ -856,69 +486,7 @@ impl VisitEngine {
                 None
             }
             State::Closed { until_ms, .. } if until_ms <= due_ms => None,
-            State::Open {
-                visit,
-                entered_ms,
-                last_ms,
-                outside_ms,
-                mut milestones,
-                sources,
-                resumed,
-            } => {
-                let exit = self.exit_at(last_ms, outside_ms);
-                while let Some(m) = self
-                    .params
-                    .dwell_milestones_min
-                    .get(usize::from(milestones))
-                {
-                    let at = entered_ms + i64::from(*m) * 60_000;
-                    if at > due_ms || at >= exit {
-                        break;
-                    }
-                    out.push(
-                        self.transition(
-                            key,
-                            &visit,
-                            TransitionKind::Dwell { minutes: *m },
-                            at,
-                            log_ms,
-                            &sources,
-                        )
-                        .resumed(resumed),
-                    );
-                    milestones += 1;
-                }
-                if exit <= due_ms {
-                    let dwell_s = u64::try_from((last_ms - entered_ms) / 1000).unwrap_or(0);
-                    out.push(
-                        self.transition(
-                            key,
-                            &visit,
-                            TransitionKind::Exit { dwell_s },
-                            exit,
-                            log_ms,
-                            &sources,
-                        )
-                        .resumed(resumed),
-                    );
-                    // Remembered, so a backlog's evidence from before the exit is known to
-                    // continue this visit.
-                    Some(State::Closed {
-                        exit_ms: exit,
-                        until_ms: log_ms + i64::from(self.params.max_lateness_s) * 1000,
-                    })
-                } else {
-                    Some(State::Open {
-                        visit,
-                        entered_ms,
-                        last_ms,
-                        outside_ms,
-                        milestones,
-                        sources,
-                        resumed,
-                    })
-                }
-            }
+            open @ State::Open { .. } => Some(self.open_due(key, open, (due_ms, log_ms), out)),
             other => Some(other),
         };
         if let Some(state) = next {
@@ -934,6 +502,103 @@ impl VisitEngine {
         } else {
             self.unlist(key);
         }
+    }
+
+    /// An open visit at its deadline `due_ms`: the dwell milestones reached by then, and its
+    /// exit if that is due (then it is remembered as closed).
+    fn open_due(
+        &self,
+        key: &Key,
+        open: State,
+        (due_ms, log_ms): (i64, i64),
+        out: &mut Vec<Transition>,
+    ) -> State {
+        let State::Open {
+            visit,
+            entered_ms,
+            last_ms,
+            outside_ms,
+            mut milestones,
+            sources,
+            resumed,
+        } = open
+        else {
+            return open;
+        };
+        let exit = self.exit_at(last_ms, outside_ms);
+        let decided = |kind, at_ms| {
+            self.transition(key, &visit, kind, at_ms, log_ms, &sources)
+                .resumed(resumed)
+        };
+        while let Some(m) = self
+            .params
+            .dwell_milestones_min
+            .get(usize::from(milestones))
+        {
+            let at = entered_ms + i64::from(*m) * 60_000;
+            if at > due_ms || at >= exit {
+                break;
+            }
+            out.push(decided(TransitionKind::Dwell { minutes: *m }, at));
+            milestones += 1;
+        }
+        if exit <= due_ms {
+            let dwell_s = u64::try_from((last_ms - entered_ms) / 1000).unwrap_or(0);
+            out.push(decided(TransitionKind::Exit { dwell_s }, exit));
+            // Remembered, so a backlog's evidence from before the exit is known to continue
+            // this visit.
+            return State::Closed {
+                exit_ms: exit,
+                until_ms: log_ms + i64::from(self.params.max_lateness_s) * 1000,
+            };
+        }
+        State::Open {
+            visit,
+            entered_ms,
+            last_ms,
+            outside_ms,
+            milestones,
+            sources,
+            resumed,
+        }
+    }
+}
+
+/// An open visit seen again: inside evidence moves its last inside time (and drops an outside
+/// mark it is newer than); outside evidence newer than that marks when it was first seen
+/// outside.
+fn open_seen(open: State, e: Seen) -> State {
+    let State::Open {
+        visit,
+        entered_ms,
+        last_ms,
+        outside_ms,
+        milestones,
+        mut sources,
+        resumed,
+    } = open
+    else {
+        return open;
+    };
+    sources.insert(e.source);
+    let (last_ms, outside_ms) = if e.inside {
+        (last_ms.max(e.at_ms), outside_ms.filter(|o| *o > e.at_ms))
+    } else if e.at_ms >= last_ms {
+        (
+            last_ms,
+            Some(outside_ms.map_or(e.at_ms, |o| o.min(e.at_ms))),
+        )
+    } else {
+        (last_ms, outside_ms)
+    };
+    State::Open {
+        visit,
+        entered_ms,
+        last_ms,
+        outside_ms,
+        milestones,
+        sources,
+        resumed,
     }
 }
 
