@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use omo_device_config::broker_url::BrokerUrl;
 use omo_device_config::gateway_config::LogFormat;
 use omo_device_config::problems::{parse_document, Format, Problem, Reader, UnknownKeys};
 use omo_device_config::Clock;
@@ -19,6 +18,8 @@ use crate::delivery::line::LineSender;
 use crate::delivery::retry::Backoff;
 use crate::delivery::webhook::WebhookSender;
 use crate::delivery::worker::{Senders, Settings};
+
+mod check;
 
 /// Overrides `mqtt.password` (external broker).
 pub const MQTT_PASSWORD_ENV: &str = "OMO_CLOUD_MQTT_PASSWORD";
@@ -376,44 +377,12 @@ impl CloudConfig {
         r.top_level(&doc, &Self::SECTIONS);
         let data = r.required::<Data>(&doc, "data");
         let http = r.optional::<Http>(&doc, "http");
-        let mqtt = r.optional::<Mqtt>(&doc, "mqtt").map(|mut m| {
-            if let Some(pw) = env(MQTT_PASSWORD_ENV) {
-                m.password = Some(pw);
-            }
-            m
-        });
+        let mqtt = r.optional::<Mqtt>(&doc, "mqtt");
         let ingest = r.optional::<Ingest>(&doc, "ingest");
-        let admin = r.optional::<Admin>(&doc, "admin").map(|mut a| {
-            if let Some(token) = env(ADMIN_TOKEN_ENV) {
-                a.tokens.push(AdminToken {
-                    name: ADMIN_TOKEN_ENV.into(),
-                    role: Role::Operator,
-                    sha256: crate::secrets::sha256_hex(token.as_bytes()),
-                });
-            }
-            a
-        });
-        let line = r.optional::<Line>(&doc, "line").map(|mut l| {
-            if let Some(secret) = env(LINE_SECRET_ENV) {
-                l.channel_secret = Some(secret);
-            }
-            if let Some(token) = env(LINE_TOKEN_ENV) {
-                l.channel_access_token = Some(token);
-            }
-            l
-        });
-        let app = r.optional::<App>(&doc, "app").map(|mut a| {
-            if let Some(secret) = env(MEMBER_LINK_SECRET_ENV) {
-                a.member_link_secret = Some(secret);
-            }
-            a
-        });
-        let webhook = r.optional::<Webhook>(&doc, "webhook").map(|mut w| {
-            if let Some(secret) = env(WEBHOOK_SECRET_ENV) {
-                w.secret = Some(secret);
-            }
-            w
-        });
+        let admin = r.optional::<Admin>(&doc, "admin");
+        let line = r.optional::<Line>(&doc, "line");
+        let app = r.optional::<App>(&doc, "app");
+        let webhook = r.optional::<Webhook>(&doc, "webhook");
         let delivery = r.optional::<Delivery>(&doc, "delivery");
         let visits = r.optional::<crate::visits::engine::VisitParams>(&doc, "visits");
         let retention = r.optional::<crate::privacy::retention::Retention>(&doc, "retention");
@@ -443,7 +412,7 @@ impl CloudConfig {
         else {
             return Err(problems);
         };
-        let config = CloudConfig {
+        let mut config = CloudConfig {
             data,
             http,
             mqtt,
@@ -459,6 +428,7 @@ impl CloudConfig {
             dashboard,
             log,
         };
+        config.take_secrets(env);
         problems.extend(config.check());
         if problems.is_empty() {
             Ok(config)
@@ -467,146 +437,31 @@ impl CloudConfig {
         }
     }
 
-    fn check(&self) -> Vec<Problem> {
-        let mut p = Vec::new();
-        if self.data.cache_mb == 0 {
-            p.push(Problem::new("data.cache_mb", "must be at least 1"));
+    /// The secrets the environment holds, over what the file says (an admin token from the
+    /// environment is one more operator token).
+    fn take_secrets(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if let Some(pw) = env(MQTT_PASSWORD_ENV) {
+            self.mqtt.password = Some(pw);
         }
-        if self.http.max_body_bytes < 1024 {
-            p.push(Problem::new("http.max_body_bytes", "must be at least 1024"));
+        if let Some(token) = env(ADMIN_TOKEN_ENV) {
+            self.admin.tokens.push(AdminToken {
+                name: ADMIN_TOKEN_ENV.into(),
+                role: Role::Operator,
+                sha256: crate::secrets::sha256_hex(token.as_bytes()),
+            });
         }
-        if let Some(url) = &self.mqtt.url {
-            if let Err(e) = BrokerUrl::parse(url, "mqtt.url") {
-                p.push(Problem::new("mqtt.url", e.to_string()));
-            }
-            if self.mqtt.client_id.is_empty() {
-                p.push(Problem::new("mqtt.client_id", "must not be empty"));
-            }
+        if let Some(secret) = env(LINE_SECRET_ENV) {
+            self.line.channel_secret = Some(secret);
         }
-        if self.mqtt.share_group.contains(['/', '+', '#']) {
-            p.push(Problem::new(
-                "mqtt.share_group",
-                "must not contain '/', '+' or '#'",
-            ));
+        if let Some(token) = env(LINE_TOKEN_ENV) {
+            self.line.channel_access_token = Some(token);
         }
-        if self.ingest.max_group == 0 {
-            p.push(Problem::new("ingest.max_group", "must be at least 1"));
+        if let Some(secret) = env(MEMBER_LINK_SECRET_ENV) {
+            self.app.member_link_secret = Some(secret);
         }
-        for (i, t) in self.admin.tokens.iter().enumerate() {
-            let ok = t.sha256.len() == 64
-                && t.sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !ok {
-                p.push(Problem::new(
-                    format!("admin.tokens[{i}].sha256"),
-                    "must be 64 lower-case hex digits (sha256sum of the token)",
-                ));
-            }
+        if let Some(secret) = env(WEBHOOK_SECRET_ENV) {
+            self.webhook.secret = Some(secret);
         }
-        if self
-            .app
-            .member_link_secret
-            .as_ref()
-            .is_some_and(|s| s.len() < 16)
-        {
-            p.push(Problem::new(
-                "app.member_link_secret",
-                "must be at least 16 characters",
-            ));
-        }
-        if let Some(s) = &self.line.channel_secret {
-            if s.is_empty() {
-                p.push(Problem::new("line.channel_secret", "must not be empty"));
-            }
-        }
-        for (key, url) in [
-            ("line.api_base", Some(&self.line.api_base)),
-            ("app.fcm_base", Some(&self.app.fcm_base)),
-            ("app.fcm_token_url", self.app.fcm_token_url.as_ref()),
-            ("webhook.url", self.webhook.url.as_ref()),
-            ("delivery.link_base", self.delivery.link_base.as_ref()),
-            ("app.checkin_url", self.app.checkin_url.as_ref()),
-        ] {
-            if let Some(url) = url {
-                if !(url.starts_with("https://") || url.starts_with("http://"))
-                    || url.parse::<axum::http::Uri>().is_err()
-                {
-                    p.push(Problem::new(key, "must be an http:// or https:// URL"));
-                }
-            }
-        }
-        for (key, rate) in [
-            ("line.rate_per_s", self.line.rate_per_s),
-            ("app.push_rate_per_s", self.app.push_rate_per_s),
-            ("webhook.rate_per_s", self.webhook.rate_per_s),
-        ] {
-            if rate == 0 {
-                p.push(Problem::new(key, "must be at least 1"));
-            }
-        }
-        if self.webhook.url.is_some() && self.webhook.secret.as_ref().is_none_or(|s| s.len() < 16) {
-            p.push(Problem::new(
-                "webhook.secret",
-                "a webhook URL needs a secret of at least 16 characters",
-            ));
-        }
-        let d = &self.delivery;
-        for (key, bad) in [
-            ("delivery.concurrency", d.concurrency == 0),
-            ("delivery.batch", d.batch == 0),
-            ("delivery.request_timeout_s", d.request_timeout_s == 0),
-            ("delivery.first_backoff_ms", d.first_backoff_ms <= 0),
-            (
-                "delivery.max_backoff_ms",
-                d.max_backoff_ms < d.first_backoff_ms,
-            ),
-        ] {
-            if bad {
-                p.push(Problem::new(
-                    key,
-                    "must be positive (and max_backoff_ms at least first_backoff_ms)",
-                ));
-            }
-        }
-        // Gateways without a remote config use the default stay interval; the service checks
-        // the stored configs against the same rule when it starts, and a config pushed later
-        // must be shorter than both exit_timeout_s and exit_grace_s.
-        let default_stay = omo_device_config::params::PresenceParams::default().stay_interval_s;
-        for (key, message) in self.visits.problems("visits", default_stay) {
-            p.push(Problem::new(key, message));
-        }
-        for (key, message) in self.retention.problems("retention", self.ingest.max_age_s) {
-            p.push(Problem::new(key, message));
-        }
-        for (key, message) in self.profiles.problems("profiles") {
-            p.push(Problem::new(key, message));
-        }
-        if self.profiles.keep_days > self.retention.visits_days {
-            p.push(Problem::new(
-                "profiles.keep_days",
-                "must be at most retention.visits_days: a profile keeps visits no longer than they are kept",
-            ));
-        }
-        if crate::vocab::time_zone(&self.dashboard.time_zone).is_none() {
-            p.push(Problem::new(
-                "dashboard.time_zone",
-                "not an IANA time zone such as `Asia/Tokyo`",
-            ));
-        }
-        if !(1..=24 * 30).contains(&self.dashboard.session_hours) {
-            p.push(Problem::new(
-                "dashboard.session_hours",
-                "must be within 1..=720",
-            ));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            p.push(Problem::new(
-                "log.level",
-                "not a tracing filter such as `info`",
-            ));
-        }
-        p
     }
 }
 

@@ -59,31 +59,8 @@ fn check_stay_intervals(
 
 /// Runs the service until a shutdown signal.
 pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("omo_event_to_offer_seconds".into()),
-            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
-        )
-        .context("the offer latency buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    let store = Arc::new(BarrierStore::new(Arc::new(open_store(&config)?)));
-    let registry = Arc::new(RwLock::new(
-        Registry::load(store.as_ref()).context("loading the registry")?,
-    ));
-    check_stay_intervals(&config.visits, &registry.read().expect("registry lock"))?;
-    let secret = crate::secrets::server_secret(store.as_ref())?;
-    // Before any writer starts: the tallies of what was stored before they existed.
-    let started = std::time::Instant::now();
-    if let Some(hours) = crate::reports::tally::backfill(store.as_ref(), &secret)
-        .context("filling the store reports' tallies")?
-    {
-        tracing::info!(
-            hours,
-            seconds = started.elapsed().as_secs_f64(),
-            "store report tallies filled from the stored rows"
-        );
-    }
+    let metrics = install_metrics()?;
+    let (store, registry, secret) = open_data(&config)?;
     let (mqtt_tx, mqtt_rx) = mpsc::channel(4096);
     let (outbound, broker_desc) = match &config.mqtt.url {
         None => (
@@ -96,28 +73,111 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         ),
     };
     let outbound = Arc::new(outbound);
-    let limits = Limits {
-        times: TimeLimits {
-            max_future_ms: i64::try_from(config.ingest.max_future_s.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
-            max_age_ms: i64::try_from(config.ingest.max_age_s.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
-        },
-        max_group: config.ingest.max_group,
-        max_clock_offset_ms: i64::try_from(config.ingest.max_clock_offset_s.saturating_mul(1000))
-            .unwrap_or(i64::MAX),
-    };
     let (writer, shared) = Writer::open(
         store.clone(),
         registry.clone(),
         clock.clone(),
         outbound.clone(),
-        limits,
+        ingest_limits(&config),
     )?;
     let (http_tx, http_rx) = mpsc::channel(1024);
     let writer_task = tokio::spawn(writer.run(mqtt_rx, http_rx));
+    let stages = start_stages(&config, (&store, &registry, secret), &clock, &shared)?;
+    let state = AppState {
+        store: store.clone(),
+        registry,
+        gateways: shared.gateways.clone(),
+        clock,
+        ingest: http_tx,
+        outbound,
+        config: Arc::new(config.clone()),
+        metrics: Some(metrics),
+        eids: stages.eids,
+        erasures: stages.erasures,
+        registry_writes: Arc::new(tokio::sync::Mutex::new(())),
+        secret,
+        live: shared.live.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
+    tracing::info!(http = %config.http.listen, broker = %broker_desc, data = %config.data.dir.display(), "omo-cloud ready");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    writer_task.abort();
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The Prometheus recorder `/metrics` renders, with the offer latency's buckets.
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("omo_event_to_offer_seconds".into()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )
+        .context("the offer latency buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// The store, the registry (its stay intervals checked) and the server secret, with the
+/// report tallies filled before any writer starts (in a store written before they existed).
+fn open_data(
+    config: &CloudConfig,
+) -> anyhow::Result<(Arc<BarrierStore>, Arc<RwLock<Registry>>, [u8; 32])> {
+    let store = Arc::new(BarrierStore::new(Arc::new(open_store(config)?)));
+    let registry = Arc::new(RwLock::new(
+        Registry::load(store.as_ref()).context("loading the registry")?,
+    ));
+    check_stay_intervals(&config.visits, &registry.read().expect("registry lock"))?;
+    let secret = crate::secrets::server_secret(store.as_ref())?;
+    let started = std::time::Instant::now();
+    if let Some(hours) = crate::reports::tally::backfill(store.as_ref(), &secret)
+        .context("filling the store reports' tallies")?
+    {
+        tracing::info!(
+            hours,
+            seconds = started.elapsed().as_secs_f64(),
+            "store report tallies filled from the stored rows"
+        );
+    }
+    Ok((store, registry, secret))
+}
+
+/// What ingest accepts: how far in the future or the past an event may be, a group's size,
+/// a gateway clock's offset (`[ingest]`, seconds turned into ms).
+fn ingest_limits(config: &CloudConfig) -> Limits {
+    let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    Limits {
+        times: TimeLimits {
+            max_future_ms: ms(config.ingest.max_future_s),
+            max_age_ms: ms(config.ingest.max_age_s),
+        },
+        max_group: config.ingest.max_group,
+        max_clock_offset_ms: ms(config.ingest.max_clock_offset_s),
+    }
+}
+
+/// What the HTTP API shares with the stages.
+struct Stages {
+    eids: Arc<Mutex<EidResolver>>,
+    erasures: mpsc::Sender<visits::stage::Erase>,
+}
+
+/// Starts the consumers of the log — statistics, the visit stage, the decision stage — the
+/// delivery worker and the retention sweeper.
+fn start_stages(
+    config: &CloudConfig,
+    (store, registry, secret): (&Arc<BarrierStore>, &Arc<RwLock<Registry>>, [u8; 32]),
+    clock: &Clock,
+    shared: &crate::ingest::Shared,
+) -> anyhow::Result<Stages> {
     let dyn_store: Arc<dyn Store> = store.clone();
-    tokio::spawn(stats::run(dyn_store, shared.log_end.clone()));
+    tokio::spawn(stats::run(dyn_store.clone(), shared.log_end.clone()));
     let eids = Arc::new(Mutex::new(EidResolver::new(
         identity::all_eid_keys(store.as_ref())?,
         EID_SKEW_S,
@@ -129,7 +189,6 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         id_key: secret,
         profiles: config.profiles.clone(),
     });
-    let dyn_store: Arc<dyn Store> = store.clone();
     let (erasures, erasures_rx) = mpsc::channel(64);
     tokio::spawn(visits::stage::run(
         dyn_store.clone(),
@@ -156,7 +215,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
             dyn_store,
             clock.clone(),
             config.delivery_senders()?,
-            config.delivery_settings(&clock),
+            config.delivery_settings(clock),
         )
         .with_live(shared.live.clone()),
     );
@@ -166,33 +225,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         clock.clone(),
         config.retention,
     ));
-    let state = AppState {
-        store: store.clone(),
-        registry,
-        gateways: shared.gateways.clone(),
-        clock,
-        ingest: http_tx,
-        outbound,
-        config: Arc::new(config.clone()),
-        metrics: Some(metrics),
-        eids,
-        erasures,
-        registry_writes: Arc::new(tokio::sync::Mutex::new(())),
-        secret,
-        live: shared.live.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
-    tracing::info!(http = %config.http.listen, broker = %broker_desc, data = %config.data.dir.display(), "omo-cloud ready");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
-    writer_task.abort();
-    store.flush()?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Stages { eids, erasures })
 }
 
 async fn shutdown_signal() {
