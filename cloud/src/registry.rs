@@ -210,7 +210,6 @@ impl Registry {
         })
     }
 
-    /// The registry as a site document.
     /// The time zone of store `id` (`None`: no such store, or its zone is not one).
     pub fn store_tz(&self, id: &str) -> Option<chrono_tz::Tz> {
         self.site()
@@ -220,6 +219,7 @@ impl Registry {
             .and_then(|s| crate::vocab::time_zone(&s.time_zone))
     }
 
+    /// The registry as a site document.
     pub fn site(&self) -> &Site {
         &self.site
     }

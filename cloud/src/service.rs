@@ -124,11 +124,12 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         .context("installing the metrics recorder")
 }
 
+/// The store, the registry and the server secret.
+type Data = (Arc<BarrierStore>, Arc<RwLock<Registry>>, [u8; 32]);
+
 /// The store, the registry (its stay intervals checked) and the server secret, with the
 /// report tallies filled before any writer starts (in a store written before they existed).
-fn open_data(
-    config: &CloudConfig,
-) -> anyhow::Result<(Arc<BarrierStore>, Arc<RwLock<Registry>>, [u8; 32])> {
+fn open_data(config: &CloudConfig) -> anyhow::Result<Data> {
     let store = Arc::new(BarrierStore::new(Arc::new(open_store(config)?)));
     let registry = Arc::new(RwLock::new(
         Registry::load(store.as_ref()).context("loading the registry")?,
