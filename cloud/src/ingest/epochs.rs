@@ -109,6 +109,13 @@ pub fn ledger_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
     format!("{gw}/{epoch}").into_bytes()
 }
 
+/// The seqs of an epoch the cloud rejected: [`ledger_key`] under [`REJECTED_PREFIX`].
+pub fn rejected_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
+    let mut key = REJECTED_PREFIX.as_bytes().to_vec();
+    key.extend(ledger_key(gw, epoch));
+    key
+}
+
 pub fn parse_ledger_key(key: &[u8]) -> Option<(GatewayId, Epoch)> {
     let text = std::str::from_utf8(key).ok()?;
     let (gw, epoch) = text.rsplit_once('/')?;

@@ -9,6 +9,7 @@
 
 pub mod epochs;
 mod forget;
+mod from_gateways;
 pub mod gateways;
 pub mod keys;
 mod line_link;
@@ -22,21 +23,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use omo_device_config::envelope::{open, seal, seal_raw, EnvelopeError};
-use omo_device_config::payload::{ConfigAck, Epoch, PresenceAck, Status};
-use omo_device_config::{Channel, Clock, GatewayId, SeqRanges, Timestamp, Topic};
+use omo_device_config::payload::{ConfigAck, Epoch};
+use omo_device_config::{Clock, GatewayId, SeqRanges, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::{Incoming, Outbound};
-use crate::registry::{record_config_ack, GatewayEntry, Registry};
+use crate::registry::Registry;
 use crate::seq_ledger::SeqLedger;
 use crate::store::barrier::{scan_all, BarrierStore};
 use crate::store::event_log::EventLog;
 use crate::store::{Commit, Space, Store, StoreError};
 use epochs::{info_key, ledger_key, parse_ledger_key, EpochEnd, EpochInfo};
-use gateways::{config_to_send, GatewayStates};
-use presence::{check_presence, TimeLimits};
-use record::{GatewayEvent, Record};
+use gateways::GatewayStates;
+use presence::TimeLimits;
+use record::Record;
 
 /// A named crash point for crash tests (DESIGN.md): with the `failpoints` feature and
 /// `FAILPOINTS=NAME=return`, the process aborts right there after saying which point fired.
@@ -321,248 +321,30 @@ impl Writer {
             .push((req.reply, Appended::Stored { offsets }));
     }
 
-    fn take_mqtt(&mut self, m: Incoming, group: &mut Group) {
-        // An external broker's PUBLISH is acked after the flush whatever became of it: what
-        // was refused will never be stored, so a redelivery would not help.
-        if let Some(p) = m.ack {
-            group.broker_acks.push(p);
-        }
-        let topic = match Topic::parse(&m.topic) {
-            Ok(t) => t,
-            Err(e) => {
-                count_rejected("topic");
-                tracing::warn!(topic = %m.topic.chars().take(200).collect::<String>(), error = %e, "message on an unknown topic");
-                return;
-            }
-        };
-        let registry = self.registry.clone();
-        let registry = registry.read().expect("registry lock");
-        let Some(entry) = registry.gateway(topic.gateway.as_str()) else {
-            count_rejected("unknown_gateway");
-            tracing::warn!(topic = %topic, "message from an unregistered gateway");
-            return;
-        };
-        match topic.channel {
-            Channel::Presence => self.take_presence(&topic, entry, &m.payload, group),
-            Channel::Status => self.take_status(&topic, entry, &m.payload, group),
-            Channel::ConfigAck => self.take_config_ack(&topic, entry, &m.payload, group),
-            Channel::PresenceAck | Channel::Config => {}
-        }
-    }
-
-    fn take_presence(
-        &mut self,
-        topic: &Topic,
-        entry: &GatewayEntry,
-        payload: &[u8],
-        group: &mut Group,
-    ) {
-        let now = self.now();
-        let correction = self
-            .gateways
-            .lock()
-            .expect("gateway states lock")
-            .get(&topic.gateway)
-            .map_or(0, |s| s.correction_ms());
-        let batch = match check_presence(topic, entry, payload, correction, now, self.limits.times)
-        {
-            Ok(b) => b,
-            Err(refusal) => {
-                count_rejected(refusal.label());
-                if refusal.label() == "bad_signature" {
-                    metrics::counter!("omo_ingest_bad_signatures_total").increment(1);
-                }
-                tracing::warn!(topic = %topic, reason = %refusal, "presence message refused");
-                return;
-            }
-        };
-        for u in &batch.unreadable {
-            count_rejected("unreadable_event");
-            tracing::warn!(topic = %topic, problem = %u, "event without a readable seq");
-        }
-        let (gw, epoch) = (batch.gateway.clone(), batch.epoch);
-        self.note_epoch(&gw, epoch, now, group);
-        let mut known = self.ledger.stored(&gw, epoch).cloned().unwrap_or_default();
-        if let Some(p) = group.pending.stored(&gw, epoch) {
-            known.merge(p);
-        }
-        let mut new = SeqRanges::new();
-        let mut acked = SeqRanges::new();
-        for (event, event_ts) in batch.events {
-            let seq = event.seq();
-            acked.insert(seq);
-            if known.contains(seq) || new.contains(seq) {
-                group.duplicates += 1;
-                continue;
-            }
-            new.insert(seq);
-            group.events += 1;
-            let record = Record::Gateway(GatewayEvent {
-                gateway: gw.clone(),
-                store: batch.store.clone(),
-                epoch,
-                event,
-                event_ts,
-                received: now,
-            });
-            self.log.append(&mut group.commit, &record.encode());
-        }
-        let dropped_new = batch.dropped.difference(&known).difference(&new);
-        acked.merge(&batch.dropped);
-        if !dropped_new.is_empty() {
-            group.dropped = group
-                .dropped
-                .saturating_add(u64::try_from(dropped_new.count()).unwrap_or(u64::MAX));
-            let record = Record::GatewayDropped {
-                gateway: gw.clone(),
-                store: batch.store.clone(),
-                epoch,
-                seqs: dropped_new.clone(),
-                received: now,
-            };
-            self.log.append(&mut group.commit, &record.encode());
-            new.merge(&dropped_new);
-        }
-        group.pending.record_stored(&gw, epoch, &new);
-        for r in &batch.rejected {
-            group.rejected_pending.record_stored(&gw, epoch, &r.seqs);
-        }
-        group.touched.insert((gw, epoch));
-        let ack = PresenceAck {
-            epoch,
-            seqs: acked,
-            rejected: batch.rejected,
-        };
-        let ack_topic = Topic::new(
-            topic.store.clone(),
-            topic.gateway.clone(),
-            Channel::PresenceAck,
-        )
-        .to_string();
-        match seal(&ack_topic, &entry.key, &ack) {
-            Ok(payload) => group.acks.push((ack_topic, payload)),
-            Err(e) => tracing::error!(error = %e, "could not seal an ack"),
-        }
-    }
-
-    fn open_signed<T: serde::de::DeserializeOwned>(
-        &self,
-        topic: &Topic,
-        entry: &GatewayEntry,
-        payload: &[u8],
-    ) -> Option<T> {
-        match open::<T>(&topic.to_string(), &entry.key, payload) {
-            Ok(v) if entry.record.store == topic.store && entry.record.enabled => Some(v),
-            Ok(_) => {
-                count_rejected(if entry.record.enabled {
-                    "wrong_store"
-                } else {
-                    "disabled_gateway"
-                });
-                tracing::warn!(topic = %topic, "message from a gateway of another store, or disabled");
-                None
-            }
-            Err(
-                e @ (EnvelopeError::BadSignature
-                | EnvelopeError::SignatureEncoding
-                | EnvelopeError::MissingField("sig")),
-            ) => {
-                count_rejected("bad_signature");
-                metrics::counter!("omo_ingest_bad_signatures_total").increment(1);
-                tracing::warn!(topic = %topic, error = %e, "bad signature");
-                None
-            }
-            Err(e) => {
-                count_rejected("malformed");
-                tracing::warn!(topic = %topic, error = %e, "malformed message");
-                None
-            }
-        }
-    }
-
-    fn take_status(
-        &mut self,
-        topic: &Topic,
-        entry: &GatewayEntry,
-        payload: &[u8],
-        group: &mut Group,
-    ) {
-        let Some(status) = self.open_signed::<Status>(topic, entry, payload) else {
-            return;
-        };
-        // What this outbox says it has written, kept with its epoch (a known one only: the
-        // first batch of a new epoch creates its record).
-        if let (Some(epoch), Some(last)) = (status.epoch, status.last_seq) {
-            let key = (topic.gateway.clone(), epoch);
-            let known = group.epochs.get(&key).or_else(|| self.epochs.get(&key));
-            if let Some(info) = known.filter(|i| i.reported_written.is_none_or(|w| w < last)) {
-                let mut info = info.clone();
-                info.reported_written = Some(last);
-                group.epochs.insert(key, info);
-            }
-        }
-        let now = self.now();
-        // Alerted before the heartbeat shows in the gateway's state, so a reader that sees it
-        // online also sees the alert.
-        self.live
-            .outbox_dropped(topic.gateway.as_str(), status.dropped, now.millis());
-        let send = config_to_send(entry, &status).cloned();
-        let mut states = self.gateways.lock().expect("gateway states lock");
-        let change = states.on_status(&topic.gateway, status, now, self.limits.max_clock_offset_ms);
-        if change.went_offline {
-            // Under the states' lock, as the overview reads them: offline and alerted at once.
-            self.live
-                .gateway_offline(topic.gateway.as_str(), now.millis());
-        }
-        metrics::gauge!("omo_gateways_online").set(states.online_count() as f64);
-        if let Some(offset) = states.get(&topic.gateway).and_then(|s| s.clock_offset_ms) {
-            metrics::gauge!("omo_gateway_clock_offset_seconds", "gateway" => topic.gateway.to_string())
-                .set(offset as f64 / 1000.0);
-        }
-        drop(states);
-        if change.came_online {
-            tracing::info!(gateway = %topic.gateway, store = %topic.store, "gateway online");
-        }
-        if change.went_offline {
-            tracing::info!(gateway = %topic.gateway, store = %topic.store, "gateway offline");
-        }
-        if change.offset_ignored {
-            tracing::warn!(gateway = %topic.gateway, "heartbeat time beyond the believable clock offset; ignored");
-        }
-        if let Some(desired) = send {
-            let t =
-                Topic::new(topic.store.clone(), topic.gateway.clone(), Channel::Config).to_string();
-            let payload = seal_raw(&t, &entry.key, &desired.json);
-            match self.outbound.publish(t, payload, true) {
-                Ok(()) => {
-                    tracing::info!(gateway = %topic.gateway, version = desired.version, "config sent")
-                }
-                Err(e) => tracing::warn!(gateway = %topic.gateway, error = %e, "config not sent"),
-            }
-        }
-    }
-
-    fn take_config_ack(
-        &mut self,
-        topic: &Topic,
-        entry: &GatewayEntry,
-        payload: &[u8],
-        group: &mut Group,
-    ) {
-        let Some(ack) = self.open_signed::<ConfigAck>(topic, entry, payload) else {
-            return;
-        };
-        if ack.ok {
-            tracing::info!(gateway = %topic.gateway, version = ack.version, "config applied");
-        } else {
-            tracing::warn!(gateway = %topic.gateway, version = ack.version, error = ?ack.error, "config refused");
-        }
-        group.commit.extend(record_config_ack(&topic.gateway, &ack));
-        group.config_acks.push((topic.gateway.clone(), ack));
-    }
-
     /// Commits the group, flushes, then acknowledges everything in it.
     async fn finish(&mut self, mut group: Group) {
+        self.stage_ledgers(&mut group);
+        if !group.commit.is_empty() {
+            let commit = std::mem::take(&mut group.commit);
+            if let Err(e) = self.commit_durably(commit).await {
+                // Nothing is acknowledged: gateways resend, HTTP clients retry.
+                tracing::error!(error = %e, "ingest commit failed; nothing in this group was acknowledged");
+                metrics::counter!("omo_ingest_commit_failures_total").increment(1);
+                for (reply, _) in group.replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+                if let Err(e) = self.log.reset(self.store.as_ref()) {
+                    tracing::error!(error = %e, "event log position unreadable");
+                }
+                return;
+            }
+        }
+        self.after_durable(group).await;
+    }
+
+    /// Adds to the group's commit the seq ledgers (stored and rejected) of the epochs it
+    /// touched and its epochs' records.
+    fn stage_ledgers(&self, group: &mut Group) {
         for (gw, epoch) in &group.touched {
             let mut all = self
                 .ledger
@@ -584,11 +366,9 @@ impl Writer {
                     .cloned()
                     .unwrap_or_default();
                 all.merge(r);
-                let mut key = epochs::REJECTED_PREFIX.as_bytes().to_vec();
-                key.extend(ledger_key(gw, *epoch));
                 group.commit.put(
                     Space::SeqRanges,
-                    key,
+                    epochs::rejected_key(gw, *epoch),
                     serde_json::to_vec(&all).expect("seq ranges serialise"),
                 );
             }
@@ -600,35 +380,28 @@ impl Writer {
                 serde_json::to_vec(info).expect("epoch records serialise"),
             );
         }
-        if !group.commit.is_empty() {
-            let commit = std::mem::take(&mut group.commit);
-            let store = self.store.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                store.commit(commit)?;
-                if let Err(e) = store.flush() {
-                    // The group is visible but not durable, and nothing was acknowledged: the
-                    // ledger and dedup state in memory no longer match the disk. Start again
-                    // from the disk rather than ack or count anything twice.
-                    tracing::error!(error = %e, "flush failed after a commit; stopping so a restart recovers from the disk");
-                    std::process::exit(70);
-                }
-                Ok(())
-            })
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))));
-            if let Err(e) = result {
-                // Nothing is acknowledged: gateways resend, HTTP clients retry.
-                tracing::error!(error = %e, "ingest commit failed; nothing in this group was acknowledged");
-                metrics::counter!("omo_ingest_commit_failures_total").increment(1);
-                for (reply, _) in group.replies {
-                    let _ = reply.send(Err(e.to_string()));
-                }
-                if let Err(e) = self.log.reset(self.store.as_ref()) {
-                    tracing::error!(error = %e, "event log position unreadable");
-                }
-                return;
+    }
+
+    /// Commits and flushes off the executor. A flush that fails after the commit stops the
+    /// process: the group is visible but not durable, and nothing was acknowledged, so the
+    /// ledger and dedup state in memory no longer match the disk; a restart recovers from it.
+    async fn commit_durably(&self, commit: crate::store::Commit) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.commit(commit)?;
+            if let Err(e) = store.flush() {
+                tracing::error!(error = %e, "flush failed after a commit; stopping so a restart recovers from the disk");
+                std::process::exit(70);
             }
-        }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))))
+    }
+
+    /// Once the group is durable: epoch ends reported, the ledgers in memory moved on, the
+    /// acknowledgements and replies sent, the group counted.
+    async fn after_durable(&mut self, mut group: Group) {
         // Durable now: an epoch's end is reported once, before anything can crash.
         for ((gw, epoch), info) in std::mem::take(&mut group.epochs) {
             let was_ended = self
