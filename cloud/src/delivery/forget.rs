@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{keys, read, worker, Delivery, Status};
+use super::{keys, outbox, read, Delivery, Status};
 use crate::store::sweep::{each_row, Rows, Sweeper};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::funnel::Counts;
@@ -134,7 +134,7 @@ fn scrub_delivery(
         d.text = String::new();
         d.flex = None;
         if cancel {
-            worker::settle(
+            outbox::settle(
                 (&mut c, &mut counts),
                 d,
                 bytes,

@@ -16,6 +16,7 @@ pub mod fcm;
 mod forget;
 pub mod keys;
 pub mod line;
+mod outbox;
 pub mod rate;
 pub mod retry;
 pub mod webhook;
