@@ -130,14 +130,7 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
         return suppressed(Reason::Paused);
     }
     let c = t.customer;
-    let a = &campaign.audience;
-    let audience_ok = a.include_tags.is_subset(&c.tags)
-        && a.exclude_tags.is_disjoint(&c.tags)
-        && a.attributes
-            .iter()
-            .all(|(k, v)| c.attributes.get(k) == Some(v))
-        && (a.tiers.is_empty() || c.tier.as_ref().is_some_and(|t| a.tiers.contains(t)));
-    if !audience_ok {
+    if !in_audience(&campaign.audience, c) {
         return suppressed(Reason::Audience);
     }
     let tz: Tz = campaign
@@ -147,49 +140,8 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
         .and_then(crate::vocab::time_zone)
         .unwrap_or(t.store_tz);
     let now = local(&tz, t.at_ms);
-    let s = &campaign.schedule;
-    let date = now.date_naive();
-    let in_schedule = s.from <= date
-        && date <= s.to
-        && s.days.contains(&now.weekday().into())
-        && s.hours.is_none_or(|h| h.contains(now.time()));
-    if !in_schedule {
-        return suppressed(Reason::Schedule);
-    }
-    if campaign.quiet_hours.is_some_and(|q| q.contains(now.time())) {
-        return suppressed(Reason::QuietHours);
-    }
-    let local_date = |ms: i64| -> NaiveDate { local(&tz, ms).date_naive() };
-    let first_day =
-        date - chrono::Days::new(u64::from(campaign.caps.period_days.saturating_sub(1)));
-    let ours: Vec<&PastSend> = t
-        .history
-        .iter()
-        .filter(|p| p.campaign == campaign.id)
-        .collect();
-    let in_period = ours
-        .iter()
-        .filter(|p| (first_day..=date).contains(&local_date(p.at_ms)))
-        .count();
-    if in_period >= campaign.caps.per_customer as usize {
-        return suppressed(Reason::Cap);
-    }
-    let cooldown_ms = i64::from(campaign.caps.cooldown_minutes) * 60_000;
-    if ours
-        .iter()
-        .any(|p| p.at_ms <= t.at_ms && t.at_ms - p.at_ms < cooldown_ms)
-    {
-        return suppressed(Reason::Cooldown);
-    }
-    if let Some(daily) = campaign.caps.per_customer_daily_all {
-        let today = t
-            .history
-            .iter()
-            .filter(|p| local_date(p.at_ms) == date)
-            .count();
-        if today >= daily as usize {
-            return suppressed(Reason::DailyCap);
-        }
+    if let Some(reason) = off_schedule(campaign, &now).or_else(|| over_caps(campaign, t, &tz)) {
+        return suppressed(reason);
     }
     if t.budget_used >= campaign.budget {
         return suppressed(Reason::Budget);
@@ -216,6 +168,70 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
             channel,
         },
     }
+}
+
+/// Whether the customer is in the audience: every included tag, no excluded one, the
+/// attributes asked for, one of the tiers if any are named.
+fn in_audience(a: &super::definition::Audience, c: &CustomerView) -> bool {
+    a.include_tags.is_subset(&c.tags)
+        && a.exclude_tags.is_disjoint(&c.tags)
+        && a.attributes
+            .iter()
+            .all(|(k, v)| c.attributes.get(k) == Some(v))
+        && (a.tiers.is_empty() || c.tier.as_ref().is_some_and(|t| a.tiers.contains(t)))
+}
+
+/// Why the campaign does not run at local time `now`: outside its schedule, or in its quiet
+/// hours.
+fn off_schedule(campaign: &Campaign, now: &DateTime<Tz>) -> Option<Reason> {
+    let s = &campaign.schedule;
+    let date = now.date_naive();
+    let in_schedule = s.from <= date
+        && date <= s.to
+        && s.days.contains(&now.weekday().into())
+        && s.hours.is_none_or(|h| h.contains(now.time()));
+    if !in_schedule {
+        return Some(Reason::Schedule);
+    }
+    campaign
+        .quiet_hours
+        .is_some_and(|q| q.contains(now.time()))
+        .then_some(Reason::QuietHours)
+}
+
+/// Which cap the customer's sends (`t.history`, dates in `tz`) have reached: the campaign's
+/// per period, its cooldown, or the daily cap over all campaigns.
+fn over_caps(campaign: &Campaign, t: &Trigger<'_>, tz: &Tz) -> Option<Reason> {
+    let local_date = |ms: i64| -> NaiveDate { local(tz, ms).date_naive() };
+    let date = local_date(t.at_ms);
+    let first_day =
+        date - chrono::Days::new(u64::from(campaign.caps.period_days.saturating_sub(1)));
+    let ours: Vec<&PastSend> = t
+        .history
+        .iter()
+        .filter(|p| p.campaign == campaign.id)
+        .collect();
+    let in_period = ours
+        .iter()
+        .filter(|p| (first_day..=date).contains(&local_date(p.at_ms)))
+        .count();
+    if in_period >= campaign.caps.per_customer as usize {
+        return Some(Reason::Cap);
+    }
+    let cooldown_ms = i64::from(campaign.caps.cooldown_minutes) * 60_000;
+    if ours
+        .iter()
+        .any(|p| p.at_ms <= t.at_ms && t.at_ms - p.at_ms < cooldown_ms)
+    {
+        return Some(Reason::Cooldown);
+    }
+    let daily = campaign.caps.per_customer_daily_all?;
+    let today = t
+        .history
+        .iter()
+        .filter(|p| local_date(p.at_ms) == date)
+        .count();
+    (today >= daily as usize).then_some(Reason::DailyCap)
 }
 
 #[cfg(test)]

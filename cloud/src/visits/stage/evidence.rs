@@ -13,7 +13,7 @@ use crate::identity::eid_resolver::EidResolver;
 use crate::ingest::record::Record;
 use crate::store::{Store, StoreError};
 use crate::visits::engine::{Evidence, Scope, Source};
-use crate::zones::{Match, Observation, Report, ZoneSet};
+use crate::zones::{Match, Observation, Report};
 
 impl VisitStage {
     /// The scopes a gateway's own hearing places a device in: its gateway zones and its store.
@@ -95,91 +95,32 @@ impl VisitStage {
         located: &mut Located,
     ) -> Result<Vec<Evidence>, StoreError> {
         let mut out: BTreeMap<Scope, bool> = BTreeMap::new();
-        let mut add = |zones: &ZoneSet, found: Vec<(usize, Match)>| {
-            for (i, m) in found {
-                if m == Match::Inside {
-                    let z = zones.zone(i);
-                    out.insert(Scope::Zone(z.id.to_string()), true);
-                    out.insert(Scope::Store(z.store.to_string()), true);
-                }
-            }
-        };
-        let (customer, at_ms, source) = match record {
-            Record::Gateway(e) => {
-                let Some((kind, s)) = e.event.as_sighting() else {
-                    return Ok(Vec::new());
-                };
-                let Some(customer) = resolve(&s.beacon, e.event_ts, store, eids, located)? else {
-                    return Ok(Vec::new());
-                };
-                let obs = Observation::Gateway {
-                    gateway: &e.gateway,
-                    rssi: s.rssi,
-                    distance_m: s.distance_m,
-                };
-                if kind == omo_device_config::payload::SightingKind::Exit {
-                    // The gateway stopped hearing the device: evidence against its zones only
-                    // (another gateway of the store may still hear it).
-                    for scope in self.gateway_scopes(&e.gateway, &e.store) {
-                        if matches!(scope, Scope::Zone(_)) {
-                            out.insert(scope, false);
-                        }
-                    }
-                } else {
-                    add(&self.zones, self.zones.candidates(&obs));
-                    out.insert(Scope::Store(e.store.to_string()), true);
-                }
-                (customer, e.event_ts.millis(), Source::Gateway)
-            }
-            Record::App(r) => {
-                let mut near = Vec::new();
-                if let Some(fix) = r.gps {
-                    near.extend(self.zones.candidates(&Observation::Gps(fix)));
-                }
-                if !r.wifi.is_empty() {
-                    near.extend(self.zones.candidates(&Observation::Wifi(&r.wifi)));
-                }
-                for b in &r.beacons {
-                    near.extend(self.zones.candidates(&Observation::Beacon {
-                        id: &b.id,
-                        rssi: Some(b.rssi),
-                    }));
-                }
-                let report = Report {
-                    gps: r.gps,
-                    wifi: &r.wifi,
-                    beacons: &r.beacons,
-                };
-                let left = self.left(&r.customer, &report, &near);
-                add(&self.zones, near);
-                for scope in left {
-                    // Inside evidence from the same report wins (two zones of one store).
-                    out.entry(scope).or_insert(false);
-                }
-                (r.customer.clone(), r.event_ts.millis(), Source::App)
-            }
+        let about = match record {
+            Record::Gateway(e) => self.gateway_says(e, (store, eids, located), &mut out)?,
+            Record::App(r) => Some(self.app_says(r, &mut out)),
             Record::Checkin(q) => {
                 // The place itself: its store, and its zone if the code was a zone's.
                 out.insert(Scope::Store(q.store.to_string()), true);
                 if let Some(z) = &q.zone {
                     out.insert(Scope::Zone(z.clone()), true);
                 }
-                (q.customer.clone(), q.event_ts.millis(), Source::Qr)
+                Some((q.customer.clone(), q.event_ts.millis(), Source::Qr))
             }
             Record::Line(l) => {
                 let crate::ingest::record::LineKind::Beacon { beacon, .. } = &l.kind else {
                     return Ok(Vec::new());
                 };
-                add(
-                    &self.zones,
-                    self.zones.candidates(&Observation::Beacon {
-                        id: beacon,
-                        rssi: None,
-                    }),
-                );
-                (l.customer.clone(), l.event_ts.millis(), Source::Line)
+                let heard = Observation::Beacon {
+                    id: beacon,
+                    rssi: None,
+                };
+                self.inside_of(self.zones.candidates(&heard), &mut out);
+                Some((l.customer.clone(), l.event_ts.millis(), Source::Line))
             }
-            _ => return Ok(Vec::new()),
+            _ => None,
+        };
+        let Some((customer, at_ms, source)) = about else {
+            return Ok(Vec::new());
         };
         Ok(out
             .into_iter()
@@ -192,6 +133,84 @@ impl VisitStage {
                 inside,
             })
             .collect())
+    }
+
+    /// Marks inside the zones an observation matched inside of, and their stores.
+    fn inside_of(&self, found: Vec<(usize, Match)>, out: &mut BTreeMap<Scope, bool>) {
+        for (i, m) in found {
+            if m == Match::Inside {
+                let z = self.zones.zone(i);
+                out.insert(Scope::Zone(z.id.to_string()), true);
+                out.insert(Scope::Store(z.store.to_string()), true);
+            }
+        }
+    }
+
+    /// What a gateway's sighting says: inside its zones and store, or (an exit) outside its
+    /// zones only (another gateway of the store may still hear the device). `None`: the
+    /// device is anonymous, or the event is no sighting.
+    fn gateway_says(
+        &self,
+        e: &crate::ingest::record::GatewayEvent,
+        (store, eids, located): (&dyn Store, &Mutex<EidResolver>, &mut Located),
+        out: &mut BTreeMap<Scope, bool>,
+    ) -> Result<Option<(String, i64, Source)>, StoreError> {
+        let Some((kind, s)) = e.event.as_sighting() else {
+            return Ok(None);
+        };
+        let Some(customer) = resolve(&s.beacon, e.event_ts, store, eids, located)? else {
+            return Ok(None);
+        };
+        if kind == omo_device_config::payload::SightingKind::Exit {
+            for scope in self.gateway_scopes(&e.gateway, &e.store) {
+                if matches!(scope, Scope::Zone(_)) {
+                    out.insert(scope, false);
+                }
+            }
+        } else {
+            let heard = Observation::Gateway {
+                gateway: &e.gateway,
+                rssi: s.rssi,
+                distance_m: s.distance_m,
+            };
+            self.inside_of(self.zones.candidates(&heard), out);
+            out.insert(Scope::Store(e.store.to_string()), true);
+        }
+        Ok(Some((customer, e.event_ts.millis(), Source::Gateway)))
+    }
+
+    /// What an app report says: inside the zones its fix, scan or beacons match, and outside
+    /// the ones it shows the customer left ([`VisitStage::left`]).
+    fn app_says(
+        &self,
+        r: &crate::ingest::record::AppReport,
+        out: &mut BTreeMap<Scope, bool>,
+    ) -> (String, i64, Source) {
+        let mut near = Vec::new();
+        if let Some(fix) = r.gps {
+            near.extend(self.zones.candidates(&Observation::Gps(fix)));
+        }
+        if !r.wifi.is_empty() {
+            near.extend(self.zones.candidates(&Observation::Wifi(&r.wifi)));
+        }
+        for b in &r.beacons {
+            near.extend(self.zones.candidates(&Observation::Beacon {
+                id: &b.id,
+                rssi: Some(b.rssi),
+            }));
+        }
+        let report = Report {
+            gps: r.gps,
+            wifi: &r.wifi,
+            beacons: &r.beacons,
+        };
+        let left = self.left(&r.customer, &report, &near);
+        self.inside_of(near, out);
+        for scope in left {
+            // Inside evidence from the same report wins (two zones of one store).
+            out.entry(scope).or_insert(false);
+        }
+        (r.customer.clone(), r.event_ts.millis(), Source::App)
     }
 }
 
