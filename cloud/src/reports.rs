@@ -447,41 +447,23 @@ fn csv_field(s: &str) -> String {
 
 /// A store report as CSV: one `section,campaign,metric,value` line per figure.
 pub fn store_csv(r: &StoreReport) -> String {
-    let mut out = String::from("section,campaign,metric,value\n");
-    let mut line = |section: &str, campaign: &str, metric: &str, value: String| {
-        out.push_str(&format!(
-            "{section},{},{},{value}\n",
-            csv_field(campaign),
-            csv_field(metric)
-        ));
-    };
-    line("visits", "", "visits", r.visits.to_string());
-    line(
-        "visits",
-        "",
-        "unique_visitors",
-        r.unique_visitors.to_string(),
-    );
-    line("visits", "", "open", r.visits_open.to_string());
+    let mut csv = FigureCsv(String::from("section,campaign,metric,value\n"));
+    csv.line("visits", "", "visits", r.visits);
+    csv.line("visits", "", "unique_visitors", r.unique_visitors);
+    csv.line("visits", "", "open", r.visits_open);
     if let Some(m) = r.median_dwell_min {
-        line("visits", "", "median_dwell_min", format!("{m:.1}"));
+        csv.line("visits", "", "median_dwell_min", format!("{m:.1}"));
     }
     for (b, n) in &r.dwell_minutes {
-        line("dwell", "", &format!("{b} min"), n.to_string());
+        csv.line("dwell", "", &format!("{b} min"), n);
     }
-    let offers = |line: &mut dyn FnMut(&str, &str, &str, String), c: &str, o: &Offers| {
-        line("offers", c, "decided", o.decided.to_string());
-        line("offers", c, "delivered", o.delivered.to_string());
-        line("offers", c, "clicked", o.clicked.to_string());
-        line("offers", c, "redeemed", o.redeemed.to_string());
-    };
-    offers(&mut line, "", &r.offers);
+    csv.offers("", &r.offers);
     let p = &r.purchases;
-    line("purchases", "", "count", p.count.to_string());
-    line("purchases", "", "identified", p.identified.to_string());
-    line("purchases", "", "attributed", p.attributed.to_string());
+    csv.line("purchases", "", "count", p.count);
+    csv.line("purchases", "", "identified", p.identified);
+    csv.line("purchases", "", "attributed", p.attributed);
     for (cur, v) in &p.revenue {
-        line(
+        csv.line(
             "purchases",
             "",
             &format!("revenue {cur}"),
@@ -489,68 +471,72 @@ pub fn store_csv(r: &StoreReport) -> String {
         );
     }
     for (cur, v) in &p.revenue_attributed {
-        line(
-            "purchases",
-            "",
-            &format!("revenue_attributed {cur}"),
-            format!("{v:.2}"),
-        );
+        let metric = format!("revenue_attributed {cur}");
+        csv.line("purchases", "", &metric, format!("{v:.2}"));
     }
     for c in &r.campaigns {
-        offers(&mut line, &c.campaign, &c.offers);
+        csv.campaign(c);
+    }
+    csv.0
+}
+
+/// The lines of a store report's CSV.
+struct FigureCsv(String);
+
+impl FigureCsv {
+    fn line(&mut self, section: &str, campaign: &str, metric: &str, value: impl std::fmt::Display) {
+        self.0.push_str(&format!(
+            "{section},{},{},{value}\n",
+            csv_field(campaign),
+            csv_field(metric)
+        ));
+    }
+
+    fn offers(&mut self, campaign: &str, o: &Offers) {
+        self.line("offers", campaign, "decided", o.decided);
+        self.line("offers", campaign, "delivered", o.delivered);
+        self.line("offers", campaign, "clicked", o.clicked);
+        self.line("offers", campaign, "redeemed", o.redeemed);
+    }
+
+    /// A campaign's offers, attributed revenue, customers and returns by group, and lift.
+    fn campaign(&mut self, c: &CampaignAtStore) {
+        let id = c.campaign.as_str();
+        self.offers(id, &c.offers);
         for (cur, v) in &c.revenue_attributed {
-            line(
-                "campaign",
-                &c.campaign,
-                &format!("revenue_attributed {cur}"),
-                format!("{v:.2}"),
-            );
+            let metric = format!("revenue_attributed {cur}");
+            self.line("campaign", id, &metric, format!("{v:.2}"));
         }
         for (g, n) in &c.customers {
-            line(
-                "campaign",
-                &c.campaign,
-                &format!("customers {g}"),
-                n.to_string(),
-            );
+            self.line("campaign", id, &format!("customers {g}"), n);
         }
         for (g, n) in &c.returned {
-            line(
-                "campaign",
-                &c.campaign,
-                &format!("returned {g}"),
-                n.to_string(),
-            );
+            self.line("campaign", id, &format!("returned {g}"), n);
         }
         for l in &c.lift {
             let v = &l.variant;
-            line(
+            let ci = &l.difference_ci95;
+            self.line(
                 "lift",
-                &c.campaign,
+                id,
                 &format!("{v} difference"),
                 format!("{:.4}", l.difference),
             );
-            line(
+            self.line(
                 "lift",
-                &c.campaign,
+                id,
                 &format!("{v} difference_ci95_low"),
-                format!("{:.4}", l.difference_ci95.low),
+                format!("{:.4}", ci.low),
             );
-            line(
+            self.line(
                 "lift",
-                &c.campaign,
+                id,
                 &format!("{v} difference_ci95_high"),
-                format!("{:.4}", l.difference_ci95.high),
+                format!("{:.4}", ci.high),
             );
-            line(
-                "lift",
-                &c.campaign,
-                &format!("{v} too_small"),
-                l.too_small.to_string(),
-            );
+            self.line("lift", id, &format!("{v} too_small"), l.too_small);
         }
     }
-    out
 }
 
 /// A tier report as CSV: one line per tier.
