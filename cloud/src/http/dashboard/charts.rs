@@ -144,67 +144,109 @@ pub enum PlanShape {
 /// A store's geofences drawn to scale around its location (east right, north up), with a
 /// 10 m (or 100 m, 1 km) scale bar; each shape labelled with its zone and visitors now.
 pub fn plan(anchor: (f64, f64), shapes: &[(String, PlanShape, u64)]) -> String {
+    const COLORS: [&str; 6] = [
+        "#2457c5", "#1b7f3b", "#b35c00", "#7b2cbf", "#b3261e", "#006d77",
+    ];
+    let view = PlanView::fitting(anchor, shapes);
+    let (w, h) = (PlanView::W, PlanView::H);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg class="plan" viewBox="0 0 {w} {h}" role="img" aria-label="Store plan with geofences" xmlns="http://www.w3.org/2000/svg"><rect width="{w}" height="{h}" fill="#fbfcfd" stroke="#dde1e8"/>"##
+    );
+    for (i, (name, shape, visitors)) in shapes.iter().enumerate() {
+        let (lx, ly) = view.draw(&mut s, shape, COLORS[i % COLORS.len()]);
+        let _ = write!(
+            s,
+            r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{} · {visitors} now</text>"#,
+            esc(name)
+        );
+    }
+    view.location_and_scale(&mut s);
+    s
+}
+
+/// How a plan maps [lon, lat] to the drawing: metres around the anchor (an equirectangular
+/// projection, fine at a store's scale), then scaled to fit every shape.
+struct PlanView {
+    anchor: (f64, f64),
+    /// The drawing's least x and y, metres.
+    x0: f64,
+    y0: f64,
+    /// Drawing units per metre.
+    k: f64,
+}
+
+impl PlanView {
     const W: f64 = 640.0;
     const H: f64 = 400.0;
     const PAD: f64 = 30.0;
-    let (lon0, lat0) = anchor;
-    let m_per_deg = 6_371_008.8 * std::f64::consts::PI / 180.0;
-    let project = |lon: f64, lat: f64| {
+
+    /// The view that fits the anchor and every shape (10 m across at least).
+    fn fitting(anchor: (f64, f64), shapes: &[(String, PlanShape, u64)]) -> PlanView {
+        let mut view = PlanView {
+            anchor,
+            x0: 0.0,
+            y0: 0.0,
+            k: 1.0,
+        };
+        let mut pts: Vec<(f64, f64)> = vec![(0.0, 0.0)];
+        for (_, shape, _) in shapes {
+            match shape {
+                PlanShape::Polygons(ps) => {
+                    for ring in ps.iter().flatten() {
+                        pts.extend(ring.iter().map(|p| view.metres(p[0], p[1])));
+                    }
+                }
+                PlanShape::Circle { lon, lat, radius_m } => {
+                    let (x, y) = view.metres(*lon, *lat);
+                    pts.push((x - radius_m, y - radius_m));
+                    pts.push((x + radius_m, y + radius_m));
+                }
+            }
+        }
+        pts.retain(|(x, y)| x.is_finite() && y.is_finite());
+        let (mut x0, mut x1, mut y0, mut y1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (x, y) in &pts {
+            x0 = x0.min(*x);
+            x1 = x1.max(*x);
+            y0 = y0.min(*y);
+            y1 = y1.max(*y);
+        }
+        let span = (x1 - x0).max(y1 - y0).max(10.0);
+        view.k = ((Self::W - 2.0 * Self::PAD) / span).min((Self::H - 2.0 * Self::PAD) / span);
+        (view.x0, view.y0) = (x0, y0);
+        view
+    }
+
+    /// Metres east and north of the anchor.
+    fn metres(&self, lon: f64, lat: f64) -> (f64, f64) {
+        let (lon0, lat0) = self.anchor;
+        let m_per_deg = 6_371_008.8 * std::f64::consts::PI / 180.0;
         (
             (lon - lon0) * lat0.to_radians().cos() * m_per_deg,
             (lat - lat0) * m_per_deg,
         )
-    };
-    let mut pts: Vec<(f64, f64)> = vec![(0.0, 0.0)];
-    for (_, shape, _) in shapes {
+    }
+
+    fn sx(&self, x: f64) -> f64 {
+        Self::PAD + (x - self.x0) * self.k
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        Self::H - Self::PAD - (y - self.y0) * self.k
+    }
+
+    /// Draws `shape` in `color`; answers where its label goes.
+    fn draw(&self, s: &mut String, shape: &PlanShape, color: &str) -> (f64, f64) {
         match shape {
-            PlanShape::Polygons(ps) => {
-                for ring in ps.iter().flatten() {
-                    pts.extend(ring.iter().map(|p| project(p[0], p[1])));
-                }
-            }
-            PlanShape::Circle { lon, lat, radius_m } => {
-                let (x, y) = project(*lon, *lat);
-                pts.push((x - radius_m, y - radius_m));
-                pts.push((x + radius_m, y + radius_m));
-            }
-        }
-    }
-    pts.retain(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in &pts {
-        x0 = x0.min(*x);
-        x1 = x1.max(*x);
-        y0 = y0.min(*y);
-        y1 = y1.max(*y);
-    }
-    let span = (x1 - x0).max(y1 - y0).max(10.0);
-    let k = ((W - 2.0 * PAD) / span).min((H - 2.0 * PAD) / span);
-    let sx = |x: f64| PAD + (x - x0) * k;
-    let sy = |y: f64| H - PAD - (y - y0) * k;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r##"<svg class="plan" viewBox="0 0 {W} {H}" role="img" aria-label="Store plan with geofences" xmlns="http://www.w3.org/2000/svg"><rect width="{W}" height="{H}" fill="#fbfcfd" stroke="#dde1e8"/>"##
-    );
-    const COLORS: [&str; 6] = [
-        "#2457c5", "#1b7f3b", "#b35c00", "#7b2cbf", "#b3261e", "#006d77",
-    ];
-    for (i, (name, shape, visitors)) in shapes.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let (lx, ly) = match shape {
             PlanShape::Polygons(ps) => {
                 let mut d = String::new();
                 for ring in ps.iter().flatten() {
                     for (j, p) in ring.iter().enumerate() {
-                        let (x, y) = project(p[0], p[1]);
-                        let _ = write!(
-                            d,
-                            "{}{:.1},{:.1} ",
-                            if j == 0 { "M" } else { "L" },
-                            sx(x),
-                            sy(y)
-                        );
+                        let (x, y) = self.metres(p[0], p[1]);
+                        let (x, y) = (self.sx(x), self.sy(y));
+                        let _ = write!(d, "{}{x:.1},{y:.1} ", if j == 0 { "M" } else { "L" });
                     }
                     d.push('Z');
                 }
@@ -212,55 +254,54 @@ pub fn plan(anchor: (f64, f64), shapes: &[(String, PlanShape, u64)]) -> String {
                     s,
                     r#"<path d="{d}" fill="{color}" fill-opacity="0.15" stroke="{color}" stroke-width="2" fill-rule="evenodd"/>"#
                 );
+                // Labelled at the mean of its first ring's points.
                 let ring = ps.first().and_then(|p| p.first());
                 let n = ring.map_or(1, |r| r.len().max(1)) as f64;
                 let (cx, cy) = ring.map_or((0.0, 0.0), |r| {
                     r.iter().fold((0.0, 0.0), |(ax, ay), p| {
-                        let (x, y) = project(p[0], p[1]);
+                        let (x, y) = self.metres(p[0], p[1]);
                         (ax + x / n, ay + y / n)
                     })
                 });
-                (sx(cx), sy(cy))
+                (self.sx(cx), self.sy(cy))
             }
             PlanShape::Circle { lon, lat, radius_m } => {
-                let (x, y) = project(*lon, *lat);
+                let (x, y) = self.metres(*lon, *lat);
+                let (x, y) = (self.sx(x), self.sy(y));
                 let _ = write!(
                     s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{color}" fill-opacity="0.15" stroke="{color}" stroke-width="2"/>"#,
-                    sx(x),
-                    sy(y),
-                    radius_m * k
+                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="{:.1}" fill="{color}" fill-opacity="0.15" stroke="{color}" stroke-width="2"/>"#,
+                    radius_m * self.k
                 );
-                (sx(x), sy(y))
+                (x, y)
             }
-        };
+        }
+    }
+
+    /// The store's location and a scale bar (1 m to 10 km, at most a third of the width),
+    /// closing the drawing.
+    fn location_and_scale(&self, s: &mut String) {
+        let (pad, h, k) = (Self::PAD, Self::H, self.k);
         let _ = write!(
             s,
-            r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{} · {visitors} now</text>"#,
-            esc(name)
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="#1d2330"/>"##,
+            self.sx(0.0),
+            self.sy(0.0)
+        );
+        let bar_m = [1.0, 10.0, 100.0, 1000.0, 10_000.0]
+            .into_iter()
+            .rev()
+            .find(|m| m * k <= (Self::W - 2.0 * pad) / 3.0)
+            .unwrap_or(1.0);
+        let _ = write!(
+            s,
+            r##"<line x1="{pad}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#1d2330" stroke-width="2"/><text x="{pad}" y="{ty:.1}">{} m</text></svg>"##,
+            pad + bar_m * k,
+            bar_m,
+            y = h - 10.0,
+            ty = h - 14.0
         );
     }
-    // The store's location and a scale bar.
-    let _ = write!(
-        s,
-        r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="#1d2330"/>"##,
-        sx(0.0),
-        sy(0.0)
-    );
-    let bar_m = [1.0, 10.0, 100.0, 1000.0, 10_000.0]
-        .into_iter()
-        .rev()
-        .find(|m| m * k <= (W - 2.0 * PAD) / 3.0)
-        .unwrap_or(1.0);
-    let _ = write!(
-        s,
-        r##"<line x1="{PAD}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#1d2330" stroke-width="2"/><text x="{PAD}" y="{ty:.1}">{} m</text></svg>"##,
-        PAD + bar_m * k,
-        bar_m,
-        y = H - 10.0,
-        ty = H - 14.0
-    );
-    s
 }
 
 #[cfg(test)]
