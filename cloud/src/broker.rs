@@ -161,6 +161,30 @@ pub fn start_embedded(
         std::net::TcpListener::bind(listen)
             .with_context(|| format!("mqtt.listen {listen}: cannot listen"))?,
     );
+    let mut broker = Broker::new(embedded_config(listen, registry));
+    // No gateway id contains a colon, so no gateway can take the cloud's link name.
+    let (mut link_tx, link_rx) = broker
+        .link("omo-cloud:link")
+        .map_err(|e| anyhow::anyhow!("embedded broker link: {e}"))?;
+    for f in filters("") {
+        link_tx
+            .subscribe(f)
+            .map_err(|e| anyhow::anyhow!("embedded broker subscribe: {e}"))?;
+    }
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })?;
+    tokio::spawn(forward_from_link(link_rx, tx));
+    Ok(Outbound::Embedded(Mutex::new(link_tx)))
+}
+
+/// The embedded broker's settings: one listener for the gateways, logins checked against
+/// `registry`, small memory segments.
+fn embedded_config(listen: SocketAddr, registry: Arc<RwLock<Registry>>) -> Config {
     let mut server = ServerSettings {
         name: "gateways".into(),
         listen,
@@ -189,7 +213,7 @@ pub fn start_embedded(
             ok
         }
     });
-    let config = Config {
+    Config {
         router: RouterConfig {
             max_connections: 20_000,
             max_outgoing_packet_count: 1000,
@@ -202,51 +226,35 @@ pub fn start_embedded(
         },
         v4: Some(HashMap::from([("gateways".to_owned(), server)])),
         ..Config::default()
-    };
-    let mut broker = Broker::new(config);
-    // No gateway id contains a colon, so no gateway can take the cloud's link name.
-    let (mut link_tx, mut link_rx) = broker
-        .link("omo-cloud:link")
-        .map_err(|e| anyhow::anyhow!("embedded broker link: {e}"))?;
-    for f in filters("") {
-        link_tx
-            .subscribe(f)
-            .map_err(|e| anyhow::anyhow!("embedded broker subscribe: {e}"))?;
     }
-    std::thread::Builder::new()
-        .name("mqtt-broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded broker stopped");
-            }
-        })?;
-    tokio::spawn(async move {
-        loop {
-            match link_rx.next().await {
-                Ok(Some(Notification::Forward(f))) => {
-                    let incoming = Incoming {
-                        topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
-                        payload: f.publish.payload.to_vec(),
-                        ack: None,
-                    };
-                    if tx.send(incoming).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(Notification::Unschedule)) => {
-                    if link_rx.wake().await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "embedded broker link closed");
+}
+
+/// Hands what the broker forwards on the cloud's link to ingest until either side closes.
+async fn forward_from_link(mut link_rx: rumqttd::local::LinkRx, tx: mpsc::Sender<Incoming>) {
+    loop {
+        match link_rx.next().await {
+            Ok(Some(Notification::Forward(f))) => {
+                let incoming = Incoming {
+                    topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
+                    payload: f.publish.payload.to_vec(),
+                    ack: None,
+                };
+                if tx.send(incoming).await.is_err() {
                     return;
                 }
             }
+            Ok(Some(Notification::Unschedule)) => {
+                if link_rx.wake().await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "embedded broker link closed");
+                return;
+            }
         }
-    });
-    Ok(Outbound::Embedded(Mutex::new(link_tx)))
+    }
 }
 
 /// Connects to the external broker at `mqtt.url`; the returned task keeps the connection
