@@ -390,9 +390,19 @@ type Owners = BTreeMap<String, Vec<String>>;
 
 fn owners_from(architecture: &str) -> Result<Owners, String> {
     let mut owners = Owners::new();
+    // The rows of the table headed `| space | owner | … |`, up to the next non-table line.
+    let mut in_table = false;
     for line in architecture.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 4 || !cells[0].is_empty() || !cells[1].starts_with('`') {
+        if cells.len() < 4 || !cells[0].is_empty() {
+            in_table = false;
+            continue;
+        }
+        if cells[1] == "space" && cells[2] == "owner" {
+            in_table = true;
+            continue;
+        }
+        if !in_table || !cells[1].starts_with('`') {
             continue;
         }
         let writers: Vec<String> = cells[2]
