@@ -559,14 +559,102 @@ fn summary(sorted: &[i64]) -> [i64; 4] {
 
 async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outcome> {
     let plan = Plan::new(opts);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let mut sys = start_system(opts, dir.path(), &mut rng).await?;
+    let order = register(opts, &sys.api, sys.stores, &mut rng).await?;
+    let clients = connect_gateways(opts, &plan, &sys).await?;
+
+    // The run.
+    let start = Instant::now() + Duration::from_secs(1);
+    let start_wall_ms = Utc::now().timestamp_millis() + 1000;
+    let measure_from = start + Duration::from_millis(plan.warmup_ms);
+    let stop = measure_from + Duration::from_secs(opts.seconds);
+    let time = Timeline {
+        start,
+        start_wall_ms,
+        stop,
+        give_up: stop + DRAIN,
+    };
+    let counters = Arc::new(Counters::default());
+    let mut tasks = spawn_gateways(opts, plan, (time, &counters), clients, &order);
+    let watched = watch(&mut sys, (measure_from, time), &counters).await?;
+    let Some((p0, a0, c0, t0)) = watched.window_start else {
+        bail!("the measured window never started");
+    };
+    let (p1, a1, c1, t1) = watched.window_end;
+    let visit_lag = stage_lag(&cloud_metrics(&sys.api).await?, "visits");
+    eprintln!("omo-sim load: draining…");
+    let drained = drain(&mut tasks, time, &mut sys.procs).await?;
+    let (offers, stored_by_cloud, stats_caught_up) =
+        collect_offers(&mut sys, &drained.deciding, watched.offers).await?;
+    let cloud_rss = peak_rss_kb(sys.cloud_pid)? as f64 / 1024.0;
+    let own_rss = peak_rss_kb(std::process::id())? as f64 / 1024.0;
+    drop(sys);
+
+    let seconds = t1.duration_since(t0).as_secs_f64();
+    let measured_from_ms = start_wall_ms + plan.warmup_ms as i64;
+    let measured_to_ms = measured_from_ms + (opts.seconds * 1000) as i64;
+    let (latencies, own) = latencies(
+        &drained.deciding,
+        &offers,
+        (measured_from_ms, measured_to_ms),
+    );
+    let deciding = &drained.deciding;
+    Ok(Outcome {
+        offered_per_s: (p1 - p0) as f64 / seconds,
+        acked_per_s: (a1 - a0) as f64 / seconds,
+        published: counters.published.load(Ordering::Relaxed),
+        acked: counters.acked.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        resent: counters.resent.load(Ordering::Relaxed),
+        unacked: drained.unacked,
+        unsent: drained.unsent,
+        stored_by_cloud,
+        stats_caught_up,
+        visit_stage_lag: visit_lag,
+        offers_expected: deciding.len() as u64,
+        offers_received: offers.len() as u64,
+        offers_missing: deciding.keys().filter(|c| !offers.contains_key(c)).count() as u64,
+        offers_twice: offers.values().filter(|r| r.len() > 1).count() as u64,
+        latency_ms: summary(&latencies),
+        latency_samples: latencies.len(),
+        pipeline_ms: summary(&own),
+        curve: watched.curve,
+        cpu_generator: (c1[0] - c0[0]) / seconds,
+        cpu_cloud: (c1[1] - c0[1]) / seconds,
+        cpu_fake_line: (c1[2] - c0[2]) / seconds,
+        cloud_peak_rss_mb: cloud_rss,
+        generator_peak_rss_mb: own_rss,
+    })
+}
+
+/// The system under test and what the run needs of it.
+struct System {
+    procs: Vec<crate::procs::Proc>,
+    api: Arc<Api>,
+    /// The generated fleet: its gateways' logins and how many stores they are in.
+    logins: Vec<world::GatewayLogin>,
+    stores: usize,
+    mqtt_port: u16,
+    line_port: u16,
+    cloud_pid: u32,
+    fake_pid: u32,
+}
+
+/// Writes the generated fleet and the cloud's config into `dir` and starts the fake LINE
+/// server and the cloud (its secrets drawn from `rng`), waiting for their ports.
+async fn start_system(
+    opts: &Options,
+    dir: &std::path::Path,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<System> {
     let bin_dir = bin_dir(opts.bin_dir.as_deref())?;
     let cloud_bin = binary(&bin_dir, "omo-cloud")?;
-    let path = |n: &str| dir.path().join(n);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let path = |n: &str| dir.join(n);
     let (admin_token, line_secret, line_token) = (
-        crate::synth::hex_of(&mut rng, 16),
-        crate::synth::hex_of(&mut rng, 16),
-        crate::synth::hex_of(&mut rng, 16),
+        crate::synth::hex_of(rng, 16),
+        crate::synth::hex_of(rng, 16),
+        crate::synth::hex_of(rng, 16),
     );
     let (http_port, mqtt_port, line_port) = (free_port()?, free_port()?, free_port()?);
     let (site, logins) = fleet_site(opts.gateways, opts.seed);
@@ -613,10 +701,28 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             .timeout(Duration::from_secs(60))
             .build()?,
         base: format!("http://127.0.0.1:{http_port}"),
-        admin: admin_token.clone(),
+        admin: admin_token,
     });
+    Ok(System {
+        procs,
+        api,
+        logins,
+        stores,
+        mqtt_port,
+        line_port,
+        cloud_pid,
+        fake_pid,
+    })
+}
 
-    // Customers, spread over the gateways, each at their own phase of the cycle.
+/// Registers the customers (64 at once) and the campaign; answers the customers in the
+/// order their phases follow (shuffled by `rng`).
+async fn register(
+    opts: &Options,
+    api: &Arc<Api>,
+    stores: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<Vec<u32>> {
     eprintln!(
         "omo-sim load: registering {} customers over {} gateways in {stores} stores…",
         opts.customers, opts.gateways
@@ -657,9 +763,17 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         Some(&campaign(stores)),
     )
     .await?;
+    Ok(order)
+}
 
-    // The gateways' connections.
-    let creds: Vec<Creds> = logins
+/// Connects every gateway of the fleet (64 at once), in the fleet's order.
+async fn connect_gateways(
+    opts: &Options,
+    plan: &Plan,
+    sys: &System,
+) -> anyhow::Result<Vec<(usize, MqttGateway)>> {
+    let creds: Vec<Creds> = sys
+        .logins
         .iter()
         .map(|l| {
             Ok(Creds {
@@ -671,6 +785,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         })
         .collect::<anyhow::Result<_>>()?;
     let connecting = std::time::Instant::now();
+    let mqtt_port = sys.mqtt_port;
     let mut clients: Vec<(usize, MqttGateway)> = futures_unordered(
         creds.into_iter().enumerate().map(|(i, c)| async move {
             let password = c.password.clone();
@@ -691,18 +806,18 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         opts.seconds,
         opts.rate
     );
+    Ok(clients)
+}
 
-    // The run.
-    let start = Instant::now() + Duration::from_secs(1);
-    let start_wall_ms = Utc::now().timestamp_millis() + 1000;
-    let measure_from = start + Duration::from_millis(plan.warmup_ms);
-    let stop = measure_from + Duration::from_secs(opts.seconds);
-    let time = Timeline {
-        start,
-        start_wall_ms,
-        stop,
-        give_up: stop + DRAIN,
-    };
+/// Starts a task per gateway driving its customers (`order`'s customers dealt over the
+/// gateways, each at its phase of the cycle), its batches offset across the batch interval.
+fn spawn_gateways(
+    opts: &Options,
+    plan: Plan,
+    (time, counters): (Timeline, &Arc<Counters>),
+    clients: Vec<(usize, MqttGateway)>,
+    order: &[u32],
+) -> tokio::task::JoinSet<anyhow::Result<GatewayEnd>> {
     let mut per_gateway: Vec<Vec<LoadCustomer>> = vec![Vec::new(); opts.gateways];
     for (slot, &i) in order.iter().enumerate() {
         per_gateway[i as usize % opts.gateways].push(LoadCustomer {
@@ -711,7 +826,6 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             phase_ms: slot as u64 * plan.cycle_ms / opts.customers as u64,
         });
     }
-    let counters = Arc::new(Counters::default());
     let mut tasks = tokio::task::JoinSet::new();
     for ((i, gw), customers) in clients.into_iter().zip(per_gateway) {
         tasks.spawn(drive(
@@ -724,14 +838,42 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
             (i as u64 * opts.batch_ms) / opts.gateways as u64,
         ));
     }
-    let cpu = |pids: [u32; 3]| -> anyhow::Result<[f64; 3]> {
-        Ok([
-            cpu_seconds(pids[0])?,
-            cpu_seconds(pids[1])?,
-            cpu_seconds(pids[2])?,
-        ])
+    tasks
+}
+
+/// What watching the run saw: the counters and CPU times at the measured window's start and
+/// end, the offers so far, and the curve sampled every 10 s.
+struct Watched {
+    window_start: Option<Measure>,
+    window_end: Measure,
+    offers: (usize, HashMap<u32, Vec<i64>>),
+    curve: Vec<Sample>,
+}
+
+/// Events published and acknowledged, CPU seconds of (generator, cloud, fake LINE), when.
+type Measure = (u64, u64, [f64; 3], Instant);
+
+/// Watches the run until `time.stop`: the processes alive, the window's start measured at
+/// `measure_from`, a sample of lags and memory every 10 s.
+async fn watch(
+    sys: &mut System,
+    (measure_from, time): (Instant, Timeline),
+    counters: &Counters,
+) -> anyhow::Result<Watched> {
+    let pids = [std::process::id(), sys.cloud_pid, sys.fake_pid];
+    let measure = || -> anyhow::Result<Measure> {
+        Ok((
+            counters.published.load(Ordering::Relaxed),
+            counters.acked.load(Ordering::Relaxed),
+            [
+                cpu_seconds(pids[0])?,
+                cpu_seconds(pids[1])?,
+                cpu_seconds(pids[2])?,
+            ],
+            Instant::now(),
+        ))
     };
-    let pids = [std::process::id(), cloud_pid, fake_pid];
+    let (start, stop) = (time.start, time.stop);
     let mut offers: HashMap<u32, Vec<i64>> = HashMap::new();
     let mut seen_offers = 0usize;
     let mut window_start = None;
@@ -739,24 +881,13 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     let mut curve: Vec<Sample> = Vec::new();
     while Instant::now() < stop {
         let now = Instant::now();
-        exited(&mut procs)?;
+        exited(&mut sys.procs)?;
         if window_start.is_none() && now >= measure_from {
-            window_start = Some((
-                counters.published.load(Ordering::Relaxed),
-                counters.acked.load(Ordering::Relaxed),
-                cpu(pids)?,
-                now,
-            ));
+            window_start = Some(measure()?);
         }
         if now >= next_report {
-            seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
-            let metrics = cloud_metrics(&api).await?;
-            let sample = Sample {
-                at_s: now.duration_since(start).as_secs(),
-                visit_lag: stage_lag(&metrics, "visits"),
-                decide_lag: stage_lag(&metrics, "decide"),
-                cloud_rss_mb: rss_kb(cloud_pid)? as f64 / 1024.0,
-            };
+            seen_offers = poll_offers(&sys.api, sys.line_port, seen_offers, &mut offers).await?;
+            let sample = sample(sys, now.duration_since(start).as_secs()).await?;
             eprintln!(
                 "omo-sim load: {:>4} s: {} events sent, {} acknowledged, {} offers; lag: visit stage {}, decision stage {}; omo-cloud RSS {:.0} MB",
                 sample.at_s,
@@ -773,68 +904,105 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         tokio::time::sleep(Duration::from_millis(100).min(stop.saturating_duration_since(now)))
             .await;
     }
-    let (p1, a1, c1, t1) = (
-        counters.published.load(Ordering::Relaxed),
-        counters.acked.load(Ordering::Relaxed),
-        cpu(pids)?,
-        Instant::now(),
-    );
-    let Some((p0, a0, c0, t0)) = window_start else {
-        bail!("the measured window never started");
+    Ok(Watched {
+        window_start,
+        window_end: measure()?,
+        offers: (seen_offers, offers),
+        curve,
+    })
+}
+
+/// The stages' lags and the cloud's memory `at_s` into the run.
+async fn sample(sys: &System, at_s: u64) -> anyhow::Result<Sample> {
+    let metrics = cloud_metrics(&sys.api).await?;
+    Ok(Sample {
+        at_s,
+        visit_lag: stage_lag(&metrics, "visits"),
+        decide_lag: stage_lag(&metrics, "decide"),
+        cloud_rss_mb: rss_kb(sys.cloud_pid)? as f64 / 1024.0,
+    })
+}
+
+/// What the gateways ended with, together.
+struct Drained {
+    /// Each first visit's deciding event: customer → (event time, arrival at the cloud), ms.
+    deciding: HashMap<u32, (i64, i64)>,
+    unacked: u64,
+    unsent: u64,
+}
+
+/// Waits for every gateway task to settle its events or give up (one stuck 30 s past that
+/// is a bug, not a wait).
+async fn drain(
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<GatewayEnd>>,
+    time: Timeline,
+    procs: &mut [crate::procs::Proc],
+) -> anyhow::Result<Drained> {
+    let mut drained = Drained {
+        deciding: HashMap::new(),
+        unacked: 0,
+        unsent: 0,
     };
-    let visit_lag = stage_lag(&cloud_metrics(&api).await?, "visits");
-    eprintln!("omo-sim load: draining…");
-    let mut deciding: HashMap<u32, (i64, i64)> = HashMap::new();
-    let (mut unacked, mut unsent) = (0, 0);
-    // Each gateway gives up at `give_up`; a task stuck past that is a bug, not a wait.
     while let Some(r) =
         tokio::time::timeout_at(time.give_up + Duration::from_secs(30), tasks.join_next())
             .await
             .context("gateway tasks still running 30 s after the run gave up")?
     {
         let end = r??;
-        unacked += end.unacked;
-        unsent += end.unsent;
-        deciding.extend(
+        drained.unacked += end.unacked;
+        drained.unsent += end.unsent;
+        drained.deciding.extend(
             end.deciding
                 .into_iter()
                 .map(|(c, ts, sent)| (c, (ts, sent))),
         );
     }
-    exited(&mut procs)?;
-    // The offers of every decided first visit, or until they stop coming; then every delivery
-    // row final, and the fake read once more, so a late second offer is counted too.
+    exited(procs)?;
+    Ok(drained)
+}
+
+/// The offers of every decided first visit, or until they stop coming; then every delivery
+/// row final, and the fake read once more, so a late second offer is counted too. Answers the
+/// offers by customer, the events the cloud stored and whether its statistics caught up.
+async fn collect_offers(
+    sys: &mut System,
+    deciding: &HashMap<u32, (i64, i64)>,
+    (mut seen_offers, mut offers): (usize, HashMap<u32, Vec<i64>>),
+) -> anyhow::Result<(HashMap<u32, Vec<i64>>, u64, bool)> {
     let offers_deadline = Instant::now() + DRAIN;
     let mut last_progress = Instant::now();
     loop {
         let before = seen_offers;
-        seen_offers = poll_offers(&api, line_port, seen_offers, &mut offers).await?;
+        seen_offers = poll_offers(&sys.api, sys.line_port, seen_offers, &mut offers).await?;
         if seen_offers != before {
             last_progress = Instant::now();
         }
         let all_final =
-            deciding.keys().all(|c| offers.contains_key(c)) && deliveries_final(&api).await?;
+            deciding.keys().all(|c| offers.contains_key(c)) && deliveries_final(&sys.api).await?;
         if all_final
             || Instant::now() >= offers_deadline
             || last_progress.elapsed() > Duration::from_secs(20)
         {
             break;
         }
-        exited(&mut procs)?;
+        exited(&mut sys.procs)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    poll_offers(&api, line_port, seen_offers, &mut offers).await?;
-    let (stored_by_cloud, stats_caught_up) = stored_events(&api).await?;
-    let cloud_rss = peak_rss_kb(cloud_pid)? as f64 / 1024.0;
-    let own_rss = peak_rss_kb(std::process::id())? as f64 / 1024.0;
-    drop(procs);
+    poll_offers(&sys.api, sys.line_port, seen_offers, &mut offers).await?;
+    let (stored_by_cloud, stats_caught_up) = stored_events(&sys.api).await?;
+    Ok((offers, stored_by_cloud, stats_caught_up))
+}
 
-    let seconds = t1.duration_since(t0).as_secs_f64();
-    let measured_from_ms = start_wall_ms + plan.warmup_ms as i64;
-    let measured_to_ms = measured_from_ms + (opts.seconds * 1000) as i64;
+/// The offers' latencies (sorted) of the first visits decided in the measured window
+/// `[from, to)` (ms): from the deciding event, and from when the rules let the cloud act.
+fn latencies(
+    deciding: &HashMap<u32, (i64, i64)>,
+    offers: &HashMap<u32, Vec<i64>>,
+    (from, to): (i64, i64),
+) -> (Vec<i64>, Vec<i64>) {
     let measured: Vec<(i64, i64, i64)> = deciding
         .iter()
-        .filter(|(_, (ts, _))| (measured_from_ms..measured_to_ms).contains(ts))
+        .filter(|(_, (ts, _))| (from..to).contains(ts))
         .filter_map(|(c, (ts, sent))| {
             offers
                 .get(c)
@@ -849,35 +1017,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         .map(|(ts, sent, r)| r - acting_allowed_at(*ts, *sent))
         .collect();
     own.sort_unstable();
-    let offers_received = offers.len() as u64;
-    let offers_missing = deciding.keys().filter(|c| !offers.contains_key(c)).count() as u64;
-    let offers_twice = offers.values().filter(|r| r.len() > 1).count() as u64;
-    Ok(Outcome {
-        offered_per_s: (p1 - p0) as f64 / seconds,
-        acked_per_s: (a1 - a0) as f64 / seconds,
-        published: counters.published.load(Ordering::Relaxed),
-        acked: counters.acked.load(Ordering::Relaxed),
-        rejected: counters.rejected.load(Ordering::Relaxed),
-        resent: counters.resent.load(Ordering::Relaxed),
-        unacked,
-        unsent,
-        stored_by_cloud,
-        stats_caught_up,
-        visit_stage_lag: visit_lag,
-        offers_expected: deciding.len() as u64,
-        offers_received,
-        offers_missing,
-        offers_twice,
-        latency_ms: summary(&latencies),
-        latency_samples: latencies.len(),
-        pipeline_ms: summary(&own),
-        curve,
-        cpu_generator: (c1[0] - c0[0]) / seconds,
-        cpu_cloud: (c1[1] - c0[1]) / seconds,
-        cpu_fake_line: (c1[2] - c0[2]) / seconds,
-        cloud_peak_rss_mb: cloud_rss,
-        generator_peak_rss_mb: own_rss,
-    })
+    (latencies, own)
 }
 
 /// Reads the fake LINE server's deliveries after the first `seen`; records each customer's
