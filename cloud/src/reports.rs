@@ -368,48 +368,14 @@ pub fn tier_report(
         })
         .collect();
     for p in profiles {
-        if let Some(s) = only_store {
-            let here = p
-                .recent_visits
-                .iter()
-                .any(|v| v.store == s && (start..end).contains(&v.at_ms))
-                || p.recent_purchases.iter().any(|x| {
-                    let there = match x.channel {
-                        SaleChannel::Online => s == "online",
-                        SaleChannel::Store => x.store.as_deref() == Some(s),
-                    };
-                    there && (start..end).contains(&x.at_ms)
-                });
-            if !here {
-                continue;
-            }
+        if only_store.is_some_and(|s| !came_to(p, s, (start, end))) {
+            continue;
         }
         let tier = params.tier_of(p.scores(params, as_of).total());
         let Some(line) = lines.get_mut(tier) else {
             continue;
         };
-        line.customers += 1;
-        let in_range: f64 = p
-            .recent_purchases
-            .iter()
-            .filter(|x| (start..end).contains(&x.at_ms) && x.currency == params.currency)
-            .map(|x| x.total)
-            .sum();
-        line.buyers_in_range += u64::from(
-            p.recent_purchases
-                .iter()
-                .any(|x| (start..end).contains(&x.at_ms)),
-        );
-        line.spend_in_range += in_range;
-        line.spend_to_date += spend_to(p, &params.currency, end);
-        if let Some(first) = p.first_purchase_ms.filter(|f| *f < end) {
-            let window_days = i64::from(params.window_days);
-            // Spend and span over the same days: the window, or since the first purchase.
-            let span_days =
-                ((end - first) / DAY_MS).clamp(MIN_RATE_DAYS.min(window_days), window_days);
-            let spent = p.spend_within(as_of, params.window_days, &params.currency);
-            line.projected_12m += spent / span_days as f64 * 365.0;
-        }
+        line.add(p, params, (start, end), as_of);
     }
     if only_store.is_none() {
         if let Some(line) =
@@ -434,6 +400,49 @@ pub fn tier_report(
         currency: params.currency.clone(),
         store: only_store.map(str::to_owned),
         tiers,
+    }
+}
+
+/// Whether `p` visited or bought at store `s` (or online, for `online`) in `[start, end)`.
+fn came_to(p: &Profile, s: &str, (start, end): (i64, i64)) -> bool {
+    p.recent_visits
+        .iter()
+        .any(|v| v.store == s && (start..end).contains(&v.at_ms))
+        || p.recent_purchases.iter().any(|x| {
+            let there = match x.channel {
+                SaleChannel::Online => s == "online",
+                SaleChannel::Store => x.store.as_deref() == Some(s),
+            };
+            there && (start..end).contains(&x.at_ms)
+        })
+}
+
+impl TierLine {
+    /// Counts customer `p` in the tier: their spend in `[start, end)` and to date, and their
+    /// spend rate over the window before `as_of` projected to a year.
+    fn add(&mut self, p: &Profile, params: &ProfileParams, (start, end): (i64, i64), as_of: i64) {
+        self.customers += 1;
+        let in_range: f64 = p
+            .recent_purchases
+            .iter()
+            .filter(|x| (start..end).contains(&x.at_ms) && x.currency == params.currency)
+            .map(|x| x.total)
+            .sum();
+        self.buyers_in_range += u64::from(
+            p.recent_purchases
+                .iter()
+                .any(|x| (start..end).contains(&x.at_ms)),
+        );
+        self.spend_in_range += in_range;
+        self.spend_to_date += spend_to(p, &params.currency, end);
+        if let Some(first) = p.first_purchase_ms.filter(|f| *f < end) {
+            let window_days = i64::from(params.window_days);
+            // Spend and span over the same days: the window, or since the first purchase.
+            let span_days =
+                ((end - first) / DAY_MS).clamp(MIN_RATE_DAYS.min(window_days), window_days);
+            let spent = p.spend_within(as_of, params.window_days, &params.currency);
+            self.projected_12m += spent / span_days as f64 * 365.0;
+        }
     }
 }
 

@@ -152,45 +152,8 @@ fn validate(
     now: Timestamp,
     limits: &crate::config::Ingest,
 ) -> Result<Observation, ApiError> {
-    let ahead = r.ts.millis() - now.millis();
-    if ahead > (limits.max_future_s as i64) * 1000 {
-        return Err(ApiError::field(
-            "ts",
-            format!("is {} s in the future", ahead / 1000),
-        ));
-    }
-    if -ahead > (limits.max_age_s as i64) * 1000 {
-        return Err(ApiError::field(
-            "ts",
-            format!(
-                "is {} s old; the limit is {} s",
-                -ahead / 1000,
-                limits.max_age_s
-            ),
-        ));
-    }
-    let gps = match r.gps {
-        None => None,
-        Some(g) => {
-            if !(g.lat.is_finite() && (-90.0..=90.0).contains(&g.lat)) {
-                return Err(ApiError::field("gps.lat", "must be within -90..=90"));
-            }
-            if !(g.lon.is_finite() && (-180.0..=180.0).contains(&g.lon)) {
-                return Err(ApiError::field("gps.lon", "must be within -180..=180"));
-            }
-            if !(g.accuracy_m.is_finite() && g.accuracy_m > 0.0 && g.accuracy_m <= 100_000.0) {
-                return Err(ApiError::field(
-                    "gps.accuracy_m",
-                    "must be within 0 < accuracy_m <= 100000",
-                ));
-            }
-            Some(GpsFix {
-                lat: g.lat,
-                lon: g.lon,
-                accuracy_m: g.accuracy_m,
-            })
-        }
-    };
+    check_ts(r.ts, now, limits)?;
+    let gps = r.gps.map(gps_fix).transpose()?;
     if r.wifi.len() > 256 || r.beacons.len() > 256 {
         return Err(ApiError::field(
             if r.wifi.len() > 256 {
@@ -201,25 +164,7 @@ fn validate(
             "at most 256 entries",
         ));
     }
-    let mut wifi = Vec::with_capacity(r.wifi.len());
-    for (i, w) in r.wifi.into_iter().enumerate() {
-        let bytes = parse_bssid(&w.bssid).ok_or_else(|| {
-            ApiError::field(
-                &format!("wifi[{i}].bssid"),
-                "must be six hex bytes like aa:bb:cc:dd:ee:ff",
-            )
-        })?;
-        check_rssi(format!("wifi[{i}].rssi"), w.rssi)?;
-        let bssid = bytes
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        wifi.push(WifiSighting {
-            bssid,
-            rssi: w.rssi,
-        });
-    }
+    let wifi = wifi_sightings(r.wifi)?;
     let mut beacons = Vec::with_capacity(r.beacons.len());
     for (i, b) in r.beacons.into_iter().enumerate() {
         check_rssi(format!("beacons[{i}].rssi"), b.rssi)?;
@@ -238,6 +183,73 @@ fn validate(
         ts: r.ts,
         idempotency_key: r.idempotency_key,
     })
+}
+
+/// A report's time must be within `ingest.max_future_s` ahead and `ingest.max_age_s` behind.
+fn check_ts(ts: Timestamp, now: Timestamp, limits: &crate::config::Ingest) -> Result<(), ApiError> {
+    let ahead = ts.millis() - now.millis();
+    if ahead > (limits.max_future_s as i64) * 1000 {
+        return Err(ApiError::field(
+            "ts",
+            format!("is {} s in the future", ahead / 1000),
+        ));
+    }
+    if -ahead > (limits.max_age_s as i64) * 1000 {
+        return Err(ApiError::field(
+            "ts",
+            format!(
+                "is {} s old; the limit is {} s",
+                -ahead / 1000,
+                limits.max_age_s
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A GPS fix within the globe's bounds with an accuracy of 0..=100 km.
+fn gps_fix(g: GpsIn) -> Result<GpsFix, ApiError> {
+    if !(g.lat.is_finite() && (-90.0..=90.0).contains(&g.lat)) {
+        return Err(ApiError::field("gps.lat", "must be within -90..=90"));
+    }
+    if !(g.lon.is_finite() && (-180.0..=180.0).contains(&g.lon)) {
+        return Err(ApiError::field("gps.lon", "must be within -180..=180"));
+    }
+    if !(g.accuracy_m.is_finite() && g.accuracy_m > 0.0 && g.accuracy_m <= 100_000.0) {
+        return Err(ApiError::field(
+            "gps.accuracy_m",
+            "must be within 0 < accuracy_m <= 100000",
+        ));
+    }
+    Ok(GpsFix {
+        lat: g.lat,
+        lon: g.lon,
+        accuracy_m: g.accuracy_m,
+    })
+}
+
+/// The Wi-Fi scan's access points, each BSSID written as lower-case `aa:bb:cc:dd:ee:ff`.
+fn wifi_sightings(wifi: Vec<WifiIn>) -> Result<Vec<WifiSighting>, ApiError> {
+    let mut out = Vec::with_capacity(wifi.len());
+    for (i, w) in wifi.into_iter().enumerate() {
+        let bytes = parse_bssid(&w.bssid).ok_or_else(|| {
+            ApiError::field(
+                &format!("wifi[{i}].bssid"),
+                "must be six hex bytes like aa:bb:cc:dd:ee:ff",
+            )
+        })?;
+        check_rssi(format!("wifi[{i}].rssi"), w.rssi)?;
+        let bssid = bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        out.push(WifiSighting {
+            bssid,
+            rssi: w.rssi,
+        });
+    }
+    Ok(out)
 }
 
 /// The install a request's bearer token authenticates.
