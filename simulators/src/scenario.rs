@@ -301,119 +301,15 @@ impl Scenario {
         if self.stores.is_empty() {
             p.push(Problem::new("stores", "name at least one store"));
         }
-        let mut store_ids = BTreeSet::new();
-        let mut gateway_ids = BTreeSet::new();
-        let mut beacon_ids = BTreeSet::new();
-        let mut areas: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut seen = Seen::default();
         for (i, s) in self.stores.iter().enumerate() {
-            let k = format!("stores[{i}]");
-            unique(&mut p, &mut store_ids, format!("{k}.id"), s.id.as_str());
-            if s.time_zone.parse::<chrono_tz::Tz>().is_err() {
-                p.push(Problem::new(
-                    format!("{k}.time_zone"),
-                    format!("{:?} is not an IANA time zone", s.time_zone),
-                ));
-            }
-            if !(-90.0..=90.0).contains(&s.anchor.lat) || !(-180.0..=180.0).contains(&s.anchor.lon)
-            {
-                p.push(Problem::new(format!("{k}.anchor"), "lat/lon out of range"));
-            }
-            if !(s.size_m[0] > 0.0
-                && s.size_m[1] > 0.0
-                && s.size_m[0] <= 2000.0
-                && s.size_m[1] <= 2000.0)
-            {
-                p.push(Problem::new(
-                    format!("{k}.size_m"),
-                    "each side must be within (0, 2000] m",
-                ));
-            }
-            if s.gateways.is_empty() {
-                p.push(Problem::new(
-                    format!("{k}.gateways"),
-                    "name at least one gateway",
-                ));
-            }
-            for (j, g) in s.gateways.iter().enumerate() {
-                let gk = format!("{k}.gateways[{j}]");
-                unique(&mut p, &mut gateway_ids, format!("{gk}.id"), g.id.as_str());
-                on_floor(&mut p, format!("{gk}.at"), g.at, s.size_m);
-                if !(g.clock_offset_s.is_finite() && g.clock_offset_s.abs() <= 86_400.0) {
-                    p.push(Problem::new(
-                        format!("{gk}.clock_offset_s"),
-                        "must be within ±86400 s",
-                    ));
-                }
-                if !(g.clock_drift_ppm.is_finite() && g.clock_drift_ppm.abs() <= 1000.0) {
-                    p.push(Problem::new(
-                        format!("{gk}.clock_drift_ppm"),
-                        "must be within ±1000",
-                    ));
-                }
-            }
-            for (j, b) in s.beacons.iter().enumerate() {
-                let bk = format!("{k}.beacons[{j}]");
-                unique(
-                    &mut p,
-                    &mut beacon_ids,
-                    format!("{bk}.id"),
-                    &b.id.to_string(),
-                );
-                on_floor(&mut p, format!("{bk}.at"), b.at, s.size_m);
-                if !(-100.0..=0.0).contains(&b.power_dbm) {
-                    p.push(Problem::new(
-                        format!("{bk}.power_dbm"),
-                        "must be within -100..=0 dBm",
-                    ));
-                }
-            }
-            let mut bssids = BTreeSet::new();
-            for (j, w) in s.wifi.iter().enumerate() {
-                let wk = format!("{k}.wifi[{j}]");
-                let ok = w.bssid.len() == 17
-                    && w.bssid.split(':').count() == 6
-                    && w.bssid
-                        .split(':')
-                        .all(|h| h.len() == 2 && u8::from_str_radix(h, 16).is_ok());
-                if !ok {
-                    p.push(Problem::new(
-                        format!("{wk}.bssid"),
-                        "must be six hex pairs, aa:bb:cc:dd:ee:ff",
-                    ));
-                }
-                unique(
-                    &mut p,
-                    &mut bssids,
-                    format!("{wk}.bssid"),
-                    &w.bssid.to_ascii_lowercase(),
-                );
-                on_floor(&mut p, format!("{wk}.at"), w.at, s.size_m);
-            }
-            let mine = areas.entry(s.id.to_string()).or_default();
-            for (j, a) in s.areas.iter().enumerate() {
-                let ak = format!("{k}.areas[{j}]");
-                if !mine.insert(a.id.clone()) {
-                    p.push(Problem::new(
-                        format!("{ak}.id"),
-                        format!("{:?} is used twice", a.id),
-                    ));
-                }
-                let [x0, y0, x1, y1] = a.rect;
-                if !(x0 < x1 && y0 < y1) {
-                    p.push(Problem::new(
-                        format!("{ak}.rect"),
-                        "must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1",
-                    ));
-                }
-                on_floor(&mut p, format!("{ak}.rect"), [x0, y0], s.size_m);
-                on_floor(&mut p, format!("{ak}.rect"), [x1, y1], s.size_m);
-            }
+            store_problems(&mut p, &mut seen, i, s);
         }
         let mut fence_ids = BTreeSet::new();
         for (i, g) in self.geofences.iter().enumerate() {
             let k = format!("geofences[{i}]");
             unique(&mut p, &mut fence_ids, format!("{k}.id"), &g.id);
-            if !store_ids.contains(g.store.as_str()) {
+            if !seen.stores.contains(g.store.as_str()) {
                 p.push(Problem::new(
                     format!("{k}.store"),
                     format!("{} is not a store of the scenario", g.store),
@@ -430,84 +326,7 @@ impl Scenario {
             p.push(Problem::new("personas", "name at least one persona"));
         }
         for (i, q) in self.personas.iter().enumerate() {
-            let k = format!("personas[{i}]");
-            if q.population == 0 {
-                p.push(Problem::new(
-                    format!("{k}.population"),
-                    "must be at least 1",
-                ));
-            }
-            if !(q.arrivals_per_hour > 0.0 && q.arrivals_per_hour <= 100_000.0) {
-                p.push(Problem::new(
-                    format!("{k}.arrivals_per_hour"),
-                    "must be within (0, 100000]",
-                ));
-            }
-            if q.stores.is_empty() {
-                p.push(Problem::new(
-                    format!("{k}.stores"),
-                    "name at least one store",
-                ));
-            }
-            for (j, s) in q.stores.iter().enumerate() {
-                match areas.get(s.as_str()) {
-                    None => p.push(Problem::new(
-                        format!("{k}.stores[{j}]"),
-                        format!("{s} is not a store of the scenario"),
-                    )),
-                    Some(have) => {
-                        for (n, a) in q.path.iter().enumerate() {
-                            if !have.contains(a) {
-                                p.push(Problem::new(
-                                    format!("{k}.path[{n}]"),
-                                    format!("store {s} has no area {a:?}"),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            if q.path.is_empty() {
-                p.push(Problem::new(format!("{k}.path"), "name at least one area"));
-            }
-            if !(q.dwell.mean >= 0.5
-                && q.dwell.mean <= 600.0
-                && q.dwell.sd >= 0.0
-                && q.dwell.sd <= 600.0)
-            {
-                p.push(Problem::new(
-                    format!("{k}.dwell"),
-                    "mean must be within 0.5..=600 minutes, sd within 0..=600",
-                ));
-            }
-            let pl = q.platforms;
-            for (name, v) in [
-                ("ios", pl.ios),
-                ("android", pl.android),
-                ("other", pl.other),
-            ] {
-                share(&mut p, format!("{k}.platforms.{name}"), v);
-            }
-            if ((pl.ios + pl.android + pl.other) - 1.0).abs() > 1e-6 {
-                p.push(Problem::new(
-                    format!("{k}.platforms"),
-                    "the shares must sum to 1",
-                ));
-            }
-            share(&mut p, format!("{k}.app_share"), q.app_share);
-            share(&mut p, format!("{k}.line_share"), q.line_share);
-            share(&mut p, format!("{k}.consent.line"), q.consent.line);
-            share(&mut p, format!("{k}.consent.push"), q.consent.push);
-            share(
-                &mut p,
-                format!("{k}.effect.return_without_offer"),
-                q.effect.return_without_offer,
-            );
-            share(
-                &mut p,
-                format!("{k}.effect.return_after_offer"),
-                q.effect.return_after_offer,
-            );
+            persona_problems(&mut p, i, q, &seen.areas);
         }
         // Campaigns are checked as the cloud will check them (with its default dwell
         // milestones), so a bad one is found before anything starts.
@@ -529,7 +348,7 @@ impl Scenario {
                         .places
                         .stores
                         .iter()
-                        .filter(|s| !store_ids.contains(*s))
+                        .filter(|s| !seen.stores.contains(*s))
                     {
                         p.push(Problem::new(
                             format!("{k}.places.stores"),
@@ -540,39 +359,7 @@ impl Scenario {
             }
         }
         for (i, f) in self.faults.iter().enumerate() {
-            let k = format!("faults[{i}]");
-            // One after a shortened run's end (`--hours`) never fires.
-            if !(0.0..1440.0).contains(&f.at_minute) {
-                p.push(Problem::new(
-                    format!("{k}.at_minute"),
-                    "must be within a day (0 ≤ at_minute < 1440)",
-                ));
-            }
-            let a = &f.answer;
-            if !(a.status == 0 || a.status == 429 || (500..=599).contains(&a.status)) {
-                p.push(Problem::new(
-                    format!("{k}.answer.status"),
-                    "must be 429, 500..=599, or 0 for latency only",
-                ));
-            }
-            if !(1..=100_000).contains(&a.count) {
-                p.push(Problem::new(
-                    format!("{k}.answer.count"),
-                    "must be within 1..=100000",
-                ));
-            }
-            if a.retry_after_s.is_some() && a.status != 429 {
-                p.push(Problem::new(
-                    format!("{k}.answer.retry_after_s"),
-                    "only a 429 carries Retry-After",
-                ));
-            }
-            if a.latency_ms > 60_000 {
-                p.push(Problem::new(
-                    format!("{k}.answer.latency_ms"),
-                    "must be at most 60000",
-                ));
-            }
+            fault_problems(&mut p, i, f);
         }
         if let Some(t) = self.expect.platform_share_tolerance {
             if !(t > 0.0 && t <= 1.0) {
@@ -583,6 +370,248 @@ impl Scenario {
             }
         }
         p
+    }
+}
+
+/// The ids the checks have seen so far, across stores (an id used twice is a problem).
+#[derive(Default)]
+struct Seen {
+    stores: BTreeSet<String>,
+    gateways: BTreeSet<String>,
+    beacons: BTreeSet<String>,
+    /// Each store's areas.
+    areas: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Store `i`'s problems: its id, time zone, place and size, then its gateways, beacons,
+/// access points and areas.
+fn store_problems(p: &mut Vec<Problem>, seen: &mut Seen, i: usize, s: &Store) {
+    let k = format!("stores[{i}]");
+    unique(p, &mut seen.stores, format!("{k}.id"), s.id.as_str());
+    if s.time_zone.parse::<chrono_tz::Tz>().is_err() {
+        p.push(Problem::new(
+            format!("{k}.time_zone"),
+            format!("{:?} is not an IANA time zone", s.time_zone),
+        ));
+    }
+    if !(-90.0..=90.0).contains(&s.anchor.lat) || !(-180.0..=180.0).contains(&s.anchor.lon) {
+        p.push(Problem::new(format!("{k}.anchor"), "lat/lon out of range"));
+    }
+    if !(s.size_m[0] > 0.0 && s.size_m[1] > 0.0 && s.size_m[0] <= 2000.0 && s.size_m[1] <= 2000.0) {
+        p.push(Problem::new(
+            format!("{k}.size_m"),
+            "each side must be within (0, 2000] m",
+        ));
+    }
+    gateway_problems(p, &mut seen.gateways, &k, s);
+    beacon_problems(p, &mut seen.beacons, &k, s);
+    access_point_problems(p, &k, s);
+    area_problems(p, seen.areas.entry(s.id.to_string()).or_default(), &k, s);
+}
+
+fn gateway_problems(p: &mut Vec<Problem>, ids: &mut BTreeSet<String>, k: &str, s: &Store) {
+    if s.gateways.is_empty() {
+        p.push(Problem::new(
+            format!("{k}.gateways"),
+            "name at least one gateway",
+        ));
+    }
+    for (j, g) in s.gateways.iter().enumerate() {
+        let gk = format!("{k}.gateways[{j}]");
+        unique(p, ids, format!("{gk}.id"), g.id.as_str());
+        on_floor(p, format!("{gk}.at"), g.at, s.size_m);
+        if !(g.clock_offset_s.is_finite() && g.clock_offset_s.abs() <= 86_400.0) {
+            p.push(Problem::new(
+                format!("{gk}.clock_offset_s"),
+                "must be within ±86400 s",
+            ));
+        }
+        if !(g.clock_drift_ppm.is_finite() && g.clock_drift_ppm.abs() <= 1000.0) {
+            p.push(Problem::new(
+                format!("{gk}.clock_drift_ppm"),
+                "must be within ±1000",
+            ));
+        }
+    }
+}
+
+fn beacon_problems(p: &mut Vec<Problem>, ids: &mut BTreeSet<String>, k: &str, s: &Store) {
+    for (j, b) in s.beacons.iter().enumerate() {
+        let bk = format!("{k}.beacons[{j}]");
+        unique(p, ids, format!("{bk}.id"), &b.id.to_string());
+        on_floor(p, format!("{bk}.at"), b.at, s.size_m);
+        if !(-100.0..=0.0).contains(&b.power_dbm) {
+            p.push(Problem::new(
+                format!("{bk}.power_dbm"),
+                "must be within -100..=0 dBm",
+            ));
+        }
+    }
+}
+
+fn access_point_problems(p: &mut Vec<Problem>, k: &str, s: &Store) {
+    let mut bssids = BTreeSet::new();
+    for (j, w) in s.wifi.iter().enumerate() {
+        let wk = format!("{k}.wifi[{j}]");
+        let ok = w.bssid.len() == 17
+            && w.bssid.split(':').count() == 6
+            && w.bssid
+                .split(':')
+                .all(|h| h.len() == 2 && u8::from_str_radix(h, 16).is_ok());
+        if !ok {
+            p.push(Problem::new(
+                format!("{wk}.bssid"),
+                "must be six hex pairs, aa:bb:cc:dd:ee:ff",
+            ));
+        }
+        unique(
+            p,
+            &mut bssids,
+            format!("{wk}.bssid"),
+            &w.bssid.to_ascii_lowercase(),
+        );
+        on_floor(p, format!("{wk}.at"), w.at, s.size_m);
+    }
+}
+
+fn area_problems(p: &mut Vec<Problem>, mine: &mut BTreeSet<String>, k: &str, s: &Store) {
+    for (j, a) in s.areas.iter().enumerate() {
+        let ak = format!("{k}.areas[{j}]");
+        if !mine.insert(a.id.clone()) {
+            p.push(Problem::new(
+                format!("{ak}.id"),
+                format!("{:?} is used twice", a.id),
+            ));
+        }
+        let [x0, y0, x1, y1] = a.rect;
+        if !(x0 < x1 && y0 < y1) {
+            p.push(Problem::new(
+                format!("{ak}.rect"),
+                "must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1",
+            ));
+        }
+        on_floor(p, format!("{ak}.rect"), [x0, y0], s.size_m);
+        on_floor(p, format!("{ak}.rect"), [x1, y1], s.size_m);
+    }
+}
+
+/// Persona `i`'s problems; `areas`: each store's areas.
+fn persona_problems(
+    p: &mut Vec<Problem>,
+    i: usize,
+    q: &Persona,
+    areas: &BTreeMap<String, BTreeSet<String>>,
+) {
+    let k = format!("personas[{i}]");
+    if q.population == 0 {
+        p.push(Problem::new(
+            format!("{k}.population"),
+            "must be at least 1",
+        ));
+    }
+    if !(q.arrivals_per_hour > 0.0 && q.arrivals_per_hour <= 100_000.0) {
+        p.push(Problem::new(
+            format!("{k}.arrivals_per_hour"),
+            "must be within (0, 100000]",
+        ));
+    }
+    if q.stores.is_empty() {
+        p.push(Problem::new(
+            format!("{k}.stores"),
+            "name at least one store",
+        ));
+    }
+    for (j, s) in q.stores.iter().enumerate() {
+        match areas.get(s.as_str()) {
+            None => p.push(Problem::new(
+                format!("{k}.stores[{j}]"),
+                format!("{s} is not a store of the scenario"),
+            )),
+            Some(have) => {
+                for (n, a) in q.path.iter().enumerate() {
+                    if !have.contains(a) {
+                        p.push(Problem::new(
+                            format!("{k}.path[{n}]"),
+                            format!("store {s} has no area {a:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if q.path.is_empty() {
+        p.push(Problem::new(format!("{k}.path"), "name at least one area"));
+    }
+    if !(q.dwell.mean >= 0.5 && q.dwell.mean <= 600.0 && q.dwell.sd >= 0.0 && q.dwell.sd <= 600.0) {
+        p.push(Problem::new(
+            format!("{k}.dwell"),
+            "mean must be within 0.5..=600 minutes, sd within 0..=600",
+        ));
+    }
+    let pl = q.platforms;
+    for (name, v) in [
+        ("ios", pl.ios),
+        ("android", pl.android),
+        ("other", pl.other),
+    ] {
+        share(p, format!("{k}.platforms.{name}"), v);
+    }
+    if ((pl.ios + pl.android + pl.other) - 1.0).abs() > 1e-6 {
+        p.push(Problem::new(
+            format!("{k}.platforms"),
+            "the shares must sum to 1",
+        ));
+    }
+    share(p, format!("{k}.app_share"), q.app_share);
+    share(p, format!("{k}.line_share"), q.line_share);
+    share(p, format!("{k}.consent.line"), q.consent.line);
+    share(p, format!("{k}.consent.push"), q.consent.push);
+    share(
+        p,
+        format!("{k}.effect.return_without_offer"),
+        q.effect.return_without_offer,
+    );
+    share(
+        p,
+        format!("{k}.effect.return_after_offer"),
+        q.effect.return_after_offer,
+    );
+}
+
+/// Fault `i`'s problems.
+fn fault_problems(p: &mut Vec<Problem>, i: usize, f: &ScheduledFault) {
+    let k = format!("faults[{i}]");
+    // One after a shortened run's end (`--hours`) never fires.
+    if !(0.0..1440.0).contains(&f.at_minute) {
+        p.push(Problem::new(
+            format!("{k}.at_minute"),
+            "must be within a day (0 ≤ at_minute < 1440)",
+        ));
+    }
+    let a = &f.answer;
+    if !(a.status == 0 || a.status == 429 || (500..=599).contains(&a.status)) {
+        p.push(Problem::new(
+            format!("{k}.answer.status"),
+            "must be 429, 500..=599, or 0 for latency only",
+        ));
+    }
+    if !(1..=100_000).contains(&a.count) {
+        p.push(Problem::new(
+            format!("{k}.answer.count"),
+            "must be within 1..=100000",
+        ));
+    }
+    if a.retry_after_s.is_some() && a.status != 429 {
+        p.push(Problem::new(
+            format!("{k}.answer.retry_after_s"),
+            "only a 429 carries Retry-After",
+        ));
+    }
+    if a.latency_ms > 60_000 {
+        p.push(Problem::new(
+            format!("{k}.answer.latency_ms"),
+            "must be at most 60000",
+        ));
     }
 }
 
