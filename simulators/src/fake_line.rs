@@ -256,39 +256,15 @@ async fn push(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
 }
 
 async fn answer_push(s: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
-    let fault = {
-        let mut inner = s.inner.lock().expect("fake LINE lock");
-        inner.requests += 1;
-        inner.faults.take()
-    };
-    if let Some(f) = crate::fault::delayed(fault).await {
-        if f.status == 429 {
-            let r = line_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "The API rate limit has been exceeded. Try again later.",
-                None,
-            );
-            return crate::fault::with_retry_after(r, &f);
-        }
-        if f.status >= 500 {
-            let status =
-                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return line_error(status, "Internal server error", None);
-        }
+    if let Some(r) = injected_fault(s).await {
+        return r;
     }
     if !authorized(s, headers) {
         return unauthorized();
     }
-    let retry_key = match headers.get("x-line-retry-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if is_uuid(k) => Some(k.to_ascii_lowercase()),
-        Some(_) => {
-            return line_error(
-                StatusCode::BAD_REQUEST,
-                "The retry key must be a UUID",
-                Some("X-Line-Retry-Key"),
-            )
-        }
+    let retry_key = match retry_key_of(headers) {
+        Ok(k) => k,
+        Err(r) => return r.answer(),
     };
     let body: PushBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -300,46 +276,10 @@ async fn answer_push(s: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
             )
         }
     };
-    if body.to.is_empty() {
-        return line_error(
-            StatusCode::BAD_REQUEST,
-            "The property, 'to', in the request body is invalid",
-            Some("to"),
-        );
-    }
-    if body.messages.is_empty() || body.messages.len() > 5 {
-        return line_error(
-            StatusCode::BAD_REQUEST,
-            "Size must be between 1 and 5",
-            Some("messages"),
-        );
-    }
-    let mut texts = Vec::new();
-    for (i, m) in body.messages.iter().enumerate() {
-        match (
-            m.get("type").and_then(Value::as_str),
-            m.get("text").and_then(Value::as_str),
-        ) {
-            (Some("text"), Some(t)) if !t.is_empty() && t.chars().count() <= 5000 => {
-                texts.push(t.to_owned())
-            }
-            (Some("text"), _) => {
-                return line_error(
-                    StatusCode::BAD_REQUEST,
-                    "Length must be between 1 and 5000",
-                    Some(&format!("messages[{i}].text")),
-                )
-            }
-            (Some("flex"), _) => texts.push(String::new()),
-            _ => {
-                return line_error(
-                    StatusCode::BAD_REQUEST,
-                    "Must be one of the following values: [text, flex, …]",
-                    Some(&format!("messages[{i}].type")),
-                )
-            }
-        }
-    }
+    let texts = match push_texts(&body) {
+        Ok(t) => t,
+        Err(r) => return r.answer(),
+    };
     let mut inner = s.inner.lock().expect("fake LINE lock");
     if let Some(k) = &retry_key {
         if !inner.retry_keys.insert(k.clone()) {
@@ -362,6 +302,109 @@ async fn answer_push(s: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
         received_ms: now_ms(),
     });
     (StatusCode::OK, Json(json!({"sentMessages": []}))).into_response()
+}
+
+/// Counts the request and answers the fault injected for it, if any (after its latency).
+async fn injected_fault(s: &Shared) -> Option<Response> {
+    let fault = {
+        let mut inner = s.inner.lock().expect("fake LINE lock");
+        inner.requests += 1;
+        inner.faults.take()
+    };
+    let f = crate::fault::delayed(fault).await?;
+    if f.status == 429 {
+        let r = line_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "The API rate limit has been exceeded. Try again later.",
+            None,
+        );
+        return Some(crate::fault::with_retry_after(r, &f));
+    }
+    if f.status >= 500 {
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Some(line_error(status, "Internal server error", None));
+    }
+    None
+}
+
+/// The request's `X-Line-Retry-Key`, lower-cased; one that is no UUID is a 400.
+fn retry_key_of(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    match headers.get("x-line-retry-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) if is_uuid(k) => Ok(Some(k.to_ascii_lowercase())),
+        Some(_) => Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "The retry key must be a UUID",
+            Some("X-Line-Retry-Key".into()),
+        )),
+    }
+}
+
+/// The texts of a push's messages (a flex message's is empty), or LINE's 400 for a missing
+/// recipient, a wrong number of messages, or a message LINE would refuse.
+fn push_texts(body: &PushBody) -> Result<Vec<String>, Refusal> {
+    if body.to.is_empty() {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "The property, 'to', in the request body is invalid",
+            Some("to".into()),
+        ));
+    }
+    if body.messages.is_empty() || body.messages.len() > 5 {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "Size must be between 1 and 5",
+            Some("messages".into()),
+        ));
+    }
+    let mut texts = Vec::new();
+    for (i, m) in body.messages.iter().enumerate() {
+        match (
+            m.get("type").and_then(Value::as_str),
+            m.get("text").and_then(Value::as_str),
+        ) {
+            (Some("text"), Some(t)) if !t.is_empty() && t.chars().count() <= 5000 => {
+                texts.push(t.to_owned())
+            }
+            (Some("text"), _) => {
+                return Err(refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Length must be between 1 and 5000",
+                    Some(format!("messages[{i}].text")),
+                ))
+            }
+            (Some("flex"), _) => texts.push(String::new()),
+            _ => {
+                return Err(refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Must be one of the following values: [text, flex, …]",
+                    Some(format!("messages[{i}].type")),
+                ))
+            }
+        }
+    }
+    Ok(texts)
+}
+
+/// Why LINE refuses a request: its status, message and the property at fault.
+struct Refusal {
+    status: StatusCode,
+    message: &'static str,
+    property: Option<String>,
+}
+
+fn refusal(status: StatusCode, message: &'static str, property: Option<String>) -> Refusal {
+    Refusal {
+        status,
+        message,
+        property,
+    }
+}
+
+impl Refusal {
+    fn answer(&self) -> Response {
+        line_error(self.status, self.message, self.property.as_deref())
+    }
 }
 
 #[cfg(test)]
