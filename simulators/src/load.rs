@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::Utc;
-use omo_device_config::payload::{Epoch, PresenceEvent, Sighting, SightingKind};
+use omo_device_config::payload::{Epoch, PresenceAck, PresenceEvent, Sighting, SightingKind};
 use omo_device_config::{BeaconId, SeqRanges, SigningKey, Timestamp};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -281,19 +281,7 @@ async fn drive(
     counters: Arc<Counters>,
     offset_ms: u64,
 ) -> anyhow::Result<GatewayEnd> {
-    let epoch = Epoch::random();
-    let mut due: BinaryHeap<Reverse<(u64, usize, u64, u32)>> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Reverse((plan.due_ms(c.phase_ms, 0, 0), i, 0, 0)))
-        .collect();
-    let mut next_seq = 1u64;
-    let mut pending: Vec<PresenceEvent> = Vec::new();
-    let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
-    let mut outstanding = SeqRanges::new();
-    let mut end = GatewayEnd::default();
-    // Deciding events not published yet, by seq: (customer, event time ms).
-    let mut deciding: HashMap<u64, (u32, i64)> = HashMap::new();
+    let mut g = Outbox::new(&customers, plan, Epoch::random());
     let resend_after = Duration::from_secs(opts.resend_s);
     let mut tick = tokio::time::interval_at(
         time.start + Duration::from_millis(offset_ms),
@@ -305,77 +293,182 @@ async fn drive(
             _ = tick.tick() => {
                 let now = Instant::now();
                 let elapsed = now.min(time.stop).duration_since(time.start).as_millis() as u64;
-                while let Some(Reverse((at, i, cycle, step))) = due.peek().copied() {
-                    if at > elapsed {
-                        break;
-                    }
-                    due.pop();
-                    let c = &customers[i];
-                    let ts_ms = time.start_wall_ms + at as i64;
-                    if cycle == 0 && step == plan.deciding_step {
-                        deciding.insert(next_seq, (c.index, ts_ms));
-                    }
-                    pending.push(PresenceEvent::sighting(
-                        plan.kind(step),
-                        Sighting {
-                            seq: next_seq,
-                            ts: Timestamp::from_millis(ts_ms).context("event time out of range")?,
-                            beacon: c.beacon,
-                            rssi: -62.0 - f64::from(c.index % 20),
-                            distance_m: 1.5 + f64::from(c.index % 10),
-                            seen_s: f64::from(step) * plan.stay_ms as f64 / 1000.0,
-                        },
-                    ));
-                    next_seq += 1;
-                    let (cycle, step) = if step + 1 == plan.steps { (cycle + 1, 0) } else { (cycle, step + 1) };
-                    due.push(Reverse((plan.due_ms(c.phase_ms, cycle, step), i, cycle, step)));
-                }
-                for f in in_flight.values_mut() {
-                    if now.duration_since(f.sent) >= resend_after {
-                        publish(&gw, epoch, &f.events, time.give_up).await?;
-                        counters.resent.fetch_add(f.events.len() as u64, Ordering::Relaxed);
-                        f.sent = now;
-                    }
-                }
-                while !pending.is_empty() && in_flight.len() < opts.window {
-                    let rest = pending.split_off(pending.len().min(MAX_BATCH));
-                    let batch = std::mem::replace(&mut pending, rest);
-                    let (first, last) = (seq_of(&batch[0]), seq_of(&batch[batch.len() - 1]));
-                    publish(&gw, epoch, &batch, time.give_up).await?;
-                    let sent_ms = Utc::now().timestamp_millis();
-                    for e in &batch {
-                        if let Some((c, ts_ms)) = deciding.remove(&seq_of(e)) {
-                            end.deciding.push((c, ts_ms, sent_ms));
-                        }
-                    }
-                    counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    outstanding.insert_range(first, last);
-                    in_flight.insert(first, InFlight { last, events: batch, sent: now });
-                }
-                if now >= time.stop && pending.is_empty() && in_flight.is_empty() {
+                g.generate(&customers, plan, (elapsed, time.start_wall_ms))?;
+                g.resend(&gw, (now, resend_after, time.give_up), &counters).await?;
+                g.send(&gw, (now, opts.window, time.give_up), &counters).await?;
+                if now >= time.stop && g.pending.is_empty() && g.in_flight.is_empty() {
                     break;
                 }
                 if now >= time.give_up {
-                    end.unacked = u64::try_from(outstanding.count())?;
-                    end.unsent = pending.len() as u64;
+                    g.end.unacked = u64::try_from(g.outstanding.count())?;
+                    g.end.unsent = g.pending.len() as u64;
                     break;
                 }
             }
             ack = gw.next_ack(Duration::from_secs(3600)) => {
                 let Some(ack) = ack? else { continue };
-                if ack.epoch != epoch {
-                    continue;
-                }
-                let stored = outstanding.intersection(&ack.seqs);
-                let settled = outstanding.intersection(&ack.settled());
-                counters.acked.fetch_add(u64::try_from(stored.count())?, Ordering::Relaxed);
-                counters.rejected.fetch_add(u64::try_from(settled.count() - stored.count())?, Ordering::Relaxed);
-                outstanding = outstanding.difference(&settled);
-                in_flight.retain(|first, f| !outstanding.intersection(&SeqRanges::from_range(*first, f.last)).is_empty());
+                g.acked(&ack, &counters)?;
             }
         }
     }
-    Ok(end)
+    Ok(g.end)
+}
+
+/// A load gateway's outbox: the events due next per customer, those generated but not sent,
+/// the batches in flight and the seqs not yet settled.
+struct Outbox {
+    epoch: Epoch,
+    /// (due ms into the run, customer index, cycle, step), earliest first.
+    due: BinaryHeap<Reverse<(u64, usize, u64, u32)>>,
+    next_seq: u64,
+    pending: Vec<PresenceEvent>,
+    in_flight: BTreeMap<u64, InFlight>,
+    outstanding: SeqRanges,
+    /// Deciding events not published yet, by seq: (customer, event time ms).
+    deciding: HashMap<u64, (u32, i64)>,
+    end: GatewayEnd,
+}
+
+impl Outbox {
+    fn new(customers: &[LoadCustomer], plan: Plan, epoch: Epoch) -> Outbox {
+        Outbox {
+            epoch,
+            due: customers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Reverse((plan.due_ms(c.phase_ms, 0, 0), i, 0, 0)))
+                .collect(),
+            next_seq: 1,
+            pending: Vec::new(),
+            in_flight: BTreeMap::new(),
+            outstanding: SeqRanges::new(),
+            deciding: HashMap::new(),
+            end: GatewayEnd::default(),
+        }
+    }
+
+    /// Generates every event due by `elapsed` ms into the run (`start_wall_ms`: the run's
+    /// start in wall time), noting the deciding event of each customer's first visit.
+    fn generate(
+        &mut self,
+        customers: &[LoadCustomer],
+        plan: Plan,
+        (elapsed, start_wall_ms): (u64, i64),
+    ) -> anyhow::Result<()> {
+        while let Some(Reverse((at, i, cycle, step))) = self.due.peek().copied() {
+            if at > elapsed {
+                break;
+            }
+            self.due.pop();
+            let c = &customers[i];
+            let ts_ms = start_wall_ms + at as i64;
+            if cycle == 0 && step == plan.deciding_step {
+                self.deciding.insert(self.next_seq, (c.index, ts_ms));
+            }
+            self.pending.push(PresenceEvent::sighting(
+                plan.kind(step),
+                Sighting {
+                    seq: self.next_seq,
+                    ts: Timestamp::from_millis(ts_ms).context("event time out of range")?,
+                    beacon: c.beacon,
+                    rssi: -62.0 - f64::from(c.index % 20),
+                    distance_m: 1.5 + f64::from(c.index % 10),
+                    seen_s: f64::from(step) * plan.stay_ms as f64 / 1000.0,
+                },
+            ));
+            self.next_seq += 1;
+            let (cycle, step) = if step + 1 == plan.steps {
+                (cycle + 1, 0)
+            } else {
+                (cycle, step + 1)
+            };
+            self.due.push(Reverse((
+                plan.due_ms(c.phase_ms, cycle, step),
+                i,
+                cycle,
+                step,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends again every batch in flight for `resend_after` without its acknowledgement.
+    async fn resend(
+        &mut self,
+        gw: &MqttGateway,
+        (now, resend_after, give_up): (Instant, Duration, Instant),
+        counters: &Counters,
+    ) -> anyhow::Result<()> {
+        for f in self.in_flight.values_mut() {
+            if now.duration_since(f.sent) >= resend_after {
+                publish(gw, self.epoch, &f.events, give_up).await?;
+                counters
+                    .resent
+                    .fetch_add(f.events.len() as u64, Ordering::Relaxed);
+                f.sent = now;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the pending events in batches while the window has room.
+    async fn send(
+        &mut self,
+        gw: &MqttGateway,
+        (now, window, give_up): (Instant, usize, Instant),
+        counters: &Counters,
+    ) -> anyhow::Result<()> {
+        while !self.pending.is_empty() && self.in_flight.len() < window {
+            let rest = self.pending.split_off(self.pending.len().min(MAX_BATCH));
+            let batch = std::mem::replace(&mut self.pending, rest);
+            let (first, last) = (seq_of(&batch[0]), seq_of(&batch[batch.len() - 1]));
+            publish(gw, self.epoch, &batch, give_up).await?;
+            let sent_ms = Utc::now().timestamp_millis();
+            for e in &batch {
+                if let Some((c, ts_ms)) = self.deciding.remove(&seq_of(e)) {
+                    self.end.deciding.push((c, ts_ms, sent_ms));
+                }
+            }
+            counters
+                .published
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.outstanding.insert_range(first, last);
+            self.in_flight.insert(
+                first,
+                InFlight {
+                    last,
+                    events: batch,
+                    sent: now,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Settles what an acknowledgement of this epoch stored or rejected; a batch leaves the
+    /// window once none of its seqs is outstanding.
+    fn acked(&mut self, ack: &PresenceAck, counters: &Counters) -> anyhow::Result<()> {
+        if ack.epoch != self.epoch {
+            return Ok(());
+        }
+        let stored = self.outstanding.intersection(&ack.seqs);
+        let settled = self.outstanding.intersection(&ack.settled());
+        counters
+            .acked
+            .fetch_add(u64::try_from(stored.count())?, Ordering::Relaxed);
+        counters.rejected.fetch_add(
+            u64::try_from(settled.count() - stored.count())?,
+            Ordering::Relaxed,
+        );
+        self.outstanding = self.outstanding.difference(&settled);
+        let outstanding = &self.outstanding;
+        self.in_flight.retain(|first, f| {
+            !outstanding
+                .intersection(&SeqRanges::from_range(*first, f.last))
+                .is_empty()
+        });
+        Ok(())
+    }
 }
 
 /// Publishes a batch; a broker that stops taking requests (the client's queue stays full)
