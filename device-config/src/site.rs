@@ -335,6 +335,41 @@ impl Site {
         let mut p = Problems::default();
         let stores = self.check_stores(&mut p);
         let stores = complete.stores.then_some(&stores);
+        let gateway_store = self.check_gateways(stores, &mut p);
+        let beacon_store = self.check_beacons(stores, &mut p);
+        let mut zones = Zones {
+            ids: HashSet::new(),
+            stores,
+        };
+        for (i, z) in self.beacon_zones.iter().enumerate() {
+            let k = format!("beacon_zones[{i}]");
+            zones.check(&z.id, &z.store, &k, &mut p);
+            check_beacon_zone(z, &k, (&beacon_store, complete.beacons), &mut p);
+        }
+        for (i, z) in self.gateway_zones.iter().enumerate() {
+            let k = format!("gateway_zones[{i}]");
+            zones.check(&z.id, &z.store, &k, &mut p);
+            check_gateway_zone(z, &k, (&gateway_store, complete.gateways), &mut p);
+        }
+        for (i, z) in self.wifi_zones.iter().enumerate() {
+            let k = format!("wifi_zones[{i}]");
+            zones.check(&z.id, &z.store, &k, &mut p);
+            check_wifi_zone(z, &k, &mut p);
+        }
+        for (i, g) in self.geofences.iter().enumerate() {
+            let k = format!("geofences[{i}]");
+            zones.check(&g.id, &g.store, &k, &mut p);
+            check_geofence(g, &k, &mut p);
+        }
+        p
+    }
+
+    /// The gateways' problems; answers each gateway's store.
+    fn check_gateways<'a>(
+        &'a self,
+        stores: Option<&HashSet<&StoreId>>,
+        p: &mut Problems,
+    ) -> HashMap<&'a GatewayId, &'a StoreId> {
         let mut gateway_store = HashMap::new();
         for (i, g) in self.gateways.iter().enumerate() {
             let k = format!("gateways[{i}]");
@@ -344,7 +379,7 @@ impl Site {
                     format!("gateway {} is listed twice", g.id),
                 );
             }
-            check_store_ref(stores, &g.store, &k, &mut p);
+            check_store_ref(stores, &g.store, &k, p);
             if let Err(e) = g.password_hash.parse::<PasswordHash>() {
                 p.push(format!("{k}.password_hash"), e.to_string());
             }
@@ -352,6 +387,15 @@ impl Site {
                 p.push(format!("{k}.signing_key"), e.to_string());
             }
         }
+        gateway_store
+    }
+
+    /// The beacons' problems; answers each beacon's store.
+    fn check_beacons<'a>(
+        &'a self,
+        stores: Option<&HashSet<&StoreId>>,
+        p: &mut Problems,
+    ) -> HashMap<BeaconId, &'a StoreId> {
         let mut beacon_store = HashMap::new();
         for (i, b) in self.beacons.iter().enumerate() {
             let k = format!("beacons[{i}]");
@@ -361,114 +405,9 @@ impl Site {
                     format!("beacon {} is listed twice", b.id),
                 );
             }
-            check_store_ref(stores, &b.store, &k, &mut p);
+            check_store_ref(stores, &b.store, &k, p);
         }
-        let mut zone_ids = HashSet::new();
-        let mut zone = |id: &ZoneId, store: &StoreId, k: &str, p: &mut Problems| {
-            if !zone_ids.insert(id.clone()) {
-                p.push(format!("{k}.id"), format!("zone {id} is defined twice"));
-            }
-            check_store_ref(stores, store, k, p);
-        };
-        for (i, z) in self.beacon_zones.iter().enumerate() {
-            let k = format!("beacon_zones[{i}]");
-            zone(&z.id, &z.store, &k, &mut p);
-            p.check(!z.beacons.is_empty(), format!("{k}.beacons"), "is empty");
-            for (j, b) in z.beacons.iter().enumerate() {
-                match beacon_store.get(b) {
-                    None if !complete.beacons => {}
-                    None => p.push(
-                        format!("{k}.beacons[{j}]"),
-                        format!("beacon {b} is not in beacons"),
-                    ),
-                    Some(s) if **s != z.store => p.push(
-                        format!("{k}.beacons[{j}]"),
-                        format!("beacon {b} belongs to store {s}, not {}", z.store),
-                    ),
-                    Some(_) => {}
-                }
-            }
-            check_rssi(z.min_rssi_dbm, &k, &mut p);
-        }
-        for (i, z) in self.gateway_zones.iter().enumerate() {
-            let k = format!("gateway_zones[{i}]");
-            zone(&z.id, &z.store, &k, &mut p);
-            p.check(!z.gateways.is_empty(), format!("{k}.gateways"), "is empty");
-            for (j, g) in z.gateways.iter().enumerate() {
-                match gateway_store.get(g) {
-                    None if !complete.gateways => {}
-                    None => p.push(
-                        format!("{k}.gateways[{j}]"),
-                        format!("gateway {g} is not in gateways"),
-                    ),
-                    Some(s) if **s != z.store => p.push(
-                        format!("{k}.gateways[{j}]"),
-                        format!("gateway {g} belongs to store {s}, not {}", z.store),
-                    ),
-                    Some(_) => {}
-                }
-            }
-            match z.max_distance_m {
-                Some(d) => p.check(
-                    d > 0.0 && d <= 100.0,
-                    format!("{k}.max_distance_m"),
-                    format!("{d} m is not in (0, 100]"),
-                ),
-                None => p.check(
-                    z.min_rssi_dbm.is_some(),
-                    &k,
-                    "needs max_distance_m or min_rssi_dbm",
-                ),
-            }
-            check_rssi(z.min_rssi_dbm, &k, &mut p);
-        }
-        for (i, z) in self.wifi_zones.iter().enumerate() {
-            let k = format!("wifi_zones[{i}]");
-            zone(&z.id, &z.store, &k, &mut p);
-            p.check(!z.bssids.is_empty(), format!("{k}.bssids"), "is empty");
-            let mut seen = HashSet::new();
-            for (j, b) in z.bssids.iter().enumerate() {
-                match parse_bssid(b) {
-                    None => p.push(
-                        format!("{k}.bssids[{j}]"),
-                        format!("{b:?} is not a BSSID like aa:bb:cc:dd:ee:ff"),
-                    ),
-                    Some(mac) if !seen.insert(mac) => {
-                        p.push(format!("{k}.bssids[{j}]"), "listed twice")
-                    }
-                    Some(_) => {}
-                }
-            }
-            p.check(
-                z.min_matches >= 1 && z.min_matches as usize <= z.bssids.len().max(1),
-                format!("{k}.min_matches"),
-                format!("{} is not in 1..={}", z.min_matches, z.bssids.len()),
-            );
-            check_rssi(z.min_rssi_dbm, &k, &mut p);
-        }
-        for (i, g) in self.geofences.iter().enumerate() {
-            let k = format!("geofences[{i}]");
-            zone(&g.id, &g.store, &k, &mut p);
-            match (&g.geometry, &g.circle) {
-                (Some(geometry), None) => {
-                    if let Err(problem) = geometry.polygons(&format!("{k}.geometry")) {
-                        p.0.push(problem);
-                    }
-                }
-                (None, Some(c)) => {
-                    if let Err(m) = check_lon_lat(c.lon, c.lat) {
-                        p.push(format!("{k}.circle"), m);
-                    }
-                    p.check(
-                        c.radius_m > 0.0 && c.radius_m <= MAX_RADIUS_M,
-                        format!("{k}.circle.radius_m"),
-                        format!("{} m is not in (0, {MAX_RADIUS_M}]", c.radius_m),
-                    );
-                }
-                _ => p.push(&k, "needs exactly one of geometry or circle"),
-            }
-        }
-        p
+        beacon_store
     }
 
     fn check_stores(&self, p: &mut Problems) -> HashSet<&StoreId> {
@@ -505,6 +444,129 @@ impl Site {
             }
         }
         ids
+    }
+}
+
+/// The zone ids seen so far (each zone kind shares them) and the stores a zone may name.
+struct Zones<'a> {
+    ids: HashSet<ZoneId>,
+    stores: Option<&'a HashSet<&'a StoreId>>,
+}
+
+impl Zones<'_> {
+    fn check(&mut self, id: &ZoneId, store: &StoreId, k: &str, p: &mut Problems) {
+        if !self.ids.insert(id.clone()) {
+            p.push(format!("{k}.id"), format!("zone {id} is defined twice"));
+        }
+        check_store_ref(self.stores, store, k, p);
+    }
+}
+
+/// A beacon zone's beacons (each in `beacon_store`, when the beacons were read whole
+/// (`complete`), and of the zone's store) and RSSI floor.
+fn check_beacon_zone(
+    z: &BeaconZone,
+    k: &str,
+    (beacon_store, complete): (&HashMap<BeaconId, &StoreId>, bool),
+    p: &mut Problems,
+) {
+    p.check(!z.beacons.is_empty(), format!("{k}.beacons"), "is empty");
+    for (j, b) in z.beacons.iter().enumerate() {
+        match beacon_store.get(b) {
+            None if !complete => {}
+            None => p.push(
+                format!("{k}.beacons[{j}]"),
+                format!("beacon {b} is not in beacons"),
+            ),
+            Some(s) if **s != z.store => p.push(
+                format!("{k}.beacons[{j}]"),
+                format!("beacon {b} belongs to store {s}, not {}", z.store),
+            ),
+            Some(_) => {}
+        }
+    }
+    check_rssi(z.min_rssi_dbm, k, p);
+}
+
+/// A gateway zone's gateways (each in `gateway_store`, when the gateways were read whole
+/// (`complete`), and of the zone's store) and how near a device must be.
+fn check_gateway_zone(
+    z: &GatewayZone,
+    k: &str,
+    (gateway_store, complete): (&HashMap<&GatewayId, &StoreId>, bool),
+    p: &mut Problems,
+) {
+    p.check(!z.gateways.is_empty(), format!("{k}.gateways"), "is empty");
+    for (j, g) in z.gateways.iter().enumerate() {
+        match gateway_store.get(g) {
+            None if !complete => {}
+            None => p.push(
+                format!("{k}.gateways[{j}]"),
+                format!("gateway {g} is not in gateways"),
+            ),
+            Some(s) if **s != z.store => p.push(
+                format!("{k}.gateways[{j}]"),
+                format!("gateway {g} belongs to store {s}, not {}", z.store),
+            ),
+            Some(_) => {}
+        }
+    }
+    match z.max_distance_m {
+        Some(d) => p.check(
+            d > 0.0 && d <= 100.0,
+            format!("{k}.max_distance_m"),
+            format!("{d} m is not in (0, 100]"),
+        ),
+        None => p.check(
+            z.min_rssi_dbm.is_some(),
+            k,
+            "needs max_distance_m or min_rssi_dbm",
+        ),
+    }
+    check_rssi(z.min_rssi_dbm, k, p);
+}
+
+/// A Wi-Fi zone's BSSIDs, how many must match, and RSSI floor.
+fn check_wifi_zone(z: &WifiZone, k: &str, p: &mut Problems) {
+    p.check(!z.bssids.is_empty(), format!("{k}.bssids"), "is empty");
+    let mut seen = HashSet::new();
+    for (j, b) in z.bssids.iter().enumerate() {
+        match parse_bssid(b) {
+            None => p.push(
+                format!("{k}.bssids[{j}]"),
+                format!("{b:?} is not a BSSID like aa:bb:cc:dd:ee:ff"),
+            ),
+            Some(mac) if !seen.insert(mac) => p.push(format!("{k}.bssids[{j}]"), "listed twice"),
+            Some(_) => {}
+        }
+    }
+    p.check(
+        z.min_matches >= 1 && z.min_matches as usize <= z.bssids.len().max(1),
+        format!("{k}.min_matches"),
+        format!("{} is not in 1..={}", z.min_matches, z.bssids.len()),
+    );
+    check_rssi(z.min_rssi_dbm, k, p);
+}
+
+/// A geofence's shape: exactly one of a geometry or a circle, each valid.
+fn check_geofence(g: &Geofence, k: &str, p: &mut Problems) {
+    match (&g.geometry, &g.circle) {
+        (Some(geometry), None) => {
+            if let Err(problem) = geometry.polygons(&format!("{k}.geometry")) {
+                p.0.push(problem);
+            }
+        }
+        (None, Some(c)) => {
+            if let Err(m) = check_lon_lat(c.lon, c.lat) {
+                p.push(format!("{k}.circle"), m);
+            }
+            p.check(
+                c.radius_m > 0.0 && c.radius_m <= MAX_RADIUS_M,
+                format!("{k}.circle.radius_m"),
+                format!("{} m is not in (0, {MAX_RADIUS_M}]", c.radius_m),
+            );
+        }
+        _ => p.push(k, "needs exactly one of geometry or circle"),
     }
 }
 
