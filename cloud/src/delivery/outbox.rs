@@ -2,12 +2,49 @@
 //! those that need no request, recording the others' attempts as started with a lease) and
 //! recording the answers (delivered, failed, retry later, expired).
 
+use super::fcm::FcmSender;
+use super::line::LineSender;
+use super::retry::Backoff;
 use super::retry::{after_attempt, Answer, Conflict, Next};
-use super::worker::{Senders, Settings, UNCONFIGURED_RECHECK_MS};
+use super::webhook::WebhookSender;
 use super::{due_key, Delivery, DeliveryChannel, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
 use crate::identity;
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::funnel::{self, Counts};
+
+/// A delivery whose channel is not configured is looked at again after this (service clock).
+pub(super) const UNCONFIGURED_RECHECK_MS: i64 = 60_000;
+
+/// The configured senders; a channel without one keeps its deliveries pending.
+#[derive(Default)]
+pub struct Senders {
+    pub line: Option<LineSender>,
+    pub fcm: Option<FcmSender>,
+    pub webhook: Option<WebhookSender>,
+}
+
+impl Senders {
+    fn has(&self, channel: DeliveryChannel) -> bool {
+        match channel {
+            DeliveryChannel::Line => self.line.is_some(),
+            DeliveryChannel::Push => self.fcm.is_some(),
+            DeliveryChannel::Webhook => self.webhook.is_some(),
+        }
+    }
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrency: usize,
+    pub batch: usize,
+    pub backoff: Backoff,
+    /// Requests per second, per channel (LINE, push, webhook).
+    pub rates: [u32; 3],
+    /// A started attempt is taken up again after this (service clock) if its answer was never
+    /// recorded (a crash mid-request).
+    pub lease_ms: i64,
+}
 
 /// Where a delivery goes, read from the customer when it is attempted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,53 +19,18 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use omo_device_config::Clock;
 use tokio::sync::{Notify, Semaphore};
 
-use super::fcm::FcmSender;
-use super::line::LineSender;
 use super::outbox::channel_name;
-pub use super::outbox::{cancel_withdrawn, record, take_due, Answered, Started, Taken, Target};
+pub use super::outbox::{
+    cancel_withdrawn, record, take_due, Answered, Senders, Settings, Started, Taken, Target,
+};
 use super::rate::RateLimit;
-use super::retry::{Answer, Backoff};
-use super::webhook::WebhookSender;
+use super::retry::Answer;
 use crate::delivery::DeliveryChannel;
 use crate::store::{Store, StoreError};
 
 /// The rate window: a little over a second, so the network's jitter between our send and the
 /// server's count never shows the server more than the rate in its own one-second windows.
 const RATE_WINDOW_MS: i64 = 1020;
-/// A delivery whose channel is not configured is looked at again after this (service clock).
-pub(super) const UNCONFIGURED_RECHECK_MS: i64 = 60_000;
-
-/// The configured senders; a channel without one keeps its deliveries pending.
-#[derive(Default)]
-pub struct Senders {
-    pub line: Option<LineSender>,
-    pub fcm: Option<FcmSender>,
-    pub webhook: Option<WebhookSender>,
-}
-
-impl Senders {
-    pub(super) fn has(&self, channel: DeliveryChannel) -> bool {
-        match channel {
-            DeliveryChannel::Line => self.line.is_some(),
-            DeliveryChannel::Push => self.fcm.is_some(),
-            DeliveryChannel::Webhook => self.webhook.is_some(),
-        }
-    }
-}
-
-/// How the worker runs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub concurrency: usize,
-    pub batch: usize,
-    pub backoff: Backoff,
-    /// Requests per second, per channel (LINE, push, webhook).
-    pub rates: [u32; 3],
-    /// A started attempt is taken up again after this (service clock) if its answer was never
-    /// recorded (a crash mid-request).
-    pub lease_ms: i64,
-}
-
 fn channel_index(c: DeliveryChannel) -> usize {
     match c {
         DeliveryChannel::Line => 0,
@@ -294,6 +259,9 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::line::LineSender;
+    use crate::delivery::outbox::UNCONFIGURED_RECHECK_MS;
+    use crate::delivery::retry::Backoff;
 
     use crate::delivery::{due_key, Delivery, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
     use crate::identity::{new_customer, save_customer};
