@@ -103,28 +103,8 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
     let key = config
         .signing_key()
         .context("broker.signing_key is not a valid key")?;
-    let topic = |c| {
-        Topic::new(
-            config.identity.store.clone(),
-            config.identity.gateway.clone(),
-            c,
-        )
-        .to_string()
-    };
-    let topics = Topics {
-        presence: topic(Channel::Presence),
-        ack: topic(Channel::PresenceAck),
-        status: topic(Channel::Status),
-        config: topic(Channel::Config),
-        config_ack: topic(Channel::ConfigAck),
-    };
-    std::fs::create_dir_all(&config.data.dir)
-        .with_context(|| format!("creating data.dir {}", config.data.dir.display()))?;
-    let outbox = Outbox::open(
-        &config.data.dir.join("outbox"),
-        OutboxLimits::from_config(&config.outbox),
-    )
-    .with_context(|| format!("opening the outbox in {}", config.data.dir.display()))?;
+    let topics = Topics::of(&config);
+    let outbox = open_outbox(&config)?;
     let params = load_remote_config(&config.data.dir).unwrap_or_else(|| RemoteConfig {
         version: 0,
         presence: config.presence.clone(),
@@ -144,9 +124,9 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
     );
     let options = mqtt::options(&config, offline)?;
     let (client, eventloop) = AsyncClient::new(options, 256);
-    let (link_tx, mut link_rx) = mpsc::channel(256);
+    let (link_tx, link_rx) = mpsc::channel(256);
     let connection = mqtt::Connection::spawn(eventloop, link_tx, clock.clone());
-    let (advert_tx, mut advert_rx) = mpsc::channel::<Advert>(4096);
+    let (advert_tx, advert_rx) = mpsc::channel::<Advert>(4096);
     start_scan(&config, clock.clone(), advert_tx, counters.clone()).await?;
 
     tracing::info!(
@@ -179,31 +159,73 @@ pub async fn run(config: GatewayConfig, clock: Clock) -> anyhow::Result<()> {
         last_link_error: None,
         counters_logged: [0; 3],
     };
-    let tick = d
-        .clock
-        .wall_duration(Duration::from_secs(1))
-        .unwrap_or(Duration::from_secs(1))
-        .max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut scan_open = true;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            advert = advert_rx.recv(), if scan_open => match advert {
-                Some(a) => d.on_advert(&a)?,
-                None => {
-                    scan_open = false;
-                    tracing::info!("scan source ended; still forwarding the outbox");
-                }
-            },
-            Some(link) = link_rx.recv() => d.on_link(link).await?,
-            _ = ticker.tick() => d.on_tick().await?,
-            _ = &mut shutdown => break,
+    d.serve(advert_rx, link_rx).await?;
+    d.shut_down(connection).await
+}
+
+impl Topics {
+    fn of(config: &GatewayConfig) -> Topics {
+        let topic = |c| {
+            Topic::new(
+                config.identity.store.clone(),
+                config.identity.gateway.clone(),
+                c,
+            )
+            .to_string()
+        };
+        Topics {
+            presence: topic(Channel::Presence),
+            ack: topic(Channel::PresenceAck),
+            status: topic(Channel::Status),
+            config: topic(Channel::Config),
+            config_ack: topic(Channel::ConfigAck),
         }
     }
-    d.shut_down(connection).await
+}
+
+/// Creates the data dir if needed and opens the outbox in it.
+fn open_outbox(config: &GatewayConfig) -> anyhow::Result<Outbox> {
+    std::fs::create_dir_all(&config.data.dir)
+        .with_context(|| format!("creating data.dir {}", config.data.dir.display()))?;
+    Outbox::open(
+        &config.data.dir.join("outbox"),
+        OutboxLimits::from_config(&config.outbox),
+    )
+    .with_context(|| format!("opening the outbox in {}", config.data.dir.display()))
+}
+
+impl Daemon {
+    /// Handles adverts, link events and clock ticks until SIGTERM or SIGINT.
+    async fn serve(
+        &mut self,
+        mut advert_rx: mpsc::Receiver<Advert>,
+        mut link_rx: mpsc::Receiver<Link>,
+    ) -> anyhow::Result<()> {
+        let tick = self
+            .clock
+            .wall_duration(Duration::from_secs(1))
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scan_open = true;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                advert = advert_rx.recv(), if scan_open => match advert {
+                    Some(a) => self.on_advert(&a)?,
+                    None => {
+                        scan_open = false;
+                        tracing::info!("scan source ended; still forwarding the outbox");
+                    }
+                },
+                Some(link) = link_rx.recv() => self.on_link(link).await?,
+                _ = ticker.tick() => self.on_tick().await?,
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
+    }
 }
 
 impl Daemon {

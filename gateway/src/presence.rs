@@ -128,6 +128,14 @@ impl PresenceEngine {
         let rules = self.rules;
         self.now_ms = self.now_ms.max(s.at_ms);
         let at = self.now_ms;
+        let (track, level) = self.smoothed(s, at, out);
+        step(&rules, s.beacon, track, level, at, out);
+    }
+
+    /// The sighting's beacon's track, brought to `at` (emitting what fell due before it), and
+    /// the smoothed signal level with this sighting in it.
+    fn smoothed(&mut self, s: &Sighting, at: i64, out: &mut Vec<Transition>) -> (&mut Track, f64) {
+        let rules = self.rules;
         let mut created = false;
         let track = self.tracks.entry(s.beacon).or_insert_with(|| {
             created = true;
@@ -153,61 +161,76 @@ impl PresenceEngine {
             track.filter.update(rules.smoother, s.rssi, at)
         };
         track.last_seen_ms = at;
-        let power = track.measured_power;
-        let emit = |kind, at_ms, seen_s, out: &mut Vec<Transition>| {
-            out.push(Transition {
-                kind,
-                beacon: s.beacon,
-                at_ms,
-                rssi: level,
-                distance_m: distance_m(level, power, rules.exponent),
-                seen_s,
-            })
-        };
-        match track.phase {
-            Phase::Absent | Phase::Candidate { .. } if level < rules.enter_rssi => {
-                track.phase = Phase::Absent;
-            }
-            Phase::Absent | Phase::Candidate { .. } => {
-                let since_ms = match track.phase {
-                    Phase::Candidate { since_ms } => since_ms,
-                    _ => at,
+        (track, level)
+    }
+}
+
+/// Moves `beacon`'s track one step on a sighting at `at` whose smoothed level is `level`:
+/// a candidate enters once it has stayed above the enter level long enough, a present beacon
+/// exits once it has stayed below the exit level long enough.
+fn step(
+    rules: &Rules,
+    beacon: BeaconId,
+    track: &mut Track,
+    level: f64,
+    at: i64,
+    out: &mut Vec<Transition>,
+) {
+    let power = track.measured_power;
+    let emit = |kind, at_ms, seen_s, out: &mut Vec<Transition>| {
+        out.push(Transition {
+            kind,
+            beacon,
+            at_ms,
+            rssi: level,
+            distance_m: distance_m(level, power, rules.exponent),
+            seen_s,
+        })
+    };
+    match track.phase {
+        Phase::Absent | Phase::Candidate { .. } if level < rules.enter_rssi => {
+            track.phase = Phase::Absent;
+        }
+        Phase::Absent | Phase::Candidate { .. } => {
+            let since_ms = match track.phase {
+                Phase::Candidate { since_ms } => since_ms,
+                _ => at,
+            };
+            if at - since_ms >= rules.enter_min_ms {
+                emit(SightingKind::Enter, at, 0.0, out);
+                track.phase = Phase::Present {
+                    entered_ms: at,
+                    next_stay_ms: at + rules.stay_ms,
+                    below_since_ms: None,
                 };
-                if at - since_ms >= rules.enter_min_ms {
-                    emit(SightingKind::Enter, at, 0.0, out);
-                    track.phase = Phase::Present {
-                        entered_ms: at,
-                        next_stay_ms: at + rules.stay_ms,
-                        below_since_ms: None,
-                    };
-                } else {
-                    track.phase = Phase::Candidate { since_ms };
-                }
+            } else {
+                track.phase = Phase::Candidate { since_ms };
             }
-            Phase::Present {
-                entered_ms,
-                next_stay_ms,
-                below_since_ms,
-            } => {
-                let below_since_ms =
-                    (level < rules.exit_rssi).then(|| below_since_ms.unwrap_or(at));
-                match below_since_ms {
-                    Some(since) if at - since >= rules.exit_below_ms => {
-                        emit(SightingKind::Exit, at, secs(since - entered_ms), out);
-                        track.phase = Phase::Absent;
-                    }
-                    _ => {
-                        track.phase = Phase::Present {
-                            entered_ms,
-                            next_stay_ms,
-                            below_since_ms,
-                        }
+        }
+        Phase::Present {
+            entered_ms,
+            next_stay_ms,
+            below_since_ms,
+        } => {
+            let below_since_ms = (level < rules.exit_rssi).then(|| below_since_ms.unwrap_or(at));
+            match below_since_ms {
+                Some(since) if at - since >= rules.exit_below_ms => {
+                    emit(SightingKind::Exit, at, secs(since - entered_ms), out);
+                    track.phase = Phase::Absent;
+                }
+                _ => {
+                    track.phase = Phase::Present {
+                        entered_ms,
+                        next_stay_ms,
+                        below_since_ms,
                     }
                 }
             }
         }
     }
+}
 
+impl PresenceEngine {
     /// Moves time to `now_ms` with no new sightings: emits the stays and exits that fall due,
     /// ordered by time then beacon id (so a replay numbers them the same way), and forgets
     /// beacons that are absent and timed out (bounding memory to what is in range).

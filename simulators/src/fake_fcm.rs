@@ -335,6 +335,50 @@ fn check_message(body: &[u8]) -> Result<(String, Accepted), String> {
     ))
 }
 
+/// Counts the request and answers the next injected fault as FCM does, if one is due.
+async fn injected_fault(s: &Shared) -> Option<Response> {
+    let fault = {
+        let mut inner = s.inner.lock().expect("fake FCM lock");
+        inner.requests += 1;
+        inner.faults.take()
+    };
+    let f = crate::fault::delayed(fault).await?;
+    if f.status == 429 {
+        let r = fcm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded",
+            Some("QUOTA_EXCEEDED"),
+        );
+        return Some(crate::fault::with_retry_after(r, &f));
+    }
+    if f.status >= 500 {
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Some(fcm_error(
+            status,
+            "UNAVAILABLE",
+            "The service is unavailable",
+            Some("UNAVAILABLE"),
+        ));
+    }
+    None
+}
+
+/// Whether the request carries a bearer token this server issued and that has not expired.
+fn authorised(s: &Shared, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    s.inner
+        .lock()
+        .expect("fake FCM lock")
+        .bearers
+        .get(bearer)
+        .is_some_and(|until| *until > now_ms())
+}
+
 async fn send(
     State(s): State<Shared>,
     UrlPath((project, action)): UrlPath<(String, String)>,
@@ -344,45 +388,10 @@ async fn send(
     if action.trim_start_matches('/') != "messages:send" {
         return fcm_error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such method", None);
     }
-    let fault = {
-        let mut inner = s.inner.lock().expect("fake FCM lock");
-        inner.requests += 1;
-        inner.faults.take()
-    };
-    if let Some(f) = crate::fault::delayed(fault).await {
-        if f.status == 429 {
-            let r = fcm_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RESOURCE_EXHAUSTED",
-                "Quota exceeded",
-                Some("QUOTA_EXCEEDED"),
-            );
-            return crate::fault::with_retry_after(r, &f);
-        }
-        if f.status >= 500 {
-            let status =
-                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return fcm_error(
-                status,
-                "UNAVAILABLE",
-                "The service is unavailable",
-                Some("UNAVAILABLE"),
-            );
-        }
+    if let Some(refusal) = injected_fault(&s).await {
+        return refusal;
     }
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let valid = s
-        .inner
-        .lock()
-        .expect("fake FCM lock")
-        .bearers
-        .get(bearer)
-        .is_some_and(|until| *until > now_ms());
-    if !valid {
+    if !authorised(&s, &headers) {
         return fcm_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",

@@ -305,58 +305,15 @@ impl Scenario {
         for (i, s) in self.stores.iter().enumerate() {
             store_problems(&mut p, &mut seen, i, s);
         }
-        let mut fence_ids = BTreeSet::new();
-        for (i, g) in self.geofences.iter().enumerate() {
-            let k = format!("geofences[{i}]");
-            unique(&mut p, &mut fence_ids, format!("{k}.id"), &g.id);
-            if !seen.stores.contains(g.store.as_str()) {
-                p.push(Problem::new(
-                    format!("{k}.store"),
-                    format!("{} is not a store of the scenario", g.store),
-                ));
-            }
-            if !(10.0..=5000.0).contains(&g.radius_m) {
-                p.push(Problem::new(
-                    format!("{k}.radius_m"),
-                    "must be within 10..=5000 m",
-                ));
-            }
-        }
+        geofence_problems(&mut p, &self.geofences, &seen.stores);
         if self.personas.is_empty() {
             p.push(Problem::new("personas", "name at least one persona"));
         }
         for (i, q) in self.personas.iter().enumerate() {
             persona_problems(&mut p, i, q, &seen.areas);
         }
-        // Campaigns are checked as the cloud will check them (with its default dwell
-        // milestones), so a bad one is found before anything starts.
-        let milestones = omo_cloud::visits::engine::VisitParams::default().dwell_milestones_min;
         for (i, c) in self.campaigns.iter().enumerate() {
-            let k = format!("campaigns[{i}]");
-            match serde_path_to_error::deserialize::<_, omo_cloud::campaigns::definition::Campaign>(
-                c,
-            ) {
-                Err(e) => p.push(Problem::new(
-                    format!("{k}.{}", e.path()),
-                    e.into_inner().to_string(),
-                )),
-                Ok(campaign) => {
-                    for f in campaign.validate(&milestones).err().unwrap_or_default() {
-                        p.push(Problem::new(format!("{k}.{}", f.field), f.message));
-                    }
-                    for s in campaign
-                        .places
-                        .stores
-                        .iter()
-                        .filter(|s| !seen.stores.contains(*s))
-                    {
-                        p.push(Problem::new(
-                            format!("{k}.places.stores"),
-                            format!("{s} is not a store of the scenario"),
-                        ));
-                    }
-                }
-            }
+            campaign_problems(&mut p, i, c, &seen.stores);
         }
         for (i, f) in self.faults.iter().enumerate() {
             fault_problems(&mut p, i, f);
@@ -515,30 +472,7 @@ fn persona_problems(
             "must be within (0, 100000]",
         ));
     }
-    if q.stores.is_empty() {
-        p.push(Problem::new(
-            format!("{k}.stores"),
-            "name at least one store",
-        ));
-    }
-    for (j, s) in q.stores.iter().enumerate() {
-        match areas.get(s.as_str()) {
-            None => p.push(Problem::new(
-                format!("{k}.stores[{j}]"),
-                format!("{s} is not a store of the scenario"),
-            )),
-            Some(have) => {
-                for (n, a) in q.path.iter().enumerate() {
-                    if !have.contains(a) {
-                        p.push(Problem::new(
-                            format!("{k}.path[{n}]"),
-                            format!("store {s} has no area {a:?}"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
+    place_problems(p, &k, q, areas);
     if q.path.is_empty() {
         p.push(Problem::new(format!("{k}.path"), "name at least one area"));
     }
@@ -576,6 +510,100 @@ fn persona_problems(
         format!("{k}.effect.return_after_offer"),
         q.effect.return_after_offer,
     );
+}
+
+/// A persona's stores and path: each store is the scenario's and has every area of the path.
+fn place_problems(
+    p: &mut Vec<Problem>,
+    k: &str,
+    q: &Persona,
+    areas: &BTreeMap<String, BTreeSet<String>>,
+) {
+    if q.stores.is_empty() {
+        p.push(Problem::new(
+            format!("{k}.stores"),
+            "name at least one store",
+        ));
+    }
+    for (j, s) in q.stores.iter().enumerate() {
+        match areas.get(s.as_str()) {
+            None => p.push(Problem::new(
+                format!("{k}.stores[{j}]"),
+                format!("{s} is not a store of the scenario"),
+            )),
+            Some(have) => {
+                for (n, a) in q.path.iter().enumerate() {
+                    if !have.contains(a) {
+                        p.push(Problem::new(
+                            format!("{k}.path[{n}]"),
+                            format!("store {s} has no area {a:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The geofences' problems: unique ids, a store of the scenario, a sane radius.
+fn geofence_problems(p: &mut Vec<Problem>, geofences: &[Geofence], stores: &BTreeSet<String>) {
+    let mut fence_ids = BTreeSet::new();
+    for (i, g) in geofences.iter().enumerate() {
+        let k = format!("geofences[{i}]");
+        unique(p, &mut fence_ids, format!("{k}.id"), &g.id);
+        if !stores.contains(g.store.as_str()) {
+            p.push(Problem::new(
+                format!("{k}.store"),
+                format!("{} is not a store of the scenario", g.store),
+            ));
+        }
+        if !(10.0..=5000.0).contains(&g.radius_m) {
+            p.push(Problem::new(
+                format!("{k}.radius_m"),
+                "must be within 10..=5000 m",
+            ));
+        }
+    }
+}
+
+/// A campaign is checked as the cloud will check it (with its default dwell milestones), so a
+/// bad one is found before anything starts.
+fn campaign_problems(
+    p: &mut Vec<Problem>,
+    i: usize,
+    c: &serde_json::Value,
+    stores: &BTreeSet<String>,
+) {
+    let k = format!("campaigns[{i}]");
+    let campaign = match serde_path_to_error::deserialize::<
+        _,
+        omo_cloud::campaigns::definition::Campaign,
+    >(c)
+    {
+        Ok(campaign) => campaign,
+        Err(e) => {
+            p.push(Problem::new(
+                format!("{k}.{}", e.path()),
+                e.into_inner().to_string(),
+            ));
+            return;
+        }
+    };
+    let milestones = omo_cloud::visits::engine::VisitParams::default().dwell_milestones_min;
+    for f in campaign.validate(&milestones).err().unwrap_or_default() {
+        p.push(Problem::new(format!("{k}.{}", f.field), f.message));
+    }
+    for s in campaign
+        .places
+        .stores
+        .iter()
+        .filter(|s| !stores.contains(*s))
+    {
+        p.push(Problem::new(
+            format!("{k}.places.stores"),
+            format!("{s} is not a store of the scenario"),
+        ));
+    }
 }
 
 /// Fault `i`'s problems.

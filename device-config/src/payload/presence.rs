@@ -223,54 +223,7 @@ pub fn seal_batches(
         });
     }
 
-    // Plan on item sizes: a JSON array is its items joined by commas.
-    let mut plans = vec![Plan::default()];
-    let mut size = overhead;
-    for &(a, b) in dropped.ranges() {
-        let len = format!("[{a},{b}]").len();
-        let had_ranges = |plans: &Vec<Plan>| plans.last().is_some_and(|p| !p.ranges.is_empty());
-        if size + usize::from(had_ranges(&plans)) + len > limit {
-            plans.push(Plan::default());
-            size = overhead;
-        }
-        size += usize::from(had_ranges(&plans)) + len;
-        plans
-            .last_mut()
-            .expect("plans is non-empty")
-            .ranges
-            .push((a, b));
-    }
-    let mut start = 0;
-    for (i, event) in events.iter().enumerate() {
-        if let Some(field) = event.non_finite_field() {
-            return Err(BatchError::NonFinite {
-                seq: event.seq(),
-                field,
-            });
-        }
-        let len = serde_json::to_vec(event)
-            .map_err(EnvelopeError::Encode)?
-            .len();
-        if overhead + len > limit {
-            return Err(BatchError::EventTooLarge {
-                seq: event.seq(),
-                size: overhead + len,
-                limit,
-            });
-        }
-        let comma = usize::from(i > start);
-        if size + comma + len > limit {
-            let plan = plans.last_mut().expect("plans is non-empty");
-            plan.events = start..i;
-            plans.push(Plan::default());
-            start = i;
-            size = overhead;
-        }
-        size += usize::from(i > start) + len;
-    }
-    let last = plans.last_mut().expect("plans is non-empty");
-    last.events = start..events.len();
-
+    let plans = plan(events, dropped, overhead, limit)?;
     let mut sealed = Vec::with_capacity(plans.len());
     for plan in plans {
         if plan.ranges.is_empty() && plan.events.is_empty() {
@@ -289,6 +242,70 @@ pub fn seal_batches(
         sealed.push(SealedBatch { payload, seqs });
     }
     Ok(sealed)
+}
+
+/// Splits `dropped` and `events` greedily into payloads of at most `limit` bytes, counting item
+/// sizes (a JSON array is its items joined by commas) over `overhead`, the size of a sealed
+/// empty batch.
+fn plan(
+    events: &[PresenceEvent],
+    dropped: &SeqRanges,
+    overhead: usize,
+    limit: usize,
+) -> Result<Vec<Plan>, BatchError> {
+    let mut plans = vec![Plan::default()];
+    let mut size = overhead;
+    for &(a, b) in dropped.ranges() {
+        let len = format!("[{a},{b}]").len();
+        let had_ranges = |plans: &Vec<Plan>| plans.last().is_some_and(|p| !p.ranges.is_empty());
+        if size + usize::from(had_ranges(&plans)) + len > limit {
+            plans.push(Plan::default());
+            size = overhead;
+        }
+        size += usize::from(had_ranges(&plans)) + len;
+        plans
+            .last_mut()
+            .expect("plans is non-empty")
+            .ranges
+            .push((a, b));
+    }
+    let mut start = 0;
+    for (i, event) in events.iter().enumerate() {
+        let len = event_len(event, overhead, limit)?;
+        let comma = usize::from(i > start);
+        if size + comma + len > limit {
+            let plan = plans.last_mut().expect("plans is non-empty");
+            plan.events = start..i;
+            plans.push(Plan::default());
+            start = i;
+            size = overhead;
+        }
+        size += usize::from(i > start) + len;
+    }
+    let last = plans.last_mut().expect("plans is non-empty");
+    last.events = start..events.len();
+    Ok(plans)
+}
+
+/// The encoded size of `event`, which must be finite and fit a payload alone.
+fn event_len(event: &PresenceEvent, overhead: usize, limit: usize) -> Result<usize, BatchError> {
+    if let Some(field) = event.non_finite_field() {
+        return Err(BatchError::NonFinite {
+            seq: event.seq(),
+            field,
+        });
+    }
+    let len = serde_json::to_vec(event)
+        .map_err(EnvelopeError::Encode)?
+        .len();
+    if overhead + len > limit {
+        return Err(BatchError::EventTooLarge {
+            seq: event.seq(),
+            size: overhead + len,
+            limit,
+        });
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

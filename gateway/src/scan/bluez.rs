@@ -125,6 +125,90 @@ struct Peer {
 /// Advertisers not heard for this long are forgotten (phones rotate addresses every ~15 min).
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
+/// The advertisers heard lately: BlueZ reports an advertiser's signal strength, services and
+/// advertisement data in separate events, and its address on request.
+struct Peers {
+    map: HashMap<PeripheralId, Peer>,
+    last_sweep: Instant,
+}
+
+impl Peers {
+    fn new() -> Peers {
+        Peers {
+            map: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// Remembers what `event` says of its advertiser; returns the advertiser and the
+    /// advertisement's bytes when the event carries advertisement data.
+    fn note(&mut self, event: CentralEvent) -> Option<(PeripheralId, Vec<u8>)> {
+        if self.last_sweep.elapsed() > Duration::from_secs(60) {
+            self.map.retain(|_, p| p.seen.elapsed() < FORGET_AFTER);
+            self.last_sweep = Instant::now();
+        }
+        let id = match &event {
+            CentralEvent::RssiUpdate { id, .. }
+            | CentralEvent::ServicesAdvertisement { id, .. }
+            | CentralEvent::ManufacturerDataAdvertisement { id, .. }
+            | CentralEvent::ServiceDataAdvertisement { id, .. } => id.clone(),
+            _ => return None,
+        };
+        let peer = self.map.entry(id.clone()).or_insert_with(|| Peer {
+            addr: None,
+            rssi: None,
+            services: Vec::new(),
+            seen: Instant::now(),
+        });
+        peer.seen = Instant::now();
+        let data = match event {
+            CentralEvent::RssiUpdate { rssi, .. } => {
+                peer.rssi = Some(rssi);
+                return None;
+            }
+            CentralEvent::ServicesAdvertisement { services, .. } => {
+                peer.services = services;
+                return None;
+            }
+            CentralEvent::ManufacturerDataAdvertisement {
+                manufacturer_data, ..
+            } => ad_bytes(&manufacturer_data, &HashMap::new(), &peer.services),
+            CentralEvent::ServiceDataAdvertisement { service_data, .. } => {
+                ad_bytes(&HashMap::new(), &service_data, &peer.services)
+            }
+            _ => return None,
+        };
+        Some((id, data))
+    }
+
+    /// The advert of `id`'s `data`, once the advertiser's address and signal strength are known
+    /// (the address is asked of BlueZ the first time).
+    async fn advert(
+        &mut self,
+        adapter: &Adapter,
+        id: &PeripheralId,
+        data: Vec<u8>,
+        clock: &Clock,
+    ) -> Option<Advert> {
+        let peer = self.map.get_mut(id)?;
+        if peer.addr.is_none() {
+            let p = adapter.peripheral(id).await.ok()?;
+            peer.addr = Some(p.address().into_inner());
+            if peer.rssi.is_none() {
+                if let Ok(Some(props)) = p.properties().await {
+                    peer.rssi = props.rssi;
+                }
+            }
+        }
+        Some(Advert {
+            addr: peer.addr?,
+            rssi: peer.rssi?,
+            data,
+            at_ms: clock.now().timestamp_millis(),
+        })
+    }
+}
+
 /// Scans until `tx` closes (`Ok`) or BlueZ fails (`Err`: the caller retries). A scan that hears
 /// nothing for `silence` is restarted and `on_restart` is called.
 pub async fn run(
@@ -135,8 +219,7 @@ pub async fn run(
     on_restart: &(dyn Fn() + Send + Sync),
 ) -> Result<(), BluezError> {
     let scan_err = |e: btleplug::Error| BluezError::Scan(e.to_string());
-    let mut peers: HashMap<PeripheralId, Peer> = HashMap::new();
-    let mut last_sweep = Instant::now();
+    let mut peers = Peers::new();
     loop {
         let mut events = adapter.events().await.map_err(scan_err)?;
         adapter
@@ -156,60 +239,11 @@ pub async fn run(
                     break;
                 }
             };
-            if last_sweep.elapsed() > Duration::from_secs(60) {
-                peers.retain(|_, p| p.seen.elapsed() < FORGET_AFTER);
-                last_sweep = Instant::now();
-            }
-            let id = match &event {
-                CentralEvent::RssiUpdate { id, .. }
-                | CentralEvent::ServicesAdvertisement { id, .. }
-                | CentralEvent::ManufacturerDataAdvertisement { id, .. }
-                | CentralEvent::ServiceDataAdvertisement { id, .. } => id.clone(),
-                _ => continue,
-            };
-            let peer = peers.entry(id.clone()).or_insert_with(|| Peer {
-                addr: None,
-                rssi: None,
-                services: Vec::new(),
-                seen: Instant::now(),
-            });
-            peer.seen = Instant::now();
-            let data = match event {
-                CentralEvent::RssiUpdate { rssi, .. } => {
-                    peer.rssi = Some(rssi);
-                    continue;
-                }
-                CentralEvent::ServicesAdvertisement { services, .. } => {
-                    peer.services = services;
-                    continue;
-                }
-                CentralEvent::ManufacturerDataAdvertisement {
-                    manufacturer_data, ..
-                } => ad_bytes(&manufacturer_data, &HashMap::new(), &peer.services),
-                CentralEvent::ServiceDataAdvertisement { service_data, .. } => {
-                    ad_bytes(&HashMap::new(), &service_data, &peer.services)
-                }
-                _ => continue,
-            };
-            if peer.addr.is_none() {
-                let Ok(p) = adapter.peripheral(&id).await else {
-                    continue;
-                };
-                peer.addr = Some(p.address().into_inner());
-                if peer.rssi.is_none() {
-                    if let Ok(Some(props)) = p.properties().await {
-                        peer.rssi = props.rssi;
-                    }
-                }
-            }
-            let (Some(addr), Some(rssi)) = (peer.addr, peer.rssi) else {
+            let Some((id, data)) = peers.note(event) else {
                 continue;
             };
-            let advert = Advert {
-                addr,
-                rssi,
-                data,
-                at_ms: clock.now().timestamp_millis(),
+            let Some(advert) = peers.advert(adapter, &id, data, clock).await else {
+                continue;
             };
             if tx.send(advert).await.is_err() {
                 let _ = adapter.stop_scan().await;

@@ -167,14 +167,23 @@ impl<'a> Day<'a> {
             inflight: tokio::task::JoinSet::new(),
             replayed: opts.replay.is_some(),
         };
+        day.schedule_start(opts)?;
+        Ok(day)
+    }
+
+    /// Schedules the day's first visits and faults, or the actions of the run record it
+    /// replays.
+    fn schedule_start(&mut self, opts: &Options) -> anyhow::Result<()> {
         // The day: first visits until two hours before the end, so every return fits the day.
+        let (s, shoppers) = (self.s, self.shoppers);
+        let (start, end) = self.window;
         let last_first = start.max(end - 2 * 3_600_000);
         let firsts = synth::arrivals_in(s, shoppers, (start, last_first), true);
         match &opts.replay {
             None => {
-                day.schedule_faults();
+                self.schedule_faults();
                 for v in &firsts {
-                    day.push_visit(v, true);
+                    self.push_visit(v, true);
                 }
                 eprintln!(
                     "omo-sim demo: replaying {} first visits at ×{} …",
@@ -183,7 +192,7 @@ impl<'a> Day<'a> {
                 );
             }
             Some(actions) => {
-                day.schedule_recorded(actions)?;
+                self.schedule_recorded(actions)?;
                 eprintln!(
                     "omo-sim demo: replaying a run record of {} actions at ×{} …",
                     actions.len(),
@@ -192,10 +201,10 @@ impl<'a> Day<'a> {
             }
         }
         for v in &firsts {
-            day.store_of_visit
+            self.store_of_visit
                 .insert(v.shopper, s.stores[v.store].id.to_string());
         }
-        Ok(day)
+        Ok(())
     }
 
     fn push(&mut self, at: i64, action: Action) {
