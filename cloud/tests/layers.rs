@@ -594,3 +594,82 @@ fn a_write_planted_in_the_real_tree_is_caught_by_the_real_table() {
     assert_eq!(own.len(), 1);
     assert!(foreign_writes(&owners, &own).is_empty());
 }
+
+// ---- Sizes: a file or a function a newcomer can hold in their head ----
+
+/// The longest product source file, in lines (ARCHITECTURE.md: about 600).
+const MAX_FILE_LINES: usize = 620;
+/// The longest product function, in lines from its `fn` line to its closing brace (about 80; the
+/// admin route table is the one table near the limit).
+const MAX_FN_LINES: usize = 95;
+
+/// Functions of `code` longer than `max` lines, as (name, first line, length). A function ends
+/// at the first later line that is its own indentation followed by `}`.
+fn long_functions(code: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let Some(at) = trimmed.find("fn ") else {
+            continue;
+        };
+        let head = &trimmed[..at];
+        let is_fn = head
+            .split_whitespace()
+            .all(|w| matches!(w, "pub" | "const" | "async" | "unsafe") || w.starts_with("pub("));
+        if !is_fn || trimmed.ends_with(';') {
+            continue;
+        }
+        let name = ident(&trimmed[at + 3..]).to_owned();
+        let closing = format!("{indent}}}");
+        if let Some(end) = lines[i + 1..].iter().position(|l| *l == closing) {
+            let len = end + 2;
+            if len > max {
+                out.push((name, i + 1, len));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_product_file_or_function_is_too_long_to_read() {
+    let src = cloud_src();
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut problems = Vec::new();
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("a readable source file");
+        let code = product_code(&source);
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let n = code.lines().count();
+        if n > MAX_FILE_LINES {
+            problems.push(format!("{rel}: {n} lines (at most {MAX_FILE_LINES})"));
+        }
+        for (name, line, len) in long_functions(&code, MAX_FN_LINES) {
+            problems.push(format!(
+                "{rel}:{line}: fn {name} is {len} lines (at most {MAX_FN_LINES})"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "split these along their steps:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn a_long_function_is_found_with_its_line_and_length() {
+    let body = "    let x = 1;\n".repeat(10);
+    let code = format!(
+        "struct A;\nimpl A {{\n    pub(crate) async fn long(&self) {{\n{body}    }}\n    fn short() {{}}\n}}\nfn decl();\n"
+    );
+    assert_eq!(long_functions(&code, 11), vec![("long".to_owned(), 3, 12)]);
+    assert!(long_functions(&code, 12).is_empty());
+}
