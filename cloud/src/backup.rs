@@ -96,16 +96,13 @@ pub fn parse(body: &[u8]) -> anyhow::Result<BTreeMap<Space, Vec<Entry>>> {
     Ok(out)
 }
 
-/// Builds a fresh data dir at `data_dir` from `dir/snapshot.ndjson`, then compares every
+/// Builds a fresh sled data dir at `data_dir` from `dir/snapshot.ndjson`, then compares every
 /// space with the snapshot. Returns the entry count per space.
 pub fn restore(
     dir: &Path,
     data_dir: &Path,
     cache_bytes: u64,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
-    let path = dir.join(FILE);
-    let body = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let snapshot = parse(&body).with_context(|| path.display().to_string())?;
     if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
         bail!(
             "{} is not empty: restore builds a fresh data dir",
@@ -113,6 +110,24 @@ pub fn restore(
         );
     }
     let store = SledStore::open(data_dir, cache_bytes)?;
+    restore_into(dir, &store)
+}
+
+/// Loads `dir/snapshot.ndjson` into `store`, which must hold nothing yet (a fresh sled dir, an
+/// empty PostgreSQL database), then compares every space with the snapshot. Returns the entry
+/// count per space.
+pub fn restore_into(dir: &Path, store: &dyn Store) -> anyhow::Result<BTreeMap<String, usize>> {
+    let path = dir.join(FILE);
+    let body = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let snapshot = parse(&body).with_context(|| path.display().to_string())?;
+    for space in Space::ALL {
+        if !store.scan(space, b"", 1)?.is_empty() {
+            bail!(
+                "the target already holds data (space {}): restore fills an empty store",
+                space.name()
+            );
+        }
+    }
     for (space, entries) in &snapshot {
         for chunk in entries.chunks(1000) {
             let mut c = Commit::new();
@@ -123,7 +138,7 @@ pub fn restore(
         }
     }
     store.flush()?;
-    verify(&store, &snapshot)?;
+    verify(store, &snapshot)?;
     Ok(snapshot
         .iter()
         .map(|(s, e)| (s.name().to_owned(), e.len()))

@@ -23,6 +23,8 @@ mod check;
 
 /// Overrides `mqtt.password` (external broker).
 pub const MQTT_PASSWORD_ENV: &str = "OMO_CLOUD_MQTT_PASSWORD";
+/// The PostgreSQL password (`data.postgres.password`).
+pub const PG_PASSWORD_ENV: &str = "OMO_CLOUD_PG_PASSWORD";
 /// Overrides `line.channel_secret`.
 pub const LINE_SECRET_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_SECRET";
 /// Overrides `app.member_link_secret`.
@@ -140,11 +142,27 @@ impl Default for Dashboard {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Data {
-    /// The sled store's directory (one process at a time).
+    /// Which engine holds the state: sled in `dir` (one process, the default) or PostgreSQL.
+    #[serde(default)]
+    pub engine: Engine,
+    /// The sled store's directory (one process at a time); required with sled.
+    #[serde(default)]
     pub dir: PathBuf,
     /// sled page cache, MiB.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u32,
+    /// The PostgreSQL engine's database; required with `engine = "postgres"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::store::postgres::Settings>,
+}
+
+/// `data.engine`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 fn default_cache_mb() -> u32 {
@@ -443,6 +461,9 @@ impl CloudConfig {
         if let Some(pw) = env(MQTT_PASSWORD_ENV) {
             self.mqtt.password = Some(pw);
         }
+        if let (Some(pw), Some(pg)) = (env(PG_PASSWORD_ENV), self.data.postgres.as_mut()) {
+            pg.password = Some(pw);
+        }
         if let Some(token) = env(ADMIN_TOKEN_ENV) {
             self.admin.tokens.push(AdminToken {
                 name: ADMIN_TOKEN_ENV.into(),
@@ -553,5 +574,54 @@ mod tests {
         assert_eq!(c.admin.tokens.len(), 1);
         assert_eq!(c.admin.tokens[0].role, Role::Operator);
         assert_eq!(c.admin.tokens[0].sha256, crate::secrets::sha256_hex(b"tok"));
+    }
+
+    #[test]
+    fn the_engine_and_its_database_are_checked_by_key() {
+        let keys = |text: &str| -> Vec<String> {
+            match CloudConfig::from_toml(text, no_env) {
+                Ok(_) => Vec::new(),
+                Err(p) => p.iter().map(|p| p.to_string()).collect(),
+            }
+        };
+        assert!(keys("[data]\n").iter().any(|p| p.contains("data.dir")));
+        let no_db = keys("[data]\nengine = \"postgres\"\n");
+        assert!(
+            no_db.iter().any(|p| p.contains("data.postgres")),
+            "{no_db:?}"
+        );
+        let bad =
+            keys("[data]\nengine = \"postgres\"\n[data.postgres]\nurl = \"\"\npool_size = 0\n");
+        assert!(
+            bad.iter().any(|p| p.contains("data.postgres.url")),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter().any(|p| p.contains("data.postgres.pool_size")),
+            "{bad:?}"
+        );
+        let typo = keys(
+            "[data]\nengine = \"postgres\"\n[data.postgres]\nurl = \"postgres://h/db\"\npool = 3\n",
+        );
+        assert!(
+            typo.iter().any(|p| p.contains("data.postgres.pool")),
+            "{typo:?}"
+        );
+        let engine = keys("[data]\ndir = \"d\"\nengine = \"mysql\"\n");
+        assert!(
+            engine.iter().any(|p| p.contains("data.engine")),
+            "{engine:?}"
+        );
+
+        let env = |k: &str| (k == PG_PASSWORD_ENV).then(|| "pgpw".to_owned());
+        let c = CloudConfig::from_toml(
+            "[data]\nengine = \"postgres\"\n[data.postgres]\nurl = \"postgres://omo@db1,db2/omo?target_session_attrs=read-write\"\n",
+            env,
+        )
+        .unwrap();
+        let pg = c.data.postgres.as_ref().unwrap();
+        assert_eq!(c.data.engine, Engine::Postgres);
+        assert_eq!(pg.password.as_deref(), Some("pgpw"));
+        assert_eq!(pg.pool_size, 8);
     }
 }

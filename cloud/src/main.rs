@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use omo_cloud::config::{CloudConfig, ADMIN_TOKEN_ENV};
+use omo_cloud::config::{CloudConfig, Engine, ADMIN_TOKEN_ENV};
 use omo_cloud::registry::{replace_site, Registry};
-use omo_cloud::store::Store;
 use omo_device_config::gateway_config::LogFormat;
 use omo_device_config::site::Site;
 use omo_device_config::{Clock, ClockSpec};
@@ -62,7 +61,8 @@ enum Command {
         #[command(subcommand)]
         command: ZonesCommand,
     },
-    /// Build a fresh data dir (data.dir of --config) from the snapshot in DIR, offline.
+    /// Fill an empty store (a fresh data.dir, or an empty PostgreSQL database with
+    /// data.engine = "postgres") from the snapshot in DIR, offline, and compare every entry.
     Restore {
         dir: PathBuf,
         #[arg(long)]
@@ -133,7 +133,7 @@ fn import(file: &Path, config: &Path) -> anyhow::Result<()> {
     let config = load_config(config)?;
     let site = Site::load(file).map_err(|p| anyhow::anyhow!("{p}"))?;
     let store = omo_cloud::service::open_store(&config)?;
-    let current = Registry::load(&store)?;
+    let current = Registry::load(store.as_ref())?;
     store.commit(replace_site(&current, &site)?)?;
     store.flush()?;
     println!(
@@ -221,12 +221,21 @@ fn zones_match(zones: &Path, points: &Path) -> anyhow::Result<()> {
 
 fn restore(dir: &Path, config: &Path) -> anyhow::Result<()> {
     let config = load_config(config)?;
-    let counts =
-        omo_cloud::backup::restore(dir, &config.data.dir, u64::from(config.data.cache_mb) << 20)?;
+    let counts = match config.data.engine {
+        Engine::Sled => omo_cloud::backup::restore(
+            dir,
+            &config.data.dir,
+            u64::from(config.data.cache_mb) << 20,
+        )?,
+        Engine::Postgres => {
+            let store = omo_cloud::service::open_store(&config)?;
+            omo_cloud::backup::restore_into(dir, store.as_ref())?
+        }
+    };
     println!(
         "restored {} into {}: {counts:?}",
         dir.display(),
-        config.data.dir.display()
+        omo_cloud::service::data_desc(&config)
     );
     Ok(())
 }

@@ -10,7 +10,7 @@ use omo_device_config::Clock;
 use tokio::sync::mpsc;
 
 use crate::broker;
-use crate::config::CloudConfig;
+use crate::config::{CloudConfig, Engine};
 use crate::delivery;
 use crate::http::{self, AppState};
 use crate::identity::eid_resolver::EID_SKEW_S;
@@ -20,12 +20,33 @@ use crate::ingest::{Limits, Writer};
 use crate::registry::Registry;
 use crate::stats;
 use crate::store::barrier::BarrierStore;
+use crate::store::postgres::PgStore;
 use crate::store::sled_store::SledStore;
 use crate::store::Store;
 use crate::visits;
 
-/// Opens the data dir, saying clearly when another process holds it.
-pub fn open_store(config: &CloudConfig) -> anyhow::Result<SledStore> {
+/// Opens the store `data.engine` names: the sled data dir (saying clearly when another
+/// process holds it) or the PostgreSQL database (creating or migrating its schema).
+pub fn open_store(config: &CloudConfig) -> anyhow::Result<Arc<dyn Store>> {
+    match (config.data.engine, &config.data.postgres) {
+        (Engine::Postgres, Some(pg)) => {
+            let store = PgStore::open(pg).map_err(|e| anyhow::anyhow!("data.postgres: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        (Engine::Postgres, None) => anyhow::bail!("data.postgres: must be set"),
+        (Engine::Sled, _) => Ok(Arc::new(open_sled(config)?)),
+    }
+}
+
+/// Where the data lives, for the log (the PostgreSQL URL without its password).
+pub fn data_desc(config: &CloudConfig) -> String {
+    match (config.data.engine, &config.data.postgres) {
+        (Engine::Postgres, Some(pg)) => format!("postgres {}", pg.url_for_logs()),
+        _ => config.data.dir.display().to_string(),
+    }
+}
+
+fn open_sled(config: &CloudConfig) -> anyhow::Result<SledStore> {
     SledStore::open(&config.data.dir, u64::from(config.data.cache_mb) << 20).map_err(|e| {
         let text = e.to_string();
         if text.contains("lock")
@@ -101,7 +122,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen {}: cannot listen", config.http.listen))?;
-    tracing::info!(http = %config.http.listen, broker = %broker_desc, data = %config.data.dir.display(), "omo-cloud ready");
+    tracing::info!(http = %config.http.listen, broker = %broker_desc, data = %data_desc(&config), "omo-cloud ready");
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -130,7 +151,7 @@ type Data = (Arc<BarrierStore>, Arc<RwLock<Registry>>, [u8; 32]);
 /// The store, the registry (its stay intervals checked) and the server secret, with the
 /// report tallies filled before any writer starts (in a store written before they existed).
 fn open_data(config: &CloudConfig) -> anyhow::Result<Data> {
-    let store = Arc::new(BarrierStore::new(Arc::new(open_store(config)?)));
+    let store = Arc::new(BarrierStore::new(open_store(config)?));
     let registry = Arc::new(RwLock::new(
         Registry::load(store.as_ref()).context("loading the registry")?,
     ));

@@ -4,7 +4,7 @@
 use omo_device_config::broker_url::BrokerUrl;
 use omo_device_config::problems::Problem;
 
-use super::CloudConfig;
+use super::{CloudConfig, Engine};
 
 impl CloudConfig {
     pub(super) fn check(&self) -> Vec<Problem> {
@@ -15,11 +15,32 @@ impl CloudConfig {
         p
     }
 
-    /// The data dir, the HTTP server, the broker, ingest, the admin tokens and the secrets.
-    fn check_inputs(&self, p: &mut Vec<Problem>) {
+    /// The engine and where its data lives.
+    fn check_data(&self, p: &mut Vec<Problem>) {
         if self.data.cache_mb == 0 {
             p.push(Problem::new("data.cache_mb", "must be at least 1"));
         }
+        match (self.data.engine, &self.data.postgres) {
+            (Engine::Sled, _) if self.data.dir.as_os_str().is_empty() => p.push(Problem::new(
+                "data.dir",
+                "must be set: the directory of the sled store (or set data.engine = \"postgres\")",
+            )),
+            (Engine::Sled, _) => {}
+            (Engine::Postgres, None) => p.push(Problem::new(
+                "data.postgres",
+                "must be set when data.engine is \"postgres\" (its url at least)",
+            )),
+            (Engine::Postgres, Some(pg)) => {
+                for (key, message) in pg.problems() {
+                    p.push(Problem::new(format!("data.postgres.{key}"), message));
+                }
+            }
+        }
+    }
+
+    /// The data dir, the HTTP server, the broker, ingest, the admin tokens and the secrets.
+    fn check_inputs(&self, p: &mut Vec<Problem>) {
+        self.check_data(p);
         if self.http.max_body_bytes < 1024 {
             p.push(Problem::new("http.max_body_bytes", "must be at least 1024"));
         }

@@ -1,14 +1,17 @@
 //! The cloud's storage trait: a few named key spaces, reads, and one atomic commit that
 //! writes across spaces only if its preconditions still hold (DESIGN.md, "Growing past one
 //! machine": every durable state goes through this trait, and a decision that must happen
-//! once is checked and recorded in one transaction). `sled` implements it today; a PostgreSQL
-//! engine can implement the same trait later, so any instance may process any event.
+//! once is checked and recorded in one transaction). `sled_store` implements it for one
+//! process, `postgres` for one or several instances on a PostgreSQL database.
 //!
 //! Nothing here knows what the bytes mean: the event log, offsets and registry build on it.
 
 pub mod barrier;
 pub mod compact;
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod event_log;
+pub mod postgres;
 pub mod sled_store;
 pub mod sweep;
 

@@ -153,101 +153,18 @@ impl Store for SledStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::store::conformance::{store_conformance, Fixture};
 
-    fn store() -> (tempfile::TempDir, SledStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        (dir, s)
-    }
+    struct SledFixture(tempfile::TempDir);
 
-    #[test]
-    fn commits_are_atomic_across_spaces_and_checked() {
-        let (_dir, s) = store();
-        let mut c = Commit::new();
-        c.put(Space::EventLog, b"k1".to_vec(), b"v1".to_vec());
-        c.put(Space::Offsets, b"stage".to_vec(), b"1".to_vec());
-        c.expect(Space::Offsets, b"stage".to_vec(), None);
-        s.commit(c).unwrap();
-        assert_eq!(s.get(Space::EventLog, b"k1").unwrap(), Some(b"v1".to_vec()));
-        // A stale expectation writes nothing at all.
-        let mut c = Commit::new();
-        c.put(Space::EventLog, b"k2".to_vec(), b"v2".to_vec());
-        c.put(Space::Offsets, b"stage".to_vec(), b"2".to_vec());
-        c.expect(Space::Offsets, b"stage".to_vec(), None);
-        let err = s.commit(c).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::Conflict {
-                    space: Space::Offsets,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(s.get(Space::EventLog, b"k2").unwrap(), None);
-        assert_eq!(
-            s.get(Space::Offsets, b"stage").unwrap(),
-            Some(b"1".to_vec())
-        );
-        let mut c = Commit::new();
-        c.delete(Space::EventLog, b"k1".to_vec());
-        c.expect(Space::Offsets, b"stage".to_vec(), Some(b"1".to_vec()));
-        s.commit(c).unwrap();
-        assert_eq!(s.get(Space::EventLog, b"k1").unwrap(), None);
-    }
-
-    #[test]
-    fn commits_are_counted_per_space_they_write_once_applied() {
-        let (_dir, s) = store();
-        let mut c = Commit::new();
-        c.put(Space::Identity, b"a".to_vec(), b"1".to_vec());
-        c.put(Space::Identity, b"b".to_vec(), b"2".to_vec());
-        c.expect(Space::Visits, b"v".to_vec(), None);
-        s.commit(c).unwrap();
-        assert_eq!(s.commits_to(Space::Identity), 1);
-        assert_eq!(
-            s.commits_to(Space::Visits),
-            0,
-            "an expectation writes nothing"
-        );
-        let mut c = Commit::new();
-        c.delete(Space::Identity, b"a".to_vec());
-        c.expect(Space::Identity, b"b".to_vec(), None);
-        assert!(s.commit(c).is_err());
-        assert_eq!(
-            s.commits_to(Space::Identity),
-            1,
-            "a refused commit wrote nothing"
-        );
-        let mut c = Commit::new();
-        c.delete(Space::Identity, b"a".to_vec());
-        s.commit(c).unwrap();
-        assert_eq!(s.commits_to(Space::Identity), 2);
-    }
-
-    #[test]
-    fn scans_in_key_order_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-            let mut c = Commit::new();
-            for k in [3u8, 1, 2, 9] {
-                c.put(Space::Registry, vec![k], vec![k * 10]);
-            }
-            s.commit(c).unwrap();
-            s.flush().unwrap();
+    impl Fixture for SledFixture {
+        fn open(&self) -> Arc<dyn Store> {
+            Arc::new(SledStore::open(self.0.path(), 1 << 20).unwrap())
         }
-        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        let keys: Vec<u8> = s
-            .scan(Space::Registry, &[2], 10)
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k[0])
-            .collect();
-        assert_eq!(keys, [2, 3, 9]);
-        assert_eq!(s.last(Space::Registry).unwrap(), Some((vec![9], vec![90])));
-        assert_eq!(s.last(Space::Stats).unwrap(), None);
     }
+
+    store_conformance!(Some(SledFixture(tempfile::tempdir().unwrap())));
 }

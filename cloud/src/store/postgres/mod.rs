@@ -1,0 +1,510 @@
+//! [`Store`] on PostgreSQL (DESIGN.md, "Growing past one machine"): one table per [`Space`]
+//! (`omo_{name}`, `k bytea PRIMARY KEY, v bytea NOT NULL`: bytea compares byte by byte, so
+//! scans keep sled's order), each commit one `SERIALIZABLE` transaction that reads the
+//! expected keys, checks them, and writes the final value of every key it touches.
+//! Serialisation failures and deadlocks are retried here, so [`StoreError::Conflict`] keeps
+//! meaning only "an expectation did not hold".
+//!
+//! The trait stays synchronous: the stages are synchronous engines that call the store from
+//! their own threads, and sled answers in microseconds. Each call here runs on this engine's
+//! own small tokio runtime and the caller waits for it (inside a multi-thread runtime, with
+//! `block_in_place`, so the caller's other tasks move on meanwhile).
+//!
+//! What it relies on: `bytea` keys and their order, `INSERT … ON CONFLICT … DO UPDATE`,
+//! `unnest` of arrays, `= ANY(array)`, `SERIALIZABLE` transactions and SQLSTATE 40001/40P01.
+//! No advisory locks, no triggers, no `LISTEN`: what CockroachDB and YugabyteDB also offer.
+
+pub mod cluster;
+mod schema;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use super::{Commit, Entry, Hex, Space, Store, StoreError};
+
+/// `[data.postgres]` in `cloud.toml`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// A libpq-style URL: `postgres://user@host1:5432,host2:5432/omo?target_session_attrs=read-write`
+    /// (several hosts and `target_session_attrs=read-write` follow a failover).
+    pub url: String,
+    /// Connections kept open at most.
+    pub pool_size: usize,
+    /// Longest a statement may run, milliseconds (0: no limit).
+    pub statement_timeout_ms: u64,
+    /// Longest a connection attempt may take, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// The password (better: `OMO_CLOUD_PG_PASSWORD`); a password in the URL is used otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            url: String::new(),
+            pool_size: 8,
+            statement_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+            password: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl Settings {
+    /// What is wrong with these settings, as (key under `data.postgres`, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.url.trim().is_empty() {
+            out.push((
+                "url",
+                "must be set when data.engine is \"postgres\"".to_owned(),
+            ));
+        } else if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
+            out.push(("url", format!("is not a PostgreSQL URL: {e}")));
+        }
+        if !(1..=1024).contains(&self.pool_size) {
+            out.push(("pool_size", "must be within 1..=1024".to_owned()));
+        }
+        if self.connect_timeout_ms == 0 {
+            out.push(("connect_timeout_ms", "must be at least 1".to_owned()));
+        }
+        out
+    }
+
+    /// The URL with any password in it replaced by `…`, for logs.
+    pub fn url_for_logs(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            // The key=value form.
+            return self
+                .url
+                .split_whitespace()
+                .map(|kv| match kv.split_once('=') {
+                    Some(("password", _)) => "password=…",
+                    _ => kv,
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let (user, hidden) = match userinfo.split_once(':') {
+                    Some((user, _)) => (user, ":…"),
+                    None => (userinfo, ""),
+                };
+                format!("{scheme}://{user}{hidden}@{hosts}{path}")
+            }
+            None => self.url.clone(),
+        }
+    }
+
+    fn client_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| StoreError::backend("data.postgres.url", e))?;
+        if let Some(pw) = &self.password {
+            config.password(pw);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("omo-cloud");
+        }
+        config.connect_timeout(Duration::from_millis(self.connect_timeout_ms));
+        let timeout = format!("-c statement_timeout={}", self.statement_timeout_ms);
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {timeout}"),
+            _ => timeout,
+        };
+        config.options(&options);
+        Ok(config)
+    }
+}
+
+/// The SQL of one space's table.
+struct Queries {
+    get: String,
+    get_many: String,
+    scan: String,
+    scan_range: String,
+    last: String,
+    upsert: String,
+    delete: String,
+}
+
+impl Queries {
+    fn of(space: Space) -> Queries {
+        let t = schema::table(space);
+        Queries {
+            get: format!("SELECT v FROM {t} WHERE k = $1"),
+            get_many: format!("SELECT k, v FROM {t} WHERE k = ANY($1)"),
+            scan: format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2"),
+            scan_range: format!(
+                "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
+            ),
+            last: format!("SELECT k, v FROM {t} ORDER BY k DESC LIMIT 1"),
+            upsert: format!(
+                "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+            delete: format!("DELETE FROM {t} WHERE k = ANY($1)"),
+        }
+    }
+}
+
+/// Serialisation failures retried at most before a commit gives up with an error.
+const MAX_ATTEMPTS: u32 = 40;
+
+pub struct PgStore {
+    /// This engine's runtime (taken on drop, to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    queries: Arc<Vec<Queries>>,
+    /// Per space, the commits applied through this store that wrote to it.
+    commits: [AtomicU64; Space::ALL.len()],
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    // The server's own message is the useful part ("password authentication failed for
+    // user …", "relation … does not exist"); the client's adds the context.
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!(
+            "PostgreSQL: {} ({})",
+            db.message(),
+            db.code().code()
+        )),
+        None => {
+            // "error connecting to server" says little without its cause.
+            let mut text = format!("PostgreSQL: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            StoreError::Backend(text)
+        }
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        e => StoreError::Backend(format!("PostgreSQL: {e}")),
+    }
+}
+
+impl PgStore {
+    /// Connects, creates or migrates the schema, and checks it is one this binary knows.
+    pub fn open(settings: &Settings) -> Result<PgStore, StoreError> {
+        let config = settings.client_config()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("omo-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::backend("starting the PostgreSQL engine", e))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let wait = Duration::from_millis(settings.connect_timeout_ms.saturating_mul(2));
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(settings.pool_size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(wait))
+                .create_timeout(Some(wait))
+                .build()
+                .map_err(|e| StoreError::backend("the PostgreSQL pool", e))?
+        };
+        let store = PgStore {
+            runtime: Some(runtime),
+            pool,
+            queries: Arc::new(Space::ALL.into_iter().map(Queries::of).collect()),
+            commits: Default::default(),
+        };
+        store.run(|pool, _| async move { schema::migrate(&pool).await })?;
+        Ok(store)
+    }
+
+    /// Runs `f` on this engine's runtime and waits for its answer.
+    fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Pool, Arc<Vec<Queries>>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let work = f(self.pool.clone(), self.queries.clone());
+        runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        let wait = move || {
+            rx.recv()
+                .map_err(|_| StoreError::Backend("the PostgreSQL engine stopped".into()))?
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
+    fn rows(
+        &self,
+        space: Space,
+        query: fn(&Queries) -> &str,
+        params: Vec<Param>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.run(move |pool, queries| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let stmt = client
+                .prepare_cached(query(&queries[space.index()]))
+                .await
+                .map_err(pg_error)?;
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(Param::as_sql).collect();
+            let rows = client.query(&stmt, &params).await.map_err(pg_error)?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+}
+
+/// A parameter handed to the engine's runtime (owned, so it outlives the caller's borrow).
+enum Param {
+    Bytes(Vec<u8>),
+    Limit(i64),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Param::Bytes(b) => b,
+            Param::Limit(n) => n,
+        }
+    }
+}
+
+fn limit(n: usize) -> Param {
+    Param::Limit(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A commit's expectations and final writes, grouped by space.
+struct Plan {
+    /// The expectations in the order given (the first that fails is the one reported).
+    expects: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+    /// Per space, the final value of every key written (`None`: deleted).
+    writes: BTreeMap<Space, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Plan {
+    fn of(commit: Commit) -> Plan {
+        let mut writes: BTreeMap<Space, BTreeMap<Vec<u8>, Option<Vec<u8>>>> = BTreeMap::new();
+        for (space, key, value) in commit.writes {
+            writes.entry(space).or_default().insert(key, value);
+        }
+        Plan {
+            expects: commit.expects,
+            writes,
+        }
+    }
+}
+
+/// Why one attempt at a commit failed.
+enum Failed {
+    /// A serialisation failure or deadlock: nothing was written; try again.
+    Retry,
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Failed {
+        match e.code() {
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => Failed::Retry,
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Failed::Retry,
+            _ => Failed::Store(pg_error(e)),
+        }
+    }
+}
+
+/// One attempt: a serialisable transaction that checks every expectation, then writes.
+async fn attempt(
+    client: &mut deadpool_postgres::Client,
+    queries: &[Queries],
+    plan: &Plan,
+) -> Result<(), Failed> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .await?;
+    let mut wanted: BTreeMap<Space, Vec<Vec<u8>>> = BTreeMap::new();
+    for (space, key, _) in &plan.expects {
+        wanted.entry(*space).or_default().push(key.clone());
+    }
+    let mut found: BTreeMap<(Space, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    for (space, keys) in wanted {
+        let stmt = tx.prepare_cached(&queries[space.index()].get_many).await?;
+        for row in tx.query(&stmt, &[&keys]).await? {
+            found.insert((space, row.get(0)), row.get(1));
+        }
+    }
+    for (space, key, expected) in &plan.expects {
+        if found.get(&(*space, key.clone())) != expected.as_ref() {
+            return Err(Failed::Store(StoreError::Conflict {
+                space: *space,
+                key: Hex(key.clone()),
+            }));
+        }
+    }
+    for (space, keys) in &plan.writes {
+        let q = &queries[space.index()];
+        let (mut put_keys, mut put_values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in keys {
+            match v {
+                Some(v) => {
+                    put_keys.push(k.as_slice());
+                    put_values.push(v.as_slice());
+                }
+                None => gone.push(k.as_slice()),
+            }
+        }
+        if !put_keys.is_empty() {
+            let stmt = tx.prepare_cached(&q.upsert).await?;
+            tx.execute(&stmt, &[&put_keys, &put_values]).await?;
+        }
+        if !gone.is_empty() {
+            let stmt = tx.prepare_cached(&q.delete).await?;
+            tx.execute(&stmt, &[&gone]).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Applies `plan`, retrying serialisation failures with a short growing pause.
+async fn apply(pool: &Pool, queries: &[Queries], plan: &Plan) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    for n in 0..MAX_ATTEMPTS {
+        match attempt(&mut client, queries, plan).await {
+            Ok(()) => return Ok(()),
+            Err(Failed::Store(e)) => return Err(e),
+            Err(Failed::Retry) => {
+                let cap = 1u64 << n.min(6);
+                let pause = rand::random_range(0..=cap);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    }
+    Err(StoreError::Backend(format!(
+        "PostgreSQL: a commit met {MAX_ATTEMPTS} serialisation failures in a row"
+    )))
+}
+
+impl Store for PgStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.run(move |pool, queries| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let stmt = client
+                .prepare_cached(&queries[space.index()].get)
+                .await
+                .map_err(pg_error)?;
+            let row = client.query_opt(&stmt, &[&key]).await.map_err(pg_error)?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn scan(&self, space: Space, from: &[u8], n: usize) -> Result<Vec<Entry>, StoreError> {
+        let params = vec![Param::Bytes(from.to_vec()), limit(n)];
+        self.rows(space, |q| &q.scan, params)
+    }
+
+    fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        end: &[u8],
+        n: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        let params = vec![
+            Param::Bytes(from.to_vec()),
+            Param::Bytes(end.to_vec()),
+            limit(n),
+        ];
+        self.rows(space, |q| &q.scan_range, params)
+    }
+
+    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
+        Ok(self.rows(space, |q| &q.last, Vec::new())?.pop())
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.writes.is_empty() && commit.expects.is_empty() {
+            return Ok(());
+        }
+        let plan = Plan::of(commit);
+        let written: Vec<Space> = plan.writes.keys().copied().collect();
+        self.run(move |pool, queries| async move { apply(&pool, &queries, &plan).await })?;
+        // Counted once applied, so a count taken before a read never hides this one.
+        for space in written {
+            self.commits[space.index()].fetch_add(1, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// A commit is durable when PostgreSQL acknowledges it (`synchronous_commit`, on by
+    /// default): nothing is left to flush.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The commits this process applied. Another instance's commits are not counted yet:
+    /// one instance per database until the several-instances step of issue 32.
+    fn commits_to(&self, space: Space) -> u64 {
+        self.commits[space.index()].load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests;
