@@ -174,6 +174,8 @@ pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
                 tracing::error!(error = %e, "stats stage failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
+            // The runtime is shutting down.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => tracing::error!(error = %e, "stats stage task failed"),
         }
         if log_end.changed().await.is_err() {

@@ -201,6 +201,8 @@ pub async fn run(
                 tracing::error!(error = %e, "decision stage failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
+            // The runtime is shutting down.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => tracing::error!(error = %e, "decision stage task failed"),
         }
         if log_end.changed().await.is_err() {
@@ -444,7 +446,7 @@ mod tests {
     use crate::identity::{new_customer, save_customer};
     use crate::registry::replace_site;
     use crate::store::barrier::scan_all;
-    use crate::store::sled_store::SledStore;
+    use crate::store::testing::{places, Place, TestStore};
     use crate::visits::engine::Source;
     use omo_device_config::site::Site;
     use omo_device_config::Timestamp;
@@ -471,7 +473,7 @@ location = { lat = 35.6, lon = 139.7 }
         }
     }
 
-    fn rows(store: &SledStore, prefix: &str) -> Vec<serde_json::Value> {
+    fn rows(store: &TestStore, prefix: &str) -> Vec<serde_json::Value> {
         scan_all(store, Space::Campaigns)
             .unwrap()
             .into_iter()
@@ -483,10 +485,10 @@ location = { lat = 35.6, lon = 139.7 }
     /// A store with the site, a LINE customer named Aki, and a campaign firing on entering the
     /// store, `edit`ed; with the stage's inputs.
     fn setup(
+        place: &Place,
         edit: impl FnOnce(&mut serde_json::Value),
-    ) -> (tempfile::TempDir, SledStore, identity::Customer, Inputs) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    ) -> (TestStore, identity::Customer, Inputs) {
+        let store = place.open();
         store
             .commit(replace_site(&Registry::default(), &Site::parse(SITE, false).unwrap()).unwrap())
             .unwrap();
@@ -516,10 +518,10 @@ location = { lat = 35.6, lon = 139.7 }
             link_base: Some("https://offers.example.com".into()),
             profiles: Default::default(),
         };
-        (dir, store, customer, inputs)
+        (store, customer, inputs)
     }
 
-    fn append(store: &SledStore, transitions: &[Transition]) {
+    fn append(store: &TestStore, transitions: &[Transition]) {
         let mut c = Commit::new();
         for (i, t) in transitions.iter().enumerate() {
             c.put(
@@ -533,7 +535,13 @@ location = { lat = 35.6, lon = 139.7 }
 
     #[test]
     fn each_trigger_key_is_decided_once_with_its_reason_and_one_delivery() {
-        let (_dir, store, customer, inputs) = setup(|_| {});
+        for place in places() {
+            each_trigger_key_is_decided_once_with_its_reason_and_one_delivery_on(&place);
+        }
+    }
+
+    fn each_trigger_key_is_decided_once_with_its_reason_and_one_delivery_on(place: &Place) {
+        let (store, customer, inputs) = setup(place, |_| {});
         let transitions = [
             transition(&customer.id, "v1", "2026-11-23T03:00:00.000Z", false),
             transition(&customer.id, "v2", "2026-11-24T03:00:00.000Z", false),
@@ -589,7 +597,13 @@ location = { lat = 35.6, lon = 139.7 }
 
     #[test]
     fn a_template_link_becomes_a_tracked_link_unique_to_its_delivery() {
-        let (_dir, store, customer, inputs) = setup(|d| {
+        for place in places() {
+            a_template_link_becomes_a_tracked_link_unique_to_its_delivery_on(&place);
+        }
+    }
+
+    fn a_template_link_becomes_a_tracked_link_unique_to_its_delivery_on(place: &Place) {
+        let (store, customer, inputs) = setup(place, |d| {
             d["variants"][0]["template"]["text"] = serde_json::json!("Hi {name}: {link}");
             d["variants"][0]["template"]["link"] =
                 serde_json::json!("https://brand.example.com/autumn");
@@ -631,7 +645,13 @@ location = { lat = 35.6, lon = 139.7 }
     /// store-wide visit of the same trip — is the customer's return.
     #[test]
     fn a_customer_triggering_ten_times_counts_once_and_returns_are_new_visits() {
-        let (_dir, store, customer, inputs) = setup(|d| {
+        for place in places() {
+            a_customer_triggering_ten_times_counts_once_and_returns_are_new_visits_on(&place);
+        }
+    }
+
+    fn a_customer_triggering_ten_times_counts_once_and_returns_are_new_visits_on(place: &Place) {
+        let (store, customer, inputs) = setup(place, |d| {
             d["caps"] =
                 serde_json::json!({"per_customer": 100, "period_days": 1, "cooldown_minutes": 0});
         });

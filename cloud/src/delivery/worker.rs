@@ -266,7 +266,7 @@ mod tests {
     use crate::delivery::{due_key, Delivery, Status, MAX_AFTER_FIRST_ATTEMPT_MS};
     use crate::identity::{new_customer, save_customer};
     use crate::store::barrier::scan_all;
-    use crate::store::sled_store::SledStore;
+    use crate::store::testing::{places, Place, TestStore};
     use crate::store::{Commit, Space};
     use crate::tallies::funnel;
 
@@ -293,10 +293,11 @@ mod tests {
         }
     }
 
-    /// A store with a LINE customer (consent as given) and one pending delivery to them.
-    fn setup(consent: bool, expires_ms: i64) -> (tempfile::TempDir, SledStore, Delivery) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    /// A fresh store on `like`'s engine with a LINE customer (consent as given) and one
+    /// pending delivery to them.
+    fn setup(like: &Place, consent: bool, expires_ms: i64) -> (Place, TestStore, Delivery) {
+        let place = like.fresh_like();
+        let store = place.open();
         let mut customer = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
         customer.line_user = Some("U1".into());
         customer.consent.line = consent;
@@ -330,14 +331,14 @@ mod tests {
         super::super::put(&mut c, &d, None);
         c.put(Space::Campaigns, due_key(d.decided_ms, &d.id), Vec::new());
         store.commit(c).unwrap();
-        (dir, store, d)
+        (place, store, d)
     }
 
-    fn row(store: &SledStore) -> Delivery {
+    fn row(store: &TestStore) -> Delivery {
         super::super::read(store, "d1").unwrap().unwrap().0
     }
 
-    fn due_keys(store: &SledStore) -> Vec<String> {
+    fn due_keys(store: &TestStore) -> Vec<String> {
         scan_all(store, Space::Campaigns)
             .unwrap()
             .into_iter()
@@ -348,7 +349,13 @@ mod tests {
 
     #[test]
     fn a_withdrawal_cancels_the_waiting_deliveries_of_that_channel_at_once() {
-        let (_d, store, d) = setup(true, NOW + 3_600_000);
+        for place in places() {
+            a_withdrawal_cancels_the_waiting_deliveries_of_that_channel_at_once_on(&place);
+        }
+    }
+
+    fn a_withdrawal_cancels_the_waiting_deliveries_of_that_channel_at_once_on(place: &Place) {
+        let (_d, store, d) = setup(place, true, NOW + 3_600_000);
         let (mut customer, _) = crate::identity::customer_for_update(&store, &d.customer).unwrap();
         // Still consenting to LINE: nothing to cancel.
         assert_eq!(cancel_withdrawn(&store, &customer, NOW).unwrap(), 0);
@@ -383,19 +390,25 @@ mod tests {
 
     #[test]
     fn expired_cancelled_and_unconfigured_deliveries_send_nothing() {
-        let (_d, store, _) = setup(true, NOW);
+        for place in places() {
+            expired_cancelled_and_unconfigured_deliveries_send_nothing_on(&place);
+        }
+    }
+
+    fn expired_cancelled_and_unconfigured_deliveries_send_nothing_on(place: &Place) {
+        let (_d, store, _) = setup(place, true, NOW);
         let t = take_due(&store, &line_senders(), &settings(), NOW).unwrap();
         assert!(t.started.is_empty());
         assert_eq!(row(&store).status, Status::Expired);
         assert!(due_keys(&store).is_empty());
 
-        let (_d, store, _) = setup(false, NOW + 60_000);
+        let (_d, store, _) = setup(place, false, NOW + 60_000);
         take_due(&store, &line_senders(), &settings(), NOW).unwrap();
         let r = row(&store);
         assert_eq!(r.status, Status::Cancelled);
         assert_eq!(r.reason.as_deref(), Some("consent for line withdrawn"));
 
-        let (_d, store, _) = setup(true, NOW + 3_600_000);
+        let (_d, store, _) = setup(place, true, NOW + 3_600_000);
         let t = take_due(&store, &Senders::default(), &settings(), NOW).unwrap();
         assert!(t.started.is_empty());
         assert_eq!(row(&store).status, Status::Pending);
@@ -411,7 +424,13 @@ mod tests {
 
     #[test]
     fn attempts_are_recorded_before_sending_and_answers_after() {
-        let (_d, store, _) = setup(true, NOW + 48 * 3_600_000);
+        for place in places() {
+            attempts_are_recorded_before_sending_and_answers_after_on(&place);
+        }
+    }
+
+    fn attempts_are_recorded_before_sending_and_answers_after_on(place: &Place) {
+        let (_d, store, _) = setup(place, true, NOW + 48 * 3_600_000);
         let s = settings();
         let t = take_due(&store, &line_senders(), &s, NOW).unwrap();
         assert_eq!(t.started.len(), 1);

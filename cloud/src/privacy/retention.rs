@@ -310,6 +310,8 @@ pub async fn run(store: std::sync::Arc<dyn Store>, clock: Clock, config: Retenti
                 cursors = carried;
                 tracing::error!(error = %e, "retention sweep failed; trying again next time");
             }
+            // The runtime is shutting down.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => tracing::error!(error = %e, "retention sweep task failed"),
         }
     }
@@ -323,7 +325,7 @@ mod tests {
     use crate::ingest::keys::processed_id_value;
     use crate::ingest::record::{AppReport, GpsFix, Record};
     use crate::store::event_log::{advance, EventLog};
-    use crate::store::sled_store::SledStore;
+    use crate::store::testing::{places, Place, TestStore};
     use crate::store::{Commit, Space};
     use omo_device_config::Timestamp;
     use serde_json::json;
@@ -351,7 +353,7 @@ mod tests {
         .encode()
     }
 
-    fn sweep(store: &SledStore, config: Retention, cursors: &mut Cursors) -> Swept {
+    fn sweep(store: &TestStore, config: Retention, cursors: &mut Cursors) -> Swept {
         let mut commits = 0;
         let mut pause = || commits += 1;
         let swept = Sweep {
@@ -366,7 +368,7 @@ mod tests {
         swept
     }
 
-    fn keys(store: &SledStore, space: Space) -> Vec<Vec<u8>> {
+    fn keys(store: &TestStore, space: Space) -> Vec<Vec<u8>> {
         crate::store::barrier::scan_all(store, space)
             .unwrap()
             .into_iter()
@@ -376,8 +378,8 @@ mod tests {
 
     /// Event-log records 40 days old (offsets 1..=6: ticks and app reports), then 2 of today,
     /// each appended by a commit of its own; both log consumers have read up to offset 5.
-    fn log_store(dir: &std::path::Path) -> SledStore {
-        let store = SledStore::open(dir, 1 << 20).unwrap();
+    fn log_store(place: &Place) -> TestStore {
+        let store = place.open();
         let mut log = EventLog::open(&store).unwrap();
         let old = NOW - 40 * DAY_MS;
         let mut records: Vec<Vec<u8>> = (0..6)
@@ -409,8 +411,13 @@ mod tests {
 
     #[test]
     fn old_observations_go_in_batches_but_never_past_a_consumer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = log_store(dir.path());
+        for place in places() {
+            old_observations_go_in_batches_but_never_past_a_consumer_on(&place);
+        }
+    }
+
+    fn old_observations_go_in_batches_but_never_past_a_consumer_on(place: &Place) {
+        let store = log_store(place);
         let config = Retention {
             batch: 2,
             scan_per_sweep: 2,
@@ -441,8 +448,13 @@ mod tests {
     /// read, and stays whole until then.
     #[test]
     fn an_entry_of_several_records_goes_once_all_of_them_may() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            an_entry_of_several_records_goes_once_all_of_them_may_on(&place);
+        }
+    }
+
+    fn an_entry_of_several_records_goes_once_all_of_them_may_on(place: &Place) {
+        let store = place.open();
         let mut log = EventLog::open(&store).unwrap();
         let old = NOW - 40 * DAY_MS;
         for records in [
@@ -474,8 +486,13 @@ mod tests {
 
     #[test]
     fn the_newest_record_and_transition_stay_however_old() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            the_newest_record_and_transition_stay_however_old_on(&place);
+        }
+    }
+
+    fn the_newest_record_and_transition_stay_however_old_on(place: &Place) {
+        let store = place.open();
         let mut log = EventLog::open(&store).unwrap();
         let mut c = Commit::new();
         let old = NOW - 400 * DAY_MS;
@@ -506,8 +523,15 @@ mod tests {
 
     #[test]
     fn visits_caps_decisions_deliveries_and_processed_ids_expire_by_their_periods() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            visits_caps_decisions_deliveries_and_processed_ids_expire_by_their_periods_on(&place);
+        }
+    }
+
+    fn visits_caps_decisions_deliveries_and_processed_ids_expire_by_their_periods_on(
+        place: &Place,
+    ) {
+        let store = place.open();
         let config = Retention {
             visits_days: 100,
             deliveries_days: 100,
@@ -682,7 +706,7 @@ mod tests {
         assert_eq!(sweep_total(&store, config, &mut cursors), 0);
     }
 
-    fn sweep_total(store: &SledStore, config: Retention, cursors: &mut Cursors) -> u64 {
+    fn sweep_total(store: &TestStore, config: Retention, cursors: &mut Cursors) -> u64 {
         let mut pause = || {};
         Sweep {
             store,
@@ -697,8 +721,13 @@ mod tests {
 
     #[test]
     fn profiles_lose_detail_older_than_the_visits_period_but_keep_their_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            profiles_lose_detail_older_than_the_visits_period_but_keep_their_counts_on(&place);
+        }
+    }
+
+    fn profiles_lose_detail_older_than_the_visits_period_but_keep_their_counts_on(place: &Place) {
+        let store = place.open();
         let mut p = crate::profiles::Profile::new("c_1");
         p.add_visit("s1", NOW - 400 * DAY_MS, 10_000);
         p.add_visit("s1", NOW - 10 * DAY_MS, 10_000);
@@ -721,9 +750,16 @@ mod tests {
 
     #[test]
     fn store_report_tallies_lose_their_visitors_past_the_visits_period_but_keep_their_counts() {
+        for place in places() {
+            store_report_tallies_lose_their_visitors_past_the_visits_period_but_keep_their_counts_on(&place);
+        }
+    }
+
+    fn store_report_tallies_lose_their_visitors_past_the_visits_period_but_keep_their_counts_on(
+        place: &Place,
+    ) {
         use crate::tallies::hours::{self as tally, VisitHour};
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let store = place.open();
         let hour = |visitor: u32| {
             let mut h = VisitHour::default();
             h.change(visitor, None, Some(600));
@@ -760,7 +796,7 @@ mod tests {
         assert_eq!(sweep_quiet(&store).tally_visitors, 0);
     }
 
-    fn sweep_quiet(store: &SledStore) -> Swept {
+    fn sweep_quiet(store: &TestStore) -> Swept {
         let mut pause = || {};
         Sweep {
             store,

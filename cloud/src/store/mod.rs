@@ -14,6 +14,8 @@ pub mod event_log;
 pub mod postgres;
 pub mod sled_store;
 pub mod sweep;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::fmt;
 

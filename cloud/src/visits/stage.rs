@@ -464,7 +464,7 @@ mod tests {
     use crate::registry::replace_site;
     use crate::store::barrier::scan_all;
     use crate::store::event_log::EventLog;
-    use crate::store::sled_store::SledStore;
+    use crate::store::testing::{places, Place, TestStore};
     use crate::visits::visits_of_customer;
     use omo_device_config::eid::{eid, EidIdentity};
     use omo_device_config::payload::{Epoch, Sighting};
@@ -494,9 +494,9 @@ max_distance_m = 10.0
 
     /// A new store holding only what the stage reads (registry, identities, event log) of
     /// `store`: the stage's outputs start again from nothing.
-    fn inputs_only(store: &SledStore) -> (tempfile::TempDir, SledStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let copy = SledStore::open(dir.path(), 1 << 20).unwrap();
+    fn inputs_only(place: &Place, store: &TestStore) -> (Place, TestStore) {
+        let fresh = place.fresh_like();
+        let copy = fresh.open();
         for space in [Space::Registry, Space::Identity, Space::EventLog] {
             let mut c = Commit::new();
             for (k, v) in scan_all(store, space).unwrap() {
@@ -504,12 +504,12 @@ max_distance_m = 10.0
             }
             copy.commit(c).unwrap();
         }
-        (dir, copy)
+        (fresh, copy)
     }
 
     /// Saves `customer` as new, with location consent given at `t`.
     pub(super) fn save_located(
-        store: &SledStore,
+        store: &dyn Store,
         mut customer: crate::identity::Customer,
         t: Timestamp,
     ) -> crate::identity::Customer {
@@ -525,8 +525,8 @@ max_distance_m = 10.0
     }
 
     /// A store with `SITE` and customers c0..c3 carrying static beacons, with location consent.
-    fn store_of_three(dir: &std::path::Path) -> (SledStore, Inputs, Vec<BeaconId>) {
-        let store = SledStore::open(dir, 1 << 20).unwrap();
+    fn store_of_three(place: &Place) -> (TestStore, Inputs, Vec<BeaconId>) {
+        let store = place.open();
         let site = Site::parse(SITE, false).unwrap();
         store
             .commit(replace_site(&Registry::default(), &site).unwrap())
@@ -573,7 +573,7 @@ max_distance_m = 10.0
     }
 
     /// Appends `records` to each store's log, one commit each.
-    fn append_to_each(logs: [(&SledStore, &mut EventLog); 2], records: &[Record]) {
+    fn append_to_each(logs: [(&TestStore, &mut EventLog); 2], records: &[Record]) {
         for (store, log) in logs {
             let mut c = Commit::new();
             for r in records {
@@ -594,9 +594,9 @@ max_distance_m = 10.0
                 1..80,
             ),
         ) {
-            let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let (a, inputs_a, beacons) = store_of_three(dir_a.path());
-            let (b, inputs_b, _) = store_of_three(dir_b.path());
+            let (place_a, place_b) = (Place::sled(), Place::sled());
+            let (a, inputs_a, beacons) = store_of_three(&place_a);
+            let (b, inputs_b, _) = store_of_three(&place_b);
             let mut log_a = EventLog::open(&a).unwrap();
             let mut log_b = EventLog::open(&b).unwrap();
             let mut stage_a = VisitStage::open(&a, &inputs_a).unwrap();
@@ -643,8 +643,13 @@ max_distance_m = 10.0
     /// beacon handed to another customer places that customer from then on.
     #[test]
     fn a_running_stage_sees_identity_changed_between_its_steps() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, inputs, beacons) = store_of_three(dir.path());
+        for place in places() {
+            sees_identity_changed_between_steps(&place);
+        }
+    }
+
+    fn sees_identity_changed_between_steps(place: &Place) {
+        let (store, inputs, beacons) = store_of_three(place);
         let mut log = EventLog::open(&store).unwrap();
         let mut stage = VisitStage::open(&store, &inputs).unwrap();
         let t0 = 1_790_000_000_000i64;
@@ -711,7 +716,7 @@ max_distance_m = 10.0
 
     /// A store whose commits can be made to fail, and its reads with them.
     struct Flaky<'a> {
-        inner: &'a SledStore,
+        inner: &'a dyn Store,
         commits_fail: AtomicBool,
         reads_fail: AtomicBool,
     }
@@ -773,9 +778,14 @@ max_distance_m = 10.0
     /// next step and decides what a stage whose store never failed decides.
     #[test]
     fn a_failed_commit_and_a_failed_reopen_are_followed_by_an_open() {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, inputs_a, beacons) = store_of_three(dir_a.path());
-        let (b, inputs_b, _) = store_of_three(dir_b.path());
+        for place_a in places() {
+            failed_commit_and_reopen(&place_a, &place_a.fresh_like());
+        }
+    }
+
+    fn failed_commit_and_reopen(place_a: &Place, place_b: &Place) {
+        let (a, inputs_a, beacons) = store_of_three(place_a);
+        let (b, inputs_b, _) = store_of_three(place_b);
         let flaky = Flaky {
             inner: &b,
             commits_fail: false.into(),
@@ -825,8 +835,13 @@ max_distance_m = 10.0
     /// transition comes again (the decision stage decides it once), its profile counts it once.
     #[test]
     fn a_purchase_logged_twice_is_folded_into_the_profile_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            purchase_logged_twice(&place);
+        }
+    }
+
+    fn purchase_logged_twice(place: &Place) {
+        let store = place.open();
         let t0 = Timestamp::from_millis(1_790_000_000_000).unwrap();
         let customer = new_customer(t0);
         store
@@ -880,8 +895,13 @@ max_distance_m = 10.0
     /// gateway, resolved at each event's time through the precomputed tables.
     #[test]
     fn an_eid_rotating_during_a_40_minute_stay_is_one_visit_of_40_minutes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            eid_rotating_during_a_stay(&place);
+        }
+    }
+
+    fn eid_rotating_during_a_stay(place: &Place) {
+        let store = place.open();
         let site = Site::parse(SITE, false).unwrap();
         store
             .commit(replace_site(&Registry::default(), &site).unwrap())
@@ -965,7 +985,7 @@ max_distance_m = 10.0
         );
         // Replaying from scratch (a lost offset) derives the same visit ids.
         let ids: BTreeSet<String> = visits.iter().map(|v| v.id.clone()).collect();
-        let (_dir2, copy) = inputs_only(&store);
+        let (_place2, copy) = inputs_only(place, &store);
         let mut again = VisitStage::open(&copy, &inputs).unwrap();
         while again.step(&copy, &inputs).unwrap() > 0 {}
         let replayed: BTreeSet<String> = visits_of_customer(&copy, &customer.id, 10)
@@ -975,7 +995,7 @@ max_distance_m = 10.0
             .collect();
         assert_eq!(replayed, ids);
         // Without location consent the same observations make no visit at all.
-        let (_dir3, withdrawn) = inputs_only(&store);
+        let (_place3, withdrawn) = inputs_only(place, &store);
         let (old, bytes) = crate::identity::customer_for_update(&withdrawn, &customer.id).unwrap();
         let mut now_not = old.clone();
         now_not.set_consent(Default::default(), ConsentSource::App, Some("v2"), t);

@@ -10,7 +10,7 @@ use crate::ingest::record::{AppReport, BeaconSighting, GpsFix, WifiSighting};
 use crate::registry::replace_site;
 use crate::store::barrier::scan_all;
 use crate::store::event_log::EventLog;
-use crate::store::sled_store::SledStore;
+use crate::store::testing::{places, Place, TestStore};
 use crate::visits::visits_of_customer;
 use omo_device_config::site::Site;
 
@@ -91,8 +91,8 @@ fn report(
 }
 
 /// A store with the site and two located customers; the stage's inputs.
-fn setup(dir: &std::path::Path) -> (SledStore, Inputs, [String; 2]) {
-    let store = SledStore::open(dir, 1 << 20).unwrap();
+fn setup(place: &Place) -> (TestStore, Inputs, [String; 2]) {
+    let store = place.open();
     let site = Site::parse(SITE, false).unwrap();
     store
         .commit(replace_site(&Registry::default(), &site).unwrap())
@@ -147,7 +147,7 @@ fn log(left: &str, stayed: &str, range: std::ops::Range<i64>) -> Vec<Record> {
 }
 
 /// Runs the stage over everything logged.
-fn run(store: &SledStore, inputs: &Inputs) {
+fn run(store: &TestStore, inputs: &Inputs) {
     let mut stage = VisitStage::open(store, inputs).unwrap();
     while stage.step(store, inputs).unwrap() > 0 {}
 }
@@ -162,7 +162,7 @@ fn all_exit_at(exit: i64) -> BTreeMap<Scope, i64> {
         .collect()
 }
 
-fn append(store: &SledStore, records: &[Record]) {
+fn append(store: &TestStore, records: &[Record]) {
     let mut log = EventLog::open(store).unwrap();
     let mut c = Commit::new();
     for r in records {
@@ -172,7 +172,7 @@ fn append(store: &SledStore, records: &[Record]) {
 }
 
 /// Each visit's scope and exit (seconds from the day's start).
-fn exits(store: &SledStore, customer: &str) -> BTreeMap<Scope, i64> {
+fn exits(store: &TestStore, customer: &str) -> BTreeMap<Scope, i64> {
     visits_of_customer(store, customer, 10)
         .unwrap()
         .into_iter()
@@ -185,8 +185,13 @@ fn exits(store: &SledStore, customer: &str) -> BTreeMap<Scope, i64> {
 
 #[test]
 fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, inputs, [left, stayed]) = setup(dir.path());
+    for place in places() {
+        an_app_report_from_outside_ends_its_visits_after_the_grace_on(&place);
+    }
+}
+
+fn an_app_report_from_outside_ends_its_visits_after_the_grace_on(place: &Place) {
+    let (store, inputs, [left, stayed]) = setup(place);
     append(&store, &log(&left, &stayed, 0..1500));
     run(&store, &inputs);
     let grace = i64::from(inputs.params.exit_grace_s);
@@ -197,8 +202,8 @@ fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
 
     // Restored from its commit just before the report and run on, the stage judges the
     // report against the same open visits (its live scopes come back with the states).
-    let dir2 = tempfile::tempdir().unwrap();
-    let (again, _, _) = setup(dir2.path());
+    let place2 = place.fresh_like();
+    let (again, _, _) = setup(&place2);
     // The second store's customers have other ids: it takes the first one's identities.
     let mut c = Commit::new();
     for (k, v) in scan_all(&store, Space::Identity).unwrap() {
@@ -218,9 +223,15 @@ fn an_app_report_from_outside_ends_its_visits_after_the_grace() {
 /// with the rule off, nothing.
 #[test]
 fn a_beacon_list_alone_leaves_the_store_by_the_beacon_rule() {
+    for place in places() {
+        a_beacon_list_alone_leaves_the_store_by_the_beacon_rule_on(&place);
+    }
+}
+
+fn a_beacon_list_alone_leaves_the_store_by_the_beacon_rule_on(place: &Place) {
     for min_others in [1, 0] {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, mut inputs, [moved, _]) = setup(dir.path());
+        let fresh = place.fresh_like();
+        let (store, mut inputs, [moved, _]) = setup(&fresh);
         inputs.params.beacon_outside_min_others = min_others;
         let then = [report(&moved, 660, None, &[], &[OTHER])];
         append(&store, &day(&[&moved], &then, 0..1500));
@@ -236,8 +247,13 @@ fn a_beacon_list_alone_leaves_the_store_by_the_beacon_rule() {
 
 #[test]
 fn a_report_inside_another_zone_of_the_store_holds_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, inputs, [moved, _]) = setup(dir.path());
+    for place in places() {
+        a_report_inside_another_zone_of_the_store_holds_the_store_on(&place);
+    }
+}
+
+fn a_report_inside_another_zone_of_the_store_holds_the_store_on(place: &Place) {
+    let (store, inputs, [moved, _]) = setup(place);
     // Out of the Wi-Fi's reach, still at the door and in the plaza.
     let street = &["0a:11:22:33:44:55"];
     let then = [report(&moved, 660, Some(fix(0.0, 10.0)), street, &[DOOR])];

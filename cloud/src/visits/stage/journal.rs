@@ -313,6 +313,7 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::store::sled_store::SledStore;
+    use crate::store::testing::{places, Place};
     use crate::visits::engine::{Scope, Source};
     use proptest::prelude::*;
 
@@ -347,7 +348,7 @@ mod tests {
     fn commit(
         j: &mut Journal,
         engine: &mut VisitEngine,
-        store: &SledStore,
+        store: &dyn Store,
         log_ms: i64,
         all: bool,
     ) {
@@ -356,14 +357,14 @@ mod tests {
         store.commit(c).unwrap();
     }
 
-    fn reopen(store: &SledStore, keep_log_ms: i64, max_entries: usize) -> (Journal, VisitEngine) {
+    fn reopen(store: &dyn Store, keep_log_ms: i64, max_entries: usize) -> (Journal, VisitEngine) {
         let (mut j, engine) = Journal::open(store, params(), [7; 32]).unwrap();
         j.keep_log_ms = keep_log_ms;
         j.max_entries = max_entries;
         (j, engine)
     }
 
-    fn keys_with(store: &SledStore, prefix: &[u8]) -> usize {
+    fn keys_with(store: &dyn Store, prefix: &[u8]) -> usize {
         scan_prefix(store, Space::Visits, prefix, usize::MAX)
             .unwrap()
             .len()
@@ -410,8 +411,13 @@ mod tests {
 
     #[test]
     fn journal_entries_written_as_json_still_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            journal_entries_written_as_json_still_open_on(&place);
+        }
+    }
+
+    fn journal_entries_written_as_json_still_open_on(place: &Place) {
+        let store = place.open();
         let mut engine = VisitEngine::new(params(), [7; 32]);
         for i in 0..6 {
             let log_ms = T0 + i * 1000;
@@ -455,8 +461,17 @@ mod tests {
 
     #[test]
     fn a_store_written_before_the_journal_opens_and_is_rewritten_by_the_first_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        for place in places() {
+            a_store_written_before_the_journal_opens_and_is_rewritten_by_the_first_commit_on(
+                &place,
+            );
+        }
+    }
+
+    fn a_store_written_before_the_journal_opens_and_is_rewritten_by_the_first_commit_on(
+        place: &Place,
+    ) {
+        let store = place.open();
         // The engine as the stage stored it before the journal: every state under its key,
         // and the whole reorder buffer in one value.
         let mut engine = VisitEngine::new(params(), [7; 32]);
