@@ -120,14 +120,7 @@ pub fn restore_into(dir: &Path, store: &dyn Store) -> anyhow::Result<BTreeMap<St
     let path = dir.join(FILE);
     let body = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let snapshot = parse(&body).with_context(|| path.display().to_string())?;
-    for space in Space::ALL {
-        if !store.scan(space, b"", 1)?.is_empty() {
-            bail!(
-                "the target already holds data (space {}): restore fills an empty store",
-                space.name()
-            );
-        }
-    }
+    ensure_empty(store, "restore")?;
     for (space, entries) in &snapshot {
         for chunk in entries.chunks(1000) {
             let mut c = Commit::new();
@@ -143,6 +136,80 @@ pub fn restore_into(dir: &Path, store: &dyn Store) -> anyhow::Result<BTreeMap<St
         .iter()
         .map(|(s, e)| (s.name().to_owned(), e.len()))
         .collect())
+}
+
+/// Refuses a target that holds anything: `what` fills an empty store.
+fn ensure_empty(store: &dyn Store, what: &str) -> anyhow::Result<()> {
+    for space in Space::ALL {
+        if !store.scan(space, b"", 1)?.is_empty() {
+            bail!(
+                "the target already holds data (space {}): {what} fills an empty store",
+                space.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Entries copied or compared at a time.
+const PAGE: usize = 1000;
+
+/// Copies every entry of every space of `from` into `to` (which must hold nothing yet), a
+/// page at a time, then compares the two space by space, entry by entry: how a sled data dir
+/// moves into PostgreSQL (`omo-cloud migrate`). Returns the entry count per space.
+pub fn copy_into(from: &dyn Store, to: &dyn Store) -> anyhow::Result<BTreeMap<String, usize>> {
+    ensure_empty(to, "migrate")?;
+    let mut counts = BTreeMap::new();
+    for space in Space::ALL {
+        let mut after = Vec::new();
+        let mut n = 0;
+        loop {
+            let page = from.scan(space, &after, PAGE)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = last.clone();
+            after.push(0);
+            n += page.len();
+            let mut c = Commit::new();
+            for (k, v) in page {
+                c.put(space, k, v);
+            }
+            to.commit(c)?;
+        }
+        counts.insert(space.name().to_owned(), n);
+    }
+    to.flush()?;
+    compare(from, to)?;
+    Ok(counts)
+}
+
+/// Compares two stores space by space, entry by entry; names the first entry that differs.
+fn compare(a: &dyn Store, b: &dyn Store) -> anyhow::Result<()> {
+    for space in Space::ALL {
+        let mut after = Vec::new();
+        loop {
+            let (pa, pb) = (a.scan(space, &after, PAGE)?, b.scan(space, &after, PAGE)?);
+            if let Some(i) = (0..pa.len().max(pb.len())).find(|&i| pa.get(i) != pb.get(i)) {
+                let key = pa
+                    .get(i)
+                    .or(pb.get(i))
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default();
+                bail!(
+                    "space {} differs after copying, at key {}",
+                    space.name(),
+                    crate::store::Hex(key)
+                );
+            }
+            let Some((last, _)) = pa.last() else {
+                break;
+            };
+            after = last.clone();
+            after.push(0);
+        }
+    }
+    Ok(())
 }
 
 /// Compares every space of `store` with `snapshot`, entry by entry.
@@ -220,5 +287,33 @@ mod tests {
             write_snapshot(&dir.path().join("c"), cut).unwrap_err()
         );
         assert!(err.contains("line 4") || err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn a_store_copies_into_an_empty_one_on_each_engine_entry_by_entry() {
+        let source = crate::store::testing::Place::sled();
+        let from = source.open();
+        let mut c = Commit::new();
+        for i in 0..2500u32 {
+            c.put(Space::EventLog, i.to_be_bytes().to_vec(), vec![1; 40]);
+        }
+        c.put(Space::Registry, b"store/s1".to_vec(), b"{}".to_vec());
+        c.put(Space::Meta, vec![0xff, 0], vec![]);
+        from.commit(c).unwrap();
+        for place in crate::store::testing::places() {
+            let to = place.open();
+            let counts = copy_into(&from, &to).unwrap();
+            assert_eq!(counts["event_log"], 2500);
+            assert_eq!(
+                (counts["registry"], counts["meta"], counts["visits"]),
+                (1, 1, 0)
+            );
+            assert_eq!(
+                scan_all(&to, Space::EventLog).unwrap(),
+                scan_all(&from, Space::EventLog).unwrap()
+            );
+            let again = copy_into(&from, &to).unwrap_err().to_string();
+            assert!(again.contains("already holds data"), "{again}");
+        }
     }
 }

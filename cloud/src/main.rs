@@ -68,6 +68,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Copy a stopped service's sled data dir into the empty PostgreSQL database of --config
+    /// (data.engine = "postgres"), then compare every entry.
+    Migrate {
+        /// The sled data dir to copy (left as it was).
+        #[arg(long)]
+        from_dir: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +94,7 @@ fn main() -> ExitCode {
         Command::Import { file, config } => import(&file, &config),
         Command::Backup { dir, url, token } => backup(&dir, &url, token),
         Command::Restore { dir, config } => restore(&dir, &config),
+        Command::Migrate { from_dir, config } => migrate(&from_dir, &config),
         Command::Zones {
             command: ZonesCommand::Match { zones, points },
         } => zones_match(&zones, &points),
@@ -235,6 +245,32 @@ fn restore(dir: &Path, config: &Path) -> anyhow::Result<()> {
     println!(
         "restored {} into {}: {counts:?}",
         dir.display(),
+        omo_cloud::service::data_desc(&config)
+    );
+    Ok(())
+}
+
+fn migrate(from_dir: &Path, config: &Path) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    if config.data.engine != Engine::Postgres {
+        anyhow::bail!(
+            "data.engine: must be \"postgres\" in the config migrate copies into (with \
+             [data.postgres])"
+        );
+    }
+    if !from_dir.is_dir() {
+        anyhow::bail!("--from-dir {}: no such directory", from_dir.display());
+    }
+    let from = omo_cloud::store::sled_store::SledStore::open(
+        from_dir,
+        u64::from(config.data.cache_mb) << 20,
+    )
+    .map_err(|e| anyhow::anyhow!("--from-dir {}: {e}", from_dir.display()))?;
+    let to = omo_cloud::service::open_store(&config)?;
+    let counts = omo_cloud::backup::copy_into(&from, to.as_ref())?;
+    println!(
+        "migrated {} into {}, every entry compared: {counts:?}",
+        from_dir.display(),
         omo_cloud::service::data_desc(&config)
     );
     Ok(())

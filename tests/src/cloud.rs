@@ -44,6 +44,9 @@ pub struct CloudUnderTest {
     speed: u32,
     pub external: Option<External>,
     pub process: Option<Process>,
+    /// The PostgreSQL database (URL, password) the cloud keeps its state in, instead of the
+    /// sled dir (see [`CloudUnderTest::use_postgres`]).
+    postgres: Option<(String, String)>,
     /// What the processes before the current one logged.
     past_logs: String,
     /// Where deliveries go (see [`CloudUnderTest::set_outbound`]).
@@ -120,6 +123,7 @@ impl CloudUnderTest {
             speed: 1,
             external,
             process: None,
+            postgres: None,
             past_logs: String::new(),
             outbound: Outbound::default(),
             http: omo_cloud::tls::http_client_builder()
@@ -191,10 +195,19 @@ impl CloudUnderTest {
                 e.url, e.username, e.password
             ),
         };
+        let data = match &self.postgres {
+            None => format!(
+                "dir = {:?}",
+                self.dir.path().join("data").display().to_string()
+            ),
+            Some((url, password)) => format!(
+                "engine = \"postgres\"\n[data.postgres]\nurl = {url:?}\npassword = {password:?}\npool_size = 4"
+            ),
+        };
         let text = format!(
             r#"[data]
-dir = {data:?}
 cache_mb = 16
+{data}
 [http]
 listen = "127.0.0.1:{http}"
 [mqtt]
@@ -214,13 +227,19 @@ level = "info,omo_cloud=debug"
             line = self.outbound.line,
             app = self.outbound.app,
             sections = self.outbound.sections,
-            data = self.dir.path().join("data").display().to_string(),
             http = self.http_port,
             sha = omo_cloud::secrets::sha256_hex(ADMIN_TOKEN.as_bytes()),
             analyst = omo_cloud::secrets::sha256_hex(ANALYST_TOKEN.as_bytes()),
         );
         std::fs::write(self.dir.path().join("cloud.toml"), text)?;
         Ok(())
+    }
+
+    /// Keeps the state in the PostgreSQL database at `url` from the next start (rewrites the
+    /// config; the sled dir stays where it was).
+    pub fn use_postgres(&mut self, url: &str, password: &str) -> anyhow::Result<()> {
+        self.postgres = Some((url.to_owned(), password.to_owned()));
+        self.write_config()
     }
 
     /// Sets where deliveries go (rewrites the config; takes effect at the next start).

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 pub mod cloud;
 pub mod cloud_stub;
 pub mod load;
+pub mod postgres;
 pub mod scenario;
 pub mod system;
 
