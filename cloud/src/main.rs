@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use omo_cloud::config::{CloudConfig, Engine, ADMIN_TOKEN_ENV};
 use omo_cloud::registry::{replace_site, Registry};
+use omo_cloud::store::postgres::PgStore;
 use omo_device_config::gateway_config::LogFormat;
 use omo_device_config::site::Site;
 use omo_device_config::{Clock, ClockSpec};
@@ -238,8 +239,16 @@ fn restore(dir: &Path, config: &Path) -> anyhow::Result<()> {
             u64::from(config.data.cache_mb) << 20,
         )?,
         Engine::Postgres => {
-            let store = omo_cloud::service::open_store(&config)?;
-            omo_cloud::backup::restore_into(dir, store.as_ref())?
+            let pg = config
+                .data
+                .postgres
+                .as_ref()
+                .context("data.postgres: must be set")?;
+            let store = PgStore::open_to_fill(pg, "restore")
+                .map_err(|e| anyhow::anyhow!("data.postgres: {e}"))?;
+            let counts = omo_cloud::backup::restore_into(dir, &store)?;
+            store.finish_fill()?;
+            counts
         }
     };
     println!(
@@ -252,22 +261,28 @@ fn restore(dir: &Path, config: &Path) -> anyhow::Result<()> {
 
 fn migrate(from_dir: &Path, config: &Path) -> anyhow::Result<()> {
     let config = load_config(config)?;
-    if config.data.engine != Engine::Postgres {
+    let (Engine::Postgres, Some(pg)) = (config.data.engine, &config.data.postgres) else {
         anyhow::bail!(
             "data.engine: must be \"postgres\" in the config migrate copies into (with \
              [data.postgres])"
         );
-    }
-    if !from_dir.is_dir() {
-        anyhow::bail!("--from-dir {}: no such directory", from_dir.display());
+    };
+    // sled makes a data dir of any directory it opens: ask for one it wrote.
+    if !(from_dir.join("conf").is_file() && from_dir.join("db").is_file()) {
+        anyhow::bail!(
+            "--from-dir {}: not a sled data dir (no conf and db files in it)",
+            from_dir.display()
+        );
     }
     let from = omo_cloud::store::sled_store::SledStore::open(
         from_dir,
         u64::from(config.data.cache_mb) << 20,
     )
     .map_err(|e| anyhow::anyhow!("--from-dir {}: {e}", from_dir.display()))?;
-    let to = omo_cloud::service::open_store(&config)?;
-    let counts = omo_cloud::backup::copy_into(&from, to.as_ref())?;
+    let to =
+        PgStore::open_to_fill(pg, "migrate").map_err(|e| anyhow::anyhow!("data.postgres: {e}"))?;
+    let counts = omo_cloud::backup::copy_into(&from, &to)?;
+    to.finish_fill()?;
     println!(
         "migrated {} into {}, every entry compared: {counts:?}",
         from_dir.display(),

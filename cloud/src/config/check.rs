@@ -25,7 +25,11 @@ impl CloudConfig {
                 "data.dir",
                 "must be set: the directory of the sled store (or set data.engine = \"postgres\")",
             )),
-            (Engine::Sled, _) => {}
+            (Engine::Sled, Some(_)) => p.push(Problem::new(
+                "data.postgres",
+                "is set but data.engine is \"sled\": set data.engine = \"postgres\" to use it",
+            )),
+            (Engine::Sled, None) => {}
             (Engine::Postgres, None) => p.push(Problem::new(
                 "data.postgres",
                 "must be set when data.engine is \"postgres\" (its url at least)",

@@ -161,21 +161,25 @@ impl LocalCluster {
     fn serve(&mut self) -> Result<(), String> {
         for _ in 0..5 {
             self.port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
+            // The shell stops the server when told, or when our end of the pipe closes (this
+            // process ended, however it ended); it removes the directory unless told "keep"
+            // (a failed start, tried again on another port).
             let script = r#"
                 "$1/postgres" -D "$2/data" -p "$3" -c listen_addresses=127.0.0.1 \
                     -c unix_socket_directories="$2" -c fsync=off -c full_page_writes=off \
                     -c max_connections=200 >>"$2/log" 2>&1 &
                 pid=$!
-                read -r _
+                read -r said
                 kill -INT "$pid" 2>/dev/null
                 wait "$pid"
-                rm -rf "$2"
+                [ "$said" = keep ] || rm -rf "$2"
             "#;
-            let mut child = Command::new("/bin/sh");
+            let _ = std::fs::remove_file(self.root.join("log"));
+            let mut shell = Command::new("/bin/sh");
             if let Some((uid, gid)) = self.runs_as {
-                child.uid(uid).gid(gid);
+                shell.uid(uid).gid(gid);
             }
-            let mut child = child
+            let mut child = shell
                 .arg("-c")
                 .arg(script)
                 .arg("omo-pg")
@@ -183,16 +187,20 @@ impl LocalCluster {
                 .arg(&self.root)
                 .arg(self.port.to_string())
                 .current_dir(&self.root)
+                // Its own process group: a Ctrl-C at the terminal ends the tests, whose end
+                // then stops the server, rather than killing the shell before it cleans up.
+                .process_group(0)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("starting postgres: {e}"))?;
-            let stdin = child.stdin.take().expect("stdin is piped");
+            let mut stdin = child.stdin.take().expect("stdin is piped");
             if self.wait_ready(&mut child) {
                 self.server = Some((child, stdin));
                 return Ok(());
             }
+            let _ = stdin.write_all(b"keep\n");
             drop(stdin);
             let _ = child.wait();
         }
@@ -203,17 +211,26 @@ impl LocalCluster {
         ))
     }
 
-    /// Whether the server accepts connections within a while (false: it stopped, or the port
-    /// was taken meanwhile).
+    /// Whether our server accepts connections within a while (false: it stopped, say because
+    /// the port was taken meanwhile). Asked over its own unix socket, so another server on the
+    /// port cannot answer for it.
     fn wait_ready(&self, child: &mut Child) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let log = self.root.join("log");
         while Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 return false;
             }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("could not bind") || text.contains("FATAL") {
+                return false;
+            }
             // As this process's user: as the server's, it would look for files in our $HOME.
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .arg("-q")
+                .arg("-h")
+                .arg(&self.root)
+                .args(["-p", &self.port.to_string()])
                 .stdin(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -243,11 +260,16 @@ impl LocalCluster {
         self.execute(&format!("CREATE DATABASE \"{name}\""))
     }
 
-    /// Runs SQL as the superuser in database `postgres` (on a thread of its own, so it may be
-    /// called from inside an async runtime).
+    /// Runs SQL as the superuser in database `postgres`.
     pub fn execute(&self, sql: &str) -> Result<(), String> {
+        self.execute_in("postgres", sql)
+    }
+
+    /// Runs SQL as the superuser in database `db` (on a thread of its own, so it may be called
+    /// from inside an async runtime).
+    pub fn execute_in(&self, db: &str, sql: &str) -> Result<(), String> {
         let mut config: tokio_postgres::Config =
-            self.url("postgres").parse().map_err(|e| format!("{e}"))?;
+            self.url(db).parse().map_err(|e| format!("{e}"))?;
         config.password(&self.password);
         let sql = sql.to_owned();
         std::thread::spawn(move || {

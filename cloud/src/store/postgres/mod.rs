@@ -15,13 +15,14 @@
 //! No advisory locks, no triggers, no `LISTEN`: what CockroachDB and YugabyteDB also offer.
 
 pub mod cluster;
+mod holder;
 mod schema;
 #[cfg(test)]
 pub(crate) mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ impl Default for Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("url", &self.url)
+            .field("url", &self.url_for_logs())
             .field("pool_size", &self.pool_size)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
@@ -83,8 +84,19 @@ impl Settings {
                 "url",
                 "must be set when data.engine is \"postgres\"".to_owned(),
             ));
-        } else if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
-            out.push(("url", format!("is not a PostgreSQL URL: {e}")));
+        } else {
+            match self.url.parse::<tokio_postgres::Config>() {
+                Err(e) => out.push(("url", format!("is not a PostgreSQL URL: {e}"))),
+                Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                    out.push((
+                        "url",
+                        "asks for sslmode=require, but TLS to the database is not supported yet: \
+                     keep the database on a private network (sslmode=disable)"
+                            .to_owned(),
+                    ))
+                }
+                Ok(_) => {}
+            }
         }
         if !(1..=1024).contains(&self.pool_size) {
             out.push(("pool_size", "must be within 1..=1024".to_owned()));
@@ -95,31 +107,40 @@ impl Settings {
         out
     }
 
-    /// The URL with any password in it replaced by `…`, for logs.
+    /// The URL as parsed, without its password or options, for logs: user, hosts and ports,
+    /// database and `target_session_attrs`.
     pub fn url_for_logs(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            // The key=value form.
-            return self
-                .url
-                .split_whitespace()
-                .map(|kv| match kv.split_once('=') {
-                    Some(("password", _)) => "password=…",
-                    _ => kv,
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
+        let Ok(c) = self.url.parse::<tokio_postgres::Config>() else {
+            return "(a URL that does not parse)".into();
         };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => {
-                let (user, hidden) = match userinfo.split_once(':') {
-                    Some((user, _)) => (user, ":…"),
-                    None => (userinfo, ""),
+        let ports = c.get_ports();
+        let hosts: Vec<String> = c
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let host = match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
                 };
-                format!("{scheme}://{user}{hidden}@{hosts}{path}")
+                match ports.get(i).or(ports.first()) {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                }
+            })
+            .collect();
+        let attrs = match c.get_target_session_attrs() {
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite => {
+                "?target_session_attrs=read-write"
             }
-            None => self.url.clone(),
-        }
+            _ => "",
+        };
+        format!(
+            "postgres://{}@{}/{}{attrs}",
+            c.get_user().unwrap_or(""),
+            hosts.join(","),
+            c.get_dbname().unwrap_or("")
+        )
     }
 
     fn client_config(&self) -> Result<tokio_postgres::Config, StoreError> {
@@ -185,6 +206,10 @@ pub struct PgStore {
     queries: Arc<Vec<Queries>>,
     /// Per space, the commits applied through this store that wrote to it.
     commits: [AtomicU64; Space::ALL.len()],
+    /// This process's hold on the database (see `holder.rs`).
+    holder: String,
+    /// Set when another process took the hold over: nothing is committed after.
+    lost: Arc<AtomicBool>,
 }
 
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
@@ -217,8 +242,32 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 impl PgStore {
-    /// Connects, creates or migrates the schema, and checks it is one this binary knows.
+    /// Connects, creates or migrates the schema (refusing one newer than this binary knows),
+    /// and takes the database for this process; refuses a database a fill left half-done.
     pub fn open(settings: &Settings) -> Result<PgStore, StoreError> {
+        let store = PgStore::connect(settings)?;
+        if let Some(what) = store.run(|pool, _| async move { holder::filling(&pool).await })? {
+            return Err(holder::half_filled(&what));
+        }
+        Ok(store)
+    }
+
+    /// Opens the database for `omo-cloud {what}` (`migrate`, `restore`) to fill: it must hold
+    /// nothing, or be what an interrupted fill left (emptied, to start over). Until
+    /// [`PgStore::finish_fill`], `open` refuses it.
+    pub fn open_to_fill(settings: &Settings, what: &str) -> Result<PgStore, StoreError> {
+        let store = PgStore::connect(settings)?;
+        let what = what.to_owned();
+        store.run(|pool, _| async move { holder::begin_fill(&pool, &what).await })?;
+        Ok(store)
+    }
+
+    /// The fill is complete: the database may be served.
+    pub fn finish_fill(&self) -> Result<(), StoreError> {
+        self.run(|pool, _| async move { holder::end_fill(&pool).await })
+    }
+
+    fn connect(settings: &Settings) -> Result<PgStore, StoreError> {
         let config = settings.client_config()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -226,6 +275,14 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::backend("starting the PostgreSQL engine", e))?;
+        // Each host is tried in turn, each within the connect timeout.
+        let hosts = u64::try_from(config.get_hosts().len().max(1)).unwrap_or(1);
+        let create =
+            Duration::from_millis(settings.connect_timeout_ms.saturating_mul(hosts) + 1000);
+        let statement = match settings.statement_timeout_ms {
+            0 => Duration::from_secs(30),
+            ms => Duration::from_millis(ms),
+        };
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -233,24 +290,40 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let wait = Duration::from_millis(settings.connect_timeout_ms.saturating_mul(2));
-        let pool = {
+        let built = {
             let _entered = runtime.enter();
             Pool::builder(manager)
                 .max_size(settings.pool_size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
-                .wait_timeout(Some(wait))
-                .create_timeout(Some(wait))
+                // A caller waits for a connection at most while one is made, or one in use
+                // finishes its statement.
+                .wait_timeout(Some(create + statement))
+                .create_timeout(Some(create))
                 .build()
-                .map_err(|e| StoreError::backend("the PostgreSQL pool", e))?
         };
-        let store = PgStore {
+        let pool = match built {
+            Ok(pool) => pool,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(StoreError::backend("the PostgreSQL pool", e));
+            }
+        };
+        let mut store = PgStore {
             runtime: Some(runtime),
             pool,
             queries: Arc::new(Space::ALL.into_iter().map(Queries::of).collect()),
             commits: Default::default(),
+            holder: String::new(),
+            lost: Arc::new(AtomicBool::new(false)),
         };
         store.run(|pool, _| async move { schema::migrate(&pool).await })?;
+        store.holder = store.run(|pool, _| async move { holder::take(&pool).await })?;
+        let (pool, id, lost) = (store.pool.clone(), store.holder.clone(), store.lost.clone());
+        store
+            .runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .spawn(holder::keep(pool, id, lost));
         Ok(store)
     }
 
@@ -320,6 +393,12 @@ fn limit(n: usize) -> Param {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
+        if !self.holder.is_empty() {
+            let id = self.holder.clone();
+            if let Err(e) = self.run(|pool, _| async move { holder::release(&pool, &id).await }) {
+                tracing::warn!(error = %e, "letting the database go failed (its hold expires)");
+            }
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
@@ -483,14 +562,26 @@ impl Store for PgStore {
         if commit.writes.is_empty() && commit.expects.is_empty() {
             return Ok(());
         }
+        if self.lost.load(Ordering::Acquire) {
+            return Err(StoreError::Backend(
+                "PostgreSQL: another omo-cloud took this database over while this one stalled: \
+                 restart it"
+                    .into(),
+            ));
+        }
         let plan = Plan::of(commit);
         let written: Vec<Space> = plan.writes.keys().copied().collect();
-        self.run(move |pool, queries| async move { apply(&pool, &queries, &plan).await })?;
-        // Counted once applied, so a count taken before a read never hides this one.
-        for space in written {
-            self.commits[space.index()].fetch_add(1, Ordering::Release);
+        let result =
+            self.run(move |pool, queries| async move { apply(&pool, &queries, &plan).await });
+        // Counted once applied, so a count taken before a read never hides this one; and after
+        // a failure whose outcome is unknown (the connection broke at COMMIT), so what was read
+        // is read again.
+        if !matches!(result, Err(StoreError::Conflict { .. })) {
+            for space in written {
+                self.commits[space.index()].fetch_add(1, Ordering::Release);
+            }
         }
-        Ok(())
+        result
     }
 
     /// A commit is durable when PostgreSQL acknowledges it (`synchronous_commit`, on by
@@ -499,8 +590,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    /// The commits this process applied. Another instance's commits are not counted yet:
-    /// one instance per database until the several-instances step of issue 32.
+    /// The commits this process applied: it alone holds the database (see `holder.rs`).
     fn commits_to(&self, space: Space) -> u64 {
         self.commits[space.index()].load(Ordering::Acquire)
     }

@@ -34,7 +34,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE omo_meta (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE omo_campaigns (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE omo_purchases (k bytea PRIMARY KEY, v bytea NOT NULL);
-     CREATE TABLE omo_profiles (k bytea PRIMARY KEY, v bytea NOT NULL);",
+     CREATE TABLE omo_profiles (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE omo_holder (
+         one int PRIMARY KEY CHECK (one = 1),
+         holder text NOT NULL,
+         host text NOT NULL,
+         pid int NOT NULL,
+         expires_at timestamptz NOT NULL
+     );",
 ];
 
 /// The schema version this binary writes.
@@ -43,14 +50,23 @@ pub const VERSION: i32 = MIGRATIONS.len() as i32;
 /// Attempts at migrating before giving up (each failure is another instance migrating too).
 const ATTEMPTS: u32 = 20;
 
-/// Creates or migrates the schema to [`VERSION`]; refuses a newer one.
+/// Creates or migrates the schema to [`VERSION`]; refuses a newer one. A database already at
+/// this version is only read (a role without CREATE may run the cloud).
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
+    let mut last = None;
     for _ in 0..ATTEMPTS {
+        match current(&client).await {
+            Ok(Some(found)) if found > VERSION => return Err(too_new(found)),
+            Ok(Some(found)) if found == VERSION => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(pg_error(e)),
+        }
         match step(&mut client).await {
             Ok(found) if found > VERSION => return Err(too_new(found)),
             Ok(_) => return Ok(()),
             Err(e) if raced(&e) => {
+                last = Some(pg_error(e));
                 tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(5..50)))
                     .await;
             }
@@ -58,8 +74,21 @@ pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         }
     }
     Err(StoreError::Backend(format!(
-        "PostgreSQL: the schema migration lost {ATTEMPTS} races with other instances"
+        "PostgreSQL: creating the schema failed {ATTEMPTS} times, last with: {}",
+        last.map_or_else(String::new, |e| e.to_string())
     )))
+}
+
+/// The schema version stored, if the schema exists.
+async fn current(client: &deadpool_postgres::Client) -> Result<Option<i32>, tokio_postgres::Error> {
+    match client
+        .query_opt("SELECT version FROM omo_schema WHERE one = 1", &[])
+        .await
+    {
+        Ok(row) => Ok(row.map(|r| r.get(0))),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether `e` is another instance's migration getting there first.
@@ -94,7 +123,8 @@ async fn step(client: &mut deadpool_postgres::Client) -> Result<i32, tokio_postg
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS omo_schema (
              one int PRIMARY KEY CHECK (one = 1),
-             version int NOT NULL
+             version int NOT NULL,
+             filling text
          )",
     )
     .await?;

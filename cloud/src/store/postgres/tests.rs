@@ -21,32 +21,19 @@ fn open_err(settings: &Settings) -> String {
     }
 }
 
+/// Runs `sql` in the database of `settings` on the test cluster.
+fn sql(settings: &Settings, sql: &str) {
+    let db = settings.url.rsplit('/').next().unwrap();
+    testing::cluster().unwrap().execute_in(db, sql).unwrap();
+}
+
 #[test]
 fn a_schema_newer_than_the_binary_is_refused_with_both_versions() {
     let Some(settings) = fresh_database() else {
         return;
     };
     drop(PgStore::open(&settings).unwrap());
-    let db = settings.url.rsplit('/').next().unwrap().to_owned();
-    let cluster = testing::cluster().unwrap();
-    let mut config: tokio_postgres::Config = cluster.url(&db).parse().unwrap();
-    config.password(cluster.password());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let (client, conn) = config.connect(NoTls).await.unwrap();
-                tokio::spawn(conn);
-                client
-                    .execute("UPDATE omo_schema SET version = 99", &[])
-                    .await
-                    .unwrap();
-            })
-    })
-    .join()
-    .unwrap();
+    sql(&settings, "UPDATE omo_schema SET version = 99");
     let err = open_err(&settings);
     assert!(
         err.contains("version 99") && err.contains(&format!("({})", schema::VERSION)),
@@ -101,6 +88,11 @@ fn settings_name_each_problem_by_key() {
         ..Settings::default()
     };
     assert!(multi.problems().is_empty(), "{:?}", multi.problems());
+    let tls = Settings {
+        url: "postgres://omo@db1/omo?sslmode=require".into(),
+        ..Settings::default()
+    };
+    assert!(tls.problems()[0].1.contains("TLS"), "{:?}", tls.problems());
     assert!(!format!(
         "{:?}",
         Settings {
@@ -113,42 +105,127 @@ fn settings_name_each_problem_by_key() {
 
 #[test]
 fn logs_never_show_a_password() {
-    let url = |u: &str| {
-        Settings {
-            url: u.into(),
+    for url in [
+        "postgres://omo:s3cret@db1:5432,db2/omo?target_session_attrs=read-write",
+        "postgres://omo:s3/c?r@et@db1/omo",
+        "postgresql://omo@db1/omo?password=s3cret",
+        "host=db1 user=omo password='s3 cret' dbname=omo",
+    ] {
+        let settings = Settings {
+            url: url.into(),
+            password: Some("s3cret".into()),
             ..Settings::default()
+        };
+        for shown in [settings.url_for_logs(), format!("{settings:?}")] {
+            assert!(!shown.contains("s3"), "{url} shown as {shown}");
+            assert!(shown.contains("db1") && shown.contains("omo"), "{shown}");
         }
-        .url_for_logs()
+    }
+    let multi = Settings {
+        url: "postgres://omo@db1:5432,db2:5433/omo?target_session_attrs=read-write".into(),
+        ..Settings::default()
     };
     assert_eq!(
-        url("postgres://omo:s3cret@db1:5432,db2/omo?target_session_attrs=read-write"),
-        "postgres://omo:…@db1:5432,db2/omo?target_session_attrs=read-write"
-    );
-    assert_eq!(url("postgresql://omo@db/omo"), "postgresql://omo@db/omo");
-    assert_eq!(
-        url("host=db user=omo password=s3cret"),
-        "host=db user=omo password=…"
+        multi.url_for_logs(),
+        "postgres://omo@db1:5432,db2:5433/omo?target_session_attrs=read-write"
     );
 }
 
+/// Processes starting at once on a fresh database: the schema is made once, one process
+/// holds the database, the others are refused naming it; once it lets go another may take it.
 #[test]
-fn instances_starting_at_once_migrate_once() {
+fn one_process_holds_the_database_and_the_others_are_refused() {
     let Some(settings) = fresh_database() else {
         return;
     };
     let opened: Vec<_> = (0..4)
         .map(|_| {
             let s = settings.clone();
-            std::thread::spawn(move || PgStore::open(&s).map(|_| ()))
+            std::thread::spawn(move || PgStore::open(&s))
         })
+        .map(|t| t.join().unwrap())
         .collect();
-    for t in opened {
-        t.join().unwrap().unwrap();
+    let (held, refused): (Vec<_>, Vec<_>) = opened.into_iter().partition(Result::is_ok);
+    assert_eq!(held.len(), 1);
+    for e in refused {
+        let e = e.err().unwrap().to_string();
+        assert!(e.contains("holds this database until"), "{e}");
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
     }
-    let s = PgStore::open(&settings).unwrap();
+    let store = held.into_iter().next().unwrap().unwrap();
     let mut c = Commit::new();
     c.put(Space::Meta, b"k".to_vec(), b"v".to_vec());
-    s.commit(c).unwrap();
+    store.commit(c).unwrap();
+    drop(store);
+    let again = PgStore::open(&settings).unwrap();
+    assert_eq!(again.get(Space::Meta, b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+/// A holder on this host whose process is gone (a SIGKILL) is taken over at once; a live one
+/// elsewhere is waited out.
+#[test]
+fn a_holder_whose_process_is_gone_is_taken_over_and_one_elsewhere_is_not() {
+    let Some(settings) = fresh_database() else {
+        return;
+    };
+    drop(PgStore::open(&settings).unwrap());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        return;
+    }
+    let hold = |host: &str, pid: i32| {
+        format!(
+            "INSERT INTO omo_holder VALUES (1, 'crashed', '{host}', {pid}, now() + interval '1 hour')
+             ON CONFLICT (one) DO UPDATE SET holder = EXCLUDED.holder, host = EXCLUDED.host,
+                 pid = EXCLUDED.pid, expires_at = EXCLUDED.expires_at"
+        )
+    };
+    sql(&settings, &hold(&host, i32::MAX));
+    drop(PgStore::open(&settings).unwrap());
+    sql(&settings, &hold("elsewhere", 4242));
+    let err = open_err(&settings);
+    assert!(err.contains("(elsewhere, pid 4242)"), "{err}");
+}
+
+/// A fill (migrate, restore) that stopped half-way leaves a database `open` refuses; the next
+/// fill starts over on an emptied database.
+#[test]
+fn a_half_filled_database_is_refused_until_a_fill_finishes() {
+    let Some(settings) = fresh_database() else {
+        return;
+    };
+    let filling = PgStore::open_to_fill(&settings, "migrate").unwrap();
+    let mut c = Commit::new();
+    c.put(Space::Registry, b"half".to_vec(), b"way".to_vec());
+    filling.commit(c).unwrap();
+    drop(filling);
+    let err = open_err(&settings);
+    assert!(err.contains("`omo-cloud migrate`, which stopped"), "{err}");
+    let again = PgStore::open_to_fill(&settings, "migrate").unwrap();
+    assert_eq!(
+        again.get(Space::Registry, b"half").unwrap(),
+        None,
+        "started over"
+    );
+    let mut c = Commit::new();
+    c.put(Space::Registry, b"whole".to_vec(), b"1".to_vec());
+    again.commit(c).unwrap();
+    again.finish_fill().unwrap();
+    drop(again);
+    let served = PgStore::open(&settings).unwrap();
+    assert_eq!(
+        served.get(Space::Registry, b"whole").unwrap(),
+        Some(b"1".to_vec())
+    );
+    drop(served);
+    // A finished fill's database is not emptied by another: it is refused.
+    let err = PgStore::open_to_fill(&settings, "restore")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("already holds data"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
