@@ -1,11 +1,13 @@
-//! The visit stage and the decision stage through the real store (sled), one core each in turn:
+//! The visit stage and the decision stage through the real store, one core each in turn, on
+//! sled and then on PostgreSQL (a throwaway local cluster, when one can be started here):
 //! the event log holds what `omo-sim load` sends at its defaults — 100,000 customers with
 //! static beacons cycling through 60 s visits (an enter, a stay every 5 s, an exit) at one of
 //! 1,000 gateways in 100 stores, 10,000 events/s of log time with a tick every second — and
 //! each stage runs from offset zero until it has read everything. Prints events/s for the
 //! visit stage and transitions/s for the decision stage. Target: each ≥ 50,000/s.
 //!
-//! `cargo bench -p omo-cloud --bench stages` (`-- --rate N --seconds S --customers M`).
+//! `cargo bench -p omo-cloud --bench stages` (`-- --rate N --seconds S --customers M`;
+//! `--engines sled` or `--engines postgres` for one of them).
 
 mod common;
 
@@ -19,6 +21,8 @@ use omo_cloud::identity::{new_customer, save_customer};
 use omo_cloud::ingest::record::{GatewayEvent, Record};
 use omo_cloud::registry::{replace_site, Registry};
 use omo_cloud::store::event_log::EventLog;
+use omo_cloud::store::postgres::cluster::LocalCluster;
+use omo_cloud::store::postgres::{PgStore, Settings};
 use omo_cloud::store::sled_store::SledStore;
 use omo_cloud::store::{Commit, Space, Store};
 use omo_cloud::visits::engine::VisitParams;
@@ -138,11 +142,41 @@ fn log(customers: usize, rate: u64, seconds: u64) -> Vec<Record> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let engines = std::env::args()
+        .skip_while(|a| a != "--engines")
+        .nth(1)
+        .unwrap_or_else(|| "sled,postgres".into());
+    for engine in engines.split(',') {
+        match engine {
+            "sled" => {
+                let dir = tempfile::tempdir()?;
+                bench("sled", &SledStore::open(dir.path(), 256 << 20)?)?;
+            }
+            "postgres" => match LocalCluster::start() {
+                Ok(cluster) => {
+                    cluster
+                        .create_database("bench")
+                        .map_err(anyhow::Error::msg)?;
+                    let store = PgStore::open(&Settings {
+                        url: cluster.url("bench"),
+                        password: Some(cluster.password().to_owned()),
+                        ..Settings::default()
+                    })?;
+                    bench("postgres", &store)?;
+                }
+                Err(why) => println!("postgres: not measured: {why}"),
+            },
+            other => anyhow::bail!("--engines: {other:?} is not sled or postgres"),
+        }
+    }
+    Ok(())
+}
+
+/// Fills `store` with the site, the customers, a campaign and the log; runs each stage over it.
+fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
     let rate = arg("--rate", 10_000);
     let seconds = arg("--seconds", 30);
     let customers = arg("--customers", 100_000) as usize;
-    let dir = tempfile::tempdir()?;
-    let store = SledStore::open(dir.path(), 256 << 20)?;
     let site = Site::parse(&site(), false).map_err(|p| anyhow::anyhow!("{p:?}"))?;
     store.commit(replace_site(&Registry::default(), &site)?)?;
     for from in (0..customers).step_by(1000) {
@@ -153,7 +187,7 @@ fn main() -> anyhow::Result<()> {
             customer.beacons = vec![beacon_of(i)];
             customer.consent.line = true;
             customer.consent.location = true;
-            c.extend(save_customer(&store, None, &customer)?);
+            c.extend(save_customer(store, None, &customer)?);
         }
         store.commit(c)?;
     }
@@ -173,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .filter(|r| matches!(r, Record::Gateway(_)))
         .count();
-    let mut writer = EventLog::open(&store)?;
+    let mut writer = EventLog::open(store)?;
     for chunk in records.chunks(2000) {
         let mut c = Commit::new();
         for r in chunk {
@@ -182,7 +216,7 @@ fn main() -> anyhow::Result<()> {
         store.commit(c)?;
     }
     store.flush()?;
-    let registry = Arc::new(RwLock::new(Registry::load(&store)?));
+    let registry = Arc::new(RwLock::new(Registry::load(store)?));
 
     let inputs = Inputs {
         registry: registry.clone(),
@@ -195,13 +229,13 @@ fn main() -> anyhow::Result<()> {
         id_key: [9; 32],
         profiles: Default::default(),
     };
-    let mut stage = VisitStage::open(&store, &inputs)?;
+    let mut stage = VisitStage::open(store, &inputs)?;
     let started = Instant::now();
-    let read = until_caught_up(|| stage.step(&store, &inputs))?;
+    let read = until_caught_up(|| stage.step(store, &inputs))?;
     let visits_s = started.elapsed().as_secs_f64();
     let transitions = store.scan(Space::Transitions, &[], usize::MAX)?.len();
     println!(
-        "visit stage: {events} events ({read} log records with ticks, {seconds} s at {rate}/s, {customers} customers) in {visits_s:.2} s: {:.0} events/s; {transitions} transitions",
+        "{engine}: visit stage: {events} events ({read} log records with ticks, {seconds} s at {rate}/s, {customers} customers) in {visits_s:.2} s: {:.0} events/s; {transitions} transitions",
         events as f64 / visits_s
     );
 
@@ -213,13 +247,13 @@ fn main() -> anyhow::Result<()> {
         profiles: Default::default(),
     };
     let started = Instant::now();
-    let decided = until_caught_up(|| decisions::step(&store, &inputs))?;
+    let decided = until_caught_up(|| decisions::step(store, &inputs))?;
     let decide_s = started.elapsed().as_secs_f64();
     let deliveries =
-        omo_cloud::store::barrier::scan_prefix(&store, Space::Campaigns, b"delivery/", usize::MAX)?
+        omo_cloud::store::barrier::scan_prefix(store, Space::Campaigns, b"delivery/", usize::MAX)?
             .len();
     println!(
-        "decision stage: {decided} transitions in {decide_s:.2} s: {:.0} transitions/s; {deliveries} delivery rows",
+        "{engine}: decision stage: {decided} transitions in {decide_s:.2} s: {:.0} transitions/s; {deliveries} delivery rows",
         decided as f64 / decide_s
     );
     Ok(())

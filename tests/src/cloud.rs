@@ -104,6 +104,23 @@ impl CloudUnderTest {
         Ok(cloud)
     }
 
+    /// Like [`CloudUnderTest::new`], its state in the (empty) PostgreSQL database at `url`.
+    pub fn on_postgres(
+        gateways: Vec<Creds>,
+        url: &str,
+        password: &str,
+    ) -> anyhow::Result<CloudUnderTest> {
+        let mut cloud = CloudUnderTest::empty(gateways, None)?;
+        cloud.use_postgres(url, password)?;
+        cloud.command(&[
+            "import",
+            &cloud.path("site.toml"),
+            "--config",
+            &cloud.path("cloud.toml"),
+        ])?;
+        Ok(cloud)
+    }
+
     /// Like [`CloudUnderTest::new`] but with nothing in the data dir (the site file is
     /// written, not imported): for a restore.
     pub fn empty(

@@ -304,6 +304,41 @@ pub fn beacon_carrier(store: &dyn Store, beacon: &BeaconId) -> Result<Option<Str
     lookup(store, &keys::beacon(&beacon.to_string()))
 }
 
+/// The customers carrying each of `beacons` (non-rotating ids), in their order: one read.
+pub fn beacon_carriers(
+    store: &dyn Store,
+    beacons: &[BeaconId],
+) -> Result<Vec<Option<String>>, StoreError> {
+    let keys: Vec<Vec<u8>> = beacons
+        .iter()
+        .map(|b| keys::beacon(&b.to_string()).into_bytes())
+        .collect();
+    Ok(store
+        .get_many(Space::Identity, &keys)?
+        .into_iter()
+        .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        .collect())
+}
+
+/// The customers `ids` name, in their order (`None`: unknown or erased): one read.
+pub fn customers(store: &dyn Store, ids: &[String]) -> Result<Vec<Option<Customer>>, StoreError> {
+    let keys: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| keys::customer(id).into_bytes())
+        .collect();
+    store
+        .get_many(Space::Identity, &keys)?
+        .into_iter()
+        .zip(ids)
+        .map(|(v, id)| match v {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                StoreError::Backend(format!("identity record {}: {e}", keys::customer(id)))
+            }),
+        })
+        .collect()
+}
+
 pub fn customer(store: &dyn Store, id: &str) -> Result<Option<Customer>, StoreError> {
     Ok(read(store, &keys::customer(id))?.map(|(c, _)| c))
 }

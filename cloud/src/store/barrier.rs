@@ -65,6 +65,10 @@ impl Store for BarrierStore {
         self.inner.get(space, key)
     }
 
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.inner.get_many(space, keys)
+    }
+
     fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.inner.scan(space, from, limit)
     }

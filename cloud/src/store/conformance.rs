@@ -19,6 +19,7 @@ macro_rules! store_conformance {
         $crate::store::conformance::store_conformance!(@tests $fixture;
             commits_are_atomic_across_spaces_and_checked,
             the_last_write_of_a_key_in_a_commit_wins,
+            many_keys_read_at_once_come_back_in_their_order,
             commits_are_counted_per_space_they_write_once_applied,
             scans_keep_byte_order_limits_and_ranges,
             every_space_keeps_its_own_keys,
@@ -119,6 +120,28 @@ pub fn the_last_write_of_a_key_in_a_commit_wins(f: &dyn Fixture) {
     assert_eq!(s.get(Space::Meta, b"k").unwrap(), Some(b"2".to_vec()));
     assert_eq!(s.get(Space::Meta, b"gone").unwrap(), None);
     assert_eq!(s.get(Space::Meta, b"back").unwrap(), Some(b"3".to_vec()));
+}
+
+pub fn many_keys_read_at_once_come_back_in_their_order(f: &dyn Fixture) {
+    let s = f.open();
+    put(s.as_ref(), Space::Identity, b"a", b"1");
+    put(s.as_ref(), Space::Identity, b"c", b"");
+    put(s.as_ref(), Space::Visits, b"b", b"other space");
+    let keys: Vec<Vec<u8>> = [&b"c"[..], b"b", b"a", b"a", b"zz"]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+    assert_eq!(
+        s.get_many(Space::Identity, &keys).unwrap(),
+        [
+            Some(vec![]),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"1".to_vec()),
+            None
+        ]
+    );
+    assert!(s.get_many(Space::Identity, &[]).unwrap().is_empty());
 }
 
 pub fn commits_are_counted_per_space_they_write_once_applied(f: &dyn Fixture) {

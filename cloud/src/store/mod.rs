@@ -223,6 +223,12 @@ pub fn ids_in_range(
 pub trait Store: Send + Sync {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The values of `keys`, in their order: one round trip on an engine across a network
+    /// (a stage reads what a step needs at once), a loop of `get` elsewhere.
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(space, k)).collect()
+    }
+
     /// Up to `limit` entries with keys at or after `from`, in key order.
     fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
 

@@ -144,15 +144,19 @@ impl VisitStage {
         let mut folded = Folded::default();
         let mut located = std::mem::take(&mut self.located);
         located.start_step(store);
-        for (offset, bytes) in &records {
-            match Record::decode(bytes) {
-                Ok(record) => {
-                    self.fold(record, *offset, (store, inputs), &mut located, &mut folded)?
-                }
+        let decoded: Vec<(u64, Record)> = records
+            .iter()
+            .filter_map(|(offset, bytes)| match Record::decode(bytes) {
+                Ok(record) => Some((*offset, record)),
                 Err(e) => {
-                    tracing::error!(offset, error = %e, "unreadable event-log record skipped")
+                    tracing::error!(offset, error = %e, "unreadable event-log record skipped");
+                    None
                 }
-            }
+            })
+            .collect();
+        located.prefetch(store, &decoded.iter().map(|(_, r)| r).collect::<Vec<_>>())?;
+        for (offset, record) in decoded {
+            self.fold(record, offset, (store, inputs), &mut located, &mut folded)?
         }
         located.count_skipped();
         self.located = located;

@@ -10,6 +10,9 @@
 //! runs; it prints the ingest rate while the sweep ran against the baseline's, and how long the
 //! sweep took. Target: within 20 % with N = 1,000,000.
 //!
+//! `--engine postgres` keeps the cloud's state in a throwaway local PostgreSQL cluster instead
+//! of sled, and prints the database's CPU beside the cloud's.
+//!
 //! Build first: `cargo build --release -p omo-cloud --features failpoints -p omo-tests`, then run
 //! `target/release/omo-cloud-load`.
 
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use omo_cloud::store::postgres::cluster::LocalCluster;
 use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
 use omo_device_config::{SeqRanges, Timestamp};
 use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, Outbound};
@@ -124,6 +128,8 @@ struct Measured {
     events: u64,
     seconds: f64,
     cloud_cpu: f64,
+    /// The database's CPU (PostgreSQL only).
+    db_cpu: Option<f64>,
     self_cpu: f64,
     rss_mb: f64,
     stored: u64,
@@ -145,8 +151,22 @@ async fn run(
     creds: &[Creds],
     (seconds, window, size): (u64, u64, u64),
     expired: u64,
+    postgres: Option<&LocalCluster>,
 ) -> anyhow::Result<Measured> {
-    let mut cloud = CloudUnderTest::new(creds.to_vec(), None)?;
+    let mut cloud = match postgres {
+        None => CloudUnderTest::new(creds.to_vec(), None)?,
+        Some(cluster) => {
+            let db = format!(
+                "load{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis()
+            );
+            cluster.create_database(&db).map_err(anyhow::Error::msg)?;
+            CloudUnderTest::on_postgres(creds.to_vec(), &cluster.url(&db), cluster.password())?
+        }
+    };
     cloud.set_outbound(Outbound {
         sections: "[retention]\nsweep_interval_s = 5\n".into(),
         ..Outbound::default()
@@ -174,12 +194,21 @@ async fn run(
         }));
     }
     tokio::time::sleep(warmup).await;
-    let snapshot = || -> anyhow::Result<(u64, f64, f64, Instant)> {
+    let db_cpu = || -> f64 {
+        postgres.map_or(0.0, |c| {
+            c.processes()
+                .into_iter()
+                .filter_map(|p| cpu_seconds(p).ok())
+                .sum()
+        })
+    };
+    let snapshot = || -> anyhow::Result<(u64, f64, f64, Instant, f64)> {
         Ok((
             acked.load(Ordering::Relaxed),
             cpu_seconds(pid)?,
             cpu_seconds(std::process::id())?,
             Instant::now(),
+            db_cpu(),
         ))
     };
     // Both runs read /metrics every 100 ms, so they load the cloud alike.
@@ -222,6 +251,7 @@ async fn run(
         events: to.0 - from.0,
         seconds,
         cloud_cpu: 100.0 * (to.1 - from.1) / seconds,
+        db_cpu: postgres.map(|_| 100.0 * (to.4 - from.4) / seconds),
         self_cpu: 100.0 * (to.2 - from.2) / seconds,
         rss_mb: rss as f64 / 1024.0,
         stored,
@@ -234,6 +264,9 @@ fn print(label: &str, m: &Measured) {
         "{label}: stored and acked {:.0} events/s ({} events in {:.1} s); omo-cloud CPU {:.0} % of one core, peak RSS {:.1} MB; load generator CPU {:.0} %",
         m.rate, m.events, m.seconds, m.cloud_cpu, m.rss_mb, m.self_cpu
     );
+    if let Some(db) = m.db_cpu {
+        println!("  PostgreSQL CPU {db:.0} % of one core");
+    }
     if let Some((deleted, seconds)) = m.swept {
         println!(
             "  the sweeper deleted {deleted:.0} expired observations in {seconds:.1} s ({:.0}/s)",
@@ -253,16 +286,26 @@ async fn main() -> anyhow::Result<()> {
     let window = arg("--window", 8)?;
     let size = arg("--batch", 20)?;
     let expired = arg("--expired", 0)?;
+    let engine = std::env::args()
+        .skip_while(|a| a != "--engine")
+        .nth(1)
+        .unwrap_or_else(|| "sled".into());
+    let cluster = match engine.as_str() {
+        "sled" => None,
+        "postgres" if expired > 0 => anyhow::bail!("--expired runs on sled only"),
+        "postgres" => Some(LocalCluster::start().map_err(anyhow::Error::msg)?),
+        other => anyhow::bail!("--engine: {other:?} is not sled or postgres"),
+    };
     let creds: Vec<Creds> = (0..gateways)
         .map(|i| Creds::new(&format!("s{}", i % 4), &format!("load-{i}")))
         .collect::<Result<_, _>>()?;
     println!(
         "gateways {gateways}, batches of {size}, window {window}, measured after a 2 s warm-up"
     );
-    let base = run(&creds, (seconds, window, size), 0).await?;
-    print("ingest alone", &base);
+    let base = run(&creds, (seconds, window, size), 0, cluster.as_ref()).await?;
+    print(&format!("ingest alone ({engine})"), &base);
     if expired > 0 {
-        let swept = run(&creds, (seconds, window, size), expired).await?;
+        let swept = run(&creds, (seconds, window, size), expired, None).await?;
         print(
             &format!("ingest while the retention sweeper deletes {expired} expired observations"),
             &swept,

@@ -293,6 +293,39 @@ impl LocalCluster {
         .map_err(|_| "the SQL thread panicked".to_owned())?
     }
 
+    /// The server's processes now: the postmaster and its children (one per connection and
+    /// its background workers), for measuring the database's CPU.
+    pub fn processes(&self) -> Vec<u32> {
+        let pid_file = self.root.join("data").join("postmaster.pid");
+        let Some(main) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let parent_of = |pid: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command name in parentheses: state, then the parent's pid.
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        let mut out = vec![main];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                    if parent_of(pid) == Some(main) {
+                        out.push(pid);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Stops the server and removes its directory (what dropping it does).
     pub fn stop(&mut self) {
         if let Some((mut child, mut stdin)) = self.server.take() {

@@ -531,6 +531,24 @@ impl Store for PgStore {
         })
     }
 
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = keys.to_vec();
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            self.run(move |pool, queries| async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                let stmt = client
+                    .prepare_cached(&queries[space.index()].get_many)
+                    .await
+                    .map_err(pg_error)?;
+                let rows = client.query(&stmt, &[&wanted]).await.map_err(pg_error)?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            })?;
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
     fn scan(&self, space: Space, from: &[u8], n: usize) -> Result<Vec<Entry>, StoreError> {
         let params = vec![Param::Bytes(from.to_vec()), limit(n)];
         self.rows(space, |q| &q.scan, params)

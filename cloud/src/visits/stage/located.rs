@@ -3,6 +3,7 @@
 use omo_device_config::BeaconId;
 
 use crate::identity;
+use crate::ingest::record::Record;
 use crate::store::{Space, Store, StoreError};
 
 /// What the stage has read of its customers' identity — whether each is known and consents
@@ -42,6 +43,53 @@ impl Located {
         }
         self.unconsented = 0;
         self.unknown = 0;
+    }
+
+    /// Reads at once what the folding of `records` will ask about — the carriers of the
+    /// non-rotating beacon ids gateways heard, and whether each customer named is known and
+    /// consents — so an engine across a network answers in two round trips, not one per id.
+    pub(super) fn prefetch(
+        &mut self,
+        store: &dyn Store,
+        records: &[&Record],
+    ) -> Result<(), StoreError> {
+        let mut beacons: Vec<BeaconId> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Gateway(g) => g.event.as_sighting().map(|(_, s)| s.beacon),
+                _ => None,
+            })
+            .filter(|b| !matches!(b, BeaconId::EddystoneEid { .. }))
+            .filter(|b| !self.beacons.contains_key(b))
+            .collect();
+        beacons.sort_unstable();
+        beacons.dedup();
+        let carriers = identity::beacon_carriers(store, &beacons)?;
+        for (b, c) in beacons.into_iter().zip(carriers) {
+            keep(&mut self.beacons, b, c);
+        }
+        let mut customers: Vec<String> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Gateway(g) => g
+                    .event
+                    .as_sighting()
+                    .and_then(|(_, s)| self.beacons.get(&s.beacon).cloned().flatten()),
+                Record::App(a) => Some(a.customer.clone()),
+                Record::Checkin(c) => Some(c.customer.clone()),
+                Record::Line(l) => Some(l.customer.clone()),
+                Record::Purchase(p) => Some(p.customer.clone()),
+                _ => None,
+            })
+            .filter(|c| !self.of.contains_key(c))
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+        let found = identity::customers(store, &customers)?;
+        for (id, c) in customers.into_iter().zip(found) {
+            keep(&mut self.of, id, c.map(|c| c.consent.location));
+        }
+        Ok(())
     }
 
     /// The customer carrying a (non-rotating) beacon id, if any.
