@@ -211,3 +211,65 @@ async fn a_data_dir_migrates_into_postgresql_and_serves_the_same_state() -> anyh
     restored.stop()?;
     Ok(())
 }
+
+/// PostgreSQL stops mid-stream and comes back: the cloud acknowledges nothing it could not
+/// store (the gateway keeps those events), an HTTP write answers 503, nothing crashes; once the
+/// database is back the gateway's resend is stored once and the cloud goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_acks_nothing_unstored_and_loses_nothing() -> anyhow::Result<()> {
+    let Some(mut pg) = omo_tests::postgres::cluster()? else {
+        return Ok(());
+    };
+    pg.create_database("outage").map_err(anyhow::Error::msg)?;
+    let g1 = Creds::new("s1", "g1")?;
+    let mut cloud =
+        CloudUnderTest::on_postgres(vec![g1.clone()], &pg.url("outage"), pg.password())?;
+    cloud.start()?;
+    let mut gw = MqttGateway::connect(cloud.mqtt_port, &g1, &g1.password).await?;
+    gw.publish_presence(Epoch(5), events(1..=20), SeqRanges::new())
+        .await?;
+    assert_eq!(
+        gw.next_ack(WAIT).await?.expect("acked").seqs,
+        SeqRanges::from_range(1, 20)
+    );
+    cloud.wait_stored("g1", 20).await?;
+
+    tokio::task::block_in_place(|| pg.pause()).map_err(anyhow::Error::msg)?;
+    gw.publish_presence(Epoch(5), events(21..=40), SeqRanges::new())
+        .await?;
+    assert!(
+        gw.next_ack(Duration::from_secs(5)).await?.is_none(),
+        "nothing is acknowledged while the database is down"
+    );
+    let install = || CloudUnderTest::install_for_member("ios", "m-1");
+    let (status, body) = cloud
+        .call(Method::POST, "/v1/app/installs", Some(install()), None)
+        .await?;
+    assert_eq!(status, 503, "{body}");
+    tokio::task::block_in_place(|| pg.resume()).map_err(anyhow::Error::msg)?;
+
+    // The gateway resends what was not acknowledged (with some that was): each stored once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        gw.publish_presence(Epoch(5), events(15..=40), SeqRanges::new())
+            .await?;
+        if let Some(ack) = gw.next_ack(Duration::from_secs(3)).await? {
+            if ack.seqs == SeqRanges::from_range(15, 40) {
+                break;
+            }
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no ack after the database came back\n{}",
+            cloud.log()
+        );
+    }
+    cloud.wait_stored("g1", 40).await?;
+    let (status, body) = cloud
+        .call(Method::POST, "/v1/app/installs", Some(install()), None)
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    drop(gw);
+    cloud.stop()?;
+    Ok(())
+}

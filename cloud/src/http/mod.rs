@@ -122,6 +122,14 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => {
                 ApiError::conflict("the record changed while this request ran; retry")
             }
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "request refused: the store is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the service's storage is unavailable for a moment; retry shortly",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

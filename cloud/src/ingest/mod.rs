@@ -336,10 +336,35 @@ impl Writer {
                 if let Err(e) = self.log.reset(self.store.as_ref()) {
                     tracing::error!(error = %e, "event log position unreadable");
                 }
+                // A commit can fail and still have applied (a database connection lost at
+                // COMMIT): the seqs the store holds of these epochs are the ones stored, so a
+                // resend of them is a duplicate, not stored twice.
+                if let Err(e) = self.reload_ledgers(&group.touched) {
+                    tracing::error!(error = %e, "seq ledgers unreadable after a failed commit");
+                }
                 return;
             }
         }
         self.after_durable(group).await;
+    }
+
+    /// Takes into the ledgers in memory what the store holds of `epochs` (it holds at least
+    /// what memory does).
+    fn reload_ledgers(&mut self, epochs: &BTreeSet<(GatewayId, Epoch)>) -> Result<(), StoreError> {
+        for (gw, epoch) in epochs {
+            for (key, ledger) in [
+                (ledger_key(gw, *epoch), &mut self.ledger),
+                (epochs::rejected_key(gw, *epoch), &mut self.rejected),
+            ] {
+                if let Some(v) = self.store.get(Space::SeqRanges, &key)? {
+                    let ranges: SeqRanges = serde_json::from_slice(&v).map_err(|e| {
+                        StoreError::Backend(format!("seq ranges of {gw}/{epoch}: {e}"))
+                    })?;
+                    ledger.record_stored(gw, *epoch, &ranges);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Adds to the group's commit the seq ledgers (stored and rejected) of the epochs it

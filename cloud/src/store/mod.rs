@@ -150,6 +150,10 @@ pub enum StoreError {
     /// An expectation did not hold: someone else changed the key first; nothing was written.
     #[error("conflict on {space:?} key {key}: it changed since it was read")]
     Conflict { space: Space, key: Hex },
+    /// The store cannot be reached now (a database restarting or failing over). A commit that
+    /// met this may or may not have applied: read again before deciding anything on it.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

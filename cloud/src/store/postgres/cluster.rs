@@ -162,16 +162,26 @@ impl LocalCluster {
         for _ in 0..5 {
             self.port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
             // The shell stops the server when told, or when our end of the pipe closes (this
-            // process ended, however it ended); it removes the directory unless told "keep"
-            // (a failed start, tried again on another port).
+            // process ended, however it ended), and removes the directory unless told "keep"
+            // (a failed start, tried again on another port); "pause" stops the server and
+            // "resume" starts it again, as a database outage would.
             let script = r#"
-                "$1/postgres" -D "$2/data" -p "$3" -c listen_addresses=127.0.0.1 \
-                    -c unix_socket_directories="$2" -c fsync=off -c full_page_writes=off \
-                    -c max_connections=200 >>"$2/log" 2>&1 &
-                pid=$!
-                read -r said
-                kill -INT "$pid" 2>/dev/null
-                wait "$pid"
+                serve() {
+                    "$1/postgres" -D "$2/data" -p "$3" -c listen_addresses=127.0.0.1 \
+                        -c unix_socket_directories="$2" -c fsync=off -c full_page_writes=off \
+                        -c max_connections=200 >>"$2/log" 2>&1 &
+                    pid=$!
+                }
+                serve "$@"
+                said=
+                while read -r said; do
+                    case "$said" in
+                        pause) kill -INT "$pid" 2>/dev/null; wait "$pid"; pid= ;;
+                        resume) serve "$@" ;;
+                        *) break ;;
+                    esac
+                done
+                [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null && wait "$pid"
                 [ "$said" = keep ] || rm -rf "$2"
             "#;
             let _ = std::fs::remove_file(self.root.join("log"));
@@ -225,21 +235,56 @@ impl LocalCluster {
             if text.contains("could not bind") || text.contains("FATAL") {
                 return false;
             }
-            // As this process's user: as the server's, it would look for files in our $HOME.
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .arg("-q")
-                .arg("-h")
-                .arg(&self.root)
-                .args(["-p", &self.port.to_string()])
-                .stdin(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
+            if self.accepts() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Stops the server, as an outage would (the cluster and its data stay); `resume` starts
+    /// it again on the same port.
+    pub fn pause(&mut self) -> Result<(), String> {
+        let (_, stdin) = self.server.as_mut().ok_or("the cluster is stopped")?;
+        stdin
+            .write_all(b"pause\n")
+            .map_err(|e| format!("pausing: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.accepts() {
+            if Instant::now() > deadline {
+                return Err("postgres did not stop".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts the paused server again and waits until it accepts connections.
+    pub fn resume(&mut self) -> Result<(), String> {
+        let (mut child, mut stdin) = self.server.take().ok_or("the cluster is stopped")?;
+        let _ = std::fs::remove_file(self.root.join("log"));
+        let sent = stdin.write_all(b"resume\n");
+        let ready = sent.is_ok() && self.wait_ready(&mut child);
+        self.server = Some((child, stdin));
+        if ready {
+            Ok(())
+        } else {
+            Err("postgres did not start again".into())
+        }
+    }
+
+    /// Whether the server answers now.
+    fn accepts(&self) -> bool {
+        // As this process's user: as the server's, it would look for files in our $HOME.
+        Command::new(self.bin.join("pg_isready"))
+            .arg("-q")
+            .arg("-h")
+            .arg(&self.root)
+            .args(["-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     pub fn port(&self) -> u16 {

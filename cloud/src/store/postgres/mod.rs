@@ -17,6 +17,7 @@
 pub mod cluster;
 mod holder;
 mod schema;
+mod settings;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -27,143 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::{Commit, Entry, Hex, Space, Store, StoreError};
-
-/// `[data.postgres]` in `cloud.toml`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// A libpq-style URL: `postgres://user@host1:5432,host2:5432/omo?target_session_attrs=read-write`
-    /// (several hosts and `target_session_attrs=read-write` follow a failover).
-    pub url: String,
-    /// Connections kept open at most.
-    pub pool_size: usize,
-    /// Longest a statement may run, milliseconds (0: no limit).
-    pub statement_timeout_ms: u64,
-    /// Longest a connection attempt may take, milliseconds.
-    pub connect_timeout_ms: u64,
-    /// The password (better: `OMO_CLOUD_PG_PASSWORD`); a password in the URL is used otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            url: String::new(),
-            pool_size: 8,
-            statement_timeout_ms: 10_000,
-            connect_timeout_ms: 5_000,
-            password: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("url", &self.url_for_logs())
-            .field("pool_size", &self.pool_size)
-            .field("statement_timeout_ms", &self.statement_timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("password", &self.password.as_ref().map(|_| "…"))
-            .finish()
-    }
-}
-
-impl Settings {
-    /// What is wrong with these settings, as (key under `data.postgres`, message).
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if self.url.trim().is_empty() {
-            out.push((
-                "url",
-                "must be set when data.engine is \"postgres\"".to_owned(),
-            ));
-        } else {
-            match self.url.parse::<tokio_postgres::Config>() {
-                Err(e) => out.push(("url", format!("is not a PostgreSQL URL: {e}"))),
-                Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-                    out.push((
-                        "url",
-                        "asks for sslmode=require, but TLS to the database is not supported yet: \
-                     keep the database on a private network (sslmode=disable)"
-                            .to_owned(),
-                    ))
-                }
-                Ok(_) => {}
-            }
-        }
-        if !(1..=1024).contains(&self.pool_size) {
-            out.push(("pool_size", "must be within 1..=1024".to_owned()));
-        }
-        if self.connect_timeout_ms == 0 {
-            out.push(("connect_timeout_ms", "must be at least 1".to_owned()));
-        }
-        out
-    }
-
-    /// The URL as parsed, without its password or options, for logs: user, hosts and ports,
-    /// database and `target_session_attrs`.
-    pub fn url_for_logs(&self) -> String {
-        let Ok(c) = self.url.parse::<tokio_postgres::Config>() else {
-            return "(a URL that does not parse)".into();
-        };
-        let ports = c.get_ports();
-        let hosts: Vec<String> = c
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let host = match h {
-                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-                };
-                match ports.get(i).or(ports.first()) {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                }
-            })
-            .collect();
-        let attrs = match c.get_target_session_attrs() {
-            tokio_postgres::config::TargetSessionAttrs::ReadWrite => {
-                "?target_session_attrs=read-write"
-            }
-            _ => "",
-        };
-        format!(
-            "postgres://{}@{}/{}{attrs}",
-            c.get_user().unwrap_or(""),
-            hosts.join(","),
-            c.get_dbname().unwrap_or("")
-        )
-    }
-
-    fn client_config(&self) -> Result<tokio_postgres::Config, StoreError> {
-        let mut config: tokio_postgres::Config = self
-            .url
-            .parse()
-            .map_err(|e| StoreError::backend("data.postgres.url", e))?;
-        if let Some(pw) = &self.password {
-            config.password(pw);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("omo-cloud");
-        }
-        config.connect_timeout(Duration::from_millis(self.connect_timeout_ms));
-        let timeout = format!("-c statement_timeout={}", self.statement_timeout_ms);
-        let options = match config.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} {timeout}"),
-            _ => timeout,
-        };
-        config.options(&options);
-        Ok(config)
-    }
-}
+pub use settings::Settings;
 
 /// The SQL of one space's table.
 struct Queries {
@@ -212,10 +81,20 @@ pub struct PgStore {
     lost: Arc<AtomicBool>,
 }
 
+/// SQLSTATEs that mean the server is going away or not taking connections yet.
+fn server_unavailable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
     // The server's own message is the useful part ("password authentication failed for
     // user …", "relation … does not exist"); the client's adds the context.
     match e.as_db_error() {
+        Some(db) if server_unavailable(db.code().code()) => StoreError::Unavailable(format!(
+            "PostgreSQL: {} ({})",
+            db.message(),
+            db.code().code()
+        )),
         Some(db) => StoreError::Backend(format!(
             "PostgreSQL: {} ({})",
             db.message(),
@@ -229,7 +108,14 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
                 text.push_str(&format!(": {s}"));
                 source = s.source();
             }
-            StoreError::Backend(text)
+            // No answer from a server: the connection broke or never came.
+            let io = std::error::Error::source(&e)
+                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+            if e.is_closed() || io {
+                StoreError::Unavailable(text)
+            } else {
+                StoreError::Backend(text)
+            }
         }
     }
 }
@@ -237,7 +123,8 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
-        e => StoreError::Backend(format!("PostgreSQL: {e}")),
+        // Timed out waiting for a connection, or making one.
+        e => StoreError::Unavailable(format!("PostgreSQL: {e}")),
     }
 }
 

@@ -250,3 +250,48 @@ async fn it_answers_from_inside_a_current_thread_runtime() {
     assert_eq!(s.get(Space::Meta, b"k").unwrap(), None);
     drop(s);
 }
+
+/// The database goes away and comes back: commits and reads in between fail as
+/// `Unavailable` (nothing panics, nothing hangs past the timeouts); after, the same store
+/// works again with what was committed before.
+#[test]
+fn a_database_outage_is_unavailable_and_the_store_works_after_it() {
+    let mut cluster = match cluster::LocalCluster::start() {
+        Ok(c) => c,
+        Err(why) if testing::required() => panic!("{why}"),
+        Err(_) => return,
+    };
+    cluster.create_database("outage").unwrap();
+    let settings = Settings {
+        url: cluster.url("outage"),
+        password: Some(cluster.password().to_owned()),
+        connect_timeout_ms: 1000,
+        pool_size: 2,
+        ..Settings::default()
+    };
+    let s = PgStore::open(&settings).unwrap();
+    let put = |k: &[u8]| {
+        let mut c = Commit::new();
+        c.put(Space::Meta, k.to_vec(), b"v".to_vec());
+        s.commit(c)
+    };
+    put(b"before").unwrap();
+    cluster.pause().unwrap();
+    for _ in 0..2 {
+        let e = put(b"during").unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        let e = s.get(Space::Meta, b"before").unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    }
+    cluster.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while put(b"after").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.get(Space::Meta, b"before").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(s.get(Space::Meta, b"during").unwrap(), None);
+}
