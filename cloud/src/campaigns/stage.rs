@@ -20,6 +20,7 @@ use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
 use crate::secrets::keyed;
 use crate::store::event_log::{advance, position, report_progress};
+use crate::store::read_through::ReadThrough;
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::funnel::Counts;
 use crate::visits::engine::{Scope, Transition, TransitionKind};
@@ -133,6 +134,36 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
             .try_into()
             .map_err(|_| StoreError::backend("transition key", "not 8 bytes"))?,
     );
+    let transitions: Vec<Transition> = page
+        .iter()
+        // An empty value is a transition about an erased customer.
+        .filter(|(_, bytes)| !bytes.is_empty())
+        .filter_map(
+            |(_, bytes)| match serde_json::from_slice::<Transition>(bytes) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable transition skipped");
+                    None
+                }
+            },
+        )
+        .collect();
+    // The customers and profiles the decisions will read, in two round trips.
+    let ahead = ReadThrough::new(store);
+    let customers = || transitions.iter().map(|t| t.customer.as_str());
+    ahead.read_ahead(
+        Space::Identity,
+        customers()
+            .map(|c| identity::keys::customer(c).into_bytes())
+            .collect(),
+    )?;
+    ahead.read_ahead(
+        Space::Profiles,
+        customers()
+            .map(|c| profiles::keys::profile_key(c).into_bytes())
+            .collect(),
+    )?;
+    let store: &dyn Store = &ahead;
     let campaigns: Vec<Versioned> = stored::all(store)?;
     tracing::debug!(
         transitions = page.len(),
@@ -153,15 +184,8 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         },
     };
     let mut s = Step::default();
-    for (_, bytes) in &page {
-        if bytes.is_empty() {
-            // A transition about an erased customer.
-            continue;
-        }
-        match serde_json::from_slice::<Transition>(bytes) {
-            Ok(t) => s.transition(&cx, &t)?,
-            Err(e) => tracing::error!(error = %e, "unreadable transition skipped"),
-        }
+    for t in &transitions {
+        s.transition(&cx, t)?;
     }
     let sends = s.sends;
     store.commit(s.into_commit(store, (from, last + 1))?)?;

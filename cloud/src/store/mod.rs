@@ -12,6 +12,7 @@ pub mod compact;
 pub(crate) mod conformance;
 pub mod event_log;
 pub mod postgres;
+pub mod read_through;
 pub mod sled_store;
 pub mod sweep;
 #[cfg(test)]
