@@ -259,6 +259,9 @@ pub async fn append(
         Err(e) if e.contains("conflict") => Err(ApiError::conflict(
             "the record changed while this request ran; retry",
         )),
+        Err(e) if e.starts_with("storage unavailable") => {
+            Err(ApiError::from(StoreError::Unavailable(e)))
+        }
         Err(e) => Err(ApiError::internal(e)),
     }
 }

@@ -26,7 +26,7 @@ use crate::config::Role;
 use crate::ingest::record::{PurchaseEvent, Record};
 use crate::ingest::AppendRequest;
 use crate::purchases::{self, PurchaseError, PurchaseIn, Recorded};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::vocab::SaleChannel;
 
 /// An import body may be this large (a history file); other requests keep `http.max_body_bytes`.
@@ -116,6 +116,9 @@ fn purchase_error(e: PurchaseError) -> ApiError {
         PurchaseError::Conflict(order) => ApiError::conflict(format!(
             "order_id {order} was recorded before with other content"
         )),
+        PurchaseError::Store(e) if e.0.starts_with("storage unavailable") => {
+            ApiError::from(StoreError::Unavailable(e.0))
+        }
         PurchaseError::Store(e) => ApiError::internal(e),
     }
 }

@@ -103,6 +103,9 @@ pub struct Writer {
     ledger: SeqLedger,
     /// Seqs acked as rejected (never stored): settled for gap counting, never duplicates.
     rejected: SeqLedger,
+    /// After a failed commit (which may have applied unseen): the epochs whose ledgers must be
+    /// read again from the store, and whether the log position must be, before the next group.
+    stale: Option<BTreeSet<(GatewayId, Epoch)>>,
     next_tick_ms: i64,
     log_end: watch::Sender<u64>,
     open_gaps: HashMap<(GatewayId, Epoch), u64>,
@@ -201,6 +204,7 @@ impl Writer {
             log_end: log_end_tx,
             open_gaps: HashMap::new(),
             epochs,
+            stale: None,
         };
         let all: Vec<(GatewayId, Epoch)> = writer
             .ledger
@@ -222,6 +226,12 @@ impl Writer {
     ) {
         let (mut mqtt_open, mut http_open) = (true, true);
         while mqtt_open || http_open {
+            if let Err(e) = self.recover() {
+                // Nothing more is taken (gateways keep their events) until the store answers.
+                tracing::warn!(error = %e, "ingest waits for the store to answer again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             let mut group = Group::default();
             let wait = self.until_next_tick();
             tokio::select! {
@@ -333,23 +343,35 @@ impl Writer {
                 for (reply, _) in group.replies {
                     let _ = reply.send(Err(e.to_string()));
                 }
-                if let Err(e) = self.log.reset(self.store.as_ref()) {
-                    tracing::error!(error = %e, "event log position unreadable");
-                }
                 // A commit can fail and still have applied (a database connection lost at
-                // COMMIT): the seqs the store holds of these epochs are the ones stored, so a
-                // resend of them is a duplicate, not stored twice.
-                if let Err(e) = self.reload_ledgers(&group.touched) {
-                    tracing::error!(error = %e, "seq ledgers unreadable after a failed commit");
-                }
+                // COMMIT): before the next group, the log position and the seqs the store holds
+                // of these epochs are read again, so a resend of them is a duplicate.
+                self.stale
+                    .get_or_insert_with(BTreeSet::new)
+                    .extend(group.touched);
                 return;
             }
         }
         self.after_durable(group).await;
     }
 
-    /// Takes into the ledgers in memory what the store holds of `epochs` (it holds at least
-    /// what memory does).
+    /// After a failed commit: reads the log position and the touched epochs' ledgers again
+    /// (the store holds at least what memory does). Until it succeeds nothing more is taken.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let Some(epochs) = self.stale.take() else {
+            return Ok(());
+        };
+        let read = self
+            .log
+            .reset(self.store.as_ref())
+            .and_then(|()| self.reload_ledgers(&epochs));
+        if read.is_err() {
+            self.stale = Some(epochs);
+        }
+        read
+    }
+
+    /// Takes into the ledgers in memory what the store holds of `epochs`.
     fn reload_ledgers(&mut self, epochs: &BTreeSet<(GatewayId, Epoch)>) -> Result<(), StoreError> {
         for (gw, epoch) in epochs {
             for (key, ledger) in [

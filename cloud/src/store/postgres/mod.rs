@@ -79,11 +79,17 @@ pub struct PgStore {
     holder: String,
     /// Set when another process took the hold over: nothing is committed after.
     lost: Arc<AtomicBool>,
+    /// The longest a call waits for an answer (a connection, then its statements): a server
+    /// that went silent is `Unavailable` after it, not a hang.
+    answer_within: Duration,
 }
 
 /// SQLSTATEs that mean the server is going away or not taking connections yet.
 fn server_unavailable(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    // 08P01 is a protocol violation: a client's bug, not an outage. 25006: a read-only
+    // transaction, as on a primary demoted by a failover.
+    (code.starts_with("08") && code != "08P01")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
 }
 
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
@@ -202,6 +208,7 @@ impl PgStore {
             commits: Default::default(),
             holder: String::new(),
             lost: Arc::new(AtomicBool::new(false)),
+            answer_within: create + statement * 2 + Duration::from_secs(5),
         };
         store.run(|pool, _| async move { schema::migrate(&pool).await })?;
         store.holder = store.run(|pool, _| async move { holder::take(&pool).await })?;
@@ -224,8 +231,15 @@ impl PgStore {
         let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let work = f(self.pool.clone(), self.queries.clone());
+        let limit = self.answer_within;
         runtime.spawn(async move {
-            let _ = tx.send(work.await);
+            let answer = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "PostgreSQL: no answer within {} s",
+                    limit.as_secs()
+                )))
+            });
+            let _ = tx.send(answer);
         });
         let wait = move || {
             rx.recv()

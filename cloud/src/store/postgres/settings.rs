@@ -129,6 +129,8 @@ impl Settings {
             config.application_name("omo-cloud");
         }
         config.connect_timeout(Duration::from_millis(self.connect_timeout_ms));
+        // A connection whose server went silent is found out in about a minute, not hours.
+        config.keepalives_idle(Duration::from_secs(30));
         let timeout = format!("-c statement_timeout={}", self.statement_timeout_ms);
         let options = match config.get_options() {
             Some(o) if !o.is_empty() => format!("{o} {timeout}"),
