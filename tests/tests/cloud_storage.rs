@@ -26,12 +26,15 @@ fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<PresenceEvent> {
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> anyhow::Result<()> {
-    let g1 = Creds::new("s1", "g1")?;
-    let mut cloud = CloudUnderTest::new(vec![g1.clone()], None)?;
+/// Starts `cloud`, stores gateway `g1`'s events 1..=30 of epoch 3 and one app install
+/// (platform, member id); returns the connected gateway.
+async fn first_day(
+    cloud: &mut CloudUnderTest,
+    g1: &Creds,
+    (platform, member): (&str, &str),
+) -> anyhow::Result<MqttGateway> {
     cloud.start()?;
-    let mut gw = MqttGateway::connect(cloud.mqtt_port, &g1, &g1.password).await?;
+    let mut gw = MqttGateway::connect(cloud.mqtt_port, g1, &g1.password).await?;
     gw.publish_presence(Epoch(3), events(1..=30), SeqRanges::new())
         .await?;
     assert!(gw.next_ack(WAIT).await?.is_some());
@@ -39,12 +42,20 @@ async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> a
         .call(
             Method::POST,
             "/v1/app/installs",
-            Some(CloudUnderTest::install_for_member("ios", "m-9")),
+            Some(CloudUnderTest::install_for_member(platform, member)),
             None,
         )
         .await?;
     assert_eq!(status, 201, "{install}");
     cloud.wait_stored("g1", 30).await?;
+    Ok(gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_and_a_restored_backup_serves_the_same_state() -> anyhow::Result<()> {
+    let g1 = Creds::new("s1", "g1")?;
+    let mut cloud = CloudUnderTest::new(vec![g1.clone()], None)?;
+    let gw = first_day(&mut cloud, &g1, ("ios", "m-9")).await?;
 
     // A power cut: everything acked survives, and the stats stage counts nothing twice.
     drop(gw);
@@ -124,21 +135,7 @@ async fn a_data_dir_migrates_into_postgresql_and_serves_the_same_state() -> anyh
     };
     let g1 = Creds::new("s1", "g1")?;
     let mut cloud = CloudUnderTest::new(vec![g1.clone()], None)?;
-    cloud.start()?;
-    let mut gw = MqttGateway::connect(cloud.mqtt_port, &g1, &g1.password).await?;
-    gw.publish_presence(Epoch(3), events(1..=30), SeqRanges::new())
-        .await?;
-    assert!(gw.next_ack(WAIT).await?.is_some());
-    let (status, install) = cloud
-        .call(
-            Method::POST,
-            "/v1/app/installs",
-            Some(CloudUnderTest::install_for_member("android", "m-7")),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 201, "{install}");
-    cloud.wait_stored("g1", 30).await?;
+    let gw = first_day(&mut cloud, &g1, ("android", "m-7")).await?;
     let backup_dir = cloud.dir.path().join("backup");
     let url = format!("http://127.0.0.1:{}", cloud.http_port);
     cloud.command(&[

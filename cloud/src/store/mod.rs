@@ -262,3 +262,44 @@ pub trait Store: Send + Sync {
     /// engine shared by several instances must count the others' commits too.)
     fn commits_to(&self, space: Space) -> u64;
 }
+
+/// A shared store is a store (`&arc` wherever a `&dyn Store` is wanted).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(space, key)
+    }
+
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (**self).get_many(space, keys)
+    }
+
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        (**self).scan(space, from, limit)
+    }
+
+    fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        (**self).scan_range(space, from, end, limit)
+    }
+
+    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
+        (**self).last(space)
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        (**self).commit(commit)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+
+    fn commits_to(&self, space: Space) -> u64 {
+        (**self).commits_to(space)
+    }
+}

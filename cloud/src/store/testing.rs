@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::postgres::{PgStore, Settings};
 use super::sled_store::SledStore;
-use super::{Commit, Entry, Space, Store, StoreError};
+use super::Store;
 
 /// Where one engine's store for a test lives; it can be opened again (a restart).
 pub enum Place {
@@ -61,57 +61,15 @@ impl Place {
             Place::Postgres(settings) => Arc::new(PgStore::open(settings).expect("postgres")),
         };
         eprintln!("on {}", self.engine());
-        TestStore { inner }
+        inner
     }
 }
 
 impl super::conformance::Fixture for Place {
     fn open(&self) -> Arc<dyn Store> {
-        Arc::new(Place::open(self))
+        Place::open(self)
     }
 }
 
 /// A store opened for a test: any engine, used as `&store` wherever a `&dyn Store` is.
-pub struct TestStore {
-    inner: Arc<dyn Store>,
-}
-
-impl Store for TestStore {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(space, key)
-    }
-
-    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.inner.get_many(space, keys)
-    }
-
-    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan(space, from, limit)
-    }
-
-    fn scan_range(
-        &self,
-        space: Space,
-        from: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan_range(space, from, end, limit)
-    }
-
-    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
-        self.inner.last(space)
-    }
-
-    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.inner.commit(commit)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-
-    fn commits_to(&self, space: Space) -> u64 {
-        self.inner.commits_to(space)
-    }
-}
+pub type TestStore = Arc<dyn Store>;

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::IsolationLevel;
 
-use super::{pg_error, pool_error, schema};
+use super::{must_retry, pg_error, pool_error, schema};
 use crate::store::{Space, StoreError};
 
 /// How long a hold lasts without renewal, milliseconds.
@@ -37,12 +36,6 @@ fn host() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-fn retryable(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-    })
-}
-
 /// Takes the database for this process; returns the holder id. Refuses, naming the holder,
 /// while another live process holds it.
 pub(super) async fn take(pool: &Pool) -> Result<String, StoreError> {
@@ -54,7 +47,7 @@ pub(super) async fn take(pool: &Pool) -> Result<String, StoreError> {
         match try_take(&mut client, &id, &host, pid).await {
             Ok(None) => return Ok(id),
             Ok(Some(refusal)) => return Err(StoreError::Backend(refusal)),
-            Err(e) if retryable(&e) => {
+            Err(e) if must_retry(&e) => {
                 tokio::time::sleep(Duration::from_millis(rand::random_range(5..50))).await
             }
             Err(e) => return Err(pg_error(e)),

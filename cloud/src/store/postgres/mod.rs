@@ -334,12 +334,19 @@ enum Failed {
     Store(StoreError),
 }
 
+/// A serialisation failure or a deadlock: the transaction was rolled back; run it again.
+fn must_retry(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    })
+}
+
 impl From<tokio_postgres::Error> for Failed {
     fn from(e: tokio_postgres::Error) -> Failed {
-        match e.code() {
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => Failed::Retry,
-            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Failed::Retry,
-            _ => Failed::Store(pg_error(e)),
+        if must_retry(&e) {
+            Failed::Retry
+        } else {
+            Failed::Store(pg_error(e))
         }
     }
 }

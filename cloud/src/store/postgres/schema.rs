@@ -93,16 +93,15 @@ async fn current(client: &deadpool_postgres::Client) -> Result<Option<i32>, toki
 
 /// Whether `e` is another instance's migration getting there first.
 fn raced(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        [
-            SqlState::T_R_SERIALIZATION_FAILURE,
-            SqlState::T_R_DEADLOCK_DETECTED,
-            SqlState::UNIQUE_VIOLATION,
-            SqlState::DUPLICATE_TABLE,
-            SqlState::DUPLICATE_OBJECT,
-        ]
-        .contains(c)
-    })
+    super::must_retry(e)
+        || e.code().is_some_and(|c| {
+            [
+                SqlState::UNIQUE_VIOLATION,
+                SqlState::DUPLICATE_TABLE,
+                SqlState::DUPLICATE_OBJECT,
+            ]
+            .contains(c)
+        })
 }
 
 fn too_new(version: i32) -> StoreError {
