@@ -256,13 +256,7 @@ pub async fn append(
         .map_err(|_| unavailable())?;
     match answer.await.map_err(|_| unavailable())? {
         Ok(a) => Ok(a),
-        Err(e) if e.contains("conflict") => Err(ApiError::conflict(
-            "the record changed while this request ran; retry",
-        )),
-        Err(e) if e.starts_with("storage unavailable") => {
-            Err(ApiError::from(StoreError::Unavailable(e)))
-        }
-        Err(e) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 

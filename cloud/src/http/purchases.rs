@@ -308,7 +308,7 @@ async fn to_pipeline(state: &AppState, stored: &[purchases::Purchase]) -> Result
         answer
             .await
             .map_err(|_| unavailable())?
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::from)?;
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ pub struct AppendRequest {
     /// Taken once: a second request with the same key is answered [`Appended::Duplicate`]
     /// with the value stored under it by the first.
     pub dedup: Option<(Vec<u8>, Vec<u8>)>,
-    pub reply: oneshot::Sender<Result<Appended, String>>,
+    pub reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 /// What happened to an append request.
@@ -124,7 +124,7 @@ struct Group {
     epochs: BTreeMap<(GatewayId, Epoch), EpochInfo>,
     acks: Vec<(String, Vec<u8>)>,
     broker_acks: Vec<rumqttc::Publish>,
-    replies: Vec<(oneshot::Sender<Result<Appended, String>>, Appended)>,
+    replies: Vec<(oneshot::Sender<Result<Appended, StoreError>>, Appended)>,
     dedup: HashMap<Vec<u8>, Vec<u8>>,
     config_acks: Vec<(GatewayId, ConfigAck)>,
     events: u64,
@@ -297,7 +297,7 @@ impl Writer {
                 None => match self.store.get(Space::Dedup, key) {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = req.reply.send(Err(e.to_string()));
+                        let _ = req.reply.send(Err(e));
                         return;
                     }
                 },
@@ -341,7 +341,7 @@ impl Writer {
                 tracing::error!(error = %e, "ingest commit failed; nothing in this group was acknowledged");
                 metrics::counter!("omo_ingest_commit_failures_total").increment(1);
                 for (reply, _) in group.replies {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e.clone()));
                 }
                 // A commit can fail and still have applied (a database connection lost at
                 // COMMIT): before the next group, the log position and the seqs the store holds

@@ -144,7 +144,7 @@ impl Commit {
 }
 
 /// What went wrong in the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage failed: {0}")]
     Backend(String),
