@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod broker;
 pub mod campaigns;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod http;

@@ -87,6 +87,10 @@ impl Store for BarrierStore {
         self.inner.last(space)
     }
 
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.inner.last_before(space, end)
+    }
+
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let _shared = self
             .barrier

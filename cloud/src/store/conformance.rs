@@ -229,6 +229,27 @@ pub fn scans_keep_byte_order_limits_and_ranges(f: &dyn Fixture) {
         Some((vec![0xff, 0xff], vec![7]))
     );
     assert_eq!(s.last(Space::Stats).unwrap(), None);
+    assert_eq!(
+        s.last_before(Space::Registry, &[0xff, 0xff]).unwrap(),
+        Some((vec![0x7f, 0x80], vec![6]))
+    );
+    assert_eq!(
+        s.last_before(Space::Registry, &[0]).unwrap(),
+        Some((vec![], vec![0]))
+    );
+    assert_eq!(s.last_before(Space::Registry, &[]).unwrap(), None);
+    assert_eq!(
+        super::last_with_prefix(s.as_ref(), Space::Registry, &[1]).unwrap(),
+        Some((vec![1, 0xff], vec![4]))
+    );
+    assert_eq!(
+        super::last_with_prefix(s.as_ref(), Space::Registry, &[0xff]).unwrap(),
+        Some((vec![0xff, 0xff], vec![7]))
+    );
+    assert_eq!(
+        super::last_with_prefix(s.as_ref(), Space::Registry, &[4]).unwrap(),
+        None
+    );
     assert_eq!(s.get(Space::Registry, &[1, 0]).unwrap(), Some(vec![3]));
     assert_eq!(s.get(Space::Registry, &[1, 1]).unwrap(), None);
 }

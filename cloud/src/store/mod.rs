@@ -204,6 +204,19 @@ pub fn scan_prefix_from(
     }
 }
 
+/// The entry with the greatest key that starts with `prefix`.
+pub fn last_with_prefix(
+    store: &dyn Store,
+    space: Space,
+    prefix: &[u8],
+) -> Result<Option<Entry>, StoreError> {
+    let last = match prefix_end(prefix) {
+        Some(end) => store.last_before(space, &end)?,
+        None => store.last(space)?,
+    };
+    Ok(last.filter(|(k, _)| k.starts_with(prefix)))
+}
+
 /// The ids an index holds in `from..to`: the last `/`-separated part of each key (index keys
 /// end with the id they point at).
 pub fn ids_in_range(
@@ -249,6 +262,9 @@ pub trait Store: Send + Sync {
     /// The entry with the greatest key.
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError>;
 
+    /// The entry with the greatest key below `end`.
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError>;
+
     /// Applies `commit` atomically; [`StoreError::Conflict`] (and no write) if an expectation
     /// fails. Not durable until [`Store::flush`] returns.
     fn commit(&self, commit: Commit) -> Result<(), StoreError>;
@@ -289,6 +305,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
         (**self).last(space)
+    }
+
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
+        (**self).last_before(space, end)
     }
 
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {

@@ -74,6 +74,10 @@ impl Store for ReadThrough<'_> {
         self.inner.last(space)
     }
 
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.inner.last_before(space, end)
+    }
+
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         self.ahead.lock().expect("read-ahead lock").clear();
         self.inner.commit(commit)

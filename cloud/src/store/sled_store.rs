@@ -102,6 +102,15 @@ impl Store for SledStore {
             .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.tree(space)
+            .range(..end)
+            .next_back()
+            .transpose()
+            .map_err(backend)
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         if commit.writes.is_empty() && commit.expects.is_empty() {
             return Ok(());

@@ -762,6 +762,14 @@ max_distance_m = 10.0
             self.check(&self.reads_fail)?;
             self.inner.last(space)
         }
+        fn last_before(
+            &self,
+            space: Space,
+            end: &[u8],
+        ) -> Result<Option<crate::store::Entry>, StoreError> {
+            self.check(&self.reads_fail)?;
+            self.inner.last_before(space, end)
+        }
         fn commit(&self, commit: Commit) -> Result<(), StoreError> {
             if self.commits_fail.load(SeqCst) {
                 // The store goes away with the commit: reads fail from now on too.

@@ -41,6 +41,7 @@ struct Queries {
     scan: String,
     scan_range: String,
     last: String,
+    last_before: String,
     upsert: String,
     delete: String,
 }
@@ -56,6 +57,7 @@ impl Queries {
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
             ),
             last: format!("SELECT k, v FROM {t} ORDER BY k DESC LIMIT 1"),
+            last_before: format!("SELECT k, v FROM {t} WHERE k < $1 ORDER BY k DESC LIMIT 1"),
             upsert: format!(
                 "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
@@ -482,6 +484,11 @@ impl Store for PgStore {
 
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
         Ok(self.rows(space, |q| &q.last, Vec::new())?.pop())
+    }
+
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let params = vec![Param::Bytes(end.to_vec())];
+        Ok(self.rows(space, |q| &q.last_before, params)?.pop())
     }
 
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
