@@ -41,6 +41,8 @@ pub const WEBHOOK_SECRET_ENV: &str = "OMO_CLOUD_WEBHOOK_SECRET";
 pub struct CloudConfig {
     pub data: Data,
     #[serde(default)]
+    pub cluster: crate::cluster::ClusterSettings,
+    #[serde(default)]
     pub http: Http,
     #[serde(default)]
     pub mqtt: Mqtt,
@@ -368,8 +370,9 @@ impl Default for Log {
 }
 
 impl CloudConfig {
-    pub const SECTIONS: [&'static str; 14] = [
+    pub const SECTIONS: [&'static str; 15] = [
         "data",
+        "cluster",
         "http",
         "mqtt",
         "ingest",
@@ -394,6 +397,7 @@ impl CloudConfig {
         let mut r = Reader::new(UnknownKeys::Errors);
         r.top_level(&doc, &Self::SECTIONS);
         let data = r.required::<Data>(&doc, "data");
+        let cluster = r.optional::<crate::cluster::ClusterSettings>(&doc, "cluster");
         let http = r.optional::<Http>(&doc, "http");
         let mqtt = r.optional::<Mqtt>(&doc, "mqtt");
         let ingest = r.optional::<Ingest>(&doc, "ingest");
@@ -410,6 +414,7 @@ impl CloudConfig {
         let mut problems = r.problems;
         let (
             Some(data),
+            Some(cluster),
             Some(http),
             Some(mqtt),
             Some(ingest),
@@ -424,14 +429,15 @@ impl CloudConfig {
             Some(dashboard),
             Some(log),
         ) = (
-            data, http, mqtt, ingest, admin, line, app, webhook, delivery, visits, retention,
-            profiles, dashboard, log,
+            data, cluster, http, mqtt, ingest, admin, line, app, webhook, delivery, visits,
+            retention, profiles, dashboard, log,
         )
         else {
             return Err(problems);
         };
         let mut config = CloudConfig {
             data,
+            cluster,
             http,
             mqtt,
             ingest,

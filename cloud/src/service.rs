@@ -157,6 +157,8 @@ fn open_data(config: &CloudConfig) -> anyhow::Result<Data> {
     ));
     check_stay_intervals(&config.visits, &registry.read().expect("registry lock"))?;
     let secret = crate::secrets::server_secret(store.as_ref())?;
+    let partitions = crate::cluster::settle(store.as_ref(), config.cluster.partitions)?;
+    tracing::debug!(partitions, "the visit and decision stages' partitions");
     let started = std::time::Instant::now();
     if let Some(hours) = crate::reports::tally::backfill(store.as_ref(), &secret)
         .context("filling the store reports' tallies")?

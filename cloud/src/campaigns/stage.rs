@@ -14,14 +14,15 @@ use super::decide::{assign, decide, Outcome, PastSend, Trigger};
 use super::definition::{Campaign, Trigger as CampaignTrigger};
 use super::report;
 use super::stored::{self, Versioned};
+use crate::cluster::{self, Partition};
 use crate::delivery;
 use crate::identity;
 use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
 use crate::secrets::keyed;
-use crate::store::event_log::{advance, position, report_progress};
+use crate::store::event_log::{advance, report_partitions_progress};
 use crate::store::read_through::ReadThrough;
-use crate::store::{Commit, Space, Store, StoreError};
+use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 use crate::tallies::funnel::Counts;
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 use analysis::Analysis;
@@ -110,8 +111,8 @@ struct Step {
     decided: BTreeSet<String>,
     /// Sends of this step by customer (the caps of their next triggers count them).
     sent_now: HashMap<String, Vec<PastSend>>,
-    /// Budget key → sends used.
-    budgets: BTreeMap<String, u64>,
+    /// Budget key → the sends used as read, and with this step's.
+    budgets: BTreeMap<String, (u64, u64)>,
     analysis: Analysis,
     counts: Counts,
     /// Coupon codes given in this step.
@@ -121,33 +122,57 @@ struct Step {
     read_customers: BTreeMap<String, Vec<u8>>,
 }
 
-/// Decides the next transitions after this stage's offset and commits; returns how many it read.
+/// Decides the next transitions of every partition (one instance running the whole stage);
+/// returns how many it read.
 pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
-    let from = position(store, CONSUMER)?;
-    let page = store.scan(Space::Transitions, &from.to_be_bytes(), BATCH)?;
-    let Some((last_key, _)) = page.last() else {
+    let all: Vec<Partition> = Partition::all(cluster::count(store)?).collect();
+    step_held(store, inputs, &all)
+}
+
+/// Decides the `held` partitions' next transitions after their offsets and commits the
+/// decisions with every partition's new offset, in one commit; returns how many it read.
+pub fn step_held(
+    store: &dyn Store,
+    inputs: &Inputs,
+    held: &[Partition],
+) -> Result<usize, StoreError> {
+    let consumers: Vec<String> = held.iter().map(|p| p.consumer(CONSUMER)).collect();
+    let at = crate::store::event_log::positions(store, &consumers)?;
+    let mut advances = Vec::new();
+    let mut read = 0;
+    let mut transitions: Vec<Transition> = Vec::new();
+    for ((partition, consumer), from) in held.iter().zip(&consumers).zip(at) {
+        let page = scan_prefix_from(
+            store,
+            Space::Transitions,
+            &partition.key_prefix(),
+            &crate::visits::keys::transition(*partition, from),
+            BATCH,
+        )?;
+        let Some((last_key, _)) = page.last() else {
+            continue;
+        };
+        let last = crate::visits::keys::transition_seq(*partition, last_key)?;
+        advances.push((consumer.as_str(), from, last + 1));
+        read += page.len();
+        transitions.extend(
+            page.iter()
+                // An empty value is a transition about an erased customer.
+                .filter(|(_, bytes)| !bytes.is_empty())
+                .filter_map(
+                    |(_, bytes)| match serde_json::from_slice::<Transition>(bytes) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::error!(error = %e, "unreadable transition skipped");
+                            None
+                        }
+                    },
+                ),
+        );
+    }
+    if advances.is_empty() {
         return Ok(0);
-    };
-    let last = u64::from_be_bytes(
-        last_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::backend("transition key", "not 8 bytes"))?,
-    );
-    let transitions: Vec<Transition> = page
-        .iter()
-        // An empty value is a transition about an erased customer.
-        .filter(|(_, bytes)| !bytes.is_empty())
-        .filter_map(
-            |(_, bytes)| match serde_json::from_slice::<Transition>(bytes) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::error!(error = %e, "unreadable transition skipped");
-                    None
-                }
-            },
-        )
-        .collect();
+    }
     // The customers and profiles the decisions will read, in two round trips.
     let ahead = ReadThrough::new(store);
     let customers = || transitions.iter().map(|t| t.customer.as_str());
@@ -165,11 +190,7 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
     )?;
     let store: &dyn Store = &ahead;
     let campaigns: Vec<Versioned> = stored::all(store)?;
-    tracing::debug!(
-        transitions = page.len(),
-        campaigns = campaigns.len(),
-        "deciding"
-    );
+    tracing::debug!(transitions = read, campaigns = campaigns.len(), "deciding");
     let places = Places::new(&inputs.registry.read().expect("registry lock"));
     let cx = Context {
         store,
@@ -188,12 +209,12 @@ pub fn step(store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         s.transition(&cx, t)?;
     }
     let sends = s.sends;
-    store.commit(s.into_commit(store, (from, last + 1))?)?;
+    store.commit(s.into_commit(store, &advances)?)?;
     if sends > 0 {
         crate::crash_point!("decide.after_commit_before_send");
         inputs.sent.notify_one();
     }
-    Ok(page.len())
+    Ok(read)
 }
 
 /// Runs the stage: decides whenever the log (and so the transitions) grows.
@@ -202,16 +223,20 @@ pub async fn run(
     inputs: Arc<Inputs>,
     mut log_end: tokio::sync::watch::Receiver<u64>,
 ) {
+    let held = match cluster::count(store.as_ref()) {
+        Ok(count) => Partition::all(count).collect::<Vec<_>>(),
+        Err(e) => return tracing::error!(error = %e, "decision stage could not start"),
+    };
     loop {
-        let (s, i) = (store.clone(), inputs.clone());
-        let stepped = tokio::task::spawn_blocking(move || step(s.as_ref(), &i)).await;
+        let (s, i, h) = (store.clone(), inputs.clone(), held.clone());
+        let stepped = tokio::task::spawn_blocking(move || step_held(s.as_ref(), &i, &h)).await;
         // Its input is the visit stage's transitions, not the log: its lag is in transitions.
-        if let Ok(end) = crate::visits::stage::transitions_end(store.as_ref()) {
+        if let Ok(lag) = lag(store.as_ref(), &held) {
             let read = match &stepped {
                 Ok(Ok(n)) => *n,
                 _ => 0,
             };
-            report_progress(store.as_ref(), CONSUMER, end, read);
+            report_partitions_progress(CONSUMER, lag, read);
         }
         match stepped {
             Ok(Ok(n)) if n > 0 => continue,
@@ -233,6 +258,26 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// Every partition's position in its transitions.
+pub fn positions(store: &dyn Store) -> Result<Vec<u64>, StoreError> {
+    let consumers: Vec<String> = Partition::all(cluster::count(store)?)
+        .map(|p| p.consumer(CONSUMER))
+        .collect();
+    crate::store::event_log::positions(store, &consumers)
+}
+
+/// How many transitions the `held` partitions have still to decide, at most.
+pub fn lag(store: &dyn Store, held: &[Partition]) -> Result<u64, StoreError> {
+    let consumers: Vec<String> = held.iter().map(|p| p.consumer(CONSUMER)).collect();
+    let at = crate::store::event_log::positions(store, &consumers)?;
+    let mut most = 0;
+    for (p, at) in held.iter().zip(at) {
+        let end = crate::visits::stage::transitions_end(store, *p)?;
+        most = most.max(end.saturating_sub(at));
+    }
+    Ok(most)
 }
 
 /// The trigger key of `campaign` for transition `t`: one decision per customer, campaign,
@@ -356,9 +401,12 @@ impl Step {
         let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
         past.extend(self.sent_now.get(&t.customer).cloned().unwrap_or_default());
         let budget_key = super::keys::budget(&campaign.campaign.id);
-        let used = match self.budgets.get(&budget_key) {
+        let (read, used) = match self.budgets.get(&budget_key) {
             Some(u) => *u,
-            None => counter(store, &budget_key)?,
+            None => {
+                let read = counter(store, &budget_key)?;
+                (read, read)
+            }
         };
         let outcome = decide(
             &campaign.campaign,
@@ -393,7 +441,7 @@ impl Step {
             self.capped(cx, (&campaign.campaign, &customer), place, t, &outcome)?;
         }
         if let Outcome::Send { variant, channel } = &outcome {
-            self.budgets.insert(budget_key, used + 1);
+            self.budgets.insert(budget_key, (read, used + 1));
             let d = offer::delivery(
                 (store, cx.inputs, &self.taken),
                 (&key, &campaign.campaign, variant, *channel),
@@ -442,7 +490,12 @@ impl Step {
     /// The step's commit: its decisions and sends, the analysis rows and counters, the budgets,
     /// the customers it read expected unchanged (a consent change or an erasure since: the
     /// step runs again on what the record says now), and the offset moved `from` → `to`.
-    fn into_commit(self, store: &dyn Store, (from, to): (u64, u64)) -> Result<Commit, StoreError> {
+    /// The step's commit, with each partition's offset moved `(consumer, from, to)`.
+    fn into_commit(
+        self,
+        store: &dyn Store,
+        advances: &[(&str, u64, u64)],
+    ) -> Result<Commit, StoreError> {
         let Step {
             mut c,
             mut counts,
@@ -453,13 +506,18 @@ impl Step {
         } = self;
         analysis.write(&mut c, &mut counts);
         counts.write(store, &mut c)?;
-        for (key, used) in budgets {
+        for (key, (read, used)) in budgets {
+            // Another partition may spend the same budget: only from what was read.
+            let read = (read > 0).then(|| read.to_be_bytes().to_vec());
+            c.expect(Space::Campaigns, key.clone(), read);
             c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
         }
         for (id, bytes) in read_customers {
             identity::expect_customer(&mut c, &id, bytes);
         }
-        advance(&mut c, CONSUMER, from, to);
+        for (consumer, from, to) in advances {
+            advance(&mut c, consumer, *from, *to);
+        }
         Ok(c)
     }
 }
@@ -713,5 +771,78 @@ location = { lat = 35.6, lon = 139.7 }
             "the next day's visit, not the companion a minute later"
         );
         assert!(report::to_csv(&report).starts_with("campaign,group,customers"));
+    }
+
+    /// A store of four partitions whose steps run on two threads at once (two instances):
+    /// every trigger decided once, and a budget two partitions spend at the same time is
+    /// never overspent (the budget's counter is expected as read).
+    #[test]
+    fn partitions_deciding_at_once_decide_each_trigger_once_within_the_budget() {
+        for place in places() {
+            partitions_deciding_at_once_on(&place);
+        }
+    }
+
+    fn partitions_deciding_at_once_on(place: &Place) {
+        let (store, _, inputs) = setup(place, |d| {
+            d["budget"] = serde_json::json!(30);
+            d["caps"] =
+                serde_json::json!({"per_customer": 100, "period_days": 1, "cooldown_minutes": 0});
+        });
+        assert_eq!(cluster::settle(&store, Some(4)).unwrap(), 4);
+        let mut next = [1u64; 4];
+        let mut c = Commit::new();
+        for i in 0..40 {
+            let mut customer = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
+            customer.id = format!("c{i}");
+            customer.line_user = Some(format!("U-{i}"));
+            customer.consent.line = true;
+            store
+                .commit(save_customer(&store, None, &customer).unwrap())
+                .unwrap();
+            for v in 0..2 {
+                let at = format!("2026-11-23T0{}:{:02}:00.000Z", 3 + v, i);
+                let t = transition(&customer.id, &format!("v{i}-{v}"), &at, false);
+                let p = Partition::of(&customer.id, 4);
+                let seq = &mut next[p.index() as usize];
+                c.put(
+                    Space::Transitions,
+                    crate::visits::keys::transition(p, *seq),
+                    serde_json::to_vec(&t).unwrap(),
+                );
+                *seq += 1;
+            }
+        }
+        store.commit(c).unwrap();
+        let halves = [
+            [Partition::new(0, 4), Partition::new(1, 4)],
+            [Partition::new(2, 4), Partition::new(3, 4)],
+        ];
+        std::thread::scope(|scope| {
+            for held in &halves {
+                let (store, inputs) = (&store, &inputs);
+                scope.spawn(move || loop {
+                    match step_held(store, inputs, held) {
+                        Ok(0) => return,
+                        Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            lag(&store, &Partition::all(4).collect::<Vec<_>>()).unwrap(),
+            0
+        );
+        let decisions = rows(&store, "decision/");
+        assert_eq!(decisions.len(), 80, "every trigger decided once");
+        let sent = decisions.iter().filter(|d| d["outcome"] == "send").count();
+        let over = decisions.iter().filter(|d| d["reason"] == "budget").count();
+        assert_eq!((sent, over), (30, 50), "the budget is spent exactly");
+        assert_eq!(rows(&store, "delivery/").len(), 30);
+        assert_eq!(
+            counter(&store, &super::super::keys::budget("welcome-coffee")).unwrap(),
+            30
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! partitions has no such key: it holds one partition, whose keys carry no partition prefix,
 //! so its data reads on as it was written.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{Commit, Space, Store, StoreError};
 
@@ -19,7 +19,7 @@ pub const MAX_PARTITIONS: u16 = 256;
 const COUNT_KEY: &[u8] = b"partitions";
 
 /// `[cluster]` in `cloud.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// How many partitions a new store's visit and decision stages are split into (a store

@@ -40,6 +40,9 @@ impl CloudConfig {
                 }
             }
         }
+        for (key, message) in self.cluster.problems() {
+            p.push(Problem::new(format!("cluster.{key}"), message));
+        }
     }
 
     /// The data dir, the HTTP server, the broker, ingest, the admin tokens and the secrets.

@@ -229,8 +229,8 @@ impl Sweep<'_> {
             let log = ingest::expire_log(sw, observations, upper)?;
             (s.ticks, s.observations) = (log.ticks, log.observations);
         }
-        let decided = event_log::position(store, campaigns::stage::CONSUMER)?;
-        s.transitions = visits::expire_transitions(sw, visits, decided)?;
+        let decided = campaigns::stage::positions(store)?;
+        s.transitions = visits::expire_transitions(sw, visits, &decided)?;
         s.visits = visits::expire(sw, visits)?;
         s.tally_visitors = tallies::hours::drop_visitors(sw, tallies::hours::hour_of(visits))?;
         s.caps_history = campaigns::expire_caps_history(sw, caps)?;
@@ -254,10 +254,8 @@ fn log_upper(store: &dyn Store) -> Result<Option<u64>, StoreError> {
     if next == event_log::FIRST_OFFSET {
         return Ok(None);
     }
-    let read = [visits::stage::CONSUMER, crate::stats::CONSUMER]
-        .into_iter()
-        .map(|c| event_log::position(store, c))
-        .collect::<Result<Vec<u64>, _>>()?;
+    let mut read = visits::stage::positions(store)?;
+    read.push(event_log::position(store, crate::stats::CONSUMER)?);
     Ok(Some(read.into_iter().min().unwrap_or(0).min(next - 1)))
 }
 

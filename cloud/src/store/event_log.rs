@@ -330,9 +330,32 @@ pub fn report_progress(store: &dyn Store, consumer: &'static str, end: u64, read
 /// Moves `consumer` from `from` to `to` as part of `commit`; the commit conflicts if another
 /// instance moved it meanwhile, so a stage's outputs are committed once.
 pub fn advance(commit: &mut Commit, consumer: &str, from: u64, to: u64) {
-    let previous = (from != FIRST_OFFSET).then(|| key(from).to_vec());
-    commit.expect(Space::Offsets, consumer.as_bytes(), previous);
+    expect_at(commit, consumer, from);
     commit.put(Space::Offsets, consumer.as_bytes(), key(to));
+}
+
+/// Makes `commit` apply only while `consumer` is still at `at` (what a stage writes of its own
+/// state between two steps, an erasure say, is written by the one that holds that position).
+pub fn expect_at(commit: &mut Commit, consumer: &str, at: u64) {
+    let previous = (at != FIRST_OFFSET).then(|| key(at).to_vec());
+    commit.expect(Space::Offsets, consumer.as_bytes(), previous);
+}
+
+/// The positions of `consumers`, in their order, in one read.
+pub fn positions(store: &dyn Store, consumers: &[String]) -> Result<Vec<u64>, StoreError> {
+    let keys: Vec<Vec<u8>> = consumers.iter().map(|c| c.as_bytes().to_vec()).collect();
+    store
+        .get_many(Space::Offsets, &keys)?
+        .into_iter()
+        .map(|v| v.map_or(Ok(FIRST_OFFSET), |v| offset_of(&v)))
+        .collect()
+}
+
+/// [`report_progress`] for a stage split in partitions: `lag` is how far the partitions this
+/// instance holds are behind at most.
+pub fn report_partitions_progress(stage: &'static str, lag: u64, read: usize) {
+    metrics::counter!("omo_stage_records_total", "stage" => stage).increment(read as u64);
+    metrics::gauge!("omo_stage_lag_records", "stage" => stage).set(lag as f64);
 }
 
 #[cfg(test)]

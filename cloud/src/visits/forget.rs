@@ -6,8 +6,9 @@ use serde::Deserialize;
 
 use super::keys;
 use super::stage::{transitions_end, VisitRecord};
+use crate::cluster::Partition;
 use crate::store::sweep::{Rows, Sweeper};
-use crate::store::{Commit, Space, Store, StoreError};
+use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 
 /// Rows read per page by [`forget_transitions`].
 const PAGE: usize = 4096;
@@ -17,25 +18,44 @@ struct TransitionHead {
     decided_ms: i64,
 }
 
-/// Deletes the transitions decided before `cutoff` (ms), in order, never one at or past
-/// `upper` (the decision stage's position) nor the newest one (the stage numbers the next
-/// from it). Answers how many went.
-pub fn expire_transitions(sw: &mut Sweeper, cutoff: i64, upper: u64) -> Result<u64, StoreError> {
+/// Deletes the transitions decided before `cutoff` (ms), in order per partition, never one at
+/// or past `decided[p]` (the decision stage's position in partition `p`) nor the newest one of
+/// a partition (the stage numbers the next from it). Answers how many went.
+pub fn expire_transitions(
+    sw: &mut Sweeper,
+    cutoff: i64,
+    decided: &[u64],
+) -> Result<u64, StoreError> {
+    let count = u16::try_from(decided.len())
+        .map_err(|_| StoreError::backend("partitions", "more than there can be"))?;
+    let mut n = 0;
+    for (p, upper) in Partition::all(count).zip(decided) {
+        n += expire_transitions_of(sw, cutoff, p, *upper)?;
+    }
+    Ok(n)
+}
+
+fn expire_transitions_of(
+    sw: &mut Sweeper,
+    cutoff: i64,
+    partition: Partition,
+    upper: u64,
+) -> Result<u64, StoreError> {
     // Transitions are numbered from 1; a malformed key is an error, not seq 0.
-    let newest = transitions_end(sw.store)? - 1;
+    let newest = transitions_end(sw.store, partition)? - 1;
     if newest == 0 {
         return Ok(0);
     }
     let upper = upper.min(newest);
+    let prefix = partition.key_prefix();
     let mut n = 0;
     loop {
-        let page = sw.store.scan(Space::Transitions, &[], sw.batch)?;
+        let page = scan_prefix_from(sw.store, Space::Transitions, &prefix, &prefix, sw.batch)?;
         let before = n;
         let mut c = Commit::new();
         let mut done = page.len() < sw.batch;
         for (k, v) in &page {
-            let seq = u64::from_be_bytes(k.as_slice().try_into().unwrap_or([0xff; 8]));
-            if seq >= upper {
+            if keys::transition_seq(partition, k)? >= upper {
                 done = true;
                 break;
             }
@@ -90,9 +110,11 @@ pub fn expire(sw: &mut Sweeper, cutoff: i64) -> Result<u64, StoreError> {
 /// stage writes none about them once their erasure began. Answers how many.
 pub fn forget_transitions(store: &dyn Store, id: &str) -> Result<usize, StoreError> {
     let mut n = 0;
-    let mut from = Vec::new();
+    // Only their partition holds transitions about them.
+    let prefix = Partition::of(id, crate::cluster::count(store)?).key_prefix();
+    let mut from = prefix.clone();
     loop {
-        let page = store.scan(Space::Transitions, &from, PAGE)?;
+        let page = scan_prefix_from(store, Space::Transitions, &prefix, &from, PAGE)?;
         let Some((last, _)) = page.last() else {
             return Ok(n);
         };

@@ -8,8 +8,36 @@
 //! - `by-scope/{zone/Z | store/S}/{entered_ms:016x}/{id}` → `customer` or `customer\tdwell_s`
 //!   ([`scope_index_value`]): a scope's visits in time order, countable without their rows;
 //! - `footfall/{zone/Z | store/S}/{hour_ms:016x}` → anonymous device minutes in the hour.
+//!
+//! In the transitions space: `{partition prefix}{seq, 8 bytes big-endian}` → a transition as
+//! JSON (empty: about an erased customer), numbered from 1 per partition in the order the
+//! visit stage decided them; the prefix is [`Partition::key_prefix`] (`p003/`, none in a store
+//! of one partition).
 
 use super::engine::Scope;
+use crate::cluster::Partition;
+use crate::store::StoreError;
+
+/// Transition `seq` of `partition`.
+pub fn transition(partition: Partition, seq: u64) -> Vec<u8> {
+    let mut k = partition.key_prefix();
+    k.extend(seq.to_be_bytes());
+    k
+}
+
+/// The seq of `partition`'s transition stored under `key`.
+pub fn transition_seq(partition: Partition, key: &[u8]) -> Result<u64, StoreError> {
+    let prefix = partition.key_prefix();
+    key.strip_prefix(prefix.as_slice())
+        .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| {
+            StoreError::backend(
+                "transition key",
+                format!("{} is not a seq of partition {partition}", hex::encode(key)),
+            )
+        })
+}
 
 /// Every scope index entry starts so.
 pub const SCOPE_INDEX: &str = "by-scope/";
@@ -107,5 +135,11 @@ mod tests {
             Some(("c_1".into(), Some(90)))
         );
         assert_eq!(parse_scope_index_value(b""), None);
+        let whole = Partition::new(0, 1);
+        assert_eq!(transition(whole, 0x0102), [0, 0, 0, 0, 0, 0, 1, 2]);
+        let third = Partition::new(3, 16);
+        assert_eq!(transition(third, 0x0102), b"p003/\0\0\0\0\0\0\x01\x02");
+        assert_eq!(transition_seq(third, &transition(third, 7)).unwrap(), 7);
+        assert!(transition_seq(third, &transition(whole, 7)).is_err());
     }
 }

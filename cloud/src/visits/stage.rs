@@ -14,22 +14,24 @@ use tokio::sync::watch;
 
 use super::engine::{Scope, Source, Transition, TransitionKind, VisitEngine, VisitParams};
 use super::keys;
+use crate::cluster::{self, Partition};
 use crate::identity::eid_resolver::EidResolver;
 use crate::ingest::record::{GatewayEvent, PurchaseEvent, Record};
-use crate::profiles::{self, ProfileParams};
+use crate::profiles::ProfileParams;
 use crate::registry::Registry;
-use crate::store::event_log::{self, advance, position};
+use crate::store::event_log;
 use crate::store::{Commit, Space, Store, StoreError};
-use crate::tallies::hours::{self as tally, VisitHours};
+use crate::tallies::hours::VisitHours;
 use crate::zones::ZoneSet;
 
 mod evidence;
 mod journal;
 mod located;
+mod part;
 mod write;
 
-use journal::Journal;
 use located::Located;
+use part::Part;
 
 /// This stage's name in the offsets space.
 pub const CONSUMER: &str = "visits";
@@ -87,16 +89,16 @@ pub struct Inputs {
     pub profiles: ProfileParams,
 }
 
-/// The stage's in-memory part: the engine, how it is stored, and the zones it was built with.
+/// The stage's in-memory part in one instance: the partitions it runs (all of them, unless
+/// instances share the stage), the zones it was built with, and the identity it read.
 pub struct VisitStage {
-    engine: VisitEngine,
-    journal: Journal,
+    parts: BTreeMap<u16, Part>,
+    /// The store's partition count.
+    count: u16,
     zones: ZoneSet,
     zone_generation: u64,
     /// Identity read in earlier steps.
     located: Located,
-    /// A commit failed and opening again failed too: open before anything else.
-    stale: bool,
 }
 
 pub(super) fn ts(ms: i64) -> Timestamp {
@@ -104,44 +106,106 @@ pub(super) fn ts(ms: i64) -> Timestamp {
 }
 
 impl VisitStage {
-    /// Restores the engine as last committed.
+    /// Restores every partition's engine as last committed (one instance running the stage).
     pub fn open(store: &dyn Store, inputs: &Inputs) -> Result<VisitStage, StoreError> {
-        let (journal, engine) = Journal::open(store, inputs.params, inputs.id_key)?;
+        let count = cluster::count(store)?;
+        VisitStage::open_partitions(store, inputs, Partition::all(count))
+    }
+
+    /// Restores the engines of the `held` partitions as last committed.
+    pub fn open_partitions(
+        store: &dyn Store,
+        inputs: &Inputs,
+        held: impl IntoIterator<Item = Partition>,
+    ) -> Result<VisitStage, StoreError> {
         let registry = inputs.registry.read().expect("registry lock");
         let (zones, problems) = ZoneSet::new(&registry.zones(), inputs.params.match_rules());
         for p in problems {
             tracing::error!(problem = %p, "zone skipped");
         }
-        Ok(VisitStage {
-            engine,
-            journal,
+        let mut stage = VisitStage {
+            parts: BTreeMap::new(),
+            count: cluster::count(store)?,
             zones,
             zone_generation: registry.generation,
             located: Located::default(),
-            stale: false,
-        })
+        };
+        drop(registry);
+        for p in held {
+            stage.hold(store, inputs, p)?;
+        }
+        Ok(stage)
     }
 
-    /// After a commit that failed, the engine and journal are ahead of the store: starts again
-    /// from what was committed (now, or before the next step if that fails too).
-    fn reopen(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<(), StoreError> {
-        self.stale = true;
-        *self = VisitStage::open(store, inputs)?;
+    /// Takes `partition` on: restores its engine as last committed.
+    pub fn hold(
+        &mut self,
+        store: &dyn Store,
+        inputs: &Inputs,
+        partition: Partition,
+    ) -> Result<(), StoreError> {
+        if partition.count() != self.count {
+            return Err(StoreError::backend(
+                "visit stage partition",
+                format!("{partition} is not one of this store's {}", self.count),
+            ));
+        }
+        let part = Part::open(store, inputs, partition)?;
+        self.parts.insert(partition.index(), part);
         Ok(())
     }
 
-    /// Folds the next records after this stage's offset and commits; returns how many it read.
+    /// Lets `partition` go (another instance runs it from what this one committed).
+    pub fn release(&mut self, partition: Partition) {
+        self.parts.remove(&partition.index());
+    }
+
+    /// The partitions this stage runs.
+    pub fn held(&self) -> Vec<Partition> {
+        self.parts.values().map(|p| p.partition).collect()
+    }
+
+    /// The visits open in the held partitions' engines.
+    pub fn open_visits(&self) -> usize {
+        self.parts.values().map(|p| p.engine.open()).sum()
+    }
+
+    /// How far the held partitions are behind `end` (the log's next offset), at most.
+    pub fn lag(&self, end: u64) -> u64 {
+        self.parts
+            .values()
+            .map(|p| end.saturating_sub(p.at))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The engine of `customer`'s partition, if this stage runs it.
+    pub(super) fn engine_of(&self, customer: &str) -> Option<&VisitEngine> {
+        let index = Partition::of(customer, self.count).index();
+        self.parts.get(&index).map(|p| &p.engine)
+    }
+
+    /// Folds the next records after the held partitions' offsets and commits every
+    /// partition's outputs with its new offset, in one commit; returns how many records it
+    /// read.
     pub fn step(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
-        if self.stale {
-            self.reopen(store, inputs)?;
+        for part in self.parts.values_mut().filter(|p| p.stale) {
+            *part = Part::open(store, inputs, part.partition)?;
         }
+        let Some(from) = self.parts.values().map(|p| p.at).min() else {
+            return Ok(0);
+        };
         self.refresh_zones(inputs);
-        let from = position(store, CONSUMER)?;
         let records = event_log::read(store, from, BATCH)?;
         let Some(&(last, _)) = records.last() else {
             return Ok(0);
         };
-        let mut folded = Folded::default();
+        let mut folded: BTreeMap<u16, Folded> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.at <= last)
+            .map(|(i, p)| (*i, Folded::from(p.at)))
+            .collect();
         let mut located = std::mem::take(&mut self.located);
         located.start_step(store);
         let decoded: Vec<(u64, Record)> = records
@@ -154,33 +218,59 @@ impl VisitStage {
                 }
             })
             .collect();
-        located.prefetch(store, &decoded.iter().map(|(_, r)| r).collect::<Vec<_>>())?;
-        for (offset, record) in decoded {
-            self.fold(record, offset, (store, inputs), &mut located, &mut folded)?
-        }
+        let folding = located.prefetch(store, &decoded.iter().map(|(_, r)| r).collect::<Vec<_>>());
+        let folding = folding.and_then(|()| {
+            for (offset, record) in decoded {
+                self.fold(record, offset, (store, inputs), &mut located, &mut folded)?
+            }
+            Ok(())
+        });
         located.count_skipped();
         self.located = located;
+        if let Err(e) = folding {
+            // The engines moved on without the store: start again from what was committed.
+            for i in folded.keys() {
+                self.parts
+                    .get_mut(i)
+                    .expect("a held part")
+                    .reopen(store, inputs);
+            }
+            return Err(e);
+        }
         let log_ms = records
             .iter()
             .rev()
             .find_map(|(_, b)| Record::decode(b).ok())
             .map_or(0, |r| r.received().millis());
+        // One commit for every held partition: the stores' hour tallies they share are
+        // written once.
         let mut c = Commit::new();
-        write::transitions(store, &folded.transitions, &inputs.id_key, &mut c)?;
-        write::profiles(store, inputs, &folded.transitions, log_ms, &mut c)?;
-        write::footfall(store, &folded.footfall, &mut c)?;
-        self.journal.stage(&mut self.engine, log_ms, false, &mut c);
-        advance(&mut c, CONSUMER, from, last + 1);
-        crate::crash_point!("visits.before_commit");
-        if folded.app_left {
-            crate::crash_point!("visits.app_left_before_commit");
+        let mut hours = VisitHours::default();
+        let mut staged = Ok(());
+        for (i, f) in &folded {
+            let part = self.parts.get_mut(i).expect("a held part");
+            staged = part.stage((store, inputs), f, (log_ms, last + 1), (&mut hours, &mut c));
+            if staged.is_err() {
+                break;
+            }
         }
-        if let Err(e) = store.commit(c) {
-            // The engine moved on without the store: start again from what was committed.
-            self.reopen(store, inputs)?;
-            return Err(e);
+        hours.write(&mut c);
+        let committed = staged.and_then(|()| {
+            crate::crash_point!("visits.before_commit");
+            if folded.values().any(|f| f.app_left) {
+                crate::crash_point!("visits.app_left_before_commit");
+            }
+            store.commit(c)
+        });
+        for i in folded.keys() {
+            let part = self.parts.get_mut(i).expect("a held part");
+            match &committed {
+                Ok(()) => part.at = last + 1,
+                // The engines moved on without the store: start again from what was committed.
+                Err(_) => part.reopen(store, inputs),
+            }
         }
-        Ok(records.len())
+        committed.map(|()| records.len())
     }
 
     /// Builds the zones again if the registry changed them since.
@@ -196,27 +286,40 @@ impl VisitStage {
         }
     }
 
-    /// Folds one record at `offset` of the log: a tick moves the engine's time, a purchase is
-    /// a transition of its own, a gateway's footfall is counted, any other observation is
-    /// evidence for the engine (if its customer is known and consents).
+    /// Folds one record at `offset` of the log into each held partition it concerns that has
+    /// not read it yet: a tick moves every engine's time, a purchase is a transition of its
+    /// customer's own, a gateway's footfall is counted by the first partition, any other
+    /// observation is evidence for its customer's engine (if they are known and consent).
     fn fold(
         &mut self,
         record: Record,
         offset: u64,
         (store, inputs): (&dyn Store, &Inputs),
         located: &mut Located,
-        folded: &mut Folded,
+        folded: &mut BTreeMap<u16, Folded>,
     ) -> Result<(), StoreError> {
         let log_ms = record.received().millis();
+        let count = self.count;
+        // The partition `customer` is in, if it is held and has not read this record yet.
+        let unread = |folded: &BTreeMap<u16, Folded>, customer: &str| {
+            let i = Partition::of(customer, count).index();
+            folded.get(&i).filter(|f| f.from <= offset).map(|_| i)
+        };
         match record {
-            Record::Tick { .. } => folded.transitions.extend(self.engine.tick(log_ms)),
+            Record::Tick { .. } => {
+                for (i, f) in folded.iter_mut().filter(|(_, f)| f.from <= offset) {
+                    let part = self.parts.get_mut(i).expect("a held part");
+                    f.transitions.extend(part.engine.tick(log_ms));
+                }
+            }
             Record::Purchase(p) => {
                 // Only about a customer still known (not erased since it was logged).
-                if located.known(store, &p.customer)? {
-                    let max_lateness_ms = i64::from(inputs.params.max_lateness_s) * 1000;
-                    folded
-                        .transitions
-                        .push(purchase_transition(p, log_ms, max_lateness_ms));
+                if let Some(i) = unread(folded, &p.customer) {
+                    if located.known(store, &p.customer)? {
+                        let max_lateness_ms = i64::from(inputs.params.max_lateness_s) * 1000;
+                        let t = purchase_transition(p, log_ms, max_lateness_ms);
+                        folded.get_mut(&i).expect("held").transitions.push(t);
+                    }
                 }
             }
             Record::Gateway(GatewayEvent {
@@ -225,9 +328,12 @@ impl VisitStage {
                 store: s,
                 ..
             }) => {
+                let Some(first) = folded.get_mut(&0).filter(|f| f.from <= offset) else {
+                    return Ok(());
+                };
                 let hour = f.ts.millis().div_euclid(3_600_000) * 3_600_000;
                 for scope in self.gateway_scopes(&gateway, &s) {
-                    let e = folded
+                    let e = first
                         .footfall
                         .entry((keys::scope_text(&scope), hour))
                         .or_default();
@@ -238,13 +344,16 @@ impl VisitStage {
             }
             record => {
                 let evidence = self.evidence(&record, offset, store, &inputs.eids, located)?;
-                folded.app_left |=
-                    matches!(record, Record::App(_)) && evidence.iter().any(|e| !e.inside);
+                let from_app = matches!(record, Record::App(_));
                 for evidence in evidence {
+                    let Some(i) = unread(folded, &evidence.customer) else {
+                        continue;
+                    };
                     if located.allows(store, &evidence.customer)? {
-                        folded
-                            .transitions
-                            .extend(self.engine.observe(evidence, log_ms));
+                        let f = folded.get_mut(&i).expect("held");
+                        f.app_left |= from_app && !evidence.inside;
+                        let part = self.parts.get_mut(&i).expect("a held part");
+                        f.transitions.extend(part.engine.observe(evidence, log_ms));
                     }
                 }
             }
@@ -254,114 +363,75 @@ impl VisitStage {
 
     /// Erases a customer's part of the visit stage (DESIGN.md, "Privacy by design"): the
     /// engine's states and buffered evidence about them, and their visits with the visit
-    /// indexes. One commit; run between two steps, so no step in flight writes them back. Their
-    /// identity is gone before this runs, so nothing later in the log is turned into a visit
-    /// or a transition of theirs (the transitions already written are blanked afterwards,
-    /// outside the stage: [`crate::privacy::finish_erasure`]).
+    /// indexes. One commit, by the instance that runs their partition; run between two steps,
+    /// so no step in flight writes them back. Their identity is gone before this runs, so
+    /// nothing later in the log is turned into a visit or a transition of theirs (the
+    /// transitions already written are blanked afterwards, outside the stage:
+    /// [`crate::privacy::finish_erasure`]).
     pub fn erase(
         &mut self,
         store: &dyn Store,
         inputs: &Inputs,
         customer: &str,
     ) -> Result<VisitsErased, StoreError> {
-        if self.stale {
-            self.reopen(store, inputs)?;
+        let partition = Partition::of(customer, self.count);
+        let Some(part) = self.parts.get_mut(&partition.index()) else {
+            return Err(StoreError::Unavailable(format!(
+                "the visit stage's partition {partition} is not run by this instance"
+            )));
+        };
+        if part.stale {
+            *part = Part::open(store, inputs, partition)?;
         }
-        let erased = self.try_erase(store, customer, &inputs.id_key);
+        let erased = part.erase(store, customer, &inputs.id_key);
         if erased.is_err() {
             // The engine forgot without the store: start again from what was committed (an
             // erasure asked again then finds the states still there).
-            self.reopen(store, inputs)?;
+            part.reopen(store, inputs);
         }
         erased
     }
-
-    fn try_erase(
-        &mut self,
-        store: &dyn Store,
-        customer: &str,
-        secret: &[u8; 32],
-    ) -> Result<VisitsErased, StoreError> {
-        let (visit_states, buffered_evidence) = self.engine.forget(customer);
-        let mut c = Commit::new();
-        // The whole journal is folded into the base, so no entry about them stays.
-        let log_ms = self.engine.watermark_ms();
-        self.journal.stage(&mut self.engine, log_ms, true, &mut c);
-        // Their profile goes in the same commit (the stage is its only writer).
-        c.delete(Space::Profiles, profiles::profile_key(customer));
-        let folded = profiles::keys::folded_prefix(customer);
-        for (k, _) in crate::store::barrier::scan_prefix(
-            store,
-            Space::Profiles,
-            folded.as_bytes(),
-            usize::MAX,
-        )? {
-            c.delete(Space::Profiles, k);
-        }
-        let prefix = keys::customer_prefix(customer);
-        let mut visits = 0;
-        // The store report tallies of the hours they visited in forget them as a visitor.
-        let mut hours = VisitHours::default();
-        let visitor = tally::visitor(secret, customer);
-        for (k, _) in
-            crate::store::barrier::scan_prefix(store, Space::Visits, prefix.as_bytes(), usize::MAX)?
-        {
-            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let row = keys::visit(&id);
-            if let Some(b) = store.get(Space::Visits, row.as_bytes())? {
-                match serde_json::from_slice::<VisitRecord>(&b) {
-                    Ok(v) => {
-                        c.delete(
-                            Space::Visits,
-                            keys::in_scope(&v.scope, v.entered.millis(), &id),
-                        );
-                        if let Scope::Store(s) = &v.scope {
-                            hours.get(store, s, v.entered.millis())?.forget(visitor);
-                        }
-                    }
-                    // Its scope index (the visit id alone) is left to retention.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unreadable visit erased without its scope index")
-                    }
-                }
-                c.delete(Space::Visits, row);
-                visits += 1;
-            }
-            c.delete(Space::Visits, k);
-        }
-        hours.write(&mut c);
-        store.commit(c)?;
-        Ok(VisitsErased {
-            visit_states,
-            buffered_evidence,
-            visits,
-        })
-    }
 }
 
-/// The seq the next transition will get (transitions are numbered from 1 in the order this
-/// stage decided them).
-pub fn transitions_end(store: &dyn Store) -> Result<u64, StoreError> {
-    match store.last(Space::Transitions)? {
-        Some((k, _)) => {
-            let seq: [u8; 8] = k.as_slice().try_into().map_err(|_| {
-                StoreError::backend("transition key", format!("{} bytes, not 8", k.len()))
-            })?;
-            Ok(u64::from_be_bytes(seq) + 1)
-        }
+/// The seq `partition`'s next transition will get (they are numbered from 1 per partition in
+/// the order this stage decided them).
+pub fn transitions_end(store: &dyn Store, partition: Partition) -> Result<u64, StoreError> {
+    let prefix = partition.key_prefix();
+    match crate::store::last_with_prefix(store, Space::Transitions, &prefix)? {
+        Some((k, _)) => Ok(keys::transition_seq(partition, &k)? + 1),
         None => Ok(1),
     }
 }
 
-/// What a step folded from its records, before it is written.
-#[derive(Default)]
+/// Every partition's position in the log (the log's expiry keeps what any has to read).
+pub fn positions(store: &dyn Store) -> Result<Vec<u64>, StoreError> {
+    let consumers: Vec<String> = Partition::all(cluster::count(store)?)
+        .map(|p| p.consumer(CONSUMER))
+        .collect();
+    event_log::positions(store, &consumers)
+}
+
+/// What a step folded from its records for one partition, before it is written.
 struct Folded {
+    /// The partition's offset before the step: it folds the records from there.
+    from: u64,
     transitions: Vec<Transition>,
     /// Footfall added per (scope, hour).
     footfall: BTreeMap<(String, i64), Footfall>,
     /// Whether an app report said its customer left somewhere (a crash test stops the stage
     /// there).
     app_left: bool,
+}
+
+impl From<u64> for Folded {
+    fn from(from: u64) -> Folded {
+        Folded {
+            from,
+            transitions: Vec::new(),
+            footfall: BTreeMap::new(),
+            app_left: false,
+        }
+    }
 }
 
 /// A purchase as a transition of its own (its id in place of a visit's), logged at `log_ms`;
@@ -437,10 +507,10 @@ pub async fn run(
             }
             Err(e) => return tracing::error!(error = %e, "visit stage task failed"),
         };
-        live.set_open_visits(stage.engine.open() as u64);
+        live.set_open_visits(stage.open_visits() as u64);
         let end = *log_end.borrow();
         let read = n.as_ref().map_or(0, |n| *n);
-        event_log::report_progress(store.as_ref(), CONSUMER, end, read);
+        event_log::report_partitions_progress(CONSUMER, stage.lag(end), read);
         match n {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
@@ -457,7 +527,17 @@ pub async fn run(
 }
 
 #[cfg(test)]
+impl VisitStage {
+    /// Every held partition's engine as a value to compare.
+    fn snapshot(&self) -> Vec<impl PartialEq + std::fmt::Debug> {
+        self.parts.values().map(|p| p.engine.snapshot()).collect()
+    }
+}
+
+#[cfg(test)]
 mod app_outside_tests;
+#[cfg(test)]
+mod partition_tests;
 
 #[cfg(test)]
 mod tests {
@@ -465,10 +545,12 @@ mod tests {
     use crate::identity;
     use crate::identity::{new_customer, save_customer, ConsentSource, EidKey};
     use crate::ingest::record::GatewayEvent;
+    use crate::profiles;
     use crate::registry::replace_site;
     use crate::store::barrier::scan_all;
     use crate::store::event_log::EventLog;
     use crate::store::testing::{places, Place, TestStore};
+    use crate::store::Commit;
     use crate::visits::visits_of_customer;
     use omo_device_config::eid::{eid, EidIdentity};
     use omo_device_config::payload::{Epoch, Sighting};
@@ -530,14 +612,27 @@ max_distance_m = 10.0
 
     /// A store with `SITE` and customers c0..c3 carrying static beacons, with location consent.
     fn store_of_three(place: &Place) -> (TestStore, Inputs, Vec<BeaconId>) {
+        store_of(place, 3, None)
+    }
+
+    /// A store with `SITE` and `n` customers c0.. carrying static beacons, with location
+    /// consent; split in `partitions` (none: one, as a store from before partitions).
+    pub(super) fn store_of(
+        place: &Place,
+        n: usize,
+        partitions: Option<u16>,
+    ) -> (TestStore, Inputs, Vec<BeaconId>) {
         let store = place.open();
+        if let Some(p) = partitions {
+            crate::cluster::settle(&store, Some(p)).unwrap();
+        }
         let site = Site::parse(SITE, false).unwrap();
         store
             .commit(replace_site(&Registry::default(), &site).unwrap())
             .unwrap();
         let t = Timestamp::from_millis(1_790_000_000_000).unwrap();
         let mut beacons = Vec::new();
-        for i in 0..3 {
+        for i in 0..n {
             let mut customer = new_customer(t);
             customer.id = format!("c{i}");
             let beacon: BeaconId = format!("ibeacon:0A0D0000-0000-4000-8000-00000000000A:1:{i}")
@@ -565,7 +660,7 @@ max_distance_m = 10.0
     }
 
     /// Gateway g1's event, received at `received`.
-    fn g1_event(event: PresenceEvent, at: Timestamp, received: Timestamp) -> Record {
+    pub(super) fn g1_event(event: PresenceEvent, at: Timestamp, received: Timestamp) -> Record {
         Record::Gateway(GatewayEvent {
             gateway: GatewayId::new("g1").unwrap(),
             store: StoreId::new("s1").unwrap(),
@@ -631,7 +726,7 @@ max_distance_m = 10.0
                 while stage_b.step(&b, &inputs_b).unwrap() > 0 {}
                 if reopen {
                     let reopened = VisitStage::open(&b, &inputs_b).unwrap();
-                    proptest::prop_assert_eq!(reopened.engine.snapshot(), stage_b.engine.snapshot());
+                    proptest::prop_assert_eq!(reopened.snapshot(), stage_b.snapshot());
                     stage_b = reopened;
                 }
             }
@@ -828,7 +923,7 @@ max_distance_m = 10.0
                 // The step's commit fails and so does the open after it.
                 flaky.commits_fail.store(true, SeqCst);
                 assert!(stage_b.step(&flaky, &inputs_b).is_err());
-                assert!(stage_b.stale);
+                assert!(stage_b.parts.values().any(|p| p.stale));
                 flaky.commits_fail.store(false, SeqCst);
                 flaky.reads_fail.store(false, SeqCst);
             }
@@ -837,10 +932,10 @@ max_distance_m = 10.0
         let transitions = scan_all(&a, Space::Transitions).unwrap();
         assert!(transitions.len() >= 4, "{} transitions", transitions.len());
         assert_eq!(transitions, scan_all(&b, Space::Transitions).unwrap());
-        assert_eq!(stage_a.engine.snapshot(), stage_b.engine.snapshot());
+        assert_eq!(stage_a.snapshot(), stage_b.snapshot());
         // And what it committed opens as that engine.
         let reopened = VisitStage::open(&b, &inputs_b).unwrap();
-        assert_eq!(reopened.engine.snapshot(), stage_a.engine.snapshot());
+        assert_eq!(reopened.snapshot(), stage_a.snapshot());
     }
 
     /// A purchase sent again (its ingest key long expired) is a second log record: its

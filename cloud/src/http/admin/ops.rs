@@ -2,6 +2,8 @@
 //! visits, footfall and transitions, and the backup snapshot.
 
 use super::*;
+use crate::cluster::Partition;
+use crate::store::scan_prefix_from;
 
 /// The live overview (`crate::reports::overview`).
 pub(super) async fn get_overview(
@@ -136,36 +138,45 @@ pub(super) async fn get_footfall(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SeqPage {
+    partition: Option<u16>,
     after: Option<u64>,
     limit: Option<usize>,
 }
 
-/// Visit transitions in the order the visit stage decided them, with their sequence numbers.
+/// Visit transitions in the order the visit stage decided them, with their sequence numbers:
+/// those of one partition (`partition`, 0 by default), after `after`. A store of several
+/// partitions numbers each apart; every item names its partition.
 pub(super) async fn list_transitions(
     _: Operator,
     State(state): State<AppState>,
     Query(page): Query<SeqPage>,
 ) -> Result<Response, ApiError> {
+    let store = state.store.as_ref();
+    let count = crate::cluster::count(store)?;
+    let index = page.partition.unwrap_or(0);
+    if index >= count {
+        return Err(ApiError::field(
+            "partition",
+            format!("this store has partitions 0 to {}", count - 1),
+        ));
+    }
+    let partition = Partition::new(index, count);
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let from = page.after.map_or(1, |a| a.saturating_add(1));
     let mut items = Vec::new();
-    for (k, v) in state
-        .store
-        .scan(Space::Transitions, &from.to_be_bytes(), limit)?
-    {
-        let seq = u64::from_be_bytes(
-            k.as_slice()
-                .try_into()
-                .map_err(|_| ApiError::internal("transition key"))?,
-        );
+    let prefix = partition.key_prefix();
+    let start = crate::visits::keys::transition(partition, from);
+    for (k, v) in scan_prefix_from(store, Space::Transitions, &prefix, &start, limit)? {
+        let seq = crate::visits::keys::transition_seq(partition, &k)?;
         if v.is_empty() {
             // About an erased customer: its place only, so paging goes on past it.
-            items.push(json!({"seq": seq, "erased": true}));
+            items.push(json!({"partition": index, "seq": seq, "erased": true}));
             continue;
         }
         let mut t: Value = serde_json::from_slice(&v).map_err(ApiError::internal)?;
+        t["partition"] = json!(index);
         t["seq"] = json!(seq);
         items.push(t);
     }
-    Ok(Json(json!({"items": items})).into_response())
+    Ok(Json(json!({"items": items, "partitions": count})).into_response())
 }

@@ -11,6 +11,7 @@ use crate::registry::replace_site;
 use crate::store::barrier::scan_all;
 use crate::store::event_log::EventLog;
 use crate::store::testing::{places, Place, TestStore};
+use crate::store::Commit;
 use crate::visits::visits_of_customer;
 use omo_device_config::site::Site;
 

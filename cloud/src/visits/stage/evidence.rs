@@ -48,8 +48,11 @@ impl VisitStage {
         report: &Report<'_>,
         near: &[(usize, Match)],
     ) -> Vec<Scope> {
-        let live: Vec<(&Scope, Option<usize>)> = self
-            .engine
+        // Not this instance's customer: their partition folds the report elsewhere.
+        let Some(engine) = self.engine_of(customer) else {
+            return Vec::new();
+        };
+        let live: Vec<(&Scope, Option<usize>)> = engine
             .live_scopes(customer)
             .map(|scope| match scope {
                 // A zone removed from the registry since has no index: it ends by timeout.

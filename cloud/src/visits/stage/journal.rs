@@ -5,7 +5,8 @@
 //! once they go quiet, not at every step. The journal is committed with the stage's offset,
 //! so a replay starts from exactly the engine that was committed.
 //!
-//! Keys in [`Space::Visits`] (this module owns them):
+//! Keys in [`Space::Visits`] (this module owns them), each after the partition's key prefix
+//! (`p003/`; none in a store of one partition, [`crate::cluster::Partition::key_prefix`]):
 //! - `state/{key as JSON}` → a [`State`] as JSON: the base of each customer × scope;
 //! - `buffered/{offset:016x}/{scope as JSON}` → an [`Evidence`] as JSON: the base of the
 //!   reorder buffer;
@@ -80,6 +81,8 @@ pub struct Journal {
     /// [`KEEP_LOG_MS`] and [`MAX_ENTRIES`] (tests fold sooner).
     keep_log_ms: i64,
     max_entries: usize,
+    /// What this partition's keys start with.
+    prefix: Vec<u8>,
 }
 
 /// A stored value of this module that cannot be read, named by its key.
@@ -87,60 +90,70 @@ fn unreadable(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("visits key {}: {e}", String::from_utf8_lossy(key)))
 }
 
-fn state_key(key: &Key) -> Vec<u8> {
-    let mut k = STATE.to_vec();
+fn state_key(prefix: &[u8], key: &Key) -> Vec<u8> {
+    let mut k = [prefix, STATE].concat();
     k.extend(serde_json::to_vec(key).expect("keys serialise"));
     k
 }
 
-fn buffered_key((offset, scope): &EvidenceId) -> Vec<u8> {
-    let mut k = BUFFERED.to_vec();
+fn buffered_key(prefix: &[u8], (offset, scope): &EvidenceId) -> Vec<u8> {
+    let mut k = [prefix, BUFFERED].concat();
     k.extend(format!("{offset:016x}/").as_bytes());
     k.extend(serde_json::to_vec(scope).expect("scopes serialise"));
     k
 }
 
-fn journal_key(seq: u64) -> Vec<u8> {
-    let mut k = JOURNAL.to_vec();
+fn journal_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = [prefix, JOURNAL].concat();
     k.extend(format!("{seq:016x}").as_bytes());
     k
 }
 
 impl Journal {
-    /// Reads the engine as last committed: the base, then every journal entry over it.
+    /// Reads the engine of the partition whose keys start with `prefix` as last committed:
+    /// the base, then every journal entry over it.
     pub fn open(
         store: &dyn Store,
+        prefix: &[u8],
         params: VisitParams,
         id_key: [u8; 32],
     ) -> Result<(Journal, VisitEngine), StoreError> {
+        let (state, buffered_at, journal_at, watermark, legacy_buffer) = (
+            [prefix, STATE].concat(),
+            [prefix, BUFFERED].concat(),
+            [prefix, JOURNAL].concat(),
+            [prefix, WATERMARK].concat(),
+            [prefix, LEGACY_BUFFER].concat(),
+        );
         let mut states: HashMap<Key, State> = HashMap::default();
-        for (k, v) in scan_prefix(store, Space::Visits, STATE, usize::MAX)? {
+        for (k, v) in scan_prefix(store, Space::Visits, &state, usize::MAX)? {
             let key: Key =
-                serde_json::from_slice(&k[STATE.len()..]).map_err(|e| unreadable(&k, e))?;
+                serde_json::from_slice(&k[state.len()..]).map_err(|e| unreadable(&k, e))?;
             let state = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
             states.insert(key, state);
         }
         let mut j = Journal {
             keep_log_ms: KEEP_LOG_MS,
             max_entries: MAX_ENTRIES,
+            prefix: prefix.to_vec(),
             ..Journal::default()
         };
         let mut evidence: HashMap<EvidenceId, Evidence> = HashMap::default();
-        for (k, v) in scan_prefix(store, Space::Visits, BUFFERED, usize::MAX)? {
+        for (k, v) in scan_prefix(store, Space::Visits, &buffered_at, usize::MAX)? {
             let e: Evidence = serde_json::from_slice(&v).map_err(|e| unreadable(&k, e))?;
             j.in_base.insert(e.id());
             evidence.insert(e.id(), e);
         }
-        let mut watermark_ms = match store.get(Space::Visits, WATERMARK)? {
+        let mut watermark_ms = match store.get(Space::Visits, &watermark)? {
             Some(v) => i64::from_be_bytes(
                 v.as_slice()
                     .try_into()
-                    .map_err(|_| unreadable(WATERMARK, format!("{} bytes, not 8", v.len())))?,
+                    .map_err(|_| unreadable(&watermark, format!("{} bytes, not 8", v.len())))?,
             ),
             None => i64::MIN,
         };
-        for (k, v) in scan_prefix(store, Space::Visits, JOURNAL, usize::MAX)? {
-            let seq = std::str::from_utf8(&k[JOURNAL.len()..])
+        for (k, v) in scan_prefix(store, Space::Visits, &journal_at, usize::MAX)? {
+            let seq = std::str::from_utf8(&k[journal_at.len()..])
                 .ok()
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
                 .ok_or_else(|| unreadable(&k, "not a hexadecimal seq"))?;
@@ -170,9 +183,9 @@ impl Journal {
                 .ok_or_else(|| unreadable(&k, "the last seq there is"))?;
         }
         let mut buffered: Vec<Evidence> = evidence.into_values().collect();
-        if let Some(v) = store.get(Space::Visits, LEGACY_BUFFER)? {
+        if let Some(v) = store.get(Space::Visits, &legacy_buffer)? {
             let legacy: Buffered =
-                serde_json::from_slice(&v).map_err(|e| unreadable(LEGACY_BUFFER, e))?;
+                serde_json::from_slice(&v).map_err(|e| unreadable(&legacy_buffer, e))?;
             j.legacy_buffer = true;
             if watermark_ms == i64::MIN {
                 watermark_ms = legacy.watermark_ms;
@@ -247,22 +260,26 @@ impl Journal {
         };
         for id in removed {
             match self.forget_evidence(&id) {
-                Some(Stored::Base) => c.delete(Space::Visits, buffered_key(&id)),
+                Some(Stored::Base) => c.delete(Space::Visits, buffered_key(&self.prefix, &id)),
                 Some(Stored::Journal) => entry.removed.push(id),
                 None => {}
             }
         }
         if self.legacy_buffer {
-            c.delete(Space::Visits, LEGACY_BUFFER.to_vec());
+            c.delete(Space::Visits, [&self.prefix, LEGACY_BUFFER].concat());
             self.legacy_buffer = false;
         }
         c.put(
             Space::Visits,
-            WATERMARK.to_vec(),
+            [&self.prefix, WATERMARK].concat(),
             engine.watermark_ms().to_be_bytes().to_vec(),
         );
         if !(entry.states.is_empty() && entry.added.is_empty() && entry.removed.is_empty()) {
-            c.put(Space::Visits, journal_key(seq), codec::encode(&entry));
+            c.put(
+                Space::Visits,
+                journal_key(&self.prefix, seq),
+                codec::encode(&entry),
+            );
             for (key, _) in entry.states {
                 self.note_key(key, seq);
             }
@@ -290,22 +307,22 @@ impl Journal {
             match engine.state(&key) {
                 Some(s) => c.put(
                     Space::Visits,
-                    state_key(&key),
+                    state_key(&self.prefix, &key),
                     serde_json::to_vec(s).expect("states serialise"),
                 ),
-                None => c.delete(Space::Visits, state_key(&key)),
+                None => c.delete(Space::Visits, state_key(&self.prefix, &key)),
             }
         }
         for (id, e) in self.evidence_of.remove(&seq).unwrap_or_default() {
             c.put(
                 Space::Visits,
-                buffered_key(&id),
+                buffered_key(&self.prefix, &id),
                 serde_json::to_vec(&e).expect("evidence serialises"),
             );
             self.in_journal.remove(&id);
             self.in_base.insert(id);
         }
-        c.delete(Space::Visits, journal_key(seq));
+        c.delete(Space::Visits, journal_key(&self.prefix, seq));
     }
 }
 
@@ -358,7 +375,7 @@ mod tests {
     }
 
     fn reopen(store: &dyn Store, keep_log_ms: i64, max_entries: usize) -> (Journal, VisitEngine) {
-        let (mut j, engine) = Journal::open(store, params(), [7; 32]).unwrap();
+        let (mut j, engine) = Journal::open(store, b"", params(), [7; 32]).unwrap();
         j.keep_log_ms = keep_log_ms;
         j.max_entries = max_entries;
         (j, engine)
@@ -439,7 +456,7 @@ mod tests {
         let mut c = Commit::new();
         c.put(
             Space::Visits,
-            journal_key(0),
+            journal_key(b"", 0),
             serde_json::to_vec(&entry).unwrap(),
         );
         c.put(
@@ -448,14 +465,17 @@ mod tests {
             engine.watermark_ms().to_be_bytes().to_vec(),
         );
         store.commit(c).unwrap();
-        let (mut j, mut opened) = Journal::open(&store, params(), [7; 32]).unwrap();
+        let (mut j, mut opened) = Journal::open(&store, b"", params(), [7; 32]).unwrap();
         assert_eq!(opened.snapshot(), engine.snapshot());
         // The next entry is binary, after the JSON one.
         opened.observe(evidence(2, 0, T0 + 5500, 7, true), T0 + 6000);
         commit(&mut j, &mut opened, &store, T0 + 6000, false);
-        let next = store.get(Space::Visits, &journal_key(1)).unwrap().unwrap();
+        let next = store
+            .get(Space::Visits, &journal_key(b"", 1))
+            .unwrap()
+            .unwrap();
         assert_eq!(next[0], codec::FORMAT);
-        let (_, again) = Journal::open(&store, params(), [7; 32]).unwrap();
+        let (_, again) = Journal::open(&store, b"", params(), [7; 32]).unwrap();
         assert_eq!(again.snapshot(), opened.snapshot());
     }
 
@@ -484,7 +504,7 @@ mod tests {
         for (key, state) in engine.take_changes() {
             c.put(
                 Space::Visits,
-                state_key(&key),
+                state_key(b"", &key),
                 serde_json::to_vec(&state.unwrap()).unwrap(),
             );
         }
@@ -497,11 +517,11 @@ mod tests {
         );
         store.commit(c).unwrap();
 
-        let (mut j, mut opened) = Journal::open(&store, params(), [7; 32]).unwrap();
+        let (mut j, mut opened) = Journal::open(&store, b"", params(), [7; 32]).unwrap();
         assert_eq!(opened.snapshot(), engine.snapshot());
         commit(&mut j, &mut opened, &store, T0 + 8000, false);
         assert_eq!(store.get(Space::Visits, LEGACY_BUFFER).unwrap(), None);
-        let (_, again) = Journal::open(&store, params(), [7; 32]).unwrap();
+        let (_, again) = Journal::open(&store, b"", params(), [7; 32]).unwrap();
         assert_eq!(again.snapshot(), engine.snapshot());
     }
 }

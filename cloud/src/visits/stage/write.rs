@@ -5,27 +5,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ts, Footfall, Inputs, VisitRecord};
+use crate::cluster::Partition;
 use crate::profiles::{self, Profile, PurchaseMark};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::hours::{self as tally, VisitHours};
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 use crate::visits::keys;
 
-/// Stores each transition (numbered on from the last stored), updates the visit it belongs to,
-/// the visit indexes and the stores' report tallies.
+/// Stores each transition (numbered on from the last stored in its partition), updates the
+/// visit it belongs to, the visit indexes and (in `hours`) the stores' report tallies.
 pub(super) fn transitions(
     store: &dyn Store,
+    partition: Partition,
     transitions: &[Transition],
-    secret: &[u8; 32],
+    (secret, hours): (&[u8; 32], &mut VisitHours),
     c: &mut Commit,
 ) -> Result<(), StoreError> {
-    let next = super::transitions_end(store)?;
+    let next = super::transitions_end(store, partition)?;
     let mut visits: BTreeMap<String, VisitRecord> = BTreeMap::new();
     let mut indexed: BTreeMap<String, IndexChange> = BTreeMap::new();
     for (seq, t) in (next..).zip(transitions) {
         c.put(
             Space::Transitions,
-            seq.to_be_bytes().to_vec(),
+            keys::transition(partition, seq),
             serde_json::to_vec(t).expect("transitions serialise"),
         );
         if matches!(t.kind, TransitionKind::Purchase { .. }) {
@@ -45,15 +47,14 @@ pub(super) fn transitions(
             serde_json::to_vec(&v).expect("visits serialise"),
         );
     }
-    // The stores' tallies count what their visit index entries now hold.
-    let mut hours = VisitHours::default();
+    // The stores' tallies count what their visit index entries now hold (written once for
+    // every partition of the commit: they share the stores' hours).
     for e in indexed.into_values().filter(|e| e.was != Some(e.now)) {
         let visitor = tally::visitor(secret, &e.customer);
         hours
             .get(store, &e.store, e.entered_ms)?
             .change(visitor, e.was, e.now);
     }
-    hours.write(c);
     Ok(())
 }
 
