@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use omo_device_config::Clock;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::broker;
+use crate::cluster::lease::{Assignment, Leases, Work};
 use crate::config::{CloudConfig, Engine};
 use crate::delivery;
 use crate::http::{self, AppState};
@@ -104,6 +105,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let (http_tx, http_rx) = mpsc::channel(1024);
     let writer_task = tokio::spawn(writer.run(mqtt_rx, http_rx));
     let stages = start_stages(&config, (&store, &registry, secret), &clock, &shared)?;
+    let leases = stages.leases.clone();
     let state = AppState {
         store: store.clone(),
         registry,
@@ -114,7 +116,7 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         config: Arc::new(config.clone()),
         metrics: Some(metrics),
         eids: stages.eids,
-        erasures: stages.erasures,
+        erasures: stages.erasures.clone(),
         registry_writes: Arc::new(tokio::sync::Mutex::new(())),
         secret,
         live: shared.live.clone(),
@@ -128,6 +130,15 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     writer_task.abort();
+    if let Some(leases) = &leases {
+        // Another instance takes this one's work at once, not after the lease time.
+        let (s, l) = (store.clone(), leases.clone());
+        match tokio::task::spawn_blocking(move || l.release_all(s.as_ref())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "leases not let go at the stop"),
+            Err(e) => tracing::warn!(error = %e, "leases not let go at the stop"),
+        }
+    }
     store.flush()?;
     tracing::info!("stopped");
     Ok(())
@@ -190,6 +201,35 @@ fn ingest_limits(config: &CloudConfig) -> Limits {
 struct Stages {
     eids: Arc<Mutex<EidResolver>>,
     erasures: mpsc::Sender<visits::stage::Erase>,
+    /// This instance's leases, let go at a clean stop (none: it runs everything).
+    leases: Option<Arc<Leases>>,
+}
+
+/// How this instance learns its share of the pipeline's work: by leases on a database several
+/// instances may share (unless `cluster.leases` is off), everything on sled (one process).
+fn share_work(
+    config: &CloudConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<(watch::Receiver<Assignment>, Option<Arc<Leases>>)> {
+    let work = Work {
+        partitioned: vec![visits::stage::CONSUMER, crate::campaigns::stage::CONSUMER],
+        single: vec![stats::CONSUMER, crate::privacy::retention::NAME],
+        count: crate::cluster::count(store.as_ref())?,
+    };
+    let shared = config.data.engine == Engine::Postgres && config.cluster.leases;
+    let leases = shared.then(|| {
+        Arc::new(Leases {
+            me: config.cluster.instance_name(),
+            lease_ms: i64::from(config.cluster.lease_s) * 1000,
+            work: work.clone(),
+        })
+    });
+    if let Some(l) = &leases {
+        tracing::info!(instance = %l.me, partitions = work.count, "sharing the pipeline by leases");
+    }
+    let (tx, rx) = watch::channel(Assignment::default());
+    tokio::spawn(crate::cluster::lease::keep(store, leases.clone(), work, tx));
+    Ok((rx, leases))
 }
 
 /// Starts the consumers of the log — statistics, the visit stage, the decision stage — the
@@ -201,7 +241,12 @@ fn start_stages(
     shared: &crate::ingest::Shared,
 ) -> anyhow::Result<Stages> {
     let dyn_store: Arc<dyn Store> = store.clone();
-    tokio::spawn(stats::run(dyn_store.clone(), shared.log_end.clone()));
+    let (assignment, leases) = share_work(config, dyn_store.clone())?;
+    tokio::spawn(stats::run(
+        dyn_store.clone(),
+        shared.log_end.clone(),
+        assignment.clone(),
+    ));
     let eids = Arc::new(Mutex::new(EidResolver::new(
         identity::all_eid_keys(store.as_ref())?,
         EID_SKEW_S,
@@ -217,7 +262,7 @@ fn start_stages(
     tokio::spawn(visits::stage::run(
         dyn_store.clone(),
         visit_inputs,
-        shared.log_end.clone(),
+        (shared.log_end.clone(), assignment.clone()),
         erasures_rx,
         shared.live.clone(),
     ));
@@ -233,6 +278,7 @@ fn start_stages(
         dyn_store.clone(),
         decide_inputs,
         shared.log_end.clone(),
+        assignment.clone(),
     ));
     let worker = Arc::new(
         delivery::worker::Worker::new(
@@ -248,8 +294,13 @@ fn start_stages(
         store.clone(),
         clock.clone(),
         config.retention,
+        assignment,
     ));
-    Ok(Stages { eids, erasures })
+    Ok(Stages {
+        eids,
+        erasures,
+        leases,
+    })
 }
 
 async fn shutdown_signal() {

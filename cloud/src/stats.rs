@@ -156,9 +156,19 @@ pub fn load(store: &dyn Store) -> Result<Folded, StoreError> {
         .collect()
 }
 
-/// Runs the stage: folds whenever the log grows.
-pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
+/// Runs the stage while this instance holds it: folds whenever the log grows.
+pub async fn run(
+    store: Arc<dyn Store>,
+    mut log_end: watch::Receiver<u64>,
+    mut assignment: watch::Receiver<crate::cluster::lease::Assignment>,
+) {
     loop {
+        if !assignment.borrow_and_update().single.contains(CONSUMER) {
+            if assignment.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         let s = store.clone();
         let stepped = tokio::task::spawn_blocking(move || step(s.as_ref())).await;
         let end = *log_end.borrow();
@@ -178,8 +188,9 @@ pub async fn run(store: Arc<dyn Store>, mut log_end: watch::Receiver<u64>) {
             Err(e) if e.is_cancelled() => return,
             Err(e) => tracing::error!(error = %e, "stats stage task failed"),
         }
-        if log_end.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = log_end.changed() => if changed.is_err() { return },
+            changed = assignment.changed() => if changed.is_err() { return },
         }
     }
 }

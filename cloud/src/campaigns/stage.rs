@@ -14,6 +14,7 @@ use super::decide::{assign, decide, Outcome, PastSend, Trigger};
 use super::definition::{Campaign, Trigger as CampaignTrigger};
 use super::report;
 use super::stored::{self, Versioned};
+use crate::cluster::lease::Assignment;
 use crate::cluster::{self, Partition};
 use crate::delivery;
 use crate::identity;
@@ -217,17 +218,20 @@ pub fn step_held(
     Ok(read)
 }
 
-/// Runs the stage: decides whenever the log (and so the transitions) grows.
+/// Runs the stage over the partitions this instance is assigned: decides whenever the log (and
+/// so the transitions) grows or the assignment changes.
 pub async fn run(
     store: Arc<dyn Store>,
     inputs: Arc<Inputs>,
     mut log_end: tokio::sync::watch::Receiver<u64>,
+    mut assignment: tokio::sync::watch::Receiver<Assignment>,
 ) {
-    let held = match cluster::count(store.as_ref()) {
-        Ok(count) => Partition::all(count).collect::<Vec<_>>(),
-        Err(e) => return tracing::error!(error = %e, "decision stage could not start"),
-    };
     loop {
+        let held: Vec<Partition> = assignment
+            .borrow_and_update()
+            .of(CONSUMER)
+            .into_iter()
+            .collect();
         let (s, i, h) = (store.clone(), inputs.clone(), held.clone());
         let stepped = tokio::task::spawn_blocking(move || step_held(s.as_ref(), &i, &h)).await;
         // Its input is the visit stage's transitions, not the log: its lag is in transitions.
@@ -254,8 +258,9 @@ pub async fn run(
             Err(e) if e.is_cancelled() => return,
             Err(e) => tracing::error!(error = %e, "decision stage task failed"),
         }
-        if log_end.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = log_end.changed() => if changed.is_err() { return },
+            changed = assignment.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -7,6 +7,8 @@
 //! partitions has no such key: it holds one partition, whose keys carry no partition prefix,
 //! so its data reads on as it was written.
 
+pub mod lease;
+
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Commit, Space, Store, StoreError};
@@ -19,24 +21,71 @@ pub const MAX_PARTITIONS: u16 = 256;
 const COUNT_KEY: &[u8] = b"partitions";
 
 /// `[cluster]` in `cloud.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// How many partitions a new store's visit and decision stages are split into (a store
     /// keeps the count it was first started with; unset: [`DEFAULT_PARTITIONS`]).
     pub partitions: Option<u16>,
+    /// This instance's name among the instances sharing a database (unset: host and process
+    /// id, so a restarted process is a new instance).
+    pub instance: Option<String>,
+    /// How long a lease holds without being renewed, seconds: an instance that dies has its
+    /// work taken over within this (it renews every third of it).
+    pub lease_s: u32,
+    /// Whether instances share the work by leases. Off (for tests), every instance runs every
+    /// stage and partition: still correct, as every commit expects what it read.
+    pub leases: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        ClusterSettings {
+            partitions: None,
+            instance: None,
+            lease_s: 15,
+            leases: true,
+        }
+    }
 }
 
 impl ClusterSettings {
     /// What is wrong with these settings, as (key under `cluster.`, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        match self.partitions {
-            Some(n) if n == 0 || n > MAX_PARTITIONS => vec![(
+        let mut p = Vec::new();
+        if let Some(n) = self.partitions.filter(|n| *n == 0 || *n > MAX_PARTITIONS) {
+            p.push((
                 "partitions",
                 format!("must be between 1 and {MAX_PARTITIONS}, not {n}"),
-            )],
-            _ => Vec::new(),
+            ));
         }
+        if !(3..=600).contains(&self.lease_s) {
+            p.push((
+                "lease_s",
+                format!("must be between 3 and 600, not {}", self.lease_s),
+            ));
+        }
+        if let Some(name) = &self.instance {
+            if name.is_empty() || name.len() > 100 || name.chars().any(|c| c.is_control()) {
+                p.push((
+                    "instance",
+                    "must be 1 to 100 characters, none a control character".into(),
+                ));
+            }
+        }
+        p
+    }
+
+    /// This instance's name: `instance`, or host and process id.
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "host".into());
+            format!("{host}-{}", std::process::id())
+        })
     }
 }
 

@@ -259,15 +259,27 @@ fn log_upper(store: &dyn Store) -> Result<Option<u64>, StoreError> {
     Ok(Some(read.into_iter().min().unwrap_or(0).min(next - 1)))
 }
 
+/// The sweeper's name in leases.
+pub const NAME: &str = "retention";
+
 /// Runs the sweeper every `sweep_interval_s` (the first one an interval after the start, once
 /// the stages have caught up) until the process ends.
-pub async fn run(store: std::sync::Arc<dyn Store>, clock: Clock, config: Retention) {
+pub async fn run(
+    store: std::sync::Arc<dyn Store>,
+    clock: Clock,
+    config: Retention,
+    assignment: tokio::sync::watch::Receiver<crate::cluster::lease::Assignment>,
+) {
     let mut cursors = Cursors::default();
     let period = Duration::from_secs(u64::from(config.sweep_interval_s));
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        // One instance sweeps: the one holding the sweeper's lease.
+        if !assignment.borrow().single.contains(NAME) {
+            continue;
+        }
         let (s, c) = (store.clone(), clock.clone());
         let mut carried = std::mem::take(&mut cursors);
         let started = std::time::Instant::now();

@@ -49,10 +49,12 @@ pub enum Space {
     Purchases,
     /// Customer profiles (visits and purchases folded per customer) and tag rules.
     Profiles,
+    /// Which instance runs which part of the pipeline, and the instances alive.
+    Leases,
 }
 
 impl Space {
-    pub const ALL: [Space; 13] = [
+    pub const ALL: [Space; 14] = [
         Space::Registry,
         Space::Identity,
         Space::EventLog,
@@ -66,6 +68,7 @@ impl Space {
         Space::Campaigns,
         Space::Purchases,
         Space::Profiles,
+        Space::Leases,
     ];
 
     /// The space's stable name (its tree or table name).
@@ -84,6 +87,7 @@ impl Space {
             Space::Campaigns => "campaigns",
             Space::Purchases => "purchases",
             Space::Profiles => "profiles",
+            Space::Leases => "leases",
         }
     }
 

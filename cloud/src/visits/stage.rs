@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::engine::{Scope, Source, Transition, TransitionKind, VisitEngine, VisitParams};
 use super::keys;
+use crate::cluster::lease::Assignment;
 use crate::cluster::{self, Partition};
 use crate::identity::eid_resolver::EidResolver;
 use crate::ingest::record::{GatewayEvent, PurchaseEvent, Record};
@@ -153,6 +154,28 @@ impl VisitStage {
         let part = Part::open(store, inputs, partition)?;
         self.parts.insert(partition.index(), part);
         Ok(())
+    }
+
+    /// Runs `want` from now on: lets go of the partitions not in it, takes on the others (one
+    /// that cannot be opened now is tried again at the next call).
+    pub fn adjust(&mut self, store: &dyn Store, inputs: &Inputs, want: &BTreeSet<Partition>) {
+        for p in self.held() {
+            if !want.contains(&p) {
+                self.release(p);
+                tracing::info!(partition = %p, "visit stage partition let go");
+            }
+        }
+        for p in want {
+            if self.parts.contains_key(&p.index()) {
+                continue;
+            }
+            match self.hold(store, inputs, *p) {
+                Ok(()) => tracing::info!(partition = %p, "visit stage partition taken on"),
+                Err(e) => {
+                    tracing::warn!(partition = %p, error = %e, "visit stage partition not taken on yet")
+                }
+            }
+        }
     }
 
     /// Lets `partition` go (another instance runs it from what this one committed).
@@ -456,17 +479,21 @@ fn purchase_transition(p: PurchaseEvent, log_ms: i64, max_lateness_ms: i64) -> T
     }
 }
 
-/// Runs the stage: folds whenever the log grows.
+/// Runs the stage over the partitions this instance is assigned: folds whenever the log grows,
+/// takes on and lets go of partitions as the assignment changes, erases between two steps.
 pub async fn run(
     store: Arc<dyn Store>,
     inputs: Arc<Inputs>,
-    mut log_end: watch::Receiver<u64>,
+    (mut log_end, mut assignment): (watch::Receiver<u64>, watch::Receiver<Assignment>),
     mut erasures: tokio::sync::mpsc::Receiver<Erase>,
     live: Arc<crate::live::Live>,
 ) {
     let opened = {
         let (store, inputs) = (store.clone(), inputs.clone());
-        tokio::task::spawn_blocking(move || VisitStage::open(store.as_ref(), &inputs)).await
+        tokio::task::spawn_blocking(move || {
+            VisitStage::open_partitions(store.as_ref(), &inputs, [])
+        })
+        .await
     };
     let mut stage = match opened {
         Ok(Ok(s)) => s,
@@ -475,27 +502,17 @@ pub async fn run(
     };
     let mut waiting: Vec<Erase> = Vec::new();
     loop {
-        // Erasures first, between two steps.
         while let Ok(e) = erasures.try_recv() {
             waiting.push(e);
         }
-        for e in std::mem::take(&mut waiting) {
-            let (s, i) = (store.clone(), inputs.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                let r = stage.erase(s.as_ref(), &i, &e.customer);
-                (stage, r, e.done)
-            })
-            .await;
-            match result {
-                Ok((st, r, done)) => {
-                    stage = st;
-                    let _ = done.send(r);
-                }
-                Err(e) => return tracing::error!(error = %e, "visit stage task failed"),
-            }
-        }
-        let (s, i) = (store.clone(), inputs.clone());
+        let want = assignment.borrow_and_update().of(CONSUMER);
+        let (s, i, erase) = (store.clone(), inputs.clone(), std::mem::take(&mut waiting));
         let result = tokio::task::spawn_blocking(move || {
+            stage.adjust(s.as_ref(), &i, &want);
+            // Erasures first, between two steps.
+            for e in erase {
+                let _ = e.done.send(stage.erase(s.as_ref(), &i, &e.customer));
+            }
             let n = stage.step(s.as_ref(), &i);
             (stage, n)
         })
@@ -521,6 +538,7 @@ pub async fn run(
         }
         tokio::select! {
             changed = log_end.changed() => if changed.is_err() { return },
+            changed = assignment.changed() => if changed.is_err() { return },
             Some(e) = erasures.recv() => waiting.push(e),
         }
     }

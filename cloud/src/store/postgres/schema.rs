@@ -42,6 +42,8 @@ const MIGRATIONS: &[&str] = &[
          pid int NOT NULL,
          expires_at timestamptz NOT NULL
      );",
+    // 2: leases, when several instances share the pipeline.
+    "CREATE TABLE omo_leases (k bytea PRIMARY KEY, v bytea NOT NULL);",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,447 @@
+//! Leases (DESIGN.md, "Growing past one machine"): which instance runs which piece of the
+//! pipeline's work. A lease is a row in [`Space::Leases`] — its holder, how many hands it went
+//! through (its epoch), until when — taken, renewed and let go with an expectation on the row
+//! as read, so two instances never both take it. Each instance also keeps a row of its own
+//! alive, so the instances count each other and share the partitions evenly: each takes at
+//! most its share (the partitions over the live instances, rounded up) and lets go of what is
+//! over it, so an instance that joins gets about its share within a lease time.
+//!
+//! Leases only save work: a stage's commit expects its offset as it read it, so an instance
+//! whose lease ran out while it stalled conflicts instead of writing twice.
+//!
+//! Keys in [`Space::Leases`] (this module owns them): `instance/{id}` and `work/{name}` (a
+//! partition's `visits/3`, a single stage's `stats`) → a [`Lease`] as JSON.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::Partition;
+use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
+
+const INSTANCE: &str = "instance/";
+const WORK: &str = "work/";
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    /// How many times the lease changed hands (a holder taking it over adds one).
+    pub epoch: u64,
+    /// Until when it holds (ms since the epoch): a lease past it is free to take.
+    pub expires_ms: i64,
+}
+
+/// The pipeline's work, as leases name it: stages split in partitions, and single stages.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub partitioned: Vec<&'static str>,
+    pub single: Vec<&'static str>,
+    pub count: u16,
+}
+
+/// What an instance runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Each partitioned stage's partitions this instance holds.
+    pub partitions: BTreeMap<&'static str, BTreeSet<Partition>>,
+    /// The single stages this instance holds.
+    pub single: BTreeSet<&'static str>,
+    /// The instances alive (this one included) as of the round.
+    pub instances: usize,
+}
+
+impl Assignment {
+    /// Everything: one instance alone, or leases switched off.
+    pub fn everything(work: &Work) -> Assignment {
+        Assignment {
+            partitions: work
+                .partitioned
+                .iter()
+                .map(|s| (*s, Partition::all(work.count).collect()))
+                .collect(),
+            single: work.single.iter().copied().collect(),
+            instances: 1,
+        }
+    }
+
+    /// The partitions of `stage` this instance holds.
+    pub fn of(&self, stage: &str) -> BTreeSet<Partition> {
+        self.partitions.get(stage).cloned().unwrap_or_default()
+    }
+}
+
+/// One instance's side of the leases.
+pub struct Leases {
+    /// This instance's id (unique among the live ones: host and process id by default).
+    pub me: String,
+    pub lease_ms: i64,
+    pub work: Work,
+}
+
+/// A lease row as read: its key, its bytes (to expect) and what they say.
+struct Row {
+    key: Vec<u8>,
+    bytes: Vec<u8>,
+    lease: Lease,
+}
+
+fn work_key(name: &str) -> Vec<u8> {
+    format!("{WORK}{name}").into_bytes()
+}
+
+fn encode(lease: &Lease) -> Vec<u8> {
+    serde_json::to_vec(lease).expect("leases serialise")
+}
+
+/// Every row under `prefix`, by the name after it (an unreadable row counts as free).
+fn rows(store: &dyn Store, prefix: &str) -> Result<BTreeMap<String, Row>, StoreError> {
+    let mut out = BTreeMap::new();
+    let mut from = prefix.as_bytes().to_vec();
+    loop {
+        let page = scan_prefix_from(store, Space::Leases, prefix.as_bytes(), &from, 1024)?;
+        let full = page.len() == 1024;
+        for (key, bytes) in page {
+            let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let lease = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(lease = %name, error = %e, "unreadable lease taken as free");
+                Lease {
+                    holder: String::new(),
+                    epoch: 0,
+                    expires_ms: i64::MIN,
+                }
+            });
+            from = key.clone();
+            from.push(0);
+            out.insert(name, Row { key, bytes, lease });
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+impl Leases {
+    /// One round at `now_ms`: keeps this instance's row alive, renews what it holds, lets go
+    /// of what is over its share, takes free or expired work up to its share; answers what it
+    /// now holds. A lease another instance changed meanwhile is simply not held this round.
+    pub fn round(&self, store: &dyn Store, now_ms: i64) -> Result<Assignment, StoreError> {
+        let until = now_ms.saturating_add(self.lease_ms);
+        let mut c = Commit::new();
+        c.put(
+            Space::Leases,
+            format!("{INSTANCE}{}", self.me).into_bytes(),
+            encode(&Lease {
+                holder: self.me.clone(),
+                epoch: 0,
+                expires_ms: until,
+            }),
+        );
+        store.commit(c)?;
+        let instances = rows(store, INSTANCE)?
+            .values()
+            .filter(|r| r.lease.expires_ms > now_ms)
+            .count()
+            .max(1);
+        let leases = rows(store, WORK)?;
+        let mut out = Assignment {
+            instances,
+            ..Assignment::default()
+        };
+        let share = usize::from(self.work.count).div_ceil(instances);
+        for stage in &self.work.partitioned {
+            let names: Vec<(Partition, String)> = Partition::all(self.work.count)
+                .map(|p| (p, p.consumer(stage)))
+                .collect();
+            let mine: Vec<&(Partition, String)> = names
+                .iter()
+                .filter(|(_, n)| leases.get(n).is_some_and(|r| r.lease.holder == self.me))
+                .collect();
+            // Over its share: the last ones go (another instance takes them).
+            let keep = mine.len().min(share);
+            let mut held = BTreeSet::new();
+            for (i, (p, name)) in mine.iter().enumerate() {
+                let row = &leases[name];
+                if i < keep && self.renew(store, row, until)? {
+                    held.insert(*p);
+                } else if i >= keep {
+                    self.release(store, row)?;
+                }
+            }
+            for (p, name) in &names {
+                if held.len() >= share {
+                    break;
+                }
+                if self.take(store, name, leases.get(name), (now_ms, until))? {
+                    held.insert(*p);
+                }
+            }
+            out.partitions.insert(stage, held);
+        }
+        for stage in &self.work.single {
+            let row = leases.get(*stage);
+            let held = match row {
+                Some(r) if r.lease.holder == self.me => self.renew(store, r, until)?,
+                _ => self.take(store, stage, row, (now_ms, until))?,
+            };
+            if held {
+                out.single.insert(stage);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renews a lease this instance holds; false if another took it meanwhile.
+    fn renew(&self, store: &dyn Store, row: &Row, until: i64) -> Result<bool, StoreError> {
+        let lease = Lease {
+            expires_ms: until,
+            ..row.lease.clone()
+        };
+        self.write(
+            store,
+            row.key.clone(),
+            Some(row.bytes.clone()),
+            Some(encode(&lease)),
+        )
+    }
+
+    /// Takes `name` if it is free or expired (not if another live instance holds it).
+    fn take(
+        &self,
+        store: &dyn Store,
+        name: &str,
+        row: Option<&Row>,
+        (now_ms, until): (i64, i64),
+    ) -> Result<bool, StoreError> {
+        if row.is_some_and(|r| r.lease.expires_ms > now_ms && r.lease.holder != self.me) {
+            return Ok(false);
+        }
+        let lease = Lease {
+            holder: self.me.clone(),
+            epoch: row.map_or(0, |r| r.lease.epoch) + 1,
+            expires_ms: until,
+        };
+        let took = self.write(
+            store,
+            work_key(name),
+            row.map(|r| r.bytes.clone()),
+            Some(encode(&lease)),
+        )?;
+        if took {
+            tracing::info!(work = name, epoch = lease.epoch, "lease taken");
+        }
+        Ok(took)
+    }
+
+    /// Lets a lease go, so another instance takes it at once.
+    fn release(&self, store: &dyn Store, row: &Row) -> Result<(), StoreError> {
+        self.write(store, row.key.clone(), Some(row.bytes.clone()), None)?;
+        Ok(())
+    }
+
+    /// Lets go of everything this instance holds and of its own row (a clean stop).
+    pub fn release_all(&self, store: &dyn Store) -> Result<(), StoreError> {
+        for row in rows(store, WORK)?.values() {
+            if row.lease.holder == self.me {
+                self.release(store, row)?;
+            }
+        }
+        let mut c = Commit::new();
+        c.delete(Space::Leases, format!("{INSTANCE}{}", self.me).into_bytes());
+        store.commit(c)
+    }
+
+    /// Writes `key` if it still holds `expected`; false if it changed meanwhile.
+    fn write(
+        &self,
+        store: &dyn Store,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        let mut c = Commit::new();
+        c.expect(Space::Leases, key.clone(), expected);
+        match value {
+            Some(v) => c.put(Space::Leases, key, v),
+            None => c.delete(Space::Leases, key),
+        }
+        match store.commit(c) {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Keeps `tx` telling what this instance runs: with `leases`, a round every third of the
+/// lease time (what it held stays told while the store cannot be reached: its commits fail
+/// then anyway, and another instance takes its work once the leases run out); without,
+/// everything. Runs until the process ends.
+pub async fn keep(
+    store: std::sync::Arc<dyn Store>,
+    leases: Option<std::sync::Arc<Leases>>,
+    work: Work,
+    tx: tokio::sync::watch::Sender<Assignment>,
+) {
+    let Some(leases) = leases else {
+        tx.send_replace(Assignment::everything(&work));
+        return std::future::pending().await;
+    };
+    let period = std::time::Duration::from_millis((leases.lease_ms / 3).max(1) as u64);
+    loop {
+        let (s, l) = (store.clone(), leases.clone());
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match tokio::task::spawn_blocking(move || l.round(s.as_ref(), now_ms)).await {
+            Ok(Ok(a)) => {
+                metrics::gauge!("omo_cluster_instances").set(a.instances as f64);
+                for (stage, held) in &a.partitions {
+                    metrics::gauge!("omo_partitions_held", "stage" => *stage)
+                        .set(held.len() as f64);
+                }
+                tx.send_if_modified(|old| {
+                    let changed = *old != a;
+                    if changed {
+                        tracing::info!(
+                            instances = a.instances,
+                            held = ?a.partitions.iter().map(|(s, p)| (s, p.iter().map(|p| p.index()).collect::<Vec<_>>())).collect::<Vec<_>>(),
+                            single = ?a.single,
+                            "this instance's share of the work"
+                        );
+                        *old = a;
+                    }
+                    changed
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "leases not renewed this round"),
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => tracing::error!(error = %e, "lease round failed"),
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Every lease of the pipeline's work as stored, by name (for `/metrics` and the API).
+pub fn all(store: &dyn Store) -> Result<BTreeMap<String, Lease>, StoreError> {
+    Ok(rows(store, WORK)?
+        .into_iter()
+        .map(|(name, row)| (name, row.lease))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::places;
+
+    const LEASE_MS: i64 = 15_000;
+    const T: i64 = 1_790_000_000_000;
+
+    fn instance(me: &str) -> Leases {
+        Leases {
+            me: me.into(),
+            lease_ms: LEASE_MS,
+            work: Work {
+                partitioned: vec!["visits", "decide"],
+                single: vec!["stats", "retention"],
+                count: 4,
+            },
+        }
+    }
+
+    fn indexes(a: &Assignment, stage: &str) -> Vec<u16> {
+        a.of(stage).iter().map(|p| p.index()).collect()
+    }
+
+    #[test]
+    fn instances_share_the_work_and_take_a_dead_ones_over() {
+        for place in places() {
+            let store = place.open();
+            let (a, b) = (instance("a"), instance("b"));
+            let alone = a.round(&store, T).unwrap();
+            assert_eq!(alone, Assignment::everything(&a.work), "{}", place.engine());
+            // b joins: a holds everything still alive, so b gets nothing at first…
+            let first = b.round(&store, T + 1000).unwrap();
+            assert_eq!((first.instances, indexes(&first, "visits")), (2, vec![]));
+            // …a lets go of what is over its share, and b takes it.
+            let a2 = a.round(&store, T + 2000).unwrap();
+            let b2 = b.round(&store, T + 3000).unwrap();
+            assert_eq!(indexes(&a2, "visits"), [0, 1]);
+            assert_eq!(indexes(&a2, "decide"), [0, 1]);
+            assert_eq!(indexes(&b2, "visits"), [2, 3]);
+            assert_eq!(indexes(&b2, "decide"), [2, 3]);
+            assert_eq!(a2.single, BTreeSet::from(["stats", "retention"]));
+            assert!(b2.single.is_empty());
+            // Renewed, a keeps its share.
+            assert_eq!(a.round(&store, T + 8000).unwrap(), a2);
+            // a dies: once its leases ran out, b takes everything, each lease one hand on.
+            let before = all(&store).unwrap();
+            assert_eq!(
+                b.round(&store, T + 8000 + LEASE_MS - 1)
+                    .unwrap()
+                    .of("visits")
+                    .len(),
+                2
+            );
+            let b3 = b.round(&store, T + 8000 + LEASE_MS + 1).unwrap();
+            assert_eq!(b3, Assignment::everything(&b.work));
+            let after = all(&store).unwrap();
+            assert_eq!(after["visits/0"].holder, "b");
+            assert_eq!(after["visits/0"].epoch, before["visits/0"].epoch + 1);
+            assert_eq!(after["visits/2"].epoch, before["visits/2"].epoch);
+            // a comes back (under a new id, as a restarted process): about half again.
+            let c = instance("c");
+            c.round(&store, T + 30_000).unwrap();
+            let b3 = b.round(&store, T + 31_000).unwrap();
+            let c2 = c.round(&store, T + 32_000).unwrap();
+            assert_eq!(indexes(&b3, "visits"), [0, 1]);
+            assert_eq!(indexes(&c2, "visits"), [2, 3]);
+            // A clean stop lets go at once.
+            c.release_all(&store).unwrap();
+            let b4 = b.round(&store, T + 33_000).unwrap();
+            assert_eq!(b4, Assignment::everything(&b.work));
+        }
+    }
+
+    #[test]
+    fn two_instances_racing_never_hold_one_lease_both() {
+        for place in places() {
+            let store = place.open();
+            let (a, b) = (instance("a"), instance("b"));
+            for round in 0..30 {
+                let now = T + round * 1000;
+                let (x, y) = std::thread::scope(|s| {
+                    let x = s.spawn(|| a.round(&store, now).unwrap());
+                    let y = s.spawn(|| b.round(&store, now).unwrap());
+                    (x.join().unwrap(), y.join().unwrap())
+                });
+                for stage in ["visits", "decide"] {
+                    assert!(x.of(stage).is_disjoint(&y.of(stage)), "{x:?} {y:?}");
+                }
+                assert!(x.single.is_disjoint(&y.single), "{x:?} {y:?}");
+            }
+            // And, taking turns, they settle on two partitions each.
+            let mut last = (Assignment::default(), Assignment::default());
+            for round in 0..4 {
+                let now = T + 40_000 + round * 1000;
+                last = (
+                    a.round(&store, now).unwrap(),
+                    b.round(&store, now + 500).unwrap(),
+                );
+            }
+            assert_eq!(last.0.of("visits").len(), 2, "{last:?}");
+            assert_eq!(last.1.of("visits").len(), 2, "{last:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_lease_is_taken_as_free() {
+        let place = crate::store::testing::Place::sled();
+        let store = place.open();
+        let mut c = Commit::new();
+        c.put(Space::Leases, b"work/stats".to_vec(), b"{".to_vec());
+        store.commit(c).unwrap();
+        let a = instance("a").round(&store, T).unwrap();
+        assert!(a.single.contains("stats"));
+        assert_eq!(all(&store).unwrap()["stats"].epoch, 1);
+    }
+}
