@@ -15,6 +15,10 @@ use crate::registry::{record_config_ack, GatewayEntry};
 
 impl Writer {
     pub(super) fn take_mqtt(&mut self, m: Incoming, group: &mut Group) {
+        group.inputs.push(super::retry::Input::Mqtt {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+        });
         // An external broker's PUBLISH is acked after the flush whatever became of it: what
         // was refused will never be stored, so a redelivery would not help.
         if let Some(p) = m.ack {

@@ -15,6 +15,7 @@ pub mod keys;
 mod line_link;
 pub mod presence;
 pub mod record;
+mod retry;
 
 pub use forget::{expire_log, expire_processed_ids, forget_installs, ExpiredLog};
 pub use line_link::account_link;
@@ -33,7 +34,7 @@ use crate::seq_ledger::SeqLedger;
 use crate::store::barrier::{scan_all, BarrierStore};
 use crate::store::event_log::EventLog;
 use crate::store::{Commit, Space, Store, StoreError};
-use epochs::{info_key, ledger_key, parse_ledger_key, EpochEnd, EpochInfo};
+use epochs::{parse_ledger_key, EpochEnd, EpochInfo};
 use gateways::GatewayStates;
 use presence::TimeLimits;
 use record::Record;
@@ -106,12 +107,18 @@ pub struct Writer {
     /// After a failed commit (which may have applied unseen): the epochs whose ledgers must be
     /// read again from the store, and whether the log position must be, before the next group.
     stale: Option<BTreeSet<(GatewayId, Epoch)>>,
+    /// Each seq ledger key as this writer last read or wrote it: a commit writing it expects
+    /// it so, and conflicts if another instance wrote it meanwhile.
+    synced: HashMap<Vec<u8>, Vec<u8>>,
     next_tick_ms: i64,
     log_end: watch::Sender<u64>,
     open_gaps: HashMap<(GatewayId, Epoch), u64>,
     /// When each epoch's batches arrived, and how it ended.
     epochs: HashMap<(GatewayId, Epoch), EpochInfo>,
 }
+
+/// Where an append request is answered.
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
 /// Everything one group commit writes and, after the flush, sends.
 #[derive(Default)]
@@ -124,7 +131,14 @@ struct Group {
     epochs: BTreeMap<(GatewayId, Epoch), EpochInfo>,
     acks: Vec<(String, Vec<u8>)>,
     broker_acks: Vec<rumqttc::Publish>,
-    replies: Vec<(oneshot::Sender<Result<Appended, StoreError>>, Appended)>,
+    /// One per append request, in order (what it is answered once the group is durable).
+    replies: Vec<(Reply, Result<Appended, StoreError>)>,
+    /// What the group was taken from, to take it again after a conflict.
+    inputs: Vec<retry::Input>,
+    /// The ticks it appended.
+    ticks: Vec<Timestamp>,
+    /// The seq ledgers it writes, as written (the next commit expects them).
+    ledger_writes: Vec<(Vec<u8>, Vec<u8>)>,
     dedup: HashMap<Vec<u8>, Vec<u8>>,
     config_acks: Vec<(GatewayId, ConfigAck)>,
     events: u64,
@@ -149,6 +163,7 @@ impl Writer {
         let mut ledger = SeqLedger::new();
         let mut rejected = SeqLedger::new();
         let mut epochs = HashMap::new();
+        let mut synced = HashMap::new();
         for (k, v) in scan_all(store.as_ref(), Space::SeqRanges)? {
             if let Some(rest) = k.strip_prefix(epochs::PREFIX.as_bytes()) {
                 let key = parse_ledger_key(rest).ok_or_else(|| {
@@ -170,6 +185,7 @@ impl Writer {
             })?;
             let ranges: SeqRanges = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Backend(format!("seq ranges of {gw}/{epoch}: {e}")))?;
+            synced.insert(k.clone(), v.clone());
             let target = if is_rejected {
                 &mut rejected
             } else {
@@ -205,6 +221,7 @@ impl Writer {
             open_gaps: HashMap::new(),
             epochs,
             stale: None,
+            synced,
         };
         let all: Vec<(GatewayId, Epoch)> = writer
             .ledger
@@ -281,6 +298,7 @@ impl Writer {
             if let Some(received) = Timestamp::from_millis(self.next_tick_ms) {
                 self.log
                     .append(&mut group.commit, &Record::Tick { received }.encode());
+                group.ticks.push(received);
             }
             self.next_tick_ms += 1000;
         }
@@ -291,23 +309,29 @@ impl Writer {
     }
 
     fn take_append(&mut self, req: AppendRequest, group: &mut Group) {
+        group.inputs.push(retry::Input::Append {
+            records: req.records.clone(),
+            dedup: req.dedup.clone(),
+        });
         if let Some((key, value)) = &req.dedup {
             let earlier = match group.dedup.get(key) {
                 Some(v) => Some(v.clone()),
                 None => match self.store.get(Space::Dedup, key) {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = req.reply.send(Err(e));
+                        group.replies.push((req.reply, Err(e)));
                         return;
                     }
                 },
             };
             if let Some(v) = earlier {
                 // Answered after the flush too: the first request may still be in this group.
-                group.replies.push((req.reply, Appended::Duplicate(v)));
+                group.replies.push((req.reply, Ok(Appended::Duplicate(v))));
                 return;
             }
             group.dedup.insert(key.clone(), value.clone());
+            // Taken once across instances: another that took it first makes this a conflict.
+            group.commit.expect(Space::Dedup, key.clone(), None);
             group.commit.put(Space::Dedup, key.clone(), value.clone());
         }
         let offsets = req
@@ -328,15 +352,39 @@ impl Writer {
         }
         group
             .replies
-            .push((req.reply, Appended::Stored { offsets }));
+            .push((req.reply, Ok(Appended::Stored { offsets })));
     }
 
-    /// Commits the group, flushes, then acknowledges everything in it.
+    /// Commits the group, flushes, then acknowledges everything in it. A group that met a
+    /// conflict (another instance appended, or stored some of its seqs) is taken again from
+    /// what it was taken from, over the store as it now is, and committed again.
     async fn finish(&mut self, mut group: Group) {
-        self.stage_ledgers(&mut group);
-        if !group.commit.is_empty() {
+        let mut attempts = 1;
+        loop {
+            self.stage_ledgers(&mut group);
+            if group.commit.is_empty() {
+                break;
+            }
             let commit = std::mem::take(&mut group.commit);
-            if let Err(e) = self.commit_durably(commit).await {
+            let result = self.commit_durably(commit).await;
+            if let (Err(StoreError::Conflict { .. }), true) = (&result, attempts < retry::ATTEMPTS)
+            {
+                metrics::counter!("omo_ingest_commit_conflicts_total").increment(1);
+                attempts += 1;
+                self.stale
+                    .get_or_insert_with(BTreeSet::new)
+                    .extend(group.touched.iter().cloned());
+                match self.recover() {
+                    Ok(()) => {
+                        group = self.take_again(group);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ingest could not read the store again after a conflict")
+                    }
+                }
+            }
+            if let Err(e) = result {
                 // Nothing is acknowledged: gateways resend, HTTP clients retry.
                 tracing::error!(error = %e, "ingest commit failed; nothing in this group was acknowledged");
                 metrics::counter!("omo_ingest_commit_failures_total").increment(1);
@@ -351,82 +399,12 @@ impl Writer {
                     .extend(group.touched);
                 return;
             }
+            break;
+        }
+        for (key, bytes) in std::mem::take(&mut group.ledger_writes) {
+            self.synced.insert(key, bytes);
         }
         self.after_durable(group).await;
-    }
-
-    /// After a failed commit: reads the log position and the touched epochs' ledgers again
-    /// (the store holds at least what memory does). Until it succeeds nothing more is taken.
-    fn recover(&mut self) -> Result<(), StoreError> {
-        let Some(epochs) = self.stale.take() else {
-            return Ok(());
-        };
-        let read = self
-            .log
-            .reset(self.store.as_ref())
-            .and_then(|()| self.reload_ledgers(&epochs));
-        if read.is_err() {
-            self.stale = Some(epochs);
-        }
-        read
-    }
-
-    /// Takes into the ledgers in memory what the store holds of `epochs`.
-    fn reload_ledgers(&mut self, epochs: &BTreeSet<(GatewayId, Epoch)>) -> Result<(), StoreError> {
-        for (gw, epoch) in epochs {
-            for (key, ledger) in [
-                (ledger_key(gw, *epoch), &mut self.ledger),
-                (epochs::rejected_key(gw, *epoch), &mut self.rejected),
-            ] {
-                if let Some(v) = self.store.get(Space::SeqRanges, &key)? {
-                    let ranges: SeqRanges = serde_json::from_slice(&v).map_err(|e| {
-                        StoreError::Backend(format!("seq ranges of {gw}/{epoch}: {e}"))
-                    })?;
-                    ledger.record_stored(gw, *epoch, &ranges);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds to the group's commit the seq ledgers (stored and rejected) of the epochs it
-    /// touched and its epochs' records.
-    fn stage_ledgers(&self, group: &mut Group) {
-        for (gw, epoch) in &group.touched {
-            let mut all = self
-                .ledger
-                .stored(gw, epoch.to_owned())
-                .cloned()
-                .unwrap_or_default();
-            if let Some(p) = group.pending.stored(gw, *epoch) {
-                all.merge(p);
-            }
-            group.commit.put(
-                Space::SeqRanges,
-                ledger_key(gw, *epoch),
-                serde_json::to_vec(&all).expect("seq ranges serialise"),
-            );
-            if let Some(r) = group.rejected_pending.stored(gw, *epoch) {
-                let mut all = self
-                    .rejected
-                    .stored(gw, *epoch)
-                    .cloned()
-                    .unwrap_or_default();
-                all.merge(r);
-                group.commit.put(
-                    Space::SeqRanges,
-                    epochs::rejected_key(gw, *epoch),
-                    serde_json::to_vec(&all).expect("seq ranges serialise"),
-                );
-            }
-        }
-        for ((gw, epoch), info) in &group.epochs {
-            group.commit.put(
-                Space::SeqRanges,
-                info_key(gw, *epoch),
-                serde_json::to_vec(info).expect("epoch records serialise"),
-            );
-        }
     }
 
     /// Commits and flushes off the executor. A flush that fails after the commit stops the
@@ -492,7 +470,7 @@ impl Writer {
             self.outbound.ack(p).await;
         }
         for (reply, result) in group.replies {
-            let _ = reply.send(Ok(result));
+            let _ = reply.send(result);
         }
         metrics::counter!("omo_ingest_events_total", "source" => "gateway").increment(group.events);
         self.live.events("gateway", group.events);

@@ -1,0 +1,160 @@
+//! A group that met a conflict is taken again (issue 32): several instances append to one log
+//! and may be handed batches of the same gateway epoch, so a group's commit expects the log's
+//! end and each seq ledger as this writer last saw them. When another instance changed one
+//! first, the writer reads the log's end and the touched ledgers again and takes the group
+//! again from what it was taken from — the seqs the other stored are duplicates now — rather
+//! than dropping it for the gateway to resend.
+
+use std::collections::BTreeSet;
+
+use omo_device_config::payload::Epoch;
+use omo_device_config::GatewayId;
+
+use super::epochs::{self, info_key, ledger_key};
+use super::{AppendRequest, Group, Writer};
+use crate::broker::Incoming;
+use crate::ingest::record::Record;
+use crate::store::{Space, Store, StoreError};
+use omo_device_config::SeqRanges;
+
+/// Commits of one group at most before it fails as any store error does (nothing
+/// acknowledged: gateways resend, HTTP clients retry).
+pub(super) const ATTEMPTS: u32 = 8;
+
+/// What a group was taken from.
+pub(super) enum Input {
+    /// A message from the broker (its acknowledgement stays with the group).
+    Mqtt { topic: String, payload: Vec<u8> },
+    /// An append request (its reply stays with the group, in order).
+    Append {
+        records: Vec<Record>,
+        dedup: Option<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+impl Writer {
+    /// The group taken again from `old`'s inputs, ticks, broker acknowledgements and reply
+    /// channels, over the log end and ledgers as now read.
+    pub(super) fn take_again(&mut self, old: Group) -> Group {
+        let mut group = Group {
+            broker_acks: old.broker_acks,
+            ..Group::default()
+        };
+        let mut replies = old.replies.into_iter().map(|(reply, _)| reply);
+        for input in old.inputs {
+            match input {
+                Input::Mqtt { topic, payload } => self.take_mqtt(
+                    Incoming {
+                        topic,
+                        payload,
+                        ack: None,
+                    },
+                    &mut group,
+                ),
+                Input::Append { records, dedup } => {
+                    let reply = replies.next().expect("one reply per append request");
+                    let req = AppendRequest {
+                        records,
+                        dedup,
+                        reply,
+                    };
+                    self.take_append(req, &mut group);
+                }
+            }
+        }
+        for received in old.ticks {
+            self.log
+                .append(&mut group.commit, &Record::Tick { received }.encode());
+            group.ticks.push(received);
+        }
+        group
+    }
+
+    /// Adds ledger `key` holding `ranges` to the group's commit, expecting it as last seen.
+    pub(super) fn put_ledger(&self, group: &mut Group, key: Vec<u8>, ranges: &SeqRanges) {
+        let bytes = serde_json::to_vec(ranges).expect("seq ranges serialise");
+        group.commit.expect(
+            Space::SeqRanges,
+            key.clone(),
+            self.synced.get(&key).cloned(),
+        );
+        group
+            .commit
+            .put(Space::SeqRanges, key.clone(), bytes.clone());
+        group.ledger_writes.push((key, bytes));
+    }
+
+    /// After a failed commit: reads the log position and the touched epochs' ledgers again
+    /// (the store holds at least what memory does). Until it succeeds nothing more is taken.
+    pub(super) fn recover(&mut self) -> Result<(), StoreError> {
+        let Some(epochs) = self.stale.take() else {
+            return Ok(());
+        };
+        let read = self
+            .log
+            .reset(self.store.as_ref())
+            .and_then(|()| self.reload_ledgers(&epochs));
+        if read.is_err() {
+            self.stale = Some(epochs);
+        }
+        read
+    }
+
+    /// Takes into the ledgers in memory what the store holds of `epochs`.
+    fn reload_ledgers(&mut self, epochs: &BTreeSet<(GatewayId, Epoch)>) -> Result<(), StoreError> {
+        for (gw, epoch) in epochs {
+            for (key, ledger) in [
+                (ledger_key(gw, *epoch), &mut self.ledger),
+                (epochs::rejected_key(gw, *epoch), &mut self.rejected),
+            ] {
+                match self.store.get(Space::SeqRanges, &key)? {
+                    Some(v) => {
+                        let ranges: SeqRanges = serde_json::from_slice(&v).map_err(|e| {
+                            StoreError::Backend(format!("seq ranges of {gw}/{epoch}: {e}"))
+                        })?;
+                        ledger.record_stored(gw, *epoch, &ranges);
+                        self.synced.insert(key, v);
+                    }
+                    None => {
+                        self.synced.remove(&key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds to the group's commit the seq ledgers (stored and rejected) of the epochs it
+    /// touched and its epochs' records.
+    pub(super) fn stage_ledgers(&self, group: &mut Group) {
+        group.ledger_writes.clear();
+        for (gw, epoch) in group.touched.clone() {
+            let (gw, epoch) = (&gw, &epoch);
+            let mut all = self
+                .ledger
+                .stored(gw, epoch.to_owned())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(p) = group.pending.stored(gw, *epoch) {
+                all.merge(p);
+            }
+            self.put_ledger(group, ledger_key(gw, *epoch), &all);
+            if let Some(r) = group.rejected_pending.stored(gw, *epoch) {
+                let mut all = self
+                    .rejected
+                    .stored(gw, *epoch)
+                    .cloned()
+                    .unwrap_or_default();
+                all.merge(r);
+                self.put_ledger(group, epochs::rejected_key(gw, *epoch), &all);
+            }
+        }
+        for ((gw, epoch), info) in &group.epochs {
+            group.commit.put(
+                Space::SeqRanges,
+                info_key(gw, *epoch),
+                serde_json::to_vec(info).expect("epoch records serialise"),
+            );
+        }
+    }
+}
