@@ -106,6 +106,13 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     let writer_task = tokio::spawn(writer.run(mqtt_rx, http_rx));
     let stages = start_stages(&config, (&store, &registry, secret), &clock, &shared)?;
     let leases = stages.leases.clone();
+    if store.shared() {
+        tokio::spawn(refresh_shared(
+            store.clone(),
+            registry.clone(),
+            stages.eids.clone(),
+        ));
+    }
     let state = AppState {
         store: store.clone(),
         registry,
@@ -301,6 +308,51 @@ fn start_stages(
         erasures,
         leases,
     })
+}
+
+/// On a database several instances share: what another instance changed of the registry
+/// (stores, gateways, zones) and of the enrolled EID keys is read again every 2 seconds.
+async fn refresh_shared(
+    store: Arc<BarrierStore>,
+    registry: Arc<RwLock<Registry>>,
+    eids: Arc<Mutex<EidResolver>>,
+) {
+    let mut seen: (
+        Option<u64>,
+        Option<Vec<(String, omo_device_config::eid::EidIdentity)>>,
+    ) = (None, None);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let (s, r, e, mut last) = (store.clone(), registry.clone(), eids.clone(), seen.clone());
+        let refreshed = tokio::task::spawn_blocking(move || {
+            let entries =
+                crate::store::barrier::scan_all(s.as_ref(), crate::store::Space::Registry)?;
+            let digest = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                entries.hash(&mut h);
+                h.finish()
+            };
+            if last.0.is_some_and(|d| d != digest) {
+                let fresh = Registry::load(s.as_ref())?;
+                *r.write().expect("registry lock") = fresh;
+                tracing::info!("registry read again: another instance changed it");
+            }
+            last.0 = Some(digest);
+            let keys = identity::all_eid_keys(s.as_ref())?;
+            if last.1.as_ref().is_some_and(|k| *k != keys) {
+                e.lock().expect("eid resolver lock").set_keys(keys.clone());
+            }
+            last.1 = Some(keys);
+            Ok::<_, anyhow::Error>(last)
+        })
+        .await;
+        match refreshed {
+            Ok(Ok(now)) => seen = now,
+            Ok(Err(e)) => tracing::warn!(error = %e, "registry and EID keys not read again"),
+            Err(e) => tracing::warn!(error = %e, "registry and EID keys not read again"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -164,12 +164,9 @@ async fn a_data_dir_migrates_into_postgresql_and_serves_the_same_state() -> anyh
 
     cloud.start()?;
     cloud.wait_stored("g1", 30).await?;
-    // While it runs, no other process writes to its database (as with a sled dir's lock).
-    let busy = cloud
-        .command(&["import", &cloud.path("site.toml"), "--config", &config])
-        .unwrap_err()
-        .to_string();
-    assert!(busy.contains("holds this database"), "{busy}");
+    // While it runs, another process may write to its database too (instances share it).
+    let imported = cloud.command(&["import", &cloud.path("site.toml"), "--config", &config])?;
+    assert!(!imported.is_empty(), "{imported}");
     assert_eq!(
         cloud.admin("/v1/admin/stats").await?["stats"]["gateway/g1"],
         stats["stats"]["gateway/g1"]

@@ -106,6 +106,10 @@ impl Store for BarrierStore {
     fn commits_to(&self, space: Space) -> u64 {
         self.inner.commits_to(space)
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }
 
 #[cfg(test)]

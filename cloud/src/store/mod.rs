@@ -281,6 +281,13 @@ pub trait Store: Send + Sync {
     /// count stays the same, so a stage may keep what it read until the count moves. (An
     /// engine shared by several instances must count the others' commits too.)
     fn commits_to(&self, space: Space) -> u64;
+
+    /// Whether other processes may write to this store too (several instances on one
+    /// database): then [`Store::commits_to`] counts this process's commits only, and what was
+    /// read is not kept past a step on its strength.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store (`&arc` wherever a `&dyn Store` is wanted).
@@ -325,5 +332,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn commits_to(&self, space: Space) -> u64 {
         (**self).commits_to(space)
+    }
+
+    fn shared(&self) -> bool {
+        (**self).shared()
     }
 }

@@ -90,6 +90,10 @@ impl Store for ReadThrough<'_> {
     fn commits_to(&self, space: Space) -> u64 {
         self.inner.commits_to(space)
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }
 
 #[cfg(test)]

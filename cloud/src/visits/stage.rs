@@ -897,6 +897,9 @@ max_distance_m = 10.0
         fn commits_to(&self, space: Space) -> u64 {
             self.inner.commits_to(space)
         }
+        fn shared(&self) -> bool {
+            self.inner.shared()
+        }
     }
 
     /// A commit that fails, then an open again that fails too: the stage opens before its

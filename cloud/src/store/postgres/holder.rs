@@ -1,15 +1,15 @@
-//! Which process holds the database, and fills in progress.
+//! Fills in progress, and the process that runs one.
 //!
-//! Until several instances share one database (their stages partitioned, their caches
-//! refreshed from the store), one `omo-cloud` process holds it at a time, as sled's file lock
-//! makes one process hold a data dir: a row in `omo_holder` with the holder and an expiry in
-//! the database's own time, taken with a serialisable check, renewed every few seconds and
-//! deleted when the store is dropped. A holder on this host whose process is gone (a crash, a
-//! SIGKILL) is taken over at once; any other waits out its hold.
+//! Several instances share one database, so `run` takes no hold. A fill — `omo-cloud migrate`
+//! or `restore` — is one process's alone: a row in `omo_holder` with the holder and an expiry
+//! in the database's own time, taken with a serialisable check, renewed every few seconds and
+//! deleted when the store is dropped; a second fill is refused naming the first. A holder on
+//! this host whose process is gone (a crash, a SIGKILL) is taken over at once; any other waits
+//! out its hold.
 //!
-//! `omo-cloud migrate` and `restore` mark the database as being filled (`omo_schema.filling`)
-//! until their last entry is compared, so a database they left half-filled is refused by
-//! `run` and emptied by the next fill instead of being served.
+//! A fill marks the database as being filled (`omo_schema.filling`) until its last entry is
+//! compared, so a database it left half-filled is refused by `run` and emptied by the next
+//! fill instead of being served; and it fills only an empty database (one no instance ran on).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -84,9 +84,8 @@ async fn try_take(
             their_host == host && !std::path::Path::new(&format!("/proc/{their_pid}")).exists();
         if live && !gone_here {
             return Ok(Some(format!(
-                "PostgreSQL: another omo-cloud ({their_host}, pid {their_pid}) holds this \
-                 database until {until} UTC (renewed while it runs): one process per database \
-                 for now, as with a sled data dir"
+                "PostgreSQL: another omo-cloud ({their_host}, pid {their_pid}) is filling this \
+                 database and holds it until {until} UTC (renewed while it runs)"
             )));
         }
     }

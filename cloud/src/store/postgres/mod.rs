@@ -137,8 +137,8 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 impl PgStore {
-    /// Connects, creates or migrates the schema (refusing one newer than this binary knows),
-    /// and takes the database for this process; refuses a database a fill left half-done.
+    /// Connects and creates or migrates the schema (refusing one newer than this binary
+    /// knows); refuses a database a fill left half-done. Several instances open one database.
     pub fn open(settings: &Settings) -> Result<PgStore, StoreError> {
         let store = PgStore::connect(settings)?;
         if let Some(what) = store.run(|pool, _| async move { holder::filling(&pool).await })? {
@@ -147,11 +147,13 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Opens the database for `omo-cloud {what}` (`migrate`, `restore`) to fill: it must hold
-    /// nothing, or be what an interrupted fill left (emptied, to start over). Until
-    /// [`PgStore::finish_fill`], `open` refuses it.
+    /// Opens the database for `omo-cloud {what}` (`migrate`, `restore`) to fill, for this
+    /// process alone (a second fill is refused naming this one): it must hold nothing — no
+    /// instance has run on it — or be what an interrupted fill left (emptied, to start over).
+    /// Until [`PgStore::finish_fill`], `open` refuses it.
     pub fn open_to_fill(settings: &Settings, what: &str) -> Result<PgStore, StoreError> {
-        let store = PgStore::connect(settings)?;
+        let mut store = PgStore::connect(settings)?;
+        store.take_hold()?;
         let what = what.to_owned();
         store.run(|pool, _| async move { holder::begin_fill(&pool, &what).await })?;
         Ok(store)
@@ -203,7 +205,7 @@ impl PgStore {
                 return Err(StoreError::backend("the PostgreSQL pool", e));
             }
         };
-        let mut store = PgStore {
+        let store = PgStore {
             runtime: Some(runtime),
             pool,
             queries: Arc::new(Space::ALL.into_iter().map(Queries::of).collect()),
@@ -213,14 +215,18 @@ impl PgStore {
             answer_within: create + statement * 2 + Duration::from_secs(5),
         };
         store.run(|pool, _| async move { schema::migrate(&pool).await })?;
-        store.holder = store.run(|pool, _| async move { holder::take(&pool).await })?;
-        let (pool, id, lost) = (store.pool.clone(), store.holder.clone(), store.lost.clone());
-        store
-            .runtime
+        Ok(store)
+    }
+
+    /// Takes the database for this process alone (a fill), renewed until the store is dropped.
+    fn take_hold(&mut self) -> Result<(), StoreError> {
+        self.holder = self.run(|pool, _| async move { holder::take(&pool).await })?;
+        let (pool, id, lost) = (self.pool.clone(), self.holder.clone(), self.lost.clone());
+        self.runtime
             .as_ref()
             .expect("the runtime lives until drop")
             .spawn(holder::keep(pool, id, lost));
-        Ok(store)
+        Ok(())
     }
 
     /// Runs `f` on this engine's runtime and waits for its answer.
@@ -526,6 +532,10 @@ impl Store for PgStore {
     /// The commits this process applied: it alone holds the database (see `holder.rs`).
     fn commits_to(&self, space: Space) -> u64 {
         self.commits[space.index()].load(Ordering::Acquire)
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }
 

@@ -131,38 +131,47 @@ fn logs_never_show_a_password() {
     );
 }
 
-/// Processes starting at once on a fresh database: the schema is made once, one process
-/// holds the database, the others are refused naming it; once it lets go another may take it.
+/// Processes starting at once on a fresh database: the schema is made once and every one
+/// opens it (several instances share a database); what one commits the others read; a fill
+/// is refused while another fill holds the database, naming it.
 #[test]
-fn one_process_holds_the_database_and_the_others_are_refused() {
+fn processes_share_the_database_and_a_fill_holds_it_alone() {
     let Some(settings) = fresh_database() else {
         return;
     };
-    let opened: Vec<_> = (0..4)
+    let opened: Vec<PgStore> = (0..4)
         .map(|_| {
             let s = settings.clone();
             std::thread::spawn(move || PgStore::open(&s))
         })
-        .map(|t| t.join().unwrap())
+        .map(|t| t.join().unwrap().unwrap())
         .collect();
-    let (held, refused): (Vec<_>, Vec<_>) = opened.into_iter().partition(Result::is_ok);
-    assert_eq!(held.len(), 1);
-    for e in refused {
-        let e = e.err().unwrap().to_string();
-        assert!(e.contains("holds this database until"), "{e}");
-        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
-    }
-    let store = held.into_iter().next().unwrap().unwrap();
     let mut c = Commit::new();
     c.put(Space::Meta, b"k".to_vec(), b"v".to_vec());
-    store.commit(c).unwrap();
-    drop(store);
-    let again = PgStore::open(&settings).unwrap();
-    assert_eq!(again.get(Space::Meta, b"k").unwrap(), Some(b"v".to_vec()));
+    opened[0].commit(c).unwrap();
+    for store in &opened {
+        assert_eq!(store.get(Space::Meta, b"k").unwrap(), Some(b"v".to_vec()));
+        assert!(store.shared());
+    }
+    drop(opened);
+    let Some(empty) = fresh_database() else {
+        return;
+    };
+    let filling = PgStore::open_to_fill(&empty, "restore").unwrap();
+    let e = PgStore::open_to_fill(&empty, "migrate")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("is filling this database and holds it until"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    drop(filling);
 }
 
-/// A holder on this host whose process is gone (a SIGKILL) is taken over at once; a live one
-/// elsewhere is waited out.
+/// A fill's holder on this host whose process is gone (a SIGKILL) is taken over at once; a
+/// live one elsewhere is waited out.
 #[test]
 fn a_holder_whose_process_is_gone_is_taken_over_and_one_elsewhere_is_not() {
     let Some(settings) = fresh_database() else {
@@ -183,9 +192,12 @@ fn a_holder_whose_process_is_gone_is_taken_over_and_one_elsewhere_is_not() {
         )
     };
     sql(&settings, &hold(&host, i32::MAX));
-    drop(PgStore::open(&settings).unwrap());
+    drop(PgStore::open_to_fill(&settings, "restore").unwrap());
     sql(&settings, &hold("elsewhere", 4242));
-    let err = open_err(&settings);
+    let err = PgStore::open_to_fill(&settings, "restore")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("(elsewhere, pid 4242)"), "{err}");
 }
 

@@ -9,7 +9,7 @@ use crate::store::{Space, Store, StoreError};
 /// What the stage has read of its customers' identity — whether each is known and consents
 /// to location tracking, and whom each beacon id names — kept across steps until a commit
 /// writes the identity space (a registration, a consent changed, an erasure: then it is read
-/// afresh), at most [`KNOWN_MAX`] of each; and how much evidence a step skipped for want of a
+/// afresh; on a store other instances write too, each step reads afresh), at most [`KNOWN_MAX`] of each; and how much evidence a step skipped for want of a
 /// known, consenting customer.
 #[derive(Default)]
 pub(super) struct Located {
@@ -36,7 +36,8 @@ impl Located {
     /// Starts a step: forgets what identity commits since may have changed, and the counts.
     pub(super) fn start_step(&mut self, store: &dyn Store) {
         let commits = store.commits_to(Space::Identity);
-        if commits != self.identity_commits {
+        // Another instance may have changed anyone's consent since: read afresh each step.
+        if commits != self.identity_commits || store.shared() {
             self.of.clear();
             self.beacons.clear();
             self.identity_commits = commits;
