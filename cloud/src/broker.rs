@@ -269,7 +269,11 @@ pub fn connect_external(
     o.set_credentials(&mqtt.username, mqtt.password.clone().unwrap_or_default());
     o.set_keep_alive(Duration::from_secs(u64::from(mqtt.keep_alive_s.max(5))));
     o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-    o.set_clean_session(false);
+    // A member of a shared subscription starts clean each time: the broker then hands a dead
+    // member's share to the others instead of queueing it for its return (what it had in
+    // flight is not acked, so the gateways resend it). Alone, the session persists: the broker
+    // keeps what arrives while the cloud restarts.
+    o.set_clean_session(!mqtt.share_group.is_empty());
     o.set_manual_acks(true);
     o.set_inflight(100);
     if url.tls {

@@ -30,6 +30,8 @@ pub struct External {
     pub url: String,
     pub username: String,
     pub password: String,
+    /// One of several instances: its client id and the shared subscription's group.
+    pub shared: Option<(String, String)>,
 }
 
 pub struct CloudUnderTest {
@@ -207,10 +209,16 @@ impl CloudUnderTest {
     fn write_config(&self) -> anyhow::Result<()> {
         let mqtt = match &self.external {
             None => format!("listen = \"127.0.0.1:{}\"", self.mqtt_port),
-            Some(e) => format!(
-                "url = \"{}\"\nclient_id = \"omo-cloud-test\"\nusername = \"{}\"\npassword = \"{}\"",
-                e.url, e.username, e.password
-            ),
+            Some(e) => {
+                let (client, group) = e
+                    .shared
+                    .clone()
+                    .unwrap_or_else(|| ("omo-cloud-test".into(), String::new()));
+                format!(
+                    "url = \"{}\"\nclient_id = \"{client}\"\nshare_group = \"{group}\"\nusername = \"{}\"\npassword = \"{}\"",
+                    e.url, e.username, e.password
+                )
+            }
         };
         let data = match &self.postgres {
             None => format!(

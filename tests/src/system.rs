@@ -232,6 +232,7 @@ impl System {
             None
         };
         let external = broker.as_ref().map(|b| External {
+            shared: None,
             url: format!("mqtt://127.0.0.1:{}", b.port),
             username: CLOUD_USER.into(),
             password: CLOUD_PASSWORD.into(),

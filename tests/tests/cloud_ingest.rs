@@ -501,6 +501,7 @@ async fn the_same_ingest_works_through_an_external_mosquitto() -> anyhow::Result
     );
     let broker = Broker::start(BrokerKind::Mosquitto, &lines, &acl)?;
     let external = External {
+        shared: None,
         url: format!("mqtt://127.0.0.1:{}", broker.port),
         username: "omo-cloud".into(),
         password: "cloud-password".into(),

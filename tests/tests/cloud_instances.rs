@@ -1,0 +1,215 @@
+//! Several `omo-cloud run` instances on one PostgreSQL database and one Mosquitto broker with
+//! a shared subscription (issue 32): the gateways' batches go to whichever instance the broker
+//! picks, one instance is killed mid-stream, and every seq of every epoch is stored once; the
+//! survivor takes over every partition within its lease time, and the killed instance, started
+//! again, takes back about half.
+
+use std::time::Duration;
+
+use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
+use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
+use omo_device_config::{SeqRanges, Timestamp};
+use omo_tests::cloud::{metric, CloudUnderTest, Creds, External, MqttGateway, Outbound};
+use omo_tests::{Broker, BrokerKind};
+
+/// Events each gateway sends, in batches of [`BATCH`].
+const EVENTS: u64 = 400;
+const BATCH: u64 = 20;
+/// The instances' lease time, seconds (the smallest allowed: the test waits out one).
+const LEASE_S: u64 = 3;
+
+fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<PresenceEvent> {
+    let at = Timestamp::new(chrono::Utc::now());
+    seqs.map(|seq| {
+        PresenceEvent::Stay(Sighting {
+            seq,
+            ts: at,
+            beacon: "eddystone-eid:0011223344556677".parse().unwrap(),
+            rssi: -70.0,
+            distance_m: 4.0,
+            seen_s: 0.0,
+        })
+    })
+    .collect()
+}
+
+/// Sends `seqs` as one batch until an ack covers them all, as a gateway resends what is not
+/// acked (an instance killed with the batch in flight never acks it).
+async fn send_until_acked(
+    gw: &mut MqttGateway,
+    epoch: Epoch,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> anyhow::Result<()> {
+    let want = SeqRanges::from_range(*seqs.start(), *seqs.end());
+    for _ in 0..60 {
+        gw.publish_presence(epoch, events(seqs.clone()), SeqRanges::new())
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+            match gw.next_ack(left).await? {
+                Some(ack) if ack.epoch == epoch && want.difference(&ack.seqs).is_empty() => {
+                    return Ok(())
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    anyhow::bail!("seqs {seqs:?} of {epoch:?} never acked")
+}
+
+/// An instance on the shared database and broker.
+fn instance(
+    name: &str,
+    gateways: &[Creds],
+    broker_port: u16,
+    (url, password): (&str, &str),
+) -> anyhow::Result<CloudUnderTest> {
+    let external = External {
+        url: format!("mqtt://127.0.0.1:{broker_port}"),
+        username: "omo-cloud".into(),
+        password: "cloud-password".into(),
+        shared: Some((format!("omo-cloud-{name}"), "omo".into())),
+    };
+    let mut cloud = CloudUnderTest::empty(gateways.to_vec(), Some(external))?;
+    cloud.set_outbound(Outbound {
+        sections: format!("[cluster]\ninstance = \"{name}\"\nlease_s = {LEASE_S}\n"),
+        ..Outbound::default()
+    })?;
+    cloud.use_postgres(url, password)?;
+    Ok(cloud)
+}
+
+/// How many partitions of `stage` `cloud` holds, as its `/metrics` says.
+async fn held(cloud: &CloudUnderTest, stage: &str) -> anyhow::Result<u64> {
+    let text = cloud.metrics().await?;
+    Ok(metric(
+        &text,
+        "omo_partitions_held",
+        &[&format!("stage=\"{stage}\"")],
+    ) as u64)
+}
+
+/// Waits until `check` holds of the partitions the instances hold (each instance's count of
+/// visit partitions, in order).
+async fn until_held(
+    clouds: &[&CloudUnderTest],
+    within: Duration,
+    check: impl Fn(&[u64]) -> bool,
+) -> anyhow::Result<Vec<u64>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut counts = Vec::new();
+        for c in clouds {
+            counts.push(held(c, "visits").await?);
+        }
+        if check(&counts) {
+            return Ok(counts);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("partitions held {counts:?} after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
+) -> anyhow::Result<()> {
+    let Some(pg) = omo_tests::postgres::cluster()? else {
+        return Ok(());
+    };
+    pg.create_database("shared").map_err(anyhow::Error::msg)?;
+    let db = (pg.url("shared"), pg.password().to_owned());
+    let gateways: Vec<Creds> = (1..=3)
+        .map(|i| Creds::new("s1", &format!("g{i}")))
+        .collect::<Result<_, _>>()?;
+    let mut lines = vec![password_line(
+        "omo-cloud",
+        &PasswordHash::new("cloud-password"),
+    )];
+    let mut acl = cloud_acl("omo-cloud");
+    for g in &gateways {
+        lines.push(password_line(
+            g.gateway.as_str(),
+            &PasswordHash::new(&g.password),
+        ));
+        acl = format!("{acl}\n{}", gateway_acl(&g.store, &g.gateway));
+    }
+    let broker = Broker::start(BrokerKind::Mosquitto, &lines, &acl)?;
+    let mut a = instance("a", &gateways, broker.port, (&db.0, &db.1))?;
+    let mut b = instance("b", &gateways, broker.port, (&db.0, &db.1))?;
+    a.command(&[
+        "import",
+        &a.path("site.toml"),
+        "--config",
+        &a.path("cloud.toml"),
+    ])?;
+    a.start()?;
+    b.start()?;
+    // Two instances: four of the eight partitions each.
+    until_held(&[&a, &b], Duration::from_secs(20), |n| n == [4, 4]).await?;
+
+    let mut gws = Vec::new();
+    for g in &gateways {
+        gws.push(MqttGateway::connect(broker.port, g, &g.password).await?);
+    }
+    let epoch = Epoch(7);
+    let mut next = 1;
+    while next <= EVENTS {
+        let last = (next + BATCH - 1).min(EVENTS);
+        for gw in &mut gws {
+            send_until_acked(gw, epoch, next..=last).await?;
+        }
+        if next == 101 {
+            // The broker shared the batches out: each instance stored some.
+            for cloud in [&a, &b] {
+                let text = cloud.metrics().await?;
+                let stored = metric(&text, "omo_ingest_events_total", &["source=\"gateway\""]);
+                assert!(stored > 0.0, "an instance stored nothing:\n{text}");
+            }
+            // Mid-stream, b is killed with whatever it had in flight.
+            b.process().kill()?;
+        }
+        next = last + 1;
+    }
+    // Every seq stored once: the statistics count each stored event once.
+    for g in &gateways {
+        a.wait_stored(g.gateway.as_str(), EVENTS).await?;
+    }
+    // a took b's partitions over once their leases ran out.
+    until_held(&[&a], Duration::from_secs(LEASE_S * 3 + 10), |n| n == [8]).await?;
+    let text = a.metrics().await?;
+    assert_eq!(metric(&text, "omo_cluster_instances", &[]), 1.0, "{text}");
+    // Every partition read the log to its end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = a.metrics().await?;
+        let lag = metric(&text, "omo_stage_lag_records", &["stage=\"visits\""]);
+        if lag == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "visit stage lag {lag}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A resend of everything is acked and stores nothing more.
+    for gw in &mut gws {
+        send_until_acked(gw, epoch, 1..=BATCH).await?;
+    }
+    // b started again takes back about half.
+    b.start()?;
+    until_held(&[&a, &b], Duration::from_secs(LEASE_S * 3 + 20), |n| {
+        n == [4, 4]
+    })
+    .await?;
+    for g in &gateways {
+        a.wait_stored(g.gateway.as_str(), EVENTS).await?;
+        b.wait_stored(g.gateway.as_str(), EVENTS).await?;
+    }
+    a.stop()?;
+    b.stop()?;
+    Ok(())
+}
