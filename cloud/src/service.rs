@@ -81,8 +81,25 @@ fn check_stay_intervals(
 
 /// Runs the service until a shutdown signal.
 pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
-    let metrics = install_metrics()?;
+    let instance = config.cluster.instance_name();
+    let shared_db = config.data.engine == Engine::Postgres;
+    let metrics = install_metrics(shared_db.then_some(instance.as_str()))?;
     let (store, registry, secret) = open_data(&config)?;
+    if shared_db && config.mqtt.url.is_none() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let others: Vec<String> = crate::cluster::lease::live_instances(store.as_ref(), now)?
+            .into_iter()
+            .filter(|i| *i != instance)
+            .collect();
+        if !others.is_empty() {
+            anyhow::bail!(
+                "mqtt.url: another instance ({}) runs on this database, and the embedded broker \
+                 serves one instance: give every instance mqtt.url (a shared broker) and \
+                 mqtt.share_group",
+                others.join(", ")
+            );
+        }
+    }
     let (mqtt_tx, mqtt_rx) = mpsc::channel(4096);
     let (outbound, broker_desc) = match &config.mqtt.url {
         None => (
@@ -104,7 +121,12 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
     )?;
     let (http_tx, http_rx) = mpsc::channel(1024);
     let writer_task = tokio::spawn(writer.run(mqtt_rx, http_rx));
-    let stages = start_stages(&config, (&store, &registry, secret), &clock, &shared)?;
+    let stages = start_stages(
+        &config,
+        (&store, &registry, secret),
+        (&clock, &instance),
+        &shared,
+    )?;
     let leases = stages.leases.clone();
     if store.shared() {
         tokio::spawn(refresh_shared(
@@ -152,8 +174,16 @@ pub async fn run(config: CloudConfig, clock: Clock) -> anyhow::Result<()> {
 }
 
 /// The Prometheus recorder `/metrics` renders, with the offer latency's buckets.
-fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    PrometheusBuilder::new()
+/// The Prometheus recorder; each sample labelled `omo_instance` with this instance's name when
+/// several may share the database (fleet figures come from the store).
+fn install_metrics(
+    instance: Option<&str>,
+) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    if let Some(name) = instance {
+        builder = builder.add_global_label("omo_instance", name);
+    }
+    builder
         .set_buckets_for_metric(
             Matcher::Full("omo_event_to_offer_seconds".into()),
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
@@ -217,6 +247,7 @@ struct Stages {
 fn share_work(
     config: &CloudConfig,
     store: Arc<dyn Store>,
+    instance: &str,
 ) -> anyhow::Result<(watch::Receiver<Assignment>, Option<Arc<Leases>>)> {
     let work = Work {
         partitioned: vec![visits::stage::CONSUMER, crate::campaigns::stage::CONSUMER],
@@ -226,7 +257,7 @@ fn share_work(
     let shared = config.data.engine == Engine::Postgres && config.cluster.leases;
     let leases = shared.then(|| {
         Arc::new(Leases {
-            me: config.cluster.instance_name(),
+            me: instance.to_owned(),
             lease_ms: i64::from(config.cluster.lease_s) * 1000,
             work: work.clone(),
         })
@@ -244,11 +275,11 @@ fn share_work(
 fn start_stages(
     config: &CloudConfig,
     (store, registry, secret): (&Arc<BarrierStore>, &Arc<RwLock<Registry>>, [u8; 32]),
-    clock: &Clock,
+    (clock, instance): (&Clock, &str),
     shared: &crate::ingest::Shared,
 ) -> anyhow::Result<Stages> {
     let dyn_store: Arc<dyn Store> = store.clone();
-    let (assignment, leases) = share_work(config, dyn_store.clone())?;
+    let (assignment, leases) = share_work(config, dyn_store.clone(), instance)?;
     tokio::spawn(stats::run(
         dyn_store.clone(),
         shared.log_end.clone(),

@@ -149,6 +149,18 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
     b.start()?;
     // Two instances: four of the eight partitions each.
     until_held(&[&a, &b], Duration::from_secs(20), |n| n == [4, 4]).await?;
+    // A third with the embedded broker is refused: it would serve gateways alone.
+    let mut embedded = CloudUnderTest::empty(gateways.clone(), None)?;
+    embedded.use_postgres(&db.0, &db.1)?;
+    let refused = embedded
+        .command(&["run", "--config", &embedded.path("cloud.toml")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("mqtt.url: another instance (")
+            && refused.contains("the embedded broker serves one instance"),
+        "{refused}"
+    );
 
     let mut gws = Vec::new();
     for g in &gateways {

@@ -320,6 +320,15 @@ pub async fn keep(
     }
 }
 
+/// The instances alive at `now_ms` (their own rows not expired), by name.
+pub fn live_instances(store: &dyn Store, now_ms: i64) -> Result<Vec<String>, StoreError> {
+    Ok(rows(store, INSTANCE)?
+        .into_iter()
+        .filter(|(_, r)| r.lease.expires_ms > now_ms)
+        .map(|(name, _)| name)
+        .collect())
+}
+
 /// Every lease of the pipeline's work as stored, by name (for `/metrics` and the API).
 pub fn all(store: &dyn Store) -> Result<BTreeMap<String, Lease>, StoreError> {
     Ok(rows(store, WORK)?

@@ -22,8 +22,13 @@ impl BarrierStore {
         }
     }
 
-    /// Reads every space while no commit can run. Blocks commits for as long as it reads.
+    /// Reads every space as of one moment: the engine's own snapshot where it has one (a
+    /// database shared by several instances), else while no commit of this process can run
+    /// (blocking them for as long as it reads).
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        if let Some(snapshot) = self.inner.consistent_snapshot() {
+            return snapshot;
+        }
         let _alone = self
             .barrier
             .write()

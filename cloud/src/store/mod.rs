@@ -288,6 +288,13 @@ pub trait Store: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+
+    /// Every entry of every space as of one moment, if the engine can read that itself (a
+    /// database's snapshot, which holds while other instances write); `None`: it cannot, and
+    /// [`barrier::BarrierStore::snapshot`] stops this process's commits while it reads.
+    fn consistent_snapshot(&self) -> Option<Result<barrier::Snapshot, StoreError>> {
+        None
+    }
 }
 
 /// A shared store is a store (`&arc` wherever a `&dyn Store` is wanted).
@@ -336,5 +343,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn shared(&self) -> bool {
         (**self).shared()
+    }
+
+    fn consistent_snapshot(&self) -> Option<Result<barrier::Snapshot, StoreError>> {
+        (**self).consistent_snapshot()
     }
 }

@@ -537,6 +537,30 @@ impl Store for PgStore {
     fn shared(&self) -> bool {
         true
     }
+
+    fn consistent_snapshot(&self) -> Option<Result<super::barrier::Snapshot, StoreError>> {
+        Some(self.run(|pool, _| async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg_error)?;
+            let mut out = Vec::new();
+            for space in Space::ALL {
+                let sql = format!("SELECT k, v FROM {} ORDER BY k", schema::table(space));
+                let rows = tx.query(&sql, &[]).await.map_err(pg_error)?;
+                out.push((
+                    space,
+                    rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+                ));
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(out)
+        }))
+    }
 }
 
 #[cfg(test)]

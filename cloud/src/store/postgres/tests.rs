@@ -307,3 +307,41 @@ fn a_database_outage_is_unavailable_and_the_store_works_after_it() {
     assert_eq!(s.get(Space::Meta, b"before").unwrap(), Some(b"v".to_vec()));
     assert_eq!(s.get(Space::Meta, b"during").unwrap(), None);
 }
+
+/// A backup's snapshot on a database another instance writes to is one moment's: a commit
+/// writing two spaces is in it whole or not at all.
+#[test]
+fn a_snapshot_holds_while_another_instance_commits() {
+    let Some(settings) = fresh_database() else {
+        return;
+    };
+    let writer = PgStore::open(&settings).unwrap();
+    let reader =
+        crate::store::barrier::BarrierStore::new(Arc::new(PgStore::open(&settings).unwrap()));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = Commit::new();
+                c.put(Space::Registry, i.to_be_bytes().to_vec(), b"r".to_vec());
+                c.put(Space::Meta, i.to_be_bytes().to_vec(), b"m".to_vec());
+                writer.commit(c).unwrap();
+                i += 1;
+            }
+        });
+        for _ in 0..5 {
+            let snapshot = reader.snapshot().unwrap();
+            let keys = |space| {
+                snapshot
+                    .iter()
+                    .find(|(s, _)| *s == space)
+                    .map(|(_, e)| e.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+                    .unwrap()
+            };
+            assert_eq!(keys(Space::Registry), keys(Space::Meta));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
