@@ -2,15 +2,21 @@
 //! a shared subscription (issue 32): the gateways' batches go to whichever instance the broker
 //! picks, one instance is killed mid-stream, and every seq of every epoch is stored once; the
 //! survivor takes over every partition within its lease time, and the killed instance, started
-//! again, takes back about half.
+//! again, takes back about half. With the leases off, both instances run every stage and
+//! every partition, and still decide each trigger once and send each offer once.
 
 use std::time::Duration;
 
 use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
 use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
 use omo_device_config::{SeqRanges, Timestamp};
-use omo_tests::cloud::{metric, CloudUnderTest, Creds, External, MqttGateway, Outbound};
+use omo_sim::fake_line::FakeLine;
+use omo_tests::cloud::{
+    metric, CloudUnderTest, Creds, External, MqttGateway, Outbound, ADMIN_TOKEN,
+};
 use omo_tests::{Broker, BrokerKind};
+use reqwest::Method;
+use serde_json::json;
 
 /// Events each gateway sends, in batches of [`BATCH`].
 const EVENTS: u64 = 400;
@@ -65,6 +71,24 @@ fn instance(
     broker_port: u16,
     (url, password): (&str, &str),
 ) -> anyhow::Result<CloudUnderTest> {
+    instance_with(
+        name,
+        gateways,
+        broker_port,
+        (url, password),
+        Outbound::default(),
+    )
+}
+
+/// An instance on the shared database and broker, with `outbound` (its sections before the
+/// instance's `[cluster]`).
+fn instance_with(
+    name: &str,
+    gateways: &[Creds],
+    broker_port: u16,
+    (url, password): (&str, &str),
+    outbound: Outbound,
+) -> anyhow::Result<CloudUnderTest> {
     let external = External {
         url: format!("mqtt://127.0.0.1:{broker_port}"),
         username: "omo-cloud".into(),
@@ -72,12 +96,30 @@ fn instance(
         shared: Some((format!("omo-cloud-{name}"), "omo".into())),
     };
     let mut cloud = CloudUnderTest::empty(gateways.to_vec(), Some(external))?;
+    let cluster = format!("[cluster]\ninstance = \"{name}\"\nlease_s = {LEASE_S}\n");
     cloud.set_outbound(Outbound {
-        sections: format!("[cluster]\ninstance = \"{name}\"\nlease_s = {LEASE_S}\n"),
-        ..Outbound::default()
+        sections: format!("{cluster}{}", outbound.sections),
+        ..outbound
     })?;
     cloud.use_postgres(url, password)?;
     Ok(cloud)
+}
+
+/// A broker with `gateways` and the cloud's login, with the generated ACL.
+fn broker_for(gateways: &[Creds]) -> anyhow::Result<Broker> {
+    let mut lines = vec![password_line(
+        "omo-cloud",
+        &PasswordHash::new("cloud-password"),
+    )];
+    let mut acl = cloud_acl("omo-cloud");
+    for g in gateways {
+        lines.push(password_line(
+            g.gateway.as_str(),
+            &PasswordHash::new(&g.password),
+        ));
+        acl = format!("{acl}\n{}", gateway_acl(&g.store, &g.gateway));
+    }
+    Broker::start(BrokerKind::Mosquitto, &lines, &acl)
 }
 
 /// How many partitions of `stage` `cloud` holds, as its `/metrics` says.
@@ -124,19 +166,7 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
     let gateways: Vec<Creds> = (1..=3)
         .map(|i| Creds::new("s1", &format!("g{i}")))
         .collect::<Result<_, _>>()?;
-    let mut lines = vec![password_line(
-        "omo-cloud",
-        &PasswordHash::new("cloud-password"),
-    )];
-    let mut acl = cloud_acl("omo-cloud");
-    for g in &gateways {
-        lines.push(password_line(
-            g.gateway.as_str(),
-            &PasswordHash::new(&g.password),
-        ));
-        acl = format!("{acl}\n{}", gateway_acl(&g.store, &g.gateway));
-    }
-    let broker = Broker::start(BrokerKind::Mosquitto, &lines, &acl)?;
+    let broker = broker_for(&gateways)?;
     let mut a = instance("a", &gateways, broker.port, (&db.0, &db.1))?;
     let mut b = instance("b", &gateways, broker.port, (&db.0, &db.1))?;
     a.command(&[
@@ -224,4 +254,172 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
     a.stop()?;
     b.stop()?;
     Ok(())
+}
+
+const LINE_TOKEN: &str = "line-channel-access-token";
+const SHOPPERS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
+) -> anyhow::Result<()> {
+    let Some(pg) = omo_tests::postgres::cluster()? else {
+        return Ok(());
+    };
+    pg.create_database("unleased").map_err(anyhow::Error::msg)?;
+    let db = (pg.url("unleased"), pg.password().to_owned());
+    let g1 = Creds::new("s1", "g1")?;
+    let broker = broker_for(std::slice::from_ref(&g1))?;
+    let line = FakeLine::start("127.0.0.1:0".parse()?, LINE_TOKEN).await?;
+    let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut clouds = Vec::new();
+    for name in ["a", "b"] {
+        let outbound = Outbound {
+            line: format!(
+                "api_base = \"{}\"\nchannel_access_token = \"{LINE_TOKEN}\"",
+                line.base_url()
+            ),
+            sections: "leases = false\n".into(),
+            ..Outbound::default()
+        };
+        let mut cloud = instance_with(
+            name,
+            std::slice::from_ref(&g1),
+            broker.port,
+            (&db.0, &db.1),
+            outbound,
+        )?;
+        cloud.share_clock(&origin, 60, &origin);
+        clouds.push(cloud);
+    }
+    let a = &clouds[0];
+    a.command(&[
+        "import",
+        &a.path("site.toml"),
+        "--config",
+        &a.path("cloud.toml"),
+    ])?;
+    for cloud in &mut clouds {
+        cloud.start()?;
+    }
+    let (a, b) = (&clouds[0], &clouds[1]);
+    let beacon = |i: usize| format!("line:{:010x}", 0xb000 + i);
+    for i in 0..SHOPPERS {
+        let body = json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true, "location": true}, "attributes": {"name": format!("Shopper {i}")}});
+        // Half through each instance.
+        let cloud = if i % 2 == 0 { a } else { b };
+        let (status, c) = cloud
+            .call(
+                Method::POST,
+                "/v1/admin/customers",
+                Some(body),
+                Some(ADMIN_TOKEN),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "{c}");
+    }
+    let today = chrono::Utc::now().date_naive();
+    let campaign = json!({
+        "name": "Welcome", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
+        "schedule": {"from": (today - chrono::Days::new(2)).to_string(), "to": (today + chrono::Days::new(2)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+        "caps": {"per_customer": 1, "period_days": 1}, "budget": 1000, "offer_ttl_minutes": 600,
+        "channels": ["line"],
+        "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}"}}]
+    });
+    let (status, body) = b
+        .call(
+            Method::PUT,
+            "/v1/admin/campaigns/welcome",
+            Some(campaign),
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "{body}");
+    // The shoppers are heard in the store, round after round (30 s of clock each).
+    let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
+    let mut seq = 0;
+    for _ in 0..8 {
+        let now = a.clock_now();
+        let events: Vec<PresenceEvent> = (0..SHOPPERS)
+            .map(|i| {
+                seq += 1;
+                PresenceEvent::Stay(Sighting {
+                    seq,
+                    ts: now,
+                    beacon: beacon(i).parse().unwrap(),
+                    rssi: -60.0,
+                    distance_m: 2.0,
+                    seen_s: 30.0,
+                })
+            })
+            .collect();
+        send_events_until_acked(&mut gw, Epoch(4), events).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deliveries = loop {
+        let d = a.admin("/v1/admin/deliveries").await?["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if d.len() >= SHOPPERS && d.iter().all(|d| d["status"] == "delivered") {
+            break d;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries did not settle: {d:#?}\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // One decision and one delivery per shopper, each sent once.
+    assert_eq!(deliveries.len(), SHOPPERS, "{deliveries:#?}");
+    let keys: std::collections::BTreeSet<&str> = deliveries
+        .iter()
+        .map(|d| d["trigger_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), SHOPPERS);
+    assert_eq!(
+        line.accepted().len(),
+        SHOPPERS,
+        "one accepted push per shopper"
+    );
+    assert_eq!(line.requests(), SHOPPERS as u64, "no push sent twice");
+    // Both instances ran every partition of both stages (whichever committed a step first
+    // wrote it; the other's commit conflicted and read again).
+    for cloud in [a, b] {
+        assert_eq!(held(cloud, "visits").await?, 8);
+        assert_eq!(held(cloud, "decide").await?, 8);
+    }
+    for cloud in &mut clouds {
+        cloud.stop()?;
+    }
+    Ok(())
+}
+
+/// Sends `events` as one batch until an ack covers their seqs.
+async fn send_events_until_acked(
+    gw: &mut MqttGateway,
+    epoch: Epoch,
+    events: Vec<PresenceEvent>,
+) -> anyhow::Result<()> {
+    let mut want = SeqRanges::new();
+    for e in &events {
+        want.insert(e.seq());
+    }
+    for _ in 0..30 {
+        gw.publish_presence(epoch, events.clone(), SeqRanges::new())
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+            match gw.next_ack(left).await? {
+                Some(ack) if ack.epoch == epoch && want.difference(&ack.seqs).is_empty() => {
+                    return Ok(())
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    anyhow::bail!("events of {epoch:?} never acked")
 }

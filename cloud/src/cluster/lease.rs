@@ -284,7 +284,9 @@ pub async fn keep(
     tx: tokio::sync::watch::Sender<Assignment>,
 ) {
     let Some(leases) = leases else {
-        tx.send_replace(Assignment::everything(&work));
+        let everything = Assignment::everything(&work);
+        publish(&everything);
+        tx.send_replace(everything);
         return std::future::pending().await;
     };
     let period = std::time::Duration::from_millis((leases.lease_ms / 3).max(1) as u64);
@@ -293,11 +295,7 @@ pub async fn keep(
         let now_ms = chrono::Utc::now().timestamp_millis();
         match tokio::task::spawn_blocking(move || l.round(s.as_ref(), now_ms)).await {
             Ok(Ok(a)) => {
-                metrics::gauge!("omo_cluster_instances").set(a.instances as f64);
-                for (stage, held) in &a.partitions {
-                    metrics::gauge!("omo_partitions_held", "stage" => *stage)
-                        .set(held.len() as f64);
-                }
+                publish(&a);
                 tx.send_if_modified(|old| {
                     let changed = *old != a;
                     if changed {
@@ -327,6 +325,14 @@ pub fn live_instances(store: &dyn Store, now_ms: i64) -> Result<Vec<String>, Sto
         .filter(|(_, r)| r.lease.expires_ms > now_ms)
         .map(|(name, _)| name)
         .collect())
+}
+
+/// What this instance runs, on `/metrics`: the instances alive and the partitions it holds.
+fn publish(a: &Assignment) {
+    metrics::gauge!("omo_cluster_instances").set(a.instances as f64);
+    for (stage, held) in &a.partitions {
+        metrics::gauge!("omo_partitions_held", "stage" => *stage).set(held.len() as f64);
+    }
 }
 
 /// Every lease of the pipeline's work as stored, by name (for `/metrics` and the API).
