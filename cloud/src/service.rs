@@ -364,14 +364,17 @@ async fn refresh_shared(
                 entries.hash(&mut h);
                 h.finish()
             };
-            if last.0.is_some_and(|d| d != digest) {
+            // The first pass applies too: a change between the start's load and it counts.
+            if last.0 != Some(digest) {
                 let fresh = Registry::load(s.as_ref())?;
                 *r.write().expect("registry lock") = fresh;
-                tracing::info!("registry read again: another instance changed it");
+                if last.0.is_some() {
+                    tracing::info!("registry read again: another instance changed it");
+                }
             }
             last.0 = Some(digest);
             let keys = identity::all_eid_keys(s.as_ref())?;
-            if last.1.as_ref().is_some_and(|k| *k != keys) {
+            if last.1.as_ref() != Some(&keys) {
                 e.lock().expect("eid resolver lock").set_keys(keys.clone());
             }
             last.1 = Some(keys);

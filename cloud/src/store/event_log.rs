@@ -341,6 +341,38 @@ pub fn expect_at(commit: &mut Commit, consumer: &str, at: u64) {
     commit.expect(Space::Offsets, consumer.as_bytes(), previous);
 }
 
+/// How many times `consumer`'s own state was written outside its steps (an erasure of the
+/// visit stage's engine): its steps expect it unchanged, so an instance holding the state
+/// from before such a write conflicts and reads it again instead of writing it back.
+pub fn revision(store: &dyn Store, consumer: &str) -> Result<u64, StoreError> {
+    match store.get(Space::Offsets, revision_key(consumer).as_bytes())? {
+        None => Ok(0),
+        Some(v) => <[u8; 8]>::try_from(v.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::backend("revision", format!("{} bytes, not 8", v.len()))),
+    }
+}
+
+fn revision_key(consumer: &str) -> String {
+    format!("revision/{consumer}")
+}
+
+/// Makes `commit` apply only while `consumer`'s revision is still `seen`.
+pub fn expect_revision(commit: &mut Commit, consumer: &str, seen: u64) {
+    let value = (seen > 0).then(|| seen.to_be_bytes().to_vec());
+    commit.expect(Space::Offsets, revision_key(consumer).into_bytes(), value);
+}
+
+/// Moves `consumer`'s revision on from `seen` as part of `commit` (expecting it at `seen`).
+pub fn bump_revision(commit: &mut Commit, consumer: &str, seen: u64) {
+    expect_revision(commit, consumer, seen);
+    commit.put(
+        Space::Offsets,
+        revision_key(consumer).into_bytes(),
+        (seen + 1).to_be_bytes().to_vec(),
+    );
+}
+
 /// The positions of `consumers`, in their order, in one read.
 pub fn positions(store: &dyn Store, consumers: &[String]) -> Result<Vec<u64>, StoreError> {
     let keys: Vec<Vec<u8>> = consumers.iter().map(|c| c.as_bytes().to_vec()).collect();

@@ -213,9 +213,10 @@ impl VisitStage {
     /// read.
     pub fn step(&mut self, store: &dyn Store, inputs: &Inputs) -> Result<usize, StoreError> {
         for part in self.parts.values_mut().filter(|p| p.stale) {
-            *part = Part::open(store, inputs, part.partition)?;
+            // One that cannot be read yet is left out of this step; the others go on.
+            part.reopen(store, inputs);
         }
-        let Some(from) = self.parts.values().map(|p| p.at).min() else {
+        let Some(from) = self.parts.values().filter(|p| !p.stale).map(|p| p.at).min() else {
             return Ok(0);
         };
         self.refresh_zones(inputs);
@@ -226,7 +227,7 @@ impl VisitStage {
         let mut folded: BTreeMap<u16, Folded> = self
             .parts
             .iter()
-            .filter(|(_, p)| p.at <= last)
+            .filter(|(_, p)| !p.stale && p.at <= last)
             .map(|(i, p)| (*i, Folded::from(p.at)))
             .collect();
         let mut located = std::mem::take(&mut self.located);
@@ -531,6 +532,11 @@ pub async fn run(
         match n {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
+            // Another instance committed this partition first: read again and go on.
+            Err(StoreError::Conflict { .. }) => {
+                tracing::debug!("visit step conflicted; reading again");
+                continue;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "visit stage failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;

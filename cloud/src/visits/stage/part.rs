@@ -5,7 +5,9 @@ use super::journal::Journal;
 use super::{write, Folded, Inputs, VisitRecord, VisitsErased, CONSUMER};
 use crate::cluster::Partition;
 use crate::profiles;
-use crate::store::event_log::{advance, expect_at, position};
+use crate::store::event_log::{
+    advance, bump_revision, expect_at, expect_revision, position, revision,
+};
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::hours::{self as tally, VisitHours};
 use crate::visits::engine::{Scope, VisitEngine};
@@ -18,6 +20,8 @@ pub(super) struct Part {
     journal: Journal,
     /// The next offset it reads (what it last committed, or read at open).
     pub at: u64,
+    /// The partition's revision as read at open (an erasure moves it on).
+    revision: u64,
     /// A commit failed and opening again failed too: open before anything else.
     pub stale: bool,
 }
@@ -29,13 +33,19 @@ impl Part {
         inputs: &Inputs,
         partition: Partition,
     ) -> Result<Part, StoreError> {
+        // The position first: a commit by another instance after it moves it (or the
+        // revision), so this part's first commit conflicts rather than write what it missed.
+        let consumer = partition.consumer(CONSUMER);
+        let at = position(store, &consumer)?;
+        let revision = revision(store, &consumer)?;
         let (journal, engine) =
             Journal::open(store, &partition.key_prefix(), inputs.params, inputs.id_key)?;
         Ok(Part {
             partition,
             engine,
             journal,
-            at: position(store, &partition.consumer(CONSUMER))?,
+            at,
+            revision,
             stale: false,
         })
     }
@@ -73,12 +83,13 @@ impl Part {
         write::footfall(store, &folded.footfall, c)?;
         self.journal.stage(&mut self.engine, log_ms, false, c);
         advance(c, &self.consumer(), folded.from, to);
+        expect_revision(c, &self.consumer(), self.revision);
         Ok(())
     }
 
     /// Forgets `customer` in this partition's engine and stores that, with their profile,
     /// visits and visit indexes gone, in one commit that holds only while the partition is
-    /// where this part last saw it.
+    /// where this part last saw it; it moves the partition's revision on.
     pub fn erase(
         &mut self,
         store: &dyn Store,
@@ -88,6 +99,9 @@ impl Part {
         let (visit_states, buffered_evidence) = self.engine.forget(customer);
         let mut c = Commit::new();
         expect_at(&mut c, &self.consumer(), self.at);
+        // Any other instance holding this partition's engine from before conflicts at its
+        // next commit and reads it again, without them.
+        bump_revision(&mut c, &self.consumer(), self.revision);
         // The whole journal is folded into the base, so no entry about them stays.
         let log_ms = self.engine.watermark_ms();
         self.journal.stage(&mut self.engine, log_ms, true, &mut c);
@@ -135,6 +149,7 @@ impl Part {
         }
         hours.write(&mut c);
         store.commit(c)?;
+        self.revision += 1;
         Ok(VisitsErased {
             visit_states,
             buffered_evidence,

@@ -201,3 +201,68 @@ fn a_partition_of_another_count_is_refused() {
         "{e}"
     );
 }
+
+/// Steps `stage` until it has read everything, a conflict (another instance committed the
+/// partition first) read again.
+fn drain(stage: &mut VisitStage, store: &TestStore, inputs: &Inputs) {
+    loop {
+        match stage.step(store, inputs) {
+            Ok(0) => return,
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Two instances holding the same partitions (leases off): what one erased the other does not
+/// write back from the engine it held before — its next commit conflicts and it reads again.
+#[test]
+fn an_erasure_is_not_written_back_by_another_instance_holding_the_partition() {
+    for place in places() {
+        erasure_not_written_back_on(&place);
+    }
+}
+
+fn erasure_not_written_back_on(place: &Place) {
+    let (store, inputs, beacons) = store_of(place, CUSTOMERS, Some(4));
+    let mut x = VisitStage::open(&store, &inputs).unwrap();
+    let mut y = VisitStage::open(&store, &inputs).unwrap();
+    let mut log = EventLog::open(&store).unwrap();
+    let mut seq = 0;
+    let erased = "c3";
+    let mut erased_at = None;
+    for s in 0..SECONDS {
+        let mut records = second(s, &beacons, &mut seq);
+        if erased_at.is_some() {
+            // Their identity is gone first: nothing more is about them.
+            records.retain(|r| !matches!(r, Record::Gateway(g) if g.event.as_sighting().is_some_and(|(_, s)| s.beacon == beacons[3])));
+        }
+        append(&store, &mut log, &records);
+        // After the erasure, y (which held c3 before it) commits first.
+        drain(&mut y, &store, &inputs);
+        drain(&mut x, &store, &inputs);
+        if s == 60 {
+            let e = x.erase(&store, &inputs, erased).unwrap();
+            assert!(e.visits > 0 || e.visit_states > 0, "{e:?}");
+            erased_at = Some(ts(T0 + s * 1000).millis());
+        }
+    }
+    let after = erased_at.unwrap();
+    assert!(
+        visits(&store)
+            .iter()
+            .all(|(_, v)| !String::from_utf8_lossy(v).contains("\"customer\":\"c3\"")),
+        "a visit of the erased written back"
+    );
+    for (_, v) in scan_all(&store, Space::Transitions).unwrap() {
+        let t: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert!(
+            !(t["customer"] == erased && t["decided_ms"].as_i64().unwrap() > after),
+            "a transition of the erased decided after the erasure: {t}"
+        );
+    }
+    let reopened = VisitStage::open(&store, &inputs).unwrap();
+    assert!(reopened
+        .engine_of(erased)
+        .is_some_and(|e| e.live_scopes(erased).next().is_none()));
+}
