@@ -7,7 +7,8 @@
 //! visit stage and transitions/s for the decision stage. Target: each ≥ 50,000/s.
 //!
 //! `cargo bench -p omo-cloud --bench stages` (`-- --rate N --seconds S --customers M`;
-//! `--engines sled` or `--engines postgres` for one of them).
+//! `--engines sled` or `--engines postgres` for one of them; `--partitions P`, 8 by default as
+//! a new store's, 1 as a store from before partitions).
 
 mod common;
 
@@ -177,6 +178,8 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
     let rate = arg("--rate", 10_000);
     let seconds = arg("--seconds", 30);
     let customers = arg("--customers", 100_000) as usize;
+    let partitions = arg("--partitions", 8) as u16;
+    omo_cloud::cluster::settle(store, Some(partitions))?;
     let site = Site::parse(&site(), false).map_err(|p| anyhow::anyhow!("{p:?}"))?;
     store.commit(replace_site(&Registry::default(), &site)?)?;
     for from in (0..customers).step_by(1000) {
@@ -235,7 +238,7 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
     let visits_s = started.elapsed().as_secs_f64();
     let transitions = store.scan(Space::Transitions, &[], usize::MAX)?.len();
     println!(
-        "{engine}: visit stage: {events} events ({read} log records with ticks, {seconds} s at {rate}/s, {customers} customers) in {visits_s:.2} s: {:.0} events/s; {transitions} transitions",
+        "{engine}, {partitions} partition(s): visit stage: {events} events ({read} log records with ticks, {seconds} s at {rate}/s, {customers} customers) in {visits_s:.2} s: {:.0} events/s; {transitions} transitions",
         events as f64 / visits_s
     );
 
@@ -253,7 +256,7 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
         omo_cloud::store::barrier::scan_prefix(store, Space::Campaigns, b"delivery/", usize::MAX)?
             .len();
     println!(
-        "{engine}: decision stage: {decided} transitions in {decide_s:.2} s: {:.0} transitions/s; {deliveries} delivery rows",
+        "{engine}, {partitions} partition(s): decision stage: {decided} transitions in {decide_s:.2} s: {:.0} transitions/s; {deliveries} delivery rows",
         decided as f64 / decide_s
     );
     Ok(())
