@@ -423,3 +423,51 @@ async fn send_events_until_acked(
     }
     anyhow::bail!("events of {epoch:?} never acked")
 }
+
+/// One gateway's epoch shared out between two instances, then a new epoch: the old one ends
+/// with every seq counted (each instance's view of the epoch is read again when the other
+/// wrote it), whichever instance sees the new epoch first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_shared_by_two_instances_ends_with_nothing_missing() -> anyhow::Result<()> {
+    let Some(pg) = omo_tests::postgres::cluster()? else {
+        return Ok(());
+    };
+    pg.create_database("epochs").map_err(anyhow::Error::msg)?;
+    let db = (pg.url("epochs"), pg.password().to_owned());
+    let g1 = Creds::new("s1", "g1")?;
+    let broker = broker_for(std::slice::from_ref(&g1))?;
+    let mut a = instance("a", std::slice::from_ref(&g1), broker.port, (&db.0, &db.1))?;
+    let mut b = instance("b", std::slice::from_ref(&g1), broker.port, (&db.0, &db.1))?;
+    a.command(&[
+        "import",
+        &a.path("site.toml"),
+        "--config",
+        &a.path("cloud.toml"),
+    ])?;
+    a.start()?;
+    b.start()?;
+    let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
+    for first in (1..=200).step_by(BATCH as usize) {
+        send_until_acked(&mut gw, Epoch(7), first..=first + BATCH - 1).await?;
+    }
+    for cloud in [&a, &b] {
+        let text = cloud.metrics().await?;
+        let stored = metric(&text, "omo_ingest_events_total", &["source=\"gateway\""]);
+        assert!(stored > 0.0, "an instance stored nothing:\n{text}");
+    }
+    send_until_acked(&mut gw, Epoch(8), 1..=BATCH).await?;
+    a.wait_stored("g1", 200 + BATCH).await?;
+    let epochs = a.admin("/v1/admin/gateways/g1").await?["epochs"].clone();
+    let old = epochs
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["epoch"] == "00000007"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(old["last_seq"], 200, "{epochs:#}");
+    assert_eq!(old["missing"], 0, "{epochs:#}");
+    assert_eq!(old["ended"]["last_seq"], 200, "{epochs:#}");
+    assert_eq!(old["ended"]["missing"], 0, "{epochs:#}");
+    a.stop()?;
+    b.stop()?;
+    Ok(())
+}

@@ -107,8 +107,8 @@ pub struct Writer {
     /// After a failed commit (which may have applied unseen): the epochs whose ledgers must be
     /// read again from the store, and whether the log position must be, before the next group.
     stale: Option<BTreeSet<(GatewayId, Epoch)>>,
-    /// Each seq ledger key as this writer last read or wrote it: a commit writing it expects
-    /// it so, and conflicts if another instance wrote it meanwhile.
+    /// Each seq ledger and epoch record key as this writer last read or wrote it: a commit
+    /// writing it expects it so, and conflicts if another instance wrote it meanwhile.
     synced: HashMap<Vec<u8>, Vec<u8>>,
     next_tick_ms: i64,
     log_end: watch::Sender<u64>,
@@ -137,7 +137,7 @@ struct Group {
     inputs: Vec<retry::Input>,
     /// The ticks it appended.
     ticks: Vec<Timestamp>,
-    /// The seq ledgers it writes, as written (the next commit expects them).
+    /// The seq ledgers and epoch records it writes, as written (the next commit expects them).
     ledger_writes: Vec<(Vec<u8>, Vec<u8>)>,
     dedup: HashMap<Vec<u8>, Vec<u8>>,
     config_acks: Vec<(GatewayId, ConfigAck)>,
@@ -173,6 +173,7 @@ impl Writer {
                     StoreError::Backend(format!("epoch record {}/{}: {e}", key.0, key.1))
                 })?;
                 epochs.insert(key, info);
+                synced.insert(k.clone(), v.clone());
                 continue;
             }
             // A gateway may be called `rejected`: its own ledger key is `rejected/{epoch}`.
@@ -373,7 +374,7 @@ impl Writer {
                 attempts += 1;
                 self.stale
                     .get_or_insert_with(BTreeSet::new)
-                    .extend(group.touched.iter().cloned());
+                    .extend(group.touched.iter().chain(group.epochs.keys()).cloned());
                 match self.recover() {
                     Ok(()) => {
                         group = self.take_again(group);

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use omo_device_config::payload::Epoch;
 use omo_device_config::GatewayId;
 
-use super::epochs::{self, info_key, ledger_key};
+use super::epochs::{self, info_key, ledger_key, EpochInfo};
 use super::{AppendRequest, Group, Writer};
 use crate::broker::Incoming;
 use crate::ingest::record::Record;
@@ -73,6 +73,11 @@ impl Writer {
     /// Adds ledger `key` holding `ranges` to the group's commit, expecting it as last seen.
     pub(super) fn put_ledger(&self, group: &mut Group, key: Vec<u8>, ranges: &SeqRanges) {
         let bytes = serde_json::to_vec(ranges).expect("seq ranges serialise");
+        self.put_synced(group, key, bytes);
+    }
+
+    /// Adds `key` holding `bytes` to the group's commit, expecting it as last seen.
+    fn put_synced(&self, group: &mut Group, key: Vec<u8>, bytes: Vec<u8>) {
         group.commit.expect(
             Space::SeqRanges,
             key.clone(),
@@ -100,9 +105,22 @@ impl Writer {
         read
     }
 
-    /// Takes into the ledgers in memory what the store holds of `epochs`.
+    /// Takes into the ledgers and epoch records in memory what the store holds of `epochs`.
     fn reload_ledgers(&mut self, epochs: &BTreeSet<(GatewayId, Epoch)>) -> Result<(), StoreError> {
         for (gw, epoch) in epochs {
+            let key = info_key(gw, *epoch);
+            match self.store.get(Space::SeqRanges, &key)? {
+                Some(v) => {
+                    let info: EpochInfo = serde_json::from_slice(&v).map_err(|e| {
+                        StoreError::Backend(format!("epoch record {gw}/{epoch}: {e}"))
+                    })?;
+                    self.epochs.insert((gw.clone(), *epoch), info);
+                    self.synced.insert(key, v);
+                }
+                None => {
+                    self.synced.remove(&key);
+                }
+            }
             for (key, ledger) in [
                 (ledger_key(gw, *epoch), &mut self.ledger),
                 (epochs::rejected_key(gw, *epoch), &mut self.rejected),
@@ -149,12 +167,16 @@ impl Writer {
                 self.put_ledger(group, epochs::rejected_key(gw, *epoch), &all);
             }
         }
-        for ((gw, epoch), info) in &group.epochs {
-            group.commit.put(
-                Space::SeqRanges,
-                info_key(gw, *epoch),
-                serde_json::to_vec(info).expect("epoch records serialise"),
-            );
+        let records: Vec<(Vec<u8>, Vec<u8>)> = group
+            .epochs
+            .iter()
+            .map(|((gw, epoch), info)| {
+                let bytes = serde_json::to_vec(info).expect("epoch records serialise");
+                (info_key(gw, *epoch), bytes)
+            })
+            .collect();
+        for (key, bytes) in records {
+            self.put_synced(group, key, bytes);
         }
     }
 }
