@@ -142,6 +142,8 @@ struct Group {
     dedup: HashMap<Vec<u8>, Vec<u8>>,
     config_acks: Vec<(GatewayId, ConfigAck)>,
     events: u64,
+    /// Records of append requests stored, by source.
+    appended: BTreeMap<&'static str, u64>,
     duplicates: u64,
     dropped: u64,
 }
@@ -348,8 +350,8 @@ impl Writer {
                 Record::Purchase(_) => "purchase",
                 _ => "other",
             };
-            metrics::counter!("omo_ingest_events_total", "source" => source).increment(1);
-            self.live.events(source, 1);
+            // Counted once the group is durable (a group taken again counts once).
+            *group.appended.entry(source).or_default() += 1;
         }
         group
             .replies
@@ -475,6 +477,10 @@ impl Writer {
         }
         metrics::counter!("omo_ingest_events_total", "source" => "gateway").increment(group.events);
         self.live.events("gateway", group.events);
+        for (source, n) in &group.appended {
+            metrics::counter!("omo_ingest_events_total", "source" => *source).increment(*n);
+            self.live.events(source, *n);
+        }
         metrics::counter!("omo_ingest_duplicates_total").increment(group.duplicates);
         metrics::counter!("omo_ingest_dropped_total").increment(group.dropped);
         metrics::counter!("omo_ingest_acks_sent_total").increment(sent);
