@@ -348,36 +348,34 @@ async fn refresh_shared(
     registry: Arc<RwLock<Registry>>,
     eids: Arc<Mutex<EidResolver>>,
 ) {
-    let mut seen: (
-        Option<u64>,
-        Option<Vec<(String, omo_device_config::eid::EidIdentity)>>,
-    ) = (None, None);
+    // What each was last read as: a digest of the registry's entries, and of the EID index
+    // (its keys name the enrolled keys, so the customers are read only when it changed).
+    let mut seen: (Option<u64>, Option<u64>) = (None, None);
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let (s, r, e, mut last) = (store.clone(), registry.clone(), eids.clone(), seen.clone());
+        let (s, r, e, mut last) = (store.clone(), registry.clone(), eids.clone(), seen);
         let refreshed = tokio::task::spawn_blocking(move || {
-            let entries =
-                crate::store::barrier::scan_all(s.as_ref(), crate::store::Space::Registry)?;
-            let digest = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                entries.hash(&mut h);
-                h.finish()
-            };
+            use crate::store::{barrier::scan_prefix, Space};
+            let registry_now = digest(&scan_prefix(s.as_ref(), Space::Registry, b"", usize::MAX)?);
             // The first pass applies too: a change between the start's load and it counts.
-            if last.0 != Some(digest) {
+            if last.0 != Some(registry_now) {
                 let fresh = Registry::load(s.as_ref())?;
                 *r.write().expect("registry lock") = fresh;
                 if last.0.is_some() {
                     tracing::info!("registry read again: another instance changed it");
                 }
             }
-            last.0 = Some(digest);
-            let keys = identity::all_eid_keys(s.as_ref())?;
-            if last.1.as_ref() != Some(&keys) {
-                e.lock().expect("eid resolver lock").set_keys(keys.clone());
+            let eids_now = digest(&scan_prefix(
+                s.as_ref(),
+                Space::Identity,
+                identity::keys::EIDS.as_bytes(),
+                usize::MAX,
+            )?);
+            if last.1 != Some(eids_now) {
+                let keys = identity::all_eid_keys(s.as_ref())?;
+                e.lock().expect("eid resolver lock").set_keys(keys);
             }
-            last.1 = Some(keys);
+            last = (Some(registry_now), Some(eids_now));
             Ok::<_, anyhow::Error>(last)
         })
         .await;
@@ -387,6 +385,14 @@ async fn refresh_shared(
             Err(e) => tracing::warn!(error = %e, "registry and EID keys not read again"),
         }
     }
+}
+
+/// A digest of entries, to tell whether they changed since (in this process only).
+fn digest(entries: &[crate::store::Entry]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    h.finish()
 }
 
 async fn shutdown_signal() {

@@ -46,9 +46,21 @@ async fn send_until_acked(
     epoch: Epoch,
     seqs: std::ops::RangeInclusive<u64>,
 ) -> anyhow::Result<()> {
-    let want = SeqRanges::from_range(*seqs.start(), *seqs.end());
+    send_events_until_acked(gw, epoch, events(seqs)).await
+}
+
+/// Sends `events` as one batch until an ack covers their seqs.
+async fn send_events_until_acked(
+    gw: &mut MqttGateway,
+    epoch: Epoch,
+    events: Vec<PresenceEvent>,
+) -> anyhow::Result<()> {
+    let mut want = SeqRanges::new();
+    for e in &events {
+        want.insert(e.seq());
+    }
     for _ in 0..60 {
-        gw.publish_presence(epoch, events(seqs.clone()), SeqRanges::new())
+        gw.publish_presence(epoch, events.clone(), SeqRanges::new())
             .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
@@ -61,7 +73,7 @@ async fn send_until_acked(
             }
         }
     }
-    anyhow::bail!("seqs {seqs:?} of {epoch:?} never acked")
+    anyhow::bail!("seqs {want:?} of {epoch:?} never acked")
 }
 
 /// An instance on the shared database and broker.
@@ -403,33 +415,6 @@ async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
         cloud.stop()?;
     }
     Ok(())
-}
-
-/// Sends `events` as one batch until an ack covers their seqs.
-async fn send_events_until_acked(
-    gw: &mut MqttGateway,
-    epoch: Epoch,
-    events: Vec<PresenceEvent>,
-) -> anyhow::Result<()> {
-    let mut want = SeqRanges::new();
-    for e in &events {
-        want.insert(e.seq());
-    }
-    for _ in 0..30 {
-        gw.publish_presence(epoch, events.clone(), SeqRanges::new())
-            .await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
-            match gw.next_ack(left).await? {
-                Some(ack) if ack.epoch == epoch && want.difference(&ack.seqs).is_empty() => {
-                    return Ok(())
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-    }
-    anyhow::bail!("events of {epoch:?} never acked")
 }
 
 /// One gateway's epoch shared out between two instances, then a new epoch: the old one ends

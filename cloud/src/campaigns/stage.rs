@@ -265,18 +265,9 @@ pub async fn run(
     }
 }
 
-/// Every partition's position in its transitions.
-pub fn positions(store: &dyn Store) -> Result<Vec<u64>, StoreError> {
-    let consumers: Vec<String> = Partition::all(cluster::count(store)?)
-        .map(|p| p.consumer(CONSUMER))
-        .collect();
-    crate::store::event_log::positions(store, &consumers)
-}
-
 /// How many transitions the `held` partitions have still to decide, at most.
 pub fn lag(store: &dyn Store, held: &[Partition]) -> Result<u64, StoreError> {
-    let consumers: Vec<String> = held.iter().map(|p| p.consumer(CONSUMER)).collect();
-    let at = crate::store::event_log::positions(store, &consumers)?;
+    let at = cluster::positions_of(store, CONSUMER, held)?;
     let mut most = 0;
     for (p, at) in held.iter().zip(at) {
         let end = crate::visits::stage::transitions_end(store, *p)?;

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::Partition;
-use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
+use crate::store::barrier::scan_prefix;
+use crate::store::{Commit, Space, Store, StoreError};
 
 const INSTANCE: &str = "instance/";
 const WORK: &str = "work/";
@@ -96,12 +97,10 @@ fn encode(lease: &Lease) -> Vec<u8> {
 
 /// Every row under `prefix`, by the name after it (an unreadable row counts as free).
 fn rows(store: &dyn Store, prefix: &str) -> Result<BTreeMap<String, Row>, StoreError> {
-    let mut out = BTreeMap::new();
-    let mut from = prefix.as_bytes().to_vec();
-    loop {
-        let page = scan_prefix_from(store, Space::Leases, prefix.as_bytes(), &from, 1024)?;
-        let full = page.len() == 1024;
-        for (key, bytes) in page {
+    let entries = scan_prefix(store, Space::Leases, prefix.as_bytes(), usize::MAX)?;
+    Ok(entries
+        .into_iter()
+        .map(|(key, bytes)| {
             let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             let lease = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(lease = %name, error = %e, "unreadable lease taken as free");
@@ -111,14 +110,9 @@ fn rows(store: &dyn Store, prefix: &str) -> Result<BTreeMap<String, Row>, StoreE
                     expires_ms: i64::MIN,
                 }
             });
-            from = key.clone();
-            from.push(0);
-            out.insert(name, Row { key, bytes, lease });
-        }
-        if !full {
-            return Ok(out);
-        }
-    }
+            (name, Row { key, bytes, lease })
+        })
+        .collect())
 }
 
 impl Leases {

@@ -79,11 +79,7 @@ impl ClusterSettings {
     /// This instance's name: `instance`, or host and process id.
     pub fn instance_name(&self) -> String {
         self.instance.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "host".into());
+            let host = crate::store::postgres::host_name();
             format!("{host}-{}", std::process::id())
         })
     }
@@ -166,6 +162,23 @@ impl std::fmt::Display for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
     }
+}
+
+/// Where each of `partitions` of `stage` is (its offset in its input), in their order, in one
+/// read.
+pub fn positions_of(
+    store: &dyn Store,
+    stage: &str,
+    partitions: &[Partition],
+) -> Result<Vec<u64>, StoreError> {
+    let consumers: Vec<String> = partitions.iter().map(|p| p.consumer(stage)).collect();
+    crate::store::event_log::positions(store, &consumers)
+}
+
+/// Where every partition of `stage` is (retention keeps what any has still to read).
+pub fn positions(store: &dyn Store, stage: &str) -> Result<Vec<u64>, StoreError> {
+    let all: Vec<Partition> = Partition::all(count(store)?).collect();
+    positions_of(store, stage, &all)
 }
 
 /// The partition count `store` holds (1 for a store from before partitions).

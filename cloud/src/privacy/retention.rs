@@ -229,7 +229,7 @@ impl Sweep<'_> {
             let log = ingest::expire_log(sw, observations, upper)?;
             (s.ticks, s.observations) = (log.ticks, log.observations);
         }
-        let decided = campaigns::stage::positions(store)?;
+        let decided = crate::cluster::positions(store, campaigns::stage::CONSUMER)?;
         s.transitions = visits::expire_transitions(sw, visits, &decided)?;
         s.visits = visits::expire(sw, visits)?;
         s.tally_visitors = tallies::hours::drop_visitors(sw, tallies::hours::hour_of(visits))?;
@@ -254,7 +254,7 @@ fn log_upper(store: &dyn Store) -> Result<Option<u64>, StoreError> {
     if next == event_log::FIRST_OFFSET {
         return Ok(None);
     }
-    let mut read = visits::stage::positions(store)?;
+    let mut read = crate::cluster::positions(store, visits::stage::CONSUMER)?;
     read.push(event_log::position(store, crate::stats::CONSUMER)?);
     Ok(Some(read.into_iter().min().unwrap_or(0).min(next - 1)))
 }

@@ -320,10 +320,11 @@ pub fn position(store: &dyn Store, consumer: &str) -> Result<u64, StoreError> {
 /// falling behind shows before its outputs are late; and counts the `read` records its last
 /// step read (`omo_stage_records_total`: its throughput).
 pub fn report_progress(store: &dyn Store, consumer: &'static str, end: u64, read: usize) {
-    metrics::counter!("omo_stage_records_total", "stage" => consumer).increment(read as u64);
-    if let Ok(at) = position(store, consumer) {
-        metrics::gauge!("omo_stage_lag_records", "stage" => consumer)
-            .set(end.saturating_sub(at) as f64);
+    match position(store, consumer) {
+        Ok(at) => report_partitions_progress(consumer, end.saturating_sub(at), read),
+        Err(_) => {
+            metrics::counter!("omo_stage_records_total", "stage" => consumer).increment(read as u64)
+        }
     }
 }
 

@@ -427,14 +427,6 @@ pub fn transitions_end(store: &dyn Store, partition: Partition) -> Result<u64, S
     }
 }
 
-/// Every partition's position in the log (the log's expiry keeps what any has to read).
-pub fn positions(store: &dyn Store) -> Result<Vec<u64>, StoreError> {
-    let consumers: Vec<String> = Partition::all(cluster::count(store)?)
-        .map(|p| p.consumer(CONSUMER))
-        .collect();
-    event_log::positions(store, &consumers)
-}
-
 /// What a step folded from its records for one partition, before it is written.
 struct Folded {
     /// The partition's offset before the step: it folds the records from there.

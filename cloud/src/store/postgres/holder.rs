@@ -26,8 +26,8 @@ const HOLD_MS: f64 = 15_000.0;
 /// How often the holder renews it.
 const RENEW: Duration = Duration::from_secs(5);
 
-/// This host's name, as other instances see it in the holder row.
-fn host() -> String {
+/// This host's name, as other instances see it in the holder row and in leases.
+pub(crate) fn host() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

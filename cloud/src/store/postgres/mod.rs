@@ -16,6 +16,7 @@
 
 pub mod cluster;
 mod holder;
+pub(crate) use holder::host as host_name;
 mod schema;
 mod settings;
 #[cfg(test)]

@@ -108,7 +108,7 @@ fn partitions_decide_as_one_on(place: &Place) {
     // Each partition numbers its own, from 1, and is read to its end.
     let end = log_four.next_offset();
     assert_eq!(stage_four.lag(end), 0);
-    assert_eq!(positions(&four).unwrap(), vec![end; 4]);
+    assert_eq!(cluster::positions(&four, CONSUMER).unwrap(), vec![end; 4]);
     for p in Partition::all(4) {
         let n = transitions_end(&four, p).unwrap() - 1;
         assert!(n > 0, "partition {p} has customers");
