@@ -9,8 +9,9 @@
 //!   once.
 //! - *Inside* evidence opens a candidate; the visit is entered once inside evidence spans
 //!   `enter_after_s` without a silence longer than `exit_timeout_s` (a walk-by never does).
-//!   The enter's time is the first evidence's; the visit id is derived from the log offset of
-//!   that evidence, so a replay derives the same id.
+//!   The enter's time is the earliest evidence's, whatever order it came in (evidence older
+//!   than the candidate's first, within `exit_timeout_s` of it, moves its start back); the
+//!   visit id is derived from the log offset of that evidence, so a replay derives the same id.
 //! - Each `dwell_milestones_min` is fired once when the watermark passes entered + milestone
 //!   while the visit is open.
 //! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
@@ -364,6 +365,10 @@ impl VisitEngine {
             ) => {
                 let (first_ms, opener, resumed) = if e.at_ms - last_ms > timeout {
                     (e.at_ms, e.offset, false)
+                } else if e.at_ms < first_ms && first_ms - e.at_ms <= timeout {
+                    // Older evidence received after newer (a gateway's backlog resent after
+                    // what it sent live since it reconnected): the candidate began then.
+                    (e.at_ms, e.offset, resumed)
                 } else {
                     (first_ms, opener, resumed)
                 };

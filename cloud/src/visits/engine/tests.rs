@@ -497,6 +497,57 @@ fn old_outside_evidence_does_not_drop_a_newer_candidate() {
     assert!(out.is_empty(), "{out:?}");
 }
 
+/// A gateway back from a broker outage sends what it sees live at once and its backlog only
+/// when the backlog's first send (lost while nobody was subscribed) is resent: the newer
+/// evidence opens a candidate first, and the older evidence that follows moves the candidate's
+/// start back to it, so the stay is entered at its beginning (not missed, as it was when a
+/// candidate only ever grew forwards).
+#[test]
+fn a_backlog_received_after_newer_evidence_still_enters_the_stay_at_its_start() {
+    let store = Scope::Store("s2".into());
+    let p = VisitParams::default();
+    // Seen live at 410 s (received at 411 s), then the backlog 110..350 s, received at 470 s.
+    let mut evidence = vec![(
+        T0 + 411 * S,
+        ev("c1", &store, 410, 50, Source::Gateway, true),
+    )];
+    evidence.extend(
+        stream("c1", &store, 110, 350, 60, Source::Gateway, 60)
+            .into_iter()
+            .map(|(_, e)| (T0 + 470 * S, e)),
+    );
+    let out = run(&mut VisitEngine::new(p, [7; 32]), evidence, 1200);
+    let enters: Vec<_> = out
+        .iter()
+        .filter(|t| t.kind == TransitionKind::Enter)
+        .collect();
+    assert_eq!(enters.len(), 1, "{out:?}");
+    assert_eq!(
+        enters[0].at_ms,
+        T0 + 110 * S,
+        "entered at its earliest evidence"
+    );
+    assert_eq!(enters[0].decided_ms, T0 + 470 * S);
+    assert!(!enters[0].late, "{out:?}");
+    // Exited the timeout after the last evidence (410 s), with the dwell from 110 s.
+    assert_eq!(
+        out.last().map(|t| (t.kind.clone(), t.at_ms)),
+        Some((TransitionKind::Exit { dwell_s: 300 }, T0 + 710 * S)),
+        "{out:?}"
+    );
+    // Older evidence past a silence longer than the exit timeout is no part of the candidate.
+    let mut far = vec![(
+        T0 + 1001 * S,
+        ev("c1", &store, 1000, 50, Source::Gateway, true),
+    )];
+    far.push((
+        T0 + 1002 * S,
+        ev("c1", &store, 600, 51, Source::Gateway, true),
+    ));
+    let out = run(&mut VisitEngine::new(p, [7; 32]), far, 1400);
+    assert!(out.is_empty(), "{out:?}");
+}
+
 /// An enter is decided by the first record whose log time is the reorder window past the
 /// evidence that completes `enter_after_s`, not by the next tick.
 #[test]
