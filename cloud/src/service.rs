@@ -256,11 +256,11 @@ fn share_work(
     };
     let shared = config.data.engine == Engine::Postgres && config.cluster.leases;
     let leases = shared.then(|| {
-        Arc::new(Leases {
-            me: instance.to_owned(),
-            lease_ms: i64::from(config.cluster.lease_s) * 1000,
-            work: work.clone(),
-        })
+        Arc::new(Leases::new(
+            instance.to_owned(),
+            i64::from(config.cluster.lease_s) * 1000,
+            work.clone(),
+        ))
     });
     if let Some(l) = &leases {
         tracing::info!(instance = %l.me, partitions = work.count, "sharing the pipeline by leases");

@@ -9,6 +9,12 @@
 //! Leases only save work: a stage's commit expects its offset as it read it, so an instance
 //! whose lease ran out while it stalled conflicts instead of writing twice.
 //!
+//! Whether another instance's row ran out is judged on this instance's own steady clock, never
+//! by comparing the row's `expires_ms` (the holder's wall clock) with this one's: a row is
+//! alive while its bytes changed (a renewal) within the lease time of this instance seeing
+//! them. Instances whose wall clocks disagree by more than a lease time still never take each
+//! other's live leases; `expires_ms` is what the holder meant, for people reading the rows.
+//!
 //! Keys in [`Space::Leases`] (this module owns them): `instance/{id}` and `work/{name}` (a
 //! partition's `visits/3`, a single stage's `stats`) → a [`Lease`] as JSON.
 
@@ -78,6 +84,33 @@ pub struct Leases {
     pub me: String,
     pub lease_ms: i64,
     pub work: Work,
+    /// Each lease row as last read (key → its bytes, and when this instance first read those
+    /// bytes on its steady clock).
+    seen: std::sync::Mutex<BTreeMap<Vec<u8>, Seen>>,
+}
+
+/// A lease row's bytes as this instance last read them, and when it first read those bytes
+/// (its steady clock, ms).
+type Seen = (Vec<u8>, i64);
+
+/// The clocks a round reads: the wall clock (written as `expires_ms`) and this process's
+/// steady clock (what it judges other rows' age by), both in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub wall_ms: i64,
+    pub steady_ms: i64,
+}
+
+impl Now {
+    /// Now on both clocks (the steady one counted from the first call in this process).
+    pub fn read() -> Now {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        Now {
+            wall_ms: chrono::Utc::now().timestamp_millis(),
+            steady_ms: i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 /// A lease row as read: its key, its bytes (to expect) and what they say.
@@ -116,11 +149,50 @@ fn rows(store: &dyn Store, prefix: &str) -> Result<BTreeMap<String, Row>, StoreE
 }
 
 impl Leases {
-    /// One round at `now_ms`: keeps this instance's row alive, renews what it holds, lets go
-    /// of what is over its share, takes free or expired work up to its share; answers what it
+    pub fn new(me: String, lease_ms: i64, work: Work) -> Leases {
+        Leases {
+            me,
+            lease_ms,
+            work,
+            seen: Default::default(),
+        }
+    }
+
+    /// Notes the rows under `prefix` read at `steady_ms` (forgetting those gone); answers
+    /// which are alive: changed within the lease time of this instance first reading their
+    /// bytes.
+    fn alive(
+        &self,
+        prefix: &str,
+        read: &BTreeMap<String, Row>,
+        steady_ms: i64,
+    ) -> BTreeSet<String> {
+        let mut seen = self.seen.lock().expect("lease rows seen lock");
+        seen.retain(|key, _| {
+            !key.starts_with(prefix.as_bytes())
+                || read.contains_key(&*String::from_utf8_lossy(&key[prefix.len()..]))
+        });
+        let mut alive = BTreeSet::new();
+        for (name, row) in read {
+            let since = match seen.get(&row.key) {
+                Some((bytes, since)) if *bytes == row.bytes => *since,
+                _ => {
+                    seen.insert(row.key.clone(), (row.bytes.clone(), steady_ms));
+                    steady_ms
+                }
+            };
+            if steady_ms - since < self.lease_ms {
+                alive.insert(name.clone());
+            }
+        }
+        alive
+    }
+
+    /// One round at `now`: keeps this instance's row alive, renews what it holds, lets go
+    /// of what is over its share, takes free or run-out work up to its share; answers what it
     /// now holds. A lease another instance changed meanwhile is simply not held this round.
-    pub fn round(&self, store: &dyn Store, now_ms: i64) -> Result<Assignment, StoreError> {
-        let until = now_ms.saturating_add(self.lease_ms);
+    pub fn round(&self, store: &dyn Store, now: Now) -> Result<Assignment, StoreError> {
+        let until = now.wall_ms.saturating_add(self.lease_ms);
         let mut c = Commit::new();
         c.put(
             Space::Leases,
@@ -132,12 +204,14 @@ impl Leases {
             }),
         );
         store.commit(c)?;
-        let instances = rows(store, INSTANCE)?
-            .values()
-            .filter(|r| r.lease.expires_ms > now_ms)
+        let instances = self
+            .alive(INSTANCE, &rows(store, INSTANCE)?, now.steady_ms)
+            .iter()
+            .filter(|name| **name != self.me)
             .count()
-            .max(1);
+            + 1;
         let leases = rows(store, WORK)?;
+        let alive = self.alive(WORK, &leases, now.steady_ms);
         let mut out = Assignment {
             instances,
             ..Assignment::default()
@@ -166,7 +240,7 @@ impl Leases {
                 if held.len() >= share {
                     break;
                 }
-                if self.take(store, name, leases.get(name), (now_ms, until))? {
+                if self.take(store, name, leases.get(name), alive.contains(name), until)? {
                     held.insert(*p);
                 }
             }
@@ -176,7 +250,7 @@ impl Leases {
             let row = leases.get(*stage);
             let held = match row {
                 Some(r) if r.lease.holder == self.me => self.renew(store, r, until)?,
-                _ => self.take(store, stage, row, (now_ms, until))?,
+                _ => self.take(store, stage, row, alive.contains(*stage), until)?,
             };
             if held {
                 out.single.insert(stage);
@@ -199,15 +273,17 @@ impl Leases {
         )
     }
 
-    /// Takes `name` if it is free or expired (not if another live instance holds it).
+    /// Takes `name` if it is free or its row ran out (not while another instance renews it).
     fn take(
         &self,
         store: &dyn Store,
         name: &str,
         row: Option<&Row>,
-        (now_ms, until): (i64, i64),
+        alive: bool,
+        until: i64,
     ) -> Result<bool, StoreError> {
-        if row.is_some_and(|r| r.lease.expires_ms > now_ms && r.lease.holder != self.me) {
+        // An unreadable row names no holder: free.
+        if row.is_some_and(|r| alive && r.lease.holder != self.me && !r.lease.holder.is_empty()) {
             return Ok(false);
         }
         let lease = Lease {
@@ -286,8 +362,8 @@ pub async fn keep(
     let period = std::time::Duration::from_millis((leases.lease_ms / 3).max(1) as u64);
     loop {
         let (s, l) = (store.clone(), leases.clone());
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match tokio::task::spawn_blocking(move || l.round(s.as_ref(), now_ms)).await {
+        let now = Now::read();
+        match tokio::task::spawn_blocking(move || l.round(s.as_ref(), now)).await {
             Ok(Ok(a)) => {
                 publish(&a);
                 tx.send_if_modified(|old| {
@@ -346,14 +422,22 @@ mod tests {
     const T: i64 = 1_790_000_000_000;
 
     fn instance(me: &str) -> Leases {
-        Leases {
-            me: me.into(),
-            lease_ms: LEASE_MS,
-            work: Work {
+        Leases::new(
+            me.into(),
+            LEASE_MS,
+            Work {
                 partitioned: vec!["visits", "decide"],
                 single: vec!["stats", "retention"],
                 count: 4,
             },
+        )
+    }
+
+    /// `ms` on both clocks.
+    fn at(ms: i64) -> Now {
+        Now {
+            wall_ms: ms,
+            steady_ms: ms,
         }
     }
 
@@ -366,14 +450,14 @@ mod tests {
         for place in places() {
             let store = place.open();
             let (a, b) = (instance("a"), instance("b"));
-            let alone = a.round(&store, T).unwrap();
+            let alone = a.round(&store, at(T)).unwrap();
             assert_eq!(alone, Assignment::everything(&a.work), "{}", place.engine());
             // b joins: a holds everything still alive, so b gets nothing at first…
-            let first = b.round(&store, T + 1000).unwrap();
+            let first = b.round(&store, at(T + 1000)).unwrap();
             assert_eq!((first.instances, indexes(&first, "visits")), (2, vec![]));
             // …a lets go of what is over its share, and b takes it.
-            let a2 = a.round(&store, T + 2000).unwrap();
-            let b2 = b.round(&store, T + 3000).unwrap();
+            let a2 = a.round(&store, at(T + 2000)).unwrap();
+            let b2 = b.round(&store, at(T + 3000)).unwrap();
             assert_eq!(indexes(&a2, "visits"), [0, 1]);
             assert_eq!(indexes(&a2, "decide"), [0, 1]);
             assert_eq!(indexes(&b2, "visits"), [2, 3]);
@@ -381,17 +465,19 @@ mod tests {
             assert_eq!(a2.single, BTreeSet::from(["stats", "retention"]));
             assert!(b2.single.is_empty());
             // Renewed, a keeps its share.
-            assert_eq!(a.round(&store, T + 8000).unwrap(), a2);
-            // a dies: once its leases ran out, b takes everything, each lease one hand on.
+            assert_eq!(a.round(&store, at(T + 8000)).unwrap(), a2);
+            // a dies. b sees a's last renewal at 9 s; a lease time later on b's own clock
+            // (whatever the rows' expiry says), b takes everything, each lease one hand on.
             let before = all(&store).unwrap();
+            assert_eq!(b.round(&store, at(T + 9000)).unwrap().of("visits").len(), 2);
             assert_eq!(
-                b.round(&store, T + 8000 + LEASE_MS - 1)
+                b.round(&store, at(T + 9000 + LEASE_MS - 1))
                     .unwrap()
                     .of("visits")
                     .len(),
                 2
             );
-            let b3 = b.round(&store, T + 8000 + LEASE_MS + 1).unwrap();
+            let b3 = b.round(&store, at(T + 9000 + LEASE_MS)).unwrap();
             assert_eq!(b3, Assignment::everything(&b.work));
             let after = all(&store).unwrap();
             assert_eq!(after["visits/0"].holder, "b");
@@ -399,14 +485,14 @@ mod tests {
             assert_eq!(after["visits/2"].epoch, before["visits/2"].epoch);
             // a comes back (under a new id, as a restarted process): about half again.
             let c = instance("c");
-            c.round(&store, T + 30_000).unwrap();
-            let b3 = b.round(&store, T + 31_000).unwrap();
-            let c2 = c.round(&store, T + 32_000).unwrap();
+            c.round(&store, at(T + 30_000)).unwrap();
+            let b3 = b.round(&store, at(T + 31_000)).unwrap();
+            let c2 = c.round(&store, at(T + 32_000)).unwrap();
             assert_eq!(indexes(&b3, "visits"), [0, 1]);
             assert_eq!(indexes(&c2, "visits"), [2, 3]);
             // A clean stop lets go at once.
             c.release_all(&store).unwrap();
-            let b4 = b.round(&store, T + 33_000).unwrap();
+            let b4 = b.round(&store, at(T + 33_000)).unwrap();
             assert_eq!(b4, Assignment::everything(&b.work));
         }
     }
@@ -419,8 +505,8 @@ mod tests {
             for round in 0..30 {
                 let now = T + round * 1000;
                 let (x, y) = std::thread::scope(|s| {
-                    let x = s.spawn(|| a.round(&store, now).unwrap());
-                    let y = s.spawn(|| b.round(&store, now).unwrap());
+                    let x = s.spawn(|| a.round(&store, at(now)).unwrap());
+                    let y = s.spawn(|| b.round(&store, at(now)).unwrap());
                     (x.join().unwrap(), y.join().unwrap())
                 });
                 for stage in ["visits", "decide"] {
@@ -433,13 +519,53 @@ mod tests {
             for round in 0..4 {
                 let now = T + 40_000 + round * 1000;
                 last = (
-                    a.round(&store, now).unwrap(),
-                    b.round(&store, now + 500).unwrap(),
+                    a.round(&store, at(now)).unwrap(),
+                    b.round(&store, at(now + 500)).unwrap(),
                 );
             }
             assert_eq!(last.0.of("visits").len(), 2, "{last:?}");
             assert_eq!(last.1.of("visits").len(), 2, "{last:?}");
         }
+    }
+
+    /// Wall clocks a minute apart: the instance whose clock is ahead does not take the other's
+    /// renewed leases (their `expires_ms` long past on its clock), and one whose clock is behind
+    /// still takes a dead instance's leases a lease time after it last saw them renewed.
+    #[test]
+    fn wall_clocks_apart_neither_take_live_leases_nor_keep_dead_ones() {
+        let place = crate::store::testing::Place::sled();
+        let store = place.open();
+        let (a, b) = (instance("a"), instance("b"));
+        let skewed = |steady_ms: i64, wall_skew_ms: i64| Now {
+            wall_ms: T + steady_ms + wall_skew_ms,
+            steady_ms,
+        };
+        // a's wall clock is a minute behind b's; both renew every 5 s.
+        for round in 0..8 {
+            let ms = round * 5000;
+            let x = a.round(&store, skewed(ms, -60_000)).unwrap();
+            let y = b.round(&store, skewed(ms + 100, 0)).unwrap();
+            if round >= 2 {
+                assert_eq!(
+                    (x.of("visits").len(), y.of("visits").len()),
+                    (2, 2),
+                    "{x:?} {y:?}"
+                );
+            }
+            assert!(x.of("visits").is_disjoint(&y.of("visits")));
+        }
+        // b stops renewing (dies) after 35.1 s; a, its clock behind, sees that renewal at 40 s
+        // and takes over a lease time later, though b's rows' `expires_ms` is then still a
+        // minute ahead of a's wall clock.
+        let seen = 40_000;
+        let x = a.round(&store, skewed(seen, -60_000)).unwrap();
+        assert_eq!(x.of("visits").len(), 2);
+        let x = a
+            .round(&store, skewed(seen + LEASE_MS - 1, -60_000))
+            .unwrap();
+        assert_eq!(x.of("visits").len(), 2);
+        let x = a.round(&store, skewed(seen + LEASE_MS, -60_000)).unwrap();
+        assert_eq!(x, Assignment::everything(&a.work));
     }
 
     #[test]
@@ -449,7 +575,7 @@ mod tests {
         let mut c = Commit::new();
         c.put(Space::Leases, b"work/stats".to_vec(), b"{".to_vec());
         store.commit(c).unwrap();
-        let a = instance("a").round(&store, T).unwrap();
+        let a = instance("a").round(&store, at(T)).unwrap();
         assert!(a.single.contains("stats"));
         assert_eq!(all(&store).unwrap()["stats"].epoch, 1);
     }
