@@ -14,6 +14,9 @@
 //! alive while its bytes changed (a renewal) within the lease time of this instance seeing
 //! them. Instances whose wall clocks disagree by more than a lease time still never take each
 //! other's live leases; `expires_ms` is what the holder meant, for people reading the rows.
+//! The price: an instance that has just started counts every row it finds as alive for a
+//! lease time (a crashed one's too), so it takes a dead instance's work a lease time after it
+//! starts at the latest.
 //!
 //! Keys in [`Space::Leases`] (this module owns them): `instance/{id}` and `work/{name}` (a
 //! partition's `visits/3`, a single stage's `stats`) → a [`Lease`] as JSON.
@@ -35,7 +38,9 @@ pub struct Lease {
     pub holder: String,
     /// How many times the lease changed hands (a holder taking it over adds one).
     pub epoch: u64,
-    /// Until when it holds (ms since the epoch): a lease past it is free to take.
+    /// Until when the holder means to hold it, on the holder's wall clock (ms since the
+    /// epoch): for people and the start check ([`live_instances`]); rounds judge run-out rows
+    /// on their own steady clock instead.
     pub expires_ms: i64,
 }
 
@@ -388,7 +393,9 @@ pub async fn keep(
     }
 }
 
-/// The instances alive at `now_ms` (their own rows not expired), by name.
+/// The instances alive at `now_ms` by their rows' `expires_ms` (wall clocks compared: for the
+/// start-up check that refuses the embedded broker beside another instance, where a minute of
+/// skew at worst delays or misses that refusal), by name.
 pub fn live_instances(store: &dyn Store, now_ms: i64) -> Result<Vec<String>, StoreError> {
     Ok(rows(store, INSTANCE)?
         .into_iter()

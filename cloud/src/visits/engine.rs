@@ -9,9 +9,10 @@
 //!   once.
 //! - *Inside* evidence opens a candidate; the visit is entered once inside evidence spans
 //!   `enter_after_s` without a silence longer than `exit_timeout_s` (a walk-by never does).
-//!   The enter's time is the earliest evidence's, whatever order it came in (evidence older
-//!   than the candidate's first, within `exit_timeout_s` of it, moves its start back); the
-//!   visit id is derived from the log offset of that evidence, so a replay derives the same id.
+//!   The enter's time is the first evidence's; evidence older than that, arriving later but
+//!   within `exit_timeout_s` of it, moves the start back (a gateway back from an outage sends
+//!   what it sees live before its resent backlog). The visit id is derived from the log offset
+//!   of the evidence it starts at, so a replay derives the same id.
 //! - Each `dwell_milestones_min` is fired once when the watermark passes entered + milestone
 //!   while the visit is open.
 //! - The visit exits when the watermark passes the last inside evidence + `exit_timeout_s`,
@@ -331,10 +332,11 @@ impl VisitEngine {
             (Some(closed @ State::Closed { .. }), false) => Some(closed),
             (previous @ (None | Some(State::Closed { .. })), true) => {
                 // Evidence from before a remembered exit continues the exited visit.
-                let resumed = matches!(
-                    previous,
-                    Some(State::Closed { exit_ms, .. }) if e.at_ms < exit_ms
-                );
+                let exit_ms = match previous {
+                    Some(State::Closed { exit_ms, .. }) => Some(exit_ms),
+                    _ => None,
+                };
+                let resumed = exit_ms.is_some_and(|x| e.at_ms < x);
                 let sources = BTreeSet::from([e.source]);
                 if e.source == Source::Qr {
                     let opened = (e.offset, e.at_ms, e.at_ms);
@@ -346,6 +348,7 @@ impl VisitEngine {
                         opener: e.offset,
                         sources,
                         resumed,
+                        after_exit_ms: exit_ms.filter(|_| !resumed),
                     })
                 }
             }
@@ -360,6 +363,7 @@ impl VisitEngine {
                     opener,
                     mut sources,
                     resumed,
+                    after_exit_ms,
                 }),
                 true,
             ) => {
@@ -367,8 +371,10 @@ impl VisitEngine {
                     (e.at_ms, e.offset, false)
                 } else if e.at_ms < first_ms && first_ms - e.at_ms <= timeout {
                     // Older evidence received after newer (a gateway's backlog resent after
-                    // what it sent live since it reconnected): the candidate began then.
-                    (e.at_ms, e.offset, resumed)
+                    // what it sent live since it reconnected): the candidate began then —
+                    // within a visit exited meanwhile if from before that exit.
+                    let before_exit = after_exit_ms.is_some_and(|x| e.at_ms < x);
+                    (e.at_ms, e.offset, resumed || before_exit)
                 } else {
                     (first_ms, opener, resumed)
                 };
@@ -385,6 +391,7 @@ impl VisitEngine {
                         opener,
                         sources,
                         resumed,
+                        after_exit_ms,
                     })
                 }
             }

@@ -535,6 +535,20 @@ fn a_backlog_received_after_newer_evidence_still_enters_the_stay_at_its_start() 
         Some((TransitionKind::Exit { dwell_s: 300 }, T0 + 710 * S)),
         "{out:?}"
     );
+    // A backlog reaching further back than the exit timeout before the live evidence starts
+    // where it comes within it (its older pieces arrive while the candidate starts at 410 s).
+    let mut longer = vec![(
+        T0 + 411 * S,
+        ev("c1", &store, 410, 50, Source::Gateway, true),
+    )];
+    longer.extend(
+        stream("c1", &store, 50, 350, 60, Source::Gateway, 60)
+            .into_iter()
+            .map(|(_, e)| (T0 + 470 * S, e)),
+    );
+    let out = run(&mut VisitEngine::new(p, [7; 32]), longer, 1200);
+    assert_eq!(out[0].kind, TransitionKind::Enter, "{out:?}");
+    assert_eq!(out[0].at_ms, T0 + 110 * S, "{out:?}");
     // Older evidence past a silence longer than the exit timeout is no part of the candidate.
     let mut far = vec![(
         T0 + 1001 * S,
@@ -546,6 +560,39 @@ fn a_backlog_received_after_newer_evidence_still_enters_the_stay_at_its_start() 
     ));
     let out = run(&mut VisitEngine::new(p, [7; 32]), far, 1400);
     assert!(out.is_empty(), "{out:?}");
+}
+
+/// A visit exited during an outage, live evidence after the exit, then the backlog from
+/// before it: the backlog moves the new candidate's start back into the exited visit, so what
+/// it enters is a resumed piece (late), never a second timely enter for one stay.
+#[test]
+fn a_backlog_from_before_a_remembered_exit_moves_a_candidate_back_only_as_a_resumed_piece() {
+    let store = Scope::Store("s1".into());
+    let p = VisitParams::default();
+    // Entered live (0..100 s); the outage exits it at 400 s; live again at 450 s; then the
+    // backlog 160..440 s, received at 510 s.
+    let mut evidence = stream("c1", &store, 0, 100, 10, Source::Gateway, 1);
+    evidence.push((
+        T0 + 451 * S,
+        ev("c1", &store, 450, 50, Source::Gateway, true),
+    ));
+    evidence.extend(
+        stream("c1", &store, 160, 440, 20, Source::Gateway, 60)
+            .into_iter()
+            .map(|(_, e)| (T0 + 510 * S, e)),
+    );
+    let out = run(&mut VisitEngine::new(p, [7; 32]), evidence, 1500);
+    let enters: Vec<_> = out
+        .iter()
+        .filter(|t| t.kind == TransitionKind::Enter)
+        .collect();
+    assert_eq!(enters.len(), 2, "{out:?}");
+    assert!(!enters[0].late && enters[0].at_ms == T0, "{out:?}");
+    assert_eq!(enters[1].at_ms, T0 + 160 * S, "{out:?}");
+    assert!(
+        enters[1].late,
+        "a second timely enter for one stay: {out:?}"
+    );
 }
 
 /// An enter is decided by the first record whose log time is the reorder window past the

@@ -95,6 +95,10 @@ pub enum State {
         /// It continues a visit exited before this evidence arrived (see the module's rules).
         #[serde(default)]
         resumed: bool,
+        /// The remembered exit it began after, if any: evidence from before that exit moving
+        /// its start back makes it a resumed piece of the exited visit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_exit_ms: Option<i64>,
     },
     Open {
         visit: String,

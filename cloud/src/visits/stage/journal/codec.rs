@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! entry    = FORMAT log_ms:i64 n:u64 state* n:u64 evidence* n:u64 removed*
-//! state    = key tag:u8 (0 gone | 1 candidate | 2 open | 3 closed) fields…
+//! state    = key tag:u8 (0 gone | 1 candidate | 2 open | 3 closed | 4 candidate after an
+//!            exit: a candidate's fields, then the exit's time) fields…
 //! evidence = customer:str scope at:i64 offset:u64 source:u8 inside:bool
 //! removed  = offset:u64 scope
 //! key      = customer:str scope
@@ -118,13 +119,17 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
                 opener,
                 sources,
                 resumed,
+                after_exit_ms,
             }) => {
-                w.u8(1);
+                w.u8(if after_exit_ms.is_some() { 4 } else { 1 });
                 put_time(&mut w, base, *first_ms);
                 put_time(&mut w, base, *last_ms);
                 w.u64(*opener);
                 put_sources(&mut w, sources);
                 w.bool(*resumed);
+                if let Some(exit_ms) = after_exit_ms {
+                    put_time(&mut w, base, *exit_ms);
+                }
             }
             Some(State::Open {
                 visit,
@@ -197,12 +202,20 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, Malformed> {
         let at = r.position();
         let state = match r.u8("a state kind")? {
             0 => None,
-            1 => Some(State::Candidate {
+            kind @ (1 | 4) => Some(State::Candidate {
                 first_ms: time(&mut r, base, "a first time")?,
                 last_ms: time(&mut r, base, "a last time")?,
                 opener: r.u64("an opener offset")?,
                 sources: sources(&mut r)?,
                 resumed: r.bool("a resumed flag (0 or 1)")?,
+                after_exit_ms: match kind {
+                    4 => Some(time(
+                        &mut r,
+                        base,
+                        "the time of the exit a candidate follows",
+                    )?),
+                    _ => None,
+                },
             }),
             2 => Some(State::Open {
                 visit: r.str("a visit id")?.to_owned(),
@@ -287,17 +300,21 @@ mod tests {
                 any::<i64>(),
                 any::<u64>(),
                 sources_strategy(),
-                any::<bool>()
+                any::<bool>(),
+                proptest::option::of(any::<i64>())
             )
-                .prop_map(|(first_ms, last_ms, opener, sources, resumed)| Some(
-                    State::Candidate {
-                        first_ms,
-                        last_ms,
-                        opener,
-                        sources,
-                        resumed
-                    }
-                )),
+                .prop_map(
+                    |(first_ms, last_ms, opener, sources, resumed, after_exit_ms)| Some(
+                        State::Candidate {
+                            first_ms,
+                            last_ms,
+                            opener,
+                            sources,
+                            resumed,
+                            after_exit_ms
+                        }
+                    )
+                ),
             (
                 "v_[0-9a-f]{0,20}",
                 any::<i64>(),
@@ -403,6 +420,7 @@ mod tests {
                         opener: 1_000_000 + i,
                         sources: BTreeSet::from([Source::Gateway]),
                         resumed: false,
+                        after_exit_ms: None,
                     }),
                 )
             })
