@@ -89,20 +89,7 @@ impl CloudUnderTest {
             cloud.dir.path().join("site.toml"),
             cloud.site_toml() + extra_site,
         )?;
-        let out = std::process::Command::new(cloud_binary()?)
-            .args([
-                "import",
-                &cloud.path("site.toml"),
-                "--config",
-                &cloud.path("cloud.toml"),
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "omo-cloud import failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        cloud.import_site()?;
         Ok(cloud)
     }
 
@@ -114,12 +101,7 @@ impl CloudUnderTest {
     ) -> anyhow::Result<CloudUnderTest> {
         let mut cloud = CloudUnderTest::empty(gateways, None)?;
         cloud.use_postgres(url, password)?;
-        cloud.command(&[
-            "import",
-            &cloud.path("site.toml"),
-            "--config",
-            &cloud.path("cloud.toml"),
-        ])?;
+        cloud.import_site()?;
         Ok(cloud)
     }
 
@@ -322,6 +304,17 @@ level = "info,omo_cloud=debug"
 
     pub fn process(&mut self) -> &mut Process {
         self.process.as_mut().expect("the cloud was started")
+    }
+
+    /// Imports its `site.toml` into its data (`omo-cloud import`).
+    pub fn import_site(&self) -> anyhow::Result<()> {
+        self.command(&[
+            "import",
+            &self.path("site.toml"),
+            "--config",
+            &self.path("cloud.toml"),
+        ])
+        .map(drop)
     }
 
     /// Runs an `omo-cloud` subcommand to completion; its stdout, or an error with its stderr.

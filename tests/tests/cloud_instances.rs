@@ -181,12 +181,7 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
     let broker = broker_for(&gateways)?;
     let mut a = instance("a", &gateways, broker.port, (&db.0, &db.1))?;
     let mut b = instance("b", &gateways, broker.port, (&db.0, &db.1))?;
-    a.command(&[
-        "import",
-        &a.path("site.toml"),
-        "--config",
-        &a.path("cloud.toml"),
-    ])?;
+    a.import_site()?;
     a.start()?;
     b.start()?;
     // Two instances: four of the eight partitions each.
@@ -304,12 +299,7 @@ async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
         clouds.push(cloud);
     }
     let a = &clouds[0];
-    a.command(&[
-        "import",
-        &a.path("site.toml"),
-        "--config",
-        &a.path("cloud.toml"),
-    ])?;
+    a.import_site()?;
     for cloud in &mut clouds {
         cloud.start()?;
     }
@@ -431,12 +421,7 @@ async fn an_epoch_shared_by_two_instances_ends_with_nothing_missing() -> anyhow:
     let broker = broker_for(std::slice::from_ref(&g1))?;
     let mut a = instance("a", std::slice::from_ref(&g1), broker.port, (&db.0, &db.1))?;
     let mut b = instance("b", std::slice::from_ref(&g1), broker.port, (&db.0, &db.1))?;
-    a.command(&[
-        "import",
-        &a.path("site.toml"),
-        "--config",
-        &a.path("cloud.toml"),
-    ])?;
+    a.import_site()?;
     a.start()?;
     b.start()?;
     let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;

@@ -101,6 +101,14 @@ pub fn last_and_missing(settled: &SeqRanges) -> (u64, u64) {
     (last, missing)
 }
 
+impl EpochInfo {
+    /// Epoch `gw`/`epoch`'s record as stored (at [`info_key`]).
+    pub fn decode(gw: &GatewayId, epoch: Epoch, bytes: &[u8]) -> Result<EpochInfo, StoreError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Backend(format!("epoch record {gw}/{epoch}: {e}")))
+    }
+}
+
 pub fn info_key(gw: &GatewayId, epoch: Epoch) -> Vec<u8> {
     format!("{PREFIX}{gw}/{epoch}").into_bytes()
 }

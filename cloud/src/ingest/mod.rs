@@ -171,9 +171,7 @@ impl Writer {
                 let key = parse_ledger_key(rest).ok_or_else(|| {
                     StoreError::Backend(format!("epoch key {}", String::from_utf8_lossy(&k)))
                 })?;
-                let info: EpochInfo = serde_json::from_slice(&v).map_err(|e| {
-                    StoreError::Backend(format!("epoch record {}/{}: {e}", key.0, key.1))
-                })?;
+                let info = EpochInfo::decode(&key.0, key.1, &v)?;
                 epochs.insert(key, info);
                 synced.insert(k.clone(), v.clone());
                 continue;

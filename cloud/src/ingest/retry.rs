@@ -111,9 +111,7 @@ impl Writer {
             let key = info_key(gw, *epoch);
             match self.store.get(Space::SeqRanges, &key)? {
                 Some(v) => {
-                    let info: EpochInfo = serde_json::from_slice(&v).map_err(|e| {
-                        StoreError::Backend(format!("epoch record {gw}/{epoch}: {e}"))
-                    })?;
+                    let info = EpochInfo::decode(gw, *epoch, &v)?;
                     self.epochs.insert((gw.clone(), *epoch), info);
                     self.synced.insert(key, v);
                 }

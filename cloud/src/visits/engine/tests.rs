@@ -50,6 +50,18 @@ fn run(
     out
 }
 
+/// The enters among `ts`.
+fn enters(ts: &[Transition]) -> Vec<&Transition> {
+    ts.iter()
+        .filter(|t| t.kind == TransitionKind::Enter)
+        .collect()
+}
+
+/// `evidence` all received at `at_s` (a backlog arriving at once).
+fn received_at(evidence: Vec<(i64, Evidence)>, at_s: i64) -> impl Iterator<Item = (i64, Evidence)> {
+    evidence.into_iter().map(move |(_, e)| (T0 + at_s * S, e))
+}
+
 fn kinds(ts: &[Transition]) -> Vec<(String, TransitionKind)> {
     ts.iter()
         .map(|t| (format!("{:?}", t.scope), t.kind.clone()))
@@ -98,10 +110,7 @@ fn a_customer_seen_by_a_gateway_and_by_gps_at_once_gets_one_visit() {
     let mut evidence = stream("c1", &store, 0, 120, 10, Source::Gateway, 1);
     evidence.extend(stream("c1", &store, 5, 125, 20, Source::App, 100));
     let out = run(&mut e, evidence, 1000);
-    let enters: Vec<_> = out
-        .iter()
-        .filter(|t| t.kind == TransitionKind::Enter)
-        .collect();
+    let enters = enters(&out);
     assert_eq!(enters.len(), 1, "{out:?}");
     let exit = out
         .iter()
@@ -140,12 +149,7 @@ fn two_gateways_hearing_one_phone_give_one_visit() {
     let mut evidence = stream("c1", &z, 0, 300, 15, Source::Gateway, 1);
     evidence.extend(stream("c1", &z, 7, 307, 15, Source::Gateway, 1000));
     let out = run(&mut e, evidence, 1000);
-    assert_eq!(
-        out.iter()
-            .filter(|t| t.kind == TransitionKind::Enter)
-            .count(),
-        1
-    );
+    assert_eq!(enters(&out).len(), 1);
     assert_eq!(
         out.iter()
             .filter(|t| matches!(t.kind, TransitionKind::Exit { .. }))
@@ -178,10 +182,7 @@ fn a_replayed_backlog_is_late_and_derives_the_same_ids() {
     let on_time = run(&mut live, make(), 1500);
     // The same events received an hour later, all at once (an outage replayed).
     let mut replay = VisitEngine::new(VisitParams::default(), [7; 32]);
-    let late: Vec<_> = make()
-        .into_iter()
-        .map(|(_, e)| (T0 + 3600 * S, e))
-        .collect();
+    let late: Vec<_> = received_at(make(), 3600).collect();
     let out = run(&mut replay, late, 4000);
     assert_eq!(kinds(&out), kinds(&on_time));
     assert!(out.iter().all(|t| t.late), "{out:?}");
@@ -351,10 +352,7 @@ fn a_backlog_received_over_several_ticks_never_gives_a_second_timely_enter() {
     for s in 1806..=3000 {
         out.extend(engine.tick(T0 + s * S));
     }
-    let enters: Vec<_> = out
-        .iter()
-        .filter(|t| t.kind == TransitionKind::Enter)
-        .collect();
+    let enters = enters(&out);
     assert!(
         enters.len() > 1,
         "the backlog did not split the visit: {out:?}"
@@ -385,10 +383,7 @@ fn a_return_after_the_exit_is_a_new_visit() {
         evidence,
         2000,
     );
-    let enters: Vec<_> = out
-        .iter()
-        .filter(|t| t.kind == TransitionKind::Enter)
-        .collect();
+    let enters = enters(&out);
     assert_eq!(enters.len(), 2, "{out:?}");
     assert!(out.iter().all(|t| !t.late), "{out:?}");
 }
@@ -511,16 +506,12 @@ fn a_backlog_received_after_newer_evidence_still_enters_the_stay_at_its_start() 
         T0 + 411 * S,
         ev("c1", &store, 410, 50, Source::Gateway, true),
     )];
-    evidence.extend(
-        stream("c1", &store, 110, 350, 60, Source::Gateway, 60)
-            .into_iter()
-            .map(|(_, e)| (T0 + 470 * S, e)),
-    );
+    evidence.extend(received_at(
+        stream("c1", &store, 110, 350, 60, Source::Gateway, 60),
+        470,
+    ));
     let out = run(&mut VisitEngine::new(p, [7; 32]), evidence, 1200);
-    let enters: Vec<_> = out
-        .iter()
-        .filter(|t| t.kind == TransitionKind::Enter)
-        .collect();
+    let enters = enters(&out);
     assert_eq!(enters.len(), 1, "{out:?}");
     assert_eq!(
         enters[0].at_ms,
@@ -541,11 +532,10 @@ fn a_backlog_received_after_newer_evidence_still_enters_the_stay_at_its_start() 
         T0 + 411 * S,
         ev("c1", &store, 410, 50, Source::Gateway, true),
     )];
-    longer.extend(
-        stream("c1", &store, 50, 350, 60, Source::Gateway, 60)
-            .into_iter()
-            .map(|(_, e)| (T0 + 470 * S, e)),
-    );
+    longer.extend(received_at(
+        stream("c1", &store, 50, 350, 60, Source::Gateway, 60),
+        470,
+    ));
     let out = run(&mut VisitEngine::new(p, [7; 32]), longer, 1200);
     assert_eq!(out[0].kind, TransitionKind::Enter, "{out:?}");
     assert_eq!(out[0].at_ms, T0 + 110 * S, "{out:?}");
@@ -576,16 +566,12 @@ fn a_backlog_from_before_a_remembered_exit_moves_a_candidate_back_only_as_a_resu
         T0 + 451 * S,
         ev("c1", &store, 450, 50, Source::Gateway, true),
     ));
-    evidence.extend(
-        stream("c1", &store, 160, 440, 20, Source::Gateway, 60)
-            .into_iter()
-            .map(|(_, e)| (T0 + 510 * S, e)),
-    );
+    evidence.extend(received_at(
+        stream("c1", &store, 160, 440, 20, Source::Gateway, 60),
+        510,
+    ));
     let out = run(&mut VisitEngine::new(p, [7; 32]), evidence, 1500);
-    let enters: Vec<_> = out
-        .iter()
-        .filter(|t| t.kind == TransitionKind::Enter)
-        .collect();
+    let enters = enters(&out);
     assert_eq!(enters.len(), 2, "{out:?}");
     assert!(!enters[0].late && enters[0].at_ms == T0, "{out:?}");
     assert_eq!(enters[1].at_ms, T0 + 160 * S, "{out:?}");
