@@ -237,7 +237,7 @@ fn ingest_limits(config: &CloudConfig) -> Limits {
 /// What the HTTP API shares with the stages.
 struct Stages {
     eids: Arc<Mutex<EidResolver>>,
-    erasures: mpsc::Sender<visits::stage::Erase>,
+    erasures: Arc<tokio::sync::Notify>,
     /// This instance's leases, let go at a clean stop (none: it runs everything).
     leases: Option<Arc<Leases>>,
 }
@@ -296,12 +296,12 @@ fn start_stages(
         id_key: secret,
         profiles: config.profiles.clone(),
     });
-    let (erasures, erasures_rx) = mpsc::channel(64);
+    let erasures = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(visits::stage::run(
         dyn_store.clone(),
         visit_inputs,
         (shared.log_end.clone(), assignment.clone()),
-        erasures_rx,
+        erasures.clone(),
         shared.live.clone(),
     ));
     let sent = Arc::new(tokio::sync::Notify::new());

@@ -375,6 +375,23 @@ level = "info,omo_cloud=debug"
         ))
     }
 
+    /// Enrols a customer through the admin API (`body` as `POST /v1/admin/customers` takes
+    /// it); answers the customer document, or fails unless it was created.
+    pub async fn add_customer(&self, body: Value) -> anyhow::Result<Value> {
+        let (status, c) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/customers",
+                Some(body),
+                Some(ADMIN_TOKEN),
+            )
+            .await?;
+        if status != 201 {
+            bail!("POST /v1/admin/customers: {status} {c}");
+        }
+        Ok(c)
+    }
+
     /// An admin GET.
     pub async fn admin(&self, path: &str) -> anyhow::Result<Value> {
         let (status, body) = self

@@ -101,16 +101,7 @@ impl Rig {
                     json!({"beacons": [beacon(i)], "member_id": format!("m-{i}"), "consent": {"webhook": true, "location": true}}),
                 ),
             };
-            let (status, c) = rig
-                .cloud
-                .call(
-                    Method::POST,
-                    "/v1/admin/customers",
-                    Some(body),
-                    Some(ADMIN_TOKEN),
-                )
-                .await?;
-            anyhow::ensure!(status == 201, "{c}");
+            let c = rig.cloud.add_customer(body).await?;
             if channel == "push" {
                 let mut install = CloudUnderTest::install_for_member("android", &format!("m-{i}"));
                 install["push_token"] = json!(format!("fcm-token-{i}"));

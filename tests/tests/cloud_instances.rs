@@ -266,6 +266,49 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
 const LINE_TOKEN: &str = "line-channel-access-token";
 const SHOPPERS: usize = 6;
 
+/// The beacon shopper `i` carries.
+fn beacon(i: usize) -> String {
+    format!("line:{:010x}", 0xb000 + i)
+}
+
+/// Enrols [`SHOPPERS`] customers with LINE consent, half through each instance; answers their
+/// ids.
+async fn add_shoppers(a: &CloudUnderTest, b: &CloudUnderTest) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in 0..SHOPPERS {
+        let body = json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true, "location": true}, "attributes": {"name": format!("Shopper {i}")}});
+        let cloud = if i % 2 == 0 { a } else { b };
+        let c = cloud.add_customer(body).await?;
+        ids.push(c["id"].as_str().unwrap_or_default().to_owned());
+    }
+    Ok(ids)
+}
+
+/// The shoppers are heard in the store by `gw`, round after round (30 s of `clock`'s shared
+/// clock each), long enough to enter a visit.
+async fn hear_shoppers(gw: &mut MqttGateway, clock: &CloudUnderTest) -> anyhow::Result<()> {
+    let mut seq = 0;
+    for _ in 0..8 {
+        let now = clock.clock_now();
+        let events: Vec<PresenceEvent> = (0..SHOPPERS)
+            .map(|i| {
+                seq += 1;
+                PresenceEvent::Stay(Sighting {
+                    seq,
+                    ts: now,
+                    beacon: beacon(i).parse().unwrap(),
+                    rssi: -60.0,
+                    distance_m: 2.0,
+                    seen_s: 30.0,
+                })
+            })
+            .collect();
+        send_events_until_acked(gw, Epoch(4), events).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
 ) -> anyhow::Result<()> {
@@ -304,21 +347,7 @@ async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
         cloud.start()?;
     }
     let (a, b) = (&clouds[0], &clouds[1]);
-    let beacon = |i: usize| format!("line:{:010x}", 0xb000 + i);
-    for i in 0..SHOPPERS {
-        let body = json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true, "location": true}, "attributes": {"name": format!("Shopper {i}")}});
-        // Half through each instance.
-        let cloud = if i % 2 == 0 { a } else { b };
-        let (status, c) = cloud
-            .call(
-                Method::POST,
-                "/v1/admin/customers",
-                Some(body),
-                Some(ADMIN_TOKEN),
-            )
-            .await?;
-        anyhow::ensure!(status == 201, "{c}");
-    }
+    add_shoppers(a, b).await?;
     let today = chrono::Utc::now().date_naive();
     let campaign = json!({
         "name": "Welcome", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
@@ -336,27 +365,8 @@ async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
         )
         .await?;
     anyhow::ensure!(status == 201, "{body}");
-    // The shoppers are heard in the store, round after round (30 s of clock each).
     let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
-    let mut seq = 0;
-    for _ in 0..8 {
-        let now = a.clock_now();
-        let events: Vec<PresenceEvent> = (0..SHOPPERS)
-            .map(|i| {
-                seq += 1;
-                PresenceEvent::Stay(Sighting {
-                    seq,
-                    ts: now,
-                    beacon: beacon(i).parse().unwrap(),
-                    rssi: -60.0,
-                    distance_m: 2.0,
-                    seen_s: 30.0,
-                })
-            })
-            .collect();
-        send_events_until_acked(&mut gw, Epoch(4), events).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    hear_shoppers(&mut gw, a).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let deliveries = loop {
         let d = a.admin("/v1/admin/deliveries").await?["items"]
@@ -400,6 +410,75 @@ async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
     for cloud in [a, b] {
         assert_eq!(held(cloud, "visits").await?, 8);
         assert_eq!(held(cloud, "decide").await?, 8);
+    }
+    for cloud in &mut clouds {
+        cloud.stop()?;
+    }
+    Ok(())
+}
+
+/// A customer's erasure asked of either instance is done whole: the visit stage's part by
+/// whichever instance runs the customer's partition (asked through the database), the rest by
+/// the instance asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_asked_of_either_instance_is_done_by_the_partitions_holder() -> anyhow::Result<()>
+{
+    let Some(pg) = omo_tests::postgres::cluster()? else {
+        return Ok(());
+    };
+    pg.create_database("erasures").map_err(anyhow::Error::msg)?;
+    let db = (pg.url("erasures"), pg.password().to_owned());
+    let g1 = Creds::new("s1", "g1")?;
+    let broker = broker_for(std::slice::from_ref(&g1))?;
+    let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut clouds = Vec::new();
+    for name in ["a", "b"] {
+        let mut cloud = instance(name, std::slice::from_ref(&g1), broker.port, (&db.0, &db.1))?;
+        cloud.share_clock(&origin, 60, &origin);
+        clouds.push(cloud);
+    }
+    clouds[0].import_site()?;
+    for cloud in &mut clouds {
+        cloud.start()?;
+    }
+    let (a, b) = (&clouds[0], &clouds[1]);
+    until_held(&[a, b], Duration::from_secs(20), |n| n == [4, 4]).await?;
+    let ids = add_shoppers(a, b).await?;
+    let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
+    hear_shoppers(&mut gw, a).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        while a.admin(&format!("/v1/admin/visits?customer={id}")).await?["items"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no visit of {id}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Each asked of one instance in turn: with four partitions each, some are run by the
+    // other.
+    for (i, id) in ids.iter().enumerate() {
+        let (asked, other) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        let path = format!("/v1/admin/customers/{id}");
+        let (status, receipt) = asked
+            .call(Method::DELETE, &path, None, Some(ADMIN_TOKEN))
+            .await?;
+        assert_eq!(status, 200, "{receipt}");
+        assert!(
+            receipt["visits"]["visits"].as_u64() > Some(0),
+            "{receipt:#}"
+        );
+        for cloud in [asked, other] {
+            let (status, _) = cloud
+                .call(Method::GET, &path, None, Some(ADMIN_TOKEN))
+                .await?;
+            assert_eq!(status, 404);
+            let visits = cloud
+                .admin(&format!("/v1/admin/visits?customer={id}"))
+                .await?;
+            assert_eq!(visits["items"], json!([]), "{visits:#}");
+        }
     }
     for cloud in &mut clouds {
         cloud.stop()?;

@@ -79,15 +79,9 @@ async fn post_report(cloud: &CloudUnderTest, token: &str, report: Value) -> anyh
 }
 
 async fn setup(cloud: &CloudUnderTest) -> anyhow::Result<(String, String, String)> {
-    let (status, a) = cloud
-        .call(
-            Method::POST,
-            "/v1/admin/customers",
-            Some(json!({"beacons": [CARRIED], "line_user": "U-a", "consent": {"line": true, "location": true}, "attributes": {"name": "Aki"}})),
-            Some(ADMIN_TOKEN),
-        )
+    let a = cloud
+        .add_customer(json!({"beacons": [CARRIED], "line_user": "U-a", "consent": {"line": true, "location": true}, "attributes": {"name": "Aki"}}))
         .await?;
-    anyhow::ensure!(status == 201, "{a}");
     let b = AppShopper::install(cloud, "m-b").await?;
     Ok((a["id"].as_str().unwrap().to_owned(), b.customer, b.token))
 }

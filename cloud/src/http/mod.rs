@@ -53,8 +53,9 @@ pub struct AppState {
     pub config: Arc<CloudConfig>,
     pub metrics: Option<PrometheusHandle>,
     pub eids: Arc<Mutex<EidResolver>>,
-    /// Hands erasures to the visit stage, which owns the visit engine's state.
-    pub erasures: mpsc::Sender<crate::visits::stage::Erase>,
+    /// Wakes this instance's visit stage when it was asked an erasure
+    /// ([`crate::visits::request_erasure`]).
+    pub erasures: Arc<tokio::sync::Notify>,
     /// Registry changes one at a time (each validates the whole site).
     pub registry_writes: Arc<tokio::sync::Mutex<()>>,
     /// The server secret (signs dashboard sessions and their CSRF tokens).

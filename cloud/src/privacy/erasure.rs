@@ -68,6 +68,7 @@ pub fn finish_erasure(
     // A report or LINE event let in just before the identity step may have reached the log
     // after the first pass: a second pass over what was appended since.
     blank_observations(store, &mut about, log_end, &mut done)?;
+    visits::forget_erasure_request(store, id)?;
     identity::end_erasure(store, id)?;
     Ok(done)
 }

@@ -5,7 +5,9 @@
 //! An erasure runs in three steps, each finished before the next: the identity step removes the
 //! record, its links and installs in one commit and keeps what the rest needs under
 //! `erasing/{id}` ([`crate::identity::begin_erasure`]); the visit stage forgets the customer's engine
-//! state and visits ([`crate::visits::stage::VisitStage::erase`]); [`finish_erasure`] then
+//! state and visits ([`crate::visits::stage::VisitStage::erase`]), asked through the store so
+//! that the instance running their partition does it whichever instance was asked
+//! ([`crate::visits::request_erasure`]); [`finish_erasure`] then
 //! asks each owner to forget the rest — observations in the event log, visit transitions, decisions, caps history,
 //! analysis links, install dedup keys —, strips the personal fields of their deliveries and redemptions
 //! (cancelling deliveries not yet sent) and deletes the `erasing/` record last. Aggregates stay:

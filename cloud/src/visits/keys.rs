@@ -7,7 +7,9 @@
 //! - `by-customer/{customer}/{id}` → empty: a customer's visits;
 //! - `by-scope/{zone/Z | store/S}/{entered_ms:016x}/{id}` → `customer` or `customer\tdwell_s`
 //!   ([`scope_index_value`]): a scope's visits in time order, countable without their rows;
-//! - `footfall/{zone/Z | store/S}/{hour_ms:016x}` → anonymous device minutes in the hour.
+//! - `footfall/{zone/Z | store/S}/{hour_ms:016x}` → anonymous device minutes in the hour;
+//! - `erase/{customer}` → an erasure asked of the stage, and what it removed once done
+//!   (`stage/erasures.rs`).
 //!
 //! In the transitions space: `{partition prefix}{seq, 8 bytes big-endian}` → a transition as
 //! JSON (empty: about an erased customer), numbered from 1 per partition in the order the
@@ -56,6 +58,14 @@ pub fn scope_text(scope: &Scope) -> String {
 /// The visit's row.
 pub fn visit(id: &str) -> String {
     format!("visit/{id}")
+}
+
+/// Every erasure request starts so.
+pub const ERASE_REQUESTS: &str = "erase/";
+
+/// The erasure of `customer` asked of the visit stage.
+pub fn erase_request(customer: &str) -> String {
+    format!("{ERASE_REQUESTS}{customer}")
 }
 
 /// The start of a customer's visit list.
@@ -135,6 +145,8 @@ mod tests {
             Some(("c_1".into(), Some(90)))
         );
         assert_eq!(parse_scope_index_value(b""), None);
+        assert_eq!(erase_request("c_1"), "erase/c_1");
+        assert!(erase_request("c_1").starts_with(ERASE_REQUESTS));
         let whole = Partition::new(0, 1);
         assert_eq!(transition(whole, 0x0102), [0, 0, 0, 0, 0, 0, 1, 2]);
         let third = Partition::new(3, 16);

@@ -10,3 +10,4 @@ pub mod stage;
 
 pub use forget::{expire, expire_transitions, forget_transitions};
 pub use read::{footfall, visits_in_scope, visits_of_customer};
+pub use stage::{erasure_outcome, forget_erasure_request, request_erasure};

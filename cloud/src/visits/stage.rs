@@ -25,12 +25,14 @@ use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::hours::VisitHours;
 use crate::zones::ZoneSet;
 
+mod erasures;
 mod evidence;
 mod journal;
 mod located;
 mod part;
 mod write;
 
+pub use erasures::{erasure_outcome, forget_erasure_request, request_erasure};
 use located::Located;
 use part::Part;
 
@@ -66,18 +68,16 @@ pub struct Footfall {
 }
 
 /// What [`VisitStage::erase`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisitsErased {
     pub visit_states: usize,
     pub buffered_evidence: usize,
     pub visits: usize,
 }
 
-/// An erasure handed to the running stage, which owns the engine's state.
-pub struct Erase {
-    pub customer: String,
-    pub done: tokio::sync::oneshot::Sender<Result<VisitsErased, StoreError>>,
-}
+/// How often a running stage reads the erasures asked of it when nobody woke it (another
+/// instance was asked).
+const ERASURES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the stage needs besides the store.
 pub struct Inputs {
@@ -473,12 +473,14 @@ fn purchase_transition(p: PurchaseEvent, log_ms: i64, max_lateness_ms: i64) -> T
 }
 
 /// Runs the stage over the partitions this instance is assigned: folds whenever the log grows,
-/// takes on and lets go of partitions as the assignment changes, erases between two steps.
+/// takes on and lets go of partitions as the assignment changes, and between two steps does
+/// the erasures asked of its partitions ([`request_erasure`]) — at once when `erasures` wakes
+/// it (this instance was asked), else within [`ERASURES_EVERY`].
 pub async fn run(
     store: Arc<dyn Store>,
     inputs: Arc<Inputs>,
     (mut log_end, mut assignment): (watch::Receiver<u64>, watch::Receiver<Assignment>),
-    mut erasures: tokio::sync::mpsc::Receiver<Erase>,
+    erasures: Arc<tokio::sync::Notify>,
     live: Arc<crate::live::Live>,
 ) {
     let opened = {
@@ -493,18 +495,21 @@ pub async fn run(
         Ok(Err(e)) => return tracing::error!(error = %e, "visit stage could not start"),
         Err(e) => return tracing::error!(error = %e, "visit stage could not start"),
     };
-    let mut waiting: Vec<Erase> = Vec::new();
+    let mut erasures_due = tokio::time::Instant::now();
     loop {
-        while let Ok(e) = erasures.try_recv() {
-            waiting.push(e);
-        }
         let want = assignment.borrow_and_update().of(CONSUMER);
-        let (s, i, erase) = (store.clone(), inputs.clone(), std::mem::take(&mut waiting));
+        let (s, i) = (store.clone(), inputs.clone());
+        let erase = tokio::time::Instant::now() >= erasures_due;
+        if erase {
+            erasures_due = tokio::time::Instant::now() + ERASURES_EVERY;
+        }
         let result = tokio::task::spawn_blocking(move || {
             stage.adjust(s.as_ref(), &i, &want);
             // Erasures first, between two steps.
-            for e in erase {
-                let _ = e.done.send(stage.erase(s.as_ref(), &i, &e.customer));
+            if erase {
+                if let Err(e) = stage.take_erasures(s.as_ref(), &i) {
+                    tracing::warn!(error = %e, "erasure requests not read; reading them again");
+                }
             }
             let n = stage.step(s.as_ref(), &i);
             (stage, n)
@@ -537,7 +542,8 @@ pub async fn run(
         tokio::select! {
             changed = log_end.changed() => if changed.is_err() { return },
             changed = assignment.changed() => if changed.is_err() { return },
-            Some(e) = erasures.recv() => waiting.push(e),
+            () = erasures.notified() => erasures_due = tokio::time::Instant::now(),
+            () = tokio::time::sleep_until(erasures_due) => {}
         }
     }
 }

@@ -270,8 +270,10 @@ pub(super) async fn update_customer(
 
 /// Erases a customer (a deletion request; `crate::privacy` has the steps): their identity
 /// links, observations, visits, decisions and the personal fields of their deliveries and
-/// redemptions. Answers with a receipt of what was removed; asking again finishes an erasure
-/// that was cut short (its receipt then counts what that call removed).
+/// redemptions. Answers with a receipt of what was removed, or 202 when the visit stage (which
+/// may run the customer's partition on another instance) has not done its part within
+/// [`VISIT_ERASURE_WAIT`]; asking again finishes an erasure that was cut short (its receipt
+/// then counts what that call removed, and what the visit stage removed when it did its part).
 pub(super) async fn erase_customer(
     _: Operator,
     State(state): State<AppState>,
@@ -293,18 +295,22 @@ pub(super) async fn erase_customer(
         None => identity::erasing(state.store.as_ref(), &id)?
             .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?,
     };
-    let (done, visits) = tokio::sync::oneshot::channel();
-    state
-        .erasures
-        .send(crate::visits::stage::Erase {
-            customer: id.clone(),
-            done,
-        })
-        .await
-        .map_err(|_| ApiError::internal("the visit stage is not running"))?;
-    let visits = visits
-        .await
-        .map_err(|_| ApiError::internal("the visit stage stopped during an erasure"))??;
+    // The visit stage's part is done by the instance running the customer's partition, this
+    // one or another: asked through the store, waited for a while.
+    let visits = match visits_erased(&state, &id).await? {
+        Some(v) => v,
+        None => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "customer": id,
+                    "status": "under_way",
+                    "detail": "the customer's identity is erased; the visit stage has not yet done its part (it runs its partition on another instance, or is catching up): ask again to finish the erasure and get its receipt",
+                })),
+            )
+                .into_response())
+        }
+    };
     let store = state.store.clone();
     let now_ms = state.clock.now().timestamp_millis();
     let rest = erasing.clone();
@@ -343,6 +349,35 @@ pub(super) async fn erase_customer(
         "kept": "aggregate counts: campaign funnels and analysis rows under their pseudonyms, footfall, ingest statistics",
     }))
     .into_response())
+}
+
+/// How long an erasure waits for the visit stage's part before answering 202.
+const VISIT_ERASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks the visit stage to erase `id`'s part and waits for what it removed (`None`: not done
+/// within [`VISIT_ERASURE_WAIT`]).
+async fn visits_erased(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<crate::visits::stage::VisitsErased>, ApiError> {
+    let (store, who) = (state.store.clone(), id.to_owned());
+    tokio::task::spawn_blocking(move || crate::visits::request_erasure(store.as_ref(), &who))
+        .await
+        .map_err(ApiError::internal)??;
+    state.erasures.notify_one();
+    let deadline = tokio::time::Instant::now() + VISIT_ERASURE_WAIT;
+    loop {
+        let (store, who) = (state.store.clone(), id.to_owned());
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::visits::erasure_outcome(store.as_ref(), &who)
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        if outcome.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(outcome);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Everything held about a customer, as one JSON document (a disclosure request).

@@ -1,6 +1,7 @@
 //! One partition's part of the visit stage: its engine, how the engine is stored, where the
 //! partition is in the log; a step's commit of what it folded, and an erasure.
 
+use super::erasures::Request;
 use super::journal::Journal;
 use super::{write, Folded, Inputs, VisitRecord, VisitsErased, CONSUMER};
 use crate::cluster::Partition;
@@ -148,12 +149,15 @@ impl Part {
             c.delete(Space::Visits, k);
         }
         hours.write(&mut c);
-        store.commit(c)?;
-        self.revision += 1;
-        Ok(VisitsErased {
+        let erased = VisitsErased {
             visit_states,
             buffered_evidence,
             visits,
-        })
+        };
+        // Whoever asked reads what went from the request.
+        Request::put_done(&mut c, customer, erased);
+        store.commit(c)?;
+        self.revision += 1;
+        Ok(erased)
     }
 }

@@ -180,8 +180,31 @@ fn instances_sharing_on(place: &Place) {
             .contains(&format!("partition {theirs} is not run by this instance")),
         "{refused}"
     );
-    let erased = runs.erase(&shared, &inputs, customer).unwrap();
+    // Asked through the store, the other does nothing; the one running it erases and says
+    // what it removed in the request, once.
+    crate::visits::request_erasure(&shared, customer).unwrap();
+    assert_eq!(other.take_erasures(&shared, &inputs).unwrap(), 0);
+    assert_eq!(
+        crate::visits::erasure_outcome(&shared, customer).unwrap(),
+        None
+    );
+    assert_eq!(runs.take_erasures(&shared, &inputs).unwrap(), 1);
+    let erased = crate::visits::erasure_outcome(&shared, customer)
+        .unwrap()
+        .expect("done");
     assert!(erased.visits > 0, "{erased:?}");
+    assert_eq!(runs.take_erasures(&shared, &inputs).unwrap(), 0);
+    // Asking again after it was done changes nothing; the last step deletes the request.
+    crate::visits::request_erasure(&shared, customer).unwrap();
+    assert_eq!(
+        crate::visits::erasure_outcome(&shared, customer).unwrap(),
+        Some(erased)
+    );
+    crate::visits::forget_erasure_request(&shared, customer).unwrap();
+    assert_eq!(
+        crate::visits::erasure_outcome(&shared, customer).unwrap(),
+        None
+    );
     let left = visits(&shared);
     assert!(left.len() < visits(&alone).len());
     assert!(left
