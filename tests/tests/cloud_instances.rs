@@ -1,9 +1,11 @@
 //! Several `omo-cloud run` instances on one PostgreSQL database and one Mosquitto broker with
 //! a shared subscription (issue 32): the gateways' batches go to whichever instance the broker
-//! picks, one instance is killed mid-stream, and every seq of every epoch is stored once; the
-//! survivor takes over every partition within its lease time, and the killed instance, started
-//! again, takes back about half. With the leases off, both instances run every stage and
-//! every partition, and still decide each trigger once and send each offer once.
+//! picks, one instance dies mid-stream — killed, or aborted at `ingest.after_flush_before_ack`
+//! or `decide.after_commit_before_send` — and every seq of every epoch is stored once, each
+//! shopper's offer sent once; the survivor takes over every partition within its lease time,
+//! and the dead instance, started again, takes back about half. With the leases off, both
+//! instances run every stage and every partition, and still decide each trigger once and send
+//! each offer once. An erasure asked of either instance is done whole.
 
 use std::time::Duration;
 
@@ -88,18 +90,18 @@ fn instance(
         gateways,
         broker_port,
         (url, password),
-        Outbound::default(),
+        (Outbound::default(), ""),
     )
 }
 
-/// An instance on the shared database and broker, with `outbound` (its sections before the
-/// instance's `[cluster]`).
+/// An instance on the shared database and broker, with `outbound` and more lines of its
+/// `[cluster]` section.
 fn instance_with(
     name: &str,
     gateways: &[Creds],
     broker_port: u16,
     (url, password): (&str, &str),
-    outbound: Outbound,
+    (outbound, cluster): (Outbound, &str),
 ) -> anyhow::Result<CloudUnderTest> {
     let external = External {
         url: format!("mqtt://127.0.0.1:{broker_port}"),
@@ -108,9 +110,9 @@ fn instance_with(
         shared: Some((format!("omo-cloud-{name}"), "omo".into())),
     };
     let mut cloud = CloudUnderTest::empty(gateways.to_vec(), Some(external))?;
-    let cluster = format!("[cluster]\ninstance = \"{name}\"\nlease_s = {LEASE_S}\n");
+    let cluster = format!("[cluster]\ninstance = \"{name}\"\nlease_s = {LEASE_S}\n{cluster}");
     cloud.set_outbound(Outbound {
-        sections: format!("{cluster}{}", outbound.sections),
+        sections: format!("{}\n{cluster}", outbound.sections),
         ..outbound
     })?;
     cloud.use_postgres(url, password)?;
@@ -231,19 +233,7 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
     let text = a.metrics().await?;
     assert_eq!(metric(&text, "omo_cluster_instances", &[]), 1.0, "{text}");
     // Every partition read the log to its end.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = a.metrics().await?;
-        let lag = metric(&text, "omo_stage_lag_records", &["stage=\"visits\""]);
-        if lag == 0.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "visit stage lag {lag}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_caught_up(&a, "visits").await?;
     // A resend of everything is acked and stores nothing more.
     for gw in &mut gws {
         send_until_acked(gw, epoch, 1..=BATCH).await?;
@@ -264,157 +254,307 @@ async fn two_instances_one_killed_store_every_seq_once_and_share_the_partitions(
 }
 
 const LINE_TOKEN: &str = "line-channel-access-token";
-const SHOPPERS: usize = 6;
+/// Shoppers enrolled: enough that both halves of the partitions hold some.
+const SHOPPERS: usize = 12;
+/// The instances' clock runs so many times faster than the wall (a round of sightings is
+/// 30 s of it); slow enough that a partition taken over after its lease time decides its
+/// enters within the 600 s a trigger may be late.
+const SPEED: u32 = 30;
 
 /// The beacon shopper `i` carries.
 fn beacon(i: usize) -> String {
     format!("line:{:010x}", 0xb000 + i)
 }
 
-/// Enrols [`SHOPPERS`] customers with LINE consent, half through each instance; answers their
-/// ids.
-async fn add_shoppers(a: &CloudUnderTest, b: &CloudUnderTest) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for i in 0..SHOPPERS {
-        let body = json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true, "location": true}, "attributes": {"name": format!("Shopper {i}")}});
-        let cloud = if i % 2 == 0 { a } else { b };
-        let c = cloud.add_customer(body).await?;
-        ids.push(c["id"].as_str().unwrap_or_default().to_owned());
-    }
-    Ok(ids)
+/// Two instances `a` and `b` on a fresh database with one gateway, a fake LINE and one shared
+/// clock; the site imported, neither started.
+struct Pair {
+    _pg: omo_cloud::store::postgres::cluster::LocalCluster,
+    broker: Broker,
+    line: FakeLine,
+    g1: Creds,
+    clouds: Vec<CloudUnderTest>,
 }
 
-/// The shoppers are heard in the store by `gw`, round after round (30 s of `clock`'s shared
-/// clock each), long enough to enter a visit.
-async fn hear_shoppers(gw: &mut MqttGateway, clock: &CloudUnderTest) -> anyhow::Result<()> {
-    let mut seq = 0;
-    for _ in 0..8 {
-        let now = clock.clock_now();
-        let events: Vec<PresenceEvent> = (0..SHOPPERS)
-            .map(|i| {
-                seq += 1;
-                PresenceEvent::Stay(Sighting {
-                    seq,
-                    ts: now,
-                    beacon: beacon(i).parse().unwrap(),
-                    rssi: -60.0,
-                    distance_m: 2.0,
-                    seen_s: 30.0,
-                })
-            })
-            .collect();
-        send_events_until_acked(gw, Epoch(4), events).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+impl Pair {
+    /// `None` when PostgreSQL cannot be started here (and is not required); `cluster`: more
+    /// lines of the instances' `[cluster]` section.
+    async fn new(db: &str, cluster: &str) -> anyhow::Result<Option<Pair>> {
+        let Some(pg) = omo_tests::postgres::cluster()? else {
+            return Ok(None);
+        };
+        pg.create_database(db).map_err(anyhow::Error::msg)?;
+        let url = (pg.url(db), pg.password().to_owned());
+        let g1 = Creds::new("s1", "g1")?;
+        let broker = broker_for(std::slice::from_ref(&g1))?;
+        let line = FakeLine::start("127.0.0.1:0".parse()?, LINE_TOKEN).await?;
+        let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut clouds = Vec::new();
+        for name in ["a", "b"] {
+            let outbound = Outbound {
+                line: format!(
+                    "api_base = \"{}\"\nchannel_access_token = \"{LINE_TOKEN}\"",
+                    line.base_url()
+                ),
+                ..Outbound::default()
+            };
+            let mut cloud = instance_with(
+                name,
+                std::slice::from_ref(&g1),
+                broker.port,
+                (&url.0, &url.1),
+                (outbound, cluster),
+            )?;
+            cloud.share_clock(&origin, SPEED, &origin);
+            clouds.push(cloud);
+        }
+        clouds[0].import_site()?;
+        Ok(Some(Pair {
+            _pg: pg,
+            broker,
+            line,
+            g1,
+            clouds,
+        }))
     }
-    Ok(())
+
+    fn a(&self) -> &CloudUnderTest {
+        &self.clouds[0]
+    }
+
+    fn b(&self) -> &CloudUnderTest {
+        &self.clouds[1]
+    }
+
+    /// Enrols [`SHOPPERS`] customers with LINE consent, half through each instance, and
+    /// launches a welcome offer on entering the store; answers the customers' ids.
+    async fn welcome(&self) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for i in 0..SHOPPERS {
+            let body = json!({"beacons": [beacon(i)], "line_user": format!("U{i:032x}"), "consent": {"line": true, "location": true}, "attributes": {"name": format!("Shopper {i}")}});
+            let c = self.clouds[i % 2].add_customer(body).await?;
+            ids.push(c["id"].as_str().unwrap_or_default().to_owned());
+        }
+        let today = chrono::Utc::now().date_naive();
+        let campaign = json!({
+            "name": "Welcome", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
+            "schedule": {"from": (today - chrono::Days::new(2)).to_string(), "to": (today + chrono::Days::new(2)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+            "caps": {"per_customer": 1, "period_days": 1}, "budget": 1000, "offer_ttl_minutes": 600,
+            "channels": ["line"],
+            "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}"}}]
+        });
+        let (status, body) = self
+            .b()
+            .call(
+                Method::PUT,
+                "/v1/admin/campaigns/welcome",
+                Some(campaign),
+                Some(ADMIN_TOKEN),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "{body}");
+        Ok(ids)
+    }
+
+    /// The shoppers are heard in the store by the gateway `gw`, `rounds` of 30 s of the shared
+    /// clock each (eight make a visit long enough to enter).
+    async fn hear_shoppers(
+        &self,
+        gw: &mut MqttGateway,
+        rounds: std::ops::Range<u64>,
+    ) -> anyhow::Result<()> {
+        for round in rounds {
+            let now = self.a().clock_now();
+            let events: Vec<PresenceEvent> = (0..SHOPPERS)
+                .map(|i| {
+                    PresenceEvent::Stay(Sighting {
+                        seq: round * SHOPPERS as u64 + i as u64 + 1,
+                        ts: now,
+                        beacon: beacon(i).parse().unwrap(),
+                        rssi: -60.0,
+                        distance_m: 2.0,
+                        seen_s: 30.0,
+                    })
+                })
+                .collect();
+            send_events_until_acked(gw, Epoch(4), events).await?;
+            tokio::time::sleep(Duration::from_millis(30_000 / u64::from(SPEED))).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until `cloud` lists a delivered offer for each shopper, then checks that each
+    /// trigger was decided once and LINE accepted one push per shopper, each under its
+    /// delivery's retry key (a request repeated after a timeout is answered 409 under the same
+    /// key, never accepted twice).
+    async fn offers_sent_once(&self, cloud: &CloudUnderTest) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deliveries = loop {
+            let d = cloud.admin("/v1/admin/deliveries").await?["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if d.len() >= SHOPPERS && d.iter().all(|d| d["status"] == "delivered") {
+                break d;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries did not settle: {d:#?}\n{}\n{}",
+                self.a().log(),
+                self.b().log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(deliveries.len(), SHOPPERS, "{deliveries:#?}");
+        let keys: std::collections::BTreeSet<&str> = deliveries
+            .iter()
+            .map(|d| d["trigger_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys.len(), SHOPPERS);
+        let accepted = self.line.accepted();
+        let retry_keys: std::collections::BTreeSet<String> = accepted
+            .iter()
+            .filter_map(|a| a.retry_key.clone())
+            .collect();
+        assert_eq!(accepted.len(), SHOPPERS, "one accepted push per shopper");
+        assert_eq!(retry_keys.len(), SHOPPERS, "each under its own retry key");
+        let delivered: std::collections::BTreeSet<String> = deliveries
+            .iter()
+            .filter_map(|d| d["retry_key"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(retry_keys, delivered);
+        Ok(())
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        for cloud in &mut self.clouds {
+            cloud.stop()?;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
 ) -> anyhow::Result<()> {
-    let Some(pg) = omo_tests::postgres::cluster()? else {
+    let Some(mut pair) = Pair::new("unleased", "leases = false\n").await? else {
         return Ok(());
     };
-    pg.create_database("unleased").map_err(anyhow::Error::msg)?;
-    let db = (pg.url("unleased"), pg.password().to_owned());
-    let g1 = Creds::new("s1", "g1")?;
-    let broker = broker_for(std::slice::from_ref(&g1))?;
-    let line = FakeLine::start("127.0.0.1:0".parse()?, LINE_TOKEN).await?;
-    let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut clouds = Vec::new();
-    for name in ["a", "b"] {
-        let outbound = Outbound {
-            line: format!(
-                "api_base = \"{}\"\nchannel_access_token = \"{LINE_TOKEN}\"",
-                line.base_url()
-            ),
-            sections: "leases = false\n".into(),
-            ..Outbound::default()
-        };
-        let mut cloud = instance_with(
-            name,
-            std::slice::from_ref(&g1),
-            broker.port,
-            (&db.0, &db.1),
-            outbound,
-        )?;
-        cloud.share_clock(&origin, 60, &origin);
-        clouds.push(cloud);
-    }
-    let a = &clouds[0];
-    a.import_site()?;
-    for cloud in &mut clouds {
+    for cloud in &mut pair.clouds {
         cloud.start()?;
     }
-    let (a, b) = (&clouds[0], &clouds[1]);
-    add_shoppers(a, b).await?;
-    let today = chrono::Utc::now().date_naive();
-    let campaign = json!({
-        "name": "Welcome", "trigger": {"kind": "enter"}, "places": {"stores": ["s1"]},
-        "schedule": {"from": (today - chrono::Days::new(2)).to_string(), "to": (today + chrono::Days::new(2)).to_string(), "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
-        "caps": {"per_customer": 1, "period_days": 1}, "budget": 1000, "offer_ttl_minutes": 600,
-        "channels": ["line"],
-        "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}"}}]
-    });
-    let (status, body) = b
-        .call(
-            Method::PUT,
-            "/v1/admin/campaigns/welcome",
-            Some(campaign),
-            Some(ADMIN_TOKEN),
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "{body}");
-    let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
-    hear_shoppers(&mut gw, a).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let deliveries = loop {
-        let d = a.admin("/v1/admin/deliveries").await?["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if d.len() >= SHOPPERS && d.iter().all(|d| d["status"] == "delivered") {
-            break d;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "deliveries did not settle: {d:#?}\n{}\n{}",
-            a.log(),
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    // One decision and one delivery per shopper, each sent once.
-    assert_eq!(deliveries.len(), SHOPPERS, "{deliveries:#?}");
-    let keys: std::collections::BTreeSet<&str> = deliveries
-        .iter()
-        .map(|d| d["trigger_key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys.len(), SHOPPERS);
-    // LINE accepted one push per shopper, each under its delivery's retry key (a request
-    // repeated after a timeout would be answered 409 under the same key, never accepted twice).
-    let accepted = line.accepted();
-    let retry_keys: std::collections::BTreeSet<String> = accepted
-        .iter()
-        .filter_map(|a| a.retry_key.clone())
-        .collect();
-    assert_eq!(accepted.len(), SHOPPERS, "one accepted push per shopper");
-    assert_eq!(retry_keys.len(), SHOPPERS, "each under its own retry key");
-    let delivered: std::collections::BTreeSet<String> = deliveries
-        .iter()
-        .filter_map(|d| d["retry_key"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(retry_keys, delivered);
+    pair.welcome().await?;
+    let mut gw = MqttGateway::connect(pair.broker.port, &pair.g1, &pair.g1.password).await?;
+    pair.hear_shoppers(&mut gw, 0..8).await?;
+    pair.offers_sent_once(pair.a()).await?;
     // Both instances ran every partition of both stages (whichever committed a step first
     // wrote it; the other's commit conflicted and read again).
-    for cloud in [a, b] {
+    for cloud in &pair.clouds {
         assert_eq!(held(cloud, "visits").await?, 8);
         assert_eq!(held(cloud, "decide").await?, 8);
     }
-    for cloud in &mut clouds {
-        cloud.stop()?;
+    pair.stop()
+}
+
+/// How the instance `b` dies mid-stream.
+#[derive(Debug, Clone, Copy)]
+enum Death {
+    /// SIGKILL after some rounds.
+    Killed,
+    /// Aborted at a crash point the first time it passes it.
+    At(&'static str),
+}
+
+/// A store day through two instances with offers, `b` dying mid-stream as `death` says: every
+/// seq stored once, one offer per shopper sent once, every partition of both stages read to
+/// its end by the survivor, which holds every lease within its lease time and a margin; `b`
+/// started again takes back half and sends nothing twice.
+async fn one_of_two_dies(death: Death, db: &str) -> anyhow::Result<()> {
+    let Some(mut pair) = Pair::new(db, "").await? else {
+        return Ok(());
+    };
+    pair.clouds[0].start()?;
+    match death {
+        Death::Killed => pair.clouds[1].start()?,
+        Death::At(point) => {
+            let failpoint = format!("{point}=return");
+            pair.clouds[1].start_with_env(&[("FAILPOINTS", &failpoint)])?;
+        }
     }
-    Ok(())
+    until_held(&[pair.a(), pair.b()], Duration::from_secs(20), |n| {
+        n == [4, 4]
+    })
+    .await?;
+    pair.welcome().await?;
+    let mut gw = MqttGateway::connect(pair.broker.port, &pair.g1, &pair.g1.password).await?;
+    pair.hear_shoppers(&mut gw, 0..3).await?;
+    if let Death::Killed = death {
+        pair.clouds[1].process().kill()?;
+    }
+    pair.hear_shoppers(&mut gw, 3..8).await?;
+    if let Death::At(point) = death {
+        let b = &mut pair.clouds[1];
+        tokio::task::block_in_place(|| b.process().wait_exit(Duration::from_secs(30)))?;
+        let fired = format!("failpoint {point} fired");
+        assert!(b.log().contains(&fired), "{}", b.log());
+    }
+    let a = pair.a();
+    until_held(&[a], Duration::from_secs(LEASE_S * 3 + 10), |n| n == [8]).await?;
+    pair.offers_sent_once(a).await?;
+    a.wait_stored("g1", 8 * SHOPPERS as u64).await?;
+    for stage in ["visits", "decide"] {
+        until_caught_up(a, stage).await?;
+    }
+    // b started again takes back about half, and sends nothing again.
+    pair.clouds[1].start()?;
+    until_held(
+        &[pair.a(), pair.b()],
+        Duration::from_secs(LEASE_S * 3 + 20),
+        |n| n == [4, 4],
+    )
+    .await?;
+    pair.b().wait_stored("g1", 8 * SHOPPERS as u64).await?;
+    until_caught_up(pair.b(), "decide").await?;
+    assert_eq!(pair.line.accepted().len(), SHOPPERS);
+    pair.stop()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_instances_killed_mid_stream_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    one_of_two_dies(Death::Killed, "killed").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_instances_aborted_after_storing_before_acking_loses_and_doubles_nothing(
+) -> anyhow::Result<()> {
+    one_of_two_dies(Death::At("ingest.after_flush_before_ack"), "unacked").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_instances_aborted_after_deciding_before_sending_sends_once(
+) -> anyhow::Result<()> {
+    one_of_two_dies(Death::At("decide.after_commit_before_send"), "unsent").await
+}
+
+/// Waits until `cloud`'s partitions of `stage` have read their input to its end.
+async fn until_caught_up(cloud: &CloudUnderTest, stage: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = cloud.metrics().await?;
+        let lag = metric(
+            &text,
+            "omo_stage_lag_records",
+            &[&format!("stage=\"{stage}\"")],
+        );
+        if lag == 0.0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{stage} stage lag {lag}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A customer's erasure asked of either instance is done whole: the visit stage's part by
@@ -423,29 +563,17 @@ async fn with_leases_off_two_instances_running_every_stage_decide_and_send_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_asked_of_either_instance_is_done_by_the_partitions_holder() -> anyhow::Result<()>
 {
-    let Some(pg) = omo_tests::postgres::cluster()? else {
+    let Some(mut pair) = Pair::new("erasures", "").await? else {
         return Ok(());
     };
-    pg.create_database("erasures").map_err(anyhow::Error::msg)?;
-    let db = (pg.url("erasures"), pg.password().to_owned());
-    let g1 = Creds::new("s1", "g1")?;
-    let broker = broker_for(std::slice::from_ref(&g1))?;
-    let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut clouds = Vec::new();
-    for name in ["a", "b"] {
-        let mut cloud = instance(name, std::slice::from_ref(&g1), broker.port, (&db.0, &db.1))?;
-        cloud.share_clock(&origin, 60, &origin);
-        clouds.push(cloud);
-    }
-    clouds[0].import_site()?;
-    for cloud in &mut clouds {
+    for cloud in &mut pair.clouds {
         cloud.start()?;
     }
-    let (a, b) = (&clouds[0], &clouds[1]);
+    let (a, b) = (pair.a(), pair.b());
     until_held(&[a, b], Duration::from_secs(20), |n| n == [4, 4]).await?;
-    let ids = add_shoppers(a, b).await?;
-    let mut gw = MqttGateway::connect(broker.port, &g1, &g1.password).await?;
-    hear_shoppers(&mut gw, a).await?;
+    let ids = pair.welcome().await?;
+    let mut gw = MqttGateway::connect(pair.broker.port, &pair.g1, &pair.g1.password).await?;
+    pair.hear_shoppers(&mut gw, 0..8).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for id in &ids {
         while a.admin(&format!("/v1/admin/visits?customer={id}")).await?["items"]
@@ -480,10 +608,7 @@ async fn an_erasure_asked_of_either_instance_is_done_by_the_partitions_holder() 
             assert_eq!(visits["items"], json!([]), "{visits:#}");
         }
     }
-    for cloud in &mut clouds {
-        cloud.stop()?;
-    }
-    Ok(())
+    pair.stop()
 }
 
 /// One gateway's epoch shared out between two instances, then a new epoch: the old one ends
