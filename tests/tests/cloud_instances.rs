@@ -269,7 +269,7 @@ fn beacon(i: usize) -> String {
 /// Two instances `a` and `b` on a fresh database with one gateway, a fake LINE and one shared
 /// clock; the site imported, neither started.
 struct Pair {
-    _pg: omo_cloud::store::postgres::cluster::LocalCluster,
+    pg: omo_cloud::store::postgres::cluster::LocalCluster,
     broker: Broker,
     line: FakeLine,
     g1: Creds,
@@ -310,7 +310,7 @@ impl Pair {
         }
         clouds[0].import_site()?;
         Ok(Some(Pair {
-            _pg: pg,
+            pg,
             broker,
             line,
             g1,
@@ -534,6 +534,76 @@ async fn one_of_two_instances_aborted_after_storing_before_acking_loses_and_doub
 async fn one_of_two_instances_aborted_after_deciding_before_sending_sends_once(
 ) -> anyhow::Result<()> {
     one_of_two_dies(Death::At("decide.after_commit_before_send"), "unsent").await
+}
+
+/// PostgreSQL stopped for 20 s under two instances mid-stream: neither acknowledges what it
+/// could not store (the gateway keeps it), an HTTP write answers 503 on both, neither crashes;
+/// once it is back, the gateway's resends drain through both, each seq stored once, each offer
+/// sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_two_instances_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let Some(mut pair) = Pair::new("outage", "").await? else {
+        return Ok(());
+    };
+    for cloud in &mut pair.clouds {
+        cloud.start()?;
+    }
+    until_held(&[pair.a(), pair.b()], Duration::from_secs(20), |n| {
+        n == [4, 4]
+    })
+    .await?;
+    pair.welcome().await?;
+    let mut gw = MqttGateway::connect(pair.broker.port, &pair.g1, &pair.g1.password).await?;
+    pair.hear_shoppers(&mut gw, 0..4).await?;
+
+    let stopped = std::time::Instant::now();
+    tokio::task::block_in_place(|| pair.pg.pause()).map_err(anyhow::Error::msg)?;
+    let round: Vec<PresenceEvent> = (0..SHOPPERS)
+        .map(|i| {
+            PresenceEvent::Stay(Sighting {
+                seq: 4 * SHOPPERS as u64 + i as u64 + 1,
+                ts: pair.a().clock_now(),
+                beacon: beacon(i).parse().unwrap(),
+                rssi: -60.0,
+                distance_m: 2.0,
+                seen_s: 30.0,
+            })
+        })
+        .collect();
+    // Twice, so the shared subscription hands it to both instances.
+    for _ in 0..2 {
+        gw.publish_presence(Epoch(4), round.clone(), SeqRanges::new())
+            .await?;
+        assert!(
+            gw.next_ack(Duration::from_secs(3)).await?.is_none(),
+            "nothing is acknowledged while the database is down"
+        );
+    }
+    for cloud in &pair.clouds {
+        let body = json!({"member_id": "m-outage", "consent": {"location": true}});
+        let (status, answer) = cloud
+            .call(
+                Method::POST,
+                "/v1/admin/customers",
+                Some(body),
+                Some(ADMIN_TOKEN),
+            )
+            .await?;
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+    }
+    let outage = Duration::from_secs(20);
+    tokio::time::sleep(outage.saturating_sub(stopped.elapsed())).await;
+    tokio::task::block_in_place(|| pair.pg.resume()).map_err(anyhow::Error::msg)?;
+
+    // The gateway resends what was not acknowledged, and goes on.
+    pair.hear_shoppers(&mut gw, 4..8).await?;
+    pair.offers_sent_once(pair.a()).await?;
+    for cloud in &mut pair.clouds {
+        cloud.wait_stored("g1", 8 * SHOPPERS as u64).await?;
+        assert!(!cloud.process().exited(), "{}", cloud.log());
+    }
+    pair.stop()
 }
 
 /// Waits until `cloud`'s partitions of `stage` have read their input to its end.
