@@ -243,6 +243,12 @@ impl Worker {
                         .unwrap_or(Duration::from_secs(1))
                         .min(Duration::from_secs(1))
                 }
+                // Another instance's worker claimed or recorded some of these rows first:
+                // take the round again shortly, over what it left.
+                Err(StoreError::Conflict { .. }) => {
+                    tracing::debug!("delivery round met another instance's claim; again");
+                    Duration::from_millis(10)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "delivery round failed; retrying");
                     Duration::from_secs(1)

@@ -360,24 +360,40 @@ impl Writer {
     /// conflict (another instance appended, or stored some of its seqs) is taken again from
     /// what it was taken from, over the store as it now is, and committed again.
     async fn finish(&mut self, mut group: Group) {
-        let mut attempts = 1;
+        let (since, mut conflicts) = (std::time::Instant::now(), 0);
         loop {
             self.stage_ledgers(&mut group);
             if group.commit.is_empty() {
                 break;
             }
             let commit = std::mem::take(&mut group.commit);
+            let written_at = commit.appends_at();
             let result = self.commit_durably(commit).await;
-            if let (Err(StoreError::Conflict { .. }), true) = (&result, attempts < retry::ATTEMPTS)
+            // Another instance appended since this writer read the log's end: the store put
+            // this group's records after its (PostgreSQL; sled has one writer).
+            let result = result.map(|went| {
+                if let (Some(went), Some(written)) = (went, written_at) {
+                    group.moved_on(went.saturating_sub(written));
+                    self.log.moved_on(went.saturating_sub(written));
+                }
+            });
+            if let (Err(StoreError::Conflict { .. }), true) =
+                (&result, since.elapsed() < retry::PATIENCE)
             {
                 metrics::counter!("omo_ingest_commit_conflicts_total").increment(1);
-                attempts += 1;
+                conflicts += 1;
+                tokio::time::sleep(retry::pause_after(conflicts)).await;
                 self.stale
                     .get_or_insert_with(BTreeSet::new)
                     .extend(group.touched.iter().chain(group.epochs.keys()).cloned());
                 match self.recover() {
                     Ok(()) => {
-                        group = self.take_again(group);
+                        let batches = conflicts < retry::BATCHES_LEFT_AFTER
+                            || !group
+                                .inputs
+                                .iter()
+                                .any(|i| matches!(i, retry::Input::Append { .. }));
+                        group = self.take_again(group, batches);
                         continue;
                     }
                     Err(e) => {
@@ -408,18 +424,23 @@ impl Writer {
         self.after_durable(group).await;
     }
 
-    /// Commits and flushes off the executor. A flush that fails after the commit stops the
-    /// process: the group is visible but not durable, and nothing was acknowledged, so the
-    /// ledger and dedup state in memory no longer match the disk; a restart recovers from it.
-    async fn commit_durably(&self, commit: crate::store::Commit) -> Result<(), StoreError> {
+    /// Commits and flushes off the executor; answers where the store put the group's first
+    /// record ([`crate::store::Store::commit_appending`]). A flush that fails after the commit
+    /// stops the process: the group is visible but not durable, and nothing was acknowledged,
+    /// so the ledger and dedup state in memory no longer match the disk; a restart recovers
+    /// from it.
+    async fn commit_durably(
+        &self,
+        commit: crate::store::Commit,
+    ) -> Result<Option<u64>, StoreError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            store.commit(commit)?;
+            let went = store.commit_appending(commit)?;
             if let Err(e) = store.flush() {
                 tracing::error!(error = %e, "flush failed after a commit; stopping so a restart recovers from the disk");
                 std::process::exit(70);
             }
-            Ok(())
+            Ok(went)
         })
         .await
         .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))))

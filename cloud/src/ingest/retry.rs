@@ -11,15 +11,37 @@ use omo_device_config::payload::Epoch;
 use omo_device_config::GatewayId;
 
 use super::epochs::{self, info_key, ledger_key, EpochInfo};
-use super::{AppendRequest, Group, Writer};
+use super::{AppendRequest, Appended, Group, Writer};
 use crate::broker::Incoming;
 use crate::ingest::record::Record;
 use crate::store::{Space, Store, StoreError};
 use omo_device_config::SeqRanges;
 
-/// Commits of one group at most before it fails as any store error does (nothing
-/// acknowledged: gateways resend, HTTP clients retry).
-pub(super) const ATTEMPTS: u32 = 8;
+/// How long a group that keeps meeting conflicts is taken again before it fails as any store
+/// error does (nothing acknowledged: gateways resend, HTTP clients retry). Appends no longer
+/// conflict on the log's end on an engine several instances share (the store puts them after
+/// another's: `Store::commit_appending`); what is left is two instances storing seqs of one
+/// gateway epoch, or taking one idempotency key, at once. Each such conflict means the other
+/// instance committed, so the instances as a whole go on; a bound in time rather than in
+/// attempts keeps one that keeps losing from giving up while the other is busy.
+pub(super) const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The pause before taking a group again after `conflicts` conflicts in a row: none at first,
+/// then up to a few milliseconds at random, so two writers that keep meeting fall out of step.
+pub(super) fn pause_after(conflicts: u32) -> std::time::Duration {
+    use rand::Rng;
+    if conflicts < 2 {
+        return std::time::Duration::ZERO;
+    }
+    let most_us = 250u64 << conflicts.min(5);
+    std::time::Duration::from_micros(rand::rng().random_range(0..most_us))
+}
+
+/// Conflicts in a row after which a group that holds append requests is taken again without
+/// its gateway batches: those are what conflict (two instances storing seqs of one gateway
+/// epoch), and a gateway resends what is not acked, while an app or LINE's webhook would be
+/// answered 503.
+pub(super) const BATCHES_LEFT_AFTER: u32 = 4;
 
 /// What a group was taken from.
 pub(super) enum Input {
@@ -35,7 +57,9 @@ pub(super) enum Input {
 impl Writer {
     /// The group taken again from `old`'s inputs, ticks, broker acknowledgements and reply
     /// channels, over the log end and ledgers as now read.
-    pub(super) fn take_again(&mut self, old: Group) -> Group {
+    /// With `batches` false, the gateways' batches are left out (unacknowledged: they are
+    /// resent) and only the append requests are taken.
+    pub(super) fn take_again(&mut self, old: Group, batches: bool) -> Group {
         let mut group = Group {
             broker_acks: old.broker_acks,
             ..Group::default()
@@ -43,6 +67,9 @@ impl Writer {
         let mut replies = old.replies.into_iter().map(|(reply, _)| reply);
         for input in old.inputs {
             match input {
+                Input::Mqtt { .. } if !batches => {
+                    metrics::counter!("omo_ingest_batches_left_for_resend_total").increment(1);
+                }
                 Input::Mqtt { topic, payload } => self.take_mqtt(
                     Incoming {
                         topic,
@@ -175,6 +202,20 @@ impl Writer {
             .collect();
         for (key, bytes) in records {
             self.put_synced(group, key, bytes);
+        }
+    }
+}
+
+impl Group {
+    /// After the store put this group's records `delta` offsets further on than they were
+    /// written (another instance appended first): the offsets its replies name move too.
+    pub(super) fn moved_on(&mut self, delta: u64) {
+        for (_, reply) in &mut self.replies {
+            if let Ok(Appended::Stored { offsets }) = reply {
+                for o in offsets {
+                    *o += delta;
+                }
+            }
         }
     }
 }

@@ -104,6 +104,14 @@ impl Store for BarrierStore {
         self.inner.commit(commit)
     }
 
+    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
+        let _shared = self
+            .barrier
+            .read()
+            .map_err(|_| StoreError::Backend("write barrier poisoned".into()))?;
+        self.inner.commit_appending(commit)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

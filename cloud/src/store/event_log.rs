@@ -38,6 +38,42 @@ fn offset_of(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// The key holding the log's end (the next offset), which every append expects and moves.
+pub(super) fn end_key() -> &'static [u8] {
+    END
+}
+
+/// Where one expectation or write of a commit whose append was written to start at `first`
+/// goes when the store moves that append on by `delta` offsets (another writer appended
+/// meanwhile): the appended entries (event-log keys from `first` on) and the check that
+/// `first` is free move with it, and so does the log end it expects and writes; anything else
+/// stays.
+pub(super) fn moved(
+    (first, delta): (u64, u64),
+    space: Space,
+    at: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError> {
+    match space {
+        Space::EventLog if at >= key(first).as_slice() => {
+            let offset = offset_of(at)? + delta;
+            Ok((key(offset).to_vec(), value.map(<[u8]>::to_vec)))
+        }
+        // The end it writes moves on, and the end it expects is where the append now starts
+        // (absent: a writer that found no end starts at `first`).
+        Space::Offsets if at == END => {
+            let end = value.map_or(Ok(first), offset_of)? + delta;
+            Ok((at.to_vec(), Some(key(end).to_vec())))
+        }
+        _ => Ok((at.to_vec(), value.map(<[u8]>::to_vec))),
+    }
+}
+
+/// The offset a log-end value names.
+pub(super) fn end_of(value: &[u8]) -> Result<u64, StoreError> {
+    offset_of(value)
+}
+
 /// Adds `record` to an entry's value.
 fn push_record(entry: &mut Vec<u8>, record: &[u8]) {
     push_u64(entry, record.len() as u64);
@@ -80,6 +116,11 @@ pub struct Appending {
 }
 
 impl Appending {
+    /// The offset the append's first record was written at.
+    pub fn first(self) -> u64 {
+        self.first
+    }
+
     /// The same places once `by` writes come before them.
     pub(super) fn shifted(self, by: usize) -> Appending {
         Appending {
@@ -167,6 +208,12 @@ impl EventLog {
         }
         commit.writes[end].2 = Some(key(self.next).to_vec());
         offset
+    }
+
+    /// After a commit whose append the store moved on by `delta` offsets
+    /// ([`Store::commit_appending`]): the next record goes after it.
+    pub fn moved_on(&mut self, delta: u64) {
+        self.next += delta;
     }
 
     /// Re-reads the position after a failed commit.

@@ -137,6 +137,12 @@ impl Commit {
         self.writes.is_empty() && self.expects.is_empty()
     }
 
+    /// The offset this commit's event-log append starts at, as its writer wrote it (`None`:
+    /// it appends nothing).
+    pub fn appends_at(&self) -> Option<u64> {
+        self.log.map(event_log::Appending::first)
+    }
+
     /// Adds `other`'s expectations and writes to this commit (its writes after ours).
     pub fn extend(&mut self, other: Commit) {
         if let Some(log) = other.log {
@@ -273,6 +279,18 @@ pub trait Store: Send + Sync {
     /// fails. Not durable until [`Store::flush`] returns.
     fn commit(&self, commit: Commit) -> Result<(), StoreError>;
 
+    /// Applies `commit` as [`Store::commit`] does, except that its event-log append (if it has
+    /// one: [`event_log::EventLog::append`]) goes at the log's end as the store finds it when
+    /// the commit runs, instead of failing because another writer appended since this one read
+    /// the end; answers the offset its first record got. An engine several instances append
+    /// to moves it (so they never conflict on the log's end, and wait their turn instead of
+    /// retrying); the default leaves it where it was written, which is right for an engine
+    /// one process writes.
+    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
+        let first = commit.appends_at();
+        self.commit(commit).map(|()| first)
+    }
+
     /// Makes every commit so far durable. Blocks: call it off the async executor.
     fn flush(&self) -> Result<(), StoreError>;
 
@@ -331,6 +349,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         (**self).commit(commit)
+    }
+
+    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
+        (**self).commit_appending(commit)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -83,6 +83,11 @@ impl Store for ReadThrough<'_> {
         self.inner.commit(commit)
     }
 
+    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
+        self.ahead.lock().expect("read-ahead lock").clear();
+        self.inner.commit_appending(commit)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

@@ -11,10 +11,12 @@
 //! `block_in_place`, so the caller's other tasks move on meanwhile).
 //!
 //! What it relies on: `bytea` keys and their order, `INSERT … ON CONFLICT … DO UPDATE`,
-//! `unnest` of arrays, `= ANY(array)`, `SERIALIZABLE` transactions and SQLSTATE 40001/40P01.
+//! `unnest` of arrays, `= ANY(array)`, `SELECT … FOR UPDATE`, `SERIALIZABLE` transactions and
+//! SQLSTATE 40001/40P01.
 //! No advisory locks, no triggers, no `LISTEN`: what CockroachDB and YugabyteDB also offer.
 
 pub mod cluster;
+mod commit;
 mod holder;
 pub(crate) use holder::host as host_name;
 mod schema;
@@ -22,22 +24,24 @@ mod settings;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use commit::must_retry;
+use commit::{apply, Plan};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use super::{Commit, Entry, Hex, Space, Store, StoreError};
+use super::{Commit, Entry, Space, Store, StoreError};
 pub use settings::Settings;
 
 /// The SQL of one space's table.
 struct Queries {
     get: String,
+    /// `get`, locking the row until the transaction ends (an append's log end).
+    get_for_update: String,
     get_many: String,
     scan: String,
     scan_range: String,
@@ -52,6 +56,7 @@ impl Queries {
         let t = schema::table(space);
         Queries {
             get: format!("SELECT v FROM {t} WHERE k = $1"),
+            get_for_update: format!("SELECT v FROM {t} WHERE k = $1 FOR UPDATE"),
             get_many: format!("SELECT k, v FROM {t} WHERE k = ANY($1)"),
             scan: format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2"),
             scan_range: format!(
@@ -315,123 +320,34 @@ impl Drop for PgStore {
     }
 }
 
-/// A commit's expectations and final writes, grouped by space.
-struct Plan {
-    /// The expectations in the order given (the first that fails is the one reported).
-    expects: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
-    /// Per space, the final value of every key written (`None`: deleted).
-    writes: BTreeMap<Space, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
-}
-
-impl Plan {
-    fn of(commit: Commit) -> Plan {
-        let mut writes: BTreeMap<Space, BTreeMap<Vec<u8>, Option<Vec<u8>>>> = BTreeMap::new();
-        for (space, key, value) in commit.writes {
-            writes.entry(space).or_default().insert(key, value);
+impl PgStore {
+    /// Applies `commit`, its append moved to the log's end if `movable`; answers where the
+    /// append's first record went.
+    fn apply_commit(&self, commit: Commit, movable: bool) -> Result<Option<u64>, StoreError> {
+        if commit.writes.is_empty() && commit.expects.is_empty() {
+            return Ok(None);
         }
-        Plan {
-            expects: commit.expects,
-            writes,
+        if self.lost.load(Ordering::Acquire) {
+            return Err(StoreError::Backend(
+                "PostgreSQL: another omo-cloud took this database over while this one stalled: \
+                 restart it"
+                    .into(),
+            ));
         }
-    }
-}
-
-/// Why one attempt at a commit failed.
-enum Failed {
-    /// A serialisation failure or deadlock: nothing was written; try again.
-    Retry,
-    Store(StoreError),
-}
-
-/// A serialisation failure or a deadlock: the transaction was rolled back; run it again.
-fn must_retry(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-    })
-}
-
-impl From<tokio_postgres::Error> for Failed {
-    fn from(e: tokio_postgres::Error) -> Failed {
-        if must_retry(&e) {
-            Failed::Retry
-        } else {
-            Failed::Store(pg_error(e))
-        }
-    }
-}
-
-/// One attempt: a serialisable transaction that checks every expectation, then writes.
-async fn attempt(
-    client: &mut deadpool_postgres::Client,
-    queries: &[Queries],
-    plan: &Plan,
-) -> Result<(), Failed> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::Serializable)
-        .start()
-        .await?;
-    let mut wanted: BTreeMap<Space, Vec<Vec<u8>>> = BTreeMap::new();
-    for (space, key, _) in &plan.expects {
-        wanted.entry(*space).or_default().push(key.clone());
-    }
-    let mut found: BTreeMap<(Space, Vec<u8>), Vec<u8>> = BTreeMap::new();
-    for (space, keys) in wanted {
-        let stmt = tx.prepare_cached(&queries[space.index()].get_many).await?;
-        for row in tx.query(&stmt, &[&keys]).await? {
-            found.insert((space, row.get(0)), row.get(1));
-        }
-    }
-    for (space, key, expected) in &plan.expects {
-        if found.get(&(*space, key.clone())) != expected.as_ref() {
-            return Err(Failed::Store(StoreError::Conflict {
-                space: *space,
-                key: Hex(key.clone()),
-            }));
-        }
-    }
-    for (space, keys) in &plan.writes {
-        let q = &queries[space.index()];
-        let (mut put_keys, mut put_values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
-        for (k, v) in keys {
-            match v {
-                Some(v) => {
-                    put_keys.push(k.as_slice());
-                    put_values.push(v.as_slice());
-                }
-                None => gone.push(k.as_slice()),
+        let plan = Plan::of(commit, movable);
+        let written: Vec<Space> = plan.writes.keys().copied().collect();
+        let result =
+            self.run(move |pool, queries| async move { apply(&pool, &queries, &plan).await });
+        // Counted once applied, so a count taken before a read never hides this one; and after
+        // a failure whose outcome is unknown (the connection broke at COMMIT), so what was read
+        // is read again.
+        if !matches!(result, Err(StoreError::Conflict { .. })) {
+            for space in written {
+                self.commits[space.index()].fetch_add(1, Ordering::Release);
             }
         }
-        if !put_keys.is_empty() {
-            let stmt = tx.prepare_cached(&q.upsert).await?;
-            tx.execute(&stmt, &[&put_keys, &put_values]).await?;
-        }
-        if !gone.is_empty() {
-            let stmt = tx.prepare_cached(&q.delete).await?;
-            tx.execute(&stmt, &[&gone]).await?;
-        }
+        result
     }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Applies `plan`, retrying serialisation failures with a short growing pause.
-async fn apply(pool: &Pool, queries: &[Queries], plan: &Plan) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    for n in 0..MAX_ATTEMPTS {
-        match attempt(&mut client, queries, plan).await {
-            Ok(()) => return Ok(()),
-            Err(Failed::Store(e)) => return Err(e),
-            Err(Failed::Retry) => {
-                let cap = 1u64 << n.min(6);
-                let pause = rand::random_range(0..=cap);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-            }
-        }
-    }
-    Err(StoreError::Backend(format!(
-        "PostgreSQL: a commit met {MAX_ATTEMPTS} serialisation failures in a row"
-    )))
 }
 
 impl Store for PgStore {
@@ -499,29 +415,11 @@ impl Store for PgStore {
     }
 
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        if commit.writes.is_empty() && commit.expects.is_empty() {
-            return Ok(());
-        }
-        if self.lost.load(Ordering::Acquire) {
-            return Err(StoreError::Backend(
-                "PostgreSQL: another omo-cloud took this database over while this one stalled: \
-                 restart it"
-                    .into(),
-            ));
-        }
-        let plan = Plan::of(commit);
-        let written: Vec<Space> = plan.writes.keys().copied().collect();
-        let result =
-            self.run(move |pool, queries| async move { apply(&pool, &queries, &plan).await });
-        // Counted once applied, so a count taken before a read never hides this one; and after
-        // a failure whose outcome is unknown (the connection broke at COMMIT), so what was read
-        // is read again.
-        if !matches!(result, Err(StoreError::Conflict { .. })) {
-            for space in written {
-                self.commits[space.index()].fetch_add(1, Ordering::Release);
-            }
-        }
-        result
+        self.apply_commit(commit, false).map(drop)
+    }
+
+    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
+        self.apply_commit(commit, true)
     }
 
     /// A commit is durable when PostgreSQL acknowledges it (`synchronous_commit`, on by

@@ -345,3 +345,95 @@ fn a_snapshot_holds_while_another_instance_commits() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// Two instances append to one log: a writer behind the log's end has its append put after
+/// what the other appended (waiting its turn, never a conflict on the end), other expectations
+/// of the commit still hold it back, a plain commit keeps the old rule, and two writers
+/// appending at once leave every record once, in each writer's order, with no gap.
+#[test]
+fn appends_of_two_instances_go_at_the_log_end_in_turn() {
+    use crate::store::event_log::{self, EventLog};
+    let Some(settings) = fresh_database() else {
+        return;
+    };
+    let (a, b) = (
+        PgStore::open(&settings).unwrap(),
+        PgStore::open(&settings).unwrap(),
+    );
+    let (mut la, mut lb) = (EventLog::open(&a).unwrap(), EventLog::open(&b).unwrap());
+    let append = |log: &mut EventLog, records: &[&str]| {
+        let mut c = Commit::new();
+        let written = records
+            .iter()
+            .map(|r| log.append(&mut c, r.as_bytes()))
+            .collect::<Vec<_>>();
+        (c, written)
+    };
+    let (c, _) = append(&mut lb, &["b1", "b2"]);
+    assert_eq!(b.commit_appending(c).unwrap(), Some(1));
+    // a read the end before b appended: a plain commit conflicts, as it always did…
+    let (c, written) = append(&mut la, &["a1"]);
+    assert_eq!(written, [1]);
+    assert!(matches!(
+        a.commit(c.clone()),
+        Err(StoreError::Conflict { .. })
+    ));
+    // …and so does an appending one whose other expectation fails, writing nothing…
+    let mut failing = c.clone();
+    failing.expect(Space::Meta, b"ledger".to_vec(), Some(b"old".to_vec()));
+    assert!(matches!(
+        a.commit_appending(failing),
+        Err(StoreError::Conflict { .. })
+    ));
+    // …while the append alone goes after b's.
+    assert_eq!(a.commit_appending(c).unwrap(), Some(3));
+    la.moved_on(2);
+    assert_eq!(la.next_offset(), 4);
+    let (c, _) = append(&mut la, &["a2"]);
+    assert_eq!(a.commit_appending(c).unwrap(), Some(4));
+    let read = |store: &PgStore| -> Vec<(u64, String)> {
+        event_log::read(store, 1, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(o, r)| (o, String::from_utf8(r).unwrap()))
+            .collect()
+    };
+    let want: Vec<(u64, String)> = [(1, "b1"), (2, "b2"), (3, "a1"), (4, "a2")]
+        .iter()
+        .map(|(o, r)| (*o, r.to_string()))
+        .collect();
+    assert_eq!(read(&a), want);
+
+    // Two writers at once, a hundred commits each.
+    let writers: Vec<_> = ["x", "y"]
+        .into_iter()
+        .map(|name| {
+            let settings = settings.clone();
+            std::thread::spawn(move || {
+                let store = PgStore::open(&settings).unwrap();
+                let mut log = EventLog::open(&store).unwrap();
+                for i in 0..100 {
+                    let mut c = Commit::new();
+                    let first = log.append(&mut c, format!("{name}{i:03}").as_bytes());
+                    let went = store.commit_appending(c).unwrap().unwrap();
+                    log.moved_on(went - first);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let all = read(&b);
+    assert_eq!(all.len(), 204);
+    assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64 + 1));
+    for name in ["x", "y"] {
+        let mine: Vec<&str> = all
+            .iter()
+            .filter(|(_, r)| r.starts_with(name))
+            .map(|(_, r)| r.as_str())
+            .collect();
+        let want: Vec<String> = (0..100).map(|i| format!("{name}{i:03}")).collect();
+        assert_eq!(mine, want);
+    }
+}
