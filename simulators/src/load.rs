@@ -789,13 +789,13 @@ async fn start_system(
     }
     let fake_pid = procs[0].child.id().context("the fake LINE server's pid")?;
     let cloud_pid = procs[1].child.id().context("the cloud's pid")?;
-    let api = Arc::new(Api {
-        http: omo_cloud::tls::http_client_builder()
+    let api = Arc::new(Api::new(
+        omo_cloud::tls::http_client_builder()
             .timeout(Duration::from_secs(60))
             .build()?,
-        base: format!("http://127.0.0.1:{http_port}"),
-        admin: admin_token,
-    });
+        format!("http://127.0.0.1:{http_port}"),
+        admin_token,
+    ));
     Ok(System {
         procs,
         api,

@@ -68,6 +68,14 @@ enum Command {
         /// logging at debug level (for a log review; the report is unchanged).
         #[arg(long, value_name = "DIR")]
         logs: Option<PathBuf>,
+        /// Keep the cloud's state in this (empty) PostgreSQL database instead of a fresh sled
+        /// dir: a libpq URL; its password there or in OMO_CLOUD_PG_PASSWORD.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// Run the cloud as this many instances on the --postgres database, behind a Mosquitto
+        /// broker the demo starts (Debian's `mosquitto`).
+        #[arg(long, default_value_t = 1, requires = "postgres", value_parser = clap::value_parser!(u16).range(1..=8))]
+        instances: u16,
     },
     /// Load the system: start the cloud (embedded broker, fresh data dir, a generated fleet of
     /// stores with ten gateways each) and the fake LINE server on loopback, register the
@@ -126,8 +134,17 @@ fn main() -> ExitCode {
             record,
             replay,
             logs,
+            postgres,
+            instances,
         } => {
-            return demo(scenario, keep_running, hours, (record, replay), logs);
+            let postgres = postgres.map(|url| omo_sim::demo::OnPostgres { url, instances });
+            return demo(
+                scenario,
+                keep_running,
+                hours,
+                (record, replay),
+                (logs, postgres),
+            );
         }
         Command::Load(opts) => return load(opts),
         Command::Generate { scenario, out } => check(&scenario).and_then(|s| {
@@ -188,7 +205,7 @@ fn demo(
     keep_running: bool,
     hours: Option<f64>,
     (record, replay): (Option<PathBuf>, Option<PathBuf>),
-    logs: Option<PathBuf>,
+    (logs, postgres): (Option<PathBuf>, Option<omo_sim::demo::OnPostgres>),
 ) -> ExitCode {
     let run = || -> anyhow::Result<omo_sim::demo::Outcome> {
         let (text, hours, actions) = match &replay {
@@ -224,6 +241,7 @@ fn demo(
             record,
             replay: actions,
             logs,
+            postgres,
         })))
     };
     match run() {

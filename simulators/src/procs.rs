@@ -89,11 +89,31 @@ pub fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The cloud's HTTP API with an admin token.
+/// Finds the `mosquitto` broker (Debian installs it in /usr/sbin).
+pub fn mosquitto_path() -> anyhow::Result<PathBuf> {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin"])
+    {
+        let p = Path::new(dir).join("mosquitto");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("mosquitto not found: install Debian's `mosquitto` package (.ci/run does)")
+}
+
+/// The cloud's HTTP API with an admin token: one instance, or several behind what would be a
+/// load balancer (each call goes to the next in turn).
 pub struct Api {
     pub http: reqwest::Client,
+    /// The first instance's address.
     pub base: String,
     pub admin: String,
+    /// The other instances' addresses.
+    pub more: Vec<String>,
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// One HTTP call with an optional JSON body and bearer token, answering (status, JSON body
@@ -131,6 +151,30 @@ pub fn keep_on_error<T>(dir: tempfile::TempDir, outcome: anyhow::Result<T>) -> a
 }
 
 impl Api {
+    /// The API of one instance at `base`.
+    pub fn new(http: reqwest::Client, base: String, admin: String) -> Api {
+        Api {
+            http,
+            base,
+            admin,
+            more: Vec::new(),
+            turn: Default::default(),
+        }
+    }
+
+    /// Every instance's address, the first first.
+    pub fn bases(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.base.as_str()).chain(self.more.iter().map(String::as_str))
+    }
+
+    /// The address the next call goes to: the instances in turn.
+    pub fn next_base(&self) -> &str {
+        let i = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.bases()
+            .nth(i % (1 + self.more.len()))
+            .unwrap_or(&self.base)
+    }
+
     /// A call answering (status, JSON body or null).
     pub async fn call(
         &self,
@@ -142,7 +186,7 @@ impl Api {
         call_json(
             &self.http,
             method,
-            &format!("{}{path}", self.base),
+            &format!("{}{path}", self.next_base()),
             body,
             token,
         )

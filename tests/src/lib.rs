@@ -86,20 +86,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     bail!("nothing listened on 127.0.0.1:{port} within {timeout:?}")
 }
 
-/// Finds the `mosquitto` broker (Debian installs it in /usr/sbin).
-pub fn mosquitto_path() -> anyhow::Result<PathBuf> {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin"])
-    {
-        let p = Path::new(dir).join("mosquitto");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!("mosquitto not found: install Debian's `mosquitto` package (.ci/run does)")
-}
+pub use omo_sim::procs::mosquitto_path;
 
 /// Which broker a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -494,8 +494,15 @@ impl<'a> Day<'a> {
             let answer = api
                 .call(reqwest::Method::POST, path, Some(&body), Some(&token))
                 .await;
-            if !answer.is_ok_and(|(status, _)| ok.contains(&status)) {
-                failed.fetch_add(1, Relaxed);
+            let refused = match &answer {
+                Ok((status, _)) if ok.contains(status) => None,
+                Ok((status, body)) => Some(format!("{status} {body}")),
+                Err(e) => Some(format!("{e:#}")),
+            };
+            if let Some(why) = refused {
+                if failed.fetch_add(1, Relaxed) < REFUSALS_SHOWN {
+                    eprintln!("\nomo-sim demo: {path} was refused: {why}");
+                }
             }
         });
     }
@@ -506,7 +513,10 @@ impl<'a> Day<'a> {
         let sig =
             omo_cloud::secrets::line_signature(self.sys.line_secret.as_bytes(), body.as_bytes());
         let api = &self.sys.api;
-        let (http, url) = (api.http.clone(), format!("{}/v1/line/webhook", api.base));
+        let (http, url) = (
+            api.http.clone(),
+            format!("{}/v1/line/webhook", api.next_base()),
+        );
         let (permits, failed) = (self.permits.clone(), self.failed.webhooks.clone());
         self.inflight.spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -517,8 +527,19 @@ impl<'a> Day<'a> {
                 .body(body)
                 .send()
                 .await;
-            if !sent.is_ok_and(|r| r.status().is_success()) {
-                failed.fetch_add(1, Relaxed);
+            let refused = match sent {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!(
+                    "{} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = refused {
+                if failed.fetch_add(1, Relaxed) < REFUSALS_SHOWN {
+                    eprintln!("\nomo-sim demo: a LINE webhook was refused: {why}");
+                }
             }
         });
     }
@@ -652,27 +673,34 @@ impl<'a> Day<'a> {
     }
 }
 
+/// Refusals of each kind of call shown as they happen (the report counts them all).
+const REFUSALS_SHOWN: u64 = 3;
+
 /// Waits (30 s at most) until the visit stage is within one batch of the log's end twice in a
-/// row, as `/metrics` shows it (`omo_stage_lag_records{stage="visits"}`; ticks keep arriving
-/// at the clock's speed, so it never reaches zero).
+/// row on every instance, as `/metrics` shows it (`omo_stage_lag_records{stage="visits"}`, of
+/// the partitions each holds; ticks keep arriving at the clock's speed, so it never reaches
+/// zero).
 async fn wait_caught_up(api: &Api) {
     const CAUGHT_UP: f64 = 2000.0;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut in_a_row = 0;
     while std::time::Instant::now() < deadline && in_a_row < 2 {
-        let lag = match api.http.get(format!("{}/metrics", api.base)).send().await {
-            Ok(r) => r.text().await.ok().and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("omo_stage_lag_records{stage=\"visits\"}"))
-                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            }),
-            Err(_) => None,
-        };
-        in_a_row = if lag.is_some_and(|l| l <= CAUGHT_UP) {
-            in_a_row + 1
-        } else {
-            0
-        };
+        let mut caught_up = true;
+        for base in api.bases() {
+            let lag = match api.http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => r.text().await.ok().and_then(|t| {
+                    t.lines()
+                        .find(|l| {
+                            l.starts_with("omo_stage_lag_records{")
+                                && l.contains("stage=\"visits\"")
+                        })
+                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                }),
+                Err(_) => None,
+            };
+            caught_up &= lag.is_some_and(|l| l <= CAUGHT_UP);
+        }
+        in_a_row = if caught_up { in_a_row + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

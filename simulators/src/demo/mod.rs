@@ -40,6 +40,19 @@ pub struct Options {
     /// Keep every process's log (and data dir) in a new directory under this one, with the
     /// cloud and the gateways logging at debug level.
     pub logs: Option<PathBuf>,
+    /// Keep the cloud's state in a PostgreSQL database instead of a fresh sled dir.
+    pub postgres: Option<OnPostgres>,
+}
+
+/// The demo's cloud on PostgreSQL (`--postgres URL --instances N`).
+#[derive(Debug, Clone)]
+pub struct OnPostgres {
+    /// The database's libpq URL; it must be empty (the demo imports its site into it). The
+    /// password is the URL's or `OMO_CLOUD_PG_PASSWORD`'s, which the cloud reads.
+    pub url: String,
+    /// How many `omo-cloud run` processes share it; with more than one, they run behind a
+    /// Mosquitto broker the demo starts (Debian's `mosquitto`), with a shared subscription.
+    pub instances: u16,
 }
 
 /// One line of a run record (NDJSON): the first line is the header, the rest what the driver
@@ -180,7 +193,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         println!("{}", outcome.report);
         eprintln!(
             "omo-sim demo: the cloud keeps running at {} (admin token {}); Ctrl-C to stop. Logs: {}",
-            sys.api.base,
+            sys.api.bases().collect::<Vec<_>>().join(" and "),
             sys.admin_token,
             dir.path().display()
         );

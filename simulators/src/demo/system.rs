@@ -1,6 +1,9 @@
 //! The demo's processes: the fake LINE and FCM servers, the cloud (first on a setup clock to
 //! register the shoppers, the campaigns and the stores' keys, then restarted on the day's
-//! clock) and one gateway per scenario gateway, reading adverts from its stdin.
+//! clock) and one gateway per scenario gateway, reading adverts from its stdin. On PostgreSQL
+//! ([`super::OnPostgres`]) with several instances, the day's cloud is that many processes on
+//! one database behind a Mosquitto broker with the generated logins and ACL, and the driver's
+//! calls go to each instance in turn.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -91,24 +94,46 @@ pub(super) async fn start(
         line: free_port()?,
         fcm: free_port()?,
     };
-    let logins = write_configs(opts, dir, ports)?;
-    import_site(&cloud_bin, &dir.join("site.toml"), &dir.join("cloud.toml"))?;
+    let instances = opts.postgres.as_ref().map_or(1, |p| p.instances.max(1));
+    let mut http_ports = vec![ports.http];
+    for _ in 1..instances {
+        http_ports.push(free_port()?);
+    }
+    let (logins, configs) = write_configs(opts, dir, ports, &http_ports)?;
+    import_site(&cloud_bin, &dir.join("site.toml"), &configs[0])?;
     let cloud = Cloud {
         bin: cloud_bin,
-        config: dir.join("cloud.toml").display().to_string(),
+        configs: configs.iter().map(|c| c.display().to_string()).collect(),
+        http_ports,
+        embedded_broker: instances == 1,
         secrets: &secrets,
     };
-    let mut procs = start_for_setup(opts, dir, ports, &cloud).await?;
-    let api = Arc::new(Api {
-        http: omo_cloud::tls::http_client_builder()
+    let mut procs = Vec::new();
+    if !cloud.embedded_broker {
+        procs.push(start_mosquitto(dir, ports.mqtt, &logins)?);
+        wait_port(ports.mqtt, "Mosquitto", &mut procs).await?;
+    }
+    start_for_setup(opts, dir, ports, &cloud, &mut procs).await?;
+    let mut api = Api::new(
+        omo_cloud::tls::http_client_builder()
             .timeout(Duration::from_secs(30))
             .build()?,
-        base: format!("http://127.0.0.1:{}", ports.http),
-        admin: secrets.admin_token.clone(),
-    });
+        format!("http://127.0.0.1:{}", ports.http),
+        secrets.admin_token.clone(),
+    );
+    let api_of_setup = Arc::new(Api::new(
+        api.http.clone(),
+        api.base.clone(),
+        api.admin.clone(),
+    ));
     let (customer_of, install_token) =
-        register_all(s, &api, shoppers, &secrets.member_secret).await?;
-    let (pos_keys, shop_key, qr_codes) = set_up_site(s, &api).await?;
+        register_all(s, &api_of_setup, shoppers, &secrets.member_secret).await?;
+    let (pos_keys, shop_key, qr_codes) = set_up_site(s, &api_of_setup).await?;
+    api.more = cloud.http_ports[1..]
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let api = Arc::new(api);
     // The day: the cloud restarts on the day's clock, which starts in a few seconds.
     let mut setup = procs.pop().context("the cloud process")?;
     // Gone for good (its store lock and ports with it) before the next one starts.
@@ -141,9 +166,14 @@ pub(super) async fn start(
     })
 }
 
-/// Writes the fake FCM's key, the site and the cloud's config into `dir`; answers the
-/// gateways' logins.
-fn write_configs(opts: &Options, dir: &Path, ports: Ports) -> anyhow::Result<Vec<GatewayLogin>> {
+/// Writes the fake FCM's key, the site and each cloud instance's config into `dir`; answers
+/// the gateways' logins and the configs' paths (the first instance's first).
+fn write_configs(
+    opts: &Options,
+    dir: &Path,
+    ports: Ports,
+    http_ports: &[u16],
+) -> anyhow::Result<(Vec<GatewayLogin>, Vec<PathBuf>)> {
     let s = &opts.scenario;
     let path = |n: &str| dir.join(n);
     let Ports {
@@ -155,34 +185,105 @@ fn write_configs(opts: &Options, dir: &Path, ports: Ports) -> anyhow::Result<Vec
     std::fs::write(path("fcm-key.json"), FCM_KEY)?;
     let (site, logins) = world::site(s);
     std::fs::write(path("site.toml"), site)?;
-    std::fs::write(
-        path("cloud.toml"),
-        format!(
-            "[data]\ndir = {data:?}\ncache_mb = 64\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
-             [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 2000\n\
-             [app]\nfcm_base = \"http://127.0.0.1:{fcm_port}\"\nfcm_service_account_file = {key:?}\nfcm_token_url = \"http://127.0.0.1:{fcm_port}/token\"\n\
-             [delivery]\nlink_base = \"http://127.0.0.1:{http_port}\"\n\
-             [profiles]\ntime_zone = \"Asia/Tokyo\"\n\
-             [dashboard]\ntime_zone = {tz:?}\n\
-             [log]\nlevel = \"{level}\"\n",
-            tz = s.stores.first().map_or("UTC", |st| st.time_zone.as_str()),
-            level = if opts.logs.is_some() { "info,omo_cloud=debug" } else { "warn,omo_cloud=info" },
-            data = path("data").display().to_string(),
-            key = path("fcm-key.json").display().to_string(),
+    let data = match &opts.postgres {
+        None => format!("dir = {:?}", path("data").display().to_string()),
+        Some(pg) => format!(
+            "engine = \"postgres\"\n[data.postgres]\nurl = {:?}\npool_size = 8",
+            pg.url
         ),
-    )?;
-    Ok(logins)
+    };
+    let mut configs = Vec::new();
+    for (i, http) in http_ports.iter().enumerate() {
+        let n = i + 1;
+        let mqtt = if http_ports.len() == 1 {
+            format!("listen = \"127.0.0.1:{mqtt_port}\"")
+        } else {
+            format!(
+                "url = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"omo-demo-{n}\"\nshare_group = \"omo\"\nusername = \"{CLOUD_LOGIN}\"\npassword = \"{CLOUD_PASSWORD}\""
+            )
+        };
+        let config = path(&if n == 1 {
+            "cloud.toml".to_owned()
+        } else {
+            format!("cloud-{n}.toml")
+        });
+        std::fs::write(
+            &config,
+            format!(
+                "[data]\ncache_mb = 64\n{data}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\n{mqtt}\n\
+                 [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 2000\n\
+                 [app]\nfcm_base = \"http://127.0.0.1:{fcm_port}\"\nfcm_service_account_file = {key:?}\nfcm_token_url = \"http://127.0.0.1:{fcm_port}/token\"\n\
+                 [delivery]\nlink_base = \"http://127.0.0.1:{http_port}\"\n\
+                 [profiles]\ntime_zone = \"Asia/Tokyo\"\n\
+                 [dashboard]\ntime_zone = {tz:?}\n\
+                 [cluster]\ninstance = \"demo-{n}\"\n\
+                 [log]\nlevel = \"{level}\"\n",
+                tz = s.stores.first().map_or("UTC", |st| st.time_zone.as_str()),
+                level = if opts.logs.is_some() { "info,omo_cloud=debug" } else { "warn,omo_cloud=info" },
+                key = path("fcm-key.json").display().to_string(),
+            ),
+        )?;
+        configs.push(config);
+    }
+    Ok((logins, configs))
 }
 
-/// How to start the cloud.
+/// The cloud's login at the demo's Mosquitto (a throwaway on loopback).
+const CLOUD_LOGIN: &str = "omo-cloud";
+const CLOUD_PASSWORD: &str = "demo-cloud-password";
+
+/// Starts Mosquitto on `port` with the cloud's and the gateways' logins and the ACL the cloud
+/// generates for them (`omo-cloud broker-auth` writes the same), its files under `dir`.
+fn start_mosquitto(dir: &Path, port: u16, logins: &[GatewayLogin]) -> anyhow::Result<Proc> {
+    use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
+    use omo_device_config::{GatewayId, StoreId};
+    let dir = dir.join("mosquitto");
+    std::fs::create_dir_all(&dir)?;
+    let mut passwd = vec![password_line(
+        CLOUD_LOGIN,
+        &PasswordHash::new(CLOUD_PASSWORD),
+    )];
+    let mut acl = cloud_acl(CLOUD_LOGIN);
+    for l in logins {
+        passwd.push(password_line(&l.gateway, &PasswordHash::new(&l.password)));
+        let (store, gateway) = (StoreId::new(&l.store)?, GatewayId::new(&l.gateway)?);
+        acl = format!("{acl}\n{}", gateway_acl(&store, &gateway));
+    }
+    std::fs::write(dir.join("passwd"), passwd.join("\n") + "\n")?;
+    std::fs::write(dir.join("acl"), acl)?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nlog_dest stderr\n",
+            dir.join("passwd").display(),
+            dir.join("acl").display()
+        ),
+    )?;
+    spawn(
+        "Mosquitto",
+        &crate::procs::mosquitto_path()?,
+        &["-c", &conf.display().to_string()],
+        &[],
+        &dir.join("mosquitto.log"),
+    )
+}
+
+/// How to start the cloud's instances.
 struct Cloud<'a> {
     bin: PathBuf,
-    config: String,
+    /// Each instance's config, the first's first.
+    configs: Vec<String>,
+    /// Each instance's HTTP port, in the same order.
+    http_ports: Vec<u16>,
+    /// One instance with its own broker (else Mosquitto serves them).
+    embedded_broker: bool,
     secrets: &'a Secrets,
 }
 
 impl Cloud<'_> {
-    fn spawn(&self, clock: &str, log: &Path) -> anyhow::Result<Proc> {
+    /// Starts instance `i` on `clock`, logging to `log`.
+    fn spawn(&self, i: usize, clock: &str, log: &Path) -> anyhow::Result<Proc> {
         let env = [
             ("OMO_CLOUD_ADMIN_TOKEN", self.secrets.admin_token.as_str()),
             (
@@ -198,61 +299,68 @@ impl Cloud<'_> {
                 self.secrets.member_secret.as_str(),
             ),
         ];
+        let name = if i == 0 {
+            "omo-cloud".to_owned()
+        } else {
+            format!("omo-cloud {}", i + 1)
+        };
         spawn(
-            "omo-cloud",
+            &name,
             &self.bin,
-            &["run", "--config", &self.config, "--clock", clock],
+            &["run", "--config", &self.configs[i], "--clock", clock],
             &env,
             log,
         )
     }
 }
 
-/// Starts the fake servers and the cloud for the setup, and waits for their ports. Shoppers
-/// register on the day's clock running at ×1 an hour before the day starts, so however long
-/// that takes, the day then starts on time. The cloud is the last process.
+/// Starts the fake servers and the cloud's first instance for the setup, and waits for their
+/// ports. Shoppers register on the day's clock running at ×1 an hour before the day starts, so
+/// however long that takes, the day then starts on time. The cloud is the last process.
 async fn start_for_setup(
     opts: &Options,
     dir: &Path,
     ports: Ports,
     cloud: &Cloud<'_>,
-) -> anyhow::Result<Vec<Proc>> {
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<()> {
     let s = &opts.scenario;
     let sim_bin = std::env::current_exe()?;
     let setup_clock = format!(
         "{}@1",
         (s.run.start - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true)
     );
-    let mut procs = vec![
-        spawn_fake_line(
-            ports.line,
-            &cloud.secrets.line_token,
-            &dir.join("fake-line.log"),
-        )?,
-        spawn(
-            "fake FCM",
-            &sim_bin,
-            &[
-                "fake-fcm",
-                "--listen",
-                &format!("127.0.0.1:{}", ports.fcm),
-                "--service-account",
-                &dir.join("fcm-key.json").display().to_string(),
-            ],
-            &[],
-            &dir.join("fake-fcm.log"),
-        )?,
-        cloud.spawn(&setup_clock, &dir.join("cloud-setup.log"))?,
-    ];
-    for (port, what) in [
+    procs.push(spawn_fake_line(
+        ports.line,
+        &cloud.secrets.line_token,
+        &dir.join("fake-line.log"),
+    )?);
+    procs.push(spawn(
+        "fake FCM",
+        &sim_bin,
+        &[
+            "fake-fcm",
+            "--listen",
+            &format!("127.0.0.1:{}", ports.fcm),
+            "--service-account",
+            &dir.join("fcm-key.json").display().to_string(),
+        ],
+        &[],
+        &dir.join("fake-fcm.log"),
+    )?);
+    procs.push(cloud.spawn(0, &setup_clock, &dir.join("cloud-setup.log"))?);
+    let mut waits = vec![
         (ports.line, "the fake LINE server"),
         (ports.fcm, "the fake FCM server"),
         (ports.http, "the cloud's HTTP API"),
-        (ports.mqtt, "the cloud's broker"),
-    ] {
-        wait_port(port, what, &mut procs).await?;
+    ];
+    if cloud.embedded_broker {
+        waits.push((ports.mqtt, "the cloud's broker"));
     }
-    Ok(procs)
+    for (port, what) in waits {
+        wait_port(port, what, procs).await?;
+    }
+    Ok(())
 }
 
 /// Registers every shopper (eight at once); answers their customer ids and install tokens.
@@ -357,12 +465,18 @@ async fn start_for_day(
     );
     let clock = Clock::from_spec(&clock_spec.parse().map_err(|e| anyhow::anyhow!("{e}"))?);
     // The killed process's store lock goes with it; the new one waits for it.
-    procs.push(cloud.spawn(&clock_spec, &dir.join("cloud.log"))?);
-    for (port, what) in [
-        (ports.http, "the cloud's HTTP API"),
-        (ports.mqtt, "the cloud's broker"),
-    ] {
-        wait_port(port, what, procs).await?;
+    for i in 0..cloud.configs.len() {
+        let log = match i {
+            0 => dir.join("cloud.log"),
+            i => dir.join(format!("cloud-{}.log", i + 1)),
+        };
+        procs.push(cloud.spawn(i, &clock_spec, &log)?);
+    }
+    for port in &cloud.http_ports {
+        wait_port(*port, "the cloud's HTTP API", procs).await?;
+    }
+    if cloud.embedded_broker {
+        wait_port(ports.mqtt, "the cloud's broker", procs).await?;
     }
     Ok(clock)
 }
