@@ -375,6 +375,26 @@ pub fn run_bounded_with(
     ))
 }
 
+/// Runs `omo-sim demo ARGS` with `env` added (10 minutes at most) and returns its report;
+/// fails unless it exits 0.
+pub fn run_demo(
+    sim: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let args: Vec<&str> = std::iter::once("demo")
+        .chain(args.iter().copied())
+        .collect();
+    let (status, stdout, stderr) =
+        run_bounded_with(sim, &args, dir, Duration::from_secs(600), env)?;
+    assert!(
+        status.success(),
+        "{args:?} failed ({status:?}):\n{stdout}\n{stderr}"
+    );
+    Ok(stdout)
+}
+
 /// "A Saturday at two stores" shortened for a test: a 3-hour day of `population` shoppers at
 /// `speed`, with the expectations scaled to it: at least `min_visits` visits and `min_offers`
 /// offers, platform shares within `share_tolerance`, and the lift shown but not checked (too

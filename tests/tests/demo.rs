@@ -7,11 +7,8 @@
 //! GPS coordinate of the scenario's shoppers.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use omo_tests::{
-    binary, cloud::cloud_binary, gateway_binary, mosquitto_path, run_bounded_with, short_saturday,
-};
+use omo_tests::{binary, cloud::cloud_binary, gateway_binary, run_demo, short_saturday};
 
 #[test]
 fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Result<()> {
@@ -157,67 +154,6 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
     Ok(())
 }
 
-/// The demo with its cloud on PostgreSQL, as two instances behind Mosquitto (the driver's calls
-/// to each in turn): every expectation holds, and the instances shared the pipeline's
-/// partitions.
-#[test]
-fn the_demo_runs_on_postgresql_as_two_instances_behind_mosquitto() -> anyhow::Result<()> {
-    let Some(pg) = omo_tests::postgres::cluster()? else {
-        return Ok(());
-    };
-    pg.create_database("demo").map_err(anyhow::Error::msg)?;
-    cloud_binary()?;
-    gateway_binary()?;
-    mosquitto_path()?;
-    let sim = binary("omo-sim", "omo-sim")?;
-    // A fifth of the other run's speed: two debug-built instances, PostgreSQL, Mosquitto, four
-    // gateways and the driver share two cores, and at ×120 the reports reached the cloud late
-    // enough (a second of queueing is two clock minutes) to split a third of the stays.
-    let text = short_saturday(1000, 60, (100, 20), 0.12);
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("short.toml");
-    std::fs::write(&path, &text)?;
-    let logs = dir.path().join("logs");
-    let url = pg.url("demo");
-    let stdout = demo_with(
-        &sim,
-        dir.path(),
-        &[
-            "--scenario",
-            &path.display().to_string(),
-            "--postgres",
-            &url,
-            "--instances",
-            "2",
-            "--logs",
-            &logs.display().to_string(),
-        ],
-        &[("OMO_CLOUD_PG_PASSWORD", pg.password())],
-    )?;
-    assert!(stdout.contains("Every expectation held."), "{stdout}");
-    for source in ["gateway", "line", "app"] {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.contains("by source") && l.contains(source)),
-            "no visits from {source}:\n{stdout}"
-        );
-    }
-    // Each instance ran some of the visit stage's partitions through the day.
-    let run = std::fs::read_dir(&logs)?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no run directory under {}", logs.display()))??
-        .path();
-    for log in ["cloud.log", "cloud-2.log"] {
-        let text = std::fs::read_to_string(run.join(log))?;
-        assert!(
-            text.contains("visit stage partition taken on"),
-            "{log}:\n{text}"
-        );
-    }
-    Ok(())
-}
-
 /// The shoppers' personal ids and every GPS coordinate the run reported, as they would
 /// appear in text.
 fn personal_data(
@@ -303,24 +239,5 @@ fn check_logs_keep_personal_data(
 /// Runs `omo-sim demo ARGS` (10 minutes at most) and returns its report; fails unless it
 /// exits 0.
 fn demo(sim: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
-    demo_with(sim, dir, args, &[])
-}
-
-/// [`demo`] with environment variables added.
-fn demo_with(
-    sim: &std::path::Path,
-    dir: &std::path::Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> anyhow::Result<String> {
-    let args: Vec<&str> = std::iter::once("demo")
-        .chain(args.iter().copied())
-        .collect();
-    let (status, stdout, stderr) =
-        run_bounded_with(sim, &args, dir, Duration::from_secs(600), env)?;
-    assert!(
-        status.success(),
-        "{args:?} failed ({status:?}):\n{stdout}\n{stderr}"
-    );
-    Ok(stdout)
+    run_demo(sim, dir, args, &[])
 }
