@@ -52,6 +52,10 @@ pub struct Worker {
     live: Option<Arc<crate::live::Live>>,
 }
 
+/// Conflicts in a row recording a round's answers before the round fails (its deliveries
+/// are then sent again once their lease runs out).
+const RECORD_CONFLICTS: u32 = 32;
+
 impl Worker {
     pub fn new(
         store: Arc<dyn Store>,
@@ -192,7 +196,9 @@ impl Worker {
         }
     }
 
-    /// One round; returns whether it did anything, and the next due time it saw.
+    /// One round; returns whether it did anything, and the next due time it saw. A round that
+    /// meets another instance's claim (a conflict taking its rows) is taken again by
+    /// [`Worker::run`]; recording the answers of requests already sent is retried here.
     pub async fn round(self: &Arc<Self>) -> Result<(bool, Option<i64>), StoreError> {
         let now = self.now_ms();
         let me = self.clone();
@@ -220,9 +226,22 @@ impl Worker {
         let me = self.clone();
         let now = self.now_ms();
         self.alert(&answers, now);
-        tokio::task::spawn_blocking(move || record(me.store.as_ref(), &me.settings, &answers, now))
-            .await
-            .map_err(|e| StoreError::Backend(format!("delivery task: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            // The requests went out: their answers are recorded even when another instance's
+            // worker wrote a row or a counter this commit expects meanwhile (read again), so a
+            // send is never repeated for want of its record.
+            let mut conflicts = 0;
+            loop {
+                match record(me.store.as_ref(), &me.settings, &answers, now) {
+                    Err(StoreError::Conflict { .. }) if conflicts < RECORD_CONFLICTS => {
+                        conflicts += 1;
+                    }
+                    r => return r,
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("delivery task: {e}")))??;
         Ok((true, taken.next_due_ms))
     }
 
@@ -243,8 +262,8 @@ impl Worker {
                         .unwrap_or(Duration::from_secs(1))
                         .min(Duration::from_secs(1))
                 }
-                // Another instance's worker claimed or recorded some of these rows first:
-                // take the round again shortly, over what it left.
+                // Another instance's worker claimed some of these rows first: take the round
+                // again shortly, over what it left.
                 Err(StoreError::Conflict { .. }) => {
                     tracing::debug!("delivery round met another instance's claim; again");
                     Duration::from_millis(10)

@@ -48,6 +48,26 @@ pub fn erasing(store: &dyn Store, id: &str) -> Result<Option<Erasing>, StoreErro
     Ok(read(store, &keys::erasing(id))?.map(|(e, _)| e))
 }
 
+/// Every erasure under way (first step committed, last not yet): the ones an asker left
+/// (answered 202, or gone mid-way) for [`crate::privacy::finish_waiting_erasures`].
+pub fn erasures_under_way(store: &dyn Store) -> Result<Vec<Erasing>, StoreError> {
+    let prefix = keys::erasing("");
+    let mut out = Vec::new();
+    for (k, v) in
+        crate::store::barrier::scan_prefix(store, Space::Identity, prefix.as_bytes(), usize::MAX)?
+    {
+        match serde_json::from_slice::<Erasing>(&v) {
+            Ok(e) => out.push(e),
+            Err(e) => tracing::warn!(
+                key = %String::from_utf8_lossy(&k),
+                error = %e,
+                "unreadable erasure record skipped"
+            ),
+        }
+    }
+    Ok(out)
+}
+
 /// The first step of erasing customer `id`: one commit that removes the record, every index
 /// key that points at it (member id, LINE user, beacons, EID keys) and its installs (with their
 /// push tokens and token hashes), and keeps what the rest of the erasure needs under

@@ -12,7 +12,9 @@ mod installs;
 pub mod keys;
 mod line_link;
 
-pub use forget::{begin_erasure, end_erasure, erasing, expire_line_nonces, Erasing};
+pub use forget::{
+    begin_erasure, end_erasure, erasing, erasures_under_way, expire_line_nonces, Erasing,
+};
 pub use installs::{
     authenticate_install, invalidate_push_token, register_install, revoke_install, AppConsent,
     InstallRequest,

@@ -43,6 +43,12 @@ pub(super) fn pause_after(conflicts: u32) -> std::time::Duration {
 /// answered 503.
 pub(super) const BATCHES_LEFT_AFTER: u32 = 4;
 
+/// Whether `topic` is a gateway's presence batch (the only message a gateway resends).
+fn is_presence(topic: &str) -> bool {
+    omo_device_config::Topic::parse(topic)
+        .is_ok_and(|t| t.channel == omo_device_config::Channel::Presence)
+}
+
 /// What a group was taken from.
 pub(super) enum Input {
     /// A message from the broker (its acknowledgement stays with the group).
@@ -57,8 +63,8 @@ pub(super) enum Input {
 impl Writer {
     /// The group taken again from `old`'s inputs, ticks, broker acknowledgements and reply
     /// channels, over the log end and ledgers as now read.
-    /// With `batches` false, the gateways' batches are left out (unacknowledged: they are
-    /// resent) and only the append requests are taken.
+    /// With `batches` false, the gateways' presence batches are left out (their broker
+    /// acknowledgements still go, but not the signed acks: the gateways resend them).
     pub(super) fn take_again(&mut self, old: Group, batches: bool) -> Group {
         let mut group = Group {
             broker_acks: old.broker_acks,
@@ -67,7 +73,8 @@ impl Writer {
         let mut replies = old.replies.into_iter().map(|(reply, _)| reply);
         for input in old.inputs {
             match input {
-                Input::Mqtt { .. } if !batches => {
+                // Presence batches only: statuses and config acks are not resent.
+                Input::Mqtt { topic, .. } if !batches && is_presence(&topic) => {
                     metrics::counter!("omo_ingest_batches_left_for_resend_total").increment(1);
                 }
                 Input::Mqtt { topic, payload } => self.take_mqtt(

@@ -73,6 +73,24 @@ pub fn finish_erasure(
     Ok(done)
 }
 
+/// Finishes the erasures an asker left under way (answered 202 because the visit stage had
+/// not yet done its part, or stopped mid-way): asks the visit stage again where it has not
+/// done its part, and finishes those whose part is done. Answers how many it finished. Run by
+/// the retention sweeper, so an erasure never waits on its asker to ask again.
+pub fn finish_waiting_erasures(store: &dyn Store, now_ms: i64) -> Result<usize, StoreError> {
+    let mut finished = 0;
+    for erasing in identity::erasures_under_way(store)? {
+        let id = erasing.customer.id.as_str();
+        if visits::erasure_outcome(store, id)?.is_none() {
+            visits::request_erasure(store, id)?;
+            continue;
+        }
+        finish_erasure(store, &erasing, now_ms)?;
+        finished += 1;
+    }
+    Ok(finished)
+}
+
 /// Every reference a purchase may name the erased customer by: member id, LINE user, the
 /// beacons they carry, their installs.
 fn references(erasing: &Erasing) -> Vec<String> {

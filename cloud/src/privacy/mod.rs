@@ -35,7 +35,7 @@ use omo_device_config::BeaconId;
 use crate::identity::{eid_resolver::EidResolver, Customer};
 use crate::ingest::record::Record;
 
-pub use erasure::{finish_erasure, Finished};
+pub use erasure::{finish_erasure, finish_waiting_erasures, Finished};
 pub use export::export;
 
 /// Rows read per page while scanning.

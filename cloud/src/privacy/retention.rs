@@ -292,6 +292,12 @@ pub async fn run(
                 pause: &mut pause,
             }
             .run(&mut carried);
+            // Erasures an asker left under way are finished here too.
+            match super::finish_waiting_erasures(s.as_ref(), c.now().timestamp_millis()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(erasures = n, "finished erasures left under way"),
+                Err(e) => tracing::warn!(error = %e, "erasures left under way not finished yet"),
+            }
             (swept, carried)
         })
         .await;

@@ -126,6 +126,14 @@ pub(super) async fn start(
         api.base.clone(),
         api.admin.clone(),
     ));
+    if opts.postgres.is_some() {
+        let held = api_of_setup
+            .admin(reqwest::Method::GET, "/v1/admin/customers?limit=1", None)
+            .await?;
+        if held["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            bail!("--postgres: that database already holds customers: the demo needs an empty one");
+        }
+    }
     let (customer_of, install_token) =
         register_all(s, &api_of_setup, shoppers, &secrets.member_secret).await?;
     let (pos_keys, shop_key, qr_codes) = set_up_site(s, &api_of_setup).await?;

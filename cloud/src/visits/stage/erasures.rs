@@ -35,14 +35,28 @@ impl Request {
             .map_err(|e| StoreError::backend("erasure request", format!("{customer}: {e}")))
     }
 
-    /// Adds the request, done with `erased`, to `c`.
-    pub fn put_done(c: &mut Commit, customer: &str, erased: VisitsErased) {
+    /// Adds to `c` what an erasure of `customer` says to whoever asked: the request as read
+    /// now, if there is one, becomes done with `erased` — expected unchanged, so an instance
+    /// that read the requests before another did this one and its asker finished (deleting
+    /// it) conflicts instead of writing it back. No request (an erasure run directly): nothing.
+    pub fn put_done(
+        store: &dyn Store,
+        c: &mut Commit,
+        customer: &str,
+        erased: VisitsErased,
+    ) -> Result<(), StoreError> {
+        let key = keys::erase_request(customer);
+        let Some(asked) = store.get(Space::Visits, key.as_bytes())? else {
+            return Ok(());
+        };
+        c.expect(Space::Visits, key.as_bytes(), Some(asked));
         let done = Request { done: Some(erased) };
         c.put(
             Space::Visits,
-            keys::erase_request(customer),
+            key,
             serde_json::to_vec(&done).expect("a request serialises"),
         );
+        Ok(())
     }
 }
 

@@ -155,7 +155,7 @@ impl Part {
             visits,
         };
         // Whoever asked reads what went from the request.
-        Request::put_done(&mut c, customer, erased);
+        Request::put_done(store, &mut c, customer, erased)?;
         store.commit(c)?;
         self.revision += 1;
         Ok(erased)

@@ -180,31 +180,40 @@ fn instances_sharing_on(place: &Place) {
             .contains(&format!("partition {theirs} is not run by this instance")),
         "{refused}"
     );
-    // Asked through the store, the other does nothing; the one running it erases and says
-    // what it removed in the request, once.
-    crate::visits::request_erasure(&shared, customer).unwrap();
-    assert_eq!(other.take_erasures(&shared, &inputs).unwrap(), 0);
-    assert_eq!(
-        crate::visits::erasure_outcome(&shared, customer).unwrap(),
-        None
-    );
-    assert_eq!(runs.take_erasures(&shared, &inputs).unwrap(), 1);
-    let erased = crate::visits::erasure_outcome(&shared, customer)
+    // Its identity step done and its asker gone before the visit stage did its part: the
+    // sweeper asks the stage; the instance that does not run it does nothing, the one that
+    // does erases once and says what it removed in the request.
+    let (_, c) = crate::identity::begin_erasure(&shared, customer)
         .unwrap()
-        .expect("done");
+        .unwrap();
+    shared.commit(c).unwrap();
+    let outcome = || crate::visits::erasure_outcome(&shared, customer).unwrap();
+    assert_eq!(
+        crate::privacy::finish_waiting_erasures(&shared, 0).unwrap(),
+        0
+    );
+    assert_eq!(other.take_erasures(&shared, &inputs).unwrap(), 0);
+    assert_eq!(outcome(), None);
+    assert_eq!(runs.take_erasures(&shared, &inputs).unwrap(), 1);
+    let erased = outcome().expect("done");
     assert!(erased.visits > 0, "{erased:?}");
     assert_eq!(runs.take_erasures(&shared, &inputs).unwrap(), 0);
-    // Asking again after it was done changes nothing; the last step deletes the request.
+    // Asking again after it was done changes nothing.
     crate::visits::request_erasure(&shared, customer).unwrap();
+    assert_eq!(outcome(), Some(erased));
+    // The sweeper finishes it: the erasure record and the request go.
     assert_eq!(
-        crate::visits::erasure_outcome(&shared, customer).unwrap(),
-        Some(erased)
+        crate::privacy::finish_waiting_erasures(&shared, 0).unwrap(),
+        1
     );
-    crate::visits::forget_erasure_request(&shared, customer).unwrap();
-    assert_eq!(
-        crate::visits::erasure_outcome(&shared, customer).unwrap(),
-        None
-    );
+    assert!(crate::identity::erasing(&shared, customer)
+        .unwrap()
+        .is_none());
+    assert_eq!(outcome(), None);
+    // A stage erasing again (it read the request before it was finished) writes no request
+    // back.
+    runs.erase(&shared, &inputs, customer).unwrap();
+    assert_eq!(outcome(), None);
     let left = visits(&shared);
     assert!(left.len() < visits(&alone).len());
     assert!(left
