@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use crate::mqtt_gateway::{Creds, MqttGateway};
 use crate::procs::{
     bin_dir, binary, cpu_seconds, free_port, futures_unordered, import_site, keep_on_error,
-    peak_rss_kb, rss_kb, spawn, spawn_fake_line, wait_port, Api,
+    peak_rss_kb, rss_kb, spawn, spawn_fake_line, stage_lag, wait_port, Api,
 };
 use crate::world;
 
@@ -82,6 +82,11 @@ pub struct Options {
     pub resend_s: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Keep the cloud's state in this (empty) PostgreSQL database instead of a fresh sled dir:
+    /// a libpq URL, its password there or in OMO_CLOUD_PG_PASSWORD. The CPU of the local
+    /// `postgres` processes is reported beside the cloud's.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
     /// Where the omo-cloud binary is; default: beside this program.
     #[arg(skip)]
     pub bin_dir: Option<PathBuf>,
@@ -597,6 +602,8 @@ pub struct Outcome {
     pub cpu_generator: f64,
     pub cpu_cloud: f64,
     pub cpu_fake_line: f64,
+    /// The local PostgreSQL processes' (0 on sled).
+    pub cpu_database: f64,
     pub cloud_peak_rss_mb: f64,
     pub generator_peak_rss_mb: f64,
 }
@@ -716,6 +723,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         cpu_generator: (c1[0] - c0[0]) / seconds,
         cpu_cloud: (c1[1] - c0[1]) / seconds,
         cpu_fake_line: (c1[2] - c0[2]) / seconds,
+        cpu_database: (c1[3] - c0[3]) / seconds,
         cloud_peak_rss_mb: cloud_rss,
         generator_peak_rss_mb: own_rss,
     })
@@ -756,12 +764,15 @@ async fn start_system(
     std::fs::write(
         path("cloud.toml"),
         format!(
-            "[data]\ndir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+            "[data]\n{data}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
              [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 20000\n\
              [delivery]\nconcurrency = 64\nbatch = 512\n\
              [visits]\nenter_after_s = {ENTER_AFTER_S}\nreorder_window_s = {REORDER_WINDOW_S}\n\
              [log]\nlevel = \"warn,omo_cloud=info\"\n",
-            data = path("data").display().to_string(),
+            data = match &opts.postgres {
+                None => format!("dir = {:?}", path("data").display().to_string()),
+                Some(url) => format!("engine = \"postgres\"\n[data.postgres]\nurl = {url:?}\npool_size = 16"),
+            },
         ),
     )?;
     import_site(&cloud_bin, &path("site.toml"), &path("cloud.toml"))?;
@@ -943,8 +954,9 @@ struct Watched {
     curve: Vec<Sample>,
 }
 
-/// Events published and acknowledged, CPU seconds of (generator, cloud, fake LINE), when.
-type Measure = (u64, u64, [f64; 3], Instant);
+/// Events published and acknowledged, CPU seconds of (generator, cloud, fake LINE, the local
+/// PostgreSQL processes), when.
+type Measure = (u64, u64, [f64; 4], Instant);
 
 /// Watches the run until `time.stop`: the processes alive, the window's start measured at
 /// `measure_from`, a sample of lags and memory every 10 s.
@@ -962,6 +974,7 @@ async fn watch(
                 cpu_seconds(pids[0])?,
                 cpu_seconds(pids[1])?,
                 cpu_seconds(pids[2])?,
+                crate::procs::cpu_seconds_named("postgres"),
             ],
             Instant::now(),
         ))
@@ -1185,14 +1198,6 @@ async fn cloud_metrics(api: &Api) -> anyhow::Result<String> {
         .await?)
 }
 
-/// `omo_stage_lag_records` of `stage` in the cloud's `metrics`: what it has still to read.
-fn stage_lag(metrics: &str, stage: &str) -> Option<f64> {
-    let series = format!("omo_stage_lag_records{{stage=\"{stage}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
-}
-
 fn lag_text(lag: Option<f64>) -> String {
     lag.map_or_else(|| "?".to_owned(), |l| format!("{l:.0}"))
 }
@@ -1284,8 +1289,8 @@ impl std::fmt::Display for Outcome {
         }
         writeln!(
             f,
-            "CPU, cores over the window: load generator {:.2}, omo-cloud {:.2}, fake LINE {:.2}",
-            self.cpu_generator, self.cpu_cloud, self.cpu_fake_line
+            "CPU, cores over the window: load generator {:.2}, omo-cloud {:.2}, fake LINE {:.2}, PostgreSQL (local) {:.2}",
+            self.cpu_generator, self.cpu_cloud, self.cpu_fake_line, self.cpu_database
         )?;
         write!(
             f,
@@ -1311,6 +1316,7 @@ mod tests {
             window: 8,
             resend_s: 10,
             seed: 1,
+            postgres: None,
             bin_dir: None,
         }
     }

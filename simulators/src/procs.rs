@@ -268,6 +268,35 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
+/// `omo_stage_lag_records` of `stage` in a cloud's `metrics` (labelled with its instance or
+/// not): what the partitions it holds have still to read, at most.
+pub fn stage_lag(metrics: &str, stage: &str) -> Option<f64> {
+    let label = format!("stage=\"{stage}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("omo_stage_lag_records{"))
+        .find(|l| {
+            l.split_once('}')
+                .is_some_and(|(labels, _)| labels.contains(&label))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse().ok())
+}
+
+/// CPU seconds (user + system) of every process on this machine named `name` (a local
+/// database's server processes, say); those gone between reads are missed.
+pub fn cpu_seconds_named(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(|pid| cpu_seconds(pid).ok())
+        .sum()
+}
+
 /// Peak resident set size of a process, kB.
 pub fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
     status_kb(pid, "VmHWM:")
@@ -336,4 +365,19 @@ pub fn spawn_fake_line(port: u16, token: &str, log: &Path) -> anyhow::Result<Pro
         &[],
         log,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stage_lag;
+
+    #[test]
+    fn a_stage_lag_is_read_with_or_without_the_instance_label() {
+        let alone = "omo_stage_lag_records{stage=\"visits\"} 12\nomo_stage_lag_records{stage=\"decide\"} 3\n";
+        assert_eq!(stage_lag(alone, "visits"), Some(12.0));
+        assert_eq!(stage_lag(alone, "decide"), Some(3.0));
+        let labelled = "omo_stage_lag_records{omo_instance=\"a\",stage=\"decide\"} 0\nomo_stage_lag_records{omo_instance=\"a\",stage=\"visits\"} 7\n";
+        assert_eq!(stage_lag(labelled, "visits"), Some(7.0));
+        assert_eq!(stage_lag(labelled, "stats"), None);
+    }
 }

@@ -688,14 +688,11 @@ async fn wait_caught_up(api: &Api) {
         let mut caught_up = true;
         for base in api.bases() {
             let lag = match api.http.get(format!("{base}/metrics")).send().await {
-                Ok(r) => r.text().await.ok().and_then(|t| {
-                    t.lines()
-                        .find(|l| {
-                            l.starts_with("omo_stage_lag_records{")
-                                && l.contains("stage=\"visits\"")
-                        })
-                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                }),
+                Ok(r) => r
+                    .text()
+                    .await
+                    .ok()
+                    .and_then(|t| crate::procs::stage_lag(&t, "visits")),
                 Err(_) => None,
             };
             caught_up &= lag.is_some_and(|l| l <= CAUGHT_UP);
