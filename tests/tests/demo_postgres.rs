@@ -20,8 +20,8 @@ fn the_demo_runs_on_postgresql_as_two_instances_behind_mosquitto() -> anyhow::Re
     mosquitto_path()?;
     let sim = binary("omo-sim", "omo-sim")?;
     // A fifth of the other run's speed: two debug-built instances, PostgreSQL, Mosquitto, four
-    // gateways and the driver share two cores, and at ×120 the reports reached the cloud late
-    // enough (a second of queueing is two clock minutes) to split a third of the stays.
+    // gateways and the driver share two cores, and at ×120 about half the visits were pieces
+    // of split stays (see the README).
     let text = short_saturday(1000, 60, (100, 20), 0.12);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("short.toml");
