@@ -37,6 +37,20 @@ impl Plan {
         }
     }
 
+    /// Whether row locks keep every expectation: each key expected absent is one the commit
+    /// writes (inserted only if still absent), so nothing needs `SERIALIZABLE`'s predicate
+    /// locks — a key expected absent and not written has no row to lock.
+    fn row_locks_suffice(&self) -> bool {
+        self.expects.iter().all(|(space, key, value)| {
+            value.is_some()
+                || self
+                    .writes
+                    .get(space)
+                    .and_then(|w| w.get(key))
+                    .is_some_and(Option::is_some)
+        })
+    }
+
     /// This plan with its append moved on by `delta` offsets from `first`.
     fn moved(&self, first: u64, delta: u64) -> Result<Plan, StoreError> {
         let by = (first, delta);
@@ -92,9 +106,18 @@ async fn attempt(
     queries: &[Queries],
     plan: &Plan,
 ) -> Result<Option<u64>, Failed> {
+    // Row locks where they keep every expectation (`REPEATABLE READ`: a locked row changed
+    // since the snapshot fails 40001 and the attempt runs again); `SERIALIZABLE` otherwise.
+    // Its predicate locks made nearly every stage commit fail under load: the stages' offsets
+    // share an index page, and every commit that reads one conflicted with every other.
+    let locked = plan.row_locks_suffice();
     let tx = client
         .build_transaction()
-        .isolation_level(IsolationLevel::Serializable)
+        .isolation_level(if locked {
+            IsolationLevel::RepeatableRead
+        } else {
+            IsolationLevel::Serializable
+        })
         .start()
         .await?;
     let moved;
@@ -128,7 +151,13 @@ async fn attempt(
     }
     let mut found: BTreeMap<(Space, Vec<u8>), Vec<u8>> = BTreeMap::new();
     for (space, keys) in wanted {
-        let stmt = tx.prepare_cached(&queries[space.index()].get_many).await?;
+        let q = &queries[space.index()];
+        let read = if locked {
+            &q.get_many_for_update
+        } else {
+            &q.get_many
+        };
+        let stmt = tx.prepare_cached(read).await?;
         for row in tx.query(&stmt, &[&keys]).await? {
             found.insert((space, row.get(0)), row.get(1));
         }
@@ -141,16 +170,52 @@ async fn attempt(
             }));
         }
     }
+    write(&tx, queries, plan, locked).await?;
+    tx.commit().await?;
+    Ok(plan.append)
+}
+
+/// Writes `plan`'s final values in `tx`; under row locks (`locked`) a key expected absent is
+/// inserted only if still absent, else the commit conflicts.
+async fn write(
+    tx: &deadpool_postgres::Transaction<'_>,
+    queries: &[Queries],
+    plan: &Plan,
+    locked: bool,
+) -> Result<(), Failed> {
+    // Keys expected absent: inserted only if still absent (another transaction may have
+    // inserted one since this one looked; under row locks nothing else would stop it).
+    let fresh: std::collections::BTreeSet<(Space, &[u8])> = plan
+        .expects
+        .iter()
+        .filter(|(_, _, v)| v.is_none())
+        .map(|(s, k, _)| (*s, k.as_slice()))
+        .collect();
     for (space, keys) in &plan.writes {
         let q = &queries[space.index()];
         let (mut put_keys, mut put_values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut new_keys, mut new_values) = (Vec::new(), Vec::new());
         for (k, v) in keys {
             match v {
+                Some(v) if locked && fresh.contains(&(*space, k.as_slice())) => {
+                    new_keys.push(k.as_slice());
+                    new_values.push(v.as_slice());
+                }
                 Some(v) => {
                     put_keys.push(k.as_slice());
                     put_values.push(v.as_slice());
                 }
                 None => gone.push(k.as_slice()),
+            }
+        }
+        if !new_keys.is_empty() {
+            let stmt = tx.prepare_cached(&q.insert_new).await?;
+            let inserted = tx.execute(&stmt, &[&new_keys, &new_values]).await?;
+            if inserted != new_keys.len() as u64 {
+                return Err(Failed::Store(StoreError::Conflict {
+                    space: *space,
+                    key: Hex(new_keys[0].to_vec()),
+                }));
             }
         }
         if !put_keys.is_empty() {
@@ -162,8 +227,7 @@ async fn attempt(
             tx.execute(&stmt, &[&gone]).await?;
         }
     }
-    tx.commit().await?;
-    Ok(plan.append)
+    Ok(())
 }
 
 /// Applies `plan`, retrying serialisation failures with a short growing pause; answers where

@@ -43,11 +43,15 @@ struct Queries {
     /// `get`, locking the row until the transaction ends (an append's log end).
     get_for_update: String,
     get_many: String,
+    /// `get_many`, locking the rows found until the transaction ends, in key order.
+    get_many_for_update: String,
     scan: String,
     scan_range: String,
     last: String,
     last_before: String,
     upsert: String,
+    /// Inserts the keys not there yet; the row count says how many were new.
+    insert_new: String,
     delete: String,
 }
 
@@ -58,6 +62,9 @@ impl Queries {
             get: format!("SELECT v FROM {t} WHERE k = $1"),
             get_for_update: format!("SELECT v FROM {t} WHERE k = $1 FOR UPDATE"),
             get_many: format!("SELECT k, v FROM {t} WHERE k = ANY($1)"),
+            get_many_for_update: format!(
+                "SELECT k, v FROM {t} WHERE k = ANY($1) ORDER BY k FOR UPDATE"
+            ),
             scan: format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2"),
             scan_range: format!(
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
@@ -67,6 +74,10 @@ impl Queries {
             upsert: format!(
                 "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+            insert_new: format!(
+                "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO NOTHING"
             ),
             delete: format!("DELETE FROM {t} WHERE k = ANY($1)"),
         }
