@@ -392,6 +392,19 @@ level = "info,omo_cloud=debug"
         Ok(c)
     }
 
+    /// Puts campaign `id` through the admin API (`body` as `PUT /v1/admin/campaigns/{id}`
+    /// takes it); fails unless it was created.
+    pub async fn put_campaign(&self, id: &str, body: Value) -> anyhow::Result<()> {
+        let path = format!("/v1/admin/campaigns/{id}");
+        let (status, answer) = self
+            .call(reqwest::Method::PUT, &path, Some(body), Some(ADMIN_TOKEN))
+            .await?;
+        if status != 201 {
+            bail!("PUT {path}: {status} {answer}");
+        }
+        Ok(())
+    }
+
     /// An admin GET.
     pub async fn admin(&self, path: &str) -> anyhow::Result<Value> {
         let (status, body) = self

@@ -122,16 +122,7 @@ impl Rig {
             "channels": ["line", "push", "webhook"],
             "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}", "flex": {"type": "bubble", "body": {"type": "box", "layout": "vertical", "contents": [{"type": "text", "text": "{coupon}"}]}}}}]
         });
-        let (status, body) = rig
-            .cloud
-            .call(
-                Method::PUT,
-                "/v1/admin/campaigns/welcome",
-                Some(campaign),
-                Some(ADMIN_TOKEN),
-            )
-            .await?;
-        anyhow::ensure!(status == 201, "{body}");
+        rig.cloud.put_campaign("welcome", campaign).await?;
         Ok(rig)
     }
 

@@ -343,16 +343,7 @@ impl Pair {
             "channels": ["line"],
             "variants": [{"id": "a", "weight": 1, "template": {"text": "Welcome {name} to {store}: {coupon}"}}]
         });
-        let (status, body) = self
-            .b()
-            .call(
-                Method::PUT,
-                "/v1/admin/campaigns/welcome",
-                Some(campaign),
-                Some(ADMIN_TOKEN),
-            )
-            .await?;
-        anyhow::ensure!(status == 201, "{body}");
+        self.b().put_campaign("welcome", campaign).await?;
         Ok(ids)
     }
 
@@ -426,6 +417,17 @@ impl Pair {
         Ok(())
     }
 
+    /// Once both instances hold four partitions each: the shoppers and the welcome campaign,
+    /// and the gateway connected.
+    async fn shared_out(&self) -> anyhow::Result<MqttGateway> {
+        until_held(&[self.a(), self.b()], Duration::from_secs(20), |n| {
+            n == [4, 4]
+        })
+        .await?;
+        self.welcome().await?;
+        MqttGateway::connect(self.broker.port, &self.g1, &self.g1.password).await
+    }
+
     fn stop(&mut self) -> anyhow::Result<()> {
         for cloud in &mut self.clouds {
             cloud.stop()?;
@@ -481,12 +483,7 @@ async fn one_of_two_dies(death: Death, db: &str) -> anyhow::Result<()> {
             pair.clouds[1].start_with_env(&[("FAILPOINTS", &failpoint)])?;
         }
     }
-    until_held(&[pair.a(), pair.b()], Duration::from_secs(20), |n| {
-        n == [4, 4]
-    })
-    .await?;
-    pair.welcome().await?;
-    let mut gw = MqttGateway::connect(pair.broker.port, &pair.g1, &pair.g1.password).await?;
+    let mut gw = pair.shared_out().await?;
     pair.hear_shoppers(&mut gw, 0..3).await?;
     if let Death::Killed = death {
         pair.clouds[1].process().kill()?;
@@ -548,12 +545,7 @@ async fn a_database_outage_under_two_instances_loses_and_doubles_nothing() -> an
     for cloud in &mut pair.clouds {
         cloud.start()?;
     }
-    until_held(&[pair.a(), pair.b()], Duration::from_secs(20), |n| {
-        n == [4, 4]
-    })
-    .await?;
-    pair.welcome().await?;
-    let mut gw = MqttGateway::connect(pair.broker.port, &pair.g1, &pair.g1.password).await?;
+    let mut gw = pair.shared_out().await?;
     pair.hear_shoppers(&mut gw, 0..4).await?;
 
     let stopped = std::time::Instant::now();

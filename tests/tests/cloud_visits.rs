@@ -403,15 +403,7 @@ async fn app_cloud(failpoints: Option<&str>) -> anyhow::Result<CloudUnderTest> {
         "caps": {"per_customer": 5, "period_days": 1}, "budget": 100, "offer_ttl_minutes": 60, "channels": ["push"],
         "variants": [{"id": "a", "weight": 1, "template": {"text": "Thanks for coming to {store}"}}]
     });
-    let (status, body) = cloud
-        .call(
-            Method::PUT,
-            "/v1/admin/campaigns/thanks",
-            Some(campaign),
-            Some(ADMIN_TOKEN),
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "{body}");
+    cloud.put_campaign("thanks", campaign).await?;
     Ok(cloud)
 }
 
