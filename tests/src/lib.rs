@@ -12,7 +12,9 @@ use anyhow::{bail, Context};
 
 pub mod cloud;
 pub mod cloud_stub;
+pub mod instances;
 pub mod load;
+pub mod patroni;
 pub mod postgres;
 pub mod scenario;
 pub mod system;

@@ -61,6 +61,21 @@ fn search_binaries() -> Option<PathBuf> {
     versions.pop().map(|(_, d)| d)
 }
 
+/// Who a PostgreSQL server started from this process must run as, (uid, gid): None for this
+/// process's own user; as root (which PostgreSQL refuses), the `postgres` user or `nobody`.
+pub fn server_account() -> Result<Option<(u32, u32)>, String> {
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if !is_root {
+        return Ok(None);
+    }
+    account("postgres")
+        .or_else(|| account("nobody"))
+        .map(Some)
+        .ok_or_else(|| "running as root and no `postgres` or `nobody` user to run as".into())
+}
+
 /// The (uid, gid) of `name` in `/etc/passwd`.
 fn account(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -84,18 +99,7 @@ impl LocalCluster {
             "no PostgreSQL server programs (initdb, postgres) on PATH, in $OMO_PG_BIN or under \
              /usr/lib/postgresql (Debian: apt-get install postgresql)",
         )?;
-        let is_root = std::fs::metadata("/proc/self")
-            .map(|m| m.uid() == 0)
-            .unwrap_or(false);
-        let runs_as = if is_root {
-            Some(
-                account("postgres")
-                    .or_else(|| account("nobody"))
-                    .ok_or("running as root and no `postgres` or `nobody` user to run as")?,
-            )
-        } else {
-            None
-        };
+        let runs_as = server_account()?;
         let root = std::env::temp_dir().join(format!(
             "omo-pg-{}-{}",
             std::process::id(),
