@@ -4,11 +4,16 @@
 //! 0 because the (relaxed) expectations hold; the run record it writes replays to the same
 //! visits. The first run logs at debug level (`--logs`), and no log line of the cloud or a
 //! gateway at info level or above carries a LINE user id, member id, push token, EID key or
-//! GPS coordinate of the scenario's shoppers.
+//! GPS coordinate of the scenario's shoppers. The data dir that run leaves migrates into
+//! PostgreSQL (`omo-cloud migrate`), and a cloud on it serves the same customers, visits and
+//! reports as one on the sled dir.
 
 use std::collections::HashSet;
 
-use omo_tests::{binary, cloud::cloud_binary, gateway_binary, run_demo, short_saturday};
+use omo_tests::cloud::{cloud_binary, CloudUnderTest};
+use omo_tests::instances::{held, until_caught_up};
+use omo_tests::{binary, gateway_binary, run_demo, short_saturday};
+use serde_json::Value;
 
 #[test]
 fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Result<()> {
@@ -39,6 +44,11 @@ fn a_shortened_demo_runs_end_to_end_and_meets_its_expectations() -> anyhow::Resu
         ],
     )?;
     check_logs_keep_personal_data(&logs, &scenario, &record)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(the_day_migrates_into_postgresql(&logs, &record))?;
     assert!(stdout.contains("Every expectation held."), "{stdout}");
     assert!(stdout.contains("Campaign welcome-coffee"), "{stdout}");
     assert!(stdout.contains("lift of a over holdout"), "{stdout}");
@@ -240,4 +250,185 @@ fn check_logs_keep_personal_data(
 /// exits 0.
 fn demo(sim: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
     run_demo(sim, dir, args, &[])
+}
+
+/// The sled data dir the demo kept under `logs` migrates into a fresh PostgreSQL database; a
+/// cloud on each, their clocks two hours after the run's last action (every visit over),
+/// serves the same customers, visits, store and tier reports, campaign reports and ingest
+/// statistics. Skipped where PostgreSQL cannot run (required in CI).
+async fn the_day_migrates_into_postgresql(
+    logs: &std::path::Path,
+    record: &std::path::Path,
+) -> anyhow::Result<()> {
+    let Some(pg) = omo_tests::postgres::cluster()? else {
+        return Ok(());
+    };
+    let kept = std::fs::read_dir(logs)?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("data"))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| anyhow::anyhow!("no data dir under {}", logs.display()))?;
+    let last = std::fs::read_to_string(record)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["at"].as_i64())
+        .max()
+        .unwrap_or_default();
+    let at = chrono::DateTime::from_timestamp_millis(last + 2 * 3_600_000)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    let mut cloud = CloudUnderTest::empty(Vec::new(), None)?;
+    cloud.share_clock(&at, 1, &now);
+    // A copy: the cloud on sled writes to its dir, and the migration reads the day as it
+    // ended.
+    copy_dir(&kept, &cloud.dir.path().join("data"))?;
+    cloud.start()?;
+    let on_sled = served(&cloud).await?;
+    cloud.stop()?;
+
+    pg.create_database("demo").map_err(anyhow::Error::msg)?;
+    cloud.use_postgres(&pg.url("demo"), pg.password())?;
+    let config = cloud.path("cloud.toml");
+    let out = cloud.command(&[
+        "migrate",
+        "--from-dir",
+        &kept.display().to_string(),
+        "--config",
+        &config,
+    ])?;
+    assert!(out.contains("every entry compared"), "{out}");
+    cloud.start()?;
+    let on_postgres = served(&cloud).await?;
+    cloud.stop()?;
+    for (path, sled) in &on_sled {
+        if let Some(at) = difference(sled, &on_postgres[path]) {
+            panic!("GET {path} differs at {at}");
+        }
+    }
+    let count = |prefix: &str| -> usize {
+        on_sled
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, v)| v["items"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    let (customers, visits) = (count("/v1/admin/customers"), count("/v1/admin/visits"));
+    let campaigns = count("/v1/admin/campaigns");
+    anyhow::ensure!(
+        on_sled
+            .keys()
+            .filter(|p| p.starts_with("/v1/admin/reports/campaigns/"))
+            .count()
+            == campaigns,
+        "a campaign report is missing: {:?}",
+        on_sled.keys()
+    );
+    eprintln!(
+        "migrated: {} answers the same on sled and on PostgreSQL ({customers} customers, {visits} visits, {campaigns} campaigns)",
+        on_sled.len()
+    );
+    anyhow::ensure!(
+        customers > 0 && visits > 0 && campaigns > 0,
+        "nothing to compare"
+    );
+    Ok(())
+}
+
+/// Where `a` and `b` first differ: a JSON pointer and the two values there.
+fn difference(a: &Value, b: &Value) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                let (u, v) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                if let Some(d) = difference(u, v) {
+                    return Some(format!("/{k}{d}"));
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| Some(format!("/{i}{}", difference(u, v)?))),
+        _ if a == b => None,
+        _ => Some(format!(": sled {a}, postgres {b}")),
+    }
+}
+
+/// What `cloud` serves once its stages have caught up: each GET path and its answer.
+async fn served(
+    cloud: &CloudUnderTest,
+) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
+    // The demo's instance held the leases; they run out within a lease time.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while held(cloud, "visits").await? < 8 || held(cloud, "decide").await? < 8 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "partitions not held:\n{}",
+            cloud.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    for stage in ["visits", "decide"] {
+        until_caught_up(cloud, stage).await?;
+    }
+    let mut paths = vec![
+        "/v1/admin/stats".to_owned(),
+        "/v1/admin/reports/tiers".to_owned(),
+        "/v1/admin/campaigns".to_owned(),
+    ];
+    for store in ["shibuya", "umeda", "online"] {
+        paths.push(format!("/v1/admin/reports/stores/{store}"));
+        paths.push(format!("/v1/admin/visits?store={store}&limit=1000"));
+    }
+    let campaigns = cloud.admin("/v1/admin/campaigns").await?;
+    for c in campaigns["items"].as_array().into_iter().flatten() {
+        if let Some(id) = c["campaign"]["id"].as_str() {
+            paths.push(format!("/v1/admin/reports/campaigns/{id}"));
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            None => "/v1/admin/customers?limit=1000".to_owned(),
+            Some(a) => format!("/v1/admin/customers?limit=1000&after={a}"),
+        };
+        let page = cloud.admin(&path).await?;
+        after = page["next"].as_str().map(str::to_owned);
+        out.insert(path, page);
+        if after.is_none() {
+            break;
+        }
+    }
+    for path in paths {
+        let mut answer = cloud.admin(&path).await?;
+        if let Some(stats) = answer.as_object_mut() {
+            // Where the log ends, and the statistics stage with it, depends on how long the
+            // cloud ran: its ingest writes a clock tick into the log every second.
+            stats.remove("log_end");
+            stats.remove("stats_position");
+        }
+        out.insert(path, answer);
+    }
+    Ok(out)
+}
+
+/// Copies the directory `from` (files and directories) to `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
 }
