@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio::time::Duration;
 
+use crate::world::GatewayLogin;
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub name: String,
@@ -271,10 +273,16 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 /// `omo_stage_lag_records` of `stage` in a cloud's `metrics` (labelled with its instance or
 /// not): what the partitions it holds have still to read, at most.
 pub fn stage_lag(metrics: &str, stage: &str) -> Option<f64> {
+    stage_metric(metrics, "omo_stage_lag_records", stage)
+}
+
+/// The sample of metric `name` labelled with `stage` in a cloud's `metrics`.
+pub fn stage_metric(metrics: &str, name: &str, stage: &str) -> Option<f64> {
     let label = format!("stage=\"{stage}\"");
+    let opening = format!("{name}{{");
     metrics
         .lines()
-        .filter(|l| l.starts_with("omo_stage_lag_records{"))
+        .filter(|l| l.starts_with(&opening))
         .find(|l| {
             l.split_once('}')
                 .is_some_and(|(labels, _)| labels.contains(&label))
@@ -364,6 +372,55 @@ pub fn spawn_fake_line(port: u16, token: &str, log: &Path) -> anyhow::Result<Pro
         ],
         &[],
         log,
+    )
+}
+
+/// The cloud's login at a Mosquitto [`start_mosquitto`] started (a throwaway on loopback).
+const CLOUD_LOGIN: (&str, &str) = ("omo-cloud", "sim-cloud-password");
+
+/// The `[mqtt]` lines of a cloud instance, MQTT client `client_id`, behind the Mosquitto
+/// [`start_mosquitto`] started on `port`: its login, and the shared subscription's group.
+pub fn shared_broker_mqtt(port: u16, client_id: &str) -> String {
+    format!(
+        "url = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"{client_id}\"\nshare_group = \"omo\"\nusername = \"{}\"\npassword = \"{}\"",
+        CLOUD_LOGIN.0, CLOUD_LOGIN.1
+    )
+}
+
+/// Starts Mosquitto on `port` with the cloud's and the gateways' logins and the ACL the cloud
+/// generates for them (`omo-cloud broker-auth` writes the same), its files under `dir`.
+pub fn start_mosquitto(dir: &Path, port: u16, logins: &[GatewayLogin]) -> anyhow::Result<Proc> {
+    use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
+    use omo_device_config::{GatewayId, StoreId};
+    let dir = dir.join("mosquitto");
+    std::fs::create_dir_all(&dir)?;
+    let mut passwd = vec![password_line(
+        CLOUD_LOGIN.0,
+        &PasswordHash::new(CLOUD_LOGIN.1),
+    )];
+    let mut acl = cloud_acl(CLOUD_LOGIN.0);
+    for l in logins {
+        passwd.push(password_line(&l.gateway, &PasswordHash::new(&l.password)));
+        let (store, gateway) = (StoreId::new(&l.store)?, GatewayId::new(&l.gateway)?);
+        acl = format!("{acl}\n{}", gateway_acl(&store, &gateway));
+    }
+    std::fs::write(dir.join("passwd"), passwd.join("\n") + "\n")?;
+    std::fs::write(dir.join("acl"), acl)?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nlog_dest stderr\n",
+            dir.join("passwd").display(),
+            dir.join("acl").display()
+        ),
+    )?;
+    spawn(
+        "Mosquitto",
+        &mosquitto_path()?,
+        &["-c", &conf.display().to_string()],
+        &[],
+        &dir.join("mosquitto.log"),
     )
 }
 

@@ -19,8 +19,8 @@ use tokio::process::{ChildStdin, Command};
 
 use super::Options;
 use crate::procs::{
-    bin_dir, binary, free_port, futures_unordered, import_site, spawn, spawn_fake_line, wait_port,
-    Api, Proc,
+    bin_dir, binary, free_port, futures_unordered, import_site, shared_broker_mqtt, spawn,
+    spawn_fake_line, start_mosquitto, wait_port, Api, Proc,
 };
 use crate::scenario::Scenario;
 use crate::synth::{self, Phone, Shopper};
@@ -206,9 +206,7 @@ fn write_configs(
         let mqtt = if http_ports.len() == 1 {
             format!("listen = \"127.0.0.1:{mqtt_port}\"")
         } else {
-            format!(
-                "url = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"omo-demo-{n}\"\nshare_group = \"omo\"\nusername = \"{CLOUD_LOGIN}\"\npassword = \"{CLOUD_PASSWORD}\""
-            )
+            shared_broker_mqtt(mqtt_port, &format!("omo-demo-{n}"))
         };
         let config = path(&if n == 1 {
             "cloud.toml".to_owned()
@@ -234,47 +232,6 @@ fn write_configs(
         configs.push(config);
     }
     Ok((logins, configs))
-}
-
-/// The cloud's login at the demo's Mosquitto (a throwaway on loopback).
-const CLOUD_LOGIN: &str = "omo-cloud";
-const CLOUD_PASSWORD: &str = "demo-cloud-password";
-
-/// Starts Mosquitto on `port` with the cloud's and the gateways' logins and the ACL the cloud
-/// generates for them (`omo-cloud broker-auth` writes the same), its files under `dir`.
-fn start_mosquitto(dir: &Path, port: u16, logins: &[GatewayLogin]) -> anyhow::Result<Proc> {
-    use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
-    use omo_device_config::{GatewayId, StoreId};
-    let dir = dir.join("mosquitto");
-    std::fs::create_dir_all(&dir)?;
-    let mut passwd = vec![password_line(
-        CLOUD_LOGIN,
-        &PasswordHash::new(CLOUD_PASSWORD),
-    )];
-    let mut acl = cloud_acl(CLOUD_LOGIN);
-    for l in logins {
-        passwd.push(password_line(&l.gateway, &PasswordHash::new(&l.password)));
-        let (store, gateway) = (StoreId::new(&l.store)?, GatewayId::new(&l.gateway)?);
-        acl = format!("{acl}\n{}", gateway_acl(&store, &gateway));
-    }
-    std::fs::write(dir.join("passwd"), passwd.join("\n") + "\n")?;
-    std::fs::write(dir.join("acl"), acl)?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nlog_dest stderr\n",
-            dir.join("passwd").display(),
-            dir.join("acl").display()
-        ),
-    )?;
-    spawn(
-        "Mosquitto",
-        &crate::procs::mosquitto_path()?,
-        &["-c", &conf.display().to_string()],
-        &[],
-        &dir.join("mosquitto.log"),
-    )
 }
 
 /// How to start the cloud's instances.

@@ -1,8 +1,9 @@
 //! `omo-sim load`: N gateways and M customers against the real cloud at a target event rate.
 //!
 //! It starts the system under test on loopback — `omo-cloud run` with its embedded broker on a
-//! fresh data dir holding a generated fleet (stores of ten gateways, one gateway zone each), and
-//! the fake LINE server the cloud delivers to — registers M customers (a member id, a LINE
+//! fresh data dir (or a PostgreSQL database; with `--instances N`, N instances on it behind
+//! Mosquitto with a shared subscription) holding a generated fleet (stores of ten gateways, one
+//! gateway zone each), and the fake LINE server the cloud delivers to — registers M customers (a member id, a LINE
 //! user, consent, a static beacon id), and a campaign that offers on every store entry at most
 //! once a day. Then each gateway is an MQTT client speaking the gateway protocol: signed
 //! presence batches, a bounded window of unacknowledged batches, resends of what the cloud did
@@ -35,11 +36,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::mqtt_gateway::{Creds, MqttGateway};
-use crate::procs::{
-    bin_dir, binary, cpu_seconds, free_port, futures_unordered, import_site, keep_on_error,
-    peak_rss_kb, rss_kb, spawn, spawn_fake_line, stage_lag, wait_port, Api,
-};
+use crate::procs::{cpu_seconds, futures_unordered, keep_on_error, peak_rss_kb, rss_kb, Api};
 use crate::world;
+
+mod system;
+use system::{fleet_lag, partitions_held, start_system, System};
 
 /// Gateways per generated store.
 const GATEWAYS_PER_STORE: usize = 10;
@@ -87,6 +88,11 @@ pub struct Options {
     /// `postgres` processes is reported beside the cloud's.
     #[arg(long, value_name = "URL")]
     pub postgres: Option<String>,
+    /// Run the cloud as this many instances on the --postgres database, behind a Mosquitto
+    /// broker the load starts (Debian's `mosquitto`) with a shared subscription; the API
+    /// calls go to the instances in turn.
+    #[arg(long, default_value_t = 1, requires = "postgres", value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub instances: u16,
     /// Where the omo-cloud binary is; default: beside this program.
     #[arg(skip)]
     pub bin_dir: Option<PathBuf>,
@@ -604,6 +610,11 @@ pub struct Outcome {
     pub cpu_fake_line: f64,
     /// The local PostgreSQL processes' (0 on sled).
     pub cpu_database: f64,
+    /// Mosquitto's, with several instances (0: the embedded broker's work is the cloud's).
+    pub cpu_broker: f64,
+    /// The partitions of the visit and decision stages each instance held when the window
+    /// ended, the first instance's first.
+    pub partitions: Vec<(u64, u64)>,
     pub cloud_peak_rss_mb: f64,
     pub generator_peak_rss_mb: f64,
 }
@@ -682,12 +693,20 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         bail!("the measured window never started");
     };
     let (p1, a1, c1, t1) = watched.window_end;
-    let visit_lag = stage_lag(&cloud_metrics(&sys.api).await?, "visits");
+    let metrics = sys.metrics().await?;
+    let visit_lag = fleet_lag(&metrics, "visits");
+    let partitions = metrics
+        .iter()
+        .map(|m| (partitions_held(m, "visits"), partitions_held(m, "decide")))
+        .collect();
     eprintln!("omo-sim load: draining…");
     let drained = drain(&mut tasks, time, &mut sys.procs).await?;
     let (offers, stored_by_cloud, stats_caught_up) =
         collect_offers(&mut sys, &drained.deciding, watched.offers).await?;
-    let cloud_rss = peak_rss_kb(sys.cloud_pid)? as f64 / 1024.0;
+    let mut cloud_rss = 0.0;
+    for pid in &sys.cloud_pids {
+        cloud_rss += peak_rss_kb(*pid)? as f64 / 1024.0;
+    }
     let own_rss = peak_rss_kb(std::process::id())? as f64 / 1024.0;
     drop(sys);
 
@@ -724,98 +743,10 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         cpu_cloud: (c1[1] - c0[1]) / seconds,
         cpu_fake_line: (c1[2] - c0[2]) / seconds,
         cpu_database: (c1[3] - c0[3]) / seconds,
+        cpu_broker: (c1[4] - c0[4]) / seconds,
+        partitions,
         cloud_peak_rss_mb: cloud_rss,
         generator_peak_rss_mb: own_rss,
-    })
-}
-
-/// The system under test and what the run needs of it.
-struct System {
-    procs: Vec<crate::procs::Proc>,
-    api: Arc<Api>,
-    /// The generated fleet: its gateways' logins and how many stores they are in.
-    logins: Vec<world::GatewayLogin>,
-    stores: usize,
-    mqtt_port: u16,
-    line_port: u16,
-    cloud_pid: u32,
-    fake_pid: u32,
-}
-
-/// Writes the generated fleet and the cloud's config into `dir` and starts the fake LINE
-/// server and the cloud (its secrets drawn from `rng`), waiting for their ports.
-async fn start_system(
-    opts: &Options,
-    dir: &std::path::Path,
-    rng: &mut rand::rngs::StdRng,
-) -> anyhow::Result<System> {
-    let bin_dir = bin_dir(opts.bin_dir.as_deref())?;
-    let cloud_bin = binary(&bin_dir, "omo-cloud")?;
-    let path = |n: &str| dir.join(n);
-    let (admin_token, line_secret, line_token) = (
-        crate::synth::hex_of(rng, 16),
-        crate::synth::hex_of(rng, 16),
-        crate::synth::hex_of(rng, 16),
-    );
-    let (http_port, mqtt_port, line_port) = (free_port()?, free_port()?, free_port()?);
-    let (site, logins) = fleet_site(opts.gateways, opts.seed);
-    let stores = opts.gateways.div_ceil(GATEWAYS_PER_STORE);
-    std::fs::write(path("site.toml"), site)?;
-    std::fs::write(
-        path("cloud.toml"),
-        format!(
-            "[data]\n{data}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
-             [line]\napi_base = \"http://127.0.0.1:{line_port}\"\nrate_per_s = 20000\n\
-             [delivery]\nconcurrency = 64\nbatch = 512\n\
-             [visits]\nenter_after_s = {ENTER_AFTER_S}\nreorder_window_s = {REORDER_WINDOW_S}\n\
-             [log]\nlevel = \"warn,omo_cloud=info\"\n",
-            data = match &opts.postgres {
-                None => format!("dir = {:?}", path("data").display().to_string()),
-                Some(url) => format!("engine = \"postgres\"\n[data.postgres]\nurl = {url:?}\npool_size = 16"),
-            },
-        ),
-    )?;
-    import_site(&cloud_bin, &path("site.toml"), &path("cloud.toml"))?;
-    let cloud_config = path("cloud.toml").display().to_string();
-    let mut procs = vec![
-        spawn_fake_line(line_port, &line_token, &path("fake-line.log"))?,
-        spawn(
-            "omo-cloud",
-            &cloud_bin,
-            &["run", "--config", &cloud_config],
-            &[
-                ("OMO_CLOUD_ADMIN_TOKEN", admin_token.as_str()),
-                ("OMO_CLOUD_LINE_CHANNEL_SECRET", line_secret.as_str()),
-                ("OMO_CLOUD_LINE_CHANNEL_TOKEN", line_token.as_str()),
-            ],
-            &path("cloud.log"),
-        )?,
-    ];
-    for (port, what) in [
-        (line_port, "the fake LINE server"),
-        (http_port, "the cloud's HTTP API"),
-        (mqtt_port, "the cloud's broker"),
-    ] {
-        wait_port(port, what, &mut procs).await?;
-    }
-    let fake_pid = procs[0].child.id().context("the fake LINE server's pid")?;
-    let cloud_pid = procs[1].child.id().context("the cloud's pid")?;
-    let api = Arc::new(Api::new(
-        omo_cloud::tls::http_client_builder()
-            .timeout(Duration::from_secs(60))
-            .build()?,
-        format!("http://127.0.0.1:{http_port}"),
-        admin_token,
-    ));
-    Ok(System {
-        procs,
-        api,
-        logins,
-        stores,
-        mqtt_port,
-        line_port,
-        cloud_pid,
-        fake_pid,
     })
 }
 
@@ -954,9 +885,9 @@ struct Watched {
     curve: Vec<Sample>,
 }
 
-/// Events published and acknowledged, CPU seconds of (generator, cloud, fake LINE, the local
-/// PostgreSQL processes), when.
-type Measure = (u64, u64, [f64; 4], Instant);
+/// Events published and acknowledged, CPU seconds of (generator, the cloud's instances, fake
+/// LINE, the local PostgreSQL processes, Mosquitto), when.
+type Measure = (u64, u64, [f64; 5], Instant);
 
 /// Watches the run until `time.stop`: the processes alive, the window's start measured at
 /// `measure_from`, a sample of lags and memory every 10 s.
@@ -965,16 +896,17 @@ async fn watch(
     (measure_from, time): (Instant, Timeline),
     counters: &Counters,
 ) -> anyhow::Result<Watched> {
-    let pids = [std::process::id(), sys.cloud_pid, sys.fake_pid];
-    let measure = || -> anyhow::Result<Measure> {
+    let measure = |sys: &System| -> anyhow::Result<Measure> {
+        let (cloud, broker) = sys.cpu_seconds()?;
         Ok((
             counters.published.load(Ordering::Relaxed),
             counters.acked.load(Ordering::Relaxed),
             [
-                cpu_seconds(pids[0])?,
-                cpu_seconds(pids[1])?,
-                cpu_seconds(pids[2])?,
+                cpu_seconds(std::process::id())?,
+                cloud,
+                cpu_seconds(sys.fake_pid)?,
                 crate::procs::cpu_seconds_named("postgres"),
+                broker,
             ],
             Instant::now(),
         ))
@@ -989,7 +921,7 @@ async fn watch(
         let now = Instant::now();
         exited(&mut sys.procs)?;
         if window_start.is_none() && now >= measure_from {
-            window_start = Some(measure()?);
+            window_start = Some(measure(sys)?);
         }
         if now >= next_report {
             seen_offers = poll_offers(&sys.api, sys.line_port, seen_offers, &mut offers).await?;
@@ -1012,20 +944,24 @@ async fn watch(
     }
     Ok(Watched {
         window_start,
-        window_end: measure()?,
+        window_end: measure(sys)?,
         offers: (seen_offers, offers),
         curve,
     })
 }
 
-/// The stages' lags and the cloud's memory `at_s` into the run.
+/// The stages' lags and the cloud's memory (its instances together) `at_s` into the run.
 async fn sample(sys: &System, at_s: u64) -> anyhow::Result<Sample> {
-    let metrics = cloud_metrics(&sys.api).await?;
+    let metrics = sys.metrics().await?;
+    let mut rss_kb_all = 0;
+    for pid in &sys.cloud_pids {
+        rss_kb_all += rss_kb(*pid)?;
+    }
     Ok(Sample {
         at_s,
-        visit_lag: stage_lag(&metrics, "visits"),
-        decide_lag: stage_lag(&metrics, "decide"),
-        cloud_rss_mb: rss_kb(sys.cloud_pid)? as f64 / 1024.0,
+        visit_lag: fleet_lag(&metrics, "visits"),
+        decide_lag: fleet_lag(&metrics, "decide"),
+        cloud_rss_mb: rss_kb_all as f64 / 1024.0,
     })
 }
 
@@ -1186,18 +1122,6 @@ async fn stored_events(api: &Api) -> anyhow::Result<(u64, bool)> {
     }
 }
 
-/// The cloud's `/metrics` text.
-async fn cloud_metrics(api: &Api) -> anyhow::Result<String> {
-    Ok(api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?)
-}
-
 fn lag_text(lag: Option<f64>) -> String {
     lag.map_or_else(|| "?".to_owned(), |l| format!("{l:.0}"))
 }
@@ -1287,11 +1211,43 @@ impl std::fmt::Display for Outcome {
                 "the visit stage was {lag:.0} log records behind when the window ended"
             )?;
         }
+        if self.partitions.len() > 1 {
+            let held = |f: &dyn Fn(&(u64, u64)) -> u64| {
+                self.partitions
+                    .iter()
+                    .map(|p| f(p).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            };
+            writeln!(
+                f,
+                "{} instances behind Mosquitto; partitions held when the window ended: visit stage {}, decision stage {}",
+                self.partitions.len(),
+                held(&|p| p.0),
+                held(&|p| p.1)
+            )?;
+        }
         writeln!(
             f,
-            "CPU, cores over the window: load generator {:.2}, omo-cloud {:.2}, fake LINE {:.2}, PostgreSQL (local) {:.2}",
-            self.cpu_generator, self.cpu_cloud, self.cpu_fake_line, self.cpu_database
+            "CPU, cores over the window: load generator {:.2}, omo-cloud {:.2}{}, fake LINE {:.2}, PostgreSQL (local) {:.2}, Mosquitto {:.2}",
+            self.cpu_generator,
+            self.cpu_cloud,
+            if self.partitions.len() > 1 { " (its instances together)" } else { "" },
+            self.cpu_fake_line,
+            self.cpu_database,
+            self.cpu_broker
         )?;
+        if self.acked_per_s > 0.0 {
+            let per = |cores: f64| cores * 1e6 / self.acked_per_s;
+            writeln!(
+                f,
+                "CPU per 1,000 stored events, ms: omo-cloud {:.0}, PostgreSQL {:.0}, Mosquitto {:.0}; together {:.0}",
+                per(self.cpu_cloud),
+                per(self.cpu_database),
+                per(self.cpu_broker),
+                per(self.cpu_cloud + self.cpu_database + self.cpu_broker)
+            )?;
+        }
         write!(
             f,
             "peak RSS: omo-cloud {:.0} MB, load generator {:.0} MB",
@@ -1317,6 +1273,7 @@ mod tests {
             resend_s: 10,
             seed: 1,
             postgres: None,
+            instances: 1,
             bin_dir: None,
         }
     }
