@@ -248,6 +248,8 @@ pub async fn run(
             Ok(Err(StoreError::Conflict { .. })) => {
                 // Something it read changed while it decided (a customer's consent, say).
                 tracing::debug!("decision step conflicted; deciding again");
+                metrics::counter!("omo_stage_step_conflicts_total", "stage" => CONSUMER)
+                    .increment(1);
                 continue;
             }
             Ok(Err(e)) => {

@@ -532,6 +532,8 @@ pub async fn run(
             // Another instance committed this partition first: read again and go on.
             Err(StoreError::Conflict { .. }) => {
                 tracing::debug!("visit step conflicted; reading again");
+                metrics::counter!("omo_stage_step_conflicts_total", "stage" => CONSUMER)
+                    .increment(1);
                 continue;
             }
             Err(e) => {

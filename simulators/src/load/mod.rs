@@ -36,7 +36,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::mqtt_gateway::{Creds, MqttGateway};
-use crate::procs::{cpu_seconds, futures_unordered, keep_on_error, peak_rss_kb, rss_kb, Api};
+use crate::procs::{
+    cpu_seconds, futures_unordered, keep_on_error, peak_rss_kb, rss_kb, stage_metric, Api,
+};
 use crate::world;
 
 mod system;
@@ -615,6 +617,9 @@ pub struct Outcome {
     /// The partitions of the visit and decision stages each instance held when the window
     /// ended, the first instance's first.
     pub partitions: Vec<(u64, u64)>,
+    /// Steps of the visit and decision stages taken again because another instance had
+    /// changed what they read, from the start until the window ended.
+    pub step_conflicts: [f64; 2],
     pub cloud_peak_rss_mb: f64,
     pub generator_peak_rss_mb: f64,
 }
@@ -699,6 +704,13 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         .iter()
         .map(|m| (partitions_held(m, "visits"), partitions_held(m, "decide")))
         .collect();
+    let conflicts = |stage: &str| -> f64 {
+        metrics
+            .iter()
+            .filter_map(|m| stage_metric(m, "omo_stage_step_conflicts_total", stage))
+            .sum()
+    };
+    let step_conflicts = [conflicts("visits"), conflicts("decide")];
     eprintln!("omo-sim load: draining…");
     let drained = drain(&mut tasks, time, &mut sys.procs).await?;
     let (offers, stored_by_cloud, stats_caught_up) =
@@ -745,6 +757,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         cpu_database: (c1[3] - c0[3]) / seconds,
         cpu_broker: (c1[4] - c0[4]) / seconds,
         partitions,
+        step_conflicts,
         cloud_peak_rss_mb: cloud_rss,
         generator_peak_rss_mb: own_rss,
     })
@@ -1221,10 +1234,12 @@ impl std::fmt::Display for Outcome {
             };
             writeln!(
                 f,
-                "{} instances behind Mosquitto; partitions held when the window ended: visit stage {}, decision stage {}",
+                "{} instances behind Mosquitto; partitions held when the window ended: visit stage {}, decision stage {}; steps taken again after a conflict with another instance: visit stage {:.0}, decision stage {:.0}",
                 self.partitions.len(),
                 held(&|p| p.0),
-                held(&|p| p.1)
+                held(&|p| p.1),
+                self.step_conflicts[0],
+                self.step_conflicts[1]
             )?;
         }
         writeln!(
