@@ -207,7 +207,17 @@ impl Pair {
         let g1 = Creds::new("s1", "g1")?;
         let broker = broker_for(std::slice::from_ref(&g1))?;
         let line = FakeLine::start("127.0.0.1:0".parse()?, LINE_TOKEN).await?;
-        let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let now = chrono::Utc::now();
+        let origin = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // The clock starts at noon in Tokyo (the stores' zone) today, whatever the wall time:
+        // a test of a few minutes at [`SPEED`] must not pass the stores' midnight, where the
+        // welcome offer's daily cap starts afresh and a shopper could be offered twice.
+        let noon = now
+            .date_naive()
+            .and_hms_opt(3, 0, 0)
+            .expect("a time")
+            .and_utc();
+        let start = noon.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut clouds = Vec::new();
         for name in ["a", "b"] {
             let outbound = Outbound {
@@ -224,7 +234,7 @@ impl Pair {
                 (url, password),
                 (outbound, cluster),
             )?;
-            cloud.share_clock(&origin, SPEED, &origin);
+            cloud.share_clock(&start, SPEED, &origin);
             clouds.push(cloud);
         }
         clouds[0].import_site()?;
@@ -274,23 +284,28 @@ impl Pair {
         rounds: std::ops::Range<u64>,
     ) -> anyhow::Result<()> {
         for round in rounds {
-            let now = self.a().clock_now();
-            let events: Vec<PresenceEvent> = (0..SHOPPERS)
-                .map(|i| {
-                    PresenceEvent::Stay(Sighting {
-                        seq: round * SHOPPERS as u64 + i as u64 + 1,
-                        ts: now,
-                        beacon: beacon(i).parse().unwrap(),
-                        rssi: -60.0,
-                        distance_m: 2.0,
-                        seen_s: 30.0,
-                    })
-                })
-                .collect();
-            send_events_until_acked(gw, Epoch(4), events).await?;
+            send_events_until_acked(gw, Epoch(4), self.round(round)).await?;
             tokio::time::sleep(Duration::from_millis(30_000 / u64::from(SPEED))).await;
         }
         Ok(())
+    }
+
+    /// Round `round` of sightings of every shopper, at the clock's now (seqs numbered on from
+    /// the rounds before, in the gateway's epoch 4).
+    pub fn round(&self, round: u64) -> Vec<PresenceEvent> {
+        let now = self.a().clock_now();
+        (0..SHOPPERS)
+            .map(|i| {
+                PresenceEvent::Stay(Sighting {
+                    seq: round * SHOPPERS as u64 + i as u64 + 1,
+                    ts: now,
+                    beacon: beacon(i).parse().unwrap(),
+                    rssi: -60.0,
+                    distance_m: 2.0,
+                    seen_s: 30.0,
+                })
+            })
+            .collect()
     }
 
     /// Waits until `cloud` lists a delivered offer for each shopper, then checks that each

@@ -26,7 +26,8 @@ use crate::free_port;
 const SCOPE: &str = "omo";
 /// Patroni's leader key lives this long without renewal, seconds: the time a dead primary
 /// holds the cluster before the replica is promoted (Patroni wants `loop_wait + 2 ×
-/// retry_timeout ≤ ttl`).
+/// retry_timeout ≤ ttl`; Debian's Patroni 3.0 takes 10, though its documentation gives 20
+/// as the least and later versions may raise it: the test's waits allow for that).
 const TTL_S: u64 = 10;
 
 /// One Patroni node.
@@ -84,6 +85,8 @@ impl Patroni {
             rand::random::<u32>()
         ));
         std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+        // Until the shell owns the directory, a failure removes it here.
+        let guard = RemoveOnDrop(Some(root.clone()));
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
         let nodes = (1..=2)
             .map(|i| {
@@ -126,6 +129,7 @@ impl Patroni {
             .spawn()
             .context("starting the Patroni cluster's shell")?;
         let stdin = child.stdin.take().context("stdin is piped")?;
+        guard.disarm();
         let mut cluster = Patroni {
             root,
             nodes,
@@ -210,11 +214,49 @@ impl Patroni {
             .and_then(|m| m["name"].as_str().map(str::to_owned))
     }
 
-    /// Kills node `name` — its Patroni and its PostgreSQL — with SIGKILL, as when its machine
-    /// dies.
-    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
-        let n = name.trim_start_matches('n');
-        self.say(&format!("kill {n}"))
+    /// Kills node `name` — its Patroni and its PostgreSQL — with SIGKILL, and waits until its
+    /// PostgreSQL port refuses connections.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let node = self.node(name)?;
+        self.say(&format!("kill {}", name.trim_start_matches('n')))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", node.pg))
+            .await
+            .is_ok()
+        {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{name}'s PostgreSQL still accepts connections\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    fn node(&self, name: &str) -> anyhow::Result<Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .cloned()
+            .with_context(|| format!("no node {name}"))
+    }
+
+    /// Whether node `name`'s PostgreSQL is a primary (not in recovery), asked of it directly.
+    pub async fn is_primary(&self, name: &str) -> anyhow::Result<bool> {
+        let node = self.node(name)?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(node.pg)
+            .user(USER)
+            .dbname("postgres")
+            .password(&self.password);
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+        Ok(!row.get::<_, bool>(0))
     }
 
     /// The URL of database `db` naming both nodes, following whichever is the primary.
@@ -278,6 +320,23 @@ impl Drop for Patroni {
     }
 }
 
+/// A directory removed when dropped, unless disarmed.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The role of member `name`, if it is listed.
 fn role<'a>(members: &'a [Value], name: &str) -> Option<&'a str> {
     members
@@ -302,10 +361,18 @@ slay() {
     eval "p=\$p$1"
     [ -n "$p" ] && kill -9 "$p" 2>/dev/null
     pm=$(postmaster "$1")
-    if [ -n "$pm" ]; then pkill -9 -P "$pm"; kill -9 "$pm" 2>/dev/null; fi
+    if [ -n "$pm" ]; then
+        pkill -9 -P "$pm"; kill -9 "$pm" 2>/dev/null
+    else
+        # No pid file (PostgreSQL starting, say): by its data directory.
+        pkill -9 -f -- "$root/data$1"
+    fi
+    # Gone with it, so the pid is never read again (it may belong to another process by then).
+    rm -f "$root/data$1/postmaster.pid"
     eval "p$1="
 }
 while read -r verb n; do
+    case "$n" in 1|2) ;; *) [ "$verb" = stop ] || continue ;; esac
     case "$verb" in
         start) patroni "$root/n$n.yml" >>"$root/n$n.log" 2>&1 & eval "p$n=\$!" ;;
         kill) slay "$n" ;;

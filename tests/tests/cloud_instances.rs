@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
-use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
+use omo_device_config::payload::Epoch;
 use omo_device_config::SeqRanges;
 use omo_tests::cloud::{metric, CloudUnderTest, Creds, MqttGateway, ADMIN_TOKEN};
 use omo_tests::instances::{
-    beacon, broker_for, held, instance, send_until_acked, until_caught_up, until_held, Pair, BATCH,
-    EVENTS, LEASE_S, SHOPPERS,
+    broker_for, held, instance, send_until_acked, until_caught_up, until_held, Pair, BATCH, EVENTS,
+    LEASE_S, SHOPPERS,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -218,18 +218,7 @@ async fn a_database_outage_under_two_instances_loses_and_doubles_nothing() -> an
     let stopped = std::time::Instant::now();
     tokio::task::block_in_place(|| pair.pg.as_mut().expect("a local cluster").pause())
         .map_err(anyhow::Error::msg)?;
-    let round: Vec<PresenceEvent> = (0..SHOPPERS)
-        .map(|i| {
-            PresenceEvent::Stay(Sighting {
-                seq: 4 * SHOPPERS as u64 + i as u64 + 1,
-                ts: pair.a().clock_now(),
-                beacon: beacon(i).parse().unwrap(),
-                rssi: -60.0,
-                distance_m: 2.0,
-                seen_s: 30.0,
-            })
-        })
-        .collect();
+    let round = pair.round(4);
     // Twice, so the shared subscription hands it to both instances.
     for _ in 0..2 {
         gw.publish_presence(Epoch(4), round.clone(), SeqRanges::new())

@@ -301,6 +301,11 @@ async fn the_day_migrates_into_postgresql(
     cloud.start()?;
     let on_postgres = served(&cloud).await?;
     cloud.stop()?;
+    assert_eq!(
+        on_sled.keys().collect::<Vec<_>>(),
+        on_postgres.keys().collect::<Vec<_>>(),
+        "the two clouds were asked different things"
+    );
     for (path, sled) in &on_sled {
         if let Some(at) = difference(sled, &on_postgres[path]) {
             panic!("GET {path} differs at {at}");
