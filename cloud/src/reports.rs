@@ -202,7 +202,8 @@ fn report_of(
 ) -> Result<StoreReport, StoreError> {
     let unique_visitors = t.unique_visitors();
     let mut dwell_minutes: BTreeMap<String, u64> = BTreeMap::new();
-    for (m, n) in &t.visits.dwell_min {
+    let dwell = t.visits.dwell_histogram();
+    for (m, n) in &dwell {
         *dwell_minutes.entry(bucket(*m)).or_default() += n;
     }
     let mut lines: BTreeMap<String, CampaignAtStore> = BTreeMap::new();
@@ -250,8 +251,8 @@ fn report_of(
         visits: t.visits.visits,
         unique_visitors,
         dwell_minutes,
-        visits_open: t.visits.open,
-        median_dwell_min: median(&t.visits.dwell_min),
+        visits_open: t.visits.open_visits(),
+        median_dwell_min: median(&dwell),
         offers,
         purchases,
         campaigns: lines.into_values().collect(),

@@ -785,9 +785,10 @@ mod tests {
         let mut c = Commit::new();
         for s in ["s1", "s2"] {
             c.put(Space::Visits, tally::visits_key(s, old), hour(1));
+            // A partition's row is swept alike.
             c.put(
                 Space::Visits,
-                tally::visits_key(s, old + 3_600_000),
+                tally::visits_shard_key(s, old + 3_600_000, 5),
                 hour(2),
             );
             c.put(Space::Visits, tally::visits_key(s, NOW - DAY_MS), hour(3));
@@ -807,6 +808,12 @@ mod tests {
             assert_eq!((gone.visits, gone.visitors.len()), (1, 0));
             assert_eq!(gone.dwell_min, std::collections::BTreeMap::from([(10, 1)]));
             assert_eq!(read(s, NOW - DAY_MS).visitors, vec![3]);
+            let key = tally::visits_shard_key(s, old + 3_600_000, 5);
+            let shard = tally::read_tally::<VisitHour>(
+                &key,
+                store.get(Space::Visits, key.as_bytes()).unwrap().as_deref(),
+            );
+            assert_eq!((shard.visits, shard.visitors.len()), (1, 0));
         }
         // The next sweep starts where this one stopped: nothing to do.
         assert_eq!(sweep_quiet(&store).tally_visitors, 0);

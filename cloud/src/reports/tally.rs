@@ -571,6 +571,27 @@ mod tests {
     }
 
     #[test]
+    fn a_visit_counted_open_in_the_hours_row_and_ended_in_its_partitions_adds_up() {
+        // Open in the hour's row of before the rows were split by partition…
+        let mut before = VisitHour::default();
+        before.change(7, None, None);
+        // …and ended in its partition's row, which alone counts −1 open.
+        let mut shard = VisitHour::default();
+        shard.change(7, Some(None), Some(130));
+        assert_eq!((shard.visits, shard.open, shard.open_visits()), (0, -1, 0));
+        assert!(shard.dwell_histogram() == BTreeMap::from([(2, 1)]));
+        let mut sum = VisitHour::default();
+        sum.merge(before);
+        sum.merge(shard);
+        sum.normalize();
+        assert_eq!(
+            (sum.visits, sum.open_visits(), sum.visitors.clone()),
+            (1, 0, vec![7])
+        );
+        assert_eq!(sum.dwell_histogram(), BTreeMap::from([(2, 1)]));
+    }
+
+    #[test]
     fn distinct_visitors_are_counted_through_their_hash_collisions() {
         let secret = [1; 32];
         let mut t = Tally::default();

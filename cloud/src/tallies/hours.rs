@@ -2,8 +2,13 @@
 //! arrive, so a report reads a few thousand small rows, not every visit, delivery and purchase
 //! of its range. Each writer adds to them in the commit that stores what they count:
 //!
-//! - the visit stage: `tally/{store}/{hour:016x}` in the visits space, a [`VisitHour`] (visits
-//!   entered in the hour, those still open, finished ones by dwell minute, the visitors);
+//! - the visit stage: `tally/{store}/{hour:016x}/{partition:04x}` in the visits space, a
+//!   [`VisitHour`] (visits entered in the hour, those still open, finished ones by dwell minute,
+//!   the visitors), one row per visit partition ([`visits_shard_key`]): instances running other
+//!   partitions never write the same row, so they do not wait on each other. A customer is in
+//!   one partition, so the rows' visitor hashes stay distinct when a report adds them up.
+//!   Rows without a partition (written before the rows were split, and by the backfill) are
+//!   read alike: a report reads every row of an hour;
 //! - purchases: `tally/{place}/{hour:016x}` in the purchases space, a [`PurchaseHour`];
 //! - the campaign stage (decisions and analysis rows), the delivery worker, tracked links and
 //!   redemptions: counters `at-store/{store}/{hour:016x}/{campaign}/{metric}` in the campaigns
@@ -71,6 +76,12 @@ pub fn visitors_dropped_key(store: &str) -> String {
     format!("tally-visitors-dropped/{store}")
 }
 
+/// The visits space's tally of `store` for the hour of `at_ms` kept by visit partition
+/// `shard` (its index): after the hour's row of before, in the same range of keys.
+pub fn visits_shard_key(store: &str, at_ms: i64, shard: u16) -> String {
+    format!("{}/{shard:04x}", visits_key(store, at_ms))
+}
+
 /// The purchases space's tally of `place` (a store, or `online`) for the hour of `at_ms`.
 pub fn purchases_key(place: &str, at_ms: i64) -> String {
     hour_key(TALLY, place, at_ms)
@@ -87,14 +98,19 @@ pub fn visitor(secret: &[u8; 32], customer: &str) -> u32 {
     u32::from_be_bytes([h[0], h[1], h[2], h[3]])
 }
 
-/// A store's visits entered in one hour.
+/// A store's visits entered in one hour (in one partition's row, or all of them added up).
+///
+/// `open` and the dwell counts are signed: a visit counted open in an hour's row of before the
+/// rows were split by partition is counted ended in its partition's row, which then holds −1
+/// open; the rows added up are right. Read them through [`VisitHour::open_visits`] and
+/// [`VisitHour::dwell_histogram`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VisitHour {
     pub visits: u64,
     /// Of them, those not ended yet.
-    pub open: u64,
+    pub open: i64,
     /// The ended ones by their dwell in whole minutes.
-    pub dwell_min: BTreeMap<u64, u64>,
+    pub dwell_min: BTreeMap<u64, i64>,
     /// The visitors' [`visitor`] hashes, sorted, each once.
     pub visitors: Vec<u32>,
 }
@@ -124,13 +140,7 @@ impl VisitHour {
 
     /// Counts a visit open (`None`) or ended after `dwell_s`, or takes it back.
     pub fn count(&mut self, dwell_s: Option<u64>, add: bool) {
-        let step = |n: &mut u64| {
-            *n = if add {
-                n.saturating_add(1)
-            } else {
-                n.saturating_sub(1)
-            }
-        };
+        let step = |n: &mut i64| *n += if add { 1 } else { -1 };
         match dwell_s {
             None => step(&mut self.open),
             Some(d) => {
@@ -159,6 +169,19 @@ impl VisitHour {
         self.visitors.dedup();
     }
 
+    /// The visits not ended yet (none below zero).
+    pub fn open_visits(&self) -> u64 {
+        u64::try_from(self.open).unwrap_or(0)
+    }
+
+    /// The ended visits by their dwell in whole minutes (none below zero).
+    pub fn dwell_histogram(&self) -> BTreeMap<u64, u64> {
+        self.dwell_min
+            .iter()
+            .filter_map(|(m, n)| Some((*m, u64::try_from(*n).ok().filter(|n| *n > 0)?)))
+            .collect()
+    }
+
     /// Whether nothing is counted.
     pub fn is_empty(&self) -> bool {
         *self == VisitHour::default()
@@ -182,14 +205,20 @@ pub fn read_tally<T: DeserializeOwned + Default>(key: &str, stored: Option<&[u8]
 pub struct VisitHours(BTreeMap<String, (VisitHour, Option<Vec<u8>>)>);
 
 impl VisitHours {
-    /// The tally of `store` for the hour of `at_ms`, read on first use.
+    /// The tally of `store` for the hour of `at_ms` — partition `shard`'s row, or with `None`
+    /// the hour's row of before the rows were split — read on first use.
     pub fn get(
         &mut self,
         store: &dyn Store,
         place: &str,
         at_ms: i64,
+        shard: Option<u16>,
     ) -> Result<&mut VisitHour, StoreError> {
-        let (hour, _) = match self.0.entry(visits_key(place, at_ms)) {
+        let key = match shard {
+            Some(shard) => visits_shard_key(place, at_ms, shard),
+            None => visits_key(place, at_ms),
+        };
+        let (hour, _) = match self.0.entry(key) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
                 let stored = store.get(Space::Visits, v.key().as_bytes())?;
@@ -200,15 +229,20 @@ impl VisitHours {
         Ok(hour)
     }
 
-    /// Adds the changed tallies to `c`, each expecting what it was read as.
+    /// Adds the changed tallies to `c`, each expecting what it was read as (one read and
+    /// left as it was is not written).
     pub fn write(self, c: &mut Commit) {
         for (key, (hour, stored)) in self.0 {
+            let bytes = serde_json::to_vec(&hour).expect("tallies serialise");
+            let unchanged = match &stored {
+                Some(b) => *b == bytes,
+                None => hour.is_empty(),
+            };
+            if unchanged {
+                continue;
+            }
             c.expect(Space::Visits, key.clone(), stored);
-            c.put(
-                Space::Visits,
-                key,
-                serde_json::to_vec(&hour).expect("tallies serialise"),
-            );
+            c.put(Space::Visits, key, bytes);
         }
     }
 }

@@ -135,7 +135,11 @@ impl Part {
                             keys::in_scope(&v.scope, v.entered.millis(), &id),
                         );
                         if let Scope::Store(s) = &v.scope {
-                            hours.get(store, s, v.entered.millis())?.forget(visitor);
+                            // Their partition's row, and the hour's row of before the split.
+                            let at = v.entered.millis();
+                            let shard = Some(self.partition.index());
+                            hours.get(store, s, at, shard)?.forget(visitor);
+                            hours.get(store, s, at, None)?.forget(visitor);
                         }
                     }
                     // Its scope index (the visit id alone) is left to retention.

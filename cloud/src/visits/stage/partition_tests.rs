@@ -161,6 +161,26 @@ fn instances_sharing_on(place: &Place) {
     assert_eq!(x.held(), [p(0)]);
     assert_eq!(y.held(), [p(1), p(2), p(3)]);
     assert_eq!(visits(&shared), visits(&alone));
+    // The stores' hour tallies: a row per partition (instances running other partitions
+    // never write the same one), as one instance holding them all writes them.
+    let tallies = |s: &TestStore| -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan_all(s, Space::Visits)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(b"tally/"))
+            .collect()
+    };
+    let rows = tallies(&shared);
+    assert!(!rows.is_empty());
+    assert_eq!(rows, tallies(&alone));
+    for (k, _) in &rows {
+        let key = String::from_utf8_lossy(k);
+        let shard = key
+            .rsplit('/')
+            .next()
+            .and_then(|s| u16::from_str_radix(s, 16).ok());
+        assert!(shard.is_some_and(|s| s < 4), "{key}");
+    }
     assert_eq!(
         scan_all(&shared, Space::Transitions).unwrap(),
         scan_all(&alone, Space::Transitions).unwrap()

@@ -52,7 +52,7 @@ pub(super) fn transitions(
     for e in indexed.into_values().filter(|e| e.was != Some(e.now)) {
         let visitor = tally::visitor(secret, &e.customer);
         hours
-            .get(store, &e.store, e.entered_ms)?
+            .get(store, &e.store, e.entered_ms, Some(partition.index()))?
             .change(visitor, e.was, e.now);
     }
     Ok(())
