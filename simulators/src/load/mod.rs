@@ -708,7 +708,7 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
         metrics
             .iter()
             .filter_map(|m| stage_metric(m, "omo_stage_step_conflicts_total", stage))
-            .sum()
+            .fold(0.0, |a, b| a + b)
     };
     let step_conflicts = [conflicts("visits"), conflicts("decide")];
     eprintln!("omo-sim load: draining…");
