@@ -305,6 +305,40 @@ impl LocalCluster {
         format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Turns TLS on with the server certificate `cert_pem` and its key `key_pem` (plain
+    /// connections are still accepted); new connections may use it once the server has read
+    /// its configuration again, shortly after this returns.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        for (name, pem, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let path = self.root.join(name);
+            let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+            std::fs::write(&path, pem).map_err(io)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            if let Some((uid, gid)) = self.runs_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io)?;
+            }
+        }
+        // One statement each: ALTER SYSTEM cannot run in the transaction a batch makes.
+        for sql in [
+            format!(
+                "ALTER SYSTEM SET ssl_cert_file = '{}'",
+                self.root.join("server.crt").display()
+            ),
+            format!(
+                "ALTER SYSTEM SET ssl_key_file = '{}'",
+                self.root.join("server.key").display()
+            ),
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            self.execute(&sql)?;
+        }
+        Ok(())
+    }
+
     /// Creates database `name` (empty).
     pub fn create_database(&self, name: &str) -> Result<(), String> {
         self.execute(&format!("CREATE DATABASE \"{name}\""))

@@ -23,6 +23,7 @@ mod schema;
 mod settings;
 #[cfg(test)]
 pub(crate) mod testing;
+mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,13 +198,16 @@ impl PgStore {
             0 => Duration::from_secs(30),
             ms => Duration::from_millis(ms),
         };
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if settings.tls() {
+            let tls = tls::MakeRustls::new(settings.ca_file.as_deref())
+                .map_err(|e| StoreError::backend("data.postgres.ca_file", e))?;
+            Manager::from_config(config, tls, recycling())
+        } else {
+            Manager::from_config(config, NoTls, recycling())
+        };
         let built = {
             let _entered = runtime.enter();
             Pool::builder(manager)

@@ -23,6 +23,10 @@ pub struct Settings {
     /// The password (better: `OMO_CLOUD_PG_PASSWORD`); a password in the URL is used otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// With `sslmode=require` in the URL: the CA certificates (PEM) the server's certificate
+    /// must chain to (else the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -33,6 +37,7 @@ impl Default for Settings {
             statement_timeout_ms: 10_000,
             connect_timeout_ms: 5_000,
             password: None,
+            ca_file: None,
         }
     }
 }
@@ -45,6 +50,7 @@ impl std::fmt::Debug for Settings {
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -61,14 +67,10 @@ impl Settings {
         } else {
             match self.url.parse::<tokio_postgres::Config>() {
                 Err(e) => out.push(("url", format!("is not a PostgreSQL URL: {e}"))),
-                Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-                    out.push((
-                        "url",
-                        "asks for sslmode=require, but TLS to the database is not supported yet: \
-                     keep the database on a private network (sslmode=disable)"
-                            .to_owned(),
-                    ))
-                }
+                Ok(_) if self.ca_file.is_some() && !self.tls() => out.push((
+                    "ca_file",
+                    "is set but the URL does not ask for sslmode=require".to_owned(),
+                )),
                 Ok(_) => {}
             }
         }
@@ -79,6 +81,13 @@ impl Settings {
             out.push(("connect_timeout_ms", "must be at least 1".to_owned()));
         }
         out
+    }
+
+    /// Whether the URL asks for TLS (`sslmode=require`; any other mode is plain TCP).
+    pub fn tls(&self) -> bool {
+        self.url
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
     }
 
     /// The URL as parsed, without its password or options, for logs: user, hosts and ports,
