@@ -1,5 +1,5 @@
 //! The visits space's key layouts (the only place they are spelled; the hour tallies
-//! `tally/{store}/{hour}` are `crate::tallies::hours`'s, and the visit stage's own engine
+//! `tally/{store}/{hour}/{partition}` are `crate::tallies::hours`'s, and the visit stage's own engine
 //! state, `state/`, `buffered/`, `journal/`, `watermark`, is spelled by its journal in
 //! `stage/journal.rs`):
 //!

@@ -266,8 +266,8 @@ impl VisitStage {
             .rev()
             .find_map(|(_, b)| Record::decode(b).ok())
             .map_or(0, |r| r.received().millis());
-        // One commit for every held partition: the stores' hour tallies they share are
-        // written once.
+        // One commit for every held partition (each writes the stores' hour tallies of its
+        // own, `tally/{store}/{hour}/{partition}`).
         let mut c = Commit::new();
         let mut hours = VisitHours::default();
         let mut staged = Ok(());

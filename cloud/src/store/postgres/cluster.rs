@@ -322,15 +322,13 @@ impl LocalCluster {
             }
         }
         // One statement each: ALTER SYSTEM cannot run in the transaction a batch makes.
+        let literal = |name: &str| {
+            let path = self.root.join(name).display().to_string();
+            format!("'{}'", path.replace('\'', "''"))
+        };
         for sql in [
-            format!(
-                "ALTER SYSTEM SET ssl_cert_file = '{}'",
-                self.root.join("server.crt").display()
-            ),
-            format!(
-                "ALTER SYSTEM SET ssl_key_file = '{}'",
-                self.root.join("server.key").display()
-            ),
+            format!("ALTER SYSTEM SET ssl_cert_file = {}", literal("server.crt")),
+            format!("ALTER SYSTEM SET ssl_key_file = {}", literal("server.key")),
             "ALTER SYSTEM SET ssl = on".to_owned(),
             "SELECT pg_reload_conf()".to_owned(),
         ] {

@@ -71,6 +71,20 @@ impl Settings {
                     "ca_file",
                     "is set but the URL does not ask for sslmode=require".to_owned(),
                 )),
+                Ok(c)
+                    if self.tls()
+                        && (c.get_hosts().is_empty()
+                            || c.get_hosts()
+                                .iter()
+                                .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))) =>
+                {
+                    out.push((
+                        "url",
+                        "asks for sslmode=require: name each host by its DNS name or address \
+                         (the certificate is checked for it), not a unix socket"
+                            .to_owned(),
+                    ))
+                }
                 Ok(_) => {}
             }
         }

@@ -94,6 +94,15 @@ fn settings_name_each_problem_by_key() {
         ..Settings::default()
     };
     assert!(tls.problems().is_empty(), "{:?}", tls.problems());
+    let socket = Settings {
+        url: "host=/var/run/postgresql user=omo dbname=omo sslmode=require".into(),
+        ..Settings::default()
+    };
+    assert!(
+        socket.problems()[0].1.contains("unix socket"),
+        "{:?}",
+        socket.problems()
+    );
     assert!(!format!(
         "{:?}",
         Settings {

@@ -54,6 +54,9 @@ impl MakeRustls {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let mut config = config;
+        // What PostgreSQL 17 asks of a client that starts TLS at once; older servers ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(MakeRustls(Arc::new(config)))
     }
 }
@@ -131,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     /// None: SCRAM without channel binding, as over plain TCP (the certificate check is what
-    /// keeps a man in the middle out).
+    /// keeps a man in the middle out); a URL with `channel_binding=require` cannot connect.
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding::none()
     }
