@@ -148,6 +148,26 @@ pub fn gateway_acl(store: &StoreId, gateway: &GatewayId) -> String {
     out
 }
 
+/// What Mosquitto's `password_file` and `acl_file` hold for the cloud's login `(username,
+/// password)` and each gateway's `(store, gateway, password)`: the password lines, and the
+/// ACL (the cloud's block, then each gateway's).
+pub fn broker_files<'a>(
+    (username, password): (&str, &str),
+    gateways: impl IntoIterator<Item = (&'a StoreId, &'a GatewayId, &'a str)>,
+) -> (Vec<String>, String) {
+    let mut lines = vec![password_line(username, &PasswordHash::new(password))];
+    let mut acl = cloud_acl(username);
+    for (store, gateway, password) in gateways {
+        lines.push(password_line(
+            gateway.as_str(),
+            &PasswordHash::new(password),
+        ));
+        acl.push('\n');
+        acl.push_str(&gateway_acl(store, gateway));
+    }
+    (lines, acl)
+}
+
 /// The Mosquitto ACL block for the cloud: read every gateway's `presence`, `status` and
 /// `config/ack`; write every gateway's `config` and `presence/ack`.
 pub fn cloud_acl(username: &str) -> String {
@@ -212,6 +232,26 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<PasswordHash>().unwrap_err(), want, "{bad}");
         }
+    }
+
+    #[test]
+    fn broker_files_hold_the_cloud_and_each_gateway() {
+        let (s1, g1) = (StoreId::new("s1").unwrap(), GatewayId::new("g1").unwrap());
+        let (lines, acl) = broker_files(("omo-cloud", "pw-c"), [(&s1, &g1, "pw-g")]);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("omo-cloud:$7$") && lines[1].starts_with("g1:$7$"));
+        let hash = |line: &str| {
+            line.split_once(':')
+                .unwrap()
+                .1
+                .parse::<PasswordHash>()
+                .unwrap()
+        };
+        assert!(hash(&lines[0]).verify("pw-c") && hash(&lines[1]).verify("pw-g"));
+        assert_eq!(
+            acl,
+            format!("{}\n{}", cloud_acl("omo-cloud"), gateway_acl(&s1, &g1))
+        );
     }
 
     #[test]

@@ -390,20 +390,19 @@ pub fn shared_broker_mqtt(port: u16, client_id: &str) -> String {
 /// Starts Mosquitto on `port` with the cloud's and the gateways' logins and the ACL the cloud
 /// generates for them (`omo-cloud broker-auth` writes the same), its files under `dir`.
 pub fn start_mosquitto(dir: &Path, port: u16, logins: &[GatewayLogin]) -> anyhow::Result<Proc> {
-    use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
     use omo_device_config::{GatewayId, StoreId};
     let dir = dir.join("mosquitto");
     std::fs::create_dir_all(&dir)?;
-    let mut passwd = vec![password_line(
-        CLOUD_LOGIN.0,
-        &PasswordHash::new(CLOUD_LOGIN.1),
-    )];
-    let mut acl = cloud_acl(CLOUD_LOGIN.0);
-    for l in logins {
-        passwd.push(password_line(&l.gateway, &PasswordHash::new(&l.password)));
-        let (store, gateway) = (StoreId::new(&l.store)?, GatewayId::new(&l.gateway)?);
-        acl = format!("{acl}\n{}", gateway_acl(&store, &gateway));
-    }
+    let ids = logins
+        .iter()
+        .map(|l| Ok((StoreId::new(&l.store)?, GatewayId::new(&l.gateway)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (passwd, acl) = omo_device_config::broker_auth::broker_files(
+        CLOUD_LOGIN,
+        ids.iter()
+            .zip(logins)
+            .map(|((store, gateway), l)| (store, gateway, l.password.as_str())),
+    );
     std::fs::write(dir.join("passwd"), passwd.join("\n") + "\n")?;
     std::fs::write(dir.join("acl"), acl)?;
     let conf = dir.join("mosquitto.conf");

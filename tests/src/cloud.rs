@@ -476,6 +476,28 @@ level = "info,omo_cloud=debug"
     }
 }
 
+/// Sightings of one beacon with `seqs`, stamped now, each made an event by `kind`
+/// (`PresenceEvent::Enter`, `PresenceEvent::Stay`, …).
+pub fn sightings(
+    seqs: std::ops::RangeInclusive<u64>,
+    kind: fn(omo_device_config::payload::Sighting) -> omo_device_config::payload::PresenceEvent,
+) -> Vec<omo_device_config::payload::PresenceEvent> {
+    let at = omo_device_config::Timestamp::new(chrono::Utc::now());
+    seqs.map(|seq| {
+        kind(omo_device_config::payload::Sighting {
+            seq,
+            ts: at,
+            beacon: "eddystone-eid:0011223344556677"
+                .parse()
+                .expect("a beacon id"),
+            rssi: -70.0,
+            distance_m: 4.0,
+            seen_s: 0.0,
+        })
+    })
+    .collect()
+}
+
 /// The sum of a Prometheus counter's samples whose line contains every `labels` fragment.
 pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use crate::cloud::{metric, CloudUnderTest, Creds, External, MqttGateway, Outbound};
+use crate::cloud::{metric, sightings, CloudUnderTest, Creds, External, MqttGateway, Outbound};
 use crate::{Broker, BrokerKind};
 use omo_cloud::store::postgres::cluster::LocalCluster;
-use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
+use omo_device_config::broker_auth::broker_files;
 use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
-use omo_device_config::{SeqRanges, Timestamp};
+use omo_device_config::SeqRanges;
 use omo_sim::fake_line::FakeLine;
 use serde_json::json;
 
@@ -21,21 +21,6 @@ pub const BATCH: u64 = 20;
 /// The instances' lease time, seconds (the smallest allowed: the test waits out one).
 pub const LEASE_S: u64 = 3;
 
-pub fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<PresenceEvent> {
-    let at = Timestamp::new(chrono::Utc::now());
-    seqs.map(|seq| {
-        PresenceEvent::Stay(Sighting {
-            seq,
-            ts: at,
-            beacon: "eddystone-eid:0011223344556677".parse().unwrap(),
-            rssi: -70.0,
-            distance_m: 4.0,
-            seen_s: 0.0,
-        })
-    })
-    .collect()
-}
-
 /// Sends `seqs` as one batch until an ack covers them all, as a gateway resends what is not
 /// acked (an instance killed with the batch in flight never acks it).
 pub async fn send_until_acked(
@@ -43,7 +28,7 @@ pub async fn send_until_acked(
     epoch: Epoch,
     seqs: std::ops::RangeInclusive<u64>,
 ) -> anyhow::Result<()> {
-    send_events_until_acked(gw, epoch, events(seqs)).await
+    send_events_until_acked(gw, epoch, sightings(seqs, PresenceEvent::Stay)).await
 }
 
 /// Sends `events` as one batch until an ack covers their seqs.
@@ -116,18 +101,12 @@ pub fn instance_with(
 
 /// A broker with `gateways` and the cloud's login, with the generated ACL.
 pub fn broker_for(gateways: &[Creds]) -> anyhow::Result<Broker> {
-    let mut lines = vec![password_line(
-        "omo-cloud",
-        &PasswordHash::new("cloud-password"),
-    )];
-    let mut acl = cloud_acl("omo-cloud");
-    for g in gateways {
-        lines.push(password_line(
-            g.gateway.as_str(),
-            &PasswordHash::new(&g.password),
-        ));
-        acl = format!("{acl}\n{}", gateway_acl(&g.store, &g.gateway));
-    }
+    let (lines, acl) = broker_files(
+        ("omo-cloud", "cloud-password"),
+        gateways
+            .iter()
+            .map(|g| (&g.store, &g.gateway, g.password.as_str())),
+    );
     Broker::start(BrokerKind::Mosquitto, &lines, &acl)
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use omo_device_config::broker_auth::{cloud_acl, gateway_acl, password_line, PasswordHash};
+use omo_device_config::broker_auth::broker_files;
 use omo_gateway::outbox::{Outbox, OutboxLimits};
 use omo_sim::fake_fcm::FakeFcm;
 use omo_sim::fake_line::FakeLine;
@@ -212,21 +212,12 @@ impl System {
             .chain(extra.iter().cloned())
             .collect();
         let broker = if layout.mosquitto {
-            let mut lines = Vec::new();
-            let mut acl = String::new();
-            for c in &creds {
-                lines.push(password_line(
-                    c.gateway.as_str(),
-                    &PasswordHash::new(&c.password),
-                ));
-                acl += &gateway_acl(&c.store, &c.gateway);
-                acl.push('\n');
-            }
-            lines.push(password_line(
-                CLOUD_USER,
-                &PasswordHash::new(CLOUD_PASSWORD),
-            ));
-            acl += &cloud_acl(CLOUD_USER);
+            let (lines, acl) = broker_files(
+                (CLOUD_USER, CLOUD_PASSWORD),
+                creds
+                    .iter()
+                    .map(|c| (&c.store, &c.gateway, c.password.as_str())),
+            );
             Some(Broker::start(BrokerKind::Mosquitto, &lines, &acl)?)
         } else {
             None

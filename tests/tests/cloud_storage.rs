@@ -4,26 +4,15 @@
 
 use std::time::Duration;
 
-use omo_device_config::payload::{Epoch, PresenceEvent, Sighting};
-use omo_device_config::{SeqRanges, Timestamp};
-use omo_tests::cloud::{CloudUnderTest, Creds, MqttGateway, ADMIN_TOKEN};
+use omo_device_config::payload::{Epoch, PresenceEvent};
+use omo_device_config::SeqRanges;
+use omo_tests::cloud::{sightings, CloudUnderTest, Creds, MqttGateway, ADMIN_TOKEN};
 use reqwest::Method;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<PresenceEvent> {
-    let at = Timestamp::new(chrono::Utc::now());
-    seqs.map(|seq| {
-        PresenceEvent::Enter(Sighting {
-            seq,
-            ts: at,
-            beacon: "eddystone-eid:0011223344556677".parse().unwrap(),
-            rssi: -70.0,
-            distance_m: 4.0,
-            seen_s: 0.0,
-        })
-    })
-    .collect()
+    sightings(seqs, PresenceEvent::Enter)
 }
 
 /// Starts `cloud`, stores gateway `g1`'s events 1..=30 of epoch 3 and one app install

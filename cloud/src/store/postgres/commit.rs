@@ -210,11 +210,17 @@ async fn write(
         }
         if !new_keys.is_empty() {
             let stmt = tx.prepare_cached(&q.insert_new).await?;
-            let inserted = tx.execute(&stmt, &[&new_keys, &new_values]).await?;
-            if inserted != new_keys.len() as u64 {
+            let inserted: std::collections::BTreeSet<Vec<u8>> = tx
+                .query(&stmt, &[&new_keys, &new_values])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            // The conflict names the key another transaction inserted first.
+            if let Some(taken) = new_keys.iter().find(|k| !inserted.contains(**k)) {
                 return Err(Failed::Store(StoreError::Conflict {
                     space: *space,
-                    key: Hex(new_keys[0].to_vec()),
+                    key: Hex(taken.to_vec()),
                 }));
             }
         }

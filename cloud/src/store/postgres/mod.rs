@@ -51,7 +51,7 @@ struct Queries {
     last: String,
     last_before: String,
     upsert: String,
-    /// Inserts the keys not there yet; the row count says how many were new.
+    /// Inserts the keys not there yet, answering those it inserted.
     insert_new: String,
     delete: String,
 }
@@ -78,7 +78,7 @@ impl Queries {
             ),
             insert_new: format!(
                 "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                 ON CONFLICT (k) DO NOTHING"
+                 ON CONFLICT (k) DO NOTHING RETURNING k"
             ),
             delete: format!("DELETE FROM {t} WHERE k = ANY($1)"),
         }
@@ -201,7 +201,7 @@ impl PgStore {
         let recycling = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if settings.tls() {
+        let manager = if settings::requires_tls(&config) {
             let tls = tls::MakeRustls::new(settings.ca_file.as_deref())
                 .map_err(|e| StoreError::backend("data.postgres.ca_file", e))?;
             Manager::from_config(config, tls, recycling())

@@ -67,25 +67,28 @@ impl Settings {
         } else {
             match self.url.parse::<tokio_postgres::Config>() {
                 Err(e) => out.push(("url", format!("is not a PostgreSQL URL: {e}"))),
-                Ok(_) if self.ca_file.is_some() && !self.tls() => out.push((
-                    "ca_file",
-                    "is set but the URL does not ask for sslmode=require".to_owned(),
-                )),
-                Ok(c)
-                    if self.tls()
-                        && (c.get_hosts().is_empty()
-                            || c.get_hosts()
-                                .iter()
-                                .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))) =>
-                {
-                    out.push((
-                        "url",
-                        "asks for sslmode=require: name each host by its DNS name or address \
-                         (the certificate is checked for it), not a unix socket"
-                            .to_owned(),
-                    ))
+                Ok(c) if !requires_tls(&c) => {
+                    if self.ca_file.is_some() {
+                        out.push((
+                            "ca_file",
+                            "is set but the URL does not ask for sslmode=require".to_owned(),
+                        ));
+                    }
                 }
-                Ok(_) => {}
+                Ok(c) => {
+                    let hosts = c.get_hosts();
+                    let socket = |h: &tokio_postgres::config::Host| {
+                        matches!(h, tokio_postgres::config::Host::Unix(_))
+                    };
+                    if hosts.is_empty() || hosts.iter().any(socket) {
+                        out.push((
+                            "url",
+                            "asks for sslmode=require: name each host by its DNS name or \
+                             address (the certificate is checked for it), not a unix socket"
+                                .to_owned(),
+                        ));
+                    }
+                }
             }
         }
         if !(1..=1024).contains(&self.pool_size) {
@@ -95,13 +98,6 @@ impl Settings {
             out.push(("connect_timeout_ms", "must be at least 1".to_owned()));
         }
         out
-    }
-
-    /// Whether the URL asks for TLS (`sslmode=require`; any other mode is plain TCP).
-    pub fn tls(&self) -> bool {
-        self.url
-            .parse::<tokio_postgres::Config>()
-            .is_ok_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
     }
 
     /// The URL as parsed, without its password or options, for logs: user, hosts and ports,
@@ -162,4 +158,9 @@ impl Settings {
         config.options(&options);
         Ok(config)
     }
+}
+
+/// Whether `config` asks for TLS (`sslmode=require`; any other mode is plain TCP).
+pub(super) fn requires_tls(config: &tokio_postgres::Config) -> bool {
+    config.get_ssl_mode() == tokio_postgres::config::SslMode::Require
 }
