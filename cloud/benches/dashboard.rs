@@ -11,7 +11,8 @@ use common::arg;
 use std::time::{Duration, Instant};
 
 use omo_cloud::config::Role;
-use omo_cloud::delivery::{hour_of, hourly_key};
+use omo_cloud::delivery::hour_of;
+use omo_cloud::delivery::keys::hourly_counter;
 use omo_cloud::http::dashboard::render_overview;
 use omo_cloud::identity::{new_customer, save_customer};
 use omo_cloud::ingest::gateways::GatewayStates;
@@ -66,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     for h in 0..24 {
         for channel in ["line", "push", "webhook"] {
             for outcome in ["delivered", "failed", "expired"] {
-                counts.add_key(hourly_key(
+                counts.add_counter(hourly_counter(
                     hour_of(now_ms) - h * 3_600_000,
                     channel,
                     outcome,

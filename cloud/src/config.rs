@@ -119,6 +119,8 @@ impl CloudConfig {
                 config.webhook.rate_per_s,
             ],
             lease_ms: (timeout.as_secs_f64() * 1000.0 * speed) as i64,
+            counter_shard: (config.data.engine == Engine::Postgres)
+                .then(|| crate::cluster::counter_shard(&config.cluster.instance_name())),
         }
     }
 }

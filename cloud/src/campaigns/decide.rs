@@ -89,8 +89,8 @@ pub struct Trigger<'a> {
     pub store_tz: Tz,
     /// This customer's sends in the last days (all campaigns), any order.
     pub history: &'a [PastSend],
-    /// Sends (not holdout) the campaign has made so far.
-    pub budget_used: u64,
+    /// Whether the campaign's budget has a send (not holdout) left.
+    pub budget_left: bool,
 }
 
 /// Stable assignment of a customer to a campaign's holdout or a variant: a hash of
@@ -143,7 +143,7 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
     if let Some(reason) = off_schedule(campaign, &now).or_else(|| over_caps(campaign, t, &tz)) {
         return suppressed(reason);
     }
-    if t.budget_used >= campaign.budget {
+    if !t.budget_left {
         return suppressed(Reason::Budget);
     }
     let Some(channel) = campaign

@@ -4,7 +4,8 @@
 //! - `campaign/{id}` → the current version, `version/{id}/{version:08}` → each version;
 //! - `decision/{key}` → a decision, once per (campaign, trigger);
 //! - `history/{customer}/{at_ms:016x}/{campaign}` → empty: a send the caps count;
-//! - `budget/{campaign}` → the sends counted against its budget;
+//! - `budget/{campaign}` → the budget's units handed out, `budget/{campaign}/@{shard:04x}` →
+//!   a shard's slice of them (allotted, spent);
 //! - `analysis-link/{campaign}/{customer}` → the customer's analysis id, and
 //!   `analysis/{campaign}/{analysis id}` → their analysis row.
 
@@ -45,9 +46,19 @@ pub fn history(customer: &str, at_ms: i64, campaign: &str) -> String {
     )
 }
 
-/// The sends counted against a campaign's budget.
+/// A campaign's budget: the units handed out (`crate::campaigns::stage` spends them).
 pub fn budget(campaign: &str) -> String {
     format!("budget/{campaign}")
+}
+
+/// The start of a campaign's budget slices.
+pub fn budget_slices(campaign: &str) -> String {
+    format!("{}/@", budget(campaign))
+}
+
+/// The budget slice `shard` spends from.
+pub fn budget_slice(campaign: &str, shard: u16) -> String {
+    format!("{}{shard:04x}", budget_slices(campaign))
 }
 
 /// A customer's link to their analysis row in a campaign.
@@ -80,6 +91,8 @@ mod tests {
         assert_eq!(decision("k"), "decision/k");
         assert_eq!(history("c_1", 0x10, "w"), "history/c_1/0000000000000010/w");
         assert_eq!(budget("w"), "budget/w");
+        assert_eq!(budget_slice("w", 10), "budget/w/@000a");
+        assert!(budget_slice("w", 10).starts_with(&budget_slices("w")));
         assert_eq!(analysis_link("w", "c_1"), "analysis-link/w/c_1");
         assert_eq!(analysis("w", "a1"), "analysis/w/a1");
     }

@@ -168,7 +168,7 @@ pub fn prepare(
     }
     let mut counts = Counts::default();
     counts.add(&d.campaign, &d.variant, "redeemed");
-    counts.add_key(d.store_counter("redeemed"));
+    counts.add_counter(d.store_counter("redeemed"));
     counts.write(store, &mut c)?;
     Ok(Prepared::New(c, redemption))
 }

@@ -6,7 +6,9 @@
 //!
 //! Keys in the campaigns space: `analysis-link/{campaign}/{customer}` → analysis id;
 //! `analysis/{campaign}/{analysis id}` → [`AnalysisRow`]; `funnel/{campaign}/{group}/{metric}`
-//! → a big-endian u64.
+//! → a big-endian u64, and `funnel/{campaign}/@{shard:04x}/{group}/{metric}` the rows of one
+//! shard of it that the decision stage and the delivery worker add to (see
+//! `crate::tallies::funnel::CounterKey`): a report adds them all up.
 //!
 //! Lift: per variant over the holdout, the difference of the return rates with a Wald 95 %
 //! interval, and their ratio with a log-scale 95 % interval, both over customers.
@@ -230,7 +232,8 @@ pub fn build(
     let prefix = crate::tallies::funnel::funnel_prefix(campaign);
     for (key, bytes) in scan_prefix(store, Space::Campaigns, prefix.as_bytes(), usize::MAX)? {
         let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-        let Some((group, metric)) = rest.split_once('/') else {
+        // A counter kept by shard has a row per shard: they add up.
+        let Some((group, metric)) = crate::tallies::funnel::unsharded(&rest).split_once('/') else {
             continue;
         };
         let n = u64::from_be_bytes(
@@ -239,14 +242,15 @@ pub fn build(
                 .try_into()
                 .map_err(|_| StoreError::Backend(format!("{rest}: not a counter")))?,
         );
-        groups
+        *groups
             .entry(group.to_owned())
             .or_insert_with(|| GroupReport {
                 group: group.to_owned(),
                 ..GroupReport::default()
             })
             .funnel
-            .insert(metric.to_owned(), n);
+            .entry(metric.to_owned())
+            .or_default() += n;
     }
     for g in groups.values_mut() {
         g.return_rate = if g.customers == 0 {
@@ -399,13 +403,19 @@ mod tests {
         counts.add("c", "a", "sent");
         counts.add("c", "a", "sent");
         counts.write(&store, &mut c).unwrap();
+        // Two instances' shards of the same counter add up with the unsharded row.
+        for shard in [3, 12] {
+            let mut counts = Counts::in_shard(shard);
+            counts.add("c", "a", "sent");
+            counts.write(&store, &mut c).unwrap();
+        }
         store.commit(c).unwrap();
         let r = build(&store, "c", &["a".to_owned(), "b".to_owned()], 7, 0).unwrap();
         assert_eq!(r.lift[0], lift("a", (x[1], n[1]), (x[0], n[0])));
         assert_eq!(r.lift[1].variant, "b");
         assert_eq!(
             r.groups.iter().find(|g| g.group == "a").unwrap().funnel["sent"],
-            2
+            4
         );
         assert_eq!(
             r.groups

@@ -27,13 +27,16 @@ use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
 use crate::tallies::funnel::Counts;
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 use analysis::Analysis;
+use budget::Budgets;
 
 mod analysis;
+mod budget;
 mod offer;
 mod reads;
 
+pub use budget::sent as budget_sent;
 pub use reads::history;
-use reads::{counter, customer_view, fires, in_places, Place, Places, Segments};
+use reads::{customer_view, fires, in_places, Place, Places, Segments};
 
 /// This stage's name in the offsets space (its offsets count transitions, not log records).
 pub const CONSUMER: &str = "decide";
@@ -105,15 +108,14 @@ fn campaign_stores(campaigns: &[Versioned], places: &Places) -> Vec<(String, BTr
 }
 
 /// What a step has decided so far, committed at its end.
-#[derive(Default)]
 struct Step {
     c: Commit,
     /// Trigger keys decided in this step.
     decided: BTreeSet<String>,
     /// Sends of this step by customer (the caps of their next triggers count them).
     sent_now: HashMap<String, Vec<PastSend>>,
-    /// Budget key → the sends used as read, and with this step's.
-    budgets: BTreeMap<String, (u64, u64)>,
+    /// The budgets its sends spend.
+    budgets: Budgets,
     analysis: Analysis,
     counts: Counts,
     /// Coupon codes given in this step.
@@ -205,7 +207,9 @@ pub fn step_held(
             places: &places,
         },
     };
-    let mut s = Step::default();
+    // The rows a step adds to often (counters, budgets) are its first partition's.
+    let shard = held.iter().map(|p| p.index()).min().unwrap_or(0);
+    let mut s = Step::new(shard);
     for t in &transitions {
         s.transition(&cx, t)?;
     }
@@ -348,6 +352,21 @@ fn count_outcome(counts: &mut Counts, campaign: &str, group: &str, outcome: &Out
 }
 
 impl Step {
+    /// A step whose counters and budgets are `shard`'s rows.
+    fn new(shard: u16) -> Step {
+        Step {
+            c: Commit::new(),
+            decided: BTreeSet::new(),
+            sent_now: HashMap::new(),
+            budgets: Budgets::new(shard),
+            analysis: Analysis::default(),
+            counts: Counts::in_shard(shard),
+            taken: BTreeSet::new(),
+            sends: 0,
+            read_customers: BTreeMap::new(),
+        }
+    }
+
     /// Decides every campaign transition `t` fires, and marks the returns it measures.
     fn transition(&mut self, cx: &Context, t: &Transition) -> Result<(), StoreError> {
         if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
@@ -398,14 +417,8 @@ impl Step {
             .or_insert(bytes);
         let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
         past.extend(self.sent_now.get(&t.customer).cloned().unwrap_or_default());
-        let budget_key = super::keys::budget(&campaign.campaign.id);
-        let (read, used) = match self.budgets.get(&budget_key) {
-            Some(u) => *u,
-            None => {
-                let read = counter(store, &budget_key)?;
-                (read, read)
-            }
-        };
+        let (id, limit) = (&campaign.campaign.id, campaign.campaign.budget);
+        let budget_left = self.budgets.left(store, id, limit)?;
         let outcome = decide(
             &campaign.campaign,
             &Trigger {
@@ -414,7 +427,7 @@ impl Step {
                 late: t.late,
                 store_tz: place.tz,
                 history: &past,
-                budget_used: used,
+                budget_left,
             },
         );
         let decision = Decision {
@@ -439,7 +452,7 @@ impl Step {
             self.capped(cx, (&campaign.campaign, &customer), place, t, &outcome)?;
         }
         if let Outcome::Send { variant, channel } = &outcome {
-            self.budgets.insert(budget_key, (read, used + 1));
+            self.budgets.spend(id, limit);
             let d = offer::delivery(
                 (store, cx.inputs, &self.taken),
                 (&key, &campaign.campaign, variant, *channel),
@@ -447,7 +460,7 @@ impl Step {
                 t,
             )?;
             self.taken.insert(d.coupon.clone());
-            self.counts.add_key(d.store_counter("decided"));
+            self.counts.add_counter(d.store_counter("decided"));
             // Its id and coupon derive from the trigger key, whose absence is expected above.
             delivery::enqueue(&mut self.c, &d);
             self.sends += 1;
@@ -504,12 +517,7 @@ impl Step {
         } = self;
         analysis.write(&mut c, &mut counts);
         counts.write(store, &mut c)?;
-        for (key, (read, used)) in budgets {
-            // Another partition may spend the same budget: only from what was read.
-            let read = (read > 0).then(|| read.to_be_bytes().to_vec());
-            c.expect(Space::Campaigns, key.clone(), read);
-            c.put(Space::Campaigns, key, used.to_be_bytes().to_vec());
-        }
+        budgets.write(&mut c);
         for (id, bytes) in read_customers {
             identity::expect_customer(&mut c, &id, bytes);
         }
@@ -838,9 +846,6 @@ location = { lat = 35.6, lon = 139.7 }
         let over = decisions.iter().filter(|d| d["reason"] == "budget").count();
         assert_eq!((sent, over), (30, 50), "the budget is spent exactly");
         assert_eq!(rows(&store, "delivery/").len(), 30);
-        assert_eq!(
-            counter(&store, &super::super::keys::budget("welcome-coffee")).unwrap(),
-            30
-        );
+        assert_eq!(budget_sent(&store, "welcome-coffee").unwrap(), 30);
     }
 }

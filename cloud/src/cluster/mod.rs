@@ -10,6 +10,7 @@
 pub mod lease;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::store::{Commit, Space, Store, StoreError};
 
@@ -83,6 +84,17 @@ impl ClusterSettings {
             format!("{host}-{}", std::process::id())
         })
     }
+}
+
+/// How many shards an instance's counters may fall in.
+pub const COUNTER_SHARDS: u16 = 16;
+
+/// The shard of the counters `instance` adds to outside the partitioned stages (its delivery
+/// worker's): instances running at once most likely keep apart rows, and the rows of a
+/// campaign stay few however often instances restart under new names.
+pub fn counter_shard(instance: &str) -> u16 {
+    let h = sha2::Sha256::digest(instance.as_bytes());
+    u16::from_be_bytes([h[0], h[1]]) % COUNTER_SHARDS
 }
 
 /// One partition of a store's customers: the `index`th of `count`.

@@ -34,7 +34,7 @@ pub fn click(store: &dyn Store, token: &str, now_ms: i64) -> Result<Option<Strin
         );
         let mut counts = Counts::default();
         counts.add(&d.campaign, &d.variant, "clicked");
-        counts.add_key(d.store_counter("clicked"));
+        counts.add_counter(d.store_counter("clicked"));
         counts.write(store, &mut c)?;
         match store.commit(c) {
             Ok(()) => {

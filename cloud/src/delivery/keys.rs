@@ -5,6 +5,8 @@
 //! `by-store/{store}/{decided_ms:016x}/{id}` → a store's deliveries; `hourly/{hour_ms:016x}/
 //! {channel}/{status}` → a counter of outcomes per hour.
 
+use crate::tallies::funnel::CounterKey;
+
 /// Every delivery row's key starts so.
 pub const DELIVERIES: &str = "delivery/";
 /// Every hourly outcome counter's key starts so.
@@ -43,7 +45,15 @@ pub fn store_index_key(store: &str, decided_ms: i64, id: &str) -> String {
 /// How many deliveries on `channel` ended with `status` in the hour starting at `hour_ms` (a
 /// counter: the overview's offers and failures today).
 pub fn hourly_key(hour_ms: i64, channel: &str, status: &str) -> String {
-    format!("{HOURLY}{:016x}/{channel}/{status}", hour_ms.max(0))
+    hourly_counter(hour_ms, channel, status).key(None)
+}
+
+/// The same counter, to be kept by shard (`hourly/{hour_ms:016x}/@{shard:04x}/…`).
+pub fn hourly_counter(hour_ms: i64, channel: &str, status: &str) -> CounterKey {
+    CounterKey::new(
+        format!("{HOURLY}{:016x}/", hour_ms.max(0)),
+        format!("{channel}/{status}"),
+    )
 }
 
 /// When a delivery's link was first followed (present once it was).

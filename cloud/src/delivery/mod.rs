@@ -25,6 +25,7 @@ pub mod worker;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::funnel::CounterKey;
 pub use clicks::click;
 pub use forget::{expire, expire_hours, forget, of_customer, Forgotten};
 pub use keys::{click_key, clicked_key, coupon_key, due_key, hourly_key, row_key, store_index_key};
@@ -115,8 +116,8 @@ pub fn hour_of(ms: i64) -> i64 {
 
 impl Delivery {
     /// Its counter of `metric` in its store's report tallies (by the hour it was decided).
-    pub fn store_counter(&self, metric: &str) -> String {
-        crate::tallies::hours::counter_key(&self.store, self.decided_ms, &self.campaign, metric)
+    pub fn store_counter(&self, metric: &str) -> CounterKey {
+        crate::tallies::hours::counter(&self.store, self.decided_ms, &self.campaign, metric)
     }
 }
 

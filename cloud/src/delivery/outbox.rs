@@ -44,6 +44,17 @@ pub struct Settings {
     /// A started attempt is taken up again after this (service clock) if its answer was never
     /// recorded (a crash mid-request).
     pub lease_ms: i64,
+    /// The shard of the funnel and hourly counters this worker adds to (several instances on
+    /// one database each keep their own rows); none: the one row of each.
+    pub counter_shard: Option<u16>,
+}
+
+impl Settings {
+    /// The counts of one of this worker's commits.
+    fn counts(&self) -> Counts {
+        self.counter_shard
+            .map_or_else(Counts::default, Counts::in_shard)
+    }
 }
 
 /// Where a delivery goes, read from the customer when it is attempted.
@@ -223,9 +234,9 @@ pub(crate) fn settle(
     };
     counts.add(&d.campaign, &d.variant, &metric);
     if status == Status::Delivered && d.status != Status::Delivered {
-        counts.add_key(d.store_counter("delivered"));
+        counts.add_counter(d.store_counter("delivered"));
     }
-    counts.add_key(super::hourly_key(
+    counts.add_counter(super::keys::hourly_counter(
         super::hour_of(now_ms),
         channel_name(d.channel),
         status_name(status),
@@ -265,7 +276,7 @@ pub fn take_due(
     now_ms: i64,
 ) -> Result<Taken, StoreError> {
     let mut c = Commit::new();
-    let mut counts = Counts::default();
+    let mut counts = settings.counts();
     let mut taken = Taken::default();
     // Due now: keys below `due/{now + 1}`; the first one after tells when to look again.
     let now_end = format!(
@@ -332,7 +343,7 @@ pub fn record(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut c = Commit::new();
-    let mut counts = Counts::default();
+    let mut counts = settings.counts();
     for a in answers {
         record_one(store, settings, a, now_ms, (&mut c, &mut counts))?;
     }

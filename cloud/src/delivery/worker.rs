@@ -304,6 +304,7 @@ mod tests {
             backoff: Backoff::default(),
             rates: [10, 10, 10],
             lease_ms: 30_000,
+            counter_shard: None,
         }
     }
 

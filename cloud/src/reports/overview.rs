@@ -107,7 +107,9 @@ pub fn overview(
     )?;
     for (k, v) in rows {
         let key = String::from_utf8_lossy(&k);
-        let mut parts = key.split('/').skip(2);
+        // hourly/{hour:016x}/[@{shard:04x}/]{channel}/{outcome}
+        let rest = key.splitn(3, '/').nth(2).unwrap_or_default();
+        let mut parts = crate::tallies::funnel::unsharded(rest).split('/');
         let (Some(channel), Some(outcome)) = (parts.next(), parts.next()) else {
             continue;
         };
@@ -171,9 +173,21 @@ mod tests {
             (now, "push", "expired"),
             (now, "webhook", "cancelled"),
         ] {
-            counts.add_key(hourly_key(hour_of(at), channel, outcome));
+            counts.add_counter(crate::delivery::keys::hourly_counter(
+                hour_of(at),
+                channel,
+                outcome,
+            ));
         }
         let mut c = Commit::new();
+        counts.write(&store, &mut c).unwrap();
+        // Another instance's worker's shard adds up.
+        let mut counts = Counts::in_shard(9);
+        counts.add_counter(crate::delivery::keys::hourly_counter(
+            hour_of(now),
+            "line",
+            "delivered",
+        ));
         counts.write(&store, &mut c).unwrap();
         store.commit(c).unwrap();
         let registry = Registry::default();
@@ -186,9 +200,9 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(o.today.channels["line"]["delivered"], 2);
+        assert_eq!(o.today.channels["line"]["delivered"], 3);
         assert_eq!(o.today.channels["push"]["failed"], 1);
-        assert_eq!(o.today.offers_delivered, 2);
+        assert_eq!(o.today.offers_delivered, 3);
         assert_eq!(o.today.delivery_failures, 2);
         assert_eq!(o.gateways.total, 0);
     }

@@ -14,6 +14,7 @@ use super::Offers;
 use crate::delivery::{self, Delivery, Status};
 use crate::purchases;
 use crate::store::{prefix_end, Commit, Space, Store, StoreError};
+use crate::tallies::funnel;
 use crate::tallies::hours::{self, hour_key, hour_of, visitor, PurchaseHour, VisitHour};
 use crate::visits::keys;
 
@@ -235,10 +236,10 @@ impl Tally {
             (from.as_bytes(), to.as_bytes()),
             |k, v| {
                 let key = String::from_utf8_lossy(k);
-                // {hour:016x}/{campaign}/{metric}
+                // {hour:016x}/[@{shard:04x}/]{campaign}/{metric}
                 let parsed = key
                     .get(prefix_len + 16 + 1..)
-                    .and_then(|rest| rest.split_once('/'))
+                    .and_then(|rest| funnel::unsharded(rest).split_once('/'))
                     .zip(<[u8; 8]>::try_from(v).ok());
                 let counted = parsed.is_some_and(|((campaign, metric), n)| {
                     t.counter(campaign, metric, u64::from_be_bytes(n))
@@ -550,7 +551,7 @@ pub fn backfill(store: &dyn Store, secret: &[u8; 32]) -> Result<Option<usize>, S
 mod tests {
     use super::*;
     use crate::store::sled_store::SledStore;
-    use crate::tallies::hours::{add_purchase, counter_key, HOUR_MS};
+    use crate::tallies::hours::{add_purchase, counter, counter_key, HOUR_MS};
 
     #[test]
     fn a_visit_is_counted_once_open_then_by_its_dwell() {
@@ -631,6 +632,12 @@ mod tests {
                 n.to_be_bytes().to_vec(),
             );
         }
+        // A shard's row of the same counter adds up.
+        c.put(
+            Space::Campaigns,
+            counter("s1", at, "w", "decided").key(Some(7)),
+            5u64.to_be_bytes().to_vec(),
+        );
         // Another store, and the next hour: not read.
         c.put(
             Space::Campaigns,
@@ -645,7 +652,7 @@ mod tests {
         store.commit(c).unwrap();
         let h = hour_of(at);
         let t = Tally::read(&store, "s1", (h, h + HOUR_MS)).unwrap();
-        assert_eq!((t.offers["w"].decided, t.offers["w"].delivered), (3, 2));
+        assert_eq!((t.offers["w"].decided, t.offers["w"].delivered), (8, 2));
         assert_eq!(t.offers["x"].clicked, 1);
         assert_eq!(
             t.groups["w"],

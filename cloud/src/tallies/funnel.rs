@@ -9,7 +9,12 @@ use crate::store::{Commit, Space, Store, StoreError};
 
 /// The counter of `metric` (`decided`, `delivered`, `failed:…`, …) for `group` in `campaign`.
 pub fn funnel_key(campaign: &str, group: &str, metric: &str) -> String {
-    format!("{}{group}/{metric}", funnel_prefix(campaign))
+    funnel_counter(campaign, group, metric).key(None)
+}
+
+/// The same counter, to be kept by shard.
+pub fn funnel_counter(campaign: &str, group: &str, metric: &str) -> CounterKey {
+    CounterKey::new(funnel_prefix(campaign), format!("{group}/{metric}"))
 }
 
 /// The start of a campaign's counters.
@@ -17,26 +22,69 @@ pub fn funnel_prefix(campaign: &str) -> String {
     format!("funnel/{campaign}/")
 }
 
-/// Counter increments gathered over a step, written at its end.
-#[derive(Debug, Default)]
-pub struct Counts(BTreeMap<String, u64>);
+/// What marks a shard's segment in a counter's key.
+const SHARD: char = '@';
 
-impl Counts {
-    pub fn add(&mut self, campaign: &str, group: &str, metric: &str) {
-        *self
-            .0
-            .entry(funnel_key(campaign, group, metric))
-            .or_default() += 1;
+/// A counter's key in two halves. A writer that adds to it often from several instances at
+/// once keeps it by shard: `{head}@{shard:04x}/{tail}`, a row per shard, so the instances do
+/// not wait on each other's row; a reader adds up every row ([`unsharded`] drops the segment).
+/// No head is followed by a name that may start with `@` (ids and groups are `[A-Za-z0-9._-]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CounterKey {
+    head: String,
+    tail: String,
+}
+
+impl CounterKey {
+    pub fn new(head: String, tail: String) -> Self {
+        CounterKey { head, tail }
     }
 
-    /// Counts one under a key of its own (not a funnel's).
-    pub fn add_key(&mut self, key: String) {
-        *self.0.entry(key).or_default() += 1;
+    /// The key of its row: `shard`'s, or the one unsharded row.
+    pub fn key(&self, shard: Option<u16>) -> String {
+        match shard {
+            Some(n) => format!("{}{SHARD}{n:04x}/{}", self.head, self.tail),
+            None => format!("{}{}", self.head, self.tail),
+        }
+    }
+}
+
+/// What follows a counter key's head, without the shard's segment if there is one.
+pub fn unsharded(rest: &str) -> &str {
+    rest.strip_prefix(SHARD)
+        .and_then(|r| r.split_once('/'))
+        .map_or(rest, |(_, tail)| tail)
+}
+
+/// Counter increments gathered over a step, written at its end.
+#[derive(Debug, Default)]
+pub struct Counts {
+    added: BTreeMap<CounterKey, u64>,
+    shard: Option<u16>,
+}
+
+impl Counts {
+    /// Counts written to `shard`'s rows (see [`CounterKey`]).
+    pub fn in_shard(shard: u16) -> Self {
+        Counts {
+            shard: Some(shard),
+            ..Counts::default()
+        }
+    }
+
+    pub fn add(&mut self, campaign: &str, group: &str, metric: &str) {
+        self.add_counter(funnel_counter(campaign, group, metric));
+    }
+
+    /// Counts one under a counter of its own (not a funnel's).
+    pub fn add_counter(&mut self, key: CounterKey) {
+        *self.added.entry(key).or_default() += 1;
     }
 
     /// Adds the increments to `c`, each expecting the counter it read.
     pub fn write(self, store: &dyn Store, c: &mut Commit) -> Result<(), StoreError> {
-        for (key, n) in self.0 {
+        for (key, n) in self.added {
+            let key = key.key(self.shard);
             let old = store.get(Space::Campaigns, key.as_bytes())?;
             let value = match &old {
                 Some(b) => u64::from_be_bytes(
@@ -86,6 +134,11 @@ mod tests {
     fn the_layout_is_the_stored_one() {
         assert_eq!(funnel_key("w", "a", "decided"), "funnel/w/a/decided");
         assert!(funnel_key("w", "a", "decided").starts_with(&funnel_prefix("w")));
+        let sharded = funnel_counter("w", "a", "failed:404 X/Y").key(Some(10));
+        assert_eq!(sharded, "funnel/w/@000a/a/failed:404 X/Y");
+        let rest = &sharded[funnel_prefix("w").len()..];
+        assert_eq!(unsharded(rest), "a/failed:404 X/Y");
+        assert_eq!(unsharded("a/decided"), "a/decided");
     }
 
     #[test]

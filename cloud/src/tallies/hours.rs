@@ -12,7 +12,8 @@
 //! - purchases: `tally/{place}/{hour:016x}` in the purchases space, a [`PurchaseHour`];
 //! - the campaign stage (decisions and analysis rows), the delivery worker, tracked links and
 //!   redemptions: counters `at-store/{store}/{hour:016x}/{campaign}/{metric}` in the campaigns
-//!   space, big-endian u64s like the funnel's, with the metrics `decided`, `delivered`,
+//!   space (`at-store/{store}/{hour:016x}/@{shard:04x}/…` the rows of one shard of them, as the
+//!   funnel's), big-endian u64s like the funnel's, with the metrics `decided`, `delivered`,
 //!   `clicked`, `redeemed` (by the hour the offer was decided) and `customers/{group}`,
 //!   `returned/{group}` (by the hour of the customer's first trigger).
 //!
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::sweep::Sweeper;
 use crate::store::{scan_prefix_from, Commit, Space, Store, StoreError};
+use crate::tallies::funnel::CounterKey;
 
 pub const HOUR_MS: i64 = 3_600_000;
 
@@ -89,7 +91,15 @@ pub fn purchases_key(place: &str, at_ms: i64) -> String {
 
 /// The campaigns space's counter of `metric` for `campaign` at `store` in the hour of `at_ms`.
 pub fn counter_key(store: &str, at_ms: i64, campaign: &str, metric: &str) -> String {
-    format!("{}/{campaign}/{metric}", hour_key(AT_STORE, store, at_ms))
+    counter(store, at_ms, campaign, metric).key(None)
+}
+
+/// The same counter, to be kept by shard (`at-store/{store}/{hour:016x}/@{shard:04x}/…`).
+pub fn counter(store: &str, at_ms: i64, campaign: &str, metric: &str) -> CounterKey {
+    CounterKey::new(
+        format!("{}/", hour_key(AT_STORE, store, at_ms)),
+        format!("{campaign}/{metric}"),
+    )
 }
 
 /// The 32-bit hash a customer is counted by among a store's visitors.

@@ -102,6 +102,7 @@ async fn run(rate: u32, seconds: u64) -> anyhow::Result<()> {
         backoff: Backoff::default(),
         rates: [rate, rate, rate],
         lease_ms: 60_000,
+        counter_shard: None,
     };
     let worker = Arc::new(Worker::new(store.clone(), clock, senders, settings));
     let started = Instant::now();

@@ -36,7 +36,7 @@ fn trigger<'a>(c: &'a CustomerView, at: &str, tz: &str, history: &'a [PastSend])
         late: false,
         store_tz: tz.parse().unwrap(),
         history,
-        budget_used: 0,
+        budget_left: true,
     }
 }
 
@@ -222,7 +222,7 @@ fn caps_cooldown_budget_consent_and_lateness_say_why() {
         Outcome::Send { .. }
     ));
     let mut spent = trigger(&who, "2026-11-23 03:00", "Asia/Tokyo", &[]);
-    spent.budget_used = c.budget;
+    spent.budget_left = false;
     assert_eq!(reason(decide(&c, &spent)), Some(Reason::Budget));
     let nobody = customer(&[]);
     assert_eq!(

@@ -136,7 +136,7 @@ impl Analysis {
             let new = serde_json::to_vec(&row).expect("analysis rows serialise");
             let campaign = key.split('/').nth(1).unwrap_or_default();
             let counter = |metric: &str| {
-                report_tally::counter_key(
+                report_tally::counter(
                     &row.store,
                     row.first_trigger_ms,
                     campaign,
@@ -149,10 +149,10 @@ impl Analysis {
                 .is_some_and(|r| r.returned_ms.is_some());
             // (Rows from before stores were recorded have none to count at.)
             if old.is_none() && !row.store.is_empty() {
-                counts.add_key(counter("customers"));
+                counts.add_counter(counter("customers"));
             }
             if row.returned_ms.is_some() && !returned_before && !row.store.is_empty() {
-                counts.add_key(counter("returned"));
+                counts.add_counter(counter("returned"));
             }
             if old.as_ref() != Some(&new) {
                 c.expect(Space::Campaigns, key.clone(), old);

@@ -1,6 +1,5 @@
 //! What a decision reads besides its transition: the scope's store and time zone, the
-//! customer as campaigns see them (tags, tier, reachable channels), their recent sends, a
-//! budget's counter.
+//! customer as campaigns see them (tags, tier, reachable channels), their recent sends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -185,15 +184,4 @@ pub fn history(
         })
     })
     .collect()
-}
-
-pub(super) fn counter(store: &dyn Store, key: &str) -> Result<u64, StoreError> {
-    Ok(match store.get(Space::Campaigns, key.as_bytes())? {
-        Some(v) => u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| StoreError::backend(key, "not 8 bytes"))?,
-        ),
-        None => 0,
-    })
 }
