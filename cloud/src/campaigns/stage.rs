@@ -29,6 +29,7 @@ use crate::visits::engine::{Scope, Transition, TransitionKind};
 use analysis::Analysis;
 use budget::Budgets;
 
+mod ahead;
 mod analysis;
 mod budget;
 mod offer;
@@ -207,6 +208,7 @@ pub fn step_held(
             places: &places,
         },
     };
+    ahead::decisions(&ahead, &cx, &transitions)?;
     // The rows a step adds to often (counters, budgets) are its first partition's.
     let shard = held.iter().map(|p| p.index()).min().unwrap_or(0);
     let mut s = Step::new(shard);

@@ -83,9 +83,11 @@ impl Counts {
 
     /// Adds the increments to `c`, each expecting the counter it read.
     pub fn write(self, store: &dyn Store, c: &mut Commit) -> Result<(), StoreError> {
-        for (key, n) in self.added {
-            let key = key.key(self.shard);
-            let old = store.get(Space::Campaigns, key.as_bytes())?;
+        let keys: Vec<String> = self.added.keys().map(|k| k.key(self.shard)).collect();
+        let bytes: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        // One round trip for them all.
+        let olds = store.get_many(Space::Campaigns, &bytes)?;
+        for ((key, n), old) in keys.into_iter().zip(self.added.into_values()).zip(olds) {
             let value = match &old {
                 Some(b) => u64::from_be_bytes(
                     b.as_slice()

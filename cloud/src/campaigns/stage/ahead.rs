@@ -1,0 +1,72 @@
+//! What a step's decisions will read, fetched before it decides: on an engine across a network
+//! each is a round trip, so three calls for the whole step stand in for several per trigger.
+
+use std::collections::BTreeSet;
+
+use super::{trigger_key, Context};
+use crate::campaigns::keys;
+use crate::identity;
+use crate::store::read_through::ReadThrough;
+use crate::store::{Space, Store, StoreError};
+use crate::visits::engine::{Scope, Transition, TransitionKind};
+
+/// Reads ahead, for `transitions`: the decision keys of the campaigns each fires and the
+/// customers' analysis links in them and in the campaigns a store visit measures; then the
+/// rows those links name and the customers' installs (their records were read ahead before).
+pub(super) fn decisions(
+    ahead: &ReadThrough<'_>,
+    cx: &Context<'_>,
+    transitions: &[Transition],
+) -> Result<(), StoreError> {
+    let mut decisions = BTreeSet::new();
+    let mut links = BTreeSet::new();
+    for t in transitions {
+        for k in cx
+            .campaigns
+            .iter()
+            .filter(|k| super::fires(&k.campaign.trigger, &t.kind) && super::in_places(k, &t.scope))
+        {
+            let id = &k.campaign.id;
+            decisions.insert(keys::decision(&trigger_key(&cx.inputs.secret, t, id)));
+            links.insert((id.as_str(), t.customer.as_str()));
+        }
+        if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
+            for (campaign, stores) in &cx.campaign_stores {
+                if stores.contains(s) {
+                    links.insert((campaign.as_str(), t.customer.as_str()));
+                }
+            }
+        }
+    }
+    let link_keys: Vec<(String, Vec<u8>)> = links
+        .iter()
+        .map(|(c, who)| (c.to_string(), keys::analysis_link(c, who).into_bytes()))
+        .collect();
+    ahead.read_ahead(
+        Space::Campaigns,
+        decisions
+            .into_iter()
+            .map(String::into_bytes)
+            .chain(link_keys.iter().map(|(_, k)| k.clone()))
+            .collect(),
+    )?;
+    let mut rows = Vec::new();
+    for (campaign, link) in &link_keys {
+        if let Some(id) = ahead.get(Space::Campaigns, link)? {
+            rows.push(keys::analysis(campaign, &String::from_utf8_lossy(&id)).into_bytes());
+        }
+    }
+    ahead.read_ahead(Space::Campaigns, rows)?;
+    let customers: BTreeSet<&str> = transitions.iter().map(|t| t.customer.as_str()).collect();
+    let mut installs = Vec::new();
+    for id in customers {
+        if let Some((c, _)) = identity::customer_record(ahead, id)? {
+            installs.extend(
+                c.installs
+                    .iter()
+                    .map(|i| identity::keys::install(i).into_bytes()),
+            );
+        }
+    }
+    ahead.read_ahead(Space::Identity, installs)
+}
