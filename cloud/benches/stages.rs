@@ -8,13 +8,15 @@
 //!
 //! `cargo bench -p omo-cloud --bench stages` (`-- --rate N --seconds S --customers M`;
 //! `--engines sled` or `--engines postgres` for one of them; `--partitions P`, 8 by default as
-//! a new store's, 1 as a store from before partitions).
+//! a new store's, 1 as a store from before partitions; `--calls` counts and times each stage's
+//! store calls by kind and space).
 
 mod common;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use common::counted::Counted;
 use common::{arg, ts, until_caught_up};
 use omo_cloud::campaigns::{stage as decisions, stored};
 use omo_cloud::identity::eid_resolver::EidResolver;
@@ -186,6 +188,10 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
         let mut c = Commit::new();
         for i in from..(from + 1000).min(customers) {
             let mut customer = new_customer(ts(T0 - 86_400_000));
+            // Ids of their own, not random: which customers share a partition is then the same
+            // in every run (the log's last evidence is released only by a later record of its
+            // partition, so the transitions counted would vary by a few).
+            customer.id = format!("c_{i:020x}");
             customer.line_user = Some(format!("U{i:032x}"));
             customer.beacons = vec![beacon_of(i)];
             customer.consent.line = true;
@@ -232,15 +238,22 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
         id_key: [9; 32],
         profiles: Default::default(),
     };
+    // With `--calls`, each stage's store calls are counted and timed (at some cost in speed).
+    let counted = Counted::new(store);
+    let calls = std::env::args().any(|a| a == "--calls");
+    let stepping: &dyn Store = if calls { &counted } else { store };
     let mut stage = VisitStage::open(store, &inputs)?;
     let started = Instant::now();
-    let read = until_caught_up(|| stage.step(store, &inputs))?;
+    let read = until_caught_up(|| stage.step(stepping, &inputs))?;
     let visits_s = started.elapsed().as_secs_f64();
     let transitions = store.scan(Space::Transitions, &[], usize::MAX)?.len();
     println!(
         "{engine}, {partitions} partition(s): visit stage: {events} events ({read} log records with ticks, {seconds} s at {rate}/s, {customers} customers) in {visits_s:.2} s: {:.0} events/s; {transitions} transitions",
         events as f64 / visits_s
     );
+    for line in counted.report() {
+        println!("{line}");
+    }
 
     let inputs = decisions::Inputs {
         registry,
@@ -250,7 +263,7 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
         profiles: Default::default(),
     };
     let started = Instant::now();
-    let decided = until_caught_up(|| decisions::step(store, &inputs))?;
+    let decided = until_caught_up(|| decisions::step(stepping, &inputs))?;
     let decide_s = started.elapsed().as_secs_f64();
     let deliveries =
         omo_cloud::store::barrier::scan_prefix(store, Space::Campaigns, b"delivery/", usize::MAX)?
@@ -259,5 +272,8 @@ fn bench(engine: &str, store: &dyn Store) -> anyhow::Result<()> {
         "{engine}, {partitions} partition(s): decision stage: {decided} transitions in {decide_s:.2} s: {:.0} transitions/s; {deliveries} delivery rows",
         decided as f64 / decide_s
     );
+    for line in counted.report() {
+        println!("{line}");
+    }
     Ok(())
 }

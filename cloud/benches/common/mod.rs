@@ -1,6 +1,8 @@
 //! What the bench binaries share (each uses part of it).
 #![allow(dead_code)]
 
+pub mod counted;
+
 /// The value after `name` on the command line (`-- --rate 5000`), or `default`.
 pub fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

@@ -21,6 +21,7 @@ use crate::ingest::record::{GatewayEvent, PurchaseEvent, Record};
 use crate::profiles::ProfileParams;
 use crate::registry::Registry;
 use crate::store::event_log;
+use crate::store::read_through::ReadThrough;
 use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::hours::VisitHours;
 use crate::zones::ZoneSet;
@@ -270,13 +271,20 @@ impl VisitStage {
         // own, `tally/{store}/{hour}/{partition}`).
         let mut c = Commit::new();
         let mut hours = VisitHours::default();
-        let mut staged = Ok(());
+        let ahead = ReadThrough::new(store);
+        let mut staged =
+            write::read_ahead(&ahead, folded.values().flat_map(|f| f.transitions.iter()));
         for (i, f) in &folded {
-            let part = self.parts.get_mut(i).expect("a held part");
-            staged = part.stage((store, inputs), f, (log_ms, last + 1), (&mut hours, &mut c));
             if staged.is_err() {
                 break;
             }
+            let part = self.parts.get_mut(i).expect("a held part");
+            staged = part.stage(
+                (&ahead, inputs),
+                f,
+                (log_ms, last + 1),
+                (&mut hours, &mut c),
+            );
         }
         hours.write(&mut c);
         let committed = staged.and_then(|()| {
