@@ -77,6 +77,17 @@ impl Store for Counted<'_> {
         })
     }
 
+    fn scan_ranges(
+        &self,
+        space: Space,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: usize,
+    ) -> Result<Vec<Vec<Entry>>, StoreError> {
+        self.timed("scan_ranges", Some(space), || {
+            self.inner.scan_ranges(space, ranges, limit)
+        })
+    }
+
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
         self.timed("last", Some(space), || self.inner.last(space))
     }

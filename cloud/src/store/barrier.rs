@@ -88,6 +88,15 @@ impl Store for BarrierStore {
         self.inner.scan_range(space, from, end, limit)
     }
 
+    fn scan_ranges(
+        &self,
+        space: Space,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: usize,
+    ) -> Result<Vec<Vec<Entry>>, StoreError> {
+        self.inner.scan_ranges(space, ranges, limit)
+    }
+
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
         self.inner.last(space)
     }

@@ -269,6 +269,21 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// Each `(from, end)` range's entries, up to `limit` of each, in key order (as
+    /// [`Store::scan_range`] answers them), in the ranges' order: one round trip on an engine
+    /// across a network, a loop of `scan_range` elsewhere.
+    fn scan_ranges(
+        &self,
+        space: Space,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: usize,
+    ) -> Result<Vec<Vec<Entry>>, StoreError> {
+        ranges
+            .iter()
+            .map(|(from, end)| self.scan_range(space, from, end, limit))
+            .collect()
+    }
+
     /// The entry with the greatest key.
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError>;
 
@@ -337,6 +352,15 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         (**self).scan_range(space, from, end, limit)
+    }
+
+    fn scan_ranges(
+        &self,
+        space: Space,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: usize,
+    ) -> Result<Vec<Vec<Entry>>, StoreError> {
+        (**self).scan_ranges(space, ranges, limit)
     }
 
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {

@@ -1,17 +1,19 @@
 //! What a step's decisions will read, fetched before it decides: on an engine across a network
-//! each is a round trip, so three calls for the whole step stand in for several per trigger.
+//! each is a round trip, so four calls for the whole step stand in for several per trigger.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{trigger_key, Context};
+use super::reads::{history_range, HISTORY_MAX};
+use super::{offer, trigger_key, Context, HISTORY_DAYS};
 use crate::campaigns::keys;
 use crate::identity;
 use crate::store::read_through::ReadThrough;
 use crate::store::{Space, Store, StoreError};
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 
-/// Reads ahead, for `transitions`: the decision keys of the campaigns each fires and the
-/// customers' analysis links in them and in the campaigns a store visit measures; then the
+/// Reads ahead, for `transitions`: the decision keys of the campaigns each fires, the first
+/// coupon key a send on each of its channels would take, and the customers' analysis links in
+/// them and in the campaigns a store visit measures; the customers' caps histories; then the
 /// rows those links name and the customers' installs (their records were read ahead before).
 pub(super) fn decisions(
     ahead: &ReadThrough<'_>,
@@ -20,6 +22,7 @@ pub(super) fn decisions(
 ) -> Result<(), StoreError> {
     let mut decisions = BTreeSet::new();
     let mut links = BTreeSet::new();
+    let mut since: BTreeMap<&str, i64> = BTreeMap::new();
     for t in transitions {
         for k in cx
             .campaigns
@@ -27,8 +30,17 @@ pub(super) fn decisions(
             .filter(|k| super::fires(&k.campaign.trigger, &t.kind) && super::in_places(k, &t.scope))
         {
             let id = &k.campaign.id;
-            decisions.insert(keys::decision(&trigger_key(&cx.inputs.secret, t, id)));
+            let key = trigger_key(&cx.inputs.secret, t, id);
+            for channel in &k.campaign.channels {
+                decisions.insert(offer::first_coupon_key(&cx.inputs.secret, &key, *channel));
+            }
+            decisions.insert(keys::decision(&key));
             links.insert((id.as_str(), t.customer.as_str()));
+            let from = t.at_ms - HISTORY_DAYS * 86_400_000;
+            since
+                .entry(t.customer.as_str())
+                .and_modify(|s| *s = (*s).min(from))
+                .or_insert(from);
         }
         if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
             for (campaign, stores) in &cx.campaign_stores {
@@ -50,6 +62,11 @@ pub(super) fn decisions(
             .chain(link_keys.iter().map(|(_, k)| k.clone()))
             .collect(),
     )?;
+    let histories = since
+        .into_iter()
+        .map(|(customer, from)| history_range(customer, from))
+        .collect();
+    ahead.read_ranges_ahead(Space::Campaigns, histories, HISTORY_MAX)?;
     let mut rows = Vec::new();
     for (campaign, link) in &link_keys {
         if let Some(id) = ahead.get(Space::Campaigns, link)? {

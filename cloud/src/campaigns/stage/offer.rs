@@ -38,6 +38,25 @@ fn coupon(bytes: &[u8; 32]) -> String {
         .collect()
 }
 
+/// The bytes a send's delivery id (and its coupon and link) derive from: trigger `key`'s send
+/// on `channel`.
+fn id_bytes(secret: &[u8; 32], key: &str, channel: DeliveryChannel) -> [u8; 32] {
+    keyed(secret, &["delivery", key, &format!("{channel:?}")])
+}
+
+/// The `n`th coupon code a delivery may take.
+fn nth_coupon(secret: &[u8; 32], id_bytes: &[u8; 32], n: u32) -> String {
+    coupon(&keyed(
+        secret,
+        &["coupon", &hex::encode(id_bytes), &n.to_string()],
+    ))
+}
+
+/// The coupon key a send of trigger `key` on `channel` reads first (for reading it ahead).
+pub(super) fn first_coupon_key(secret: &[u8; 32], key: &str, channel: DeliveryChannel) -> String {
+    delivery::coupon_key(&nth_coupon(secret, &id_bytes(secret, key, channel), 0))
+}
+
 /// The delivery's coupon code: derived from its id, with a counter when (rarely: 50 bits) the
 /// code is already taken by another delivery.
 fn unused_coupon(
@@ -46,9 +65,8 @@ fn unused_coupon(
     secret: &[u8; 32],
     id_bytes: &[u8; 32],
 ) -> Result<String, StoreError> {
-    let id = hex::encode(id_bytes);
     for n in 0u32.. {
-        let code = coupon(&keyed(secret, &["coupon", &id, &n.to_string()]));
+        let code = nth_coupon(secret, id_bytes, n);
         if !taken.contains(&code)
             && store
                 .get(Space::Campaigns, delivery::coupon_key(&code).as_bytes())?
@@ -68,7 +86,7 @@ pub(super) fn delivery(
     (customer, place): (&identity::Customer, &Place),
     t: &Transition,
 ) -> Result<Delivery, StoreError> {
-    let id_bytes = keyed(&inputs.secret, &["delivery", key, &format!("{channel:?}")]);
+    let id_bytes = id_bytes(&inputs.secret, key, channel);
     let template = campaign
         .variants
         .iter()

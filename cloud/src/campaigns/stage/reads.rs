@@ -154,34 +154,40 @@ pub(super) fn customer_view(
     Ok(Some((view, c, bytes)))
 }
 
+/// The keys of `customer`'s caps history since `since_ms`: `[from, end)`.
+pub(super) fn history_range(customer: &str, since_ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let prefix = super::super::keys::history_prefix(customer);
+    let from = format!("{prefix}{:016x}", since_ms.max(0)).into_bytes();
+    let end = crate::store::prefix_end(prefix.as_bytes()).expect("a prefix ending in '/'");
+    (from, end)
+}
+
+/// The most sends of a customer's caps history read.
+pub(super) const HISTORY_MAX: usize = 10_000;
+
 /// The sends to `customer` since `since_ms` (its caps history: campaign and time), oldest
-/// first, 10,000 at most.
+/// first, [`HISTORY_MAX`] at most.
 pub fn history(
     store: &dyn Store,
     customer: &str,
     since_ms: i64,
 ) -> Result<Vec<PastSend>, StoreError> {
     let prefix = super::super::keys::history_prefix(customer);
-    let from = format!("{prefix}{:016x}", since_ms.max(0));
-    crate::store::scan_prefix_from(
-        store,
-        Space::Campaigns,
-        prefix.as_bytes(),
-        from.as_bytes(),
-        10_000,
-    )?
-    .into_iter()
-    .map(|(k, _)| {
-        let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-        let (at, campaign) = rest
-            .split_once('/')
-            .ok_or_else(|| StoreError::backend("history key", &rest))?;
-        let at_ms =
-            i64::from_str_radix(at, 16).map_err(|e| StoreError::backend("history key", e))?;
-        Ok(PastSend {
-            campaign: campaign.to_owned(),
-            at_ms,
+    let (from, end) = history_range(customer, since_ms);
+    store
+        .scan_range(Space::Campaigns, &from, &end, HISTORY_MAX)?
+        .into_iter()
+        .map(|(k, _)| {
+            let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let (at, campaign) = rest
+                .split_once('/')
+                .ok_or_else(|| StoreError::backend("history key", &rest))?;
+            let at_ms =
+                i64::from_str_radix(at, 16).map_err(|e| StoreError::backend("history key", e))?;
+            Ok(PastSend {
+                campaign: campaign.to_owned(),
+                at_ms,
+            })
         })
-    })
-    .collect()
+        .collect()
 }

@@ -48,6 +48,8 @@ struct Queries {
     get_many_for_update: String,
     scan: String,
     scan_range: String,
+    /// Each of several ranges' first entries (`scan_range` for many in one query).
+    scan_ranges: String,
     last: String,
     last_before: String,
     upsert: String,
@@ -69,6 +71,13 @@ impl Queries {
             scan: format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2"),
             scan_range: format!(
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
+            ),
+            scan_ranges: format!(
+                "SELECT r.i, x.k, x.v \
+                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(lo, hi, i) \
+                 CROSS JOIN LATERAL \
+                 (SELECT k, v FROM {t} WHERE k >= r.lo AND k < r.hi ORDER BY k LIMIT $3) x \
+                 ORDER BY r.i, x.k"
             ),
             last: format!("SELECT k, v FROM {t} ORDER BY k DESC LIMIT 1"),
             last_before: format!("SELECT k, v FROM {t} WHERE k < $1 ORDER BY k DESC LIMIT 1"),
@@ -418,6 +427,42 @@ impl Store for PgStore {
             limit(n),
         ];
         self.rows(space, |q| &q.scan_range, params)
+    }
+
+    fn scan_ranges(
+        &self,
+        space: Space,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        n: usize,
+    ) -> Result<Vec<Vec<Entry>>, StoreError> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (from, end): (Vec<Vec<u8>>, Vec<Vec<u8>>) = ranges.iter().cloned().unzip();
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Entry)> = self.run(move |pool, queries| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let stmt = client
+                .prepare_cached(&queries[space.index()].scan_ranges)
+                .await
+                .map_err(pg_error)?;
+            let rows = client
+                .query(&stmt, &[&from, &end, &n])
+                .await
+                .map_err(pg_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect())
+        })?;
+        let mut out = vec![Vec::new(); ranges.len()];
+        for (i, entry) in rows {
+            // WITH ORDINALITY counts from 1.
+            if let Some(range) = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i)) {
+                range.push(entry);
+            }
+        }
+        Ok(out)
     }
 
     fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
