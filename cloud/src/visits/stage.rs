@@ -272,8 +272,10 @@ impl VisitStage {
         let mut c = Commit::new();
         let mut hours = VisitHours::default();
         let ahead = ReadThrough::new(store);
-        let mut staged =
-            write::read_ahead(&ahead, folded.values().flat_map(|f| f.transitions.iter()));
+        let step = folded
+            .iter()
+            .flat_map(|(i, f)| f.transitions.iter().map(|t| (*i, t)));
+        let mut staged = write::read_ahead(&ahead, step);
         for (i, f) in &folded {
             if staged.is_err() {
                 break;

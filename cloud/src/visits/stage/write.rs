@@ -13,29 +13,30 @@ use crate::tallies::hours::{self as tally, VisitHours};
 use crate::visits::engine::{Scope, Transition, TransitionKind};
 use crate::visits::keys;
 
-/// Reads ahead what writing `transitions` will read, in three round trips for a whole step
-/// instead of a few per transition: the visits they belong to and the store index entries an
-/// enter sets, the profiles an enter or a purchase changes (and whether a purchase was folded
-/// in), then the index entries an exit sets (from the visits just read).
+/// Reads ahead what writing `transitions` (each with its partition's index) will read, in
+/// three round trips for a whole step instead of a few per transition: the visits they belong
+/// to and the store index entries an enter sets, the profiles an enter or a purchase changes
+/// (and whether a purchase was folded in), then the index entries an exit sets (from the
+/// visits just read) and the stores' hour tallies the entries count in.
 pub(super) fn read_ahead<'a>(
     ahead: &ReadThrough<'_>,
-    transitions: impl Iterator<Item = &'a Transition> + Clone,
+    transitions: impl Iterator<Item = (u16, &'a Transition)> + Clone,
 ) -> Result<(), StoreError> {
     let mut visits = BTreeSet::new();
     let mut entered = BTreeMap::new();
     let mut profile_keys = BTreeSet::new();
-    for t in transitions.clone() {
+    let mut tallies = BTreeSet::new();
+    for (partition, t) in transitions.clone() {
         match (&t.kind, &t.scope) {
             (TransitionKind::Purchase { .. }, _) => {
                 profile_keys.insert(profiles::keys::folded_key(&t.customer, &t.visit));
                 profile_keys.insert(profiles::keys::profile_key(&t.customer));
                 continue;
             }
-            (TransitionKind::Enter, Scope::Store(_)) => {
-                entered.insert(
-                    t.visit.as_str(),
-                    keys::in_scope(&t.scope, t.at_ms, &t.visit),
-                );
+            (TransitionKind::Enter, Scope::Store(s)) => {
+                let key = keys::in_scope(&t.scope, t.at_ms, &t.visit);
+                entered.insert(t.visit.as_str(), key);
+                tallies.insert(tally::visits_shard_key(s, t.at_ms, partition));
                 profile_keys.insert(profiles::keys::profile_key(&t.customer));
             }
             _ => {}
@@ -45,30 +46,26 @@ pub(super) fn read_ahead<'a>(
     let bytes = |keys: &mut dyn Iterator<Item = String>| -> Vec<Vec<u8>> {
         keys.map(String::into_bytes).collect()
     };
-    let visit_keys = bytes(&mut visits.iter().cloned());
-    ahead.read_ahead(
-        Space::Visits,
-        visit_keys
-            .iter()
-            .cloned()
-            .chain(bytes(&mut entered.values().cloned()))
-            .collect(),
-    )?;
+    let first = visits.iter().chain(entered.values()).cloned();
+    ahead.read_ahead(Space::Visits, bytes(&mut first.clone()))?;
     ahead.read_ahead(Space::Profiles, bytes(&mut profile_keys.into_iter()))?;
-    let mut exits = Vec::new();
-    for t in transitions.filter(|t| matches!(t.kind, TransitionKind::Exit { .. })) {
-        if entered.contains_key(t.visit.as_str()) {
+    let mut then = Vec::new();
+    for (partition, t) in transitions {
+        if !matches!(t.kind, TransitionKind::Exit { .. }) || entered.contains_key(t.visit.as_str())
+        {
             continue;
         }
-        if let Some(b) = ahead.get(Space::Visits, keys::visit(&t.visit).as_bytes())? {
-            if let Ok(v) = serde_json::from_slice::<VisitRecord>(&b) {
-                if let Scope::Store(_) = v.scope {
-                    exits.push(keys::in_scope(&v.scope, v.entered.millis(), &v.id).into_bytes());
-                }
+        let Some(b) = ahead.get(Space::Visits, keys::visit(&t.visit).as_bytes())? else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_slice::<VisitRecord>(&b) {
+            if let Scope::Store(s) = &v.scope {
+                then.push(keys::in_scope(&v.scope, v.entered.millis(), &v.id));
+                tallies.insert(tally::visits_shard_key(s, v.entered.millis(), partition));
             }
         }
     }
-    ahead.read_ahead(Space::Visits, exits)
+    ahead.read_ahead(Space::Visits, bytes(&mut then.into_iter().chain(tallies)))
 }
 
 /// Stores each transition (numbered on from the last stored in its partition), updates the
