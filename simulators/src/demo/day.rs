@@ -393,6 +393,7 @@ impl<'a> Day<'a> {
         // clock).
         wait_caught_up(&self.sys.api).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        wait_deliveries_ended(&self.sys.api).await;
         self.poll_offers().await;
         let offers_by_channel = [
             ("LINE", self.accepted(self.sys.ports.line).await),
@@ -699,6 +700,25 @@ async fn wait_caught_up(api: &Api) {
         }
         in_a_row = if caught_up { in_a_row + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits (30 s at most) until no delivery is waiting or being sent: the last offers of the day
+/// (and one in its retry pause after a 429) end before the report reads them.
+async fn wait_deliveries_ended(api: &Api) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let mut open = 0u64;
+        let counted = api
+            .each_delivery(|d| {
+                open += u64::from(matches!(d["status"].as_str(), Some("pending" | "sending")));
+                true
+            })
+            .await;
+        if counted.is_ok() && open == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
