@@ -53,12 +53,16 @@ pub fn budget(campaign: &str) -> String {
 
 /// The start of a campaign's budget slices.
 pub fn budget_slices(campaign: &str) -> String {
-    format!("{}/@", budget(campaign))
+    format!("{}/{}", budget(campaign), crate::tallies::funnel::SHARD)
 }
 
 /// The budget slice `shard` spends from.
 pub fn budget_slice(campaign: &str, shard: u16) -> String {
-    format!("{}{shard:04x}", budget_slices(campaign))
+    format!(
+        "{}/{}",
+        budget(campaign),
+        crate::tallies::funnel::shard_segment(shard)
+    )
 }
 
 /// A customer's link to their analysis row in a campaign.

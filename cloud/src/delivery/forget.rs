@@ -17,7 +17,7 @@ pub fn expire_hours(sw: &mut Sweeper, cutoff: i64) -> Result<u64, StoreError> {
         space: Space::Campaigns,
         prefix: keys::HOURLY,
     };
-    // hourly/{hour_ms:016x}/{channel}/{status}
+    // hourly/{hour_ms:016x}/[@{shard:04x}/]{channel}/{status}
     sw.time_ordered(rows, 0, cutoff, |_, _| Ok(true))
 }
 

@@ -3,7 +3,8 @@
 //! the delivery a coupon came with, and `redemption/{code}` → its redemption; `click/{token}`
 //! → the delivery a tracked link belongs to, `clicked/{id}` once it was followed;
 //! `by-store/{store}/{decided_ms:016x}/{id}` → a store's deliveries; `hourly/{hour_ms:016x}/
-//! {channel}/{status}` → a counter of outcomes per hour.
+//! {channel}/{status}` → a counter of outcomes per hour (`hourly/{hour_ms:016x}/@{shard:04x}/…`
+//! a worker's shard of it, `crate::tallies::funnel::CounterKey`).
 
 use crate::tallies::funnel::CounterKey;
 

@@ -8,7 +8,8 @@
 //! delivery that carries a coupon code; `click/{token}` the delivery a tracked link belongs to,
 //! `clicked/{id}` when that link was first followed; `by-store/{store}/{ms:016x}/{id}` the
 //! deliveries of a store by the time they were decided (reports);
-//! `hourly/{hour_ms:016x}/{channel}/{status}` how many ended so each hour (the overview);
+//! `hourly/{hour_ms:016x}/[@{shard:04x}/]{channel}/{status}` how many ended so each hour (the
+//! overview; a row per worker shard on a shared database);
 //! `at-store/…` the store reports' counters ([`crate::tallies::hours`]).
 
 mod clicks;

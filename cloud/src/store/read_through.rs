@@ -1,5 +1,6 @@
 //! A store seen through what a step read ahead: keys fetched at once with
-//! [`Store::get_many`] are answered from memory, everything else goes to the store. A stage
+//! [`Store::get_many`], and scans inside ranges fetched whole with [`Store::scan_ranges`], are
+//! answered from memory; everything else goes to the store. A stage
 //! that knows what its step will ask (the customers of its transitions, say) reads it in one
 //! round trip on an engine across a network. What was read ahead is forgotten at the first
 //! commit through it, so nothing read after a write is stale.

@@ -22,8 +22,13 @@ pub fn funnel_prefix(campaign: &str) -> String {
     format!("funnel/{campaign}/")
 }
 
-/// What marks a shard's segment in a counter's key.
-const SHARD: char = '@';
+/// What marks a shard's segment in a key (a counter's, a budget slice's).
+pub const SHARD: char = '@';
+
+/// The segment of `shard` in a key.
+pub fn shard_segment(shard: u16) -> String {
+    format!("{SHARD}{shard:04x}")
+}
 
 /// A counter's key in two halves. A writer that adds to it often from several instances at
 /// once keeps it by shard: `{head}@{shard:04x}/{tail}`, a row per shard, so the instances do
@@ -43,7 +48,7 @@ impl CounterKey {
     /// The key of its row: `shard`'s, or the one unsharded row.
     pub fn key(&self, shard: Option<u16>) -> String {
         match shard {
-            Some(n) => format!("{}{SHARD}{n:04x}/{}", self.head, self.tail),
+            Some(n) => format!("{}{}/{}", self.head, shard_segment(n), self.tail),
             None => format!("{}{}", self.head, self.tail),
         }
     }

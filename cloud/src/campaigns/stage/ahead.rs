@@ -1,5 +1,8 @@
 //! What a step's decisions will read, fetched before it decides: on an engine across a network
-//! each is a round trip, so four calls for the whole step stand in for several per trigger.
+//! each is a round trip, so four calls for the whole step (after the two for its customers and
+//! profiles) stand in for several per trigger. The keys are the ones the decisions then read
+//! (`trigger_key`, `offer::first_coupon_key`, `reads::history_range`, the analysis link and
+//! row): a key spelled otherwise here is not an error, only a read that goes to the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,10 +77,12 @@ pub(super) fn decisions(
         }
     }
     ahead.read_ahead(Space::Campaigns, rows)?;
-    let customers: BTreeSet<&str> = transitions.iter().map(|t| t.customer.as_str()).collect();
+    // The customers a decision or a measured visit reads (a record that cannot be read is
+    // left to the decision that reads it, which says so).
+    let customers: BTreeSet<&str> = links.iter().map(|(_, who)| *who).collect();
     let mut installs = Vec::new();
     for id in customers {
-        if let Some((c, _)) = identity::customer_record(ahead, id)? {
+        if let Ok(Some((c, _))) = identity::customer_record(ahead, id) {
             installs.extend(
                 c.installs
                     .iter()

@@ -9,8 +9,8 @@
 //! Sends so far = pool − Σ (allotted − spent). A step spends from its own slice while the pool
 //! is within the budget; when its slice is empty it takes a part of what the pool has left
 //! (a sixteenth, at least one), expecting the pool as read. When the pool is spent, units left
-//! in other slices (a shard no step runs now) are taken one at a time, each expecting its
-//! slice. When the budget was lowered below the pool, a send expects every slice it counted.
+//! in other slices (a shard no step runs now) are taken, half of the fullest slice's at a
+//! time, expecting that slice. When the budget was lowered below the pool, a send expects every slice it counted.
 //! Every unit is in the pool's count once, and a slice is written only expecting it as read,
 //! so two steps never spend the same unit, and a trigger is refused only when the sends so far
 //! reach the budget.
@@ -155,8 +155,9 @@ impl Budget {
         Ok(sent < limit)
     }
 
-    /// Spends one send under `limit` (after [`Budget::left`] said one is left).
-    fn spend(&mut self, limit: u64) {
+    /// Spends one send under `limit` (after [`Budget::left`] said one is left); false if it
+    /// found none, which `left` rules out.
+    fn spend(&mut self, limit: u64) -> bool {
         let pool = self.pool.now;
         if self.own.now.left() > 0 {
             // Within the pool, or the budget was lowered and every slice was counted.
@@ -167,18 +168,22 @@ impl Budget {
             self.own.now.allotted += take;
         } else {
             self.counted_all |= pool > limit;
+            // Half of what the fullest other slice has left: shards that all ran out do not
+            // take from one slice a unit at a time.
             let from = self
                 .others
                 .as_mut()
-                .and_then(|o| o.values_mut().find(|(r, _)| r.now.left() > 0));
+                .and_then(|o| o.values_mut().max_by_key(|(r, _)| r.now.left()))
+                .filter(|(r, _)| r.now.left() > 0);
             let Some((row, _)) = from else {
-                // Not reached: `left` counted the units.
-                return;
+                return false;
             };
-            row.now.allotted -= 1;
-            self.own.now.allotted += 1;
+            let take = (row.now.left() / 2).max(1);
+            row.now.allotted -= take;
+            self.own.now.allotted += take;
         }
         self.own.now.spent += 1;
+        true
     }
 
     fn write(self, c: &mut Commit, pool_key: String) {
@@ -237,10 +242,16 @@ impl Budgets {
         self.of(store, campaign)?.left(store, campaign, limit)
     }
 
-    /// Spends one of `campaign`'s sends (its budget was read by [`Budgets::left`]).
+    /// Spends one of `campaign`'s sends (its budget was read by [`Budgets::left`], which
+    /// said one is left).
     pub(super) fn spend(&mut self, campaign: &str, limit: u64) {
-        if let Some(b) = self.by_campaign.get_mut(campaign) {
-            b.spend(limit);
+        let spent = self
+            .by_campaign
+            .get_mut(campaign)
+            .is_some_and(|b| b.spend(limit));
+        if !spent {
+            debug_assert!(spent, "a send of {campaign} found no unit `left` counted");
+            tracing::error!(campaign, "a send found no budget unit left; counted none");
         }
     }
 
@@ -253,7 +264,8 @@ impl Budgets {
 }
 
 /// The sends counted against `campaign`'s budget so far.
-pub fn sent(store: &dyn Store, campaign: &str) -> Result<u64, StoreError> {
+#[cfg(test)]
+pub(super) fn sent(store: &dyn Store, campaign: &str) -> Result<u64, StoreError> {
     let mut b = Budget::read(store, campaign, 0)?;
     let own_left = b.own.now.left();
     let pool = b.pool.now;
