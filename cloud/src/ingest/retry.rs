@@ -39,8 +39,9 @@ pub(super) fn pause_after(conflicts: u32) -> std::time::Duration {
 
 /// Conflicts in a row after which a group that holds append requests is taken again without
 /// its gateway batches: those are what conflict (two instances storing seqs of one gateway
-/// epoch), and a gateway resends what is not acked, while an app or LINE's webhook would be
-/// answered 503.
+/// epoch), and an app or LINE's webhook waiting behind them would be answered 503. The
+/// batches held back are taken in a group of their own right after (not dropped for the
+/// gateway to resend).
 pub(super) const BATCHES_LEFT_AFTER: u32 = 4;
 
 /// Whether `topic` is a gateway's presence batch (the only message a gateway resends).
@@ -63,9 +64,14 @@ pub(super) enum Input {
 impl Writer {
     /// The group taken again from `old`'s inputs, ticks, broker acknowledgements and reply
     /// channels, over the log end and ledgers as now read.
-    /// With `batches` false, the gateways' presence batches are left out (their broker
-    /// acknowledgements still go, but not the signed acks: the gateways resend them).
-    pub(super) fn take_again(&mut self, old: Group, batches: bool) -> Group {
+    /// With `batches` false, the gateways' presence batches are left out and answered
+    /// (`held_back`) to be taken in a group of their own once this one is durable.
+    pub(super) fn take_again(
+        &mut self,
+        old: Group,
+        batches: bool,
+        held_back: &mut Vec<Input>,
+    ) -> Group {
         let mut group = Group {
             broker_acks: old.broker_acks,
             ..Group::default()
@@ -74,8 +80,9 @@ impl Writer {
         for input in old.inputs {
             match input {
                 // Presence batches only: statuses and config acks are not resent.
-                Input::Mqtt { topic, .. } if !batches && is_presence(&topic) => {
-                    metrics::counter!("omo_ingest_batches_left_for_resend_total").increment(1);
+                Input::Mqtt { topic, payload } if !batches && is_presence(&topic) => {
+                    metrics::counter!("omo_ingest_batches_held_back_total").increment(1);
+                    held_back.push(Input::Mqtt { topic, payload });
                 }
                 Input::Mqtt { topic, payload } => self.take_mqtt(
                     Incoming {
@@ -100,6 +107,22 @@ impl Writer {
             self.log
                 .append(&mut group.commit, &Record::Tick { received }.encode());
             group.ticks.push(received);
+        }
+        group
+    }
+
+    /// A group of the presence batches a group held back (see [`BATCHES_LEFT_AFTER`]).
+    pub(super) fn take_held_back(&mut self, held_back: Vec<Input>) -> Group {
+        let mut group = Group::default();
+        for input in held_back {
+            if let Input::Mqtt { topic, payload } = input {
+                let m = Incoming {
+                    topic,
+                    payload,
+                    ack: None,
+                };
+                self.take_mqtt(m, &mut group);
+            }
         }
         group
     }
