@@ -11,6 +11,8 @@ pub mod epochs;
 mod forget;
 mod from_gateways;
 pub mod gateways;
+#[cfg(test)]
+mod held_back_tests;
 pub mod keys;
 mod line_link;
 pub mod presence;

@@ -1,0 +1,219 @@
+//! A group that keeps meeting conflicts lets its append requests through without its gateway
+//! batches, and stores those batches in a group of its own right after.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use omo_device_config::envelope::seal;
+use omo_device_config::payload::{Epoch, PresenceBatch, PresenceEvent, Sighting};
+use omo_device_config::site::Site;
+use omo_device_config::{Channel, Clock, GatewayId, SeqRanges, SigningKey, StoreId, Topic};
+use tokio::sync::oneshot;
+
+use super::presence::TimeLimits;
+use super::record::Record;
+use super::{AppendRequest, Group, Limits, Writer};
+use crate::broker::{Incoming, Outbound};
+use crate::registry::{replace_site, Registry};
+use crate::store::barrier::BarrierStore;
+use crate::store::sled_store::SledStore;
+use crate::store::{event_log, Commit, Entry, Hex, Space, Store, StoreError};
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+const SITE: &str = r#"
+[[stores]]
+id = "s1"
+name = "S"
+time_zone = "Asia/Tokyo"
+location = { lat = 35.6, lon = 139.7 }
+
+[[gateways]]
+id = "g1"
+store = "s1"
+password_hash = "$7$101$Xcy/Gs5LfpqcCySG$/G0Y9IDsEwGLnHmNMfIbFXFOIvnnj4g7FTnh9iSC/bHHmbF/5lt2fEZ1QollTlxn7V65dtthaO5oeaE06ThENg=="
+signing_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+"#;
+
+/// A store whose next `conflicts` commits fail as if another instance changed what they expect.
+struct Conflicting {
+    inner: Arc<dyn Store>,
+    conflicts: AtomicU32,
+}
+
+impl Conflicting {
+    fn conflict(&self) -> Result<(), StoreError> {
+        let left = self.conflicts.load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        self.conflicts.store(left - 1, Ordering::SeqCst);
+        Err(StoreError::Conflict {
+            space: Space::SeqRanges,
+            key: Hex(b"g1/9".to_vec()),
+        })
+    }
+}
+
+impl Store for Conflicting {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(space, key)
+    }
+
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan(space, from, limit)
+    }
+
+    fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan_range(space, from, end, limit)
+    }
+
+    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
+        self.inner.last(space)
+    }
+
+    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.inner.last_before(space, end)
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.conflict()?;
+        self.inner.commit(commit)
+    }
+
+    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
+        self.conflict()?;
+        self.inner.commit_appending(commit)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+
+    fn commits_to(&self, space: Space) -> u64 {
+        self.inner.commits_to(space)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_held_back_after_conflicts_are_stored_by_a_group_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+    let site = Site::parse(SITE, false).unwrap();
+    sled.commit(replace_site(&Registry::default(), &site).unwrap())
+        .unwrap();
+    let conflicting = Arc::new(Conflicting {
+        inner: sled.clone(),
+        conflicts: AtomicU32::new(0),
+    });
+    let store = Arc::new(BarrierStore::new(conflicting.clone()));
+    let registry = Arc::new(RwLock::new(Registry::load(store.as_ref()).unwrap()));
+    // Acks go to a client no broker answers: queued, never sent.
+    let (client, _events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 64);
+    let start = "2026-12-07T03:00:00Z".parse().unwrap();
+    let limits = Limits {
+        times: TimeLimits {
+            max_future_ms: 300_000,
+            max_age_ms: 86_400_000,
+        },
+        max_group: 100,
+        max_clock_offset_ms: 60_000,
+    };
+    let (mut writer, _shared) = Writer::open(
+        store.clone(),
+        registry,
+        Clock::manual(start),
+        Arc::new(Outbound::External(client)),
+        limits,
+    )
+    .unwrap();
+
+    let topic = Topic::new(
+        StoreId::new("s1").unwrap(),
+        GatewayId::new("g1").unwrap(),
+        Channel::Presence,
+    );
+    let at = |s: i64| {
+        omo_device_config::Timestamp::from_millis(start.timestamp_millis() - s * 1000).unwrap()
+    };
+    let events: Vec<PresenceEvent> = (1..=3)
+        .map(|seq| {
+            PresenceEvent::Enter(Sighting {
+                seq,
+                ts: at(10 - seq as i64),
+                beacon: "line:016a4b2c3d".parse().unwrap(),
+                rssi: -60.0,
+                distance_m: 1.0,
+                seen_s: 0.0,
+            })
+        })
+        .collect();
+    let batch = PresenceBatch {
+        gateway: topic.gateway.clone(),
+        store: topic.store.clone(),
+        epoch: Epoch(9),
+        events,
+        dropped: SeqRanges::default(),
+    };
+    let key = SigningKey::from_hex(KEY).unwrap();
+    let mut group = Group::default();
+    writer.take_mqtt(
+        Incoming {
+            topic: topic.to_string(),
+            payload: seal(&topic.to_string(), &key, &batch).unwrap(),
+            ack: None,
+        },
+        &mut group,
+    );
+    let (reply, answer) = oneshot::channel();
+    let tick = Record::Tick { received: at(1) };
+    writer.take_append(
+        AppendRequest {
+            records: vec![tick.clone()],
+            dedup: None,
+            reply,
+        },
+        &mut group,
+    );
+    // Four conflicts in a row: the fifth try goes without the batch.
+    conflicting
+        .conflicts
+        .store(super::retry::BATCHES_LEFT_AFTER, Ordering::SeqCst);
+    writer.finish(group).await;
+
+    assert!(answer.await.unwrap().is_ok(), "the append request answered");
+    let records: Vec<Record> = event_log::read(store.as_ref(), 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| Record::decode(&b).unwrap())
+        .collect();
+    let gateway = records
+        .iter()
+        .filter(|r| matches!(r, Record::Gateway(_)))
+        .count();
+    assert_eq!(gateway, 3, "the held-back batch stored: {records:?}");
+    let first_gateway = records
+        .iter()
+        .position(|r| matches!(r, Record::Gateway(_)))
+        .unwrap();
+    let appended = records.iter().position(|r| *r == tick).unwrap();
+    assert!(
+        appended < first_gateway,
+        "the append went first: {records:?}"
+    );
+    // Its seqs are in the ledger: a resend of the batch is a duplicate.
+    let ledger = sled
+        .scan(Space::SeqRanges, b"", 100)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect::<Vec<_>>();
+    assert!(ledger.iter().any(|k| k.contains("g1")), "{ledger:?}");
+}
