@@ -358,19 +358,6 @@ impl Writer {
             .push((req.reply, Ok(Appended::Stored { offsets })));
     }
 
-    /// Commits the group, flushes, then acknowledges everything in it. A group that met a
-    /// conflict (another instance appended, or stored some of its seqs) is taken again from
-    /// what it was taken from, over the store as it now is, and committed again.
-    async fn finish(&mut self, group: Group) {
-        let mut held_back = Vec::new();
-        self.finish_group(group, &mut held_back).await;
-        // Batches a group held back to let its append requests through go next, on their own.
-        while !held_back.is_empty() {
-            let group = self.take_held_back(std::mem::take(&mut held_back));
-            self.finish_group(group, &mut held_back).await;
-        }
-    }
-
     /// Commits `group` as [`Writer::finish`] says; the presence batches it left out after
     /// conflicts go to `held_back`.
     async fn finish_group(&mut self, mut group: Group, held_back: &mut Vec<retry::Input>) {

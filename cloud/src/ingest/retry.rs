@@ -111,6 +111,19 @@ impl Writer {
         group
     }
 
+    /// Commits the group, flushes, then acknowledges everything in it. A group that met a
+    /// conflict (another instance appended, or stored some of its seqs) is taken again from
+    /// what it was taken from, over the store as it now is, and committed again.
+    pub(super) async fn finish(&mut self, group: Group) {
+        let mut held_back = Vec::new();
+        self.finish_group(group, &mut held_back).await;
+        // Batches a group held back to let its append requests through go next, on their own.
+        while !held_back.is_empty() {
+            let group = self.take_held_back(std::mem::take(&mut held_back));
+            self.finish_group(group, &mut held_back).await;
+        }
+    }
+
     /// A group of the presence batches a group held back (see [`BATCHES_LEFT_AFTER`]).
     pub(super) fn take_held_back(&mut self, held_back: Vec<Input>) -> Group {
         let mut group = Group::default();
