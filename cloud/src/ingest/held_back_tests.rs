@@ -1,7 +1,7 @@
 //! A group that keeps meeting conflicts lets its append requests through without its gateway
 //! batches, and stores those batches in a group of its own right after.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use omo_device_config::envelope::seal;
@@ -16,8 +16,9 @@ use super::{AppendRequest, Group, Limits, Writer};
 use crate::broker::{Incoming, Outbound};
 use crate::registry::{replace_site, Registry};
 use crate::store::barrier::BarrierStore;
+use crate::store::faulty::Faulty;
 use crate::store::sled_store::SledStore;
-use crate::store::{event_log, Commit, Entry, Hex, Space, Store, StoreError};
+use crate::store::{event_log, Space, Store};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -35,72 +36,6 @@ password_hash = "$7$101$Xcy/Gs5LfpqcCySG$/G0Y9IDsEwGLnHmNMfIbFXFOIvnnj4g7FTnh9iS
 signing_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 "#;
 
-/// A store whose next `conflicts` commits fail as if another instance changed what they expect.
-struct Conflicting {
-    inner: Arc<dyn Store>,
-    conflicts: AtomicU32,
-}
-
-impl Conflicting {
-    fn conflict(&self) -> Result<(), StoreError> {
-        let left = self.conflicts.load(Ordering::SeqCst);
-        if left == 0 {
-            return Ok(());
-        }
-        self.conflicts.store(left - 1, Ordering::SeqCst);
-        Err(StoreError::Conflict {
-            space: Space::SeqRanges,
-            key: Hex(b"g1/9".to_vec()),
-        })
-    }
-}
-
-impl Store for Conflicting {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(space, key)
-    }
-
-    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan(space, from, limit)
-    }
-
-    fn scan_range(
-        &self,
-        space: Space,
-        from: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan_range(space, from, end, limit)
-    }
-
-    fn last(&self, space: Space) -> Result<Option<Entry>, StoreError> {
-        self.inner.last(space)
-    }
-
-    fn last_before(&self, space: Space, end: &[u8]) -> Result<Option<Entry>, StoreError> {
-        self.inner.last_before(space, end)
-    }
-
-    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.conflict()?;
-        self.inner.commit(commit)
-    }
-
-    fn commit_appending(&self, commit: Commit) -> Result<Option<u64>, StoreError> {
-        self.conflict()?;
-        self.inner.commit_appending(commit)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-
-    fn commits_to(&self, space: Space) -> u64 {
-        self.inner.commits_to(space)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_held_back_after_conflicts_are_stored_by_a_group_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,10 +43,7 @@ async fn batches_held_back_after_conflicts_are_stored_by_a_group_of_their_own() 
     let site = Site::parse(SITE, false).unwrap();
     sled.commit(replace_site(&Registry::default(), &site).unwrap())
         .unwrap();
-    let conflicting = Arc::new(Conflicting {
-        inner: sled.clone(),
-        conflicts: AtomicU32::new(0),
-    });
+    let conflicting = Arc::new(Faulty::new(sled.clone()));
     let store = Arc::new(BarrierStore::new(conflicting.clone()));
     let registry = Arc::new(RwLock::new(Registry::load(store.as_ref()).unwrap()));
     // Acks go to a client no broker answers: queued, never sent.

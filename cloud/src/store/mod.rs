@@ -11,6 +11,8 @@ pub mod compact;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod event_log;
+#[cfg(test)]
+pub(crate) mod faulty;
 pub mod postgres;
 pub mod read_through;
 pub mod sled_store;

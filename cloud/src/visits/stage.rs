@@ -845,78 +845,8 @@ max_distance_m = 10.0
         assert_eq!(scopes("c2").len(), 2, "c2 entered the zone and the store");
     }
 
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-
-    /// A store whose commits can be made to fail, and its reads with them.
-    struct Flaky<'a> {
-        inner: &'a dyn Store,
-        commits_fail: AtomicBool,
-        reads_fail: AtomicBool,
-    }
-
-    impl Flaky<'_> {
-        fn check(&self, failing: &AtomicBool) -> Result<(), StoreError> {
-            if failing.load(SeqCst) {
-                return Err(StoreError::Backend("injected".into()));
-            }
-            Ok(())
-        }
-    }
-
-    impl Store for Flaky<'_> {
-        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.check(&self.reads_fail)?;
-            self.inner.get(space, key)
-        }
-        fn scan(
-            &self,
-            space: Space,
-            from: &[u8],
-            limit: usize,
-        ) -> Result<Vec<crate::store::Entry>, StoreError> {
-            self.check(&self.reads_fail)?;
-            self.inner.scan(space, from, limit)
-        }
-        fn scan_range(
-            &self,
-            space: Space,
-            from: &[u8],
-            end: &[u8],
-            limit: usize,
-        ) -> Result<Vec<crate::store::Entry>, StoreError> {
-            self.check(&self.reads_fail)?;
-            self.inner.scan_range(space, from, end, limit)
-        }
-        fn last(&self, space: Space) -> Result<Option<crate::store::Entry>, StoreError> {
-            self.check(&self.reads_fail)?;
-            self.inner.last(space)
-        }
-        fn last_before(
-            &self,
-            space: Space,
-            end: &[u8],
-        ) -> Result<Option<crate::store::Entry>, StoreError> {
-            self.check(&self.reads_fail)?;
-            self.inner.last_before(space, end)
-        }
-        fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-            if self.commits_fail.load(SeqCst) {
-                // The store goes away with the commit: reads fail from now on too.
-                self.reads_fail.store(true, SeqCst);
-            }
-            self.check(&self.commits_fail)?;
-            self.inner.commit(commit)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush()
-        }
-        fn commits_to(&self, space: Space) -> u64 {
-            self.inner.commits_to(space)
-        }
-        fn shared(&self) -> bool {
-            self.inner.shared()
-        }
-    }
+    use crate::store::faulty::Faulty;
+    use std::sync::atomic::Ordering::SeqCst;
 
     /// A commit that fails, then an open again that fails too: the stage opens before its
     /// next step and decides what a stage whose store never failed decides.
@@ -930,11 +860,7 @@ max_distance_m = 10.0
     fn failed_commit_and_reopen(place_a: &Place, place_b: &Place) {
         let (a, inputs_a, beacons) = store_of_three(place_a);
         let (b, inputs_b, _) = store_of_three(place_b);
-        let flaky = Flaky {
-            inner: &b,
-            commits_fail: false.into(),
-            reads_fail: false.into(),
-        };
+        let flaky = Faulty::new(b.clone());
         let mut stage_a = VisitStage::open(&a, &inputs_a).unwrap();
         let mut stage_b = VisitStage::open(&flaky, &inputs_b).unwrap();
         let (mut log_a, mut log_b) = (EventLog::open(&a).unwrap(), EventLog::open(&b).unwrap());
