@@ -288,7 +288,7 @@ fn csv_field(s: &str) -> String {
 pub fn to_csv(r: &Report) -> String {
     let metrics: BTreeSet<&String> = r.groups.iter().flat_map(|g| g.funnel.keys()).collect();
     let mut out = String::from(
-        "campaign,group,customers,ios,android,line,returned,return_rate,redeemed_customers,spend",
+        "campaign,group,customers,ios,android,line,returned,windows_open,return_rate,redeemed_customers,spend",
     );
     for m in &metrics {
         out.push(',');
@@ -411,6 +411,13 @@ mod tests {
         }
         store.commit(c).unwrap();
         let r = build(&store, "c", &["a".to_owned(), "b".to_owned()], 7, 0).unwrap();
+        // Every row has a field under each header (a spreadsheet's columns line up).
+        let csv = to_csv(&r);
+        let header = csv.lines().next().unwrap().split(',').count();
+        for line in csv.lines().skip(1) {
+            assert_eq!(line.split(',').count(), header, "{line}\n{csv}");
+        }
+        assert!(csv.lines().count() > 2, "{csv}");
         assert_eq!(r.lift[0], lift("a", (x[1], n[1]), (x[0], n[0])));
         assert_eq!(r.lift[1].variant, "b");
         assert_eq!(
