@@ -236,12 +236,8 @@ pub fn build(
         let Some((group, metric)) = crate::tallies::funnel::unsharded(&rest).split_once('/') else {
             continue;
         };
-        let n = u64::from_be_bytes(
-            bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Backend(format!("{rest}: not a counter")))?,
-        );
+        let n =
+            crate::tallies::funnel::counter_value(&String::from_utf8_lossy(&key), Some(&bytes))?;
         *groups
             .entry(group.to_owned())
             .or_insert_with(|| GroupReport {

@@ -93,6 +93,32 @@ struct Context<'a> {
     segments: Segments<'a>,
 }
 
+impl Context<'_> {
+    /// The campaigns `t` triggers (an Nth visit's count is checked apart).
+    fn firing<'c>(&'c self, t: &'c Transition) -> impl Iterator<Item = &'c Versioned> + 'c {
+        self.campaigns
+            .iter()
+            .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
+    }
+
+    /// The campaigns whose measured outcome `t` may be: a store visit where they run.
+    fn measured_by<'c>(&'c self, t: &'c Transition) -> impl Iterator<Item = &'c str> + 'c {
+        let store = match (&t.kind, &t.scope) {
+            (TransitionKind::Enter, Scope::Store(s)) => Some(s),
+            _ => None,
+        };
+        self.campaign_stores
+            .iter()
+            .filter(move |(_, stores)| store.is_some_and(|s| stores.contains(s)))
+            .map(|(campaign, _)| campaign.as_str())
+    }
+}
+
+/// Where `t`'s caps history starts.
+fn history_since(t: &Transition) -> i64 {
+    t.at_ms - HISTORY_DAYS * 86_400_000
+}
+
 /// Each campaign's stores: its own and its zones' stores.
 fn campaign_stores(campaigns: &[Versioned], places: &Places) -> Vec<(String, BTreeSet<String>)> {
     campaigns
@@ -372,18 +398,10 @@ impl Step {
 
     /// Decides every campaign transition `t` fires, and marks the returns it measures.
     fn transition(&mut self, cx: &Context, t: &Transition) -> Result<(), StoreError> {
-        if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
-            for (campaign, stores) in &cx.campaign_stores {
-                if stores.contains(s) {
-                    self.analysis.visit(cx.store, campaign, t)?;
-                }
-            }
+        for campaign in cx.measured_by(t) {
+            self.analysis.visit(cx.store, campaign, t)?;
         }
-        for campaign in cx
-            .campaigns
-            .iter()
-            .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
-        {
+        for campaign in cx.firing(t) {
             self.trigger(cx, campaign, t)?;
         }
         Ok(())
@@ -418,7 +436,7 @@ impl Step {
         self.read_customers
             .entry(t.customer.clone())
             .or_insert(bytes);
-        let mut past = history(store, &t.customer, t.at_ms - HISTORY_DAYS * 86_400_000)?;
+        let mut past = history(store, &t.customer, history_since(t))?;
         past.extend(self.sent_now.get(&t.customer).cloned().unwrap_or_default());
         let (id, limit) = (&campaign.campaign.id, campaign.campaign.budget);
         let budget_left = self.budgets.left(store, id, limit)?;

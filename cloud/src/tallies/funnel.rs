@@ -61,6 +61,17 @@ pub fn unsharded(rest: &str) -> &str {
         .map_or(rest, |(_, tail)| tail)
 }
 
+/// A stored counter's value (a big-endian u64; absent: 0); an error names the key.
+pub fn counter_value(key: &str, stored: Option<&[u8]>) -> Result<u64, StoreError> {
+    match stored {
+        None => Ok(0),
+        Some(b) => b
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::backend(key, format!("not a counter ({} bytes)", b.len()))),
+    }
+}
+
 /// Counter increments gathered over a step, written at its end.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -93,14 +104,7 @@ impl Counts {
         // One round trip for them all.
         let olds = store.get_many(Space::Campaigns, &bytes)?;
         for ((key, n), old) in keys.into_iter().zip(self.added.into_values()).zip(olds) {
-            let value = match &old {
-                Some(b) => u64::from_be_bytes(
-                    b.as_slice()
-                        .try_into()
-                        .map_err(|_| StoreError::Backend(format!("{key}: not a counter")))?,
-                ),
-                None => 0,
-            };
+            let value = counter_value(&key, old.as_deref())?;
             c.expect(Space::Campaigns, key.clone(), old);
             c.put(
                 Space::Campaigns,

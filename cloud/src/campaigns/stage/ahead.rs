@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::reads::{history_range, HISTORY_MAX};
-use super::{offer, trigger_key, Context, HISTORY_DAYS};
+use super::{history_since, offer, trigger_key, Context};
 use crate::campaigns::keys;
 use crate::identity;
 use crate::store::read_through::ReadThrough;
 use crate::store::{Space, Store, StoreError};
-use crate::visits::engine::{Scope, Transition, TransitionKind};
+use crate::visits::engine::Transition;
 
 /// Reads ahead, for `transitions`: the decision keys of the campaigns each fires, the first
 /// coupon key a send on each of its channels would take, and the customers' analysis links in
@@ -27,11 +27,7 @@ pub(super) fn decisions(
     let mut links = BTreeSet::new();
     let mut since: BTreeMap<&str, i64> = BTreeMap::new();
     for t in transitions {
-        for k in cx
-            .campaigns
-            .iter()
-            .filter(|k| super::fires(&k.campaign.trigger, &t.kind) && super::in_places(k, &t.scope))
-        {
+        for k in cx.firing(t) {
             let id = &k.campaign.id;
             let key = trigger_key(&cx.inputs.secret, t, id);
             for channel in &k.campaign.channels {
@@ -39,18 +35,14 @@ pub(super) fn decisions(
             }
             decisions.insert(keys::decision(&key));
             links.insert((id.as_str(), t.customer.as_str()));
-            let from = t.at_ms - HISTORY_DAYS * 86_400_000;
+            let from = history_since(t);
             since
                 .entry(t.customer.as_str())
                 .and_modify(|s| *s = (*s).min(from))
                 .or_insert(from);
         }
-        if let (TransitionKind::Enter, Scope::Store(s)) = (&t.kind, &t.scope) {
-            for (campaign, stores) in &cx.campaign_stores {
-                if stores.contains(s) {
-                    links.insert((campaign.as_str(), t.customer.as_str()));
-                }
-            }
+        for campaign in cx.measured_by(t) {
+            links.insert((campaign, t.customer.as_str()));
         }
     }
     let link_keys: Vec<(String, Vec<u8>)> = links

@@ -10,7 +10,8 @@
 //! is within the budget; when its slice is empty it takes a part of what the pool has left
 //! (a sixteenth, at least one), expecting the pool as read. When the pool is spent, units left
 //! in other slices (a shard no step runs now) are taken, half of the fullest slice's at a
-//! time, expecting that slice. When the budget was lowered below the pool, a send expects every slice it counted.
+//! time, expecting that slice. When the budget was lowered below the pool, a send expects
+//! every slice it counted.
 //! Every unit is in the pool's count once, and a slice is written only expecting it as read,
 //! so two steps never spend the same unit, and a trigger is refused only when the sends so far
 //! reach the budget.
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use crate::campaigns::keys;
 use crate::store::barrier::scan_prefix;
 use crate::store::{Commit, Space, Store, StoreError};
+use crate::tallies::funnel::counter_value;
 
 /// The part of what is left that a slice takes at once.
 const TAKE_DIVISOR: u64 = 16;
@@ -52,16 +54,42 @@ impl Slice {
     }
 }
 
-/// A row as read (its bytes, for the commit's expectation) and as the step leaves it.
+/// A row as read (its bytes, for the commit's expectation, and its value) and as the step
+/// leaves it.
 #[derive(Debug, Clone)]
 struct Row<T> {
-    read: Option<Vec<u8>>,
+    key: String,
+    bytes: Option<Vec<u8>>,
+    read: T,
     now: T,
 }
 
 impl<T: PartialEq + Copy> Row<T> {
-    fn changed(&self, read: T) -> bool {
-        self.now != read
+    fn new(key: String, bytes: Option<Vec<u8>>, read: T) -> Row<T> {
+        Row {
+            key,
+            bytes,
+            read,
+            now: read,
+        }
+    }
+
+    /// Writes its value if it changed (or `always`), expecting it as read.
+    fn write(self, c: &mut Commit, always: bool, encode: impl Fn(T) -> Vec<u8>) {
+        if always || self.now != self.read {
+            c.expect(Space::Campaigns, self.key.clone(), self.bytes);
+            c.put(Space::Campaigns, self.key, encode(self.now));
+        }
+    }
+}
+
+impl Row<Slice> {
+    fn slice(key: String, bytes: Option<Vec<u8>>) -> Result<Row<Slice>, StoreError> {
+        let read = match &bytes {
+            Some(b) => Slice::parse(&key, b)?,
+            None => Slice::default(),
+        };
+        Ok(Row::new(key, bytes, read))
     }
 }
 
@@ -69,12 +97,9 @@ impl<T: PartialEq + Copy> Row<T> {
 #[derive(Debug)]
 struct Budget {
     pool: Row<u64>,
-    pool_read: u64,
-    own_key: String,
     own: Row<Slice>,
-    own_read: Slice,
-    /// Every other slice, once the step needed them: key → (row, as read).
-    others: Option<BTreeMap<String, (Row<Slice>, Slice)>>,
+    /// Every other slice, once the step needed them.
+    others: Option<Vec<Row<Slice>>>,
     /// A send counted on every slice (the budget was lowered below the pool).
     counted_all: bool,
 }
@@ -82,28 +107,13 @@ struct Budget {
 impl Budget {
     fn read(store: &dyn Store, campaign: &str, shard: u16) -> Result<Budget, StoreError> {
         let pool_key = keys::budget(campaign);
-        let read = store.get(Space::Campaigns, pool_key.as_bytes())?;
-        let pool = match &read {
-            Some(b) => u64::from_be_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::backend(&pool_key, "not 8 bytes"))?,
-            ),
-            None => 0,
-        };
-        let pool = Row { read, now: pool };
+        let bytes = store.get(Space::Campaigns, pool_key.as_bytes())?;
+        let pool = counter_value(&pool_key, bytes.as_deref())?;
         let own_key = keys::budget_slice(campaign, shard);
-        let read = store.get(Space::Campaigns, own_key.as_bytes())?;
-        let own = match &read {
-            Some(b) => Slice::parse(&own_key, b)?,
-            None => Slice::default(),
-        };
+        let own = store.get(Space::Campaigns, own_key.as_bytes())?;
         Ok(Budget {
-            pool_read: pool.now,
-            pool,
-            own_key,
-            own: Row { read, now: own },
-            own_read: own,
+            pool: Row::new(pool_key, bytes, pool),
+            own: Row::slice(own_key, own)?,
             others: None,
             counted_all: false,
         })
@@ -114,24 +124,14 @@ impl Budget {
         &mut self,
         store: &dyn Store,
         campaign: &str,
-    ) -> Result<&mut BTreeMap<String, (Row<Slice>, Slice)>, StoreError> {
+    ) -> Result<&mut Vec<Row<Slice>>, StoreError> {
         if self.others.is_none() {
             let prefix = keys::budget_slices(campaign);
-            let mut all = BTreeMap::new();
+            let mut all = Vec::new();
             for (k, v) in scan_prefix(store, Space::Campaigns, prefix.as_bytes(), usize::MAX)? {
                 let key = String::from_utf8_lossy(&k).into_owned();
-                if key != self.own_key {
-                    let s = Slice::parse(&key, &v)?;
-                    all.insert(
-                        key,
-                        (
-                            Row {
-                                read: Some(v),
-                                now: s,
-                            },
-                            s,
-                        ),
-                    );
+                if key != self.own.key {
+                    all.push(Row::slice(key, Some(v))?);
                 }
             }
             self.others = Some(all);
@@ -139,20 +139,23 @@ impl Budget {
         Ok(self.others.as_mut().expect("read above"))
     }
 
+    /// The sends so far: the pool less what every slice has left.
+    fn sent(&mut self, store: &dyn Store, campaign: &str) -> Result<u64, StoreError> {
+        let (pool, own_left) = (self.pool.now, self.own.now.left());
+        let others: u64 = self
+            .others(store, campaign)?
+            .iter()
+            .map(|r| r.now.left())
+            .sum();
+        Ok(pool.saturating_sub(own_left + others))
+    }
+
     /// Whether a send is left under `limit`.
     fn left(&mut self, store: &dyn Store, campaign: &str, limit: u64) -> Result<bool, StoreError> {
         if self.pool.now < limit || (self.own.now.left() > 0 && self.pool.now <= limit) {
             return Ok(true);
         }
-        let pool = self.pool.now;
-        let own_left = self.own.now.left();
-        let others: u64 = self
-            .others(store, campaign)?
-            .values()
-            .map(|(r, _)| r.now.left())
-            .sum();
-        let sent = pool.saturating_sub(own_left + others);
-        Ok(sent < limit)
+        Ok(self.sent(store, campaign)? < limit)
     }
 
     /// Spends one send under `limit` (after [`Budget::left`] said one is left); false if it
@@ -173,9 +176,9 @@ impl Budget {
             let from = self
                 .others
                 .as_mut()
-                .and_then(|o| o.values_mut().max_by_key(|(r, _)| r.now.left()))
-                .filter(|(r, _)| r.now.left() > 0);
-            let Some((row, _)) = from else {
+                .and_then(|o| o.iter_mut().max_by_key(|r| r.now.left()))
+                .filter(|r| r.now.left() > 0);
+            let Some(row) = from else {
                 return false;
             };
             let take = (row.now.left() / 2).max(1);
@@ -186,24 +189,14 @@ impl Budget {
         true
     }
 
-    fn write(self, c: &mut Commit, pool_key: String) {
-        if self.own.changed(self.own_read) {
-            c.expect(Space::Campaigns, self.own_key.clone(), self.own.read);
-            c.put(Space::Campaigns, self.own_key, self.own.now.bytes());
-        }
-        if self.pool.changed(self.pool_read) || self.counted_all {
-            c.expect(Space::Campaigns, pool_key.clone(), self.pool.read);
-            c.put(
-                Space::Campaigns,
-                pool_key,
-                self.pool.now.to_be_bytes().to_vec(),
-            );
-        }
-        for (key, (row, read)) in self.others.unwrap_or_default() {
-            if row.changed(read) || self.counted_all {
-                c.expect(Space::Campaigns, key.clone(), row.read);
-                c.put(Space::Campaigns, key, row.now.bytes());
-            }
+    /// The rows it changed, each expecting what it read; every row it counted when a send
+    /// rested on all of them.
+    fn write(self, c: &mut Commit) {
+        let all = self.counted_all;
+        self.own.write(c, false, Slice::bytes);
+        self.pool.write(c, all, |n| n.to_be_bytes().to_vec());
+        for row in self.others.unwrap_or_default() {
+            row.write(c, all, Slice::bytes);
         }
     }
 }
@@ -257,8 +250,8 @@ impl Budgets {
 
     /// The rows the step changed, each expecting what it read.
     pub(super) fn write(self, c: &mut Commit) {
-        for (campaign, b) in self.by_campaign {
-            b.write(c, keys::budget(&campaign));
+        for b in self.by_campaign.into_values() {
+            b.write(c);
         }
     }
 }
@@ -266,15 +259,7 @@ impl Budgets {
 /// The sends counted against `campaign`'s budget so far.
 #[cfg(test)]
 pub(super) fn sent(store: &dyn Store, campaign: &str) -> Result<u64, StoreError> {
-    let mut b = Budget::read(store, campaign, 0)?;
-    let own_left = b.own.now.left();
-    let pool = b.pool.now;
-    let others: u64 = b
-        .others(store, campaign)?
-        .values()
-        .map(|(r, _)| r.now.left())
-        .sum();
-    Ok(pool.saturating_sub(own_left + others))
+    Budget::read(store, campaign, 0)?.sent(store, campaign)
 }
 
 #[cfg(test)]

@@ -15,57 +15,72 @@ use crate::visits::keys;
 
 /// Reads ahead what writing `transitions` (each with its partition's index) will read, in
 /// three round trips for a whole step instead of a few per transition: the visits they belong
-/// to and the store index entries an enter sets, the profiles an enter or a purchase changes
-/// (and whether a purchase was folded in), then the index entries an exit sets (from the
-/// visits just read) and the stores' hour tallies the entries count in.
+/// to, the profiles an enter or a purchase changes (and whether a purchase was folded in),
+/// then the store index entries the enters and exits set (as [`index_entry`] names them for
+/// [`transitions`]) and the stores' hour tallies those entries count in.
 pub(super) fn read_ahead<'a>(
     ahead: &ReadThrough<'_>,
     transitions: impl Iterator<Item = (u16, &'a Transition)> + Clone,
 ) -> Result<(), StoreError> {
     let mut visits = BTreeSet::new();
-    let mut entered = BTreeMap::new();
     let mut profile_keys = BTreeSet::new();
-    let mut tallies = BTreeSet::new();
-    for (partition, t) in transitions.clone() {
+    for (_, t) in transitions.clone() {
         match (&t.kind, &t.scope) {
             (TransitionKind::Purchase { .. }, _) => {
                 profile_keys.insert(profiles::keys::folded_key(&t.customer, &t.visit));
                 profile_keys.insert(profiles::keys::profile_key(&t.customer));
                 continue;
             }
-            (TransitionKind::Enter, Scope::Store(s)) => {
-                let key = keys::in_scope(&t.scope, t.at_ms, &t.visit);
-                entered.insert(t.visit.as_str(), key);
-                tallies.insert(tally::visits_shard_key(s, t.at_ms, partition));
+            (TransitionKind::Enter, Scope::Store(_)) => {
                 profile_keys.insert(profiles::keys::profile_key(&t.customer));
             }
             _ => {}
         }
-        visits.insert(keys::visit(&t.visit));
+        visits.insert(keys::visit(&t.visit).into_bytes());
     }
-    let bytes = |keys: &mut dyn Iterator<Item = String>| -> Vec<Vec<u8>> {
-        keys.map(String::into_bytes).collect()
-    };
-    let first = visits.iter().chain(entered.values()).cloned();
-    ahead.read_ahead(Space::Visits, bytes(&mut first.clone()))?;
-    ahead.read_ahead(Space::Profiles, bytes(&mut profile_keys.into_iter()))?;
-    let mut then = Vec::new();
+    ahead.read_ahead(Space::Visits, visits.into_iter().collect())?;
+    ahead.read_ahead(
+        Space::Profiles,
+        profile_keys.into_iter().map(String::into_bytes).collect(),
+    )?;
+    // A visit's scope and entry time are its first transition's (or its stored row's).
+    let mut seen: BTreeMap<&str, VisitRecord> = BTreeMap::new();
+    let mut entries = BTreeSet::new();
     for (partition, t) in transitions {
-        if !matches!(t.kind, TransitionKind::Exit { .. }) || entered.contains_key(t.visit.as_str())
-        {
+        if matches!(t.kind, TransitionKind::Purchase { .. }) {
             continue;
         }
-        let Some(b) = ahead.get(Space::Visits, keys::visit(&t.visit).as_bytes())? else {
-            continue;
+        let v = match seen.entry(t.visit.as_str()) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(stored_visit(ahead, t)?),
         };
-        if let Ok(v) = serde_json::from_slice::<VisitRecord>(&b) {
-            if let Scope::Store(s) = &v.scope {
-                then.push(keys::in_scope(&v.scope, v.entered.millis(), &v.id));
-                tallies.insert(tally::visits_shard_key(s, v.entered.millis(), partition));
-            }
+        if let Some((key, Scope::Store(s), entered_ms)) = index_entry(t, v) {
+            entries.insert(key);
+            entries.insert(tally::visits_shard_key(s, entered_ms, partition));
         }
     }
-    ahead.read_ahead(Space::Visits, bytes(&mut then.into_iter().chain(tallies)))
+    ahead.read_ahead(
+        Space::Visits,
+        entries.into_iter().map(String::into_bytes).collect(),
+    )
+}
+
+/// The scope index entry an enter or an exit sets — its key, the visit's scope and when it
+/// entered — an exit's from its visit `v`.
+fn index_entry<'a>(t: &'a Transition, v: &'a VisitRecord) -> Option<(String, &'a Scope, i64)> {
+    match t.kind {
+        TransitionKind::Enter => Some((
+            keys::in_scope(&t.scope, t.at_ms, &t.visit),
+            &t.scope,
+            t.at_ms,
+        )),
+        TransitionKind::Exit { .. } => Some((
+            keys::in_scope(&v.scope, v.entered.millis(), &v.id),
+            &v.scope,
+            v.entered.millis(),
+        )),
+        _ => None,
+    }
 }
 
 /// Stores each transition (numbered on from the last stored in its partition), updates the
@@ -151,9 +166,9 @@ fn apply(
                 keys::of_customer(&t.customer, &t.visit),
                 Vec::new(),
             );
-            let key = keys::in_scope(&t.scope, t.at_ms, &t.visit);
-            if let Scope::Store(s) = &t.scope {
-                let visit = (s.as_str(), t.at_ms, t.customer.as_str());
+            let (key, scope, entered_ms) = index_entry(t, v).expect("an enter's entry");
+            if let Scope::Store(s) = scope {
+                let visit = (s.as_str(), entered_ms, t.customer.as_str());
                 IndexChange::note(store, indexed, &key, visit, v.dwell_s, None)?;
             }
             c.put(
@@ -164,9 +179,9 @@ fn apply(
         }
         TransitionKind::Dwell { minutes } => v.milestones_min.push(*minutes),
         TransitionKind::Exit { dwell_s } => {
-            let key = keys::in_scope(&v.scope, v.entered.millis(), &v.id);
-            if let Scope::Store(s) = &v.scope {
-                let visit = (s.as_str(), v.entered.millis(), v.customer.as_str());
+            let (key, scope, entered_ms) = index_entry(t, v).expect("an exit's entry");
+            if let Scope::Store(s) = scope {
+                let visit = (s.as_str(), entered_ms, v.customer.as_str());
                 IndexChange::note(store, indexed, &key, visit, v.dwell_s, Some(*dwell_s))?;
             }
             v.exited = Some(ts(t.at_ms));
