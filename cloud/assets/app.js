@@ -1,8 +1,51 @@
 // omo dashboard: refreshes live figures from the admin API and sends the forms' API calls
-// with the session's CSRF token. No libraries; every request goes to this cloud.
+// with the session's CSRF token. Its words come from the page (#words, the reader's
+// language); times are shown in the page's time zone (meta tz). No libraries; every request
+// goes to this cloud.
 "use strict";
 
 const csrf = () => document.querySelector('meta[name="csrf"]')?.content ?? "";
+const zone = () => document.querySelector('meta[name="tz"]')?.content ?? "UTC";
+const lang = () => document.documentElement.lang || "en";
+let wordsCache;
+function words() {
+  if (!wordsCache) {
+    try { wordsCache = JSON.parse(document.getElementById("words")?.textContent ?? "{}"); } catch { wordsCache = {}; }
+  }
+  return wordsCache;
+}
+
+// The text of `key` with {0}, {1}, … and {n} filled.
+function say(key, ...args) {
+  let t = words()[key] ?? `⟦${key}⟧`;
+  args.forEach((a, i) => { t = t.replaceAll(`{${i}}`, String(a)); });
+  return t;
+}
+
+function count(n) {
+  return Number(n).toLocaleString("en-US");
+}
+
+// A time as the server writes it: "7 Dec 2026 08:30" or "2026年12月7日 08:30".
+function when(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone(), year: "numeric", month: "numeric", day: "numeric",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }).formatToParts(d).map((p) => [p.type, p.value]),
+  );
+  const time = `${parts.hour}:${parts.minute}`;
+  return lang() === "ja"
+    ? `${parts.year}年${Number(parts.month)}月${Number(parts.day)}日 ${time}`
+    : `${Number(parts.day)} ${say(`month.${Number(parts.month)}`)} ${parts.year} ${time}`;
+}
+
+function clock(iso) {
+  return when(iso).split(" ").pop();
+}
 
 function pick(doc, path) {
   return path.split(".").reduce((v, k) => (v == null ? undefined : v[k]), doc);
@@ -17,15 +60,29 @@ async function api(method, url, body) {
   const headers = { "X-CSRF-Token": csrf() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(url, { method, headers, body, credentials: "same-origin" });
-  if (r.status === 401) { location.href = "/login"; throw new Error("logged out"); }
+  if (r.status === 401) { location.href = "/login"; throw new Error("401"); }
   const text = await r.text();
   let doc;
   try { doc = JSON.parse(text); } catch { doc = text; }
   if (!r.ok) {
     const e = doc?.error;
-    throw new Error(e ? `${r.status} ${e.code}: ${e.message}` : `${r.status}`);
+    throw new Error(e ? e.message : `${r.status}`);
   }
   return doc;
+}
+
+function alertSentence(a) {
+  switch (a.kind) {
+    case "gateway_offline": return say("alert.gateway_offline", a.subject);
+    case "outbox_dropping": return say("alert.outbox_dropping", a.subject, count(a.count ?? 0));
+    case "line_429_storm": return say("alert.line_429_storm", count(a.count ?? 0));
+    case "push_tokens_invalidated": {
+      const n = a.count ?? 0;
+      const form = n === 1 && lang() === "en" ? "one" : "other";
+      return say(`alert.push_tokens.${form}`).replaceAll("{n}", count(n));
+    }
+    default: return a.message;
+  }
 }
 
 function alertRows(tbody, alerts) {
@@ -34,13 +91,13 @@ function alertRows(tbody, alerts) {
     const tr = tbody.insertRow();
     tr.className = "empty";
     const td = tr.insertCell();
-    td.colSpan = 4;
-    td.textContent = "No alerts since the cloud started.";
+    td.colSpan = 2;
+    td.textContent = say("no_alerts");
     return;
   }
   for (const a of alerts) {
     const tr = tbody.insertRow();
-    for (const v of [a.at, a.kind.replaceAll("_", " "), a.subject, a.message]) tr.insertCell().textContent = v ?? "";
+    for (const v of [when(a.at), alertSentence(a)]) tr.insertCell().textContent = v;
   }
 }
 
@@ -51,11 +108,15 @@ async function poll(section) {
     const t = document.querySelector(`table[data-alerts="${section.dataset.poll}"] tbody`);
     if (t && doc.alerts) alertRows(t, doc.alerts);
     const u = document.getElementById("updated");
-    if (u && doc.at) u.textContent = `As of ${doc.at}`;
+    if (u && doc.at) u.textContent = say("as_of", clock(doc.at));
     document.body.dataset.polled = String(Number(document.body.dataset.polled ?? 0) + 1);
   } catch (e) {
     console.warn("poll failed", e);
   }
+}
+
+function ackText(ack) {
+  return ack.ok ? say("applied", ack.version) : say("refused", ack.version, ack.error ?? "");
 }
 
 // A config push is done when the gateway's ack names the pushed version.
@@ -65,36 +126,36 @@ async function watchAck(gateway, version, out) {
     const ack = g.last_config_ack;
     if (ack && ack.version === version) {
       const el = document.getElementById("ack");
-      const text = ack.ok ? `v${ack.version} applied` : `v${ack.version} refused: ${ack.error ?? ""}`;
-      if (el) el.textContent = text;
-      out.textContent = `Gateway acknowledged: ${text}`;
+      if (el) el.textContent = ackText(ack);
+      out.textContent = say("acknowledged", ackText(ack));
       out.className = ack.ok ? "" : "error";
       return;
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
-  out.textContent += " — no ack yet (is the gateway online?)";
+  out.textContent += ` ${say("no_ack")}`;
 }
 
 function apiForms() {
   for (const form of document.querySelectorAll("form.api")) {
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
+      if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
       const out = form.querySelector("output");
       const body = form.querySelector("textarea")?.value;
       out.className = "";
-      out.textContent = "Sending…";
+      out.textContent = say("sending");
       try {
         const doc = await api(form.dataset.method, form.dataset.url, body);
-        out.textContent = form.dataset.done ?? `Done: ${JSON.stringify(doc)}`;
+        out.textContent = say("done");
         if (form.dataset.then === "ack" && doc.version !== undefined) {
-          out.textContent = `Config v${doc.version} stored and ${doc.published ? "published" : "waiting for the broker"}; waiting for the gateway's ack…`;
+          out.textContent = say(doc.published ? "config_sent" : "config_stored", doc.version);
           await watchAck(document.getElementById("ack").dataset.gateway, doc.version, out);
         }
         if (form.dataset.then === "reload") location.reload();
       } catch (e) {
         out.className = "error";
-        out.textContent = e.message;
+        out.textContent = say("failed", e.message);
       }
     });
   }

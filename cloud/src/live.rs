@@ -45,6 +45,9 @@ pub struct Alert {
     pub kind: AlertKind,
     pub subject: String,
     pub message: String,
+    /// The alert's figure, if it has one: events dropped, 429 answers, push tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// Every live figure (shared as `Arc<Live>`).
@@ -133,6 +136,7 @@ impl Live {
             AlertKind::GatewayOffline,
             gateway,
             format!("gateway {gateway} went offline"),
+            None,
         );
     }
 
@@ -151,6 +155,7 @@ impl Live {
                 AlertKind::OutboxDropping,
                 gateway,
                 format!("gateway {gateway}'s outbox is full and dropping events: {dropped} dropped{since}"),
+                Some(dropped),
             );
         }
     }
@@ -173,6 +178,7 @@ impl Live {
                 AlertKind::Line429Storm,
                 "line",
                 format!("LINE answered 429 (too many requests) {n} times in the last minute; deliveries back off and retry"),
+                Some(n as u64),
             );
         }
     }
@@ -189,6 +195,7 @@ impl Live {
             AlertKind::PushTokensInvalidated,
             "push",
             format!("FCM reported {n} push token{s} unregistered; the install{s} will get no push until the app sends a new token"),
+            Some(n as u64),
         );
     }
 }
@@ -240,13 +247,21 @@ impl Alerts {
             .is_none_or(|t| now_ms - t >= REPEAT_AFTER_MS)
     }
 
-    fn push(&mut self, now_ms: i64, kind: AlertKind, subject: &str, message: String) {
+    fn push(
+        &mut self,
+        now_ms: i64,
+        kind: AlertKind,
+        subject: &str,
+        message: String,
+        count: Option<u64>,
+    ) {
         self.last.insert((kind as u8, subject.to_owned()), now_ms);
         self.list.push_back(Alert {
             at: omo_device_config::Timestamp::from_millis(now_ms),
             kind,
             subject: subject.to_owned(),
             message,
+            count,
         });
         while self.list.len() > MAX_ALERTS {
             self.list.pop_front();

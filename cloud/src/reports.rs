@@ -20,6 +20,7 @@ use crate::tallies::hours::{self, Purchases};
 use crate::vocab::SaleChannel;
 
 pub mod activity;
+pub mod days;
 pub mod overview;
 pub mod tally;
 use tally::Tally;
@@ -166,7 +167,19 @@ pub fn store_report(
     range: Range,
     secret: &[u8; 32],
 ) -> Result<StoreReport, StoreError> {
+    store_report_until(store, id, range, i64::MAX, secret)
+}
+
+/// The report of store `id` over `range` up to `until_ms` (a day so far).
+pub fn store_report_until(
+    store: &dyn Store,
+    id: &str,
+    range: Range,
+    until_ms: i64,
+    secret: &[u8; 32],
+) -> Result<StoreReport, StoreError> {
     let (start, end) = range.bounds_ms();
+    let end = end.min(until_ms).max(start);
     let (first, last) = (
         hours::hour_of(start + hours::HOUR_MS - 1),
         hours::hour_of(end),

@@ -3,8 +3,10 @@
 //! `tests/browser/dashboard.test.mjs` (Node's test runner with playwright-core driving
 //! Debian's `chromium`) logs in, checks the overview against the API, opens a campaign's lift
 //! interval and sample sizes, pushes a gateway config and sees its ack, and checks that a
-//! wrong token reaches only the login form. Screenshots of every page go to
-//! `target/dashboard-screenshots/`.
+//! wrong token reaches only the login form; then opens every page in Japanese and English on a
+//! phone and a desktop: no horizontal overflow, no console error or failed request, no word
+//! left untranslated, chart text of 11 px or more, and no serious or critical axe-core
+//! violation. Screenshots of every page go to `target/dashboard-screenshots/`.
 //!
 //! Needs `node`, `chromium` and `npm ci --prefix tests/browser`; `.ci/run` installs them and
 //! sets `OMO_BROWSER_TESTS=required`. Without them, and not required, the test says so and
@@ -130,7 +132,7 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
     );
     eprintln!("{stdout}");
     stopped?;
-    for page in [
+    let mut pages: Vec<String> = [
         "login",
         "overview",
         "overview-phone",
@@ -141,7 +143,27 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
         "campaigns",
         "campaign",
         "customers",
+    ]
+    .map(String::from)
+    .into();
+    for page in [
+        "overview",
+        "stores",
+        "store",
+        "gateways",
+        "gateway",
+        "campaigns",
+        "campaign",
+        "customers",
+        "not-found",
     ] {
+        for lang in ["ja", "en"] {
+            for device in ["phone", "desktop"] {
+                pages.push(format!("{page}-{lang}-{device}"));
+            }
+        }
+    }
+    for page in pages {
         let png = shots.join(format!("{page}.png"));
         anyhow::ensure!(
             std::fs::metadata(&png).is_ok_and(|m| m.len() > 1000),

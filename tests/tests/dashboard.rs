@@ -42,10 +42,20 @@ impl Browser {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<(u16, String, Option<String>)> {
-        let r = self
-            .with_cookie(self.http.get(format!("{}{path}", self.base)))
-            .send()
-            .await?;
+        self.get_with(path, &[]).await
+    }
+
+    /// A GET with more headers (a browser's `Accept`, `Accept-Language`).
+    async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String, Option<String>)> {
+        let mut r = self.with_cookie(self.http.get(format!("{}{path}", self.base)));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().await?;
         let location = r
             .headers()
             .get(LOCATION)
@@ -173,6 +183,8 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     }
     let (code, form, _) = b.get("/login").await?;
     assert!(code == 200 && form.contains(r#"name="token""#), "{form}");
+    let (code, _, _) = b.get("/favicon.ico").await?;
+    assert_eq!(code, 200, "the favicon, without a session too");
     assert!(!form.contains("/assets/"), "the login form needs no asset");
 
     // A wrong token gets the form again with the reason, and no cookie.
@@ -210,7 +222,47 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     let config = json!({"version": 2, "presence": {"stay_interval_s": 45}});
     let (code, body) = b.push_config(&config, Some(&csrf)).await?;
     assert_eq!(code, 403, "{body}");
-    assert!(!b.get("/gateways/g1").await?.1.contains("Push config"));
+    assert!(!b
+        .get("/gateways/g1")
+        .await?
+        .1
+        .contains("Send to the gateway"));
+
+    // Pages in the browser's language, or the one chosen; errors are pages in the frame.
+    let ja = [("accept-language", "ja-JP,ja;q=0.9,en;q=0.5")];
+    let (code, page, _) = b.get_with("/", &ja).await?;
+    assert!(code == 200 && page.contains(r#"<html lang="ja">"#) && page.contains("今日の状況"));
+    assert!(
+        !page.contains('⟦'),
+        "a word missing from the catalog: {page}"
+    );
+    let (code, _, back) = b.get("/lang/ja?back=/gateways").await?;
+    assert_eq!((code, back.as_deref()), (303, Some("/gateways")));
+    let (code, _, back) = b.get("/lang/en?back=//evil.example").await?;
+    assert_eq!(
+        (code, back.as_deref()),
+        (303, Some("/")),
+        "only a path of this site"
+    );
+    let html = [("accept", "text/html,application/xhtml+xml")];
+    for path in [
+        "/campaigns/none",
+        "/stores/none",
+        "/gateways/none",
+        "/no/such/page",
+    ] {
+        let (code, page, _) = b.get_with(path, &html).await?;
+        assert_eq!(code, 404, "{path}");
+        assert!(
+            page.contains("This page does not exist") && page.contains("<nav"),
+            "{page}"
+        );
+    }
+    let (code, body, _) = b.get("/no/such/page").await?;
+    assert!(
+        code == 404 && body.starts_with('{'),
+        "the API's 404 without Accept: {body}"
+    );
 
     // The gateway comes online; its outbox reports dropped events: an alert.
     let mut gw = MqttGateway::connect(cloud.mqtt_port, &g1, &g1.password).await?;
@@ -234,7 +286,7 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     .await?;
     let (_, page, _) = b.get("/gateways").await?;
     assert!(
-        page.contains(">online<") && page.contains(">3.5<") && page.contains(">12<"),
+        page.contains(">Online<") && page.contains(">3.5<") && page.contains(">12<"),
         "{page}"
     );
 
@@ -243,7 +295,7 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     let (code, _) = b.login(ADMIN_TOKEN).await?;
     assert_eq!(code, 303);
     let (_, page, _) = b.get("/gateways/g1").await?;
-    assert!(page.contains("Push config"), "{page}");
+    assert!(page.contains("Send to the gateway"), "{page}");
     let (code, body) = b.push_config(&config, None).await?;
     assert_eq!(
         (code, body["error"]["code"].as_str()),
@@ -273,7 +325,7 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
         .await?;
     until("the ack on the page", || async {
         let (_, page, _) = b.get("/gateways/g1").await?;
-        Ok(page.contains("v2 applied").then_some(Value::Null))
+        Ok(page.contains("Version 2 applied").then_some(Value::Null))
     })
     .await?;
     // The textarea offers the config in force for the next push.
@@ -295,7 +347,8 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     // Offline and alerted are one change (the alert is pushed under the gateways' lock).
     assert!(alerted(&o, "gateway_offline"), "{o}");
     let (_, page, _) = b.get("/").await?;
-    assert!(page.contains("gateway g1 went offline"), "{page}");
+    assert!(page.contains("Gateway g1 went offline."), "{page}");
+    assert!(page.contains("gateway g1 has not been heard for"), "{page}");
 
     // Logging out needs the CSRF token too, and ends the session in the browser.
     let r = b

@@ -42,3 +42,16 @@ pub async fn store_activity(state: &AppState, id: &str) -> Result<activity::Acti
     .await
     .map_err(ApiError::internal)?
 }
+
+/// `GET /v1/admin/reports/today`'s document at the cloud's current time.
+pub async fn stores_today(state: &AppState) -> Result<crate::reports::days::Today, ApiError> {
+    let now_ms = state.clock.now().timestamp_millis();
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let registry = st.registry.read().expect("registry lock").clone();
+        crate::reports::days::today(st.store.as_ref(), &registry, &st.secret, now_ms)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}

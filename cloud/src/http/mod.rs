@@ -293,8 +293,8 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(qr::routes())
         .merge(line_link::routes())
-        .merge(crate::http::dashboard::routes())
-        .fallback(|| async { ApiError::not_found("this path") })
+        .merge(crate::http::dashboard::routes(state.clone()))
+        .fallback(crate::http::dashboard::errors::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::http::dashboard::csrf_guard,

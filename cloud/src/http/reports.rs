@@ -6,6 +6,8 @@
 //!   7 days. From the tallies kept per store and hour; `&source=rows` builds the same report
 //!   from the stored rows instead (slow: to check the tallies; an erasure's or the retention
 //!   sweep's deletions show there, not in the tallies).
+//! - `GET /v1/admin/reports/today`: every store's day so far in its own time zone beside the
+//!   same weekday a week before to the same time of day, and the best and worst store.
 //! - `GET /v1/admin/reports/tiers?from=DATE&to=DATE[&store=ID]`: customers per loyalty tier
 //!   at the range's end with their spend and projected value; with `store`, only customers
 //!   who visited or bought there in the range, in its time zone (else `profiles.time_zone`).
@@ -28,6 +30,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/reports/stores/:id", get(store_report))
         .route("/v1/admin/reports/tiers", get(tier_report))
+        .route("/v1/admin/reports/today", get(today_report))
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +105,10 @@ async fn store_report(
     } else {
         Json(json!(report)).into_response()
     })
+}
+
+async fn today_report(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(json!(super::documents::stores_today(&state).await?)).into_response())
 }
 
 async fn tier_report(

@@ -2,6 +2,8 @@
 
 use super::*;
 
+use crate::campaigns::definition::Trigger;
+
 /// A campaign as its list row and page header show it.
 pub struct CampaignRow {
     pub id: String,
@@ -9,30 +11,47 @@ pub struct CampaignRow {
     pub paused: bool,
     pub trigger: String,
     pub variants: String,
-    pub holdout: u32,
+    pub holdout: String,
+    pub attribution: String,
     pub version: u32,
     pub updated: String,
 }
 
+/// A trigger in words.
+fn trigger_words(t: &Words, trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Enter => t.s("trigger.enter"),
+        Trigger::Dwell { minutes } => t.f("trigger.dwell", &[&t.minutes(u64::from(*minutes) * 60)]),
+        Trigger::Exit => t.s("trigger.exit"),
+        Trigger::NthVisit { n, within_days } => t.f(
+            "trigger.nth_visit",
+            &[
+                &t.int(u64::from(*n)),
+                &t.n("unit.days", u64::from(*within_days)),
+            ],
+        ),
+        Trigger::Purchase { .. } => t.s("trigger.purchase"),
+    }
+}
+
 impl CampaignRow {
-    fn new(v: &crate::campaigns::stored::Versioned) -> CampaignRow {
+    fn new(t: &Words, v: &crate::campaigns::stored::Versioned) -> CampaignRow {
         let c = &v.campaign;
-        let trigger = serde_json::to_value(&c.trigger).unwrap_or(Value::Null);
-        let kind = trigger["kind"].as_str().unwrap_or("?").replace('_', " ");
         CampaignRow {
             id: c.id.clone(),
             name: c.name.clone(),
             paused: c.paused,
-            trigger: kind,
+            trigger: trigger_words(t, &c.trigger),
             variants: c
                 .variants
                 .iter()
                 .map(|v| v.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            holdout: c.holdout_percent,
+            holdout: format!("{}%", c.holdout_percent),
+            attribution: t.n("unit.days", u64::from(c.attribution_days)),
             version: v.version,
-            updated: v.updated.to_string(),
+            updated: t.time(&v.updated),
         }
     }
 }
@@ -40,75 +59,86 @@ impl CampaignRow {
 #[derive(Template)]
 #[template(path = "campaigns.html")]
 struct CampaignsPage {
+    t: Words,
     nav: Nav,
     rows: Vec<CampaignRow>,
 }
 
 pub(super) async fn campaigns_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
     let all = crate::campaigns::stored::all(state.store.as_ref())?;
     Ok(html(&CampaignsPage {
-        nav: Nav::new(&state, &s, "Campaigns"),
-        rows: all.iter().map(CampaignRow::new).collect(),
+        nav: Nav::new(&state, &v, Section::Campaigns, v.t.s("nav.campaigns")),
+        rows: all.iter().map(|c| CampaignRow::new(&v.t, c)).collect(),
+        t: v.t,
     }))
 }
 
-/// The funnel's steps as the page names them, and the report's counter each reads.
-const STEPS: [(&str, &str); 6] = [
-    ("triggered", "triggers"),
-    ("eligible", "eligible"),
-    ("sent", "sent"),
-    ("delivered", "delivered"),
-    ("clicked", "clicked"),
-    ("redeemed", "redeemed"),
+/// The report's counters the funnel's steps read (each named `funnel.{counter}`).
+const STEPS: [&str; 6] = [
+    "triggers",
+    "eligible",
+    "sent",
+    "delivered",
+    "clicked",
+    "redeemed",
 ];
 
 pub struct GroupRow {
     pub name: String,
+    pub label: String,
     pub customers: u64,
     /// The funnel's steps, then visited after.
-    pub steps: Vec<u64>,
+    pub steps: Vec<String>,
     pub rate: String,
 }
 
 #[derive(Template)]
 #[template(path = "campaign.html")]
 struct CampaignPage {
+    t: Words,
     nav: Nav,
     c: CampaignRow,
     operator: bool,
-    attribution_days: u32,
-    steps: Vec<&'static str>,
+    steps: Vec<String>,
     groups: Vec<GroupRow>,
+    /// Customers the campaign has measured (a lift needs some in both groups).
+    measured: u64,
     lift_svg: String,
     /// Variant, lift, interval, treated n, holdout n, note.
-    lifts: Vec<(String, String, String, u64, u64, &'static str)>,
+    lifts: Vec<(String, String, String, String, String, String)>,
 }
 
 pub(super) async fn campaign_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (current, _) = crate::campaigns::stored::current(state.store.as_ref(), &id)?
         .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
     let report = crate::http::campaigns::campaign_report(&state, &id).await?;
+    let t = v.t;
     let groups: Vec<GroupRow> = report
         .groups
         .iter()
         .map(|g| {
-            let mut steps: Vec<u64> = STEPS
+            let mut steps: Vec<String> = STEPS
                 .iter()
-                .map(|(_, key)| g.funnel.get(*key).copied().unwrap_or(0))
+                .map(|key| t.int(g.funnel.get(*key).copied().unwrap_or(0)))
                 .collect();
-            steps.push(g.returned);
+            steps.push(t.int(g.returned));
             GroupRow {
                 name: g.group.clone(),
+                label: if g.group == crate::campaigns::report::HOLDOUT {
+                    t.s("campaign.holdout")
+                } else {
+                    t.f("campaign.variant", &[&g.group])
+                },
                 customers: g.customers,
                 steps,
-                rate: format!("{:.1} %", g.return_rate * 100.0),
+                rate: t.percent(g.return_rate),
             }
         })
         .collect();
@@ -133,37 +163,53 @@ pub(super) async fn campaign_page(
             too_small: l.too_small,
         })
         .collect();
-    let lifts = bars
-        .iter()
+    let measured: u64 = report.groups.iter().map(|g| g.customers).sum();
+    let mut steps: Vec<String> = STEPS.iter().map(|k| t.s(&format!("funnel.{k}"))).collect();
+    steps.push(t.s("funnel.returned"));
+    let c = CampaignRow::new(&t, &current);
+    Ok(html(&CampaignPage {
+        nav: Nav::new(&state, &v, Section::Campaigns, c.name.clone()),
+        operator: v.operator(),
+        // No customer yet: no interval to draw (it would read +0.0 [+0.0, +0.0]).
+        lift_svg: if bars.is_empty() || measured == 0 {
+            String::new()
+        } else {
+            charts::lift_chart(&bars, &t)
+        },
+        lifts: lift_rows(&t, &bars),
+        c,
+        steps,
+        groups,
+        measured,
+        t,
+    }))
+}
+
+/// The lift table's rows: message, lift, interval, sent, held out, reading.
+fn lift_rows(
+    t: &Words,
+    bars: &[charts::LiftBar],
+) -> Vec<(String, String, String, String, String, String)> {
+    bars.iter()
         .map(|b| {
             (
                 b.variant.clone(),
                 format!("{:+.1}", b.difference * 100.0),
-                format!("{:+.1} to {:+.1}", b.low * 100.0, b.high * 100.0),
-                b.treated,
-                b.holdout,
+                t.f(
+                    "campaign.lift.interval",
+                    &[
+                        &format!("{:+.1}", b.low * 100.0),
+                        &format!("{:+.1}", b.high * 100.0),
+                    ],
+                ),
+                t.int(b.treated),
+                t.int(b.holdout),
                 if b.too_small {
-                    "too few customers to read"
+                    t.s("campaign.lift.too_small")
                 } else {
-                    ""
+                    String::new()
                 },
             )
         })
-        .collect();
-    let mut steps: Vec<&'static str> = STEPS.iter().map(|(name, _)| *name).collect();
-    steps.push("visited after");
-    Ok(html(&CampaignPage {
-        nav: Nav::new(&state, &s, "Campaigns"),
-        operator: s.role == Role::Operator,
-        attribution_days: report.attribution_days,
-        lift_svg: if bars.is_empty() {
-            String::new()
-        } else {
-            charts::lift_chart(&bars)
-        },
-        c: CampaignRow::new(&current),
-        steps,
-        groups,
-        lifts,
-    }))
+        .collect()
 }

@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use super::words::Words;
+
 /// Escapes text for SVG/HTML.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -34,7 +36,7 @@ pub struct LiftBar {
 
 /// The lifts on one axis in percentage points, zero marked: each a line from the interval's
 /// low to high end with a dot at the estimate.
-pub fn lift_chart(bars: &[LiftBar]) -> String {
+pub fn lift_chart(bars: &[LiftBar], t: &Words) -> String {
     const W: f64 = 640.0;
     const LEFT: f64 = 150.0;
     const RIGHT: f64 = 30.0;
@@ -54,7 +56,8 @@ pub fn lift_chart(bars: &[LiftBar]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="lift" viewBox="0 0 {W} {h}" role="img" aria-label="Lift over holdout with 95% confidence intervals" xmlns="http://www.w3.org/2000/svg">"#
+        r#"<svg class="lift" viewBox="0 0 {W} {h}" width="{W}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        esc(&t.s("chart.lift.label"))
     );
     // Grid every 10 points.
     let mut p = lo;
@@ -79,22 +82,26 @@ pub fn lift_chart(bars: &[LiftBar]) -> String {
         let color = if b.too_small { "#8a93a6" } else { "#2457c5" };
         let _ = write!(
             s,
-            r#"<g class="interval" data-variant="{v}" data-low="{lo:.4}" data-high="{hi:.4}" data-difference="{d:.4}"><text x="4" y="{ty:.1}">{v}</text><text x="4" y="{ny:.1}" class="n">n = {t} vs {ho} holdout</text><line x1="{x1:.1}" y1="{y:.1}" x2="{x2:.1}" y2="{y:.1}" stroke="{color}" stroke-width="4" stroke-linecap="round"/><circle cx="{cx:.1}" cy="{y:.1}" r="6" fill="{color}"/><text x="{cx:.1}" y="{ly:.1}" text-anchor="middle">{dp:+.1} pts [{lp:+.1}, {hp:+.1}]</text></g>"#,
+            r#"<g class="interval" data-variant="{v}" data-low="{lo:.4}" data-high="{hi:.4}" data-difference="{d:.4}"><text x="4" y="{ty:.1}">{v}</text><text x="4" y="{ny:.1}" class="n">{n}</text><line x1="{x1:.1}" y1="{y:.1}" x2="{x2:.1}" y2="{y:.1}" stroke="{color}" stroke-width="4" stroke-linecap="round"/><circle cx="{cx:.1}" cy="{y:.1}" r="6" fill="{color}"/><text x="{cx:.1}" y="{ly:.1}" text-anchor="middle">{value}</text></g>"#,
             v = esc(&b.variant),
             lo = finite(b.low),
             hi = finite(b.high),
             d = finite(b.difference),
             ty = y - 4.0,
             ny = y + 10.0,
-            t = b.treated,
-            ho = b.holdout,
+            n = esc(&t.f("chart.lift.n", &[&t.int(b.treated), &t.int(b.holdout)])),
             x1 = x(b.low),
             x2 = x(b.high),
             cx = x(b.difference),
             ly = y - 10.0,
-            dp = finite(b.difference) * 100.0,
-            lp = finite(b.low) * 100.0,
-            hp = finite(b.high) * 100.0,
+            value = esc(&t.f(
+                "chart.lift.value",
+                &[
+                    &format!("{:+.1}", finite(b.difference) * 100.0),
+                    &format!("{:+.1}", finite(b.low) * 100.0),
+                    &format!("{:+.1}", finite(b.high) * 100.0),
+                ]
+            )),
         );
     }
     s.push_str("</svg>");
@@ -102,7 +109,7 @@ pub fn lift_chart(bars: &[LiftBar]) -> String {
 }
 
 /// Bars of counts over labelled slots (visits per hour), with a label every `label_every`.
-pub fn bars(values: &[(String, u64)], label_every: usize) -> String {
+pub fn bars(values: &[(String, u64)], label_every: usize, label: &str) -> String {
     const H: f64 = 160.0;
     const BOTTOM: f64 = 20.0;
     let bar_w = 6.0;
@@ -111,7 +118,8 @@ pub fn bars(values: &[(String, u64)], label_every: usize) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="bars" viewBox="0 0 {w:.0} {H}" role="img" aria-label="Visits per hour" xmlns="http://www.w3.org/2000/svg"><text x="0" y="10">{max}</text>"#
+        r#"<svg class="bars" viewBox="0 0 {w:.0} {H}" width="{w:.0}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><text x="0" y="10">{max}</text>"#,
+        esc(label)
     );
     for (i, (label, v)) in values.iter().enumerate() {
         let bh = (*v as f64) / (max as f64) * (H - BOTTOM - 14.0);
@@ -143,7 +151,7 @@ pub enum PlanShape {
 
 /// A store's geofences drawn to scale around its location (east right, north up), with a
 /// 10 m (or 100 m, 1 km) scale bar; each shape labelled with its zone and visitors now.
-pub fn plan(anchor: (f64, f64), shapes: &[(String, PlanShape, u64)]) -> String {
+pub fn plan(anchor: (f64, f64), shapes: &[(String, PlanShape, u64)], t: &Words) -> String {
     const COLORS: [&str; 6] = [
         "#2457c5", "#1b7f3b", "#b35c00", "#7b2cbf", "#b3261e", "#006d77",
     ];
@@ -152,14 +160,24 @@ pub fn plan(anchor: (f64, f64), shapes: &[(String, PlanShape, u64)]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg class="plan" viewBox="0 0 {w} {h}" role="img" aria-label="Store plan with geofences" xmlns="http://www.w3.org/2000/svg"><rect width="{w}" height="{h}" fill="#fbfcfd" stroke="#dde1e8"/>"##
+        r##"<svg class="plan" viewBox="0 0 {w} {h}" width="{w}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><rect width="{w}" height="{h}" fill="#fbfcfd" stroke="#dde1e8"/>"##,
+        esc(&t.s("chart.plan.label"))
     );
+    // Labels placed so far: a label that would overlap one moves down a line.
+    let mut placed: Vec<(f64, f64)> = Vec::new();
     for (i, (name, shape, visitors)) in shapes.iter().enumerate() {
-        let (lx, ly) = view.draw(&mut s, shape, COLORS[i % COLORS.len()]);
+        let (lx, mut ly) = view.draw(&mut s, shape, COLORS[i % COLORS.len()]);
+        while placed
+            .iter()
+            .any(|(px, py)| (px - lx).abs() < 160.0 && (py - ly).abs() < 15.0)
+        {
+            ly += 15.0;
+        }
+        placed.push((lx, ly));
         let _ = write!(
             s,
-            r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{} · {visitors} now</text>"#,
-            esc(name)
+            r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{}</text>"#,
+            esc(&t.f("chart.plan.now", &[name, &t.int(*visitors)]))
         );
     }
     view.location_and_scale(&mut s);
@@ -295,7 +313,7 @@ impl PlanView {
             .unwrap_or(1.0);
         let _ = write!(
             s,
-            r##"<line x1="{pad}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#1d2330" stroke-width="2"/><text x="{pad}" y="{ty:.1}">{} m</text></svg>"##,
+            r##"<line x1="{pad}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#1d2330" stroke-width="2"/><text x="{pad}" y="{ty:.1}" translate="no">{} m</text></svg>"##,
             pad + bar_m * k,
             bar_m,
             y = h - 10.0,
@@ -307,22 +325,30 @@ impl PlanView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::dashboard::words::Lang;
+
+    fn en() -> Words {
+        Words::new(Lang::En, chrono_tz::UTC)
+    }
 
     #[test]
     fn the_interval_is_drawn_from_low_to_high_around_the_estimate() {
-        let svg = lift_chart(&[LiftBar {
-            variant: "a<b".into(),
-            difference: 0.15,
-            low: -0.02,
-            high: 0.32,
-            treated: 120,
-            holdout: 31,
-            too_small: false,
-        }]);
+        let svg = lift_chart(
+            &[LiftBar {
+                variant: "a<b".into(),
+                difference: 0.15,
+                low: -0.02,
+                high: 0.32,
+                treated: 120,
+                holdout: 31,
+                too_small: false,
+            }],
+            &en(),
+        );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("a&lt;b") && !svg.contains("a<b"));
         assert!(svg.contains("+15.0 pts [-2.0, +32.0]"), "{svg}");
-        assert!(svg.contains("n = 120 vs 31 holdout"));
+        assert!(svg.contains("120 sent, 31 held out"));
         // The axis spans -10..+40 points: the line runs from x(-2) to x(32).
         let x = |p: f64| 150.0 + (p + 10.0) / 50.0 * 460.0;
         assert!(svg.contains(&format!(r#"x1="{:.1}""#, x(-2.0))), "{svg}");
@@ -331,19 +357,24 @@ mod tests {
 
     #[test]
     fn no_number_breaks_the_chart() {
-        let svg = lift_chart(&[LiftBar {
-            variant: "a".into(),
-            difference: f64::NAN,
-            low: f64::NEG_INFINITY,
-            high: f64::INFINITY,
-            treated: 0,
-            holdout: 0,
-            too_small: true,
-        }]);
+        let svg = lift_chart(
+            &[LiftBar {
+                variant: "a".into(),
+                difference: f64::NAN,
+                low: f64::NEG_INFINITY,
+                high: f64::INFINITY,
+                treated: 0,
+                holdout: 0,
+                too_small: true,
+            }],
+            &en(),
+        );
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
-        assert!(bars(&[], 1).ends_with("</svg>"));
-        assert!(bars(&[("10".into(), 3), ("11".into(), 0)], 1).contains("<title>10: 3</title>"));
-        let nothing = plan((139.7, 35.6), &[]);
+        assert!(bars(&[], 1, "v").ends_with("</svg>"));
+        assert!(
+            bars(&[("10".into(), 3), ("11".into(), 0)], 1, "v").contains("<title>10: 3</title>")
+        );
+        let nothing = plan((139.7, 35.6), &[], &en());
         assert!(nothing.ends_with("</svg>") && !nothing.contains("NaN"));
     }
 
@@ -370,12 +401,16 @@ mod tests {
                     0,
                 ),
             ],
+            &en(),
         );
         assert!(
             svg.contains("<path d=\"M") && svg.contains("<circle"),
             "{svg}"
         );
-        assert!(svg.contains("floor · 4 now") && svg.contains("door &lt;1&gt; · 0 now"));
+        assert!(
+            svg.contains("floor · 4 now") && svg.contains("door &lt;1&gt; · 0 now"),
+            "{svg}"
+        );
         assert!(svg.contains(" m</text>") && !svg.contains("NaN"));
     }
 }

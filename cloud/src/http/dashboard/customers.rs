@@ -8,9 +8,9 @@ pub struct CustomerView {
     pub member: String,
     pub line: String,
     pub created: String,
-    pub consent: Vec<(&'static str, bool)>,
+    pub consent: Vec<(String, bool)>,
     /// Install, platform, push token present, registered, revoked.
-    pub devices: Vec<(String, String, &'static str, String, String)>,
+    pub devices: Vec<(String, String, String, String, String)>,
     /// Where, entered, exited, dwell, sources.
     pub visits: Vec<(String, String, String, String, String)>,
     /// Campaign, when.
@@ -20,6 +20,7 @@ pub struct CustomerView {
 #[derive(Template)]
 #[template(path = "customers.html")]
 struct CustomersPage {
+    t: Words,
     nav: Nav,
     query: String,
     error: Option<String>,
@@ -34,11 +35,16 @@ pub(super) struct Lookup {
 /// Visits and offers shown on a customer's page at most.
 const CUSTOMER_ROWS: usize = 100;
 
-fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
+fn customer_view(state: &AppState, t: &Words, id: &str) -> Result<CustomerView, ApiError> {
     let c = crate::http::admin::customer_document(state, id)?;
     let consent = ["line", "push", "webhook", "location"]
         .into_iter()
-        .map(|ch| (ch, c["consent"][ch] == Value::Bool(true)))
+        .map(|ch| {
+            (
+                t.s(&format!("consent.{ch}")),
+                c["consent"][ch] == Value::Bool(true),
+            )
+        })
         .collect();
     let devices = c["installs"]
         .as_array()
@@ -48,13 +54,13 @@ fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
             (
                 text(&i["id"]),
                 text(&i["platform"]),
-                if i["push_token"].is_string() {
+                t.s(if i["push_token"].is_string() {
                     "yes"
                 } else {
                     "no"
-                },
-                text(&i["created"]),
-                text(&i["revoked"]),
+                }),
+                when(t, &i["created"]),
+                when(t, &i["revoked"]),
             )
         })
         .collect();
@@ -63,13 +69,20 @@ fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
         .map(|v| {
             let scope = serde_json::to_value(&v.scope).unwrap_or(Value::Null);
             (
-                format!("{} {}", text(&scope["kind"]), text(&scope["id"])),
-                v.entered.to_string(),
-                v.exited.map_or("open".into(), |t| t.to_string()),
-                v.dwell_s.map_or("—".into(), |d| format!("{} min", d / 60)),
+                format!(
+                    "{} {}",
+                    t.s(&format!("zone.kind.{}", text(&scope["kind"]))),
+                    text(&scope["id"])
+                ),
+                t.time(&v.entered),
+                v.exited
+                    .as_ref()
+                    .map_or_else(|| t.s("customer.still_there"), |x| t.time(x)),
+                v.dwell_s.map_or("—".into(), |d| t.minutes(d)),
                 v.sources
                     .iter()
                     .filter_map(|s| serde_json::to_value(s).ok()?.as_str().map(str::to_owned))
+                    .map(|s| t.s(&format!("source.{s}")))
                     .collect::<Vec<_>>()
                     .join(", "),
             )
@@ -78,17 +91,17 @@ fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
     let offers = crate::http::admin::offers_of(state, id)?
         .iter()
         .take(CUSTOMER_ROWS)
-        .map(|o| (text(&o["campaign"]), text(&o["at"])))
+        .map(|o| (text(&o["campaign"]), when(t, &o["at"])))
         .collect();
     Ok(CustomerView {
         id: text(&c["id"]),
         member: text(&c["member_id"]),
         line: if c["line_user"].is_string() {
-            "linked".into()
+            t.s("customer.line_linked")
         } else {
             "—".into()
         },
-        created: text(&c["created"]),
+        created: when(t, &c["created"]),
         consent,
         devices,
         visits,
@@ -97,11 +110,11 @@ fn customer_view(state: &AppState, id: &str) -> Result<CustomerView, ApiError> {
 }
 
 pub(super) async fn customers_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
     Query(q): Query<Lookup>,
 ) -> Result<Response, ApiError> {
-    if s.role != Role::Operator {
+    if !v.operator() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -114,19 +127,21 @@ pub(super) async fn customers_page(
     } else {
         let st = state.clone();
         let id = query.clone();
-        match tokio::task::spawn_blocking(move || customer_view(&st, &id)).await {
+        let t = v.t;
+        match tokio::task::spawn_blocking(move || customer_view(&st, &t, &id)).await {
             Ok(Ok(c)) => (Some(c), None),
             Ok(Err(e)) if e.status == StatusCode::NOT_FOUND => {
-                (None, Some(format!("No customer {query}.")))
+                (None, Some(v.t.f("customer.not_found", &[&query])))
             }
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(ApiError::internal(e)),
         }
     };
     Ok(html(&CustomersPage {
-        nav: Nav::new(&state, &s, "Customers"),
+        nav: Nav::new(&state, &v, Section::Customers, v.t.s("nav.customers")),
         query,
         error,
         customer,
+        t: v.t,
     }))
 }

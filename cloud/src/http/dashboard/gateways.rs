@@ -14,43 +14,51 @@ pub struct GatewayRow {
     pub dropped: String,
     pub config: String,
     pub ack: String,
+    pub ack_class: &'static str,
     pub gaps: u64,
+    /// The config version in force, if the gateway said.
+    pub in_force: Option<u64>,
 }
 
 impl GatewayRow {
-    /// From `GET /v1/admin/gateways/{id}`'s document.
-    pub fn from_api(v: &Value) -> GatewayRow {
+    /// From `GET /v1/admin/gateways/{id}`'s document; `stores` names the stores.
+    pub fn from_api(t: &Words, v: &Value, store_name: &dyn Fn(&str) -> String) -> GatewayRow {
         let runtime = &v["runtime"];
         let status = &runtime["last_status"];
         let (label, class) = if v["enabled"] == Value::Bool(false) {
-            ("disabled", "bad")
+            ("gateway.disabled", "bad")
         } else if runtime.is_null() {
-            ("never seen", "bad")
+            ("gateway.never_seen", "bad")
         } else if runtime["online"] == Value::Bool(true) {
-            ("online", "good")
+            ("gateway.online", "good")
         } else {
-            ("offline", "bad")
+            ("gateway.offline", "bad")
         };
         let in_force = status["config_version"].as_u64();
         let desired = v["desired_config_version"].as_u64();
         let config = match (in_force, desired) {
-            (Some(a), Some(d)) if a != d => format!("v{a} (v{d} pushed)"),
-            (Some(a), _) => format!("v{a}"),
-            (None, Some(d)) => format!("? (v{d} pushed)"),
-            (None, None) => "—".into(),
+            (Some(a), Some(d)) if a != d => t.f("gateway.config.pending", &[&a, &d]),
+            (Some(0), _) | (None, None) => t.s("gateway.config.defaults"),
+            (Some(a), _) => t.f("gateway.config.version", &[&a]),
+            (None, Some(d)) => t.f("gateway.config.pushed", &[&d]),
         };
         let ack = &v["last_config_ack"];
-        let ack = match ack["version"].as_u64() {
-            None => "—".into(),
-            Some(n) if ack["ok"] == Value::Bool(true) => format!("v{n} applied"),
-            Some(n) => format!("v{n} refused: {}", text(&ack["error"])),
+        let (ack, ack_class) = match ack["version"].as_u64() {
+            None => ("—".into(), ""),
+            Some(n) if ack["ok"] == Value::Bool(true) => {
+                (t.f("gateway.ack.applied", &[&n]), "good")
+            }
+            Some(n) => (
+                t.f("gateway.ack.refused", &[&n, &text(&ack["error"])]),
+                "bad",
+            ),
         };
         GatewayRow {
             id: text(&v["id"]),
-            store: text(&v["store"]),
-            status: label.into(),
+            store: store_name(v["store"].as_str().unwrap_or_default()),
+            status: t.s(label),
             status_class: class,
-            last_seen: text(&runtime["last_seen"]),
+            last_seen: when(t, &runtime["last_seen"]),
             adverts: status["adverts_per_s"]
                 .as_f64()
                 .map_or("—".into(), |a| format!("{a:.1}")),
@@ -58,16 +66,33 @@ impl GatewayRow {
             dropped: text(&status["dropped"]),
             config,
             ack,
+            ack_class,
             gaps: v["epochs"]
                 .as_array()
                 .map_or(0, |e| e.iter().filter_map(|e| e["missing"].as_u64()).sum()),
+            in_force,
         }
     }
+}
+
+/// A function naming the site's stores by id (the id when there is no such store).
+fn store_names(state: &AppState) -> impl Fn(&str) -> String {
+    let names: std::collections::BTreeMap<String, String> = state
+        .registry
+        .read()
+        .expect("registry lock")
+        .site()
+        .stores
+        .iter()
+        .map(|s| (s.id.to_string(), s.name.clone()))
+        .collect();
+    move |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_owned())
 }
 
 #[derive(Template)]
 #[template(path = "gateways.html")]
 struct GatewaysPage {
+    t: Words,
     nav: Nav,
     rows: Vec<GatewayRow>,
     next: Option<String>,
@@ -81,7 +106,7 @@ pub(super) struct After {
 const GATEWAYS_PER_PAGE: usize = 100;
 
 pub(super) async fn gateways_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
     Query(q): Query<After>,
 ) -> Result<Response, ApiError> {
@@ -96,40 +121,95 @@ pub(super) async fn gateways_page(
     ids.sort();
     let next = (ids.len() > GATEWAYS_PER_PAGE).then(|| ids[GATEWAYS_PER_PAGE - 1].clone());
     let mut rows = Vec::new();
+    let names = store_names(&state);
     for id in ids.into_iter().take(GATEWAYS_PER_PAGE) {
         match crate::http::admin::gateway_document(&state, &id).await {
-            Ok(v) => rows.push(GatewayRow::from_api(&v)),
+            Ok(doc) => rows.push(GatewayRow::from_api(&v.t, &doc, &names)),
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e),
         }
     }
     Ok(html(&GatewaysPage {
-        nav: Nav::new(&state, &s, "Gateways"),
+        nav: Nav::new(&state, &v, Section::Gateways, v.t.s("nav.gateways")),
         rows,
         next,
+        t: v.t,
     }))
 }
 
 #[derive(Template)]
 #[template(path = "gateway.html")]
 struct GatewayPage {
+    t: Words,
     nav: Nav,
     g: GatewayRow,
     operator: bool,
     config_text: String,
 }
 
+/// The config box's text: the config last pushed (else the gateway's defaults, which it runs
+/// on until one is), with the next version number, ready to edit and push.
+fn next_config(pushed: Option<String>, in_force: Option<u64>) -> String {
+    let mut doc: Value = pushed
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| {
+            serde_json::to_value(
+                serde_json::from_str::<omo_device_config::payload::RemoteConfig>(
+                    r#"{"version": 0}"#,
+                )
+                .ok(),
+            )
+            .unwrap_or(Value::Null)
+        });
+    if let Some(o) = doc.as_object_mut() {
+        let at = o.get("version").and_then(Value::as_u64).unwrap_or(0);
+        o.insert("version".into(), (at.max(in_force.unwrap_or(0)) + 1).into());
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
 pub(super) async fn gateway_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let v = crate::http::admin::gateway_document(&state, &id).await?;
-    let config_text = crate::http::admin::desired_config_text(&state, &id).unwrap_or_default();
+    let doc = crate::http::admin::gateway_document(&state, &id).await?;
+    let g = GatewayRow::from_api(&v.t, &doc, &store_names(&state));
+    let config_text = next_config(
+        crate::http::admin::desired_config_text(&state, &id),
+        g.in_force,
+    );
     Ok(html(&GatewayPage {
-        nav: Nav::new(&state, &s, "Gateways"),
-        g: GatewayRow::from_api(&v),
-        operator: s.role == Role::Operator,
+        nav: Nav::new(
+            &state,
+            &v,
+            Section::Gateways,
+            v.t.f("gateway.title", &[&g.id]),
+        ),
+        operator: v.operator(),
         config_text,
+        g,
+        t: v.t,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_box_holds_the_next_version_of_the_config_in_force() {
+        let fresh: Value = serde_json::from_str(&next_config(None, None)).unwrap();
+        assert_eq!(fresh["version"], 1);
+        assert!(
+            fresh["presence"].is_object(),
+            "the defaults are spelled out: {fresh}"
+        );
+        let pushed = r#"{"version": 4, "status": {"heartbeat_s": 30}}"#;
+        let next: Value = serde_json::from_str(&next_config(Some(pushed.into()), Some(4))).unwrap();
+        assert_eq!(next["version"], 5);
+        assert_eq!(next["status"]["heartbeat_s"], 30);
+        let ahead: Value = serde_json::from_str(&next_config(None, Some(7))).unwrap();
+        assert_eq!(ahead["version"], 8);
+    }
 }

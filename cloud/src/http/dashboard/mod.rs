@@ -1,16 +1,21 @@
-//! The operator dashboard served at `GET /` (DESIGN.md, "HTTP"): server-rendered pages
-//! (askama templates compiled into the binary, charts drawn as SVG here) behind a session
-//! cookie got from the login form ([`session`]). Every figure on a page comes from the same
-//! function the admin API answers with, and the page says which endpoint; the page's script
-//! refreshes live figures from those endpoints and sends its forms' changes to them with the
-//! session's CSRF token. No asset comes from anywhere but this binary.
+//! The dashboard served at `GET /` (DESIGN.md, "HTTP"): server-rendered pages (askama
+//! templates compiled into the binary, charts drawn as SVG here) behind a session cookie got
+//! from the login form ([`session`]), in Japanese or English ([`words`]: every word from the
+//! catalogs, times in the store's or the dashboard's time zone). Every figure on a page comes
+//! from the same function the admin API answers with (a "for developers" fold names the
+//! endpoint); the page's script refreshes live figures from those endpoints and sends its
+//! forms' changes to them with the session's CSRF token. Errors and unknown pages are pages
+//! in the same frame ([`errors`]). No asset comes from anywhere but this binary.
 
 mod campaigns;
 pub mod charts;
 mod customers;
+pub mod errors;
 mod gateways;
+mod overview;
 pub mod session;
 mod stores;
+pub mod words;
 
 use askama::Template;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
@@ -24,17 +29,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Role;
-use crate::http::documents::{overview_now, store_activity};
 use crate::http::{ApiError, AppState};
-use crate::reports::{activity, overview};
+use overview::overview_page;
+pub use overview::render_overview;
 use session::Session;
+use words::{Lang, Words, LANG_COOKIE};
 
 /// The pages and assets.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes(state: AppState) -> Router<AppState> {
+    let pages = Router::new()
         .route("/", get(overview_page))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", axum::routing::post(logout))
         .route("/gateways", get(gateways::gateways_page))
         .route("/gateways/:id", get(gateways::gateway_page))
         .route("/stores", get(stores::stores_page))
@@ -42,8 +46,18 @@ pub fn routes() -> Router<AppState> {
         .route("/customers", get(customers::customers_page))
         .route("/campaigns", get(campaigns::campaigns_page))
         .route("/campaigns/:id", get(campaigns::campaign_page))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            errors::in_layout,
+        ));
+    Router::new()
+        .merge(pages)
+        .route("/login", get(login_page).post(login))
+        .route("/logout", axum::routing::post(logout))
+        .route("/lang/:code", get(choose_language))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
+        .route("/favicon.ico", get(errors::favicon))
 }
 
 /// Unsafe admin API requests authenticated by the session cookie (no bearer token) must carry
@@ -96,48 +110,137 @@ fn to_login() -> Response {
     Redirect::to("/login").into_response()
 }
 
-/// A page's signed-in user: in a page handler's signature, a request without a valid session
-/// is sent to the login page instead.
+/// A page's reader: their session (a request without a valid one is sent to the login page
+/// instead), their words, and the page's path (for the language switch to come back to).
+pub struct Viewer {
+    pub session: Session,
+    pub t: Words,
+    pub path: String,
+}
+
+impl Viewer {
+    fn operator(&self) -> bool {
+        self.session.role == Role::Operator
+    }
+}
+
+/// The words of a request to this cloud: its reader's language, the dashboard's time zone.
+pub fn words_of(state: &AppState, headers: &HeaderMap) -> Words {
+    Words::new(Lang::of_request(headers), dashboard_zone(state))
+}
+
+/// `[dashboard] time_zone` (checked when the configuration was read).
+pub fn dashboard_zone(state: &AppState) -> chrono_tz::Tz {
+    crate::vocab::time_zone(&state.config.dashboard.time_zone).unwrap_or(chrono_tz::UTC)
+}
+
 #[axum::async_trait]
-impl FromRequestParts<AppState> for Session {
+impl FromRequestParts<AppState> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        session_of(state, &parts.headers).ok_or_else(to_login)
+        let session = session_of(state, &parts.headers).ok_or_else(to_login)?;
+        Ok(Viewer {
+            session,
+            t: words_of(state, &parts.headers),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/".into(), |p| p.as_str().to_owned()),
+        })
     }
+}
+
+/// The pages in the navigation, by their catalog key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Stores,
+    Gateways,
+    Campaigns,
+    Customers,
+    None,
 }
 
 /// What every page's frame shows.
 pub struct Nav {
-    pub title: &'static str,
+    pub title: String,
     pub csrf: String,
-    pub role: &'static str,
-    /// Path, label, whether it is this page.
-    pub links: Vec<(&'static str, &'static str, bool)>,
+    pub role: String,
+    /// Path, label, whether it is this page's section.
+    pub links: Vec<(&'static str, String, bool)>,
+    /// The language switch: code, name, link (empty for the language in use).
+    pub langs: Vec<(&'static str, &'static str, String)>,
+    pub script_words: String,
 }
 
 impl Nav {
-    fn new(state: &AppState, s: &Session, title: &'static str) -> Nav {
+    fn new(state: &AppState, v: &Viewer, section: Section, title: String) -> Nav {
         let mut links = vec![
-            ("/", "Overview"),
-            ("/stores", "Stores"),
-            ("/gateways", "Gateways"),
-            ("/campaigns", "Campaigns"),
+            ("/", "nav.overview", Section::Overview),
+            ("/stores", "nav.stores", Section::Stores),
+            ("/gateways", "nav.gateways", Section::Gateways),
+            ("/campaigns", "nav.campaigns", Section::Campaigns),
         ];
         // Personal data is on this page only, and only for operators.
-        if s.role == Role::Operator {
-            links.push(("/customers", "Customers"));
+        if v.operator() {
+            links.push(("/customers", "nav.customers", Section::Customers));
         }
-        Nav {
-            links: links
-                .into_iter()
-                .map(|(href, label)| (href, label, label == title))
-                .collect(),
+        Nav::frame(
+            &v.t,
             title,
-            csrf: session::csrf(&state.secret, s),
-            role: session::role_name(s.role),
+            session::csrf(&state.secret, &v.session),
+            v.t.s(&format!("role.{}", session::role_name(v.session.role))),
+            links
+                .into_iter()
+                .map(|(href, key, s)| (href, v.t.s(key), s == section))
+                .collect(),
+            &v.path,
+        )
+    }
+
+    fn frame(
+        t: &Words,
+        title: String,
+        csrf: String,
+        role: String,
+        links: Vec<(&'static str, String, bool)>,
+        back: &str,
+    ) -> Nav {
+        let back = form_encode(back);
+        Nav {
+            title,
+            csrf,
+            role,
+            links,
+            langs: Lang::ALL
+                .into_iter()
+                .map(|l| {
+                    let href = if l == t.lang {
+                        String::new()
+                    } else {
+                        format!("/lang/{}?back={back}", l.code())
+                    };
+                    (l.code(), l.own_name(), href)
+                })
+                .collect(),
+            script_words: t.script_words(),
         }
     }
+}
+
+/// `s` percent-encoded for a query value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 fn html(t: &impl Template) -> Response {
@@ -154,14 +257,68 @@ fn html(t: &impl Template) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+struct Back {
+    back: Option<String>,
+}
+
+/// `GET /lang/{code}?back=PATH`: remembers the reader's language for a year and goes back to
+/// the page (a path of this site only).
+async fn choose_language(Path(code): Path<String>, Query(q): Query<Back>) -> Response {
+    let back = q
+        .back
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or_else(|| "/".into());
+    let Some(lang) = Lang::from_code(&code) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("language {code:?}: en or ja"),
+        )
+        .into_response();
+    };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                format!(
+                    "{LANG_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000",
+                    lang.code()
+                ),
+            ),
+            (header::LOCATION, back),
+        ],
+    )
+        .into_response()
+}
+
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
-    error: Option<String>,
+    t: Words,
+    nav: Nav,
+    error: bool,
 }
 
-async fn login_page() -> Response {
-    html(&LoginPage { error: None })
+fn login_form(t: Words, error: bool) -> Response {
+    let nav = Nav::frame(
+        &t,
+        t.s("login.title"),
+        String::new(),
+        String::new(),
+        Vec::new(),
+        "/login",
+    );
+    let mut r = html(&LoginPage { t, nav, error });
+    if error {
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+    }
+    r
+}
+
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    login_form(words_of(&state, &headers), false)
 }
 
 #[derive(Deserialize)]
@@ -169,7 +326,11 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
     match session::token_entry(&state.config.admin.tokens, f.token.trim()) {
         Some(t) => {
             let hours = state.config.dashboard.session_hours;
@@ -186,11 +347,7 @@ async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Respo
         }
         None => {
             tracing::warn!("dashboard login refused: unknown token");
-            let mut r = html(&LoginPage {
-                error: Some("That token is not an admin token of this cloud.".into()),
-            });
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
-            r
+            login_form(words_of(&state, &headers), true)
         }
     }
 }
@@ -201,8 +358,8 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(s: Session, State(state): State<AppState>, Form(f): Form<CsrfForm>) -> Response {
-    if !session::csrf_ok(&state.secret, &s, &f.csrf) {
+async fn logout(v: Viewer, State(state): State<AppState>, Form(f): Form<CsrfForm>) -> Response {
+    if !session::csrf_ok(&state.secret, &v.session, &f.csrf) {
         return ApiError::new(StatusCode::FORBIDDEN, "csrf", "csrf: not this session's")
             .into_response();
     }
@@ -253,78 +410,18 @@ async fn js(State(state): State<AppState>, headers: HeaderMap) -> Response {
     )
 }
 
-#[derive(Template)]
-#[template(path = "overview.html")]
-struct OverviewPage {
-    nav: Nav,
-    o: overview::Overview,
-    at: String,
-    events: Vec<(&'static str, String)>,
-    delivered: Vec<(&'static str, u64)>,
-    alerts: Vec<(String, String, String, String)>,
-}
-
-async fn overview_page(s: Session, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let o = overview_now(&state).await?;
-    Ok(html(&overview_template(
-        Nav::new(&state, &s, "Overview"),
-        o,
-    )))
-}
-
-/// The overview page's HTML for `o` (the benchmark renders it too).
-pub fn render_overview(
-    o: overview::Overview,
-    csrf: String,
-    role: Role,
-) -> Result<String, askama::Error> {
-    let nav = Nav {
-        title: "Overview",
-        csrf,
-        role: session::role_name(role),
-        links: vec![("/", "Overview", true)],
-    };
-    overview_template(nav, o).render()
-}
-
-fn overview_template(nav: Nav, o: overview::Overview) -> OverviewPage {
-    OverviewPage {
-        nav,
-        at: o.at.map(|t| t.to_string()).unwrap_or_default(),
-        events: o
-            .events_per_s
-            .iter()
-            .map(|(k, v)| (*k, format!("{v:.1}")))
-            .collect(),
-        delivered: o
-            .today
-            .channels
-            .iter()
-            .map(|(c, outcomes)| (*c, outcomes.get("delivered").copied().unwrap_or(0)))
-            .collect(),
-        alerts: o
-            .alerts
-            .iter()
-            .map(|a| {
-                (
-                    a.at.map(|t| t.to_string()).unwrap_or_default(),
-                    serde_json::to_value(a.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(|k| k.replace('_', " ")))
-                        .unwrap_or_default(),
-                    a.subject.clone(),
-                    a.message.clone(),
-                )
-            })
-            .collect(),
-        o,
-    }
-}
-
+/// A JSON value as a page shows it (a dash for nothing).
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "—".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A JSON timestamp as a page shows it, in the page's time zone.
+fn when(t: &Words, v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| s.parse::<omo_device_config::Timestamp>().ok())
+        .map_or_else(|| text(v), |ts| t.time(&ts))
 }

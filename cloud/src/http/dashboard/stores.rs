@@ -5,15 +5,19 @@ use super::*;
 #[derive(Template)]
 #[template(path = "stores.html")]
 struct StoresPage {
+    t: Words,
     nav: Nav,
-    /// Id, name, time zone, zones, gateways.
-    rows: Vec<(String, String, String, usize, usize)>,
+    /// Each store's day so far.
+    stores: Vec<super::overview::StoreDayRow>,
+    /// Id, time zone, zones, gateways.
+    rows: Vec<(String, String, usize, usize)>,
 }
 
 pub(super) async fn stores_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
+    let today = crate::http::documents::stores_today(&state).await?;
     let rows = {
         let registry = state.registry.read().expect("registry lock");
         let zones = registry.zones();
@@ -24,7 +28,6 @@ pub(super) async fn stores_page(
             .map(|st| {
                 (
                     st.id.to_string(),
-                    st.name.clone(),
                     st.time_zone.clone(),
                     zones.iter().filter(|z| z.store() == &st.id).count(),
                     registry
@@ -36,29 +39,40 @@ pub(super) async fn stores_page(
             .collect()
     };
     Ok(html(&StoresPage {
-        nav: Nav::new(&state, &s, "Stores"),
+        nav: Nav::new(&state, &v, Section::Stores, v.t.s("nav.stores")),
+        stores: today
+            .stores
+            .iter()
+            .map(|d| super::overview::StoreDayRow::new(&v.t, d))
+            .collect(),
         rows,
+        t: v.t,
     }))
 }
 
 #[derive(Template)]
 #[template(path = "store.html")]
 struct StorePage {
+    t: Words,
     nav: Nav,
+    id: String,
     name: String,
-    a: activity::Activity,
+    /// Id, name, kind, visitors now.
+    zones: Vec<(String, String, String, u64)>,
     visitors_now: u64,
     plan_svg: String,
     bars_svg: String,
-    week_total: u64,
+    week_caption: String,
 }
 
 pub(super) async fn store_page(
-    s: Session,
+    v: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let a = store_activity(&state, &id).await?;
+    let a = crate::http::documents::store_activity(&state, &id).await?;
+    let t =
+        v.t.in_zone(crate::vocab::time_zone(&a.time_zone).unwrap_or(chrono_tz::UTC));
     let (name, anchor, shapes) = {
         let registry = state.registry.read().expect("registry lock");
         let site = registry.site();
@@ -102,7 +116,9 @@ pub(super) async fn store_page(
         .iter()
         .map(|h| {
             (
-                h.hour.get(5..13).unwrap_or(&h.hour).replace('T', " "),
+                h.hour
+                    .parse::<omo_device_config::Timestamp>()
+                    .map_or_else(|_| h.hour.clone(), |ts| t.time(&ts)),
                 h.visits,
             )
         })
@@ -110,17 +126,36 @@ pub(super) async fn store_page(
     // The store's visitors now: open visits of its store scope equal those of its zones at
     // most; the zones' sum would count a visitor in two zones twice, so take the largest.
     let visitors_now = a.zones.iter().map(|z| z.visitors_now).max().unwrap_or(0);
+    let week_total: u64 = a.visits_per_hour.iter().map(|h| h.visits).sum();
     Ok(html(&StorePage {
-        nav: Nav::new(&state, &s, "Stores"),
+        nav: Nav::new(&state, &v, Section::Stores, name.clone()),
+        zones: a
+            .zones
+            .iter()
+            .map(|z| {
+                let label = if z.name.is_empty() {
+                    z.id.clone()
+                } else {
+                    z.name.clone()
+                };
+                (
+                    z.id.clone(),
+                    label,
+                    t.s(&format!("zone.kind.{}", z.kind)),
+                    z.visitors_now,
+                )
+            })
+            .collect(),
         name,
         visitors_now,
         plan_svg: if shapes.is_empty() {
             String::new()
         } else {
-            charts::plan(anchor, &shapes)
+            charts::plan(anchor, &shapes, &t)
         },
-        bars_svg: charts::bars(&hours, 24),
-        week_total: a.visits_per_hour.iter().map(|h| h.visits).sum(),
-        a,
+        bars_svg: charts::bars(&hours, 24, &t.s("store.week")),
+        week_caption: t.n("store.week.caption", week_total),
+        id,
+        t,
     }))
 }
