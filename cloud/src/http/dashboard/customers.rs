@@ -1,4 +1,6 @@
-//! The customers' page: a customer looked up by id, with their consent, visits and offers.
+//! The customers' page: a customer found by any id staff hold — the customer id, a member
+//! number, a LINE user id, an app install id or a coupon code from one of their offers — with
+//! their consent, devices, visits and offers.
 
 use super::*;
 
@@ -30,6 +32,36 @@ struct CustomersPage {
 #[derive(Deserialize)]
 pub(super) struct Lookup {
     id: Option<String>,
+}
+
+/// The customer `query` names, trying it as each id staff may hold, in this order: customer
+/// id, member number, LINE user id, install id, coupon code.
+fn find_customer(state: &AppState, query: &str) -> Result<Option<String>, ApiError> {
+    let store = state.store.as_ref();
+    if crate::identity::customer(store, query)?.is_some() {
+        return Ok(Some(query.to_owned()));
+    }
+    for index in [
+        crate::identity::keys::member(query),
+        crate::identity::keys::line_user(query),
+    ] {
+        if let Some(id) = crate::identity::lookup(store, &index)? {
+            return Ok(Some(id));
+        }
+    }
+    if let Some(i) = crate::identity::install(store, query)? {
+        return Ok(Some(i.customer));
+    }
+    let coupon = crate::delivery::coupon_key(query);
+    if let Some(delivery) =
+        crate::store::Store::get(store, crate::store::Space::Campaigns, coupon.as_bytes())?
+    {
+        let id = String::from_utf8_lossy(&delivery);
+        if let Some((d, _)) = crate::delivery::read(store, &id)? {
+            return Ok(Some(d.customer));
+        }
+    }
+    Ok(None)
 }
 
 /// Visits and offers shown on a customer's page at most.
@@ -128,7 +160,11 @@ pub(super) async fn customers_page(
         let st = state.clone();
         let id = query.clone();
         let t = v.t;
-        match tokio::task::spawn_blocking(move || customer_view(&st, &t, &id)).await {
+        let found = tokio::task::spawn_blocking(move || match find_customer(&st, &id)? {
+            Some(customer) => customer_view(&st, &t, &customer),
+            None => Err(ApiError::not_found(format!("customer {id}"))),
+        });
+        match found.await {
             Ok(Ok(c)) => (Some(c), None),
             Ok(Err(e)) if e.status == StatusCode::NOT_FOUND => {
                 (None, Some(v.t.f("customer.not_found", &[&query])))
