@@ -1,5 +1,6 @@
 //! Campaign definitions through the real `omo-cloud`'s admin API: validated by field against
-//! the registry and the cloud's milestones, stored as versions, paused and resumed.
+//! the registry and the cloud's milestones, stored as versions, paused and resumed; drafts
+//! launched and campaigns ended; each version's changes; the reach of a definition.
 
 use omo_tests::cloud::{CloudUnderTest, Creds, ADMIN_TOKEN, ANALYST_TOKEN};
 use reqwest::Method;
@@ -119,6 +120,176 @@ async fn campaigns_are_validated_versioned_and_paused() -> anyhow::Result<()> {
             .len(),
         1
     );
+    cloud.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_launched_paused_and_ended_and_each_version_says_what_changed(
+) -> anyhow::Result<()> {
+    let mut cloud = CloudUnderTest::new(vec![Creds::new("s1", "g1")?], None)?;
+    cloud.start()?;
+    let admin = Some(ADMIN_TOKEN);
+    let draft = json!({
+        "name": "Autumn tea",
+        "draft": true,
+        "trigger": {"kind": "enter"},
+        "places": {"stores": ["s1"]},
+        "audience": {"include_tags": ["tea"]},
+        "schedule": {"from": "2026-01-01", "to": "2099-12-31", "days": ["mon","tue","wed","thu","fri","sat","sun"]},
+        "caps": {"per_customer": 1, "period_days": 7},
+        "budget": 100,
+        "offer_ttl_minutes": 60,
+        "channels": ["line", "push"],
+        "variants": [{"id": "a", "weight": 1, "template": {"text": "Tea for you: {coupon}"}}],
+    });
+    let call = |m: Method, path: &'static str, body: Option<serde_json::Value>| {
+        let cloud = &cloud;
+        async move { cloud.call(m, path, body, admin).await }
+    };
+    let (status, body) = call(Method::PUT, "/v1/admin/campaigns/tea", Some(draft.clone())).await?;
+    assert_eq!(
+        (status, &body["campaign"]["draft"]),
+        (201, &json!(true)),
+        "{body}"
+    );
+    // Whom it would reach: two customers tagged tea, one on LINE, one on LINE and push; a
+    // third without the tag; a fourth tagged but reachable on no channel.
+    for c in [
+        json!({"line_user": "U1", "tags": ["tea"], "consent": {"line": true}}),
+        json!({"line_user": "U2", "tags": ["tea"], "consent": {"line": true, "push": false}}),
+        json!({"line_user": "U3", "tags": ["coffee"], "consent": {"line": true}}),
+        json!({"tags": ["tea"]}),
+    ] {
+        let (status, body) = call(Method::POST, "/v1/admin/customers", Some(c)).await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, reach) = call(
+        Method::POST,
+        "/v1/admin/campaigns/reach",
+        Some(draft.clone()),
+    )
+    .await?;
+    assert_eq!(status, 200, "{reach}");
+    assert_eq!(
+        (
+            &reach["customers"],
+            &reach["in_audience"],
+            &reach["unreachable"]
+        ),
+        (&json!(4), &json!(3), &json!(1)),
+        "{reach}"
+    );
+    assert_eq!(reach["sent_on"], json!({"line": 2, "push": 0}), "{reach}");
+    let (status, body) = call(
+        Method::POST,
+        "/v1/admin/campaigns/reach",
+        Some(json!({"name": 1})),
+    )
+    .await?;
+    assert_eq!(status, 422, "{body}");
+
+    // A 422 names its fields one by one, for a form.
+    let mut bad = draft.clone();
+    bad["caps"]["per_customer"] = json!(0);
+    bad["budget"] = json!(0);
+    let (status, body) = call(Method::PUT, "/v1/admin/campaigns/tea", Some(bad)).await?;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert!(
+        fields.contains(&"caps.per_customer") && fields.contains(&"budget"),
+        "{body}"
+    );
+
+    let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/end", None).await?;
+    assert_eq!(status, 409, "a draft is not ended: {body}");
+    let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/launch", None).await?;
+    assert_eq!((status, &body["version"]), (200, &json!(2)), "{body}");
+    assert!(body["campaign"].get("draft").is_none(), "{body}");
+    assert_eq!(
+        call(Method::POST, "/v1/admin/campaigns/tea/launch", None)
+            .await?
+            .0,
+        409
+    );
+    let (status, body) = call(Method::PUT, "/v1/admin/campaigns/tea", Some(draft.clone())).await?;
+    assert_eq!(
+        (status, body["error"]["fields"][0]["field"].as_str()),
+        (422, Some("draft")),
+        "{body}"
+    );
+    let mut edited = draft.clone();
+    edited["draft"] = json!(false);
+    edited["budget"] = json!(250);
+    edited["variants"][0]["template"]["text"] = json!("Tea time: {coupon}");
+    assert_eq!(
+        call(Method::PUT, "/v1/admin/campaigns/tea", Some(edited.clone()))
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        call(Method::POST, "/v1/admin/campaigns/tea/pause", None)
+            .await?
+            .0,
+        200
+    );
+    let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/end", None).await?;
+    assert_eq!(
+        (status, &body["campaign"]["ended"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    assert_eq!(
+        call(Method::POST, "/v1/admin/campaigns/tea/resume", None)
+            .await?
+            .0,
+        409
+    );
+    assert_eq!(
+        call(Method::PUT, "/v1/admin/campaigns/tea", Some(edited))
+            .await?
+            .0,
+        422
+    );
+
+    let (status, v) = cloud
+        .call(
+            Method::GET,
+            "/v1/admin/campaigns/tea/versions",
+            None,
+            Some(ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let items = v["items"].as_array().unwrap();
+    let versions: Vec<u64> = items.iter().filter_map(|i| i["version"].as_u64()).collect();
+    assert_eq!(versions, [5, 4, 3, 2, 1]);
+    let changed = |i: usize| -> Vec<String> {
+        items[i]["changes"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| c["field"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(changed(0), ["ended"]);
+    assert_eq!(changed(1), ["paused"]);
+    assert_eq!(changed(2), ["budget", "variants[0].template.text"]);
+    assert_eq!(changed(3), ["draft"]);
+    assert!(
+        items[4]["changes"].is_null(),
+        "the first version changed nothing before it"
+    );
+    assert_eq!(items[2]["changes"][0]["before"], 100);
+    assert_eq!(items[2]["changes"][0]["after"], 250);
     cloud.stop()?;
     Ok(())
 }

@@ -172,7 +172,8 @@ pub fn decide(campaign: &Campaign, t: &Trigger<'_>) -> Outcome {
 
 /// Whether the customer is in the audience: every included tag, no excluded one, the
 /// attributes asked for, one of the tiers if any are named.
-fn in_audience(a: &super::definition::Audience, c: &CustomerView) -> bool {
+/// Whether customer `c` is in audience `a`.
+pub fn in_audience(a: &super::definition::Audience, c: &CustomerView) -> bool {
     a.include_tags.is_subset(&c.tags)
         && a.exclude_tags.is_disjoint(&c.tags)
         && a.attributes

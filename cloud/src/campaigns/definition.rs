@@ -274,6 +274,14 @@ pub struct Campaign {
     pub name: String,
     #[serde(default)]
     pub paused: bool,
+    /// Saved, not launched: it decides nothing until `POST /v1/admin/campaigns/{id}/launch`.
+    /// A launched campaign never becomes a draft again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
+    /// Ended (`POST …/end`): it decides nothing again and cannot be resumed; the returns of
+    /// the customers it reached are still measured to the end of their attribution window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
     pub trigger: Trigger,
     pub places: Places,
     #[serde(default)]
@@ -301,6 +309,42 @@ pub struct Campaign {
 
 fn default_attribution_days() -> u32 {
     7
+}
+
+/// Where a campaign is in its life, as people read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Draft,
+    /// Launched, its first date still to come.
+    Scheduled,
+    Active,
+    Paused,
+    /// Ended by hand, or its last date past.
+    Ended,
+}
+
+impl Campaign {
+    /// Whether its triggers are decided (launched, not ended; a paused campaign's are, as
+    /// suppressed).
+    pub fn is_live(&self) -> bool {
+        !self.draft && !self.ended
+    }
+
+    /// Its lifecycle on local date `today`.
+    pub fn lifecycle(&self, today: NaiveDate) -> Lifecycle {
+        if self.draft {
+            Lifecycle::Draft
+        } else if self.ended || self.schedule.to < today {
+            Lifecycle::Ended
+        } else if self.paused {
+            Lifecycle::Paused
+        } else if today < self.schedule.from {
+            Lifecycle::Scheduled
+        } else {
+            Lifecycle::Active
+        }
+    }
 }
 
 /// A problem with a campaign, by field.

@@ -5,6 +5,7 @@ pub mod decide;
 pub mod definition;
 mod forget;
 pub mod keys;
+pub mod reach;
 pub mod redemptions;
 pub mod report;
 pub mod stage;

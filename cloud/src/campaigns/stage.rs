@@ -37,8 +37,8 @@ mod reads;
 
 #[cfg(test)]
 use budget::sent as budget_sent;
-pub use reads::history;
 use reads::{customer_view, fires, in_places, Place, Places, Segments};
+pub use reads::{every_customer_view, history};
 
 /// This stage's name in the offsets space (its offsets count transitions, not log records).
 pub const CONSUMER: &str = "decide";
@@ -94,11 +94,12 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The campaigns `t` triggers (an Nth visit's count is checked apart).
+    /// The live campaigns (launched, not ended) `t` triggers (an Nth visit's count is
+    /// checked apart).
     fn firing<'c>(&'c self, t: &'c Transition) -> impl Iterator<Item = &'c Versioned> + 'c {
-        self.campaigns
-            .iter()
-            .filter(|k| fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope))
+        self.campaigns.iter().filter(|k| {
+            k.campaign.is_live() && fires(&k.campaign.trigger, &t.kind) && in_places(k, &t.scope)
+        })
     }
 
     /// The campaigns whose measured outcome `t` may be: a store visit where they run.
@@ -702,6 +703,40 @@ location = { lat = 35.6, lon = 139.7 }
             1,
             "one measurement row per customer and campaign"
         );
+    }
+
+    #[test]
+    fn a_draft_or_an_ended_campaign_decides_nothing_and_a_reach_counts_its_audience() {
+        for state in ["draft", "ended"] {
+            for place in places() {
+                let (store, customer, inputs) = setup(&place, |d| d[state] = true.into());
+                append(
+                    &store,
+                    &[transition(
+                        &customer.id,
+                        "v1",
+                        "2026-11-23T03:00:00.000Z",
+                        false,
+                    )],
+                );
+                assert_eq!(step(&store, &inputs).unwrap(), 1, "{state}");
+                assert!(rows(&store, "decision/").is_empty(), "{state}");
+                assert!(rows(&store, "delivery/").is_empty(), "{state}");
+            }
+        }
+        for place in places() {
+            let (store, _, inputs) = setup(&place, |d| {
+                d["channels"] = serde_json::json!(["push", "line"])
+            });
+            let campaign = stored::all(&store).unwrap().remove(0).campaign;
+            let registry = inputs.registry.read().unwrap();
+            let r =
+                crate::campaigns::reach::reach(&store, &registry, &inputs.profiles, &campaign, 0)
+                    .unwrap();
+            assert_eq!((r.customers, r.in_audience, r.unreachable), (1, 1, 0));
+            assert_eq!(r.sent_on[&delivery::DeliveryChannel::Line], 1);
+            assert_eq!(r.sent_on[&delivery::DeliveryChannel::Push], 0);
+        }
     }
 
     #[test]

@@ -49,6 +49,80 @@ pub fn all(store: &dyn Store) -> Result<Vec<Versioned>, StoreError> {
     .collect()
 }
 
+/// Every version of a campaign, oldest first (at most `limit`, the newest kept).
+pub fn versions(store: &dyn Store, id: &str, limit: usize) -> Result<Vec<Versioned>, StoreError> {
+    let Some((current, _)) = current(store, id)? else {
+        return Ok(Vec::new());
+    };
+    let first = current.version.saturating_sub(limit as u32 - 1).max(1);
+    let mut out = Vec::new();
+    for v in first..=current.version {
+        if let Some(kept) = version(store, id, v)? {
+            out.push(kept);
+        }
+    }
+    Ok(out)
+}
+
+/// One field a version changed: its path (`caps.per_customer`, `variants[0].template.text`),
+/// and its value before and after (`null` where it was or is absent).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+}
+
+/// The fields that differ between two versions of a campaign, in field order.
+pub fn changes(before: &Campaign, after: &Campaign) -> Vec<Change> {
+    let (a, b) = (
+        serde_json::to_value(before).unwrap_or_default(),
+        serde_json::to_value(after).unwrap_or_default(),
+    );
+    let mut out = Vec::new();
+    diff(String::new(), &a, &b, &mut out);
+    out
+}
+
+fn diff(path: String, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<Change>) {
+    use serde_json::Value;
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let none = Value::Null;
+                diff(
+                    at(k),
+                    x.get(k).unwrap_or(&none),
+                    y.get(k).unwrap_or(&none),
+                    out,
+                );
+            }
+        }
+        // Lists of objects (variants) compare item by item; other lists as wholes.
+        (Value::Array(x), Value::Array(y))
+            if x.len() == y.len() && x.iter().all(Value::is_object) =>
+        {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => out.push(Change {
+            field: path,
+            before: a.clone(),
+            after: b.clone(),
+        }),
+        _ => {}
+    }
+}
+
 /// A commit that makes `campaign` the next version after `previous` (None: a new campaign).
 pub fn save(
     previous: Option<(&Versioned, &[u8])>,
@@ -77,6 +151,29 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_names_each_field_it_changed_with_before_and_after() {
+        let before: Campaign =
+            serde_json::from_value(crate::campaigns::definition::tests::example()).unwrap();
+        let mut after = before.clone();
+        after.caps.per_customer += 1;
+        after.variants[0].template.text = "New text {coupon}".into();
+        after.paused = true;
+        let c = changes(&before, &after);
+        let fields: Vec<&str> = c.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["caps.per_customer", "paused", "variants[0].template.text"]
+        );
+        assert_eq!(c[0].after, serde_json::json!(before.caps.per_customer + 1));
+        assert!(changes(&before, &before).is_empty());
+        // A field that appears is a change from null.
+        after.draft = true;
+        assert!(changes(&before, &after)
+            .iter()
+            .any(|c| c.field == "draft" && c.before.is_null() && c.after == true));
+    }
     use crate::store::sled_store::SledStore;
 
     #[test]

@@ -1,5 +1,8 @@
 //! `/v1/admin/campaigns`: campaign definitions, validated by field against the registry and
-//! the cloud's dwell milestones, stored as versions; pause and resume are new versions too.
+//! the cloud's dwell milestones, stored as versions (`…/versions` lists them with what each
+//! changed); a campaign saved with `"draft": true` decides nothing until launched; launch,
+//! pause, resume and end are new versions too. `POST /v1/admin/campaigns/reach` counts whom a
+//! definition would reach, per channel.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -20,16 +23,27 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/campaigns/:id", get(get_one).put(put))
         .route("/v1/admin/campaigns/:id/pause", post(pause))
         .route("/v1/admin/campaigns/:id/resume", post(resume))
+        .route("/v1/admin/campaigns/:id/launch", post(launch))
+        .route("/v1/admin/campaigns/:id/end", post(end))
+        .route("/v1/admin/campaigns/:id/versions", get(versions))
+        .route("/v1/admin/campaigns/reach", post(reach))
         .route("/v1/admin/decisions", get(decisions))
         .route("/v1/admin/deliveries", get(deliveries))
         .route("/v1/admin/reports/campaigns/:id", get(report))
 }
 
+/// 422 with each problem (`field: what is wrong`) by its field.
 fn invalid(problems: Vec<String>) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid",
-        problems.join("; "),
+    ApiError::fields(
+        problems
+            .into_iter()
+            .map(|p| match p.split_once(": ") {
+                Some((field, message)) if !field.contains(' ') => {
+                    (field.to_owned(), message.to_owned())
+                }
+                _ => (String::new(), p),
+            })
+            .collect(),
     )
 }
 
@@ -128,16 +142,141 @@ async fn put(
         Some(_) => return Err(ApiError::field("id", "must match the id in the path")),
     }
     let campaign: Campaign = parse_json(v.to_string().as_bytes())?;
-    save(&state, &id, |_| Ok(campaign)).await
+    save(&state, &id, |previous| {
+        if let Some(p) = previous {
+            if p.ended && !campaign.ended {
+                return Err(ApiError::field(
+                    "ended",
+                    "an ended campaign stays ended: copy it into a new campaign",
+                ));
+            }
+            if !p.draft && campaign.draft {
+                return Err(ApiError::field(
+                    "draft",
+                    "a launched campaign cannot become a draft again: pause it instead",
+                ));
+            }
+        }
+        Ok(campaign)
+    })
+    .await
 }
 
-async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response, ApiError> {
+/// A lifecycle step: `change` edits the current version, or says why it cannot (409).
+async fn step(
+    state: &AppState,
+    id: &str,
+    change: impl FnOnce(&mut Campaign) -> Result<(), &'static str>,
+) -> Result<Response, ApiError> {
     save(state, id, |previous| {
         let mut c = previous.ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
-        c.paused = paused;
+        change(&mut c).map_err(ApiError::conflict)?;
         Ok(c)
     })
     .await
+}
+
+async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response, ApiError> {
+    step(state, id, |c| {
+        if c.ended {
+            return Err("the campaign has ended");
+        }
+        c.paused = paused;
+        Ok(())
+    })
+    .await
+}
+
+async fn launch(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    step(&state, &id, |c| {
+        if !c.draft {
+            return Err("the campaign was launched already");
+        }
+        c.draft = false;
+        Ok(())
+    })
+    .await
+}
+
+async fn end(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    step(&state, &id, |c| {
+        if c.draft {
+            return Err("a draft was never launched: there is nothing to end");
+        }
+        if c.ended {
+            return Err("the campaign has ended already");
+        }
+        c.ended = true;
+        Ok(())
+    })
+    .await
+}
+
+/// The versions of a campaign kept at most in `…/versions`.
+const VERSIONS_SHOWN: usize = 100;
+
+/// `GET …/versions`: newest first, each with the fields it changed from the one before.
+async fn versions(
+    _: Analyst,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let kept = stored::versions(state.store.as_ref(), &id, VERSIONS_SHOWN + 1)?;
+    if kept.is_empty() {
+        return Err(ApiError::not_found(format!("campaign {id}")));
+    }
+    let mut items: Vec<Value> = kept
+        .windows(2)
+        .map(|w| (Some(&w[0]), &w[1]))
+        .chain(kept.first().filter(|f| f.version == 1).map(|f| (None, f)))
+        .map(|(before, v)| {
+            json!({
+                "version": v.version,
+                "updated": v.updated,
+                "changes": before.map(|b| stored::changes(&b.campaign, &v.campaign)),
+            })
+        })
+        .collect();
+    items.sort_by_key(|v| std::cmp::Reverse(v["version"].as_u64()));
+    items.truncate(VERSIONS_SHOWN);
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+/// `POST …/reach` with a campaign definition (an `id` is not needed): whom it would reach now.
+async fn reach(
+    _: Analyst,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut v: Value = parse_json(&body)?;
+    if let Some(o) = v.as_object_mut() {
+        o.entry("id")
+            .or_insert_with(|| Value::String("reach".into()));
+    }
+    let campaign: Campaign = parse_json(v.to_string().as_bytes())?;
+    let now_ms = state.clock.now().timestamp_millis();
+    let st = state.clone();
+    let reach = tokio::task::spawn_blocking(move || {
+        let registry = st.registry.read().expect("registry lock").clone();
+        crate::campaigns::reach::reach(
+            st.store.as_ref(),
+            &registry,
+            &st.config.profiles,
+            &campaign,
+            now_ms,
+        )
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(json!(reach)).into_response())
 }
 
 async fn pause(

@@ -70,6 +70,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// A 422's problems by field (path, what is wrong), for a form to show beside each field;
+    /// `message` says them all too.
+    pub fields: Vec<(String, String)>,
 }
 
 impl ApiError {
@@ -78,17 +81,32 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fields: Vec::new(),
         }
     }
 
     /// 422: a field's value is wrong.
     pub fn field(field: &str, message: impl std::fmt::Display) -> ApiError {
-        let message = if field.is_empty() {
-            message.to_string()
-        } else {
-            format!("{field}: {message}")
-        };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        ApiError::fields(vec![(field.to_owned(), message.to_string())])
+    }
+
+    /// 422: these fields' values are wrong (path, what is wrong).
+    pub fn fields(problems: Vec<(String, String)>) -> ApiError {
+        let message = problems
+            .iter()
+            .map(|(f, m)| {
+                if f.is_empty() {
+                    m.clone()
+                } else {
+                    format!("{f}: {m}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            fields: problems,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        }
     }
 
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
@@ -138,7 +156,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if !self.fields.is_empty() {
+            body["error"]["fields"] = self
+                .fields
+                .iter()
+                .map(|(field, message)| json!({"field": field, "message": message}))
+                .collect();
+        }
         (self.status, Json(body)).into_response()
     }
 }

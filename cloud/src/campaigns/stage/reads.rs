@@ -191,3 +191,43 @@ pub fn history(
         })
         .collect()
 }
+
+/// Every customer as decisions would see them at `at_ms`, read a thousand at a time (their
+/// records and profiles fetched ahead in two round trips), handed to `visit` in id order.
+pub fn every_customer_view(
+    store: &dyn Store,
+    registry: &Registry,
+    params: &ProfileParams,
+    at_ms: i64,
+    mut visit: impl FnMut(&CustomerView),
+) -> Result<(), StoreError> {
+    let places = Places::new(registry);
+    let segments = Segments {
+        params,
+        rules: profiles::rules(store)?,
+        places: &places,
+    };
+    for chunk in identity::customer_ids(store)?.chunks(1000) {
+        let ahead = crate::store::read_through::ReadThrough::new(store);
+        ahead.read_ahead(
+            Space::Identity,
+            chunk
+                .iter()
+                .map(|c| identity::keys::customer(c).into_bytes())
+                .collect(),
+        )?;
+        ahead.read_ahead(
+            Space::Profiles,
+            chunk
+                .iter()
+                .map(|c| profiles::keys::profile_key(c).into_bytes())
+                .collect(),
+        )?;
+        for id in chunk {
+            if let Some((view, _, _)) = customer_view(&ahead, id, &segments, at_ms)? {
+                visit(&view);
+            }
+        }
+    }
+    Ok(())
+}
