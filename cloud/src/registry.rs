@@ -46,6 +46,16 @@ impl Zone {
             Zone::Geofence(z) => z.id.as_str(),
         }
     }
+
+    /// Its name (may be empty).
+    pub fn name(&self) -> &str {
+        match self {
+            Zone::Beacon(z) => &z.name,
+            Zone::Gateway(z) => &z.name,
+            Zone::Wifi(z) => &z.name,
+            Zone::Geofence(z) => &z.name,
+        }
+    }
 }
 
 /// A gateway as ingest and the broker need it: parsed credentials and key.

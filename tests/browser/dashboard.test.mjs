@@ -225,9 +225,110 @@ test("customers are found by id, member number or a coupon code, by operators on
   await context.close();
 });
 
+// A shopper who installs the brand's app (push allowed) and checks in at `store` with its QR
+// code: the visit opens at once. Returns the customer id.
+async function shopperChecksIn(page, store) {
+  const r = await page.request.post(`${base}/v1/app/installs`, {
+    data: { platform: "android", push_token: `tok-${Date.now()}-${Math.random()}`, consent: { push: true, location: true, text_version: "1" } },
+  });
+  assert.equal(r.status(), 201, await r.text());
+  const install = await r.json();
+  const { code } = await json(page, `/v1/admin/stores/${store}/qr`);
+  const c = await page.request.post(`${base}/v1/app/checkins`, {
+    headers: { authorization: `Bearer ${install.token}` },
+    data: { code, idempotency_key: `chk-${install.install_id}` },
+  });
+  assert.ok(c.status() < 300, await c.text());
+  return install.customer_id;
+}
+
+test("a campaign composed, previewed, launched and paused from the dashboard sends and then stops", async () => {
+  const { context, page } = await loggedIn();
+  const store = (await json(page, "/v1/admin/stores")).items[0];
+  await page.goto(`${base}/campaigns`);
+  await Promise.all([page.waitForURL(`${base}/campaigns/new`), page.click('a[href="/campaigns/new"]')]);
+  await page.fill("#c-id", "autumn-tea");
+  await page.fill("#c-name", "Autumn tea");
+  await page.check(`input[name=store][value="${store.id}"]`);
+  await page.selectOption("#c-channel-1", "push");
+  await page.selectOption("#c-channel-2", "line");
+  await page.fill("#c-holdout", "0");
+  const v = page.locator("#variants .variant").first();
+  await v.locator(".v-text").fill("Hello {name}, a tea on us at {store}: {coupon}");
+  await v.locator("summary").click();
+  const flex = {
+    type: "bubble",
+    body: { type: "box", layout: "vertical", contents: [
+      { type: "text", text: "{name}, autumn tea", weight: "bold", size: "xl" },
+      { type: "separator" },
+      { type: "text", text: "Coupon {coupon}" },
+    ] },
+    footer: { type: "box", layout: "vertical", contents: [{ type: "button", style: "primary", action: { type: "uri", label: "See the menu", uri: "https://brand.example.com/tea" } }] },
+  };
+  await v.locator(".v-flex").fill(JSON.stringify(flex, null, 2));
+  // The preview: a LINE bubble with the text filled from the sample customer, the flex
+  // message as a bubble with its texts and button, and a push notification.
+  await page.waitForFunction(() => document.querySelector("#preview .line-bubble")?.textContent.includes("Hello Hanako"));
+  const preview = page.locator("#preview .preview-variant").first();
+  assert.match(await preview.locator(".line-bubble").textContent(), new RegExp(`Hello Hanako, a tea on us at ${store.name}: A1B2C3`));
+  assert.equal(await preview.locator(".flex-bubble .flex-text").first().textContent(), "Hanako, autumn tea");
+  assert.equal(await preview.locator(".flex-bubble .flex-button").textContent(), "See the menu");
+  assert.match(await preview.locator(".push-card .push-title").textContent(), /Autumn tea/);
+  // The reach: customers the campaign can send to now, per channel.
+  await page.waitForFunction(() => document.querySelector("#reach-card")?.dataset.sendable > 0, null, { timeout: 30000 });
+  const csrfToken = await page.getAttribute('meta[name="csrf"]', "content");
+  const reach = await (await page.request.post(`${base}/v1/admin/campaigns/reach`, { headers: { "x-csrf-token": csrfToken }, data: { name: "x", trigger: { kind: "enter" }, places: { stores: [store.id] }, schedule: { from: "2020-01-01", to: "2099-01-01", days: ["mon"] }, caps: { per_customer: 1, period_days: 7 }, budget: 1, offer_ttl_minutes: 60, channels: ["push", "line"], variants: [{ id: "a", weight: 1, template: { text: "x" } }] } })).json();
+  const sendable = reach.sent_on.push + reach.sent_on.line;
+  assert.equal(await page.getAttribute("#reach-card", "data-sendable"), String(sendable));
+  await page.screenshot({ path: `${shots}/composer.png`, fullPage: true });
+  // A refusal shows beside its field, and nothing is saved.
+  await page.fill("#c-budget", "0");
+  await page.click("#save");
+  await page.waitForSelector("#c-budget[aria-invalid=true]");
+  assert.match(await page.locator("#c-budget").locator("xpath=..").textContent(), /Check this/);
+  assert.equal((await page.request.get(`${base}/v1/admin/campaigns/autumn-tea`)).status(), 404);
+  await page.fill("#c-budget", "500");
+  await Promise.all([page.waitForURL(`${base}/campaigns/autumn-tea`), page.click("#save")]);
+  assert.equal((await page.textContent("#state")).trim(), "Draft");
+  // Launching asks first, saying about how many customers a day it would reach.
+  let asked = "";
+  page.once("dialog", (d) => { asked = d.message(); d.accept(); });
+  await page.click("#launch");
+  await page.waitForFunction(() => document.querySelector("#state")?.textContent.trim() === "Active");
+  assert.match(asked, /Launch “Autumn tea”\? .* about [\d,]+ customers a day/);
+  // A shopper walks in: the campaign decides and sends to them.
+  const shopper = await shopperChecksIn(page, store.id);
+  await eventually(async () => {
+    const offers = await json(page, `/v1/admin/customers/${shopper}/offers`);
+    assert.ok(offers.items.some((o) => o.campaign === "autumn-tea"), JSON.stringify(offers));
+  }, 60000);
+  // Pausing asks first; a dismissed question changes nothing.
+  page.once("dialog", (d) => d.dismiss());
+  await page.click("#pause");
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal((await json(page, "/v1/admin/campaigns/autumn-tea")).campaign.paused, false);
+  page.once("dialog", (d) => d.accept());
+  await page.click("#pause");
+  await page.waitForFunction(() => document.querySelector("#state")?.textContent.trim() === "Paused");
+  // Another shopper walks in: decided, and not sent (paused).
+  const second = await shopperChecksIn(page, store.id);
+  await eventually(async () => {
+    const { items } = await json(page, "/v1/admin/decisions?limit=1000");
+    assert.ok(items.some((d) => d.campaign === "autumn-tea" && d.reason === "paused"), "a paused decision");
+  }, 60000);
+  const offers = await json(page, `/v1/admin/customers/${second}/offers`);
+  assert.ok(!offers.items.some((o) => o.campaign === "autumn-tea"), JSON.stringify(offers));
+  // The history says what each version changed.
+  const history = await page.textContent("ol.history");
+  assert.match(history, /Version 3/);
+  assert.match(history, /Paused: no → yes/);
+  await page.screenshot({ path: `${shots}/campaign-lifecycle.png`, fullPage: true });
+  await context.close();
+});
+
 // Words a Japanese page may show in Latin letters: names and ids from the site and its
 // campaigns (data, not words), and the few terms Japanese retail staff use as they are.
-const LATIN_TERMS = new Set(["omo", "LINE", "Wi", "Fi", "QR", "CSV", "ID", "OS", "Webhook", "pt", "English"]);
+const LATIN_TERMS = new Set(["omo", "LINE", "Wi", "Fi", "QR", "CSV", "ID", "OS", "Webhook", "pt", "English", "A", "B", "N", "JSON", "name", "store", "coupon", "link"]);
 
 async function siteNames(page) {
   const names = new Set();
@@ -281,6 +382,8 @@ test("every page in Japanese and English, on a phone and a desktop: fits, no err
     campaign: `/campaigns/${campaign}`,
     customers: `/customers?id=${encodeURIComponent(customer)}`,
     "not-found": "/campaigns/no-such-campaign",
+    composer: "/campaigns/new",
+    "composer-edit": `/campaigns/${campaign}/edit`,
   };
   const problems = [];
   for (const [locale, lang] of [["ja-JP", "ja"], ["en-US", "en"]]) {

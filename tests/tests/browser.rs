@@ -143,6 +143,8 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
         "campaigns",
         "campaign",
         "customers",
+        "composer",
+        "campaign-lifecycle",
     ]
     .map(String::from)
     .into();
@@ -156,6 +158,8 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
         "campaign",
         "customers",
         "not-found",
+        "composer",
+        "composer-edit",
     ] {
         for lang in ["ja", "en"] {
             for device in ["phone", "desktop"] {

@@ -2,13 +2,17 @@
 
 use super::*;
 
-use crate::campaigns::definition::Trigger;
+use crate::campaigns::definition::{Campaign, Lifecycle, Trigger};
+use crate::campaigns::stored::{self, Versioned};
 
 /// A campaign as its list row and page header show it.
 pub struct CampaignRow {
     pub id: String,
     pub name: String,
-    pub paused: bool,
+    pub lifecycle: Lifecycle,
+    /// The lifecycle in words, and its class.
+    pub state: String,
+    pub state_class: &'static str,
     pub trigger: String,
     pub variants: String,
     pub holdout: String,
@@ -35,12 +39,22 @@ fn trigger_words(t: &Words, trigger: &Trigger) -> String {
 }
 
 impl CampaignRow {
-    fn new(t: &Words, v: &crate::campaigns::stored::Versioned) -> CampaignRow {
+    fn new(t: &Words, v: &Versioned, today: chrono::NaiveDate) -> CampaignRow {
         let c = &v.campaign;
+        let lifecycle = c.lifecycle(today);
+        let (key, class) = match lifecycle {
+            Lifecycle::Draft => ("campaign.draft", ""),
+            Lifecycle::Scheduled => ("campaign.scheduled", ""),
+            Lifecycle::Active => ("campaign.active", "good"),
+            Lifecycle::Paused => ("campaign.paused", "bad"),
+            Lifecycle::Ended => ("campaign.ended", ""),
+        };
         CampaignRow {
             id: c.id.clone(),
             name: c.name.clone(),
-            paused: c.paused,
+            lifecycle,
+            state: t.s(key),
+            state_class: class,
             trigger: trigger_words(t, &c.trigger),
             variants: c
                 .variants
@@ -61,7 +75,17 @@ impl CampaignRow {
 struct CampaignsPage {
     t: Words,
     nav: Nav,
+    operator: bool,
     rows: Vec<CampaignRow>,
+}
+
+/// Today in the dashboard's time zone (a campaign's lifecycle on the pages).
+fn today(state: &AppState) -> chrono::NaiveDate {
+    state
+        .clock
+        .now()
+        .with_timezone(&dashboard_zone(state))
+        .date_naive()
 }
 
 pub(super) async fn campaigns_page(
@@ -69,9 +93,14 @@ pub(super) async fn campaigns_page(
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
     let all = crate::campaigns::stored::all(state.store.as_ref())?;
+    let today = today(&state);
     Ok(html(&CampaignsPage {
         nav: Nav::new(&state, &v, Section::Campaigns, v.t.s("nav.campaigns")),
-        rows: all.iter().map(|c| CampaignRow::new(&v.t, c)).collect(),
+        operator: v.operator(),
+        rows: all
+            .iter()
+            .map(|c| CampaignRow::new(&v.t, c, today))
+            .collect(),
         t: v.t,
     }))
 }
@@ -109,6 +138,10 @@ struct CampaignPage {
     lift_svg: String,
     /// Variant, lift, interval, treated n, holdout n, note.
     lifts: Vec<(String, String, String, String, String, String)>,
+    /// What launching it would do, asked before it is (drafts only).
+    launch_confirm: String,
+    /// Versions, newest first: version, when, its changes.
+    history: Vec<(u32, String, Vec<ChangeLine>)>,
 }
 
 pub(super) async fn campaign_page(
@@ -166,8 +199,16 @@ pub(super) async fn campaign_page(
     let measured: u64 = report.groups.iter().map(|g| g.customers).sum();
     let mut steps: Vec<String> = STEPS.iter().map(|k| t.s(&format!("funnel.{k}"))).collect();
     steps.push(t.s("funnel.returned"));
-    let c = CampaignRow::new(&t, &current);
+    let c = CampaignRow::new(&t, &current, today(&state));
+    let launch_confirm = if c.lifecycle == Lifecycle::Draft && v.operator() {
+        launch_confirmation(&state, &t, &current.campaign).await?
+    } else {
+        String::new()
+    };
+    let kept = stored::versions(state.store.as_ref(), &id, HISTORY_SHOWN + 1)?;
     Ok(html(&CampaignPage {
+        launch_confirm,
+        history: history(&t, &kept),
         nav: Nav::new(&state, &v, Section::Campaigns, c.name.clone()),
         operator: v.operator(),
         // No customer yet: no interval to draw (it would read +0.0 [+0.0, +0.0]).
@@ -212,4 +253,139 @@ fn lift_rows(
             )
         })
         .collect()
+}
+
+/// Versions a campaign's page lists at most.
+const HISTORY_SHOWN: usize = 20;
+
+/// A change as the history lists it: the field in words, and the values before and after as
+/// written (the marketer's own text, numbers, ids), or in words (yes and no).
+pub struct ChangeLine {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// Each version, newest first, with what it changed.
+fn history(t: &Words, kept: &[Versioned]) -> Vec<(u32, String, Vec<ChangeLine>)> {
+    let mut out: Vec<(u32, String, Vec<ChangeLine>)> = kept
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| *i > 0 || v.version == 1)
+        .map(|(i, v)| {
+            let changes = match i.checked_sub(1).map(|p| &kept[p]) {
+                None => vec![ChangeLine {
+                    field: t.s("campaign.history.created"),
+                    before: String::new(),
+                    after: String::new(),
+                }],
+                Some(before) => stored::changes(&before.campaign, &v.campaign)
+                    .iter()
+                    .map(|c| change_words(t, c))
+                    .collect(),
+            };
+            (v.version, t.time(&v.updated), changes)
+        })
+        .collect();
+    out.reverse();
+    out.truncate(HISTORY_SHOWN);
+    out
+}
+
+/// A change as a line: the field's name in words (its path where it has none), before, after.
+fn change_words(t: &Words, c: &stored::Change) -> ChangeLine {
+    let shown = |v: &Value| -> String {
+        let s = match v {
+            Value::Null => "—".to_owned(),
+            Value::Bool(b) => t.s(if *b { "yes" } else { "no" }),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if s.chars().count() > 60 {
+            format!("{}…", s.chars().take(59).collect::<String>())
+        } else {
+            s
+        }
+    };
+    // `variants[0].template.text` reads as the message's field; other paths by their whole key.
+    let (prefix, key) = match c.field.split_once("].") {
+        Some((v, rest)) if v.starts_with("variants[") => (
+            format!(
+                "{} · ",
+                t.f("campaign.variant", &[&v.trim_start_matches("variants[")])
+            ),
+            rest,
+        ),
+        _ => (String::new(), c.field.as_str()),
+    };
+    let name = t.s(&format!("field.{key}"));
+    let name = if name.starts_with('⟦') {
+        key.to_owned()
+    } else {
+        name
+    };
+    ChangeLine {
+        field: format!("{prefix}{name}"),
+        before: shown(&c.before),
+        after: shown(&c.after),
+    }
+}
+
+/// The question asked before launching `c`: about how many customers a day it would send to,
+/// from the last 7 days' visitors at its stores, the share of customers it can reach and its
+/// holdout; and its budget.
+async fn launch_confirmation(
+    state: &AppState,
+    t: &Words,
+    c: &Campaign,
+) -> Result<String, ApiError> {
+    let now_ms = state.clock.now().timestamp_millis();
+    let (st, campaign) = (state.clone(), c.clone());
+    let per_day = tokio::task::spawn_blocking(move || -> Result<f64, ApiError> {
+        let registry = st.registry.read().expect("registry lock").clone();
+        let reach = crate::campaigns::reach::reach(
+            st.store.as_ref(),
+            &registry,
+            &st.config.profiles,
+            &campaign,
+            now_ms,
+        )?;
+        let mut stores: std::collections::BTreeSet<String> = campaign.places.stores.clone();
+        for z in registry.zones() {
+            if campaign.places.zones.contains(z.id()) {
+                stores.insert(z.store().to_string());
+            }
+        }
+        let mut visitors = 0u64;
+        for s in &stores {
+            let tz = registry.store_tz(s).unwrap_or(chrono_tz::UTC);
+            let today = chrono::TimeZone::timestamp_millis_opt(&chrono::Utc, now_ms)
+                .single()
+                .unwrap_or_default()
+                .with_timezone(&tz)
+                .date_naive();
+            let (Some(from), Some(to)) = (
+                today.checked_sub_days(chrono::Days::new(7)),
+                today.checked_sub_days(chrono::Days::new(1)),
+            ) else {
+                continue;
+            };
+            if let Ok(range) = crate::reports::Range::new(from, to, tz) {
+                visitors += crate::reports::store_report(st.store.as_ref(), s, range, &st.secret)?
+                    .unique_visitors;
+            }
+        }
+        let share = if reach.customers == 0 {
+            0.0
+        } else {
+            reach.sendable() as f64 / reach.customers as f64
+        };
+        Ok(visitors as f64 / 7.0 * share * (1.0 - f64::from(campaign.holdout_percent) / 100.0))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(t.f(
+        "campaign.launch.confirm",
+        &[&c.name, &t.int(per_day.round() as u64), &t.int(c.budget)],
+    ))
 }

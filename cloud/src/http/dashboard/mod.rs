@@ -9,6 +9,7 @@
 
 mod campaigns;
 pub mod charts;
+mod composer;
 mod customers;
 pub mod errors;
 mod gateways;
@@ -45,7 +46,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/stores/:id", get(stores::store_page))
         .route("/customers", get(customers::customers_page))
         .route("/campaigns", get(campaigns::campaigns_page))
+        .route("/campaigns/new", get(composer::new_page))
         .route("/campaigns/:id", get(campaigns::campaign_page))
+        .route("/campaigns/:id/edit", get(composer::edit_page))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             errors::in_layout,
@@ -57,6 +60,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/lang/:code", get(choose_language))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
+        .route("/assets/composer.js", get(composer_js))
         .route("/favicon.ico", get(errors::favicon))
 }
 
@@ -407,6 +411,15 @@ async fn js(State(state): State<AppState>, headers: HeaderMap) -> Response {
         &headers,
         "text/javascript; charset=utf-8",
         include_str!("../../../assets/app.js"),
+    )
+}
+
+async fn composer_js(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        "text/javascript; charset=utf-8",
+        include_str!("../../../assets/composer.js"),
     )
 }
 
