@@ -128,12 +128,42 @@ async function watchAck(gateway, version, out) {
       const el = document.getElementById("ack");
       if (el) el.textContent = ackText(ack);
       out.textContent = say("acknowledged", ackText(ack));
-      out.className = ack.ok ? "" : "error";
+      out.classList.toggle("error", !ack.ok);
       return;
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
   out.textContent += ` ${say("no_ack")}`;
+}
+
+// An erasure's receipt: what was removed, what stays.
+function showReceipt(doc, out, form) {
+  if (doc.status === "under_way") {
+    out.textContent = say("receipt_under_way");
+    return;
+  }
+  out.replaceChildren();
+  const title = document.createElement("p");
+  title.className = "good";
+  title.textContent = say("receipt_title", when(doc.erased));
+  const list = document.createElement("ul");
+  const line = (text) => { const li = document.createElement("li"); li.textContent = text; list.append(li); };
+  const id = doc.identity ?? {};
+  line(say("receipt_record"));
+  if (id.member_id) line(say("receipt_member"));
+  if (id.line_user) line(say("receipt_line"));
+  const removed = doc.removed ?? {};
+  for (const [key, n] of [
+    ["receipt_installs", id.installs], ["receipt_consent", id.consent_records], ["receipt_visits", doc.visits?.visits],
+    ["receipt_observations", removed.observations], ["receipt_decisions", removed.decisions],
+    ["receipt_deliveries", removed.deliveries_scrubbed], ["receipt_cancelled", removed.deliveries_cancelled],
+    ["receipt_redemptions", removed.redemptions_scrubbed], ["receipt_purchases", removed.purchases_unlinked],
+  ]) line(`${say(key)}: ${count(n ?? 0)}`);
+  const kept = document.createElement("p");
+  kept.className = "note";
+  kept.textContent = say("receipt_kept");
+  out.append(title, list, kept);
+  form.querySelector("button")?.setAttribute("disabled", "");
 }
 
 function apiForms() {
@@ -143,7 +173,7 @@ function apiForms() {
       if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
       const out = form.querySelector("output");
       const body = form.querySelector("textarea")?.value;
-      out.className = "";
+      out.classList.remove("error");
       out.textContent = say("sending");
       try {
         const doc = await api(form.dataset.method, form.dataset.url, body);
@@ -153,8 +183,19 @@ function apiForms() {
           await watchAck(document.getElementById("ack").dataset.gateway, doc.version, out);
         }
         if (form.dataset.then === "reload") location.reload();
+        if (form.dataset.then === "receipt") {
+          // An erasure whose last part is still under way (the visit stage runs on another
+          // instance, or is catching up) finishes when asked again: ask for a minute.
+          let answer = doc;
+          for (let i = 0; i < 30 && answer.status === "under_way"; i++) {
+            out.textContent = say("receipt_under_way");
+            await new Promise((r) => setTimeout(r, 2000));
+            answer = await api(form.dataset.method, form.dataset.url);
+          }
+          showReceipt(answer, out, form);
+        }
       } catch (e) {
-        out.className = "error";
+        out.classList.add("error");
         out.textContent = say("failed", e.message);
       }
     });

@@ -31,6 +31,8 @@ pub const LINE_SECRET_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_SECRET";
 pub const MEMBER_LINK_SECRET_ENV: &str = "OMO_CLOUD_MEMBER_LINK_SECRET";
 /// Adds an operator token given in clear (for a demo or a test; production lists hashes).
 pub const ADMIN_TOKEN_ENV: &str = "OMO_CLOUD_ADMIN_TOKEN";
+/// Adds a marketer token given in clear (for a demo or a test).
+pub const MARKETER_TOKEN_ENV: &str = "OMO_CLOUD_MARKETER_TOKEN";
 /// Overrides `line.channel_access_token`.
 pub const LINE_TOKEN_ENV: &str = "OMO_CLOUD_LINE_CHANNEL_TOKEN";
 /// Overrides `webhook.secret`.
@@ -238,6 +240,9 @@ pub struct AdminToken {
 pub enum Role {
     /// Everything.
     Operator,
+    /// Campaigns (compose, launch, pause, end) and reports; no customer's identity, no site
+    /// or gateway changes.
+    Marketer,
     /// Reports only, no personal data.
     Analyst,
 }
@@ -472,12 +477,17 @@ impl CloudConfig {
         if let (Some(pw), Some(pg)) = (env(PG_PASSWORD_ENV), self.data.postgres.as_mut()) {
             pg.password = Some(pw);
         }
-        if let Some(token) = env(ADMIN_TOKEN_ENV) {
-            self.admin.tokens.push(AdminToken {
-                name: ADMIN_TOKEN_ENV.into(),
-                role: Role::Operator,
-                sha256: crate::secrets::sha256_hex(token.as_bytes()),
-            });
+        for (var, role) in [
+            (ADMIN_TOKEN_ENV, Role::Operator),
+            (MARKETER_TOKEN_ENV, Role::Marketer),
+        ] {
+            if let Some(token) = env(var) {
+                self.admin.tokens.push(AdminToken {
+                    name: var.into(),
+                    role,
+                    sha256: crate::secrets::sha256_hex(token.as_bytes()),
+                });
+            }
         }
         if let Some(secret) = env(LINE_SECRET_ENV) {
             self.line.channel_secret = Some(secret);

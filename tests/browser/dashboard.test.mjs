@@ -15,6 +15,7 @@ const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 const base = process.env.OMO_URL;
 const token = process.env.OMO_ADMIN_TOKEN;
+const marketerToken = process.env.OMO_MARKETER_TOKEN;
 const shots = process.env.OMO_SCREENSHOTS ?? "screenshots";
 assert.ok(base && token, "OMO_URL and OMO_ADMIN_TOKEN are required");
 mkdirSync(shots, { recursive: true });
@@ -42,11 +43,11 @@ after(async () => {
 // Numbers as the pages write them.
 const count = (n) => Number(n).toLocaleString("en-US");
 
-async function loggedIn(viewport = { width: 1280, height: 800 }, locale = "en-US") {
+async function loggedIn(viewport = { width: 1280, height: 800 }, locale = "en-US", key = token) {
   const context = await browser.newContext({ viewport, locale });
   const page = await context.newPage();
   await page.goto(`${base}/login`);
-  await page.fill("#token", token);
+  await page.fill("#token", key);
   await Promise.all([page.waitForURL(`${base}/`), page.click("button[type=submit]")]);
   return { context, page };
 }
@@ -199,7 +200,7 @@ test("a store's page draws its zones and a week of visits per hour", async () =>
   await context.close();
 });
 
-test("customers are found by id, member number or a coupon code, by operators only", async () => {
+test("customers are found by id, member number or a coupon code, exported and erased, by operators only", async () => {
   const { context, page } = await loggedIn();
   const { items } = await json(page, "/v1/admin/customers?limit=1");
   const id = items[0].id;
@@ -222,6 +223,23 @@ test("customers are found by id, member number or a coupon code, by operators on
   }
   await page.goto(`${base}/customers?id=no-such-code`);
   assert.match(await page.textContent("[role=alert]"), /No customer has/);
+  // Found by the coupon code again, the customer is erased from the page: the question names
+  // what goes, and the receipt says what went.
+  await page.goto(`${base}/customers?id=${encodeURIComponent(sent.coupon)}`);
+  const exported = await page.request.get(`${base}${await page.getAttribute("#export", "href")}`);
+  assert.equal(exported.status(), 200);
+  let asked = "";
+  page.once("dialog", (d) => { asked = d.message(); d.accept(); });
+  await page.click("#erase button");
+  await page.waitForFunction(() => document.querySelector("#erase .receipt ul") || document.querySelector("#erase .receipt.error"), null, { timeout: 90000 });
+  assert.ok(await page.locator("#erase .receipt ul").count(), `no receipt: ${await page.textContent("#erase .receipt")}`);
+  assert.match(asked, /^Erase customer .* for good\? .* app installs, \d+ visits/);
+  const receipt = await page.textContent("#erase .receipt");
+  assert.match(receipt, /Erased at .* Removed:/);
+  assert.match(receipt, /The customer record/);
+  assert.match(receipt, /Visits: \d+/);
+  assert.equal((await page.request.get(`${base}/v1/admin/customers/${sent.customer}`)).status(), 404);
+  await page.screenshot({ path: `${shots}/customer-erased.png`, fullPage: true });
   await context.close();
 });
 
@@ -242,8 +260,14 @@ async function shopperChecksIn(page, store) {
   return install.customer_id;
 }
 
-test("a campaign composed, previewed, launched and paused from the dashboard sends and then stops", async () => {
-  const { context, page } = await loggedIn();
+test("a marketer composes, previews, launches and pauses a campaign: it sends and then stops", async () => {
+  assert.ok(marketerToken, "OMO_MARKETER_TOKEN");
+  // The operator's session checks what a marketer may not read (customers, decisions).
+  const operator = await loggedIn();
+  const { context, page } = await loggedIn(undefined, undefined, marketerToken);
+  assert.equal(await page.locator('nav a[href="/customers"]').count(), 0, "no customers for a marketer");
+  assert.equal((await page.request.get(`${base}/customers`)).status(), 403);
+  assert.equal((await page.request.get(`${base}/v1/admin/customers?limit=1`)).status(), 403);
   const store = (await json(page, "/v1/admin/stores")).items[0];
   await page.goto(`${base}/campaigns`);
   await Promise.all([page.waitForURL(`${base}/campaigns/new`), page.click('a[href="/campaigns/new"]')]);
@@ -299,7 +323,7 @@ test("a campaign composed, previewed, launched and paused from the dashboard sen
   // A shopper walks in: the campaign decides and sends to them.
   const shopper = await shopperChecksIn(page, store.id);
   await eventually(async () => {
-    const offers = await json(page, `/v1/admin/customers/${shopper}/offers`);
+    const offers = await json(operator.page, `/v1/admin/customers/${shopper}/offers`);
     assert.ok(offers.items.some((o) => o.campaign === "autumn-tea"), JSON.stringify(offers));
   }, 60000);
   // Pausing asks first; a dismissed question changes nothing.
@@ -313,10 +337,10 @@ test("a campaign composed, previewed, launched and paused from the dashboard sen
   // Another shopper walks in: decided, and not sent (paused).
   const second = await shopperChecksIn(page, store.id);
   await eventually(async () => {
-    const { items } = await json(page, "/v1/admin/decisions?limit=1000");
+    const { items } = await json(operator.page, "/v1/admin/decisions?limit=1000");
     assert.ok(items.some((d) => d.campaign === "autumn-tea" && d.reason === "paused"), "a paused decision");
   }, 60000);
-  const offers = await json(page, `/v1/admin/customers/${second}/offers`);
+  const offers = await json(operator.page, `/v1/admin/customers/${second}/offers`);
   assert.ok(!offers.items.some((o) => o.campaign === "autumn-tea"), JSON.stringify(offers));
   // The history says what each version changed.
   const history = await page.textContent("ol.history");
@@ -324,6 +348,7 @@ test("a campaign composed, previewed, launched and paused from the dashboard sen
   assert.match(history, /Paused: no → yes/);
   await page.screenshot({ path: `${shots}/campaign-lifecycle.png`, fullPage: true });
   await context.close();
+  await operator.context.close();
 });
 
 // Words a Japanese page may show in Latin letters: names and ids from the site and its

@@ -16,6 +16,7 @@ pub use omo_sim::mqtt_gateway::{Creds, MqttGateway};
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const ANALYST_TOKEN: &str = "analyst-token-for-tests";
+pub const MARKETER_TOKEN: &str = "marketer-token-for-tests";
 pub const MEMBER_SECRET: &str = "member-link-secret-for-tests";
 pub const LINE_SECRET: &str = "line-channel-secret-for-tests";
 
@@ -220,7 +221,7 @@ listen = "127.0.0.1:{http}"
 [mqtt]
 {mqtt}
 [admin]
-tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}, {{ name = "reports", role = "analyst", sha256 = "{analyst}" }}]
+tokens = [{{ name = "tests", role = "operator", sha256 = "{sha}" }}, {{ name = "reports", role = "analyst", sha256 = "{analyst}" }}, {{ name = "campaigns", role = "marketer", sha256 = "{marketer}" }}]
 [line]
 channel_secret = "{LINE_SECRET}"
 {line}
@@ -237,6 +238,7 @@ level = "info,omo_cloud=debug"
             http = self.http_port,
             sha = omo_cloud::secrets::sha256_hex(ADMIN_TOKEN.as_bytes()),
             analyst = omo_cloud::secrets::sha256_hex(ANALYST_TOKEN.as_bytes()),
+            marketer = omo_cloud::secrets::sha256_hex(MARKETER_TOKEN.as_bytes()),
         );
         std::fs::write(self.dir.path().join("cloud.toml"), text)?;
         Ok(())

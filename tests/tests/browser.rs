@@ -75,7 +75,7 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
     )?;
     // The day runs; then the demo says where the cloud keeps running.
     let deadline = Instant::now() + Duration::from_secs(600);
-    let (url, token) = loop {
+    let (url, token, marketer) = loop {
         let log = demo.log_text();
         if let Some(line) = log
             .lines()
@@ -86,13 +86,14 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
                 .nth(1)
                 .unwrap_or("");
             let url = rest.split_whitespace().next().unwrap_or("").to_owned();
-            let token = rest
-                .split("(admin token ")
-                .nth(1)
-                .and_then(|t| t.split(')').next())
-                .unwrap_or("")
-                .to_owned();
-            break (url, token);
+            let after = |label: &str| {
+                rest.split(label)
+                    .nth(1)
+                    .and_then(|t| t.split([',', ')']).next())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            break (url, after("(admin token "), after("marketer token "));
         }
         if let Ok(Some(status)) = demo.try_status() {
             anyhow::bail!("the demo exited ({status}) before the browser tests:\n{log}");
@@ -117,6 +118,7 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
         &[
             ("OMO_URL", url.as_str()),
             ("OMO_ADMIN_TOKEN", token.as_str()),
+            ("OMO_MARKETER_TOKEN", marketer.as_str()),
             ("OMO_SCREENSHOTS", &shots.display().to_string()),
             ("OMO_CHROMIUM", &chromium().display().to_string()),
         ],
@@ -145,6 +147,7 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
         "customers",
         "composer",
         "campaign-lifecycle",
+        "customer-erased",
     ]
     .map(String::from)
     .into();

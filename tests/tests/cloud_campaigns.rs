@@ -2,7 +2,7 @@
 //! the registry and the cloud's milestones, stored as versions, paused and resumed; drafts
 //! launched and campaigns ended; each version's changes; the reach of a definition.
 
-use omo_tests::cloud::{CloudUnderTest, Creds, ADMIN_TOKEN, ANALYST_TOKEN};
+use omo_tests::cloud::{CloudUnderTest, Creds, ADMIN_TOKEN, ANALYST_TOKEN, MARKETER_TOKEN};
 use reqwest::Method;
 use serde_json::json;
 
@@ -208,7 +208,48 @@ async fn a_draft_is_launched_paused_and_ended_and_each_version_says_what_changed
 
     let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/end", None).await?;
     assert_eq!(status, 409, "a draft is not ended: {body}");
-    let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/launch", None).await?;
+    // A marketer launches campaigns; an analyst may not; neither a marketer nor an analyst
+    // reads or writes customers.
+    let as_role = |m: Method, path: &'static str, token: &'static str| {
+        let cloud = &cloud;
+        async move { cloud.call(m, path, None, Some(token)).await.map(|r| r.0) }
+    };
+    assert_eq!(
+        as_role(
+            Method::POST,
+            "/v1/admin/campaigns/tea/launch",
+            ANALYST_TOKEN
+        )
+        .await?,
+        403
+    );
+    for token in [MARKETER_TOKEN, ANALYST_TOKEN] {
+        assert_eq!(
+            as_role(Method::GET, "/v1/admin/customers", token).await?,
+            403
+        );
+        assert_eq!(
+            as_role(Method::GET, "/v1/admin/decisions", token).await?,
+            403
+        );
+    }
+    assert_eq!(
+        as_role(
+            Method::GET,
+            "/v1/admin/campaigns/tea/versions",
+            MARKETER_TOKEN
+        )
+        .await?,
+        200
+    );
+    let (status, body) = cloud
+        .call(
+            Method::POST,
+            "/v1/admin/campaigns/tea/launch",
+            None,
+            Some(MARKETER_TOKEN),
+        )
+        .await?;
     assert_eq!((status, &body["version"]), (200, &json!(2)), "{body}");
     assert!(body["campaign"].get("draft").is_none(), "{body}");
     assert_eq!(

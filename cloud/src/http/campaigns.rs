@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use omo_device_config::Timestamp;
 use serde_json::{json, Value};
 
-use super::{parse_json, Analyst, ApiError, AppState, Operator};
+use super::{parse_json, Analyst, ApiError, AppState, Marketer, Operator};
 use crate::campaigns::definition::Campaign;
 use crate::campaigns::stored;
 
@@ -126,7 +126,7 @@ async fn save(
 }
 
 async fn put(
-    _: Operator,
+    _: Marketer,
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
@@ -188,7 +188,7 @@ async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response
 }
 
 async fn launch(
-    _: Operator,
+    _: Marketer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -203,7 +203,7 @@ async fn launch(
 }
 
 async fn end(
-    _: Operator,
+    _: Marketer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -280,7 +280,7 @@ async fn reach(
 }
 
 async fn pause(
-    _: Operator,
+    _: Marketer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -288,7 +288,7 @@ async fn pause(
 }
 
 async fn resume(
-    _: Operator,
+    _: Marketer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

@@ -220,14 +220,35 @@ pub fn admin_auth(state: &AppState, headers: &HeaderMap, need: Role) -> Result<R
         }
         None => return Err(ApiError::unauthorized("an admin bearer token is required")),
     };
-    if need == Role::Operator && role != Role::Operator {
+    let allowed = match need {
+        Role::Operator => role == Role::Operator,
+        Role::Marketer => matches!(role, Role::Operator | Role::Marketer),
+        Role::Analyst => true,
+    };
+    if !allowed {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this needs an operator token",
+            match need {
+                Role::Marketer => "this needs a marketer's or an operator's token",
+                _ => "this needs an operator token",
+            },
         ));
     }
     Ok(role)
+}
+
+/// Who may change campaigns: an operator or a marketer (`_: Marketer` in a handler's
+/// signature; 401 without a valid token or session, 403 for an analyst's).
+pub struct Marketer;
+
+#[axum::async_trait]
+impl FromRequestParts<AppState> for Marketer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        admin_auth(state, &parts.headers, Role::Marketer).map(|_| Marketer)
+    }
 }
 
 /// Who may call an operator's endpoint: in a handler's signature (`_: Operator`), it answers

@@ -192,9 +192,10 @@ async fn run_in(opts: &Options, dir: &tempfile::TempDir) -> anyhow::Result<Outco
     if opts.keep_running {
         println!("{}", outcome.report);
         eprintln!(
-            "omo-sim demo: the cloud keeps running at {} (admin token {}); Ctrl-C to stop. Logs: {}",
+            "omo-sim demo: the cloud keeps running at {} (admin token {}, marketer token {}); Ctrl-C to stop. Logs: {}",
             sys.api.bases().collect::<Vec<_>>().join(" and "),
             sys.admin_token,
+            sys.marketer_token,
             dir.path().display()
         );
         let _ = tokio::signal::ctrl_c().await;

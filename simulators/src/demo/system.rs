@@ -41,6 +41,7 @@ pub(super) struct Ports {
 /// The secrets the cloud is started with.
 struct Secrets {
     admin_token: String,
+    marketer_token: String,
     line_secret: String,
     line_token: String,
     member_secret: String,
@@ -60,6 +61,8 @@ pub(super) struct System {
     pub clock: Clock,
     pub ports: Ports,
     pub admin_token: String,
+    /// A marketer's token: campaigns and reports, no customers.
+    pub marketer_token: String,
     pub line_secret: String,
     /// Each shopper's customer id, and their install's token if they have the app.
     pub customer_of: Vec<String>,
@@ -84,6 +87,8 @@ pub(super) async fn start(
     let mut rng = synth::rng(s.run.seed, "demo");
     let secrets = Secrets {
         admin_token: synth::hex_of(&mut rng, 16),
+        // Its own stream, so the other secrets stay those of earlier runs of a seed.
+        marketer_token: synth::hex_of(&mut synth::rng(s.run.seed, "demo-marketer"), 16),
         line_secret: synth::hex_of(&mut rng, 16),
         line_token: synth::hex_of(&mut rng, 16),
         member_secret: synth::hex_of(&mut rng, 16),
@@ -165,6 +170,7 @@ pub(super) async fn start(
         clock,
         ports,
         admin_token: secrets.admin_token,
+        marketer_token: secrets.marketer_token,
         line_secret: secrets.line_secret,
         customer_of,
         install_token,
@@ -251,6 +257,10 @@ impl Cloud<'_> {
     fn spawn(&self, i: usize, clock: &str, log: &Path) -> anyhow::Result<Proc> {
         let env = [
             ("OMO_CLOUD_ADMIN_TOKEN", self.secrets.admin_token.as_str()),
+            (
+                "OMO_CLOUD_MARKETER_TOKEN",
+                self.secrets.marketer_token.as_str(),
+            ),
             (
                 "OMO_CLOUD_LINE_CHANNEL_SECRET",
                 self.secrets.line_secret.as_str(),

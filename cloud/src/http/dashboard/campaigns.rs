@@ -80,7 +80,7 @@ struct CampaignsPage {
 }
 
 /// Today in the dashboard's time zone (a campaign's lifecycle on the pages).
-fn today(state: &AppState) -> chrono::NaiveDate {
+pub(super) fn today(state: &AppState) -> chrono::NaiveDate {
     state
         .clock
         .now()
@@ -96,7 +96,7 @@ pub(super) async fn campaigns_page(
     let today = today(&state);
     Ok(html(&CampaignsPage {
         nav: Nav::new(&state, &v, Section::Campaigns, v.t.s("nav.campaigns")),
-        operator: v.operator(),
+        operator: v.campaigns(),
         rows: all
             .iter()
             .map(|c| CampaignRow::new(&v.t, c, today))
@@ -200,7 +200,7 @@ pub(super) async fn campaign_page(
     let mut steps: Vec<String> = STEPS.iter().map(|k| t.s(&format!("funnel.{k}"))).collect();
     steps.push(t.s("funnel.returned"));
     let c = CampaignRow::new(&t, &current, today(&state));
-    let launch_confirm = if c.lifecycle == Lifecycle::Draft && v.operator() {
+    let launch_confirm = if c.lifecycle == Lifecycle::Draft && v.campaigns() {
         launch_confirmation(&state, &t, &current.campaign).await?
     } else {
         String::new()
@@ -210,7 +210,7 @@ pub(super) async fn campaign_page(
         launch_confirm,
         history: history(&t, &kept),
         nav: Nav::new(&state, &v, Section::Campaigns, c.name.clone()),
-        operator: v.operator(),
+        operator: v.campaigns(),
         // No customer yet: no interval to draw (it would read +0.0 [+0.0, +0.0]).
         lift_svg: if bars.is_empty() || measured == 0 {
             String::new()

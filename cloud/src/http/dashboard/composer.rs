@@ -63,11 +63,7 @@ pub(super) async fn new_page(
     v: Viewer,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
-    let today = state
-        .clock
-        .now()
-        .with_timezone(&dashboard_zone(&state))
-        .date_naive();
+    let today = super::campaigns::today(&state);
     let definition = new_definition(today);
     composer(&state, v, None, definition)
 }
@@ -90,11 +86,11 @@ fn composer(
     editing: Option<String>,
     definition: serde_json::Value,
 ) -> Result<Response, ApiError> {
-    if !v.operator() {
+    if !v.campaigns() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "campaigns are composed by operators",
+            "campaigns are composed by marketers and operators",
         ));
     }
     let t = v.t;

@@ -24,6 +24,8 @@ pub struct CustomerView {
 struct CustomersPage {
     t: Words,
     nav: Nav,
+    /// What erasing the customer shown removes, asked before it is.
+    erase_confirm: String,
     query: String,
     error: Option<String>,
     customer: Option<CustomerView>,
@@ -173,7 +175,20 @@ pub(super) async fn customers_page(
             Err(e) => return Err(ApiError::internal(e)),
         }
     };
+    let erase_confirm = customer.as_ref().map_or_else(String::new, |c| {
+        let who = if c.member == "—" { &c.id } else { &c.member };
+        v.t.f(
+            "customer.erase.confirm",
+            &[
+                who,
+                &v.t.int(c.devices.len() as u64),
+                &v.t.int(c.visits.len() as u64),
+                &v.t.int(c.offers.len() as u64),
+            ],
+        )
+    });
     Ok(html(&CustomersPage {
+        erase_confirm,
         nav: Nav::new(&state, &v, Section::Customers, v.t.s("nav.customers")),
         query,
         error,

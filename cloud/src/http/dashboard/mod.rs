@@ -126,6 +126,11 @@ impl Viewer {
     fn operator(&self) -> bool {
         self.session.role == Role::Operator
     }
+
+    /// Whether the reader may compose, launch, pause and end campaigns.
+    fn campaigns(&self) -> bool {
+        matches!(self.session.role, Role::Operator | Role::Marketer)
+    }
 }
 
 /// The words of a request to this cloud: its reader's language, the dashboard's time zone.

@@ -34,6 +34,7 @@ pub struct Session {
 pub fn role_name(r: Role) -> &'static str {
     match r {
         Role::Operator => "operator",
+        Role::Marketer => "marketer",
         Role::Analyst => "analyst",
     }
 }
