@@ -135,6 +135,13 @@ pub struct Dashboard {
     pub time_zone: String,
     /// How long a login lasts, hours.
     pub session_hours: u32,
+    /// The store map's basemap: a tile URL template (`https://…/{z}/{x}/{y}.png`) the
+    /// reader's browser loads tiles from. None: the map draws to scale on a blank ground.
+    #[serde(default)]
+    pub tile_url: Option<String>,
+    /// The basemap's attribution, shown on the map (its provider's terms usually ask for it).
+    #[serde(default)]
+    pub tile_attribution: Option<String>,
 }
 
 impl Default for Dashboard {
@@ -142,6 +149,8 @@ impl Default for Dashboard {
         Dashboard {
             time_zone: "UTC".into(),
             session_hours: 12,
+            tile_url: None,
+            tile_attribution: None,
         }
     }
 }

@@ -200,6 +200,46 @@ test("a store's page draws its zones and a week of visits per hour", async () =>
   await context.close();
 });
 
+test("an operator draws an area on a store's map, and it is served as RFC 7946 GeoJSON", async () => {
+  const { context, page } = await loggedIn();
+  const store = (await json(page, "/v1/admin/stores")).items[0];
+  await page.goto(`${base}/stores/${store.id}`);
+  await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
+  await page.click("#draw-start");
+  const box = await page.locator("#map").boundingBox();
+  // Clockwise on the screen: the cloud serves it counter-clockwise all the same.
+  for (const [fx, fy] of [[0.35, 0.35], [0.65, 0.35], [0.65, 0.65], [0.35, 0.65]]) {
+    await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
+  }
+  assert.match(await page.textContent("#draw-status"), /4 corners/);
+  await page.fill("#zone-id", "drawn-corner");
+  await page.fill("#zone-name", "Drawn corner");
+  await Promise.all([page.waitForEvent("load"), page.click("#draw-finish")]);
+  const r = await page.request.get(`${base}/v1/admin/geofences.geojson`);
+  assert.equal(r.headers()["content-type"], "application/geo+json");
+  const drawn = (await r.json()).features.find((f) => f.id === "drawn-corner");
+  assert.ok(drawn, "the drawn area is a geofence");
+  assert.equal(drawn.geometry.type, "Polygon");
+  const ring = drawn.geometry.coordinates[0];
+  assert.equal(ring.length, 5);
+  assert.deepEqual(ring[0], ring[4]);
+  const area = ring.slice(1).reduce((a, p, i) => a + ring[i][0] * p[1] - p[0] * ring[i][1], 0);
+  assert.ok(area > 0, "the exterior ring runs counter-clockwise");
+  assert.equal(drawn.properties.store, store.id);
+  await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
+  assert.match(await page.textContent("#map"), /Drawn corner · 0 now/);
+  // A refusal shows on the shape: the id of a zone of another kind is taken.
+  await page.click("#draw-start");
+  for (const [fx, fy] of [[0.2, 0.2], [0.3, 0.2], [0.3, 0.3]]) await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
+  await page.fill("#zone-id", "bad id!");
+  await page.click("#draw-finish");
+  await page.waitForSelector("#map .leaflet-popup-content");
+  assert.ok((await page.textContent("#map .leaflet-popup-content")).length > 0);
+  assert.match(await page.getAttribute("#draw-status", "class"), /error/);
+  await page.screenshot({ path: `${shots}/store-map.png`, fullPage: true });
+  await context.close();
+});
+
 test("customers are found by id, member number or a coupon code, exported and erased, by operators only", async () => {
   const { context, page } = await loggedIn();
   const { items } = await json(page, "/v1/admin/customers?limit=1");

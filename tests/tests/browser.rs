@@ -148,6 +148,7 @@ fn the_dashboard_in_headless_chromium_during_a_short_store_day() -> anyhow::Resu
         "composer",
         "campaign-lifecycle",
         "customer-erased",
+        "store-map",
     ]
     .map(String::from)
     .into();

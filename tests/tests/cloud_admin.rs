@@ -160,8 +160,61 @@ async fn the_registry_and_customers_through_the_admin_api() -> anyhow::Result<()
             .0,
         201
     );
-    let fc = cloud.admin("/v1/admin/geofences.geojson").await?;
+    // A clockwise polygon in: out counter-clockwise (RFC 7946), as application/geo+json.
+    let clockwise = json!({"type": "Feature", "properties": {"store": "s1"}, "geometry": {"type": "Polygon", "coordinates": [[[139.0, 35.0], [139.0, 35.1], [139.1, 35.1], [139.1, 35.0], [139.0, 35.0]]]}});
+    assert_eq!(
+        cloud
+            .call(
+                Method::PUT,
+                "/v1/admin/zones/arcade",
+                Some(clockwise),
+                admin
+            )
+            .await?
+            .0,
+        201
+    );
+    let r = omo_cloud::tls::http_client_builder()
+        .build()?
+        .get(format!(
+            "http://127.0.0.1:{}/v1/admin/geofences.geojson",
+            cloud.http_port
+        ))
+        .bearer_auth(omo_tests::cloud::ADMIN_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/geo+json")
+    );
+    let fc: serde_json::Value = r.json().await?;
     assert_eq!(fc["type"], "FeatureCollection");
+    let arcade = fc["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "arcade")
+        .unwrap();
+    assert_eq!(
+        arcade["geometry"]["coordinates"][0],
+        json!([
+            [139.0, 35.0],
+            [139.1, 35.0],
+            [139.1, 35.1],
+            [139.0, 35.1],
+            [139.0, 35.0]
+        ]),
+        "the exterior ring counter-clockwise"
+    );
+    assert_eq!(
+        cloud
+            .call(Method::DELETE, "/v1/admin/zones/arcade", None, admin)
+            .await?
+            .0,
+        204
+    );
     let station = fc["features"]
         .as_array()
         .unwrap()

@@ -178,6 +178,15 @@ impl CloudConfig {
                 "not an IANA time zone such as `Asia/Tokyo`",
             ));
         }
+        if let Some(url) = &self.dashboard.tile_url {
+            let templated = ["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p));
+            if !url.starts_with("https://") || !templated {
+                p.push(Problem::new(
+                    "dashboard.tile_url",
+                    "must be an https:// URL with {z}, {x} and {y}",
+                ));
+            }
+        }
         if !(1..=24 * 30).contains(&self.dashboard.session_hours) {
             p.push(Problem::new(
                 "dashboard.session_hours",

@@ -13,6 +13,7 @@ pub mod match_file;
 pub mod packed;
 pub mod prepared;
 pub mod synthetic;
+pub mod winding;
 
 use std::collections::HashMap;
 

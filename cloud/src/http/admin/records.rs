@@ -350,7 +350,8 @@ pub(super) fn geofence_from_feature(v: &Value, id: &str) -> Result<site::Geofenc
     parse_json(record.to_string().as_bytes())
 }
 
-/// Every geofence as an RFC 7946 FeatureCollection.
+/// Every geofence as an RFC 7946 FeatureCollection (`application/geo+json`; exterior rings
+/// counter-clockwise, holes clockwise).
 pub(super) async fn geofences_geojson(
     _: Analyst,
     State(state): State<AppState>,
@@ -361,7 +362,10 @@ pub(super) async fn geofences_geojson(
         .iter()
         .map(|g| {
             let geometry = match (&g.geometry, &g.circle) {
-                (Some(geom), _) => json!({"type": geom.kind, "coordinates": geom.coordinates}),
+                (Some(geom), _) => json!({
+                    "type": geom.kind,
+                    "coordinates": crate::zones::winding::rfc7946(&geom.kind, &geom.coordinates),
+                }),
                 (None, Some(c)) => json!({"type": "Point", "coordinates": [c.lon, c.lat]}),
                 (None, None) => Value::Null,
             };
@@ -372,5 +376,9 @@ pub(super) async fn geofences_geojson(
             json!({"type": "Feature", "id": g.id, "properties": props, "geometry": geometry})
         })
         .collect();
-    Ok(Json(json!({"type": "FeatureCollection", "features": features})).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/geo+json")],
+        json!({"type": "FeatureCollection", "features": features}).to_string(),
+    )
+        .into_response())
 }

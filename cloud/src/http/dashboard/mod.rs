@@ -61,6 +61,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .route("/assets/composer.js", get(composer_js))
+        .route("/assets/map.js", get(map_js))
+        .route("/assets/leaflet.js", get(leaflet_js))
+        .route("/assets/leaflet.css", get(leaflet_css))
         .route("/favicon.ico", get(errors::favicon))
 }
 
@@ -425,6 +428,34 @@ async fn composer_js(State(state): State<AppState>, headers: HeaderMap) -> Respo
         &headers,
         "text/javascript; charset=utf-8",
         include_str!("../../../assets/composer.js"),
+    )
+}
+
+async fn map_js(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        "text/javascript; charset=utf-8",
+        include_str!("../../../assets/map.js"),
+    )
+}
+
+/// Leaflet, vendored (`cloud/assets/vendor/leaflet/README.md`).
+async fn leaflet_js(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        "text/javascript; charset=utf-8",
+        include_str!("../../../assets/vendor/leaflet/leaflet.js"),
+    )
+}
+
+async fn leaflet_css(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        "text/css; charset=utf-8",
+        include_str!("../../../assets/vendor/leaflet/leaflet.css"),
     )
 }
 

@@ -60,9 +60,14 @@ struct StorePage {
     /// Id, name, kind, visitors now.
     zones: Vec<(String, String, String, u64)>,
     visitors_now: u64,
-    plan_svg: String,
+    /// The store has no geofence to draw yet.
+    no_geofences: bool,
     bars_svg: String,
     week_caption: String,
+    operator: bool,
+    /// The map's data for its script: the store's location, its geofences as GeoJSON with the
+    /// visitors in each now, and the basemap.
+    map: String,
 }
 
 pub(super) async fn store_page(
@@ -73,43 +78,13 @@ pub(super) async fn store_page(
     let a = crate::http::documents::store_activity(&state, &id).await?;
     let t =
         v.t.in_zone(crate::vocab::time_zone(&a.time_zone).unwrap_or(chrono_tz::UTC));
-    let (name, anchor, shapes) = {
+    let name = {
         let registry = state.registry.read().expect("registry lock");
         let site = registry.site();
-        let st = site.stores.iter().find(|x| x.id.as_str() == id);
-        let now_of = |zone: &str| {
-            a.zones
-                .iter()
-                .find(|z| z.id == zone)
-                .map_or(0, |z| z.visitors_now)
-        };
-        let shapes: Vec<(String, charts::PlanShape, u64)> = site
-            .geofences
+        site.stores
             .iter()
-            .filter(|g| g.store.as_str() == id)
-            .filter_map(|g| {
-                let shape = match (&g.geometry, &g.circle) {
-                    (Some(geom), _) => charts::PlanShape::Polygons(geom.polygons("geometry").ok()?),
-                    (None, Some(c)) => charts::PlanShape::Circle {
-                        lon: c.lon,
-                        lat: c.lat,
-                        radius_m: c.radius_m,
-                    },
-                    (None, None) => return None,
-                };
-                let label = if g.name.is_empty() {
-                    g.id.to_string()
-                } else {
-                    g.name.clone()
-                };
-                Some((label, shape, now_of(g.id.as_str())))
-            })
-            .collect();
-        (
-            st.map_or_else(|| id.clone(), |x| x.name.clone()),
-            st.map_or((0.0, 0.0), |x| (x.location.lon, x.location.lat)),
-            shapes,
-        )
+            .find(|x| x.id.as_str() == id)
+            .map_or_else(|| id.clone(), |x| x.name.clone())
     };
     let hours: Vec<(String, u64)> = a
         .visits_per_hour
@@ -127,6 +102,11 @@ pub(super) async fn store_page(
     // most; the zones' sum would count a visitor in two zones twice, so take the largest.
     let visitors_now = a.zones.iter().map(|z| z.visitors_now).max().unwrap_or(0);
     let week_total: u64 = a.visits_per_hour.iter().map(|h| h.visits).sum();
+    let map = map_data(&state, &id, &a);
+    let no_geofences = map["zones"]["features"]
+        .as_array()
+        .is_none_or(Vec::is_empty);
+    let map = map.to_string().replace('<', "\\u003c");
     Ok(html(&StorePage {
         nav: Nav::new(&state, &v, Section::Stores, name.clone()),
         zones: a
@@ -148,14 +128,63 @@ pub(super) async fn store_page(
             .collect(),
         name,
         visitors_now,
-        plan_svg: if shapes.is_empty() {
-            String::new()
-        } else {
-            charts::plan(anchor, &shapes, &t)
-        },
+        no_geofences,
         bars_svg: charts::bars(&hours, 24, &t.s("store.week")),
         week_caption: t.n("store.week.caption", week_total),
+        operator: v.operator(),
+        map,
         id,
         t,
     }))
+}
+
+/// What the store's map draws: the store's location, its geofences (RFC 7946 winding, with
+/// each one's visitors now) and the basemap set in `cloud.toml`, if any.
+fn map_data(
+    state: &AppState,
+    id: &str,
+    a: &crate::reports::activity::Activity,
+) -> serde_json::Value {
+    let registry = state.registry.read().expect("registry lock");
+    let site = registry.site();
+    let store = site.stores.iter().find(|s| s.id.as_str() == id);
+    let features: Vec<serde_json::Value> = site
+        .geofences
+        .iter()
+        .filter(|g| g.store.as_str() == id)
+        .map(|g| {
+            let now = a
+                .zones
+                .iter()
+                .find(|z| z.id == g.id.as_str())
+                .map_or(0, |z| z.visitors_now);
+            let (geometry, radius) = match (&g.geometry, &g.circle) {
+                (Some(geom), _) => (
+                    serde_json::json!({
+                        "type": geom.kind,
+                        "coordinates": crate::zones::winding::rfc7946(&geom.kind, &geom.coordinates),
+                    }),
+                    None,
+                ),
+                (None, Some(c)) => (
+                    serde_json::json!({"type": "Point", "coordinates": [c.lon, c.lat]}),
+                    Some(c.radius_m),
+                ),
+                (None, None) => (serde_json::Value::Null, None),
+            };
+            serde_json::json!({
+                "type": "Feature",
+                "id": g.id,
+                "properties": {"name": g.name, "radius_m": radius, "now": now},
+                "geometry": geometry,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "store": id,
+        "center": store.map(|s| [s.location.lat, s.location.lon]),
+        "zones": {"type": "FeatureCollection", "features": features},
+        "tiles": state.config.dashboard.tile_url,
+        "attribution": state.config.dashboard.tile_attribution,
+    })
 }
