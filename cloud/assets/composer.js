@@ -83,7 +83,12 @@ function fill(d) {
   checked("day", d.schedule?.days);
   $("#c-include").value = (d.audience?.include_tags ?? []).join(", ");
   $("#c-exclude").value = (d.audience?.exclude_tags ?? []).join(", ");
-  $("#c-attributes").value = Object.entries(d.audience?.attributes ?? {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n");
+  // A string that would read back as another JSON value ("123", "true") keeps its quotes.
+  const shown = (v) => {
+    if (typeof v !== "string") return JSON.stringify(v);
+    try { JSON.parse(v); return JSON.stringify(v); } catch { return v; }
+  };
+  $("#c-attributes").value = Object.entries(d.audience?.attributes ?? {}).map(([k, v]) => `${k}=${shown(v)}`).join("\n");
   $("#c-from").value = d.schedule?.from ?? "";
   $("#c-to").value = d.schedule?.to ?? "";
   $("#c-hours-from").value = d.schedule?.hours?.from?.slice(0, 5) ?? "";
@@ -120,7 +125,7 @@ function collect() {
     if ($("#c-min-total").value !== "") d.trigger.min_total = Number($("#c-min-total").value);
   }
   const values = (name) => $$(`input[name=${name}]:checked`, f).map((el) => el.value);
-  d.places = { stores: values("store"), zones: values("zone") };
+  d.places = { ...d.places, stores: values("store"), zones: values("zone") };
   d.audience = { include_tags: list($("#c-include").value), exclude_tags: list($("#c-exclude").value), attributes: attributes($("#c-attributes").value), tiers: values("tier") };
   d.schedule = { ...d.schedule, from: $("#c-from").value, to: $("#c-to").value, days: values("day") };
   delete d.schedule.hours;
@@ -163,10 +168,13 @@ function clearErrors() {
 
 // The element a field path is shown at: the input with that path, else its nearest parent's.
 function fieldElement(path) {
-  for (let p = path; p; p = p.replace(/(\.[^.[\]]*|\[\d+\])$/, "")) {
+  let p = path;
+  while (p) {
     const el = $(`[data-path="${CSS.escape(p)}"]`);
     if (el) return el;
-    if (!/[.[]/.test(p)) break;
+    const shorter = p.replace(/(\.[^.[\]]*|\[\d+\])$/, "");
+    if (shorter === p) break;
+    p = shorter;
   }
   return null;
 }
@@ -342,9 +350,12 @@ async function save(ev) {
   const out = $("#saved");
   out.textContent = say("sending");
   try {
+    const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf() };
+    // A new campaign must not replace one that has its id.
+    if (!editing) headers["If-None-Match"] = "*";
     const r = await fetch(`/v1/admin/campaigns/${encodeURIComponent(id)}`, {
       method: "PUT",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+      headers,
       body: JSON.stringify({ ...d, id }),
       credentials: "same-origin",
     });

@@ -21,9 +21,10 @@ document.addEventListener("DOMContentLoaded", () => {
     style: () => ({ color: "#2457c5", weight: 2, fillOpacity: 0.12 }),
     pointToLayer: (f, at) => L.circle(at, { radius: f.properties.radius_m ?? 10 }),
     onEachFeature: (f, layer) => {
-      layer.bindTooltip(say("zone_now", f.properties.name || f.id, count(f.properties.now ?? 0)), {
-        permanent: true, direction: "center", className: "zone-label",
-      });
+      // An element, not a string: Leaflet puts strings in as HTML, and names are the site's data.
+      const label = document.createElement("span");
+      label.textContent = say("zone_now", f.properties.name || f.id, count(f.properties.now ?? 0));
+      layer.bindTooltip(label, { permanent: true, direction: "center", className: "zone-label" });
     },
   }).addTo(map);
   const bounds = zones.getBounds();

@@ -184,6 +184,12 @@ pub fn store_report_until(
         hours::hour_of(start + hours::HOUR_MS - 1),
         hours::hour_of(end),
     );
+    // Within one UTC hour that starts before `start` (a zone off the hour, just after its
+    // midnight) no whole hour is in range: the stored rows of [start, end) alone.
+    if first > last {
+        let t = Tally::from_rows(store, id, &[(start, end)], secret)?;
+        return report_of(store, id, range, t);
+    }
     let mut t = Tally::read(store, id, (first, last))?;
     let parts: Vec<(i64, i64)> = [(start, first), (last, end)]
         .into_iter()

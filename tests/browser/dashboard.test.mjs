@@ -248,6 +248,7 @@ test("customers are found by id, member number or a coupon code, exported and er
   await page.fill("#id", id);
   await Promise.all([page.waitForURL(/\/customers\?id=/), page.click("form.lookup button")]);
   assert.match(await page.textContent("main"), /Consent/);
+  assert.match(await page.textContent("main"), /Spend to date/);
   assert.ok(await page.locator("table.devices").count());
   await page.screenshot({ path: `${shots}/customers.png`, fullPage: true });
   // A coupon code from one of the day's offers finds the customer it was sent to.

@@ -914,7 +914,7 @@ async fn every_bad_input_gets_its_clear_error_and_the_valid_traffic_around_it_la
                 campaign(json!({})),
                 Some(ANALYST_TOKEN),
             ),
-            expect: Http(403, "needs an operator token"),
+            expect: Http(403, "needs a marketer's or an operator's token"),
         },
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());

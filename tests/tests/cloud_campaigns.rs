@@ -208,6 +208,58 @@ async fn a_draft_is_launched_paused_and_ended_and_each_version_says_what_changed
 
     let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/end", None).await?;
     assert_eq!(status, 409, "a draft is not ended: {body}");
+    assert_eq!(
+        call(Method::POST, "/v1/admin/campaigns/tea/pause", None)
+            .await?
+            .0,
+        409,
+        "a draft is not paused"
+    );
+    // A PUT does not launch (launching is asked for on its own), and a composer's new campaign
+    // (If-None-Match: *) never replaces one with its id.
+    let mut launched = draft.clone();
+    launched["draft"] = json!(false);
+    let (status, body) = call(Method::PUT, "/v1/admin/campaigns/tea", Some(launched)).await?;
+    assert_eq!(
+        (status, body["error"]["fields"][0]["field"].as_str()),
+        (422, Some("draft")),
+        "{body}"
+    );
+    let r = omo_cloud::tls::http_client_builder()
+        .build()?
+        .put(format!(
+            "http://127.0.0.1:{}/v1/admin/campaigns/tea",
+            cloud.http_port
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("if-none-match", "*")
+        .json(&draft)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(
+        call(
+            Method::PUT,
+            "/v1/admin/campaigns/reach",
+            Some(draft.clone())
+        )
+        .await?
+        .0,
+        422
+    );
+    assert_eq!(
+        cloud
+            .call(
+                Method::POST,
+                "/v1/admin/campaigns/reach",
+                Some(draft.clone()),
+                Some(ANALYST_TOKEN)
+            )
+            .await?
+            .0,
+        403,
+        "reach counts are for those who compose campaigns"
+    );
     // A marketer launches campaigns; an analyst may not; neither a marketer nor an analyst
     // reads or writes customers.
     let as_role = |m: Method, path: &'static str, token: &'static str| {
@@ -279,6 +331,13 @@ async fn a_draft_is_launched_paused_and_ended_and_each_version_says_what_changed
             .await?
             .0,
         200
+    );
+    assert_eq!(
+        call(Method::POST, "/v1/admin/campaigns/tea/pause", None)
+            .await?
+            .0,
+        409,
+        "paused already"
     );
     let (status, body) = call(Method::POST, "/v1/admin/campaigns/tea/end", None).await?;
     assert_eq!(

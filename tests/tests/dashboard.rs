@@ -238,12 +238,19 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     );
     let (code, _, back) = b.get("/lang/ja?back=/gateways").await?;
     assert_eq!((code, back.as_deref()), (303, Some("/gateways")));
-    let (code, _, back) = b.get("/lang/en?back=//evil.example").await?;
-    assert_eq!(
-        (code, back.as_deref()),
-        (303, Some("/")),
-        "only a path of this site"
-    );
+    for evil in [
+        "//evil.example",
+        "/%09/evil.example",
+        "/%5Cevil.example",
+        "https://evil.example",
+    ] {
+        let (code, _, back) = b.get(&format!("/lang/en?back={evil}")).await?;
+        assert_eq!(
+            (code, back.as_deref()),
+            (303, Some("/")),
+            "only a path of this site: {evil}"
+        );
+    }
     let html = [("accept", "text/html,application/xhtml+xml")];
     for path in [
         "/campaigns/none",

@@ -26,7 +26,15 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/campaigns/:id/launch", post(launch))
         .route("/v1/admin/campaigns/:id/end", post(end))
         .route("/v1/admin/campaigns/:id/versions", get(versions))
-        .route("/v1/admin/campaigns/reach", post(reach))
+        // `reach` is this endpoint, so no campaign has that id.
+        .route(
+            "/v1/admin/campaigns/reach",
+            post(reach)
+                .put(|_: Marketer| async { Err::<Response, _>(reach_is_taken()) })
+                .get(|_: Analyst| async {
+                    Err::<Response, _>(ApiError::not_found("campaign reach"))
+                }),
+        )
         .route("/v1/admin/decisions", get(decisions))
         .route("/v1/admin/deliveries", get(deliveries))
         .route("/v1/admin/reports/campaigns/:id", get(report))
@@ -129,8 +137,13 @@ async fn put(
     _: Marketer,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // `If-None-Match: *`: create only (a composer's new campaign never replaces another).
+    let create_only = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*");
     let mut v: Value = parse_json(&body)?;
     match v.get("id") {
         None => {
@@ -143,23 +156,60 @@ async fn put(
     }
     let campaign: Campaign = parse_json(v.to_string().as_bytes())?;
     save(&state, &id, |previous| {
-        if let Some(p) = previous {
-            if p.ended && !campaign.ended {
-                return Err(ApiError::field(
-                    "ended",
-                    "an ended campaign stays ended: copy it into a new campaign",
-                ));
-            }
-            if !p.draft && campaign.draft {
-                return Err(ApiError::field(
-                    "draft",
-                    "a launched campaign cannot become a draft again: pause it instead",
-                ));
-            }
-        }
+        lifecycle_kept(previous.as_ref(), &campaign, create_only)?;
         Ok(campaign)
     })
     .await
+}
+
+fn reach_is_taken() -> ApiError {
+    ApiError::field(
+        "id",
+        "\"reach\" names the reach endpoint (POST /v1/admin/campaigns/reach): choose another id",
+    )
+}
+
+/// What a PUT may not change: the lifecycle moves only by its own steps (launch, end), so a
+/// launch is always asked for on its own; a new campaign is not born ended.
+fn lifecycle_kept(
+    previous: Option<&Campaign>,
+    campaign: &Campaign,
+    create_only: bool,
+) -> Result<(), ApiError> {
+    let Some(p) = previous else {
+        return if campaign.ended {
+            Err(ApiError::field("ended", "a new campaign cannot be ended"))
+        } else {
+            Ok(())
+        };
+    };
+    if create_only {
+        return Err(ApiError::conflict(format!(
+            "a campaign {} exists already: choose another id",
+            p.id
+        )));
+    }
+    if p.ended != campaign.ended {
+        return Err(ApiError::field(
+            "ended",
+            if p.ended {
+                "an ended campaign stays ended: copy it into a new campaign"
+            } else {
+                "end a campaign with POST …/end"
+            },
+        ));
+    }
+    if p.draft != campaign.draft {
+        return Err(ApiError::field(
+            "draft",
+            if p.draft {
+                "launch a draft with POST …/launch"
+            } else {
+                "a launched campaign cannot become a draft again: pause it instead"
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// A lifecycle step: `change` edits the current version, or says why it cannot (409).
@@ -180,6 +230,16 @@ async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response
     step(state, id, |c| {
         if c.ended {
             return Err("the campaign has ended");
+        }
+        if c.draft {
+            return Err("a draft is not running: launch it first");
+        }
+        if c.paused == paused {
+            return Err(if paused {
+                "the campaign is paused already"
+            } else {
+                "the campaign is not paused"
+            });
         }
         c.paused = paused;
         Ok(())
@@ -251,8 +311,10 @@ async fn versions(
 }
 
 /// `POST …/reach` with a campaign definition (an `id` is not needed): whom it would reach now.
+/// For those who compose campaigns: its counts of exact attribute values would let a reader
+/// of reports learn about one customer.
 async fn reach(
-    _: Analyst,
+    _: Marketer,
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {

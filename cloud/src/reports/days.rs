@@ -28,7 +28,7 @@ pub struct DayFigures {
     pub revenue: BTreeMap<String, f64>,
 }
 
-/// A store's day so far, and the same weekday a week before up to the same time of day.
+/// A store's day so far, and the same weekday a week before up to the same local time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreDay {
     pub store: String,
@@ -87,8 +87,15 @@ pub fn today(
     let mut stores = Vec::new();
     for s in &registry.site().stores {
         let tz = crate::vocab::time_zone(&s.time_zone).unwrap_or(chrono_tz::UTC);
-        let date = now.with_timezone(&tz).date_naive();
+        let local = now.with_timezone(&tz);
+        let date = local.date_naive();
         let week_before = date.checked_sub_days(Days::new(7)).unwrap_or(date);
+        // The same local time a week before (across a DST change too).
+        let week_before_now = week_before
+            .and_time(local.time())
+            .and_local_timezone(tz)
+            .earliest()
+            .map_or(now_ms - WEEK_MS, |t| t.timestamp_millis());
         stores.push(StoreDay {
             store: s.id.to_string(),
             name: s.name.clone(),
@@ -100,7 +107,7 @@ pub fn today(
                 s.id.as_str(),
                 week_before,
                 tz,
-                now_ms - WEEK_MS,
+                week_before_now,
                 secret,
             )?,
         });

@@ -307,6 +307,37 @@ fn a_day_whose_midnight_is_off_the_utc_hour_reads_its_part_hours_from_the_rows()
 }
 
 #[test]
+fn a_day_so_far_counts_only_its_own_time_even_inside_its_first_utc_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let kolkata = Range::new(
+        day("2026-11-23"),
+        day("2026-11-23"),
+        "Asia/Kolkata".parse().unwrap(),
+    )
+    .unwrap();
+    let mut c = Commit::new();
+    // The day starts at 18:30Z, inside the UTC hour 18:00Z.
+    visit(&mut c, "v0", "c1", "s1", "2026-11-22T18:20:00Z", Some(60));
+    visit(&mut c, "v1", "c2", "s1", "2026-11-22T18:35:00Z", Some(60));
+    visit(&mut c, "v2", "c3", "s1", "2026-11-22T18:50:00Z", Some(60));
+    store.commit(c).unwrap();
+    tally::backfill(&store, &SECRET).unwrap();
+    // At 18:45Z: only v1 is of the day so far.
+    let so_far = crate::reports::store_report_until(
+        &store,
+        "s1",
+        kolkata,
+        ms("2026-11-22T18:45:00Z"),
+        &SECRET,
+    )
+    .unwrap();
+    assert_eq!(so_far.visits, 1);
+    let whole = store_report(&store, "s1", kolkata, &SECRET).unwrap();
+    assert_eq!(whole.visits, 2);
+}
+
+#[test]
 fn tiers_count_customers_at_the_range_end_with_spend_and_projection() {
     let params = ProfileParams::default();
     let r = Range::new(day("2026-11-01"), day("2026-11-30"), Tz::UTC).unwrap();

@@ -6,13 +6,12 @@
 use serde_json::Value;
 
 /// Twice the signed area of a ring of `[lon, lat]` positions: positive counter-clockwise.
+/// Taken around the ring's first vertex, so a ring a few metres across far from (0, 0) keeps
+/// its sign (the products of whole degrees would swamp it).
 fn signed_area(ring: &[Value]) -> f64 {
-    let xy = |p: &Value| {
-        (
-            p.get(0).and_then(Value::as_f64).unwrap_or(0.0),
-            p.get(1).and_then(Value::as_f64).unwrap_or(0.0),
-        )
-    };
+    let at = |p: &Value, i: usize| p.get(i).and_then(Value::as_f64).unwrap_or(0.0);
+    let (x0, y0) = ring.first().map_or((0.0, 0.0), |p| (at(p, 0), at(p, 1)));
+    let xy = |p: &Value| (at(p, 0) - x0, at(p, 1) - y0);
     ring.windows(2)
         .map(|w| {
             let ((x1, y1), (x2, y2)) = (xy(&w[0]), xy(&w[1]));

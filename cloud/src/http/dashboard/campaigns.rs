@@ -294,8 +294,11 @@ fn history(t: &Words, kept: &[Versioned]) -> Vec<(u32, String, Vec<ChangeLine>)>
 
 /// A change as a line: the field's name in words (its path where it has none), before, after.
 fn change_words(t: &Words, c: &stored::Change) -> ChangeLine {
+    // A flag left out of the record (draft, ended) is off.
+    let flag = c.before.is_boolean() || c.after.is_boolean();
     let shown = |v: &Value| -> String {
         let s = match v {
+            Value::Null if flag => t.s("no"),
             Value::Null => "—".to_owned(),
             Value::Bool(b) => t.s(if *b { "yes" } else { "no" }),
             Value::String(s) => s.clone(),
@@ -318,12 +321,21 @@ fn change_words(t: &Words, c: &stored::Change) -> ChangeLine {
         ),
         _ => (String::new(), c.field.as_str()),
     };
-    let name = t.s(&format!("field.{key}"));
-    let name = if name.starts_with('⟦') {
-        key.to_owned()
-    } else {
-        name
-    };
+    // The field's name, else the name of the nearest field it is part of (`schedule.hours.from`
+    // reads as the schedule's hours), else its path.
+    let mut name = key.to_owned();
+    let mut part = key;
+    loop {
+        let words = t.s(&format!("field.{part}"));
+        if !words.starts_with('⟦') {
+            name = words;
+            break;
+        }
+        match part.rfind(['.', '[']) {
+            Some(i) => part = &part[..i],
+            None => break,
+        }
+    }
     ChangeLine {
         field: format!("{prefix}{name}"),
         before: shown(&c.before),

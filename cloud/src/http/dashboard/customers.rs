@@ -11,6 +11,11 @@ pub struct CustomerView {
     pub line: String,
     pub created: String,
     pub consent: Vec<(String, bool)>,
+    /// Loyalty tier, spend to date, store visits, tags (their own and the rules').
+    pub tier: String,
+    pub spend: String,
+    pub visit_count: String,
+    pub tags: String,
     /// Install, platform, push token present, registered, revoked.
     pub devices: Vec<(String, String, String, String, String)>,
     /// Where, entered, exited, dwell, sources.
@@ -71,6 +76,7 @@ const CUSTOMER_ROWS: usize = 100;
 
 fn customer_view(state: &AppState, t: &Words, id: &str) -> Result<CustomerView, ApiError> {
     let c = crate::http::admin::customer_document(state, id)?;
+    let (tier, spend, visit_count, tags) = loyalty(state, t, id, &c["tags"])?;
     let consent = ["line", "push", "webhook", "location"]
         .into_iter()
         .map(|ch| {
@@ -136,6 +142,10 @@ fn customer_view(state: &AppState, t: &Words, id: &str) -> Result<CustomerView, 
             "—".into()
         },
         created: when(t, &c["created"]),
+        tier,
+        spend,
+        visit_count,
+        tags,
         consent,
         devices,
         visits,
@@ -195,4 +205,46 @@ pub(super) async fn customers_page(
         customer,
         t: v.t,
     }))
+}
+
+/// A customer's tier, spend to date, store visits and tags (their own, `own_tags`, and the
+/// rules'), from their profile.
+fn loyalty(
+    state: &AppState,
+    t: &Words,
+    id: &str,
+    own_tags: &Value,
+) -> Result<(String, String, String, String), ApiError> {
+    let now_ms = state.clock.now().timestamp_millis();
+    let profile = crate::profiles::read(state.store.as_ref(), id)?
+        .unwrap_or_else(|| crate::profiles::Profile::new(id));
+    let mut tags: std::collections::BTreeSet<String> = own_tags
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    tags.extend(profile.tags.iter().cloned());
+    let spend = profile
+        .spend
+        .iter()
+        .map(|(currency, s)| match currency.as_str() {
+            "JPY" => t.yen((s.store + s.online).round() as i64),
+            other => format!("{:.2} {other}", s.store + s.online),
+        })
+        .collect::<Vec<_>>();
+    Ok((
+        profile.tier(&state.config.profiles, now_ms),
+        if spend.is_empty() {
+            t.yen(0)
+        } else {
+            spend.join(" + ")
+        },
+        t.int(profile.visits),
+        if tags.is_empty() {
+            "—".into()
+        } else {
+            tags.into_iter().collect::<Vec<_>>().join(", ")
+        },
+    ))
 }

@@ -279,7 +279,13 @@ struct Back {
 async fn choose_language(Path(code): Path<String>, Query(q): Query<Back>) -> Response {
     let back = q
         .back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        // A path of this site only: no scheme, no host, nothing a browser would drop or bend
+        // (`/%09/host` decodes to a tab a browser skips, leaving `//host`).
+        .filter(|b| {
+            b.starts_with('/')
+                && !b.starts_with("//")
+                && b.bytes().all(|c| c.is_ascii_graphic() && c != b'\\')
+        })
         .unwrap_or_else(|| "/".into());
     let Some(lang) = Lang::from_code(&code) else {
         return ApiError::new(
