@@ -95,6 +95,13 @@ fn check(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
     }
 }
 
+/// The current version of campaign `id`, or 404.
+pub(crate) fn current_campaign(state: &AppState, id: &str) -> Result<stored::Versioned, ApiError> {
+    stored::current(state.store.as_ref(), id)?
+        .map(|(current, _)| current)
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))
+}
+
 async fn list(_: Analyst, State(state): State<AppState>) -> Result<Response, ApiError> {
     let items = stored::all(state.store.as_ref())?;
     Ok(Json(json!({"items": items})).into_response())
@@ -105,9 +112,7 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (current, _) = stored::current(state.store.as_ref(), &id)?
-        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
-    Ok(Json(json!(current)).into_response())
+    Ok(Json(json!(current_campaign(&state, &id)?)).into_response())
 }
 
 async fn save(

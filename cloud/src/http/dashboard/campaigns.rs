@@ -149,8 +149,7 @@ pub(super) async fn campaign_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (current, _) = crate::campaigns::stored::current(state.store.as_ref(), &id)?
-        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+    let current = crate::http::campaigns::current_campaign(&state, &id)?;
     let report = crate::http::campaigns::campaign_report(&state, &id).await?;
     let t = v.t;
     let groups: Vec<GroupRow> = report

@@ -73,8 +73,7 @@ pub(super) async fn edit_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (current, _) = crate::campaigns::stored::current(state.store.as_ref(), &id)?
-        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+    let current = crate::http::campaigns::current_campaign(&state, &id)?;
     let definition =
         serde_json::to_value::<&Campaign>(&current.campaign).map_err(ApiError::internal)?;
     composer(&state, v, Some(id), definition)
