@@ -54,7 +54,8 @@ pub fn versions(store: &dyn Store, id: &str, limit: usize) -> Result<Vec<Version
     let Some((current, _)) = current(store, id)? else {
         return Ok(Vec::new());
     };
-    let first = current.version.saturating_sub(limit as u32 - 1).max(1);
+    let keep = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
+    let first = current.version.saturating_sub(keep - 1).max(1);
     let mut out = Vec::new();
     for v in first..=current.version {
         if let Some(kept) = version(store, id, v)? {

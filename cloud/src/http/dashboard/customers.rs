@@ -225,21 +225,15 @@ fn loyalty(
         .filter_map(|t| t.as_str().map(str::to_owned))
         .collect();
     tags.extend(profile.tags.iter().cloned());
-    let spend = profile
-        .spend
-        .iter()
-        .map(|(currency, s)| match currency.as_str() {
-            "JPY" => t.yen((s.store + s.online).round() as i64),
-            other => format!("{:.2} {other}", s.store + s.online),
-        })
-        .collect::<Vec<_>>();
+    let spend = t.amounts(
+        profile
+            .spend
+            .iter()
+            .map(|(currency, s)| (currency, s.store + s.online)),
+    );
     Ok((
         profile.tier(&state.config.profiles, now_ms),
-        if spend.is_empty() {
-            t.yen(0)
-        } else {
-            spend.join(" + ")
-        },
+        spend,
         t.int(profile.visits),
         if tags.is_empty() {
             "—".into()

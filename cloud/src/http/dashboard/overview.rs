@@ -26,22 +26,6 @@ pub struct StoreDayRow {
     pub revenue: String,
 }
 
-/// Revenue in each currency it was taken in (yen as yen).
-fn revenue(t: &Words, by_currency: &std::collections::BTreeMap<String, f64>) -> String {
-    if by_currency.values().all(|v| *v == 0.0) {
-        return t.yen(0);
-    }
-    by_currency
-        .iter()
-        .filter(|(_, v)| **v != 0.0)
-        .map(|(c, v)| match c.as_str() {
-            "JPY" => t.yen(v.round() as i64),
-            other => format!("{v:.2} {other}"),
-        })
-        .collect::<Vec<_>>()
-        .join(" + ")
-}
-
 impl StoreDayRow {
     pub fn new(t: &Words, d: &days::StoreDay) -> StoreDayRow {
         let DayFigures {
@@ -73,7 +57,7 @@ impl StoreDayRow {
                 .map_or_else(|| "—".into(), |m| t.minutes((m * 60.0).round() as u64)),
             offers: t.int(*offers_delivered),
             redeemed: t.int(*redeemed),
-            revenue: revenue(t, money),
+            revenue: t.amounts(money.iter().map(|(c, v)| (c, *v))),
         }
     }
 }

@@ -188,6 +188,23 @@ impl Words {
         format!("{sign}¥{}", self.int(n.unsigned_abs()))
     }
 
+    /// Amounts by currency, as one line: yen as yen, others with their code; nothing as ¥0.
+    pub fn amounts<'a>(&self, by_currency: impl IntoIterator<Item = (&'a String, f64)>) -> String {
+        let shown: Vec<String> = by_currency
+            .into_iter()
+            .filter(|(_, v)| *v != 0.0)
+            .map(|(c, v)| match c.as_str() {
+                "JPY" => self.yen(v.round() as i64),
+                other => format!("{v:.2} {other}"),
+            })
+            .collect();
+        if shown.is_empty() {
+            self.yen(0)
+        } else {
+            shown.join(" + ")
+        }
+    }
+
     /// A share as a percentage with one decimal.
     pub fn percent(&self, fraction: f64) -> String {
         if fraction.is_finite() {
@@ -506,6 +523,12 @@ mod tests {
         assert_eq!(en.int(0), "0");
         assert_eq!(en.int(1234567), "1,234,567");
         assert_eq!(ja.yen(-12345), "-¥12,345");
+        let money = BTreeMap::from([("JPY".to_owned(), 1234.4), ("USD".to_owned(), 2.5)]);
+        assert_eq!(
+            en.amounts(money.iter().map(|(c, v)| (c, *v))),
+            "¥1,234 + 2.50 USD"
+        );
+        assert_eq!(en.amounts(std::iter::empty()), "¥0");
         // 23:30 UTC on 6 December is 08:30 on the 7th in Tokyo.
         let t: Timestamp = serde_json::from_str("\"2026-12-06T23:30:00.000Z\"").unwrap();
         assert_eq!(en.time(&t), "7 Dec 2026 08:30");
