@@ -40,58 +40,52 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/reports/campaigns/:id", get(report))
 }
 
-/// 422 with each problem (`field: what is wrong`) by its field.
-fn invalid(problems: Vec<String>) -> ApiError {
-    ApiError::fields(
-        problems
-            .into_iter()
-            .map(|p| match p.split_once(": ") {
-                Some((field, message)) if !field.contains(' ') => {
-                    (field.to_owned(), message.to_owned())
-                }
-                _ => (String::new(), p),
-            })
-            .collect(),
-    )
-}
-
 /// Field problems of a campaign, including places the registry does not have.
 fn check(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
-    let mut problems: Vec<String> = match c.validate(&state.config.visits.dwell_milestones_min) {
-        Ok(()) => Vec::new(),
-        Err(p) => p.iter().map(ToString::to_string).collect(),
-    };
+    // (field, what is wrong), as the validation names them.
+    let mut problems: Vec<(String, String)> =
+        match c.validate(&state.config.visits.dwell_milestones_min) {
+            Ok(()) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| (p.field, p.message)).collect(),
+        };
     let registry = state.registry.read().expect("registry lock");
     let zones: Vec<String> = registry.zones().iter().map(|z| z.id().to_owned()).collect();
     for z in &c.places.zones {
         if !zones.contains(z) {
-            problems.push(format!("places.zones: {z:?} is not a registered zone"));
+            problems.push((
+                "places.zones".into(),
+                format!("{z:?} is not a registered zone"),
+            ));
         }
     }
     for s in &c.places.stores {
         if !registry.site().stores.iter().any(|r| r.id.as_str() == s) {
-            problems.push(format!("places.stores: {s:?} is not a registered store"));
+            problems.push((
+                "places.stores".into(),
+                format!("{s:?} is not a registered store"),
+            ));
         }
     }
     let tiers = state.config.profiles.tier_names();
     for t in &c.audience.tiers {
         if !tiers.contains(&t.as_str()) {
-            problems.push(format!(
-                "audience.tiers: {t:?} is not a tier of [profiles] in cloud.toml ({tiers:?})"
+            problems.push((
+                "audience.tiers".into(),
+                format!("{t:?} is not a tier of [profiles] in cloud.toml ({tiers:?})"),
             ));
         }
     }
     if state.config.delivery.link_base.is_none() {
         for (i, v) in c.variants.iter().enumerate() {
             if v.template.link.is_some() {
-                problems.push(format!("variants[{i}].template.link: tracked links need delivery.link_base in cloud.toml (this service's public URL)"));
+                problems.push((format!("variants[{i}].template.link"), "tracked links need delivery.link_base in cloud.toml (this service's public URL)".into()));
             }
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(invalid(problems))
+        Err(ApiError::fields(problems))
     }
 }
 
