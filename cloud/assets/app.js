@@ -166,13 +166,52 @@ function showReceipt(doc, out, form) {
   form.querySelector("button")?.setAttribute("disabled", "");
 }
 
+// A test send's request: the customers named one per line (or by commas), and the message
+// picked, if one was.
+function testBody(form) {
+  const customers = (form.elements.customers?.value ?? "").split(/[\s,、]+/).filter(Boolean);
+  if (!customers.length) return undefined;
+  const variant = form.elements.variant?.value || undefined;
+  return JSON.stringify({ customers, variant });
+}
+
+// After a test send: who was skipped; once every message sent has its channel's answer (a
+// minute at most), the page again with them.
+async function watchTests(form, doc, out) {
+  const items = doc.items ?? [];
+  const sent = items.filter((i) => i.delivery);
+  const lines = [say("test_sent", count(sent.length))];
+  for (const i of items.filter((i) => !i.delivery)) {
+    lines.push(i.variant ? say("test_unreachable", i.to) : say("test_gone", i.to));
+  }
+  out.textContent = lines.join(" ");
+  const ids = new Set(sent.map((i) => i.delivery));
+  for (let n = 0; n < 60 && ids.size; n++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const list = await api("GET", form.dataset.tests);
+    for (const d of list.items ?? []) {
+      if (ids.has(d.id) && !["pending", "sending"].includes(d.status)) ids.delete(d.id);
+    }
+  }
+  // What was skipped stays on screen; otherwise the page shows the answers.
+  if (sent.length && sent.length === items.length) location.reload();
+}
+
 function apiForms() {
   for (const form of document.querySelectorAll("form.api")) {
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
       const out = form.querySelector("output");
-      const body = form.querySelector("textarea")?.value;
+      let body = form.querySelector("textarea")?.value;
+      if (form.dataset.body === "test") {
+        body = testBody(form);
+        if (body === undefined) {
+          out.classList.add("error");
+          out.textContent = say("test_to_needed");
+          return;
+        }
+      }
       out.classList.remove("error");
       out.textContent = say("sending");
       try {
@@ -183,6 +222,7 @@ function apiForms() {
           await watchAck(document.getElementById("ack").dataset.gateway, doc.version, out);
         }
         if (form.dataset.then === "reload") location.reload();
+        if (form.dataset.then === "tests") await watchTests(form, doc, out);
         if (form.dataset.then === "receipt") {
           // An erasure whose last part is still under way (the visit stage runs on another
           // instance, or is catching up) finishes when asked again: ask for a minute.

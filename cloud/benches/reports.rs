@@ -132,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                     reason: None,
                     link: None,
                     click: None,
+                    test: false,
                 };
                 c.put(
                     Space::Campaigns,

@@ -287,6 +287,10 @@ fn resolve(
             return Err(invalid("customer.coupon", "its offer was never sent"));
         }
         let who = (!d.customer.is_empty()).then(|| (d.customer.clone(), "coupon"));
+        // A test send's coupon names the customer but no campaign brought the purchase.
+        if d.test {
+            return Ok((who, None, None));
+        }
         let attribution = Attribution {
             coupon: code.clone(),
             delivery: d.id,

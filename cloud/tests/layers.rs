@@ -48,8 +48,14 @@ fn layers_from(architecture: &str) -> Result<Layers, String> {
 /// The source without its comments' text and without its test module (what the product
 /// itself imports), line breaks kept so offsets still give line numbers.
 fn product_code(source: &str) -> String {
+    // `mod tests`, or one other test modules may share (`pub(in …) mod tests`).
     let end = source
-        .find("#[cfg(test)]\nmod tests {")
+        .match_indices("#[cfg(test)]\n")
+        .map(|(i, _)| i)
+        .find(|i| {
+            let next = source[i + 13..].lines().next().unwrap_or_default();
+            next.starts_with("mod tests {") || next.ends_with(" mod tests {")
+        })
         .unwrap_or(source.len());
     source[..end]
         .lines()

@@ -469,6 +469,7 @@ mod tests {
             reason: None,
             link: None,
             click: None,
+            test: false,
         }
     }
 

@@ -301,7 +301,7 @@ async function shopperChecksIn(page, store) {
   return install.customer_id;
 }
 
-test("a marketer composes, previews, launches and pauses a campaign: it sends and then stops", async () => {
+test("a marketer composes, previews, test-sends, launches and pauses a campaign: it sends and then stops", async () => {
   assert.ok(marketerToken, "OMO_MARKETER_TOKEN");
   // The operator's session checks what a marketer may not read (customers, decisions).
   const operator = await loggedIn();
@@ -355,6 +355,18 @@ test("a marketer composes, previews, launches and pauses a campaign: it sends an
   await page.fill("#c-budget", "500");
   await Promise.all([page.waitForURL(`${base}/campaigns/autumn-tea`), page.click("#save")]);
   assert.equal((await page.textContent("#state")).trim(), "Draft");
+  // A test send to the marketer's own phone (an app install) through the real channel,
+  // listed on the page and counted in no result.
+  const phone = await page.request.post(`${base}/v1/app/installs`, {
+    data: { platform: "ios", push_token: `staff-${Date.now()}`, consent: { push: true, location: false, text_version: "1" } },
+  });
+  assert.equal(phone.status(), 201, await phone.text());
+  await page.fill("#test-to", (await phone.json()).install_id);
+  await page.click("#test-send");
+  await page.waitForSelector("table.tests td.good", { timeout: 30000 });
+  assert.match(await page.textContent("table.tests tbody"), /Delivered/);
+  const funnel = (await json(page, "/v1/admin/reports/campaigns/autumn-tea")).groups.flatMap((g) => Object.values(g.funnel ?? {}));
+  assert.ok(funnel.every((n) => n === 0), JSON.stringify(funnel));
   // Launching asks first, saying about how many customers a day it would reach.
   let asked = "";
   page.once("dialog", (d) => { asked = d.message(); d.accept(); });

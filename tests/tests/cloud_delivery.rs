@@ -357,10 +357,8 @@ async fn each_trigger_reaches_its_channel_once_through_a_429_storm_and_5xx() -> 
     Ok(())
 }
 
-/// A POS redeems a coupon (idempotent by code, by that store's key only), and the campaign's
-/// report counts the funnel and the redemption.
-async fn redeem_and_report(rig: &Rig, deliveries: &[Value]) -> anyhow::Result<()> {
-    let cloud = &rig.cloud;
+/// A new POS key of store s1.
+async fn pos_key(cloud: &CloudUnderTest) -> anyhow::Result<String> {
     let (status, key) = cloud
         .call(
             Method::POST,
@@ -370,7 +368,14 @@ async fn redeem_and_report(rig: &Rig, deliveries: &[Value]) -> anyhow::Result<()
         )
         .await?;
     assert_eq!(status, 201, "{key}");
-    let pos = key["key"].as_str().unwrap();
+    Ok(key["key"].as_str().unwrap().to_owned())
+}
+
+/// A POS redeems a coupon (idempotent by code, by that store's key only), and the campaign's
+/// report counts the funnel and the redemption.
+async fn redeem_and_report(rig: &Rig, deliveries: &[Value]) -> anyhow::Result<()> {
+    let cloud = &rig.cloud;
+    let pos = &pos_key(cloud).await?;
     let code = deliveries[0]["coupon"].as_str().unwrap();
     let body = json!({"store": "s1", "code": code, "amount": 12.5});
     let (status, first) = cloud
@@ -608,5 +613,124 @@ async fn expired_offers_are_not_sent_and_withdrawn_consent_cancels() -> anyhow::
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rig.line.requests(), requests_when_settled);
     rig.cloud.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_reaches_the_staffs_phones_and_counts_in_no_report() -> anyhow::Result<()> {
+    let rig = Rig::start(None, 1, 60).await?;
+    let cloud = &rig.cloud;
+    let marketer = Some(omo_tests::cloud::MARKETER_TOKEN);
+    let path = "/v1/admin/campaigns/welcome/test";
+    // Customers as staff know them: a LINE user id, a member number; an unknown one is named.
+    let (status, e) = cloud
+        .call(
+            Method::POST,
+            path,
+            Some(json!({"customers": [format!("U{:032x}", 0), "m-1", "nobody"]})),
+            marketer,
+        )
+        .await?;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["fields"][0]["field"], "customers[2]", "{e}");
+    let (status, e) = cloud
+        .call(Method::POST, path, Some(json!({"customers": []})), marketer)
+        .await?;
+    assert_eq!(
+        (status, &e["error"]["fields"][0]["field"]),
+        (422, &json!("customers")),
+        "{e}"
+    );
+    let (status, sent) = cloud
+        .call(
+            Method::POST,
+            path,
+            Some(json!({"customers": [format!("U{:032x}", 0), "m-1"]})),
+            marketer,
+        )
+        .await?;
+    assert_eq!(status, 202, "{sent}");
+    let channels: Vec<&str> = sent["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["channel"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(channels, ["line", "push"], "{sent}");
+    // Through the real channels: the fakes receive them, and the list says delivered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let tests = loop {
+        let (status, tests) = cloud
+            .call(
+                Method::GET,
+                "/v1/admin/campaigns/welcome/tests",
+                None,
+                marketer,
+            )
+            .await?;
+        assert_eq!(status, 200, "{tests}");
+        let items = tests["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2 && items.iter().all(|d| d["status"] == "delivered") {
+            break items;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "test sends did not arrive: {tests}\n{}",
+            cloud.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(tests.iter().all(|d| d["test"] == true));
+    let line = rig.line.accepted();
+    assert_eq!(line.len(), 1);
+    assert!(
+        line[0].texts[0].starts_with("Welcome Shopper 0 to "),
+        "{line:?}"
+    );
+    assert_eq!(rig.fcm.accepted().len(), 1);
+    // In no funnel and no report; the coupon is not taken at the till.
+    let report = cloud.admin("/v1/admin/reports/campaigns/welcome").await?;
+    let funnel_total: u64 = report["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["funnel"].as_object().into_iter().flatten())
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    assert_eq!(funnel_total, 0, "{report}");
+    let overview = cloud.admin("/v1/admin/overview").await?;
+    assert_eq!(
+        overview["today"]["offers_delivered"],
+        json!(0),
+        "{overview}"
+    );
+    let pos = pos_key(cloud).await?;
+    let code = tests[0]["coupon"].as_str().unwrap();
+    let (status, e) = cloud
+        .call(
+            Method::POST,
+            "/v1/redemptions",
+            Some(json!({"store": "s1", "code": code})),
+            Some(&pos),
+        )
+        .await?;
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("test send"),
+        "{e}"
+    );
+    // Analysts read reports; test sends are the composers' own.
+    let (status, _) = cloud
+        .call(
+            Method::POST,
+            path,
+            Some(json!({"customers": ["m-1"]})),
+            Some(omo_tests::cloud::ANALYST_TOKEN),
+        )
+        .await?;
+    assert_eq!(status, 403);
     Ok(())
 }

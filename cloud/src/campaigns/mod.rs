@@ -10,5 +10,6 @@ pub mod redemptions;
 pub mod report;
 pub mod stage;
 pub mod stored;
+pub mod test_send;
 
 pub use forget::{decisions_of, expire_caps_history, expire_decisions, forget, Forgotten};

@@ -116,6 +116,12 @@ pub fn prepare(
         .ok_or_else(|| Refused::UnknownCode(req.code.to_owned()))?;
     let (d, _) = delivery::read(store, &String::from_utf8_lossy(&id))?
         .ok_or_else(|| StoreError::Backend("a coupon without its delivery".into()))?;
+    if d.test {
+        return Err(Refused::Field(
+            "code",
+            "the coupon of a test send: it is not taken at the till".into(),
+        ));
+    }
     // A code shown at the till proves its message arrived, even when the answer to the
     // request that carried it was lost (a crash, a timeout) and the delivery then expired.
     if d.status != Status::Delivered && d.attempts == 0 {

@@ -32,8 +32,8 @@ use budget::Budgets;
 mod ahead;
 mod analysis;
 mod budget;
-mod offer;
-mod reads;
+pub(super) mod offer;
+pub(super) mod reads;
 
 #[cfg(test)]
 use budget::sent as budget_sent;
@@ -476,10 +476,10 @@ impl Step {
         if let Outcome::Send { variant, channel } = &outcome {
             self.budgets.spend(id, limit);
             let d = offer::delivery(
-                (store, cx.inputs, &self.taken),
+                (store, offer::Keys::of(cx.inputs), &self.taken),
                 (&key, &campaign.campaign, variant, *channel),
                 (&customer, place),
-                t,
+                (t.decided_ms, t.at_ms),
             )?;
             self.taken.insert(d.coupon.clone());
             self.counts.add_counter(d.store_counter("decided"));
@@ -551,7 +551,7 @@ impl Step {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::campaigns) mod tests {
     use super::*;
     use crate::identity::{new_customer, save_customer};
     use crate::registry::replace_site;
@@ -583,7 +583,7 @@ location = { lat = 35.6, lon = 139.7 }
         }
     }
 
-    fn rows(store: &TestStore, prefix: &str) -> Vec<serde_json::Value> {
+    pub(in crate::campaigns) fn rows(store: &TestStore, prefix: &str) -> Vec<serde_json::Value> {
         scan_all(store, Space::Campaigns)
             .unwrap()
             .into_iter()
@@ -594,7 +594,7 @@ location = { lat = 35.6, lon = 139.7 }
 
     /// A store with the site, a LINE customer named Aki, and a campaign firing on entering the
     /// store, `edit`ed; with the stage's inputs.
-    fn setup(
+    pub(in crate::campaigns) fn setup(
         place: &Place,
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> (TestStore, identity::Customer, Inputs) {

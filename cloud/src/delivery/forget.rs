@@ -22,7 +22,7 @@ pub fn expire_hours(sw: &mut Sweeper, cutoff: i64) -> Result<u64, StoreError> {
 }
 
 /// Deletes the finished deliveries decided before `cutoff` (ms) with their coupon, click and
-/// store-index keys (a pending one stays until the worker settles it), walking on from
+/// index keys (a pending one stays until the worker settles it), walking on from
 /// `cursor`; answers how many went.
 pub fn expire(sw: &mut Sweeper, cursor: &mut Vec<u8>, cutoff: i64) -> Result<u64, StoreError> {
     let rows = Rows {
@@ -36,7 +36,7 @@ pub fn expire(sw: &mut Sweeper, cursor: &mut Vec<u8>, cutoff: i64) -> Result<u64
             let mut with = vec![
                 keys::coupon_key(&d.coupon).into_bytes(),
                 keys::clicked_key(&d.id).into_bytes(),
-                keys::store_index_key(&d.store, d.decided_ms, &d.id).into_bytes(),
+                d.index_key().into_bytes(),
             ];
             with.extend(d.click.as_deref().map(|t| keys::click_key(t).into_bytes()));
             with

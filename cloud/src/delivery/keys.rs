@@ -2,7 +2,8 @@
 //! `delivery/{id}` → a row; `due/{at_ms:016x}/{id}` → the worker's queue; `coupon/{code}` →
 //! the delivery a coupon came with, and `redemption/{code}` → its redemption; `click/{token}`
 //! → the delivery a tracked link belongs to, `clicked/{id}` once it was followed;
-//! `by-store/{store}/{decided_ms:016x}/{id}` → a store's deliveries; `hourly/{hour_ms:016x}/
+//! `by-store/{store}/{decided_ms:016x}/{id}` → a store's deliveries;
+//! `test-send/{campaign}/{decided_ms:016x}/{id}` → a campaign's test sends; `hourly/{hour_ms:016x}/
 //! {channel}/{status}` → a counter of outcomes per hour (`hourly/{hour_ms:016x}/@{shard:04x}/…`
 //! a worker's shard of it, `crate::tallies::funnel::CounterKey`).
 
@@ -14,6 +15,8 @@ pub const DELIVERIES: &str = "delivery/";
 pub const HOURLY: &str = "hourly/";
 /// Every store index entry's key starts so.
 pub const STORE_INDEX: &str = "by-store/";
+/// Every test send's index entry starts so.
+pub const TEST_INDEX: &str = "test-send/";
 /// Every due entry's key starts so.
 pub const DUE: &str = "due/";
 
@@ -41,6 +44,21 @@ pub fn click_key(token: &str) -> String {
 /// purchases).
 pub fn store_index_key(store: &str, decided_ms: i64, id: &str) -> String {
     format!("{STORE_INDEX}{store}/{:016x}/{id}", decided_ms.max(0))
+}
+
+/// A test send of `campaign`, by the time it was made.
+pub fn test_index_key(campaign: &str, decided_ms: i64, id: &str) -> String {
+    format!("{}{:016x}/{id}", test_prefix(campaign), decided_ms.max(0))
+}
+
+/// Where `campaign`'s test sends are listed (ending in `/`).
+pub fn test_prefix(campaign: &str) -> String {
+    format!("{TEST_INDEX}{campaign}/")
+}
+
+/// The delivery id an index entry (store or test sends) ends with.
+pub fn indexed_id(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key).ok()?.rsplit('/').next()
 }
 
 /// How many deliveries on `channel` ended with `status` in the hour starting at `hour_ms` (a
@@ -81,6 +99,10 @@ mod tests {
         assert_eq!(redemption_key("C"), "redemption/C");
         assert_eq!(click_key("t"), "click/t");
         assert_eq!(clicked_key("d1"), "clicked/d1");
+        assert_eq!(
+            test_index_key("c1", 0x10, "d1"),
+            "test-send/c1/0000000000000010/d1"
+        );
         assert_eq!(
             store_index_key("s1", 0x10, "d1"),
             "by-store/s1/0000000000000010/d1"

@@ -7,7 +7,8 @@
 //! should look at it next (present while it is pending or being sent); `coupon/{code}` the
 //! delivery that carries a coupon code; `click/{token}` the delivery a tracked link belongs to,
 //! `clicked/{id}` when that link was first followed; `by-store/{store}/{ms:016x}/{id}` the
-//! deliveries of a store by the time they were decided (reports);
+//! deliveries of a store by the time they were decided (reports); `test-send/{campaign}/
+//! {ms:016x}/{id}` a campaign's test sends (counted nowhere else);
 //! `hourly/{hour_ms:016x}/[@{shard:04x}/]{channel}/{status}` how many ended so each hour (the
 //! overview; a row per worker shard on a shared database);
 //! `at-store/…` the store reports' counters ([`crate::tallies::hours`]).
@@ -29,7 +30,10 @@ use crate::store::{Commit, Space, Store, StoreError};
 use crate::tallies::funnel::CounterKey;
 pub use clicks::click;
 pub use forget::{expire, expire_hours, forget, of_customer, Forgotten};
-pub use keys::{click_key, clicked_key, coupon_key, due_key, hourly_key, row_key, store_index_key};
+pub use keys::{
+    click_key, clicked_key, coupon_key, due_key, hourly_key, row_key, store_index_key,
+    test_index_key,
+};
 
 /// How an offer reaches a customer: a LINE push, an app push (FCM), or the brand's webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -108,6 +112,11 @@ pub struct Delivery {
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub click: Option<String>,
+    /// A test send (`POST /v1/admin/campaigns/{id}/test`): sent through the real channel but
+    /// counted in no funnel, report or tally, listed apart (`test-send/…`), and its coupon is
+    /// not taken at the till.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// The hour `ms` falls in.
@@ -119,6 +128,15 @@ impl Delivery {
     /// Its counter of `metric` in its store's report tallies (by the hour it was decided).
     pub fn store_counter(&self, metric: &str) -> CounterKey {
         crate::tallies::hours::counter(&self.store, self.decided_ms, &self.campaign, metric)
+    }
+
+    /// Its entry in the index it is listed by: its store's, or its campaign's test sends'.
+    pub fn index_key(&self) -> String {
+        if self.test {
+            test_index_key(&self.campaign, self.decided_ms, &self.id)
+        } else {
+            store_index_key(&self.store, self.decided_ms, &self.id)
+        }
     }
 }
 
@@ -133,7 +151,7 @@ pub fn read(store: &dyn Store, id: &str) -> Result<Option<(Delivery, Vec<u8>)>, 
 }
 
 /// Adds to `c` a new delivery for the worker: its row, its due entry (at its decision), its
-/// place in its store's index, its coupon code (expected unused: the commit conflicts if
+/// place in its store's index (a test send's: in its campaign's test sends), its coupon code (expected unused: the commit conflicts if
 /// another delivery took it) and its tracked link's token.
 pub fn enqueue(c: &mut Commit, d: &Delivery) {
     if let Some(token) = &d.click {
@@ -145,11 +163,7 @@ pub fn enqueue(c: &mut Commit, d: &Delivery) {
         serde_json::to_vec(d).expect("deliveries serialise"),
     );
     c.put(Space::Campaigns, due_key(d.decided_ms, &d.id), Vec::new());
-    c.put(
-        Space::Campaigns,
-        store_index_key(&d.store, d.decided_ms, &d.id),
-        Vec::new(),
-    );
+    c.put(Space::Campaigns, d.index_key(), Vec::new());
     c.expect(Space::Campaigns, coupon_key(&d.coupon), None);
     c.put(Space::Campaigns, coupon_key(&d.coupon), d.id.clone());
 }

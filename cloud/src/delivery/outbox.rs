@@ -219,7 +219,8 @@ fn parse_due(key: &[u8]) -> Option<(i64, String)> {
     Some((i64::from_str_radix(ms, 16).ok()?, id.to_owned()))
 }
 
-/// Gives `d` its final status (counted for the campaign's funnel and the metrics).
+/// Gives `d` its final status (counted for the campaign's funnel and the metrics; a test
+/// send only for the metrics).
 pub(crate) fn settle(
     (c, counts): (&mut Commit, &mut Counts),
     mut d: Delivery,
@@ -228,19 +229,22 @@ pub(crate) fn settle(
     reason: Option<String>,
     now_ms: i64,
 ) {
-    let metric = match (status, &reason) {
-        (Status::Failed, Some(r)) => format!("failed:{}", funnel::reason_class(r)),
-        _ => status_name(status).to_owned(),
-    };
-    counts.add(&d.campaign, &d.variant, &metric);
-    if status == Status::Delivered && d.status != Status::Delivered {
-        counts.add_counter(d.store_counter("delivered"));
+    // A test send counts in no funnel, report or tally.
+    if !d.test {
+        let metric = match (status, &reason) {
+            (Status::Failed, Some(r)) => format!("failed:{}", funnel::reason_class(r)),
+            _ => status_name(status).to_owned(),
+        };
+        counts.add(&d.campaign, &d.variant, &metric);
+        if status == Status::Delivered && d.status != Status::Delivered {
+            counts.add_counter(d.store_counter("delivered"));
+        }
+        counts.add_counter(super::keys::hourly_counter(
+            super::hour_of(now_ms),
+            channel_name(d.channel),
+            status_name(status),
+        ));
     }
-    counts.add_counter(super::keys::hourly_counter(
-        super::hour_of(now_ms),
-        channel_name(d.channel),
-        status_name(status),
-    ));
     metrics::counter!("omo_deliveries_total", "channel" => channel_name(d.channel), "result" => status_name(status)).increment(1);
     d.status = status;
     d.reason = reason;

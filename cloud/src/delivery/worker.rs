@@ -352,6 +352,7 @@ mod tests {
             reason: None,
             link: None,
             click: None,
+            test: false,
         };
         let mut c = Commit::new();
         super::super::put(&mut c, &d, None);
@@ -412,6 +413,38 @@ mod tests {
             Some(1u64.to_be_bytes().to_vec())
         );
         assert_eq!(cancel_withdrawn(&store, &customer, NOW).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_test_send_settles_without_a_count() {
+        for place in places() {
+            let (_d, store, mut d) = setup(&place, false, NOW + 60_000);
+            let (_, bytes) = super::super::read(&store, "d1").unwrap().unwrap();
+            d.test = true;
+            let mut c = Commit::new();
+            super::super::put(&mut c, &d, Some(bytes));
+            store.commit(c).unwrap();
+            let before: Vec<Vec<u8>> = scan_all(&store, Space::Campaigns)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            // Consent withdrawn: taken, settled cancelled, and no funnel, store or hourly
+            // counter written.
+            take_due(&store, &line_senders(), &settings(), NOW).unwrap();
+            assert_eq!(row(&store).status, Status::Cancelled);
+            let after: Vec<Vec<u8>> = scan_all(&store, Space::Campaigns)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| !k.starts_with(b"due/"))
+                .collect();
+            let before: Vec<Vec<u8>> = before
+                .into_iter()
+                .filter(|k| !k.starts_with(b"due/"))
+                .collect();
+            assert_eq!(before, after);
+        }
     }
 
     #[test]

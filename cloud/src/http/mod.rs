@@ -16,6 +16,7 @@ pub mod purchases;
 pub mod qr;
 pub mod redemptions;
 pub mod reports;
+pub mod test_sends;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -332,6 +333,7 @@ pub fn router(state: AppState) -> Router {
         .merge(line::routes())
         .merge(admin::routes())
         .merge(campaigns::routes())
+        .merge(test_sends::routes())
         .merge(redemptions::routes())
         .merge(purchases::routes())
         .merge(links::routes())

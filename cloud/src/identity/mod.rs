@@ -301,6 +301,20 @@ pub fn lookup(store: &dyn Store, index: &str) -> Result<Option<String>, StoreErr
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
+/// The customer `query` names, tried as each id staff may hold, in this order: customer id,
+/// member number, LINE user id, install id.
+pub fn find(store: &dyn Store, query: &str) -> Result<Option<String>, StoreError> {
+    if customer(store, query)?.is_some() {
+        return Ok(Some(query.to_owned()));
+    }
+    for index in [keys::member(query), keys::line_user(query)] {
+        if let Some(id) = lookup(store, &index)? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(install(store, query)?.map(|i| i.customer))
+}
+
 /// The customer carrying a (non-rotating) beacon id, if any.
 pub fn beacon_carrier(store: &dyn Store, beacon: &BeaconId) -> Result<Option<String>, StoreError> {
     lookup(store, &keys::beacon(&beacon.to_string()))

@@ -638,6 +638,7 @@ mod tests {
                 reason: None,
                 link: None,
                 click: None,
+                test: false,
             };
             delivery::put(&mut c, &d, None);
             c.put(Space::Campaigns, delivery::coupon_key(&d.coupon), id);

@@ -86,6 +86,7 @@ fn offer(c: &mut Commit, id: &str, store: &str, at: &str, status: Status) {
         reason: None,
         link: None,
         click: None,
+        test: false,
     };
     c.put(
         Space::Campaigns,

@@ -81,6 +81,7 @@ async fn run(rate: u32, seconds: u64) -> anyhow::Result<()> {
                 reason: None,
                 link: None,
                 click: None,
+                test: false,
             };
             omo_cloud::delivery::put(&mut c, &d, None);
             c.put(Space::Campaigns, due_key(now, &id), Vec::new());

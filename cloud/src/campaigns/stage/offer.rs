@@ -10,7 +10,6 @@ use crate::delivery::{self, Delivery, DeliveryChannel, Status};
 use crate::identity;
 use crate::secrets::keyed;
 use crate::store::{Space, Store, StoreError};
-use crate::visits::engine::Transition;
 
 /// A UUID-shaped key (LINE's `X-Line-Retry-Key` must be a UUID).
 fn uuid_from(bytes: &[u8; 32]) -> String {
@@ -78,21 +77,39 @@ fn unused_coupon(
     unreachable!("some counter gives an unused code")
 }
 
+/// The keys a send's ids derive from and where its tracked links lead (the stage's
+/// [`Inputs`], or a test send's).
+#[derive(Clone, Copy)]
+pub struct Keys<'a> {
+    pub secret: &'a [u8; 32],
+    pub link_base: Option<&'a str>,
+}
+
+impl<'a> Keys<'a> {
+    pub(super) fn of(inputs: &'a Inputs) -> Keys<'a> {
+        Keys {
+            secret: &inputs.secret,
+            link_base: inputs.link_base.as_deref(),
+        }
+    }
+}
+
 /// The delivery of a send of `campaign`'s `variant` on `channel` for trigger `key`, to
-/// `customer` at `place`, its coupon none of `taken` (the codes this step gave already).
-pub(super) fn delivery(
-    (store, inputs, taken): (&dyn Store, &Inputs, &BTreeSet<String>),
+/// `customer` at `place`, decided at `decided_ms` for a trigger at `at_ms` (its time to live
+/// counts from then), its coupon none of `taken` (the codes this step gave already).
+pub(in crate::campaigns) fn delivery(
+    (store, keys, taken): (&dyn Store, Keys<'_>, &BTreeSet<String>),
     (key, campaign, variant, channel): (&str, &Campaign, &str, DeliveryChannel),
     (customer, place): (&identity::Customer, &Place),
-    t: &Transition,
+    (decided_ms, at_ms): (i64, i64),
 ) -> Result<Delivery, StoreError> {
-    let id_bytes = id_bytes(&inputs.secret, key, channel);
+    let id_bytes = id_bytes(keys.secret, key, channel);
     let template = campaign
         .variants
         .iter()
         .find(|v| v.id == variant)
         .map(|v| v.template.clone());
-    let code = unused_coupon(store, taken, &inputs.secret, &id_bytes)?;
+    let code = unused_coupon(store, taken, keys.secret, &id_bytes)?;
     let name = customer
         .attributes
         .get("name")
@@ -103,8 +120,8 @@ pub(super) fn delivery(
     let link = template.as_ref().and_then(|tpl| tpl.link.clone());
     let click = link
         .as_ref()
-        .map(|_| hex::encode(&keyed(&inputs.secret, &["click", &hex::encode(id_bytes)])[..16]));
-    let tracked = match (&click, &inputs.link_base) {
+        .map(|_| hex::encode(&keyed(keys.secret, &["click", &hex::encode(id_bytes)])[..16]));
+    let tracked = match (&click, keys.link_base) {
         (Some(token), Some(base)) => format!("{}/r/{token}", base.trim_end_matches('/')),
         _ => String::new(),
     };
@@ -121,7 +138,7 @@ pub(super) fn delivery(
         campaign: campaign.id.clone(),
         variant: variant.to_owned(),
         channel,
-        customer: t.customer.clone(),
+        customer: customer.id.clone(),
         store: place.id.clone(),
         text: template
             .as_ref()
@@ -129,8 +146,8 @@ pub(super) fn delivery(
             .unwrap_or_default(),
         flex: template.and_then(|tpl| tpl.render_flex(&values)),
         coupon: code,
-        decided_ms: t.decided_ms,
-        expires_ms: t.at_ms + i64::from(campaign.offer_ttl_minutes) * 60_000,
+        decided_ms,
+        expires_ms: at_ms + i64::from(campaign.offer_ttl_minutes) * 60_000,
         status: Status::Pending,
         attempts: 0,
         first_attempt_ms: None,
@@ -139,5 +156,6 @@ pub(super) fn delivery(
         reason: None,
         link,
         click,
+        test: false,
     })
 }

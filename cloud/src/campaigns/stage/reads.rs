@@ -16,14 +16,14 @@ use crate::store::{Space, Store, StoreError};
 use crate::visits::engine::{Scope, TransitionKind};
 
 /// A scope's store as decisions need it.
-pub(super) struct Place {
+pub(in crate::campaigns) struct Place {
     pub id: String,
     pub tz: Tz,
     pub name: String,
 }
 
 /// Each scope's store. Built once per step.
-pub(super) struct Places {
+pub(in crate::campaigns) struct Places {
     pub zone_store: HashMap<String, String>,
     pub stores: HashMap<String, Place>,
     /// The online shop (campaigns on online purchases name their time zone).
@@ -31,7 +31,7 @@ pub(super) struct Places {
 }
 
 impl Places {
-    pub(super) fn new(registry: &Registry) -> Places {
+    pub(in crate::campaigns) fn new(registry: &Registry) -> Places {
         Places {
             zone_store: registry
                 .zones()
@@ -61,7 +61,12 @@ impl Places {
         }
     }
 
-    pub(super) fn store_of(&self, scope: &Scope) -> Option<&Place> {
+    /// The online shop's place.
+    pub(in crate::campaigns) fn online(&self) -> &Place {
+        &self.online
+    }
+
+    pub(in crate::campaigns) fn store_of(&self, scope: &Scope) -> Option<&Place> {
         let store = match scope {
             Scope::Store(s) => s,
             Scope::Zone(z) => self.zone_store.get(z)?,
@@ -106,7 +111,7 @@ pub(super) fn fires(trigger: &CampaignTrigger, kind: &TransitionKind) -> bool {
 }
 
 /// What a step knows to evaluate profiles: the tiers, the tag rules and the stores' zones.
-pub(super) struct Segments<'a> {
+pub(in crate::campaigns) struct Segments<'a> {
     pub params: &'a ProfileParams,
     pub rules: BTreeMap<String, profiles::Rule>,
     pub places: &'a Places,
@@ -115,7 +120,7 @@ pub(super) struct Segments<'a> {
 /// The customer as decisions see it at `at_ms`: their tags (their own and the rules'), tier,
 /// attributes, and the channels they consented to and can be reached on; with the record and
 /// its stored bytes.
-pub(super) fn customer_view(
+pub(in crate::campaigns) fn customer_view(
     store: &dyn Store,
     id: &str,
     segments: &Segments<'_>,

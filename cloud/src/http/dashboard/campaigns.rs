@@ -142,6 +142,47 @@ struct CampaignPage {
     launch_confirm: String,
     /// Versions, newest first: version, when, its changes.
     history: Vec<(u32, String, Vec<ChangeLine>)>,
+    /// The variants' ids (a test send may pick one).
+    variant_ids: Vec<String>,
+    /// Recent test sends, newest first.
+    tests: Vec<TestRow>,
+}
+
+/// A test send as the campaign's page lists it.
+struct TestRow {
+    when: String,
+    to: String,
+    variant: String,
+    channel: String,
+    /// Its status in words, and why it failed, if it did.
+    result: String,
+    reason: String,
+    delivered: bool,
+}
+
+/// The campaign's recent test sends (for those who may send them).
+fn test_rows(state: &AppState, t: &Words, id: &str) -> Result<Vec<TestRow>, ApiError> {
+    let now_ms = state.clock.now().timestamp_millis();
+    let sends = crate::campaigns::test_send::recent(state.store.as_ref(), id, now_ms)?;
+    Ok(sends
+        .into_iter()
+        .map(|d| TestRow {
+            when: omo_device_config::Timestamp::from_millis(d.decided_ms)
+                .map_or_else(String::new, |ts| t.time(&ts)),
+            to: d.customer,
+            variant: d.variant,
+            channel: t.s(&format!(
+                "channel.{}",
+                serde_json::json!(d.channel).as_str().unwrap_or("line")
+            )),
+            result: t.s(&format!(
+                "delivery.{}",
+                serde_json::json!(d.status).as_str().unwrap_or("pending")
+            )),
+            reason: d.reason.unwrap_or_default(),
+            delivered: d.status == crate::delivery::Status::Delivered,
+        })
+        .collect())
 }
 
 pub(super) async fn campaign_page(
@@ -205,8 +246,20 @@ pub(super) async fn campaign_page(
         String::new()
     };
     let kept = stored::versions(state.store.as_ref(), &id, HISTORY_SHOWN + 1)?;
+    let tests = if v.campaigns() {
+        test_rows(&state, &t, &id)?
+    } else {
+        Vec::new()
+    };
     Ok(html(&CampaignPage {
         launch_confirm,
+        tests,
+        variant_ids: current
+            .campaign
+            .variants
+            .iter()
+            .map(|v| v.id.clone())
+            .collect(),
         history: history(&t, &kept),
         nav: Nav::new(&state, &v, Section::Campaigns, c.name.clone()),
         operator: v.campaigns(),

@@ -42,22 +42,11 @@ pub(super) struct Lookup {
 }
 
 /// The customer `query` names, trying it as each id staff may hold, in this order: customer
-/// id, member number, LINE user id, install id, coupon code.
+/// id, member number, LINE user id, install id ([`crate::identity::find`]), coupon code.
 fn find_customer(state: &AppState, query: &str) -> Result<Option<String>, ApiError> {
     let store = state.store.as_ref();
-    if crate::identity::customer(store, query)?.is_some() {
-        return Ok(Some(query.to_owned()));
-    }
-    for index in [
-        crate::identity::keys::member(query),
-        crate::identity::keys::line_user(query),
-    ] {
-        if let Some(id) = crate::identity::lookup(store, &index)? {
-            return Ok(Some(id));
-        }
-    }
-    if let Some(i) = crate::identity::install(store, query)? {
-        return Ok(Some(i.customer));
+    if let Some(id) = crate::identity::find(store, query)? {
+        return Ok(Some(id));
     }
     let coupon = crate::delivery::coupon_key(query);
     if let Some(delivery) =
