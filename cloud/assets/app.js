@@ -66,7 +66,9 @@ async function api(method, url, body) {
   try { doc = JSON.parse(text); } catch { doc = text; }
   if (!r.ok) {
     const e = doc?.error;
-    throw new Error(e ? e.message : `${r.status}`);
+    const err = new Error(e ? e.message : `${r.status}`);
+    err.fields = e?.fields ?? [];
+    throw err;
   }
   return doc;
 }

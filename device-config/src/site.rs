@@ -62,6 +62,9 @@ pub struct Gateway {
     pub password_hash: String,
     /// 64 hex digits, as `omo-config provision` prints it.
     pub signing_key: String,
+    /// Where it stands, for the store's map (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LatLon>,
 }
 
 fn yes() -> bool {
@@ -75,6 +78,9 @@ pub struct Beacon {
     pub store: StoreId,
     #[serde(default)]
     pub name: String,
+    /// Where it is placed, for the store's map (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LatLon>,
 }
 
 /// Phones reporting any of these beacons (optionally at least this strong) are in the zone.
@@ -242,6 +248,15 @@ fn position(value: &Value, key: &str) -> Result<[f64; 2], Problem> {
     Ok([lon, lat])
 }
 
+/// A placed device's location, if it has one, in range.
+fn check_location(at: Option<&LatLon>, k: &str, p: &mut Problems) {
+    if let Some(at) = at {
+        if let Err(m) = check_lon_lat(at.lon, at.lat) {
+            p.push(format!("{k}.location"), m);
+        }
+    }
+}
+
 /// A position's longitude in -180..=180 and latitude in -90..=90.
 pub fn check_lon_lat(lon: f64, lat: f64) -> Result<(), String> {
     if !(-180.0..=180.0).contains(&lon) {
@@ -386,6 +401,7 @@ impl Site {
             if let Err(e) = SigningKey::from_hex(&g.signing_key) {
                 p.push(format!("{k}.signing_key"), e.to_string());
             }
+            check_location(g.location.as_ref(), &k, p);
         }
         gateway_store
     }
@@ -406,6 +422,7 @@ impl Site {
                 );
             }
             check_store_ref(stores, &b.store, &k, p);
+            check_location(b.location.as_ref(), &k, p);
         }
         beacon_store
     }
@@ -708,6 +725,24 @@ circle = { lat = 35.659, lon = 139.700, radius_m = 150.0 }
                 "geofences[1].circle.radius_m",
             ]
         );
+    }
+
+    #[test]
+    fn a_placed_beacon_or_gateway_is_somewhere_on_earth() {
+        let placed = SITE
+            .replace(
+                "id = \"line:016a4b2c3d\"\nstore = \"s1\"\n",
+                "id = \"line:016a4b2c3d\"\nstore = \"s1\"\nlocation = { lat = 35.6591, lon = 139.7002 }\n",
+            )
+            .replace(
+                "signing_key = \"0101010101010101010101010101010101010101010101010101010101010101\"\n",
+                "signing_key = \"0101010101010101010101010101010101010101010101010101010101010101\"\nlocation = { lat = 95.0, lon = 139.7 }\n",
+            );
+        assert_eq!(keys(&placed), ["gateways[0].location"]);
+        let fixed = placed.replace("lat = 95.0", "lat = 35.659");
+        let site = Site::parse(&fixed, false).unwrap();
+        assert_eq!(site.beacons[0].location.map(|l| l.lon), Some(139.7002));
+        assert_eq!(site.gateways[0].location.map(|l| l.lat), Some(35.659));
     }
 
     #[test]

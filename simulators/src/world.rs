@@ -60,6 +60,13 @@ fn centre(st: &crate::scenario::Store) -> (f64, f64) {
     )
 }
 
+/// Where a point of a store's floor plan (metres east and north of its south-west corner) is,
+/// as (lat, lon).
+fn on_plan(st: &crate::scenario::Store, at: &crate::scenario::Xy) -> (f64, f64) {
+    let (north, east) = synth::metres_to_degrees(st.anchor.lat);
+    (st.anchor.lat + at[1] * north, st.anchor.lon + at[0] * east)
+}
+
 /// The site file (TOML) for the scenario and each gateway's login (seeded: the same run gets
 /// the same credentials).
 pub fn site(s: &Scenario) -> (String, Vec<GatewayLogin>) {
@@ -77,13 +84,20 @@ pub fn site(s: &Scenario) -> (String, Vec<GatewayLogin>) {
     for st in &s.stores {
         for g in &st.gateways {
             let login = gateway_login(&mut rng, st.id.as_str(), g.id.as_str());
-            t.push_str(&login.site_entry());
+            let (lat, lon) = on_plan(st, &g.at);
+            t.push_str(login.site_entry().trim_end());
+            let _ = writeln!(t, "\nlocation = {{ lat = {lat:.7}, lon = {lon:.7} }}\n");
             logins.push(login);
         }
     }
     for st in &s.stores {
         for b in &st.beacons {
-            let _ = writeln!(t, "[[beacons]]\nid = \"{}\"\nstore = \"{}\"\n", b.id, st.id);
+            let (lat, lon) = on_plan(st, &b.at);
+            let _ = writeln!(
+                t,
+                "[[beacons]]\nid = \"{}\"\nstore = \"{}\"\nlocation = {{ lat = {lat:.7}, lon = {lon:.7} }}\n",
+                b.id, st.id
+            );
         }
         if !st.beacons.is_empty() {
             let ids: Vec<String> = st.beacons.iter().map(|b| format!("\"{}\"", b.id)).collect();

@@ -200,7 +200,7 @@ test("a store's page draws its zones and a week of visits per hour", async () =>
   await context.close();
 });
 
-test("an operator draws an area on a store's map, and it is served as RFC 7946 GeoJSON", async () => {
+test("an operator draws, changes and circles areas, places devices and names Wi-Fi access points on a store's map", async () => {
   const { context, page } = await loggedIn();
   const store = (await json(page, "/v1/admin/stores")).items[0];
   await page.goto(`${base}/stores/${store.id}`);
@@ -228,6 +228,73 @@ test("an operator draws an area on a store's map, and it is served as RFC 7946 G
   assert.equal(drawn.properties.store, store.id);
   await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
   assert.match(await page.textContent("#map"), /Drawn corner · 0 now/);
+  // A shopper's phone inside it (a GPS fix from the app): a visit of that area.
+  const phone = await (await page.request.post(`${base}/v1/app/installs`, {
+    data: { platform: "android", consent: { location: true, text_version: "1" } },
+  })).json();
+  const inside = ring.slice(0, 4).reduce(([x, y], p) => [x + p[0] / 4, y + p[1] / 4], [0, 0]);
+  const clockNow = (await json(page, "/v1/admin/overview")).at;
+  // Two fixes 40 s apart (clock time): inside long enough to be a visit, not a walk-by.
+  for (const ago of [40000, 0]) {
+    const fix = await page.request.post(`${base}/v1/app/locations`, {
+      headers: { authorization: `Bearer ${phone.token}` },
+      data: { ts: new Date(Date.parse(clockNow) - ago).toISOString(), idempotency_key: `fix-${phone.install_id}-${ago}`, gps: { lon: inside[0], lat: inside[1], accuracy_m: 1 } },
+    });
+    assert.equal(fix.status(), 202, await fix.text());
+  }
+  await eventually(async () => {
+    const { items } = await json(page, `/v1/admin/visits?customer=${phone.customer_id}`);
+    assert.ok(items.some((v) => v.scope.kind === "zone" && v.scope.id === "drawn-corner"), JSON.stringify(items));
+  }, 30000);
+  // Changed: clicked, a corner dragged outwards, saved again under its id.
+  const label = page.locator(".zone-label", { hasText: "Drawn corner" });
+  const lb = await label.boundingBox();
+  await page.mouse.click(lb.x + lb.width / 2, lb.y + lb.height / 2);
+  assert.match(await page.textContent("#draw-status"), /Changing drawn-corner/);
+  assert.equal(await page.inputValue("#zone-id"), "drawn-corner");
+  const handle = page.locator(".corner").first();
+  const hb = await handle.boundingBox();
+  await page.mouse.move(hb.x + hb.width / 2, hb.y + hb.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(hb.x - 30, hb.y - 30, { steps: 5 });
+  await page.mouse.up();
+  await Promise.all([page.waitForEvent("load"), page.click("#draw-finish")]);
+  const changed = (await json(page, "/v1/admin/geofences.geojson")).features.find((f) => f.id === "drawn-corner");
+  assert.notDeepEqual(changed.geometry.coordinates[0], ring, "a corner moved");
+  assert.equal(changed.geometry.coordinates[0].length, 5);
+  // A circle: its centre clicked, its radius typed.
+  await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
+  await page.click("#draw-circle");
+  await page.mouse.click(box.x + box.width * 0.8, box.y + box.height * 0.8);
+  await page.fill("#zone-radius", "12");
+  await page.fill("#zone-id", "drawn-circle");
+  await page.fill("#zone-name", "Drawn circle");
+  await Promise.all([page.waitForEvent("load"), page.click("#draw-finish")]);
+  const circle = (await json(page, "/v1/admin/geofences.geojson")).features.find((f) => f.id === "drawn-circle");
+  assert.equal(circle.geometry.type, "Point");
+  assert.equal(circle.properties.radius_m, 12);
+  // A gateway placed by a click on the map, then shown there.
+  await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
+  const device = page.locator("#devices button.place").first();
+  const kind = await device.getAttribute("data-kind");
+  const deviceId = await device.getAttribute("data-id");
+  await device.click();
+  assert.match(await page.textContent("#draw-status"), /Click the map where/);
+  await page.mouse.click(box.x + box.width * 0.5, box.y + box.height * 0.2);
+  await page.waitForSelector(`.device.${kind}`);
+  const placed = await json(page, `/v1/admin/${kind}s/${encodeURIComponent(deviceId)}`);
+  assert.ok(placed.location && Math.abs(placed.location.lat) <= 90, JSON.stringify(placed));
+  // A Wi-Fi area: a wrong access point is refused beside its field; then saved and listed.
+  await page.fill("#wifi-id", "drawn-wifi");
+  await page.fill("#wifi-name", "Register Wi-Fi");
+  await page.fill("#wifi-bssids", "aa:bb:cc:dd:ee:ff\nnot-a-bssid");
+  await page.click("#wifi-save");
+  await page.waitForSelector("#wifi-bssids[aria-invalid=true]");
+  assert.match(await page.textContent("#wifi .field-error"), /bssid/i);
+  await page.fill("#wifi-bssids", "aa:bb:cc:dd:ee:ff\n00:11:22:33:44:55");
+  await Promise.all([page.waitForEvent("load"), page.click("#wifi-save")]);
+  assert.match(await page.textContent("table.wifi"), /Register Wi-Fi.*aa:bb:cc:dd:ee:ff.*00:11:22:33:44:55/s);
+  await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
   // A refusal shows on the shape: the id of a zone of another kind is taken.
   await page.click("#draw-start");
   for (const [fx, fy] of [[0.2, 0.2], [0.3, 0.2], [0.3, 0.3]]) await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
@@ -433,6 +500,7 @@ async function untranslated(page, allowed) {
       out.push(...(n.textContent.match(/[A-Za-z]+/g) ?? []));
     }
     for (const el of document.querySelectorAll("[aria-label], [placeholder], [title]")) {
+      if (el.closest('[translate="no"]')) continue;
       for (const a of ["aria-label", "placeholder", "title"]) out.push(...((el.getAttribute(a) ?? "").match(/[A-Za-z]+/g) ?? []));
     }
     return out;

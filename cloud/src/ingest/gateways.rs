@@ -196,6 +196,7 @@ mod tests {
                 enabled: true,
                 password_hash: String::new(),
                 signing_key: key.to_hex(),
+                location: None,
             },
             password: PasswordHash::new("x"),
             key,

@@ -239,6 +239,7 @@ mod tests {
                 enabled: true,
                 password_hash: String::new(),
                 signing_key: key.to_hex(),
+                location: None,
             },
             password: PasswordHash::new("pw"),
             key: key.clone(),

@@ -37,6 +37,11 @@ pub(crate) use customers::{customer_document, offers_of};
 pub(crate) use gateways::{desired_config_text, gateway_document};
 
 pub fn routes() -> Router<AppState> {
+    site_records().merge(people_and_operations())
+}
+
+/// The site (stores, gateways, beacons, zones), with the overview and a store's activity.
+fn site_records() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/admin/site",
@@ -78,7 +83,15 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/gateways/:id/enable",
             post(gateways::enable_gateway),
         )
+        .route(
+            "/v1/admin/gateways/:id/location",
+            axum::routing::put(records::put_location::<site::Gateway>),
+        )
         .route("/v1/admin/beacons", get(list_records::<site::Beacon>))
+        .route(
+            "/v1/admin/beacons/:id/location",
+            axum::routing::put(records::put_location::<site::Beacon>),
+        )
         .route(
             "/v1/admin/beacons/:id",
             get(get_record::<site::Beacon>)
@@ -96,6 +109,11 @@ pub fn routes() -> Router<AppState> {
             "/v1/admin/geofences.geojson",
             get(records::geofences_geojson),
         )
+}
+
+/// Customers and the operations' reads.
+fn people_and_operations() -> Router<AppState> {
+    Router::new()
         .route(
             "/v1/admin/customers",
             get(customers::list_customers).post(customers::create_customer),
@@ -149,7 +167,7 @@ fn paginate(mut items: Vec<(String, Value)>, page: &Page) -> Value {
 
 /// A gateway as the API shows it: never its signing key or password hash.
 fn gateway_json(g: &site::Gateway) -> Value {
-    json!({"id": g.id, "store": g.store, "enabled": g.enabled})
+    json!({"id": g.id, "store": g.store, "enabled": g.enabled, "location": g.location})
 }
 
 fn site_json(site: &Site) -> Value {
@@ -176,7 +194,8 @@ fn registry_error(e: RegistryError, deleting: bool) -> ApiError {
             if deleting {
                 ApiError::conflict(format!("still referenced: {message}"))
             } else {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+                // By field too (`wifi_zones[2].bssids[0]`), for a form or a map to show each.
+                ApiError::fields(problems.into_iter().map(|p| (p.key, p.message)).collect())
             }
         }
         RegistryError::Store(s) => s.into(),

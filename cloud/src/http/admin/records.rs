@@ -20,6 +20,10 @@ pub(super) trait SiteRecord: Serialize + DeserializeOwned + Clone + Send + 'stat
     fn shown(&self) -> Value {
         json!(self)
     }
+    /// Where it is placed on the store's map, for the kinds that are placed.
+    fn location(&mut self) -> Option<&mut Option<site::LatLon>> {
+        None
+    }
 }
 
 impl SiteRecord for site::Store {
@@ -40,6 +44,9 @@ impl SiteRecord for site::Beacon {
     fn id_text(&self) -> String {
         self.id.to_string()
     }
+    fn location(&mut self) -> Option<&mut Option<site::LatLon>> {
+        Some(&mut self.location)
+    }
 }
 
 impl SiteRecord for site::Gateway {
@@ -53,6 +60,9 @@ impl SiteRecord for site::Gateway {
     /// Never its signing key or password hash.
     fn shown(&self) -> Value {
         gateway_json(self)
+    }
+    fn location(&mut self) -> Option<&mut Option<site::LatLon>> {
+        Some(&mut self.location)
     }
 }
 
@@ -99,6 +109,30 @@ pub(super) async fn put_record<R: SiteRecord>(
     });
     apply_site(&state, site, false).await?;
     Ok(saved(created, record.shown()))
+}
+
+/// Places the record of kind `R` with `id` on the store's map (`{"lat": …, "lon": …}`), or
+/// takes it off (`null`): the rest of the record stays as it is.
+pub(super) async fn put_location<R: SiteRecord>(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let at: Option<site::LatLon> = parse_json(&body)?;
+    let _one_at_a_time = state.registry_writes.lock().await;
+    let mut site = current_site(&state);
+    let record = R::all(&mut site)
+        .iter_mut()
+        .find(|r| r.id_text() == id)
+        .ok_or_else(|| ApiError::not_found(format!("{} {id}", R::KIND)))?;
+    let Some(location) = record.location() else {
+        return Err(ApiError::not_found(format!("{} location", R::KIND)));
+    };
+    *location = at;
+    let shown = record.shown();
+    apply_site(&state, site, false).await?;
+    Ok(Json(shown).into_response())
 }
 
 /// Deletes the record of kind `R` with `id` (refused while others name it).

@@ -66,8 +66,75 @@ struct StorePage {
     week_caption: String,
     operator: bool,
     /// The map's data for its script: the store's location, its geofences as GeoJSON with the
-    /// visitors in each now, and the basemap.
+    /// visitors in each now, its beacons and gateways, and the basemap.
     map: String,
+    /// The store's beacons and gateways.
+    devices: Vec<DeviceRow>,
+    /// The store's Wi-Fi zones, each with its record for the form.
+    wifi: Vec<WifiRow>,
+}
+
+/// A beacon or a gateway as the store's page lists it.
+struct DeviceRow {
+    /// `beacon` or `gateway`, and in words.
+    kind: &'static str,
+    kind_words: String,
+    id: String,
+    /// Its name, else its id.
+    label: String,
+    placed: bool,
+}
+
+/// A Wi-Fi zone as the store's page lists it.
+struct WifiRow {
+    id: String,
+    name: String,
+    bssids: Vec<String>,
+    min_matches: u32,
+    /// The record, for the form's edit button.
+    record: String,
+}
+
+/// The store's beacons and gateways, and its Wi-Fi zones.
+fn store_devices(state: &AppState, t: &Words, id: &str) -> (Vec<DeviceRow>, Vec<WifiRow>) {
+    let registry = state.registry.read().expect("registry lock");
+    let site = registry.site();
+    let row = |kind: &'static str, id: String, name: &str, placed: bool| DeviceRow {
+        kind,
+        kind_words: t.s(&format!("store.device.{kind}")),
+        label: if name.is_empty() {
+            id.clone()
+        } else {
+            name.to_owned()
+        },
+        id,
+        placed,
+    };
+    let devices = site
+        .beacons
+        .iter()
+        .filter(|b| b.store.as_str() == id)
+        .map(|b| row("beacon", b.id.to_string(), &b.name, b.location.is_some()))
+        .chain(
+            site.gateways
+                .iter()
+                .filter(|g| g.store.as_str() == id)
+                .map(|g| row("gateway", g.id.to_string(), "", g.location.is_some())),
+        )
+        .collect();
+    let wifi = site
+        .wifi_zones
+        .iter()
+        .filter(|z| z.store.as_str() == id)
+        .map(|z| WifiRow {
+            id: z.id.to_string(),
+            name: z.name.clone(),
+            bssids: z.bssids.clone(),
+            min_matches: z.min_matches,
+            record: serde_json::json!(z).to_string(),
+        })
+        .collect();
+    (devices, wifi)
 }
 
 pub(super) async fn store_page(
@@ -107,6 +174,7 @@ pub(super) async fn store_page(
         .as_array()
         .is_none_or(Vec::is_empty);
     let map = map.to_string().replace('<', "\\u003c");
+    let (devices, wifi) = store_devices(&state, &t, &id);
     Ok(html(&StorePage {
         nav: Nav::new(&state, &v, Section::Stores, name.clone()),
         zones: a
@@ -133,13 +201,16 @@ pub(super) async fn store_page(
         week_caption: t.n("store.week.caption", week_total),
         operator: v.operator(),
         map,
+        devices,
+        wifi,
         id,
         t,
     }))
 }
 
 /// What the store's map draws: the store's location, its geofences (RFC 7946 winding, with
-/// each one's visitors now) and the basemap set in `cloud.toml`, if any.
+/// each one's visitors now), its beacons and gateways where they are placed, and the basemap
+/// set in `cloud.toml`, if any.
 fn map_data(
     state: &AppState,
     id: &str,
@@ -180,8 +251,40 @@ fn map_data(
             })
         })
         .collect();
+    let at = |l: &Option<omo_device_config::site::LatLon>| l.map(|l| [l.lat, l.lon]);
+    let devices: Vec<serde_json::Value> = site
+        .beacons
+        .iter()
+        .filter(|b| b.store.as_str() == id)
+        .map(|b| serde_json::json!({"kind": "beacon", "id": b.id, "name": b.name, "at": at(&b.location)}))
+        .chain(
+            site.gateways
+                .iter()
+                .filter(|g| g.store.as_str() == id)
+                .map(|g| serde_json::json!({"kind": "gateway", "id": g.id, "name": g.id, "at": at(&g.location)})),
+        )
+        .collect();
+    // A gateway zone with a distance reaches that far around each of its placed gateways.
+    let located: std::collections::HashMap<&str, [f64; 2]> = site
+        .gateways
+        .iter()
+        .filter_map(|g| Some((g.id.as_str(), at(&g.location)?)))
+        .collect();
+    let reach: Vec<serde_json::Value> = site
+        .gateway_zones
+        .iter()
+        .filter(|z| z.store.as_str() == id)
+        .flat_map(|z| {
+            let located = &located;
+            z.gateways.iter().filter_map(move |g| {
+                Some(serde_json::json!({"at": located.get(g.as_str())?, "radius_m": z.max_distance_m?}))
+            })
+        })
+        .collect();
     serde_json::json!({
         "store": id,
+        "devices": devices,
+        "reach": reach,
         "center": store.map(|s| [s.location.lat, s.location.lon]),
         "zones": {"type": "FeatureCollection", "features": features},
         "tiles": state.config.dashboard.tile_url,
