@@ -66,6 +66,11 @@ function storeMap() {
   const bounds = zones.getBounds();
   for (const dev of d.devices ?? []) if (dev.at) bounds.extend(dev.at);
   if (bounds.isValid()) map.fitBounds(bounds.pad(0.2), { maxZoom: 19 });
+  // Beacons and gateways above the areas' labels; labels moved apart where they would overlap.
+  map.getPane("markerPane").style.zIndex = 660;
+  const spread = () => declutter(zones.getLayers());
+  spread();
+  map.on("zoomend", spread);
   // How far each placed gateway's zone reaches (dashed; not clickable).
   for (const r of d.reach ?? []) {
     L.circle(r.at, { radius: r.radius_m, color: "#1d2330", weight: 1, dashArray: "3 5", fillOpacity: 0.04, interactive: false }).addTo(map);
@@ -73,6 +78,24 @@ function storeMap() {
   // The store's own point: drawn, never in the way of a click on an area.
   if (d.center) L.circleMarker(d.center, { radius: 4, color: "#1d2330", fillOpacity: 1, interactive: false }).addTo(map);
   devices(map, box, d, Boolean(form), editor);
+}
+
+// Moves the areas' labels down, one below the other, where they would cover each other.
+function declutter(layers) {
+  const labels = layers.map((l) => l.getTooltip()?.getElement()).filter(Boolean);
+  for (const el of labels) el.style.marginTop = "";
+  const taken = [];
+  const overlaps = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  for (const el of labels) {
+    let r = el.getBoundingClientRect();
+    let shift = 0;
+    for (let i = 0; i < 20 && taken.some((t) => overlaps(t, r)); i++) {
+      shift += r.height + 2;
+      el.style.marginTop = `${shift}px`;
+      r = el.getBoundingClientRect();
+    }
+    taken.push(r);
+  }
 }
 
 // Beacons and gateways: drawn where placed; an operator places one (a click on the map after

@@ -22,6 +22,9 @@ pub struct CustomerView {
     pub visits: Vec<(String, String, String, String, String)>,
     /// Campaign, when.
     pub offers: Vec<(String, String)>,
+    /// Each consent given or withdrawn, newest first: when, channel, given or withdrawn, how,
+    /// the text's version.
+    pub consent_history: Vec<(String, String, String, String, String)>,
 }
 
 #[derive(Template)]
@@ -122,7 +125,27 @@ fn customer_view(state: &AppState, t: &Words, id: &str) -> Result<CustomerView, 
         .take(CUSTOMER_ROWS)
         .map(|o| (text(&o["campaign"]), when(t, &o["at"])))
         .collect();
+    let mut consent_history: Vec<(String, String, String, String, String)> = c["consent_records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                when(t, &r["at"]),
+                t.s(&format!("consent.{}", text(&r["channel"]))),
+                t.s(if r["granted"] == Value::Bool(true) {
+                    "consent.given"
+                } else {
+                    "consent.withdrawn"
+                }),
+                t.s(&format!("consent.source.{}", text(&r["source"]))),
+                text(&r["text_version"]),
+            )
+        })
+        .collect();
+    consent_history.reverse();
     Ok(CustomerView {
+        consent_history,
         id: text(&c["id"]),
         member: text(&c["member_id"]),
         line: if c["line_user"].is_string() {
