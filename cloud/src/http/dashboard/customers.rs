@@ -63,6 +63,30 @@ fn find_customer(state: &AppState, query: &str) -> Result<Option<String>, ApiErr
     Ok(None)
 }
 
+/// A customer's consent records in words, newest first.
+fn consent_history(t: &Words, records: &Value) -> Vec<(String, String, String, String, String)> {
+    let mut rows: Vec<(String, String, String, String, String)> = records
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                when(t, &r["at"]),
+                t.s(&format!("consent.{}", text(&r["channel"]))),
+                t.s(if r["granted"] == Value::Bool(true) {
+                    "consent.given"
+                } else {
+                    "consent.withdrawn"
+                }),
+                t.s(&format!("consent.source.{}", text(&r["source"]))),
+                text(&r["text_version"]),
+            )
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
 /// Visits and offers shown on a customer's page at most.
 const CUSTOMER_ROWS: usize = 100;
 
@@ -125,27 +149,8 @@ fn customer_view(state: &AppState, t: &Words, id: &str) -> Result<CustomerView, 
         .take(CUSTOMER_ROWS)
         .map(|o| (text(&o["campaign"]), when(t, &o["at"])))
         .collect();
-    let mut consent_history: Vec<(String, String, String, String, String)> = c["consent_records"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            (
-                when(t, &r["at"]),
-                t.s(&format!("consent.{}", text(&r["channel"]))),
-                t.s(if r["granted"] == Value::Bool(true) {
-                    "consent.given"
-                } else {
-                    "consent.withdrawn"
-                }),
-                t.s(&format!("consent.source.{}", text(&r["source"]))),
-                text(&r["text_version"]),
-            )
-        })
-        .collect();
-    consent_history.reverse();
     Ok(CustomerView {
-        consent_history,
+        consent_history: consent_history(t, &c["consent_records"]),
         id: text(&c["id"]),
         member: text(&c["member_id"]),
         line: if c["line_user"].is_string() {
