@@ -56,8 +56,8 @@ function show(el, value) {
   el.textContent = el.dataset.format === "rate" ? Number(value).toFixed(1) : String(value);
 }
 
-async function api(method, url, body) {
-  const headers = { "X-CSRF-Token": csrf() };
+async function api(method, url, body, extra = {}) {
+  const headers = { "X-CSRF-Token": csrf(), ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(url, { method, headers, body, credentials: "same-origin" });
   if (r.status === 401) { location.href = "/login"; throw new Error("401"); }
@@ -68,6 +68,7 @@ async function api(method, url, body) {
     const e = doc?.error;
     const err = new Error(e ? e.message : `${r.status}`);
     err.fields = e?.fields ?? [];
+    err.status = r.status;
     throw err;
   }
   return doc;
@@ -196,7 +197,11 @@ async function watchTests(form, doc, out) {
     }
   }
   // What was skipped stays on screen; otherwise the page shows the answers.
-  if (sent.length && sent.length === items.length) location.reload();
+  // The page again with the answers; what was skipped stays on screen until then.
+  if (sent.length) {
+    if (sent.length < items.length) await new Promise((r) => setTimeout(r, 4000));
+    location.reload();
+  }
 }
 
 function apiForms() {

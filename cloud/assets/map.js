@@ -38,7 +38,9 @@ function storeMap() {
     box.classList.add("blank");
   }
   const form = document.getElementById("draw");
-  const editor = form ? areaEditor(map, box, d, form) : null;
+  // A device waiting for its click on the map, if any: drawing and placing share the clicks.
+  const shared = { placing: null };
+  const editor = form ? areaEditor(map, box, d, form, shared) : null;
   const zones = L.geoJSON(d.zones, {
     style: () => AREA,
     pointToLayer: (f, at) => L.circle(at, { radius: f.properties.radius_m ?? 10 }),
@@ -77,7 +79,7 @@ function storeMap() {
   }
   // The store's own point: drawn, never in the way of a click on an area.
   if (d.center) L.circleMarker(d.center, { radius: 4, color: "#1d2330", fillOpacity: 1, interactive: false }).addTo(map);
-  devices(map, box, d, Boolean(form), editor);
+  devices(map, box, d, Boolean(form), editor, shared);
 }
 
 // Moves the areas' labels down, one below the other, where they would cover each other.
@@ -100,7 +102,7 @@ function declutter(layers) {
 
 // Beacons and gateways: drawn where placed; an operator places one (a click on the map after
 // its button) or drags it elsewhere.
-function devices(map, box, d, operator, editor) {
+function devices(map, box, d, operator, editor, shared) {
   const save = async (dev, latlng) => {
     const kind = dev.kind === "beacon" ? "beacons" : "gateways";
     const out = document.getElementById("draw-status");
@@ -132,41 +134,38 @@ function devices(map, box, d, operator, editor) {
   };
   for (const dev of d.devices ?? []) if (dev.at) draw(dev);
   if (!operator) return;
-  let placing = null;
   for (const b of document.querySelectorAll("#devices button.place")) {
     b.addEventListener("click", () => {
-      placing = (d.devices ?? []).find((x) => x.kind === b.dataset.kind && x.id === b.dataset.id);
-      if (!placing) return;
+      const dev = (d.devices ?? []).find((x) => x.kind === b.dataset.kind && x.id === b.dataset.id);
+      if (!dev) return;
       editor?.stop();
+      shared.placing = dev;
       box.classList.add("drawing");
       const out = document.getElementById("draw-status");
       out.classList.remove("error");
-      out.textContent = say("place_click", placing.name || placing.id);
+      out.textContent = say("place_click", dev.name || dev.id);
       box.scrollIntoView({ block: "center" });
     });
   }
   map.on("click", async (ev) => {
-    if (!placing) return;
-    const dev = placing;
-    placing = null;
+    const dev = shared.placing;
+    if (!dev) return;
+    shared.placing = null;
     box.classList.remove("drawing");
     if (await save(dev, ev.latlng)) {
       dev.at = [ev.latlng.lat, ev.latlng.lng];
       draw(dev);
     }
   });
-  // Placing takes the next click, before any drawing.
-  editor?.yieldTo(() => placing !== null);
 }
 
 // Drawing and changing areas: corners (an area) or a centre and a radius (a circle).
-function areaEditor(map, box, d, form) {
+function areaEditor(map, box, d, form, shared) {
   const $ = (id) => document.getElementById(id);
   let mode = null; // "area", "circle" or null
   let corners = [];
   let centre = null;
   let editing = null; // the zone id being changed
-  let busy = () => false;
   const sketch = L.layerGroup().addTo(map);
   const radius = () => Math.max(1, Number($("zone-radius").value) || 0);
 
@@ -201,6 +200,7 @@ function areaEditor(map, box, d, form) {
   }
 
   function start(m) {
+    shared.placing = null;
     mode = m;
     corners = [];
     centre = null;
@@ -216,6 +216,7 @@ function areaEditor(map, box, d, form) {
   }
 
   function stop() {
+    shared.placing = null;
     mode = null;
     editing = null;
     corners = [];
@@ -255,7 +256,8 @@ function areaEditor(map, box, d, form) {
   $("draw-undo").addEventListener("click", () => { corners.pop(); redraw(); });
   $("zone-radius").addEventListener("input", redraw);
   map.on("click", (ev) => {
-    if (!mode || busy()) return;
+    // A device being placed takes the click (the devices' handler).
+    if (!mode || shared.placing) return;
     $("draw-status").classList.remove("error");
     if (mode === "area") corners.push([ev.latlng.lat, ev.latlng.lng]);
     else centre = [ev.latlng.lat, ev.latlng.lng];
@@ -276,11 +278,13 @@ function areaEditor(map, box, d, form) {
     if (mode === "circle") properties.radius_m = radius();
     out.textContent = say("sending");
     try {
-      await api("PUT", `/v1/admin/zones/${encodeURIComponent(id)}`, JSON.stringify({ type: "Feature", properties, geometry }));
+      // A new area never replaces another zone with its id.
+      const createOnly = editing === id ? {} : { "If-None-Match": "*" };
+      await api("PUT", `/v1/admin/zones/${encodeURIComponent(id)}`, JSON.stringify({ type: "Feature", properties, geometry }), createOnly);
       out.textContent = say("draw_saved");
       location.reload();
     } catch (e) {
-      out.textContent = say("failed", e.message);
+      out.textContent = e.status === 409 ? say("zone_exists") : say("failed", e.message);
       out.classList.add("error");
       // The refusal, on the shape itself.
       const why = document.createElement("p");
@@ -289,7 +293,7 @@ function areaEditor(map, box, d, form) {
     }
   });
   redraw();
-  return { edit, stop, active: () => mode !== null || busy(), yieldTo: (f) => { busy = f; } };
+  return { edit, stop, active: () => mode !== null || shared.placing !== null };
 }
 
 // The Wi-Fi areas: the form saves one (PUT /v1/admin/zones/{id}, kind wifi); each refusal
@@ -304,12 +308,14 @@ function wifiForm() {
     for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
     out.classList.remove("error");
   };
+  // The area loaded by "Change": saved over under its id, its other settings kept.
+  let loaded = null;
   for (const b of document.querySelectorAll("button.wifi-edit")) {
     b.addEventListener("click", () => {
       const z = JSON.parse(b.dataset.record);
+      loaded = z;
       clear();
       $("wifi-id").value = z.id;
-      $("wifi-id").readOnly = true;
       $("wifi-name").value = z.name ?? "";
       $("wifi-min").value = String(z.min_matches ?? 1);
       $("wifi-bssids").value = (z.bssids ?? []).join("\n");
@@ -322,15 +328,19 @@ function wifiForm() {
     const id = $("wifi-id").value.trim();
     const bssids = $("wifi-bssids").value.split(/[\s,]+/).filter(Boolean);
     if (!id || !bssids.length) { out.classList.add("error"); out.textContent = say("wifi_needed"); return; }
-    const zone = { kind: "wifi", store: form.dataset.store, name: $("wifi-name").value.trim(), bssids, min_matches: Number($("wifi-min").value) };
+    const changing = loaded?.id === id;
+    const zone = {
+      ...(changing ? loaded : {}),
+      id, kind: "wifi", store: form.dataset.store, name: $("wifi-name").value.trim(), bssids, min_matches: Number($("wifi-min").value),
+    };
     out.textContent = say("sending");
     try {
-      await api("PUT", `/v1/admin/zones/${encodeURIComponent(id)}`, JSON.stringify(zone));
+      await api("PUT", `/v1/admin/zones/${encodeURIComponent(id)}`, JSON.stringify(zone), changing ? {} : { "If-None-Match": "*" });
       out.textContent = say("draw_saved");
       location.reload();
     } catch (e) {
       out.classList.add("error");
-      out.textContent = say("failed", e.message);
+      out.textContent = e.status === 409 ? say("zone_exists") : say("failed", e.message);
       // `wifi_zones[3].bssids[1]` or `min_matches`: beside the input of that field.
       for (const { field, message } of e.fields ?? []) {
         const input = [...form.querySelectorAll("[data-field]")].find((el) => new RegExp(`(^|\\.)${el.dataset.field}(\\[|$)`).test(field));

@@ -48,13 +48,14 @@ fn layers_from(architecture: &str) -> Result<Layers, String> {
 /// The source without its comments' text and without its test module (what the product
 /// itself imports), line breaks kept so offsets still give line numbers.
 fn product_code(source: &str) -> String {
-    // `mod tests`, or one other test modules may share (`pub(in …) mod tests`).
+    // The file's own `mod tests`, or one other test modules may share (`pub(in …) mod
+    // tests`), at the start of a line (a nested module's is product code's neighbour).
     let end = source
-        .match_indices("#[cfg(test)]\n")
-        .map(|(i, _)| i)
+        .match_indices("\n#[cfg(test)]\n")
+        .map(|(i, _)| i + 1)
         .find(|i| {
             let next = source[i + 13..].lines().next().unwrap_or_default();
-            next.starts_with("mod tests {") || next.ends_with(" mod tests {")
+            next == "mod tests {" || (next.starts_with("pub(") && next.ends_with(") mod tests {"))
         })
         .unwrap_or(source.len());
     source[..end]

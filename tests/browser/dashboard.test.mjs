@@ -7,11 +7,14 @@
 //   OMO_CHROMIUM     the browser (default /usr/bin/chromium)
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+// axe-core run in the page by the browser's debugger (a script tag would break the pages'
+// content security policy, which allows no inline script).
+const axeSource = `${readFileSync(axePath, "utf8")}\n;void 0;`;
 
 const base = process.env.OMO_URL;
 const token = process.env.OMO_ADMIN_TOKEN;
@@ -295,12 +298,21 @@ test("an operator draws, changes and circles areas, places devices and names Wi-
   await Promise.all([page.waitForEvent("load"), page.click("#wifi-save")]);
   assert.match(await page.textContent("table.wifi"), /Register Wi-Fi.*aa:bb:cc:dd:ee:ff.*00:11:22:33:44:55/s);
   await page.waitForSelector("#map.leaflet-container .leaflet-interactive");
-  // A refusal shows on the shape: the id of a zone of another kind is taken.
+  // A new area never replaces another zone: an id taken is refused on the shape.
+  await page.click("#draw-start");
+  for (const [fx, fy] of [[0.2, 0.2], [0.3, 0.2], [0.3, 0.3]]) await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
+  await page.fill("#zone-id", "drawn-wifi");
+  await page.click("#draw-finish");
+  await page.waitForSelector("#map .leaflet-popup-content");
+  assert.match(await page.textContent("#draw-status"), /exists already/);
+  assert.equal((await json(page, "/v1/admin/zones/drawn-wifi")).kind, "wifi", "the Wi-Fi area stays");
+  await page.click("#draw-cancel");
+  // A refusal shows on the shape: an id the registry refuses.
   await page.click("#draw-start");
   for (const [fx, fy] of [[0.2, 0.2], [0.3, 0.2], [0.3, 0.3]]) await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
   await page.fill("#zone-id", "bad id!");
   await page.click("#draw-finish");
-  await page.waitForSelector("#map .leaflet-popup-content");
+  await page.waitForSelector("#draw-status.error");
   assert.ok((await page.textContent("#map .leaflet-popup-content")).length > 0);
   assert.match(await page.getAttribute("#draw-status", "class"), /error/);
   await page.screenshot({ path: `${shots}/store-map.png`, fullPage: true });
@@ -428,7 +440,17 @@ test("a marketer composes, previews, test-sends, launches and pauses a campaign:
     data: { platform: "ios", push_token: `staff-${Date.now()}`, consent: { push: true, location: false, text_version: "1" } },
   });
   assert.equal(phone.status(), 201, await phone.text());
-  await page.fill("#test-to", (await phone.json()).install_id);
+  const staffPhone = await phone.json();
+  // Not a staff test device yet: refused, saying so.
+  await page.fill("#test-to", staffPhone.install_id);
+  await page.click("#test-send");
+  await page.waitForSelector(".test-send output.error");
+  assert.match(await page.textContent(".test-send output"), /no staff test device/);
+  // An operator makes it one on the customer's page.
+  await operator.page.goto(`${base}/customers?id=${staffPhone.install_id}`);
+  await Promise.all([operator.page.waitForEvent("load"), operator.page.click("#staff button")]);
+  assert.match(await operator.page.textContent("#staff"), /A staff test device/);
+  await page.fill("#test-to", staffPhone.install_id);
   await page.click("#test-send");
   await page.waitForSelector("table.tests td.good", { timeout: 30000 });
   assert.match(await page.textContent("table.tests tbody"), /Delivered/);
@@ -563,7 +585,7 @@ test("every page in Japanese and English, on a phone and a desktop: fits, no err
         const small = await page.evaluate(() => [...document.querySelectorAll("svg text")]
           .map((t) => t.getBoundingClientRect().height).filter((h) => h > 0 && h < 11).length);
         if (small) problems.push(`${where}: ${small} chart labels under 11 px`);
-        await page.addScriptTag({ path: axePath });
+        await page.evaluate(axeSource);
         const axe = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ["violations"] })).violations
           .filter((v) => v.impact === "serious" || v.impact === "critical")
           .map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`));

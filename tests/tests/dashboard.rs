@@ -3,7 +3,8 @@
 //! reachable without it; pages show what the admin API answers; an unsafe API call made with
 //! the cookie needs the session's CSRF token and the session's role; a config pushed from the
 //! gateway page reaches the gateway and its ack shows on the page; alerts appear on the
-//! overview when a gateway's outbox drops events and when it goes offline.
+//! overview when a gateway's outbox drops events and when it goes offline; every answer has
+//! its security headers (a content security policy on pages).
 
 use std::time::Duration;
 
@@ -186,6 +187,24 @@ async fn the_dashboard_needs_a_session_shows_the_api_and_pushes_a_config() -> an
     let (code, _, _) = b.get("/favicon.ico").await?;
     assert_eq!(code, 200, "the favicon, without a session too");
     assert!(!form.contains("/assets/"), "the login form needs no asset");
+    // Every answer with its security headers; pages with a policy allowing no inline script.
+    let login = b.http.get(format!("{}/login", b.base)).send().await?;
+    let h = login.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let csp = h["content-security-policy"].to_str()?;
+    assert!(
+        csp.contains("script-src 'self';") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let api = b
+        .http
+        .get(format!("{}/v1/admin/overview", b.base))
+        .send()
+        .await?;
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
 
     // A wrong token gets the form again with the reason, and no cookie.
     let (code, set) = b.login("not-a-token").await?;

@@ -1,9 +1,10 @@
-//! Test sends (`POST /v1/admin/campaigns/{id}/test`): a campaign's messages sent now to chosen
-//! customers — the staff's own phones — through the real channels, as the decision stage would
-//! build them (`{name}`, `{store}`, a coupon code, a tracked link), whatever the campaign's
-//! state, audience, schedule and caps. They are delivery rows marked `test`: the worker sends
-//! them like any other, but they count in no funnel, report or tally, their coupons are not
-//! taken at the till, and they are listed apart, by campaign ([`recent`]).
+//! Test sends (`POST /v1/admin/campaigns/{id}/test`): a campaign's messages sent now to the
+//! staff's own phones — customers an operator tagged [`STAFF_TAG`], never anyone else —
+//! through the real channels, as the decision stage would build them (`{name}`, `{store}`, a
+//! coupon code, a tracked link), whatever the campaign's state, audience, schedule and caps.
+//! They are delivery rows marked `test`: the worker sends them like any other, but they count in
+//! no funnel, report or tally, their coupons are not taken at the till, and they are listed
+//! apart, by campaign ([`recent`]).
 
 use std::collections::BTreeSet;
 
@@ -18,8 +19,16 @@ use crate::profiles::{self, ProfileParams};
 use crate::registry::Registry;
 use crate::store::{Commit, Space, Store, StoreError};
 
-/// Customers one test send may go to at most.
-pub const MAX_CUSTOMERS: usize = 20;
+/// The tag that makes a customer one of the staff's test devices (an operator gives it).
+pub const STAFF_TAG: &str = "staff";
+
+/// Messages one test send may make at most (customers × variants).
+pub const MAX_SENDS: usize = 20;
+
+/// Whether test sends may go to `customer`.
+pub fn is_test_device(customer: &crate::identity::Customer) -> bool {
+    customer.tags.contains(STAFF_TAG)
+}
 
 /// Test sends listed per campaign at most, and how far back.
 pub const RECENT: usize = 20;
@@ -27,7 +36,7 @@ pub const RECENT_DAYS: i64 = 30;
 
 /// What a test send asks.
 pub struct Asked<'a> {
-    /// Customer ids, each found by [`crate::identity::find`] beforehand.
+    /// Customer ids, each found by [`crate::identity::find`] beforehand (each once).
     pub customers: &'a [String],
     /// One variant, or every one of the campaign's.
     pub variant: Option<&'a str>,
@@ -112,6 +121,16 @@ pub fn prepare(
         }
         None => campaign.variants.iter().map(|v| v.id.as_str()).collect(),
     };
+    if asked.customers.len() * variants.len() > MAX_SENDS {
+        return Err(Refused::Field(
+            "customers",
+            format!(
+                "at most {MAX_SENDS} messages a test: {} customers × {} messages",
+                asked.customers.len(),
+                variants.len()
+            ),
+        ));
+    }
     let places = Places::new(registry);
     let place = place_of(&places, campaign, asked.store)?;
     let segments = Segments {
@@ -123,13 +142,14 @@ pub fn prepare(
     let mut taken = BTreeSet::new();
     let mut outcomes = Vec::new();
     for id in asked.customers {
-        let Some((view, customer, _)) = customer_view(store, id, &segments, now_ms)? else {
+        let found = customer_view(store, id, &segments, now_ms)?;
+        let Some((view, customer, _)) = found.filter(|(_, c, _)| is_test_device(c)) else {
             outcomes.push(Outcome {
                 customer: id.clone(),
                 variant: String::new(),
                 channel: None,
                 delivery: None,
-                skipped: Some("no such customer (erased?)".into()),
+                skipped: Some(NOT_A_TEST_DEVICE.into()),
             });
             continue;
         };
@@ -168,6 +188,11 @@ pub fn prepare(
     Ok((c, outcomes))
 }
 
+/// Why an id gets no test send: unknown, erased or not tagged (the same words for each, so a
+/// test send tells nobody whether a customer exists).
+pub const NOT_A_TEST_DEVICE: &str =
+    "no staff test device has this id (an operator tags the staff's own customer record \"staff\")";
+
 /// Why a customer gets no test send.
 fn unreachable(channels: &[DeliveryChannel]) -> String {
     let names: Vec<&str> = channels
@@ -185,21 +210,27 @@ fn unreachable(channels: &[DeliveryChannel]) -> String {
 }
 
 /// `campaign`'s test sends of the last [`RECENT_DAYS`] before `now_ms`, newest first,
-/// [`RECENT`] at most.
+/// [`RECENT`] at most (read from the index's end).
 pub fn recent(store: &dyn Store, campaign: &str, now_ms: i64) -> Result<Vec<Delivery>, StoreError> {
-    let since = now_ms - RECENT_DAYS * 86_400_000;
-    let from = delivery::test_index_key(campaign, since, "");
-    let end = crate::store::prefix_end(delivery::keys::test_prefix(campaign).as_bytes())
+    let since = delivery::test_index_key(campaign, now_ms - RECENT_DAYS * 86_400_000, "");
+    let mut end = crate::store::prefix_end(delivery::keys::test_prefix(campaign).as_bytes())
         .expect("a prefix ending in '/'");
-    let index = store.scan_range(Space::Campaigns, from.as_bytes(), &end, 10_000)?;
     let mut sends = Vec::new();
-    for (key, _) in index.iter().rev().take(RECENT) {
-        let Some(id) = delivery::keys::indexed_id(key) else {
-            continue;
+    while sends.len() < RECENT {
+        let Some((key, _)) = store.last_before(Space::Campaigns, &end)? else {
+            break;
         };
-        if let Some((d, _)) = delivery::read(store, id)? {
+        if key.as_slice() < since.as_bytes() {
+            break;
+        }
+        if let Some((d, _)) = delivery::keys::indexed_id(&key)
+            .map(|id| delivery::read(store, id))
+            .transpose()?
+            .flatten()
+        {
             sends.push(d);
         }
+        end = key;
     }
     Ok(sends)
 }
@@ -227,10 +258,26 @@ mod tests {
                     {"id": "b", "weight": 1, "template": {"text": "B {coupon}"}},
                 ]);
             });
-            // Ren consented to nothing: no channel reaches them.
-            let ren = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
+            // Aki's phone is a staff test device; Ren's too, but Ren consented to nothing; Sora
+            // is a customer like any other (consented, reachable, not staff).
+            let (before, bytes) = crate::identity::customer_record(&store, &aki.id)
+                .unwrap()
+                .unwrap();
+            let mut tagged = before.clone();
+            tagged.tags.insert(STAFF_TAG.into());
+            store
+                .commit(save_customer(&store, Some((&before, &bytes)), &tagged).unwrap())
+                .unwrap();
+            let mut ren = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
+            ren.tags.insert(STAFF_TAG.into());
             store
                 .commit(save_customer(&store, None, &ren).unwrap())
+                .unwrap();
+            let mut sora = new_customer("2026-11-01T00:00:00.000Z".parse().unwrap());
+            sora.line_user = Some("U-sora".into());
+            sora.consent.line = true;
+            store
+                .commit(save_customer(&store, None, &sora).unwrap())
                 .unwrap();
             let campaign = stored::all(&store).unwrap().remove(0).campaign;
             let registry: Registry = inputs.registry.read().unwrap().clone();
@@ -238,7 +285,7 @@ mod tests {
                 secret: &inputs.secret,
                 link_base: inputs.link_base.as_deref(),
             };
-            let customers = [aki.id.clone(), ren.id.clone()];
+            let customers = [aki.id.clone(), ren.id.clone(), sora.id.clone()];
             let asked = Asked {
                 customers: &customers,
                 variant: None,
@@ -253,7 +300,10 @@ mod tests {
             )
             .unwrap();
             store.commit(commit).unwrap();
-            assert_eq!(outcomes.len(), 4);
+            assert_eq!(outcomes.len(), 5);
+            assert!(outcomes
+                .iter()
+                .any(|o| o.customer == sora.id && o.skipped.as_deref() == Some(NOT_A_TEST_DEVICE)));
             let sent: Vec<_> = outcomes.iter().filter(|o| o.delivery.is_some()).collect();
             assert_eq!(sent.len(), 2, "{outcomes:?}");
             assert!(sent

@@ -76,13 +76,18 @@ pub fn body(d: &Delivery, token: &str, ttl: Duration) -> Value {
         .unwrap_or_default()
         .as_secs()
         + ttl_s;
-    json!({"message": {
+    let mut message = json!({"message": {
         "token": token,
         "notification": {"body": d.text},
         "data": {"delivery_id": d.id, "campaign": d.campaign, "coupon": d.coupon},
         "android": {"collapse_key": d.id, "ttl": format!("{ttl_s}s")},
         "apns": {"headers": {"apns-collapse-id": d.id, "apns-expiration": expiry.to_string()}}
-    }})
+    }});
+    // A test send says so to the app (FCM's data values are strings).
+    if d.test {
+        message["message"]["data"]["test"] = json!("true");
+    }
+    message
 }
 
 impl FcmSender {

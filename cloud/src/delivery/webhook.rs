@@ -45,7 +45,7 @@ impl WebhookSender {
 
     /// One attempt to post `d` for the brand's member `member_id`.
     pub async fn send(&self, d: &Delivery, member_id: &str, expires: &str) -> Answer {
-        let body = json!({
+        let mut body = json!({
             "delivery_id": d.id,
             "campaign": d.campaign,
             "variant": d.variant,
@@ -54,8 +54,12 @@ impl WebhookSender {
             "text": d.text,
             "coupon": d.coupon,
             "expires": expires,
-        })
-        .to_string();
+        });
+        // A test send says so: the brand's system must not count it or honour its coupon.
+        if d.test {
+            body["test"] = json!(true);
+        }
+        let body = body.to_string();
         let result = self
             .client
             .post(&self.url)

@@ -16,6 +16,7 @@ pub mod purchases;
 pub mod qr;
 pub mod redemptions;
 pub mod reports;
+pub mod security;
 pub mod test_sends;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -326,6 +327,11 @@ pub(crate) async fn commit_durably(
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.http.max_body_bytes;
+    // ASCII throughout: the tile server's host is reduced to host characters.
+    let csp = axum::http::HeaderValue::from_str(&security::content_security_policy(
+        state.config.dashboard.tile_url.as_deref(),
+    ))
+    .expect("a policy is ASCII");
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -348,6 +354,9 @@ pub fn router(state: AppState) -> Router {
             crate::http::dashboard::csrf_guard,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            security::headers(csp.clone(), request, next)
+        }))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
-//! `POST /v1/admin/campaigns/{id}/test`: a campaign's messages sent now to chosen customers (the
-//! staff's own phones) through the real channels, counted in no report; `GET …/tests` lists the
-//! campaign's recent test sends with what became of each ([`crate::campaigns::test_send`]).
+//! `POST /v1/admin/campaigns/{id}/test`: a campaign's messages sent now to the staff's own
+//! phones (customers tagged `staff`) through the real channels, counted in no report; `GET
+//! …/tests` lists the campaign's recent test sends with what became of each, without their
+//! text or coupon ([`crate::campaigns::test_send`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::campaigns::current_campaign;
 use super::{parse_json, ApiError, AppState, Marketer};
-use crate::campaigns::test_send::{self, Asked, Refused, MAX_CUSTOMERS};
+use crate::campaigns::test_send::{self, Asked, Refused, MAX_SENDS, NOT_A_TEST_DEVICE};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -40,10 +41,10 @@ async fn send(
 ) -> Result<Response, ApiError> {
     let req: TestRequest = parse_json(&body)?;
     let campaign = current_campaign(&state, &id)?.campaign;
-    if req.customers.is_empty() || req.customers.len() > MAX_CUSTOMERS {
+    if req.customers.is_empty() || req.customers.len() > MAX_SENDS {
         return Err(ApiError::field(
             "customers",
-            format!("name between 1 and {MAX_CUSTOMERS} customers"),
+            format!("name between 1 and {MAX_SENDS} staff test devices"),
         ));
     }
     let st = state.clone();
@@ -53,13 +54,21 @@ async fn send(
         let mut ids = Vec::new();
         let mut problems = Vec::new();
         for (i, entry) in req.customers.iter().enumerate() {
-            match crate::identity::find(store, entry.trim())? {
+            // Unknown and not a test device get the same answer: a marketer learns nothing
+            // about customers from it.
+            let device = match crate::identity::find(store, entry.trim())? {
+                Some(c) => crate::identity::customer(store, &c)?
+                    .filter(test_send::is_test_device)
+                    .map(|_| c),
+                None => None,
+            };
+            match device {
+                // Named twice (by id and by member number, say): sent once.
+                Some(c) if ids.iter().any(|(_, d)| *d == c) => {}
                 Some(c) => ids.push((entry.clone(), c)),
                 None => problems.push((
                     format!("customers[{i}]"),
-                    format!(
-                        "{entry:?}: no customer has this id, member number, LINE user id or install id"
-                    ),
+                    format!("{entry:?}: {NOT_A_TEST_DEVICE}"),
                 )),
             }
         }
@@ -118,6 +127,16 @@ async fn list(
 ) -> Result<Response, ApiError> {
     current_campaign(&state, &id)?;
     let now_ms = state.clock.now().timestamp_millis();
-    let items = test_send::recent(state.store.as_ref(), &id, now_ms)?;
+    // What became of each; not its text or coupon.
+    let items: Vec<Value> = test_send::recent(state.store.as_ref(), &id, now_ms)?
+        .into_iter()
+        .map(|d| {
+            json!({
+                "id": d.id, "customer": d.customer, "variant": d.variant, "channel": d.channel,
+                "status": d.status, "reason": d.reason, "decided_ms": d.decided_ms,
+                "done_ms": d.done_ms,
+            })
+        })
+        .collect();
     Ok(Json(json!({ "items": items })).into_response())
 }

@@ -310,13 +310,19 @@ pub(super) fn without_zone(site: &mut Site, id: &str) -> bool {
 }
 
 /// A zone of any kind (`kind`: beacon, gateway, wifi, geofence); a geofence may also come as
-/// a GeoJSON Feature (Polygon/MultiPolygon, or a Point with `properties.radius_m`).
+/// a GeoJSON Feature (Polygon/MultiPolygon, or a Point with `properties.radius_m`). With
+/// `If-None-Match: *` it only creates (409 if a zone of any kind has the id: the map's new
+/// areas never replace another).
 pub(super) async fn put_zone(
     _: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let create_only = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*");
     let v: Value = parse_json(&body)?;
     let zone = if v.get("type").and_then(Value::as_str) == Some("Feature") {
         Zone::Geofence(geofence_from_feature(&v, &id)?)
@@ -326,6 +332,11 @@ pub(super) async fn put_zone(
     let _one_at_a_time = state.registry_writes.lock().await;
     let mut site = current_site(&state);
     let existed = without_zone(&mut site, &id);
+    if existed && create_only {
+        return Err(ApiError::conflict(format!(
+            "a zone {id} exists already: choose another id"
+        )));
+    }
     match zone.clone() {
         Zone::Beacon(z) => site.beacon_zones.push(z),
         Zone::Gateway(z) => site.gateway_zones.push(z),

@@ -22,6 +22,9 @@ pub struct CustomerView {
     pub visits: Vec<(String, String, String, String, String)>,
     /// Campaign, when.
     pub offers: Vec<(String, String)>,
+    /// Tagged `staff`: test sends may go to them; and the change that toggles it.
+    pub staff: bool,
+    pub staff_patch: String,
     /// Each consent given or withdrawn, newest first: when, channel, given or withdrawn, how,
     /// the text's version.
     pub consent_history: Vec<(String, String, String, String, String)>,
@@ -63,9 +66,28 @@ fn find_customer(state: &AppState, query: &str) -> Result<Option<String>, ApiErr
     Ok(None)
 }
 
+/// Whether the customer's own `tags` make them a staff test device, and the PATCH body that
+/// gives or takes that tag (their other tags kept).
+fn staff_toggle(tags: &Value) -> (bool, String) {
+    let staff_tag = crate::campaigns::test_send::STAFF_TAG;
+    let mut own: std::collections::BTreeSet<String> = tags
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    let staff = own.contains(staff_tag);
+    if staff {
+        own.remove(staff_tag);
+    } else {
+        own.insert(staff_tag.to_owned());
+    }
+    (staff, serde_json::json!({ "tags": own }).to_string())
+}
+
 /// A customer's consent records in words, newest first.
 fn consent_history(t: &Words, records: &Value) -> Vec<(String, String, String, String, String)> {
-    let mut rows: Vec<(String, String, String, String, String)> = records
+    let mut rows: Vec<(String, String, String, String, String, String)> = records
         .as_array()
         .into_iter()
         .flatten()
@@ -80,11 +102,15 @@ fn consent_history(t: &Words, records: &Value) -> Vec<(String, String, String, S
                 }),
                 t.s(&format!("consent.source.{}", text(&r["source"]))),
                 text(&r["text_version"]),
+                r["at"].as_str().unwrap_or_default().to_owned(),
             )
         })
         .collect();
-    rows.reverse();
-    rows
+    // Newest first by when it was given or withdrawn (a late record may be older).
+    rows.sort_by(|a, b| b.5.cmp(&a.5));
+    rows.into_iter()
+        .map(|(a, b, c, d, e, _)| (a, b, c, d, e))
+        .collect()
 }
 
 /// Visits and offers shown on a customer's page at most.
@@ -149,7 +175,10 @@ fn customer_view(state: &AppState, t: &Words, id: &str) -> Result<CustomerView, 
         .take(CUSTOMER_ROWS)
         .map(|o| (text(&o["campaign"]), when(t, &o["at"])))
         .collect();
+    let (staff, staff_patch) = staff_toggle(&c["tags"]);
     Ok(CustomerView {
+        staff,
+        staff_patch,
         consent_history: consent_history(t, &c["consent_records"]),
         id: text(&c["id"]),
         member: text(&c["member_id"]),

@@ -317,7 +317,13 @@ struct LoginPage {
     t: Words,
     nav: Nav,
     error: bool,
+    /// Its style sheet, inline: the login page loads no asset (assets need a session); the
+    /// content security policy allows exactly this text by its hash.
+    style: &'static str,
 }
+
+/// The login page's style sheet.
+pub(crate) const LOGIN_CSS: &str = include_str!("../../../assets/login.css");
 
 fn login_form(t: Words, error: bool) -> Response {
     let nav = Nav::frame(
@@ -328,7 +334,12 @@ fn login_form(t: Words, error: bool) -> Response {
         Vec::new(),
         "/login",
     );
-    let mut r = html(&LoginPage { t, nav, error });
+    let mut r = html(&LoginPage {
+        t,
+        nav,
+        error,
+        style: LOGIN_CSS,
+    });
     if error {
         *r.status_mut() = StatusCode::UNAUTHORIZED;
     }
