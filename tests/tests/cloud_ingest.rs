@@ -538,3 +538,112 @@ async fn the_same_ingest_works_through_an_external_mosquitto() -> anyhow::Result
     cloud.stop()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_records_a_consent_given_or_withdrawn_after_install() -> anyhow::Result<()> {
+    let mut cloud = CloudUnderTest::new(vec![Creds::new("s1", "g1")?], None)?;
+    cloud.start()?;
+    let (status, install) = cloud
+        .call(
+            Method::POST,
+            "/v1/app/installs",
+            Some(serde_json::json!({"platform": "android", "push_token": "tok-1", "consent": {"push": true, "location": true, "text_version": "1"}})),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 201, "{install}");
+    let token = install["token"].as_str().unwrap();
+    let path = "/v1/app/consent";
+    let withdraw = serde_json::json!({"channel": "push", "granted": false});
+    // Only the install's own token.
+    for auth in [None, Some("not-a-token")] {
+        let (status, _) = cloud
+            .call(Method::POST, path, Some(withdraw.clone()), auth)
+            .await?;
+        assert_eq!(status, 401, "{auth:?}");
+    }
+    // Bad input, named by field.
+    for (body, field) in [
+        (
+            serde_json::json!({"channel": "fax", "granted": false}),
+            "channel",
+        ),
+        (serde_json::json!({"channel": "push"}), ""),
+        (
+            serde_json::json!({"channel": "push", "granted": false, "at": "2099-01-01T00:00:00.000Z"}),
+            "at",
+        ),
+    ] {
+        let (status, e) = cloud
+            .call(Method::POST, path, Some(body), Some(token))
+            .await?;
+        assert_eq!(status, 422, "{e}");
+        assert_eq!(e["error"]["fields"][0]["field"], field, "{e}");
+    }
+    // Withdrawn: the answer says the consent now, and nothing else of the customer; the record
+    // says it came from the app.
+    let (status, body) = cloud
+        .call(Method::POST, path, Some(withdraw), Some(token))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"consent": {"line": false, "push": false, "webhook": false, "location": true}})
+    );
+    let customer = cloud
+        .admin(&format!(
+            "/v1/admin/customers/{}",
+            install["customer_id"].as_str().unwrap()
+        ))
+        .await?;
+    let last = customer["consent_records"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&last["channel"], &last["granted"], &last["source"]),
+        (
+            &serde_json::json!("push"),
+            &serde_json::json!(false),
+            &serde_json::json!("app")
+        ),
+        "{customer}"
+    );
+    // Given again, with the text's version.
+    let (status, body) = cloud
+        .call(
+            Method::POST,
+            path,
+            Some(serde_json::json!({"channel": "push", "granted": true, "text_version": "2"})),
+            Some(token),
+        )
+        .await?;
+    assert_eq!(
+        (status, &body["consent"]["push"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    // A revoked install says nothing more.
+    let install_id = install["install_id"].as_str().unwrap();
+    let (status, b) = cloud
+        .call(
+            Method::POST,
+            &format!("/v1/admin/installs/{install_id}/revoke"),
+            None,
+            Some(omo_tests::cloud::ADMIN_TOKEN),
+        )
+        .await?;
+    assert!(status < 300, "{b}");
+    let (status, _) = cloud
+        .call(
+            Method::POST,
+            path,
+            Some(serde_json::json!({"channel": "location", "granted": false})),
+            Some(token),
+        )
+        .await?;
+    assert_eq!(status, 401);
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The app SDK's endpoints: `POST /v1/app/installs` registers an install and returns its id
 //! and secret token (stored only as a hash); `POST /v1/app/locations` takes a GPS fix, a
 //! Wi-Fi scan and/or beacon sightings, authenticated by the install's token, once per
-//! idempotency key.
+//! idempotency key; `POST /v1/app/consent` records a consent the customer gave or withdrew in
+//! the app after installing it.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,6 +24,40 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/app/installs", post(register))
         .route("/v1/app/locations", post(locations))
+        .route("/v1/app/consent", post(consent))
+}
+
+/// A consent given or withdrawn in the app.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentIn {
+    channel: identity::ConsentChannel,
+    granted: bool,
+    /// When the customer gave or withdrew it (default: now); not in the future.
+    #[serde(default)]
+    at: Option<Timestamp>,
+    /// The version of the text the customer agreed to (when granting).
+    #[serde(default)]
+    text_version: Option<String>,
+}
+
+/// Records the install's customer's consent change (source `app`), cancelling the waiting
+/// offers of a channel withdrawn; answers the customer's consent now, and nothing else.
+async fn consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let install = authenticated_install(&state, &headers).await?;
+    let req: ConsentIn = parse_json(&body)?;
+    let c = super::admin::record_consent_change(
+        &state,
+        &install.customer,
+        (req.channel, req.granted, req.at),
+        (identity::ConsentSource::App, req.text_version),
+    )
+    .await?;
+    Ok(Json(json!({ "consent": c.consent })).into_response())
 }
 
 pub(crate) fn identity_error(e: IdentityError) -> ApiError {

@@ -422,7 +422,6 @@ pub(super) async fn record_consent(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: ConsentIn = parse_json(&body)?;
-    let now = Timestamp::new(state.clock.now());
     let source = req.source.unwrap_or(identity::ConsentSource::Admin);
     if !matches!(
         source,
@@ -433,25 +432,45 @@ pub(super) async fn record_consent(
             "an operator records `admin` or `import` consents (the app and LINE record their own)",
         ));
     }
-    let at = req.at.unwrap_or(now);
+    let c = record_consent_change(
+        &state,
+        &id,
+        (req.channel, req.granted, req.at),
+        (source, req.text_version),
+    )
+    .await?;
+    Ok(Json(customer_json(&state, &c)?).into_response())
+}
+
+/// Records customer `id`'s consent on `channel` given or withdrawn at `at` (default: now; not
+/// in the future) from `source`, and what follows from it ([`update_customer`]); answers the
+/// customer as saved.
+pub(crate) async fn record_consent_change(
+    state: &AppState,
+    id: &str,
+    (channel, granted, at): (identity::ConsentChannel, bool, Option<Timestamp>),
+    (source, text_version): (identity::ConsentSource, Option<String>),
+) -> Result<Customer, ApiError> {
+    let now = Timestamp::new(state.clock.now());
+    let at = at.unwrap_or(now);
     if at.millis() > now.millis() {
         return Err(ApiError::field("at", "is in the future"));
     }
     let (old, bytes) =
-        identity::customer_for_update(state.store.as_ref(), &id).map_err(identity_error)?;
+        identity::customer_for_update(state.store.as_ref(), id).map_err(identity_error)?;
     let mut c = old.clone();
     c.record_consent(identity::ConsentChange {
-        channel: req.channel,
-        granted: req.granted,
+        channel,
+        granted,
         at,
         recorded: now,
         source,
-        text_version: req.text_version,
+        text_version,
     });
     if c != old {
-        update_customer(&state, (&old, &bytes), &c).await?;
+        update_customer(state, (&old, &bytes), &c).await?;
     }
-    Ok(Json(customer_json(&state, &c)?).into_response())
+    Ok(c)
 }
 
 /// Revokes an app install (a lost or compromised phone): its token stops authenticating

@@ -33,7 +33,7 @@ mod records;
 use records::{delete_record, get_record, list_records, put_record};
 
 pub use customers::cancel_withdrawn_sends;
-pub(crate) use customers::{customer_document, offers_of};
+pub(crate) use customers::{customer_document, offers_of, record_consent_change};
 pub(crate) use gateways::{desired_config_text, gateway_document};
 
 pub fn routes() -> Router<AppState> {
