@@ -570,6 +570,10 @@ async fn the_app_records_a_consent_given_or_withdrawn_after_install() -> anyhow:
         ),
         (serde_json::json!({"channel": "push"}), ""),
         (
+            serde_json::json!({"channel": "push", "granted": true, "text_version": ""}),
+            "text_version",
+        ),
+        (
             serde_json::json!({"channel": "push", "granted": false, "at": "2099-01-01T00:00:00.000Z"}),
             "at",
         ),

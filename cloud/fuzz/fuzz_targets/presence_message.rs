@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             enabled: true,
             password_hash: String::new(),
             signing_key: key.to_hex(),
+            location: None,
         },
         password: PasswordHash::new("x"),
         key: key.clone(),

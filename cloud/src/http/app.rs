@@ -28,17 +28,29 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A consent given or withdrawn in the app.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConsentIn {
-    channel: identity::ConsentChannel,
-    granted: bool,
+pub struct ConsentIn {
+    pub channel: identity::ConsentChannel,
+    pub granted: bool,
     /// When the customer gave or withdrew it (default: now); not in the future.
     #[serde(default)]
-    at: Option<Timestamp>,
-    /// The version of the text the customer agreed to (when granting).
+    pub at: Option<Timestamp>,
+    /// The version of the text the customer agreed to (when granting), 1..=64 characters.
     #[serde(default)]
-    text_version: Option<String>,
+    pub text_version: Option<String>,
+}
+
+/// Reads and checks a consent body: the change, or the field at fault.
+pub fn parse_consent(body: &[u8]) -> Result<ConsentIn, ApiError> {
+    let c: ConsentIn = parse_json(body)?;
+    if c.text_version
+        .as_ref()
+        .is_some_and(|v| v.is_empty() || v.chars().count() > 64)
+    {
+        return Err(ApiError::field("text_version", "must be 1..=64 characters"));
+    }
+    Ok(c)
 }
 
 /// Records the install's customer's consent change (source `app`), cancelling the waiting
@@ -49,7 +61,7 @@ async fn consent(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let install = authenticated_install(&state, &headers).await?;
-    let req: ConsentIn = parse_json(&body)?;
+    let req = parse_consent(&body)?;
     let c = super::admin::record_consent_change(
         &state,
         &install.customer,
