@@ -34,6 +34,7 @@ pub use keys::{
     click_key, clicked_key, coupon_key, due_key, hourly_key, row_key, store_index_key,
     test_index_key,
 };
+pub(crate) use outbox::{channel_name, status_name};
 
 /// How an offer reaches a customer: a LINE push, an app push (FCM), or the brand's webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

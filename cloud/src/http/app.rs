@@ -15,7 +15,7 @@ use omo_device_config::{BeaconId, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{append, bearer, parse_json, ApiError, AppState};
+use super::{append, bearer, identity_error, parse_json, ApiError, AppState};
 use crate::identity::{self, IdentityError, InstallRequest};
 use crate::ingest::record::{AppReport, BeaconSighting, GpsFix, Record, WifiSighting};
 use crate::ingest::Appended;
@@ -70,15 +70,6 @@ async fn consent(
     )
     .await?;
     Ok(Json(json!({ "consent": c.consent })).into_response())
-}
-
-pub(crate) fn identity_error(e: IdentityError) -> ApiError {
-    match e {
-        IdentityError::Invalid { field, message } => ApiError::field(&field, message),
-        IdentityError::Taken { .. } => ApiError::conflict(e.to_string()),
-        IdentityError::NotFound(id) => ApiError::not_found(format!("customer {id}")),
-        IdentityError::Store(s) => s.into(),
-    }
 }
 
 async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {

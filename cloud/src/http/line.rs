@@ -14,7 +14,7 @@ use omo_device_config::{BeaconId, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::app::identity_error;
+use super::identity_error;
 use super::{append, parse_json, ApiError, AppState};
 use crate::config::Ingest;
 use crate::identity;

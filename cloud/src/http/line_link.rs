@@ -21,7 +21,7 @@ use omo_device_config::Timestamp;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::app::identity_error;
+use super::identity_error;
 use super::{parse_json, ApiError, AppState, Operator};
 use crate::identity::{self, Linked};
 use crate::store::{Store, StoreError};

@@ -156,6 +156,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// An identity operation's refusal as an answer: the field at fault, a taken id (409), an
+/// unknown customer (404), or the store's error.
+pub(crate) fn identity_error(e: crate::identity::IdentityError) -> ApiError {
+    use crate::identity::IdentityError;
+    match e {
+        IdentityError::Invalid { field, message } => ApiError::field(&field, message),
+        IdentityError::Taken { .. } => ApiError::conflict(e.to_string()),
+        IdentityError::NotFound(id) => ApiError::not_found(format!("customer {id}")),
+        IdentityError::Store(s) => s.into(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": {"code": self.code, "message": self.message}});

@@ -19,7 +19,7 @@ use omo_device_config::{GatewayId, StoreId, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::app::identity_error;
+use super::identity_error;
 use super::{parse_json, Analyst, ApiError, AppState, Operator};
 use crate::identity::{self, Consent, Customer, EidKey};
 use crate::registry::{self, PosKey, Registry, RegistryError, Zone};

@@ -173,11 +173,11 @@ fn test_rows(state: &AppState, t: &Words, id: &str) -> Result<Vec<TestRow>, ApiE
             variant: d.variant,
             channel: t.s(&format!(
                 "channel.{}",
-                serde_json::json!(d.channel).as_str().unwrap_or("line")
+                crate::delivery::channel_name(d.channel)
             )),
             result: t.s(&format!(
                 "delivery.{}",
-                serde_json::json!(d.status).as_str().unwrap_or("pending")
+                crate::delivery::status_name(d.status)
             )),
             reason: d.reason.unwrap_or_default(),
             delivered: d.status == crate::delivery::Status::Delivered,

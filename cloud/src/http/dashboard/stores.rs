@@ -74,15 +74,19 @@ struct StorePage {
     wifi: Vec<WifiRow>,
 }
 
-/// A beacon or a gateway as the store's page lists it.
+/// A beacon or a gateway as the store's page lists it and its map draws it.
+#[derive(serde::Serialize)]
 struct DeviceRow {
     /// `beacon` or `gateway`, and in words.
     kind: &'static str,
+    #[serde(skip)]
     kind_words: String,
     id: String,
     /// Its name, else its id.
+    #[serde(rename = "name")]
     label: String,
-    placed: bool,
+    /// Where it is placed (lat, lon), if it is.
+    at: Option<[f64; 2]>,
 }
 
 /// A Wi-Fi zone as the store's page lists it.
@@ -99,7 +103,10 @@ struct WifiRow {
 fn store_devices(state: &AppState, t: &Words, id: &str) -> (Vec<DeviceRow>, Vec<WifiRow>) {
     let registry = state.registry.read().expect("registry lock");
     let site = registry.site();
-    let row = |kind: &'static str, id: String, name: &str, placed: bool| DeviceRow {
+    let row = |kind: &'static str,
+               id: String,
+               name: &str,
+               at: &Option<omo_device_config::site::LatLon>| DeviceRow {
         kind,
         kind_words: t.s(&format!("store.device.{kind}")),
         label: if name.is_empty() {
@@ -108,18 +115,18 @@ fn store_devices(state: &AppState, t: &Words, id: &str) -> (Vec<DeviceRow>, Vec<
             name.to_owned()
         },
         id,
-        placed,
+        at: at.map(|l| [l.lat, l.lon]),
     };
     let devices = site
         .beacons
         .iter()
         .filter(|b| b.store.as_str() == id)
-        .map(|b| row("beacon", b.id.to_string(), &b.name, b.location.is_some()))
+        .map(|b| row("beacon", b.id.to_string(), &b.name, &b.location))
         .chain(
             site.gateways
                 .iter()
                 .filter(|g| g.store.as_str() == id)
-                .map(|g| row("gateway", g.id.to_string(), "", g.location.is_some())),
+                .map(|g| row("gateway", g.id.to_string(), "", &g.location)),
         )
         .collect();
     let wifi = site
@@ -169,12 +176,12 @@ pub(super) async fn store_page(
     // most; the zones' sum would count a visitor in two zones twice, so take the largest.
     let visitors_now = a.zones.iter().map(|z| z.visitors_now).max().unwrap_or(0);
     let week_total: u64 = a.visits_per_hour.iter().map(|h| h.visits).sum();
-    let map = map_data(&state, &id, &a);
+    let (devices, wifi) = store_devices(&state, &t, &id);
+    let map = map_data(&state, (&id, &devices), &a);
     let no_geofences = map["zones"]["features"]
         .as_array()
         .is_none_or(Vec::is_empty);
     let map = map.to_string().replace('<', "\\u003c");
-    let (devices, wifi) = store_devices(&state, &t, &id);
     Ok(html(&StorePage {
         nav: Nav::new(&state, &v, Section::Stores, name.clone()),
         zones: a
@@ -213,7 +220,7 @@ pub(super) async fn store_page(
 /// set in `cloud.toml`, if any.
 fn map_data(
     state: &AppState,
-    id: &str,
+    (id, devices): (&str, &[DeviceRow]),
     a: &crate::reports::activity::Activity,
 ) -> serde_json::Value {
     let registry = state.registry.read().expect("registry lock");
@@ -251,24 +258,11 @@ fn map_data(
             })
         })
         .collect();
-    let at = |l: &Option<omo_device_config::site::LatLon>| l.map(|l| [l.lat, l.lon]);
-    let devices: Vec<serde_json::Value> = site
-        .beacons
-        .iter()
-        .filter(|b| b.store.as_str() == id)
-        .map(|b| serde_json::json!({"kind": "beacon", "id": b.id, "name": b.name, "at": at(&b.location)}))
-        .chain(
-            site.gateways
-                .iter()
-                .filter(|g| g.store.as_str() == id)
-                .map(|g| serde_json::json!({"kind": "gateway", "id": g.id, "name": g.id, "at": at(&g.location)})),
-        )
-        .collect();
     // A gateway zone with a distance reaches that far around each of its placed gateways.
-    let located: std::collections::HashMap<&str, [f64; 2]> = site
-        .gateways
+    let located: std::collections::HashMap<&str, [f64; 2]> = devices
         .iter()
-        .filter_map(|g| Some((g.id.as_str(), at(&g.location)?)))
+        .filter(|d| d.kind == "gateway")
+        .filter_map(|d| Some((d.id.as_str(), d.at?)))
         .collect();
     let reach: Vec<serde_json::Value> = site
         .gateway_zones
